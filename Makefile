@@ -1,0 +1,35 @@
+# SEF: `make demo` runs the main job, `make test` runs the whole test suite.
+# Both create .venv and install what they need (system packages with apt when root).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+SYSDEPS = mosquitto:mosquitto
+
+.PHONY: demo test lint bench clean system-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	@scripts/system-deps.sh $(SYSDEPS)
+
+demo: $(VENV)/.installed system-deps
+	$(BIN)/sef demo
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+test: $(VENV)/.installed system-deps lint
+	$(BIN)/python -m pytest -n auto -q
+
+bench: $(VENV)/.installed system-deps
+	$(BIN)/python bench/bus_ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,5 @@
+"""Agents: adapters between a DER interface on the bus and a device (BIS, UCM, ...)."""
+
+from sef.agents._base import AboutInfo, Agent, AgentError, CallError, method
+
+__all__ = ["AboutInfo", "Agent", "AgentError", "CallError", "method"]

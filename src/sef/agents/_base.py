@@ -1,0 +1,481 @@
+"""Agent base: implement a DER interface on the SEF bus by declaring it and writing methods.
+
+Example::
+
+    class Heater(Agent):
+        interfaces = ("edu.pdx.powerlab.demo",)
+
+        @method("edu.pdx.powerlab.demo", "EnergyMethod")
+        async def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
+            ...
+
+    await Heater("wh1", "mqtt://localhost").run()
+
+Incoming arguments are validated against the method's D-Bus signature before user code
+runs. A bad call is logged and, when the caller asked for a reply, answered with an
+error; the agent keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from sef import __version__
+from sef.bus import (
+    About,
+    BrokerURL,
+    BusClient,
+    BusError,
+    Call,
+    ErrorName,
+    InterfaceRef,
+    Message,
+    PayloadError,
+    PropertyUpdate,
+    Reply,
+    Session,
+    Status,
+    TopicKind,
+    Topics,
+    Will,
+    check_id,
+    decode_object,
+    encode_object,
+)
+from sef.clock import Clock, default_clock
+from sef.interface import (
+    AGENT_INTERFACE,
+    Interface,
+    TypeMismatch,
+    args_from_json,
+    args_to_json,
+    builtin_xml,
+    load_xml,
+    to_json,
+    validate,
+)
+
+__all__ = ["AboutInfo", "Agent", "AgentError", "CallError", "method"]
+
+log = logging.getLogger("sef.agent")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AgentError(RuntimeError):
+    """An agent is declared wrongly (missing handler, unknown interface, bad property)."""
+
+
+class CallError(Exception):
+    """Raise from a method handler to answer the call with a named error."""
+
+    def __init__(self, message: str, name: str = ErrorName.FAILED) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def method(interface: str, name: str) -> Callable[[F], F]:
+    """Mark an agent method as the handler of ``interface.name``."""
+
+    def mark(func: F) -> F:
+        func._sef_method = (interface, name)  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+@dataclass
+class AboutInfo:
+    """AllJoyn About fields of an agent (the rest are filled in by the agent)."""
+
+    device_name: str = ""
+    app_name: str = "SEF agent"
+    manufacturer: str = "SEF"
+    model_number: str = "sef-agent"
+    description: str = ""
+    hardware_version: str = ""
+    support_url: str = "https://github.com/sef-energy/sef"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fields(self, agent_id: str) -> dict[str, Any]:
+        app_id = uuid.uuid5(uuid.NAMESPACE_URL, f"sef:{self.app_name}:{agent_id}").hex
+        return {
+            "AppId": app_id,
+            "DefaultLanguage": "en",
+            "DeviceName": self.device_name or agent_id,
+            "DeviceId": agent_id,
+            "AppName": self.app_name,
+            "Manufacturer": self.manufacturer,
+            "ModelNumber": self.model_number,
+            "SupportedLanguages": ["en"],
+            "Description": self.description or self.app_name,
+            "SoftwareVersion": __version__,
+            "HardwareVersion": self.hardware_version,
+            "SupportUrl": self.support_url,
+            **self.extra,
+        }
+
+
+class Agent:
+    """Base class of every agent (BIS, UCM, ...).
+
+    Subclasses set :attr:`interfaces` (names of shipped interfaces, or pass XML texts in
+    ``interface_xml``) and mark handlers with :func:`method`. Properties are set with
+    :meth:`set_property`; each change is one retained publish.
+
+    Args:
+        agent_id: unique id on the bus (also the MQTT client id).
+        broker: broker URL.
+        clock: clock for timestamps and expiry checks (default: ``SEF_CLOCK`` or real).
+        groups: groups whose calls this agent obeys.
+        about: About fields.
+        interface_xml: extra interface XML texts by interface name.
+        keepalive_s: MQTT keepalive, s; a dead agent is reported offline by the broker
+            within 1.5 × this.
+    """
+
+    interfaces: ClassVar[Sequence[str]] = ()
+    max_seen_calls: ClassVar[int] = 4096
+
+    def __init__(
+        self,
+        agent_id: str,
+        broker: BrokerURL | str,
+        *,
+        clock: Clock | None = None,
+        groups: Sequence[str] = (),
+        about: AboutInfo | None = None,
+        interface_xml: dict[str, str] | None = None,
+        keepalive_s: int = 10,
+        topics: Topics | None = None,
+    ) -> None:
+        self.agent_id = check_id("agent", agent_id)
+        self.groups = [check_id("group", g) for g in groups]
+        self.clock = clock or default_clock()
+        self.topics = topics or Topics()
+        self.about = about or AboutInfo()
+        self.session = Session()
+        self.host_online: dict[str, bool] = {}
+        self.calls_rejected = 0
+        self._xml: dict[str, str] = {}
+        self._interfaces: dict[str, Interface] = {}
+        for name in (*self.interfaces, AGENT_INTERFACE):
+            self._add_interface(name, builtin_xml(name) if name not in (interface_xml or {})
+                                else (interface_xml or {})[name])
+        for name, xml in (interface_xml or {}).items():
+            if name not in self._interfaces:
+                self._add_interface(name, xml)
+        self._handlers = self._collect_handlers()
+        self._properties: dict[tuple[str, str], Any] = {}
+        self._seen_calls: OrderedDict[str, float] = OrderedDict()
+        self._calls: asyncio.Queue[tuple[str, str, Call]] = asyncio.Queue(maxsize=1000)
+        self._worker: asyncio.Task[None] | None = None
+        self._prefix = self.topics.agent_prefix(self.agent_id)
+        self.bus = BusClient(broker, self.agent_id, on_message=self._on_message,
+                             will=self._make_will, on_connect=self._on_connect,
+                             keepalive_s=keepalive_s)
+
+    # -- declaration --------------------------------------------------------------
+    def _add_interface(self, name: str, xml: str) -> None:
+        node = load_xml(xml, source=f"<interface {name}>")
+        if name not in node.interfaces:
+            raise AgentError(f"interface XML for {name!r} does not define {name!r}")
+        self._interfaces[name] = node.interfaces[name]
+        self._xml[name] = xml
+
+    def _collect_handlers(self) -> dict[tuple[str, str], Callable[..., Any]]:
+        handlers: dict[tuple[str, str], Callable[..., Any]] = {}
+        for attr in dir(type(self)):
+            func = getattr(type(self), attr, None)
+            key = getattr(func, "_sef_method", None)
+            if key is not None:
+                handlers[key] = getattr(self, attr)
+        handlers[(AGENT_INTERFACE, "Rebirth")] = self._rebirth
+        handlers[(AGENT_INTERFACE, "Ping")] = self._ping
+        for (declared, name) in handlers:
+            if declared not in self._interfaces:
+                raise AgentError(
+                    f"handler for {declared}.{name}: agent does not declare {declared}")
+            if name not in self._interfaces[declared].methods:
+                raise AgentError(
+                    f"handler for {declared}.{name}: no such method in the interface")
+        for iface_name, iface in self._interfaces.items():
+            for method_name in iface.methods:
+                if (iface_name, method_name) not in handlers:
+                    raise AgentError(
+                        f"agent declares {iface_name} but has no handler for {method_name}")
+        return handlers
+
+    def interface(self, name: str) -> Interface:
+        return self._interfaces[name]
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, announce, and start serving calls."""
+        for pattern in (f"{self._prefix}/call/+/+", f"{self._prefix}/status",
+                        self.topics.all_hosts(),
+                        *(f"{self.topics.root}/groups/{g}/call/+/+" for g in self.groups)):
+            await self.bus.subscribe(pattern, qos=1)
+        self._worker = asyncio.create_task(self._serve_calls(), name=f"agent:{self.agent_id}")
+        await self.on_start()
+        await self.bus.start()
+
+    async def stop(self) -> None:
+        """Announce a clean shutdown (offline, reason ``shutdown``) and disconnect."""
+        await self.on_stop()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+        async def goodbye() -> None:
+            status = Status(False, self.session.bdseq, self.clock.now(), None,
+                            self.session.next_seq(), "shutdown")
+            self.bus.publish(self.topics.status(self.agent_id), status.to_payload(), retain=True)
+            await asyncio.sleep(0.05)
+
+        await self.bus.stop(before_disconnect=goodbye)
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.stop())
+
+    async def on_start(self) -> None:
+        """Hook: called once before the first connection (set initial properties here)."""
+
+    async def on_stop(self) -> None:
+        """Hook: called once on shutdown."""
+
+    def on_host_status(self, host_id: str, online: bool) -> None:
+        """Hook: an EMS (primary host) went online or offline."""
+
+    # -- properties and signals ---------------------------------------------------
+    def set_property(self, interface: str, name: str, value: Any) -> bool:
+        """Set a property; publish it (retained) if it changed. Returns whether it changed.
+
+        Raises :class:`AgentError` for an unknown property and
+        :class:`~sef.interface.TypeMismatch` for a value that does not fit its type.
+        """
+        iface = self._interfaces.get(interface)
+        if iface is None or name not in iface.properties:
+            raise AgentError(f"agent {self.agent_id} has no property {interface}.{name}")
+        prop = iface.properties[name]
+        value = validate(prop.type, value, path=name)
+        key = (interface, name)
+        if self._properties.get(key, _MISSING) == value:
+            return False
+        self._properties[key] = value
+        if self.bus.connected and prop.emits_changed in ("true", "invalidates"):
+            self._publish_property(interface, name)
+        return True
+
+    def get_property(self, interface: str, name: str) -> Any:
+        return self._properties[(interface, name)]
+
+    def emit_signal(self, interface: str, name: str, *args: Any) -> None:
+        """Publish a signal (not retained)."""
+        signal = self._interfaces[interface].signals[name]
+        payload = encode_object({"v": 1, "seq": self.session.next_seq(), "ts": self.clock.now(),
+                                 "args": args_to_json(signal.args, list(args))})
+        self.bus.publish(self.topics.signal(self.agent_id, interface, name), payload)
+
+    def _publish_property(self, interface: str, name: str) -> None:
+        prop = self._interfaces[interface].properties[name]
+        value = self._properties[(interface, name)]
+        update = PropertyUpdate(to_json(prop.type, value), self.clock.now(),
+                                self.session.next_seq())
+        try:
+            self.bus.publish(self.topics.prop(self.agent_id, interface, name),
+                             update.to_payload(), retain=True)
+        except BusError as exc:  # connection dropped; the next birth republishes everything
+            log.debug("property %s.%s not published: %s", interface, name, exc)
+
+    # -- birth --------------------------------------------------------------------
+    def _make_will(self) -> Will:
+        bdseq = self.session.new_session()
+        return Will(self.topics.status(self.agent_id),
+                    Status(False, bdseq, reason="will").to_payload())
+
+    async def _on_connect(self) -> None:
+        self._publish_birth()
+
+    def _publish_birth(self) -> None:
+        """Birth sequence: status online (seq 0), About, interface XML, every property."""
+        now = self.clock.now()
+        self.session.seq = 0
+        status = Status(True, self.session.bdseq, now, self.bus.keepalive_s,
+                        self.session.next_seq())
+        self.bus.publish(self.topics.status(self.agent_id), status.to_payload(), retain=True)
+        refs = [InterfaceRef(name, hashlib.sha256(xml.encode()).hexdigest())
+                for name, xml in self._xml.items()]
+        about = About(self.about.fields(self.agent_id), refs, list(self.groups),
+                      self.session.bdseq, now, self.session.next_seq())
+        self.bus.publish(self.topics.about(self.agent_id), about.to_payload(), retain=True)
+        for name, xml in self._xml.items():
+            self.bus.publish(self.topics.interface_xml(self.agent_id, name), xml.encode(),
+                             retain=True)
+        for interface, name in list(self._properties):
+            self._publish_property(interface, name)
+        log.info("agent %s born (bdseq %d)", self.agent_id, self.session.bdseq)
+
+    # -- incoming messages --------------------------------------------------------
+    def _on_message(self, message: Message) -> None:
+        parsed = self.topics.parse(message.topic)
+        if parsed is None:
+            return
+        if parsed.kind is TopicKind.STATUS:
+            self._check_own_status(message)
+        elif parsed.kind is TopicKind.HOST_STATUS:
+            self._host_status(parsed.owner, message)
+        elif parsed.kind in (TopicKind.CALL, TopicKind.GROUP_CALL):
+            assert parsed.interface is not None and parsed.member is not None
+            self._receive_call(parsed.interface, parsed.member, message)
+
+    def _check_own_status(self, message: Message) -> None:
+        """Repair a stale death: a will of an older session overwrote our retained birth."""
+        try:
+            status = Status.from_object(decode_object(message.payload))
+        except PayloadError:
+            return
+        if not status.online and status.bdseq < self.session.bdseq and self.bus.connected:
+            log.info("agent %s: stale death (bdseq %d) replaced by status of session %d",
+                     self.agent_id, status.bdseq, self.session.bdseq)
+            repair = Status(True, self.session.bdseq, self.clock.now(), self.bus.keepalive_s,
+                            self.session.next_seq())
+            self.bus.publish(message.topic, repair.to_payload(), retain=True)
+
+    def _host_status(self, host_id: str, message: Message) -> None:
+        try:
+            status = Status.from_object(decode_object(message.payload))
+        except PayloadError as exc:
+            log.warning("agent %s: bad host status from %s: %s", self.agent_id, host_id, exc)
+            return
+        if self.host_online.get(host_id) != status.online:
+            self.host_online[host_id] = status.online
+            log.info("agent %s: host %s is %s", self.agent_id, host_id,
+                     "online" if status.online else "offline")
+            self.on_host_status(host_id, status.online)
+
+    def _reject(self, reason: str, topic: str) -> None:
+        self.calls_rejected += 1
+        log.warning("agent %s rejected call on %s: %s", self.agent_id, topic, reason)
+
+    def _receive_call(self, interface: str, member: str, message: Message) -> None:
+        try:
+            obj = decode_object(message.payload)
+        except PayloadError as exc:
+            self._reject(str(exc), message.topic)
+            return
+        try:
+            call = Call.from_object(obj)
+        except PayloadError as exc:
+            self._reject(str(exc), message.topic)
+            reply_to, call_id = obj.get("reply_to"), obj.get("id")
+            if isinstance(reply_to, str) and isinstance(call_id, str) and call_id:
+                self._reply(Reply(call_id[:128], self.agent_id, False, error=exc.name,
+                                  message=str(exc)), reply_to)
+            return
+        key = f"{call.sender}/{call.id}"
+        if key in self._seen_calls:
+            log.debug("agent %s: duplicate call %s ignored", self.agent_id, key)
+            return
+        self._seen_calls[key] = call.exp
+        while len(self._seen_calls) > self.max_seen_calls:
+            self._seen_calls.popitem(last=False)
+        try:
+            self._calls.put_nowait((interface, member, call))
+        except asyncio.QueueFull:
+            self._reject("call queue full", message.topic)
+            self._error(call, ErrorName.FAILED, "agent busy: call queue full")
+
+    async def _serve_calls(self) -> None:
+        while True:
+            interface, member, call = await self._calls.get()
+            try:
+                await self._execute(interface, member, call)
+            except Exception:
+                log.exception("agent %s: call %s.%s failed", self.agent_id, interface, member)
+
+    async def _execute(self, interface: str, member: str, call: Call) -> None:
+        where = f"{interface}.{member}"
+        now = self.clock.now()
+        if now > call.exp:
+            self._reject(f"{where} expired {now - call.exp:.3f} s ago (call {call.id})", where)
+            self._error(call, ErrorName.EXPIRED, f"call expired {now - call.exp:.3f} s ago")
+            return
+        iface = self._interfaces.get(interface)
+        if iface is None:
+            self._reject(f"unknown interface {interface}", where)
+            self._error(call, ErrorName.UNKNOWN_INTERFACE,
+                        f"agent {self.agent_id} does not implement {interface}")
+            return
+        spec = iface.methods.get(member)
+        if spec is None:
+            self._reject(f"unknown method {where}", where)
+            self._error(call, ErrorName.UNKNOWN_METHOD, f"{interface} has no method {member}")
+            return
+        try:
+            args = args_from_json(spec.in_args, call.args)
+        except TypeMismatch as exc:
+            self._reject(f"invalid arguments: {exc}", where)
+            self._error(call, ErrorName.INVALID_ARGS, str(exc))
+            return
+        try:
+            result = self._handlers[(interface, member)](*args)
+            if inspect.isawaitable(result):
+                result = await result
+        except CallError as exc:
+            self._reject(f"refused: {exc}", where)
+            self._error(call, exc.name, str(exc))
+            return
+        except Exception as exc:
+            log.exception("agent %s: handler of %s raised", self.agent_id, where)
+            self._error(call, ErrorName.FAILED, f"{type(exc).__name__}: {exc}")
+            return
+        if call.reply_to is None:
+            return
+        outs = spec.out_args
+        values = [] if not outs else ([result] if len(outs) == 1 else list(result))
+        try:
+            out_json = args_to_json(outs, values)
+        except TypeMismatch as exc:
+            log.error("agent %s: %s returned a bad value: %s", self.agent_id, where, exc)
+            self._error(call, ErrorName.FAILED, f"agent returned a bad value: {exc}")
+            return
+        self._reply(Reply(call.id, self.agent_id, True, out_json, ts=self.clock.now()),
+                    call.reply_to)
+
+    def _error(self, call: Call, name: str, message: str) -> None:
+        if call.reply_to is not None:
+            self._reply(Reply(call.id, self.agent_id, False, error=name, message=message,
+                              ts=self.clock.now()), call.reply_to)
+
+    def _reply(self, reply: Reply, topic: str) -> None:
+        try:
+            self.bus.publish(topic, reply.to_payload())
+        except BusError as exc:
+            log.warning("agent %s: reply %s lost: %s", self.agent_id, reply.id, exc)
+
+    # -- built-in sef.Agent methods ------------------------------------------------
+    def _rebirth(self) -> None:
+        log.info("agent %s: rebirth requested", self.agent_id)
+        self._publish_birth()
+
+    def _ping(self) -> float:
+        return self.clock.now()
+
+
+_MISSING = object()

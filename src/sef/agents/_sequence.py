@@ -1,0 +1,131 @@
+"""Event sequences of ``edu.pdx.powerlab.demo.EnergyMethod``: parse and run them in time.
+
+``EnergyMethod(cmds: a(snn))`` carries ``(cmd, rate_kW, duration_s)`` events executed in
+order from now; a duration of 0 means "until the next command". A new call replaces the
+running sequence. When the last timed event ends, the device goes back to ``idle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sef.bus import ErrorName
+from sef.clock import Clock
+
+__all__ = ["Command", "EnergyEvent", "EventSequencer", "parse_events"]
+
+log = logging.getLogger("sef.agent.sequence")
+
+
+class Command(StrEnum):
+    """The commands of the demo interface."""
+
+    CHARGE = "charge"
+    DISCHARGE = "discharge"
+    IDLE = "idle"
+    SHED = "shed"
+    ENDSHED = "endshed"
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyEvent:
+    """One event: a command at ``rate_kw`` (kW, ≥ 0) for ``duration_s`` (s; 0 = open-ended)."""
+
+    cmd: Command
+    rate_kw: int
+    duration_s: int
+
+    def as_tuple(self) -> tuple[str, int, int]:
+        return (self.cmd.value, self.rate_kw, self.duration_s)
+
+
+IDLE = EnergyEvent(Command.IDLE, 0, 0)
+
+
+def parse_events(cmds: Sequence[tuple[str, int, int]]) -> list[EnergyEvent]:
+    """Turn validated ``a(snn)`` values into events; raise a clear ``CallError`` otherwise."""
+    from sef.agents._base import CallError  # local: _base imports nothing from here
+
+    if not cmds:
+        raise CallError("cmds must hold at least one event", ErrorName.INVALID_ARGS)
+    events = []
+    for index, (cmd, rate, duration) in enumerate(cmds):
+        try:
+            command = Command(cmd.strip().lower())
+        except ValueError:
+            raise CallError(
+                f"cmds[{index}][0]: unknown command {cmd!r} "
+                f"(expected one of {', '.join(c.value for c in Command)})",
+                ErrorName.INVALID_ARGS) from None
+        if rate < 0:
+            raise CallError(f"cmds[{index}][1]: rate must be >= 0 kW, got {rate}",
+                            ErrorName.INVALID_ARGS)
+        if duration < 0:
+            raise CallError(f"cmds[{index}][2]: duration must be >= 0 s, got {duration}",
+                            ErrorName.INVALID_ARGS)
+        if duration == 0 and index < len(cmds) - 1:
+            raise CallError(f"cmds[{index}][2]: only the last event may be open-ended "
+                            "(duration 0 = until the next command)", ErrorName.INVALID_ARGS)
+        events.append(EnergyEvent(command, rate, duration))
+    return events
+
+
+Apply = Callable[[EnergyEvent], Awaitable[None] | None]
+
+
+class EventSequencer:
+    """Runs a list of events on a clock, calling ``apply`` at each event start.
+
+    Args:
+        clock: the clock durations are measured on.
+        apply: called with each event as it starts, and with ``idle`` when a timed
+            sequence runs out.
+    """
+
+    def __init__(self, clock: Clock, apply: Apply) -> None:
+        self.clock = clock
+        self.apply = apply
+        self.current: EnergyEvent = IDLE
+        self.current_started: float | None = None
+        self.current_ends: float | None = None
+        self.remaining: list[EnergyEvent] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def replace(self, events: Sequence[EnergyEvent]) -> None:
+        """Stop the running sequence and start ``events`` now."""
+        await self.cancel()
+        self.remaining = list(events)
+        self._task = asyncio.create_task(self._run(), name="energy-sequence")
+        await asyncio.sleep(0)  # let the first event apply before the call returns
+
+    async def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _start(self, event: EnergyEvent, at: float) -> None:
+        self.current = event
+        self.current_started = at
+        self.current_ends = at + event.duration_s if event.duration_s > 0 else None
+        result = self.apply(event)
+        if inspect.isawaitable(result):
+            await result
+
+    async def _run(self) -> None:
+        at = self.clock.now()  # event boundaries are absolute, so waits never drift
+        while self.remaining:
+            event = self.remaining.pop(0)
+            await self._start(event, at)
+            if event.duration_s == 0:
+                return  # open-ended: stays until the next command (a new call)
+            at += event.duration_s
+            await self.clock.sleep(at - self.clock.now())
+        await self._start(IDLE, at)

@@ -1,0 +1,129 @@
+"""A battery agent whose battery is the SEF battery model, inside the agent process.
+
+No device protocol sits between the agent and the model, which makes it the smallest
+complete ``edu.pdx.powerlab.demo`` agent: the foundation demo and the bus tests use it,
+and vendors can read it as the template of an agent. The BIS does the same job against
+a real (or emulated) battery over Modbus.
+
+Command semantics: ``charge``/``discharge`` at ``rate`` kW (clipped to the rating and
+reported in telemetry), ``idle`` holds 0 kW, ``shed`` stops charging (a battery sheds
+load by not drawing from the grid) and ``endshed`` returns to idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sef.agents._base import AboutInfo, Agent, method
+from sef.agents._sequence import Command, EnergyEvent, EventSequencer, parse_events
+from sef.bus import BrokerURL
+from sef.clock import Clock
+from sef.interface import DEMO_INTERFACE, Variant
+from sef.models.battery import BatteryModel, BatteryParams
+
+__all__ = ["VirtualBatteryAgent"]
+
+log = logging.getLogger("sef.agent.virtual_battery")
+
+
+class VirtualBatteryAgent(Agent):
+    """``edu.pdx.powerlab.demo`` over an in-process battery model.
+
+    Args:
+        agent_id: id on the bus.
+        broker: broker URL.
+        params: battery parameters (default 8 kW / 60 kWh).
+        soc: initial state of charge (fraction).
+        step_s: model step and telemetry period, clock s.
+    """
+
+    interfaces = (DEMO_INTERFACE,)
+
+    def __init__(self, agent_id: str, broker: BrokerURL | str, *,
+                 params: BatteryParams | None = None, soc: float = 0.5,
+                 step_s: float = 60.0, clock: Clock | None = None,
+                 groups: Sequence[str] = (), keepalive_s: int = 10) -> None:
+        super().__init__(agent_id, broker, clock=clock, groups=groups, keepalive_s=keepalive_s,
+                         about=AboutInfo(app_name="SEF virtual battery",
+                                         model_number="sef-virtual-battery",
+                                         description="battery model inside the agent"))
+        self.model = BatteryModel(params, n=1, soc=soc)
+        self.step_s = step_s
+        self.setpoint_kw = 0.0
+        self.requested_kw = 0.0
+        self.sequencer = EventSequencer(self.clock, self._apply)
+        self._last_step = self.clock.now()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        self.set_property(DEMO_INTERFACE, "AssetName", self.about.fields(self.agent_id)
+                          ["DeviceName"])
+        self._publish_telemetry()
+        self._loop_task = asyncio.create_task(self._periodic())
+
+    async def on_stop(self) -> None:
+        await self.sequencer.cancel()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+
+    @method(DEMO_INTERFACE, "EnergyMethod")
+    async def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
+        """Run an event sequence from now, replacing the running one."""
+        events = parse_events(cmds)
+        log.info("%s: new sequence %s", self.agent_id, [e.as_tuple() for e in events])
+        await self.sequencer.replace(events)
+
+    def _apply(self, event: EnergyEvent) -> None:
+        self._advance()
+        rated = self.model.params.rated_power_kw
+        if event.cmd is Command.CHARGE:
+            self.requested_kw = float(event.rate_kw)
+        elif event.cmd is Command.DISCHARGE:
+            self.requested_kw = -float(event.rate_kw)
+        else:  # idle, shed (no grid draw), endshed (back to idle)
+            self.requested_kw = 0.0
+        self.setpoint_kw = max(-rated, min(rated, self.requested_kw))
+        if self.setpoint_kw != self.requested_kw:
+            log.warning("%s: rate %.0f kW clipped to the %.0f kW rating", self.agent_id,
+                        abs(self.requested_kw), rated)
+        self._publish_telemetry()
+
+    def _advance(self) -> None:
+        now = self.clock.now()
+        dt = now - self._last_step
+        if dt > 0:
+            self.model.step(self.setpoint_kw, dt)
+        self._last_step = now
+
+    async def _periodic(self) -> None:
+        while True:
+            await self.clock.sleep(self.step_s)
+            self._advance()
+            self._publish_telemetry()
+
+    def telemetry(self) -> dict[str, Variant]:
+        """The ``Telemetry`` property: ``a{sv}`` with SEF's battery keys."""
+        model = self.model
+        event = self.sequencer.current
+        values: dict[str, Any] = {
+            "TimeStamp": Variant("u", int(self.clock.now())),
+            "Sys_Rated_Energy": Variant("d", model.params.capacity_kwh),
+            "Sys_Rated_Power": Variant("d", model.params.rated_power_kw),
+            "Sys_SOC": Variant("d", round(float(model.soc[0]) * 100.0, 3)),
+            "Sys_Energy_kWh": Variant("d", round(float(model.energy_kwh[0]), 4)),
+            "Sys_DC_Volts": Variant("d", round(float(model.dc_volts[0]), 2)),
+            "Sys_DC_Current": Variant("d", round(float(model.dc_current_a[0]), 3)),
+            "Sys_AC_Power_kW": Variant("d", round(float(model.ac_power_kw[0]), 4)),
+            "Setpoint_kW": Variant("d", self.setpoint_kw),
+            "Clipped": Variant("b", self.setpoint_kw != self.requested_kw
+                               or bool(model.clipped[0])),
+            "Event": Variant("s", event.cmd.value),
+            "Event_Rate_kW": Variant("n", event.rate_kw),
+        }
+        return values
+
+    def _publish_telemetry(self) -> None:
+        self.set_property(DEMO_INTERFACE, "Telemetry", self.telemetry())

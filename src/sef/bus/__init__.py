@@ -1,0 +1,57 @@
+"""The SEF bus binding: DER interfaces over MQTT (3.1.1 or 5).
+
+The topic tree and payloads are specified in ``docs/protocol.md``. Public names:
+
+* :class:`BusClient`, :class:`BrokerURL`, :class:`Message`, :class:`Will`: the connection.
+* :class:`Topics`: builds and parses topics.
+* :class:`Status`, :class:`About`, :class:`PropertyUpdate`, :class:`Call`, :class:`Reply`:
+  payloads, with :func:`decode_object` / :func:`encode_object` and :class:`PayloadError`.
+* :class:`Session`: birth/death and message sequence numbers.
+"""
+
+from sef.bus._client import BrokerURL, BusClient, BusError, Message, Will
+from sef.bus._payload import (
+    MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+    About,
+    Call,
+    ErrorName,
+    HostStatus,
+    InterfaceRef,
+    PayloadError,
+    PropertyUpdate,
+    Reply,
+    Status,
+    decode_object,
+    encode_object,
+)
+from sef.bus._session import SEQ_MODULUS, Session
+from sef.bus._topics import InvalidName, ParsedTopic, TopicKind, Topics, check_id
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "PROTOCOL_VERSION",
+    "SEQ_MODULUS",
+    "About",
+    "BrokerURL",
+    "BusClient",
+    "BusError",
+    "Call",
+    "ErrorName",
+    "HostStatus",
+    "InterfaceRef",
+    "InvalidName",
+    "Message",
+    "ParsedTopic",
+    "PayloadError",
+    "PropertyUpdate",
+    "Reply",
+    "Session",
+    "Status",
+    "TopicKind",
+    "Topics",
+    "Will",
+    "check_id",
+    "decode_object",
+    "encode_object",
+]

@@ -1,0 +1,288 @@
+"""The MQTT connection every SEF process uses, behind a small interface of our own.
+
+The MQTT library (gmqtt) stays inside this module. :class:`BusClient` owns one
+connection at a time and a supervisor task that reconnects with exponential backoff;
+each new connection may carry a new last will (a new birth/death sequence number), then
+the client resubscribes and calls ``on_connect`` so the owner re-announces itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+
+__all__ = ["BrokerURL", "BusClient", "BusError", "Message", "Will"]
+
+log = logging.getLogger("sef.bus")
+
+
+class BusError(RuntimeError):
+    """The bus could not be used (bad URL, broker unreachable, not connected)."""
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    """Where the broker is: ``mqtt://[user[:password]@]host[:port][?version=3.1.1|5]``."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    version: int = 4  # 4 = MQTT 3.1.1, 5 = MQTT 5
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerURL:
+        text = url if "://" in url else f"mqtt://{url}"
+        parts = urlsplit(text)
+        if parts.scheme not in ("mqtt", "tcp"):
+            raise BusError(f"unsupported broker URL scheme {parts.scheme!r} in {url!r}: use mqtt://")
+        try:
+            port = parts.port or 1883
+        except ValueError as exc:
+            raise BusError(f"bad port in broker URL {url!r}: {exc}") from None
+        if not parts.hostname:
+            raise BusError(f"broker URL {url!r} has no host")
+        version_text = parse_qs(parts.query).get("version", ["3.1.1"])[-1]
+        versions = {"3.1.1": 4, "311": 4, "4": 4, "5": 5, "5.0": 5}
+        if version_text not in versions:
+            raise BusError(f"unsupported MQTT version {version_text!r}: use 3.1.1 or 5")
+        return cls(parts.hostname, port, versions[version_text],
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None)
+
+    def __str__(self) -> str:
+        version = "5" if self.version == 5 else "3.1.1"
+        return f"mqtt://{self.host}:{self.port}?version={version}"
+
+
+@dataclass(slots=True)
+class Message:
+    """A message received from the broker. ``retain`` is set for retained deliveries."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class Will:
+    """Last will: published by the broker when the connection dies uncleanly."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class _OneShotClient(gmqtt.Client):  # type: ignore[misc]
+    """A gmqtt client that never reconnects by itself: :class:`BusClient` does that."""
+
+    async def reconnect(self, delay: bool = False) -> None:
+        return None
+
+
+MessageHandler = Callable[[Message], None]
+
+
+@dataclass
+class _Backoff:
+    initial_s: float = 0.1
+    maximum_s: float = 10.0
+    current_s: float = field(init=False, default=0.0)
+
+    def reset(self) -> None:
+        self.current_s = 0.0
+
+    def next(self) -> float:
+        self.current_s = min(self.maximum_s, max(self.initial_s, self.current_s * 2))
+        return self.current_s * random.uniform(0.8, 1.2)
+
+
+class BusClient:
+    """One MQTT session, kept alive across broker restarts.
+
+    Args:
+        url: the broker.
+        client_id: MQTT client id (unique per process; a random one if ``None``).
+        on_message: called for every received message, in the event loop.
+        will: returns the last will for the next connection, or ``None`` for no will.
+        on_connect: awaited after every (re)connection and resubscription.
+        keepalive_s: MQTT keepalive, s.
+        clean_session: start each connection with a clean session.
+    """
+
+    def __init__(
+        self,
+        url: BrokerURL | str,
+        client_id: str | None = None,
+        *,
+        on_message: MessageHandler | None = None,
+        will: Callable[[], Will | None] | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        keepalive_s: int = 10,
+        clean_session: bool = True,
+    ) -> None:
+        self.url = url if isinstance(url, BrokerURL) else BrokerURL.parse(url)
+        self.client_id = client_id or f"sef-{uuid.uuid4().hex[:12]}"
+        self.keepalive_s = keepalive_s
+        self.clean_session = clean_session
+        self._on_message = on_message or (lambda message: None)
+        self._will = will or (lambda: None)
+        self._on_connect = on_connect
+        self._subscriptions: dict[str, int] = {}
+        self._client: _OneShotClient | None = None
+        self._lost = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._backoff = _Backoff()
+        self.connections = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def mqtt5(self) -> bool:
+        return self.url.version == 5
+
+    async def start(self, *, wait: bool = True, timeout_s: float | None = 10.0) -> None:
+        """Start the connection supervisor; with ``wait``, return once connected."""
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"bus:{self.client_id}")
+        if wait:
+            try:
+                await asyncio.wait_for(self._connected.wait(), timeout_s)
+            except TimeoutError:
+                raise BusError(f"could not connect to {self.url} within {timeout_s} s") from None
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def stop(self, *, before_disconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Disconnect cleanly (the broker then discards the will) and stop reconnecting."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        client = self._client
+        if client is not None and self._connected.is_set():
+            try:
+                if before_disconnect is not None:
+                    await before_disconnect()
+                await asyncio.wait_for(client.disconnect(), 2.0)
+            except (TimeoutError, OSError, RuntimeError) as exc:
+                log.warning("clean disconnect of %s failed: %s", self.client_id, exc)
+        self._client = None
+        self._connected.clear()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                expiry_s: float | None = None) -> None:
+        """Queue a publish on the current connection; raise :class:`BusError` if offline."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            raise BusError(f"not connected to {self.url}")
+        props: dict[str, Any] = {}
+        if expiry_s is not None and self.mqtt5:
+            props["message_expiry_interval"] = max(1, int(expiry_s + 0.999))
+        client.publish(topic, payload, qos=qos, retain=retain, **props)
+
+    async def subscribe(self, pattern: str, qos: int = 1) -> None:
+        """Subscribe now (if connected) and again after every reconnection."""
+        self._subscriptions[pattern] = qos
+        if self._client is not None and self._connected.is_set():
+            self._client.subscribe(pattern, qos=qos)
+
+    async def unsubscribe(self, pattern: str) -> None:
+        if self._subscriptions.pop(pattern, None) is not None and self._client is not None \
+                and self._connected.is_set():
+            self._client.unsubscribe(pattern)
+
+    # -- internals ----------------------------------------------------------------
+    def _handle(self, client: Any, topic: str, payload: bytes, qos: int,
+                properties: dict[str, Any]) -> int:
+        try:
+            self._on_message(Message(topic, payload, qos, bool(properties.get("retain"))))
+        except Exception:  # a handler bug must not kill the connection
+            log.exception("message handler failed for topic %s", topic)
+        return 0
+
+    def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        if client is self._client:
+            self._lost.set()
+
+    async def _connect_once(self) -> None:
+        will = self._will()
+        gmqtt_will = None
+        if will is not None:
+            gmqtt_will = gmqtt.Message(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client = _OneShotClient(self.client_id, clean_session=self.clean_session,
+                                will_message=gmqtt_will, logger=logging.getLogger("sef.bus.mqtt"))
+        if self.url.username:
+            client.set_auth_credentials(self.url.username, self.url.password)
+        client.on_message = self._handle
+        client.on_disconnect = self._handle_disconnect
+        self._lost.clear()
+        self._client = client
+        version = MQTTv50 if self.mqtt5 else MQTTv311
+        try:
+            await asyncio.wait_for(
+                client.connect(self.url.host, self.url.port, keepalive=self.keepalive_s,
+                               version=version),
+                timeout=max(5.0, self.keepalive_s))
+        except BaseException:
+            self._client = None
+            raise
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            try:
+                await self._connect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self._backoff.next()
+                log.warning("cannot connect %s to %s (%s); retrying in %.1f s",
+                            self.client_id, self.url, exc or type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._backoff.reset()
+            self.connections += 1
+            client = self._client
+            assert client is not None
+            for pattern, qos in self._subscriptions.items():
+                client.subscribe(pattern, qos=qos)
+            self._connected.set()
+            log.info("%s connected to %s (connection %d)", self.client_id, self.url,
+                     self.connections)
+            if self._on_connect is not None:
+                try:
+                    await self._on_connect()
+                except Exception:
+                    log.exception("on_connect hook of %s failed", self.client_id)
+            await self._lost.wait()
+            self._connected.clear()
+            self._client = None
+            if self._stopping:
+                return
+            delay = self._backoff.next()
+            log.warning("%s lost its connection to %s; reconnecting in %.1f s", self.client_id,
+                        self.url, delay)
+            try:
+                await client.disconnect()
+            except Exception as exc:  # the socket is usually gone already
+                log.debug("closing dead connection: %s", exc)
+            await asyncio.sleep(delay)

@@ -1,0 +1,332 @@
+"""JSON payloads of the SEF bus (see ``docs/protocol.md``).
+
+Every payload except interface XML is one UTF-8 JSON object with ``"v": 1``. The keys
+``jws`` and ``cose`` are reserved for the signed envelope of a later protocol version: a
+version-1 receiver rejects a payload that carries them instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "PROTOCOL_VERSION",
+    "About",
+    "Call",
+    "ErrorName",
+    "HostStatus",
+    "InterfaceRef",
+    "PayloadError",
+    "PropertyUpdate",
+    "Reply",
+    "Status",
+    "decode_object",
+    "encode_object",
+]
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""Largest payload a SEF process parses (bytes); larger ones are refused unread."""
+
+
+class ErrorName:
+    """Error names carried in replies (D-Bus names where D-Bus has one)."""
+
+    UNKNOWN_INTERFACE = "org.freedesktop.DBus.Error.UnknownInterface"
+    UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+    INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+    FAILED = "org.freedesktop.DBus.Error.Failed"
+    EXPIRED = "sef.Error.Expired"
+    MALFORMED = "sef.Error.MalformedPayload"
+    TOO_LARGE = "sef.Error.PayloadTooLarge"
+    UNSUPPORTED_VERSION = "sef.Error.UnsupportedVersion"
+    TIMEOUT = "sef.Error.Timeout"
+
+
+class PayloadError(ValueError):
+    """A payload is not valid JSON of the expected shape; ``name`` is an :class:`ErrorName`."""
+
+    def __init__(self, message: str, name: str = ErrorName.MALFORMED) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def encode_object(obj: dict[str, Any]) -> bytes:
+    """Serialise a payload object to compact UTF-8 JSON (finite numbers only)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _reject_constant(name: str) -> float:
+    raise PayloadError(f"non-finite number {name} is not valid JSON")
+
+
+def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """Parse a version-1 payload object; raise :class:`PayloadError` with a clear reason."""
+    if len(payload) > max_bytes:
+        raise PayloadError(
+            f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit",
+            ErrorName.TOO_LARGE,
+        )
+    try:
+        obj = json.loads(payload, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"payload is not JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        raise PayloadError("payload JSON is nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise PayloadError(f"payload must be a JSON object, got {type(obj).__name__}")
+    if "jws" in obj or "cose" in obj:
+        raise PayloadError(
+            "signed envelopes are not supported by this protocol version",
+            ErrorName.UNSUPPORTED_VERSION,
+        )
+    version = obj.get("v")
+    if version != PROTOCOL_VERSION:
+        raise PayloadError(
+            f"unsupported protocol version {version!r} (expected {PROTOCOL_VERSION})",
+            ErrorName.UNSUPPORTED_VERSION,
+        )
+    return obj
+
+
+# -- typed field readers ---------------------------------------------------------------
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], *, required: bool = True,
+         default: Any = None) -> Any:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise PayloadError(f"missing field {key!r}")
+        return default
+    value = obj[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise PayloadError(f"field {key!r} must be {_kind_name(kind)}, got bool")
+    if not isinstance(value, kind):
+        raise PayloadError(f"field {key!r} must be {_kind_name(kind)}, got {type(value).__name__}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
+             list: "an array", dict: "an object"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _time(obj: dict[str, Any], key: str, *, required: bool = True) -> float | None:
+    value = _get(obj, key, (int, float), required=required)
+    if value is None:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise PayloadError(f"field {key!r} must be a non-negative Unix time in seconds")
+    return float(value)
+
+
+def _seq(obj: dict[str, Any]) -> int | None:
+    value = _get(obj, "seq", int, required=False)
+    if value is not None and not 0 <= value < 2**32:
+        raise PayloadError("field 'seq' must be in 0..4294967295")
+    return value  # type: ignore[no-any-return]
+
+
+# -- payload kinds ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Status:
+    """Presence of an agent or host: birth (``online``) or death (``offline``).
+
+    Attributes:
+        online: ``True`` for a birth, ``False`` for a death (will or clean shutdown).
+        bdseq: birth/death sequence number of the session this status belongs to.
+        ts: sender time, Unix s (``None`` in a last will).
+        keepalive_s: MQTT keepalive of the session, s.
+        seq: per-session message sequence number (0 for a birth).
+        reason: why an agent went offline (``"shutdown"``, ``"will"``), optional.
+    """
+
+    online: bool
+    bdseq: int
+    ts: float | None = None
+    keepalive_s: int | None = None
+    seq: int | None = None
+    reason: str | None = None
+
+    def to_payload(self) -> bytes:
+        obj: dict[str, Any] = {"v": PROTOCOL_VERSION,
+                               "state": "online" if self.online else "offline",
+                               "bdseq": self.bdseq}
+        for key in ("ts", "keepalive_s", "seq", "reason"):
+            value = getattr(self, key)
+            if value is not None:
+                obj[key] = value
+        return encode_object(obj)
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> Status:
+        state = _get(obj, "state", str)
+        if state not in ("online", "offline"):
+            raise PayloadError(f"field 'state' must be 'online' or 'offline', got {state!r}")
+        bdseq = _get(obj, "bdseq", int)
+        if bdseq < 0:
+            raise PayloadError("field 'bdseq' must be >= 0")
+        keepalive = _get(obj, "keepalive_s", int, required=False)
+        return cls(state == "online", bdseq, _time(obj, "ts", required=False), keepalive,
+                   _seq(obj), _get(obj, "reason", str, required=False))
+
+
+HostStatus = Status
+"""The EMS (primary host) status has the same shape as an agent's status."""
+
+
+@dataclass(slots=True)
+class InterfaceRef:
+    """An interface an agent implements, and where its XML is."""
+
+    name: str
+    sha256: str
+
+
+@dataclass(slots=True)
+class About:
+    """The About announcement: AllJoyn About fields plus SEF's interface and group lists."""
+
+    fields: dict[str, Any]
+    interfaces: list[InterfaceRef]
+    groups: list[str]
+    bdseq: int
+    ts: float | None = None
+    seq: int | None = None
+
+    REQUIRED = ("AppId", "DeviceId", "AppName", "Manufacturer", "ModelNumber", "DefaultLanguage",
+                "DeviceName", "SoftwareVersion")
+
+    def to_payload(self) -> bytes:
+        return encode_object({
+            "v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts, "bdseq": self.bdseq,
+            "about": self.fields,
+            "interfaces": [{"name": i.name, "sha256": i.sha256} for i in self.interfaces],
+            "groups": self.groups,
+        })
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> About:
+        fields = _get(obj, "about", dict)
+        missing = [k for k in cls.REQUIRED if k not in fields]
+        if missing:
+            raise PayloadError(f"About is missing required field(s) {', '.join(missing)}")
+        refs = []
+        for i, item in enumerate(_get(obj, "interfaces", list)):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                    or not isinstance(item.get("sha256"), str):
+                raise PayloadError(f"interfaces[{i}] must be an object with 'name' and 'sha256'")
+            refs.append(InterfaceRef(item["name"], item["sha256"]))
+        groups = _get(obj, "groups", list, required=False, default=[])
+        if not all(isinstance(g, str) for g in groups):
+            raise PayloadError("field 'groups' must be an array of strings")
+        return cls(fields, refs, groups, _get(obj, "bdseq", int), _time(obj, "ts", required=False),
+                   _seq(obj))
+
+
+@dataclass(slots=True)
+class PropertyUpdate:
+    """A property value (JSON mapping of its D-Bus type), with sender time (Unix s)."""
+
+    value: Any
+    ts: float | None = None
+    seq: int | None = None
+
+    def to_payload(self) -> bytes:
+        return encode_object({"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts,
+                              "value": self.value})
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> PropertyUpdate:
+        if "value" not in obj:
+            raise PayloadError("missing field 'value'")
+        return cls(obj["value"], _time(obj, "ts", required=False), _seq(obj))
+
+
+@dataclass(slots=True)
+class Call:
+    """A method call.
+
+    Attributes:
+        id: correlation id, unique per caller (1–128 characters).
+        args: in-arguments, JSON mapping of the method's in-signature.
+        ts: time the call was sent, Unix s.
+        exp: expiry, Unix s: a receiver never executes a call after this time.
+        reply_to: topic for the reply, or ``None`` when no reply is wanted.
+        sender: id of the caller (informational).
+    """
+
+    id: str
+    args: list[Any]
+    ts: float
+    exp: float
+    reply_to: str | None = None
+    sender: str | None = None
+
+    def to_payload(self) -> bytes:
+        obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": self.id, "ts": self.ts,
+                               "exp": self.exp, "args": self.args}
+        if self.reply_to is not None:
+            obj["reply_to"] = self.reply_to
+        if self.sender is not None:
+            obj["sender"] = self.sender
+        return encode_object(obj)
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> Call:
+        call_id = _get(obj, "id", str)
+        if not 1 <= len(call_id) <= 128:
+            raise PayloadError("field 'id' must be 1-128 characters")
+        ts, exp = _time(obj, "ts"), _time(obj, "exp")
+        assert ts is not None and exp is not None
+        reply_to = _get(obj, "reply_to", str, required=False)
+        if reply_to is not None and (not reply_to or "+" in reply_to or "#" in reply_to):
+            raise PayloadError("field 'reply_to' must be a topic without wildcards")
+        return cls(call_id, _get(obj, "args", list), ts, exp, reply_to,
+                   _get(obj, "sender", str, required=False))
+
+
+@dataclass(slots=True)
+class Reply:
+    """The answer to a call: ``ok`` with ``result`` (out-args), or an error name and message."""
+
+    id: str
+    agent: str
+    ok: bool
+    result: list[Any] = field(default_factory=list)
+    error: str | None = None
+    message: str | None = None
+    ts: float | None = None
+    seq: int | None = None
+
+    def to_payload(self) -> bytes:
+        obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": self.id, "agent": self.agent,
+                               "ok": self.ok, "ts": self.ts, "seq": self.seq}
+        if self.ok:
+            obj["result"] = self.result
+        else:
+            obj["error"] = {"name": self.error, "message": self.message}
+        return encode_object(obj)
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> Reply:
+        ok = _get(obj, "ok", bool)
+        reply = cls(_get(obj, "id", str), _get(obj, "agent", str), ok,
+                    ts=_time(obj, "ts", required=False), seq=_seq(obj))
+        if ok:
+            reply.result = _get(obj, "result", list, required=False, default=[])
+        else:
+            error = _get(obj, "error", dict)
+            reply.error = str(error.get("name", ErrorName.FAILED))
+            reply.message = str(error.get("message", ""))
+        return reply

@@ -1,0 +1,165 @@
+"""The SEF topic tree (see ``docs/protocol.md``).
+
+All topics live under one root (default ``sef``)::
+
+    {root}/agents/{agent_id}/status                       retained  presence, birth/death
+    {root}/agents/{agent_id}/about                        retained  About announcement
+    {root}/agents/{agent_id}/interfaces/{interface}       retained  interface XML (text)
+    {root}/agents/{agent_id}/props/{interface}/{property} retained  property value
+    {root}/agents/{agent_id}/signals/{interface}/{signal}           signal emission
+    {root}/agents/{agent_id}/call/{interface}/{method}              method call to one agent
+    {root}/groups/{group}/call/{interface}/{method}                 method call to a group
+    {root}/hosts/{host_id}/status                         retained  EMS (primary host) status
+    {root}/clients/{client_id}/reply                                replies to a caller
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["InvalidName", "ParsedTopic", "TopicKind", "Topics", "check_id"]
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+_DOTTED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_MEMBER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class InvalidName(ValueError):
+    """An agent, group, host or client id, or an interface/member name, is not allowed."""
+
+
+def check_id(kind: str, value: str) -> str:
+    """Return ``value`` if it is a valid id (1–64 of ``A-Z a-z 0-9 _ . -``, not leading ``.-``)."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidName(
+            f"invalid {kind} id {value!r}: use 1-64 characters from A-Z a-z 0-9 _ . - "
+            "(not starting with . or -)"
+        )
+    return value
+
+
+def _check_interface(name: str) -> str:
+    if not _DOTTED_RE.match(name) or len(name) > 255:
+        raise InvalidName(f"invalid interface name {name!r}")
+    return name
+
+
+def _check_member(name: str) -> str:
+    if not _MEMBER_RE.match(name) or len(name) > 255:
+        raise InvalidName(f"invalid member name {name!r}")
+    return name
+
+
+class TopicKind(StrEnum):
+    """What a topic carries."""
+
+    STATUS = "status"
+    ABOUT = "about"
+    INTERFACE = "interfaces"
+    PROPERTY = "props"
+    SIGNAL = "signals"
+    CALL = "call"
+    GROUP_CALL = "group_call"
+    HOST_STATUS = "host_status"
+    REPLY = "reply"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTopic:
+    """A topic split into its parts; ``owner`` is the agent, group, host or client id."""
+
+    kind: TopicKind
+    owner: str
+    interface: str | None = None
+    member: str | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Builds and parses the topics under ``root``."""
+
+    root: str = "sef"
+
+    def __post_init__(self) -> None:
+        if not self.root or any(c in self.root for c in "+#") or self.root.endswith("/"):
+            raise InvalidName(f"invalid topic root {self.root!r}")
+
+    # -- builders -----------------------------------------------------------------
+    def agent_prefix(self, agent_id: str) -> str:
+        return f"{self.root}/agents/{check_id('agent', agent_id)}"
+
+    def status(self, agent_id: str) -> str:
+        return f"{self.agent_prefix(agent_id)}/status"
+
+    def about(self, agent_id: str) -> str:
+        return f"{self.agent_prefix(agent_id)}/about"
+
+    def interface_xml(self, agent_id: str, interface: str) -> str:
+        return f"{self.agent_prefix(agent_id)}/interfaces/{_check_interface(interface)}"
+
+    def prop(self, agent_id: str, interface: str, prop: str) -> str:
+        return (
+            f"{self.agent_prefix(agent_id)}/props/{_check_interface(interface)}/"
+            f"{_check_member(prop)}"
+        )
+
+    def signal(self, agent_id: str, interface: str, signal: str) -> str:
+        return (
+            f"{self.agent_prefix(agent_id)}/signals/{_check_interface(interface)}/"
+            f"{_check_member(signal)}"
+        )
+
+    def call(self, agent_id: str, interface: str, method: str) -> str:
+        return (
+            f"{self.agent_prefix(agent_id)}/call/{_check_interface(interface)}/"
+            f"{_check_member(method)}"
+        )
+
+    def group_call(self, group: str, interface: str, method: str) -> str:
+        return (
+            f"{self.root}/groups/{check_id('group', group)}/call/{_check_interface(interface)}/"
+            f"{_check_member(method)}"
+        )
+
+    def host_status(self, host_id: str) -> str:
+        return f"{self.root}/hosts/{check_id('host', host_id)}/status"
+
+    def reply(self, client_id: str) -> str:
+        return f"{self.root}/clients/{check_id('client', client_id)}/reply"
+
+    # -- subscription patterns ----------------------------------------------------
+    def all_agents(self) -> list[str]:
+        """Patterns an EMS subscribes to for discovery and telemetry."""
+        base = f"{self.root}/agents/+"
+        return [f"{base}/status", f"{base}/about", f"{base}/interfaces/+", f"{base}/props/#",
+                f"{base}/signals/#"]
+
+    def all_hosts(self) -> str:
+        return f"{self.root}/hosts/+/status"
+
+    # -- parser -------------------------------------------------------------------
+    def parse(self, topic: str) -> ParsedTopic | None:
+        """Split a topic of this tree, or return ``None`` if it is not one of ours."""
+        prefix = self.root + "/"
+        if not topic.startswith(prefix):
+            return None
+        parts = topic[len(prefix) :].split("/")
+        n = len(parts)
+        head = parts[0]
+        if head == "agents" and n >= 3:
+            owner, kind = parts[1], parts[2]
+            if n == 3 and kind in ("status", "about"):
+                return ParsedTopic(TopicKind(kind), owner)
+            if n == 4 and kind == "interfaces":
+                return ParsedTopic(TopicKind.INTERFACE, owner, parts[3])
+            if n == 5 and kind in ("props", "signals", "call"):
+                return ParsedTopic(TopicKind(kind), owner, parts[3], parts[4])
+        elif head == "groups" and n == 5 and parts[2] == "call":
+            return ParsedTopic(TopicKind.GROUP_CALL, parts[1], parts[3], parts[4])
+        elif head == "hosts" and n == 3 and parts[2] == "status":
+            return ParsedTopic(TopicKind.HOST_STATUS, parts[1])
+        elif head == "clients" and n == 3 and parts[2] == "reply":
+            return ParsedTopic(TopicKind.REPLY, parts[1])
+        return None

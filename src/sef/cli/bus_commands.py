@@ -1,0 +1,221 @@
+"""``sef ems``, ``sef agents``, ``sef call`` and ``sef agent``: the bus from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from sef.bus import BusError
+from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
+from sef.ems import EMS, AgentRecord, CallRefused, CallTarget, Event, snapshot
+
+console = Console()
+err = Console(stderr=True)
+
+BROKER_HELP = "Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5]."
+
+
+def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine; Ctrl-C ends it cleanly with exit code 130."""
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        err.print("[yellow]stopped[/]")
+        raise typer.Exit(130) from None
+    except BusError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def clock_option(spec: str | None) -> Clock:
+    try:
+        return parse_clock(spec) if spec else default_clock()
+    except ClockSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--clock") from None
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _telemetry_text(record: AgentRecord, limit: int = 6) -> str:
+    parts = []
+    for key, entry in sorted(record.properties.items()):
+        value = entry.value
+        if isinstance(value, dict):  # a{sv}: show the variant values
+            for name, item in list(value.items())[:limit]:
+                shown = item[1] if isinstance(item, list) and len(item) == 2 else item
+                if isinstance(shown, float):
+                    shown = round(shown, 2)
+                parts.append(f"{name}={shown}")
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts)
+
+
+def agents_table(records: list[AgentRecord], title: str = "SEF agents") -> Table:
+    """A rich table of agents: status, interfaces, groups, last seen, last telemetry."""
+    table = Table(title=title, expand=True)
+    for column in ("agent", "status", "model", "interfaces", "groups", "seen", "telemetry"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        status = {True: "[green]online[/]", False: "[red]offline[/]", None: "unknown"}[r.online]
+        style = "dim" if r.online is False else None
+        seen = r.offline_since if r.online is False else (r.last_seen or r.online_since)
+        table.add_row(r.agent_id, status, str(r.about.get("ModelNumber", "")),
+                      ", ".join(sorted(r.interfaces)), ", ".join(r.groups), _when(seen),
+                      _telemetry_text(r), style=style)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the bus commands to the ``sef`` app."""
+    app.command("ems")(ems)
+    app.command("agents")(agents)
+    app.command("call")(call)
+    agent_app = typer.Typer(help="Run an agent.", no_args_is_help=True)
+    agent_app.command("virtual-battery")(virtual_battery)
+    app.add_typer(agent_app, name="agent")
+
+
+def ems(
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    host_id: str = typer.Option("ems", "--id", help="Id of this EMS (primary host)."),
+    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
+    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+    json_events: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
+) -> None:
+    """Run the EMS: discover agents, track presence, keep their last known state."""
+
+    def print_event(event: Event) -> None:
+        if json_events:
+            detail = event.detail if isinstance(event.detail, (str, int, float, list, tuple,
+                                                                type(None))) else str(event.detail)
+            print(json.dumps({"event": event.kind, "agent": event.agent_id, "detail": detail}),
+                  flush=True)
+
+    async def main() -> None:
+        service = EMS(broker, host_id, clock=clock_option(clock), keepalive_s=keepalive,
+                      on_event=print_event)
+        await service.start(timeout_s=None)
+        try:
+            if json_events or not sys.stdout.isatty():
+                if not json_events:
+                    print(f"EMS {host_id} running on {service.bus.url}", flush=True)
+                await asyncio.Event().wait()
+            with Live(agents_table(service.agents()), console=console,
+                      refresh_per_second=2) as live:
+                while True:
+                    await asyncio.sleep(0.5)
+                    live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
+        finally:
+            await service.stop()
+
+    run_async(main())
+
+
+def agents(
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    wait: float = typer.Option(3.0, "--wait", help="Longest time to gather state, s."),
+) -> None:
+    """List agents with status, interfaces and last telemetry (read from the broker)."""
+    records: list[AgentRecord] = run_async(snapshot(broker, max_s=wait))
+    if as_json:
+        print(json.dumps([r.summary() for r in records], indent=2))
+    else:
+        console.print(agents_table(records, f"SEF agents on {broker}"))
+
+
+def call(
+    target: str = typer.Argument(..., help="Agent id, or group:NAME."),
+    member: str = typer.Argument(..., help="INTERFACE.METHOD, e.g. edu.pdx.powerlab.demo."
+                                           "EnergyMethod."),
+    args_json: str = typer.Argument("[]", help='Arguments as a JSON array, e.g. '
+                                               '\'[[["charge",4,1800]]]\'.'),
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    no_reply: bool = typer.Option(False, "--no-reply", help="Send without asking for a reply."),
+    timeout: float = typer.Option(5.0, "--timeout", help="How long to wait for replies, s."),
+    as_json: bool = typer.Option(False, "--json", help="Print replies as JSON."),
+) -> None:
+    """Call a method on one agent or on every agent of a group.
+
+    Exit codes: 0 all replies ok; 1 an agent answered with an error; 2 the call was not
+    sent (bad input); 3 no reply in time.
+    """
+    interface, _, method_name = member.rpartition(".")
+    if not interface or not method_name:
+        raise typer.BadParameter(f"expected INTERFACE.METHOD, got {member!r}",
+                                 param_hint="MEMBER")
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="ARGS_JSON") from None
+    if not isinstance(args, list):
+        raise typer.BadParameter("arguments must be a JSON array, one item per in-argument",
+                                 param_hint="ARGS_JSON")
+    try:
+        dest = CallTarget.parse(target)
+    except CallRefused as exc:
+        raise typer.BadParameter(str(exc), param_hint="TARGET") from None
+
+    async def main() -> list[Any]:
+        client = EMS(broker, "cli", announce=False, request_rebirth=False)
+        await client.start()
+        try:
+            await client.settle(0.2, 1.5)
+            return await client.call(dest, interface, method_name, args, reply=not no_reply,
+                                     timeout_s=timeout)
+        finally:
+            await client.stop()
+
+    try:
+        replies = run_async(main())
+    except CallRefused as exc:
+        err.print(f"[red]call not sent:[/] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps([{"agent": r.agent, "ok": r.ok, "result": r.result, "error": r.error,
+                           "message": r.message} for r in replies], indent=2))
+    else:
+        for r in replies:
+            if r.ok:
+                console.print(f"[green]{r.agent}[/]: ok {json.dumps(r.result)}")
+            else:
+                console.print(f"[red]{r.agent}[/]: {r.error}: {r.message}")
+    if no_reply:
+        return
+    if not replies:
+        err.print(f"[yellow]no reply from {dest} within {timeout} s[/]")
+        raise typer.Exit(3)
+    if not all(r.ok for r in replies):
+        raise typer.Exit(1)
+
+
+def virtual_battery(
+    agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
+    soc: float = typer.Option(0.5, "--soc", min=0.0, max=1.0, help="Initial SOC, fraction."),
+    step: float = typer.Option(60.0, "--step", help="Model step and telemetry period, clock s."),
+    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
+    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+) -> None:
+    """Run a battery agent with the battery model inside it (no device protocol)."""
+    from sef.agents.virtual_battery import VirtualBatteryAgent
+
+    agent = VirtualBatteryAgent(agent_id, broker, soc=soc, step_s=step, groups=group,
+                                clock=clock_option(clock), keepalive_s=keepalive)
+    print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
+    run_async(agent.run())

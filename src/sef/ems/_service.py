@@ -1,0 +1,202 @@
+"""The EMS process: registry on the bus, primary-host status, rebirth requests, calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sef.bus import BrokerURL, BusClient, Message, Reply, Session, Status, Topics, Will, check_id
+from sef.clock import Clock, default_clock
+from sef.ems._caller import Caller, CallRefused, CallTarget
+from sef.ems._registry import AgentRecord, Event, Registry
+from sef.interface import Interface, builtin_interface
+
+__all__ = ["EMS", "snapshot"]
+
+log = logging.getLogger("sef.ems")
+
+REBIRTH_INTERVAL_S = 5.0
+"""Least time between two rebirth requests to one agent, real s."""
+
+
+class EMS:
+    """The control server's bus side.
+
+    Args:
+        broker: broker URL.
+        host_id: id of this EMS (primary host) on the bus.
+        clock: clock for timestamps and command expiry.
+        on_event: called with every registry event (for displays, stores, control apps).
+        announce: publish the retained primary-host status (off for read-only tools).
+        request_rebirth: ask an agent to re-announce when its message sequence has a gap.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerURL | str,
+        host_id: str = "ems",
+        *,
+        clock: Clock | None = None,
+        topics: Topics | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        announce: bool = True,
+        request_rebirth: bool = True,
+        keepalive_s: int = 10,
+    ) -> None:
+        self.host_id = check_id("host", host_id)
+        self.clock = clock or default_clock()
+        self.topics = topics or Topics()
+        self.registry = Registry(self.topics)
+        self.session = Session()
+        self.announce = announce
+        self.request_rebirth = request_rebirth
+        self.on_event = on_event
+        self.rebirths_requested = 0
+        self._last_rebirth: dict[str, float] = {}
+        self.bus = BusClient(broker, f"{self.host_id}-{id(self):x}" if not announce else
+                             self.host_id, on_message=self._on_message,
+                             will=self._make_will if announce else None,
+                             on_connect=self._on_connect, keepalive_s=keepalive_s)
+        self.caller = Caller(self.bus, self.clock, self.topics, sender=self.bus.client_id)
+        self._last_message = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self, *, timeout_s: float | None = 10.0) -> None:
+        for pattern in self.topics.all_agents():
+            await self.bus.subscribe(pattern, qos=1)
+        await self.caller.start()
+        await self.bus.start(timeout_s=timeout_s)
+
+    async def stop(self) -> None:
+        async def goodbye() -> None:
+            if self.announce:
+                status = Status(False, self.session.bdseq, self.clock.now(), reason="shutdown")
+                self.bus.publish(self.topics.host_status(self.host_id), status.to_payload(),
+                                 retain=True)
+                await asyncio.sleep(0.05)
+
+        await self.bus.stop(before_disconnect=goodbye)
+
+    async def __aenter__(self) -> EMS:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.stop())
+
+    def _make_will(self) -> Will:
+        bdseq = self.session.new_session()
+        return Will(self.topics.host_status(self.host_id),
+                    Status(False, bdseq, reason="will").to_payload())
+
+    async def _on_connect(self) -> None:
+        if self.announce:
+            status = Status(True, self.session.bdseq, self.clock.now(), self.bus.keepalive_s,
+                            self.session.next_seq())
+            self.bus.publish(self.topics.host_status(self.host_id), status.to_payload(),
+                             retain=True)
+
+    # -- incoming -----------------------------------------------------------------
+    def _on_message(self, message: Message) -> None:
+        if self.caller.handle(message):
+            return
+        self._last_message = asyncio.get_running_loop().time()
+        events = self.registry.handle(message, self.clock.now())
+        for event in events:
+            self._react(event)
+
+    def _react(self, event: Event) -> None:
+        if event.kind in ("online", "offline", "discovered", "stale_death"):
+            log.info("agent %s: %s %s", event.agent_id, event.kind,
+                     "" if event.detail is None else event.detail)
+        elif event.kind == "gap":
+            expected, got = event.detail
+            log.warning("agent %s: message sequence gap (expected %d, got %d)", event.agent_id,
+                        expected, got)
+            self.rebirth(event.agent_id)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("event handler failed for %s", event)
+
+    def rebirth(self, agent_id: str) -> bool:
+        """Ask an agent to re-announce everything (at most once per 5 s). Returns if sent."""
+        if not self.request_rebirth or not self.bus.connected:
+            return False
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_rebirth.get(agent_id, -1e9) < REBIRTH_INTERVAL_S:
+            return False
+        self._last_rebirth[agent_id] = loop_now
+        self.rebirths_requested += 1
+        asyncio.get_running_loop().create_task(
+            self.caller.call(agent_id, "sef.Agent", "Rebirth", [], reply=False))
+        return True
+
+    async def settle(self, quiet_s: float = 0.3, max_s: float = 3.0) -> None:
+        """Wait until no message arrived for ``quiet_s`` (real s), at most ``max_s``."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self._last_message = max(self._last_message, start)
+        while loop.time() - start < max_s:
+            idle = loop.time() - self._last_message
+            if idle >= quiet_s:
+                return
+            await asyncio.sleep(quiet_s - idle)
+
+    # -- queries and commands -----------------------------------------------------
+    def agents(self) -> list[AgentRecord]:
+        return sorted(self.registry.agents.values(), key=lambda a: a.agent_id)
+
+    def interface_for(self, name: str) -> Interface | None:
+        """The definition of interface ``name``: learned from agents, else a shipped one."""
+        iface = self.registry.interface(name)
+        if iface is not None:
+            return iface
+        try:
+            return builtin_interface(name)
+        except KeyError:
+            return None
+
+    async def call(self, target: str | CallTarget, interface: str, method: str,
+                   args: Sequence[Any], *, reply: bool = True, timeout_s: float = 5.0,
+                   ttl_s: float | None = None) -> list[Reply]:
+        """Call a method on an agent or a group (``group:NAME``).
+
+        Arguments are validated against the interface before anything is sent
+        (:class:`CallRefused` otherwise). A group call waits for one reply per known
+        member, or until ``timeout_s``.
+        """
+        dest = target if isinstance(target, CallTarget) else CallTarget.parse(target)
+        iface = self.interface_for(interface)
+        if iface is None:
+            raise CallRefused(f"unknown interface {interface!r}: no agent announced it")
+        expect = len(self.registry.group_members(dest.name)) if dest.group else None
+        if dest.group and not expect:
+            expect = None
+        return await self.caller.call(dest, interface, method, args, iface=iface, reply=reply,
+                                      timeout_s=timeout_s, expect=expect, ttl_s=ttl_s)
+
+
+async def snapshot(broker: BrokerURL | str, *, clock: Clock | None = None,
+                   topics: Topics | None = None, quiet_s: float = 0.3,
+                   max_s: float = 3.0) -> list[AgentRecord]:
+    """Read the agents' retained state from the broker without announcing an EMS."""
+    ems = EMS(broker, "snapshot", clock=clock, topics=topics, announce=False,
+              request_rebirth=False)
+    await ems.start()
+    try:
+        await ems.settle(quiet_s, max_s)
+        return ems.agents()
+    finally:
+        await ems.stop()
