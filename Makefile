@@ -22,7 +22,7 @@ demo: $(VENV)/.installed system-deps
 	$(BIN)/sef demo
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/mypy
 
 test: $(VENV)/.installed system-deps lint
