@@ -14,6 +14,7 @@ hands one clock to all its children.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -93,8 +94,8 @@ class ScaledClock(Clock):
     real_anchor: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.speed > 0:
-            raise ClockSpecError(f"clock speed must be > 0, got {self.speed!r}")
+        if not 0 < self.speed < float("inf"):
+            raise ClockSpecError(f"clock speed must be > 0 and finite, got {self.speed!r}")
         if self.real_anchor is None:
             self.real_anchor = time.time()
         if self.sim_start is None:
@@ -109,14 +110,18 @@ class ScaledClock(Clock):
         return (time.monotonic() - self._mono_anchor) * self.speed
 
     def spec(self) -> str:
-        return f"scaled:{self.speed:g}:{self.sim_start!r}@{self.real_anchor!r}"
+        return f"scaled:{self.speed!r}:{self.sim_start!r}@{self.real_anchor!r}"
 
 
 def _parse_time(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise ClockSpecError(f"time must be finite: {text!r}")
+        return value
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
@@ -151,6 +156,8 @@ def parse_clock(spec: str) -> Clock:
         anchor = float(anchor_text) if anchor_text else None
     except ValueError as exc:
         raise ClockSpecError(f"clock anchor is not Unix seconds: {anchor_text!r}") from exc
+    if anchor is not None and not math.isfinite(anchor):
+        raise ClockSpecError(f"clock anchor must be finite: {anchor_text!r}")
     return ScaledClock(speed=speed, sim_start=sim_start, real_anchor=anchor)
 
 

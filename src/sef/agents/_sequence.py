@@ -115,9 +115,12 @@ class EventSequencer:
         self.current = event
         self.current_started = at
         self.current_ends = at + event.duration_s if event.duration_s > 0 else None
-        result = self.apply(event)
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result = self.apply(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # a device error must not end the sequence machinery
+            log.exception("applying %s failed", event.as_tuple())
 
     async def _run(self) -> None:
         at = self.clock.now()  # event boundaries are absolute, so waits never drift

@@ -5,9 +5,7 @@ complete ``edu.pdx.powerlab.demo`` agent: the foundation demo and the bus tests 
 and vendors can read it as the template of an agent. The BIS does the same job against
 a real (or emulated) battery over Modbus.
 
-Command semantics: ``charge``/``discharge`` at ``rate`` kW (clipped to the rating and
-reported in telemetry), ``idle`` holds 0 kW, ``shed`` stops charging (a battery sheds
-load by not drawing from the grid) and ``endshed`` returns to idle.
+Command semantics are those of every SEF battery agent (see :mod:`sef.agents._battery`).
 """
 
 from __future__ import annotations
@@ -15,10 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from sef.agents._base import AboutInfo, Agent, method
-from sef.agents._sequence import Command, EnergyEvent, EventSequencer, parse_events
+from sef.agents._battery import (
+    BatteryReading,
+    battery_telemetry,
+    clip_power_kw,
+    requested_power_kw,
+)
+from sef.agents._sequence import EnergyEvent, EventSequencer, parse_events
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE, Variant
@@ -79,13 +82,8 @@ class VirtualBatteryAgent(Agent):
     def _apply(self, event: EnergyEvent) -> None:
         self._advance()
         rated = self.model.params.rated_power_kw
-        if event.cmd is Command.CHARGE:
-            self.requested_kw = float(event.rate_kw)
-        elif event.cmd is Command.DISCHARGE:
-            self.requested_kw = -float(event.rate_kw)
-        else:  # idle, shed (no grid draw), endshed (back to idle)
-            self.requested_kw = 0.0
-        self.setpoint_kw = max(-rated, min(rated, self.requested_kw))
+        self.requested_kw = requested_power_kw(event)
+        self.setpoint_kw = clip_power_kw(self.requested_kw, rated, rated)
         if self.setpoint_kw != self.requested_kw:
             log.warning("%s: rate %.0f kW clipped to the %.0f kW rating", self.agent_id,
                         abs(self.requested_kw), rated)
@@ -105,25 +103,16 @@ class VirtualBatteryAgent(Agent):
             self._publish_telemetry()
 
     def telemetry(self) -> dict[str, Variant]:
-        """The ``Telemetry`` property: ``a{sv}`` with SEF's battery keys."""
+        """The ``Telemetry`` property (``a{sv}``, keys of :func:`battery_telemetry`)."""
         model = self.model
-        event = self.sequencer.current
-        values: dict[str, Any] = {
-            "TimeStamp": Variant("u", int(self.clock.now())),
-            "Sys_Rated_Energy": Variant("d", model.params.capacity_kwh),
-            "Sys_Rated_Power": Variant("d", model.params.rated_power_kw),
-            "Sys_SOC": Variant("d", round(float(model.soc[0]) * 100.0, 3)),
-            "Sys_Energy_kWh": Variant("d", round(float(model.energy_kwh[0]), 4)),
-            "Sys_DC_Volts": Variant("d", round(float(model.dc_volts[0]), 2)),
-            "Sys_DC_Current": Variant("d", round(float(model.dc_current_a[0]), 3)),
-            "Sys_AC_Power_kW": Variant("d", round(float(model.ac_power_kw[0]), 4)),
-            "Setpoint_kW": Variant("d", self.setpoint_kw),
-            "Clipped": Variant("b", self.setpoint_kw != self.requested_kw
-                               or bool(model.clipped[0])),
-            "Event": Variant("s", event.cmd.value),
-            "Event_Rate_kW": Variant("n", event.rate_kw),
-        }
-        return values
+        reading = BatteryReading(
+            soc_pct=float(model.soc[0]) * 100.0, energy_kwh=float(model.energy_kwh[0]),
+            rated_energy_kwh=model.params.capacity_kwh,
+            rated_power_kw=model.params.rated_power_kw, dc_volts=float(model.dc_volts[0]),
+            dc_current_a=float(model.dc_current_a[0]), power_kw=float(model.dc_power_kw[0]),
+            state="SOC_PROTECTION" if model.clipped[0] and self.setpoint_kw else "CONNECTED")
+        return battery_telemetry(self.clock.now(), reading, self.sequencer.current,
+                                 self.setpoint_kw, self.requested_kw)
 
     def _publish_telemetry(self) -> None:
         self.set_property(DEMO_INTERFACE, "Telemetry", self.telemetry())

@@ -72,13 +72,15 @@ def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
             ErrorName.TOO_LARGE,
         )
     try:
-        obj = json.loads(payload, parse_constant=_reject_constant)
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"payload is not JSON: {exc.msg} at char {exc.pos}") from None
     except RecursionError:
         raise PayloadError("payload JSON is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over sys.get_int_max_str_digits()
+        raise PayloadError(f"payload is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(obj).__name__}")
     if "jws" in obj or "cose" in obj:
@@ -87,7 +89,7 @@ def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
             ErrorName.UNSUPPORTED_VERSION,
         )
     version = obj.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise PayloadError(
             f"unsupported protocol version {version!r} (expected {PROTOCOL_VERSION})",
             ErrorName.UNSUPPORTED_VERSION,
@@ -327,6 +329,6 @@ class Reply:
             reply.result = _get(obj, "result", list, required=False, default=[])
         else:
             error = _get(obj, "error", dict)
-            reply.error = str(error.get("name", ErrorName.FAILED))
-            reply.message = str(error.get("message", ""))
+            reply.error = str(error.get("name") or ErrorName.FAILED)
+            reply.message = str(error.get("message") or "")
         return reply

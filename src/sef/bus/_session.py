@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["SEQ_MODULUS", "Session"]
 
+_last_bdseq = 0  # strictly increasing within a process, whatever the wall clock does
+
 SEQ_MODULUS = 2**32
 """Message sequence numbers count 0, 1, 2, ... and wrap to 0 after 2**32 - 1."""
 
@@ -25,7 +27,9 @@ class Session:
 
     def new_session(self) -> int:
         """Start a new session: a fresh bdseq, and seq back to 0. Returns the bdseq."""
-        self.bdseq = max(self.bdseq + 1, time.time_ns() // 1_000_000)
+        global _last_bdseq
+        self.bdseq = max(self.bdseq + 1, _last_bdseq + 1, time.time_ns() // 1_000_000)
+        _last_bdseq = self.bdseq
         self.seq = 0
         return self.bdseq
 

@@ -32,7 +32,7 @@ class InvalidName(ValueError):
 
 def check_id(kind: str, value: str) -> str:
     """Return ``value`` if it is a valid id (1–64 of ``A-Z a-z 0-9 _ . -``, not leading ``.-``)."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidName(
             f"invalid {kind} id {value!r}: use 1-64 characters from A-Z a-z 0-9 _ . - "
             "(not starting with . or -)"
@@ -41,13 +41,13 @@ def check_id(kind: str, value: str) -> str:
 
 
 def _check_interface(name: str) -> str:
-    if not _DOTTED_RE.match(name) or len(name) > 255:
+    if not _DOTTED_RE.fullmatch(name) or len(name) > 255:
         raise InvalidName(f"invalid interface name {name!r}")
     return name
 
 
 def _check_member(name: str) -> str:
-    if not _MEMBER_RE.match(name) or len(name) > 255:
+    if not _MEMBER_RE.fullmatch(name) or len(name) > 255:
         raise InvalidName(f"invalid member name {name!r}")
     return name
 
@@ -146,20 +146,35 @@ class Topics:
         if not topic.startswith(prefix):
             return None
         parts = topic[len(prefix) :].split("/")
-        n = len(parts)
-        head = parts[0]
-        if head == "agents" and n >= 3:
-            owner, kind = parts[1], parts[2]
-            if n == 3 and kind in ("status", "about"):
-                return ParsedTopic(TopicKind(kind), owner)
-            if n == 4 and kind == "interfaces":
-                return ParsedTopic(TopicKind.INTERFACE, owner, parts[3])
-            if n == 5 and kind in ("props", "signals", "call"):
-                return ParsedTopic(TopicKind(kind), owner, parts[3], parts[4])
-        elif head == "groups" and n == 5 and parts[2] == "call":
-            return ParsedTopic(TopicKind.GROUP_CALL, parts[1], parts[3], parts[4])
-        elif head == "hosts" and n == 3 and parts[2] == "status":
-            return ParsedTopic(TopicKind.HOST_STATUS, parts[1])
-        elif head == "clients" and n == 3 and parts[2] == "reply":
-            return ParsedTopic(TopicKind.REPLY, parts[1])
-        return None
+        parsed = _split(parts)
+        if parsed is None:
+            return None
+        if not _ID_RE.fullmatch(parsed.owner):
+            return None
+        if parsed.interface is not None and not (_DOTTED_RE.fullmatch(parsed.interface)
+                                                 and len(parsed.interface) <= 255):
+            return None
+        if parsed.member is not None and not _MEMBER_RE.fullmatch(parsed.member):
+            return None
+        return parsed
+
+
+def _split(parts: list[str]) -> ParsedTopic | None:
+    """The kind and parts of a topic below the root, unchecked."""
+    n = len(parts)
+    head = parts[0]
+    if head == "agents" and n >= 3:
+        owner, kind = parts[1], parts[2]
+        if n == 3 and kind in ("status", "about"):
+            return ParsedTopic(TopicKind(kind), owner)
+        if n == 4 and kind == "interfaces":
+            return ParsedTopic(TopicKind.INTERFACE, owner, parts[3])
+        if n == 5 and kind in ("props", "signals", "call"):
+            return ParsedTopic(TopicKind(kind), owner, parts[3], parts[4])
+    elif head == "groups" and n == 5 and parts[2] == "call":
+        return ParsedTopic(TopicKind.GROUP_CALL, parts[1], parts[3], parts[4])
+    elif head == "hosts" and n == 3 and parts[2] == "status":
+        return ParsedTopic(TopicKind.HOST_STATUS, parts[1])
+    elif head == "clients" and n == 3 and parts[2] == "reply":
+        return ParsedTopic(TopicKind.REPLY, parts[1])
+    return None

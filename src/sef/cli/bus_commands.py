@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
     app.command("ems")(ems)
     app.command("agents")(agents)
     app.command("call")(call)
+    app.command("bis")(bis)
     agent_app = typer.Typer(help="Run an agent.", no_args_is_help=True)
     agent_app.command("virtual-battery")(virtual_battery)
     app.add_typer(agent_app, name="agent")
@@ -218,4 +219,34 @@ def virtual_battery(
     agent = VirtualBatteryAgent(agent_id, broker, soc=soc, step_s=step, groups=group,
                                 clock=clock_option(clock), keepalive_s=keepalive)
     print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
+    run_async(agent.run())
+
+
+def bis(
+    modbus: str = typer.Option(..., "--modbus", help="Battery address: tcp://HOST:PORT."),
+    agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    unit: int = typer.Option(1, "--unit", min=1, max=247, help="Modbus unit id."),
+    group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
+    poll: float = typer.Option(1.0, "--poll", min=0.01, help="Poll and telemetry period, real s."),
+    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
+    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+) -> None:
+    """Run the BIS: the demo interface on the bus, SunSpec Modbus TCP to the battery."""
+    from urllib.parse import urlsplit
+
+    from sef.agents.bis import BISAgent
+
+    parts = urlsplit(modbus if "://" in modbus else f"tcp://{modbus}")
+    try:
+        port = parts.port or 502
+    except ValueError:
+        port = -1
+    if parts.scheme != "tcp" or not parts.hostname or not 0 < port < 65536:
+        raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}",
+                                 param_hint="--modbus")
+    agent = BISAgent(agent_id, broker, modbus_host=parts.hostname, modbus_port=port, unit=unit,
+                     poll_s=poll, groups=group, clock=clock_option(clock), keepalive_s=keepalive)
+    print(f"agent {agent_id} starting on {agent.bus.url}, battery at {parts.hostname}:{port}",
+          flush=True)
     run_async(agent.run())

@@ -236,7 +236,7 @@ class Registry:
             raise PayloadError(f"interface XML of {len(payload)} bytes exceeds {MAX_XML_BYTES}")
         digest = hashlib.sha256(payload).hexdigest()
         iface = self.interfaces_by_hash.get(digest)
-        if iface is None:
+        if iface is None or iface.name != name:  # cached XML must define this name too
             try:
                 node = load_xml(payload, source=f"{record.agent_id}:{name}")
             except InterfaceError as exc:

@@ -269,7 +269,9 @@ class SunSpecClient:
     ) -> None:
         """Write points given in engineering units, scaled with the device's current SFs.
 
-        Raises :class:`PointError` for unknown or read-only points,
+        Points given in register order that are adjacent are written by one request
+        (function 16), so they take effect together. Raises :class:`PointError` for
+        unknown or read-only points,
         :class:`SunSpecValueError` if a value does not fit, and
         :class:`SunSpecExceptionResponse` if the device refuses the write.
         """
@@ -282,6 +284,7 @@ class SunSpecClient:
                 raise PointError(f"model {model_id} point {p.name} is read-only")
         sf_names = sorted({p.sf for p in points if isinstance(p.sf, str)})
         sfs = await self.read_points(model_id, sf_names, index) if sf_names else {}
+        encoded: list[tuple[int, list[int]]] = []
         for p in points:
             sf = 0
             if isinstance(p.sf, int):
@@ -291,14 +294,27 @@ class SunSpecClient:
                 if not isinstance(found, int):
                     raise SunSpecValueError(f"{p.name}: scale factor {p.sf} not implemented")
                 sf = found
-            regs = encode_point(p, values[p.name], sf)
-            await self.write_registers(inst.address + p.offset, regs)
+            encoded.append((p.offset, encode_point(p, values[p.name], sf)))
+        # points that sit next to each other go in one request, so they change together
+        for offset, regs in _contiguous_runs(encoded):
+            await self.write_registers(inst.address + offset, regs)
 
     async def write_point(
         self, model_id: int, name: str, value: PointValue, index: int = 0
     ) -> None:
         """Write one point in engineering units."""
         await self.write_points(model_id, {name: value}, index)
+
+
+def _contiguous_runs(encoded: list[tuple[int, list[int]]]) -> list[tuple[int, list[int]]]:
+    """Merge (offset, registers) pieces that follow each other, in the caller's order."""
+    runs: list[tuple[int, list[int]]] = []
+    for offset, regs in encoded:
+        if runs and runs[-1][0] + len(runs[-1][1]) == offset:
+            runs[-1][1].extend(regs)
+        else:
+            runs.append((offset, list(regs)))
+    return runs
 
 
 def _decode_all(mdef: ModelDef, regs: list[int]) -> dict[str, PointValue]:
