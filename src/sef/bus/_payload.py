@@ -64,6 +64,10 @@ def _reject_constant(name: str) -> float:
     raise PayloadError(f"non-finite number {name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""Built once: ``json.loads`` with ``parse_constant`` builds a new decoder on every call."""
+
+
 def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """Parse a version-1 payload object; raise :class:`PayloadError` with a clear reason."""
     if len(payload) > max_bytes:
@@ -72,7 +76,10 @@ def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
             ErrorName.TOO_LARGE,
         )
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        text = payload.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads reports it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        obj = _DECODER.decode(text)
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -122,6 +129,9 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 def _time(obj: dict[str, Any], key: str, *, required: bool = True) -> float | None:
+    value = obj.get(key)
+    if type(value) is float and 0.0 <= value < math.inf:  # fast path: the usual valid case
+        return value
     value = _get(obj, key, (int, float), required=required)
     if value is None:
         return None
@@ -131,6 +141,9 @@ def _time(obj: dict[str, Any], key: str, *, required: bool = True) -> float | No
 
 
 def _seq(obj: dict[str, Any]) -> int | None:
+    value = obj.get("seq")
+    if type(value) is int and 0 <= value < 2**32:  # fast path: the usual valid case
+        return value
     value = _get(obj, "seq", int, required=False)
     if value is not None and not 0 <= value < 2**32:
         raise PayloadError("field 'seq' must be in 0..4294967295")

@@ -15,6 +15,7 @@ from sef.bus import (
     SEQ_MODULUS,
     About,
     Message,
+    ParsedTopic,
     PayloadError,
     PropertyUpdate,
     Status,
@@ -34,6 +35,8 @@ __all__ = [
 log = logging.getLogger("sef.ems.registry")
 
 MAX_XML_BYTES = 256 * 1024
+PARSE_CACHE_SIZE = 65536
+"""Topics whose parse the registry remembers (telemetry topics repeat; parsing is costly)."""
 
 
 @dataclass(slots=True)
@@ -115,6 +118,8 @@ class Registry:
         self.interfaces_by_name: dict[str, Interface] = {}
         self.bad_messages = 0
         self.messages = 0
+        self._parsed: dict[str, ParsedTopic | None] = {}  # topic -> parse, for self._parsed_by
+        self._parsed_by: Topics | None = None
 
     # -- queries ------------------------------------------------------------------
     def get(self, agent_id: str) -> AgentRecord | None:
@@ -130,7 +135,18 @@ class Registry:
     # -- message handling ---------------------------------------------------------
     def handle(self, message: Message, now: float) -> list[Event]:
         """Update the registry from one message; return the events it caused."""
-        parsed = self.topics.parse(message.topic)
+        topic = message.topic
+        cache = self._parsed
+        if self._parsed_by is not self.topics:
+            cache.clear()
+            self._parsed_by = self.topics
+        try:
+            parsed = cache[topic]
+        except KeyError:
+            parsed = self.topics.parse(topic)
+            if len(cache) >= PARSE_CACHE_SIZE:
+                cache.clear()
+            cache[topic] = parsed
         if parsed is None or parsed.kind in (TopicKind.CALL, TopicKind.GROUP_CALL,
                                              TopicKind.REPLY, TopicKind.HOST_STATUS):
             return []
