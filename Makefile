@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-SYSDEPS = mosquitto:mosquitto
+SYSDEPS = mosquitto:mosquitto postgresql:/usr/lib/postgresql
 
 .PHONY: demo test lint bench clean system-deps
 

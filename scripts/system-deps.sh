@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install the system packages SEF's demo and tests use, when they are missing and we may.
-# Usage: scripts/system-deps.sh PACKAGE:COMMAND ...   e.g. mosquitto:mosquitto
+# Usage: scripts/system-deps.sh PACKAGE:COMMAND-OR-PATH ...   e.g. mosquitto:mosquitto
 set -u
 missing=()
 for item in "$@"; do
   pkg=${item%%:*}; cmd=${item#*:}
-  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "$cmd" ]; then
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -e "$cmd" ]; then
     missing+=("$pkg")
   fi
 done
@@ -19,7 +19,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
   || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
 # Debian starts a system-wide mosquitto on 1883 after install; SEF starts its own brokers.
-if printf '%s\n' "${missing[@]}" | grep -qx mosquitto; then
-  (systemctl disable --now mosquitto || service mosquitto stop) >/dev/null 2>&1 || true
-fi
+for svc in mosquitto postgresql; do
+  if printf '%s\n' "${missing[@]}" | grep -qx "$svc"; then
+    (systemctl disable --now "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
+  fi
+done
 exit 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sef.broker import Mosquitto
+from sef.ems.store.pgserver import PostgresNotFound, PostgresServer
 from support import AgentProcess
 
 
@@ -33,3 +35,23 @@ def agent_processes() -> Iterator[list[AgentProcess]]:
     yield processes
     for process in processes:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test worker (each test gets its own database)."""
+    try:
+        server = PostgresServer().start()
+    except PostgresNotFound as exc:
+        pytest.fail(f"{exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: SQLite in this test's temp dir, or PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ems.db'}"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")

@@ -69,6 +69,8 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence false\n"
             "max_inflight_messages 1000\n"
+            # without it a small publish can wait for the peer's delayed ACK (up to 40 ms)
+            "set_tcp_nodelay true\n"
             "max_queued_messages 100000\n"
             "message_size_limit 0\n"
             f"log_dest file {self.log_path}\n"

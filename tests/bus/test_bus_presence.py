@@ -5,6 +5,7 @@ Agents run as their own processes (``sef agent virtual-battery``) so SIGKILL is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -30,8 +31,10 @@ def is_online(ems: EMS, agent_id: str) -> bool:
     return found is not None and found.online is True
 
 
-def start_agent(agent_id: str, url: str) -> AgentProcess:
-    return AgentProcess(agent_id, url, "--keepalive", str(KEEPALIVE_S), "--step", "0.2").start()
+async def start_agent(agent_id: str, url: str) -> AgentProcess:
+    """Start an agent process without blocking the event loop (the EMS keeps running)."""
+    proc = AgentProcess(agent_id, url, "--keepalive", str(KEEPALIVE_S), "--step", "0.2")
+    return await asyncio.to_thread(proc.start)
 
 
 @pytest.mark.parametrize("version", ["3.1.1", "5"])
@@ -44,7 +47,7 @@ async def test_discovery_kill_and_rebirth(broker_url: str, agent_processes: list
         seen.setdefault((event.agent_id, event.kind), []).append(time.monotonic())
 
     async with EMS(url, "ems-test", keepalive_s=KEEPALIVE_S, on_event=on_event) as ems:
-        a, b = start_agent("bat-a", url), start_agent("bat-b", url)
+        a, b = await asyncio.gather(start_agent("bat-a", url), start_agent("bat-b", url))
         agent_processes += [a, b]
         await wait_for(lambda: is_online(ems, "bat-a") and is_online(ems, "bat-b"), 5.0)
         # the EMS lists both within 1 s of their start
@@ -71,7 +74,7 @@ async def test_discovery_kill_and_rebirth(broker_url: str, agent_processes: list
         assert is_online(ems, "bat-a"), "the other agent is unaffected"
 
         # restarted: online again with a fresh About and a newer session number
-        agent_processes.append(start_agent("bat-b", url))
+        agent_processes.append(await start_agent("bat-b", url))
         await wait_for(lambda: is_online(ems, "bat-b"), 3.0)
         reborn = record(ems, "bat-b")
         assert reborn.bdseq is not None and first_bdseq is not None
@@ -83,7 +86,7 @@ async def test_discovery_kill_and_rebirth(broker_url: str, agent_processes: list
 
 async def test_agents_cli_lists_offline_agent_with_last_telemetry(
         broker_url: str, agent_processes: list[AgentProcess]) -> None:
-    proc = start_agent("cli-a", broker_url)
+    proc = await start_agent("cli-a", broker_url)
     agent_processes.append(proc)
     async with EMS(broker_url, "watcher") as ems:
         await wait_for(lambda: is_online(ems, "cli-a"), 3.0)

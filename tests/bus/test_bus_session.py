@@ -120,11 +120,15 @@ async def test_agent_and_ems_recover_after_broker_restart(mosquitto: Mosquitto) 
         bdseq = agent.session.bdseq
         mosquitto.stop()  # retained state is gone with a non-persistent broker
         await wait_for(lambda: not agent.bus.connected and not ems.bus.connected, 5.0)
-        Mosquitto(port=mosquitto.port, workdir=None).start()
-        await wait_for(lambda: agent.bus.connected and ems.bus.connected, 15.0)
-        # re-announced and resubscribed: the EMS sees the agent again, in a new session
-        await wait_for(lambda: ems.registry.get("phoenix").bdseq != bdseq  # type: ignore[union-attr]
-                       and ems.registry.get("phoenix").online is True, 5.0)  # type: ignore[union-attr]
-        replies = await ems.call("phoenix", "sef.Agent", "Ping", [])
-        assert replies and replies[0].ok
-    await agent.stop()
+        restarted = Mosquitto(port=mosquitto.port).start()
+        try:
+            await wait_for(lambda: agent.bus.connected and ems.bus.connected, 15.0)
+            # re-announced and resubscribed: the EMS sees the agent again, in a new session
+            await wait_for(lambda: ems.registry.get("phoenix").bdseq != bdseq  # type: ignore[union-attr]
+                           and ems.registry.get("phoenix").online is True, 5.0)  # type: ignore[union-attr]
+            replies = await ems.call("phoenix", "sef.Agent", "Ping", [])
+            assert replies and replies[0].ok
+            await agent.stop()
+        finally:
+            await ems.stop()
+            restarted.stop()

@@ -92,7 +92,7 @@ class _OneShotClient(gmqtt.Client):  # type: ignore[misc]
         return None
 
 
-MessageHandler = Callable[[Message], None]
+MessageHandler = Callable[[Message], Awaitable[object] | None]
 
 
 @dataclass
@@ -119,7 +119,11 @@ class BusClient:
         will: returns the last will for the next connection, or ``None`` for no will.
         on_connect: awaited after every (re)connection and resubscription.
         keepalive_s: MQTT keepalive, s.
-        clean_session: start each connection with a clean session.
+        clean_session: start each connection with a clean session. ``False`` keeps a
+            persistent session in the broker (subscriptions and unacknowledged QoS 1
+            messages survive a disconnect; MQTT 5 sessions never expire).
+        manual_ack: acknowledge a QoS 1 message only when the awaitable that
+            ``on_message`` returns for it is done (e.g. after it was stored).
     """
 
     def __init__(
@@ -132,15 +136,18 @@ class BusClient:
         on_connect: Callable[[], Awaitable[None]] | None = None,
         keepalive_s: int = 10,
         clean_session: bool = True,
+        manual_ack: bool = False,
     ) -> None:
         self.url = url if isinstance(url, BrokerURL) else BrokerURL.parse(url)
         self.client_id = client_id or f"sef-{uuid.uuid4().hex[:12]}"
         self.keepalive_s = keepalive_s
         self.clean_session = clean_session
+        self.manual_ack = manual_ack
         self._on_message = on_message or (lambda message: None)
         self._will = will or (lambda: None)
         self._on_connect = on_connect
         self._subscriptions: dict[str, int] = {}
+        self._subacks: dict[int, asyncio.Future[None]] = {}
         self._client: _OneShotClient | None = None
         self._lost = asyncio.Event()
         self._connected = asyncio.Event()
@@ -201,10 +208,32 @@ class BusClient:
         client.publish(topic, payload, qos=qos, retain=retain, **props)
 
     async def subscribe(self, pattern: str, qos: int = 1) -> None:
-        """Subscribe now (if connected) and again after every reconnection."""
+        """Subscribe now (if connected; returns once the broker acknowledged it) and again
+        after every reconnection."""
         self._subscriptions[pattern] = qos
         if self._client is not None and self._connected.is_set():
-            self._client.subscribe(pattern, qos=qos)
+            await self._subscribe_all(self._client, {pattern: qos})
+
+    async def _subscribe_all(self, client: _OneShotClient, patterns: dict[str, int]) -> None:
+        """Send SUBSCRIBE for each pattern and wait (at most 5 s) for the SUBACKs."""
+        loop = asyncio.get_running_loop()
+        pending = []
+        for pattern, qos in patterns.items():
+            mid = client.subscribe(pattern, qos=qos)
+            future: asyncio.Future[None] = loop.create_future()
+            self._subacks[mid] = future
+            pending.append(future)
+        if not pending:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), 5.0)
+        except TimeoutError:
+            log.warning("%s: no SUBACK within 5 s for %s", self.client_id, list(patterns))
+
+    def _handle_suback(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
+        future = self._subacks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     async def unsubscribe(self, pattern: str) -> None:
         if self._subscriptions.pop(pattern, None) is not None and self._client is not None \
@@ -220,6 +249,18 @@ class BusClient:
             log.exception("message handler failed for topic %s", topic)
         return 0
 
+    async def _handle_acked(self, client: Any, topic: str, payload: bytes, qos: int,
+                            properties: dict[str, Any]) -> int:
+        """Manual acknowledgement: gmqtt sends the PUBACK when this coroutine returns."""
+        try:
+            pending = self._on_message(Message(topic, payload, qos,
+                                               bool(properties.get("retain"))))
+            if pending is not None:
+                await pending
+        except Exception:  # a handler bug must not kill the connection
+            log.exception("message handler failed for topic %s", topic)
+        return 0
+
     def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         if client is self._client:
             self._lost.set()
@@ -229,11 +270,17 @@ class BusClient:
         gmqtt_will = None
         if will is not None:
             gmqtt_will = gmqtt.Message(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        extra: dict[str, Any] = {}
+        if not self.clean_session and self.mqtt5:
+            extra["session_expiry_interval"] = 0xFFFFFFFF
         client = _OneShotClient(self.client_id, clean_session=self.clean_session,
-                                will_message=gmqtt_will, logger=logging.getLogger("sef.bus.mqtt"))
+                                optimistic_acknowledgement=not self.manual_ack,
+                                will_message=gmqtt_will, logger=logging.getLogger("sef.bus.mqtt"),
+                                **extra)
         if self.url.username:
             client.set_auth_credentials(self.url.username, self.url.password)
-        client.on_message = self._handle
+        client.on_message = self._handle_acked if self.manual_ack else self._handle
+        client.on_subscribe = self._handle_suback
         client.on_disconnect = self._handle_disconnect
         self._lost.clear()
         self._client = client
@@ -263,8 +310,7 @@ class BusClient:
             self.connections += 1
             client = self._client
             assert client is not None
-            for pattern, qos in self._subscriptions.items():
-                client.subscribe(pattern, qos=qos)
+            await self._subscribe_all(client, dict(self._subscriptions))
             self._connected.set()
             log.info("%s connected to %s (connection %d)", self.client_id, self.url,
                      self.connections)

@@ -116,6 +116,7 @@ class Caller:
         timeout_s: float = 5.0,
         expect: int | None = None,
         ttl_s: float | None = None,
+        call_id: str | None = None,
     ) -> list[Reply]:
         """Send one call; return the replies received within ``timeout_s`` (real s).
 
@@ -134,7 +135,7 @@ class Caller:
             raise CallRefused(str(exc)) from None
         now = self.clock.now()
         ttl = ttl_s if ttl_s is not None else self.clock.to_clock(self.default_ttl_s)
-        call = Call(uuid.uuid4().hex, args, now, now + ttl,
+        call = Call(call_id or uuid.uuid4().hex, args, now, now + ttl,
                     self.reply_topic if reply else None, self.sender)
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         if reply:

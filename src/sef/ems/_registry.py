@@ -41,11 +41,13 @@ PARSE_CACHE_SIZE = 65536
 
 @dataclass(slots=True)
 class PropertyValue:
-    """Last known value of a property (JSON mapping), its sender time and receipt time (Unix s)."""
+    """Last known value of a property (JSON mapping), its sender time and receipt time
+    (Unix s), and the per-session sequence number it came with (``None`` if absent)."""
 
     value: Any
     ts: float | None
     received: float
+    seq: int | None = None
 
 
 @dataclass
@@ -121,6 +123,15 @@ class Registry:
         self._parsed: dict[str, ParsedTopic | None] = {}  # topic -> parse, for self._parsed_by
         self._parsed_by: Topics | None = None
 
+    def restore(self, record: AgentRecord) -> None:
+        """Put back an agent known from the store (before the bus says anything new).
+
+        Its online state is unknown until the broker's retained status arrives.
+        """
+        record.online = None if record.online else record.online
+        record.expected_seq = None
+        self.agents[record.agent_id] = record
+
     # -- queries ------------------------------------------------------------------
     def get(self, agent_id: str) -> AgentRecord | None:
         return self.agents.get(agent_id)
@@ -185,7 +196,7 @@ class Registry:
                 update = PropertyUpdate.from_object(obj)
                 events += self._sequence(record, update.seq, message)
                 key = f"{parsed.interface}.{parsed.member}"
-                record.properties[key] = PropertyValue(update.value, update.ts, now)
+                record.properties[key] = PropertyValue(update.value, update.ts, now, update.seq)
                 events.append(Event("property", agent_id, key))
             elif parsed.kind is TopicKind.SIGNAL:
                 seq = obj.get("seq")
@@ -239,10 +250,13 @@ class Registry:
         if message.retain or seq is None:
             return []
         expected = record.expected_seq
-        record.expected_seq = (seq + 1) % SEQ_MODULUS
         if expected is not None and seq != expected:
+            if (expected - seq) % SEQ_MODULUS < SEQ_MODULUS // 2:
+                return []  # behind: a redelivered duplicate, not a loss
+            record.expected_seq = (seq + 1) % SEQ_MODULUS
             record.gaps += 1
             return [Event("gap", record.agent_id, (expected, seq))]
+        record.expected_seq = (seq + 1) % SEQ_MODULUS
         return []
 
     def _interface(self, record: AgentRecord, name: str, payload: bytes) -> list[Event]:

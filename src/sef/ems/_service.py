@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sef.bus import BrokerURL, BusClient, Message, Reply, Session, Status, Topics, Will, check_id
 from sef.clock import Clock, default_clock
-from sef.ems._caller import Caller, CallRefused, CallTarget
+from sef.ems._caller import Caller, CallRefused, CallTarget, validate_call
+from sef.ems._recorder import Recorder, agent_record
 from sef.ems._registry import AgentRecord, Event, Registry
+from sef.ems.store import Store
 from sef.interface import Interface, builtin_interface
 
 __all__ = ["EMS", "snapshot"]
@@ -31,6 +34,10 @@ class EMS:
         on_event: called with every registry event (for displays, stores, control apps).
         announce: publish the retained primary-host status (off for read-only tools).
         request_rebirth: ask an agent to re-announce when its message sequence has a gap.
+        store: database for telemetry history, the registry and the command log. With a
+            store the EMS keeps a persistent MQTT session and acknowledges each message
+            only once it is committed (see :mod:`sef.ems._recorder`), so nothing
+            published while the EMS is down or crashing is lost.
     """
 
     def __init__(
@@ -44,8 +51,11 @@ class EMS:
         announce: bool = True,
         request_rebirth: bool = True,
         keepalive_s: int = 10,
+        store: Store | None = None,
     ) -> None:
         self.host_id = check_id("host", host_id)
+        self.store = store
+        self.recorder = Recorder(store) if store is not None else None
         self.clock = clock or default_clock()
         self.topics = topics or Topics()
         self.registry = Registry(self.topics)
@@ -58,12 +68,20 @@ class EMS:
         self.bus = BusClient(broker, f"{self.host_id}-{id(self):x}" if not announce else
                              self.host_id, on_message=self._on_message,
                              will=self._make_will if announce else None,
-                             on_connect=self._on_connect, keepalive_s=keepalive_s)
+                             on_connect=self._on_connect, keepalive_s=keepalive_s,
+                             clean_session=store is None, manual_ack=store is not None)
         self.caller = Caller(self.bus, self.clock, self.topics, sender=self.bus.client_id)
         self._last_message = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self, *, timeout_s: float | None = 10.0) -> None:
+        if self.store is not None and self.recorder is not None:
+            rows = await asyncio.to_thread(self.store.load_agents)
+            props = await asyncio.to_thread(self.store.load_properties)
+            for row in rows:
+                self.registry.restore(agent_record(row, props.get(row.agent_id, {})))
+            log.info("EMS %s: %d agents restored from the store", self.host_id, len(rows))
+            self.recorder.start()
         for pattern in self.topics.all_agents():
             await self.bus.subscribe(pattern, qos=1)
         await self.caller.start()
@@ -78,6 +96,8 @@ class EMS:
                 await asyncio.sleep(0.05)
 
         await self.bus.stop(before_disconnect=goodbye)
+        if self.recorder is not None:
+            await self.recorder.stop()
 
     async def __aenter__(self) -> EMS:
         await self.start()
@@ -107,13 +127,20 @@ class EMS:
                              retain=True)
 
     # -- incoming -----------------------------------------------------------------
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, message: Message) -> asyncio.Future[None] | None:
         if self.caller.handle(message):
-            return
+            return None
         self._last_message = asyncio.get_running_loop().time()
-        events = self.registry.handle(message, self.clock.now())
+        now = self.clock.now()
+        events = self.registry.handle(message, now)
+        pending: asyncio.Future[None] | None = None
         for event in events:
+            if self.recorder is not None:
+                record = self.registry.get(event.agent_id)
+                if record is not None:
+                    pending = self.recorder.record(event, record, now) or pending
             self._react(event)
+        return pending
 
     def _react(self, event: Event) -> None:
         if event.kind in ("online", "offline", "discovered", "stale_death"):
@@ -170,22 +197,44 @@ class EMS:
 
     async def call(self, target: str | CallTarget, interface: str, method: str,
                    args: Sequence[Any], *, reply: bool = True, timeout_s: float = 5.0,
-                   ttl_s: float | None = None) -> list[Reply]:
+                   ttl_s: float | None = None, call_id: str | None = None) -> list[Reply]:
         """Call a method on an agent or a group (``group:NAME``).
 
         Arguments are validated against the interface before anything is sent
         (:class:`CallRefused` otherwise). A group call waits for one reply per known
-        member, or until ``timeout_s``.
+        member, or until ``timeout_s``. ``call_id`` (default: a new UUID) is the
+        correlation id on the bus and the key of the command log entry.
         """
-        dest = target if isinstance(target, CallTarget) else CallTarget.parse(target)
-        iface = self.interface_for(interface)
-        if iface is None:
-            raise CallRefused(f"unknown interface {interface!r}: no agent announced it")
-        expect = len(self.registry.group_members(dest.name)) if dest.group else None
-        if dest.group and not expect:
-            expect = None
-        return await self.caller.call(dest, interface, method, args, iface=iface, reply=reply,
-                                      timeout_s=timeout_s, expect=expect, ttl_s=ttl_s)
+        call_id = call_id or uuid.uuid4().hex
+        try:
+            dest = target if isinstance(target, CallTarget) else CallTarget.parse(target)
+            iface = self.interface_for(interface)
+            if iface is None:
+                raise CallRefused(f"unknown interface {interface!r}: no agent announced it")
+            expect = len(self.registry.group_members(dest.name)) if dest.group else None
+            validate_call(iface, interface, method, list(args))
+        except CallRefused as exc:
+            await self._log_command(call_id, str(target), interface, method, args, "refused",
+                                    str(exc))
+            raise
+        await self._log_command(call_id, str(dest), interface, method, args, "sent")
+        replies = await self.caller.call(dest, interface, method, args, iface=iface,
+                                         reply=reply, timeout_s=timeout_s,
+                                         expect=expect or None, ttl_s=ttl_s, call_id=call_id)
+        if self.store is not None and reply:
+            status = ("timeout" if not replies else
+                      "ok" if all(r.ok for r in replies) else "error")
+            await asyncio.to_thread(self.store.update_command, call_id, status, [
+                {"agent": r.agent, "ok": r.ok, "result": r.result, "error": r.error,
+                 "message": r.message} for r in replies])
+        return replies
+
+    async def _log_command(self, call_id: str, target: str, interface: str, method: str,
+                           args: Sequence[Any], status: str, error: str | None = None) -> None:
+        if self.store is not None:
+            await asyncio.to_thread(self.store.log_command, call_id, self.clock.now(),
+                                    self.bus.client_id, target, interface, method, list(args),
+                                    status, error)
 
 
 async def snapshot(broker: BrokerURL | str, *, clock: Clock | None = None,

@@ -1,0 +1,89 @@
+"""Tables of the EMS store (SQLAlchemy Core; SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+agents = Table(
+    "agents", metadata,
+    Column("agent_id", String(64), primary_key=True),
+    Column("online", Boolean, nullable=True),
+    Column("bdseq", BigInteger, nullable=True),
+    Column("about", JSON, nullable=False, default=dict),
+    Column("interfaces", JSON, nullable=False, default=dict),
+    Column("groups", JSON, nullable=False, default=list),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("online_since", Float, nullable=True),
+    Column("offline_since", Float, nullable=True),
+    Column("offline_reason", String(32), nullable=True),
+    Column("gaps", Integer, nullable=False, default=0),
+)
+
+agent_events = Table(
+    "agent_events", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("agent_id", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=True),
+    Index("ix_agent_events_agent_ts", "agent_id", "ts"),
+)
+
+properties = Table(
+    "properties", metadata,
+    Column("agent_id", String(64), primary_key=True),
+    Column("key", String(300), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON text of the value
+    Column("ts", Float, nullable=True),
+    Column("received", Float, nullable=False),
+)
+
+telemetry = Table(
+    "telemetry", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("agent_id", String(64), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("ts", Float, nullable=False),  # sender time, Unix s
+    Column("seq", BigInteger, nullable=False),  # per-session sequence (-1 when absent)
+    Column("received", Float, nullable=False),
+    Column("value", Text, nullable=False),  # JSON text of the value
+    Column("downsampled", Boolean, nullable=False, default=False),
+    UniqueConstraint("agent_id", "key", "ts", "seq", name="uq_telemetry_message"),
+    Index("ix_telemetry_agent_key_ts", "agent_id", "key", "ts"),
+)
+
+commands = Table(
+    "commands", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("call_id", String(128), nullable=False, unique=True),
+    Column("ts", Float, nullable=False),
+    Column("sender", String(128), nullable=False),
+    Column("target", String(80), nullable=False),
+    Column("interface", String(255), nullable=False),
+    Column("method", String(255), nullable=False),
+    Column("args", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # sent, ok, error, timeout, refused
+    Column("replies", JSON, nullable=False, default=list),
+    Column("error", Text, nullable=True),
+    Index("ix_commands_ts", "ts"),
+    Index("ix_commands_target_ts", "target", "ts"),
+)

@@ -1,0 +1,294 @@
+"""The EMS store: telemetry history, agent registry, last known values, command log.
+
+One class for SQLite (embedded default, WAL mode) and PostgreSQL (production), chosen by
+the database URL (``sqlite:///path.db``, ``postgresql://user@host:port/db``). Schema
+migrations run at open (Alembic), so an upgrade keeps the data.
+
+Methods are synchronous (SQLAlchemy Core) and meant to run in a worker thread: the EMS
+batches writes (:meth:`Store.write_batch`, one transaction per batch).
+
+Telemetry rows are unique by (agent, property, sender time, sequence number): a message
+redelivered after a crash (MQTT QoS 1 is at-least-once) is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from sef.ems.store._schema import agent_events, agents, commands, properties, telemetry
+
+__all__ = ["AgentRow", "Batch", "Store", "StoreError", "TelemetryIn", "normalize_url"]
+
+log = logging.getLogger("sef.ems.store")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or used."""
+
+
+def normalize_url(url: str) -> str:
+    """SQLAlchemy URL for ``sqlite:///path`` or ``postgresql://...`` (psycopg 3 driver)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("sqlite://", "postgresql+psycopg://")):
+        return url
+    raise StoreError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryIn:
+    """One property update to store; ``value_json`` is the JSON text of the value."""
+
+    agent_id: str
+    key: str
+    ts: float
+    seq: int
+    received: float
+    value_json: str
+
+
+@dataclass(slots=True)
+class AgentRow:
+    """The stored state of one agent (see :class:`sef.ems.AgentRecord`)."""
+
+    agent_id: str
+    online: bool | None
+    bdseq: int | None
+    about: dict[str, Any]
+    interfaces: dict[str, str]
+    groups: list[str]
+    first_seen: float
+    last_seen: float
+    online_since: float | None
+    offline_since: float | None
+    offline_reason: str | None
+    gaps: int
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass
+class Batch:
+    """Writes that go to the database in one transaction."""
+
+    telemetry: list[TelemetryIn] = field(default_factory=list)
+    agents: dict[str, AgentRow] = field(default_factory=dict)
+    events: list[tuple[str, float, str, str | None]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.telemetry) + len(self.agents) + len(self.events)
+
+
+class Store:
+    """A database of the EMS. Open with :meth:`open`."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: Engine = sa.create_engine(normalize_url(url), echo=echo,
+                                               pool_pre_ping=True)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect and migrate the schema to the newest version."""
+        store = cls(url)
+        try:
+            store.migrate()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store at {url}: {exc}") from exc
+        return store
+
+    def migrate(self) -> None:
+        """Run every Alembic migration that this database has not seen yet."""
+        config = Config()
+        config.set_main_option("script_location", str(resources.files(__package__) /
+                                                      "migrations"))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def schema_version(self) -> str | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -----------------------------------------------------------------------
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert(table) if self.dialect == "postgresql"
+                else sqlite.insert(table))
+
+    def write_batch(self, batch: Batch) -> int:
+        """Write a batch in one transaction; return the telemetry rows actually inserted."""
+        inserted = 0
+        with self.engine.begin() as connection:
+            if batch.telemetry:
+                inserted = self._write_telemetry(connection, batch.telemetry)
+                last: dict[tuple[str, str], TelemetryIn] = {}
+                for row in batch.telemetry:
+                    known = last.get((row.agent_id, row.key))
+                    if known is None or row.ts >= known.ts:
+                        last[(row.agent_id, row.key)] = row
+                stmt = self._insert(properties)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["agent_id", "key"],
+                    set_={"value": stmt.excluded.value, "ts": stmt.excluded.ts,
+                          "received": stmt.excluded.received},
+                    where=sa.or_(properties.c.ts.is_(None), properties.c.ts <= stmt.excluded.ts))
+                connection.execute(stmt, [
+                    {"agent_id": r.agent_id, "key": r.key, "value": r.value_json, "ts": r.ts,
+                     "received": r.received} for r in last.values()])
+            if batch.agents:
+                stmt = self._insert(agents)
+                columns = [c.name for c in agents.columns if c.name != "agent_id"]
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["agent_id"],
+                    set_={name: getattr(stmt.excluded, name) for name in columns})
+                connection.execute(stmt, [row.values() for row in batch.agents.values()])
+            if batch.events:
+                connection.execute(agent_events.insert(), [
+                    {"agent_id": a, "ts": ts, "kind": kind, "detail": detail}
+                    for a, ts, kind, detail in batch.events])
+        return inserted
+
+    def _write_telemetry(self, connection: Connection, rows: Sequence[TelemetryIn]) -> int:
+        values = [{"agent_id": r.agent_id, "key": r.key, "ts": r.ts, "seq": r.seq,
+                   "received": r.received, "value": r.value_json, "downsampled": False}
+                  for r in rows]
+        stmt = self._insert(telemetry).on_conflict_do_nothing(
+            index_elements=["agent_id", "key", "ts", "seq"])
+        result = connection.execute(stmt, values)
+        return max(0, result.rowcount) if result.rowcount is not None else len(values)
+
+    def log_command(self, call_id: str, ts: float, sender: str, target: str, interface: str,
+                    method: str, args: Any, status: str = "sent",
+                    error: str | None = None) -> None:
+        """Record a command when it is sent (or refused)."""
+        with self.engine.begin() as connection:
+            connection.execute(commands.insert().values(
+                call_id=call_id, ts=ts, sender=sender, target=target, interface=interface,
+                method=method, args=args, status=status, replies=[], error=error))
+
+    def update_command(self, call_id: str, status: str, replies: list[dict[str, Any]],
+                       error: str | None = None) -> None:
+        """Record the outcome of a command: its replies."""
+        with self.engine.begin() as connection:
+            connection.execute(commands.update().where(commands.c.call_id == call_id)
+                               .values(status=status, replies=replies, error=error))
+
+    # -- reads ------------------------------------------------------------------------
+    def load_agents(self) -> list[AgentRow]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(agents)).mappings().all()
+        return [AgentRow(**dict(row)) for row in rows]
+
+    def load_properties(self) -> dict[str, dict[str, tuple[Any, float | None, float]]]:
+        """Last known values: agent → property key → (value, sender ts, received)."""
+        out: dict[str, dict[str, tuple[Any, float | None, float]]] = {}
+        with self.engine.connect() as connection:
+            for row in connection.execute(sa.select(properties)):
+                out.setdefault(row.agent_id, {})[row.key] = (json.loads(row.value), row.ts,
+                                                             row.received)
+        return out
+
+    def telemetry(self, agent_id: str, key: str | None = None, since: float | None = None,
+                  until: float | None = None, every_s: float | None = None,
+                  limit: int = 100_000) -> list[dict[str, Any]]:
+        """History of one agent's properties, oldest first.
+
+        ``since``/``until`` bound the sender time (Unix s). With ``every_s``, one row (the
+        last) per property per ``every_s`` bucket is returned (downsampling).
+        """
+        query = sa.select(telemetry.c.key, telemetry.c.ts, telemetry.c.seq,
+                          telemetry.c.value).where(telemetry.c.agent_id == agent_id)
+        if key is not None:
+            query = query.where(telemetry.c.key == key)
+        if since is not None:
+            query = query.where(telemetry.c.ts >= since)
+        if until is not None:
+            query = query.where(telemetry.c.ts <= until)
+        query = query.order_by(telemetry.c.key, telemetry.c.ts).limit(limit)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        if every_s:
+            buckets: dict[tuple[str, int], Any] = {}
+            for row in rows:
+                buckets[(row.key, math.floor(row.ts / every_s))] = row
+            rows = sorted(buckets.values(), key=lambda r: (r.key, r.ts))
+        return [{"key": r.key, "ts": r.ts, "seq": r.seq, "value": json.loads(r.value)}
+                for r in sorted(rows, key=lambda r: r.ts)]
+
+    def count_telemetry(self, agent_id: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(telemetry)
+        if agent_id is not None:
+            query = query.where(telemetry.c.agent_id == agent_id)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def commands(self, *, since: float | None = None, target: str | None = None,
+                 limit: int = 100) -> list[dict[str, Any]]:
+        """The command log, newest first."""
+        query = sa.select(commands).order_by(commands.c.ts.desc(), commands.c.id.desc())
+        if since is not None:
+            query = query.where(commands.c.ts >= since)
+        if target is not None:
+            query = query.where(commands.c.target == target)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit)).mappings().all()
+        return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+
+    def agent_events(self, agent_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        query = (sa.select(agent_events.c.ts, agent_events.c.kind, agent_events.c.detail)
+                 .where(agent_events.c.agent_id == agent_id)
+                 .order_by(agent_events.c.ts.desc()).limit(limit))
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    # -- retention --------------------------------------------------------------------
+    def apply_retention(self, now: float, *, keep_s: float | None = None,
+                        raw_s: float | None = None, every_s: float = 900.0) -> dict[str, int]:
+        """Delete telemetry older than ``keep_s``; thin rows older than ``raw_s`` to one
+        per property per ``every_s`` (the last of each bucket). Times in s."""
+        deleted = thinned = 0
+        with self.engine.begin() as connection:
+            if keep_s is not None:
+                deleted = connection.execute(
+                    telemetry.delete().where(telemetry.c.ts < now - keep_s)).rowcount or 0
+            if raw_s is not None:
+                cutoff = now - raw_s
+                bucket = (sa.func.floor(telemetry.c.ts / every_s) if self.dialect == "postgresql"
+                          else sa.cast(telemetry.c.ts / every_s, sa.Integer))
+                old = sa.and_(telemetry.c.ts < cutoff, telemetry.c.downsampled.is_(False))
+                keepers = (sa.select(sa.func.max(telemetry.c.id)).where(old)
+                           .group_by(telemetry.c.agent_id, telemetry.c.key, bucket))
+                thinned = connection.execute(telemetry.delete().where(
+                    old, telemetry.c.id.not_in(keepers))).rowcount or 0
+                connection.execute(telemetry.update().where(old).values(downsampled=True))
+        return {"deleted": deleted, "thinned": thinned}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+

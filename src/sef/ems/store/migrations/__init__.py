@@ -1,0 +1,1 @@
+"""Alembic migrations of the EMS store (run by :func:`sef.ems.store.migrate`)."""

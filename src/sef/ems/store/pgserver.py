@@ -1,0 +1,104 @@
+"""A throwaway PostgreSQL server on a free port (for tests and benches).
+
+Uses Debian's ``postgresql`` binaries (``/usr/lib/postgresql/*/bin``). PostgreSQL refuses
+to run as root, so as root the server runs as the ``postgres`` system user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["PostgresNotFound", "PostgresServer", "find_pg_bin"]
+
+
+class PostgresNotFound(RuntimeError):
+    """PostgreSQL's server binaries are not installed."""
+
+
+def find_pg_bin() -> Path:
+    """Directory with ``initdb`` and ``pg_ctl`` (newest installed version)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise PostgresNotFound("PostgreSQL server is not installed: apt-get install postgresql "
+                           "(make test does it when run as root)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    """initdb + pg_ctl start in a temporary directory; ``url(db)`` gives a database URL."""
+
+    def __init__(self) -> None:
+        self.bin = find_pg_bin()
+        self.port = _free_port()
+        self._tmp = tempfile.mkdtemp(prefix="sef-pg-")
+        self.datadir = Path(self._tmp) / "data"
+        self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run([*self._as_user, *args], capture_output=True, text=True,
+                                timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {result.stderr.strip() or result.stdout}")
+
+    def start(self) -> PostgresServer:
+        if os.geteuid() == 0:
+            shutil.chown(self._tmp, "postgres")
+            os.chmod(self._tmp, 0o755)
+        self._run(str(self.bin / "initdb"), "-D", str(self.datadir), "-U", self.user, "-A",
+                  "trust", "-E", "UTF8", "--no-sync")
+        options = (f"-p {self.port} -k {self._tmp} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   "-c max_connections=200")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-l",
+                  str(Path(self._tmp) / "log"), "-w", "start")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("PostgreSQL did not start")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name``; return its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
+                      "stop")
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
