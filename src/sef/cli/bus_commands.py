@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from sef.bus import BusError
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
-from sef.ems import EMS, AgentRecord, CallRefused, CallTarget, Event, snapshot
+from sef.ems import EMS, AgentRecord, CallRefused, CallTarget, snapshot
 
 console = Console()
 err = Console(stderr=True)
@@ -49,89 +47,79 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _telemetry_text(record: AgentRecord, limit: int = 6) -> str:
-    parts = []
-    for key, entry in sorted(record.properties.items()):
+# Telemetry keys an operator wants first, with their display units.
+TELEMETRY_HIGHLIGHTS = (
+    ("Event", ""), ("Sys_SOC", " %"), ("Sys_Power_kW", " kW"), ("Sys_Energy_kWh", " kWh"),
+    ("Op_State", ""), ("Power_W", " W"), ("Energy_Stored_Wh", " Wh"), ("Link", ""),
+)
+
+
+def _telemetry_text(record: AgentRecord, limit: int = 5) -> str:
+    """The most telling telemetry values of an agent, e.g. ``charge · SOC 45.2 %``."""
+    parts: list[str] = []
+    for _key, entry in sorted(record.properties.items()):
         value = entry.value
-        if isinstance(value, dict):  # a{sv}: show the variant values
-            for name, item in list(value.items())[:limit]:
-                shown = item[1] if isinstance(item, list) and len(item) == 2 else item
-                if isinstance(shown, float):
-                    shown = round(shown, 2)
-                parts.append(f"{name}={shown}")
-        else:
-            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    return " ".join(parts)
+        if not isinstance(value, dict):  # plain properties such as AssetName
+            continue
+        plain = {name: item[1] if isinstance(item, list) and len(item) == 2 else item
+                 for name, item in value.items()}
+        keys = [(k, unit) for k, unit in TELEMETRY_HIGHLIGHTS if k in plain] or [
+            (k, "") for k in plain if k != "TimeStamp"]
+        for name, unit in keys[:limit]:
+            shown = plain[name]
+            if isinstance(shown, float):
+                shown = f"{shown:.1f}"
+            parts.append(f"{name.removeprefix('Sys_').split('_')[0]} {shown}{unit}")
+        if plain.get("Comm_Fault") is True or plain.get("Link") == "down":
+            parts.append("[red]FAULT[/]")
+    return " · ".join(parts)
 
 
 def agents_table(records: list[AgentRecord], title: str = "SEF agents") -> Table:
-    """A rich table of agents: status, interfaces, groups, last seen, last telemetry."""
+    """A rich table of agents: status, groups, last seen, last telemetry."""
     table = Table(title=title, expand=True)
-    for column in ("agent", "status", "model", "interfaces", "groups", "seen", "telemetry"):
-        table.add_column(column, overflow="fold")
+    table.add_column("agent", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("groups")
+    table.add_column("seen (UTC)", no_wrap=True)
+    table.add_column("last telemetry", ratio=1)
     for r in records:
         status = {True: "[green]online[/]", False: "[red]offline[/]", None: "unknown"}[r.online]
         style = "dim" if r.online is False else None
         seen = r.offline_since if r.online is False else (r.last_seen or r.online_since)
-        table.add_row(r.agent_id, status, str(r.about.get("ModelNumber", "")),
-                      ", ".join(sorted(r.interfaces)), ", ".join(r.groups), _when(seen),
+        table.add_row(r.agent_id, status, ", ".join(r.groups), _when(seen)[11:],
                       _telemetry_text(r), style=style)
     return table
 
 
 def register(app: typer.Typer) -> None:
     """Add the bus commands to the ``sef`` app."""
-    app.command("ems")(ems)
     app.command("agents")(agents)
     app.command("call")(call)
     app.command("bis")(bis)
+    app.command("ucm")(ucm)
     agent_app = typer.Typer(help="Run an agent.", no_args_is_help=True)
     agent_app.command("virtual-battery")(virtual_battery)
     app.add_typer(agent_app, name="agent")
-
-
-def ems(
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
-    host_id: str = typer.Option("ems", "--id", help="Id of this EMS (primary host)."),
-    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
-    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
-    json_events: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
-) -> None:
-    """Run the EMS: discover agents, track presence, keep their last known state."""
-
-    def print_event(event: Event) -> None:
-        if json_events:
-            detail = event.detail if isinstance(event.detail, (str, int, float, list, tuple,
-                                                                type(None))) else str(event.detail)
-            print(json.dumps({"event": event.kind, "agent": event.agent_id, "detail": detail}),
-                  flush=True)
-
-    async def main() -> None:
-        service = EMS(broker, host_id, clock=clock_option(clock), keepalive_s=keepalive,
-                      on_event=print_event)
-        await service.start(timeout_s=None)
-        try:
-            if json_events or not sys.stdout.isatty():
-                if not json_events:
-                    print(f"EMS {host_id} running on {service.bus.url}", flush=True)
-                await asyncio.Event().wait()
-            with Live(agents_table(service.agents()), console=console,
-                      refresh_per_second=2) as live:
-                while True:
-                    await asyncio.sleep(0.5)
-                    live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
-        finally:
-            await service.stop()
-
-    run_async(main())
 
 
 def agents(
     broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
     wait: float = typer.Option(3.0, "--wait", help="Longest time to gather state, s."),
+    api: str | None = typer.Option(None, "--api", help="Read from this EMS API (e.g. "
+                                   "http://127.0.0.1:8080) instead of the broker."),
 ) -> None:
     """List agents with status, interfaces and last telemetry (read from the broker)."""
+    if api is not None:
+        from sef.cli.operator import api_agents
+
+        summaries, known = api_agents(api)
+        if as_json:
+            print(json.dumps(summaries, indent=2))
+        else:
+            console.print(agents_table(known, f"SEF agents of {api}"))
+        return
     records: list[AgentRecord] = run_async(snapshot(broker, max_s=wait))
     if as_json:
         print(json.dumps([r.summary() for r in records], indent=2))
@@ -249,4 +237,35 @@ def bis(
                      poll_s=poll, groups=group, clock=clock_option(clock), keepalive_s=keepalive)
     print(f"agent {agent_id} starting on {agent.bus.url}, battery at {parts.hostname}:{port}",
           flush=True)
+    run_async(agent.run())
+
+
+def ucm(
+    agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
+    serial: str | None = typer.Option(None, "--serial", help="Serial port or pty path of the "
+                                                             "SGD (19200 8N1)."),
+    tcp: str | None = typer.Option(None, "--tcp", help="CTA-2045 over TCP: HOST:PORT."),
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
+    poll: float = typer.Option(1.0, "--poll", min=0.05, help="Poll and telemetry period, real s."),
+    heartbeat: float = typer.Option(30.0, "--heartbeat", min=1.0, max=60.0,
+                                    help="Outside Comm Status period, real s."),
+    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
+    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+) -> None:
+    """Run the UCM: the demo interface on the bus, CTA-2045 to a water heater (SGD)."""
+    from sef.agents.ucm import UCMAgent
+
+    if (serial is None) == (tcp is None):
+        raise typer.BadParameter("give exactly one of --serial PATH and --tcp HOST:PORT")
+    target: tuple[str, int] | None = None
+    if tcp is not None:
+        host, _, port_text = tcp.rpartition(":")
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise typer.BadParameter(f"expected HOST:PORT, got {tcp!r}", param_hint="--tcp")
+        target = (host, int(port_text))
+    agent = UCMAgent(agent_id, broker, serial_port=serial, tcp=target, poll_s=poll,
+                     heartbeat_s=heartbeat, groups=group, clock=clock_option(clock),
+                     keepalive_s=keepalive)
+    print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
     run_async(agent.run())

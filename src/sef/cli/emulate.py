@@ -1,7 +1,8 @@
-"""``sef emulate``: run device emulators (``battery``; ``waterheater`` joins later).
+"""``sef emulate``: run device emulators (``battery``, ``waterheater``).
 
 Every command is a thin wrapper around a plain async function that tests start
-in-process (``sef.emulators.battery.run_battery_emulator`` for ``battery``).
+in-process (``sef.emulators.battery.run_battery_emulator`` for ``battery``,
+``sef.emulators.waterheater.run_sgd_emulator`` for ``waterheater``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
 
-app = typer.Typer(help="Run device emulators (battery, ...).", no_args_is_help=True)
+app = typer.Typer(help="Run device emulators (battery, waterheater).", no_args_is_help=True)
 
 
 @app.callback()
@@ -54,3 +55,47 @@ def battery(
         asyncio.run(
             run_battery_emulator(host, port, unit=unit, clock=the_clock, soc=soc, on_ready=announce)
         )
+
+
+@app.command("waterheater")
+def waterheater(
+    pty: bool = typer.Option(False, "--pty", help="Create a pseudo-terminal; print its path."),
+    serial: str | None = typer.Option(None, "--serial", help="Serial port to serve (19200 8N1)."),
+    tcp: int | None = typer.Option(None, "--tcp", min=0, max=65535,
+                                   help="CTA-2045 over TCP: port to listen on (0 = free)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind with --tcp."),
+    clock: str | None = typer.Option(
+        None, "--clock",
+        help="Clock spec: real, scaled:SPEED or scaled:SPEED:START@ANCHOR (default: SEF_CLOCK).",
+    ),
+    nodes: int = typer.Option(2, "--nodes", min=1, max=50, help="Tank nodes (model detail)."),
+    start_temp: float | None = typer.Option(None, "--start-temp", min=0.0, max=100.0,
+                                            help="Initial tank temperature, °C "
+                                                 "(default: setpoint 51.67 °C)."),
+    no_draws: bool = typer.Option(False, "--no-draws", help="No hot-water draws "
+                                                            "(default: DOE medium pattern)."),
+) -> None:
+    """Emulate a CTA-2045 electric water heater (SGD). SIGUSR1 toggles the customer override.
+
+    Prints one line ending in the pty path, the serial port or HOST:PORT once ready.
+    """
+    import signal
+
+    import numpy as np
+
+    from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
+    from sef.models.waterheater import WaterHeaterParams
+
+    if sum((pty, serial is not None, tcp is not None)) != 1:
+        raise typer.BadParameter("give exactly one of --pty, --serial PATH, --tcp PORT")
+    the_clock = _clock(clock)
+
+    async def main() -> None:
+        sgd = SGDEmulator(the_clock, params=WaterHeaterParams(nodes=nodes, initial_c=start_temp),
+                          draws=np.zeros(0) if no_draws else None)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, sgd.press_override)
+        await run_sgd_emulator(pty=pty, serial=serial, tcp_port=tcp, host=host, emulator=sgd,
+                               on_ready=lambda where: typer.echo(f"SGD emulator ready on {where}"))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
