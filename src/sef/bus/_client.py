@@ -4,6 +4,11 @@ The MQTT library (gmqtt) stays inside this module. :class:`BusClient` owns one
 connection at a time and a supervisor task that reconnects with exponential backoff;
 each new connection may carry a new last will (a new birth/death sequence number), then
 the client resubscribes and calls ``on_connect`` so the owner re-announces itself.
+
+Instead of a fixed URL the client may be given a *resolver*, an async callable returning
+the broker's URL (``mdns://[NAME]`` selects :class:`sef.discovery.MdnsResolver`). It is
+awaited before the first connection and again after every failed attempt or lost
+connection, so a client follows a broker that comes back at another address or port.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-__all__ = ["BrokerURL", "BusClient", "BusError", "Message", "Will"]
+__all__ = ["BrokerResolver", "BrokerURL", "BusClient", "BusError", "Message", "Will"]
 
 log = logging.getLogger("sef.bus")
 
@@ -63,6 +68,20 @@ class BrokerURL:
     def __str__(self) -> str:
         version = "5" if self.version == 5 else "3.1.1"
         return f"mqtt://{self.host}:{self.port}?version={version}"
+
+
+@dataclass(frozen=True)
+class _Unresolved(BrokerURL):
+    """Placeholder :attr:`BusClient.url` until a resolver found the broker."""
+
+    label: str = ""
+
+    def __str__(self) -> str:
+        return self.label
+
+
+BrokerResolver = Callable[[], Awaitable[BrokerURL]]
+"""Finds the broker: awaited before each connection attempt that follows a failure."""
 
 
 @dataclass(slots=True)
@@ -113,7 +132,8 @@ class BusClient:
     """One MQTT session, kept alive across broker restarts.
 
     Args:
-        url: the broker.
+        url: the broker: a URL, ``mdns://[NAME]`` (discover it over mDNS), or a
+            :data:`BrokerResolver`, re-run after every failed attempt or lost connection.
         client_id: MQTT client id (unique per process; a random one if ``None``).
         on_message: called for every received message, in the event loop.
         will: returns the last will for the next connection, or ``None`` for no will.
@@ -128,7 +148,7 @@ class BusClient:
 
     def __init__(
         self,
-        url: BrokerURL | str,
+        url: BrokerURL | str | BrokerResolver,
         client_id: str | None = None,
         *,
         on_message: MessageHandler | None = None,
@@ -138,7 +158,20 @@ class BusClient:
         clean_session: bool = True,
         manual_ack: bool = False,
     ) -> None:
-        self.url = url if isinstance(url, BrokerURL) else BrokerURL.parse(url)
+        self.resolver: BrokerResolver | None = None
+        if isinstance(url, str) and url.strip().lower().startswith("mdns"):
+            from sef.discovery import MdnsResolver, is_mdns_url  # optional layer on top
+
+            if is_mdns_url(url):
+                url = MdnsResolver.parse(url)
+        if isinstance(url, BrokerURL):
+            self.url: BrokerURL = url
+        elif isinstance(url, str):
+            self.url = BrokerURL.parse(url)
+        else:
+            self.resolver = url
+            self.url = _Unresolved(label=str(url))
+        self._resolved: BrokerURL | None = None
         self.client_id = client_id or f"sef-{uuid.uuid4().hex[:12]}"
         self.keepalive_s = keepalive_s
         self.clean_session = clean_session
@@ -265,7 +298,22 @@ class BusClient:
         if client is self._client:
             self._lost.set()
 
+    async def _resolve(self) -> None:
+        """Ask the resolver where the broker is; keep the last answer if it fails."""
+        assert self.resolver is not None
+        try:
+            self.url = await self.resolver()
+            self._resolved = self.url
+        except Exception as exc:
+            if self._resolved is None:
+                raise BusError(f"broker not found: {exc}") from exc
+            log.info("%s: %s; trying the last known broker %s", self.client_id, exc,
+                     self._resolved)
+            self.url = self._resolved
+
     async def _connect_once(self) -> None:
+        if self.resolver is not None:
+            await self._resolve()
         will = self._will()
         gmqtt_will = None
         if will is not None:

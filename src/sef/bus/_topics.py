@@ -64,6 +64,8 @@ class TopicKind(StrEnum):
     GROUP_CALL = "group_call"
     HOST_STATUS = "host_status"
     REPLY = "reply"
+    GATEWAY_STATUS = "gateway_status"
+    GATEWAY_AGENTS = "gateway_agents"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +131,24 @@ class Topics:
     def reply(self, client_id: str) -> str:
         return f"{self.root}/clients/{check_id('client', client_id)}/reply"
 
+    def gateway_status(self, home_id: str) -> str:
+        """Bridge state of a home gateway: ``1`` up, ``0`` down (Mosquitto notification)."""
+        return f"{self.root}/gateways/{check_id('home', home_id)}/status"
+
+    def gateway_agents(self, home_id: str) -> str:
+        """Retained list of the agents behind a home gateway."""
+        return f"{self.root}/gateways/{check_id('home', home_id)}/agents"
+
     # -- subscription patterns ----------------------------------------------------
     def all_agents(self) -> list[str]:
         """Patterns an EMS subscribes to for discovery and telemetry."""
         base = f"{self.root}/agents/+"
         return [f"{base}/status", f"{base}/about", f"{base}/interfaces/+", f"{base}/props/#",
                 f"{base}/signals/#"]
+
+    def all_gateways(self) -> list[str]:
+        """Patterns an EMS subscribes to for home gateways' bridge state and agent lists."""
+        return [f"{self.root}/gateways/+/status", f"{self.root}/gateways/+/agents"]
 
     def all_hosts(self) -> str:
         return f"{self.root}/hosts/+/status"
@@ -177,4 +191,7 @@ def _split(parts: list[str]) -> ParsedTopic | None:
         return ParsedTopic(TopicKind.HOST_STATUS, parts[1])
     elif head == "clients" and n == 3 and parts[2] == "reply":
         return ParsedTopic(TopicKind.REPLY, parts[1])
+    elif head == "gateways" and n == 3 and parts[2] in ("status", "agents"):
+        kind = TopicKind.GATEWAY_STATUS if parts[2] == "status" else TopicKind.GATEWAY_AGENTS
+        return ParsedTopic(kind, parts[1])
     return None

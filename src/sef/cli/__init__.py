@@ -9,9 +9,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from sef import __version__
-from sef.cli import bus_commands
+from sef.cli import bus_commands, operator
 from sef.cli.demo import demo
+from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
+from sef.cli.gateway_command import gateway
 from sef.cli.interface import app as interface_app
 
 app = typer.Typer(
@@ -45,8 +47,11 @@ def main_options(
                         handlers=[RichHandler(console=err_console, show_path=False)])
 
 
+app.command("ems")(ems)
 bus_commands.register(app)
+operator.register(app)
 app.command("demo")(demo)
+app.command("gateway")(gateway)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 

@@ -20,6 +20,14 @@ console = Console()
 err = Console(stderr=True)
 
 BROKER_HELP = "Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5]."
+AGENT_BROKER_HELP = ("Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5], or mdns://[NAME] to "
+                     "find it over mDNS (the default when omitted; re-discovered after every "
+                     "lost connection).")
+
+
+def agent_broker(broker: str | None) -> str:
+    """An agent's ``--broker``: omitted or ``mdns`` means discover the broker over mDNS."""
+    return broker if broker else "mdns://"
 
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -194,7 +202,7 @@ def call(
 
 def virtual_battery(
     agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
     group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
     soc: float = typer.Option(0.5, "--soc", min=0.0, max=1.0, help="Initial SOC, fraction."),
     step: float = typer.Option(60.0, "--step", help="Model step and telemetry period, clock s."),
@@ -204,7 +212,7 @@ def virtual_battery(
     """Run a battery agent with the battery model inside it (no device protocol)."""
     from sef.agents.virtual_battery import VirtualBatteryAgent
 
-    agent = VirtualBatteryAgent(agent_id, broker, soc=soc, step_s=step, groups=group,
+    agent = VirtualBatteryAgent(agent_id, agent_broker(broker), soc=soc, step_s=step, groups=group,
                                 clock=clock_option(clock), keepalive_s=keepalive)
     print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
     run_async(agent.run())
@@ -213,7 +221,7 @@ def virtual_battery(
 def bis(
     modbus: str = typer.Option(..., "--modbus", help="Battery address: tcp://HOST:PORT."),
     agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
     unit: int = typer.Option(1, "--unit", min=1, max=247, help="Modbus unit id."),
     group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
     poll: float = typer.Option(1.0, "--poll", min=0.01, help="Poll and telemetry period, real s."),
@@ -233,8 +241,9 @@ def bis(
     if parts.scheme != "tcp" or not parts.hostname or not 0 < port < 65536:
         raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}",
                                  param_hint="--modbus")
-    agent = BISAgent(agent_id, broker, modbus_host=parts.hostname, modbus_port=port, unit=unit,
-                     poll_s=poll, groups=group, clock=clock_option(clock), keepalive_s=keepalive)
+    agent = BISAgent(agent_id, agent_broker(broker), modbus_host=parts.hostname,
+                     modbus_port=port, unit=unit, poll_s=poll, groups=group,
+                     clock=clock_option(clock), keepalive_s=keepalive)
     print(f"agent {agent_id} starting on {agent.bus.url}, battery at {parts.hostname}:{port}",
           flush=True)
     run_async(agent.run())

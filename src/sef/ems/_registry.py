@@ -7,6 +7,7 @@ time and returns what happened (events), so it is tested message by message.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,8 @@ class Registry:
         self.interfaces_by_hash: dict[str, Interface] = {}
         self.interfaces_by_name: dict[str, Interface] = {}
         self.bad_messages = 0
+        self.gateways: dict[str, bool] = {}  # home id -> bridge up
+        self.gateway_agents: dict[str, list[str]] = {}  # home id -> agents behind it
         self.messages = 0
         self._parsed: dict[str, ParsedTopic | None] = {}  # topic -> parse, for self._parsed_by
         self._parsed_by: Topics | None = None
@@ -161,6 +164,8 @@ class Registry:
         if parsed is None or parsed.kind in (TopicKind.CALL, TopicKind.GROUP_CALL,
                                              TopicKind.REPLY, TopicKind.HOST_STATUS):
             return []
+        if parsed.kind in (TopicKind.GATEWAY_STATUS, TopicKind.GATEWAY_AGENTS):
+            return self._gateway(parsed.kind, parsed.owner, message, now)
         self.messages += 1
         agent_id = parsed.owner
         events: list[Event] = []
@@ -210,6 +215,39 @@ class Registry:
             return events
         if not message.retain:
             record.last_seen = now
+        return events
+
+    def _gateway(self, kind: TopicKind, home: str, message: Message, now: float) -> list[Event]:
+        """A home gateway's bridge went down (its agents are unreachable) or up again."""
+        if kind is TopicKind.GATEWAY_AGENTS:
+            try:
+                listed = json.loads(message.payload)["agents"]
+                if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+                    raise TypeError("agents must be a list of ids")
+            except (ValueError, KeyError, TypeError) as exc:
+                self.bad_messages += 1
+                log.warning("bad agent list of gateway %s: %s", home, exc)
+                return []
+            self.gateway_agents[home] = list(listed)
+            return []
+        state = message.payload.strip()
+        if state not in (b"0", b"1"):
+            self.bad_messages += 1
+            log.warning("bad bridge state of gateway %s: %r", home, message.payload[:40])
+            return []
+        up = state == b"1"
+        self.gateways[home] = up
+        events = [Event("gateway_up" if up else "gateway_down", home,
+                        list(self.gateway_agents.get(home, [])))]
+        if not up:
+            for agent_id in self.gateway_agents.get(home, []):
+                record = self.agents.get(agent_id)
+                if record is not None and record.online:
+                    record.online = False
+                    record.offline_reason = "gateway"
+                    record.offline_since = now
+                    record.expected_seq = None
+                    events.append(Event("offline", agent_id, "gateway"))
         return events
 
     def _status(self, record: AgentRecord, status: Status, message: Message,

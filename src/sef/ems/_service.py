@@ -82,7 +82,7 @@ class EMS:
                 self.registry.restore(agent_record(row, props.get(row.agent_id, {})))
             log.info("EMS %s: %d agents restored from the store", self.host_id, len(rows))
             self.recorder.start()
-        for pattern in self.topics.all_agents():
+        for pattern in (*self.topics.all_agents(), *self.topics.all_gateways()):
             await self.bus.subscribe(pattern, qos=1)
         await self.caller.start()
         await self.bus.start(timeout_s=timeout_s)
@@ -146,6 +146,11 @@ class EMS:
         if event.kind in ("online", "offline", "discovered", "stale_death"):
             log.info("agent %s: %s %s", event.agent_id, event.kind,
                      "" if event.detail is None else event.detail)
+        elif event.kind == "gateway_up":
+            log.info("gateway %s: uplink up again; asking its agents to re-announce",
+                     event.agent_id)
+            for agent_id in event.detail:
+                self.rebirth(agent_id)
         elif event.kind == "gap":
             expected, got = event.detail
             log.warning("agent %s: message sequence gap (expected %d, got %d)", event.agent_id,

@@ -1,0 +1,278 @@
+"""Operator commands on the EMS API: ``sef telemetry``, ``sef send``, ``sef history``, and
+``sef agents --api``. Rich tables for people, ``--json`` (and ``--csv``) for scripts.
+
+The API is reached at ``--api URL``, else ``$SEF_API``, else http://127.0.0.1:8080.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sef.ems import AgentRecord, PropertyValue
+
+__all__ = ["DEFAULT_API", "api_agents", "history", "parse_event", "register", "send",
+           "telemetry"]
+
+DEFAULT_API = "http://127.0.0.1:8080"
+API_HELP = "EMS API URL (default: $SEF_API, else http://127.0.0.1:8080)."
+
+console = Console()
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``telemetry``, ``send`` and ``history`` to the ``sef`` app."""
+    app.command("telemetry")(telemetry)
+    app.command("send")(send)
+    app.command("history")(history)
+
+
+# -- HTTP ------------------------------------------------------------------------------
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _request(method: str, api: str, path: str, *, timeout_s: float = 30.0,
+             **kwargs: Any) -> Any:
+    """One API request; the decoded JSON answer. Exits 2 on an error answer or no API."""
+    url = api.rstrip("/") + path
+    try:
+        response = httpx.request(method, url, timeout=timeout_s, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the EMS API at {api}: {exc or type(exc).__name__}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_error:
+        message = body.get("error") if isinstance(body, dict) else None
+        _fail(f"{response.status_code} {message or response.reason_phrase}")
+    return body
+
+
+def api_agents(api: str) -> tuple[list[dict[str, Any]], list[AgentRecord]]:
+    """The agents known to the EMS API: their JSON summaries and registry records."""
+    summaries: list[dict[str, Any]] = _request("GET", api, "/agents")
+    return summaries, [_record(s) for s in summaries]
+
+
+def _record(summary: dict[str, Any]) -> AgentRecord:
+    about = {k: v for k, v in (("DeviceName", summary.get("device_name")),
+                               ("Manufacturer", summary.get("manufacturer")),
+                               ("ModelNumber", summary.get("model")),
+                               ("SoftwareVersion", summary.get("software_version")))
+             if v is not None}
+    return AgentRecord(
+        summary["id"], online={"online": True, "offline": False}.get(summary["status"]),
+        bdseq=summary.get("bdseq"), about=about,
+        interfaces={name: "" for name in summary.get("interfaces", [])},
+        groups=list(summary.get("groups", [])),
+        properties={k: PropertyValue(p.get("value"), p.get("ts"), 0.0)
+                    for k, p in summary.get("properties", {}).items()},
+        last_seen=summary.get("last_seen") or 0.0, online_since=summary.get("online_since"),
+        offline_since=summary.get("offline_since"),
+        offline_reason=summary.get("offline_reason"), gaps=summary.get("gaps", 0))
+
+
+# -- formatting ----------------------------------------------------------------------
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def flatten(value: Any) -> dict[str, Any]:
+    """Columns of a telemetry value: an ``a{sv}`` dict gives one column per key (variant
+    values unwrapped), anything else a single ``value`` column."""
+    if isinstance(value, dict):
+        out = {}
+        for name, item in value.items():
+            shown = item[1] if (isinstance(item, list) and len(item) == 2
+                                and isinstance(item[0], str)) else item
+            out[str(name)] = (json.dumps(shown) if isinstance(shown, (list, dict))
+                              else shown)
+        return out
+    return {"value": json.dumps(value) if isinstance(value, (list, dict)) else value}
+
+
+def _events_text(args: Any) -> str:
+    """``charge:4:1800 discharge:8:1800`` for EnergyMethod args, else compact JSON."""
+    try:
+        (cmds,) = args
+        return " ".join(f"{c}:{r}:{d}" for c, r, d in cmds)
+    except (TypeError, ValueError):
+        return json.dumps(args, separators=(",", ":"))
+
+
+def _replies_text(replies: list[dict[str, Any]]) -> str:
+    parts = []
+    for r in replies:
+        if r.get("ok"):
+            parts.append(f"[green]{r.get('agent')} ok[/]")
+        else:
+            parts.append(f"[red]{r.get('agent')} {r.get('error')}: {r.get('message')}[/]")
+    return ", ".join(parts) or "-"
+
+
+# -- sef send --------------------------------------------------------------------------
+def parse_event(token: str) -> list[Any]:
+    """``charge:4:1800`` → ``["charge", 4, 1800]``; a missing duration is 0 (until the
+    next command). Raises :class:`ValueError` with a clear message."""
+    parts = token.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise ValueError(f"{token!r}: expected CMD:RATE_KW[:DURATION_S], e.g. charge:4:1800")
+    names = ("rate (kW)", "duration (s)")
+    numbers = []
+    for name, text in zip(names, parts[1:], strict=False):
+        try:
+            numbers.append(int(text))
+        except ValueError:
+            raise ValueError(f"{token!r}: {name} must be an integer, got {text!r}") from None
+    return [parts[0], numbers[0], numbers[1] if len(numbers) > 1 else 0]
+
+
+def send(
+    target: str = typer.Argument(..., help="Agent id, or group:NAME."),
+    events: list[str] = typer.Argument(..., help="Events CMD:RATE_KW[:DURATION_S], e.g. "
+                                                 "charge:4:1800 discharge:8:1800; a missing "
+                                                 "duration means until the next command."),
+    api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
+    timeout: float = typer.Option(5.0, "--timeout", min=0.1, max=120.0,
+                                  help="How long to wait for replies, s."),
+    no_reply: bool = typer.Option(False, "--no-reply", help="Send without asking for replies."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Send an event sequence to an agent or a group through the EMS API.
+
+    Exit codes: 0 every reply ok (or sent with --no-reply); 1 an agent refused; 2 bad
+    input or not reachable (nothing sent); 3 no reply (or not from every member) in time.
+    """
+    try:
+        cmds = [parse_event(token) for token in events]
+    except ValueError as exc:
+        _fail(str(exc))
+    group = target.startswith("group:")
+    name = target[len("group:"):] if group else target
+    if not name or "/" in name:
+        _fail(f"bad target {target!r}: expected an agent id or group:NAME")
+    path = f"/groups/{name}/commands" if group else f"/agents/{name}/commands"
+    result: dict[str, Any] = _request("POST", api, path, timeout_s=timeout + 10.0,
+                                      json={"cmds": cmds, "timeout_s": timeout,
+                                            "reply": not no_reply})
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        table = Table(title=f"{target}: {_events_text([cmds])}  (call {result['call_id']})")
+        for column in ("agent", "result", "message"):
+            table.add_column(column, overflow="fold")
+        for r in result["replies"]:
+            table.add_row(r["agent"], "[green]ok[/]" if r["ok"] else f"[red]{r['error']}[/]",
+                          r.get("message") or "")
+        for agent in result["missing"]:
+            table.add_row(agent, "[yellow]no reply[/]", f"within {timeout} s")
+        console.print(table)
+    status = result["status"]
+    if status == "error":
+        raise typer.Exit(1)
+    if status in ("timeout", "partial"):
+        err.print(f"[yellow]no reply from {', '.join(result['missing']) or target} "
+                  f"within {timeout} s[/]")
+        raise typer.Exit(3)
+
+
+# -- sef telemetry ---------------------------------------------------------------------
+def telemetry(
+    agent: str = typer.Argument(..., help="Agent id."),
+    since: str = typer.Option("1h", "--since", help="From: a duration ago (90s, 15m, 1h, "
+                                                    "2d), ISO 8601 or Unix s."),
+    until: str | None = typer.Option(None, "--until", help="To (same forms); default now."),
+    key: str | None = typer.Option(None, "--key", "-k", help="Property, e.g. Telemetry or "
+                                                             "edu.pdx.powerlab.demo.Telemetry."),
+    every: float | None = typer.Option(None, "--every", min=0.001,
+                                       help="Downsample: last value per this many s."),
+    limit: int = typer.Option(10_000, "--limit", min=1, max=100_000, help="Most rows."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV (one column per field)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
+    api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
+) -> None:
+    """Telemetry history of an agent from the EMS store."""
+    params: dict[str, Any] = {"since": since, "limit": limit}
+    for name, value in (("until", until), ("key", key), ("every", every)):
+        if value is not None:
+            params[name] = value
+    result: dict[str, Any] = _request("GET", api, f"/agents/{agent}/telemetry", params=params)
+    points: list[dict[str, Any]] = result["points"]
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    rows = [{"time": _iso(p["ts"]), "ts": p["ts"], "key": p["key"], **flatten(p["value"])}
+            for p in points]
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns or ["time", "ts", "key"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    table = Table(title=f"{agent}: {len(points)} points" + (f", every {every} s" if every
+                                                             else ""))
+    shown = [c for c in columns if c != "ts"]
+    for column in shown:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in shown))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# -- sef history -----------------------------------------------------------------------
+def history(
+    target: str | None = typer.Option(None, "--target", "-t", help="Agent id or group:NAME."),
+    since: str | None = typer.Option(None, "--since", help="From: a duration ago (1h), ISO "
+                                                           "8601 or Unix s."),
+    limit: int = typer.Option(20, "--limit", min=1, max=10_000, help="Most entries."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
+) -> None:
+    """The command log: what was sent to whom, newest first, with the replies."""
+    params: dict[str, Any] = {"limit": limit}
+    if target is not None:
+        params["target"] = target
+    if since is not None:
+        params["since"] = since
+    entries: list[dict[str, Any]] = _request("GET", api, "/commands", params=params)
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return
+    table = Table(title="SEF command log", expand=True)
+    for column in ("time", "target", "method", "events", "status", "replies"):
+        table.add_column(column, overflow="fold")
+    colors = {"ok": "green", "error": "red", "refused": "red", "timeout": "yellow"}
+    for e in entries:
+        status = e["status"]
+        shown = f"[{colors[status]}]{status}[/]" if status in colors else status
+        if e.get("error"):
+            shown += f" ({e['error']})"
+        table.add_row(_iso(e["ts"]), e["target"], e["method"], _events_text(e["args"]),
+                      shown, _replies_text(e.get("replies") or []))
+    console.print(table)

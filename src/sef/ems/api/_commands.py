@@ -1,0 +1,129 @@
+"""Event sequences for agents and groups: validated completely before anything is sent."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sef.agents import CallError
+from sef.agents._sequence import parse_events
+from sef.ems._caller import CallRefused, CallTarget
+from sef.ems._service import EMS
+from sef.ems.api._errors import ApiError
+from sef.ems.api._models import CommandRequest, CommandResult, CommandStatus, ReplyOut
+from sef.interface import DEMO_INTERFACE, TypeMismatch, args_from_json
+
+__all__ = ["CommandStats", "send_sequence", "validate_cmds"]
+
+METHOD = "EnergyMethod"
+MAX_EVENTS = 256
+"""Most events in one sequence (a call payload stays far below the bus's 256 KiB)."""
+DEFAULT_TIMEOUT_S = 5.0
+
+_PATH = re.compile(r"^(cmds(?:\[\d+\])*)")
+
+
+@dataclass
+class CommandStats:
+    """Counters for /metrics: commands by outcome, replies by ok/error."""
+
+    by_status: Counter[str] = field(default_factory=Counter)
+    replies: Counter[str] = field(default_factory=Counter)
+
+
+def _invalid(message: str, value: Any = None) -> ApiError:
+    match = _PATH.match(message)
+    detail = {"path": match.group(1) if match else "cmds"}
+    if value is not None:
+        detail["value"] = value
+    return ApiError(422, message, detail)
+
+
+def validate_cmds(ems: EMS, cmds: Any) -> list[list[Any]]:
+    """Check a sequence against the interface's signature ``a(snn)`` (types, int16 ranges)
+    and the sequence rules (known commands, rate and duration ≥ 0, open-ended event last).
+
+    Returns the sequence in its JSON form. Raises :class:`ApiError` 422 with a message
+    naming the offending item, e.g. ``cmds[0][1]: 40000 out of range for int16 ...``.
+    """
+    iface = ems.interface_for(DEMO_INTERFACE)
+    if iface is None or METHOD not in iface.methods:  # pragma: no cover - shipped interface
+        raise ApiError(503, f"interface {DEMO_INTERFACE} is not known to this EMS")
+    if isinstance(cmds, list) and len(cmds) > MAX_EVENTS:
+        raise _invalid(f"cmds: {len(cmds)} events, at most {MAX_EVENTS} allowed")
+    try:
+        (values,) = args_from_json(iface.methods[METHOD].in_args, [cmds])
+    except TypeMismatch as exc:
+        raise _invalid(str(exc)) from None
+    try:
+        events = cast("list[tuple[str, int, int]]", values)
+        parse_events(events)
+    except CallError as exc:
+        raise _invalid(str(exc)) from None
+    return [list(event) for event in events]
+
+
+def _members(ems: EMS, target: CallTarget) -> list[str]:
+    """Agents a target reaches; 404/409/422 when it cannot take the command."""
+    if target.group:
+        members = sorted(a.agent_id for a in ems.registry.group_members(target.name))
+        if not members:
+            raise ApiError(404, f"unknown group {target.name!r}: no known agent is a member",
+                           {"group": target.name})
+        return members
+    record = ems.registry.get(target.name)
+    if record is None:
+        raise ApiError(404, f"unknown agent {target.name!r}", {"agent": target.name})
+    if record.online is False:
+        raise ApiError(409, f"agent {target.name!r} is offline; command not sent",
+                       {"agent": target.name, "offline_since": record.offline_since})
+    if record.interfaces and DEMO_INTERFACE not in record.interfaces:
+        raise ApiError(422, f"agent {target.name!r} does not implement {DEMO_INTERFACE}",
+                       {"agent": target.name, "interfaces": sorted(record.interfaces)})
+    return [target.name]
+
+
+async def send_sequence(ems: EMS, target: CallTarget, body: CommandRequest,
+                        stats: CommandStats) -> CommandResult:
+    """Validate, then send ``EnergyMethod(cmds)`` to an agent or group; gather replies."""
+    try:
+        expected = _members(ems, target)
+        cmds = validate_cmds(ems, body.cmds)
+        if not ems.bus.connected:
+            raise ApiError(503, "the EMS is not connected to the broker; command not sent")
+    except ApiError:
+        stats.by_status["rejected"] += 1
+        raise
+    call_id = uuid.uuid4().hex
+    sent_at = ems.clock.now()
+    try:
+        replies = await ems.call(target, DEMO_INTERFACE, METHOD, [cmds], reply=body.reply,
+                                 timeout_s=body.timeout_s or DEFAULT_TIMEOUT_S,
+                                 call_id=call_id)
+    except CallRefused as exc:
+        stats.by_status["refused"] += 1
+        raise _invalid(str(exc)) from None
+    answered = {r.agent for r in replies}
+    missing = [m for m in expected if m not in answered] if body.reply else []
+    status: CommandStatus
+    if not body.reply:
+        status = "sent"
+    elif not replies:
+        status = "timeout"
+    elif not all(r.ok for r in replies):
+        status = "error"
+    elif missing:
+        status = "partial"
+    else:
+        status = "ok"
+    stats.by_status[status] += 1
+    for reply in replies:
+        stats.replies["ok" if reply.ok else "error"] += 1
+    return CommandResult(
+        call_id=call_id, target=str(target), sent_at=sent_at, status=status,
+        replies=[ReplyOut(agent=r.agent, ok=r.ok, result=list(r.result or []), error=r.error,
+                          message=r.message) for r in replies],
+        missing=missing)

@@ -1,0 +1,105 @@
+"""Prometheus metrics of one EMS, read from its counters at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from sef.ems._service import EMS
+from sef.ems.api._commands import CommandStats
+from sef.ems.api._events import EventHub
+
+__all__ = ["EMSCollector", "metrics_registry"]
+
+COMMAND_STATUSES = ("ok", "error", "timeout", "partial", "sent", "rejected", "refused")
+
+
+class EMSCollector(Collector):
+    """Collects the EMS's registry, recorder, command and stream counters.
+
+    Metric names (all counters end in ``_total``):
+
+    * ``sef_agents{status}`` — agents by presence (online, offline, unknown);
+    * ``sef_broker_connected`` — 1 when the EMS is connected to the broker;
+    * ``sef_messages_ingested_total``, ``sef_bad_messages_total``,
+      ``sef_sequence_gaps_total``, ``sef_rebirths_requested_total``;
+    * ``sef_store_commit_seconds`` (summary: count = batches, sum = s spent committing),
+      ``sef_store_last_commit_seconds``, ``sef_store_rows_total``,
+      ``sef_store_duplicates_total``, ``sef_store_failures_total`` (with a store only);
+    * ``sef_calls_sent_total`` — calls published on the bus by this EMS;
+    * ``sef_commands_total{status}`` and ``sef_command_replies_total{result}`` —
+      commands of the API and their replies;
+    * ``sef_event_stream_subscribers``, ``sef_event_stream_dropped_total``.
+    """
+
+    def __init__(self, ems: EMS, stats: CommandStats, hub: EventHub) -> None:
+        self.ems = ems
+        self.stats = stats
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        ems = self.ems
+        agents = list(ems.registry.agents.values())
+        by_status = GaugeMetricFamily("sef_agents", "Agents known to the EMS, by presence.",
+                                      labels=["status"])
+        for status, flag in (("online", True), ("offline", False), ("unknown", None)):
+            by_status.add_metric([status], sum(1 for a in agents if a.online is flag))
+        yield by_status
+        yield GaugeMetricFamily("sef_broker_connected", "1 when connected to the broker.",
+                                value=1.0 if ems.bus.connected else 0.0)
+        yield CounterMetricFamily("sef_messages_ingested", "Agent messages received.",
+                                  value=ems.registry.messages)
+        yield CounterMetricFamily("sef_bad_messages", "Agent messages refused as malformed.",
+                                  value=ems.registry.bad_messages)
+        yield CounterMetricFamily("sef_sequence_gaps", "Message sequence gaps (lost messages).",
+                                  value=sum(a.gaps for a in agents))
+        yield CounterMetricFamily("sef_rebirths_requested", "Rebirth requests sent to agents.",
+                                  value=ems.rebirths_requested)
+        yield CounterMetricFamily("sef_calls_sent", "Calls published on the bus.",
+                                  value=ems.caller.calls_sent)
+        recorder = ems.recorder
+        if recorder is not None:
+            yield SummaryMetricFamily("sef_store_commit_seconds",
+                                      "Time to commit one batch to the store, s.",
+                                      count_value=recorder.batches,
+                                      sum_value=recorder.commit_seconds_total)
+            yield GaugeMetricFamily("sef_store_last_commit_seconds",
+                                    "Time the last batch commit took, s.",
+                                    value=recorder.last_commit_s)
+            yield CounterMetricFamily("sef_store_rows", "Telemetry rows written to the store.",
+                                      value=recorder.rows_written)
+            yield CounterMetricFamily("sef_store_duplicates",
+                                      "Redelivered telemetry rows skipped by the store.",
+                                      value=recorder.duplicates)
+            yield CounterMetricFamily("sef_store_failures", "Failed store commits (retried).",
+                                      value=recorder.failures)
+        commands = CounterMetricFamily("sef_commands", "Commands through the API, by outcome.",
+                                       labels=["status"])
+        for status in sorted(set(COMMAND_STATUSES) | set(self.stats.by_status)):
+            commands.add_metric([status], self.stats.by_status.get(status, 0))
+        yield commands
+        replies = CounterMetricFamily("sef_command_replies", "Agent replies to API commands.",
+                                      labels=["result"])
+        for result in ("ok", "error"):
+            replies.add_metric([result], self.stats.replies.get(result, 0))
+        yield replies
+        yield GaugeMetricFamily("sef_event_stream_subscribers", "Open /events streams.",
+                                value=self.hub.subscribers)
+        yield CounterMetricFamily("sef_event_stream_dropped",
+                                  "Events dropped for slow /events subscribers.",
+                                  value=self.hub.dropped)
+
+
+def metrics_registry(ems: EMS, stats: CommandStats, hub: EventHub) -> CollectorRegistry:
+    """A registry of this EMS's metrics only (one per app, so several EMS can coexist)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(EMSCollector(ems, stats, hub))
+    return registry

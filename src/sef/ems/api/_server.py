@@ -1,0 +1,100 @@
+"""Serving the API with uvicorn inside the EMS's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from sef.ems._service import EMS
+from sef.ems.api._app import create_app
+from sef.ems.api._events import EventHub
+
+__all__ = ["ApiServer", "parse_listen", "serve_api"]
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host program."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6; port 0 = any free port) → (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port_text)
+
+
+class ApiServer:
+    """A running API server: :attr:`url` to reach it, :meth:`stop` to end it."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], hub: EventHub,
+                 host: str, port: int) -> None:
+        self.server = server
+        self.task = task
+        self.hub = hub
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """End open event streams, then shut the server down gracefully."""
+        self.hub.close()
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.hub.uninstall()
+
+
+async def serve_api(ems: EMS, host: str = "127.0.0.1", port: int = 8080, *,
+                    log_level: str = "warning") -> ApiServer:
+    """Start serving the API of ``ems`` on ``host:port`` in the running event loop.
+
+    The socket is bound here, so a busy port raises :class:`OSError` at once; with port 0
+    the server takes a free port (see :attr:`ApiServer.port`). Stop it with
+    :meth:`ApiServer.stop`.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    bound = int(sock.getsockname()[1])
+    hub = EventHub(ems)
+    app = create_app(ems, hub=hub)
+    config = uvicorn.Config(app, log_level=log_level, lifespan="off", access_log=False,
+                            timeout_graceful_shutdown=3)
+    server = _Server(config)
+
+    async def run() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits on a startup failure
+            raise OSError(f"API server on {host}:{bound} failed to start") from exc
+        finally:
+            sock.close()
+
+    task = asyncio.create_task(run(), name=f"api:{host}:{bound}")
+    while not server.started:
+        if task.done():
+            task.result()
+            raise OSError(f"API server on {host}:{bound} stopped at start")
+        await asyncio.sleep(0.01)
+    return ApiServer(server, task, hub, host, bound)
