@@ -29,8 +29,8 @@ from ._errors import TypeMismatch
 from ._signature import TypeNode
 from ._values import (
     INT_RANGES,
-    MAX_VARIANT_DEPTH,
     Variant,
+    _struct_items,
     _validate,
     _variant_type,
     as_type,
@@ -152,9 +152,7 @@ def _load(node: TypeNode, data: object, path: str, vdepth: int) -> object:
                     f"got an array of {len(data)} items",
                     path,
                 )
-            if vdepth >= MAX_VARIANT_DEPTH:
-                raise TypeMismatch(f"variants nested deeper than {MAX_VARIANT_DEPTH}", path)
-            inner = _variant_type(data[0], path)
+            inner = _variant_type(data[0], path, vdepth)
             return Variant(data[0], _load(inner, data[1], path, vdepth + 1))
         if isinstance(data, (bool, int, float, str)):
             return infer_variant(data, path)
@@ -163,17 +161,9 @@ def _load(node: TypeNode, data: object, path: str, vdepth: int) -> object:
             path,
         )
     if code == "(":
-        members = node.children
         if not isinstance(data, (list, tuple)):
             raise TypeMismatch(f"expected struct '{node}' (array), got {_json_kind(data)}", path)
-        if len(data) != len(members):
-            raise TypeMismatch(
-                f"expected struct '{node}' with {len(members)} fields, got {len(data)}", path
-            )
-        return tuple(
-            _load(m, d, f"{path}[{i}]", vdepth)
-            for i, (m, d) in enumerate(zip(members, data, strict=True))
-        )
+        return tuple(_load(m, d, p, vdepth) for m, d, p in _struct_items(node, data, path))
     elem = node.children[0]
     if elem.code == "{":
         if not isinstance(data, dict):

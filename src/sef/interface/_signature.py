@@ -146,14 +146,7 @@ class _Parser:
         if c == "(":
             if structs + 1 > MAX_STRUCT_DEPTH:
                 raise self.fail(f"structs nested deeper than {MAX_STRUCT_DEPTH}")
-            members: list[TypeNode] = []
-            while True:
-                if self.pos >= len(sig):
-                    raise self.fail(f"unterminated struct opened at position {at}")
-                if sig[self.pos] == ")":
-                    self.pos += 1
-                    break
-                members.append(self.parse_one(arrays, structs + 1, False))
+            members = self._members(")", "struct", at, arrays, structs + 1)
             if not members:
                 raise self.fail("empty struct '()'")
             return TypeNode("(", tuple(members))
@@ -162,14 +155,7 @@ class _Parser:
                 raise self.fail(
                     f"dict entry at position {at} is only allowed as an array element ('a{{..}}')"
                 )
-            members = []
-            while True:
-                if self.pos >= len(sig):
-                    raise self.fail(f"unterminated dict entry opened at position {at}")
-                if sig[self.pos] == "}":
-                    self.pos += 1
-                    break
-                members.append(self.parse_one(arrays, structs, False))
+            members = self._members("}", "dict entry", at, arrays, structs)
             if len(members) != 2:
                 raise self.fail(f"dict entry must have exactly 2 types, got {len(members)}")
             if not members[0].is_basic:
@@ -180,6 +166,18 @@ class _Parser:
         if c in _RESERVED:
             raise self.fail(_RESERVED[c])
         raise self.fail(f"unknown type code {c!r} at position {at}")
+
+    def _members(
+        self, close: str, what: str, at: int, arrays: int, structs: int
+    ) -> list[TypeNode]:
+        """Complete types up to the ``close`` character of the ``what`` opened at ``at``."""
+        members: list[TypeNode] = []
+        while self.pos < len(self.sig):
+            if self.sig[self.pos] == close:
+                self.pos += 1
+                return members
+            members.append(self.parse_one(arrays, structs, False))
+        raise self.fail(f"unterminated {what} opened at position {at}")
 
     def _eos(self) -> TypeNode:
         raise self.fail("unexpected end of signature")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ._errors import SignatureError, TypeMismatch
@@ -177,13 +177,28 @@ def infer_variant(value: object, path: str) -> Variant:
     )
 
 
-def _variant_type(signature: object, path: str) -> TypeNode:
+def _variant_type(signature: object, path: str, vdepth: int) -> TypeNode:
+    """The type of a variant at nesting ``vdepth`` (checked against MAX_VARIANT_DEPTH)."""
+    if vdepth >= MAX_VARIANT_DEPTH:
+        raise TypeMismatch(f"variants nested deeper than {MAX_VARIANT_DEPTH}", path)
     if not isinstance(signature, str):
         raise TypeMismatch(f"variant signature must be a string, {_got(signature)}", path)
     try:
         return parse_type(signature)
     except SignatureError as exc:
         raise TypeMismatch(f"bad variant signature: {exc}", path) from None
+
+
+def _struct_items(
+    node: TypeNode, items: Sequence[object], path: str
+) -> list[tuple[TypeNode, object, str]]:
+    """``(member type, item, item path)`` of a struct value; its length must match."""
+    members = node.children
+    if len(items) != len(members):
+        raise TypeMismatch(
+            f"expected struct '{node}' with {len(members)} fields, got {len(items)}", path
+        )
+    return [(m, d, f"{path}[{i}]") for i, (m, d) in enumerate(zip(members, items, strict=True))]
 
 
 def validate(sig: str | TypeNode, value: object, path: str = "value") -> object:
@@ -204,22 +219,12 @@ def _validate(node: TypeNode, value: object, path: str, vdepth: int) -> object:
     if code == "v":
         if not isinstance(value, Variant):
             return infer_variant(value, path)
-        if vdepth >= MAX_VARIANT_DEPTH:
-            raise TypeMismatch(f"variants nested deeper than {MAX_VARIANT_DEPTH}", path)
-        inner = _variant_type(value.signature, path)
+        inner = _variant_type(value.signature, path, vdepth)
         return Variant(value.signature, _validate(inner, value.value, path, vdepth + 1))
     if code == "(":
-        members = node.children
         if not isinstance(value, (tuple, list)):
             raise TypeMismatch(f"expected struct '{node}' (tuple), {_got(value)}", path)
-        if len(value) != len(members):
-            raise TypeMismatch(
-                f"expected struct '{node}' with {len(members)} fields, got {len(value)}", path
-            )
-        return tuple(
-            _validate(m, v, f"{path}[{i}]", vdepth)
-            for i, (m, v) in enumerate(zip(members, value, strict=True))
-        )
+        return tuple(_validate(m, v, p, vdepth) for m, v, p in _struct_items(node, value, path))
     if code == "a":
         elem = node.children[0]
         if elem.code == "{":

@@ -188,6 +188,24 @@ def plug_flow_draw(
     return new, delivered
 
 
+def passive_heat_j(
+    temps_c: FloatArray, ambient_c: FloatArray, geom: TankGeometry, h_s: float
+) -> tuple[FloatArray, FloatArray]:
+    """Heat gained by each node over ``h_s`` from standby losses and conduction.
+
+    Returns ``(q, loss)``: ``q``, J, shape ``(n, N)`` (losses ``UA_j (T_j - T_amb) h``
+    negative; conduction between adjacent nodes sums to zero) and ``loss``, the heat lost
+    to ambient per device, J, shape ``(n,)``.
+    """
+    q = -(geom.ua_node_w_per_k * (temps_c - ambient_c[:, None])) * h_s
+    loss = -q.sum(axis=1)
+    if temps_c.shape[1] > 1:
+        flux = geom.g_between_w_per_k * (temps_c[:, :-1] - temps_c[:, 1:]) * h_s
+        q[:, :-1] -= flux
+        q[:, 1:] += flux
+    return q, loss
+
+
 def mix_inversions(temps_c: FloatArray, fractions: FloatArray, tol_k: float = 1e-2) -> FloatArray:
     """Mix temperature inversions (colder water above warmer water) in place.
 

@@ -6,24 +6,16 @@ See ``docs/cta2045.md`` for byte layouts, timing and sources.
 """
 
 from ._basic import (
-    DURATION_MAX_S,
-    DURATION_OVER_MAX,
-    DURATION_UNSPECIFIED,
     AppAck,
     AppNak,
-    AppNakReason,
     BasicMessage,
-    BasicOpcode,
-    CommStatus,
     CriticalPeak,
     CustomerOverride,
     EndShed,
     GridEmergency,
     GridGuidance,
-    GuidanceLevel,
     LoadUp,
     NextRelativePrice,
-    OperationalState,
     OperationalStateQuery,
     OperationalStateResponse,
     OutsideCommStatus,
@@ -37,15 +29,11 @@ from ._basic import (
     TimeRemaining,
     Wake,
     decode_basic,
-    decode_duration,
-    decode_power_level,
-    decode_relative_price,
-    encode_duration,
-    encode_power_level,
-    encode_relative_price,
 )
+from ._basic_codes import AppNakReason, BasicOpcode, CommStatus, GuidanceLevel, OperationalState
 from ._checksum import checksum, verify_checksum
 from ._codec import SUPPORTED_MESSAGE_TYPES, decode, decode_message
+from ._commodity import CommodityCode, CommodityReadReply, CommodityReadRequest, CommodityRecord
 from ._datalink import (
     BIT_RATES,
     MAX_PAYLOAD_CODES,
@@ -57,6 +45,24 @@ from ._datalink import (
     PowerModeRequest,
     decode_datalink,
     max_payload_code,
+)
+from ._device_info import (
+    Capability,
+    DeviceType,
+    FirmwareInfo,
+    GetInformationReply,
+    GetInformationRequest,
+)
+from ._encodings import (
+    DURATION_MAX_S,
+    DURATION_OVER_MAX,
+    DURATION_UNSPECIFIED,
+    decode_duration,
+    decode_power_level,
+    decode_relative_price,
+    encode_duration,
+    encode_power_level,
+    encode_relative_price,
 )
 from ._errors import (
     CtaDecodeError,
@@ -86,33 +92,20 @@ from ._frame import (
     parse_frame,
 )
 from ._intermediate import (
-    CTA_EPOCH,
-    Capability,
-    CommodityCode,
-    CommodityReadReply,
-    CommodityReadRequest,
-    CommodityRecord,
-    DeviceType,
-    FirmwareInfo,
-    GetInformationReply,
-    GetInformationRequest,
-    GetPresentTemperatureRequest,
-    GetSetpointRequest,
-    GetUtcTimeRequest,
     IntermediateMessage,
     IntermediateReply,
-    PresentTemperatureReply,
     ResponseCode,
-    SetpointReply,
-    SetSetpointRequest,
-    SetUtcTimeRequest,
-    TemperatureUnits,
-    UtcTimeReply,
-    cta_seconds,
     decode_intermediate,
-    from_cta_seconds,
 )
 from ._link import Expectation, Link
+from ._temperature import (
+    GetPresentTemperatureRequest,
+    GetSetpointRequest,
+    PresentTemperatureReply,
+    SetpointReply,
+    SetSetpointRequest,
+    TemperatureUnits,
+)
 from ._timing import (
     ACK_DELAY_S,
     ACK_TIMEOUT_S,
@@ -137,6 +130,14 @@ from ._transport import (
     open_pty,
     open_serial,
     open_tcp,
+)
+from ._utc_time import (
+    CTA_EPOCH,
+    GetUtcTimeRequest,
+    SetUtcTimeRequest,
+    UtcTimeReply,
+    cta_seconds,
+    from_cta_seconds,
 )
 
 __all__ = [

@@ -16,7 +16,9 @@ import termios
 import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from ._errors import LinkClosed, logger
 
@@ -37,6 +39,7 @@ __all__ = [
 #: CTA-2045 default serial settings: 19200 baud, 8 data bits, no parity, 1 stop bit.
 SERIAL_BAUDRATE = 19200
 _READ_CHUNK = 4096
+_T = TypeVar("_T")
 _HANGUP_ERRNOS = frozenset({errno.EIO, errno.EBADF, errno.ENXIO, errno.ECONNRESET})
 
 
@@ -98,38 +101,41 @@ class FdTransport(Transport):
             else:
                 loop.remove_reader(self._fd)
 
+    async def _retry(self, op: Callable[[], _T], *, writable: bool) -> _T | None:
+        """Call the non-blocking ``op``, waiting for readiness while it would block.
+
+        Return None, without calling ``op`` again, once the transport is closed.
+        """
+        while not self._closed:
+            try:
+                return op()
+            except BlockingIOError:
+                await self._wait(writable)
+        return None
+
     async def read(self) -> bytes:
         """See :meth:`Transport.read`."""
-        while True:
-            if self._closed:
+        try:
+            data = await self._retry(partial(os.read, self._fd, _READ_CHUNK), writable=False)
+        except OSError as exc:
+            if exc.errno in _HANGUP_ERRNOS:
+                logger.info("%s: read hang-up (%s)", self.name, exc)
                 return b""
-            try:
-                data = os.read(self._fd, _READ_CHUNK)
-            except BlockingIOError:
-                await self._wait(writable=False)
-                continue
-            except OSError as exc:
-                if exc.errno in _HANGUP_ERRNOS:
-                    logger.info("%s: read hang-up (%s)", self.name, exc)
-                    return b""
-                raise
-            return data
+            raise
+        return b"" if data is None else data
 
     async def write(self, data: bytes) -> None:
         """See :meth:`Transport.write`."""
         view = memoryview(bytes(data))
         while view:
-            if self._closed:
-                raise LinkClosed(f"{self.name} is closed")
             try:
-                sent = os.write(self._fd, view)
-            except BlockingIOError:
-                await self._wait(writable=True)
-                continue
+                sent = await self._retry(partial(os.write, self._fd, view), writable=True)
             except OSError as exc:
                 if exc.errno in _HANGUP_ERRNOS:
                     raise LinkClosed(f"{self.name}: write failed: {exc}") from exc
                 raise
+            if sent is None:
+                raise LinkClosed(f"{self.name} is closed")
             view = view[sent:]
 
     async def close(self) -> None:
