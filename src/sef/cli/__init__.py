@@ -15,6 +15,7 @@ from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
 from sef.cli.gateway_command import gateway
 from sef.cli.interface import app as interface_app
+from sef.cli.simulate import simulate
 
 app = typer.Typer(
     name="sef",
@@ -51,6 +52,7 @@ app.command("ems")(ems)
 bus_commands.register(app)
 operator.register(app)
 app.command("demo")(demo)
+app.command("simulate")(simulate)
 app.command("gateway")(gateway)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")

@@ -1,0 +1,223 @@
+"""Shared real-time layer: water-heater event dispatch and battery rate allocation.
+
+Water heaters (CTA-2045 semantics): a heater cannot be set to a power; it can be sent
+Shed (setpoint setback: a running element stops, an idle one stays off), Load Up (heat
+now to the top of the band) or End Shed (normal thermostat: a tank below the normal
+band heats — the rebound). :class:`WaterHeaterDispatcher` realises an aggregate power
+plan (kW) with such discrete events, choosing heaters by priority:
+
+* less power needed: shed running heaters, most stored heat first;
+* more power needed: end the shed of the coldest shed heaters (they rebound), then load
+  up the coldest idle heaters that a Load Up starts;
+* comfort guard, always: a shed heater whose stored heat falls below the guard level
+  (``comfort_min_c`` + 2 K, mixed) is returned to normal, and no heater below it is shed;
+* a heater keeps a command at least ``min_dwell_s`` (no chatter); a Shed is renewed
+  before its event duration runs out only while less power is wanted (else it expires).
+
+Its estimate of the fleet power for the step (persistence of each element's state,
+corrected for the commands just sent) lets the batteries fill the remainder at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from sef.control.allocation import FleetAllocator, battery_limits_kw
+from sef.control.controllers.base import WH_KEEP, WH_LOAD_UP, WH_NORMAL, WH_SHED, Observation
+from sef.control.scenario import WATER_KWH_PER_L_K, Scenario
+from sef.models.waterheater_dr import DRMode
+
+__all__ = ["BatteryDispatcher", "FleetInfo", "WaterHeaterDispatcher"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class FleetInfo:
+    """Per-device constants a controller derives from the scenario (kWh, kW, s).
+
+    Attributes:
+        dt_s: step (s).
+        b_e_min, b_e_max: planning energy window per battery (kWh, with SOC margin).
+        b_rated_kw, b_eta_c, b_eta_d, b_standby_kw: battery rating and efficiencies.
+        w_cap_kwh_per_k: heat capacity per heater (kWh/K).
+        w_element_kw: element power per heater (kW).
+        w_e_max: heat above inlet of a tank mixed at the setpoint (kWh).
+        w_e_guard: comfort guard level per heater (kWh).
+        w_e_normal_on: below this a normal thermostat heats (kWh, mixed estimate).
+        w_e_loadup_on: below this a Load Up starts heating (kWh).
+        w_e_lp_min: LP lower bound per heater (kWh).
+        w_loss_kw: standby loss per heater at mid band (kW).
+        w_draw_kw_per_lpm: heat per L/min of draw (kW per L/min).
+    """
+
+    dt_s: float
+    b_e_min: float
+    b_e_max: float
+    b_rated_kw: float
+    b_eta_c: float
+    b_eta_d: float
+    b_standby_kw: float
+    w_cap_kwh_per_k: FloatArray
+    w_element_kw: FloatArray
+    w_e_max: FloatArray
+    w_e_guard: FloatArray
+    w_e_normal_on: FloatArray
+    w_e_loadup_on: FloatArray
+    w_e_lp_min: FloatArray
+    w_loss_kw: FloatArray
+    w_draw_kw_per_lpm: float
+
+    @classmethod
+    def from_scenario(cls, sc: Scenario) -> FleetInfo:
+        """Derive the constants (planning margins from ``sc.control``)."""
+        bp, wp, n = sc.battery_params, sc.wh_params, sc.n_heaters
+        margin = sc.control.battery_soc_margin * bp.capacity_kwh
+
+        def arr(name: str) -> FloatArray:
+            return np.broadcast_to(np.asarray(getattr(wp, name), dtype=np.float64), (n,)).copy()
+
+        cap = WATER_KWH_PER_L_K * arr("volume_l")
+        sp, db, inlet = arr("setpoint_c"), arr("deadband_k"), arr("inlet_c")
+        lu_db = np.minimum(sc.wh_dr.load_up_deadband_k, db)
+        return cls(
+            dt_s=sc.dt_s, b_e_min=bp.energy_min_kwh + margin, b_e_max=bp.energy_max_kwh - margin,
+            b_rated_kw=bp.rated_power_kw, b_eta_c=bp.charge_efficiency,
+            b_eta_d=bp.discharge_efficiency, b_standby_kw=bp.standby_kw,
+            w_cap_kwh_per_k=cap, w_element_kw=arr("element_kw"),
+            w_e_max=cap * (sp - inlet), w_e_guard=cap * (sc.comfort_min_c + 2.0 - inlet),
+            w_e_normal_on=cap * (sp - db - inlet), w_e_loadup_on=cap * (sp - lu_db - inlet),
+            w_e_lp_min=cap * (sc.control.wh_lp_min_mean_c - inlet),
+            w_loss_kw=arr("ua_w_per_k") / 1000.0 * (sp - 0.5 * db - arr("ambient_c")),
+            w_draw_kw_per_lpm=sc.wh_draw_kw_per_lpm(),
+        )
+
+
+class WaterHeaterDispatcher:
+    """Discrete Shed / Load Up / End Shed events toward an aggregate power (see module).
+
+    Parameters:
+        info: fleet constants.
+        event_s: duration of each Shed / Load Up event (s).
+        min_dwell_s: shortest time between two commands to one heater (s).
+    """
+
+    def __init__(self, info: FleetInfo, event_s: int, min_dwell_s: float = 300.0) -> None:
+        self.info = info
+        self.event_s = int(event_s)
+        self.min_dwell_s = min_dwell_s
+        n = info.w_element_kw.shape[0]
+        self.last_cmd_s = np.full(n, -np.inf)
+        self.events = 0
+
+    def _send(self, cmd: IntArray, idx: npt.NDArray[np.intp], code: int, t_s: float) -> None:
+        cmd[idx] = code
+        self.last_cmd_s[idx] = t_s
+        self.events += int(idx.size)
+
+    def guard(self, obs: Observation, cmd: IntArray) -> None:
+        """Comfort guard: End Shed for shed heaters below the guard level."""
+        shed = obs.wh_mode == int(DRMode.SHED)
+        low = shed & (obs.wh_energy_kwh < self.info.w_e_guard)
+        self._send(cmd, np.nonzero(low)[0], WH_NORMAL, obs.t_s)
+
+    def renew(self, obs: Observation, cmd: IntArray) -> None:
+        """Renew Shed events about to run out (while less power is wanted)."""
+        shed = (obs.wh_mode == int(DRMode.SHED)) & (cmd == WH_KEEP)
+        due = shed & (obs.t_s - self.last_cmd_s >= self.event_s - 2 * obs.dt_s)
+        self._send(cmd, np.nonzero(due)[0], WH_SHED, obs.t_s)
+
+    def estimate_kw(self, obs: Observation, cmd: IntArray) -> FloatArray:
+        """Expected power per heater over the step after ``cmd`` (kW)."""
+        i = self.info
+        p = obs.wh_power_kw.copy()
+        e = obs.wh_energy_kwh
+        p[cmd == WH_SHED] = 0.0
+        ended = cmd == WH_NORMAL
+        p[ended] = np.where(e[ended] < i.w_e_normal_on[ended], i.w_element_kw[ended], 0.0)
+        lu = cmd == WH_LOAD_UP
+        p[lu] = np.where(e[lu] < i.w_e_loadup_on[lu], i.w_element_kw[lu], 0.0)
+        return p
+
+    def dispatch(self, obs: Observation, plan_kw: float | None) -> tuple[IntArray, float]:
+        """Commands toward fleet power ``plan_kw`` (kW; ``None``: comfort guard only).
+
+        Returns:
+            ``(wh_command, estimated fleet power over the step in kW)``.
+        """
+        i = self.info
+        cmd = np.full(obs.wh_mode.shape[0], WH_KEEP, dtype=np.int64)
+        self.guard(obs, cmd)
+        p = self.estimate_kw(obs, cmd)
+        if plan_kw is None or cmd.size == 0:
+            return cmd, float(p.sum())
+        e = obs.wh_energy_kwh
+        free = (cmd == WH_KEEP) & (obs.t_s - self.last_cmd_s >= self.min_dwell_s)
+        elem = float(np.mean(i.w_element_kw))
+        gap = plan_kw - float(p.sum())
+        if gap < 0:
+            self.renew(obs, cmd)
+        if gap < -0.5 * elem:
+            cand = np.nonzero(free & (obs.wh_mode != int(DRMode.SHED)) & (p > 0)
+                              & (e >= i.w_e_guard))[0]
+            cand = cand[np.argsort(-e[cand], kind="stable")]
+            m = int(np.ceil(-gap / elem - 0.5))
+            self._send(cmd, cand[:m], WH_SHED, obs.t_s)
+        elif gap > 0.5 * elem:
+            m = int(np.floor(gap / elem + 0.5))
+            shed = obs.wh_mode == int(DRMode.SHED)
+            cand = np.nonzero(free & shed & (e < i.w_e_normal_on))[0]
+            cand = cand[np.argsort(e[cand], kind="stable")][:m]
+            self._send(cmd, cand, WH_NORMAL, obs.t_s)
+            m -= cand.size
+            if m > 0:
+                lu = np.nonzero(free & (obs.wh_mode == int(DRMode.NORMAL)) & (p == 0)
+                                & (e < i.w_e_loadup_on))[0]
+                lu = lu[np.argsort(e[lu], kind="stable")][:m]
+                self._send(cmd, lu, WH_LOAD_UP, obs.t_s)
+        return cmd, float(self.estimate_kw(obs, cmd).sum())
+
+    def shed_all(self, obs: Observation) -> IntArray:
+        """Shed every normal/Load-Up heater above the guard (baseline); keeps the guard."""
+        cmd = np.full(obs.wh_mode.shape[0], WH_KEEP, dtype=np.int64)
+        self.guard(obs, cmd)
+        self.renew(obs, cmd)
+        free = (cmd == WH_KEEP) & (obs.t_s - self.last_cmd_s >= self.min_dwell_s)
+        ok = free & (obs.wh_mode != int(DRMode.SHED)) & (obs.wh_energy_kwh >= self.info.w_e_guard)
+        self._send(cmd, np.nonzero(ok)[0], WH_SHED, obs.t_s)
+        return cmd
+
+    def end_all(self, obs: Observation) -> IntArray:
+        """End Shed for every shed heater (baseline)."""
+        cmd = np.full(obs.wh_mode.shape[0], WH_KEEP, dtype=np.int64)
+        self.guard(obs, cmd)
+        free = (cmd == WH_KEEP) & (obs.t_s - self.last_cmd_s >= self.min_dwell_s)
+        ok = free & (obs.wh_mode == int(DRMode.SHED))
+        self._send(cmd, np.nonzero(ok)[0], WH_NORMAL, obs.t_s)
+        return cmd
+
+
+class BatteryDispatcher:
+    """Fleet power (kW) → integer per-battery rates within each battery's SOC window."""
+
+    def __init__(self, info: FleetInfo) -> None:
+        self.info = info
+        self.allocator = FleetAllocator()
+
+    def limits(self, energy_kwh: FloatArray) -> tuple[IntArray, IntArray]:
+        """Integer (lo, hi) rates per battery for one step (kW)."""
+        i = self.info
+        return battery_limits_kw(energy_kwh, i.b_e_min, i.b_e_max, i.b_rated_kw, i.dt_s,
+                                 i.b_eta_c, i.b_eta_d)
+
+    def allocate(self, fleet_kw: float, energy_kwh: FloatArray) -> IntArray:
+        """Integer rates summing to the fleet power (carry as in :class:`FleetAllocator`);
+        weights = room in the requested direction (SOCs converge)."""
+        lo, hi = self.limits(energy_kwh)
+        i = self.info
+        room = (i.b_e_max - energy_kwh) if fleet_kw >= 0 else (energy_kwh - i.b_e_min)
+        return self.allocator.allocate(fleet_kw, lo, hi, np.maximum(room, 0.0))

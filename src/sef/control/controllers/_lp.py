@@ -1,0 +1,213 @@
+"""The aggregate linear program shared by the MPC and the perfect-foresight optimum.
+
+Grid: ``J`` intervals of ``h`` hours. Per interval ``j`` (all kW, energies kWh)::
+
+    variables  c_j, d_j ∈ [0, P_b]      battery fleet charge / discharge (AC)
+               w_j ∈ [0, P_w]            water-heater fleet electric power
+               B_{j+1}, W_{j+1}          battery energy, heat above inlet (fleet totals)
+               u_js, v_js ∈ [0, δ]       positive / negative deviation segments
+               σ                          soft-bound slacks (energy), cost 1e3 /kWh
+    B_{j+1} = B_j + (η_c c_j − d_j / η_d − s_b) h
+    W_{j+1} = W_j + (w_j − L − q_j) h           (q_j: forecast draw heat, L: losses)
+    base_j + c_j − d_j + w_j − target_j = Σ_s u_js − Σ_s v_js      (the deviation)
+    w_j ≤ k (W_max − W_j)                        (room bound, W_j at the interval start)
+    w_j − L − q_j = w⁺_j − w⁻_j                   (heater energy shifted, w± ≥ 0)
+    B_min ≤ B ≤ B_max,  W_min ≤ W ≤ W_max,  B_k ≥ B_ref, W_k ≥ W_ref at day ends k
+    minimise  Σ_j h [ Σ_s (2s+1) δ (u_js + v_js) + ε (c_j + d_j) + ε_w (w⁺_j + w⁻_j) ]
+
+The segment costs make the objective the piecewise-linear interpolation of
+``Σ h · dev²`` at multiples of ``δ`` (exact where ``dev`` is a multiple of ``δ``, convex),
+so the LP minimises (approximately) the squared tracking error — the RMSE metric — and
+not the absolute error, whose optimum is degenerate for energy-limited peaks. Solved
+with HiGHS (``scipy.optimize.linprog(method="highs")``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+from scipy.optimize import linprog
+
+__all__ = ["LPInput", "LPPlan", "solve_plan"]
+
+FloatArray = npt.NDArray[np.float64]
+_SLACK_COST = 1e3
+
+
+@dataclass(frozen=True)
+class LPInput:
+    """Aggregate model and forecasts on the LP grid (length ``J``).
+
+    Attributes:
+        h: interval length (h).
+        base_kw, target_kw, draw_kw: forecasts (kW); ``draw_kw`` is draw heat.
+        b_p_max, b_e0, b_e_min, b_e_max, b_eta_c, b_eta_d, b_standby_kw: battery fleet.
+        w_p_max, w_e0, w_e_min, w_e_max, w_loss_kw: water-heater fleet.
+        w_room_rate_per_h: ``k`` (1/h) of the room bound ``w_j ≤ k (W_max − W_j)``: a
+            Load Up only starts heaters with room, so a nearly full fleet cannot take its
+            rated power; ``k`` = element power / heat room of one deadband.
+        day_ends: ``(j, B_ref, W_ref)``: energies required at the end of interval ``j``.
+        seg_kw: deviation segment width δ (kW); ``segments``: number of bounded segments.
+        throughput_cost: ε per kWh of battery throughput (tie breaker, wear).
+        wh_shift_cost: cost per kWh of heater energy moved away from its expected
+            uncontrolled demand ``L + q_j`` (each event has a comfort and rebound cost).
+    """
+
+    h: float
+    base_kw: FloatArray
+    target_kw: FloatArray
+    draw_kw: FloatArray
+    b_p_max: float
+    b_e0: float
+    b_e_min: float
+    b_e_max: float
+    b_eta_c: float
+    b_eta_d: float
+    b_standby_kw: float
+    w_p_max: float
+    w_e0: float
+    w_e_min: float
+    w_e_max: float
+    w_loss_kw: float
+    day_ends: list[tuple[int, float, float]] = field(default_factory=list)
+    w_room_rate_per_h: float = 4.0
+    seg_kw: float = 2.0
+    segments: int = 24
+    throughput_cost: float = 0.01
+    wh_shift_cost: float = 0.05
+
+
+@dataclass(frozen=True)
+class LPPlan:
+    """Optimal plan (fleet totals per interval).
+
+    Attributes:
+        battery_kw: AC battery power (kW, + = charge).
+        wh_kw: water-heater power (kW).
+        deviation_kw: planned net − target (kW).
+        battery_kwh, wh_kwh: energies at the interval ends (kWh).
+        status: HiGHS status message.
+    """
+
+    battery_kw: FloatArray
+    wh_kw: FloatArray
+    deviation_kw: FloatArray
+    battery_kwh: FloatArray
+    wh_kwh: FloatArray
+    status: str
+
+    @property
+    def rmse_kw(self) -> float:
+        """RMS of the planned deviation (kW)."""
+        return float(np.sqrt(np.mean(self.deviation_kw**2)))
+
+
+def solve_plan(p: LPInput) -> LPPlan:
+    """Solve the LP (see module docstring); raises ``RuntimeError`` if HiGHS fails."""
+    J, S, h = len(p.base_kw), p.segments + 1, p.h
+    # variable blocks
+    names = ["c", "d", "w", "B", "W", "u", "v", "wp", "wm", "sbl", "sbh", "swl", "swh"]
+    sizes = [J, J, J, J, J, J * S, J * S, J, J, J, J, J, J]
+    off = dict(zip(names, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True))
+    nvar = int(sum(sizes))
+    jj = np.arange(J)
+    rows: list[FloatArray] = []
+    cols: list[FloatArray] = []
+    vals: list[FloatArray] = []
+
+    def put(r: npt.ArrayLike, c: npt.ArrayLike, v: npt.ArrayLike) -> None:
+        r_, c_ = np.asarray(r), np.asarray(c)
+        rows.append(r_.astype(np.float64))
+        cols.append(c_.astype(np.float64))
+        vals.append(np.broadcast_to(np.asarray(v, dtype=np.float64), r_.shape).copy())
+
+    # battery balance rows 0..J-1: B_{j+1} - B_j - (eta_c c - d/eta_d) h = -s_b h (+B0 at j=0)
+    put(jj, off["B"] + jj, 1.0)
+    put(jj[1:], off["B"] + jj[:-1], -1.0)
+    put(jj, off["c"] + jj, -p.b_eta_c * h)
+    put(jj, off["d"] + jj, h / p.b_eta_d)
+    rhs_b = np.full(J, -p.b_standby_kw * h)
+    rhs_b[0] += p.b_e0
+    # water-heater balance rows J..2J-1
+    put(J + jj, off["W"] + jj, 1.0)
+    put(J + jj[1:], off["W"] + jj[:-1], -1.0)
+    put(J + jj, off["w"] + jj, -h)
+    rhs_w = -(p.w_loss_kw + p.draw_kw) * h
+    rhs_w[0] += p.w_e0
+    # deviation rows 2J..3J-1: c - d + w - sum u + sum v = target - base
+    r = 2 * J + jj
+    put(r, off["c"] + jj, 1.0)
+    put(r, off["d"] + jj, -1.0)
+    put(r, off["w"] + jj, 1.0)
+    seg = np.arange(J * S)
+    put(2 * J + seg // S, off["u"] + seg, -1.0)
+    put(2 * J + seg // S, off["v"] + seg, 1.0)
+    rhs_dev = p.target_kw - p.base_kw
+    # shift rows 3J..4J-1: w - wp + wm = L + q  (wp, wm: heater power above/below natural)
+    put(3 * J + jj, off["w"] + jj, 1.0)
+    put(3 * J + jj, off["wp"] + jj, -1.0)
+    put(3 * J + jj, off["wm"] + jj, 1.0)
+    rhs_nat = p.w_loss_kw + p.draw_kw
+    a_eq = sparse.csr_array(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(4 * J, nvar)
+    )
+    b_eq = np.concatenate([rhs_b, rhs_w, rhs_dev, rhs_nat])
+    # soft energy bounds as inequalities: -B - sbl <= -Bmin ; B - sbh <= Bmax (same for W)
+    lb_b = np.full(J, p.b_e_min)
+    lb_w = np.full(J, p.w_e_min)
+    for j, b_ref, w_ref in p.day_ends:
+        if 0 <= j < J:
+            lb_b[j] = max(lb_b[j], min(b_ref, p.b_e_max))
+            lb_w[j] = max(lb_w[j], min(w_ref, p.w_e_max))
+    ones = np.ones(J)
+    k_room = p.w_room_rate_per_h
+    a_ub = sparse.vstack([
+        sparse.csr_array((-ones, (jj, off["B"] + jj)), shape=(J, nvar))
+        - sparse.csr_array((ones, (jj, off["sbl"] + jj)), shape=(J, nvar)),
+        sparse.csr_array((ones, (jj, off["B"] + jj)), shape=(J, nvar))
+        - sparse.csr_array((ones, (jj, off["sbh"] + jj)), shape=(J, nvar)),
+        sparse.csr_array((-ones, (jj, off["W"] + jj)), shape=(J, nvar))
+        - sparse.csr_array((ones, (jj, off["swl"] + jj)), shape=(J, nvar)),
+        sparse.csr_array((ones, (jj, off["W"] + jj)), shape=(J, nvar))
+        - sparse.csr_array((ones, (jj, off["swh"] + jj)), shape=(J, nvar)),
+        # room bound: w_j + k W_{j} <= k W_max  (W_0 = w_e0 is a constant)
+        sparse.csr_array((ones, (jj, off["w"] + jj)), shape=(J, nvar))
+        + sparse.csr_array((np.full(J - 1, k_room), (jj[1:], off["W"] + jj[:-1])),
+                           shape=(J, nvar)),
+    ]).tocsr()
+    room_rhs = np.full(J, k_room * p.w_e_max)
+    room_rhs[0] -= k_room * p.w_e0
+    room_rhs = np.maximum(room_rhs, 0.0)
+    b_ub = np.concatenate([-lb_b, np.full(J, p.b_e_max), -lb_w, np.full(J, p.w_e_max), room_rhs])
+    # costs and bounds
+    cost = np.zeros(nvar)
+    cost[off["c"]:off["c"] + J] = p.throughput_cost * h
+    cost[off["d"]:off["d"] + J] = p.throughput_cost * h
+    slopes = (2 * np.arange(S) + 1) * p.seg_kw
+    cost[off["u"]:off["u"] + J * S] = np.tile(slopes, J) * h
+    cost[off["v"]:off["v"] + J * S] = np.tile(slopes, J) * h
+    cost[off["wp"]:off["wp"] + 2 * J] = p.wh_shift_cost * h
+    cost[off["sbl"]:] = _SLACK_COST
+    lo = np.zeros(nvar)
+    hi = np.full(nvar, np.inf)
+    hi[off["c"]:off["c"] + J] = p.b_p_max
+    hi[off["d"]:off["d"] + J] = p.b_p_max
+    hi[off["w"]:off["w"] + J] = p.w_p_max
+    seg_hi = np.tile(np.append(np.full(S - 1, p.seg_kw), np.inf), J)
+    hi[off["u"]:off["u"] + J * S] = seg_hi
+    hi[off["v"]:off["v"] + J * S] = seg_hi
+    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+                  bounds=np.column_stack([lo, hi]), method="highs")
+    if res.x is None:
+        raise RuntimeError(f"LP failed: {res.message}")
+    x = np.asarray(res.x, dtype=np.float64)
+
+    def blk(name: str, size: int = J) -> FloatArray:
+        return x[off[name]:off[name] + size]
+
+    dev = blk("u", J * S).reshape(J, S).sum(axis=1) - blk("v", J * S).reshape(J, S).sum(axis=1)
+    return LPPlan(battery_kw=blk("c") - blk("d"), wh_kw=blk("w").copy(), deviation_kw=dev,
+                  battery_kwh=blk("B").copy(), wh_kwh=blk("W").copy(), status=str(res.message))

@@ -1,0 +1,127 @@
+"""Model-predictive control: re-plan every control interval with the aggregate LP.
+
+Every ``interval_min`` (15 min) the MPC solves :func:`sef.control.controllers._lp.solve_plan`
+over a receding horizon of ``horizon_h`` (24 h) from the measured fleet energies and the
+forecast (``ProfileForecaster``: standard profile + measured residual; expected draws).
+The horizon crosses the end of the day: the day-end constraint (battery energy back to
+its initial total, heater heat back to its initial total — a daily energy-neutral
+schedule) applies where the horizon contains a day end (and at the horizon end).
+
+Between re-plans, every step (1 min), the real-time layer
+(:mod:`sef.control.controllers._dispatch`) realises the plan of the current interval:
+the water heaters are sent discrete Shed / Load Up / End Shed events toward the planned
+heater power, and the batteries make the net load equal ``target + planned deviation``
+given the forecast base load of the step and the estimated heater power.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from sef.control.controllers._dispatch import BatteryDispatcher, FleetInfo, WaterHeaterDispatcher
+from sef.control.controllers._lp import LPInput, LPPlan, solve_plan
+from sef.control.controllers.base import Decision, Forecast, Observation
+from sef.control.scenario import Scenario
+
+__all__ = ["MPCController"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _coarse(x: FloatArray, m: int, j: int) -> FloatArray:
+    return np.asarray(x[: m * j].reshape(j, m).mean(axis=1), dtype=np.float64)
+
+
+class MPCController:
+    """Receding-horizon LP controller (see module docstring)."""
+
+    name = "mpc"
+    perfect_foresight = False
+
+    def __init__(self) -> None:
+        self.plans: list[tuple[int, LPPlan]] = []
+        self.solve_s = 0.0
+
+    def reset(self, scenario: Scenario) -> None:
+        self.sc = scenario
+        self.info = FleetInfo.from_scenario(scenario)
+        self.wh = WaterHeaterDispatcher(self.info, scenario.control.wh_shed_duration_s)
+        self.bat = BatteryDispatcher(self.info)
+        self.m = scenario.interval_steps
+        self.plan: LPPlan | None = None
+        self.plan_step = 0
+        self.plans = []
+        n_b = scenario.n_batteries
+        self.b_ref = float(np.sum(scenario.battery_soc0) * scenario.battery_params.capacity_kwh)
+        self.b_ref = float(np.clip(self.b_ref, n_b * self.info.b_e_min, n_b * self.info.b_e_max))
+        self.w_ref: float | None = None
+        room = self.info.w_e_max - self.info.w_e_normal_on
+        self.room_rate = (
+            float(np.mean(self.info.w_element_kw)) / max(float(np.mean(room)), 1e-6)
+            if room.size else 0.0
+        )
+
+    def horizon_intervals(self, step: int) -> int:
+        """LP intervals of the plan made at ``step``."""
+        return max(1, round(self.sc.control.horizon_h * 3600.0 / (self.sc.dt_s * self.m)))
+
+    def forecast_steps(self, step: int) -> int:
+        """Forecast length the app needs at ``step`` (simulation steps)."""
+        return self.horizon_intervals(step) * self.m
+
+    def _day_ends(self, step: int, n_int: int) -> list[tuple[int, float, float]]:
+        ends = []
+        w_ref = self.w_ref if self.w_ref is not None else 0.0
+        for j in range(n_int):
+            if (step + (j + 1) * self.m) % self.sc.steps == 0:
+                ends.append((j, self.b_ref, w_ref))
+        ends.append((n_int - 1, self.b_ref, w_ref))
+        return ends
+
+    def replan(self, obs: Observation, fc: Forecast) -> LPPlan:
+        """Solve the LP from the observed state and the forecast."""
+        i, m, n_int = self.info, self.m, self.horizon_intervals(obs.step)
+        n_b = obs.battery_energy_kwh.shape[0]
+        if self.w_ref is None:
+            self.w_ref = float(obs.wh_energy_kwh.sum())
+        b_p = n_b * i.b_rated_kw
+        w_p = float(i.w_element_kw.sum())
+        seg = max(0.05, (b_p + w_p) / 200.0)
+        inp = LPInput(
+            h=m * self.sc.dt_s / 3600.0,
+            base_kw=_coarse(fc.base_kw, m, n_int), target_kw=_coarse(fc.target_kw, m, n_int),
+            draw_kw=_coarse(fc.draw_lpm, m, n_int) * i.w_draw_kw_per_lpm,
+            b_p_max=b_p, b_e0=float(obs.battery_energy_kwh.sum()),
+            b_e_min=n_b * i.b_e_min, b_e_max=n_b * i.b_e_max, b_eta_c=i.b_eta_c,
+            b_eta_d=i.b_eta_d, b_standby_kw=n_b * i.b_standby_kw,
+            w_p_max=w_p, w_e0=float(obs.wh_energy_kwh.sum()),
+            w_e_min=float(i.w_e_lp_min.sum()), w_e_max=float(i.w_e_max.sum()),
+            w_loss_kw=float(i.w_loss_kw.sum()),
+            w_room_rate_per_h=self.room_rate,
+            day_ends=self._day_ends(obs.step, n_int), seg_kw=seg, segments=60,
+        )
+        return solve_plan(inp)
+
+    def decide(self, obs: Observation, forecast: Forecast) -> Decision:
+        """Re-plan at interval starts; dispatch the current interval's plan every step."""
+        if self.plan is None or obs.step - self.plan_step >= self.m:
+            import time
+
+            t0 = time.perf_counter()
+            self.plan = self.replan(obs, forecast)
+            self.solve_s += time.perf_counter() - t0
+            self.plan_step = obs.step
+            self.plans.append((obs.step, self.plan))
+        plan = self.plan
+        wh_plan = float(plan.wh_kw[0])
+        net_goal = float(forecast.target_kw[0] + plan.deviation_kw[0])
+        wh_cmd, wh_est = self.wh.dispatch(obs, wh_plan)
+        fleet_kw = net_goal - float(forecast.base_kw[0]) - wh_est
+        rates = self.bat.allocate(fleet_kw, obs.battery_energy_kwh)
+        return Decision(
+            battery_kw=rates, wh_command=wh_cmd, battery_duration_s=round(obs.dt_s),
+            wh_duration_s=self.wh.event_s,
+            info={"net_goal_kw": net_goal, "wh_plan_kw": wh_plan, "wh_est_kw": wh_est,
+                  "battery_plan_kw": float(plan.battery_kw[0])},
+        )
