@@ -241,12 +241,18 @@ def bis(
     if parts.scheme != "tcp" or not parts.hostname or not 0 < port < 65536:
         raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}",
                                  param_hint="--modbus")
-    agent = BISAgent(agent_id, agent_broker(broker), modbus_host=parts.hostname,
-                     modbus_port=port, unit=unit, poll_s=poll, groups=group,
-                     clock=clock_option(clock), keepalive_s=keepalive)
-    print(f"agent {agent_id} starting on {agent.bus.url}, battery at {parts.hostname}:{port}",
-          flush=True)
-    run_async(agent.run())
+    host, the_clock = parts.hostname, clock_option(clock)
+
+    async def main() -> None:
+        # pymodbus' client needs the running event loop: build the agent inside it
+        agent = BISAgent(agent_id, agent_broker(broker), modbus_host=host, modbus_port=port,
+                         unit=unit, poll_s=poll, groups=group, clock=the_clock,
+                         keepalive_s=keepalive)
+        print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}",
+              flush=True)
+        await agent.run()
+
+    run_async(main())
 
 
 def ucm(
@@ -254,7 +260,7 @@ def ucm(
     serial: str | None = typer.Option(None, "--serial", help="Serial port or pty path of the "
                                                              "SGD (19200 8N1)."),
     tcp: str | None = typer.Option(None, "--tcp", help="CTA-2045 over TCP: HOST:PORT."),
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
     group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="Poll and telemetry period, real s."),
     heartbeat: float = typer.Option(30.0, "--heartbeat", min=1.0, max=60.0,
@@ -273,7 +279,7 @@ def ucm(
         if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise typer.BadParameter(f"expected HOST:PORT, got {tcp!r}", param_hint="--tcp")
         target = (host, int(port_text))
-    agent = UCMAgent(agent_id, broker, serial_port=serial, tcp=target, poll_s=poll,
+    agent = UCMAgent(agent_id, agent_broker(broker), serial_port=serial, tcp=target, poll_s=poll,
                      heartbeat_s=heartbeat, groups=group, clock=clock_option(clock),
                      keepalive_s=keepalive)
     print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)

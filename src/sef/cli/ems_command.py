@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.live import Live
 
 from sef.cli.bus_commands import BROKER_HELP, agents_table, clock_option, console, err, run_async
 from sef.ems import EMS, Event
-from sef.ems.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from sef.control.scenario import Scenario
+    from sef.ems.store import Store
 
 
 def ems(
@@ -25,6 +30,15 @@ def ems(
     json_events: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
     api: str | None = typer.Option(None, "--api", help="Serve the REST API (docs at /docs, "
                                    "metrics at /metrics) on HOST:PORT, e.g. 127.0.0.1:8080."),
+    control: str | None = typer.Option(None, "--control", help="Run a control app on this "
+                                       "scenario (TOML file, or 'small' / 'reference') against "
+                                       "the agents of --battery-group and --heater-group, "
+                                       "from the next midnight on the clock."),
+    controller: str = typer.Option("mpc", "--controller", help="mpc or baseline."),
+    battery_group: str = typer.Option("batteries", "--battery-group"),
+    heater_group: str = typer.Option("waterheaters", "--heater-group"),
+    report: Path | None = typer.Option(None, "--report", help="With --control: write the "
+                                       "report (PNG, CSV, summary.json) here at the end."),
 ) -> None:
     """Run the EMS: discover agents, track presence, keep their last known state."""
 
@@ -45,18 +59,34 @@ def ems(
             raise typer.BadParameter(str(exc), param_hint="--api") from None
     store: Store | None = None
     if db is not None:
+        from sef.ems.store import Store, StoreError
+
         try:
             store = Store.open(db)
         except StoreError as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
 
+    scenario = None
+    if control is not None:
+        from sef.control.scenario import load_scenario
+
+        try:
+            scenario = load_scenario(control)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--control") from None
+
     async def main() -> None:
         service = EMS(broker, host_id, clock=clock_option(clock), keepalive_s=keepalive,
                       on_event=print_event, store=store)
         await service.start(timeout_s=None)
         server = None
+        control_task = None
         try:
+            if scenario is not None:
+                control_task = asyncio.create_task(
+                    run_control(service, scenario, controller, battery_group, heater_group,
+                                report))
             if listen is not None:
                 from sef.ems.api import serve_api
 
@@ -77,6 +107,8 @@ def ems(
                     await asyncio.sleep(0.5)
                     live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
         finally:
+            if control_task is not None:
+                control_task.cancel()
             if server is not None:
                 await server.stop()
             await service.stop()
@@ -84,3 +116,25 @@ def ems(
                 store.close()
 
     run_async(main())
+
+
+async def run_control(service: EMS, scenario: Scenario, controller: str, battery_group: str,
+                      heater_group: str, report: Path | None) -> None:
+    """Live mode: wait for the fleet, run the control app for the scenario, report."""
+    from sef.control.controllers import make_controller
+    from sef.control.live import LiveControl, fleet_from_groups, next_midnight
+    from sef.control.report import write_report
+
+    batteries, heaters = await fleet_from_groups(service, scenario, battery_group,
+                                                 heater_group, timeout_s=600.0)
+    start = next_midnight(service.clock.now())
+    print(f"control: {controller} on {scenario.name} with {len(batteries)} batteries and "
+          f"{len(heaters)} water heaters from {service.clock.datetime():%Y-%m-%d} midnight",
+          flush=True)
+    live = LiveControl(service, scenario, make_controller(controller), batteries, heaters,
+                       start_s=start)
+    result = await live.run()
+    if report is not None:
+        summary = write_report(report, scenario, [result])
+        print(f"control report in {report}: RMSE "
+              f"{summary['controllers'][result.controller]['rmse_kw']:.2f} kW", flush=True)

@@ -6,15 +6,17 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sef.bus import BrokerURL, BusClient, Message, Reply, Session, Status, Topics, Will, check_id
 from sef.clock import Clock, default_clock
 from sef.ems._caller import Caller, CallRefused, CallTarget, validate_call
-from sef.ems._recorder import Recorder, agent_record
 from sef.ems._registry import AgentRecord, Event, Registry
-from sef.ems.store import Store
 from sef.interface import Interface, builtin_interface
+
+if TYPE_CHECKING:  # the store (SQLAlchemy, Alembic) loads only when an EMS uses one
+    from sef.ems._recorder import Recorder
+    from sef.ems.store import Store
 
 __all__ = ["EMS", "snapshot"]
 
@@ -55,7 +57,11 @@ class EMS:
     ) -> None:
         self.host_id = check_id("host", host_id)
         self.store = store
-        self.recorder = Recorder(store) if store is not None else None
+        self.recorder: Recorder | None = None
+        if store is not None:
+            from sef.ems._recorder import Recorder
+
+            self.recorder = Recorder(store)
         self.clock = clock or default_clock()
         self.topics = topics or Topics()
         self.registry = Registry(self.topics)
@@ -72,10 +78,14 @@ class EMS:
                              clean_session=store is None, manual_ack=store is not None)
         self.caller = Caller(self.bus, self.clock, self.topics, sender=self.bus.client_id)
         self._last_message = 0.0
+        self.control_series: dict[str, list[float]] = {}
+        """Net load vs target of a running control app (t: Unix s; kW), for displays."""
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self, *, timeout_s: float | None = 10.0) -> None:
         if self.store is not None and self.recorder is not None:
+            from sef.ems._recorder import agent_record
+
             rows = await asyncio.to_thread(self.store.load_agents)
             props = await asyncio.to_thread(self.store.load_properties)
             for row in rows:
