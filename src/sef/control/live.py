@@ -18,6 +18,10 @@ What the EMS measures, per step (documented approximations):
   fallen below 43.33 °C after a large draw (the device reports 0 there);
 * heater DR mode from the UCM's running event (``shed`` 1, ``charge`` = Load Up 2).
 
+Violations in live mode are counted from telemetry: a battery outside its SOC window
+(± 0.1 %), a heater whose estimated mean tank temperature (from stored heat) is below the
+comfort limit.
+
 Net load = base + batteries + heaters, the quantity the control app steers to target.
 """
 
@@ -90,6 +94,9 @@ class LiveControl:
     start_s: float | None = None
     steps_done: int = 0
     calls_failed: int = 0
+    comfort_violations: int = 0
+    soc_violations: int = 0
+    throughput_kwh: float = 0.0
     series: dict[str, FloatArray] = field(default_factory=dict)
     history: list[LiveStep] = field(default_factory=list)
 
@@ -170,7 +177,10 @@ class LiveControl:
         self._record(total - 1, self.observe_step(total))
         trimmed = {name: values[:total] for name, values in self.series.items()}
         return SimResult(controller=f"{self.app.name}-live", scenario=sc.name, dt_s=sc.dt_s,
-                         series=trimmed, wall_s=time.perf_counter() - started,
+                         series=trimmed, comfort_violations=self.comfort_violations,
+                         soc_violations=self.soc_violations,
+                         throughput_kwh=self.throughput_kwh,
+                         wall_s=time.perf_counter() - started,
                          decide_s=decide_total,
                          extra={"calls_failed": float(self.calls_failed)})
 
@@ -224,6 +234,11 @@ class LiveControl:
             p10, p90 = np.percentile(top, [10, 90])
             (s["top_c_mean"][k], s["top_c_min"][k], s["top_c_max"][k], s["top_c_p10"][k],
              s["top_c_p90"][k]) = top.mean(), top.min(), top.max(), p10, p90
+        bp = sc.battery_params
+        self.soc_violations += int(np.sum((soc < bp.soc_min - 1e-3) | (soc > bp.soc_max + 1e-3)))
+        self.comfort_violations += int(np.sum(top < sc.comfort_min_c))
+        self.throughput_kwh += float(np.abs(end_obs.battery_power_kw).sum()) * sc.dt_s / 3600
+        s["events"][k] = float(np.sum(end_obs.wh_mode != 0))
         s["n_shed"][k] = float(np.sum(end_obs.wh_mode == 1))
         s["n_load_up"][k] = float(np.sum(end_obs.wh_mode == 2))
 

@@ -73,12 +73,12 @@ def _plots(out: Path, sc: Scenario, results: list[SimResult]) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t_h = np.arange(sc.steps) * sc.dt_s / 3600.0
+    n = len(results[0].series["net_kw"])  # a live run may cover part of the scenario
+    t_h = np.arange(n) * sc.dt_s / 3600.0
     files = []
     fig, ax = plt.subplots(figsize=(11, 5))
-    ax.plot(t_h, sc.base_kw, color="0.6", lw=0.8, label="base load")
-    ax.plot(t_h, results[0].series["base_kw"] + 0.0, color="0.6", lw=0)
-    ax.plot(t_h, sc.target_kw, "k--", lw=1.5, label="target")
+    ax.plot(t_h, sc.base_kw[:n], color="0.6", lw=0.8, label="base load")
+    ax.plot(t_h, sc.target_kw[:n], "k--", lw=1.5, label="target")
     for r in results:
         m = metrics(r)
         ax.plot(t_h, r.series["net_kw"], lw=0.9,
@@ -146,7 +146,7 @@ def write_report(
             m["ratio_to_optimal"] = m["rmse_kw"] / ref if ref > 0 else float("nan")
     summary: dict[str, Any] = {
         "scenario": sc.name,
-        "steps": sc.steps,
+        "steps": len(results[0].series["net_kw"]) if results else sc.steps,
         "dt_s": sc.dt_s,
         "seed": sc.seed,
         "batteries": sc.n_batteries,

@@ -1,0 +1,165 @@
+"""The body of ``sef demo``: broker, fleet, EMS with store, API and dashboard, control app.
+
+Each battery emulator, BIS, SGD emulator and UCM is its own process; the EMS (registry,
+store, REST API, dashboard, live control app) runs in this one. The clock is scaled and
+starts a little before midnight so every process is up when the scenario's day begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import webbrowser
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from sef.clock import ScaledClock
+from sef.control.controllers import make_controller
+from sef.control.live import LiveControl, fleet_from_groups
+from sef.control.report import write_report
+from sef.control.scenario import Scenario, load_scenario, scenario_from_dict
+from sef.demo._fleet import BATTERY_GROUP, HEATER_GROUP, Fleet
+from sef.ems import EMS
+from sef.ems.store import Store
+
+__all__ = ["DemoOptions", "demo_scenario", "run_demo"]
+
+LEAD_IN_REAL_S = 20.0
+"""Real seconds between the start and the scenario's midnight: time for processes to boot."""
+
+
+@dataclass
+class DemoOptions:
+    """What ``sef demo`` runs. Durations in hours of simulated time; speed dimensionless."""
+
+    hours: float = 24.0
+    speed: float = 720.0
+    batteries: int = 3
+    waterheaters: int = 3
+    out: Path = Path("sef-demo-report")
+    api: tuple[str, int] = ("127.0.0.1", 8080)
+    broker: str | None = None
+    browser: bool = True
+    live_table: bool = True
+    controller: str = "mpc"
+
+
+def demo_scenario(batteries: int, waterheaters: int, hours: float) -> Scenario:
+    """The built-in ``small`` scenario, resized: base load grows with the fleet."""
+    base = load_scenario("small")
+    raw: dict[str, Any] = {**base.source}
+    size = max(batteries, waterheaters) / 3.0
+    raw["base_load"] = {**raw["base_load"], "scale": float(raw["base_load"]["scale"]) * size}
+    raw["batteries"] = {**raw["batteries"], "count": batteries}
+    raw["water_heaters"] = {**raw["water_heaters"], "count": waterheaters}
+    raw["duration_h"] = 24.0
+    from importlib import resources
+
+    with resources.as_file(resources.files("sef.control.scenarios")) as folder:
+        scenario = scenario_from_dict(raw, folder)
+    scenario.name = f"demo ({batteries} batteries, {waterheaters} water heaters, {hours:g} h)"
+    return scenario
+
+
+def _view(ems: EMS, live: LiveControl | None, clock: ScaledClock, lines: list[str],
+          url: str) -> Group:
+    from sef.cli.bus_commands import agents_table
+
+    status = Table.grid(padding=(0, 2))
+    status.add_row("simulated time", f"{clock.datetime():%Y-%m-%d %H:%M} UTC")
+    status.add_row("dashboard", url)
+    if live is not None and live.history:
+        last = live.history[-1]
+        errors = [h.net_kw - h.target_kw for h in live.history[1:]]
+        rmse = math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else 0.0
+        status.add_row("net load / target", f"{last.net_kw:6.1f} kW / {last.target_kw:6.1f} kW")
+        status.add_row("tracking RMSE so far", f"{rmse:.2f} kW over {len(errors)} steps")
+    return Group(agents_table(ems.agents(), "SEF demo: agents"),
+                 Panel(status, title="control"), Panel("\n".join(lines[-6:]) or "starting ...",
+                                                       title="log"))
+
+
+async def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo; return the report summary (also written to ``options.out``)."""
+    console = console or Console()
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    scenario = demo_scenario(options.batteries, options.waterheaters, options.hours)
+    steps = min(scenario.steps, round(options.hours * 3600.0 / scenario.dt_s))
+    today = datetime.now(tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start_s = today.timestamp() + 86400.0
+    clock = ScaledClock(speed=options.speed, sim_start=start_s,
+                        real_anchor=time.time() + LEAD_IN_REAL_S)
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        lines.append(text)
+        if not options.live_table:
+            console.print(text)
+
+    broker = None
+    broker_url = options.broker
+    if broker_url is None:
+        from sef.embedded_broker import start_broker
+
+        broker = start_broker()
+        broker_url = broker.url
+        say(f"broker: {broker.kind} on {broker_url}")
+    fleet = Fleet(broker_url, clock, out / "logs",
+                  battery_soc=scenario.battery_soc0.tolist(),
+                  heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist())
+    store = Store.open(f"sqlite:///{(out / 'ems.db').resolve()}")
+    ems = EMS(broker_url, "demo-ems", clock=clock, store=store, keepalive_s=5)
+    server = None
+    try:
+        await ems.start()
+        from sef.ems.api import serve_api
+
+        try:
+            server = await serve_api(ems, *options.api)
+        except OSError:
+            server = await serve_api(ems, options.api[0], 0)
+        say(f"EMS with store {out / 'ems.db'}; dashboard and API on {server.url}")
+        if options.browser:
+            webbrowser.open(server.url)
+        say(f"starting {options.batteries} battery emulators + BIS and {options.waterheaters} "
+            "SGD emulators + UCM (one process each)")
+        await asyncio.to_thread(fleet.start)
+        batteries, heaters = await fleet_from_groups(ems, scenario, BATTERY_GROUP,
+                                                     HEATER_GROUP, timeout_s=60.0)
+        say(f"all {len(batteries) + len(heaters)} agents online; control app "
+            f"{options.controller} follows the target from midnight for {options.hours:g} h")
+        live = LiveControl(ems, scenario, make_controller(options.controller), batteries,
+                           heaters, start_s=start_s)
+        run = asyncio.create_task(live.run(steps))
+        if options.live_table:
+            with Live(_view(ems, live, clock, lines, server.url), console=console,
+                      refresh_per_second=4) as display:
+                while not run.done():
+                    await asyncio.sleep(0.25)
+                    display.update(_view(ems, live, clock, lines, server.url))
+        result = await run
+        summary = write_report(out, scenario, [result])
+        metrics = summary["controllers"][result.controller]
+        console.print(f"report in {out}: {', '.join(summary['files'])}")
+        console.print(f"tracking RMSE {metrics['rmse_kw']:.2f} kW, peak {metrics['peak_kw']:.1f}"
+                      f" kW, comfort violations {metrics['comfort_violations']:.0f}, "
+                      f"SOC violations {metrics['soc_violations']:.0f}")
+        return summary
+    finally:
+        fleet.stop()
+        if server is not None:
+            await server.stop()
+        await ems.stop()
+        store.close()
+        if broker is not None:
+            broker.stop()
