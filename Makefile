@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-SYSDEPS = mosquitto:mosquitto postgresql:/usr/lib/postgresql
+SYSDEPS = mosquitto:mosquitto postgresql:/usr/lib/postgresql chromium:/usr/bin/chromium
 
 .PHONY: demo test lint bench clean system-deps
 
@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 system-deps:
 	@scripts/system-deps.sh $(SYSDEPS)
 
-demo: $(VENV)/.installed system-deps
+demo: $(VENV)/.installed
+	@scripts/system-deps.sh mosquitto:mosquitto
 	$(BIN)/sef demo
 
 lint: $(VENV)/.installed
