@@ -26,6 +26,9 @@ __all__ = ["Recorder", "agent_record", "agent_row"]
 
 log = logging.getLogger("sef.ems.recorder")
 
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(value, separators=(",", ":"))`` without building an encoder per call."""
+
 
 class Recorder:
     """Collects writes into batches and commits them in a worker thread.
@@ -82,7 +85,7 @@ class Recorder:
             return self.telemetry(TelemetryIn(
                 record.agent_id, event.detail, entry.ts if entry.ts is not None else now,
                 entry.seq if entry.seq is not None else -1, now,
-                json.dumps(entry.value, separators=(",", ":"))))
+                _to_json(entry.value)))
         if kind in ("online", "offline", "about", "discovered", "stale_death", "gap"):
             if kind != "about" and kind != "discovered":
                 self.event(record.agent_id, now, kind,

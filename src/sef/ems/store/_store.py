@@ -13,9 +13,11 @@ redelivered after a crash (MQTT QoS 1 is at-least-once) is stored once.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +34,34 @@ from sef.ems.store._schema import agent_events, agents, commands, properties, te
 __all__ = ["AgentRow", "Batch", "Store", "StoreError", "TelemetryIn", "normalize_url"]
 
 log = logging.getLogger("sef.ems.store")
+
+
+_TELEMETRY_COLUMNS = "agent_id, key, ts, seq, received, value, downsampled"
+_TELEMETRY_CONFLICT = "ON CONFLICT (agent_id, key, ts, seq) DO NOTHING"
+_PG_TELEMETRY = (
+    f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) SELECT a, k, t, s, r, v, false "
+    "FROM unnest(%b::varchar[], %b::varchar[], %b::float8[], %b::int8[], %b::float8[], "
+    f"%b::text[]) AS u(a, k, t, s, r, v) {_TELEMETRY_CONFLICT}")
+_SQLITE_ROWS = 500 if sqlite3.sqlite_version_info >= (3, 32) else 160
+"""Rows per SQLite INSERT statement: 3 000 parameters (SQLite allows 32 766 since 3.32,
+999 before)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_telemetry(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, 0)"] * rows)
+    return f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) VALUES {values} {_TELEMETRY_CONFLICT}"
+
+
+_PROPERTIES_UPSERT = (
+    "ON CONFLICT (agent_id, key) DO UPDATE SET value = excluded.value, ts = excluded.ts, "
+    "received = excluded.received WHERE properties.ts IS NULL OR properties.ts <= excluded.ts")
+_PG_PROPERTIES = (
+    "INSERT INTO properties (agent_id, key, value, ts, received) SELECT * FROM "
+    "unnest(%b::varchar[], %b::varchar[], %b::text[], %b::float8[], %b::float8[]) "
+    f"{_PROPERTIES_UPSERT}")
+_SQLITE_PROPERTIES = ("INSERT INTO properties (agent_id, key, value, ts, received) "
+                      f"VALUES (?, ?, ?, ?, ?) {_PROPERTIES_UPSERT}")
 
 
 class StoreError(RuntimeError):
@@ -146,15 +176,7 @@ class Store:
                     known = last.get((row.agent_id, row.key))
                     if known is None or row.ts >= known.ts:
                         last[(row.agent_id, row.key)] = row
-                stmt = self._insert(properties)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["agent_id", "key"],
-                    set_={"value": stmt.excluded.value, "ts": stmt.excluded.ts,
-                          "received": stmt.excluded.received},
-                    where=sa.or_(properties.c.ts.is_(None), properties.c.ts <= stmt.excluded.ts))
-                connection.execute(stmt, [
-                    {"agent_id": r.agent_id, "key": r.key, "value": r.value_json, "ts": r.ts,
-                     "received": r.received} for r in last.values()])
+                self._write_properties(connection, list(last.values()))
             if batch.agents:
                 stmt = self._insert(agents)
                 columns = [c.name for c in agents.columns if c.name != "agent_id"]
@@ -168,14 +190,38 @@ class Store:
                     for a, ts, kind, detail in batch.events])
         return inserted
 
+    # The two hot statements bypass SQLAlchemy's per-row parameter processing: PostgreSQL
+    # gets one INSERT ... SELECT FROM unnest(arrays) (one round trip, exact rowcount),
+    # SQLite multi-row INSERTs of _SQLITE_ROWS rows: one sqlite3_step (during which the
+    # driver releases the GIL) per statement, not per row, so the event loop and the
+    # writer thread do not hand the GIL back and forth for every row.
     def _write_telemetry(self, connection: Connection, rows: Sequence[TelemetryIn]) -> int:
-        values = [{"agent_id": r.agent_id, "key": r.key, "ts": r.ts, "seq": r.seq,
-                   "received": r.received, "value": r.value_json, "downsampled": False}
-                  for r in rows]
-        stmt = self._insert(telemetry).on_conflict_do_nothing(
-            index_elements=["agent_id", "key", "ts", "seq"])
-        result = connection.execute(stmt, values)
-        return max(0, result.rowcount) if result.rowcount is not None else len(values)
+        if self.dialect == "postgresql":
+            result = connection.exec_driver_sql(_PG_TELEMETRY, (
+                [r.agent_id for r in rows], [r.key for r in rows], [r.ts for r in rows],
+                [r.seq for r in rows], [r.received for r in rows],
+                [r.value_json for r in rows]))
+            return max(0, result.rowcount) if result.rowcount is not None else len(rows)
+        inserted = 0
+        for start in range(0, len(rows), _SQLITE_ROWS):
+            chunk = rows[start:start + _SQLITE_ROWS]
+            params: list[Any] = []
+            for r in chunk:
+                params += (r.agent_id, r.key, r.ts, r.seq, r.received, r.value_json)
+            result = connection.exec_driver_sql(_sqlite_telemetry(len(chunk)), tuple(params))
+            inserted += max(0, result.rowcount) if result.rowcount is not None else len(chunk)
+        return inserted
+
+    def _write_properties(self, connection: Connection, rows: Sequence[TelemetryIn]) -> None:
+        """Upsert the last values, unless the stored one is newer (sender time)."""
+        if self.dialect == "postgresql":
+            connection.exec_driver_sql(_PG_PROPERTIES, (
+                [r.agent_id for r in rows], [r.key for r in rows],
+                [r.value_json for r in rows], [r.ts for r in rows],
+                [r.received for r in rows]))
+        else:
+            connection.exec_driver_sql(_SQLITE_PROPERTIES, [
+                (r.agent_id, r.key, r.value_json, r.ts, r.received) for r in rows])
 
     def log_command(self, call_id: str, ts: float, sender: str, target: str, interface: str,
                     method: str, args: Any, status: str = "sent",
@@ -226,14 +272,17 @@ class Store:
             query = query.where(telemetry.c.ts <= until)
         query = query.order_by(telemetry.c.key, telemetry.c.ts).limit(limit)
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
+            rows: list[tuple[str, float, int, str]] = [
+                tuple(row) for row in connection.execute(query)]
         if every_s:
-            buckets: dict[tuple[str, int], Any] = {}
+            buckets: dict[tuple[str, int], tuple[str, float, int, str]] = {}
             for row in rows:
-                buckets[(row.key, math.floor(row.ts / every_s))] = row
-            rows = sorted(buckets.values(), key=lambda r: (r.key, r.ts))
-        return [{"key": r.key, "ts": r.ts, "seq": r.seq, "value": json.loads(r.value)}
-                for r in sorted(rows, key=lambda r: r.ts)]
+                buckets[(row[0], math.floor(row[1] / every_s))] = row
+            rows = sorted(buckets.values(), key=lambda r: (r[0], r[1]))
+        rows.sort(key=lambda r: r[1])
+        loads = json.loads
+        return [{"key": key, "ts": ts, "seq": seq, "value": loads(value)}
+                for key, ts, seq, value in rows]
 
     def count_telemetry(self, agent_id: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(telemetry)
