@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
+
+import orjson
 
 from sef.ems._registry import AgentRecord, Event, PropertyValue
 from sef.ems.store import AgentRow, Batch, Store, TelemetryIn
@@ -26,8 +27,9 @@ __all__ = ["Recorder", "agent_record", "agent_row"]
 
 log = logging.getLogger("sef.ems.recorder")
 
-_to_json = json.JSONEncoder(separators=(",", ":")).encode
-"""``json.dumps(value, separators=(",", ":"))`` without building an encoder per call."""
+def _to_json(value: object) -> str:
+    """Compact JSON text of a decoded payload value (orjson: ~20x faster than json)."""
+    return orjson.dumps(value).decode()
 
 
 class Recorder:

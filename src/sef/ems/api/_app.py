@@ -36,6 +36,7 @@ from sef.ems.api._models import (
     TelemetryPoint,
 )
 from sef.ems.api._times import parse_time
+from sef.ems.api._web import install_dashboard
 from sef.ems.store import Store
 
 __all__ = ["create_app"]
@@ -244,4 +245,5 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_dashboard(app, ems)
     return app

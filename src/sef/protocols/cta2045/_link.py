@@ -7,7 +7,6 @@ serial line. Timing defaults follow the reference notes section 5.2.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -114,14 +113,15 @@ class Link:
         self._mark_closed("closed by owner")
         tasks = [t for t in (self._reader, *self._control_tasks, *self._background) if t]
         current = asyncio.current_task()
-        for task in tasks:
-            if task is not current:
-                task.cancel()
-        for task in tasks:
-            if task is not current:
-                with contextlib.suppress(BaseException):
-                    await task
-        await self.transport.close()
+        others = [task for task in tasks if task is not current]
+        for task in others:
+            task.cancel()
+        try:
+            # gather collects the tasks' own errors; a cancellation of close()'s caller
+            # still propagates (it must not be swallowed, or the caller cannot be stopped)
+            await asyncio.gather(*others, return_exceptions=True)
+        finally:
+            await self.transport.close()
 
     async def __aenter__(self) -> Link:
         return await self.start()
