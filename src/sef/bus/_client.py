@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import uuid
@@ -127,10 +126,6 @@ class _Backoff:
     def next(self) -> float:
         self.current_s = min(self.maximum_s, max(self.initial_s, self.current_s * 2))
         return self.current_s * random.uniform(0.8, 1.2)
-
-
-def _ack_when_done(ack: Callable[[int], None], mid: int, _done: asyncio.Future[Any]) -> None:
-    ack(mid)
 
 
 class BusClient:
@@ -309,18 +304,23 @@ class BusClient:
         batch) is done. Should gmqtt's internals change, the async path stays in place.
         """
         handler = getattr(client, "_package_handler", None)
-        send_puback = getattr(handler, "_send_puback", None)
-        if handler is None or send_puback is None or not hasattr(
-                handler, "_handle_qos_1_publish_packet"):
+        if handler is None or not hasattr(handler, "_handle_qos_1_publish_packet"):
             log.warning("gmqtt internals changed: acknowledging through one task per message")
             return
         on_message = self._on_message
+        waiting: dict[asyncio.Future[Any], list[int]] = {}
 
-        def ack(mid: int) -> None:
+        def ack(mids: list[int]) -> None:
+            # PUBACK is 40 02 MID in MQTT 3.1.1 and 5 (no reason code = success): one
+            # write for every message of a committed batch instead of one per message
+            data = b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
             try:
-                send_puback(mid)
+                client._connection._protocol.write_data(data)
             except Exception as exc:  # the connection died: the broker will redeliver
-                log.debug("PUBACK %d not sent: %s", mid, exc)
+                log.debug("%d PUBACKs not sent: %s", len(mids), exc)
+
+        def committed(done: asyncio.Future[Any]) -> None:
+            ack(waiting.pop(done, []))
 
         def qos1(mid: int, packet: bytes, topic: str, properties: dict[str, Any]) -> None:
             try:
@@ -329,9 +329,13 @@ class BusClient:
                 log.exception("message handler failed for topic %s", topic)
                 pending = None
             if isinstance(pending, asyncio.Future) and not pending.done():
-                pending.add_done_callback(functools.partial(_ack_when_done, ack, mid))
+                mids = waiting.get(pending)
+                if mids is None:
+                    mids = waiting[pending] = []
+                    pending.add_done_callback(committed)
+                mids.append(mid)
             else:
-                ack(mid)
+                ack([mid])
 
         handler._handle_qos_1_publish_packet = qos1
 

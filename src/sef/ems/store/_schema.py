@@ -66,8 +66,8 @@ telemetry = Table(
     Column("received", Float, nullable=False),
     Column("value", Text, nullable=False),  # JSON text of the value
     Column("downsampled", Boolean, nullable=False, default=False),
+    # also the index of (agent_id, key, ts) range queries
     UniqueConstraint("agent_id", "key", "ts", "seq", name="uq_telemetry_message"),
-    Index("ix_telemetry_agent_key_ts", "agent_id", "key", "ts"),
 )
 
 commands = Table(

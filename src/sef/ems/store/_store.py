@@ -13,16 +13,19 @@ redelivered after a crash (MQTT QoS 1 is at-least-once) is stored once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import logging
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -271,18 +274,18 @@ class Store:
         if until is not None:
             query = query.where(telemetry.c.ts <= until)
         query = query.order_by(telemetry.c.key, telemetry.c.ts).limit(limit)
-        with self.engine.connect() as connection:
+        with _gc_paused(), self.engine.connect() as connection:
             rows: list[tuple[str, float, int, str]] = [
                 tuple(row) for row in connection.execute(query)]
-        if every_s:
-            buckets: dict[tuple[str, int], tuple[str, float, int, str]] = {}
-            for row in rows:
-                buckets[(row[0], math.floor(row[1] / every_s))] = row
-            rows = sorted(buckets.values(), key=lambda r: (r[0], r[1]))
-        rows.sort(key=lambda r: r[1])
-        loads = json.loads
-        return [{"key": key, "ts": ts, "seq": seq, "value": loads(value)}
-                for key, ts, seq, value in rows]
+            if every_s:
+                buckets: dict[tuple[str, int], tuple[str, float, int, str]] = {}
+                for row in rows:
+                    buckets[(row[0], math.floor(row[1] / every_s))] = row
+                rows = sorted(buckets.values(), key=lambda r: (r[0], r[1]))
+            rows.sort(key=lambda r: r[1])
+            loads = orjson.loads
+            return [{"key": key, "ts": ts, "seq": seq, "value": loads(value)}
+                    for key, ts, seq, value in rows]
 
     def count_telemetry(self, agent_id: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(telemetry)
@@ -331,6 +334,19 @@ class Store:
                     old, telemetry.c.id.not_in(keepers))).rowcount or 0
                 connection.execute(telemetry.update().where(old).values(downsampled=True))
         return {"deleted": deleted, "thinned": thinned}
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large result is built: thousands of new
+    long-lived objects otherwise trigger full collections (p99 query time 3x the p50)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
