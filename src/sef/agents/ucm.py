@@ -125,6 +125,8 @@ class UCMAgent(Agent):
         self.device_info: cta.GetInformationReply | None = None
         self.op_state: int | None = None
         self.power_w: float | None = None
+        self.tank_temp_c: float | None = None
+        self._polls = 0
         self.energy_used_wh: float | None = None
         self.stored_wh: float | None = None
         self.capacity_wh: float | None = None
@@ -277,6 +279,12 @@ class UCMAgent(Agent):
                                         (cta.CommodityReadReply, cta.IntermediateReply))
             if isinstance(reply, cta.CommodityReadReply):
                 self._read_commodities(reply)
+            if self._polls % TEMPERATURE_EVERY == 0:  # each exchange costs ~0.2 s of link
+                temp = await self._request(link, cta.GetPresentTemperatureRequest(),
+                                           (cta.PresentTemperatureReply, cta.IntermediateReply))
+                if isinstance(temp, cta.PresentTemperatureReply):
+                    self.tank_temp_c = _to_celsius(temp.temperature, temp.units)
+        self._polls += 1
         self._publish()
 
     async def _request(self, link: cta.Link, message: cta.Message,
@@ -389,7 +397,8 @@ class UCMAgent(Agent):
             values["Op_State_Code"] = Variant("y", self.op_state & 0xFF)
         for key, reading in (("Power_W", self.power_w), ("Energy_Used_Wh", self.energy_used_wh),
                              ("Energy_Stored_Wh", self.stored_wh),
-                             ("Energy_Capacity_Wh", self.capacity_wh)):
+                             ("Energy_Capacity_Wh", self.capacity_wh),
+                             ("Tank_Temp_C", self.tank_temp_c)):
             if reading is not None:
                 values[key] = Variant("d", reading)
         if self.device_info is not None:
@@ -399,3 +408,13 @@ class UCMAgent(Agent):
 
     def _publish(self) -> None:
         self.set_property(DEMO_INTERFACE, "Telemetry", self.telemetry())
+
+
+TEMPERATURE_EVERY = 4
+"""Poll the present tank temperature on every 4th exchange (telemetry ``Tank_Temp_C``)."""
+
+
+def _to_celsius(value: float, units: int) -> float:
+    """A CTA-2045 temperature in °C (``units`` 0 = °F, 1 = °C)."""
+    return round((value - 32.0) * 5.0 / 9.0, 2) if units == cta.TemperatureUnits.FAHRENHEIT \
+        else float(value)

@@ -39,6 +39,13 @@ def ems(
     heater_group: str = typer.Option("waterheaters", "--heater-group"),
     report: Path | None = typer.Option(None, "--report", help="With --control: write the "
                                        "report (PNG, CSV, summary.json) here at the end."),
+    keep_days: float | None = typer.Option(None, "--keep-days", min=0.0,
+                                           help="With --db: delete telemetry older than this."),
+    raw_days: float | None = typer.Option(None, "--raw-days", min=0.0,
+                                          help="With --db: thin telemetry older than this to "
+                                               "one value per --downsample-s."),
+    downsample_s: float = typer.Option(900.0, "--downsample-s", min=1.0,
+                                       help="Bucket of thinned telemetry, s."),
 ) -> None:
     """Run the EMS: discover agents, track presence, keep their last known state."""
 
@@ -81,8 +88,11 @@ def ems(
                       on_event=print_event, store=store)
         await service.start(timeout_s=None)
         server = None
-        control_task = None
+        control_task = retention_task = None
         try:
+            if store is not None and (keep_days is not None or raw_days is not None):
+                retention_task = asyncio.create_task(
+                    retention(service, store, keep_days, raw_days, downsample_s))
             if scenario is not None:
                 control_task = asyncio.create_task(
                     run_control(service, scenario, controller, battery_group, heater_group,
@@ -107,8 +117,9 @@ def ems(
                     await asyncio.sleep(0.5)
                     live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
         finally:
-            if control_task is not None:
-                control_task.cancel()
+            for task in (control_task, retention_task):
+                if task is not None:
+                    task.cancel()
             if server is not None:
                 await server.stop()
             await service.stop()
@@ -138,3 +149,20 @@ async def run_control(service: EMS, scenario: Scenario, controller: str, battery
         summary = write_report(report, scenario, [result])
         print(f"control report in {report}: RMSE "
               f"{summary['controllers'][result.controller]['rmse_kw']:.2f} kW", flush=True)
+
+
+async def retention(service: EMS, store: Store, keep_days: float | None,
+                    raw_days: float | None, every_s: float) -> None:
+    """Apply the retention settings now and then every hour (real time)."""
+    while True:
+        try:
+            done = await asyncio.to_thread(
+                store.apply_retention, service.clock.now(),
+                keep_s=None if keep_days is None else keep_days * 86400.0,
+                raw_s=None if raw_days is None else raw_days * 86400.0, every_s=every_s)
+            if done["deleted"] or done["thinned"]:
+                print(f"retention: {done['deleted']} telemetry rows deleted, "
+                      f"{done['thinned']} thinned", flush=True)
+        except Exception as exc:  # keep the EMS running; try again next hour
+            err.print(f"[yellow]retention failed:[/] {exc}")
+        await asyncio.sleep(3600.0)

@@ -19,8 +19,8 @@ What the EMS measures, per step (documented approximations):
 * heater DR mode from the UCM's running event (``shed`` 1, ``charge`` = Load Up 2).
 
 Violations in live mode are counted from telemetry: a battery outside its SOC window
-(± 0.1 %), a heater whose estimated mean tank temperature (from stored heat) is below the
-comfort limit.
+(± 0.1 %), a heater whose reported tank temperature (``Tank_Temp_C``, polled by the UCM;
+else the mean estimated from stored heat) is below the comfort limit.
 
 Net load = base + batteries + heaters, the quantity the control app steers to target.
 """
@@ -112,6 +112,7 @@ class LiveControl:
         # heat (kWh) between the inlet temperature and the CTA-2045 reference
         self._wh_offset_kwh = volume * WATER_KWH_PER_L_K * (STORAGE_REFERENCE_C - inlet)
         self._wh_capacity_kwh = volume * WATER_KWH_PER_L_K
+        self._tank_c = np.full(sc.n_heaters, np.nan)  # measured top-of-tank °C, if reported
 
     # -- observation ------------------------------------------------------------------
     def _telemetry(self, agent_id: str) -> dict[str, Any]:
@@ -142,6 +143,7 @@ class LiveControl:
                            if stored_wh is not None else self._wh_offset_kwh[j])
             event = t.get("Event")
             w_mode[j] = 1 if event == "shed" else 2 if event == "charge" else 0
+            self._tank_c[j] = float(t.get("Tank_Temp_C", np.nan))
         return Observation(step=step, t_s=step * sc.dt_s, dt_s=sc.dt_s, net_kw=net_kw,
                            battery_energy_kwh=energy, battery_power_kw=b_power,
                            wh_power_kw=w_power, wh_energy_kwh=w_energy, wh_mode=w_mode)
@@ -228,8 +230,9 @@ class LiveControl:
             p10, p90 = np.percentile(soc, [10, 90])
             (s["soc_mean"][k], s["soc_min"][k], s["soc_max"][k], s["soc_p10"][k],
              s["soc_p90"][k]) = soc.mean(), soc.min(), soc.max(), p10, p90
-        top = STORAGE_REFERENCE_C + (end_obs.wh_energy_kwh - self._wh_offset_kwh) / \
+        estimate = STORAGE_REFERENCE_C + (end_obs.wh_energy_kwh - self._wh_offset_kwh) / \
             self._wh_capacity_kwh
+        top = np.where(np.isfinite(self._tank_c), self._tank_c, estimate)
         if top.size:
             p10, p90 = np.percentile(top, [10, 90])
             (s["top_c_mean"][k], s["top_c_min"][k], s["top_c_max"][k], s["top_c_p10"][k],
