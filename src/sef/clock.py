@@ -17,6 +17,7 @@ import asyncio
 import math
 import os
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,18 +28,18 @@ class ClockSpecError(ValueError):
     """A clock spec string could not be understood."""
 
 
-class Clock:
+class Clock(ABC):
     """Base class: ``now()`` in Unix seconds, ``sleep()`` in clock seconds."""
 
     speed: float = 1.0
 
+    @abstractmethod
     def now(self) -> float:
         """Current time on this clock, Unix seconds (s)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def monotonic(self) -> float:
         """Monotonic time on this clock's scale, seconds (s); for measuring intervals."""
-        raise NotImplementedError
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of clock time (s); a scaled clock waits ``seconds / speed`` real s."""
@@ -56,9 +57,9 @@ class Clock:
         """Current clock time as an aware UTC datetime."""
         return datetime.fromtimestamp(self.now(), tz=UTC)
 
+    @abstractmethod
     def spec(self) -> str:
         """The spec string that recreates this clock in another process."""
-        raise NotImplementedError
 
 
 class RealClock(Clock):

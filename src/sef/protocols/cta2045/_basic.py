@@ -6,6 +6,7 @@ of durations, relative prices and power levels are in :mod:`._encodings`.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
@@ -74,18 +75,18 @@ class BasicMessage(Message):
             _REGISTRY[opcode] = cls
 
     @property
+    @abstractmethod
     def opcode2(self) -> int:
         """The second payload byte."""
-        raise NotImplementedError
 
     def payload(self) -> bytes:
         """``[opcode1, opcode2]``."""
         return bytes((self.OPCODE, self.opcode2))
 
     @classmethod
+    @abstractmethod
     def from_opcode2(cls, value: int) -> BasicMessage:
         """Build the message from a received opcode2 (raise ValueError if invalid)."""
-        raise NotImplementedError
 
     def is_reply(self, other: Message) -> bool:
         """Commands are answered by App ACK with our opcode, or by App NAK."""
