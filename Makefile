@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 test: $(VENV)/.installed system-deps lint
-	$(BIN)/python -m pytest -n auto -q
+	$(BIN)/python -m pytest -n auto --dist loadgroup -q
 
 bench: $(VENV)/.installed system-deps
 	$(BIN)/python bench/bus_ingest.py

@@ -89,7 +89,8 @@ async def test_agents_cli_lists_offline_agent_with_last_telemetry(
     proc = await start_agent("cli-a", broker_url)
     agent_processes.append(proc)
     async with EMS(broker_url, "watcher") as ems:
-        await wait_for(lambda: is_online(ems, "cli-a"), 3.0)
+        await wait_for(lambda: is_online(ems, "cli-a")
+                       and record(ems, "cli-a").prop(DEMO, "Telemetry") is not None, 5.0)
         proc.kill()
         await wait_for(lambda: record(ems, "cli-a").online is False, 1.5 * KEEPALIVE_S + 1)
     out = subprocess.run([sys.executable, "-m", "sef", "agents", "--broker", broker_url, "--json",

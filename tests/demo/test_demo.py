@@ -15,6 +15,7 @@ from sef.ems.store import Store
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.xdist_group("fleet")  # 12 processes: not beside the live-mode test
 def test_demo_runs_headless_and_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     done = subprocess.run(

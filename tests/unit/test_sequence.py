@@ -76,7 +76,7 @@ class Recorder:
     def __call__(self, event: EnergyEvent) -> None:
         self.applied.append((self.clock.now(), event))
 
-    async def wait_for(self, count: int, timeout: float = 3.0) -> None:
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while len(self.applied) < count:
             assert time.monotonic() < deadline, f"only {self.applied} after {timeout} s"
