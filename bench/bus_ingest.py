@@ -198,7 +198,8 @@ async def bare_session(host: str, port: int,
     client.on_subscribe = on_subscribe
     await client.connect(host, port, keepalive=60, version=MQTTv311)
     client.subscribe(PATTERN, qos=1)
-    await asyncio.wait_for(subscribed, 5.0)
+    # on a reconnect the broker may send the whole queued session before the SUBACK
+    await asyncio.wait_for(subscribed, 120.0)
     return client
 
 
