@@ -1,5 +1,6 @@
 """Agents: adapters between a DER interface on the bus and a device (BIS, UCM, ...)."""
 
-from sef.agents._base import AboutInfo, Agent, AgentError, CallError, method
+from sef.agents._base import Agent
+from sef.agents._declare import AboutInfo, AgentError, CallError, method
 
 __all__ = ["AboutInfo", "Agent", "AgentError", "CallError", "method"]

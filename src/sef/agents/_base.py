@@ -23,13 +23,11 @@ import contextlib
 import hashlib
 import inspect
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from sef import __version__
+from sef.agents._declare import AboutInfo, AgentError, CallError
 from sef.bus import (
     About,
     BrokerURL,
@@ -64,66 +62,9 @@ from sef.interface import (
     validate,
 )
 
-__all__ = ["AboutInfo", "Agent", "AgentError", "CallError", "method"]
+__all__ = ["Agent"]
 
 log = logging.getLogger("sef.agent")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class AgentError(RuntimeError):
-    """An agent is declared wrongly (missing handler, unknown interface, bad property)."""
-
-
-class CallError(Exception):
-    """Raise from a method handler to answer the call with a named error."""
-
-    def __init__(self, message: str, name: str = ErrorName.FAILED) -> None:
-        super().__init__(message)
-        self.name = name
-
-
-def method(interface: str, name: str) -> Callable[[F], F]:
-    """Mark an agent method as the handler of ``interface.name``."""
-
-    def mark(func: F) -> F:
-        func._sef_method = (interface, name)  # type: ignore[attr-defined]
-        return func
-
-    return mark
-
-
-@dataclass
-class AboutInfo:
-    """AllJoyn About fields of an agent (the rest are filled in by the agent)."""
-
-    device_name: str = ""
-    app_name: str = "SEF agent"
-    manufacturer: str = "SEF"
-    model_number: str = "sef-agent"
-    description: str = ""
-    hardware_version: str = ""
-    support_url: str = "https://github.com/sef-energy/sef"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def fields(self, agent_id: str) -> dict[str, Any]:
-        app_id = uuid.uuid5(uuid.NAMESPACE_URL, f"sef:{self.app_name}:{agent_id}").hex
-        return {
-            "AppId": app_id,
-            "DefaultLanguage": "en",
-            "DeviceName": self.device_name or agent_id,
-            "DeviceId": agent_id,
-            "AppName": self.app_name,
-            "Manufacturer": self.manufacturer,
-            "ModelNumber": self.model_number,
-            "SupportedLanguages": ["en"],
-            "Description": self.description or self.app_name,
-            "SoftwareVersion": __version__,
-            "HardwareVersion": self.hardware_version,
-            "SupportUrl": self.support_url,
-            **self.extra,
-        }
-
 
 class Agent:
     """Base class of every agent (BIS, UCM, ...).

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sef.agents._declare import CallError
 from sef.bus import ErrorName
 from sef.clock import Clock
 
@@ -50,7 +51,6 @@ IDLE = EnergyEvent(Command.IDLE, 0, 0)
 
 def parse_events(cmds: Sequence[tuple[str, int, int]]) -> list[EnergyEvent]:
     """Turn validated ``a(snn)`` values into events; raise a clear ``CallError`` otherwise."""
-    from sef.agents._base import CallError  # local: _base imports nothing from here
 
     if not cmds:
         raise CallError("cmds must hold at least one event", ErrorName.INVALID_ARGS)

@@ -31,14 +31,15 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from sef.agents._base import AboutInfo, Agent, method
 from sef.agents._battery import (
     BatteryReading,
     battery_telemetry,
     clip_power_kw,
     requested_power_kw,
 )
-from sef.agents._sequence import EnergyEvent, EventSequencer, parse_events
+from sef.agents._declare import AboutInfo
+from sef.agents._der import DERAgent
+from sef.agents._sequence import EnergyEvent
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE
@@ -54,7 +55,7 @@ REVERT_MARGIN_S = 60.0
 """Clock seconds after an event's planned end at which the battery reverts by itself."""
 
 
-class BISAgent(Agent):
+class BISAgent(DERAgent):
     """Battery agent over SunSpec Modbus TCP.
 
     Args:
@@ -79,7 +80,6 @@ class BISAgent(Agent):
         self.modbus = SunSpecClient(modbus_host, modbus_port, unit=unit,
                                     timeout_s=min(1.0, poll_s), retries=0)
         self.poll_s = poll_s
-        self.sequencer = EventSequencer(self.clock, self._apply)
         self.requested_kw = 0.0
         self.setpoint_kw = 0.0
         self.reading: BatteryReading | None = None
@@ -106,12 +106,6 @@ class BISAgent(Agent):
             self._task.cancel()
         self.modbus.close()
 
-    @method(DEMO_INTERFACE, "EnergyMethod")
-    async def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        """Run an event sequence from now, replacing the running one."""
-        events = parse_events(cmds)
-        log.info("%s: new sequence %s", self.agent_id, [e.as_tuple() for e in events])
-        await self.sequencer.replace(events)
 
     # -- control ------------------------------------------------------------------
     async def _apply(self, event: EnergyEvent) -> None:

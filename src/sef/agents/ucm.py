@@ -48,8 +48,9 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from sef.agents._base import AboutInfo, Agent, method
-from sef.agents._sequence import Command, EnergyEvent, EventSequencer, parse_events
+from sef.agents._declare import AboutInfo
+from sef.agents._der import DERAgent
+from sef.agents._sequence import Command, EnergyEvent
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE, Variant
@@ -83,7 +84,7 @@ def state_name(code: int) -> str:
         return f"STATE_{code}"
 
 
-class UCMAgent(Agent):
+class UCMAgent(DERAgent):
     """Water-heater agent over a CTA-2045 link.
 
     Args:
@@ -116,7 +117,6 @@ class UCMAgent(Agent):
         self.link_timeout_s = link_timeout_s
         self._last_ok = 0.0  # loop time of the last answer from the SGD, real s
         self.timing = timing
-        self.sequencer = EventSequencer(self.clock, self._apply)
         self.link: cta.Link | None = None
         self.link_up = False
         self.link_fault = ""
@@ -176,12 +176,6 @@ class UCMAgent(Agent):
         self._check_target()
         self._lost(cta.LinkClosed("port changed"))
 
-    @method(DEMO_INTERFACE, "EnergyMethod")
-    async def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        """Run an event sequence from now, replacing the running one."""
-        events = parse_events(cmds)
-        log.info("%s: new sequence %s", self.agent_id, [e.as_tuple() for e in events])
-        await self.sequencer.replace(events)
 
     # -- events -------------------------------------------------------------------------
     async def _apply(self, event: EnergyEvent) -> None:

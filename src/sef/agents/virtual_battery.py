@@ -14,14 +14,15 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from sef.agents._base import AboutInfo, Agent, method
 from sef.agents._battery import (
     BatteryReading,
     battery_telemetry,
     clip_power_kw,
     requested_power_kw,
 )
-from sef.agents._sequence import EnergyEvent, EventSequencer, parse_events
+from sef.agents._declare import AboutInfo
+from sef.agents._der import DERAgent
+from sef.agents._sequence import EnergyEvent
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE, Variant
@@ -32,7 +33,7 @@ __all__ = ["VirtualBatteryAgent"]
 log = logging.getLogger("sef.agent.virtual_battery")
 
 
-class VirtualBatteryAgent(Agent):
+class VirtualBatteryAgent(DERAgent):
     """``edu.pdx.powerlab.demo`` over an in-process battery model.
 
     Args:
@@ -57,7 +58,6 @@ class VirtualBatteryAgent(Agent):
         self.step_s = step_s
         self.setpoint_kw = 0.0
         self.requested_kw = 0.0
-        self.sequencer = EventSequencer(self.clock, self._apply)
         self._last_step = self.clock.now()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -72,12 +72,6 @@ class VirtualBatteryAgent(Agent):
         if self._loop_task is not None:
             self._loop_task.cancel()
 
-    @method(DEMO_INTERFACE, "EnergyMethod")
-    async def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        """Run an event sequence from now, replacing the running one."""
-        events = parse_events(cmds)
-        log.info("%s: new sequence %s", self.agent_id, [e.as_tuple() for e in events])
-        await self.sequencer.replace(events)
 
     def _apply(self, event: EnergyEvent) -> None:
         self._advance()
