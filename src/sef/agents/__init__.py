@@ -2,5 +2,6 @@
 
 from sef.agents._base import Agent
 from sef.agents._declare import AboutInfo, AgentError, CallError, method
+from sef.agents._der import DERAgent
 
-__all__ = ["AboutInfo", "Agent", "AgentError", "CallError", "method"]
+__all__ = ["AboutInfo", "Agent", "AgentError", "CallError", "DERAgent", "method"]
