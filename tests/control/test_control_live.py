@@ -1,5 +1,5 @@
 """Live mode: the MPC inside the EMS drives 3 batteries and 3 water heaters, each emulator and
-agent its own process, over Mosquitto, on a scaled clock (180x: 4 h in 80 s); it tracks
+agent its own process, over Mosquitto, on a scaled clock (120x: 3 h in 90 s); it tracks
 the target as well as the same controller does in the simulator on the same scenario and
 window (RMSE within 15 %). Faster clocks make the real CTA-2045 link timing (about 0.5 s
 real per poll) look like minutes of telemetry lag."""
@@ -24,8 +24,8 @@ from sef.demo._fleet import Fleet
 from sef.ems import EMS
 from support import wait_for
 
-HOURS = 4
-SPEED = 180.0
+HOURS = 3
+SPEED = 120.0
 LEAD_IN_REAL_S = 20.0  # processes boot while the simulated clock is still before midnight
 
 

@@ -39,8 +39,8 @@ class Fleet:
     log_dir: Path
     battery_soc: Sequence[float] = (0.5, 0.5, 0.5)
     heater_temp_c: Sequence[float] = (51.67, 51.67, 51.67)
-    bis_poll_s: float = 0.25
-    ucm_poll_s: float = 0.5
+    bis_poll_s: float = 0.1
+    ucm_poll_s: float = 0.1
     battery_ids: list[str] = field(default_factory=list)
     heater_ids: list[str] = field(default_factory=list)
     processes: DemoProcesses = field(init=False)
