@@ -242,3 +242,10 @@ def test_constructor_validation() -> None:
         CommodityRecord(0x80)
     with pytest.raises(ValueError):
         UtcTimeReply(0, -1)
+
+
+def test_a_response_code_reply_expects_no_reply() -> None:
+    from sef.protocols.cta2045 import IntermediateReply
+
+    reply = IntermediateReply(0x03, 0x83)
+    assert reply.is_reply(IntermediateReply(0x03, 0x83)) is False

@@ -133,6 +133,10 @@ class IntermediateReply(IntermediateMessage):
     def body(self) -> bytes:
         return bytes((self.response_code,))
 
+    def is_reply(self, other: Message) -> bool:
+        """A reply never expects a reply."""
+        return False
+
 
 @dataclass(frozen=True)
 class CodedReply(IntermediateMessage):
