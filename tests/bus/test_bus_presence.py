@@ -54,6 +54,8 @@ async def test_discovery_kill_and_rebirth(broker_url: str, agent_processes: list
         for proc in (a, b):
             delay = seen[(proc.agent_id, "online")][0] - proc.started
             assert delay < 1.0, f"{proc.agent_id} listed {delay:.3f} s after its start"
+        # the About follows the birth status: wait for it before looking at the interfaces
+        await wait_for(lambda: bool(record(ems, "bat-a").interfaces), 3.0)
         rec_a = record(ems, "bat-a")
         assert set(rec_a.interfaces) == {DEMO, "sef.Agent"}
         assert rec_a.about["DeviceId"] == "bat-a"
