@@ -122,7 +122,10 @@ def ems(
                     task.cancel()
             if server is not None:
                 await server.stop()
-            await service.stop()
+            try:
+                await asyncio.wait_for(service.stop(), 15.0)
+            except TimeoutError:
+                err.print("[yellow]EMS shutdown timed out; exiting anyway[/]")
             if store is not None:
                 store.close()
 

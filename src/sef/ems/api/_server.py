@@ -53,8 +53,12 @@ class ApiServer:
         """End open event streams, then shut the server down gracefully."""
         self.hub.close()
         self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        try:
+            # bounded: a client that keeps a connection open must not hold up shutdown
+            await asyncio.wait_for(asyncio.gather(self.task, return_exceptions=True), 10.0)
+        except TimeoutError:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
         self.hub.uninstall()
 
 
