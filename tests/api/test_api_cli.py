@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,14 +23,15 @@ from support import wait_for
 
 
 async def sef(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``sef ARGS`` in a subprocess without blocking the loop serving the API."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sef", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
-    out, err = await asyncio.wait_for(process.communicate(), 30.0)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    """Run ``sef ARGS`` in a subprocess without blocking the loop serving the API.
+
+    A thread waits for the process, not asyncio's child watcher: another test in the same
+    worker (Playwright's driver) can leave the watcher unable to report an exit.
+    """
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "sef", *args], capture_output=True, text=True,
+        timeout=30.0, env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
+    return done.returncode, done.stdout, done.stderr
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the CLI only sees the API
@@ -133,13 +135,13 @@ def test_flatten() -> None:
 
 async def test_sef_ems_serves_the_api(broker_url: str, tmp_path: Path) -> None:
     """``sef ems --db --api HOST:0`` prints where the API listens and serves it."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sef", "ems", "--broker", broker_url, "--id", "ems-cli",
-        "--db", f"sqlite:///{tmp_path / 'cli.db'}", "--api", "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sef", "ems", "--broker", broker_url, "--id", "ems-cli",
+         "--db", f"sqlite:///{tmp_path / 'cli.db'}", "--api", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), 20.0)).decode()
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20.0)
         assert line.startswith("API on http://127.0.0.1:"), line
         url = line.split()[-1]
         async with httpx.AsyncClient(base_url=url) as http:
@@ -149,7 +151,11 @@ async def test_sef_ems_serves_the_api(broker_url: str, tmp_path: Path) -> None:
             assert (await http.get("/agents")).json() == []
     finally:
         process.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(process.wait(), 30.0)  # a loaded CI machine is slow
+        try:
+            code = await asyncio.to_thread(process.wait, 30.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
     assert code == 130
 
 
