@@ -138,7 +138,9 @@ async def test_sef_ems_serves_the_api(broker_url: str, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "sef", "ems", "--broker", broker_url, "--id", "ems-cli",
          "--db", f"sqlite:///{tmp_path / 'cli.db'}", "--api", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a test worker may ignore SIGINT, and a child that inherits that never sees Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20.0)
