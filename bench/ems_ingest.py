@@ -92,20 +92,17 @@ import psycopg
 import sqlalchemy as sa
 from bus_ingest import (
     BARE,
-    BARE_ID,
     INTERFACE,
     PROPERTY,
     T0,
     Counter,
-    Result,
     agent_id,
     bare_session,
+    drain_bare,
     pin,
     produce_all,
     update,
-    wait_drained,
 )
-from gmqtt.mqtt.constants import MQTTv311
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -191,26 +188,6 @@ class StoreResult:
         c = self.checks
         return (c["rows"] == c["published"] and c["missing"] == 0 and c["duplicates"] == 0
                 and c["wrong"] == 0 and c["last_values"] == c["agents"])
-
-
-async def drain_bare(host: str, port: int, expected: int, progress: Progress) -> Result:
-    """``bus_ingest.drain_bare`` without waiting for the SUBACK: the persistent session
-    holds the subscription already, and with three queues of a whole round on a busy
-    machine the SUBACK can come after more than bus_ingest's 5 s."""
-    counter = Counter(expected)
-    loads, tick = json.loads, counter.tick
-
-    def on_message(client: Any, name: str, payload: bytes, qos: int, props: Any) -> int:
-        loads(payload)
-        tick()
-        return 0
-
-    client = gmqtt.Client(BARE_ID, clean_session=False)
-    client.on_message = on_message
-    await client.connect(host, port, keepalive=60, version=MQTTv311)
-    await wait_drained(counter, progress, "  drain bare gmqtt")
-    await client.disconnect()
-    return Result(BARE, counter.count, counter.last - counter.first, counter.rate)
 
 
 def make_ems(url: str, store: Store, name: str,

@@ -12,7 +12,6 @@ from typing import Any
 from sef.bus import (
     BusClient,
     Call,
-    ErrorName,
     Message,
     PayloadError,
     Reply,
@@ -160,8 +159,3 @@ class Caller:
             return replies
         finally:
             self._pending.pop(call.id, None)
-
-    @staticmethod
-    def timeout_reply(call_target: str) -> Reply:
-        return Reply("", call_target, False, error=ErrorName.TIMEOUT,
-                     message=f"no reply from {call_target}")
