@@ -382,6 +382,10 @@ class Agent:
             self._reject(f"refused: {exc}", where)
             self._error(call, exc.name, str(exc))
             return
+        except TypeMismatch as exc:  # e.g. parse_events: the arguments break the method's rules
+            self._reject(f"invalid arguments: {exc}", where)
+            self._error(call, ErrorName.INVALID_ARGS, str(exc))
+            return
         except Exception as exc:
             log.exception("agent %s: handler of %s raised", self.agent_id, where)
             self._error(call, ErrorName.FAILED, f"{type(exc).__name__}: {exc}")

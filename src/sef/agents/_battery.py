@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sef.agents._sequence import Command, EnergyEvent
-from sef.interface import Variant
+from sef.interface import Command, EnergyEvent, Variant
 
 __all__ = ["BatteryReading", "battery_telemetry", "clip_power_kw", "requested_power_kw"]
 

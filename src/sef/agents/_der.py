@@ -15,8 +15,8 @@ from typing import Any
 
 from sef.agents._base import Agent
 from sef.agents._declare import method
-from sef.agents._sequence import EnergyEvent, EventSequencer, parse_events
-from sef.interface import DEMO_INTERFACE
+from sef.agents._sequence import EventSequencer
+from sef.interface import DEMO_INTERFACE, EnergyEvent, parse_events
 
 __all__ = ["DERAgent"]
 

@@ -1,4 +1,5 @@
-"""Event sequences of ``edu.pdx.powerlab.demo.EnergyMethod``: parse and run them in time.
+"""Event sequences of ``edu.pdx.powerlab.demo.EnergyMethod`` run in time (their meaning and
+rules are :mod:`sef.interface`'s :func:`~sef.interface.parse_events`).
 
 ``EnergyMethod(cmds: a(snn))`` carries ``(cmd, rate_kW, duration_s)`` events executed in
 order from now; a duration of 0 means "until the next command". A new call replaces the
@@ -12,68 +13,13 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 
-from sef.agents._declare import CallError
-from sef.bus import ErrorName
 from sef.clock import Clock
+from sef.interface import IDLE_EVENT, EnergyEvent
 
-__all__ = ["Command", "EnergyEvent", "EventSequencer", "parse_events"]
+__all__ = ["EventSequencer"]
 
 log = logging.getLogger("sef.agent.sequence")
-
-
-class Command(StrEnum):
-    """The commands of the demo interface."""
-
-    CHARGE = "charge"
-    DISCHARGE = "discharge"
-    IDLE = "idle"
-    SHED = "shed"
-    ENDSHED = "endshed"
-
-
-@dataclass(frozen=True, slots=True)
-class EnergyEvent:
-    """One event: a command at ``rate_kw`` (kW, ≥ 0) for ``duration_s`` (s; 0 = open-ended)."""
-
-    cmd: Command
-    rate_kw: int
-    duration_s: int
-
-    def as_tuple(self) -> tuple[str, int, int]:
-        return (self.cmd.value, self.rate_kw, self.duration_s)
-
-
-IDLE = EnergyEvent(Command.IDLE, 0, 0)
-
-
-def parse_events(cmds: Sequence[tuple[str, int, int]]) -> list[EnergyEvent]:
-    """Turn validated ``a(snn)`` values into events; raise a clear ``CallError`` otherwise."""
-
-    if not cmds:
-        raise CallError("cmds must hold at least one event", ErrorName.INVALID_ARGS)
-    events = []
-    for index, (cmd, rate, duration) in enumerate(cmds):
-        try:
-            command = Command(cmd.strip().lower())
-        except ValueError:
-            raise CallError(
-                f"cmds[{index}][0]: unknown command {cmd!r} "
-                f"(expected one of {', '.join(c.value for c in Command)})",
-                ErrorName.INVALID_ARGS) from None
-        if rate < 0:
-            raise CallError(f"cmds[{index}][1]: rate must be >= 0 kW, got {rate}",
-                            ErrorName.INVALID_ARGS)
-        if duration < 0:
-            raise CallError(f"cmds[{index}][2]: duration must be >= 0 s, got {duration}",
-                            ErrorName.INVALID_ARGS)
-        if duration == 0 and index < len(cmds) - 1:
-            raise CallError(f"cmds[{index}][2]: only the last event may be open-ended "
-                            "(duration 0 = until the next command)", ErrorName.INVALID_ARGS)
-        events.append(EnergyEvent(command, rate, duration))
-    return events
 
 
 Apply = Callable[[EnergyEvent], Awaitable[None] | None]
@@ -91,7 +37,7 @@ class EventSequencer:
     def __init__(self, clock: Clock, apply: Apply) -> None:
         self.clock = clock
         self.apply = apply
-        self.current: EnergyEvent = IDLE
+        self.current: EnergyEvent = IDLE_EVENT
         self.current_started: float | None = None
         self.current_ends: float | None = None
         self.remaining: list[EnergyEvent] = []
@@ -131,4 +77,4 @@ class EventSequencer:
                 return  # open-ended: stays until the next command (a new call)
             at += event.duration_s
             await self.clock.sleep(at - self.clock.now())
-        await self._start(IDLE, at)
+        await self._start(IDLE_EVENT, at)

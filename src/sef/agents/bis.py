@@ -39,10 +39,9 @@ from sef.agents._battery import (
 )
 from sef.agents._declare import AboutInfo
 from sef.agents._der import DERAgent
-from sef.agents._sequence import EnergyEvent
 from sef.bus import BrokerURL
 from sef.clock import Clock
-from sef.interface import DEMO_INTERFACE
+from sef.interface import DEMO_INTERFACE, EnergyEvent
 from sef.protocols.sunspec import SunSpecClient, SunSpecCommError, SunSpecError
 
 __all__ = ["BISAgent"]

@@ -50,10 +50,9 @@ from typing import Any
 
 from sef.agents._declare import AboutInfo
 from sef.agents._der import DERAgent
-from sef.agents._sequence import Command, EnergyEvent
 from sef.bus import BrokerURL
 from sef.clock import Clock
-from sef.interface import DEMO_INTERFACE, Variant
+from sef.interface import DEMO_INTERFACE, Command, EnergyEvent, Variant
 from sef.protocols import cta2045 as cta
 
 __all__ = ["UCMAgent", "event_message", "state_name"]

@@ -22,10 +22,9 @@ from sef.agents._battery import (
 )
 from sef.agents._declare import AboutInfo
 from sef.agents._der import DERAgent
-from sef.agents._sequence import EnergyEvent
 from sef.bus import BrokerURL
 from sef.clock import Clock
-from sef.interface import DEMO_INTERFACE, Variant
+from sef.interface import DEMO_INTERFACE, EnergyEvent, Variant
 from sef.models.battery import BatteryModel, BatteryParams
 
 __all__ = ["VirtualBatteryAgent"]

@@ -13,6 +13,8 @@ package provides:
   :class:`Property`, :class:`Signal`, :class:`Arg`, :class:`Annotation`;
 * XML: :func:`load_xml`, :func:`load_file`, :func:`to_xml` (strict, safe for
   untrusted input, errors with line numbers);
+* the demo interface's commands: :class:`Command`, :class:`EnergyEvent`,
+  :func:`parse_events`;
 * shipped interfaces: :func:`builtin_xml`, :func:`builtin_interface`,
   :data:`DEMO_INTERFACE`, :data:`AGENT_INTERFACE`.
 
@@ -29,6 +31,7 @@ from ._builtin import (
     builtin_names,
     builtin_xml,
 )
+from ._energy import IDLE_EVENT, Command, EnergyEvent, parse_events
 from ._errors import InterfaceError, SignatureError, TypeMismatch, UnknownMemberError
 from ._json import args_from_json, args_to_json, from_json, to_json
 from ._model import (
@@ -58,10 +61,13 @@ __all__ = [
     "AGENT_INTERFACE",
     "DEMO_INTERFACE",
     "EMITS_CHANGED",
+    "IDLE_EVENT",
     "MAX_XML_BYTES",
     "NO_REPLY",
     "Annotation",
     "Arg",
+    "Command",
+    "EnergyEvent",
     "Interface",
     "InterfaceError",
     "Method",
@@ -84,6 +90,7 @@ __all__ = [
     "is_valid_object_path",
     "load_file",
     "load_xml",
+    "parse_events",
     "parse_signature",
     "parse_type",
     "to_json",

@@ -8,13 +8,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sef.agents import CallError
-from sef.agents._sequence import parse_events
 from sef.ems._caller import CallRefused, CallTarget
 from sef.ems._service import EMS
 from sef.ems.api._errors import ApiError
 from sef.ems.api._models import CommandRequest, CommandResult, CommandStatus, ReplyOut
-from sef.interface import DEMO_INTERFACE, TypeMismatch, args_from_json
+from sef.interface import DEMO_INTERFACE, TypeMismatch, args_from_json, parse_events
 
 __all__ = ["CommandStats", "send_sequence", "validate_cmds"]
 
@@ -61,7 +59,7 @@ def validate_cmds(ems: EMS, cmds: Any) -> list[list[Any]]:
     try:
         events = cast("list[tuple[str, int, int]]", values)
         parse_events(events)
-    except CallError as exc:
+    except TypeMismatch as exc:
         raise _invalid(str(exc)) from None
     return [list(event) for event in events]
 
