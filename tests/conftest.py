@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from sef.broker import Mosquitto
 from sef.ems.store.pgserver import PostgresNotFound, PostgresServer
-from support import AgentProcess
+from support import AgentProcess, path_with_system_sbin
 
 
 @pytest.fixture
@@ -39,13 +40,19 @@ def agent_processes() -> Iterator[list[AgentProcess]]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL server per test worker (each test gets its own database)."""
-    try:
-        server = PostgresServer().start()
-    except PostgresNotFound as exc:
-        pytest.fail(f"{exc}")
-    yield server
-    server.stop()
+    """One PostgreSQL server per test worker (each test gets its own database).
+
+    As root the server runs through ``runuser``, which lives in /usr/sbin or /sbin: those
+    are put on PATH (when missing) while the server starts and stops.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", path_with_system_sbin(os.environ.get("PATH", "")))
+        try:
+            server = PostgresServer().start()
+        except PostgresNotFound as exc:
+            pytest.fail(f"{exc}")
+        yield server
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

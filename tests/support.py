@@ -10,6 +10,20 @@ import sys
 import time
 from collections.abc import Callable
 
+SYSTEM_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+"""Where the system keeps administrator commands (``runuser``), on root's default PATH."""
+
+
+def path_with_system_sbin(path: str) -> str:
+    """``path`` with the system's sbin directories appended when they are missing.
+
+    A root shell with a minimal PATH (``env PATH=/usr/bin:/bin``, some CI runners) does not
+    find ``runuser``, which the PostgreSQL test server needs to run as ``postgres``; login
+    shells and ``sudo`` put these directories on root's PATH, so we do the same.
+    """
+    dirs = [d for d in path.split(os.pathsep) if d]
+    return os.pathsep.join(dirs + [d for d in SYSTEM_SBIN if d not in dirs])
+
 
 async def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> float:
     """Wait until ``predicate()`` is true; return the real seconds it took."""
