@@ -172,23 +172,23 @@ async def test_emulator_killed_and_restarted(broker_url: str) -> None:
                    poll_s=poll_s, clock=clock)
     try:
         await bis.start()
-        await wait_for(lambda: bis.reading is not None, 5.0)
+        await wait_for(lambda: bis.device.reading is not None, 5.0)
         await bis.energy_method([("charge", 4, 7200)])
-        await wait_for(lambda: bis.reading is not None
-                       and bis.reading.power_kw == pytest.approx(3.87, abs=0.05), 3.0)
+        await wait_for(lambda: bis.device.reading is not None
+                       and bis.device.reading.power_kw == pytest.approx(3.87, abs=0.05), 3.0)
         emulator.send_signal(signal.SIGKILL)
         emulator.wait()
         killed = time.monotonic()
-        await wait_for(lambda: bis.comm_fault, 2 * poll_s + 0.5)
+        await wait_for(lambda: not bis.status.healthy, 2 * poll_s + 0.5)
         assert time.monotonic() - killed <= 2 * poll_s + 0.05
         telemetry = bis.get_property(DEMO_INTERFACE, "Telemetry")
         assert telemetry["Comm_Fault"].value is True and "Fault" in telemetry
         await asyncio.sleep(1.0)  # the BIS keeps running and retrying
         assert bis.bus.connected
         emulator = start_emulator()  # a fresh battery: idle until the BIS re-applies
-        await wait_for(lambda: not bis.comm_fault, 5.0)
-        await wait_for(lambda: bis.reading is not None
-                       and bis.reading.power_kw == pytest.approx(3.87, abs=0.05), 3.0)
+        await wait_for(lambda: bis.status.healthy, 5.0)
+        await wait_for(lambda: bis.device.reading is not None
+                       and bis.device.reading.power_kw == pytest.approx(3.87, abs=0.05), 3.0)
         assert bis.get_property(DEMO_INTERFACE, "Telemetry")["Comm_Fault"].value is False
     finally:
         await bis.stop()

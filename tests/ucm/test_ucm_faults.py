@@ -31,9 +31,9 @@ async def test_pty_emulator_killed_then_replaced(broker_url: str) -> None:
     try:
         await ucm.start()
         await wait_for(lambda: link_state(ucm) == "up", 8.0)
-        assert ucm.device_info is not None and ucm.device_info.model == "SEF-EWH-50"
+        assert ucm.device.device_info is not None and ucm.device.device_info.model == "SEF-EWH-50"
         await ucm.energy_method([("shed", 0, 7200)])
-        await wait_for(lambda: ucm.op_state in CURTAILED, 3.0)
+        await wait_for(lambda: ucm.device.op_state in CURTAILED, 3.0)
         killed = emulator.kill()
         await wait_for(lambda: link_state(ucm) == "down", 3.0)
         detected = time.monotonic() - killed
@@ -45,12 +45,12 @@ async def test_pty_emulator_killed_then_replaced(broker_url: str) -> None:
         second = EmulatorProcess("--pty", clock=clock.spec())  # a new pty: a new path
         ucm.retarget(serial_port=second.where)
         took = await wait_for(lambda: link_state(ucm) == "up", 8.0)
-        await wait_for(lambda: ucm.op_state in CURTAILED, 3.0)  # the shed was re-sent
-        print(f"pty: link up {took:.2f} s after retarget, shed re-sent: {ucm.sent[-1]}")
-        assert isinstance(ucm.sent[-1], cta.Shed)
+        await wait_for(lambda: ucm.device.op_state in CURTAILED, 3.0)  # the shed was re-sent
+        print(f"pty: link up {took:.2f} s after retarget, shed re-sent: {ucm.device.sent[-1]}")
+        assert isinstance(ucm.device.sent[-1], cta.Shed)
         second.process.send_signal(signal.SIGUSR1)  # the customer presses "override"
         await wait_for(lambda: ucm.get_property(DEMO_INTERFACE, "Telemetry")["Override"].value
-                       is True and ucm.op_state in (11, 12), 3.0)
+                       is True and ucm.device.op_state in (11, 12), 3.0)
     finally:
         await ucm.stop()
         emulator.stop()
@@ -68,7 +68,7 @@ async def test_tcp_emulator_killed_and_restarted(broker_url: str) -> None:
         await ucm.start()
         await wait_for(lambda: link_state(ucm) == "up", 8.0)
         await ucm.energy_method([("charge", 4, 3600), ("shed", 0, 7200)])
-        await wait_for(lambda: isinstance(ucm.last_message, cta.LoadUp), 3.0)
+        await wait_for(lambda: isinstance(ucm.device.last_message, cta.LoadUp), 3.0)
         killed = emulator.kill()
         await wait_for(lambda: link_state(ucm) == "down", 3.0)
         detected = time.monotonic() - killed
@@ -81,8 +81,8 @@ async def test_tcp_emulator_killed_and_restarted(broker_url: str) -> None:
         await wait_for(lambda: link_state(ucm) == "up", 5.0)
         print(f"tcp: link up {time.monotonic() - restarted:.2f} s after the restart")
         # the running event (Load Up, ~55 min left) is re-sent with its remaining time
-        await wait_for(lambda: ucm.op_state in (3, 6), 3.0)
-        resent = ucm.last_message
+        await wait_for(lambda: ucm.device.op_state in (3, 6), 3.0)
+        resent = ucm.device.last_message
         assert isinstance(resent, cta.LoadUp)
         assert 2800 < resent.duration_s <= 3698, resent
         telemetry = ucm.get_property(DEMO_INTERFACE, "Telemetry")

@@ -154,7 +154,7 @@ async def test_dashboard_form_sends_charge_to_a_battery(
     await expect(bat.locator("[data-col=power]")).to_have_attribute(
         "data-value", re.compile(r"^[34]\.\d+$"), timeout=WAIT_MS)  # charging ~3.9 kW
     await expect(bat.locator("[data-col=power]")).to_have_text(re.compile(r"^\+[34]\.\d\d$"))
-    assert web_stack.batteries["bat-2"].setpoint_kw == 4.0
+    assert web_stack.batteries["bat-2"].device.setpoint_kw == 4.0
     log = page.locator("#commands tbody tr[data-target='bat-2']")
     await expect(log).to_have_count(1, timeout=WAIT_MS)
     await expect(log).to_contain_text("charge:4:600")
@@ -214,7 +214,7 @@ async def test_dashboard_form_shows_errors_and_sends_nothing(
     # nothing was sent: no command logged, no battery moved, the API counted the rejections
     assert (await web_stack.http.get("/commands")).json() == []
     for agent in web_stack.batteries.values():
-        assert agent.setpoint_kw == 0.0 and agent.sequencer.current.cmd.value == "idle"
+        assert agent.device.setpoint_kw == 0.0 and agent.sequencer.current.cmd.value == "idle"
     metrics = (await web_stack.http.get("/metrics")).text
     assert 'sef_commands_total{status="rejected"} 4.0' in metrics
     await expect(page.locator("#commands-note")).to_have_text("No command sent yet.")

@@ -69,18 +69,15 @@ class BatteryReading:
     alarms: int = 0
 
 
-def battery_telemetry(now_s: float, reading: BatteryReading | None, event: EnergyEvent,
-                      setpoint_kw: float, requested_kw: float, *,
-                      comm_fault: bool = False, fault_text: str = "") -> dict[str, Variant]:
-    """The ``Telemetry`` (``a{sv}``) of a battery agent.
+def battery_telemetry(reading: BatteryReading | None, event: EnergyEvent, setpoint_kw: float,
+                      *, comm_fault: bool = False, fault_text: str = "") -> dict[str, Variant]:
+    """A battery agent's ``Telemetry`` keys (``a{sv}``) beside the event and time stamp.
 
     ``reading`` is the last successful reading (kept, and flagged by ``Comm_Fault``, while
-    the device cannot be reached); ``now_s`` is the clock time, Unix s.
+    the device cannot be reached); ``setpoint_kw`` is what the battery was last told (kW).
     """
+    requested_kw = requested_power_kw(event)
     values: dict[str, Variant] = {
-        "TimeStamp": Variant("u", int(now_s)),
-        "Event": Variant("s", event.cmd.value),
-        "Event_Rate_kW": Variant("n", event.rate_kw),
         "Setpoint_kW": Variant("d", round(setpoint_kw, 4)),
         "Requested_kW": Variant("d", round(requested_kw, 4)),
         "Clipped": Variant("b", abs(setpoint_kw - requested_kw) > 1e-9),

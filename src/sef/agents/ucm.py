@@ -44,18 +44,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import ClassVar
 
 from sef.agents._declare import AboutInfo
 from sef.agents._der import DERAgent
+from sef.agents._device import DeviceAdapter, DeviceStatus
 from sef.bus import BrokerURL
 from sef.clock import Clock
-from sef.interface import DEMO_INTERFACE, Command, EnergyEvent, Variant
+from sef.interface import Command, EnergyEvent, Variant
 from sef.protocols import cta2045 as cta
+from sef.tasks import TaskSet
 
-__all__ = ["UCMAgent", "event_message", "state_name"]
+__all__ = ["CtaWaterHeater", "UCMAgent", "event_message", "state_name"]
 
 log = logging.getLogger("sef.agent.ucm")
 
@@ -83,146 +84,57 @@ def state_name(code: int) -> str:
         return f"STATE_{code}"
 
 
-class UCMAgent(DERAgent):
-    """Water-heater agent over a CTA-2045 link.
+class CtaWaterHeater(DeviceAdapter):
+    """A CTA-2045 water heater (SGD) on a serial port, a pty or CTA-2045-over-TCP."""
 
-    Args:
-        agent_id: id on the bus.
-        broker: broker URL.
-        serial_port: serial device or pty slave path (exclusive with ``tcp``).
-        tcp: ``(host, port)`` of a CTA-2045-over-TCP SGD (exclusive with ``serial_port``).
-        poll_s: real seconds between state/commodity polls (and telemetry publishes).
-        heartbeat_s: real seconds between Outside Comm Status messages (≤ 60).
-        max_backoff_s: longest real wait between reconnection attempts.
-        link_timeout_s: the link is down when the SGD has not answered for this long,
-            real s (a request gets at least 0.5 s); raise it for SGDs slower than ~1 s.
-        timing: link timing (default: the CTA-2045 values).
-    """
+    comm_errors: ClassVar[tuple[type[BaseException], ...]] = (cta.CtaError, OSError,
+                                                              TimeoutError)
 
-    interfaces = (DEMO_INTERFACE,)
-
-    def __init__(self, agent_id: str, broker: BrokerURL | str, *,
-                 serial_port: str | None = None, tcp: tuple[str, int] | None = None,
-                 poll_s: float = 1.0, heartbeat_s: float = 30.0, max_backoff_s: float = 4.0,
-                 link_timeout_s: float = 2.5,
-                 timing: cta.LinkTiming | None = None, clock: Clock | None = None,
-                 groups: Sequence[str] = (), keepalive_s: int = 10) -> None:
-        super().__init__(agent_id, broker, clock=clock, groups=groups, keepalive_s=keepalive_s,
-                         about=AboutInfo(app_name="SEF UCM", model_number="sef-ucm",
-                                         description="water-heater agent over CTA-2045"))
-        self.serial_port, self.tcp = serial_port, tcp
-        self._check_target()
-        self.poll_s, self.heartbeat_s, self.max_backoff_s = poll_s, heartbeat_s, max_backoff_s
-        self.link_timeout_s = link_timeout_s
-        self._last_ok = 0.0  # loop time of the last answer from the SGD, real s
-        self.timing = timing
+    def __init__(self, *, serial_port: str | None = None, tcp: tuple[str, int] | None = None,
+                 heartbeat_s: float = 30.0, link_timeout_s: float = 2.5,
+                 timing: cta.LinkTiming | None = None) -> None:
+        self.retarget(serial_port=serial_port, tcp=tcp)
+        self.heartbeat_s, self.link_timeout_s, self.timing = heartbeat_s, link_timeout_s, timing
         self.link: cta.Link | None = None
-        self.link_up = False
-        self.link_fault = ""
-        self.link_changes: list[tuple[float, bool]] = []  # (time.monotonic(), up)
         self.intermediate = False
         self.device_info: cta.GetInformationReply | None = None
         self.op_state: int | None = None
         self.power_w: float | None = None
         self.tank_temp_c: float | None = None
-        self._polls = 0
         self.energy_used_wh: float | None = None
         self.stored_wh: float | None = None
         self.capacity_wh: float | None = None
         self.override_msg = False
         self.refused = ""
         self.last_message: cta.BasicMessage | None = None
-        self.sent: list[cta.BasicMessage] = []  # DR messages delivered, for tests
-        self._dirty = True
-        self._generation = 0
+        self.sent: list[cta.BasicMessage] = []  # the last 100 DR messages delivered
+        self._polls = 0
+        self._last_ok = 0.0  # loop time of the last answer from the SGD, real s
         self._next_heartbeat = 0.0
-        self._event_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._receivers = TaskSet("ucm")
 
-    def _check_target(self) -> None:
-        if (self.serial_port is None) == (self.tcp is None):
+    def retarget(self, *, serial_port: str | None = None,
+                 tcp: tuple[str, int] | None = None) -> None:
+        """Use another port from the next connection on (e.g. a new pty path)."""
+        if (serial_port is None) == (tcp is None):
             raise ValueError("give exactly one of serial_port and tcp")
+        self.serial_port, self.tcp = serial_port, tcp
 
     @property
     def override(self) -> bool:
         """Customer override in effect (``11 01`` received, or an Opted Out state)."""
         return self.override_msg or self.op_state in _OPTED_OUT
 
-    async def on_start(self) -> None:
-        self.set_property(DEMO_INTERFACE, "AssetName",
-                          self.about.fields(self.agent_id)["DeviceName"])
-        self._publish()
-        self._task = asyncio.create_task(self._run(), name=f"ucm:{self.agent_id}")
-
-    async def on_stop(self) -> None:
-        self._stopping = True
-        await self.sequencer.cancel()
-        for task in (self._task, *self._tasks):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-        if self.link is not None:
-            await self.link.close()
-
-    def retarget(self, *, serial_port: str | None = None,
-                 tcp: tuple[str, int] | None = None) -> None:
-        """Use another port from now on (e.g. a new pty path); the link is reopened."""
-        self.serial_port, self.tcp = serial_port, tcp
-        self._check_target()
-        self._lost(cta.LinkClosed("port changed"))
-
-
-    # -- events -------------------------------------------------------------------------
-    async def _apply(self, event: EnergyEvent) -> None:
-        self._generation += 1
-        self._dirty = True
-        if self.link_up and self.link is not None:
-            try:
-                await self._send_event(self.link)
-            except cta.CtaError as exc:
-                self._lost(exc)
-        self._publish()
-        self._wake.set()
-
-    async def _send_event(self, link: cta.Link) -> None:
-        async with self._event_lock:
-            if not self._dirty:
-                return  # sent meanwhile by the other task
-            generation = self._generation
-            ends = self.sequencer.current_ends
-            remaining = 0.0 if ends is None else max(1.0, ends - self.clock.now())
-            message = event_message(self.sequencer.current.cmd, remaining)
-            reply = await self._request(link, message)
-            self.last_message = message
-            self.sent.append(message)
-            del self.sent[:-100]
-            self.refused = ""
-            if isinstance(reply, cta.AppNak):
-                self.refused = f"{type(message).__name__}: App NAK {reply.reason}"
-                log.warning("%s: SGD refused %r: App NAK %s", self.agent_id, message,
-                            reply.reason)
-                if reply.reason == cta.AppNakReason.CUSTOMER_OVERRIDE:
-                    self.override_msg = True
-            if generation == self._generation:
-                self._dirty = False
-
-    # -- link ----------------------------------------------------------------------------
-    async def _open(self) -> cta.Transport:
+    async def connect(self) -> None:
+        transport: cta.Transport
         if self.serial_port is not None:
-            return cta.open_serial(self.serial_port)
-        assert self.tcp is not None
-        return await asyncio.wait_for(cta.open_tcp(*self.tcp), 2.0)
-
-    async def _connect(self) -> cta.Link:
-        transport = await self._open()
-        link = cta.Link(transport, timing=self.timing, name=f"UCM {transport.name}")
+            transport = cta.open_serial(self.serial_port)
+        else:
+            assert self.tcp is not None
+            transport = await asyncio.wait_for(cta.open_tcp(*self.tcp), 2.0)
+        self.link = link = cta.Link(transport, timing=self.timing, name=f"UCM {transport.name}")
         await link.start()
-        self.link = link
-        self._spawn(self._receive(link))
+        self._receivers.spawn(self._receive(link), name=f"ucm-receive:{self.host.agent_id}")
         if not await link.query_type_supported(0x08, 0x01):
             raise cta.CtaError("the SGD does not support Basic DR")
         self.intermediate = await link.query_type_supported(0x08, 0x02)
@@ -230,39 +142,32 @@ class UCMAgent(DERAgent):
             with contextlib.suppress(cta.LinkNak):
                 info = await link.request(cta.GetInformationRequest(), cta.GetInformationReply)
                 self.device_info = info
-                log.info("%s: SGD type %d, model %r, serial %r", self.agent_id,
+                log.info("%s: SGD type %d, model %r, serial %r", self.host.agent_id,
                          info.device_type, info.model, info.serial)
         self._next_heartbeat = 0.0
         self._last_ok = asyncio.get_running_loop().time()
-        self._dirty = True  # (re-)send the running event
-        return link
 
-    async def _run(self) -> None:
-        backoff = 0.5
-        while True:
-            self._wake.clear()
-            try:
-                link = self.link if self.link is not None else await self._connect()
-                await self._exchange(link)
-                self._set_up()
-                backoff, delay = 0.5, self.poll_s
-            except (cta.CtaError, OSError, TimeoutError) as exc:
-                self._lost(exc)
-                delay, backoff = backoff, min(2 * backoff, self.max_backoff_s)
-            except Exception as exc:  # keep trying whatever the device does
-                log.exception("%s: unexpected error on the link", self.agent_id)
-                self._lost(exc)
-                delay = backoff
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+    async def apply(self, event: EnergyEvent, left_s: float | None) -> None:
+        assert self.link is not None
+        message = event_message(event.cmd, 0.0 if left_s is None else max(1.0, left_s))
+        reply = await self._request(self.link, message)
+        self.last_message = message
+        self.sent = [*self.sent[-99:], message]
+        self.refused = ""
+        if isinstance(reply, cta.AppNak):
+            self.refused = f"{type(message).__name__}: App NAK {reply.reason}"
+            log.warning("%s: SGD refused %r: App NAK %s", self.host.agent_id, message,
+                        reply.reason)
+            self.override_msg |= reply.reason == cta.AppNakReason.CUSTOMER_OVERRIDE
 
-    async def _exchange(self, link: cta.Link) -> None:
+    async def read(self) -> None:
+        """Heartbeat when due, operational state, commodities, every 4th time the tank."""
+        link = self.link
+        assert link is not None
         now = asyncio.get_running_loop().time()
         if now >= self._next_heartbeat:
             await self._request(link, cta.OutsideCommStatus(cta.CommStatus.CONNECTED))
             self._next_heartbeat = now + self.heartbeat_s
-        if self._dirty:
-            await self._send_event(link)
         state = await self._request(link, cta.OperationalStateQuery(),
                                     cta.OperationalStateResponse)
         if isinstance(state, cta.OperationalStateResponse):
@@ -278,7 +183,12 @@ class UCMAgent(DERAgent):
                 if isinstance(temp, cta.PresentTemperatureReply):
                     self.tank_temp_c = _to_celsius(temp.temperature, temp.units)
         self._polls += 1
-        self._publish()
+
+    async def close(self) -> None:
+        link, self.link = self.link, None
+        if link is not None:
+            await link.close()
+        await self._receivers.close()
 
     async def _request(self, link: cta.Link, message: cta.Message,
                        expect: cta.Expectation = None) -> cta.Message:
@@ -297,8 +207,8 @@ class UCMAgent(DERAgent):
     def _read_commodities(self, reply: cta.CommodityReadReply) -> None:
         power = reply.get(cta.CommodityCode.ELECTRICITY_CONSUMED)
         if power is not None:
-            self.power_w, self.energy_used_wh = float(power.instantaneous), float(
-                power.cumulative)
+            self.power_w = float(power.instantaneous)
+            self.energy_used_wh = float(power.cumulative)
         total = reply.get(cta.CommodityCode.TOTAL_ENERGY_STORAGE)
         if total is not None:
             self.capacity_wh = float(total.cumulative)
@@ -308,79 +218,47 @@ class UCMAgent(DERAgent):
 
     async def _receive(self, link: cta.Link) -> None:
         """Answer what the SGD starts: override, unsolicited state, UTC time, sleep/wake."""
-        try:
-            async for message in link:
-                try:
-                    await self._unsolicited(link, message)
-                except cta.CtaError as exc:
-                    log.warning("%s: answer to %r failed: %s", self.agent_id, message, exc)
-                except Exception:  # odd input must not end the receive loop
-                    log.exception("%s: error handling %r", self.agent_id, message)
-        finally:
-            if self.link is link and not self._stopping:
-                self._lost(cta.LinkClosed(f"{link.name} closed"))
+        async for message in link:
+            try:
+                reply = self._unsolicited(message)
+                self.host.changed()
+                if reply is not None:
+                    await link.send(reply)
+            except cta.CtaError as exc:
+                log.warning("%s: answer to %r failed: %s", self.host.agent_id, message, exc)
+            except Exception:  # odd input must not end the receive loop
+                log.exception("%s: error handling %r", self.host.agent_id, message)
+        if self.link is link:  # the peer closed the link (not our close())
+            self.host.device_lost(cta.LinkClosed(f"{link.name} closed"))
 
-    async def _unsolicited(self, link: cta.Link, message: cta.Message) -> None:
-        reply: cta.Message | None = None
+    def _unsolicited(self, message: cta.Message) -> cta.Message | None:
         if isinstance(message, cta.CustomerOverride):
-            log.info("%s: customer override %s", self.agent_id,
+            log.info("%s: customer override %s", self.host.agent_id,
                      "in effect" if message.active else "ended")
             self.override_msg = message.active
-            reply = cta.AppAck(message.OPCODE)
-        elif isinstance(message, cta.OperationalStateResponse):
+            return cta.AppAck(message.OPCODE)
+        if isinstance(message, cta.OperationalStateResponse):
             self.op_state = message.state
-            reply = cta.AppAck(message.OPCODE)
-        elif isinstance(message, cta.Sleep | cta.Wake):
-            reply = cta.AppAck(message.OPCODE)
-        elif isinstance(message, cta.GetUtcTimeRequest):
-            reply = cta.UtcTimeReply(utc_seconds=max(0, int(self.clock.now()) - _CTA_EPOCH_UNIX))
-        elif isinstance(message, cta.BasicMessage) and not isinstance(
+            return cta.AppAck(message.OPCODE)
+        if isinstance(message, cta.Sleep | cta.Wake):
+            return cta.AppAck(message.OPCODE)
+        if isinstance(message, cta.GetUtcTimeRequest):
+            now = int(self.host.clock.now())
+            return cta.UtcTimeReply(utc_seconds=max(0, now - _CTA_EPOCH_UNIX))
+        if isinstance(message, cta.BasicMessage) and not isinstance(
                 message, cta.AppAck | cta.AppNak):
-            reply = cta.AppNak(cta.AppNakReason.OPCODE1_NOT_SUPPORTED)
-        elif isinstance(message, cta.IntermediateMessage) and not message.opcodes[1] & 0x80:
+            return cta.AppNak(cta.AppNakReason.OPCODE1_NOT_SUPPORTED)
+        if isinstance(message, cta.IntermediateMessage) and not message.opcodes[1] & 0x80:
             op1, op2 = message.opcodes
-            reply = cta.IntermediateReply(op1, op2 | 0x80, cta.ResponseCode.NOT_IMPLEMENTED)
-        self._publish()
-        if reply is not None:
-            await link.send(reply)
+            return cta.IntermediateReply(op1, op2 | 0x80, cta.ResponseCode.NOT_IMPLEMENTED)
+        return None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _set_up(self) -> None:
-        if not self.link_up:
-            log.info("%s: CTA-2045 link up", self.agent_id)
-            self.link_up, self.link_fault = True, ""
-            self.link_changes.append((time.monotonic(), True))
-            self._publish()
-
-    def _lost(self, exc: BaseException) -> None:
-        text = f"{type(exc).__name__}: {exc}"
-        if self.link_up or text != self.link_fault:
-            log.warning("%s: CTA-2045 link down: %s", self.agent_id, text)
-        if self.link_up:
-            self.link_changes.append((time.monotonic(), False))
-        self.link_up, self.link_fault, self._dirty = False, text, True
-        link, self.link = self.link, None
-        if link is not None and not self._stopping:
-            self._spawn(link.close())
-        self._publish()
-        self._wake.set()
-
-    def telemetry(self) -> dict[str, Variant]:
-        """The ``Telemetry`` value (``a{sv}``): powers in W, energies in Wh."""
-        event = self.sequencer.current
-        values: dict[str, Variant] = {
-            "TimeStamp": Variant("u", max(0, int(self.clock.now()))),
-            "Event": Variant("s", event.cmd.value),
-            "Event_Rate_kW": Variant("n", event.rate_kw),
-            "Link": Variant("s", "up" if self.link_up else "down"),
-            "Override": Variant("b", self.override),
-        }
-        if self.link_fault:
-            values["Link_Fault"] = Variant("s", self.link_fault[:200])
+    def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
+        """CTA-2045 keys: powers in W, energies in Wh."""
+        values: dict[str, Variant] = {"Link": Variant("s", "up" if status.healthy else "down"),
+                                      "Override": Variant("b", self.override)}
+        if status.fault:
+            values["Link_Fault"] = Variant("s", status.fault[:200])
         if self.refused:
             values["Refused"] = Variant("s", self.refused)
         if self.last_message is not None:
@@ -399,8 +277,42 @@ class UCMAgent(DERAgent):
             values["Device_Serial"] = Variant("s", self.device_info.serial or "")
         return values
 
-    def _publish(self) -> None:
-        self.set_property(DEMO_INTERFACE, "Telemetry", self.telemetry())
+
+class UCMAgent(DERAgent[CtaWaterHeater]):
+    """Water-heater agent over a CTA-2045 link.
+
+    Args:
+        agent_id: id on the bus.
+        broker: broker URL.
+        serial_port: serial device or pty slave path (exclusive with ``tcp``).
+        tcp: ``(host, port)`` of a CTA-2045-over-TCP SGD (exclusive with ``serial_port``).
+        poll_s: real seconds between state/commodity polls (and telemetry publishes).
+        heartbeat_s: real seconds between Outside Comm Status messages (≤ 60).
+        max_backoff_s: longest real wait between reconnection attempts.
+        link_timeout_s: the link is down when the SGD has not answered for this long,
+            real s (a request gets at least 0.5 s); raise it for SGDs slower than ~1 s.
+        timing: link timing (default: the CTA-2045 values).
+    """
+
+    def __init__(self, agent_id: str, broker: BrokerURL | str, *,
+                 serial_port: str | None = None, tcp: tuple[str, int] | None = None,
+                 poll_s: float = 1.0, heartbeat_s: float = 30.0, max_backoff_s: float = 4.0,
+                 link_timeout_s: float = 2.5,
+                 timing: cta.LinkTiming | None = None, clock: Clock | None = None,
+                 groups: Sequence[str] = (), keepalive_s: int = 10) -> None:
+        device = CtaWaterHeater(serial_port=serial_port, tcp=tcp, heartbeat_s=heartbeat_s,
+                                link_timeout_s=link_timeout_s, timing=timing)
+        super().__init__(agent_id, broker, device, poll_s=poll_s,
+                         backoff_s=(0.5, max_backoff_s), clock=clock, groups=groups,
+                         keepalive_s=keepalive_s,
+                         about=AboutInfo(app_name="SEF UCM", model_number="sef-ucm",
+                                         description="water-heater agent over CTA-2045"))
+
+    def retarget(self, *, serial_port: str | None = None,
+                 tcp: tuple[str, int] | None = None) -> None:
+        """Use another port from now on (e.g. a new pty path); the link is reopened."""
+        self.device.retarget(serial_port=serial_port, tcp=tcp)
+        self.device_lost(cta.LinkClosed("port changed"))
 
 
 TEMPERATURE_EVERY = 4
