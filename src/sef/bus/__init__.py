@@ -4,8 +4,10 @@ The topic tree and payloads are specified in ``docs/protocol.md``. Public names:
 
 * :class:`BusClient`, :class:`BrokerURL`, :class:`Message`, :class:`Will`: the connection.
 * :class:`Topics`: builds and parses topics.
-* :class:`Status`, :class:`About`, :class:`PropertyUpdate`, :class:`Call`, :class:`Reply`:
-  payloads, with :func:`decode_object` / :func:`encode_object` and :class:`PayloadError`.
+* :class:`Status`, :class:`About`, :class:`PropertyUpdate`, :class:`SignalEmission`,
+  :class:`Call`, :class:`Reply`: payloads, with :func:`decode_object` /
+  :func:`encode_object` and :class:`PayloadError`; a home gateway's
+  :class:`GatewayAgents` and :func:`decode_bridge_state` / :func:`encode_bridge_state`.
 * :class:`Session`: birth/death and message sequence numbers.
 """
 
@@ -16,13 +18,16 @@ from sef.bus._payload import (
     About,
     Call,
     ErrorName,
-    HostStatus,
+    GatewayAgents,
     InterfaceRef,
     PayloadError,
     PropertyUpdate,
     Reply,
+    SignalEmission,
     Status,
+    decode_bridge_state,
     decode_object,
+    encode_bridge_state,
     encode_object,
 )
 from sef.bus._session import SEQ_MODULUS, Session
@@ -38,7 +43,7 @@ __all__ = [
     "BusError",
     "Call",
     "ErrorName",
-    "HostStatus",
+    "GatewayAgents",
     "InterfaceRef",
     "InvalidName",
     "Message",
@@ -47,11 +52,14 @@ __all__ = [
     "PropertyUpdate",
     "Reply",
     "Session",
+    "SignalEmission",
     "Status",
     "TopicKind",
     "Topics",
     "Will",
     "check_id",
+    "decode_bridge_state",
     "decode_object",
+    "encode_bridge_state",
     "encode_object",
 ]

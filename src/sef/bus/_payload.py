@@ -1,8 +1,10 @@
-"""JSON payloads of the SEF bus (see ``docs/protocol.md``).
+"""JSON payloads of the SEF bus (see ``docs/protocol.md``) and of home gateways (see
+``docs/gateway.md``).
 
-Every payload except interface XML is one UTF-8 JSON object with ``"v": 1``. The keys
-``jws`` and ``cose`` are reserved for the signed envelope of a later protocol version: a
-version-1 receiver rejects a payload that carries them instead of guessing.
+Every payload except interface XML and a gateway's bridge state is one UTF-8 JSON object
+with ``"v": 1``. The keys ``jws`` and ``cose`` are reserved for the signed envelope of a
+later protocol version: a version-1 receiver rejects a payload that carries them instead
+of guessing.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ __all__ = [
     "About",
     "Call",
     "ErrorName",
-    "HostStatus",
+    "GatewayAgents",
     "InterfaceRef",
     "PayloadError",
     "PropertyUpdate",
     "Reply",
+    "SignalEmission",
     "Status",
+    "decode_bridge_state",
     "decode_object",
+    "encode_bridge_state",
     "encode_object",
 ]
 
@@ -196,10 +201,6 @@ class Status:
                    _seq(obj), _get(obj, "reason", str, required=False))
 
 
-HostStatus = Status
-"""The EMS (primary host) status has the same shape as an agent's status."""
-
-
 @dataclass(slots=True)
 class InterfaceRef:
     """An interface an agent implements, and where its XML is."""
@@ -266,6 +267,23 @@ class PropertyUpdate:
         if "value" not in obj:
             raise PayloadError("missing field 'value'")
         return cls(obj["value"], _time(obj, "ts", required=False), _seq(obj))
+
+
+@dataclass(slots=True)
+class SignalEmission:
+    """A signal: its out-arguments in order (JSON mapping), with sender time (Unix s)."""
+
+    args: list[Any]
+    ts: float | None = None
+    seq: int | None = None
+
+    def to_payload(self) -> bytes:
+        return encode_object({"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts,
+                              "args": self.args})
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> SignalEmission:
+        return cls(_get(obj, "args", list), _time(obj, "ts", required=False), _seq(obj))
 
 
 @dataclass(slots=True)
@@ -345,3 +363,42 @@ class Reply:
             reply.error = str(error.get("name") or ErrorName.FAILED)
             reply.message = str(error.get("message") or "")
         return reply
+
+
+# -- home gateways (docs/gateway.md) ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class GatewayAgents:
+    """The retained list of the agents behind home gateway ``home``
+    (``{root}/gateways/{home}/agents``)."""
+
+    home: str
+    agents: list[str]
+
+    def to_payload(self) -> bytes:
+        return encode_object({"v": PROTOCOL_VERSION, "home": self.home, "agents": self.agents})
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> GatewayAgents:
+        agents = _get(obj, "agents", list)
+        if not all(isinstance(a, str) for a in agents):
+            raise PayloadError("field 'agents' must be an array of agent ids")
+        return cls(_get(obj, "home", str), agents)
+
+
+def encode_bridge_state(up: bool) -> bytes:
+    """A gateway bridge's state as Mosquitto notifies it: ``1`` up, ``0`` down."""
+    return b"1" if up else b"0"
+
+
+def decode_bridge_state(payload: bytes) -> bool:
+    """Whether a bridge-state notification (``{root}/gateways/{home}/status``) says up.
+
+    Surrounding white space is allowed; anything but ``0`` or ``1`` is a
+    :class:`PayloadError`.
+    """
+    state = payload.strip()
+    if state not in (b"0", b"1"):
+        raise PayloadError(f"bridge state must be 0 or 1, got {payload[:40]!r}")
+    return state == b"1"

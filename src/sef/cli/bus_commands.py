@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from sef.bus import BusError
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
 from sef.ems import EMS, AgentRecord, CallRefused, CallTarget, snapshot
+from sef.ems.render import agents_table
 
 console = Console()
 err = Console(stderr=True)
@@ -47,57 +46,6 @@ def clock_option(spec: str | None) -> Clock:
         return parse_clock(spec) if spec else default_clock()
     except ClockSpecError as exc:
         raise typer.BadParameter(str(exc), param_hint="--clock") from None
-
-
-def _when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-# Telemetry keys an operator wants first, with their display units.
-TELEMETRY_HIGHLIGHTS = (
-    ("Event", ""), ("Sys_SOC", " %"), ("Sys_Power_kW", " kW"), ("Sys_Energy_kWh", " kWh"),
-    ("Op_State", ""), ("Power_W", " W"), ("Energy_Stored_Wh", " Wh"), ("Link", ""),
-)
-
-
-def _telemetry_text(record: AgentRecord, limit: int = 5) -> str:
-    """The most telling telemetry values of an agent, e.g. ``charge · SOC 45.2 %``."""
-    parts: list[str] = []
-    for _key, entry in sorted(record.properties.items()):
-        value = entry.value
-        if not isinstance(value, dict):  # plain properties such as AssetName
-            continue
-        plain = {name: item[1] if isinstance(item, list) and len(item) == 2 else item
-                 for name, item in value.items()}
-        keys = [(k, unit) for k, unit in TELEMETRY_HIGHLIGHTS if k in plain] or [
-            (k, "") for k in plain if k != "TimeStamp"]
-        for name, unit in keys[:limit]:
-            shown = plain[name]
-            if isinstance(shown, float):
-                shown = f"{shown:.1f}"
-            parts.append(f"{name.removeprefix('Sys_').split('_')[0]} {shown}{unit}")
-        if plain.get("Comm_Fault") is True or plain.get("Link") == "down":
-            parts.append("[red]FAULT[/]")
-    return " · ".join(parts)
-
-
-def agents_table(records: list[AgentRecord], title: str = "SEF agents") -> Table:
-    """A rich table of agents: status, groups, last seen, last telemetry."""
-    table = Table(title=title, expand=True)
-    table.add_column("agent", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("groups")
-    table.add_column("seen (UTC)", no_wrap=True)
-    table.add_column("last telemetry", ratio=1)
-    for r in records:
-        status = {True: "[green]online[/]", False: "[red]offline[/]", None: "unknown"}[r.online]
-        style = "dim" if r.online is False else None
-        seen = r.offline_since if r.online is False else (r.last_seen or r.online_since)
-        table.add_row(r.agent_id, status, ", ".join(r.groups), _when(seen)[11:],
-                      _telemetry_text(r), style=style)
-    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.live import Live
 
-from sef.cli.bus_commands import BROKER_HELP, agents_table, clock_option, console, err, run_async
+from sef.cli.bus_commands import BROKER_HELP, clock_option, console, err, run_async
 from sef.ems import EMS, Event
+from sef.ems.render import agents_table
 
 if TYPE_CHECKING:
     from sef.control.scenario import Scenario
@@ -51,10 +52,8 @@ def ems(
 
     def print_event(event: Event) -> None:
         if json_events:
-            detail = event.detail if isinstance(event.detail, (str, int, float, list, tuple,
-                                                                type(None))) else str(event.detail)
-            print(json.dumps({"event": event.kind, "agent": event.agent_id, "detail": detail}),
-                  flush=True)
+            print(json.dumps({"event": event.kind, "agent": event.agent_id,
+                              "detail": event.detail}, default=str), flush=True)
 
     listen: tuple[str, int] | None = None
     if api is not None:

@@ -29,6 +29,7 @@ from sef.control.report import write_report
 from sef.control.scenario import Scenario, load_scenario, scenario_from_dict
 from sef.demo._fleet import BATTERY_GROUP, HEATER_GROUP, Fleet
 from sef.ems import EMS
+from sef.ems.render import agents_table
 from sef.ems.store import Store
 
 __all__ = ["DemoOptions", "demo_scenario", "run_demo"]
@@ -72,8 +73,6 @@ def demo_scenario(batteries: int, waterheaters: int, hours: float) -> Scenario:
 
 def _view(ems: EMS, live: LiveControl | None, clock: ScaledClock, lines: list[str],
           url: str) -> Group:
-    from sef.cli.bus_commands import agents_table
-
     status = Table.grid(padding=(0, 2))
     status.add_row("simulated time", f"{clock.datetime():%Y-%m-%d %H:%M} UTC")
     status.add_row("dashboard", url)

@@ -1,17 +1,56 @@
-"""The EMS (control server): agent registry, calls to agents and groups, and services."""
+"""The EMS (control server): agent registry, calls to agents and groups, and services.
 
-from sef.ems._caller import Caller, CallRefused, CallTarget
-from sef.ems._registry import AgentRecord, Event, PropertyValue, Registry
+Registry events are typed (:data:`Event`, one dataclass per kind); calls take a validated
+:class:`CallTarget` and :class:`CheckedArgs` made by :func:`check_args`.
+"""
+
+from sef.ems._caller import Caller, CallRefused, CallTarget, CheckedArgs, check_args
+from sef.ems._events import (
+    AboutReceived,
+    AgentEvent,
+    BadMessage,
+    Discovered,
+    Event,
+    EventKind,
+    Gap,
+    GatewayDown,
+    GatewayEvent,
+    GatewayUp,
+    InterfaceLoaded,
+    Offline,
+    Online,
+    PropertyChanged,
+    SignalReceived,
+    StaleStatus,
+)
+from sef.ems._registry import AgentRecord, PropertyValue, Registry
 from sef.ems._service import EMS, snapshot
 
 __all__ = [
     "EMS",
+    "AboutReceived",
+    "AgentEvent",
     "AgentRecord",
+    "BadMessage",
     "CallRefused",
     "CallTarget",
     "Caller",
+    "CheckedArgs",
+    "Discovered",
     "Event",
+    "EventKind",
+    "Gap",
+    "GatewayDown",
+    "GatewayEvent",
+    "GatewayUp",
+    "InterfaceLoaded",
+    "Offline",
+    "Online",
+    "PropertyChanged",
     "PropertyValue",
     "Registry",
+    "SignalReceived",
+    "StaleStatus",
+    "check_args",
     "snapshot",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,51 +19,88 @@ from sef.bus import (
     decode_object,
 )
 from sef.clock import Clock
-from sef.interface import Interface, Method, TypeMismatch, args_from_json
+from sef.interface import Interface, TypeMismatch, args_from_json, is_valid_interface_name
 
-__all__ = ["CallRefused", "CallTarget", "Caller"]
+__all__ = ["CallRefused", "CallTarget", "Caller", "CheckedArgs", "check_args"]
 
 log = logging.getLogger("sef.ems.caller")
 
 
 class CallRefused(ValueError):
-    """A call was not sent: bad target, unknown method, or arguments that do not fit."""
+    """A call was not sent: bad target, unknown method, or arguments that do not fit.
+
+    ``mismatch`` is the :class:`~sef.interface.TypeMismatch` (with the offending item's
+    path) when the arguments did not fit the method's in-signature.
+    """
+
+    def __init__(self, message: str, mismatch: TypeMismatch | None = None) -> None:
+        super().__init__(message)
+        self.mismatch = mismatch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallTarget:
-    """An agent id, or a group (``group:NAME``)."""
+    """Where a call goes: one agent, or (``group``) every member of a group.
+
+    The id is checked when the target is made (:class:`CallRefused` otherwise), so a
+    ``CallTarget`` is always valid. ``str()`` gives the text form, ``NAME`` or
+    ``group:NAME`` (command log, API answers); :meth:`parse` reads it.
+    """
 
     name: str
     group: bool = False
 
-    @classmethod
-    def parse(cls, text: str) -> CallTarget:
+    def __post_init__(self) -> None:
         try:
-            if text.startswith("group:"):
-                return cls(check_id("group", text[len("group:") :]), True)
-            return cls(check_id("agent", text))
+            check_id("group" if self.group else "agent", self.name)
         except ValueError as exc:
             raise CallRefused(str(exc)) from None
+
+    @classmethod
+    def parse(cls, text: str) -> CallTarget:
+        """An agent id, or ``group:NAME``."""
+        if text.startswith("group:"):
+            return cls(text[len("group:") :], group=True)
+        return cls(text)
 
     def __str__(self) -> str:
         return f"group:{self.name}" if self.group else self.name
 
 
-def validate_call(iface: Interface | None, interface: str, method: str,
-                  args: Any) -> Method | None:
-    """Check a call against its interface; ``None`` if the interface is not known here."""
-    if iface is None:
-        return None
+@dataclass(frozen=True, slots=True)
+class CheckedArgs:
+    """Arguments of ``interface.method`` checked against its in-signature.
+
+    Made by :func:`check_args` only; the EMS and the :class:`Caller` send them without
+    looking again. ``args`` is the JSON mapping that goes on the bus, ``values`` the same
+    arguments decoded (structs as tuples, variants as :class:`~sef.interface.Variant`).
+    """
+
+    interface: str
+    method: str
+    args: list[Any]
+    values: list[Any]
+
+
+def check_args(iface: Interface, interface: str, method: str, args: Any) -> CheckedArgs:
+    """Check a call of ``interface.method`` (defined by ``iface``) with ``args`` (a JSON
+    array, one item per in-argument): the one place call arguments are validated.
+
+    Raises:
+        CallRefused: the interface has no such method, or the arguments do not fit (then
+            with ``mismatch``, whose path names the offending item, e.g. ``cmds[0][1]``).
+    """
+    if not is_valid_interface_name(interface):
+        raise CallRefused(f"invalid interface name {interface!r}")
     spec = iface.methods.get(method)
     if spec is None:
         raise CallRefused(f"interface {interface} has no method {method!r} "
                           f"(methods: {', '.join(sorted(iface.methods)) or 'none'})")
     try:
-        args_from_json(spec.in_args, args)
+        values = args_from_json(spec.in_args, args)
     except TypeMismatch as exc:
-        raise CallRefused(f"invalid arguments for {interface}.{method}: {exc}") from None
-    return spec
+        raise CallRefused(f"invalid arguments for {interface}.{method}: {exc}", exc) from None
+    return CheckedArgs(interface, method, list(args), values)
 
 
 class Caller:
@@ -105,12 +141,9 @@ class Caller:
 
     async def call(
         self,
-        target: CallTarget | str,
-        interface: str,
-        method: str,
-        args: Sequence[Any],
+        target: CallTarget,
+        call: CheckedArgs,
         *,
-        iface: Interface | None = None,
         reply: bool = True,
         timeout_s: float = 5.0,
         expect: int | None = None,
@@ -122,29 +155,26 @@ class Caller:
         For one agent the first reply ends the wait. For a group, the wait ends after
         ``expect`` replies (e.g. the known members) or at the timeout. ``ttl_s`` (clock s)
         sets the expiry; the default is :attr:`default_ttl_s` real seconds on the clock's
-        scale. With ``iface`` the arguments are validated before anything is sent.
+        scale.
         """
-        dest = target if isinstance(target, CallTarget) else CallTarget.parse(target)
-        args = list(args)
-        validate_call(iface, interface, method, args)
-        try:
-            topic = (self.topics.group_call(dest.name, interface, method) if dest.group
-                     else self.topics.call(dest.name, interface, method))
-        except ValueError as exc:
-            raise CallRefused(str(exc)) from None
+        if target.group:
+            topic = self.topics.group_call(target.name, call.interface, call.method)
+        else:
+            topic = self.topics.call(target.name, call.interface, call.method)
         now = self.clock.now()
         ttl = ttl_s if ttl_s is not None else self.clock.to_clock(self.default_ttl_s)
-        call = Call(call_id or uuid.uuid4().hex, args, now, now + ttl,
-                    self.reply_topic if reply else None, self.sender)
+        message = Call(call_id or uuid.uuid4().hex, call.args, now, now + ttl,
+                       self.reply_topic if reply else None, self.sender)
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         if reply:
-            self._pending[call.id] = queue
+            self._pending[message.id] = queue
         try:
-            self.bus.publish(topic, call.to_payload(), qos=1, expiry_s=self.clock.to_real(ttl))
+            self.bus.publish(topic, message.to_payload(), qos=1,
+                             expiry_s=self.clock.to_real(ttl))
             self.calls_sent += 1
             if not reply:
                 return []
-            wanted = expect if dest.group else 1
+            wanted = expect if target.group else 1
             replies: list[Reply] = []
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
@@ -158,4 +188,4 @@ class Caller:
                     break
             return replies
         finally:
-            self._pending.pop(call.id, None)
+            self._pending.pop(message.id, None)

@@ -20,7 +20,17 @@ import time
 
 import orjson
 
-from sef.ems._registry import AgentRecord, Event, PropertyValue
+from sef.ems._events import (
+    AboutReceived,
+    AgentEvent,
+    Discovered,
+    Gap,
+    Offline,
+    Online,
+    PropertyChanged,
+    StaleStatus,
+)
+from sef.ems._registry import AgentRecord, PropertyValue
 from sef.ems.store import AgentRow, Batch, Store, TelemetryIn
 
 __all__ = ["Recorder", "agent_record", "agent_row"]
@@ -79,19 +89,19 @@ class Recorder:
         self._task = None
 
     # -- from registry events ---------------------------------------------------------
-    def record(self, event: Event, record: AgentRecord, now: float) -> asyncio.Future[None] | None:
+    def record(self, event: AgentEvent, record: AgentRecord,
+               now: float) -> asyncio.Future[None] | None:
         """Add what a registry event changed; return the commit future (None: nothing)."""
-        kind = event.kind
-        if kind == "property":
-            entry = record.properties[event.detail]
+        if isinstance(event, PropertyChanged):
+            entry = record.properties[event.key]
             return self.telemetry(TelemetryIn(
-                record.agent_id, event.detail, entry.ts if entry.ts is not None else now,
+                record.agent_id, event.key, entry.ts if entry.ts is not None else now,
                 entry.seq if entry.seq is not None else -1, now,
                 _to_json(entry.value)))
-        if kind in ("online", "offline", "about", "discovered", "stale_death", "gap"):
-            if kind != "about" and kind != "discovered":
-                self.event(record.agent_id, now, kind,
-                           None if event.detail is None else str(event.detail))
+        if isinstance(event, (Online, Offline, StaleStatus, Gap)):
+            self.event(record.agent_id, now, event.kind, str(event.detail))
+            return self.agent(agent_row(record))
+        if isinstance(event, (AboutReceived, Discovered)):
             return self.agent(agent_row(record))
         return None
 

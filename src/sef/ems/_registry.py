@@ -1,13 +1,13 @@
 """The EMS registry: what the EMS knows about every agent, built from bus messages.
 
 Pure logic, no I/O: :meth:`Registry.handle` takes one received message and the current
-time and returns what happened (events), so it is tested message by message.
+time and returns what happened (typed events, :mod:`sef.ems._events`), so it is tested
+message by message.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,14 +15,32 @@ from typing import Any
 from sef.bus import (
     SEQ_MODULUS,
     About,
+    GatewayAgents,
     Message,
     ParsedTopic,
     PayloadError,
     PropertyUpdate,
+    SignalEmission,
     Status,
     TopicKind,
     Topics,
+    decode_bridge_state,
     decode_object,
+)
+from sef.ems._events import (
+    AboutReceived,
+    BadMessage,
+    Discovered,
+    Event,
+    Gap,
+    GatewayDown,
+    GatewayUp,
+    InterfaceLoaded,
+    Offline,
+    Online,
+    PropertyChanged,
+    SignalReceived,
+    StaleStatus,
 )
 from sef.interface import Interface, InterfaceError, load_xml
 
@@ -98,19 +116,6 @@ class AgentRecord:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the registry noticed.
-
-    ``kind`` is one of ``discovered``, ``online``, ``offline``, ``about``, ``property``,
-    ``interface``, ``gap``, ``stale_death``, ``bad_message``.
-    """
-
-    kind: str
-    agent_id: str
-    detail: Any = None
-
-
 class Registry:
     """Agents by id, their interfaces (parsed XML, cached by SHA-256), and counters."""
 
@@ -174,7 +179,7 @@ class Registry:
             if not message.payload:  # a cleared retained topic of an unknown agent
                 return []
             record = self.agents[agent_id] = AgentRecord(agent_id, first_seen=now)
-            events.append(Event("discovered", agent_id))
+            events.append(Discovered(agent_id))
         record.messages += 1
         try:
             if parsed.kind is TopicKind.INTERFACE:
@@ -196,22 +201,22 @@ class Registry:
                     known = self.interfaces_by_hash.get(ref.sha256)
                     if known is not None:
                         self.interfaces_by_name.setdefault(ref.name, known)
-                events.append(Event("about", agent_id, about.fields))
+                events.append(AboutReceived(agent_id, about.fields))
             elif parsed.kind is TopicKind.PROPERTY:
                 update = PropertyUpdate.from_object(obj)
                 events += self._sequence(record, update.seq, message)
                 key = f"{parsed.interface}.{parsed.member}"
                 record.properties[key] = PropertyValue(update.value, update.ts, now, update.seq)
-                events.append(Event("property", agent_id, key))
+                events.append(PropertyChanged(agent_id, key))
             elif parsed.kind is TopicKind.SIGNAL:
-                seq = obj.get("seq")
-                events += self._sequence(record, seq if isinstance(seq, int) else None, message)
-                events.append(Event("signal", agent_id,
-                                    (f"{parsed.interface}.{parsed.member}", obj.get("args"))))
+                signal = SignalEmission.from_object(obj)
+                events += self._sequence(record, signal.seq, message)
+                events.append(SignalReceived(agent_id, f"{parsed.interface}.{parsed.member}",
+                                             signal.args))
         except PayloadError as exc:
             self.bad_messages += 1
             log.warning("bad message on %s: %s", message.topic, exc)
-            events.append(Event("bad_message", agent_id, f"{message.topic}: {exc}"))
+            events.append(BadMessage(agent_id, message.topic, str(exc)))
             return events
         if not message.retain:
             record.last_seen = now
@@ -221,24 +226,22 @@ class Registry:
         """A home gateway's bridge went down (its agents are unreachable) or up again."""
         if kind is TopicKind.GATEWAY_AGENTS:
             try:
-                listed = json.loads(message.payload)["agents"]
-                if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
-                    raise TypeError("agents must be a list of ids")
-            except (ValueError, KeyError, TypeError) as exc:
+                listed = GatewayAgents.from_object(decode_object(message.payload))
+            except PayloadError as exc:
                 self.bad_messages += 1
                 log.warning("bad agent list of gateway %s: %s", home, exc)
                 return []
-            self.gateway_agents[home] = list(listed)
+            self.gateway_agents[home] = listed.agents
             return []
-        state = message.payload.strip()
-        if state not in (b"0", b"1"):
+        try:
+            up = decode_bridge_state(message.payload)
+        except PayloadError as exc:
             self.bad_messages += 1
-            log.warning("bad bridge state of gateway %s: %r", home, message.payload[:40])
+            log.warning("bad bridge state of gateway %s: %s", home, exc)
             return []
-        up = state == b"1"
         self.gateways[home] = up
-        events = [Event("gateway_up" if up else "gateway_down", home,
-                        list(self.gateway_agents.get(home, [])))]
+        behind = tuple(self.gateway_agents.get(home, []))
+        events: list[Event] = [GatewayUp(home, behind) if up else GatewayDown(home, behind)]
         if not up:
             for agent_id in self.gateway_agents.get(home, []):
                 record = self.agents.get(agent_id)
@@ -247,7 +250,7 @@ class Registry:
                     record.offline_reason = "gateway"
                     record.offline_since = now
                     record.expected_seq = None
-                    events.append(Event("offline", agent_id, "gateway"))
+                    events.append(Offline(agent_id, "gateway"))
         return events
 
     def _status(self, record: AgentRecord, status: Status, message: Message,
@@ -255,7 +258,7 @@ class Registry:
         agent_id = record.agent_id
         if status.online:
             if record.bdseq is not None and status.bdseq < record.bdseq:
-                return [Event("stale_death", agent_id, f"stale birth bdseq {status.bdseq}")]
+                return [StaleStatus(agent_id, status.bdseq, birth=True)]
             was_online = record.online
             record.online = True
             record.bdseq = status.bdseq
@@ -266,13 +269,13 @@ class Registry:
                                    else (status.seq + 1) % SEQ_MODULUS)
             if not was_online:
                 record.online_since = status.ts or now
-                return [Event("online", agent_id, status.bdseq)]
+                return [Online(agent_id, status.bdseq)]
             return []
         # a death: only the death of the current (or a newer) session counts
         if record.bdseq is not None and status.bdseq < record.bdseq:
             log.info("agent %s: stale death (bdseq %d < %d) ignored", agent_id, status.bdseq,
                      record.bdseq)
-            return [Event("stale_death", agent_id, status.bdseq)]
+            return [StaleStatus(agent_id, status.bdseq)]
         was_online = record.online
         record.online = False
         record.bdseq = status.bdseq
@@ -280,7 +283,7 @@ class Registry:
         record.offline_reason = status.reason or "will"
         if was_online is not False:
             record.offline_since = now if not message.retain else (status.ts or now)
-            return [Event("offline", agent_id, record.offline_reason)]
+            return [Offline(agent_id, record.offline_reason)]
         return []
 
     def _sequence(self, record: AgentRecord, seq: int | None, message: Message) -> list[Event]:
@@ -293,7 +296,7 @@ class Registry:
                 return []  # behind: a redelivered duplicate, not a loss
             record.expected_seq = (seq + 1) % SEQ_MODULUS
             record.gaps += 1
-            return [Event("gap", record.agent_id, (expected, seq))]
+            return [Gap(record.agent_id, expected, seq)]
         record.expected_seq = (seq + 1) % SEQ_MODULUS
         return []
 
@@ -314,4 +317,4 @@ class Registry:
             iface = node.interfaces[name]
             self.interfaces_by_hash[digest] = iface
         self.interfaces_by_name[name] = iface
-        return [Event("interface", record.agent_id, name)]
+        return [InterfaceLoaded(record.agent_id, name)]

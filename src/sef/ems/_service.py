@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -10,9 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from sef.bus import BrokerURL, BusClient, Message, Reply, Session, Status, Topics, Will, check_id
 from sef.clock import Clock, default_clock
-from sef.ems._caller import Caller, CallRefused, CallTarget, validate_call
-from sef.ems._registry import AgentRecord, Event, Registry
-from sef.interface import Interface, builtin_interface
+from sef.ems._caller import Caller, CallRefused, CallTarget, CheckedArgs, check_args
+from sef.ems._events import (
+    AgentEvent,
+    Discovered,
+    Event,
+    Gap,
+    GatewayUp,
+    Offline,
+    Online,
+    StaleStatus,
+)
+from sef.ems._registry import AgentRecord, Registry
+from sef.interface import AGENT_INTERFACE, Interface, builtin_interface
+from sef.tasks import TaskSet
 
 if TYPE_CHECKING:  # the store (SQLAlchemy, Alembic) loads only when an EMS uses one
     from sef.ems._recorder import Recorder
@@ -24,6 +36,12 @@ log = logging.getLogger("sef.ems")
 
 REBIRTH_INTERVAL_S = 5.0
 """Least time between two rebirth requests to one agent, real s."""
+
+
+@functools.cache
+def _rebirth() -> CheckedArgs:
+    """``sef.Agent.Rebirth()``, checked once."""
+    return check_args(builtin_interface(AGENT_INTERFACE), AGENT_INTERFACE, "Rebirth", [])
 
 
 class EMS:
@@ -77,6 +95,7 @@ class EMS:
                              on_connect=self._on_connect, keepalive_s=keepalive_s,
                              clean_session=store is None, manual_ack=store is not None)
         self.caller = Caller(self.bus, self.clock, self.topics, sender=self.bus.client_id)
+        self._tasks = TaskSet(self.host_id)
         self._last_message = 0.0
         self.control_series: dict[str, list[float]] = {}
         """Net load vs target of a running control app (t: Unix s; kW), for displays."""
@@ -105,6 +124,7 @@ class EMS:
                                  retain=True)
                 await asyncio.sleep(0.05)
 
+        await self._tasks.close()
         await self.bus.stop(before_disconnect=goodbye)
         if self.recorder is not None:
             await self.recorder.stop()
@@ -145,7 +165,7 @@ class EMS:
         events = self.registry.handle(message, now)
         pending: asyncio.Future[None] | None = None
         for event in events:
-            if self.recorder is not None:
+            if self.recorder is not None and isinstance(event, AgentEvent):
                 record = self.registry.get(event.agent_id)
                 if record is not None:
                     pending = self.recorder.record(event, record, now) or pending
@@ -153,19 +173,18 @@ class EMS:
         return pending
 
     def _react(self, event: Event) -> None:
-        if event.kind in ("online", "offline", "discovered", "stale_death"):
-            log.info("agent %s: %s %s", event.agent_id, event.kind,
-                     "" if event.detail is None else event.detail)
-        elif event.kind == "gateway_up":
-            log.info("gateway %s: uplink up again; asking its agents to re-announce",
-                     event.agent_id)
-            for agent_id in event.detail:
+        match event:
+            case Online() | Offline() | Discovered() | StaleStatus():
+                log.info("agent %s: %s %s", event.agent_id, event.kind,
+                         "" if event.detail is None else event.detail)
+            case GatewayUp(home, agents):
+                log.info("gateway %s: uplink up again; asking its agents to re-announce", home)
+                for agent_id in agents:
+                    self.rebirth(agent_id)
+            case Gap(agent_id, expected, got):
+                log.warning("agent %s: message sequence gap (expected %d, got %d)", agent_id,
+                            expected, got)
                 self.rebirth(agent_id)
-        elif event.kind == "gap":
-            expected, got = event.detail
-            log.warning("agent %s: message sequence gap (expected %d, got %d)", event.agent_id,
-                        expected, got)
-            self.rebirth(event.agent_id)
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -179,10 +198,15 @@ class EMS:
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._last_rebirth.get(agent_id, -1e9) < REBIRTH_INTERVAL_S:
             return False
+        try:
+            target = CallTarget(agent_id)
+        except CallRefused:  # an id from a gateway's agent list that is no agent id
+            log.warning("no rebirth request to %r: not a valid agent id", agent_id)
+            return False
         self._last_rebirth[agent_id] = loop_now
         self.rebirths_requested += 1
-        asyncio.get_running_loop().create_task(
-            self.caller.call(agent_id, "sef.Agent", "Rebirth", [], reply=False))
+        self._tasks.spawn(self.caller.call(target, _rebirth(), reply=False),
+                          name=f"rebirth {agent_id}")
         return True
 
     async def settle(self, quiet_s: float = 0.3, max_s: float = 3.0) -> None:
@@ -210,31 +234,50 @@ class EMS:
         except KeyError:
             return None
 
+    def check(self, interface: str, method: str, args: Any) -> CheckedArgs:
+        """Check a call of ``interface.method`` with ``args`` (a JSON array) against the
+        interface known here (learned from agents, else shipped); :class:`CallRefused` if
+        the interface is unknown or the arguments do not fit."""
+        iface = self.interface_for(interface)
+        if iface is None:
+            raise CallRefused(f"unknown interface {interface!r}: no agent announced it")
+        return check_args(iface, interface, method, args)
+
     async def call(self, target: str | CallTarget, interface: str, method: str,
                    args: Sequence[Any], *, reply: bool = True, timeout_s: float = 5.0,
                    ttl_s: float | None = None, call_id: str | None = None) -> list[Reply]:
         """Call a method on an agent or a group (``group:NAME``).
 
-        Arguments are validated against the interface before anything is sent
-        (:class:`CallRefused` otherwise). A group call waits for one reply per known
-        member, or until ``timeout_s``. ``call_id`` (default: a new UUID) is the
-        correlation id on the bus and the key of the command log entry.
+        Target and arguments are validated (:meth:`check`) before anything is sent
+        (:class:`CallRefused` otherwise; the refusal is logged). See :meth:`send` for the
+        rest.
         """
         call_id = call_id or uuid.uuid4().hex
         try:
             dest = target if isinstance(target, CallTarget) else CallTarget.parse(target)
-            iface = self.interface_for(interface)
-            if iface is None:
-                raise CallRefused(f"unknown interface {interface!r}: no agent announced it")
-            expect = len(self.registry.group_members(dest.name)) if dest.group else None
-            validate_call(iface, interface, method, list(args))
+            checked = self.check(interface, method, args)
         except CallRefused as exc:
             await self._log_command(call_id, str(target), interface, method, args, "refused",
                                     str(exc))
             raise
-        await self._log_command(call_id, str(dest), interface, method, args, "sent")
-        replies = await self.caller.call(dest, interface, method, args, iface=iface,
-                                         reply=reply, timeout_s=timeout_s,
+        return await self.send(dest, checked, reply=reply, timeout_s=timeout_s, ttl_s=ttl_s,
+                               call_id=call_id)
+
+    async def send(self, target: CallTarget, call: CheckedArgs, *, reply: bool = True,
+                   timeout_s: float = 5.0, ttl_s: float | None = None,
+                   call_id: str | None = None) -> list[Reply]:
+        """Send a checked call (:meth:`check`) to an agent or a group; nothing is checked
+        again.
+
+        A group call waits for one reply per known member, or until ``timeout_s``.
+        ``call_id`` (default: a new UUID) is the correlation id on the bus and the key of
+        the command log entry.
+        """
+        call_id = call_id or uuid.uuid4().hex
+        expect = len(self.registry.group_members(target.name)) if target.group else None
+        await self._log_command(call_id, str(target), call.interface, call.method, call.args,
+                                "sent")
+        replies = await self.caller.call(target, call, reply=reply, timeout_s=timeout_s,
                                          expect=expect or None, ttl_s=ttl_s, call_id=call_id)
         if self.store is not None and reply:
             status = ("timeout" if not replies else

@@ -170,14 +170,15 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
         return TelemetryOut(agent=agent_id, key=key, since=start, until=end, every_s=every,
                             count=len(rows), points=[TelemetryPoint(**row) for row in rows])
 
-    async def command(target: str, body: CommandRequest) -> CommandResult:
+    async def command(name: str, body: CommandRequest, *, group: bool) -> CommandResult:
         try:
-            dest = CallTarget.parse(target)
+            target = CallTarget(name, group=group)
         except CallRefused as exc:
             stats.by_status["rejected"] += 1
-            kind = "group" if target.startswith("group:") else "agent"
-            raise ApiError(404, f"unknown {kind} {target!r}: {exc}") from None
-        return await send_sequence(ems, dest, body, stats)
+            shown = f"group:{name}" if group else name
+            raise ApiError(404, f"unknown {'group' if group else 'agent'} {shown!r}: "
+                                f"{exc}") from None
+        return await send_sequence(ems, target, body, stats)
 
     @app.post("/agents/{agent_id}/commands", response_model=CommandResult, responses=_ERRORS,
               tags=["commands"])
@@ -187,7 +188,7 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
         The sequence is validated before anything is sent; a refusal by the agent itself
         comes back as a reply with ``ok: false`` (status ``error``).
         """
-        return await command(agent_id, body)
+        return await command(agent_id, body, group=False)
 
     @app.post("/groups/{group}/commands", response_model=CommandResult, responses=_ERRORS,
               tags=["commands"])
@@ -197,7 +198,7 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
     ) -> CommandResult:
         """Send an event sequence to every agent of a group with one publish; gather the
         replies of the known members until all answered or the timeout."""
-        return await command(f"group:{group}", body)
+        return await command(group, body, group=True)
 
     @app.get("/groups", tags=["agents"])
     async def groups() -> dict[str, list[str]]:

@@ -8,13 +8,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sef.ems._caller import CallRefused, CallTarget
+from sef.ems._caller import CallRefused, CallTarget, CheckedArgs
 from sef.ems._service import EMS
 from sef.ems.api._errors import ApiError
 from sef.ems.api._models import CommandRequest, CommandResult, CommandStatus, ReplyOut
-from sef.interface import DEMO_INTERFACE, TypeMismatch, args_from_json, parse_events
+from sef.interface import DEMO_INTERFACE, TypeMismatch, parse_events
 
-__all__ = ["CommandStats", "send_sequence", "validate_cmds"]
+__all__ = ["CommandStats", "check_cmds", "send_sequence"]
 
 METHOD = "EnergyMethod"
 MAX_EVENTS = 256
@@ -32,36 +32,33 @@ class CommandStats:
     replies: Counter[str] = field(default_factory=Counter)
 
 
-def _invalid(message: str, value: Any = None) -> ApiError:
-    match = _PATH.match(message)
-    detail = {"path": match.group(1) if match else "cmds"}
-    if value is not None:
-        detail["value"] = value
-    return ApiError(422, message, detail)
+def _invalid(exc: TypeMismatch) -> ApiError:
+    match = _PATH.match(exc.path)
+    return ApiError(422, str(exc), {"path": match.group(1) if match else "cmds"})
 
 
-def validate_cmds(ems: EMS, cmds: Any) -> list[list[Any]]:
+def check_cmds(ems: EMS, cmds: Any) -> CheckedArgs:
     """Check a sequence against the interface's signature ``a(snn)`` (types, int16 ranges)
     and the sequence rules (known commands, rate and duration ≥ 0, open-ended event last).
 
-    Returns the sequence in its JSON form. Raises :class:`ApiError` 422 with a message
-    naming the offending item, e.g. ``cmds[0][1]: 40000 out of range for int16 ...``.
+    Returns the checked ``EnergyMethod`` arguments, sent as they are.
+    Raises :class:`ApiError` 422 with a message naming the offending item, e.g.
+    ``cmds[0][1]: 40000 out of range for int16 ...``.
     """
-    iface = ems.interface_for(DEMO_INTERFACE)
-    if iface is None or METHOD not in iface.methods:  # pragma: no cover - shipped interface
-        raise ApiError(503, f"interface {DEMO_INTERFACE} is not known to this EMS")
     if isinstance(cmds, list) and len(cmds) > MAX_EVENTS:
-        raise _invalid(f"cmds: {len(cmds)} events, at most {MAX_EVENTS} allowed")
+        raise _invalid(TypeMismatch(f"{len(cmds)} events, at most {MAX_EVENTS} allowed",
+                                    "cmds"))
     try:
-        (values,) = args_from_json(iface.methods[METHOD].in_args, [cmds])
-    except TypeMismatch as exc:
-        raise _invalid(str(exc)) from None
+        checked = ems.check(DEMO_INTERFACE, METHOD, [cmds])
+    except CallRefused as exc:
+        if exc.mismatch is None:  # pragma: no cover - the shipped interface has the method
+            raise ApiError(503, f"interface {DEMO_INTERFACE} is not known to this EMS") from None
+        raise _invalid(exc.mismatch) from None
     try:
-        events = cast("list[tuple[str, int, int]]", values)
-        parse_events(events)
+        parse_events(cast("list[tuple[str, int, int]]", checked.values[0]))
     except TypeMismatch as exc:
-        raise _invalid(str(exc)) from None
-    return [list(event) for event in events]
+        raise _invalid(exc) from None
+    return checked
 
 
 def _members(ems: EMS, target: CallTarget) -> list[str]:
@@ -86,10 +83,13 @@ def _members(ems: EMS, target: CallTarget) -> list[str]:
 
 async def send_sequence(ems: EMS, target: CallTarget, body: CommandRequest,
                         stats: CommandStats) -> CommandResult:
-    """Validate, then send ``EnergyMethod(cmds)`` to an agent or group; gather replies."""
+    """Check, then send ``EnergyMethod(cmds)`` to an agent or group; gather replies.
+
+    ``target`` is already valid; the arguments are checked here once and sent as checked.
+    """
     try:
         expected = _members(ems, target)
-        cmds = validate_cmds(ems, body.cmds)
+        checked = check_cmds(ems, body.cmds)
         if not ems.bus.connected:
             raise ApiError(503, "the EMS is not connected to the broker; command not sent")
     except ApiError:
@@ -97,13 +97,8 @@ async def send_sequence(ems: EMS, target: CallTarget, body: CommandRequest,
         raise
     call_id = uuid.uuid4().hex
     sent_at = ems.clock.now()
-    try:
-        replies = await ems.call(target, DEMO_INTERFACE, METHOD, [cmds], reply=body.reply,
-                                 timeout_s=body.timeout_s or DEFAULT_TIMEOUT_S,
-                                 call_id=call_id)
-    except CallRefused as exc:
-        stats.by_status["refused"] += 1
-        raise _invalid(str(exc)) from None
+    replies = await ems.send(target, checked, reply=body.reply,
+                             timeout_s=body.timeout_s or DEFAULT_TIMEOUT_S, call_id=call_id)
     answered = {r.agent for r in replies}
     missing = [m for m in expected if m not in answered] if body.reply else []
     status: CommandStatus

@@ -9,7 +9,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
-from sef.ems._registry import Event
+from sef.ems._events import Event, Offline, Online, PropertyChanged
 from sef.ems._service import EMS
 
 __all__ = ["EventHub", "event_json"]
@@ -38,14 +38,17 @@ def event_json(ems: EMS, event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": event.kind, "agent": event.agent_id, "ts": ems.clock.now(),
                            "detail": _jsonable(event.detail)}
     record = ems.registry.get(event.agent_id)
-    if event.kind == "property" and record is not None:
-        entry = record.properties.get(str(event.detail))
-        out["key"] = event.detail
-        if entry is not None:
-            out["value"] = _jsonable(entry.value)
-            out["value_ts"] = entry.ts
-    if event.kind in ("online", "offline") and record is not None:
-        out["status"] = {None: "unknown", True: "online", False: "offline"}[record.online]
+    if record is None:
+        return out
+    match event:
+        case PropertyChanged(_, key):
+            out["key"] = key
+            entry = record.properties.get(key)
+            if entry is not None:
+                out["value"] = _jsonable(entry.value)
+                out["value_ts"] = entry.ts
+        case Online() | Offline():
+            out["status"] = {None: "unknown", True: "online", False: "offline"}[record.online]
     return out
 
 
