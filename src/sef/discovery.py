@@ -17,7 +17,9 @@ properties (a gateway adds ``home=<id>``).
 
 Broker addresses in the form ``mdns://`` (any SEF broker) or ``mdns://NAME`` (the service
 instance named NAME, e.g. a gateway's home id) select discovery wherever a broker URL is
-accepted.
+accepted: importing this module registers the ``mdns`` scheme with
+:meth:`sef.bus.BusClient.register_scheme` (the bus, a lower layer, does not import this
+one).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from sef.bus import BrokerURL, BusError
+from sef.bus import BrokerURL, BusClient, BusError
 
 __all__ = [
     "MQTT_SERVICE",
@@ -321,3 +323,6 @@ class MdnsResolver:
 
     def __str__(self) -> str:
         return f"mdns://{self.name or ''}"
+
+
+BusClient.register_scheme("mdns", MdnsResolver.parse)

@@ -6,9 +6,14 @@ each new connection may carry a new last will (a new birth/death sequence number
 the client resubscribes and calls ``on_connect`` so the owner re-announces itself.
 
 Instead of a fixed URL the client may be given a *resolver*, an async callable returning
-the broker's URL (``mdns://[NAME]`` selects :class:`sef.discovery.MdnsResolver`). It is
-awaited before the first connection and again after every failed attempt or lost
-connection, so a client follows a broker that comes back at another address or port.
+the broker's URL. It is awaited before the first connection and again after every failed
+attempt or lost connection, so a client follows a broker that comes back at another
+address or port. Layers above the bus register resolvers for URL schemes with
+:meth:`BusClient.register_scheme` (importing :mod:`sef.discovery` registers ``mdns://``);
+the bus itself imports none of them.
+
+With ``manual_ack`` a QoS 1 message is acknowledged only once the future its handler
+returned succeeded (:mod:`sef.bus._acks`, the one place that uses gmqtt internals).
 """
 
 from __future__ import annotations
@@ -20,19 +25,18 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
+from sef.bus._acks import check_gmqtt, install_acks
+from sef.bus._message import BusError, Message
+
 __all__ = ["BrokerResolver", "BrokerURL", "BusClient", "BusError", "Message", "Will"]
 
 log = logging.getLogger("sef.bus")
-
-
-class BusError(RuntimeError):
-    """The bus could not be used (bad URL, broker unreachable, not connected)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,9 @@ class BrokerURL:
         text = url if "://" in url else f"mqtt://{url}"
         parts = urlsplit(text)
         if parts.scheme not in ("mqtt", "tcp"):
-            raise BusError(f"unsupported broker URL scheme {parts.scheme!r} in {url!r}: use mqtt://")
+            raise BusError(f"unsupported broker URL scheme {parts.scheme!r} in {url!r}: use "
+                           "mqtt://, or a scheme registered with BusClient.register_scheme "
+                           "(importing sef.discovery registers mdns://)")
         try:
             port = parts.port or 1883
         except ValueError as exc:
@@ -84,16 +90,6 @@ BrokerResolver = Callable[[], Awaitable[BrokerURL]]
 """Finds the broker: awaited before each connection attempt that follows a failure."""
 
 
-@dataclass(slots=True)
-class Message:
-    """A message received from the broker. ``retain`` is set for retained deliveries."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-
-
 @dataclass(frozen=True)
 class Will:
     """Last will: published by the broker when the connection dies uncleanly."""
@@ -111,7 +107,9 @@ class _OneShotClient(gmqtt.Client):  # type: ignore[misc]
         return None
 
 
-MessageHandler = Callable[[Message], Awaitable[object] | None]
+MessageHandler = Callable[[Message], object]
+"""Called for every received message; with ``manual_ack`` it may return an
+:class:`asyncio.Future` that the acknowledgement of a QoS 1 message waits for."""
 
 
 @dataclass
@@ -132,8 +130,10 @@ class BusClient:
     """One MQTT session, kept alive across broker restarts.
 
     Args:
-        url: the broker: a URL, ``mdns://[NAME]`` (discover it over mDNS), or a
-            :data:`BrokerResolver`, re-run after every failed attempt or lost connection.
+        url: the broker: a URL (``mqtt://...``, or one of a scheme registered with
+            :meth:`register_scheme`, e.g. ``mdns://[NAME]`` once :mod:`sef.discovery` is
+            imported), or a :data:`BrokerResolver`, re-run after every failed attempt or
+            lost connection.
         client_id: MQTT client id (unique per process; a random one if ``None``).
         on_message: called for every received message, in the event loop.
         will: returns the last will for the next connection, or ``None`` for no will.
@@ -142,9 +142,28 @@ class BusClient:
         clean_session: start each connection with a clean session. ``False`` keeps a
             persistent session in the broker (subscriptions and unacknowledged QoS 1
             messages survive a disconnect; MQTT 5 sessions never expire).
-        manual_ack: acknowledge a QoS 1 message only when the awaitable that
-            ``on_message`` returns for it is done (e.g. after it was stored).
+        manual_ack: acknowledge a QoS 1 message only once the :class:`asyncio.Future`
+            that ``on_message`` returns for it succeeded (e.g. the commit of its rows);
+            a failed or cancelled future is never acknowledged: the client reconnects
+            and the broker delivers the message again (see :func:`sef.bus._acks.
+            install_acks`). Raises :class:`sef.bus._acks.GmqttChanged` if the installed
+            gmqtt is not one this was tested with. Subscriptions are QoS 0 or 1.
     """
+
+    _schemes: ClassVar[dict[str, Callable[[str], BrokerResolver]]] = {}
+
+    @classmethod
+    def register_scheme(cls, scheme: str, resolver: Callable[[str], BrokerResolver]) -> None:
+        """Let broker URLs ``SCHEME://...`` (and a bare ``SCHEME`` or ``SCHEME:``) select a
+        resolver: ``resolver(url)`` returns the :data:`BrokerResolver` to use. Layers above
+        the bus register theirs (:mod:`sef.discovery`: ``mdns``); registering a scheme
+        again replaces its resolver."""
+        cls._schemes[scheme.lower()] = resolver
+
+    @classmethod
+    def _registered(cls, url: str) -> Callable[[str], BrokerResolver] | None:
+        text = url.strip().lower()
+        return cls._schemes.get(text.split("://", 1)[0] if "://" in text else text.rstrip(":"))
 
     def __init__(
         self,
@@ -159,11 +178,10 @@ class BusClient:
         manual_ack: bool = False,
     ) -> None:
         self.resolver: BrokerResolver | None = None
-        if isinstance(url, str) and url.strip().lower().startswith("mdns"):
-            from sef.discovery import MdnsResolver, is_mdns_url  # optional layer on top
-
-            if is_mdns_url(url):
-                url = MdnsResolver.parse(url)
+        if isinstance(url, str) and (scheme_resolver := self._registered(url)) is not None:
+            url = scheme_resolver(url)
+        if manual_ack:
+            check_gmqtt()  # fail here, loudly, not by stalling ingest later
         if isinstance(url, BrokerURL):
             self.url: BrokerURL = url
         elif isinstance(url, str):
@@ -207,9 +225,6 @@ class BusClient:
             except TimeoutError:
                 raise BusError(f"could not connect to {self.url} within {timeout_s} s") from None
 
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
-
     async def stop(self, *, before_disconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         """Disconnect cleanly (the broker then discards the will) and stop reconnecting."""
         self._stopping = True
@@ -243,6 +258,9 @@ class BusClient:
     async def subscribe(self, pattern: str, qos: int = 1) -> None:
         """Subscribe now (if connected; returns once the broker acknowledged it) and again
         after every reconnection."""
+        if self.manual_ack and qos > 1:
+            raise BusError(f"subscription {pattern!r} at QoS {qos}: a client with manual "
+                           "acknowledgement subscribes at QoS 0 or 1")
         self._subscriptions[pattern] = qos
         if self._client is not None and self._connected.is_set():
             await self._subscribe_all(self._client, {pattern: qos})
@@ -268,11 +286,6 @@ class BusClient:
         if future is not None and not future.done():
             future.set_result(None)
 
-    async def unsubscribe(self, pattern: str) -> None:
-        if self._subscriptions.pop(pattern, None) is not None and self._client is not None \
-                and self._connected.is_set():
-            self._client.unsubscribe(pattern)
-
     # -- internals ----------------------------------------------------------------
     def _handle(self, client: Any, topic: str, payload: bytes, qos: int,
                 properties: dict[str, Any]) -> int:
@@ -282,62 +295,11 @@ class BusClient:
             log.exception("message handler failed for topic %s", topic)
         return 0
 
-    async def _handle_acked(self, client: Any, topic: str, payload: bytes, qos: int,
-                            properties: dict[str, Any]) -> int:
-        """Manual acknowledgement: gmqtt sends the PUBACK when this coroutine returns."""
-        try:
-            pending = self._on_message(Message(topic, payload, qos,
-                                               bool(properties.get("retain"))))
-            if pending is not None:
-                await pending
-        except Exception:  # a handler bug must not kill the connection
-            log.exception("message handler failed for topic %s", topic)
-        return 0
-
-    def _install_batched_acks(self, client: _OneShotClient) -> None:
-        """Acknowledge QoS 1 messages from a done-callback instead of a task per message.
-
-        gmqtt acknowledges late only through an ``async`` handler, which costs one asyncio
-        Task per message (about 35 µs: a third of the EMS's ingest budget). Its package
-        handler's QoS 1 hook is replaced by one that calls the handler synchronously and
-        sends the PUBACK when the returned future (the store commit of the message's
-        batch) is done. Should gmqtt's internals change, the async path stays in place.
-        """
-        handler = getattr(client, "_package_handler", None)
-        if handler is None or not hasattr(handler, "_handle_qos_1_publish_packet"):
-            log.warning("gmqtt internals changed: acknowledging through one task per message")
-            return
-        on_message = self._on_message
-        waiting: dict[asyncio.Future[Any], list[int]] = {}
-
-        def ack(mids: list[int]) -> None:
-            # PUBACK is 40 02 MID in MQTT 3.1.1 and 5 (no reason code = success): one
-            # write for every message of a committed batch instead of one per message
-            data = b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
-            try:
-                client._connection._protocol.write_data(data)
-            except Exception as exc:  # the connection died: the broker will redeliver
-                log.debug("%d PUBACKs not sent: %s", len(mids), exc)
-
-        def committed(done: asyncio.Future[Any]) -> None:
-            ack(waiting.pop(done, []))
-
-        def qos1(mid: int, packet: bytes, topic: str, properties: dict[str, Any]) -> None:
-            try:
-                pending = on_message(Message(topic, packet, 1, bool(properties.get("retain"))))
-            except Exception:
-                log.exception("message handler failed for topic %s", topic)
-                pending = None
-            if isinstance(pending, asyncio.Future) and not pending.done():
-                mids = waiting.get(pending)
-                if mids is None:
-                    mids = waiting[pending] = []
-                    pending.add_done_callback(committed)
-                mids.append(mid)
-            else:
-                ack([mid])
-
-        handler._handle_qos_1_publish_packet = qos1
+    def _redeliver(self, client: _OneShotClient) -> None:
+        """A message of ``client``'s connection was not acknowledged: MQTT delivers it
+        again only on a new connection, so drop this one (the supervisor reconnects)."""
+        if client is self._client and not self._stopping:
+            self._lost.set()
 
     def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         if client is self._client:
@@ -372,9 +334,10 @@ class BusClient:
                                 **extra)
         if self.url.username:
             client.set_auth_credentials(self.url.username, self.url.password)
-        client.on_message = self._handle_acked if self.manual_ack else self._handle
+        client.on_message = self._handle  # QoS 0 (and QoS 1 without manual_ack)
         if self.manual_ack:
-            self._install_batched_acks(client)
+            install_acks(client, self._on_message, stopping=lambda: self._stopping,
+                         redeliver=lambda: self._redeliver(client))
         client.on_subscribe = self._handle_suback
         client.on_disconnect = self._handle_disconnect
         self._lost.clear()

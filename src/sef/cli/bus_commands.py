@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+import sef.discovery  # noqa: F401  (registers mdns:// broker URLs with the bus)
 from sef.bus import BusError
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
 from sef.ems import EMS, AgentRecord, CallRefused, CallTarget, snapshot

@@ -8,7 +8,9 @@ no-op. Result: every message is stored exactly once.
 
 While the database is down the recorder retries with backoff and acknowledges nothing;
 the broker's in-flight window then fills and it stops sending (back pressure), keeping
-messages queued in the session instead of dropping them.
+messages queued in the session instead of dropping them. A batch still not committed when
+the recorder stops has its future failed (:class:`~sef.ems.store.StoreError`): the bus
+never acknowledges its messages, so the broker delivers them again to the next session.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from sef.ems._events import (
     StaleStatus,
 )
 from sef.ems._registry import AgentRecord, PropertyValue
-from sef.ems.store import AgentRow, Batch, Store, TelemetryIn
+from sef.ems.store import AgentRow, Batch, Store, StoreError, TelemetryIn
 
 __all__ = ["Recorder", "agent_record", "agent_row"]
 
 log = logging.getLogger("sef.ems.recorder")
+
 
 def _to_json(value: object) -> str:
     """Compact JSON text of a decoded payload value (orjson: ~20x faster than json)."""
@@ -63,6 +66,9 @@ class Recorder:
         self.failures = 0
         self._batch = Batch()
         self._done: asyncio.Future[None] | None = None
+        """The open batch's commit future."""
+        self._committing: asyncio.Future[None] | None = None
+        """The commit future of the batch being written."""
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -70,23 +76,28 @@ class Recorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="recorder")
 
-    async def stop(self) -> None:
-        """Commit what is pending, then stop."""
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Commit what is pending (waiting at most ``timeout_s``), then stop. The futures
+        of rows still not committed fail with :class:`~sef.ems.store.StoreError`."""
         if self._task is None:
             return
-        if len(self._batch):
+        pending = [f for f in (self._committing, self._done) if f is not None]
+        if pending:
             self._full.set()
             self._wake.set()
-            done = self._done
-            if done is not None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(done), 10.0)
-                except (TimeoutError, Exception) as exc:
-                    log.error("pending rows not committed at stop: %s", exc)
+            _, late = await asyncio.wait(pending, timeout=timeout_s)
+            if late:
+                log.error("rows not committed within %.1f s at stop (store failures: %d): "
+                          "their messages stay unacknowledged and are delivered again",
+                          timeout_s, self.failures)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._done is not None:
+            _fail(self._done, StoreError(f"{len(self._batch)} rows not committed: the "
+                                         "recorder stopped"))
+            self._done = None
 
     # -- from registry events ---------------------------------------------------------
     def record(self, event: AgentEvent, record: AgentRecord,
@@ -139,7 +150,16 @@ class Recorder:
             self._full.clear()
             batch, self._batch = self._batch, Batch()
             done, self._done = self._done, None
-            await self._commit(batch)
+            self._committing = done
+            try:
+                await self._commit(batch)
+            except BaseException as exc:  # stopped while the store refused the batch
+                why = "the recorder stopped" if isinstance(exc, asyncio.CancelledError) \
+                    else repr(exc)
+                _fail(done, StoreError(f"{len(batch)} rows not committed: {why}"))
+                raise
+            finally:
+                self._committing = None
             if not done.done():
                 done.set_result(None)
 
@@ -162,6 +182,14 @@ class Recorder:
             self.rows_written += inserted
             self.duplicates += len(batch.telemetry) - inserted
             return
+
+
+def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
+    """Fail a commit future: what waits on it (the bus's acknowledgements) learns the
+    rows were not stored."""
+    if not future.done():
+        future.set_exception(exc)
+        future.add_done_callback(lambda f: f.exception())  # "never retrieved" is no news
 
 
 def agent_row(record: AgentRecord) -> AgentRow:

@@ -1,0 +1,204 @@
+"""Acknowledge a QoS 1 message only once its processing is done: the one place SEF relies on
+gmqtt internals, fenced.
+
+Why internals: gmqtt acknowledges late only through an ``async`` message handler, which
+costs one asyncio Task per message (about 35 µs, a third of the EMS's ingest budget), and
+no maintained client's public API reaches the ingest target: paho-mqtt 2's
+``manual_ack_set`` + ``ack`` drained 12 500 to 23 600 msg/s doing nothing but
+``json.loads`` and the ack (threaded and asyncio-driven loop, same machine and broker on
+which bare gmqtt drained 46 000 to 72 000 msg/s), below the 20 000 msg/s the EMS must
+*store*.
+
+What the hook relies on (gmqtt 0.8.x, the range pinned in ``pyproject.toml``):
+
+1. ``Client._package_handler``: the client's ``MqttPackageHandler``;
+2. ``MqttPackageHandler._handle_publish_packet`` parses every PUBLISH and hands a QoS 1
+   one to ``self._handle_qos_1_publish_packet(mid, packet, print_topic, properties)``
+   (looked up on the instance, so an instance attribute replaces it), with
+   ``properties["retain"]`` set; the replacement calls the handler synchronously;
+3. ``MqttPackageHandler.current_connection``: the ``MQTTConnection`` that
+   ``MQTTConnection.__init__`` registered (``set_connection``); a :class:`BusClient`
+   connects each gmqtt client once, so it is the connection the message came on;
+4. ``MQTTConnection.send_package(bytes)`` writes raw bytes; ``MQTTConnection.is_closing()``.
+
+:func:`check_gmqtt` verifies all of it when a manually acknowledging client is created
+(the members and signatures, and a QoS 1 PUBLISH fed through a fresh handler reaching a
+replacement hook with the right arguments) and raises :class:`GmqttChanged` otherwise.
+``tests/bus/test_bus_acks.py`` asserts the same members against the installed gmqtt, and
+against Mosquitto that an acknowledged message is not delivered again while an
+unacknowledged one (pending, failed) is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol, cast
+
+import gmqtt
+
+from sef.bus._message import BusError, Message
+
+__all__ = ["TESTED_GMQTT", "GmqttChanged", "check_gmqtt", "install_acks"]
+
+log = logging.getLogger("sef.bus")
+
+TESTED_GMQTT = "gmqtt>=0.8.0,<0.9"
+"""The gmqtt versions the hook was tested with (the requirement in ``pyproject.toml``)."""
+
+HOOK = "_handle_qos_1_publish_packet"
+HOOK_PARAMETERS = ("self", "mid", "packet", "print_topic", "properties")
+_PROBE_TOPIC = "sef/probe"
+
+
+class GmqttChanged(BusError):
+    """The gmqtt internals that the manual acknowledgement relies on are not as tested."""
+
+
+class _Connection(Protocol):
+    def send_package(self, package: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+
+
+def _fail(detail: str) -> NoReturn:
+    raise GmqttChanged(
+        f"gmqtt {getattr(gmqtt, '__version__', '?')}: {detail}. SEF acknowledges stored "
+        f"messages through gmqtt internals, tested with {TESTED_GMQTT}: install such a "
+        "version, or port sef/bus/_acks.py to this one (see its docstring)")
+
+
+def _parameters(function: object) -> tuple[str, ...]:
+    try:
+        return tuple(inspect.signature(cast(Callable[..., Any], function)).parameters)
+    except (TypeError, ValueError):
+        return ()
+
+
+def _code_names(function: object) -> tuple[str, ...]:
+    code = getattr(function, "__code__", None)
+    return tuple(code.co_names) if code is not None else ()
+
+
+@functools.cache
+def check_gmqtt() -> None:
+    """Verify every gmqtt internal the hook uses; raise :class:`GmqttChanged` if one changed.
+
+    Runs once per process (cached)."""
+    try:  # here, not at the top: a client without manual_ack needs none of this
+        from gmqtt.mqtt.connection import MQTTConnection
+        from gmqtt.mqtt.handler import MqttPackageHandler
+        from gmqtt.mqtt.package import Package
+    except ImportError as exc:
+        _fail(f"module missing ({exc})")
+    hook = getattr(MqttPackageHandler, HOOK, None)
+    if _parameters(hook) != HOOK_PARAMETERS:
+        _fail(f"MqttPackageHandler.{HOOK} is missing or its parameters are not "
+              f"{HOOK_PARAMETERS} (got {_parameters(hook)})")
+    if HOOK not in _code_names(getattr(MqttPackageHandler, "_handle_publish_packet", None)):
+        _fail(f"MqttPackageHandler._handle_publish_packet no longer calls {HOOK}")
+    if not isinstance(inspect.getattr_static(MqttPackageHandler, "current_connection", None),
+                      property):
+        _fail("MqttPackageHandler.current_connection is no longer a property")
+    if "set_connection" not in _code_names(MQTTConnection.__init__):
+        _fail("MQTTConnection no longer registers itself with set_connection")
+    send = getattr(MQTTConnection, "send_package", None)
+    if _parameters(send) != ("self", "package") or not {"bytes", "write"} <= set(
+            _code_names(send)):
+        _fail("MQTTConnection.send_package(package) no longer writes raw bytes")
+    if _parameters(getattr(MQTTConnection, "is_closing", None)) != ("self",):
+        _fail("MQTTConnection.is_closing() is missing")
+    _probe(MqttPackageHandler, Package)
+
+
+def _probe(handler_class: Any, package_class: Any) -> None:
+    """Feed one QoS 1 PUBLISH (MQTT 5 layout: a new client's default) through a fresh
+    client's package handler and check that the replacement hook gets it."""
+    client = gmqtt.Client("sef-probe", optimistic_acknowledgement=False,
+                          logger=logging.getLogger("sef.bus.mqtt"))
+    handler = getattr(client, "_package_handler", None)
+    if not isinstance(handler, handler_class):
+        _fail("Client._package_handler is no longer the client's MqttPackageHandler")
+    got: list[tuple[Any, ...]] = []
+    setattr(handler, HOOK, lambda *args: got.append(args))
+    topic, mid, payload = _PROBE_TOPIC.encode(), 0x1234, b'{"probe":1}'
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + b"\x00" + payload
+    handler(package_class(0x33, body))  # PUBLISH, QoS 1, retain
+    if len(got) != 1 or len(got[0]) != 4 or got[0][:3] != (mid, payload, _PROBE_TOPIC) \
+            or not isinstance(got[0][3], dict) or not got[0][3].get("retain"):
+        _fail(f"a QoS 1 PUBLISH did not reach {HOOK}(mid, payload, topic, properties with "
+              f"retain) on the instance (got {got!r})")
+    marker = object()
+    handler.set_connection(marker)
+    if handler.current_connection is not marker:
+        _fail("MqttPackageHandler.current_connection is not what set_connection stored")
+
+
+def install_acks(client: gmqtt.Client, on_message: Callable[[Message], object], *,
+                 stopping: Callable[[], bool], redeliver: Callable[[], None]) -> None:
+    """Take over the QoS 1 acknowledgement of a gmqtt ``client`` (before it connects).
+
+    Each QoS 1 message is handed to ``on_message`` synchronously. If it returns a pending
+    :class:`asyncio.Future` (e.g. the commit of the store batch holding the message's
+    rows), the PUBACK is sent once that future succeeded, in one write with the other
+    messages of the same future; if the future fails or is cancelled, the message is not
+    acknowledged and ``redeliver`` is called (MQTT delivers an unacknowledged message
+    again only on a new connection). A message for which ``on_message`` returns no
+    pending future is acknowledged with the newest pending one (so a redelivered
+    duplicate is not acknowledged before the commit of its first copy), or at once if
+    none is pending; one whose handler raised too (it would fail again: logged).
+    PUBACKs that cannot be sent are logged at WARNING (at INFO when ``stopping()``).
+    """
+    check_gmqtt()
+    handler = client._package_handler
+    waiting: dict[asyncio.Future[Any], list[int]] = {}
+
+    def ack(mids: list[int]) -> None:
+        # PUBACK is 40 02 MID in MQTT 3.1.1 and 5 (no reason code = success): one write
+        # for every message of a committed batch instead of one per message
+        connection = cast("_Connection | None", handler.current_connection)
+        level = logging.INFO if stopping() else logging.WARNING
+        if connection is None or connection.is_closing():
+            log.log(level, "%d PUBACKs not sent: the connection is closed (the broker "
+                    "delivers those messages again on the next connection)", len(mids))
+            return
+        try:
+            connection.send_package(b"".join(b"\x40\x02" + mid.to_bytes(2, "big")
+                                             for mid in mids))
+        except Exception as exc:
+            log.log(level, "%d PUBACKs not sent (%s): the broker delivers those messages "
+                    "again on the next connection", len(mids), exc)
+
+    def done(future: asyncio.Future[Any]) -> None:
+        mids = waiting.pop(future, [])
+        failure = "cancelled" if future.cancelled() else future.exception()
+        if failure is None:
+            ack(mids)
+            return
+        if not stopping():
+            log.warning("%d messages not acknowledged: their processing failed (%s); "
+                        "reconnecting so that the broker delivers them again", len(mids),
+                        failure)
+        redeliver()
+
+    def qos1(mid: int, packet: bytes, topic: str, properties: dict[str, Any]) -> None:
+        try:
+            pending = on_message(Message(topic, packet, 1, bool(properties.get("retain"))))
+        except Exception:
+            log.exception("message handler failed for topic %s", topic)
+            pending = None
+        if not isinstance(pending, asyncio.Future) or (pending.done() and not (
+                pending.cancelled() or pending.exception() is not None)):
+            if not waiting:
+                ack([mid])
+                return
+            pending = next(reversed(waiting))  # the newest pending future
+        mids = waiting.get(pending)
+        if mids is None:
+            mids = waiting[pending] = []
+            pending.add_done_callback(done)
+        mids.append(mid)
+
+    setattr(handler, HOOK, qos1)
