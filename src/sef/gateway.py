@@ -20,14 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sef.broker import Mosquitto, free_port
-from sef.bus import BrokerURL, BusClient, Message, Status, Topics, check_id, decode_object
-from sef.bus import PayloadError as _PayloadError
+from sef.bus import (
+    BrokerURL,
+    BusClient,
+    GatewayAgents,
+    Message,
+    PayloadError,
+    Status,
+    Topics,
+    check_id,
+    decode_object,
+)
+from sef.tasks import TaskSet
 
 __all__ = ["UPLINK_IN", "UPLINK_OUT", "Gateway", "bridge_config", "run_gateway"]
 
@@ -117,6 +126,7 @@ class Gateway:
     """Agents seen on the local broker, id → online."""
     _advert: object | None = field(default=None, init=False)
     _bus: BusClient | None = field(default=None, init=False)
+    _tasks: TaskSet = field(default_factory=TaskSet, init=False)
 
     @property
     def url(self) -> str:
@@ -132,6 +142,7 @@ class Gateway:
     async def start(self) -> Gateway:
         """Start the broker and its bridge, the agent list and the mDNS advertisement."""
         check_id("home", self.home_id)
+        self._tasks.owner = f"gateway {self.home_id}"
         if not self.listen_port:
             self.listen_port = free_port(self.listen_host or "0.0.0.0")
         broker = Mosquitto(port=self.listen_port, host=self.listen_host or "0.0.0.0",
@@ -162,6 +173,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Withdraw the advertisement, stop the agent list and the broker."""
+        await self._tasks.close()
         advert, self._advert = self._advert, None
         if advert is not None:
             await advert.close()  # type: ignore[attr-defined]
@@ -185,21 +197,20 @@ class Gateway:
             return
         try:
             online = Status.from_object(decode_object(message.payload)).online
-        except _PayloadError:
+        except PayloadError:
             return
         if self.agents.get(parsed.owner) != online:
             known = parsed.owner in self.agents
             self.agents[parsed.owner] = online
             if not known:
-                asyncio.get_running_loop().create_task(self._publish_agents())
+                self._tasks.spawn(self._publish_agents(), name="publish agent list")
 
     async def _publish_agents(self) -> None:
         if self._bus is None or not self._bus.connected:
             return
-        payload = json.dumps({"v": 1, "home": self.home_id,
-                              "agents": sorted(self.agents)}).encode()
+        payload = GatewayAgents(self.home_id, sorted(self.agents)).to_payload()
         with contextlib.suppress(Exception):
-            self._bus.publish(f"{self.root}/gateways/{self.home_id}/agents", payload,
+            self._bus.publish(Topics(self.root).gateway_agents(self.home_id), payload,
                               retain=True)
 
 

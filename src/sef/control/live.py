@@ -36,13 +36,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sef.control.allocation import decision_to_events
+from sef.control.allocation import DeviceEvents, decision_to_events
 from sef.control.controllers.base import ControlApp, Observation
 from sef.control.forecast import make_forecaster
 from sef.control.scenario import WATER_KWH_PER_L_K, Scenario
 from sef.control.simulator import SERIES, SimResult
 from sef.ems import EMS
 from sef.interface import DEMO_INTERFACE
+from sef.tasks import TaskSet
 
 __all__ = ["LiveControl", "LiveStep", "fleet_from_groups", "next_midnight"]
 
@@ -99,6 +100,8 @@ class LiveControl:
     throughput_kwh: float = 0.0
     series: dict[str, FloatArray] = field(default_factory=dict)
     history: list[LiveStep] = field(default_factory=list)
+    _sends: TaskSet = field(default_factory=lambda: TaskSet("live control"), init=False,
+                            repr=False)
 
     def __post_init__(self) -> None:
         sc = self.scenario
@@ -150,7 +153,16 @@ class LiveControl:
 
     # -- running --------------------------------------------------------------------
     async def run(self, steps: int | None = None) -> SimResult:
-        """Run ``steps`` steps (default: the whole scenario); return the recorded series."""
+        """Run ``steps`` steps (default: the whole scenario); return the recorded series.
+
+        Calls still being sent when the run ends (or is cancelled) are cancelled.
+        """
+        try:
+            return await self._run(steps)
+        finally:
+            await self._sends.close()
+
+    async def _run(self, steps: int | None) -> SimResult:
         sc = self.scenario
         clock = self.ems.clock
         total = sc.steps if steps is None else min(steps, sc.steps)
@@ -195,7 +207,7 @@ class LiveControl:
             sc.base_kw[step - 1] + obs.battery_power_kw.sum() + obs.wh_power_kw.sum()))
         return replace(obs, net_kw=net)
 
-    def _send(self, events: Any) -> int:
+    def _send(self, events: DeviceEvents) -> int:
         calls = 0
         for i, seq in enumerate(events.batteries):
             self._call(self.battery_ids[i], seq)
@@ -214,7 +226,7 @@ class LiveControl:
                 self.calls_failed += 1
                 log.warning("live control: call to %s failed: %s", agent_id, exc)
 
-        asyncio.get_running_loop().create_task(send())
+        self._sends.spawn(send(), name=f"EnergyMethod to {agent_id}")
 
     def _record(self, k: int, end_obs: Observation) -> None:
         """Series of step ``k`` from the measurements at its end."""
