@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sef.ems import AgentRecord, PropertyValue
+from sef.ems import AgentRecord, CallRefused, CallTarget, PropertyValue
 
 __all__ = ["DEFAULT_API", "api_agents", "history", "parse_event", "register", "send",
            "telemetry"]
@@ -162,11 +162,11 @@ def send(
         cmds = [parse_event(token) for token in events]
     except ValueError as exc:
         _fail(str(exc))
-    group = target.startswith("group:")
-    name = target[len("group:"):] if group else target
-    if not name or "/" in name:
-        _fail(f"bad target {target!r}: expected an agent id or group:NAME")
-    path = f"/groups/{name}/commands" if group else f"/agents/{name}/commands"
+    try:
+        dest = CallTarget.parse(target)
+    except CallRefused as exc:
+        _fail(f"bad target {target!r}: {exc}; expected an agent id or group:NAME")
+    path = f"/{'groups' if dest.group else 'agents'}/{dest.name}/commands"
     result: dict[str, Any] = _request("POST", api, path, timeout_s=timeout + 10.0,
                                       json={"cmds": cmds, "timeout_s": timeout,
                                             "reply": not no_reply})

@@ -76,15 +76,6 @@ class DemoProcesses:
             raise ProcessFailed(f"{name} did not become ready (see {log_path})")
         return found[0]
 
-    def alive(self) -> dict[str, bool]:
-        return {c.name: c.process.poll() is None for c in self.children}
-
-    def kill(self, name: str) -> None:
-        for child in self.children:
-            if child.name == name and child.process.poll() is None:
-                child.process.send_signal(signal.SIGKILL)
-                child.process.wait(5)
-
     def stop_all(self, timeout_s: float = 5.0) -> None:
         """SIGINT every child (agents disconnect cleanly), then SIGKILL what remains."""
         for child in reversed(self.children):

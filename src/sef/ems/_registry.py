@@ -88,7 +88,6 @@ class AgentRecord:
     keepalive_s: int | None = None
     expected_seq: int | None = None
     gaps: int = 0
-    messages: int = 0
 
     def prop(self, interface: str, name: str) -> Any:
         """Last known value of ``interface.name`` (JSON mapping), or ``None``."""
@@ -125,7 +124,6 @@ class Registry:
         self.interfaces_by_hash: dict[str, Interface] = {}
         self.interfaces_by_name: dict[str, Interface] = {}
         self.bad_messages = 0
-        self.gateways: dict[str, bool] = {}  # home id -> bridge up
         self.gateway_agents: dict[str, list[str]] = {}  # home id -> agents behind it
         self.messages = 0
         self._parsed: dict[str, ParsedTopic | None] = {}  # topic -> parse, for self._parsed_by
@@ -180,7 +178,6 @@ class Registry:
                 return []
             record = self.agents[agent_id] = AgentRecord(agent_id, first_seen=now)
             events.append(Discovered(agent_id))
-        record.messages += 1
         try:
             if parsed.kind is TopicKind.INTERFACE:
                 assert parsed.interface is not None
@@ -239,7 +236,6 @@ class Registry:
             self.bad_messages += 1
             log.warning("bad bridge state of gateway %s: %s", home, exc)
             return []
-        self.gateways[home] = up
         behind = tuple(self.gateway_agents.get(home, []))
         events: list[Event] = [GatewayUp(home, behind) if up else GatewayDown(home, behind)]
         if not up:

@@ -63,7 +63,6 @@ class EventHub:
     def __init__(self, ems: EMS, *, max_queue: int = 1000) -> None:
         self.ems = ems
         self.max_queue = max_queue
-        self.published = 0
         self.dropped = 0
         self.closed = False
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
@@ -91,7 +90,6 @@ class EventHub:
         if not self._subscribers:
             return
         data = event_json(self.ems, event)
-        self.published += 1
         for queue in self._subscribers:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
