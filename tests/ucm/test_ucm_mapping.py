@@ -7,12 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from sef.agents.ucm import event_message, state_name
+from sef.agents.ucm import event_message
 from sef.clock import ScaledClock
 from sef.emulators.waterheater import SGDEmulator, c_to_f, f_to_c
 from sef.interface import Command
 from sef.models.waterheater import DRMode, WaterHeaterParams
 from sef.protocols import cta2045 as cta
+from sef.protocols.cta2045 import state_name
 
 
 def notes_check_bytes(data: bytes) -> bytes:

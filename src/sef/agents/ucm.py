@@ -56,12 +56,13 @@ from sef.interface import Command, EnergyEvent, Variant
 from sef.protocols import cta2045 as cta
 from sef.tasks import TaskSet
 
-__all__ = ["CtaWaterHeater", "UCMAgent", "event_message", "state_name"]
+__all__ = ["CtaWaterHeater", "UCMAgent", "event_message"]
 
 log = logging.getLogger("sef.agent.ucm")
 
+TEMPERATURE_EVERY = 4
+"""Poll the present tank temperature on every 4th exchange (telemetry ``Tank_Temp_C``)."""
 _OPTED_OUT = {cta.OperationalState.IDLE_OPTED_OUT, cta.OperationalState.RUNNING_OPTED_OUT}
-_CTA_EPOCH_UNIX = int(cta.CTA_EPOCH.timestamp())
 
 
 def event_message(cmd: Command, duration_s: float) -> cta.BasicMessage:
@@ -74,14 +75,6 @@ def event_message(cmd: Command, duration_s: float) -> cta.BasicMessage:
     if cmd is Command.DISCHARGE:
         return cta.CriticalPeak(code)
     return cta.EndShed()
-
-
-def state_name(code: int) -> str:
-    """Name of an operational state code (``STATE_<n>`` when unknown)."""
-    try:
-        return cta.OperationalState(code).name
-    except ValueError:
-        return f"STATE_{code}"
 
 
 class CtaWaterHeater(DeviceAdapter):
@@ -181,7 +174,7 @@ class CtaWaterHeater(DeviceAdapter):
                 temp = await self._request(link, cta.GetPresentTemperatureRequest(),
                                            (cta.PresentTemperatureReply, cta.IntermediateReply))
                 if isinstance(temp, cta.PresentTemperatureReply):
-                    self.tank_temp_c = _to_celsius(temp.temperature, temp.units)
+                    self.tank_temp_c = temp.celsius
         self._polls += 1
 
     async def close(self) -> None:
@@ -217,11 +210,17 @@ class CtaWaterHeater(DeviceAdapter):
             self.stored_wh = float(present.cumulative)
 
     async def _receive(self, link: cta.Link) -> None:
-        """Answer what the SGD starts: override, unsolicited state, UTC time, sleep/wake."""
+        """Note and answer what the SGD starts: override, unsolicited state, UTC time..."""
         async for message in link:
+            if isinstance(message, cta.CustomerOverride):
+                log.info("%s: customer override %s", self.host.agent_id,
+                         "in effect" if message.active else "ended")
+                self.override_msg = message.active
+            elif isinstance(message, cta.OperationalStateResponse):
+                self.op_state = message.state
             try:
-                reply = self._unsolicited(message)
                 self.host.changed()
+                reply = cta.ucm_answer(message, self.host.clock.now())
                 if reply is not None:
                     await link.send(reply)
             except cta.CtaError as exc:
@@ -230,28 +229,6 @@ class CtaWaterHeater(DeviceAdapter):
                 log.exception("%s: error handling %r", self.host.agent_id, message)
         if self.link is link:  # the peer closed the link (not our close())
             self.host.device_lost(cta.LinkClosed(f"{link.name} closed"))
-
-    def _unsolicited(self, message: cta.Message) -> cta.Message | None:
-        if isinstance(message, cta.CustomerOverride):
-            log.info("%s: customer override %s", self.host.agent_id,
-                     "in effect" if message.active else "ended")
-            self.override_msg = message.active
-            return cta.AppAck(message.OPCODE)
-        if isinstance(message, cta.OperationalStateResponse):
-            self.op_state = message.state
-            return cta.AppAck(message.OPCODE)
-        if isinstance(message, cta.Sleep | cta.Wake):
-            return cta.AppAck(message.OPCODE)
-        if isinstance(message, cta.GetUtcTimeRequest):
-            now = int(self.host.clock.now())
-            return cta.UtcTimeReply(utc_seconds=max(0, now - _CTA_EPOCH_UNIX))
-        if isinstance(message, cta.BasicMessage) and not isinstance(
-                message, cta.AppAck | cta.AppNak):
-            return cta.AppNak(cta.AppNakReason.OPCODE1_NOT_SUPPORTED)
-        if isinstance(message, cta.IntermediateMessage) and not message.opcodes[1] & 0x80:
-            op1, op2 = message.opcodes
-            return cta.IntermediateReply(op1, op2 | 0x80, cta.ResponseCode.NOT_IMPLEMENTED)
-        return None
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
         """CTA-2045 keys: powers in W, energies in Wh."""
@@ -264,7 +241,7 @@ class CtaWaterHeater(DeviceAdapter):
         if self.last_message is not None:
             values["CTA_Message"] = Variant("s", self.last_message.encode().hex(" "))
         if self.op_state is not None:
-            values["Op_State"] = Variant("s", state_name(self.op_state))
+            values["Op_State"] = Variant("s", cta.state_name(self.op_state))
             values["Op_State_Code"] = Variant("y", self.op_state & 0xFF)
         for key, reading in (("Power_W", self.power_w), ("Energy_Used_Wh", self.energy_used_wh),
                              ("Energy_Stored_Wh", self.stored_wh),
@@ -313,13 +290,3 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         """Use another port from now on (e.g. a new pty path); the link is reopened."""
         self.device.retarget(serial_port=serial_port, tcp=tcp)
         self.device_lost(cta.LinkClosed("port changed"))
-
-
-TEMPERATURE_EVERY = 4
-"""Poll the present tank temperature on every 4th exchange (telemetry ``Tank_Temp_C``)."""
-
-
-def _to_celsius(value: float, units: int) -> float:
-    """A CTA-2045 temperature in °C (``units`` 0 = °F, 1 = °C)."""
-    return round((value - 32.0) * 5.0 / 9.0, 2) if units == cta.TemperatureUnits.FAHRENHEIT \
-        else float(value)

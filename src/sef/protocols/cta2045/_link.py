@@ -354,6 +354,7 @@ class Link:
                             raise error
                 finally:
                     self._ack_waiter = None
+                    _consume(ack)
                 if attempt < self.timing.max_tries:
                     self.stats.retries += 1
                     await asyncio.sleep(self.timing.retry_delay_s)
@@ -395,6 +396,7 @@ class Link:
                     raise error from None
             finally:
                 self._waiters.remove(waiter)
+                _consume(waiter.future)
 
     @staticmethod
     def _matcher(message: Message, expect: Expectation) -> Callable[[Message], bool]:
@@ -419,3 +421,13 @@ class Link:
         """Ask the peer for its maximum payload length (bytes) and remember it."""
         reply = await self.request(MaxPayloadQuery(), MaxPayloadReply)
         return reply.max_payload
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen: the link's close may fail a future nobody awaits
+    any more (the request already failed on its send), which asyncio would log as "never
+    retrieved"."""
+    if future.done() and not future.cancelled():
+        future.exception()
+    else:
+        future.cancel()

@@ -114,6 +114,13 @@ class PresentTemperatureReply(CodedReply):
         _check_device_units(self.device_type, self.units)
         check_range("temperature", self.temperature, *_S16)
 
+    @property
+    def celsius(self) -> float:
+        """The temperature in °C, whatever the units byte says."""
+        if self.units == TemperatureUnits.FAHRENHEIT:
+            return round((self.temperature - 32.0) * 5.0 / 9.0, 2)
+        return float(self.temperature)
+
     def _pack(self) -> bytes:
         return _HEAD.pack(self.device_type, self.units, self.temperature)
 
