@@ -42,7 +42,7 @@ import gmqtt
 
 from sef.bus._message import BusError, Message
 
-__all__ = ["TESTED_GMQTT", "GmqttChanged", "check_gmqtt", "install_acks"]
+__all__ = ["TESTED_GMQTT", "Acknowledger", "GmqttChanged", "check_gmqtt"]
 
 log = logging.getLogger("sef.bus")
 
@@ -136,69 +136,87 @@ def _probe(handler_class: Any, package_class: Any) -> None:
         _fail("MqttPackageHandler.current_connection is not what set_connection stored")
 
 
-def install_acks(client: gmqtt.Client, on_message: Callable[[Message], object], *,
-                 stopping: Callable[[], bool], redeliver: Callable[[], None]) -> None:
-    """Take over the QoS 1 acknowledgement of a gmqtt ``client`` (before it connects).
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+class Acknowledger:
+    """Takes over the QoS 1 acknowledgement of each connection of one :class:`BusClient`.
 
     Each QoS 1 message is handed to ``on_message`` synchronously. If it returns a pending
     :class:`asyncio.Future` (e.g. the commit of the store batch holding the message's
     rows), the PUBACK is sent once that future succeeded, in one write with the other
     messages of the same future; if the future fails or is cancelled, the message is not
-    acknowledged and ``redeliver`` is called (MQTT delivers an unacknowledged message
-    again only on a new connection). A message for which ``on_message`` returns no
-    pending future is acknowledged with the newest pending one (so a redelivered
-    duplicate is not acknowledged before the commit of its first copy), or at once if
-    none is pending; one whose handler raised too (it would fail again: logged).
-    PUBACKs that cannot be sent are logged at WARNING (at INFO when ``stopping()``).
+    acknowledged and the connection's ``redeliver`` is called (MQTT delivers an
+    unacknowledged message again only on a new connection). A message for which
+    ``on_message`` returns no pending future (or whose handler raised: logged) waits for
+    the newest pending future, of this connection or an earlier one, or is acknowledged
+    at once if there is none: a redelivered duplicate is thus not acknowledged before the
+    commit of its first copy. PUBACKs that cannot be sent are
+    logged at WARNING (at INFO when ``stopping()``).
+
+    Raises :class:`GmqttChanged` if the installed gmqtt is not as tested.
     """
-    check_gmqtt()
-    handler = client._package_handler
-    waiting: dict[asyncio.Future[Any], list[int]] = {}
 
-    def ack(mids: list[int]) -> None:
-        # PUBACK is 40 02 MID in MQTT 3.1.1 and 5 (no reason code = success): one write
-        # for every message of a committed batch instead of one per message
-        connection = cast("_Connection | None", handler.current_connection)
-        level = logging.INFO if stopping() else logging.WARNING
-        if connection is None or connection.is_closing():
-            log.log(level, "%d PUBACKs not sent: the connection is closed (the broker "
-                    "delivers those messages again on the next connection)", len(mids))
-            return
-        try:
-            connection.send_package(b"".join(b"\x40\x02" + mid.to_bytes(2, "big")
-                                             for mid in mids))
-        except Exception as exc:
-            log.log(level, "%d PUBACKs not sent (%s): the broker delivers those messages "
-                    "again on the next connection", len(mids), exc)
+    def __init__(self, on_message: Callable[[Message], object], *,
+                 stopping: Callable[[], bool]) -> None:
+        check_gmqtt()
+        self.on_message = on_message
+        self.stopping = stopping
+        self._newest: asyncio.Future[Any] | None = None
+        """The newest future a message waits for (on any connection)."""
 
-    def done(future: asyncio.Future[Any]) -> None:
-        mids = waiting.pop(future, [])
-        failure = "cancelled" if future.cancelled() else future.exception()
-        if failure is None:
-            ack(mids)
-            return
-        if not stopping():
-            log.warning("%d messages not acknowledged: their processing failed (%s); "
-                        "reconnecting so that the broker delivers them again", len(mids),
-                        failure)
-        redeliver()
+    def install(self, client: gmqtt.Client, redeliver: Callable[[], None]) -> None:
+        """Take over the QoS 1 acknowledgement of a gmqtt ``client`` (before it connects)."""
+        handler = client._package_handler
+        waiting: dict[asyncio.Future[Any], list[int]] = {}  # this connection's messages
+        on_message, stopping = self.on_message, self.stopping
 
-    def qos1(mid: int, packet: bytes, topic: str, properties: dict[str, Any]) -> None:
-        try:
-            pending = on_message(Message(topic, packet, 1, bool(properties.get("retain"))))
-        except Exception:
-            log.exception("message handler failed for topic %s", topic)
-            pending = None
-        if not isinstance(pending, asyncio.Future) or (pending.done() and not (
-                pending.cancelled() or pending.exception() is not None)):
-            if not waiting:
-                ack([mid])
+        def ack(mids: list[int]) -> None:
+            # PUBACK is 40 02 MID in MQTT 3.1.1 and 5 (no reason code = success): one write
+            # for every message of a committed batch instead of one per message
+            connection = cast("_Connection | None", handler.current_connection)
+            level = logging.INFO if stopping() else logging.WARNING
+            if connection is None or connection.is_closing():
+                log.log(level, "%d PUBACKs not sent: the connection is closed (the broker "
+                        "delivers those messages again on the next connection)", len(mids))
                 return
-            pending = next(reversed(waiting))  # the newest pending future
-        mids = waiting.get(pending)
-        if mids is None:
-            mids = waiting[pending] = []
-            pending.add_done_callback(done)
-        mids.append(mid)
+            try:
+                connection.send_package(b"".join(b"\x40\x02" + mid.to_bytes(2, "big")
+                                                 for mid in mids))
+            except Exception as exc:
+                log.log(level, "%d PUBACKs not sent (%s): the broker delivers those messages "
+                        "again on the next connection", len(mids), exc)
 
-    setattr(handler, HOOK, qos1)
+        def done(future: asyncio.Future[Any]) -> None:
+            mids = waiting.pop(future, [])
+            if _succeeded(future):
+                ack(mids)
+                return
+            if not stopping():
+                log.warning("%d messages not acknowledged: their processing failed (%s); "
+                            "reconnecting so that the broker delivers them again", len(mids),
+                            "cancelled" if future.cancelled() else future.exception())
+            redeliver()
+
+        def qos1(mid: int, packet: bytes, topic: str, properties: dict[str, Any]) -> None:
+            try:
+                pending = on_message(Message(topic, packet, 1, bool(properties.get("retain"))))
+            except Exception:
+                log.exception("message handler failed for topic %s", topic)
+                pending = None
+            if isinstance(pending, asyncio.Future) and not _succeeded(pending):
+                self._newest = pending
+            else:
+                pending = self._newest
+                if pending is None or pending.done():
+                    self._newest = None
+                    ack([mid])
+                    return
+            mids = waiting.get(pending)
+            if mids is None:
+                mids = waiting[pending] = []
+                pending.add_done_callback(done)
+            mids.append(mid)
+
+        setattr(handler, HOOK, qos1)

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-from sef.bus._acks import check_gmqtt, install_acks
+from sef.bus._acks import Acknowledger
 from sef.bus._message import BusError, Message
 
 __all__ = ["BrokerResolver", "BrokerURL", "BusClient", "BusError", "Message", "Will"]
@@ -145,8 +145,8 @@ class BusClient:
         manual_ack: acknowledge a QoS 1 message only once the :class:`asyncio.Future`
             that ``on_message`` returns for it succeeded (e.g. the commit of its rows);
             a failed or cancelled future is never acknowledged: the client reconnects
-            and the broker delivers the message again (see :func:`sef.bus._acks.
-            install_acks`). Raises :class:`sef.bus._acks.GmqttChanged` if the installed
+            and the broker delivers the message again (see :class:`sef.bus._acks.
+            Acknowledger`). Raises :class:`sef.bus._acks.GmqttChanged` if the installed
             gmqtt is not one this was tested with. Subscriptions are QoS 0 or 1.
     """
 
@@ -180,8 +180,6 @@ class BusClient:
         self.resolver: BrokerResolver | None = None
         if isinstance(url, str) and (scheme_resolver := self._registered(url)) is not None:
             url = scheme_resolver(url)
-        if manual_ack:
-            check_gmqtt()  # fail here, loudly, not by stalling ingest later
         if isinstance(url, BrokerURL):
             self.url: BrokerURL = url
         elif isinstance(url, str):
@@ -195,6 +193,9 @@ class BusClient:
         self.clean_session = clean_session
         self.manual_ack = manual_ack
         self._on_message = on_message or (lambda message: None)
+        # checks gmqtt's internals now: fail here, loudly, not by stalling ingest later
+        self._acks = Acknowledger(self._on_message, stopping=lambda: self._stopping) \
+            if manual_ack else None
         self._will = will or (lambda: None)
         self._on_connect = on_connect
         self._subscriptions: dict[str, int] = {}
@@ -335,9 +336,8 @@ class BusClient:
         if self.url.username:
             client.set_auth_credentials(self.url.username, self.url.password)
         client.on_message = self._handle  # QoS 0 (and QoS 1 without manual_ack)
-        if self.manual_ack:
-            install_acks(client, self._on_message, stopping=lambda: self._stopping,
-                         redeliver=lambda: self._redeliver(client))
+        if self._acks is not None:
+            self._acks.install(client, redeliver=lambda: self._redeliver(client))
         client.on_subscribe = self._handle_suback
         client.on_disconnect = self._handle_disconnect
         self._lost.clear()
