@@ -14,6 +14,7 @@ from rich.live import Live
 from sef.cli.bus_commands import BROKER_HELP, clock_option, console, err, run_async
 from sef.ems import EMS, Event
 from sef.ems.render import agents_table
+from sef.tasks import TaskSet
 
 if TYPE_CHECKING:
     from sef.control.scenario import Scenario
@@ -87,15 +88,14 @@ def ems(
                       on_event=print_event, store=store)
         await service.start(timeout_s=None)
         server = None
-        control_task = retention_task = None
+        background = TaskSet(f"sef ems {host_id}")  # a failure is logged when it happens
         try:
             if store is not None and (keep_days is not None or raw_days is not None):
-                retention_task = asyncio.create_task(
-                    retention(service, store, keep_days, raw_days, downsample_s))
+                background.spawn(retention(service, store, keep_days, raw_days, downsample_s),
+                                 name="retention")
             if scenario is not None:
-                control_task = asyncio.create_task(
-                    run_control(service, scenario, controller, battery_group, heater_group,
-                                report))
+                background.spawn(run_control(service, scenario, controller, battery_group,
+                                             heater_group, report), name="control")
             if listen is not None:
                 from sef.ems.api import serve_api
 
@@ -116,9 +116,7 @@ def ems(
                     await asyncio.sleep(0.5)
                     live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
         finally:
-            for task in (control_task, retention_task):
-                if task is not None:
-                    task.cancel()
+            await background.close()
             if server is not None:
                 await server.stop()
             try:

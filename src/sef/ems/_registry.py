@@ -88,6 +88,7 @@ class AgentRecord:
     keepalive_s: int | None = None
     expected_seq: int | None = None
     gaps: int = 0
+    messages: int = 0
 
     def prop(self, interface: str, name: str) -> Any:
         """Last known value of ``interface.name`` (JSON mapping), or ``None``."""
@@ -178,6 +179,7 @@ class Registry:
                 return []
             record = self.agents[agent_id] = AgentRecord(agent_id, first_seen=now)
             events.append(Discovered(agent_id))
+        record.messages += 1
         try:
             if parsed.kind is TopicKind.INTERFACE:
                 assert parsed.interface is not None
