@@ -212,9 +212,10 @@ class GatewayDown:
         return list(self.agents)
 
 
-AgentEvent: TypeAlias = (Discovered | Online | Offline | StaleStatus | AboutReceived
-                         | PropertyChanged | InterfaceLoaded | SignalReceived | Gap | BadMessage)
-"""An event about one agent (``agent_id`` is an agent)."""
+AgentEvent: TypeAlias = (PropertyChanged | Discovered | Online | Offline | StaleStatus
+                         | AboutReceived | InterfaceLoaded | SignalReceived | Gap | BadMessage)
+"""An event about one agent (``agent_id`` is an agent). The most frequent kind comes first:
+``isinstance(event, AgentEvent)`` tries the members in order."""
 
 GatewayEvent: TypeAlias = GatewayUp | GatewayDown
 """An event about a home gateway (``agent_id`` is the home id)."""
