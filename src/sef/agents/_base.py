@@ -41,13 +41,13 @@ from sef.bus import (
     PropertyUpdate,
     Reply,
     Session,
+    SignalEmission,
     Status,
     TopicKind,
     Topics,
     Will,
     check_id,
     decode_object,
-    encode_object,
 )
 from sef.clock import Clock, default_clock
 from sef.interface import (
@@ -229,9 +229,10 @@ class Agent:
     def emit_signal(self, interface: str, name: str, *args: Any) -> None:
         """Publish a signal (not retained)."""
         signal = self._interfaces[interface].signals[name]
-        payload = encode_object({"v": 1, "seq": self.session.next_seq(), "ts": self.clock.now(),
-                                 "args": args_to_json(signal.args, list(args))})
-        self.bus.publish(self.topics.signal(self.agent_id, interface, name), payload)
+        emission = SignalEmission(args_to_json(signal.args, list(args)), self.clock.now(),
+                                  self.session.next_seq())
+        self.bus.publish(self.topics.signal(self.agent_id, interface, name),
+                         emission.to_payload())
 
     def _publish_property(self, interface: str, name: str) -> None:
         prop = self._interfaces[interface].properties[name]
