@@ -49,7 +49,9 @@ def test_gmqtt_is_the_pinned_and_tested_version() -> None:
 def test_gmqtt_internals_used_by_the_ack_hook_are_there() -> None:
     """Exactly what ``sef.bus._acks`` touches; if this fails, gmqtt changed: port the hook
     (and its check) to the new gmqtt before widening the pin."""
-    params = lambda f: tuple(inspect.signature(f).parameters)  # noqa: E731
+    def params(function: Callable[..., Any]) -> tuple[str, ...]:
+        return tuple(inspect.signature(function).parameters)
+
     # 1. the client's package handler
     client = gmqtt.Client("fence-test")
     assert isinstance(client._package_handler, MqttPackageHandler)

@@ -19,7 +19,6 @@ returned succeeded (:mod:`sef.bus._acks`, the one place that uses gmqtt internal
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -229,15 +228,20 @@ class BusClient:
     async def stop(self, *, before_disconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         """Disconnect cleanly (the broker then discards the will) and stop reconnecting."""
         self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        client = self._client
-        if client is not None and self._connected.is_set():
+        self._lost.set()  # ends the supervisor even if a cancellation gets lost (see below)
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
             try:
-                if before_disconnect is not None:
+                await supervisor
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # our caller is being cancelled, not just the supervisor
+        client = self._client
+        if client is not None:
+            try:
+                if before_disconnect is not None and self._connected.is_set():
                     await before_disconnect()
                 await asyncio.wait_for(client.disconnect(), 2.0)
             except (TimeoutError, OSError, RuntimeError) as exc:
@@ -364,11 +368,17 @@ class BusClient:
                             self.client_id, self.url, exc or type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 continue
+            # Python 3.11's wait_for can swallow a cancellation that meets a completion:
+            # the supervisor then checks _stopping itself (stop() disconnects the client)
+            if self._stopping:
+                return
             self._backoff.reset()
             self.connections += 1
             client = self._client
             assert client is not None
             await self._subscribe_all(client, dict(self._subscriptions))
+            if self._stopping:
+                return
             self._connected.set()
             log.info("%s connected to %s (connection %d)", self.client_id, self.url,
                      self.connections)
@@ -378,10 +388,10 @@ class BusClient:
                 except Exception:
                     log.exception("on_connect hook of %s failed", self.client_id)
             await self._lost.wait()
-            self._connected.clear()
-            self._client = None
             if self._stopping:
                 return
+            self._connected.clear()
+            self._client = None
             delay = self._backoff.next()
             log.warning("%s lost its connection to %s; reconnecting in %.1f s", self.client_id,
                         self.url, delay)
