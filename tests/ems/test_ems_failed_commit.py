@@ -178,3 +178,21 @@ async def test_the_commit_future_carries_the_failure(db_url: str) -> None:
     await recorder.stop()
     assert store.count_telemetry() == 1
     store.close()
+
+
+async def test_the_batch_committed_at_stop_is_acknowledged(broker_url: str,
+                                                           db_url: str) -> None:
+    """Stopping commits the open batch while the connection is still up, so its PUBACKs
+    reach the broker and the next session is not sent those messages again."""
+    store = FlakyStore.open(db_url)
+    ems = EMS(broker_url, HOST, store=store, keepalive_s=2)
+    await ems.start()
+    assert ems.recorder is not None
+    ems.recorder.max_delay_s = 5.0  # the last batch is still open when the stop begins
+    await publish(broker_url, births=True, telemetry=True)
+    await wait_for(lambda: received_all(ems, PER_AGENT), 10.0)
+    assert store.count_telemetry() < AGENTS * PER_AGENT
+    await ems.stop()
+    assert_stored_once(store, range(1, PER_AGENT + 1))
+    await nothing_redelivered(broker_url, store)
+    store.close()

@@ -125,9 +125,9 @@ class EMS:
                 await asyncio.sleep(0.05)
 
         await self._tasks.close()
-        await self.bus.stop(before_disconnect=goodbye)
-        if self.recorder is not None:
+        if self.recorder is not None:  # commit first, so that its acks still reach the broker
             await self.recorder.stop()
+        await self.bus.stop(before_disconnect=goodbye)
 
     async def __aenter__(self) -> EMS:
         await self.start()
