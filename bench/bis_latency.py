@@ -142,18 +142,21 @@ async def _serve_emulator(conn: Connection) -> None:
 # -- BIS process ------------------------------------------------------------------------
 
 
-def bis_main(broker_url: str, modbus_port: int, poll_s: float, conn: Connection | None,
-             nodelay: bool) -> None:
+def bis_main(
+    broker_url: str, modbus_port: int, poll_s: float, conn: Connection | None, nodelay: bool
+) -> None:
     """BIS process: the unmodified agent, its instance wrapped for timestamps if ``conn``."""
     logging.basicConfig(level=logging.WARNING)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_bis(broker_url, modbus_port, poll_s, conn, nodelay))
 
 
-async def _serve_bis(broker_url: str, modbus_port: int, poll_s: float,
-                     conn: Connection | None, nodelay: bool) -> None:
-    agent = BISAgent(AGENT_ID, broker_url, modbus_host="127.0.0.1", modbus_port=modbus_port,
-                     poll_s=poll_s)  # pymodbus wants a running loop to build its client
+async def _serve_bis(
+    broker_url: str, modbus_port: int, poll_s: float, conn: Connection | None, nodelay: bool
+) -> None:
+    agent = BISAgent(
+        AGENT_ID, broker_url, modbus_host="127.0.0.1", modbus_port=modbus_port, poll_s=poll_s
+    )  # pymodbus wants a running loop to build its client
     if conn is not None:
         instrument(agent, conn)
     await agent.start()
@@ -277,8 +280,9 @@ class Inbox:
             self.detach()
         self.arrived.set()
 
-    async def wait_for(self, pick: Callable[[Any], bool], start: int,
-                       deadline: float) -> tuple[Any, int] | None:
+    async def wait_for(
+        self, pick: Callable[[Any], bool], start: int, deadline: float
+    ) -> tuple[Any, int] | None:
         """First item from index ``start`` on that ``pick`` accepts (and its index)."""
         while True:
             for i in range(start, len(self.items)):
@@ -326,8 +330,9 @@ def spawn(target: Callable[..., None], *args: Any) -> mp.process.BaseProcess:
     return proc
 
 
-async def wait_bis_ready(ems: EMS, seen: asyncio.Event, bis: mp.process.BaseProcess,
-                         timeout_s: float = 15.0) -> None:
+async def wait_bis_ready(
+    ems: EMS, seen: asyncio.Event, bis: mp.process.BaseProcess, timeout_s: float = 15.0
+) -> None:
     """Until the EMS has the BIS's telemetry with a battery reading in it."""
 
     def ready() -> bool:
@@ -362,8 +367,14 @@ def call_number(n: int) -> Callable[[Any], bool]:
     return lambda r: bool(r.get("n") == n)
 
 
-async def ems_calls(args: argparse.Namespace, ems: EMS, emu: Inbox, trace: Inbox | None,
-                    progress: Progress, results: Results) -> None:
+async def ems_calls(
+    args: argparse.Namespace,
+    ems: EMS,
+    emu: Inbox,
+    trace: Inbox | None,
+    progress: Progress,
+    results: Results,
+) -> None:
     total = args.warmup + args.calls
     task = progress.add_task("EMS → BIS → emulator calls", total=total)
     for k in range(total):
@@ -371,8 +382,9 @@ async def ems_calls(args: argparse.Namespace, ems: EMS, emu: Inbox, trace: Inbox
         want_rate = 100.0 * RATE_KW / 8.0 * (1 if cmd == "charge" else -1)
         emu_start = len(emu.items)
         t0 = now_ns()
-        replies = await ems.call(AGENT_ID, DEMO_INTERFACE, "EnergyMethod",
-                                 [[[cmd, RATE_KW, 0]]], reply=not args.no_reply)
+        replies = await ems.call(
+            AGENT_ID, DEMO_INTERFACE, "EnergyMethod", [[[cmd, RATE_KW, 0]]], reply=not args.no_reply
+        )
         sample = CallSample(t0)
         if not args.no_reply:
             sample.reply = now_ns()
@@ -400,16 +412,21 @@ async def ems_calls(args: argparse.Namespace, ems: EMS, emu: Inbox, trace: Inbox
     progress.remove_task(task)
 
 
-async def raw_writes(args: argparse.Namespace, port: int, address: int, emu: Inbox,
-                     progress: Progress, results: Results) -> None:
+async def raw_writes(
+    args: argparse.Namespace,
+    port: int,
+    address: int,
+    emu: Inbox,
+    progress: Progress,
+    results: Results,
+) -> None:
     mdef = model_def(124)
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2.0, retries=0)
     if not await client.connect():
         raise RuntimeError("raw pymodbus client cannot connect to the emulator")
     frames = []
     for pct in (50.0, -50.0):
-        values = {"OutWRte": -pct, "InWRte": pct, "InOutWRte_WinTms": 0,
-                  "InOutWRte_RvrtTms": 60}
+        values = {"OutWRte": -pct, "InWRte": pct, "InOutWRte_WinTms": 0, "InOutWRte_RvrtTms": 60}
         regs: list[int] = []
         for name in RATE_POINTS:
             p = mdef.point(name)
@@ -448,8 +465,16 @@ async def run(args: argparse.Namespace, mosquitto: Mosquitto) -> Results:
             raise RuntimeError("the emulator process did not start")
         _, port, address = emu_rx.recv()
         trace_rx, trace_tx = ctx.Pipe(duplex=False) if not args.no_trace else (None, None)
-        procs.append(spawn(bis_main, mosquitto.url, port, args.poll, trace_tx,
-                           args.nodelay in ("clients", "all")))
+        procs.append(
+            spawn(
+                bis_main,
+                mosquitto.url,
+                port,
+                args.poll,
+                trace_tx,
+                args.nodelay in ("clients", "all"),
+            )
+        )
         seen = asyncio.Event()
 
         def on_event(event: Event) -> None:
@@ -466,14 +491,21 @@ async def run(args: argparse.Namespace, mosquitto: Mosquitto) -> Results:
             set_nodelay(ems.bus)
         try:
             await wait_bis_ready(ems, seen, procs[1])
-            console.print(f"emulator (pid {emulator.pid}) on 127.0.0.1:{port}, BIS "
-                          f"(pid {procs[1].pid}) polling every {args.poll:g} s, EMS in the "
-                          f"bench (pid {os.getpid()}); calls with reply="
-                          f"{not args.no_reply}, BIS trace {'off' if args.no_trace else 'on'}")
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn())
-            with Progress(*columns, console=console, refresh_per_second=8,
-                          transient=True) as progress:
+            console.print(
+                f"emulator (pid {emulator.pid}) on 127.0.0.1:{port}, BIS "
+                f"(pid {procs[1].pid}) polling every {args.poll:g} s, EMS in the "
+                f"bench (pid {os.getpid()}); calls with reply="
+                f"{not args.no_reply}, BIS trace {'off' if args.no_trace else 'on'}"
+            )
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(
+                *columns, console=console, refresh_per_second=8, transient=True
+            ) as progress:
                 await ems_calls(args, ems, emu, trace, progress, results)
                 await raw_writes(args, port, address, emu, progress, results)
         finally:
@@ -499,15 +531,28 @@ def stats(values: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float]:
     if values.size == 0:
         return {k: float("nan") for k in ("p50", "p90", "p99", "max", "mean")}
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "max": float(values.max()), "mean": float(values.mean())}
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+    }
 
 
-def add_row(table: Table, label: str, values: np.ndarray[Any, np.dtype[np.float64]],
-            style: str | None = None) -> dict[str, float]:
+def add_row(
+    table: Table,
+    label: str,
+    values: np.ndarray[Any, np.dtype[np.float64]],
+    style: str | None = None,
+) -> dict[str, float]:
     s = stats(values)
-    table.add_row(label, f"{values.size:,}", *(f"{s[k]:.2f}" for k in
-                                              ("p50", "p90", "p99", "max", "mean")), style=style)
+    table.add_row(
+        label,
+        f"{values.size:,}",
+        *(f"{s[k]:.2f}" for k in ("p50", "p90", "p99", "max", "mean")),
+        style=style,
+    )
     return s
 
 
@@ -517,8 +562,7 @@ STAGES = (
     ("EMS call → BIS gets the MQTT message (EMS, Mosquitto, BIS)", "t0", "recv", True),
     ("BIS call queue + argument decoding → EnergyMethod", "recv", "handler", True),
     ("EnergyMethod → sequencer applies the event", "handler", "apply", True),
-    ("apply → write_points entered (clip, wait for the BIS lock)", "apply", "write_points",
-     True),
+    ("apply → write_points entered (clip, wait for the BIS lock)", "apply", "write_points", True),
     ("scale-factor read before the write (1 Modbus read)", "write_points", "w1", True),
     ("FC16 rates sent → emulator stores InWRte", "w1", "rate", True),
     ("emulator stored InWRte → BIS gets the FC16 answer", "rate", "w1_done", False),
@@ -536,13 +580,14 @@ def report(args: argparse.Namespace, results: Results) -> None:
     raw_rt = ms([r.done - r.t0 for r in results.raw])
     raw_oneway = ms([r.stored - r.t0 for r in results.raw if r.stored is not None])
 
-    table = Table(title=f"BIS latency on loopback: {args.calls:,} calls / writes after "
-                        f"{args.warmup} warm-up (ms)")
+    table = Table(
+        title=f"BIS latency on loopback: {args.calls:,} calls / writes after "
+        f"{args.warmup} warm-up (ms)"
+    )
     table.add_column("path", justify="left")
     for col in ("n", "p50", "p90", "p99", "max", "mean"):
         table.add_column(col, justify="right")
-    main = add_row(table, "EMS call → emulator register change (InWRte)", ems_rate,
-                   style="bold")
+    main = add_row(table, "EMS call → emulator register change (InWRte)", ems_rate, style="bold")
     add_row(table, "EMS call → last control write stored (StorCtl_Mod)", ems_mode)
     if not args.no_reply:
         add_row(table, "EMS call → reply received by the EMS", ems_reply)
@@ -551,16 +596,21 @@ def report(args: argparse.Namespace, results: Results) -> None:
     console.print(table)
 
     if results.lost_calls or results.lost_raw or results.bad_replies:
-        console.print(f"[red]lost: {results.lost_calls} calls without a register change, "
-                      f"{results.lost_raw} raw writes, {results.bad_replies} failed replies "
-                      f"(waited {WAIT_S:g} s each)[/red]")
+        console.print(
+            f"[red]lost: {results.lost_calls} calls without a register change, "
+            f"{results.lost_raw} raw writes, {results.bad_replies} failed replies "
+            f"(waited {WAIT_S:g} s each)[/red]"
+        )
     ratio = main["p99"] / raw["p99"] if raw["p99"] > 0 else float("nan")
-    console.print(f"ratio p99(EMS → register) / p99(raw write round trip): {ratio:.1f}x "
-                  f"({main['p99']:.2f} ms / {raw['p99']:.2f} ms)")
+    console.print(
+        f"ratio p99(EMS → register) / p99(raw write round trip): {ratio:.1f}x "
+        f"({main['p99']:.2f} ms / {raw['p99']:.2f} ms)"
+    )
     passed = main["p99"] < TARGET_P99_MS and not results.lost_calls
     verdict = "[bold green]PASS[/bold green]" if passed else "[bold red]FAIL[/bold red]"
-    console.print(f"{verdict} p99(EMS call → register change) < {TARGET_P99_MS:g} ms: "
-                  f"{main['p99']:.2f} ms")
+    console.print(
+        f"{verdict} p99(EMS call → register change) < {TARGET_P99_MS:g} ms: {main['p99']:.2f} ms"
+    )
 
     traced = [c for c in ok if c.trace]
     if traced:
@@ -597,14 +647,21 @@ def breakdown(args: argparse.Namespace, calls: list[CallSample]) -> None:
         share = f"{st['mean'] / total:.0%}" if counted else "after"
         table.add_row(label, f"{st['p50']:.3f}", f"{st['p99']:.3f}", f"{st['max']:.3f}", share)
     console.print(table)
-    console.print("share: of the mean EMS → register latency; 'after': once the setpoint "
-                  "has changed (not in the latency)")
+    console.print(
+        "share: of the mean EMS → register latency; 'after': once the setpoint "
+        "has changed (not in the latency)"
+    )
 
-    slow = sorted(calls, key=lambda c: span(c, "t0", "rate") or 0.0)[-max(1, len(calls) // 100):]
-    parts = [f"{b} {np.mean([span(c, a, b) or 0.0 for c in slow]):.2f}"
-             for _, a, b, counted in STAGES if counted]
-    console.print(f"slowest 1 % ({len(slow)} calls, {span(slow[0], 't0', 'rate') or 0:.2f} ms "
-                  f"and up), mean ms per stage: {', '.join(parts)}")
+    slow = sorted(calls, key=lambda c: span(c, "t0", "rate") or 0.0)[-max(1, len(calls) // 100) :]
+    parts = [
+        f"{b} {np.mean([span(c, a, b) or 0.0 for c in slow]):.2f}"
+        for _, a, b, counted in STAGES
+        if counted
+    ]
+    console.print(
+        f"slowest 1 % ({len(slow)} calls, {span(slow[0], 't0', 'rate') or 0:.2f} ms "
+        f"and up), mean ms per stage: {', '.join(parts)}"
+    )
     hops = np.asarray([v for c in calls if (v := span(c, "t0", "recv")) is not None])
     hop = stats(hops)
     if hop["p50"] >= MQTT_SLOW_MS:
@@ -614,9 +671,13 @@ def breakdown(args: argparse.Namespace, calls: list[CallSample]) -> None:
             f"{float(np.median(ms([c.rate - c.trace['recv'] for c in calls if c.rate]))):.2f} "
             "ms (p50): a small TCP segment held back by Nagle's algorithm until the peer's "
             "delayed ACK (up to 40 ms on Linux). "
-            + ("Compare with --nodelay broker (Mosquitto set_tcp_nodelay true)."
-               if args.nodelay == "none" else f"(--nodelay {args.nodelay} in this run)")
-            + "[/yellow]")
+            + (
+                "Compare with --nodelay broker (Mosquitto set_tcp_nodelay true)."
+                if args.nodelay == "none"
+                else f"(--nodelay {args.nodelay} in this run)"
+            )
+            + "[/yellow]"
+        )
 
 
 def main() -> None:
@@ -624,23 +685,33 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000, help="measured calls (and raw writes)")
     ap.add_argument("--warmup", type=int, default=20, help="calls/writes made first, not counted")
     ap.add_argument("--poll", type=float, default=1.0, help="BIS poll_s (real s)")
-    ap.add_argument("--gap-ms", type=float, default=0.0,
-                    help="pause between calls (default 0: back to back)")
+    ap.add_argument(
+        "--gap-ms", type=float, default=0.0, help="pause between calls (default 0: back to back)"
+    )
     ap.add_argument("--no-reply", action="store_true", help="call with reply=False")
-    ap.add_argument("--no-trace", action="store_true",
-                    help="run the BIS without stage timestamps (no breakdown)")
-    ap.add_argument("--nodelay", choices=("none", "broker", "clients", "all"), default="none",
-                    help="TCP_NODELAY on the MQTT sockets: Mosquitto's (set_tcp_nodelay), the "
-                         "EMS's and the BIS's, or all (default none, as SEF ships)")
+    ap.add_argument(
+        "--no-trace",
+        action="store_true",
+        help="run the BIS without stage timestamps (no breakdown)",
+    )
+    ap.add_argument(
+        "--nodelay",
+        choices=("none", "broker", "clients", "all"),
+        default="none",
+        help="TCP_NODELAY on the MQTT sockets: Mosquitto's (set_tcp_nodelay), the "
+        "EMS's and the BIS's, or all (default none, as SEF ships)",
+    )
     args = ap.parse_args()
     if args.calls < 1 or args.warmup < 0 or args.poll <= 0:
         ap.error("need --calls >= 1, --warmup >= 0, --poll > 0")
     logging.basicConfig(level=logging.WARNING)
     extra = "set_tcp_nodelay true\n" if args.nodelay in ("broker", "all") else ""
     with Mosquitto(extra_config=extra) as mosquitto:
-        console.print(f"Mosquitto on {mosquitto.url}; Python {sys.version.split()[0]}, "
-                      f"pymodbus {pymodbus.__version__}, {os.cpu_count()} CPUs; clock "
-                      "CLOCK_MONOTONIC (time.monotonic_ns) in every process")
+        console.print(
+            f"Mosquitto on {mosquitto.url}; Python {sys.version.split()[0]}, "
+            f"pymodbus {pymodbus.__version__}, {os.cpu_count()} CPUs; clock "
+            "CLOCK_MONOTONIC (time.monotonic_ns) in every process"
+        )
         t = time.monotonic()
         results = asyncio.run(run(args, mosquitto))
     console.print(f"measured in {time.monotonic() - t:.1f} s")

@@ -99,24 +99,34 @@ def topic(index: int) -> str:
 def update(k: int, agents: int) -> PropertyUpdate:
     """Message ``k`` of the stream: agent ``k % agents``, its ``seq`` is ``k // agents``."""
     ts = round(T0 + k / 1000.0, 3)
-    value = to_json("a{sv}", {"TimeStamp": Variant("u", int(ts)),
-                              "Sys_SOC": Variant("d", round(20.0 + (k * 7 % 6000) / 100.0, 2))})
+    value = to_json(
+        "a{sv}",
+        {
+            "TimeStamp": Variant("u", int(ts)),
+            "Sys_SOC": Variant("d", round(20.0 + (k * 7 % 6000) / 100.0, 2)),
+        },
+    )
     return PropertyUpdate(value=value, ts=ts, seq=k // agents)
 
 
-def produce(host: str, port: int, qos: int, messages: int, agents: int, part: int, parts: int,
-            sent: Any) -> None:
+def produce(
+    host: str, port: int, qos: int, messages: int, agents: int, part: int, parts: int, sent: Any
+) -> None:
     """Producer process: publish this part's messages (agents ``i % parts == part``)."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, range(os.cpu_count() or 1))  # not the measuring CPU only
     logging.basicConfig(level=logging.WARNING)
-    batch = [(topic(k % agents), update(k, agents).to_payload())
-             for k in range(messages) if (k % agents) % parts == part]
+    batch = [
+        (topic(k % agents), update(k, agents).to_payload())
+        for k in range(messages)
+        if (k % agents) % parts == part
+    ]
     asyncio.run(_publish(host, port, qos, batch, sent))
 
 
-async def _publish(host: str, port: int, qos: int, batch: list[tuple[str, bytes]],
-                   sent: Any) -> None:
+async def _publish(
+    host: str, port: int, qos: int, batch: list[tuple[str, bytes]], sent: Any
+) -> None:
     client = gmqtt.Client(f"bench-producer-{os.getpid()}")
     await client.connect(host, port, keepalive=60, version=MQTTv311)
     storage = client._persistent_storage  # inflight QoS 1 publishes (not acknowledged yet)
@@ -185,8 +195,9 @@ async def wait_drained(counter: Counter, progress: Progress, label: str) -> None
     progress.remove_task(task)
 
 
-async def bare_session(host: str, port: int,
-                       on_message: Callable[..., int] | None = None) -> gmqtt.Client:
+async def bare_session(
+    host: str, port: int, on_message: Callable[..., int] | None = None
+) -> gmqtt.Client:
     client = gmqtt.Client(BARE_ID, clean_session=False)
     subscribed = asyncio.get_running_loop().create_future()
     client.on_message = on_message or (lambda *a: 0)
@@ -215,8 +226,7 @@ async def drain_bare(host: str, port: int, expected: int, progress: Progress) ->
     client = await bare_session(host, port, on_message)
     await wait_drained(counter, progress, "  drain bare gmqtt")
     await client.disconnect()
-    return Result(BARE, counter.count, counter.last - counter.first,
-                  counter.rate)
+    return Result(BARE, counter.count, counter.last - counter.first, counter.rate)
 
 
 def make_ems(url: str, on_event: Callable[[Event], None] | None = None) -> EMS:
@@ -226,8 +236,13 @@ def make_ems(url: str, on_event: Callable[[Event], None] | None = None) -> EMS:
     return ems
 
 
-async def drain_ems(url: str, expected: int, agents: int, progress: Progress,
-                    profile: cProfile.Profile | None = None) -> Result:
+async def drain_ems(
+    url: str,
+    expected: int,
+    agents: int,
+    progress: Progress,
+    profile: cProfile.Profile | None = None,
+) -> Result:
     counter = Counter(expected)
     tick = counter.tick
 
@@ -243,8 +258,13 @@ async def drain_ems(url: str, expected: int, agents: int, progress: Progress,
     if profile is not None:
         profile.disable()
     await ems.stop()
-    return Result(EMS_NAME, counter.count, counter.last - counter.first,
-                  counter.rate, check_registry(ems, expected, agents))
+    return Result(
+        EMS_NAME,
+        counter.count,
+        counter.last - counter.first,
+        counter.rate,
+        check_registry(ems, expected, agents),
+    )
 
 
 def check_registry(ems: EMS, expected: int, agents: int) -> dict[str, Any]:
@@ -258,25 +278,47 @@ def check_registry(ems: EMS, expected: int, agents: int) -> dict[str, Any]:
         if last_k is None or record is None:
             continue
         want, got = update(last_k, agents), record.properties.get(key)
-        if got is not None and got.value == want.value and got.ts == want.ts \
-                and record.expected_seq == (want.seq or 0) + 1:
+        if (
+            got is not None
+            and got.value == want.value
+            and got.ts == want.ts
+            and record.expected_seq == (want.seq or 0) + 1
+        ):
             last_ok += 1
-    return {"agents": len(registry.agents), "last_value_ok": last_ok,
-            "gaps": sum(r.gaps for r in registry.agents.values()),
-            "bad_messages": registry.bad_messages, "registry_messages": registry.messages}
+    return {
+        "agents": len(registry.agents),
+        "last_value_ok": last_ok,
+        "gaps": sum(r.gaps for r in registry.agents.values()),
+        "bad_messages": registry.bad_messages,
+        "registry_messages": registry.messages,
+    }
 
 
 # -- orchestration ----------------------------------------------------------------------
 
 
-async def produce_all(mosquitto: Mosquitto, args: argparse.Namespace, progress: Progress,
-                      label: str) -> float:
+async def produce_all(
+    mosquitto: Mosquitto, args: argparse.Namespace, progress: Progress, label: str
+) -> float:
     ctx = mp.get_context("spawn")
     counters = [ctx.Value("q", 0) for _ in range(args.producers)]
-    procs = [ctx.Process(target=produce, args=(mosquitto.host, mosquitto.port, args.qos,
-                                               args.messages, args.agents, p, args.producers,
-                                               counters[p]), daemon=True)
-             for p in range(args.producers)]
+    procs = [
+        ctx.Process(
+            target=produce,
+            args=(
+                mosquitto.host,
+                mosquitto.port,
+                args.qos,
+                args.messages,
+                args.agents,
+                p,
+                args.producers,
+                counters[p],
+            ),
+            daemon=True,
+        )
+        for p in range(args.producers)
+    ]
     task = progress.add_task(label, total=args.messages)
     t0 = time.perf_counter()
     for proc in procs:
@@ -303,15 +345,21 @@ async def run(args: argparse.Namespace, mosquitto: Mosquitto) -> list[list[Resul
     await ems.stop()
 
     rounds: list[list[Result]] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
         for r in range(args.rounds + bool(args.profile)):
             profiling = r == args.rounds
             title = "profile" if profiling else f"round {r + 1}/{args.rounds}"
             seconds = await produce_all(mosquitto, args, progress, f"{title}: publish")
-            console.print(f"{title}: published {args.messages:,} messages at QoS {args.qos} in "
-                          f"{seconds:.1f} s ({args.producers} producer processes)")
+            console.print(
+                f"{title}: published {args.messages:,} messages at QoS {args.qos} in "
+                f"{seconds:.1f} s ({args.producers} producer processes)"
+            )
             if profiling:
                 profile = cProfile.Profile()
                 await drain_ems(url, args.messages, args.agents, progress, profile)
@@ -326,8 +374,7 @@ async def run(args: argparse.Namespace, mosquitto: Mosquitto) -> list[list[Resul
                 else:
                     results.append(await drain_ems(url, args.messages, args.agents, progress))
                 res = results[-1]
-                console.print(f"  {res.consumer}: {res.received:,} messages, "
-                              f"{res.rate:,.0f} msg/s")
+                console.print(f"  {res.consumer}: {res.received:,} messages, {res.rate:,.0f} msg/s")
             rounds.append(results)
     return rounds
 
@@ -352,51 +399,71 @@ def report(args: argparse.Namespace, rounds: list[list[Result]]) -> None:
         per_round.add_row(str(i), f"{b.rate:,.0f}", f"{e.rate:,.0f}", f"{ratio:.1%}")
     console.print(per_round)
 
-    table = Table(title=f"Telemetry ingest: QoS {args.qos}, {args.agents:,} agents, "
-                        f"median of {args.rounds} rounds")
+    table = Table(
+        title=f"Telemetry ingest: QoS {args.qos}, {args.agents:,} agents, "
+        f"median of {args.rounds} rounds"
+    )
     for col in ("consumer", "published", "received", "seconds", "msg/s"):
         table.add_column(col, justify="left" if col == "consumer" else "right")
     medians: dict[str, float] = {}
     for name, results in ((BARE + " + json.loads", bare), (EMS_NAME + " registry", ems)):
         medians[name] = rate = statistics.median(res.rate for res in results)
         mid = min(results, key=lambda res: abs(res.rate - rate))
-        table.add_row(name, f"{args.messages:,}", f"{mid.received:,}", f"{mid.seconds:.2f}",
-                      f"{rate:,.0f}")
+        table.add_row(
+            name, f"{args.messages:,}", f"{mid.received:,}", f"{mid.seconds:.2f}", f"{rate:,.0f}"
+        )
     console.print(table)
 
     want_last = min(args.agents, args.messages)
     for i, res in enumerate(ems, 1):
         c = res.checks
-        console.print(f"EMS round {i}: agents {c['agents']:,}/{args.agents:,}, last value "
-                      f"stored {c['last_value_ok']:,}/{want_last:,}, registry messages "
-                      f"{c['registry_messages']:,}, gaps {c['gaps']}, bad messages "
-                      f"{c['bad_messages']}")
+        console.print(
+            f"EMS round {i}: agents {c['agents']:,}/{args.agents:,}, last value "
+            f"stored {c['last_value_ok']:,}/{want_last:,}, registry messages "
+            f"{c['registry_messages']:,}, gaps {c['gaps']}, bad messages "
+            f"{c['bad_messages']}"
+        )
     complete = all(res.received == args.messages for res in bare + ems)
-    consistent = all(res.checks["gaps"] == 0 and res.checks["bad_messages"] == 0
-                     and res.checks["last_value_ok"] == want_last for res in ems)
+    consistent = all(
+        res.checks["gaps"] == 0
+        and res.checks["bad_messages"] == 0
+        and res.checks["last_value_ok"] == want_last
+        for res in ems
+    )
     received = " / ".join(f"{res.received:,}" for res in bare + ems)
-    console.print(f"received vs published ({args.messages:,} per consumer and round; bare "
-                  f"rounds, then EMS rounds): {received}: "
-                  + ("[green]none lost[/green]" if complete else "[red]MESSAGES LOST[/red]"))
-    console.print("EMS registry consistent (every last value, 0 gaps, 0 bad messages): "
-                  + ("[green]yes[/green]" if consistent else "[red]NO[/red]"))
+    console.print(
+        f"received vs published ({args.messages:,} per consumer and round; bare "
+        f"rounds, then EMS rounds): {received}: "
+        + ("[green]none lost[/green]" if complete else "[red]MESSAGES LOST[/red]")
+    )
+    console.print(
+        "EMS registry consistent (every last value, 0 gaps, 0 bad messages): "
+        + ("[green]yes[/green]" if consistent else "[red]NO[/red]")
+    )
 
     ems_rate = medians[EMS_NAME + " registry"]
     bare_rate = medians[BARE + " + json.loads"]
     ratio = statistics.median(ratios)
-    console.print(f"ratio EMS / bare: {ratio:.1%} (median of the per-round ratios; ratio of "
-                  f"the medians {ems_rate / bare_rate if bare_rate else 0.0:.1%})")
+    console.print(
+        f"ratio EMS / bare: {ratio:.1%} (median of the per-round ratios; ratio of "
+        f"the medians {ems_rate / bare_rate if bare_rate else 0.0:.1%})"
+    )
 
     def verdict(ok: bool) -> str:
         return "[bold green]PASS[/bold green]" if ok else "[bold red]FAIL[/bold red]"
 
-    console.print(f"{verdict(ratio >= TARGET_RATIO)} EMS >= {TARGET_RATIO:.0%} of the bare "
-                  f"client: {ratio:.1%}")
-    console.print(f"{verdict(ems_rate >= TARGET_RATE)} EMS >= {TARGET_RATE:,.0f} msg/s: "
-                  f"{ems_rate:,.0f} msg/s")
+    console.print(
+        f"{verdict(ratio >= TARGET_RATIO)} EMS >= {TARGET_RATIO:.0%} of the bare "
+        f"client: {ratio:.1%}"
+    )
+    console.print(
+        f"{verdict(ems_rate >= TARGET_RATE)} EMS >= {TARGET_RATE:,.0f} msg/s: {ems_rate:,.0f} msg/s"
+    )
     if not (complete and consistent):
-        console.print("[bold red]WARNING: messages were lost or the registry is inconsistent; "
-                      "the rates above are not comparable[/bold red]")
+        console.print(
+            "[bold red]WARNING: messages were lost or the registry is inconsistent; "
+            "the rates above are not comparable[/bold red]"
+        )
 
 
 def pin(pid: int, cpu: int) -> bool:
@@ -425,9 +492,11 @@ def main() -> None:
     with Mosquitto(extra_config=extra) as mosquitto:
         assert mosquitto.process is not None
         pinned = not args.no_pin and pin(mosquitto.process.pid, 1) and pin(0, 0)
-        console.print(f"Mosquitto on {mosquitto.url}; consumer process "
-                      + ("pinned to CPU 0, broker to CPU 1" if pinned else "not pinned")
-                      + f"; Python {sys.version.split()[0]}, gmqtt {gmqtt.__version__}")
+        console.print(
+            f"Mosquitto on {mosquitto.url}; consumer process "
+            + ("pinned to CPU 0, broker to CPU 1" if pinned else "not pinned")
+            + f"; Python {sys.version.split()[0]}, gmqtt {gmqtt.__version__}"
+        )
         sample = update(args.messages - 1, args.agents).to_payload()
         console.print(f"payload example ({len(sample)} bytes): {sample.decode()}")
         rounds = asyncio.run(run(args, mosquitto))

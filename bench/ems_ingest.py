@@ -186,20 +186,31 @@ class StoreResult:
     @property
     def exact(self) -> bool:
         c = self.checks
-        return (c["rows"] == c["published"] and c["missing"] == 0 and c["duplicates"] == 0
-                and c["wrong"] == 0 and c["last_values"] == c["agents"])
+        return (
+            c["rows"] == c["published"]
+            and c["missing"] == 0
+            and c["duplicates"] == 0
+            and c["wrong"] == 0
+            and c["last_values"] == c["agents"]
+        )
 
 
-def make_ems(url: str, store: Store, name: str,
-             on_event: Callable[[Event], None] | None = None) -> EMS:
+def make_ems(
+    url: str, store: Store, name: str, on_event: Callable[[Event], None] | None = None
+) -> EMS:
     ems = EMS(url, SESSION[name], announce=False, on_event=on_event, store=store)
     ems.bus.client_id = SESSION[name]  # a fixed id: find the persistent session again
     return ems
 
 
-async def drain_store(url: str, name: str, store: TimedStore, expected: int,
-                      progress: Progress, profile: cProfile.Profile | None = None
-                      ) -> StoreResult:
+async def drain_store(
+    url: str,
+    name: str,
+    store: TimedStore,
+    expected: int,
+    progress: Progress,
+    profile: cProfile.Profile | None = None,
+) -> StoreResult:
     """Start an EMS on the store, wait until every message is committed, stop it."""
     counter = Counter(expected)
     tick = counter.tick
@@ -215,8 +226,9 @@ async def drain_store(url: str, name: str, store: TimedStore, expected: int,
         store.profile = cProfile.Profile()
         profile.enable()
     await ems.start()
-    task = progress.add_task(f"  drain SEF EMS → {name}" + (" (cProfile)" if profile else ""),
-                             total=expected)
+    task = progress.add_task(
+        f"  drain SEF EMS → {name}" + (" (cProfile)" if profile else ""), total=expected
+    )
     seen, idle_since = -1, time.monotonic()
     while store.inserted < expected:
         await asyncio.sleep(0.1)
@@ -231,9 +243,15 @@ async def drain_store(url: str, name: str, store: TimedStore, expected: int,
         profile.disable()
     await ems.stop()
     seconds = store.last_commit - counter.first if counter.count else 0.0
-    return StoreResult(name, store.inserted, seconds,
-                       store.inserted / seconds if seconds > 0 else 0.0, recorder.batches,
-                       recorder.duplicates, recorder.commit_seconds_total)
+    return StoreResult(
+        name,
+        store.inserted,
+        seconds,
+        store.inserted / seconds if seconds > 0 else 0.0,
+        recorder.batches,
+        recorder.duplicates,
+        recorder.commit_seconds_total,
+    )
 
 
 # -- checks -------------------------------------------------------------------------------
@@ -248,14 +266,17 @@ def expected_rows(messages: int, agents: int) -> dict[tuple[str, int], tuple[flo
     return out
 
 
-def check_store(store: Store, want: dict[tuple[str, int], tuple[float, Any]],
-                agents: int) -> dict[str, int]:
+def check_store(
+    store: Store, want: dict[tuple[str, int], tuple[float, Any]], agents: int
+) -> dict[str, int]:
     """Every published message stored exactly once, with its time, key and value."""
     with store.engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT agent_id, key, seq, ts, value FROM telemetry")).all()
-        last_values = connection.execute(sa.text(
-            "SELECT count(*) FROM properties WHERE key = :key"), {"key": KEY}).scalar_one()
+        rows = connection.execute(
+            sa.text("SELECT agent_id, key, seq, ts, value FROM telemetry")
+        ).all()
+        last_values = connection.execute(
+            sa.text("SELECT count(*) FROM properties WHERE key = :key"), {"key": KEY}
+        ).scalar_one()
     seen: set[tuple[str, int]] = set()
     duplicates = wrong = 0
     for agent, key, seq, ts, value in rows:
@@ -267,9 +288,15 @@ def check_store(store: Store, want: dict[tuple[str, int], tuple[float, Any]],
         expect = want.get(ident)
         if expect is None or key != KEY or ts != expect[0] or json.loads(value) != expect[1]:
             wrong += 1
-    return {"published": len(want), "rows": len(rows), "missing": len(want.keys() - seen),
-            "duplicates": duplicates, "wrong": wrong, "last_values": int(last_values),
-            "agents": min(agents, len(want))}
+    return {
+        "published": len(want),
+        "rows": len(rows),
+        "missing": len(want.keys() - seen),
+        "duplicates": duplicates,
+        "wrong": wrong,
+        "last_values": int(last_values),
+        "agents": min(agents, len(want)),
+    }
 
 
 # -- ingest rounds ---------------------------------------------------------------------------
@@ -292,8 +319,9 @@ class Databases:
         return url
 
 
-async def ingest(args: argparse.Namespace, mosquitto: Mosquitto, dbs: Databases
-                 ) -> tuple[list[dict[str, Any]], float]:
+async def ingest(
+    args: argparse.Namespace, mosquitto: Mosquitto, dbs: Databases
+) -> tuple[list[dict[str, Any]], float]:
     """The ingest rounds; returns each round's results and the bare rate of each."""
     url, host, port = mosquitto.url, mosquitto.host, mosquitto.port
     # create the persistent sessions, then leave them offline so the broker queues for them
@@ -310,27 +338,32 @@ async def ingest(args: argparse.Namespace, mosquitto: Mosquitto, dbs: Databases
     want = expected_rows(args.messages, args.agents)
     rounds: list[dict[str, Any]] = []
     publish_s = 0.0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
         for r in range(args.rounds + bool(args.profile)):
             profiling = r == args.rounds
             title = "profile" if profiling else f"round {r + 1}/{args.rounds}"
             seconds = await produce_all(mosquitto, args, progress, f"{title}: publish")
             publish_s += seconds
-            console.print(f"{title}: published {args.messages:,} messages at QoS 1 in "
-                          f"{seconds:.1f} s ({args.producers} producer processes)")
+            console.print(
+                f"{title}: published {args.messages:,} messages at QoS 1 in "
+                f"{seconds:.1f} s ({args.producers} producer processes)"
+            )
             results: dict[str, Any] = {}
             order = [BARE, *STORES]
-            order = order[r % 3:] + order[:r % 3]  # rotate who drains first
+            order = order[r % 3 :] + order[: r % 3]  # rotate who drains first
             for which in order:
                 if which == BARE:
                     res = await drain_bare(host, port, args.messages, progress)
                     results[BARE] = res
                     console.print(f"  {BARE}: {res.received:,} received, {res.rate:,.0f} msg/s")
                     continue
-                store = TimedStore.open(dbs.new(which, f"p{r + 1}" if profiling
-                                                else f"r{r + 1}"))
+                store = TimedStore.open(dbs.new(which, f"p{r + 1}" if profiling else f"r{r + 1}"))
                 assert isinstance(store, TimedStore)
                 profile = cProfile.Profile() if profiling else None
                 result = await drain_store(url, which, store, args.messages, progress, profile)
@@ -342,9 +375,11 @@ async def ingest(args: argparse.Namespace, mosquitto: Mosquitto, dbs: Databases
                     print_profile(f"Store.write_batch ({which}, worker thread)", store.profile)
                 store.close()
                 results[which] = result
-                console.print(f"  SEF EMS → {which}: {result.stored:,} rows stored, "
-                              f"{result.rate:,.0f} msg/s, "
-                              + ("exactly once" if result.exact else "[red]NOT EXACT[/red]"))
+                console.print(
+                    f"  SEF EMS → {which}: {result.stored:,} rows stored, "
+                    f"{result.rate:,.0f} msg/s, "
+                    + ("exactly once" if result.exact else "[red]NOT EXACT[/red]")
+                )
             if not profiling:
                 rounds.append(results)
     return rounds, publish_s
@@ -391,8 +426,16 @@ class FillPlan:
             high = low - 1
 
     def params(self, high: int, low: int) -> dict[str, Any]:
-        return {"high": high, "low": low, "agents": self.agents, "base": self.base,
-                "extra": self.extra, "now": NOW, "period": FILL_PERIOD_S, "key": KEY}
+        return {
+            "high": high,
+            "low": low,
+            "agents": self.agents,
+            "base": self.base,
+            "extra": self.extra,
+            "now": NOW,
+            "period": FILL_PERIOD_S,
+            "key": KEY,
+        }
 
 
 # The rows are generated by the database itself (no per-row Python): the same rows the
@@ -476,8 +519,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def time_queries(store: Store, agents: list[str], every_s: float | None
-                 ) -> tuple[list[float], float]:
+def time_queries(
+    store: Store, agents: list[str], every_s: float | None
+) -> tuple[list[float], float]:
     times: list[float] = []
     rows = 0
     for a in agents:
@@ -491,15 +535,22 @@ def time_queries(store: Store, agents: list[str], every_s: float | None
 def fill_and_query(args: argparse.Namespace, dbs: Databases) -> list[QueryResult]:
     """Fill both databases at once (two threads: each fill is one statement per chunk that
     runs in the database, outside the GIL), then time the queries, one store at a time."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     rng = random.Random(5)
-    sample = [agent_id(a) for a in rng.sample(range(args.agents),
-                                              min(args.agents, args.queries + WARMUP_QUERIES))]
+    sample = [
+        agent_id(a)
+        for a in rng.sample(range(args.agents), min(args.agents, args.queries + WARMUP_QUERIES))
+    ]
     warmup, measured = sample[:WARMUP_QUERIES], sample[WARMUP_QUERIES:]
     fills: dict[str, tuple[int, float]] = {}
     with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
-
         plans: dict[str, FillPlan] = {}
         for name in STORES:  # here, not in the threads: Alembic's migration is not thread-safe
             store = Store.open(dbs.urls[name][-1])
@@ -527,15 +578,18 @@ def fill_and_query(args: argparse.Namespace, dbs: Databases) -> list[QueryResult
         total, fill_s = fills[name]
         store = Store.open(dbs.urls[name][-1])
         rows_in_table = store.count_telemetry()
-        console.print(f"{name}: filled {total:,} rows in {fill_s:.1f} s "
-                      f"({total / max(fill_s, 1e-9):,.0f} rows/s, both stores filled at once); "
-                      f"telemetry table {rows_in_table:,} rows")
+        console.print(
+            f"{name}: filled {total:,} rows in {fill_s:.1f} s "
+            f"({total / max(fill_s, 1e-9):,.0f} rows/s, both stores filled at once); "
+            f"telemetry table {rows_in_table:,} rows"
+        )
         time_queries(store, warmup, None)
         raw_ms, raw_rows = time_queries(store, measured, None)
         down_ms, down_rows = time_queries(store, measured, DOWNSAMPLE_S)
         store.close()
-        results.append(QueryResult(name, rows_in_table, total, fill_s, raw_ms, raw_rows,
-                                   down_ms, down_rows))
+        results.append(
+            QueryResult(name, rows_in_table, total, fill_s, raw_ms, raw_rows, down_ms, down_rows)
+        )
     return results
 
 
@@ -551,31 +605,57 @@ def report_ingest(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dic
     for col in ("round", BARE, f"EMS → {SQLITE}", f"EMS → {POSTGRES}"):
         per_round.add_column(col, justify="right")
     for i, results in enumerate(rounds, 1):
-        per_round.add_row(str(i), f"{results[BARE].rate:,.0f}",
-                          *(f"{results[name].rate:,.0f}" for name in STORES))
+        per_round.add_row(
+            str(i), f"{results[BARE].rate:,.0f}", *(f"{results[name].rate:,.0f}" for name in STORES)
+        )
     console.print(per_round)
 
-    table = Table(title=f"Telemetry ingest: QoS 1, {args.agents:,} agents, {args.messages:,} "
-                        f"messages per round, median of {len(rounds)} rounds")
-    for col in ("consumer", "published", "received / stored", "seconds", "msg/s",
-                "vs bare", "batches", "rows/batch", "ms/commit"):
+    table = Table(
+        title=f"Telemetry ingest: QoS 1, {args.agents:,} agents, {args.messages:,} "
+        f"messages per round, median of {len(rounds)} rounds"
+    )
+    for col in (
+        "consumer",
+        "published",
+        "received / stored",
+        "seconds",
+        "msg/s",
+        "vs bare",
+        "batches",
+        "rows/batch",
+        "ms/commit",
+    ):
         table.add_column(col, justify="left" if col == "consumer" else "right")
     medians: dict[str, float] = {}
     bare = [results[BARE] for results in rounds]
     medians[BARE] = bare_rate = statistics.median(res.rate for res in bare)
     mid = min(bare, key=lambda res: abs(res.rate - bare_rate))
-    table.add_row(BARE + " + json.loads (received)", f"{args.messages:,}",
-                  f"{mid.received:,}", f"{mid.seconds:.2f}", f"{bare_rate:,.0f}", "100%",
-                  "", "", "")
+    table.add_row(
+        BARE + " + json.loads (received)",
+        f"{args.messages:,}",
+        f"{mid.received:,}",
+        f"{mid.seconds:.2f}",
+        f"{bare_rate:,.0f}",
+        "100%",
+        "",
+        "",
+        "",
+    )
     for name in STORES:
         drains: list[StoreResult] = [r[name] for r in rounds]
         medians[name] = rate = statistics.median(res.rate for res in drains)
         m = min(drains, key=lambda res: abs(res.rate - rate))
-        table.add_row(f"SEF EMS → {name} (stored)", f"{args.messages:,}", f"{m.stored:,}",
-                      f"{m.seconds:.2f}", f"{rate:,.0f}",
-                      f"{rate / bare_rate:.0%}" if bare_rate else "-", f"{m.batches:,}",
-                      f"{m.stored / max(1, m.batches):,.0f}",
-                      f"{1000 * m.commit_s / max(1, m.batches):.1f}")
+        table.add_row(
+            f"SEF EMS → {name} (stored)",
+            f"{args.messages:,}",
+            f"{m.stored:,}",
+            f"{m.seconds:.2f}",
+            f"{rate:,.0f}",
+            f"{rate / bare_rate:.0%}" if bare_rate else "-",
+            f"{m.batches:,}",
+            f"{m.stored / max(1, m.batches):,.0f}",
+            f"{1000 * m.commit_s / max(1, m.batches):.1f}",
+        )
     console.print(table)
 
     for name in STORES:
@@ -587,48 +667,83 @@ def report_ingest(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dic
                 f"missing {c['missing']}, duplicates {c['duplicates']}, wrong {c['wrong']}, "
                 f"last values {c['last_values']:,}/{c['agents']:,}, redelivered and "
                 f"dropped as duplicates {res.duplicates}: "
-                + ("[green]exactly once[/green]" if res.exact else "[red]NOT EXACTLY ONCE[/red]"))
+                + ("[green]exactly once[/green]" if res.exact else "[red]NOT EXACTLY ONCE[/red]")
+            )
     complete = all(results[BARE].received == args.messages for results in rounds)
-    console.print("bare client received every message in every round: "
-                  + ("[green]yes[/green]" if complete else "[red]NO[/red]"))
+    console.print(
+        "bare client received every message in every round: "
+        + ("[green]yes[/green]" if complete else "[red]NO[/red]")
+    )
     return medians
 
 
 def report_queries(args: argparse.Namespace, results: list[QueryResult]) -> None:
-    table = Table(title=f"One agent's last day: Store.telemetry(agent, since=now - 1 day, "
-                        f"until=now), {args.queries} random agents")
-    for col in ("store", "table rows", "filled in", "query", "rows returned", "p50 ms",
-                "p99 ms", "max ms"):
+    table = Table(
+        title=f"One agent's last day: Store.telemetry(agent, since=now - 1 day, "
+        f"until=now), {args.queries} random agents"
+    )
+    for col in (
+        "store",
+        "table rows",
+        "filled in",
+        "query",
+        "rows returned",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+    ):
         table.add_column(col, justify="left" if col in ("store", "query") else "right")
     for q in results:
         fill = f"{q.fill_s:.0f} s ({q.fill_rows / max(q.fill_s, 1e-9):,.0f}/s)"
-        table.add_row(q.store, f"{q.rows_in_table:,}", fill, "raw", f"{q.raw_rows:,.0f}",
-                      f"{percentile(q.raw_ms, 50):.1f}", f"{percentile(q.raw_ms, 99):.1f}",
-                      f"{max(q.raw_ms, default=0):.1f}")
-        table.add_row("", "", "", f"every_s={DOWNSAMPLE_S:.0f}", f"{q.down_rows:,.0f}",
-                      f"{percentile(q.down_ms, 50):.1f}", f"{percentile(q.down_ms, 99):.1f}",
-                      f"{max(q.down_ms, default=0):.1f}")
+        table.add_row(
+            q.store,
+            f"{q.rows_in_table:,}",
+            fill,
+            "raw",
+            f"{q.raw_rows:,.0f}",
+            f"{percentile(q.raw_ms, 50):.1f}",
+            f"{percentile(q.raw_ms, 99):.1f}",
+            f"{max(q.raw_ms, default=0):.1f}",
+        )
+        table.add_row(
+            "",
+            "",
+            "",
+            f"every_s={DOWNSAMPLE_S:.0f}",
+            f"{q.down_rows:,.0f}",
+            f"{percentile(q.down_ms, 50):.1f}",
+            f"{percentile(q.down_ms, 99):.1f}",
+            f"{max(q.down_ms, default=0):.1f}",
+        )
     console.print(table)
 
 
-def report_verdicts(medians: dict[str, float], queries: list[QueryResult],
-                    rounds: list[dict[str, Any]]) -> None:
+def report_verdicts(
+    medians: dict[str, float], queries: list[QueryResult], rounds: list[dict[str, Any]]
+) -> None:
     for name in STORES:
         exact = all(results[name].exact for results in rounds)
         rate = medians[name]
-        console.print(f"{verdict(rate >= TARGET_RATE and exact)} {name}: >= "
-                      f"{TARGET_RATE:,.0f} msg/s stored, exactly once: {rate:,.0f} msg/s "
-                      f"({rate / medians[BARE]:.0%} of the bare client's "
-                      f"{medians[BARE]:,.0f} msg/s)" + ("" if exact else ", NOT exactly once"))
+        console.print(
+            f"{verdict(rate >= TARGET_RATE and exact)} {name}: >= "
+            f"{TARGET_RATE:,.0f} msg/s stored, exactly once: {rate:,.0f} msg/s "
+            f"({rate / medians[BARE]:.0%} of the bare client's "
+            f"{medians[BARE]:,.0f} msg/s)" + ("" if exact else ", NOT exactly once")
+        )
     for q in queries:
         p99 = percentile(q.raw_ms, 99)
-        scale = "" if q.rows_in_table >= TARGET_ROWS else (
-            f" [yellow](target stated at {TARGET_ROWS:,} rows)[/yellow]")
-        console.print(f"{verdict(p99 < TARGET_QUERY_MS and q.rows_in_table >= TARGET_ROWS)} "
-                      f"{q.store}: one agent's last day p99 < {TARGET_QUERY_MS:.0f} ms at "
-                      f"{q.rows_in_table:,} rows: p99 {p99:.1f} ms, p50 "
-                      f"{percentile(q.raw_ms, 50):.1f} ms ({q.raw_rows:,.0f} rows); "
-                      f"downsampled p99 {percentile(q.down_ms, 99):.1f} ms{scale}")
+        scale = (
+            ""
+            if q.rows_in_table >= TARGET_ROWS
+            else (f" [yellow](target stated at {TARGET_ROWS:,} rows)[/yellow]")
+        )
+        console.print(
+            f"{verdict(p99 < TARGET_QUERY_MS and q.rows_in_table >= TARGET_ROWS)} "
+            f"{q.store}: one agent's last day p99 < {TARGET_QUERY_MS:.0f} ms at "
+            f"{q.rows_in_table:,} rows: p99 {p99:.1f} ms, p50 "
+            f"{percentile(q.raw_ms, 50):.1f} ms ({q.raw_rows:,.0f} rows); "
+            f"downsampled p99 {percentile(q.down_ms, 99):.1f} ms{scale}"
+        )
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -644,15 +759,24 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=1000, help="simulated agents")
     ap.add_argument("--rounds", type=int, default=3, help="ingest rounds (median reported)")
     ap.add_argument("--producers", type=int, default=2, help="producer processes")
-    ap.add_argument("--fill-rows", type=int, default=TARGET_ROWS,
-                    help="telemetry rows in each database for the query timing")
+    ap.add_argument(
+        "--fill-rows",
+        type=int,
+        default=TARGET_ROWS,
+        help="telemetry rows in each database for the query timing",
+    )
     ap.add_argument("--queries", type=int, default=50, help="agents queried (each store)")
     ap.add_argument("--skip-fill", action="store_true", help="ingest only")
     ap.add_argument("--profile", action="store_true", help="one more round under cProfile")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = ap.parse_args()
-    if args.messages < 2 or args.agents < 1 or args.rounds < 1 or args.producers < 1 \
-            or args.queries < 1:
+    if (
+        args.messages < 2
+        or args.agents < 1
+        or args.rounds < 1
+        or args.producers < 1
+        or args.queries < 1
+    ):
         ap.error("need --messages >= 2 and --agents, --rounds, --producers, --queries >= 1")
     args.qos = 1
     logging.basicConfig(level=logging.WARNING)
@@ -672,7 +796,8 @@ def main() -> None:
                 + f"; PostgreSQL {pg.bin.parent.name} on port {pg.port}; SQLite "
                 f"{sqlite3.sqlite_version}; Python {sys.version.split()[0]}, gmqtt "
                 f"{gmqtt.__version__}, psycopg {psycopg.__version__}, SQLAlchemy "
-                f"{sa.__version__}; {os.cpu_count()} CPUs, load average {load()}")
+                f"{sa.__version__}; {os.cpu_count()} CPUs, load average {load()}"
+            )
             dbs = Databases(tmp, pg)
             rounds, _ = asyncio.run(ingest(args, mosquitto, dbs))
             if pinned:  # the fill and the queries: no broker, every CPU
@@ -685,8 +810,10 @@ def main() -> None:
     finally:
         pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    console.print(f"bench time {time.perf_counter() - started:.0f} s; load average {load()} "
-                  "(other work on the machine depresses the rates)")
+    console.print(
+        f"bench time {time.perf_counter() - started:.0f} s; load average {load()} "
+        "(other work on the machine depresses the rates)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def per_device_loop(sc: Scenario, n_w: int, n_b: int, steps: int) -> float:
     whp = sc.wh_params
     init = np.asarray(whp.initial_c, dtype=np.float64)
     heaters = [
-        WaterHeaterModel(WaterHeaterParams(nodes=whp.nodes, initial_c=float(init[i])), n=1,
-                         dr=sc.wh_dr)
+        WaterHeaterModel(
+            WaterHeaterParams(nodes=whp.nodes, initial_c=float(init[i])), n=1, dr=sc.wh_dr
+        )
         for i in range(n_w)
     ]
     bats = [BatteryModel(sc.battery_params, n=1, soc=float(sc.battery_soc0[i])) for i in range(n_b)]
@@ -77,8 +78,12 @@ def main() -> None:
     ap.add_argument("--heaters", type=int, default=10_000)
     ap.add_argument("--batteries", type=int, default=1_000)
     ap.add_argument("--sample", type=int, default=100)
-    ap.add_argument("--loop-steps", type=int, default=360,
-                    help="steps of the per-device loop (default 6 h: it is ~400x slower)")
+    ap.add_argument(
+        "--loop-steps",
+        type=int,
+        default=360,
+        help="steps of the per-device loop (default 6 h: it is ~400x slower)",
+    )
     args = ap.parse_args()
     t_all = time.perf_counter()
     t0 = time.perf_counter()
@@ -94,14 +99,20 @@ def main() -> None:
     loop_rate = args.sample * loop_steps / loop_s
     total = time.perf_counter() - t_all
     dev = result.series["net_kw"] - result.series["target_kw"]
-    print(f"scenario: {args.heaters} water heaters + {args.batteries} batteries, "
-          f"{sc.steps} steps of {sc.dt_s:.0f} s (built in {build_s:.2f} s)")
-    print(f"vectorized  : {result.wall_s:7.2f} s  {vec_rate:12,.0f} device-steps/s "
-          f"(controller {result.decide_s:.2f} s; RMSE {np.sqrt(np.mean(dev**2)):.1f} kW, "
-          f"comfort violations {result.comfort_violations}, SOC violations "
-          f"{result.soc_violations})")
-    print(f"python loop : {loop_s:7.2f} s  {loop_rate:12,.0f} device-steps/s "
-          f"({n_w} heaters + {n_b} batteries, {loop_steps} steps)")
+    print(
+        f"scenario: {args.heaters} water heaters + {args.batteries} batteries, "
+        f"{sc.steps} steps of {sc.dt_s:.0f} s (built in {build_s:.2f} s)"
+    )
+    print(
+        f"vectorized  : {result.wall_s:7.2f} s  {vec_rate:12,.0f} device-steps/s "
+        f"(controller {result.decide_s:.2f} s; RMSE {np.sqrt(np.mean(dev**2)):.1f} kW, "
+        f"comfort violations {result.comfort_violations}, SOC violations "
+        f"{result.soc_violations})"
+    )
+    print(
+        f"python loop : {loop_s:7.2f} s  {loop_rate:12,.0f} device-steps/s "
+        f"({n_w} heaters + {n_b} batteries, {loop_steps} steps)"
+    )
     print(f"ratio       : {vec_rate / loop_rate:7.1f} x")
     print(f"whole run   : {total:7.2f} s (target < 30 s) {'OK' if total < 30 else 'SLOW'}")
 

@@ -51,9 +51,23 @@ class AgentProcess:
         env = {**os.environ, "SEF_CLOCK": self.clock, "PYTHONUNBUFFERED": "1"}
         self.spawned = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sef", "agent", "virtual-battery", "--id", self.agent_id,
-             "--broker", self.broker, *self.extra],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "sef",
+                "agent",
+                "virtual-battery",
+                "--id",
+                self.agent_id,
+                "--broker",
+                self.broker,
+                *self.extra,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         self.started = time.monotonic()

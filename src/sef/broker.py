@@ -30,8 +30,10 @@ def find_mosquitto() -> str:
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
-    raise BrokerNotFound("mosquitto is not installed: run 'apt-get install mosquitto' "
-                         "(make test and make demo do it when run as root)")
+    raise BrokerNotFound(
+        "mosquitto is not installed: run 'apt-get install mosquitto' "
+        "(make test and make demo do it when run as root)"
+    )
 
 
 @dataclass
@@ -77,8 +79,9 @@ class Mosquitto:
             "log_type error\nlog_type warning\nlog_type notice\n"
             + (self.extra_config.rstrip("\n") + "\n" if self.extra_config else "")
         )
-        self.process = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

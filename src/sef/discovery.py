@@ -175,9 +175,14 @@ async def advertise_broker(
     infos: list[AsyncServiceInfo] = []
     try:
         for service_type in (SEF_SERVICE, MQTT_SERVICE) if generic else (SEF_SERVICE,):
-            info = AsyncServiceInfo(service_type, f"{name}.{service_type}", port=port,
-                                    properties=txt, server=server,
-                                    parsed_addresses=addresses)
+            info = AsyncServiceInfo(
+                service_type,
+                f"{name}.{service_type}",
+                port=port,
+                properties=txt,
+                server=server,
+                parsed_addresses=addresses,
+            )
             await (await zc.async_register_service(info, allow_name_change=True))
             infos.append(info)
     except BaseException:
@@ -219,8 +224,9 @@ async def browse_broker(
     deadline = loop.time() + timeout_s
     names: asyncio.Queue[str] = asyncio.Queue()
 
-    def on_change(zeroconf: Zeroconf, service_type: str, name: str,
-                  state_change: ServiceStateChange) -> None:
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
             names.put_nowait(name)
 
@@ -248,17 +254,19 @@ async def browse_broker(
             if len(found.addresses) > 1:  # several interfaces: take the first that answers
                 for address in found.addresses:
                     if await _reachable(address, info.port, 0.5):
-                        found = DiscoveredBroker(found.name, BrokerURL(
-                            address, info.port, found.url.version), found.addresses,
-                            found.properties)
+                        found = DiscoveredBroker(
+                            found.name,
+                            BrokerURL(address, info.port, found.url.version),
+                            found.addresses,
+                            found.properties,
+                        )
                         break
             return found
     finally:
         await browser.async_cancel()
         await zc.async_close()
     which = f"named {name!r}" if name is not None else "any"
-    raise BusError(f"no SEF broker ({which}) found over mDNS ({SEF_SERVICE}) "
-                   f"within {timeout_s} s")
+    raise BusError(f"no SEF broker ({which}) found over mDNS ({SEF_SERVICE}) within {timeout_s} s")
 
 
 def _to_broker(instance: str, info: AsyncServiceInfo) -> DiscoveredBroker | None:
@@ -270,8 +278,9 @@ def _to_broker(instance: str, info: AsyncServiceInfo) -> DiscoveredBroker | None
     return DiscoveredBroker(instance, url, addresses, properties)
 
 
-async def discover_broker(timeout_s: float = 5.0, *, name: str | None = None,
-                          interfaces: Interfaces = InterfaceChoice.All) -> BrokerURL:
+async def discover_broker(
+    timeout_s: float = 5.0, *, name: str | None = None, interfaces: Interfaces = InterfaceChoice.All
+) -> BrokerURL:
     """The URL of a SEF broker found over mDNS (see :func:`browse_broker`)."""
     return (await browse_broker(timeout_s, name=name, interfaces=interfaces)).url
 
@@ -287,8 +296,12 @@ class MdnsResolver:
         timeout_s: longest search per call, s.
     """
 
-    def __init__(self, name: str | None = None, timeout_s: float = 3.0,
-                 interfaces: Interfaces = InterfaceChoice.All) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        timeout_s: float = 3.0,
+        interfaces: Interfaces = InterfaceChoice.All,
+    ) -> None:
         self.name = name
         self.timeout_s = timeout_s
         self.interfaces = interfaces
@@ -314,11 +327,14 @@ class MdnsResolver:
 
     async def __call__(self) -> BrokerURL:
         start = time.monotonic()
-        self.last = await browse_broker(self.timeout_s, name=self.name,
-                                        interfaces=self.interfaces)
+        self.last = await browse_broker(self.timeout_s, name=self.name, interfaces=self.interfaces)
         self.last_duration_s = time.monotonic() - start
-        log.info("found broker %s at %s over mDNS in %.3f s", self.last.name, self.last.url,
-                 self.last_duration_s)
+        log.info(
+            "found broker %s at %s over mDNS in %.3f s",
+            self.last.name,
+            self.last.url,
+            self.last_duration_s,
+        )
         return self.last.url
 
     def __str__(self) -> str:

@@ -40,8 +40,10 @@ class RunningBroker(Protocol):
 
 def rumqttd_config(host: str, port: int, port5: int, *, max_connections: int = 10_000) -> str:
     """A rumqttd 0.20 TOML config: MQTT 3.1.1 on ``port``, MQTT 5 on ``port5``."""
-    connections = (f"connection_timeout_ms = 60000\nmax_payload_size = {MAX_PAYLOAD_BYTES}\n"
-                   "max_inflight_count = 1000\ndynamic_filters = true\n")
+    connections = (
+        f"connection_timeout_ms = 60000\nmax_payload_size = {MAX_PAYLOAD_BYTES}\n"
+        "max_inflight_count = 1000\ndynamic_filters = true\n"
+    )
     return (
         "id = 0\n\n"
         "[router]\nid = 0\n"
@@ -129,8 +131,12 @@ class _MosquittoBroker:
         self.mosquitto.stop()
 
 
-def start_broker(prefer: Literal["mosquitto", "embedded"] = "mosquitto", *,
-                 host: str = "127.0.0.1", port: int = 0) -> EmbeddedBroker | _MosquittoBroker:
+def start_broker(
+    prefer: Literal["mosquitto", "embedded"] = "mosquitto",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> EmbeddedBroker | _MosquittoBroker:
     """Start a local broker: Mosquitto if installed (or ``prefer="embedded"``: rumqttd
     first), falling back to the other. ``port`` 0 picks a free one."""
     order = ("mosquitto", "embedded") if prefer == "mosquitto" else ("embedded", "mosquitto")

@@ -43,25 +43,31 @@ __all__ = ["UPLINK_IN", "UPLINK_OUT", "Gateway", "bridge_config", "run_gateway"]
 log = logging.getLogger("sef.gateway")
 
 UPLINK_OUT: tuple[str, ...] = (
-    "agents/+/status",        # presence: births, clean deaths and wills (retained)
-    "agents/+/about",         # About announcements: discovery at the EMS (retained)
+    "agents/+/status",  # presence: births, clean deaths and wills (retained)
+    "agents/+/about",  # About announcements: discovery at the EMS (retained)
     "agents/+/interfaces/+",  # interface XML the About refers to (retained)
-    "agents/+/props/#",       # properties: last known state, telemetry (retained)
-    "agents/+/signals/#",     # signals (events) of the DER interface
-    "clients/+/reply",        # replies to calls from the control side
+    "agents/+/props/#",  # properties: last known state, telemetry (retained)
+    "agents/+/signals/#",  # signals (events) of the DER interface
+    "clients/+/reply",  # replies to calls from the control side
 )
 """Topics (under the root) that go up, home → control server: the DER interfaces only."""
 
 UPLINK_IN: tuple[str, ...] = (
-    "agents/+/call/#",   # method calls addressed to one agent
-    "groups/+/call/#",   # group calls: one publish at the EMS reaches every home
-    "hosts/+/status",    # the EMS's presence (agents fall back when it is gone)
+    "agents/+/call/#",  # method calls addressed to one agent
+    "groups/+/call/#",  # group calls: one publish at the EMS reaches every home
+    "hosts/+/status",  # the EMS's presence (agents fall back when it is gone)
 )
 """Topics (under the root) that come down, control server → home."""
 
 
-def bridge_config(home_id: str, uplink: BrokerURL, *, root: str = "sef",
-                  keepalive_s: int = 10, restart_s: tuple[int, int] = (1, 5)) -> str:
+def bridge_config(
+    home_id: str,
+    uplink: BrokerURL,
+    *,
+    root: str = "sef",
+    keepalive_s: int = 10,
+    restart_s: tuple[int, int] = (1, 5),
+) -> str:
     """The ``mosquitto.conf`` lines of the uplink bridge of home ``home_id``.
 
     Args:
@@ -145,26 +151,41 @@ class Gateway:
         self._tasks.owner = f"gateway {self.home_id}"
         if not self.listen_port:
             self.listen_port = free_port(self.listen_host or "0.0.0.0")
-        broker = Mosquitto(port=self.listen_port, host=self.listen_host or "0.0.0.0",
-                           workdir=self.workdir,
-                           extra_config=bridge_config(self.home_id, self.uplink, root=self.root,
-                                                      keepalive_s=self.keepalive_s,
-                                                      restart_s=self.restart_s))
+        broker = Mosquitto(
+            port=self.listen_port,
+            host=self.listen_host or "0.0.0.0",
+            workdir=self.workdir,
+            extra_config=bridge_config(
+                self.home_id,
+                self.uplink,
+                root=self.root,
+                keepalive_s=self.keepalive_s,
+                restart_s=self.restart_s,
+            ),
+        )
         await asyncio.to_thread(broker.start)
         self.broker = broker
         try:
             topics = Topics(self.root)
-            self._bus = BusClient(self.url, f"sef-gw-{self.home_id}-local",
-                                  on_message=self._on_message, on_connect=self._publish_agents)
+            self._bus = BusClient(
+                self.url,
+                f"sef-gw-{self.home_id}-local",
+                on_message=self._on_message,
+                on_connect=self._publish_agents,
+            )
             await self._bus.subscribe(f"{topics.root}/agents/+/status")
             await self._bus.start()
             if self.advertise:
                 from sef.discovery import advertise_broker
 
                 self._advert = await advertise_broker(
-                    self.listen_host, self.listen_port, self.home_id,
+                    self.listen_host,
+                    self.listen_port,
+                    self.home_id,
                     {"home": self.home_id, "uplink": f"{self.uplink.host}:{self.uplink.port}"},
-                    role="gateway", root=self.root)
+                    role="gateway",
+                    root=self.root,
+                )
         except BaseException:
             await self.stop()
             raise
@@ -210,21 +231,28 @@ class Gateway:
             return
         payload = GatewayAgents(self.home_id, sorted(self.agents)).to_payload()
         with contextlib.suppress(Exception):
-            self._bus.publish(Topics(self.root).gateway_agents(self.home_id), payload,
-                              retain=True)
+            self._bus.publish(Topics(self.root).gateway_agents(self.home_id), payload, retain=True)
 
 
-async def run_gateway(uplink: BrokerURL | str, home_id: str, *, listen_host: str = "127.0.0.1",
-                      listen_port: int = 1883, advertise: bool = True,
-                      root: str = "sef") -> None:
+async def run_gateway(
+    uplink: BrokerURL | str,
+    home_id: str,
+    *,
+    listen_host: str = "127.0.0.1",
+    listen_port: int = 1883,
+    advertise: bool = True,
+    root: str = "sef",
+) -> None:
     """Run a gateway until cancelled (the body of ``sef gateway``)."""
     url = uplink if isinstance(uplink, BrokerURL) else BrokerURL.parse(uplink)
     gateway = Gateway(url, home_id, listen_host, listen_port, advertise, root)
     await gateway.start()
     try:
-        print(f"gateway {home_id} listening on {gateway.url}, uplink {url}"
-              + (f", advertised as {gateway.advertised_name!r}" if advertise else ""),
-              flush=True)
+        print(
+            f"gateway {home_id} listening on {gateway.url}, uplink {url}"
+            + (f", advertised as {gateway.advertised_name!r}" if advertise else ""),
+            flush=True,
+        )
         await asyncio.Event().wait()
     finally:
         await asyncio.shield(gateway.stop())

@@ -45,8 +45,14 @@ class TaskSet:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("%s: background task %s failed: %s: %s", self.owner or "sef",
-                      task.get_name(), type(exc).__name__, exc, exc_info=exc)
+            log.error(
+                "%s: background task %s failed: %s: %s",
+                self.owner or "sef",
+                task.get_name(),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
 
     async def close(self) -> None:
         """Cancel every task and wait for them to end.

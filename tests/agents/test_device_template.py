@@ -75,8 +75,10 @@ class BoxDevice(DeviceAdapter):
         return f"power {self.seen_kw} kW (wrote {self.written_kw} kW)"
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
-        values = {"Power_kW": Variant("d", self.seen_kw or 0.0),
-                  "Online": Variant("b", status.healthy)}
+        values = {
+            "Power_kW": Variant("d", self.seen_kw or 0.0),
+            "Online": Variant("b", status.healthy),
+        }
         if status.fault:
             values["Fault"] = Variant("s", status.fault)
         return values
@@ -85,8 +87,9 @@ class BoxDevice(DeviceAdapter):
 @contextlib.asynccontextmanager
 async def running(broker_url: str) -> AsyncIterator[tuple[DERAgent[BoxDevice], Box]]:
     box = Box()
-    agent = DERAgent("box-1", broker_url, BoxDevice(box), poll_s=POLL_S,
-                     backoff_s=(0.05, 0.2), keepalive_s=2)
+    agent = DERAgent(
+        "box-1", broker_url, BoxDevice(box), poll_s=POLL_S, backoff_s=(0.05, 0.2), keepalive_s=2
+    )
     await agent.start()
     try:
         yield agent, box
@@ -117,13 +120,20 @@ async def test_polls_and_publishes_telemetry_with_the_event(broker_url: str) -> 
 
 
 async def test_fault_backs_off_and_reapplies_the_running_event(
-        broker_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(broker_url) as (agent, box):
         await wait_for(lambda: agent.status.healthy, 2.0)
         box.online = False
         with caplog.at_level(logging.WARNING, logger="sef.agent"):
-            await wait_for(lambda: telemetry(agent).get("Fault", "").startswith(
-                "ConnectionError: device does not answer"), 2 * POLL_S + 0.5)
+            await wait_for(
+                lambda: (
+                    telemetry(agent)
+                    .get("Fault", "")
+                    .startswith("ConnectionError: device does not answer")
+                ),
+                2 * POLL_S + 0.5,
+            )
             connects_before = agent.device.connects
             await agent.energy_method([("discharge", 5, 0)])  # while the device is away
             reads, attempts = box.reads, agent.device.attempts
@@ -143,7 +153,8 @@ async def test_fault_backs_off_and_reapplies_the_running_event(
 
 
 async def test_readback_mismatch_is_reasserted_and_reported(
-        broker_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(broker_url) as (agent, box):
         await agent.energy_method([("charge", 4, 3600)])
         await wait_for(lambda: agent.status.healthy and box.power_kw == 4.0, 2.0)
@@ -160,7 +171,8 @@ async def test_readback_mismatch_is_reasserted_and_reported(
 
 
 async def test_unexpected_error_is_logged_and_polling_goes_on(
-        broker_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(broker_url) as (agent, box):
         await wait_for(lambda: agent.status.healthy, 2.0)
         with caplog.at_level(logging.ERROR, logger="sef.agent"):

@@ -52,9 +52,15 @@ class MeterAgent(Agent):
         self.publish(-1, 50.0)
 
     def publish(self, timestamp: int, soc: float) -> None:
-        self.set_property(DEMO_INTERFACE, "Telemetry", {
-            "TimeStamp": Variant("u", max(timestamp, 0)), "Sys_SOC": Variant("d", soc),
-            "Sys_Rated_Energy": Variant("d", 60.0)})
+        self.set_property(
+            DEMO_INTERFACE,
+            "Telemetry",
+            {
+                "TimeStamp": Variant("u", max(timestamp, 0)),
+                "Sys_SOC": Variant("d", soc),
+                "Sys_Rated_Energy": Variant("d", 60.0),
+            },
+        )
 
     @method(DEMO_INTERFACE, "EnergyMethod")
     def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
@@ -80,14 +86,21 @@ async def start_stack(broker: str, db: str | None) -> Stack:
     store = Store.open(db) if db is not None else None
     clocks = {name: ManualClock(T0 - 1000) for name in ("bat-1", "bat-2", "wh-9")}
     groups = {"bat-1": ["feeder-1"], "bat-2": ["feeder-1"], "wh-9": ["feeder-2"]}
-    agents = {name: MeterAgent(name, broker, groups=groups[name], clock=clocks[name],
-                               keepalive_s=2) for name in clocks}
+    agents = {
+        name: MeterAgent(name, broker, groups=groups[name], clock=clocks[name], keepalive_s=2)
+        for name in clocks
+    }
     for agent in agents.values():
         await agent.start()
     ems = EMS(broker, "ems-api", keepalive_s=2, store=store)
     await ems.start()
-    await wait_for(lambda: len([a for a in ems.agents() if a.online and a.groups]) == 3
-                   and all(a.properties for a in ems.agents()), 5.0)
+    await wait_for(
+        lambda: (
+            len([a for a in ems.agents() if a.online and a.groups]) == 3
+            and all(a.properties for a in ems.agents())
+        ),
+        5.0,
+    )
     server = await serve_api(ems, "127.0.0.1", 0)
     http = httpx.AsyncClient(base_url=server.url, timeout=10.0)
     return Stack(ems, store, agents, clocks, server, http, broker)

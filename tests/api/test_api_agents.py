@@ -49,15 +49,26 @@ async def test_list_and_show_agents(stack: Stack) -> None:
 
 async def test_health_and_openapi_docs(stack: Stack) -> None:
     health = (await stack.http.get("/health")).json()
-    assert health == {"status": "ok", "broker_connected": True,
-                      "store": stack.store.dialect if stack.store else None,
-                      "agents": 3, "online": 3}
+    assert health == {
+        "status": "ok",
+        "broker_connected": True,
+        "store": stack.store.dialect if stack.store else None,
+        "agents": 3,
+        "online": 3,
+    }
     docs = await stack.http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     schema = (await stack.http.get("/openapi.json")).json()
-    for path in ("/agents", "/agents/{agent_id}", "/agents/{agent_id}/telemetry",
-                 "/agents/{agent_id}/commands", "/groups/{group}/commands", "/commands",
-                 "/events", "/metrics"):
+    for path in (
+        "/agents",
+        "/agents/{agent_id}",
+        "/agents/{agent_id}/telemetry",
+        "/agents/{agent_id}/commands",
+        "/groups/{group}/commands",
+        "/commands",
+        "/events",
+        "/metrics",
+    ):
         assert path in schema["paths"], path
 
 
@@ -81,16 +92,23 @@ async def test_telemetry_history_range_and_downsampling(stack: Stack) -> None:
         await stack.ems.settle(0.05, 0.1)
     assert deadline_ok, "10 telemetry rows were not stored"
 
-    body = (await stack.http.get("/agents/bat-1/telemetry", params={
-        "key": "Telemetry", "since": T0 + 120, "until": T0 + 300})).json()
+    body = (
+        await stack.http.get(
+            "/agents/bat-1/telemetry",
+            params={"key": "Telemetry", "since": T0 + 120, "until": T0 + 300},
+        )
+    ).json()
     assert body["key"] == TELEMETRY
     assert [p["value"]["Sys_SOC"][1] for p in body["points"]] == [2.0, 3.0, 4.0, 5.0]
     assert [p["ts"] for p in body["points"]] == [T0 + 60 * i for i in range(2, 6)]
 
     iso = datetime.fromtimestamp(T0 + 300, tz=UTC).isoformat().replace("+00:00", "Z")
     assert await count(key=TELEMETRY, since=iso) == 5
-    thinned = (await stack.http.get("/agents/bat-1/telemetry", params={
-        "key": TELEMETRY, "since": T0, "every": 300})).json()
+    thinned = (
+        await stack.http.get(
+            "/agents/bat-1/telemetry", params={"key": TELEMETRY, "since": T0, "every": 300}
+        )
+    ).json()
     assert thinned["count"] == 2 and thinned["every_s"] == 300
     assert [p["value"]["Sys_SOC"][1] for p in thinned["points"]] == [4.0, 9.0]
     # all properties: AssetName (birth) and Telemetry (birth + 10)
@@ -99,10 +117,11 @@ async def test_telemetry_history_range_and_downsampling(stack: Stack) -> None:
     assert await count(key=TELEMETRY, since=T0, limit=3) == 3
 
     for params, code, text in (
-            ({"since": "yesterday-ish"}, 400, "since: 'yesterday-ish' is not a time"),
-            ({"since": T0 + 10, "until": T0}, 400, "is after until"),
-            ({"every": -5}, 422, "every"),
-            ({"limit": "many"}, 422, "limit")):
+        ({"since": "yesterday-ish"}, 400, "since: 'yesterday-ish' is not a time"),
+        ({"since": T0 + 10, "until": T0}, 400, "is after until"),
+        ({"every": -5}, 422, "every"),
+        ({"limit": "many"}, 422, "limit"),
+    ):
         response = await stack.http.get("/agents/bat-1/telemetry", params=params)
         assert response.status_code == code, response.text
         assert text in response.json()["error"], response.json()

@@ -29,8 +29,13 @@ async def sef(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     worker (Playwright's driver) can leave the watcher unable to report an exit.
     """
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "sef", *args], capture_output=True, text=True,
-        timeout=30.0, env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
+        subprocess.run,
+        [sys.executable, "-m", "sef", *args],
+        capture_output=True,
+        text=True,
+        timeout=30.0,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
+    )
     return done.returncode, done.stdout, done.stderr
 
 
@@ -42,12 +47,17 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
         clock.t = T0 + 60 * i
         agent.publish(T0 + 60 * i, 10.0 * i)
 
-    (code, out, err), (bad_code, _, bad_err), (local_code, _, local_err), (
-        ghost_code, _, ghost_err) = await asyncio.gather(
+    (
+        (code, out, err),
+        (bad_code, _, bad_err),
+        (local_code, _, local_err),
+        (ghost_code, _, ghost_err),
+    ) = await asyncio.gather(
         sef("send", "bat-1", "charge:4:1800", "discharge:8:1800", "--json", "--api", api),
         sef("send", "bat-2", "charge:40000:1800", "--api", api),
         sef("send", "bat-2", "charge:4.5:60", "--api", api),
-        sef("send", "ghost", "idle:0", "--api", api))
+        sef("send", "ghost", "idle:0", "--api", api),
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["status"] == "ok" and [r["agent"] for r in result["replies"]] == ["bat-1"]
@@ -62,15 +72,20 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
     assert "bat-1" in out and "bat-2" in out and "ok" in out
     assert stack.agents["bat-2"].executed == [[("idle", 0, 0)]]
 
-    await wait_for(lambda: stack.store is not None
-                   and stack.store.count_telemetry("bat-1") >= 6 + 2, 5.0)
-    (code, out, err), (hcode, hout, herr), (acode, aout, aerr), (tcode, tout, terr) = \
-        await asyncio.gather(
-            sef("telemetry", "bat-1", "--since", str(T0), "--key", "Telemetry", "--csv",
-                "--api", api),
-            sef("history", "--json", "--api", api),
-            sef("agents", "--api", api, "--json"),
-            sef("telemetry", "bat-1", "--since", str(T0), "--every", "180", "--api", api))
+    await wait_for(
+        lambda: stack.store is not None and stack.store.count_telemetry("bat-1") >= 6 + 2, 5.0
+    )
+    (
+        (code, out, err),
+        (hcode, hout, herr),
+        (acode, aout, aerr),
+        (tcode, tout, terr),
+    ) = await asyncio.gather(
+        sef("telemetry", "bat-1", "--since", str(T0), "--key", "Telemetry", "--csv", "--api", api),
+        sef("history", "--json", "--api", api),
+        sef("agents", "--api", api, "--json"),
+        sef("telemetry", "bat-1", "--since", str(T0), "--every", "180", "--api", api),
+    )
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [float(r["Sys_SOC"]) for r in rows] == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
@@ -88,7 +103,8 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
     (code, out, err), (acode, aout, aerr), (ucode, _, uerr) = await asyncio.gather(
         sef("history", "--target", "bat-1", "--api", api),
         sef("agents", "--api", api),
-        sef("history", "--api", "http://127.0.0.1:9"))
+        sef("history", "--api", "http://127.0.0.1:9"),
+    )
     assert code == 0, err
     assert "charge:4:1800 discharge:8:1800" in out and "bat-1 ok" in out
     assert acode == 0 and "online" in aout and "feeder-1" in aout, aerr
@@ -99,12 +115,16 @@ def test_parse_event() -> None:
     assert parse_event("charge:4:1800") == ["charge", 4, 1800]
     assert parse_event("idle:0") == ["idle", 0, 0]
     assert parse_event("discharge:-8:60") == ["discharge", -8, 60]  # the API refuses it
-    for token, text in (("charge", "expected CMD:RATE_KW[:DURATION_S]"),
-                        ("charge:4:1:2", "expected"), (":4:1", "expected"),
-                        ("charge:x:1", "rate (kW) must be an integer"),
-                        ("charge:4:1h", "duration (s) must be an integer")):
-        with pytest.raises(ValueError, match=text.replace("[", r"\[").replace("(", r"\(")
-                           .replace(")", r"\)")):
+    for token, text in (
+        ("charge", "expected CMD:RATE_KW[:DURATION_S]"),
+        ("charge:4:1:2", "expected"),
+        (":4:1", "expected"),
+        ("charge:x:1", "rate (kW) must be an integer"),
+        ("charge:4:1h", "duration (s) must be an integer"),
+    ):
+        with pytest.raises(
+            ValueError, match=text.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+        ):
             parse_event(token)
 
 
@@ -127,8 +147,10 @@ def test_parse_time_and_listen() -> None:
 
 
 def test_flatten() -> None:
-    assert flatten({"TimeStamp": ["u", 5], "Sys_SOC": ["d", 1.5]}) == {"TimeStamp": 5,
-                                                                       "Sys_SOC": 1.5}
+    assert flatten({"TimeStamp": ["u", 5], "Sys_SOC": ["d", 1.5]}) == {
+        "TimeStamp": 5,
+        "Sys_SOC": 1.5,
+    }
     assert flatten("bat-1") == {"value": "bat-1"}
     assert flatten([1, 2]) == {"value": "[1, 2]"}
 
@@ -136,11 +158,26 @@ def test_flatten() -> None:
 async def test_sef_ems_serves_the_api(broker_url: str, tmp_path: Path) -> None:
     """``sef ems --db --api HOST:0`` prints where the API listens and serves it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sef", "ems", "--broker", broker_url, "--id", "ems-cli",
-         "--db", f"sqlite:///{tmp_path / 'cli.db'}", "--api", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sef",
+            "ems",
+            "--broker",
+            broker_url,
+            "--id",
+            "ems-cli",
+            "--db",
+            f"sqlite:///{tmp_path / 'cli.db'}",
+            "--api",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         # a test worker may ignore SIGINT, and a child that inherits that never sees Ctrl-C
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20.0)

@@ -41,14 +41,22 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(broker_url: str, *, speed: float, soc: float,
-              poll_s: float = 0.1) -> AsyncIterator[Rig]:
+async def rig(
+    broker_url: str, *, speed: float, soc: float, poll_s: float = 0.1
+) -> AsyncIterator[Rig]:
     clock = ScaledClock(speed=speed)
     emulator = BatteryEmulator(port=0, clock=clock, soc=soc, tick_s=speed * 0.02)
     await emulator.start()
     stepper = asyncio.create_task(emulator.run())
-    bis = BISAgent("bis-1", broker_url, modbus_host="127.0.0.1",
-                   modbus_port=emulator.address[1], poll_s=poll_s, clock=clock, keepalive_s=2)
+    bis = BISAgent(
+        "bis-1",
+        broker_url,
+        modbus_host="127.0.0.1",
+        modbus_port=emulator.address[1],
+        poll_s=poll_s,
+        clock=clock,
+        keepalive_s=2,
+    )
     telemetry: list[dict[str, Any]] = []
 
     def keep(event: Event) -> None:
@@ -71,8 +79,9 @@ async def rig(broker_url: str, *, speed: float, soc: float,
         await emulator.stop()
 
 
-def record_control_writes(emulator: BatteryEmulator, clock: Clock,
-                          writes: list[tuple[float, float, float]]) -> None:
+def record_control_writes(
+    emulator: BatteryEmulator, clock: Clock, writes: list[tuple[float, float, float]]
+) -> None:
     """Record (clock s, stored kWh, setpoint W) at every control write the emulator applies.
 
     The emulator steps its model to the instant of a write before applying it, so these
@@ -87,24 +96,30 @@ def record_control_writes(emulator: BatteryEmulator, clock: Clock,
     emulator._apply = spy  # type: ignore[method-assign]
 
 
-def first(samples: list[tuple[float, float, float]], start: int,
-          predicate: Any) -> int:
+def first(samples: list[tuple[float, float, float]], start: int, predicate: Any) -> int:
     for index in range(start, len(samples)):
         if predicate(samples[index][2]):
             return index
     raise AssertionError("transition not found")
 
 
-async def test_charge_then_discharge_moves_energy_by_rate_times_efficiency(
-        broker_url: str) -> None:
+async def test_charge_then_discharge_moves_energy_by_rate_times_efficiency(broker_url: str) -> None:
     async with rig(broker_url, speed=240, soc=0.5) as r:
         samples: list[tuple[float, float, float]] = []
         record_control_writes(r.emulator, r.clock, samples)
-        replies = await r.ems.call("bis-1", DEMO_INTERFACE, "EnergyMethod",
-                                   [[["charge", 4, 1800], ["discharge", 8, 1800]]])
+        replies = await r.ems.call(
+            "bis-1", DEMO_INTERFACE, "EnergyMethod", [[["charge", 4, 1800], ["discharge", 8, 1800]]]
+        )
         assert replies and replies[0].ok
-        await wait_for(lambda: len(samples) >= 2 and abs(samples[-1][2]) < 1e-9
-                       and any(w < 0 for _, _, w in samples), 30.0, step_s=0.05)
+        await wait_for(
+            lambda: (
+                len(samples) >= 2
+                and abs(samples[-1][2]) < 1e-9
+                and any(w < 0 for _, _, w in samples)
+            ),
+            30.0,
+            step_s=0.05,
+        )
         start = first(samples, 0, lambda w: w > 0)
         switch = first(samples, start, lambda w: w < 0)
         end = first(samples, switch, lambda w: abs(w) < 1e-9)
@@ -112,8 +127,9 @@ async def test_charge_then_discharge_moves_energy_by_rate_times_efficiency(
         assert w0 == pytest.approx(4000) and w1 == pytest.approx(-8000)
         assert t1 - t0 == pytest.approx(1800, abs=30) and t2 - t1 == pytest.approx(1800, abs=30)
         rise, fall = e1 - e0, e1 - e2
-        print(f"charge {t1 - t0:.1f} s: +{rise:.4f} kWh; "
-              f"discharge {t2 - t1:.1f} s: -{fall:.4f} kWh")
+        print(
+            f"charge {t1 - t0:.1f} s: +{rise:.4f} kWh; discharge {t2 - t1:.1f} s: -{fall:.4f} kWh"
+        )
         standby = PARAMS.standby_kw * 0.5  # the 30 W standby draw runs all along (kWh)
         assert rise == pytest.approx(4 * 0.5 * ETA_C - standby, rel=0.01), rise
         assert fall == pytest.approx(8 * 0.5 / ETA_D + standby, rel=0.01), fall
@@ -131,10 +147,12 @@ async def test_charge_then_discharge_moves_energy_by_rate_times_efficiency(
         assert not any(t["Comm_Fault"] for t in r.telemetry)
 
 
-@pytest.mark.parametrize(("soc", "cmd", "limit_pct"), [(0.94, "charge", 95.0),
-                                                        (0.06, "discharge", 5.0)])
-async def test_soc_stops_at_its_limits(broker_url: str, soc: float, cmd: str,
-                                       limit_pct: float) -> None:
+@pytest.mark.parametrize(
+    ("soc", "cmd", "limit_pct"), [(0.94, "charge", 95.0), (0.06, "discharge", 5.0)]
+)
+async def test_soc_stops_at_its_limits(
+    broker_url: str, soc: float, cmd: str, limit_pct: float
+) -> None:
     async with rig(broker_url, speed=3600, soc=soc) as r:
         await r.ems.call("bis-1", DEMO_INTERFACE, "EnergyMethod", [[[cmd, 8, 3600]]])
         await wait_for(lambda: r.last().get("Sys_SOC") == pytest.approx(limit_pct, abs=0.01), 5.0)
@@ -160,22 +178,41 @@ async def test_emulator_killed_and_restarted(broker_url: str) -> None:
     env = {**os.environ, "SEF_CLOCK": clock.spec()}
 
     def start_emulator() -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "sef", "emulate", "battery", "--port",
-                                 str(port), "--soc", "0.5"], env=env, stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sef",
+                "emulate",
+                "battery",
+                "--port",
+                str(port),
+                "--soc",
+                "0.5",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None and "listening" in proc.stdout.readline()
         return proc
 
     poll_s = 0.25
     emulator = start_emulator()
-    bis = BISAgent("bis-f", broker_url, modbus_host="127.0.0.1", modbus_port=port,
-                   poll_s=poll_s, clock=clock)
+    bis = BISAgent(
+        "bis-f", broker_url, modbus_host="127.0.0.1", modbus_port=port, poll_s=poll_s, clock=clock
+    )
     try:
         await bis.start()
         await wait_for(lambda: bis.device.reading is not None, 5.0)
         await bis.energy_method([("charge", 4, 7200)])
-        await wait_for(lambda: bis.device.reading is not None
-                       and bis.device.reading.power_kw == pytest.approx(3.87, abs=0.05), 3.0)
+        await wait_for(
+            lambda: (
+                bis.device.reading is not None
+                and bis.device.reading.power_kw == pytest.approx(3.87, abs=0.05)
+            ),
+            3.0,
+        )
         emulator.send_signal(signal.SIGKILL)
         emulator.wait()
         killed = time.monotonic()
@@ -187,8 +224,13 @@ async def test_emulator_killed_and_restarted(broker_url: str) -> None:
         assert bis.bus.connected
         emulator = start_emulator()  # a fresh battery: idle until the BIS re-applies
         await wait_for(lambda: bis.status.healthy, 5.0)
-        await wait_for(lambda: bis.device.reading is not None
-                       and bis.device.reading.power_kw == pytest.approx(3.87, abs=0.05), 3.0)
+        await wait_for(
+            lambda: (
+                bis.device.reading is not None
+                and bis.device.reading.power_kw == pytest.approx(3.87, abs=0.05)
+            ),
+            3.0,
+        )
         assert bis.get_property(DEMO_INTERFACE, "Telemetry")["Comm_Fault"].value is False
     finally:
         await bis.stop()

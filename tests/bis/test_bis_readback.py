@@ -24,13 +24,21 @@ POLL_S = 0.1
 
 
 async def test_foreign_setpoint_is_detected_and_reasserted(
-        broker_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = ScaledClock(speed=60.0)
     emulator = BatteryEmulator(port=0, clock=clock, soc=0.5, tick_s=1.0)
     await emulator.start()
     stepper = asyncio.create_task(emulator.run())
-    bis = BISAgent("bis-rb", broker_url, modbus_host="127.0.0.1",
-                   modbus_port=emulator.address[1], poll_s=POLL_S, clock=clock, keepalive_s=2)
+    bis = BISAgent(
+        "bis-rb",
+        broker_url,
+        modbus_host="127.0.0.1",
+        modbus_port=emulator.address[1],
+        poll_s=POLL_S,
+        clock=clock,
+        keepalive_s=2,
+    )
     rogue = SunSpecClient("127.0.0.1", emulator.address[1], unit=1)
     published: list[bool] = []  # Control_Mismatch of every Telemetry the BIS sets
     set_property = bis.set_property
@@ -49,11 +57,14 @@ async def test_foreign_setpoint_is_detected_and_reasserted(
         await rogue.connect()
         await rogue.scan()
         assert (await rogue.read_points(124, ["InWRte", "OutWRte"])) == {
-            "InWRte": 50.0, "OutWRte": -50.0}
+            "InWRte": 50.0,
+            "OutWRte": -50.0,
+        }
         with caplog.at_level(logging.WARNING, logger="sef.agent"):
             # the rogue commands a full-power discharge
             await rogue.write_points(124, {"OutWRte": 100.0, "InWRte": -100.0})
             await wait_for(lambda: bis.mismatches >= 1, 2 * POLL_S + 1.0)
+
         # re-asserted: the battery is back to charging at 4 kW (50 % of 8 kW)
         async def controls() -> dict[str, object]:
             return await rogue.read_points(124, ["InWRte", "OutWRte", "StorCtl_Mod"])

@@ -41,14 +41,16 @@ def test_gmqtt_is_the_pinned_and_tested_version() -> None:
     requirements = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     gmqtt_requirement = next(Requirement(r) for r in requirements if r.startswith("gmqtt"))
     assert gmqtt_requirement.specifier == Requirement(TESTED_GMQTT).specifier
-    assert any(spec.operator == "<" for spec in gmqtt_requirement.specifier), \
+    assert any(spec.operator == "<" for spec in gmqtt_requirement.specifier), (
         "the gmqtt requirement must have an upper bound"
+    )
     assert Version(gmqtt.__version__) in gmqtt_requirement.specifier
 
 
 def test_gmqtt_internals_used_by_the_ack_hook_are_there() -> None:
     """Exactly what ``sef.bus._acks`` touches; if this fails, gmqtt changed: port the hook
     (and its check) to the new gmqtt before widening the pin."""
+
     def params(function: Callable[..., Any]) -> tuple[str, ...]:
         return tuple(inspect.signature(function).parameters)
 
@@ -58,11 +60,15 @@ def test_gmqtt_internals_used_by_the_ack_hook_are_there() -> None:
     # 2. QoS 1 PUBLISHes go through an instance-looked-up method with these parameters
     assert HOOK == "_handle_qos_1_publish_packet"
     assert params(MqttPackageHandler._handle_qos_1_publish_packet) == (
-        "self", "mid", "packet", "print_topic", "properties")
+        "self",
+        "mid",
+        "packet",
+        "print_topic",
+        "properties",
+    )
     assert HOOK in MqttPackageHandler._handle_publish_packet.__code__.co_names
     # 3. the connection a message came on, and writing raw bytes to it
-    assert isinstance(inspect.getattr_static(MqttPackageHandler, "current_connection"),
-                      property)
+    assert isinstance(inspect.getattr_static(MqttPackageHandler, "current_connection"), property)
     assert params(MqttPackageHandler.set_connection) == ("self", "connection")
     assert "set_connection" in MQTTConnection.__init__.__code__.co_names
     assert params(MQTTConnection.send_package) == ("self", "package")
@@ -90,28 +96,37 @@ def _publish_handler_without_hook(self: Any, cmd: int, raw_packet: bytes) -> Non
     return None
 
 
-def _hook_that_swallows(self: Any, mid: int, packet: bytes, print_topic: str,
-                        properties: dict[str, Any]) -> None:
+def _hook_that_swallows(
+    self: Any, mid: int, packet: bytes, print_topic: str, properties: dict[str, Any]
+) -> None:
     return None
 
 
-@pytest.mark.parametrize("name, replacement", [
-    (HOOK, _hook_with_other_parameters),
-    ("_handle_publish_packet", _publish_handler_without_hook),
-    ("current_connection", None),
-    ("set_connection", lambda self, connection: None),
-], ids=["hook-signature", "publish-dispatch", "current-connection", "set-connection"])
+@pytest.mark.parametrize(
+    "name, replacement",
+    [
+        (HOOK, _hook_with_other_parameters),
+        ("_handle_publish_packet", _publish_handler_without_hook),
+        ("current_connection", None),
+        ("set_connection", lambda self, connection: None),
+    ],
+    ids=["hook-signature", "publish-dispatch", "current-connection", "set-connection"],
+)
 def test_a_changed_gmqtt_fails_loudly_at_start(
-        monkeypatch: pytest.MonkeyPatch, fresh_check: None, name: str,
-        replacement: Callable[..., Any] | None) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_check: None,
+    name: str,
+    replacement: Callable[..., Any] | None,
+) -> None:
     monkeypatch.setattr(MqttPackageHandler, name, replacement)
     with pytest.raises(GmqttChanged, match="tested with gmqtt>="):
         BusClient("mqtt://127.0.0.1:1", manual_ack=True)
     BusClient("mqtt://127.0.0.1:1")  # a client without manual_ack does not need any of it
 
 
-def test_a_gmqtt_whose_writes_changed_fails_loudly(monkeypatch: pytest.MonkeyPatch,
-                                                   fresh_check: None) -> None:
+def test_a_gmqtt_whose_writes_changed_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch, fresh_check: None
+) -> None:
     def send_package(self: Any, package: Any) -> None:
         self._transport.write(package.encode())
 
@@ -136,8 +151,14 @@ class Consumer:
     def __init__(self, url: str, client_id: str = "acks-consumer") -> None:
         self.got: list[bytes] = []
         self.replies: dict[bytes, Callable[[], object]] = {}
-        self.bus = BusClient(url, client_id, on_message=self.handle, clean_session=False,
-                             manual_ack=True, keepalive_s=2)
+        self.bus = BusClient(
+            url,
+            client_id,
+            on_message=self.handle,
+            clean_session=False,
+            manual_ack=True,
+            keepalive_s=2,
+        )
 
     def handle(self, message: Message) -> object:
         self.got.append(message.payload)
@@ -168,8 +189,7 @@ async def next_session(url: str, settle_s: float = 0.5) -> list[bytes]:
     return consumer.got
 
 
-async def test_a_message_is_acknowledged_only_once_its_future_succeeded(
-        broker_url: str) -> None:
+async def test_a_message_is_acknowledged_only_once_its_future_succeeded(broker_url: str) -> None:
     loop = asyncio.get_running_loop()
     ok: asyncio.Future[None] = loop.create_future()
     failed: asyncio.Future[None] = loop.create_future()
@@ -213,8 +233,7 @@ async def test_pending_and_cancelled_futures_are_not_acknowledged(broker_url: st
     assert sorted(await next_session(broker_url)) == [b"cancelled", b"pending"]
 
 
-async def test_a_message_without_future_waits_for_the_newest_pending_one(
-        broker_url: str) -> None:
+async def test_a_message_without_future_waits_for_the_newest_pending_one(broker_url: str) -> None:
     """A redelivered duplicate (the EMS returns no future for it: its rows are already in
     a batch) must not be acknowledged before the commit of its first copy."""
     commit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -237,7 +256,8 @@ async def test_a_message_without_future_waits_for_the_newest_pending_one(
 
 
 async def test_acknowledgements_that_cannot_be_sent_are_warnings(
-        mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     commit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     consumer = await Consumer(mosquitto.url).start()
     consumer.replies = {b"m": lambda: commit}
@@ -248,6 +268,9 @@ async def test_acknowledgements_that_cannot_be_sent_are_warnings(
     with caplog.at_level(logging.WARNING, logger="sef.bus"):
         commit.set_result(None)
         await asyncio.sleep(0.05)
-    assert [r for r in caplog.records if r.levelno == logging.WARNING
-            and "1 PUBACKs not sent" in r.getMessage()]
+    assert [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "1 PUBACKs not sent" in r.getMessage()
+    ]
     await consumer.bus.stop()

@@ -60,25 +60,36 @@ class Probe:
 
     def call_payload(self, args: Any, *, exp_in: float = 30.0, call_id: str | None = None) -> bytes:
         now = RealClock().now()
-        return Call(call_id or uuid.uuid4().hex, args, now, now + exp_in, self.reply_topic,
-                    self.client_id).to_payload()
+        return Call(
+            call_id or uuid.uuid4().hex, args, now, now + exp_in, self.reply_topic, self.client_id
+        ).to_payload()
 
-    def send(self, agent_id: str, payload: bytes, interface: str = DEMO_INTERFACE,
-             member: str = "EnergyMethod") -> None:
+    def send(
+        self,
+        agent_id: str,
+        payload: bytes,
+        interface: str = DEMO_INTERFACE,
+        member: str = "EnergyMethod",
+    ) -> None:
         self.bus.publish(TOPICS.call(agent_id, interface, member), payload)
 
 
 @pytest.fixture
 async def fleet(broker_url: str) -> AsyncIterator[tuple[EMS, list[CountingAgent]]]:
-    agents = [CountingAgent(f"wh-{i}", broker_url, groups=["feeder-7"], keepalive_s=2)
-              for i in range(3)]
+    agents = [
+        CountingAgent(f"wh-{i}", broker_url, groups=["feeder-7"], keepalive_s=2) for i in range(3)
+    ]
     outsider = CountingAgent("other", broker_url, groups=["feeder-8"], keepalive_s=2)
     for agent in (*agents, outsider):
         await agent.start()
     ems = EMS(broker_url, "ems-calls", keepalive_s=2)
     await ems.start()
-    await wait_for(lambda: len([a for a in ems.agents() if a.online]) == 4
-                   and all(a.groups for a in ems.agents()), 5.0)
+    await wait_for(
+        lambda: (
+            len([a for a in ems.agents() if a.online]) == 4 and all(a.groups for a in ems.agents())
+        ),
+        5.0,
+    )
     yield ems, [*agents, outsider]
     await ems.stop()
     for agent in (*agents, outsider):
@@ -86,11 +97,13 @@ async def fleet(broker_url: str) -> AsyncIterator[tuple[EMS, list[CountingAgent]
 
 
 async def test_group_call_reaches_every_member_exactly_once(
-        fleet: tuple[EMS, list[CountingAgent]]) -> None:
+    fleet: tuple[EMS, list[CountingAgent]],
+) -> None:
     ems, agents = fleet
     cmds = [["charge", 4, 1800], ["discharge", 8, 1800]]
-    replies = await ems.call("group:feeder-7", DEMO_INTERFACE, "EnergyMethod", [cmds],
-                             timeout_s=3.0)
+    replies = await ems.call(
+        "group:feeder-7", DEMO_INTERFACE, "EnergyMethod", [cmds], timeout_s=3.0
+    )
     assert sorted(r.agent for r in replies) == ["wh-0", "wh-1", "wh-2"]
     assert all(r.ok for r in replies)
     await asyncio.sleep(0.2)
@@ -99,8 +112,9 @@ async def test_group_call_reaches_every_member_exactly_once(
     assert agents[3].executed == [], "a member of another group must not execute"
 
 
-async def test_redelivered_call_executes_once(broker_url: str,
-                                              fleet: tuple[EMS, list[CountingAgent]]) -> None:
+async def test_redelivered_call_executes_once(
+    broker_url: str, fleet: tuple[EMS, list[CountingAgent]]
+) -> None:
     _, agents = fleet
     probe = Probe(broker_url)
     await probe.start()
@@ -114,8 +128,9 @@ async def test_redelivered_call_executes_once(broker_url: str,
     await probe.bus.stop()
 
 
-async def test_expired_call_is_never_executed(broker_url: str,
-                                              fleet: tuple[EMS, list[CountingAgent]]) -> None:
+async def test_expired_call_is_never_executed(
+    broker_url: str, fleet: tuple[EMS, list[CountingAgent]]
+) -> None:
     _, agents = fleet
     probe = Probe(broker_url)
     await probe.start()
@@ -127,25 +142,61 @@ async def test_expired_call_is_never_executed(broker_url: str,
 
 
 BAD_ARGS: list[tuple[str, Any, str, str, str, str]] = [
-    ("wrong types", [[["charge", "four", 60]]], DEMO_INTERFACE, "EnergyMethod",
-     ErrorName.INVALID_ARGS, "cmds[0][1]"),
-    ("int16 out of range", [[["charge", 4, 40000]]], DEMO_INTERFACE, "EnergyMethod",
-     ErrorName.INVALID_ARGS, "40000"),
-    ("wrong arg count", [1, 2], DEMO_INTERFACE, "EnergyMethod", ErrorName.INVALID_ARGS,
-     "argument"),
-    ("unknown method", [], DEMO_INTERFACE, "SelfDestruct", ErrorName.UNKNOWN_METHOD,
-     "SelfDestruct"),
-    ("unknown interface", [], "com.example.Toaster", "Toast", ErrorName.UNKNOWN_INTERFACE,
-     "com.example.Toaster"),
-    ("handler refuses", [[["explode", 1, 1]]], DEMO_INTERFACE, "EnergyMethod",
-     ErrorName.FAILED, "cannot explode"),
+    (
+        "wrong types",
+        [[["charge", "four", 60]]],
+        DEMO_INTERFACE,
+        "EnergyMethod",
+        ErrorName.INVALID_ARGS,
+        "cmds[0][1]",
+    ),
+    (
+        "int16 out of range",
+        [[["charge", 4, 40000]]],
+        DEMO_INTERFACE,
+        "EnergyMethod",
+        ErrorName.INVALID_ARGS,
+        "40000",
+    ),
+    ("wrong arg count", [1, 2], DEMO_INTERFACE, "EnergyMethod", ErrorName.INVALID_ARGS, "argument"),
+    (
+        "unknown method",
+        [],
+        DEMO_INTERFACE,
+        "SelfDestruct",
+        ErrorName.UNKNOWN_METHOD,
+        "SelfDestruct",
+    ),
+    (
+        "unknown interface",
+        [],
+        "com.example.Toaster",
+        "Toast",
+        ErrorName.UNKNOWN_INTERFACE,
+        "com.example.Toaster",
+    ),
+    (
+        "handler refuses",
+        [[["explode", 1, 1]]],
+        DEMO_INTERFACE,
+        "EnergyMethod",
+        ErrorName.FAILED,
+        "cannot explode",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "args", "interface", "member", "error", "needle"), BAD_ARGS)
 async def test_bad_call_gets_error_reply_and_agent_survives(
-        broker_url: str, fleet: tuple[EMS, list[CountingAgent]], case: str, args: Any,
-        interface: str, member: str, error: str, needle: str) -> None:
+    broker_url: str,
+    fleet: tuple[EMS, list[CountingAgent]],
+    case: str,
+    args: Any,
+    interface: str,
+    member: str,
+    error: str,
+    needle: str,
+) -> None:
     ems, agents = fleet
     probe = Probe(broker_url)
     await probe.start()
@@ -161,17 +212,24 @@ async def test_bad_call_gets_error_reply_and_agent_survives(
     await probe.bus.stop()
 
 
-@pytest.mark.parametrize(("case", "payload"), [
-    ("non-JSON", b"{not json"),
-    ("JSON array", b"[1,2,3]"),
-    ("garbage bytes", bytes(range(256))),
-    ("1 MB payload", b"{" + b" " * 1_048_576 + b"}"),
-    ("signed envelope", b'{"v":1,"jws":"e30.e30.sig"}'),
-    ("missing fields", b'{"v":1,"args":[]}'),
-])
+@pytest.mark.parametrize(
+    ("case", "payload"),
+    [
+        ("non-JSON", b"{not json"),
+        ("JSON array", b"[1,2,3]"),
+        ("garbage bytes", bytes(range(256))),
+        ("1 MB payload", b"{" + b" " * 1_048_576 + b"}"),
+        ("signed envelope", b'{"v":1,"jws":"e30.e30.sig"}'),
+        ("missing fields", b'{"v":1,"args":[]}'),
+    ],
+)
 async def test_malformed_call_payload_is_logged_and_agent_survives(
-        broker_url: str, fleet: tuple[EMS, list[CountingAgent]], case: str, payload: bytes,
-        caplog: pytest.LogCaptureFixture) -> None:
+    broker_url: str,
+    fleet: tuple[EMS, list[CountingAgent]],
+    case: str,
+    payload: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ems, agents = fleet
     probe = Probe(broker_url)
     await probe.start()
@@ -202,7 +260,8 @@ async def test_ems_refuses_bad_calls_before_sending(fleet: tuple[EMS, list[Count
 
 
 async def test_ems_survives_garbage_on_agent_topics(
-        broker_url: str, fleet: tuple[EMS, list[CountingAgent]]) -> None:
+    broker_url: str, fleet: tuple[EMS, list[CountingAgent]]
+) -> None:
     ems, _ = fleet
     raw = BusClient(broker_url, "vandal")
     await raw.start()
@@ -239,14 +298,15 @@ def test_call_cli_validates_and_reports(broker_url: str) -> None:
             def cli(*args: str) -> subprocess.CompletedProcess[str]:
                 return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
 
-            ok = await loop.run_in_executor(None, cli, "group:g1",
-                                            f"{DEMO_INTERFACE}.EnergyMethod",
-                                            '[[["charge",4,1800]]]')
-            bad = await loop.run_in_executor(None, cli, "cli-wh",
-                                             f"{DEMO_INTERFACE}.EnergyMethod",
-                                             '[[["charge",4,99999]]]')
-            garbage = await loop.run_in_executor(None, cli, "cli-wh",
-                                                 f"{DEMO_INTERFACE}.EnergyMethod", "[[[")
+            ok = await loop.run_in_executor(
+                None, cli, "group:g1", f"{DEMO_INTERFACE}.EnergyMethod", '[[["charge",4,1800]]]'
+            )
+            bad = await loop.run_in_executor(
+                None, cli, "cli-wh", f"{DEMO_INTERFACE}.EnergyMethod", '[[["charge",4,99999]]]'
+            )
+            garbage = await loop.run_in_executor(
+                None, cli, "cli-wh", f"{DEMO_INTERFACE}.EnergyMethod", "[[["
+            )
             assert agent.executed == [[("charge", 4, 1800)]]
             return ok, bad, garbage
         finally:

@@ -38,8 +38,9 @@ async def start_agent(agent_id: str, url: str) -> AgentProcess:
 
 
 @pytest.mark.parametrize("version", ["3.1.1", "5"])
-async def test_discovery_kill_and_rebirth(broker_url: str, agent_processes: list[AgentProcess],
-                                          version: str) -> None:
+async def test_discovery_kill_and_rebirth(
+    broker_url: str, agent_processes: list[AgentProcess], version: str
+) -> None:
     url = f"{broker_url}?version={version}"
     seen: dict[tuple[str, str], list[float]] = {}
 
@@ -87,16 +88,25 @@ async def test_discovery_kill_and_rebirth(broker_url: str, agent_processes: list
 
 
 async def test_agents_cli_lists_offline_agent_with_last_telemetry(
-        broker_url: str, agent_processes: list[AgentProcess]) -> None:
+    broker_url: str, agent_processes: list[AgentProcess]
+) -> None:
     proc = await start_agent("cli-a", broker_url)
     agent_processes.append(proc)
     async with EMS(broker_url, "watcher") as ems:
-        await wait_for(lambda: is_online(ems, "cli-a")
-                       and record(ems, "cli-a").prop(DEMO, "Telemetry") is not None, 5.0)
+        await wait_for(
+            lambda: (
+                is_online(ems, "cli-a") and record(ems, "cli-a").prop(DEMO, "Telemetry") is not None
+            ),
+            5.0,
+        )
         proc.kill()
         await wait_for(lambda: record(ems, "cli-a").online is False, 1.5 * KEEPALIVE_S + 1)
-    out = subprocess.run([sys.executable, "-m", "sef", "agents", "--broker", broker_url, "--json",
-                          "--wait", "2"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "sef", "agents", "--broker", broker_url, "--json", "--wait", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     listed = {entry["id"]: entry for entry in json.loads(out.stdout)}
     assert listed["cli-a"]["status"] == "offline"

@@ -54,8 +54,13 @@ async def test_stale_will_is_ignored_and_repaired(broker_url: str) -> None:
     agent = QuietAgent("stale-1", broker_url, keepalive_s=2)
     await agent.start()
     async with EMS(broker_url, "ems-stale") as ems:
-        await wait_for(lambda: ems.registry.get("stale-1") is not None
-                       and ems.registry.get("stale-1").online is True, 3.0)  # type: ignore[union-attr]
+        await wait_for(
+            lambda: (
+                ems.registry.get("stale-1") is not None
+                and ems.registry.get("stale-1").online is True
+            ),
+            3.0,
+        )  # type: ignore[union-attr]
         # the will of an older session arrives late (e.g. after a half-open TCP connection)
         old = Status(False, agent.session.bdseq - 1, reason="will").to_payload()
         vandal = BusClient(broker_url)
@@ -64,8 +69,9 @@ async def test_stale_will_is_ignored_and_repaired(broker_url: str) -> None:
         await asyncio.sleep(0.5)
         assert ems.registry.get("stale-1").online is True  # type: ignore[union-attr]
         # the agent noticed its retained status was overwritten and restored it
-        status = Status.from_object(decode_object(await retained(broker_url,
-                                                                 TOPICS.status("stale-1"))))
+        status = Status.from_object(
+            decode_object(await retained(broker_url, TOPICS.status("stale-1")))
+        )
         assert status.online and status.bdseq == agent.session.bdseq
         await vandal.stop()
     await agent.stop()
@@ -75,10 +81,15 @@ async def test_sequence_gap_triggers_rebirth(broker_url: str) -> None:
     agent = QuietAgent("gappy", broker_url, keepalive_s=2)
     await agent.start()
     gaps: list[object] = []
-    async with EMS(broker_url, "ems-gap", on_event=lambda e: gaps.append(e.detail)
-                   if e.kind == "gap" else None) as ems:
-        await wait_for(lambda: ems.registry.get("gappy") is not None
-                       and ems.registry.get("gappy").online is True, 3.0)  # type: ignore[union-attr]
+    async with EMS(
+        broker_url, "ems-gap", on_event=lambda e: gaps.append(e.detail) if e.kind == "gap" else None
+    ) as ems:
+        await wait_for(
+            lambda: (
+                ems.registry.get("gappy") is not None and ems.registry.get("gappy").online is True
+            ),
+            3.0,
+        )  # type: ignore[union-attr]
         # the birth reached this EMS as retained messages: the first live message sets
         # the sequence baseline
         agent.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 1)})
@@ -91,8 +102,13 @@ async def test_sequence_gap_triggers_rebirth(broker_url: str) -> None:
         expected, got = gaps[0]  # type: ignore[misc]
         assert got == expected + 3
         # the agent answered the rebirth request with a full birth
-        await wait_for(lambda: ems.registry.get("gappy").messages  # type: ignore[union-attr]
-                       >= abouts_before + 4, 3.0)
+        await wait_for(
+            lambda: (
+                ems.registry.get("gappy").messages  # type: ignore[union-attr]
+                >= abouts_before + 4
+            ),
+            3.0,
+        )
         agent.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 3)})
         await asyncio.sleep(0.3)
         assert ems.registry.get("gappy").gaps == 1  # type: ignore[union-attr]
@@ -115,8 +131,13 @@ async def test_agent_and_ems_recover_after_broker_restart(mosquitto: Mosquitto) 
     agent = QuietAgent("phoenix", url, keepalive_s=2)
     await agent.start()
     async with EMS(url, "ems-restart", keepalive_s=2) as ems:
-        await wait_for(lambda: ems.registry.get("phoenix") is not None
-                       and ems.registry.get("phoenix").online is True, 3.0)  # type: ignore[union-attr]
+        await wait_for(
+            lambda: (
+                ems.registry.get("phoenix") is not None
+                and ems.registry.get("phoenix").online is True
+            ),
+            3.0,
+        )  # type: ignore[union-attr]
         bdseq = agent.session.bdseq
         mosquitto.stop()  # retained state is gone with a non-persistent broker
         await wait_for(lambda: not agent.bus.connected and not ems.bus.connected, 5.0)
@@ -124,8 +145,13 @@ async def test_agent_and_ems_recover_after_broker_restart(mosquitto: Mosquitto) 
         try:
             await wait_for(lambda: agent.bus.connected and ems.bus.connected, 15.0)
             # re-announced and resubscribed: the EMS sees the agent again, in a new session
-            await wait_for(lambda: ems.registry.get("phoenix").bdseq != bdseq  # type: ignore[union-attr]
-                           and ems.registry.get("phoenix").online is True, 5.0)  # type: ignore[union-attr]
+            await wait_for(
+                lambda: (
+                    ems.registry.get("phoenix").bdseq != bdseq  # type: ignore[union-attr]
+                    and ems.registry.get("phoenix").online is True
+                ),
+                5.0,
+            )  # type: ignore[union-attr]
             replies = await ems.call("phoenix", "sef.Agent", "Ping", [])
             assert replies and replies[0].ok
             await agent.stop()

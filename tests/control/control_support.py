@@ -15,11 +15,17 @@ SCENARIO_DIR = __import__("pathlib").Path(_scen_init).parent
 
 def small_raw(n_b: int = 2, n_w: int = 0, hours: float = 2.0, **target: Any) -> dict[str, Any]:
     return {
-        "name": "small", "dt_s": 60, "duration_h": hours, "seed": 1,
+        "name": "small",
+        "dt_s": 60,
+        "duration_h": hours,
+        "seed": 1,
         "base_load": {"source": "csv", "csv": "bdew_h0_2023-01-17.csv", "scale": 100.0},
         "target": target or {"kind": "flat", "value_kw": 10.0},
-        "batteries": {"count": n_b, "initial_soc": 0.5,
-                      "params": {"rated_power_kw": 5.0, "capacity_kwh": 13.5}},
+        "batteries": {
+            "count": n_b,
+            "initial_soc": 0.5,
+            "params": {"rated_power_kw": 5.0, "capacity_kwh": 13.5},
+        },
         "water_heaters": {"count": n_w, "shift_std_min": 30.0},
     }
 
@@ -28,12 +34,21 @@ def small_scenario(n_b: int = 2, n_w: int = 0, hours: float = 2.0, **target: Any
     return scenario_from_dict(small_raw(n_b, n_w, hours, **target), SCENARIO_DIR)
 
 
-def obs(step: int, net_kw: float, b_energy: list[float], b_power: list[float],
-        w_power: list[float] | None = None, w_energy: list[float] | None = None,
-        w_mode: list[int] | None = None) -> Observation:
+def obs(
+    step: int,
+    net_kw: float,
+    b_energy: list[float],
+    b_power: list[float],
+    w_power: list[float] | None = None,
+    w_energy: list[float] | None = None,
+    w_mode: list[int] | None = None,
+) -> Observation:
     w_power = w_power or []
     return Observation(
-        step=step, t_s=60.0 * step, dt_s=60.0, net_kw=net_kw,
+        step=step,
+        t_s=60.0 * step,
+        dt_s=60.0,
+        net_kw=net_kw,
         battery_energy_kwh=np.array(b_energy, dtype=float),
         battery_power_kw=np.array(b_power, dtype=float),
         wh_power_kw=np.array(w_power, dtype=float),

@@ -38,8 +38,9 @@ def test_largest_remainder_proportional_shares() -> None:
 
 def test_weights_steer_and_water_filling() -> None:
     # weights favour battery 0, but it caps at 2: the rest goes to the others
-    r = allocate_integer(6, np.zeros(3, dtype=np.int64), np.array([2, 5, 5]),
-                         weights=np.array([10.0, 1.0, 1.0]))
+    r = allocate_integer(
+        6, np.zeros(3, dtype=np.int64), np.array([2, 5, 5]), weights=np.array([10.0, 1.0, 1.0])
+    )
     assert r.tolist() == [2, 2, 2]
 
 
@@ -66,17 +67,23 @@ def test_battery_limits_from_energy() -> None:
 
 
 def test_decision_to_events() -> None:
-    d = Decision(battery_kw=np.array([3, -2, 0]),
-                 wh_command=np.array([WH_KEEP, WH_SHED, WH_LOAD_UP, WH_NORMAL]),
-                 battery_duration_s=60, wh_duration_s=3600)
+    d = Decision(
+        battery_kw=np.array([3, -2, 0]),
+        wh_command=np.array([WH_KEEP, WH_SHED, WH_LOAD_UP, WH_NORMAL]),
+        battery_duration_s=60,
+        wh_duration_s=3600,
+    )
     ev = decision_to_events(d, plan_kw=[np.array([1, 0, -4])])
     assert ev.batteries == [
         [("charge", 3, 60), ("charge", 1, 60)],
         [("discharge", 2, 60), ("idle", 0, 60)],
         [("idle", 0, 60), ("discharge", 4, 60)],
     ]
-    assert ev.water_heaters == {1: [("shed", 0, 3600)], 2: [("charge", 0, 3600)],
-                                3: [("endshed", 0, 0)]}
+    assert ev.water_heaters == {
+        1: [("shed", 0, 3600)],
+        2: [("charge", 0, 3600)],
+        3: [("endshed", 0, 0)],
+    }
 
 
 def test_decision_to_events_int16() -> None:

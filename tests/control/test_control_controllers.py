@@ -28,11 +28,11 @@ def test_baseline_cycles_batteries() -> None:
     app.reset(small_scenario(n_b=2))
     # (net, last battery powers) -> expected integer rates, cycle by cycle
     cycles = [
-        (110.0, [0.0, 0.0], [-5, -5]),    # 10 kW over target: discharge 10
+        (110.0, [0.0, 0.0], [-5, -5]),  # 10 kW over target: discharge 10
         (101.0, [-5.0, -5.0], [-5, -5]),  # wants -11, fleet limit -10 (carry dropped)
-        (95.0, [-5.0, -5.0], [-3, -2]),   # 5 under: -10 + 5 = -5, largest remainder
-        (97.0, [-3.0, -2.0], [-1, -1]),   # -5 + 3 = -2
-        (93.0, [-1.0, -1.0], [3, 2]),     # -2 + 7 = +5: charge
+        (95.0, [-5.0, -5.0], [-3, -2]),  # 5 under: -10 + 5 = -5, largest remainder
+        (97.0, [-3.0, -2.0], [-1, -1]),  # -5 + 3 = -2
+        (93.0, [-1.0, -1.0], [3, 2]),  # -2 + 7 = +5: charge
     ]
     for k, (net, last, expected) in enumerate(cycles):
         d = app.decide(obs(k, net, [E_HALF, E_HALF], last), fc(100.0, 0.0))
@@ -76,11 +76,28 @@ def test_dispatcher_priority_guard_and_dwell() -> None:
 def test_lp_spreads_an_energy_shortfall_evenly() -> None:
     # 10 kW over target for 4 h, battery holds 20 kWh usable: the L2-like cost spreads
     # the 20 kWh shortfall as 5 kW in each hour (an L1 cost would not care where)
-    p = LPInput(h=1.0, base_kw=np.full(4, 10.0), target_kw=np.zeros(4), draw_kw=np.zeros(4),
-                b_p_max=50.0, b_e0=20.0, b_e_min=0.0, b_e_max=100.0, b_eta_c=1.0,
-                b_eta_d=1.0, b_standby_kw=0.0, w_p_max=0.0, w_e0=0.0, w_e_min=0.0,
-                w_e_max=0.0, w_loss_kw=0.0, seg_kw=0.5, segments=40, wh_shift_cost=0.0,
-                throughput_cost=0.0)
+    p = LPInput(
+        h=1.0,
+        base_kw=np.full(4, 10.0),
+        target_kw=np.zeros(4),
+        draw_kw=np.zeros(4),
+        b_p_max=50.0,
+        b_e0=20.0,
+        b_e_min=0.0,
+        b_e_max=100.0,
+        b_eta_c=1.0,
+        b_eta_d=1.0,
+        b_standby_kw=0.0,
+        w_p_max=0.0,
+        w_e0=0.0,
+        w_e_min=0.0,
+        w_e_max=0.0,
+        w_loss_kw=0.0,
+        seg_kw=0.5,
+        segments=40,
+        wh_shift_cost=0.0,
+        throughput_cost=0.0,
+    )
     plan = solve_plan(p)
     np.testing.assert_allclose(plan.deviation_kw, 5.0, atol=0.3)
     np.testing.assert_allclose(plan.battery_kw, -5.0, atol=0.3)

@@ -43,30 +43,48 @@ async def test_live_mpc_tracks_like_the_simulator(broker_url: str, tmp_path: Pat
     sim_window = float(np.sqrt(np.mean(err**2)))
 
     start = _day_start()
-    clock = ScaledClock(speed=SPEED, sim_start=start,
-                        real_anchor=time.time() + LEAD_IN_REAL_S)
-    fleet = Fleet(broker_url, clock, tmp_path / "logs",
-                  battery_soc=scenario.battery_soc0.tolist(),
-                  heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist())
+    clock = ScaledClock(speed=SPEED, sim_start=start, real_anchor=time.time() + LEAD_IN_REAL_S)
+    fleet = Fleet(
+        broker_url,
+        clock,
+        tmp_path / "logs",
+        battery_soc=scenario.battery_soc0.tolist(),
+        heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist(),
+    )
     ems = EMS(broker_url, "ems-live", clock=clock, keepalive_s=5)
     await ems.start()
     try:
         await asyncio.to_thread(fleet.start)
         everyone = fleet.battery_ids + fleet.heater_ids
-        await wait_for(lambda: all((r := ems.registry.get(a)) is not None and r.online
-                                   and r.prop("edu.pdx.powerlab.demo", "Telemetry")
-                                   for a in everyone), 30.0, step_s=0.1)
+        await wait_for(
+            lambda: all(
+                (r := ems.registry.get(a)) is not None
+                and r.online
+                and r.prop("edu.pdx.powerlab.demo", "Telemetry")
+                for a in everyone
+            ),
+            30.0,
+            step_s=0.1,
+        )
         assert clock.now() < start, "fleet must be up before the scenario starts"
-        live = LiveControl(ems, scenario, make_controller("mpc"), fleet.battery_ids,
-                           fleet.heater_ids, start_s=start)
+        live = LiveControl(
+            ems,
+            scenario,
+            make_controller("mpc"),
+            fleet.battery_ids,
+            fleet.heater_ids,
+            start_s=start,
+        )
         result = await live.run(steps)
     finally:
         fleet.stop()
         await ems.stop()
     got = metrics(result)
-    print(f"live MPC RMSE {got['rmse_kw']:.2f} kW over {HOURS} h; simulator MPC over the "
-          f"same window {sim_window:.2f} kW (whole day {metrics(simulated)['rmse_kw']:.2f} kW); "
-          f"failed calls {live.calls_failed}")
+    print(
+        f"live MPC RMSE {got['rmse_kw']:.2f} kW over {HOURS} h; simulator MPC over the "
+        f"same window {sim_window:.2f} kW (whole day {metrics(simulated)['rmse_kw']:.2f} kW); "
+        f"failed calls {live.calls_failed}"
+    )
     assert live.calls_failed == 0
     assert np.isfinite(result.series["net_kw"]).all()
     assert got["rmse_kw"] <= 1.15 * sim_window, (got, sim_window)

@@ -62,8 +62,7 @@ def test_bdew_csv_matches_demandlib() -> None:
     _, v2 = bdew_h0_kw("2023-01-17", 1000.0)
     np.testing.assert_allclose(v, v2, atol=1e-6)
     raw = small_raw()
-    raw["base_load"] = {"source": "bdew_h0", "date": "2023-01-17", "homes": 100,
-                        "annual_kwh": 1000}
+    raw["base_load"] = {"source": "bdew_h0", "date": "2023-01-17", "homes": 100, "annual_kwh": 1000}
     sc = scenario_from_dict(raw, SCENARIO_DIR)
     np.testing.assert_allclose(sc.base_expected_kw[:15], 100 * v[0], rtol=1e-5)
 

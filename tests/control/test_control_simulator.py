@@ -37,11 +37,13 @@ def test_cli_writes_report(tmp_path: Path) -> None:
     (tmp_path / "s.toml").write_text(
         'name = "tiny"\ndt_s = 60\nduration_h = 1\n'
         '[base_load]\ncsv = "b.csv"\n[target]\nkind = "flat"\nvalue_kw = 12\n'
-        '[batteries]\ncount = 2\n[water_heaters]\ncount = 2\n')
+        "[batteries]\ncount = 2\n[water_heaters]\ncount = 2\n"
+    )
     (tmp_path / "b.csv").write_text("time_s,kw\n0,10\n1800,14\n")
     out = tmp_path / "report"
-    res = CliRunner().invoke(app, ["simulate", str(tmp_path / "s.toml"), "--out", str(out),
-                                   "--controller", "baseline"])
+    res = CliRunner().invoke(
+        app, ["simulate", str(tmp_path / "s.toml"), "--out", str(out), "--controller", "baseline"]
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["controllers"]) == ["baseline"]

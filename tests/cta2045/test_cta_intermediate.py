@@ -68,9 +68,15 @@ def test_get_information_reply_layout() -> None:
     assert len(raw) == 59
     msg = decode(raw)
     assert msg == GetInformationReply(
-        response_code=0, cta_version=b"10", vendor_id=0x4455,
-        device_type=DeviceType.HEAT_PUMP_WATER_HEATER, device_revision=7, capabilities=0x41,
-        model="HPWH-50", serial="SN12345", firmware=FirmwareInfo(2024, 3, 15, 3, 1),
+        response_code=0,
+        cta_version=b"10",
+        vendor_id=0x4455,
+        device_type=DeviceType.HEAT_PUMP_WATER_HEATER,
+        device_revision=7,
+        capabilities=0x41,
+        model="HPWH-50",
+        serial="SN12345",
+        firmware=FirmwareInfo(2024, 3, 15, 3, 1),
     )
     assert isinstance(msg, GetInformationReply) and msg.firmware is not None
     assert msg.firmware.date == datetime(2024, 3, 15).date()

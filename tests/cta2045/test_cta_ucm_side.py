@@ -38,8 +38,9 @@ def test_unsupported_requests_are_refused_and_replies_not_answered() -> None:
 
 
 def test_present_temperature_in_celsius() -> None:
-    fahrenheit = cta.PresentTemperatureReply(units=cta.TemperatureUnits.FAHRENHEIT,
-                                             temperature=140)
+    fahrenheit = cta.PresentTemperatureReply(units=cta.TemperatureUnits.FAHRENHEIT, temperature=140)
     assert fahrenheit.celsius == 60.0
-    assert cta.PresentTemperatureReply(units=cta.TemperatureUnits.CELSIUS,
-                                       temperature=52).celsius == 52.0
+    assert (
+        cta.PresentTemperatureReply(units=cta.TemperatureUnits.CELSIUS, temperature=52).celsius
+        == 52.0
+    )

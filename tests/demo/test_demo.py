@@ -19,9 +19,26 @@ from sef.ems.store import Store
 def test_demo_runs_headless_and_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     done = subprocess.run(
-        [sys.executable, "-m", "sef", "demo", "--hours", "1.5", "--speed", "720", "--headless",
-         "--no-browser", "--out", str(out), "--api", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=200)
+        [
+            sys.executable,
+            "-m",
+            "sef",
+            "demo",
+            "--hours",
+            "1.5",
+            "--speed",
+            "720",
+            "--headless",
+            "--no-browser",
+            "--out",
+            str(out),
+            "--api",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "all 6 agents online" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -36,8 +53,14 @@ def test_demo_runs_headless_and_writes_a_report(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{out / 'ems.db'}")
     try:
         agents = {row.agent_id for row in store.load_agents()}
-        assert agents == {"battery-1", "battery-2", "battery-3", "waterheater-1",
-                          "waterheater-2", "waterheater-3"}
+        assert agents == {
+            "battery-1",
+            "battery-2",
+            "battery-3",
+            "waterheater-1",
+            "waterheater-2",
+            "waterheater-3",
+        }
         assert store.count_telemetry("battery-1") > 10
         sent = store.commands(target="battery-1", limit=1000)
         assert len(sent) >= 80, "one EnergyMethod per battery per minute"

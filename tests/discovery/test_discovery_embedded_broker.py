@@ -34,38 +34,55 @@ def online(ems: EMS, agent_id: str) -> bool | None:
 
 
 @pytest.mark.parametrize("version", ["3.1.1", "5"])
-async def test_presence_will_and_retained_state(embedded: EmbeddedBroker, version: str,
-                                                agent_processes: list[AgentProcess]) -> None:
+async def test_presence_will_and_retained_state(
+    embedded: EmbeddedBroker, version: str, agent_processes: list[AgentProcess]
+) -> None:
     url = embedded.url if version == "3.1.1" else embedded.url5
     uid = uuid.uuid4().hex[:6]
     agent_ids = [f"emb-a-{uid}", f"emb-b-{uid}"]
     async with EMS(url, f"ems-{uid}", keepalive_s=KEEPALIVE_S) as ems:
-        procs = await asyncio.gather(*(asyncio.to_thread(AgentProcess(
-            a, url, "--keepalive", str(KEEPALIVE_S), "--step", "0.2").start)
-            for a in agent_ids))
+        procs = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    AgentProcess(a, url, "--keepalive", str(KEEPALIVE_S), "--step", "0.2").start
+                )
+                for a in agent_ids
+            )
+        )
         agent_processes += procs
         await wait_for(lambda: all(online(ems, a) for a in agent_ids), 5.0)
-        await wait_for(lambda: all(ems.registry.get(a).prop(DEMO, "Telemetry")  # type: ignore[union-attr]
-                                   for a in agent_ids), 5.0)
+        await wait_for(
+            lambda: all(
+                ems.registry.get(a).prop(DEMO, "Telemetry")  # type: ignore[union-attr]
+                for a in agent_ids
+            ),
+            5.0,
+        )
         procs[1].kill()
         await wait_for(lambda: online(ems, agent_ids[1]) is False, 1.5 * KEEPALIVE_S + 1)
         assert ems.registry.get(agent_ids[1]).offline_reason == "will"  # type: ignore[union-attr]
         assert online(ems, agent_ids[0])
     # a late EMS learns everything from retained messages
     async with EMS(url, f"late-{uid}", announce=False) as late:
-        await wait_for(lambda: online(late, agent_ids[0]) is True
-                       and online(late, agent_ids[1]) is False, 5.0)
+        await wait_for(
+            lambda: online(late, agent_ids[0]) is True and online(late, agent_ids[1]) is False, 5.0
+        )
         dead = late.registry.get(agent_ids[1])
         assert dead is not None and dead.about["DeviceId"] == agent_ids[1]
         assert dead.prop(DEMO, "Telemetry")["Sys_Rated_Energy"] == ["d", 60.0]
 
 
 async def test_agent_finds_embedded_broker_over_mdns(
-        embedded: EmbeddedBroker, agent_processes: list[AgentProcess]) -> None:
+    embedded: EmbeddedBroker, agent_processes: list[AgentProcess]
+) -> None:
     name = f"sef-test-emb-{uuid.uuid4().hex[:8]}"
     agent_id = f"emb-zc-{uuid.uuid4().hex[:6]}"
-    async with mdns_lock(), await advertise_broker("127.0.0.1", embedded.port, name), \
-            EMS(embedded.url, f"ems-{agent_id}") as ems:
-        agent_processes.append(await asyncio.to_thread(
-            AgentProcess(agent_id, f"mdns://{name}").start))
+    async with (
+        mdns_lock(),
+        await advertise_broker("127.0.0.1", embedded.port, name),
+        EMS(embedded.url, f"ems-{agent_id}") as ems,
+    ):
+        agent_processes.append(
+            await asyncio.to_thread(AgentProcess(agent_id, f"mdns://{name}").start)
+        )
         await wait_for(lambda: online(ems, agent_id) is True, 5.0)

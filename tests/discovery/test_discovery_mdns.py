@@ -32,17 +32,23 @@ def test_mdns_url_forms() -> None:
 async def test_agent_without_broker_address_connects_within_5s(mosquitto: Mosquitto) -> None:
     """The acceptance: ``sef agent virtual-battery`` with no ``--broker`` at all."""
     agent_id = f"zc-{uuid.uuid4().hex[:8]}"
-    async with mdns_lock(exclusive=True), \
-            await advertise_broker("127.0.0.1", mosquitto.port, f"sef-test-{agent_id}"), \
-            EMS(mosquitto.url, f"ems-{agent_id}") as ems:
+    async with (
+        mdns_lock(exclusive=True),
+        await advertise_broker("127.0.0.1", mosquitto.port, f"sef-test-{agent_id}"),
+        EMS(mosquitto.url, f"ems-{agent_id}") as ems,
+    ):
         spawned = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "sef", "agent", "virtual-battery", "--id", agent_id],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
-            await wait_for(lambda: (r := ems.registry.get(agent_id)) is not None
-                           and r.online is True, 5.0)
+            await wait_for(
+                lambda: (r := ems.registry.get(agent_id)) is not None and r.online is True, 5.0
+            )
             took = time.monotonic() - spawned
         finally:
             proc.terminate()
@@ -80,10 +86,11 @@ async def test_client_follows_broker_to_another_port(tmp_path: object) -> None:
             second = Mosquitto().start()
             assert second.port != first.port
             async with await advertise_broker("127.0.0.1", second.port, name):
-                await wait_for(lambda: client.connected and connections[-1] == second.port,
-                               15.0)
-                print(f"reconnected to the new port {time.monotonic() - gone:.2f} s after "
-                      "the old broker went away")
+                await wait_for(lambda: client.connected and connections[-1] == second.port, 15.0)
+                print(
+                    f"reconnected to the new port {time.monotonic() - gone:.2f} s after "
+                    "the old broker went away"
+                )
     finally:
         await client.stop()
         first.stop()
@@ -91,12 +98,14 @@ async def test_client_follows_broker_to_another_port(tmp_path: object) -> None:
             second.stop()
 
 
-async def test_browse_reads_txt_record_and_times_out_on_unknown_name(
-        mosquitto: Mosquitto) -> None:
+async def test_browse_reads_txt_record_and_times_out_on_unknown_name(mosquitto: Mosquitto) -> None:
     name = f"sef-test-{uuid.uuid4().hex[:8]}"
-    async with mdns_lock(), await advertise_broker(
-            "127.0.0.1", mosquitto.port, name, {"home": "h-1"}, mqtt_version="5",
-            role="gateway") as advert:
+    async with (
+        mdns_lock(),
+        await advertise_broker(
+            "127.0.0.1", mosquitto.port, name, {"home": "h-1"}, mqtt_version="5", role="gateway"
+        ) as advert,
+    ):
         assert advert.name == name
         found = await browse_broker(3.0, name=name)
         assert found.url.port == mosquitto.port and found.url.version == 5

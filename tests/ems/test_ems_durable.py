@@ -26,10 +26,25 @@ KEY = "edu.pdx.powerlab.demo.Telemetry"
 
 def start_ems(broker_url: str, db_url: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sef", "ems", "--broker", broker_url, "--db", db_url, "--id",
-         "ems-durable", "--keepalive", "2"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "sef",
+            "ems",
+            "--broker",
+            broker_url,
+            "--db",
+            db_url,
+            "--id",
+            "ems-durable",
+            "--keepalive",
+            "2",
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "running" in line, line
@@ -37,24 +52,30 @@ def start_ems(broker_url: str, db_url: str) -> subprocess.Popen[str]:
 
 
 async def test_sigkill_during_stream_loses_nothing_and_duplicates_nothing(
-        broker_url: str, db_url: str) -> None:
+    broker_url: str, db_url: str
+) -> None:
     ems = start_ems(broker_url, db_url)
     publisher = BusClient(broker_url, "stream-source")
     await publisher.start()
     base = 1_767_225_600.0
     for a in range(AGENTS):
-        publisher.publish(TOPICS.status(f"sim-{a}"),
-                          Status(True, 1, base, 10, 0).to_payload(), retain=True)
+        publisher.publish(
+            TOPICS.status(f"sim-{a}"), Status(True, 1, base, 10, 0).to_payload(), retain=True
+        )
     await asyncio.sleep(0.3)  # the EMS subscribed (persistent session) and saw the births
     killed_at = 3000
     restarted_at = 6000
     total = AGENTS * PER_AGENT
     for i in range(total):
         agent, seq = i % AGENTS, 1 + i // AGENTS
-        update = PropertyUpdate({"TimeStamp": ["u", int(base) + seq], "n": ["x", i]},
-                                base + seq, seq)
-        publisher.publish(TOPICS.prop(f"sim-{agent}", "edu.pdx.powerlab.demo", "Telemetry"),
-                          update.to_payload(), retain=True)
+        update = PropertyUpdate(
+            {"TimeStamp": ["u", int(base) + seq], "n": ["x", i]}, base + seq, seq
+        )
+        publisher.publish(
+            TOPICS.prop(f"sim-{agent}", "edu.pdx.powerlab.demo", "Telemetry"),
+            update.to_payload(),
+            retain=True,
+        )
         if i % 200 == 199:
             await asyncio.sleep(0.02)  # about 6 000 messages/s
         if i == killed_at:
@@ -72,8 +93,9 @@ async def test_sigkill_during_stream_loses_nothing_and_duplicates_nothing(
             seqs = sorted(row["seq"] for row in rows)
             assert seqs == list(range(1, PER_AGENT + 1)), f"sim-{a}: gaps or duplicates"
         last = store.load_properties()
-        assert all(last[f"sim-{a}"][KEY][0]["TimeStamp"][1] == int(base) + PER_AGENT
-                   for a in range(AGENTS))
+        assert all(
+            last[f"sim-{a}"][KEY][0]["TimeStamp"][1] == int(base) + PER_AGENT for a in range(AGENTS)
+        )
     finally:
         store.close()
         ems.send_signal(signal.SIGINT)
@@ -91,10 +113,13 @@ async def test_restart_rebuilds_registry_from_store(broker_url: str, db_url: str
     await publisher.start()
     first = EMS(broker_url, "ems-a", store=Store.open(db_url))
     await first.start()
-    publisher.publish(TOPICS.status("keeper"), Status(True, 7, 1.0e9, 10, 0).to_payload(),
-                      retain=True)
-    publisher.publish(TOPICS.prop("keeper", "edu.pdx.powerlab.demo", "Telemetry"),
-                      PropertyUpdate({"TimeStamp": ["u", 5]}, 1.0e9 + 5, 1).to_payload())
+    publisher.publish(
+        TOPICS.status("keeper"), Status(True, 7, 1.0e9, 10, 0).to_payload(), retain=True
+    )
+    publisher.publish(
+        TOPICS.prop("keeper", "edu.pdx.powerlab.demo", "Telemetry"),
+        PropertyUpdate({"TimeStamp": ["u", 5]}, 1.0e9 + 5, 1).to_payload(),
+    )
     assert first.store is not None
     await wait_for(lambda: first.store.count_telemetry("keeper") == 1, 10.0)  # type: ignore[union-attr]
     await first.stop()

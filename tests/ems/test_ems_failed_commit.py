@@ -55,21 +55,28 @@ async def publish(broker_url: str, *, births: bool = False, telemetry: bool = Fa
     publisher = BusClient(broker_url, "flaky-source")
     await publisher.start()
     for a in range(AGENTS if births else 0):
-        publisher.publish(TOPICS.status(f"fl-{a}"), Status(True, 1, BASE, 10, 0).to_payload(),
-                          retain=True)
+        publisher.publish(
+            TOPICS.status(f"fl-{a}"), Status(True, 1, BASE, 10, 0).to_payload(), retain=True
+        )
     for i in range(AGENTS * PER_AGENT if telemetry else 0):
         agent, seq = i % AGENTS, 1 + i // AGENTS
         update = PropertyUpdate({"TimeStamp": ["u", int(BASE) + seq]}, BASE + seq, seq)
-        publisher.publish(TOPICS.prop(f"fl-{agent}", "edu.pdx.powerlab.demo", "Telemetry"),
-                          update.to_payload())
+        publisher.publish(
+            TOPICS.prop(f"fl-{agent}", "edu.pdx.powerlab.demo", "Telemetry"), update.to_payload()
+        )
     await asyncio.sleep(0.2)
     await publisher.stop()
 
 
 async def born(ems: EMS, store: Store) -> None:
     """The births reached the EMS and are committed (so acknowledged)."""
-    await wait_for(lambda: all((r := ems.registry.get(f"fl-{a}")) is not None
-                               and r.expected_seq == 1 for a in range(AGENTS)), 5.0)
+    await wait_for(
+        lambda: all(
+            (r := ems.registry.get(f"fl-{a}")) is not None and r.expected_seq == 1
+            for a in range(AGENTS)
+        ),
+        5.0,
+    )
     await wait_for(lambda: len(store.load_agents()) == AGENTS, 5.0, step_s=0.05)
     await asyncio.sleep(0.1)
 
@@ -96,7 +103,8 @@ async def nothing_redelivered(broker_url: str, store: Store) -> None:
 
 
 async def test_a_failed_commit_is_not_acknowledged_and_is_stored_by_the_next_session(
-        broker_url: str, db_url: str) -> None:
+    broker_url: str, db_url: str
+) -> None:
     store = FlakyStore.open(db_url)
     ems = EMS(broker_url, HOST, store=store, keepalive_s=2)
     await ems.start()
@@ -110,8 +118,10 @@ async def test_a_failed_commit_is_not_acknowledged_and_is_stored_by_the_next_ses
     # again; these copies too must wait for the commit
     seen = ems.registry.messages
     ems.bus._lost.set()
-    await wait_for(lambda: ems.bus.connections == 2
-                   and ems.registry.messages >= seen + AGENTS * PER_AGENT, 10.0)
+    await wait_for(
+        lambda: ems.bus.connections == 2 and ems.registry.messages >= seen + AGENTS * PER_AGENT,
+        10.0,
+    )
     # stopped while the store still refuses: the batch's future fails, nothing is acked
     await ems.bus.stop()
     await ems.recorder.stop(timeout_s=0.5)
@@ -122,8 +132,7 @@ async def test_a_failed_commit_is_not_acknowledged_and_is_stored_by_the_next_ses
     ems = EMS(broker_url, HOST, store=store, keepalive_s=2)
     await ems.start()
     try:
-        await wait_for(lambda: store.count_telemetry() >= AGENTS * PER_AGENT, 15.0,
-                       step_s=0.1)
+        await wait_for(lambda: store.count_telemetry() >= AGENTS * PER_AGENT, 15.0, step_s=0.1)
         await ems.settle(quiet_s=0.3)
     finally:
         await ems.stop()
@@ -133,7 +142,8 @@ async def test_a_failed_commit_is_not_acknowledged_and_is_stored_by_the_next_ses
 
 
 async def test_rows_are_stored_and_acknowledged_once_the_store_works_again(
-        broker_url: str, db_url: str) -> None:
+    broker_url: str, db_url: str
+) -> None:
     store = FlakyStore.open(db_url)
     store.failing = True
     ems = EMS(broker_url, HOST, store=store, keepalive_s=2)
@@ -143,8 +153,7 @@ async def test_rows_are_stored_and_acknowledged_once_the_store_works_again(
         await wait_for(lambda: received_all(ems, PER_AGENT) and store.refused >= 2, 10.0)
         assert store.count_telemetry() == 0
         store.failing = False  # the recorder retries with backoff (at most 5 s)
-        await wait_for(lambda: store.count_telemetry() >= AGENTS * PER_AGENT, 15.0,
-                       step_s=0.1)
+        await wait_for(lambda: store.count_telemetry() >= AGENTS * PER_AGENT, 15.0, step_s=0.1)
         await asyncio.sleep(0.2)  # the PUBACKs follow the commit
     finally:
         await ems.stop()
@@ -173,15 +182,15 @@ async def test_the_commit_future_carries_the_failure(db_url: str) -> None:
     store.failing = False
     recorder = Recorder(store, max_delay_s=0.01)
     recorder.start()
-    await asyncio.wait_for(recorder.telemetry(
-        TelemetryIn("fl-0", KEY, BASE + 1, 1, BASE + 1, "1")), 5.0)
+    await asyncio.wait_for(
+        recorder.telemetry(TelemetryIn("fl-0", KEY, BASE + 1, 1, BASE + 1, "1")), 5.0
+    )
     await recorder.stop()
     assert store.count_telemetry() == 1
     store.close()
 
 
-async def test_the_batch_committed_at_stop_is_acknowledged(broker_url: str,
-                                                           db_url: str) -> None:
+async def test_the_batch_committed_at_stop_is_acknowledged(broker_url: str, db_url: str) -> None:
     """Stopping commits the open batch while the connection is still up, so its PUBACKs
     reach the broker and the next session is not sent those messages again."""
     store = FlakyStore.open(db_url)

@@ -10,8 +10,10 @@ NOW = 1_800_000_000.0
 
 
 def rows(agent: str, start: float, count: int, every_s: float) -> list[TelemetryIn]:
-    return [TelemetryIn(agent, KEY, start + i * every_s, i, start + i * every_s,
-                        f'{{"n":["x",{i}]}}') for i in range(count)]
+    return [
+        TelemetryIn(agent, KEY, start + i * every_s, i, start + i * every_s, f'{{"n":["x",{i}]}}')
+        for i in range(count)
+    ]
 
 
 def test_retention_deletes_and_thins_and_reopening_keeps_data(db_url: str) -> None:
@@ -22,7 +24,7 @@ def test_retention_deletes_and_thins_and_reopening_keeps_data(db_url: str) -> No
         for agent in ("a", "b"):
             data = rows(agent, NOW - 10 * DAY, 10 * 1440, 60.0)
             for start in range(0, len(data), 2000):
-                store.write_batch(Batch(telemetry=data[start:start + 2000]))
+                store.write_batch(Batch(telemetry=data[start : start + 2000]))
         assert store.count_telemetry() == 2 * 14_400
         done = store.apply_retention(NOW, keep_s=7 * DAY, raw_s=1 * DAY, every_s=900.0)
         # older than 7 days: gone; 1-7 days: one value per 15 min; last day: all

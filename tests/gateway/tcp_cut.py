@@ -20,8 +20,9 @@ class CuttableLink:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._relay, self.host, self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._relay, self.host, self.port, reuse_address=True
+        )
 
     async def cut(self) -> None:
         if self._server is not None:

@@ -35,7 +35,8 @@ async def start_agent(agent_id: str, broker: str, group: str) -> AgentProcess:
 
 
 async def test_two_homes_group_call_and_uplink_cut(
-        mosquitto: Mosquitto, agent_processes: list[AgentProcess]) -> None:
+    mosquitto: Mosquitto, agent_processes: list[AgentProcess]
+) -> None:
     uid = uuid.uuid4().hex[:6]
     group = f"feeder-{uid}"
     control = BrokerURL.parse(mosquitto.url)
@@ -57,30 +58,41 @@ async def test_two_homes_group_call_and_uplink_cut(
     await watcher.subscribe("sef/gateways/+/status")
     await watcher.subscribe("sef/gateways/+/agents")
     await watcher.start()
-    async with mdns_lock(), \
-            Gateway(BrokerURL("127.0.0.1", links[0].port), homes[0], keepalive_s=2,
-                    restart_s=(1, 2)) as gw_a, \
-            Gateway(BrokerURL("127.0.0.1", links[1].port), homes[1], keepalive_s=2,
-                    restart_s=(1, 2)) as gw_b, \
-            EMS(mosquitto.url, f"ems-{uid}", keepalive_s=2) as ems:
+    async with (
+        mdns_lock(),
+        Gateway(
+            BrokerURL("127.0.0.1", links[0].port), homes[0], keepalive_s=2, restart_s=(1, 2)
+        ) as gw_a,
+        Gateway(
+            BrokerURL("127.0.0.1", links[1].port), homes[1], keepalive_s=2, restart_s=(1, 2)
+        ) as gw_b,
+        EMS(mosquitto.url, f"ems-{uid}", keepalive_s=2) as ems,
+    ):
         assert gw_a.advertised_name == homes[0] and gw_b.advertised_name == homes[1]
         ids = {homes[0]: [f"a1-{uid}", f"a2-{uid}"], homes[1]: [f"b1-{uid}"]}
-        procs = await asyncio.gather(*(start_agent(a, f"mdns://{home}", group)
-                                       for home, agents in ids.items() for a in agents))
+        procs = await asyncio.gather(
+            *(
+                start_agent(a, f"mdns://{home}", group)
+                for home, agents in ids.items()
+                for a in agents
+            )
+        )
         agent_processes += procs
         everyone = [a for agents in ids.values() for a in agents]
         await wait_for(lambda: online(ems, *everyone), 10.0)
         await wait_for(lambda: all(ems.registry.get(a).about for a in everyone), 5.0)  # type: ignore[union-attr]
 
         # one group publish at the EMS reaches the agents of both homes
-        replies = await ems.call(f"group:{group}", DEMO, "EnergyMethod",
-                                 [[["charge", 1, 60]]], timeout_s=5.0)
+        replies = await ems.call(
+            f"group:{group}", DEMO, "EnergyMethod", [[["charge", 1, 60]]], timeout_s=5.0
+        )
         assert sorted(r.agent for r in replies if r.ok) == sorted(everyone)
 
         # each home is one bridge connection at the control broker, with its agent list
         assert bridge_state[homes[0]][-1][1] == b"1"
-        await wait_for(lambda: all(sorted(home_agents.get(h, [])) == sorted(ids[h])
-                                   for h in homes), 5.0)
+        await wait_for(
+            lambda: all(sorted(home_agents.get(h, [])) == sorted(ids[h]) for h in homes), 5.0
+        )
 
         # cut home A's uplink: the control broker publishes the bridge's will
         await links[0].cut()
@@ -88,13 +100,21 @@ async def test_two_homes_group_call_and_uplink_cut(
         await wait_for(lambda: bridge_state[homes[0]][-1][1] == b"0", 3 * 2 + 2)
         noticed = bridge_state[homes[0]][-1][0] - cut_at
         # the EMS shows home A's agents unreachable (last values kept), home B's online
-        await wait_for(lambda: all(ems.registry.get(a).online is False  # type: ignore[union-attr]
-                                   for a in ids[homes[0]]), 3.0)
-        assert all(ems.registry.get(a).offline_reason == "gateway"  # type: ignore[union-attr]
-                   for a in ids[homes[0]])
+        await wait_for(
+            lambda: all(
+                ems.registry.get(a).online is False  # type: ignore[union-attr]
+                for a in ids[homes[0]]
+            ),
+            3.0,
+        )
+        assert all(
+            ems.registry.get(a).offline_reason == "gateway"  # type: ignore[union-attr]
+            for a in ids[homes[0]]
+        )
         assert online(ems, *ids[homes[1]])
-        replies = await ems.call(f"group:{group}", DEMO, "EnergyMethod",
-                                 [[["idle", 0, 60]]], timeout_s=1.5)
+        replies = await ems.call(
+            f"group:{group}", DEMO, "EnergyMethod", [[["idle", 0, 60]]], timeout_s=1.5
+        )
         assert sorted(r.agent for r in replies) == ids[homes[1]], "home A is cut off"
 
         # restore: the bridge reconnects by itself, the agents are back at the EMS
@@ -104,14 +124,22 @@ async def test_two_homes_group_call_and_uplink_cut(
         restored_at = time.monotonic()
         await wait_for(lambda: bridge_state[homes[0]][-1][1] == b"1", 10.0)
         bridge_back = time.monotonic() - restored_at
-        await wait_for(lambda: online(ems, *everyone) and all(
-            ems.registry.get(a).last_seen > seen_before[a] for a in ids[homes[0]]), 10.0)  # type: ignore[union-attr]
+        await wait_for(
+            lambda: (
+                online(ems, *everyone)
+                and all(ems.registry.get(a).last_seen > seen_before[a] for a in ids[homes[0]])
+            ),
+            10.0,
+        )  # type: ignore[union-attr]
         agents_back = time.monotonic() - restored_at
-        replies = await ems.call(f"group:{group}", DEMO, "EnergyMethod",
-                                 [[["idle", 0, 60]]], timeout_s=5.0)
+        replies = await ems.call(
+            f"group:{group}", DEMO, "EnergyMethod", [[["idle", 0, 60]]], timeout_s=5.0
+        )
         assert sorted(r.agent for r in replies if r.ok) == sorted(everyone)
-        print(f"cut noticed after {noticed:.2f} s; bridge back {bridge_back:.2f} s, "
-              f"agents live again {agents_back:.2f} s after the uplink was restored")
+        print(
+            f"cut noticed after {noticed:.2f} s; bridge back {bridge_back:.2f} s, "
+            f"agents live again {agents_back:.2f} s after the uplink was restored"
+        )
     await watcher.stop()
     for link in links:
         await link.cut()

@@ -21,8 +21,7 @@ CURTAILED = {"RUNNING_CURTAILED", "IDLE_CURTAILED"}
 
 def baseline_kwh(r: Rig, marks: list[float]) -> list[float]:
     """Element energy (kWh) at clock times ``marks`` of the same tank with no event."""
-    model = WaterHeaterModel(WaterHeaterParams(), n=1,
-                             dr=DRSettings(heartbeat_timeout_s=math.inf))
+    model = WaterHeaterModel(WaterHeaterParams(), n=1, dr=DRSettings(heartbeat_timeout_s=math.inf))
     t, out = r.sgd.started_s, []
     for mark in marks:
         while t < mark - 1e-6:
@@ -49,8 +48,10 @@ async def test_shed_1700_2000_curtails_then_rebounds(broker_url: str) -> None:
         shed_kwh = r.energy_kwh(at("17:00"), at("20:00"))
         rebound_kwh = r.energy_kwh(at("20:00"), at("20:40"))
         b17, b20, b21 = baseline_kwh(r, [at("17:00"), at("20:00"), at("20:40")])
-        print(f"17-20 h: {shed_kwh:.3f} kWh shed vs {b20 - b17:.3f} kWh baseline; "
-              f"20:00-20:40: {rebound_kwh:.3f} kWh vs {b21 - b20:.3f} kWh baseline")
+        print(
+            f"17-20 h: {shed_kwh:.3f} kWh shed vs {b20 - b17:.3f} kWh baseline; "
+            f"20:00-20:40: {rebound_kwh:.3f} kWh vs {b21 - b20:.3f} kWh baseline"
+        )
         assert shed_kwh < 0.05 < (b20 - b17) - 0.5
         assert rebound_kwh > (b21 - b20) + 0.5
         assert max(s.power_w for s in r.samples if at("20:00") <= s.t <= at("20:30")) == 4500
@@ -60,20 +61,27 @@ async def test_shed_1700_2000_curtails_then_rebounds(broker_url: str) -> None:
         assert cta.EndShed() in kinds[shed_at:]
         # the telemetry showed it
         event = in_window(r, at("17:05"), at("19:55"))
-        assert event and all(t["Event"] == "shed" and t["Op_State"] in CURTAILED
-                             and t["Power_W"] == 0.0 for t in event)
+        assert event and all(
+            t["Event"] == "shed" and t["Op_State"] in CURTAILED and t["Power_W"] == 0.0
+            for t in event
+        )
         after = in_window(r, at("20:01"), at("20:40"))
         assert all(t["Event"] == "idle" for t in after)
         assert any(t["Power_W"] == 4500.0 and t["Op_State"] == "RUNNING_NORMAL" for t in after)
         assert all(t["Link"] == "up" and t["Override"] is False for t in r.telemetry[-5:])
         assert r.last()["Energy_Capacity_Wh"] == pytest.approx(
-            float(r.sgd.model.total_energy_storage_wh[0]), abs=1)
+            float(r.sgd.model.total_energy_storage_wh[0]), abs=1
+        )
 
 
 async def test_load_up_raises_stored_energy(broker_url: str) -> None:
     params = WaterHeaterParams(initial_c=47.0)  # inside the normal band: no heating
-    async with rig(broker_url, speed=600, start=at("12:00"),
-                   sgd_kwargs={"params": params, "draws": np.zeros(0)}) as r:
+    async with rig(
+        broker_url,
+        speed=600,
+        start=at("12:00"),
+        sgd_kwargs={"params": params, "draws": np.zeros(0)},
+    ) as r:
         await r.until(r.clock.now() + 300)
         assert all(s.power_w == 0 for s in r.samples)
         before_sgd = r.samples[-1].stored_wh
@@ -89,8 +97,9 @@ async def test_load_up_raises_stored_energy(broker_url: str) -> None:
         assert gained_sgd == pytest.approx(922, abs=60)
         assert cta.LoadUp(30) in r.ucm.device.sent  # 2·30² = 1800 s exactly
         charging = [t for t in r.telemetry if t["Event"] == "charge"]
-        assert any(t["Op_State"] == "RUNNING_HEIGHTENED" and t["Power_W"] == 4500.0
-                   for t in charging)
+        assert any(
+            t["Op_State"] == "RUNNING_HEIGHTENED" and t["Power_W"] == 4500.0 for t in charging
+        )
         assert any(t["Op_State"] == "IDLE_HEIGHTENED" for t in charging)
         await wait_for(lambda: r.last().get("Event") == "idle", 2.0)
 
@@ -103,8 +112,12 @@ async def test_customer_override_mid_event_ends_curtailment(broker_url: str) -> 
         assert all(s.power_w == 0 for s in r.samples if s.t >= at("17:02"))
         r.sgd.press_override(True)
         pressed = r.clock.now()
-        took = await wait_for(lambda: r.last().get("Override") is True
-                              and r.last().get("Op_State") == "RUNNING_OPTED_OUT", 3.0)
+        took = await wait_for(
+            lambda: (
+                r.last().get("Override") is True and r.last().get("Op_State") == "RUNNING_OPTED_OUT"
+            ),
+            3.0,
+        )
         print(f"override reported {took:.2f} s after the button")
         assert r.last()["Event"] == "shed"  # the event runs on, the device opted out
         assert r.last()["Power_W"] == 4500.0
@@ -122,8 +135,9 @@ async def test_unsupported_and_bad_target_are_refused(broker_url: str) -> None:
     with pytest.raises(ValueError):
         UCMAgent("wh-x", broker_url)
     async with rig(broker_url, speed=60, start=at("09:00")) as r:
-        replies = await r.ems.call("wh-1", "edu.pdx.powerlab.demo", "EnergyMethod",
-                                   [[["boil", 1, 10]]])
+        replies = await r.ems.call(
+            "wh-1", "edu.pdx.powerlab.demo", "EnergyMethod", [[["boil", 1, 10]]]
+        )
         assert replies and not replies[0].ok and "unknown command" in (replies[0].message or "")
         # garbage on the line is NAKed by the link; the UCM keeps polling
         link = r.sgd.link

@@ -49,8 +49,13 @@ async def test_pty_emulator_killed_then_replaced(broker_url: str) -> None:
         print(f"pty: link up {took:.2f} s after retarget, shed re-sent: {ucm.device.sent[-1]}")
         assert isinstance(ucm.device.sent[-1], cta.Shed)
         second.process.send_signal(signal.SIGUSR1)  # the customer presses "override"
-        await wait_for(lambda: ucm.get_property(DEMO_INTERFACE, "Telemetry")["Override"].value
-                       is True and ucm.device.op_state in (11, 12), 3.0)
+        await wait_for(
+            lambda: (
+                ucm.get_property(DEMO_INTERFACE, "Telemetry")["Override"].value is True
+                and ucm.device.op_state in (11, 12)
+            ),
+            3.0,
+        )
     finally:
         await ucm.stop()
         emulator.stop()
@@ -62,8 +67,9 @@ async def test_tcp_emulator_killed_and_restarted(broker_url: str) -> None:
     clock = ScaledClock(speed=60)
     port = free_port()
     emulator = EmulatorProcess("--tcp", str(port), clock=clock.spec())
-    ucm = UCMAgent("wh-tcp", broker_url, tcp=("127.0.0.1", port), poll_s=0.5, clock=clock,
-                   max_backoff_s=1.0)
+    ucm = UCMAgent(
+        "wh-tcp", broker_url, tcp=("127.0.0.1", port), poll_s=0.5, clock=clock, max_backoff_s=1.0
+    )
     try:
         await ucm.start()
         await wait_for(lambda: link_state(ucm) == "up", 8.0)

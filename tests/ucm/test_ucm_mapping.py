@@ -52,11 +52,14 @@ def test_event_bytes_match_literal_frames(cmd: Command, duration_s: int, wire: s
     assert event_message(cmd, duration_s).encode() == frame
 
 
-@pytest.mark.parametrize(("cmd", "cls"), [(Command.SHED, cta.Shed), (Command.CHARGE, cta.LoadUp),
-                                          (Command.DISCHARGE, cta.CriticalPeak)])
+@pytest.mark.parametrize(
+    ("cmd", "cls"),
+    [(Command.SHED, cta.Shed), (Command.CHARGE, cta.LoadUp), (Command.DISCHARGE, cta.CriticalPeak)],
+)
 @pytest.mark.parametrize("duration_s", [1, 2, 3, 299, 300, 3600, 7200, 10800, 14400, 129_032])
-def test_event_bytes_match_the_codec(cmd: Command, cls: type[cta.BasicMessage],
-                                     duration_s: int) -> None:
+def test_event_bytes_match_the_codec(
+    cmd: Command, cls: type[cta.BasicMessage], duration_s: int
+) -> None:
     message = event_message(cmd, duration_s)
     code = cta.encode_duration(duration_s)
     assert message == cls(code)  # type: ignore[call-arg]
@@ -72,6 +75,7 @@ def test_state_names() -> None:
 
 
 # --- the SGD emulator's application layer -------------------------------------------------
+
 
 def sgd(**kwargs: object) -> SGDEmulator:
     clock = ScaledClock(speed=1.0, sim_start=1_782_921_600.0)  # 2026-07-01 16:00 UTC
@@ -93,8 +97,13 @@ async def test_emulator_applies_dr_commands_with_their_durations() -> None:
     assert e.handle(cta.OutsideCommStatus(1)) == cta.AppAck(0x0E)
     assert e.handle(cta.OperationalStateQuery()) == cta.OperationalStateResponse(0)
     assert e.handle(cta.SimpleTimeSync(3, 17)) == cta.AppAck(0x16)
-    for unsupported in (cta.PowerLevel(63), cta.PresentRelativePrice(0x41), cta.GridGuidance(0),
-                        cta.TimeRemaining(3), cta.Sleep()):
+    for unsupported in (
+        cta.PowerLevel(63),
+        cta.PresentRelativePrice(0x41),
+        cta.GridGuidance(0),
+        cta.TimeRemaining(3),
+        cta.Sleep(),
+    ):
         assert e.handle(unsupported) == cta.AppNak(cta.AppNakReason.OPCODE1_NOT_SUPPORTED)
     assert e.handle(cta.AppAck(0x11)) is None
 
@@ -104,7 +113,8 @@ async def test_emulator_override_and_comm_watchdog() -> None:
     e.handle(cta.Shed(0))
     e.press_override(True)  # no link: only the model
     assert e.override and e.handle(cta.OperationalStateQuery()) == cta.OperationalStateResponse(
-        cta.OperationalState.IDLE_OPTED_OUT)
+        cta.OperationalState.IDLE_OPTED_OUT
+    )
     assert e.handle(cta.Shed(5)) == cta.AppNak(cta.AppNakReason.CUSTOMER_OVERRIDE)
     assert e.handle(cta.LoadUp(5)) == cta.AppAck(0x17)
     e.press_override()  # toggles off
@@ -140,13 +150,15 @@ async def test_emulator_intermediate_replies() -> None:
     assert e.handle(cta.SetSetpointRequest(setpoint1=130)) == cta.IntermediateReply(0x03, 0x83)
     assert float(e.model.setpoint_c[0]) == pytest.approx(f_to_c(130))
     assert e.handle(cta.SetSetpointRequest(units=1, setpoint1=99)) == cta.IntermediateReply(
-        0x03, 0x83, cta.ResponseCode.BAD_VALUE)
+        0x03, 0x83, cta.ResponseCode.BAD_VALUE
+    )
     temp = e.handle(cta.GetPresentTemperatureRequest())
     assert temp == cta.PresentTemperatureReply(temperature=c_to_f(47.0))
     utc = e.handle(cta.GetUtcTimeRequest())
     assert isinstance(utc, cta.UtcTimeReply)
     assert utc.utc.isoformat().startswith("2026-07-01T16:00")
     assert e.handle(cta.SetUtcTimeRequest(utc.utc_seconds + 3600)) == cta.IntermediateReply(
-        0x02, 0x80)
+        0x02, 0x80
+    )
     later = e.handle(cta.GetUtcTimeRequest())
     assert isinstance(later, cta.UtcTimeReply) and later.utc.hour == 17

@@ -25,8 +25,14 @@ from support import wait_for
 #: running ~1000 times faster than real time, a command still reaches the SGD within about a
 #: simulated minute (with the CTA-2045 values, 0.3-0.6 s real = 5-10 simulated minutes).
 #: The process tests use the real CTA-2045 timing.
-FAST = LinkTiming(ack_delay_s=0.005, ack_timeout_s=0.1, response_delay_s=0.01,
-                  response_timeout_s=1.0, inter_message_s=0.01, retry_delay_s=0.05)
+FAST = LinkTiming(
+    ack_delay_s=0.005,
+    ack_timeout_s=0.1,
+    response_delay_s=0.01,
+    response_timeout_s=1.0,
+    inter_message_s=0.01,
+    retry_delay_s=0.05,
+)
 
 
 def at(hhmm: str, day: str = "2026-07-01") -> float:
@@ -75,20 +81,34 @@ async def _sample(sgd: SGDEmulator, clock: ScaledClock, samples: list[Sample]) -
     while True:
         sgd.advance()
         m = sgd.model
-        samples.append(Sample(clock.now(), sgd.power_w, sgd.state,
-                              float(m.present_energy_storage_wh[0]), float(m.electric_kwh[0])))
+        samples.append(
+            Sample(
+                clock.now(),
+                sgd.power_w,
+                sgd.state,
+                float(m.present_energy_storage_wh[0]),
+                float(m.electric_kwh[0]),
+            )
+        )
         await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
-async def rig(broker_url: str, *, speed: float, start: float, sgd_kwargs: dict[str, Any] | None
-              = None, poll_s: float = 0.25) -> AsyncIterator[Rig]:
+async def rig(
+    broker_url: str,
+    *,
+    speed: float,
+    start: float,
+    sgd_kwargs: dict[str, Any] | None = None,
+    poll_s: float = 0.25,
+) -> AsyncIterator[Rig]:
     """SGD emulator (in-process, on a real pty) ⇄ UCM ⇄ Mosquitto ⇄ EMS, one scaled clock."""
     clock = ScaledClock(speed=speed, sim_start=start)
     sgd = SGDEmulator(clock, timing=FAST, **(sgd_kwargs or {}))
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    emulator = asyncio.create_task(run_sgd_emulator(pty=True, emulator=sgd,
-                                                    on_ready=ready.set_result))
+    emulator = asyncio.create_task(
+        run_sgd_emulator(pty=True, emulator=sgd, on_ready=ready.set_result)
+    )
     path = await asyncio.wait_for(ready, 5.0)
     telemetry: list[dict[str, Any]] = []
 
@@ -100,8 +120,9 @@ async def rig(broker_url: str, *, speed: float, start: float, sgd_kwargs: dict[s
             telemetry.append({k: v[1] for k, v in value.items()})
 
     ems = EMS(broker_url, "ems-ucm", clock=clock, on_event=keep)
-    ucm = UCMAgent("wh-1", broker_url, serial_port=path, poll_s=poll_s, clock=clock,
-                   keepalive_s=2, timing=FAST)
+    ucm = UCMAgent(
+        "wh-1", broker_url, serial_port=path, poll_s=poll_s, clock=clock, keepalive_s=2, timing=FAST
+    )
     r = Rig(clock, sgd, ucm, ems, telemetry)
     sampler = asyncio.create_task(_sample(sgd, clock, r.samples))
     await ems.start()
@@ -124,8 +145,12 @@ class EmulatorProcess:
     def __init__(self, *args: str, clock: str) -> None:
         env = {**os.environ, "SEF_CLOCK": clock, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sef", "emulate", "waterheater", *args], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [sys.executable, "-m", "sef", "emulate", "waterheater", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         assert "SGD emulator ready on" in line, line

@@ -30,14 +30,17 @@ def test_target_text_round_trip(name: str, group: bool) -> None:
     assert CallTarget.parse(str(target)) == target
 
 
-@pytest.mark.parametrize(("make", "needle"), [
-    (lambda: CallTarget("a b"), "invalid agent id 'a b'"),
-    (lambda: CallTarget("", group=True), "invalid group id ''"),
-    (lambda: CallTarget("x/y", group=True), "invalid group id 'x/y'"),
-    (lambda: CallTarget.parse("group:"), "invalid group id ''"),
-    (lambda: CallTarget.parse("bad/id"), "invalid agent id 'bad/id'"),
-    (lambda: CallTarget.parse("group:a+b"), "invalid group id 'a+b'"),
-])
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: CallTarget("a b"), "invalid agent id 'a b'"),
+        (lambda: CallTarget("", group=True), "invalid group id ''"),
+        (lambda: CallTarget("x/y", group=True), "invalid group id 'x/y'"),
+        (lambda: CallTarget.parse("group:"), "invalid group id ''"),
+        (lambda: CallTarget.parse("bad/id"), "invalid agent id 'bad/id'"),
+        (lambda: CallTarget.parse("group:a+b"), "invalid group id 'a+b'"),
+    ],
+)
 def test_invalid_targets_cannot_be_made(make: Any, needle: str) -> None:
     with pytest.raises(CallRefused, match=re.escape(needle)):
         make()
@@ -49,20 +52,25 @@ def test_invalid_targets_cannot_be_made(make: Any, needle: str) -> None:
 def test_check_args_accepts_and_decodes() -> None:
     cmds = [["charge", 4, 1800], ["idle", 0, 0]]
     checked = check_args(DEMO, DEMO_INTERFACE, "EnergyMethod", [cmds])
-    assert checked == CheckedArgs(DEMO_INTERFACE, "EnergyMethod", [cmds],
-                                  [[("charge", 4, 1800), ("idle", 0, 0)]])
+    assert checked == CheckedArgs(
+        DEMO_INTERFACE, "EnergyMethod", [cmds], [[("charge", 4, 1800), ("idle", 0, 0)]]
+    )
 
 
-@pytest.mark.parametrize(("method", "args", "needle", "path"), [
-    ("Nope", [], "has no method 'Nope'", None),
-    ("EnergyMethod", [[["charge", 4, 70000]]], "out of range", "cmds[0][2]"),
-    ("EnergyMethod", [[["charge", 4.5, 60]]], "expected an integer", "cmds[0][1]"),
-    ("EnergyMethod", [[["charge", 4]]], "with 3 fields, got 2", "cmds[0]"),
-    ("EnergyMethod", [], "expected 1 argument", ""),
-    ("EnergyMethod", "x", "must be a JSON array", ""),
-])
-def test_check_args_refuses_with_the_offending_path(method: str, args: Any, needle: str,
-                                                    path: str | None) -> None:
+@pytest.mark.parametrize(
+    ("method", "args", "needle", "path"),
+    [
+        ("Nope", [], "has no method 'Nope'", None),
+        ("EnergyMethod", [[["charge", 4, 70000]]], "out of range", "cmds[0][2]"),
+        ("EnergyMethod", [[["charge", 4.5, 60]]], "expected an integer", "cmds[0][1]"),
+        ("EnergyMethod", [[["charge", 4]]], "with 3 fields, got 2", "cmds[0]"),
+        ("EnergyMethod", [], "expected 1 argument", ""),
+        ("EnergyMethod", "x", "must be a JSON array", ""),
+    ],
+)
+def test_check_args_refuses_with_the_offending_path(
+    method: str, args: Any, needle: str, path: str | None
+) -> None:
     with pytest.raises(CallRefused, match=needle) as info:
         check_args(DEMO, DEMO_INTERFACE, method, args)
     if path is None:
@@ -97,13 +105,19 @@ class FakeBus:
         self.sent.append((topic, payload))
 
 
-@pytest.mark.parametrize(("target", "topic"), [
-    (CallTarget("bat-1"), "sef/agents/bat-1/call/edu.pdx.powerlab.demo/EnergyMethod"),
-    (CallTarget("feeder-7", group=True),
-     "sef/groups/feeder-7/call/edu.pdx.powerlab.demo/EnergyMethod"),
-])
-async def test_caller_publishes_a_checked_call_to_its_target(target: CallTarget,
-                                                             topic: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "topic"),
+    [
+        (CallTarget("bat-1"), "sef/agents/bat-1/call/edu.pdx.powerlab.demo/EnergyMethod"),
+        (
+            CallTarget("feeder-7", group=True),
+            "sef/groups/feeder-7/call/edu.pdx.powerlab.demo/EnergyMethod",
+        ),
+    ],
+)
+async def test_caller_publishes_a_checked_call_to_its_target(
+    target: CallTarget, topic: str
+) -> None:
     bus = FakeBus()
     caller = Caller(bus, RealClock(), Topics(), sender="ems")  # type: ignore[arg-type]
     checked = check_args(DEMO, DEMO_INTERFACE, "EnergyMethod", [[["charge", 4, 1800]]])

@@ -35,6 +35,7 @@ def test_only_the_cli_and_main_import_the_cli() -> None:
 
 def test_the_ems_does_not_import_the_demo_or_control() -> None:
     for path in sorted((SRC / "ems").rglob("*.py")):
-        bad = sorted(n for n in _imports(path) if n.split(".")[:2] in (["sef", "demo"],
-                                                                      ["sef", "control"]))
+        bad = sorted(
+            n for n in _imports(path) if n.split(".")[:2] in (["sef", "demo"], ["sef", "control"])
+        )
         assert not bad, f"{path.relative_to(SRC)} imports {bad}"

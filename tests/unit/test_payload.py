@@ -57,8 +57,13 @@ def test_decode_arbitrary_json_raises_only_payload_error(value: Any) -> None:
     try:
         obj = decode_object(data)
     except PayloadError:
-        assert not (isinstance(value, dict) and value.get("v") == 1 and type(value["v"]) is int
-                    and "jws" not in value and "cose" not in value)
+        assert not (
+            isinstance(value, dict)
+            and value.get("v") == 1
+            and type(value["v"]) is int
+            and "jws" not in value
+            and "cose" not in value
+        )
     else:
         assert obj == value
 
@@ -107,8 +112,15 @@ def test_default_size_limit() -> None:
 
 @pytest.mark.parametrize(
     ("data", "kind"),
-    [(b"[]", "list"), (b"[1]", "list"), (b"1", "int"), (b'"v"', "str"), (b"null", "NoneType"),
-     (b"true", "bool"), (b"1.5", "float")],
+    [
+        (b"[]", "list"),
+        (b"[1]", "list"),
+        (b"1", "int"),
+        (b'"v"', "str"),
+        (b"null", "NoneType"),
+        (b"true", "bool"),
+        (b"1.5", "float"),
+    ],
 )
 def test_non_object_json(data: bytes, kind: str) -> None:
     with pytest.raises(PayloadError, match=f"must be a JSON object, got {kind}") as info:
@@ -117,8 +129,17 @@ def test_non_object_json(data: bytes, kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"{}", b'{"v":2}', b'{"v":0}', b'{"v":"1"}', b'{"v":null}', b'{"v":true}',
-             b'{"v":[1]}', b'{"version":1}'],
+    "data",
+    [
+        b"{}",
+        b'{"v":2}',
+        b'{"v":0}',
+        b'{"v":"1"}',
+        b'{"v":null}',
+        b'{"v":true}',
+        b'{"v":[1]}',
+        b'{"version":1}',
+    ],
 )
 def test_wrong_version(data: bytes) -> None:
     with pytest.raises(PayloadError, match="unsupported protocol version") as info:
@@ -127,7 +148,8 @@ def test_wrong_version(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b'{"v":1,"jws":"eyJ..."}', b'{"v":1,"cose":null}', b'{"jws":{}}', b'{"v":2,"jws":1}'],
+    "data",
+    [b'{"v":1,"jws":"eyJ..."}', b'{"v":1,"cose":null}', b'{"jws":{}}', b'{"v":2,"jws":1}'],
 )
 def test_reserved_signature_keys(data: bytes) -> None:
     with pytest.raises(PayloadError, match="signed envelopes") as info:
@@ -194,11 +216,21 @@ def test_encode_is_compact_utf8() -> None:
 
 
 @given(
-    online=st.booleans(), bdseq=st.integers(0, 2**63), ts=opt(times),
-    keepalive=opt(st.integers(0, 65535)), seq=opt(seqs), reason=opt(st.text(max_size=20)),
+    online=st.booleans(),
+    bdseq=st.integers(0, 2**63),
+    ts=opt(times),
+    keepalive=opt(st.integers(0, 65535)),
+    seq=opt(seqs),
+    reason=opt(st.text(max_size=20)),
 )
-def test_status_round_trip(online: bool, bdseq: int, ts: float | None, keepalive: int | None,
-                           seq: int | None, reason: str | None) -> None:
+def test_status_round_trip(
+    online: bool,
+    bdseq: int,
+    ts: float | None,
+    keepalive: int | None,
+    seq: int | None,
+    reason: str | None,
+) -> None:
     status = Status(online, bdseq, ts, keepalive, seq, reason)
     obj = decode_object(status.to_payload())
     assert obj["state"] == ("online" if online else "offline")
@@ -215,10 +247,18 @@ about_fields = st.fixed_dictionaries(
     fields=about_fields,
     refs=st.lists(st.builds(InterfaceRef, st.text(max_size=20), st.text(max_size=64)), max_size=3),
     groups=st.lists(st.text(max_size=10), max_size=3),
-    bdseq=st.integers(0, 2**63), ts=opt(times), seq=opt(seqs),
+    bdseq=st.integers(0, 2**63),
+    ts=opt(times),
+    seq=opt(seqs),
 )
-def test_about_round_trip(fields: dict[str, Any], refs: list[InterfaceRef], groups: list[str],
-                          bdseq: int, ts: float | None, seq: int | None) -> None:
+def test_about_round_trip(
+    fields: dict[str, Any],
+    refs: list[InterfaceRef],
+    groups: list[str],
+    bdseq: int,
+    ts: float | None,
+    seq: int | None,
+) -> None:
     about = About(fields, refs, groups, bdseq, ts, seq)
     assert About.from_object(decode_object(about.to_payload())) == about
 
@@ -233,32 +273,45 @@ reply_topics = st.text(min_size=1, max_size=40).filter(lambda s: "+" not in s an
 
 
 @given(
-    call_id=st.text(min_size=1, max_size=128), args=st.lists(json_values, max_size=4),
-    ts=times, exp=times, reply_to=opt(reply_topics), sender=opt(st.text(max_size=20)),
+    call_id=st.text(min_size=1, max_size=128),
+    args=st.lists(json_values, max_size=4),
+    ts=times,
+    exp=times,
+    reply_to=opt(reply_topics),
+    sender=opt(st.text(max_size=20)),
 )
-def test_call_round_trip(call_id: str, args: list[Any], ts: float, exp: float,
-                         reply_to: str | None, sender: str | None) -> None:
+def test_call_round_trip(
+    call_id: str, args: list[Any], ts: float, exp: float, reply_to: str | None, sender: str | None
+) -> None:
     call = Call(call_id, args, ts, exp, reply_to, sender)
     assert Call.from_object(decode_object(call.to_payload())) == call
 
 
 @given(
-    call_id=st.text(max_size=40), agent=st.text(max_size=20),
-    result=st.lists(json_values, max_size=4), ts=opt(times), seq=opt(seqs),
+    call_id=st.text(max_size=40),
+    agent=st.text(max_size=20),
+    result=st.lists(json_values, max_size=4),
+    ts=opt(times),
+    seq=opt(seqs),
 )
-def test_reply_ok_round_trip(call_id: str, agent: str, result: list[Any], ts: float | None,
-                             seq: int | None) -> None:
+def test_reply_ok_round_trip(
+    call_id: str, agent: str, result: list[Any], ts: float | None, seq: int | None
+) -> None:
     reply = Reply(call_id, agent, True, result, ts=ts, seq=seq)
     assert Reply.from_object(decode_object(reply.to_payload())) == reply
 
 
 @given(
-    call_id=st.text(max_size=40), agent=st.text(max_size=20),
+    call_id=st.text(max_size=40),
+    agent=st.text(max_size=20),
     error=st.sampled_from([ErrorName.FAILED, ErrorName.INVALID_ARGS, ErrorName.EXPIRED]),
-    message=st.text(max_size=60), ts=opt(times), seq=opt(seqs),
+    message=st.text(max_size=60),
+    ts=opt(times),
+    seq=opt(seqs),
 )
-def test_reply_error_round_trip(call_id: str, agent: str, error: str, message: str,
-                                ts: float | None, seq: int | None) -> None:
+def test_reply_error_round_trip(
+    call_id: str, agent: str, error: str, message: str, ts: float | None, seq: int | None
+) -> None:
     reply = Reply(call_id, agent, False, error=error, message=message, ts=ts, seq=seq)
     assert Reply.from_object(decode_object(reply.to_payload())) == reply
 
@@ -281,11 +334,22 @@ def test_reply_error_null_name_defaults_to_failed() -> None:
 
 # -- from_object rejections ------------------------------------------------------------------
 
-CALL = {"v": 1, "id": "c1", "ts": 100.0, "exp": 110.0, "args": [],
-        "reply_to": "sef/clients/x/reply"}
+CALL = {
+    "v": 1,
+    "id": "c1",
+    "ts": 100.0,
+    "exp": 110.0,
+    "args": [],
+    "reply_to": "sef/clients/x/reply",
+}
 STATUS = {"v": 1, "state": "online", "bdseq": 5, "ts": 1.0, "keepalive_s": 30, "seq": 0}
-ABOUT = {"v": 1, "bdseq": 5, "about": {k: "x" for k in About.REQUIRED},
-         "interfaces": [{"name": "a.b", "sha256": "00"}], "groups": ["g"]}
+ABOUT = {
+    "v": 1,
+    "bdseq": 5,
+    "about": {k: "x" for k in About.REQUIRED},
+    "interfaces": [{"name": "a.b", "sha256": "00"}],
+    "groups": ["g"],
+}
 REPLY = {"v": 1, "id": "c1", "agent": "a", "ok": True, "result": [1]}
 
 

@@ -46,22 +46,24 @@ def test_signal_wire_form_is_the_protocol_one() -> None:
     assert payload == b'{"v":1,"seq":6,"ts":1767225600.5,"args":[1,"x"]}'
 
 
-@pytest.mark.parametrize(("obj", "needle"), [
-    ({"v": 1, "seq": 1}, "missing field 'args'"),
-    ({"v": 1, "args": "x"}, "'args' must be an array"),
-    ({"v": 1, "args": [], "seq": -1}, "'seq'"),
-    ({"v": 1, "args": [], "seq": 2**32}, "'seq'"),
-    ({"v": 1, "args": [], "seq": "3"}, "'seq'"),
-    ({"v": 1, "args": [], "ts": -5}, "'ts'"),
-    ({"v": 1, "args": [], "ts": True}, "'ts'"),
-])
+@pytest.mark.parametrize(
+    ("obj", "needle"),
+    [
+        ({"v": 1, "seq": 1}, "missing field 'args'"),
+        ({"v": 1, "args": "x"}, "'args' must be an array"),
+        ({"v": 1, "args": [], "seq": -1}, "'seq'"),
+        ({"v": 1, "args": [], "seq": 2**32}, "'seq'"),
+        ({"v": 1, "args": [], "seq": "3"}, "'seq'"),
+        ({"v": 1, "args": [], "ts": -5}, "'ts'"),
+        ({"v": 1, "args": [], "ts": True}, "'ts'"),
+    ],
+)
 def test_signal_refuses_bad_fields(obj: dict[str, Any], needle: str) -> None:
     with pytest.raises(PayloadError, match=needle):
         SignalEmission.from_object(obj)
 
 
-@given(st.dictionaries(st.sampled_from(["v", "args", "ts", "seq", "x"]), json_values,
-                       max_size=5))
+@given(st.dictionaries(st.sampled_from(["v", "args", "ts", "seq", "x"]), json_values, max_size=5))
 def test_signal_garbage_raises_only_payload_error(obj: dict[str, Any]) -> None:
     try:
         signal = SignalEmission.from_object(obj)
@@ -87,13 +89,16 @@ def test_gateway_agents_wire_form_is_the_documented_one() -> None:
     assert list(json.loads(payload)) == ["v", "home", "agents"]
 
 
-@pytest.mark.parametrize(("obj", "needle"), [
-    ({"v": 1, "home": "h"}, "missing field 'agents'"),
-    ({"v": 1, "agents": []}, "missing field 'home'"),
-    ({"v": 1, "home": "h", "agents": "bat-1"}, "'agents' must be an array"),
-    ({"v": 1, "home": "h", "agents": ["a", 2]}, "array of agent ids"),
-    ({"v": 1, "home": 7, "agents": []}, "'home' must be a string"),
-])
+@pytest.mark.parametrize(
+    ("obj", "needle"),
+    [
+        ({"v": 1, "home": "h"}, "missing field 'agents'"),
+        ({"v": 1, "agents": []}, "missing field 'home'"),
+        ({"v": 1, "home": "h", "agents": "bat-1"}, "'agents' must be an array"),
+        ({"v": 1, "home": "h", "agents": ["a", 2]}, "array of agent ids"),
+        ({"v": 1, "home": 7, "agents": []}, "'home' must be a string"),
+    ],
+)
 def test_gateway_agents_refuses_bad_fields(obj: dict[str, Any], needle: str) -> None:
     with pytest.raises(PayloadError, match=needle):
         GatewayAgents.from_object(obj)

@@ -22,13 +22,21 @@ T = Topics()
 
 
 def about_fields(name: str = "Battery 1", version: str = "1.0") -> dict[str, Any]:
-    return {"AppId": "0b8e", "DeviceId": "dev-1", "AppName": "virtual-battery",
-            "Manufacturer": "PSU", "ModelNumber": "VB-1", "DefaultLanguage": "en",
-            "DeviceName": name, "SoftwareVersion": version}
+    return {
+        "AppId": "0b8e",
+        "DeviceId": "dev-1",
+        "AppName": "virtual-battery",
+        "Manufacturer": "PSU",
+        "ModelNumber": "VB-1",
+        "DefaultLanguage": "en",
+        "DeviceName": name,
+        "SoftwareVersion": version,
+    }
 
 
-def birth(agent: str, bdseq: int, *, seq: int | None = 0, retain: bool = False,
-          ts: float | None = 1000.0) -> Message:
+def birth(
+    agent: str, bdseq: int, *, seq: int | None = 0, retain: bool = False, ts: float | None = 1000.0
+) -> Message:
     return Message(T.status(agent), Status(True, bdseq, ts, 30, seq).to_payload(), 1, retain)
 
 
@@ -36,17 +44,33 @@ def death(agent: str, bdseq: int, *, reason: str | None = None, retain: bool = F
     return Message(T.status(agent), Status(False, bdseq, reason=reason).to_payload(), 1, retain)
 
 
-def about(agent: str, bdseq: int, *, seq: int | None = 1, retain: bool = False,
-          name: str = "Battery 1", groups: list[str] | None = None) -> Message:
-    payload = About(about_fields(name), [InterfaceRef(DEMO, DEMO_SHA)], groups or ["fleet"],
-                    bdseq, 1000.0, seq).to_payload()
+def about(
+    agent: str,
+    bdseq: int,
+    *,
+    seq: int | None = 1,
+    retain: bool = False,
+    name: str = "Battery 1",
+    groups: list[str] | None = None,
+) -> Message:
+    payload = About(
+        about_fields(name), [InterfaceRef(DEMO, DEMO_SHA)], groups or ["fleet"], bdseq, 1000.0, seq
+    ).to_payload()
     return Message(T.about(agent), payload, 1, retain)
 
 
-def prop(agent: str, member: str, value: Any, *, seq: int | None = None,
-         retain: bool = False, ts: float | None = 1001.0) -> Message:
-    return Message(T.prop(agent, DEMO, member), PropertyUpdate(value, ts, seq).to_payload(), 0,
-                   retain)
+def prop(
+    agent: str,
+    member: str,
+    value: Any,
+    *,
+    seq: int | None = None,
+    retain: bool = False,
+    ts: float | None = 1001.0,
+) -> Message:
+    return Message(
+        T.prop(agent, DEMO, member), PropertyUpdate(value, ts, seq).to_payload(), 0, retain
+    )
 
 
 def iface(agent: str, xml: bytes = DEMO_XML, name: str = DEMO, retain: bool = True) -> Message:
@@ -103,7 +127,8 @@ def test_discovery_from_status_about_and_interface(feed: Feed) -> None:
     assert reg.interfaces_by_hash == {DEMO_SHA: learned}
 
     assert feed.send(prop("bat-1", "AssetName", "B1", seq=2)) == [
-        ("property", "bat-1", f"{DEMO}.AssetName")]
+        ("property", "bat-1", f"{DEMO}.AssetName")
+    ]
     assert rec.prop(DEMO, "AssetName") == "B1"
     assert rec.properties[f"{DEMO}.AssetName"].ts == 1001.0
     assert rec.properties[f"{DEMO}.AssetName"].received == feed.now
@@ -281,21 +306,33 @@ def _seeded(feed: Feed) -> None:
         (Message(T.about("bat-1"), b"{not json"), "not JSON"),
         (Message(T.status("bat-1"), b'{"v":1,"state":"zombie","bdseq":4}'), "'state'"),
         (Message(T.status("bat-1"), b'{"v":1,"state":"offline","bdseq":"3"}'), "'bdseq'"),
-        (Message(T.interface_xml("bat-1", DEMO), DEMO_XML[: len(DEMO_XML) // 2], 1, True),
-         "does not load"),
+        (
+            Message(T.interface_xml("bat-1", DEMO), DEMO_XML[: len(DEMO_XML) // 2], 1, True),
+            "does not load",
+        ),
         (Message(T.interface_xml("bat-1", DEMO), b"\xff\xfe<node/>", 1, True), "bat-1"),
-        (Message(T.interface_xml("bat-1", "edu.other.thing"), DEMO_XML, 1, True),
-         "does not define it"),
+        (
+            Message(T.interface_xml("bat-1", "edu.other.thing"), DEMO_XML, 1, True),
+            "does not define it",
+        ),
     ],
 )
-def test_bad_message_counted_and_state_untouched(feed: Feed, message: Message,
-                                                 detail_part: str) -> None:
+def test_bad_message_counted_and_state_untouched(
+    feed: Feed, message: Message, detail_part: str
+) -> None:
     _seeded(feed)
     reg = feed.registry
     rec = reg.get("bat-1")
     assert rec is not None
-    before = (rec.online, rec.bdseq, dict(rec.about), dict(rec.interfaces), list(rec.groups),
-              {k: v.value for k, v in rec.properties.items()}, rec.expected_seq)
+    before = (
+        rec.online,
+        rec.bdseq,
+        dict(rec.about),
+        dict(rec.interfaces),
+        list(rec.groups),
+        {k: v.value for k, v in rec.properties.items()},
+        rec.expected_seq,
+    )
     hashes = dict(reg.interfaces_by_hash)
     names = dict(reg.interfaces_by_name)
     last_seen = rec.last_seen
@@ -307,8 +344,15 @@ def test_bad_message_counted_and_state_untouched(feed: Feed, message: Message,
     assert message.topic in detail
     assert detail_part in detail
     assert reg.bad_messages == 1
-    after = (rec.online, rec.bdseq, dict(rec.about), dict(rec.interfaces), list(rec.groups),
-             {k: v.value for k, v in rec.properties.items()}, rec.expected_seq)
+    after = (
+        rec.online,
+        rec.bdseq,
+        dict(rec.about),
+        dict(rec.interfaces),
+        list(rec.groups),
+        {k: v.value for k, v in rec.properties.items()},
+        rec.expected_seq,
+    )
     assert after == before
     assert rec.prop(DEMO, "AssetName") == "kept"
     assert reg.interfaces_by_hash == hashes
@@ -342,8 +386,13 @@ def test_empty_payload_ignored(feed: Feed) -> None:
     _seeded(feed)
     rec = reg.get("bat-1")
     assert rec is not None
-    for topic in (T.prop("bat-1", DEMO, "AssetName"), T.about("bat-1"), T.status("bat-1"),
-                  T.interface_xml("bat-1", DEMO), T.signal("bat-1", DEMO, "Alarm")):
+    for topic in (
+        T.prop("bat-1", DEMO, "AssetName"),
+        T.about("bat-1"),
+        T.status("bat-1"),
+        T.interface_xml("bat-1", DEMO),
+        T.signal("bat-1", DEMO, "Alarm"),
+    ):
         assert feed.send(Message(topic, b"", 1, True)) == []
     assert rec.prop(DEMO, "AssetName") == "kept"
     assert rec.online is True

@@ -35,11 +35,30 @@ from sef.interface import builtin_xml
 DEMO = "edu.pdx.powerlab.demo"
 DEMO_XML = builtin_xml(DEMO).encode()
 T = Topics()
-ABOUT = {"AppId": "0b8e", "DeviceId": "dev-1", "AppName": "virtual-battery",
-         "Manufacturer": "PSU", "ModelNumber": "VB-1", "DefaultLanguage": "en",
-         "DeviceName": "Battery 1", "SoftwareVersion": "1.0"}
-ALL = (Discovered, Online, Offline, StaleStatus, AboutReceived, PropertyChanged,
-       InterfaceLoaded, SignalReceived, Gap, BadMessage, GatewayUp, GatewayDown)
+ABOUT = {
+    "AppId": "0b8e",
+    "DeviceId": "dev-1",
+    "AppName": "virtual-battery",
+    "Manufacturer": "PSU",
+    "ModelNumber": "VB-1",
+    "DefaultLanguage": "en",
+    "DeviceName": "Battery 1",
+    "SoftwareVersion": "1.0",
+}
+ALL = (
+    Discovered,
+    Online,
+    Offline,
+    StaleStatus,
+    AboutReceived,
+    PropertyChanged,
+    InterfaceLoaded,
+    SignalReceived,
+    Gap,
+    BadMessage,
+    GatewayUp,
+    GatewayDown,
+)
 
 
 def test_every_kind_is_one_class_and_in_the_union() -> None:
@@ -94,8 +113,9 @@ def test_agent_lifecycle_events_and_their_wire_form(feed: Feed) -> None:
         {"kind": "online", "agent": "bat-1", "detail": 7, "status": "online"},
     ]
 
-    about = About(ABOUT, [InterfaceRef(DEMO, hashlib.sha256(DEMO_XML).hexdigest())], ["g"], 7,
-                  1000.0, 1)
+    about = About(
+        ABOUT, [InterfaceRef(DEMO, hashlib.sha256(DEMO_XML).hexdigest())], ["g"], 7, 1000.0, 1
+    )
     events = feed.send(T.about("bat-1"), about.to_payload())
     assert events == [AboutReceived("bat-1", ABOUT)]
     assert feed.wire(events) == [{"kind": "about", "agent": "bat-1", "detail": ABOUT}]
@@ -105,12 +125,20 @@ def test_agent_lifecycle_events_and_their_wire_form(feed: Feed) -> None:
     assert feed.wire(events) == [{"kind": "interface", "agent": "bat-1", "detail": DEMO}]
 
     value = {"TimeStamp": ["u", 1], "Sys_SOC": ["d", 42.0]}
-    events = feed.send(T.prop("bat-1", DEMO, "Telemetry"),
-                       PropertyUpdate(value, 1001.0, 2).to_payload())
+    events = feed.send(
+        T.prop("bat-1", DEMO, "Telemetry"), PropertyUpdate(value, 1001.0, 2).to_payload()
+    )
     assert events == [PropertyChanged("bat-1", f"{DEMO}.Telemetry")]
-    assert feed.wire(events) == [{"kind": "property", "agent": "bat-1",
-                                  "detail": f"{DEMO}.Telemetry", "key": f"{DEMO}.Telemetry",
-                                  "value": value, "value_ts": 1001.0}]
+    assert feed.wire(events) == [
+        {
+            "kind": "property",
+            "agent": "bat-1",
+            "detail": f"{DEMO}.Telemetry",
+            "key": f"{DEMO}.Telemetry",
+            "value": value,
+            "value_ts": 1001.0,
+        }
+    ]
 
     events = feed.send(T.signal("bat-1", DEMO, "Alarm"), b'{"v":1,"seq":5,"args":[1,"x"]}')
     assert events == [Gap("bat-1", 3, 5), SignalReceived("bat-1", f"{DEMO}.Alarm", [1, "x"])]
@@ -130,17 +158,21 @@ def test_agent_lifecycle_events_and_their_wire_form(feed: Feed) -> None:
 
     events = feed.send(T.status("bat-1"), Status(False, 7, reason="shutdown").to_payload())
     assert events == [Offline("bat-1", "shutdown")]
-    assert feed.wire(events) == [{"kind": "offline", "agent": "bat-1", "detail": "shutdown",
-                                  "status": "offline"}]
+    assert feed.wire(events) == [
+        {"kind": "offline", "agent": "bat-1", "detail": "shutdown", "status": "offline"}
+    ]
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"v":1,"seq":1}',  # no args
-    b'{"v":1,"args":{"a":1}}',  # args not an array
-    b'{"v":1,"args":[],"seq":-3}',
-    b'{"v":2,"args":[]}',
-    b"\xff",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v":1,"seq":1}',  # no args
+        b'{"v":1,"args":{"a":1}}',  # args not an array
+        b'{"v":1,"args":[],"seq":-3}',
+        b'{"v":2,"args":[]}',
+        b"\xff",
+    ],
+)
 def test_bad_signal_is_a_bad_message(feed: Feed, payload: bytes) -> None:
     feed.send(T.status("bat-1"), Status(True, 1, 1000.0, 30, 0).to_payload())
     topic = T.signal("bat-1", DEMO, "Alarm")
@@ -162,8 +194,11 @@ def test_gateway_events_carry_the_home_and_its_agents(feed: Feed) -> None:
 
     events = feed.send(T.gateway_status("home-1"), b"0", retain=True)
     behind = ("bat-1", "wh-1", "gone-1")
-    assert events == [GatewayDown("home-1", behind), Offline("bat-1", "gateway"),
-                      Offline("wh-1", "gateway")]
+    assert events == [
+        GatewayDown("home-1", behind),
+        Offline("bat-1", "gateway"),
+        Offline("wh-1", "gateway"),
+    ]
     assert events[0].agent_id == "home-1"
     assert feed.wire(events) == [
         {"kind": "gateway_down", "agent": "home-1", "detail": list(behind)},
@@ -175,19 +210,22 @@ def test_gateway_events_carry_the_home_and_its_agents(feed: Feed) -> None:
 
     events = feed.send(T.gateway_status("home-1"), b"1", retain=True)
     assert events == [GatewayUp("home-1", behind)]
-    assert feed.wire(events) == [{"kind": "gateway_up", "agent": "home-1",
-                                  "detail": list(behind)}]
+    assert feed.wire(events) == [{"kind": "gateway_up", "agent": "home-1", "detail": list(behind)}]
 
 
-@pytest.mark.parametrize(("topic", "payload"), [
-    (T.gateway_agents("home-1"), b'{"agents":["a"]}'),  # no protocol version
-    (T.gateway_agents("home-1"), b'{"v":1,"home":"home-1","agents":[1]}'),
-    (T.gateway_agents("home-1"), b"not json"),
-    (T.gateway_status("home-1"), b"up"),
-    (T.gateway_status("home-1"), b""),
-])
-def test_bad_gateway_payloads_are_counted_and_change_nothing(feed: Feed, topic: str,
-                                                             payload: bytes) -> None:
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (T.gateway_agents("home-1"), b'{"agents":["a"]}'),  # no protocol version
+        (T.gateway_agents("home-1"), b'{"v":1,"home":"home-1","agents":[1]}'),
+        (T.gateway_agents("home-1"), b"not json"),
+        (T.gateway_status("home-1"), b"up"),
+        (T.gateway_status("home-1"), b""),
+    ],
+)
+def test_bad_gateway_payloads_are_counted_and_change_nothing(
+    feed: Feed, topic: str, payload: bytes
+) -> None:
     assert feed.send(topic, payload) == []
     assert feed.ems.registry.bad_messages == 1
     assert feed.ems.registry.gateway_agents == {}

@@ -44,8 +44,10 @@ def test_parse_single_open_ended_event() -> None:
         ([], r"at least one event"),
         ([("charge", 1, 10), ("boost", 1, 10)], r"^cmds\[1\]\[0\]: unknown command 'boost'"),
         ([("", 1, 10)], r"^cmds\[0\]\[0\]: unknown command ''"),
-        ([("charge", 1, 10), ("idle", 0, 5), ("charge", -1, 10)],
-         r"^cmds\[2\]\[1\]: rate must be >= 0 kW, got -1"),
+        (
+            [("charge", 1, 10), ("idle", 0, 5), ("charge", -1, 10)],
+            r"^cmds\[2\]\[1\]: rate must be >= 0 kW, got -1",
+        ),
         ([("charge", 1, -10)], r"^cmds\[0\]\[2\]: duration must be >= 0 s, got -10"),
         ([("charge", 1, 0), ("idle", 0, 10)], r"^cmds\[0\]\[2\]: only the last event"),
         ([("charge", 1, 10), ("charge", 1, 0), ("idle", 0, 0)], r"^cmds\[1\]\[2\]"),

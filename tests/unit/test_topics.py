@@ -28,13 +28,19 @@ roots = st.from_regex(r"[a-z][a-z0-9]{0,8}(/[a-z0-9]{1,8}){0,2}", fullmatch=True
         (T.status("bat-1"), "sef/agents/bat-1/status"),
         (T.about("bat-1"), "sef/agents/bat-1/about"),
         (T.interface_xml("bat-1", DEMO), "sef/agents/bat-1/interfaces/edu.pdx.powerlab.demo"),
-        (T.prop("bat-1", DEMO, "Telemetry"),
-         "sef/agents/bat-1/props/edu.pdx.powerlab.demo/Telemetry"),
+        (
+            T.prop("bat-1", DEMO, "Telemetry"),
+            "sef/agents/bat-1/props/edu.pdx.powerlab.demo/Telemetry",
+        ),
         (T.signal("bat-1", DEMO, "Alarm"), "sef/agents/bat-1/signals/edu.pdx.powerlab.demo/Alarm"),
-        (T.call("bat-1", DEMO, "EnergyMethod"),
-         "sef/agents/bat-1/call/edu.pdx.powerlab.demo/EnergyMethod"),
-        (T.group_call("fleet.west", DEMO, "EnergyMethod"),
-         "sef/groups/fleet.west/call/edu.pdx.powerlab.demo/EnergyMethod"),
+        (
+            T.call("bat-1", DEMO, "EnergyMethod"),
+            "sef/agents/bat-1/call/edu.pdx.powerlab.demo/EnergyMethod",
+        ),
+        (
+            T.group_call("fleet.west", DEMO, "EnergyMethod"),
+            "sef/groups/fleet.west/call/edu.pdx.powerlab.demo/EnergyMethod",
+        ),
         (T.host_status("ems_1"), "sef/hosts/ems_1/status"),
         (T.reply("cli-7f3a"), "sef/clients/cli-7f3a/reply"),
         (T.all_hosts(), "sef/hosts/+/status"),
@@ -100,13 +106,19 @@ def test_parse_inverts_every_builder(agent: str, interface: str, member: str, ro
         (t.status(agent), ParsedTopic(TopicKind.STATUS, agent)),
         (t.about(agent), ParsedTopic(TopicKind.ABOUT, agent)),
         (t.interface_xml(agent, interface), ParsedTopic(TopicKind.INTERFACE, agent, interface)),
-        (t.prop(agent, interface, member),
-         ParsedTopic(TopicKind.PROPERTY, agent, interface, member)),
-        (t.signal(agent, interface, member),
-         ParsedTopic(TopicKind.SIGNAL, agent, interface, member)),
+        (
+            t.prop(agent, interface, member),
+            ParsedTopic(TopicKind.PROPERTY, agent, interface, member),
+        ),
+        (
+            t.signal(agent, interface, member),
+            ParsedTopic(TopicKind.SIGNAL, agent, interface, member),
+        ),
         (t.call(agent, interface, member), ParsedTopic(TopicKind.CALL, agent, interface, member)),
-        (t.group_call(agent, interface, member),
-         ParsedTopic(TopicKind.GROUP_CALL, agent, interface, member)),
+        (
+            t.group_call(agent, interface, member),
+            ParsedTopic(TopicKind.GROUP_CALL, agent, interface, member),
+        ),
         (t.host_status(agent), ParsedTopic(TopicKind.HOST_STATUS, agent)),
         (t.reply(agent), ParsedTopic(TopicKind.REPLY, agent)),
     ]
@@ -171,9 +183,33 @@ def test_parse_arbitrary_text_never_raises(text: str) -> None:
     assert result is None or isinstance(result, ParsedTopic)
 
 
-@given(st.lists(st.sampled_from(["sef", "agents", "groups", "hosts", "clients", "status",
-                                 "about", "interfaces", "props", "signals", "call", "reply",
-                                 "a", "a.b", "M", "", "+", "#"]), max_size=7))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "sef",
+                "agents",
+                "groups",
+                "hosts",
+                "clients",
+                "status",
+                "about",
+                "interfaces",
+                "props",
+                "signals",
+                "call",
+                "reply",
+                "a",
+                "a.b",
+                "M",
+                "",
+                "+",
+                "#",
+            ]
+        ),
+        max_size=7,
+    )
+)
 def test_parse_topic_like_text_never_raises(parts: list[str]) -> None:
     result = T.parse("/".join(parts))
     assert result is None or isinstance(result, ParsedTopic)
@@ -184,8 +220,21 @@ def test_parse_topic_like_text_never_raises(parts: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "a/b", "a+b", "a#", "+", "#", "x" * 65, "-lead", ".lead", "sp ace", "bat-1\n", "ü",
-     "a\x00b"],
+    [
+        "",
+        "a/b",
+        "a+b",
+        "a#",
+        "+",
+        "#",
+        "x" * 65,
+        "-lead",
+        ".lead",
+        "sp ace",
+        "bat-1\n",
+        "ü",
+        "a\x00b",
+    ],
 )
 def test_invalid_ids_raise(bad: str) -> None:
     with pytest.raises(InvalidName, match="invalid agent id"):
@@ -212,8 +261,20 @@ def test_check_id_rejects_non_string() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "nodots", "a..b", ".a.b", "a.b.", "a.1b", "a/b.c", "a.b+", "a.b#", "a.b\n",
-            "a." + "b" * 254]
+    "bad",
+    [
+        "",
+        "nodots",
+        "a..b",
+        ".a.b",
+        "a.b.",
+        "a.1b",
+        "a/b.c",
+        "a.b+",
+        "a.b#",
+        "a.b\n",
+        "a." + "b" * 254,
+    ],
 )
 def test_invalid_interface_names(bad: str) -> None:
     with pytest.raises(InvalidName, match="interface"):

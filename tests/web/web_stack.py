@@ -28,13 +28,22 @@ from support import wait_for
 CHROMIUM = os.environ.get("SEF_CHROMIUM", "/usr/bin/chromium")
 """Debian's Chromium (``apt-get install chromium``); Playwright drives it, no download."""
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 """Flags that work on the sandboxed test machines (no network beyond localhost)."""
 
-ARTIFACTS = Path(os.environ.get("SEF_TEST_ARTIFACTS",
-                                Path(__file__).resolve().parents[2] / "artifacts")) / "web"
+ARTIFACTS = (
+    Path(os.environ.get("SEF_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+    / "web"
+)
 """Screenshots are kept here (and in the test's tmp_path)."""
 
 SPEED = 20.0
@@ -43,8 +52,14 @@ SPEED = 20.0
 
 #: Link timing of the in-process CTA-2045 links: quick gaps, tolerant timeouts (several
 #: browsers and stacks may share a loaded machine; a link that drops fails the test).
-LINK_TIMING = LinkTiming(ack_delay_s=0.005, ack_timeout_s=1.0, response_delay_s=0.01,
-                         response_timeout_s=3.0, inter_message_s=0.01, retry_delay_s=0.1)
+LINK_TIMING = LinkTiming(
+    ack_delay_s=0.005,
+    ack_timeout_s=1.0,
+    response_delay_s=0.01,
+    response_timeout_s=3.0,
+    inter_message_s=0.01,
+    retry_delay_s=0.1,
+)
 
 BATTERIES = {"bat-1": 0.35, "bat-2": 0.55, "bat-3": 0.75}
 WATER_HEATERS = ("wh-1", "wh-2", "wh-3")
@@ -79,29 +94,46 @@ async def start_web_stack(broker: str, db_path: Path) -> WebStack:
     ems = EMS(broker, "ems-web", clock=clock, store=store, keepalive_s=5)
     await ems.start()
     server = await serve_api(ems, "127.0.0.1", 0)
-    stack = WebStack(clock, store, ems, {}, {}, server,
-                     httpx.AsyncClient(base_url=server.url, timeout=10.0))
+    stack = WebStack(
+        clock, store, ems, {}, {}, server, httpx.AsyncClient(base_url=server.url, timeout=10.0)
+    )
     try:
         for name, soc in BATTERIES.items():
             stack.batteries[name] = VirtualBatteryAgent(
-                name, broker, soc=soc, step_s=10.0, clock=clock,
-                groups=["batteries", "feeder-1"], keepalive_s=5)
+                name,
+                broker,
+                soc=soc,
+                step_s=10.0,
+                clock=clock,
+                groups=["batteries", "feeder-1"],
+                keepalive_s=5,
+            )
         for i, name in enumerate(WATER_HEATERS):
             sgd = SGDEmulator(clock, timing=LINK_TIMING, serial=f"SEF-WH-{i + 1:04d}")
             ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            stack.tasks.append(asyncio.create_task(run_sgd_emulator(
-                pty=True, emulator=sgd, on_ready=ready.set_result)))
+            stack.tasks.append(
+                asyncio.create_task(
+                    run_sgd_emulator(pty=True, emulator=sgd, on_ready=ready.set_result)
+                )
+            )
             path = await asyncio.wait_for(ready, 5.0)
             stack.heaters[name] = UCMAgent(
-                name, broker, serial_port=path, poll_s=0.3, clock=clock, keepalive_s=5,
-                timing=LINK_TIMING, link_timeout_s=5.0, groups=["waterheaters", "feeder-1"])
+                name,
+                broker,
+                serial_port=path,
+                poll_s=0.3,
+                clock=clock,
+                keepalive_s=5,
+                timing=LINK_TIMING,
+                link_timeout_s=5.0,
+                groups=["waterheaters", "feeder-1"],
+            )
         for agent in [*stack.batteries.values(), *stack.heaters.values()]:
             await agent.start()
 
         def ready_all() -> bool:
             agents = ems.agents()
-            return len(agents) == 6 and all(a.online and a.groups and _telemetry(a)
-                                            for a in agents)
+            return len(agents) == 6 and all(a.online and a.groups and _telemetry(a) for a in agents)
 
         await wait_for(ready_all, 10.0)
     except BaseException:

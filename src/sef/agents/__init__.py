@@ -5,5 +5,14 @@ from sef.agents._declare import AboutInfo, AgentError, CallError, method
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceHost, DeviceStatus
 
-__all__ = ["AboutInfo", "Agent", "AgentError", "CallError", "DERAgent", "DeviceAdapter",
-           "DeviceHost", "DeviceStatus", "method"]
+__all__ = [
+    "AboutInfo",
+    "Agent",
+    "AgentError",
+    "CallError",
+    "DERAgent",
+    "DeviceAdapter",
+    "DeviceHost",
+    "DeviceStatus",
+    "method",
+]

@@ -66,6 +66,7 @@ __all__ = ["Agent"]
 
 log = logging.getLogger("sef.agent")
 
+
 class Agent:
     """Base class of every agent (BIS, UCM, ...).
 
@@ -110,8 +111,12 @@ class Agent:
         self._xml: dict[str, str] = {}
         self._interfaces: dict[str, Interface] = {}
         for name in (*self.interfaces, AGENT_INTERFACE):
-            self._add_interface(name, builtin_xml(name) if name not in (interface_xml or {})
-                                else (interface_xml or {})[name])
+            self._add_interface(
+                name,
+                builtin_xml(name)
+                if name not in (interface_xml or {})
+                else (interface_xml or {})[name],
+            )
         for name, xml in (interface_xml or {}).items():
             if name not in self._interfaces:
                 self._add_interface(name, xml)
@@ -121,9 +126,14 @@ class Agent:
         self._calls: asyncio.Queue[tuple[str, str, Call]] = asyncio.Queue(maxsize=1000)
         self._worker: asyncio.Task[None] | None = None
         self._prefix = self.topics.agent_prefix(self.agent_id)
-        self.bus = BusClient(broker, self.agent_id, on_message=self._on_message,
-                             will=self._make_will, on_connect=self._on_connect,
-                             keepalive_s=keepalive_s)
+        self.bus = BusClient(
+            broker,
+            self.agent_id,
+            on_message=self._on_message,
+            will=self._make_will,
+            on_connect=self._on_connect,
+            keepalive_s=keepalive_s,
+        )
 
     # -- declaration --------------------------------------------------------------
     def _add_interface(self, name: str, xml: str) -> None:
@@ -142,18 +152,19 @@ class Agent:
                 handlers[key] = getattr(self, attr)
         handlers[(AGENT_INTERFACE, "Rebirth")] = self._rebirth
         handlers[(AGENT_INTERFACE, "Ping")] = self._ping
-        for (declared, name) in handlers:
+        for declared, name in handlers:
             if declared not in self._interfaces:
                 raise AgentError(
-                    f"handler for {declared}.{name}: agent does not declare {declared}")
+                    f"handler for {declared}.{name}: agent does not declare {declared}"
+                )
             if name not in self._interfaces[declared].methods:
-                raise AgentError(
-                    f"handler for {declared}.{name}: no such method in the interface")
+                raise AgentError(f"handler for {declared}.{name}: no such method in the interface")
         for iface_name, iface in self._interfaces.items():
             for method_name in iface.methods:
                 if (iface_name, method_name) not in handlers:
                     raise AgentError(
-                        f"agent declares {iface_name} but has no handler for {method_name}")
+                        f"agent declares {iface_name} but has no handler for {method_name}"
+                    )
         return handlers
 
     def interface(self, name: str) -> Interface:
@@ -162,9 +173,12 @@ class Agent:
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         """Connect, announce, and start serving calls."""
-        for pattern in (f"{self._prefix}/call/+/+", f"{self._prefix}/status",
-                        self.topics.all_hosts(),
-                        *(f"{self.topics.root}/groups/{g}/call/+/+" for g in self.groups)):
+        for pattern in (
+            f"{self._prefix}/call/+/+",
+            f"{self._prefix}/status",
+            self.topics.all_hosts(),
+            *(f"{self.topics.root}/groups/{g}/call/+/+" for g in self.groups),
+        ):
             await self.bus.subscribe(pattern, qos=1)
         self._worker = asyncio.create_task(self._serve_calls(), name=f"agent:{self.agent_id}")
         await self.on_start()
@@ -179,8 +193,14 @@ class Agent:
                 await self._worker
 
         async def goodbye() -> None:
-            status = Status(False, self.session.bdseq, self.clock.now(), None,
-                            self.session.next_seq(), "shutdown")
+            status = Status(
+                False,
+                self.session.bdseq,
+                self.clock.now(),
+                None,
+                self.session.next_seq(),
+                "shutdown",
+            )
             self.bus.publish(self.topics.status(self.agent_id), status.to_payload(), retain=True)
             await asyncio.sleep(0.05)
 
@@ -229,27 +249,30 @@ class Agent:
     def emit_signal(self, interface: str, name: str, *args: Any) -> None:
         """Publish a signal (not retained)."""
         signal = self._interfaces[interface].signals[name]
-        emission = SignalEmission(args_to_json(signal.args, list(args)), self.clock.now(),
-                                  self.session.next_seq())
-        self.bus.publish(self.topics.signal(self.agent_id, interface, name),
-                         emission.to_payload())
+        emission = SignalEmission(
+            args_to_json(signal.args, list(args)), self.clock.now(), self.session.next_seq()
+        )
+        self.bus.publish(self.topics.signal(self.agent_id, interface, name), emission.to_payload())
 
     def _publish_property(self, interface: str, name: str) -> None:
         prop = self._interfaces[interface].properties[name]
         value = self._properties[(interface, name)]
-        update = PropertyUpdate(to_json(prop.type, value), self.clock.now(),
-                                self.session.next_seq())
+        update = PropertyUpdate(
+            to_json(prop.type, value), self.clock.now(), self.session.next_seq()
+        )
         try:
-            self.bus.publish(self.topics.prop(self.agent_id, interface, name),
-                             update.to_payload(), retain=True)
+            self.bus.publish(
+                self.topics.prop(self.agent_id, interface, name), update.to_payload(), retain=True
+            )
         except BusError as exc:  # connection dropped; the next birth republishes everything
             log.debug("property %s.%s not published: %s", interface, name, exc)
 
     # -- birth --------------------------------------------------------------------
     def _make_will(self) -> Will:
         bdseq = self.session.new_session()
-        return Will(self.topics.status(self.agent_id),
-                    Status(False, bdseq, reason="will").to_payload())
+        return Will(
+            self.topics.status(self.agent_id), Status(False, bdseq, reason="will").to_payload()
+        )
 
     async def _on_connect(self) -> None:
         self._publish_birth()
@@ -258,17 +281,27 @@ class Agent:
         """Birth sequence: status online (seq 0), About, interface XML, every property."""
         now = self.clock.now()
         self.session.seq = 0
-        status = Status(True, self.session.bdseq, now, self.bus.keepalive_s,
-                        self.session.next_seq())
+        status = Status(
+            True, self.session.bdseq, now, self.bus.keepalive_s, self.session.next_seq()
+        )
         self.bus.publish(self.topics.status(self.agent_id), status.to_payload(), retain=True)
-        refs = [InterfaceRef(name, hashlib.sha256(xml.encode()).hexdigest())
-                for name, xml in self._xml.items()]
-        about = About(self.about.fields(self.agent_id), refs, list(self.groups),
-                      self.session.bdseq, now, self.session.next_seq())
+        refs = [
+            InterfaceRef(name, hashlib.sha256(xml.encode()).hexdigest())
+            for name, xml in self._xml.items()
+        ]
+        about = About(
+            self.about.fields(self.agent_id),
+            refs,
+            list(self.groups),
+            self.session.bdseq,
+            now,
+            self.session.next_seq(),
+        )
         self.bus.publish(self.topics.about(self.agent_id), about.to_payload(), retain=True)
         for name, xml in self._xml.items():
-            self.bus.publish(self.topics.interface_xml(self.agent_id, name), xml.encode(),
-                             retain=True)
+            self.bus.publish(
+                self.topics.interface_xml(self.agent_id, name), xml.encode(), retain=True
+            )
         for interface, name in list(self._properties):
             self._publish_property(interface, name)
         log.info("agent %s born (bdseq %d)", self.agent_id, self.session.bdseq)
@@ -293,10 +326,19 @@ class Agent:
         except PayloadError:
             return
         if not status.online and status.bdseq < self.session.bdseq and self.bus.connected:
-            log.info("agent %s: stale death (bdseq %d) replaced by status of session %d",
-                     self.agent_id, status.bdseq, self.session.bdseq)
-            repair = Status(True, self.session.bdseq, self.clock.now(), self.bus.keepalive_s,
-                            self.session.next_seq())
+            log.info(
+                "agent %s: stale death (bdseq %d) replaced by status of session %d",
+                self.agent_id,
+                status.bdseq,
+                self.session.bdseq,
+            )
+            repair = Status(
+                True,
+                self.session.bdseq,
+                self.clock.now(),
+                self.bus.keepalive_s,
+                self.session.next_seq(),
+            )
             self.bus.publish(message.topic, repair.to_payload(), retain=True)
 
     def _host_status(self, host_id: str, message: Message) -> None:
@@ -307,8 +349,12 @@ class Agent:
             return
         if self.host_online.get(host_id) != status.online:
             self.host_online[host_id] = status.online
-            log.info("agent %s: host %s is %s", self.agent_id, host_id,
-                     "online" if status.online else "offline")
+            log.info(
+                "agent %s: host %s is %s",
+                self.agent_id,
+                host_id,
+                "online" if status.online else "offline",
+            )
             self.on_host_status(host_id, status.online)
 
     def _reject(self, reason: str, topic: str) -> None:
@@ -327,8 +373,10 @@ class Agent:
             self._reject(str(exc), message.topic)
             reply_to, call_id = obj.get("reply_to"), obj.get("id")
             if isinstance(reply_to, str) and isinstance(call_id, str) and call_id:
-                self._reply(Reply(call_id[:128], self.agent_id, False, error=exc.name,
-                                  message=str(exc)), reply_to)
+                self._reply(
+                    Reply(call_id[:128], self.agent_id, False, error=exc.name, message=str(exc)),
+                    reply_to,
+                )
             return
         key = f"{call.sender}/{call.id}"
         if key in self._seen_calls:
@@ -361,8 +409,11 @@ class Agent:
         iface = self._interfaces.get(interface)
         if iface is None:
             self._reject(f"unknown interface {interface}", where)
-            self._error(call, ErrorName.UNKNOWN_INTERFACE,
-                        f"agent {self.agent_id} does not implement {interface}")
+            self._error(
+                call,
+                ErrorName.UNKNOWN_INTERFACE,
+                f"agent {self.agent_id} does not implement {interface}",
+            )
             return
         spec = iface.methods.get(member)
         if spec is None:
@@ -401,13 +452,18 @@ class Agent:
             log.error("agent %s: %s returned a bad value: %s", self.agent_id, where, exc)
             self._error(call, ErrorName.FAILED, f"agent returned a bad value: {exc}")
             return
-        self._reply(Reply(call.id, self.agent_id, True, out_json, ts=self.clock.now()),
-                    call.reply_to)
+        self._reply(
+            Reply(call.id, self.agent_id, True, out_json, ts=self.clock.now()), call.reply_to
+        )
 
     def _error(self, call: Call, name: str, message: str) -> None:
         if call.reply_to is not None:
-            self._reply(Reply(call.id, self.agent_id, False, error=name, message=message,
-                              ts=self.clock.now()), call.reply_to)
+            self._reply(
+                Reply(
+                    call.id, self.agent_id, False, error=name, message=message, ts=self.clock.now()
+                ),
+                call.reply_to,
+            )
 
     def _reply(self, reply: Reply, topic: str) -> None:
         try:

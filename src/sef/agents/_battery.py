@@ -69,8 +69,14 @@ class BatteryReading:
     alarms: int = 0
 
 
-def battery_telemetry(reading: BatteryReading | None, event: EnergyEvent, setpoint_kw: float,
-                      *, comm_fault: bool = False, fault_text: str = "") -> dict[str, Variant]:
+def battery_telemetry(
+    reading: BatteryReading | None,
+    event: EnergyEvent,
+    setpoint_kw: float,
+    *,
+    comm_fault: bool = False,
+    fault_text: str = "",
+) -> dict[str, Variant]:
     """A battery agent's ``Telemetry`` keys (``a{sv}``) beside the event and time stamp.
 
     ``reading`` is the last successful reading (kept, and flagged by ``Comm_Fault``, while
@@ -86,15 +92,17 @@ def battery_telemetry(reading: BatteryReading | None, event: EnergyEvent, setpoi
     if fault_text:
         values["Fault"] = Variant("s", fault_text)
     if reading is not None:
-        values.update({
-            "Sys_Rated_Energy": Variant("d", reading.rated_energy_kwh),
-            "Sys_Rated_Power": Variant("d", reading.rated_power_kw),
-            "Sys_SOC": Variant("d", round(reading.soc_pct, 3)),
-            "Sys_Energy_kWh": Variant("d", round(reading.energy_kwh, 4)),
-            "Sys_DC_Volts": Variant("d", round(reading.dc_volts, 2)),
-            "Sys_DC_Current": Variant("d", round(reading.dc_current_a, 3)),
-            "Sys_Power_kW": Variant("d", round(reading.power_kw, 4)),
-            "State": Variant("s", reading.state),
-            "Alarms": Variant("u", reading.alarms),
-        })
+        values.update(
+            {
+                "Sys_Rated_Energy": Variant("d", reading.rated_energy_kwh),
+                "Sys_Rated_Power": Variant("d", reading.rated_power_kw),
+                "Sys_SOC": Variant("d", round(reading.soc_pct, 3)),
+                "Sys_Energy_kWh": Variant("d", round(reading.energy_kwh, 4)),
+                "Sys_DC_Volts": Variant("d", round(reading.dc_volts, 2)),
+                "Sys_DC_Current": Variant("d", round(reading.dc_current_a, 3)),
+                "Sys_Power_kW": Variant("d", round(reading.power_kw, 4)),
+                "State": Variant("s", reading.state),
+                "Alarms": Variant("u", reading.alarms),
+            }
+        )
     return values

@@ -58,13 +58,23 @@ class DERAgent(Agent, Generic[DeviceT]):
 
     interfaces = (DEMO_INTERFACE,)
 
-    def __init__(self, agent_id: str, broker: BrokerURL | str, device: DeviceT, *,
-                 poll_s: float = 1.0, backoff_s: tuple[float, float] | None = None,
-                 poll_on_clock: bool = False, clock: Clock | None = None,
-                 groups: Sequence[str] = (), keepalive_s: int = 10,
-                 about: AboutInfo | None = None) -> None:
-        super().__init__(agent_id, broker, clock=clock, groups=groups, keepalive_s=keepalive_s,
-                         about=about)
+    def __init__(
+        self,
+        agent_id: str,
+        broker: BrokerURL | str,
+        device: DeviceT,
+        *,
+        poll_s: float = 1.0,
+        backoff_s: tuple[float, float] | None = None,
+        poll_on_clock: bool = False,
+        clock: Clock | None = None,
+        groups: Sequence[str] = (),
+        keepalive_s: int = 10,
+        about: AboutInfo | None = None,
+    ) -> None:
+        super().__init__(
+            agent_id, broker, clock=clock, groups=groups, keepalive_s=keepalive_s, about=about
+        )
         self.device = device
         self.poll_s = poll_s
         self.backoff_s = backoff_s or (poll_s, 4 * poll_s)
@@ -105,16 +115,19 @@ class DERAgent(Agent, Generic[DeviceT]):
     def telemetry(self) -> dict[str, Variant]:
         """The ``Telemetry`` value (``a{sv}``): the event, the device's keys, the mismatch."""
         event = self.sequencer.current
-        return {"TimeStamp": Variant("u", max(0, int(self.clock.now()))),
-                "Event": Variant("s", event.cmd.value),
-                "Event_Rate_kW": Variant("n", event.rate_kw),
-                **self.device.telemetry(self.status),
-                "Control_Mismatch": Variant("b", bool(self.status.mismatch))}
+        return {
+            "TimeStamp": Variant("u", max(0, int(self.clock.now()))),
+            "Event": Variant("s", event.cmd.value),
+            "Event_Rate_kW": Variant("n", event.rate_kw),
+            **self.device.telemetry(self.status),
+            "Control_Mismatch": Variant("b", bool(self.status.mismatch)),
+        }
 
     # -- lifecycle ----------------------------------------------------------------------
     async def on_start(self) -> None:
-        self.set_property(DEMO_INTERFACE, "AssetName",
-                          self.about.fields(self.agent_id)["DeviceName"])
+        self.set_property(
+            DEMO_INTERFACE, "AssetName", self.about.fields(self.agent_id)["DeviceName"]
+        )
         self._publish()
         self._tasks.spawn(self._supervise(), name=f"device:{self.agent_id}")
 
@@ -178,9 +191,12 @@ class DERAgent(Agent, Generic[DeviceT]):
         if mismatch:
             self.mismatches += 1
             if mismatch != self.status.mismatch:
-                log.warning("%s: device controls changed behind the agent's back (%s); "
-                            "re-asserting %s", self.agent_id, mismatch,
-                            self.sequencer.current.as_tuple())
+                log.warning(
+                    "%s: device controls changed behind the agent's back (%s); re-asserting %s",
+                    self.agent_id,
+                    mismatch,
+                    self.sequencer.current.as_tuple(),
+                )
             self.status = DeviceStatus(True, mismatch=mismatch)
             self._dirty = True
             await self._apply_running()

@@ -46,8 +46,15 @@ __all__ = ["BISAgent", "SunSpecBattery"]
 
 log = logging.getLogger("sef.agent.bis")
 
-STATE_NAMES = {1: "DISCONNECTED", 2: "INITIALIZING", 3: "CONNECTED", 4: "STANDBY",
-               5: "SOC_PROTECTION", 6: "SUSPENDING", 99: "FAULT"}
+STATE_NAMES = {
+    1: "DISCONNECTED",
+    2: "INITIALIZING",
+    3: "CONNECTED",
+    4: "STANDBY",
+    5: "SOC_PROTECTION",
+    6: "SUSPENDING",
+    99: "FAULT",
+}
 REVERT_MARGIN_S = 60.0
 """Clock seconds after an event's planned end at which the battery reverts by itself."""
 _CONTROLS = ("OutWRte", "InWRte", "StorCtl_Mod")
@@ -56,8 +63,7 @@ _CONTROLS = ("OutWRte", "InWRte", "StorCtl_Mod")
 class SunSpecBattery(DeviceAdapter):
     """A SunSpec battery (models 802 and 124, optionally 713) over Modbus TCP."""
 
-    comm_errors: ClassVar[tuple[type[BaseException], ...]] = (SunSpecError, OSError,
-                                                              TimeoutError)
+    comm_errors: ClassVar[tuple[type[BaseException], ...]] = (SunSpecError, OSError, TimeoutError)
 
     def __init__(self, host: str, port: int, *, unit: int = 1, timeout_s: float = 1.0) -> None:
         self.modbus = SunSpecClient(host, port, unit=unit, timeout_s=timeout_s, retries=0)
@@ -76,32 +82,49 @@ class SunSpecBattery(DeviceAdapter):
             for model_id in (802, 124):
                 if not self.modbus.has_model(model_id):
                     raise SunSpecError(f"battery has no SunSpec model {model_id}")
-            ratings = await self.modbus.read_points(802, ["WChaRteMax", "WDisChaRteMax",
-                                                          "WHRtg"])
+            ratings = await self.modbus.read_points(802, ["WChaRteMax", "WDisChaRteMax", "WHRtg"])
             w_cha = await self.modbus.read_point(124, "WChaMax")
         self.max_charge_kw = _kw(w_cha) or _kw(ratings["WChaRteMax"]) or 0.0
         self.max_discharge_kw = _kw(ratings["WDisChaRteMax"]) or self.max_charge_kw
         self.rated_energy_kwh = _kw(ratings["WHRtg"]) or 0.0
-        log.info("%s: battery found (%.1f kW charge, %.1f kW discharge, %.1f kWh)",
-                 self.host.agent_id, self.max_charge_kw, self.max_discharge_kw,
-                 self.rated_energy_kwh)
+        log.info(
+            "%s: battery found (%.1f kW charge, %.1f kW discharge, %.1f kWh)",
+            self.host.agent_id,
+            self.max_charge_kw,
+            self.max_discharge_kw,
+            self.rated_energy_kwh,
+        )
 
     async def apply(self, event: EnergyEvent, left_s: float | None) -> None:
         """Write ``event``'s setpoint as model-124 controls (clipped, never raw)."""
         requested = requested_power_kw(event)
         setpoint = clip_power_kw(requested, self.max_charge_kw, self.max_discharge_kw)
         if setpoint != requested:
-            log.warning("%s: %s at %.0f kW clipped to %.1f kW (battery rating)",
-                        self.host.agent_id, event.cmd.value, abs(requested), abs(setpoint))
-        in_pct = 100.0 * setpoint / self.max_charge_kw if setpoint >= 0 else \
-            -100.0 * -setpoint / self.max_discharge_kw
+            log.warning(
+                "%s: %s at %.0f kW clipped to %.1f kW (battery rating)",
+                self.host.agent_id,
+                event.cmd.value,
+                abs(requested),
+                abs(setpoint),
+            )
+        in_pct = (
+            100.0 * setpoint / self.max_charge_kw
+            if setpoint >= 0
+            else -100.0 * -setpoint / self.max_discharge_kw
+        )
         revert_s = 0 if left_s is None else int(left_s + REVERT_MARGIN_S)
         written = {"OutWRte": round(-in_pct, 2), "InWRte": round(in_pct, 2), "StorCtl_Mod": 3}
         async with self._lock:
             # OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms are adjacent: one write
-            await self.modbus.write_points(124, {
-                "OutWRte": written["OutWRte"], "InWRte": written["InWRte"],
-                "InOutWRte_WinTms": 0, "InOutWRte_RvrtTms": min(revert_s, 65535)})
+            await self.modbus.write_points(
+                124,
+                {
+                    "OutWRte": written["OutWRte"],
+                    "InWRte": written["InWRte"],
+                    "InOutWRte_WinTms": 0,
+                    "InOutWRte_RvrtTms": min(revert_s, 65535),
+                },
+            )
             await self.modbus.write_point(124, "StorCtl_Mod", 3)
         self.setpoint_kw, self._written = setpoint, written
         self.writes += 1
@@ -110,25 +133,35 @@ class SunSpecBattery(DeviceAdapter):
         async with self._lock:
             bat = await self.modbus.read_points(802, ["SoC", "V", "A", "W", "State", "Evt1"])
             controls = await self.modbus.read_points(124, list(_CONTROLS))
-            energy_wh = (await self.modbus.read_point(713, "WHAvail")
-                         if self.modbus.has_model(713) else None)
+            energy_wh = (
+                await self.modbus.read_point(713, "WHAvail") if self.modbus.has_model(713) else None
+            )
         self._controls = {k: float(v) for k, v in controls.items() if isinstance(v, int | float)}
         soc = float(bat["SoC"] or 0.0)
         state = bat["State"]
         self.reading = BatteryReading(
-            soc_pct=soc, rated_energy_kwh=self.rated_energy_kwh,
-            energy_kwh=(float(energy_wh) / 1000.0 if isinstance(energy_wh, int | float)
-                        else soc / 100.0 * self.rated_energy_kwh),
-            rated_power_kw=self.max_charge_kw, dc_volts=float(bat["V"] or 0.0),
+            soc_pct=soc,
+            rated_energy_kwh=self.rated_energy_kwh,
+            energy_kwh=(
+                float(energy_wh) / 1000.0
+                if isinstance(energy_wh, int | float)
+                else soc / 100.0 * self.rated_energy_kwh
+            ),
+            rated_power_kw=self.max_charge_kw,
+            dc_volts=float(bat["V"] or 0.0),
             # SunSpec 802 counts discharge as positive; SEF telemetry counts charge as +.
-            dc_current_a=-float(bat["A"] or 0.0), power_kw=-float(bat["W"] or 0.0) / 1000,
+            dc_current_a=-float(bat["A"] or 0.0),
+            power_kw=-float(bat["W"] or 0.0) / 1000,
             state=STATE_NAMES.get(state, str(state)) if isinstance(state, int) else "UNKNOWN",
-            alarms=int(bat["Evt1"] or 0))
+            alarms=int(bat["Evt1"] or 0),
+        )
 
     def readback(self) -> str | None:
-        differ = [f"{name} {self._controls.get(name)} (wrote {value})"
-                  for name, value in self._written.items()
-                  if abs(self._controls.get(name, float("nan")) - value) > 0.011]
+        differ = [
+            f"{name} {self._controls.get(name)} (wrote {value})"
+            for name, value in self._written.items()
+            if abs(self._controls.get(name, float("nan")) - value) > 0.011
+        ]
         return ", ".join(differ) or None
 
     async def close(self) -> None:
@@ -136,8 +169,13 @@ class SunSpecBattery(DeviceAdapter):
         self._written = {}  # nothing to read back until the next write
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
-        return battery_telemetry(self.reading, self.host.current_event, self.setpoint_kw,
-                                 comm_fault=bool(status.fault), fault_text=status.fault)
+        return battery_telemetry(
+            self.reading,
+            self.host.current_event,
+            self.setpoint_kw,
+            comm_fault=bool(status.fault),
+            fault_text=status.fault,
+        )
 
 
 class BISAgent(DERAgent[SunSpecBattery]):
@@ -153,15 +191,33 @@ class BISAgent(DERAgent[SunSpecBattery]):
             clock's speed); also the telemetry period.
     """
 
-    def __init__(self, agent_id: str, broker: BrokerURL | str, *, modbus_host: str,
-                 modbus_port: int, unit: int = 1, poll_s: float = 1.0,
-                 clock: Clock | None = None, groups: Sequence[str] = (),
-                 keepalive_s: int = 10) -> None:
-        super().__init__(agent_id, broker, SunSpecBattery(
-            modbus_host, modbus_port, unit=unit, timeout_s=min(1.0, poll_s)), poll_s=poll_s,
-            clock=clock, groups=groups, keepalive_s=keepalive_s,
-            about=AboutInfo(app_name="SEF BIS", model_number="sef-bis",
-                            description="battery agent over SunSpec Modbus TCP"))
+    def __init__(
+        self,
+        agent_id: str,
+        broker: BrokerURL | str,
+        *,
+        modbus_host: str,
+        modbus_port: int,
+        unit: int = 1,
+        poll_s: float = 1.0,
+        clock: Clock | None = None,
+        groups: Sequence[str] = (),
+        keepalive_s: int = 10,
+    ) -> None:
+        super().__init__(
+            agent_id,
+            broker,
+            SunSpecBattery(modbus_host, modbus_port, unit=unit, timeout_s=min(1.0, poll_s)),
+            poll_s=poll_s,
+            clock=clock,
+            groups=groups,
+            keepalive_s=keepalive_s,
+            about=AboutInfo(
+                app_name="SEF BIS",
+                model_number="sef-bis",
+                description="battery agent over SunSpec Modbus TCP",
+            ),
+        )
 
 
 def _kw(watts: object) -> float | None:

@@ -80,12 +80,17 @@ def event_message(cmd: Command, duration_s: float) -> cta.BasicMessage:
 class CtaWaterHeater(DeviceAdapter):
     """A CTA-2045 water heater (SGD) on a serial port, a pty or CTA-2045-over-TCP."""
 
-    comm_errors: ClassVar[tuple[type[BaseException], ...]] = (cta.CtaError, OSError,
-                                                              TimeoutError)
+    comm_errors: ClassVar[tuple[type[BaseException], ...]] = (cta.CtaError, OSError, TimeoutError)
 
-    def __init__(self, *, serial_port: str | None = None, tcp: tuple[str, int] | None = None,
-                 heartbeat_s: float = 30.0, link_timeout_s: float = 2.5,
-                 timing: cta.LinkTiming | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        serial_port: str | None = None,
+        tcp: tuple[str, int] | None = None,
+        heartbeat_s: float = 30.0,
+        link_timeout_s: float = 2.5,
+        timing: cta.LinkTiming | None = None,
+    ) -> None:
         self.retarget(serial_port=serial_port, tcp=tcp)
         self.heartbeat_s, self.link_timeout_s, self.timing = heartbeat_s, link_timeout_s, timing
         self.link: cta.Link | None = None
@@ -106,8 +111,9 @@ class CtaWaterHeater(DeviceAdapter):
         self._next_heartbeat = 0.0
         self._receivers = TaskSet("ucm")
 
-    def retarget(self, *, serial_port: str | None = None,
-                 tcp: tuple[str, int] | None = None) -> None:
+    def retarget(
+        self, *, serial_port: str | None = None, tcp: tuple[str, int] | None = None
+    ) -> None:
         """Use another port from the next connection on (e.g. a new pty path)."""
         if (serial_port is None) == (tcp is None):
             raise ValueError("give exactly one of serial_port and tcp")
@@ -135,8 +141,13 @@ class CtaWaterHeater(DeviceAdapter):
             with contextlib.suppress(cta.LinkNak):
                 info = await link.request(cta.GetInformationRequest(), cta.GetInformationReply)
                 self.device_info = info
-                log.info("%s: SGD type %d, model %r, serial %r", self.host.agent_id,
-                         info.device_type, info.model, info.serial)
+                log.info(
+                    "%s: SGD type %d, model %r, serial %r",
+                    self.host.agent_id,
+                    info.device_type,
+                    info.model,
+                    info.serial,
+                )
         self._next_heartbeat = 0.0
         self._last_ok = asyncio.get_running_loop().time()
 
@@ -149,8 +160,7 @@ class CtaWaterHeater(DeviceAdapter):
         self.refused = ""
         if isinstance(reply, cta.AppNak):
             self.refused = f"{type(message).__name__}: App NAK {reply.reason}"
-            log.warning("%s: SGD refused %r: App NAK %s", self.host.agent_id, message,
-                        reply.reason)
+            log.warning("%s: SGD refused %r: App NAK %s", self.host.agent_id, message, reply.reason)
             self.override_msg |= reply.reason == cta.AppNakReason.CUSTOMER_OVERRIDE
 
     async def read(self) -> None:
@@ -161,18 +171,21 @@ class CtaWaterHeater(DeviceAdapter):
         if now >= self._next_heartbeat:
             await self._request(link, cta.OutsideCommStatus(cta.CommStatus.CONNECTED))
             self._next_heartbeat = now + self.heartbeat_s
-        state = await self._request(link, cta.OperationalStateQuery(),
-                                    cta.OperationalStateResponse)
+        state = await self._request(link, cta.OperationalStateQuery(), cta.OperationalStateResponse)
         if isinstance(state, cta.OperationalStateResponse):
             self.op_state = state.state
         if self.intermediate:
-            reply = await self._request(link, cta.CommodityReadRequest(),
-                                        (cta.CommodityReadReply, cta.IntermediateReply))
+            reply = await self._request(
+                link, cta.CommodityReadRequest(), (cta.CommodityReadReply, cta.IntermediateReply)
+            )
             if isinstance(reply, cta.CommodityReadReply):
                 self._read_commodities(reply)
             if self._polls % TEMPERATURE_EVERY == 0:  # each exchange costs ~0.2 s of link
-                temp = await self._request(link, cta.GetPresentTemperatureRequest(),
-                                           (cta.PresentTemperatureReply, cta.IntermediateReply))
+                temp = await self._request(
+                    link,
+                    cta.GetPresentTemperatureRequest(),
+                    (cta.PresentTemperatureReply, cta.IntermediateReply),
+                )
                 if isinstance(temp, cta.PresentTemperatureReply):
                     self.tank_temp_c = temp.celsius
         self._polls += 1
@@ -183,8 +196,9 @@ class CtaWaterHeater(DeviceAdapter):
             await link.close()
         await self._receivers.close()
 
-    async def _request(self, link: cta.Link, message: cta.Message,
-                       expect: cta.Expectation = None) -> cta.Message:
+    async def _request(
+        self, link: cta.Link, message: cta.Message, expect: cta.Expectation = None
+    ) -> cta.Message:
         """``link.request`` bounded so that a silent SGD is noticed ``link_timeout_s`` after
         its last answer."""
         loop = asyncio.get_running_loop()
@@ -192,8 +206,9 @@ class CtaWaterHeater(DeviceAdapter):
         try:
             reply = await asyncio.wait_for(link.request(message, expect), budget)
         except TimeoutError:
-            raise cta.ResponseTimeout(f"no answer from the SGD to {message!r} within "
-                                      f"{budget:.1f} s") from None
+            raise cta.ResponseTimeout(
+                f"no answer from the SGD to {message!r} within {budget:.1f} s"
+            ) from None
         self._last_ok = loop.time()
         return reply
 
@@ -213,8 +228,11 @@ class CtaWaterHeater(DeviceAdapter):
         """Note and answer what the SGD starts: override, unsolicited state, UTC time..."""
         async for message in link:
             if isinstance(message, cta.CustomerOverride):
-                log.info("%s: customer override %s", self.host.agent_id,
-                         "in effect" if message.active else "ended")
+                log.info(
+                    "%s: customer override %s",
+                    self.host.agent_id,
+                    "in effect" if message.active else "ended",
+                )
                 self.override_msg = message.active
             elif isinstance(message, cta.OperationalStateResponse):
                 self.op_state = message.state
@@ -232,8 +250,10 @@ class CtaWaterHeater(DeviceAdapter):
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
         """CTA-2045 keys: powers in W, energies in Wh."""
-        values: dict[str, Variant] = {"Link": Variant("s", "up" if status.healthy else "down"),
-                                      "Override": Variant("b", self.override)}
+        values: dict[str, Variant] = {
+            "Link": Variant("s", "up" if status.healthy else "down"),
+            "Override": Variant("b", self.override),
+        }
         if status.fault:
             values["Link_Fault"] = Variant("s", status.fault[:200])
         if self.refused:
@@ -243,10 +263,13 @@ class CtaWaterHeater(DeviceAdapter):
         if self.op_state is not None:
             values["Op_State"] = Variant("s", cta.state_name(self.op_state))
             values["Op_State_Code"] = Variant("y", self.op_state & 0xFF)
-        for key, reading in (("Power_W", self.power_w), ("Energy_Used_Wh", self.energy_used_wh),
-                             ("Energy_Stored_Wh", self.stored_wh),
-                             ("Energy_Capacity_Wh", self.capacity_wh),
-                             ("Tank_Temp_C", self.tank_temp_c)):
+        for key, reading in (
+            ("Power_W", self.power_w),
+            ("Energy_Used_Wh", self.energy_used_wh),
+            ("Energy_Stored_Wh", self.stored_wh),
+            ("Energy_Capacity_Wh", self.capacity_wh),
+            ("Tank_Temp_C", self.tank_temp_c),
+        ):
             if reading is not None:
                 values[key] = Variant("d", reading)
         if self.device_info is not None:
@@ -271,22 +294,48 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         timing: link timing (default: the CTA-2045 values).
     """
 
-    def __init__(self, agent_id: str, broker: BrokerURL | str, *,
-                 serial_port: str | None = None, tcp: tuple[str, int] | None = None,
-                 poll_s: float = 1.0, heartbeat_s: float = 30.0, max_backoff_s: float = 4.0,
-                 link_timeout_s: float = 2.5,
-                 timing: cta.LinkTiming | None = None, clock: Clock | None = None,
-                 groups: Sequence[str] = (), keepalive_s: int = 10) -> None:
-        device = CtaWaterHeater(serial_port=serial_port, tcp=tcp, heartbeat_s=heartbeat_s,
-                                link_timeout_s=link_timeout_s, timing=timing)
-        super().__init__(agent_id, broker, device, poll_s=poll_s,
-                         backoff_s=(0.5, max_backoff_s), clock=clock, groups=groups,
-                         keepalive_s=keepalive_s,
-                         about=AboutInfo(app_name="SEF UCM", model_number="sef-ucm",
-                                         description="water-heater agent over CTA-2045"))
+    def __init__(
+        self,
+        agent_id: str,
+        broker: BrokerURL | str,
+        *,
+        serial_port: str | None = None,
+        tcp: tuple[str, int] | None = None,
+        poll_s: float = 1.0,
+        heartbeat_s: float = 30.0,
+        max_backoff_s: float = 4.0,
+        link_timeout_s: float = 2.5,
+        timing: cta.LinkTiming | None = None,
+        clock: Clock | None = None,
+        groups: Sequence[str] = (),
+        keepalive_s: int = 10,
+    ) -> None:
+        device = CtaWaterHeater(
+            serial_port=serial_port,
+            tcp=tcp,
+            heartbeat_s=heartbeat_s,
+            link_timeout_s=link_timeout_s,
+            timing=timing,
+        )
+        super().__init__(
+            agent_id,
+            broker,
+            device,
+            poll_s=poll_s,
+            backoff_s=(0.5, max_backoff_s),
+            clock=clock,
+            groups=groups,
+            keepalive_s=keepalive_s,
+            about=AboutInfo(
+                app_name="SEF UCM",
+                model_number="sef-ucm",
+                description="water-heater agent over CTA-2045",
+            ),
+        )
 
-    def retarget(self, *, serial_port: str | None = None,
-                 tcp: tuple[str, int] | None = None) -> None:
+    def retarget(
+        self, *, serial_port: str | None = None, tcp: tuple[str, int] | None = None
+    ) -> None:
         """Use another port from now on (e.g. a new pty path); the link is reopened."""
         self.device.retarget(serial_port=serial_port, tcp=tcp)
         self.device_lost(cta.LinkClosed("port changed"))

@@ -51,11 +51,15 @@ class ModelBattery(DeviceAdapter):
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
         model = self.model
         reading = BatteryReading(
-            soc_pct=float(model.soc[0]) * 100.0, energy_kwh=float(model.energy_kwh[0]),
+            soc_pct=float(model.soc[0]) * 100.0,
+            energy_kwh=float(model.energy_kwh[0]),
             rated_energy_kwh=model.params.capacity_kwh,
-            rated_power_kw=model.params.rated_power_kw, dc_volts=float(model.dc_volts[0]),
-            dc_current_a=float(model.dc_current_a[0]), power_kw=float(model.dc_power_kw[0]),
-            state="SOC_PROTECTION" if model.clipped[0] and self.setpoint_kw else "CONNECTED")
+            rated_power_kw=model.params.rated_power_kw,
+            dc_volts=float(model.dc_volts[0]),
+            dc_current_a=float(model.dc_current_a[0]),
+            power_kw=float(model.dc_power_kw[0]),
+            state="SOC_PROTECTION" if model.clipped[0] and self.setpoint_kw else "CONNECTED",
+        )
         return battery_telemetry(reading, self.host.current_event, self.setpoint_kw)
 
 
@@ -70,13 +74,30 @@ class VirtualBatteryAgent(DERAgent[ModelBattery]):
         step_s: model step and telemetry period, clock s.
     """
 
-    def __init__(self, agent_id: str, broker: BrokerURL | str, *,
-                 params: BatteryParams | None = None, soc: float = 0.5,
-                 step_s: float = 60.0, clock: Clock | None = None,
-                 groups: Sequence[str] = (), keepalive_s: int = 10) -> None:
-        super().__init__(agent_id, broker, ModelBattery(params, soc), poll_s=step_s,
-                         poll_on_clock=True, clock=clock, groups=groups,
-                         keepalive_s=keepalive_s,
-                         about=AboutInfo(app_name="SEF virtual battery",
-                                         model_number="sef-virtual-battery",
-                                         description="battery model inside the agent"))
+    def __init__(
+        self,
+        agent_id: str,
+        broker: BrokerURL | str,
+        *,
+        params: BatteryParams | None = None,
+        soc: float = 0.5,
+        step_s: float = 60.0,
+        clock: Clock | None = None,
+        groups: Sequence[str] = (),
+        keepalive_s: int = 10,
+    ) -> None:
+        super().__init__(
+            agent_id,
+            broker,
+            ModelBattery(params, soc),
+            poll_s=step_s,
+            poll_on_clock=True,
+            clock=clock,
+            groups=groups,
+            keepalive_s=keepalive_s,
+            about=AboutInfo(
+                app_name="SEF virtual battery",
+                model_number="sef-virtual-battery",
+                description="battery model inside the agent",
+            ),
+        )

@@ -67,7 +67,8 @@ def _fail(detail: str) -> NoReturn:
     raise GmqttChanged(
         f"gmqtt {getattr(gmqtt, '__version__', '?')}: {detail}. SEF acknowledges stored "
         f"messages through gmqtt internals, tested with {TESTED_GMQTT}: install such a "
-        "version, or port sef/bus/_acks.py to this one (see its docstring)")
+        "version, or port sef/bus/_acks.py to this one (see its docstring)"
+    )
 
 
 def _parameters(function: object) -> tuple[str, ...]:
@@ -95,18 +96,20 @@ def check_gmqtt() -> None:
         _fail(f"module missing ({exc})")
     hook = getattr(MqttPackageHandler, HOOK, None)
     if _parameters(hook) != HOOK_PARAMETERS:
-        _fail(f"MqttPackageHandler.{HOOK} is missing or its parameters are not "
-              f"{HOOK_PARAMETERS} (got {_parameters(hook)})")
+        _fail(
+            f"MqttPackageHandler.{HOOK} is missing or its parameters are not "
+            f"{HOOK_PARAMETERS} (got {_parameters(hook)})"
+        )
     if HOOK not in _code_names(getattr(MqttPackageHandler, "_handle_publish_packet", None)):
         _fail(f"MqttPackageHandler._handle_publish_packet no longer calls {HOOK}")
-    if not isinstance(inspect.getattr_static(MqttPackageHandler, "current_connection", None),
-                      property):
+    if not isinstance(
+        inspect.getattr_static(MqttPackageHandler, "current_connection", None), property
+    ):
         _fail("MqttPackageHandler.current_connection is no longer a property")
     if "set_connection" not in _code_names(MQTTConnection.__init__):
         _fail("MQTTConnection no longer registers itself with set_connection")
     send = getattr(MQTTConnection, "send_package", None)
-    if _parameters(send) != ("self", "package") or not {"bytes", "write"} <= set(
-            _code_names(send)):
+    if _parameters(send) != ("self", "package") or not {"bytes", "write"} <= set(_code_names(send)):
         _fail("MQTTConnection.send_package(package) no longer writes raw bytes")
     if _parameters(getattr(MQTTConnection, "is_closing", None)) != ("self",):
         _fail("MQTTConnection.is_closing() is missing")
@@ -116,8 +119,9 @@ def check_gmqtt() -> None:
 def _probe(handler_class: Any, package_class: Any) -> None:
     """Feed one QoS 1 PUBLISH (MQTT 5 layout: a new client's default) through a fresh
     client's package handler and check that the replacement hook gets it."""
-    client = gmqtt.Client("sef-probe", optimistic_acknowledgement=False,
-                          logger=logging.getLogger("sef.bus.mqtt"))
+    client = gmqtt.Client(
+        "sef-probe", optimistic_acknowledgement=False, logger=logging.getLogger("sef.bus.mqtt")
+    )
     handler = getattr(client, "_package_handler", None)
     if not isinstance(handler, handler_class):
         _fail("Client._package_handler is no longer the client's MqttPackageHandler")
@@ -126,10 +130,17 @@ def _probe(handler_class: Any, package_class: Any) -> None:
     topic, mid, payload = _PROBE_TOPIC.encode(), 0x1234, b'{"probe":1}'
     body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + b"\x00" + payload
     handler(package_class(0x33, body))  # PUBLISH, QoS 1, retain
-    if len(got) != 1 or len(got[0]) != 4 or got[0][:3] != (mid, payload, _PROBE_TOPIC) \
-            or not isinstance(got[0][3], dict) or not got[0][3].get("retain"):
-        _fail(f"a QoS 1 PUBLISH did not reach {HOOK}(mid, payload, topic, properties with "
-              f"retain) on the instance (got {got!r})")
+    if (
+        len(got) != 1
+        or len(got[0]) != 4
+        or got[0][:3] != (mid, payload, _PROBE_TOPIC)
+        or not isinstance(got[0][3], dict)
+        or not got[0][3].get("retain")
+    ):
+        _fail(
+            f"a QoS 1 PUBLISH did not reach {HOOK}(mid, payload, topic, properties with "
+            f"retain) on the instance (got {got!r})"
+        )
     marker = object()
     handler.set_connection(marker)
     if handler.current_connection is not marker:
@@ -158,8 +169,9 @@ class Acknowledger:
     Raises :class:`GmqttChanged` if the installed gmqtt is not as tested.
     """
 
-    def __init__(self, on_message: Callable[[Message], object], *,
-                 stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self, on_message: Callable[[Message], object], *, stopping: Callable[[], bool]
+    ) -> None:
         check_gmqtt()
         self.on_message = on_message
         self.stopping = stopping
@@ -178,15 +190,25 @@ class Acknowledger:
             connection = cast("_Connection | None", handler.current_connection)
             level = logging.INFO if stopping() else logging.WARNING
             if connection is None or connection.is_closing():
-                log.log(level, "%d PUBACKs not sent: the connection is closed (the broker "
-                        "delivers those messages again on the next connection)", len(mids))
+                log.log(
+                    level,
+                    "%d PUBACKs not sent: the connection is closed (the broker "
+                    "delivers those messages again on the next connection)",
+                    len(mids),
+                )
                 return
             try:
-                connection.send_package(b"".join(b"\x40\x02" + mid.to_bytes(2, "big")
-                                                 for mid in mids))
+                connection.send_package(
+                    b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
+                )
             except Exception as exc:
-                log.log(level, "%d PUBACKs not sent (%s): the broker delivers those messages "
-                        "again on the next connection", len(mids), exc)
+                log.log(
+                    level,
+                    "%d PUBACKs not sent (%s): the broker delivers those messages "
+                    "again on the next connection",
+                    len(mids),
+                    exc,
+                )
 
         def done(future: asyncio.Future[Any]) -> None:
             mids = waiting.pop(future, [])
@@ -194,9 +216,12 @@ class Acknowledger:
                 ack(mids)
                 return
             if not stopping():
-                log.warning("%d messages not acknowledged: their processing failed (%s); "
-                            "reconnecting so that the broker delivers them again", len(mids),
-                            "cancelled" if future.cancelled() else future.exception())
+                log.warning(
+                    "%d messages not acknowledged: their processing failed (%s); "
+                    "reconnecting so that the broker delivers them again",
+                    len(mids),
+                    "cancelled" if future.cancelled() else future.exception(),
+                )
             redeliver()
 
         def qos1(mid: int, packet: bytes, topic: str, properties: dict[str, Any]) -> None:

@@ -53,9 +53,11 @@ class BrokerURL:
         text = url if "://" in url else f"mqtt://{url}"
         parts = urlsplit(text)
         if parts.scheme not in ("mqtt", "tcp"):
-            raise BusError(f"unsupported broker URL scheme {parts.scheme!r} in {url!r}: use "
-                           "mqtt://, or a scheme registered with BusClient.register_scheme "
-                           "(importing sef.discovery registers mdns://)")
+            raise BusError(
+                f"unsupported broker URL scheme {parts.scheme!r} in {url!r}: use "
+                "mqtt://, or a scheme registered with BusClient.register_scheme "
+                "(importing sef.discovery registers mdns://)"
+            )
         try:
             port = parts.port or 1883
         except ValueError as exc:
@@ -66,9 +68,13 @@ class BrokerURL:
         versions = {"3.1.1": 4, "311": 4, "4": 4, "5": 5, "5.0": 5}
         if version_text not in versions:
             raise BusError(f"unsupported MQTT version {version_text!r}: use 3.1.1 or 5")
-        return cls(parts.hostname, port, versions[version_text],
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None)
+        return cls(
+            parts.hostname,
+            port,
+            versions[version_text],
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
 
     def __str__(self) -> str:
         version = "5" if self.version == 5 else "3.1.1"
@@ -193,8 +199,9 @@ class BusClient:
         self.manual_ack = manual_ack
         self._on_message = on_message or (lambda message: None)
         # checks gmqtt's internals now: fail here, loudly, not by stalling ingest later
-        self._acks = Acknowledger(self._on_message, stopping=lambda: self._stopping) \
-            if manual_ack else None
+        self._acks = (
+            Acknowledger(self._on_message, stopping=lambda: self._stopping) if manual_ack else None
+        )
         self._will = will or (lambda: None)
         self._on_connect = on_connect
         self._subscriptions: dict[str, int] = {}
@@ -249,8 +256,15 @@ class BusClient:
         self._client = None
         self._connected.clear()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                expiry_s: float | None = None) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: float | None = None,
+    ) -> None:
         """Queue a publish on the current connection; raise :class:`BusError` if offline."""
         client = self._client
         if client is None or not self._connected.is_set():
@@ -264,8 +278,10 @@ class BusClient:
         """Subscribe now (if connected; returns once the broker acknowledged it) and again
         after every reconnection."""
         if self.manual_ack and qos > 1:
-            raise BusError(f"subscription {pattern!r} at QoS {qos}: a client with manual "
-                           "acknowledgement subscribes at QoS 0 or 1")
+            raise BusError(
+                f"subscription {pattern!r} at QoS {qos}: a client with manual "
+                "acknowledgement subscribes at QoS 0 or 1"
+            )
         self._subscriptions[pattern] = qos
         if self._client is not None and self._connected.is_set():
             await self._subscribe_all(self._client, {pattern: qos})
@@ -292,8 +308,9 @@ class BusClient:
             future.set_result(None)
 
     # -- internals ----------------------------------------------------------------
-    def _handle(self, client: Any, topic: str, payload: bytes, qos: int,
-                properties: dict[str, Any]) -> int:
+    def _handle(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> int:
         try:
             self._on_message(Message(topic, payload, qos, bool(properties.get("retain"))))
         except Exception:  # a handler bug must not kill the connection
@@ -319,8 +336,7 @@ class BusClient:
         except Exception as exc:
             if self._resolved is None:
                 raise BusError(f"broker not found: {exc}") from exc
-            log.info("%s: %s; trying the last known broker %s", self.client_id, exc,
-                     self._resolved)
+            log.info("%s: %s; trying the last known broker %s", self.client_id, exc, self._resolved)
             self.url = self._resolved
 
     async def _connect_once(self) -> None:
@@ -333,10 +349,14 @@ class BusClient:
         extra: dict[str, Any] = {}
         if not self.clean_session and self.mqtt5:
             extra["session_expiry_interval"] = 0xFFFFFFFF
-        client = _OneShotClient(self.client_id, clean_session=self.clean_session,
-                                optimistic_acknowledgement=not self.manual_ack,
-                                will_message=gmqtt_will, logger=logging.getLogger("sef.bus.mqtt"),
-                                **extra)
+        client = _OneShotClient(
+            self.client_id,
+            clean_session=self.clean_session,
+            optimistic_acknowledgement=not self.manual_ack,
+            will_message=gmqtt_will,
+            logger=logging.getLogger("sef.bus.mqtt"),
+            **extra,
+        )
         if self.url.username:
             client.set_auth_credentials(self.url.username, self.url.password)
         client.on_message = self._handle  # QoS 0 (and QoS 1 without manual_ack)
@@ -349,9 +369,11 @@ class BusClient:
         version = MQTTv50 if self.mqtt5 else MQTTv311
         try:
             await asyncio.wait_for(
-                client.connect(self.url.host, self.url.port, keepalive=self.keepalive_s,
-                               version=version),
-                timeout=max(5.0, self.keepalive_s))
+                client.connect(
+                    self.url.host, self.url.port, keepalive=self.keepalive_s, version=version
+                ),
+                timeout=max(5.0, self.keepalive_s),
+            )
         except BaseException:
             self._client = None
             raise
@@ -364,8 +386,13 @@ class BusClient:
                 raise
             except Exception as exc:
                 delay = self._backoff.next()
-                log.warning("cannot connect %s to %s (%s); retrying in %.1f s",
-                            self.client_id, self.url, exc or type(exc).__name__, delay)
+                log.warning(
+                    "cannot connect %s to %s (%s); retrying in %.1f s",
+                    self.client_id,
+                    self.url,
+                    exc or type(exc).__name__,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             # Python 3.11's wait_for can swallow a cancellation that meets a completion:
@@ -380,8 +407,9 @@ class BusClient:
             if self._stopping:
                 return
             self._connected.set()
-            log.info("%s connected to %s (connection %d)", self.client_id, self.url,
-                     self.connections)
+            log.info(
+                "%s connected to %s (connection %d)", self.client_id, self.url, self.connections
+            )
             if self._on_connect is not None:
                 try:
                     await self._on_connect()
@@ -393,8 +421,12 @@ class BusClient:
             self._connected.clear()
             self._client = None
             delay = self._backoff.next()
-            log.warning("%s lost its connection to %s; reconnecting in %.1f s", self.client_id,
-                        self.url, delay)
+            log.warning(
+                "%s lost its connection to %s; reconnecting in %.1f s",
+                self.client_id,
+                self.url,
+                delay,
+            )
             try:
                 await client.disconnect()
             except Exception as exc:  # the socket is usually gone already

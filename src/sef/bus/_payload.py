@@ -112,8 +112,14 @@ def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
 # -- typed field readers ---------------------------------------------------------------
 
 
-def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], *, required: bool = True,
-         default: Any = None) -> Any:
+def _get(
+    obj: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    *,
+    required: bool = True,
+    default: Any = None,
+) -> Any:
     if key not in obj or obj[key] is None:
         if required:
             raise PayloadError(f"missing field {key!r}")
@@ -128,8 +134,14 @@ def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], *, requir
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
-             list: "an array", dict: "an object"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "a boolean",
+        list: "an array",
+        dict: "an object",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -179,9 +191,11 @@ class Status:
     reason: str | None = None
 
     def to_payload(self) -> bytes:
-        obj: dict[str, Any] = {"v": PROTOCOL_VERSION,
-                               "state": "online" if self.online else "offline",
-                               "bdseq": self.bdseq}
+        obj: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "state": "online" if self.online else "offline",
+            "bdseq": self.bdseq,
+        }
         for key in ("ts", "keepalive_s", "seq", "reason"):
             value = getattr(self, key)
             if value is not None:
@@ -197,8 +211,14 @@ class Status:
         if bdseq < 0:
             raise PayloadError("field 'bdseq' must be >= 0")
         keepalive = _get(obj, "keepalive_s", int, required=False)
-        return cls(state == "online", bdseq, _time(obj, "ts", required=False), keepalive,
-                   _seq(obj), _get(obj, "reason", str, required=False))
+        return cls(
+            state == "online",
+            bdseq,
+            _time(obj, "ts", required=False),
+            keepalive,
+            _seq(obj),
+            _get(obj, "reason", str, required=False),
+        )
 
 
 @dataclass(slots=True)
@@ -220,16 +240,29 @@ class About:
     ts: float | None = None
     seq: int | None = None
 
-    REQUIRED = ("AppId", "DeviceId", "AppName", "Manufacturer", "ModelNumber", "DefaultLanguage",
-                "DeviceName", "SoftwareVersion")
+    REQUIRED = (
+        "AppId",
+        "DeviceId",
+        "AppName",
+        "Manufacturer",
+        "ModelNumber",
+        "DefaultLanguage",
+        "DeviceName",
+        "SoftwareVersion",
+    )
 
     def to_payload(self) -> bytes:
-        return encode_object({
-            "v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts, "bdseq": self.bdseq,
-            "about": self.fields,
-            "interfaces": [{"name": i.name, "sha256": i.sha256} for i in self.interfaces],
-            "groups": self.groups,
-        })
+        return encode_object(
+            {
+                "v": PROTOCOL_VERSION,
+                "seq": self.seq,
+                "ts": self.ts,
+                "bdseq": self.bdseq,
+                "about": self.fields,
+                "interfaces": [{"name": i.name, "sha256": i.sha256} for i in self.interfaces],
+                "groups": self.groups,
+            }
+        )
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> About:
@@ -239,15 +272,24 @@ class About:
             raise PayloadError(f"About is missing required field(s) {', '.join(missing)}")
         refs = []
         for i, item in enumerate(_get(obj, "interfaces", list)):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
-                    or not isinstance(item.get("sha256"), str):
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("name"), str)
+                or not isinstance(item.get("sha256"), str)
+            ):
                 raise PayloadError(f"interfaces[{i}] must be an object with 'name' and 'sha256'")
             refs.append(InterfaceRef(item["name"], item["sha256"]))
         groups = _get(obj, "groups", list, required=False, default=[])
         if not all(isinstance(g, str) for g in groups):
             raise PayloadError("field 'groups' must be an array of strings")
-        return cls(fields, refs, groups, _get(obj, "bdseq", int), _time(obj, "ts", required=False),
-                   _seq(obj))
+        return cls(
+            fields,
+            refs,
+            groups,
+            _get(obj, "bdseq", int),
+            _time(obj, "ts", required=False),
+            _seq(obj),
+        )
 
 
 @dataclass(slots=True)
@@ -259,8 +301,9 @@ class PropertyUpdate:
     seq: int | None = None
 
     def to_payload(self) -> bytes:
-        return encode_object({"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts,
-                              "value": self.value})
+        return encode_object(
+            {"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts, "value": self.value}
+        )
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> PropertyUpdate:
@@ -278,8 +321,9 @@ class SignalEmission:
     seq: int | None = None
 
     def to_payload(self) -> bytes:
-        return encode_object({"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts,
-                              "args": self.args})
+        return encode_object(
+            {"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts, "args": self.args}
+        )
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> SignalEmission:
@@ -307,8 +351,13 @@ class Call:
     sender: str | None = None
 
     def to_payload(self) -> bytes:
-        obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": self.id, "ts": self.ts,
-                               "exp": self.exp, "args": self.args}
+        obj: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "id": self.id,
+            "ts": self.ts,
+            "exp": self.exp,
+            "args": self.args,
+        }
         if self.reply_to is not None:
             obj["reply_to"] = self.reply_to
         if self.sender is not None:
@@ -325,8 +374,14 @@ class Call:
         reply_to = _get(obj, "reply_to", str, required=False)
         if reply_to is not None and (not reply_to or "+" in reply_to or "#" in reply_to):
             raise PayloadError("field 'reply_to' must be a topic without wildcards")
-        return cls(call_id, _get(obj, "args", list), ts, exp, reply_to,
-                   _get(obj, "sender", str, required=False))
+        return cls(
+            call_id,
+            _get(obj, "args", list),
+            ts,
+            exp,
+            reply_to,
+            _get(obj, "sender", str, required=False),
+        )
 
 
 @dataclass(slots=True)
@@ -343,8 +398,14 @@ class Reply:
     seq: int | None = None
 
     def to_payload(self) -> bytes:
-        obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": self.id, "agent": self.agent,
-                               "ok": self.ok, "ts": self.ts, "seq": self.seq}
+        obj: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "id": self.id,
+            "agent": self.agent,
+            "ok": self.ok,
+            "ts": self.ts,
+            "seq": self.seq,
+        }
         if self.ok:
             obj["result"] = self.result
         else:
@@ -354,8 +415,13 @@ class Reply:
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> Reply:
         ok = _get(obj, "ok", bool)
-        reply = cls(_get(obj, "id", str), _get(obj, "agent", str), ok,
-                    ts=_time(obj, "ts", required=False), seq=_seq(obj))
+        reply = cls(
+            _get(obj, "id", str),
+            _get(obj, "agent", str),
+            ok,
+            ts=_time(obj, "ts", required=False),
+            seq=_seq(obj),
+        )
         if ok:
             reply.result = _get(obj, "result", list, required=False, default=[])
         else:

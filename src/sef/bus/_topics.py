@@ -143,8 +143,13 @@ class Topics:
     def all_agents(self) -> list[str]:
         """Patterns an EMS subscribes to for discovery and telemetry."""
         base = f"{self.root}/agents/+"
-        return [f"{base}/status", f"{base}/about", f"{base}/interfaces/+", f"{base}/props/#",
-                f"{base}/signals/#"]
+        return [
+            f"{base}/status",
+            f"{base}/about",
+            f"{base}/interfaces/+",
+            f"{base}/props/#",
+            f"{base}/signals/#",
+        ]
 
     def all_gateways(self) -> list[str]:
         """Patterns an EMS subscribes to for home gateways' bridge state and agent lists."""
@@ -165,8 +170,9 @@ class Topics:
             return None
         if not _ID_RE.fullmatch(parsed.owner):
             return None
-        if parsed.interface is not None and not (_DOTTED_RE.fullmatch(parsed.interface)
-                                                 and len(parsed.interface) <= 255):
+        if parsed.interface is not None and not (
+            _DOTTED_RE.fullmatch(parsed.interface) and len(parsed.interface) <= 255
+        ):
             return None
         if parsed.member is not None and not _MEMBER_RE.fullmatch(parsed.member):
             return None

@@ -35,17 +35,27 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    log_level: str = typer.Option("WARNING", "--log-level", "-l", envvar="SEF_LOG_LEVEL",
-                                  help="DEBUG, INFO, WARNING or ERROR."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    log_level: str = typer.Option(
+        "WARNING",
+        "--log-level",
+        "-l",
+        envvar="SEF_LOG_LEVEL",
+        help="DEBUG, INFO, WARNING or ERROR.",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Options shared by every subcommand."""
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter(f"unknown log level {log_level!r}")
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err_console, show_path=False)])
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
 
 
 app.command("ems")(ems)

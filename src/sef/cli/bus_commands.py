@@ -20,9 +20,11 @@ console = Console()
 err = Console(stderr=True)
 
 BROKER_HELP = "Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5]."
-AGENT_BROKER_HELP = ("Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5], or mdns://[NAME] to "
-                     "find it over mDNS (the default when omitted; re-discovered after every "
-                     "lost connection).")
+AGENT_BROKER_HELP = (
+    "Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5], or mdns://[NAME] to "
+    "find it over mDNS (the default when omitted; re-discovered after every "
+    "lost connection)."
+)
 
 
 def agent_broker(broker: str | None) -> str:
@@ -64,8 +66,11 @@ def agents(
     broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
     wait: float = typer.Option(3.0, "--wait", help="Longest time to gather state, s."),
-    api: str | None = typer.Option(None, "--api", help="Read from this EMS API (e.g. "
-                                   "http://127.0.0.1:8080) instead of the broker."),
+    api: str | None = typer.Option(
+        None,
+        "--api",
+        help="Read from this EMS API (e.g. http://127.0.0.1:8080) instead of the broker.",
+    ),
 ) -> None:
     """List agents with status, interfaces and last telemetry (read from the broker)."""
     if api is not None:
@@ -86,10 +91,12 @@ def agents(
 
 def call(
     target: str = typer.Argument(..., help="Agent id, or group:NAME."),
-    member: str = typer.Argument(..., help="INTERFACE.METHOD, e.g. edu.pdx.powerlab.demo."
-                                           "EnergyMethod."),
-    args_json: str = typer.Argument("[]", help='Arguments as a JSON array, e.g. '
-                                               '\'[[["charge",4,1800]]]\'.'),
+    member: str = typer.Argument(
+        ..., help="INTERFACE.METHOD, e.g. edu.pdx.powerlab.demo.EnergyMethod."
+    ),
+    args_json: str = typer.Argument(
+        "[]", help="Arguments as a JSON array, e.g. '[[[\"charge\",4,1800]]]'."
+    ),
     broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
     no_reply: bool = typer.Option(False, "--no-reply", help="Send without asking for a reply."),
     timeout: float = typer.Option(5.0, "--timeout", help="How long to wait for replies, s."),
@@ -102,15 +109,15 @@ def call(
     """
     interface, _, method_name = member.rpartition(".")
     if not interface or not method_name:
-        raise typer.BadParameter(f"expected INTERFACE.METHOD, got {member!r}",
-                                 param_hint="MEMBER")
+        raise typer.BadParameter(f"expected INTERFACE.METHOD, got {member!r}", param_hint="MEMBER")
     try:
         args = json.loads(args_json)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"not JSON: {exc}", param_hint="ARGS_JSON") from None
     if not isinstance(args, list):
-        raise typer.BadParameter("arguments must be a JSON array, one item per in-argument",
-                                 param_hint="ARGS_JSON")
+        raise typer.BadParameter(
+            "arguments must be a JSON array, one item per in-argument", param_hint="ARGS_JSON"
+        )
     try:
         dest = CallTarget.parse(target)
     except CallRefused as exc:
@@ -121,8 +128,9 @@ def call(
         await client.start()
         try:
             await client.settle(0.2, 1.5)
-            return await client.call(dest, interface, method_name, args, reply=not no_reply,
-                                     timeout_s=timeout)
+            return await client.call(
+                dest, interface, method_name, args, reply=not no_reply, timeout_s=timeout
+            )
         finally:
             await client.stop()
 
@@ -132,8 +140,21 @@ def call(
         err.print(f"[red]call not sent:[/] {exc}")
         raise typer.Exit(2) from None
     if as_json:
-        print(json.dumps([{"agent": r.agent, "ok": r.ok, "result": r.result, "error": r.error,
-                           "message": r.message} for r in replies], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "agent": r.agent,
+                        "ok": r.ok,
+                        "result": r.result,
+                        "error": r.error,
+                        "message": r.message,
+                    }
+                    for r in replies
+                ],
+                indent=2,
+            )
+        )
     else:
         for r in replies:
             if r.ok:
@@ -161,8 +182,15 @@ def virtual_battery(
     """Run a battery agent with the battery model inside it (no device protocol)."""
     from sef.agents.virtual_battery import VirtualBatteryAgent
 
-    agent = VirtualBatteryAgent(agent_id, agent_broker(broker), soc=soc, step_s=step, groups=group,
-                                clock=clock_option(clock), keepalive_s=keepalive)
+    agent = VirtualBatteryAgent(
+        agent_id,
+        agent_broker(broker),
+        soc=soc,
+        step_s=step,
+        groups=group,
+        clock=clock_option(clock),
+        keepalive_s=keepalive,
+    )
     print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
     run_async(agent.run())
 
@@ -188,17 +216,23 @@ def bis(
     except ValueError:
         port = -1
     if parts.scheme != "tcp" or not parts.hostname or not 0 < port < 65536:
-        raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}",
-                                 param_hint="--modbus")
+        raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}", param_hint="--modbus")
     host, the_clock = parts.hostname, clock_option(clock)
 
     async def main() -> None:
         # pymodbus' client needs the running event loop: build the agent inside it
-        agent = BISAgent(agent_id, agent_broker(broker), modbus_host=host, modbus_port=port,
-                         unit=unit, poll_s=poll, groups=group, clock=the_clock,
-                         keepalive_s=keepalive)
-        print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}",
-              flush=True)
+        agent = BISAgent(
+            agent_id,
+            agent_broker(broker),
+            modbus_host=host,
+            modbus_port=port,
+            unit=unit,
+            poll_s=poll,
+            groups=group,
+            clock=the_clock,
+            keepalive_s=keepalive,
+        )
+        print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}", flush=True)
         await agent.run()
 
     run_async(main())
@@ -206,14 +240,16 @@ def bis(
 
 def ucm(
     agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
-    serial: str | None = typer.Option(None, "--serial", help="Serial port or pty path of the "
-                                                             "SGD (19200 8N1)."),
+    serial: str | None = typer.Option(
+        None, "--serial", help="Serial port or pty path of the SGD (19200 8N1)."
+    ),
     tcp: str | None = typer.Option(None, "--tcp", help="CTA-2045 over TCP: HOST:PORT."),
     broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
     group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="Poll and telemetry period, real s."),
-    heartbeat: float = typer.Option(30.0, "--heartbeat", min=1.0, max=60.0,
-                                    help="Outside Comm Status period, real s."),
+    heartbeat: float = typer.Option(
+        30.0, "--heartbeat", min=1.0, max=60.0, help="Outside Comm Status period, real s."
+    ),
     clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
     keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
 ) -> None:
@@ -228,8 +264,16 @@ def ucm(
         if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise typer.BadParameter(f"expected HOST:PORT, got {tcp!r}", param_hint="--tcp")
         target = (host, int(port_text))
-    agent = UCMAgent(agent_id, agent_broker(broker), serial_port=serial, tcp=target, poll_s=poll,
-                     heartbeat_s=heartbeat, groups=group, clock=clock_option(clock),
-                     keepalive_s=keepalive)
+    agent = UCMAgent(
+        agent_id,
+        agent_broker(broker),
+        serial_port=serial,
+        tcp=target,
+        poll_s=poll,
+        heartbeat_s=heartbeat,
+        groups=group,
+        clock=clock_option(clock),
+        keepalive_s=keepalive,
+    )
     print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
     run_async(agent.run())

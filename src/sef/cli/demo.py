@@ -12,19 +12,29 @@ console = Console()
 
 
 def demo(
-    hours: float = typer.Option(24.0, "--hours", min=0.25, max=24.0,
-                                help="Simulated hours to run (from midnight)."),
-    speed: float = typer.Option(720.0, "--speed", min=1.0,
-                                help="Simulated seconds per real second (720: a day in 2 min)."),
+    hours: float = typer.Option(
+        24.0, "--hours", min=0.25, max=24.0, help="Simulated hours to run (from midnight)."
+    ),
+    speed: float = typer.Option(
+        720.0, "--speed", min=1.0, help="Simulated seconds per real second (720: a day in 2 min)."
+    ),
     batteries: int = typer.Option(3, "--batteries", min=1, max=50),
     waterheaters: int = typer.Option(3, "--waterheaters", min=1, max=50),
-    out: Path = typer.Option(Path("sef-demo-report"), "--out", "-o",
-                             help="Report folder: PNG plots, CSV, summary.json, logs, ems.db."),
-    api: str = typer.Option("127.0.0.1:8080", "--api",
-                            help="Dashboard and REST API address (a free port if taken)."),
-    broker: str | None = typer.Option(None, "--broker", "-b",
-                                      help="Use this broker (default: Mosquitto if installed, "
-                                           "else the embedded broker)."),
+    out: Path = typer.Option(
+        Path("sef-demo-report"),
+        "--out",
+        "-o",
+        help="Report folder: PNG plots, CSV, summary.json, logs, ems.db.",
+    ),
+    api: str = typer.Option(
+        "127.0.0.1:8080", "--api", help="Dashboard and REST API address (a free port if taken)."
+    ),
+    broker: str | None = typer.Option(
+        None,
+        "--broker",
+        "-b",
+        help="Use this broker (default: Mosquitto if installed, else the embedded broker).",
+    ),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open the dashboard."),
     headless: bool = typer.Option(False, "--headless", help="Plain log lines, no live table."),
     controller: str = typer.Option("mpc", "--controller", help="mpc or baseline."),
@@ -42,10 +52,18 @@ def demo(
         listen = parse_listen(api)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--api") from None
-    options = DemoOptions(hours=hours, speed=speed, batteries=batteries,
-                          waterheaters=waterheaters, out=out, api=listen, broker=broker,
-                          browser=not no_browser, live_table=not headless,
-                          controller=controller)
+    options = DemoOptions(
+        hours=hours,
+        speed=speed,
+        batteries=batteries,
+        waterheaters=waterheaters,
+        out=out,
+        api=listen,
+        broker=broker,
+        browser=not no_browser,
+        live_table=not headless,
+        controller=controller,
+    )
     try:
         asyncio.run(run_demo(options, console))
     except KeyboardInterrupt:

@@ -24,37 +24,62 @@ if TYPE_CHECKING:
 def ems(
     broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
     host_id: str = typer.Option("ems", "--id", help="Id of this EMS (primary host)."),
-    db: str | None = typer.Option(None, "--db", help="Store: sqlite:///PATH or "
-                                  "postgresql://USER@HOST:PORT/DB. Without it nothing is kept "
-                                  "across restarts."),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        help="Store: sqlite:///PATH or "
+        "postgresql://USER@HOST:PORT/DB. Without it nothing is kept "
+        "across restarts.",
+    ),
     clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
     keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
     json_events: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
-    api: str | None = typer.Option(None, "--api", help="Serve the REST API (docs at /docs, "
-                                   "metrics at /metrics) on HOST:PORT, e.g. 127.0.0.1:8080."),
-    control: str | None = typer.Option(None, "--control", help="Run a control app on this "
-                                       "scenario (TOML file, or 'small' / 'reference') against "
-                                       "the agents of --battery-group and --heater-group, "
-                                       "from the next midnight on the clock."),
+    api: str | None = typer.Option(
+        None,
+        "--api",
+        help="Serve the REST API (docs at /docs, "
+        "metrics at /metrics) on HOST:PORT, e.g. 127.0.0.1:8080.",
+    ),
+    control: str | None = typer.Option(
+        None,
+        "--control",
+        help="Run a control app on this "
+        "scenario (TOML file, or 'small' / 'reference') against "
+        "the agents of --battery-group and --heater-group, "
+        "from the next midnight on the clock.",
+    ),
     controller: str = typer.Option("mpc", "--controller", help="mpc or baseline."),
     battery_group: str = typer.Option("batteries", "--battery-group"),
     heater_group: str = typer.Option("waterheaters", "--heater-group"),
-    report: Path | None = typer.Option(None, "--report", help="With --control: write the "
-                                       "report (PNG, CSV, summary.json) here at the end."),
-    keep_days: float | None = typer.Option(None, "--keep-days", min=0.0,
-                                           help="With --db: delete telemetry older than this."),
-    raw_days: float | None = typer.Option(None, "--raw-days", min=0.0,
-                                          help="With --db: thin telemetry older than this to "
-                                               "one value per --downsample-s."),
-    downsample_s: float = typer.Option(900.0, "--downsample-s", min=1.0,
-                                       help="Bucket of thinned telemetry, s."),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        help="With --control: write the report (PNG, CSV, summary.json) here at the end.",
+    ),
+    keep_days: float | None = typer.Option(
+        None, "--keep-days", min=0.0, help="With --db: delete telemetry older than this."
+    ),
+    raw_days: float | None = typer.Option(
+        None,
+        "--raw-days",
+        min=0.0,
+        help="With --db: thin telemetry older than this to one value per --downsample-s.",
+    ),
+    downsample_s: float = typer.Option(
+        900.0, "--downsample-s", min=1.0, help="Bucket of thinned telemetry, s."
+    ),
 ) -> None:
     """Run the EMS: discover agents, track presence, keep their last known state."""
 
     def print_event(event: Event) -> None:
         if json_events:
-            print(json.dumps({"event": event.kind, "agent": event.agent_id,
-                              "detail": event.detail}, default=str), flush=True)
+            print(
+                json.dumps(
+                    {"event": event.kind, "agent": event.agent_id, "detail": event.detail},
+                    default=str,
+                ),
+                flush=True,
+            )
 
     listen: tuple[str, int] | None = None
     if api is not None:
@@ -84,18 +109,27 @@ def ems(
             raise typer.BadParameter(str(exc), param_hint="--control") from None
 
     async def main() -> None:
-        service = EMS(broker, host_id, clock=clock_option(clock), keepalive_s=keepalive,
-                      on_event=print_event, store=store)
+        service = EMS(
+            broker,
+            host_id,
+            clock=clock_option(clock),
+            keepalive_s=keepalive,
+            on_event=print_event,
+            store=store,
+        )
         await service.start(timeout_s=None)
         server = None
         background = TaskSet(f"sef ems {host_id}")  # a failure is logged when it happens
         try:
             if store is not None and (keep_days is not None or raw_days is not None):
-                background.spawn(retention(service, store, keep_days, raw_days, downsample_s),
-                                 name="retention")
+                background.spawn(
+                    retention(service, store, keep_days, raw_days, downsample_s), name="retention"
+                )
             if scenario is not None:
-                background.spawn(run_control(service, scenario, controller, battery_group,
-                                             heater_group, report), name="control")
+                background.spawn(
+                    run_control(service, scenario, controller, battery_group, heater_group, report),
+                    name="control",
+                )
             if listen is not None:
                 from sef.ems.api import serve_api
 
@@ -107,11 +141,15 @@ def ems(
                 print(f"API on {server.url}", flush=True)
             if json_events or not sys.stdout.isatty():
                 if not json_events:
-                    print(f"EMS {host_id} running on {service.bus.url}"
-                          + (f", store {db}" if db else ""), flush=True)
+                    print(
+                        f"EMS {host_id} running on {service.bus.url}"
+                        + (f", store {db}" if db else ""),
+                        flush=True,
+                    )
                 await asyncio.Event().wait()
-            with Live(agents_table(service.agents()), console=console,
-                      refresh_per_second=2) as live:
+            with Live(
+                agents_table(service.agents()), console=console, refresh_per_second=2
+            ) as live:
                 while True:
                     await asyncio.sleep(0.5)
                     live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
@@ -129,40 +167,60 @@ def ems(
     run_async(main())
 
 
-async def run_control(service: EMS, scenario: Scenario, controller: str, battery_group: str,
-                      heater_group: str, report: Path | None) -> None:
+async def run_control(
+    service: EMS,
+    scenario: Scenario,
+    controller: str,
+    battery_group: str,
+    heater_group: str,
+    report: Path | None,
+) -> None:
     """Live mode: wait for the fleet, run the control app for the scenario, report."""
     from sef.control.controllers import make_controller
     from sef.control.live import LiveControl, fleet_from_groups, next_midnight
     from sef.control.report import write_report
 
-    batteries, heaters = await fleet_from_groups(service, scenario, battery_group,
-                                                 heater_group, timeout_s=600.0)
+    batteries, heaters = await fleet_from_groups(
+        service, scenario, battery_group, heater_group, timeout_s=600.0
+    )
     start = next_midnight(service.clock.now())
-    print(f"control: {controller} on {scenario.name} with {len(batteries)} batteries and "
-          f"{len(heaters)} water heaters from {service.clock.datetime():%Y-%m-%d} midnight",
-          flush=True)
-    live = LiveControl(service, scenario, make_controller(controller), batteries, heaters,
-                       start_s=start)
+    print(
+        f"control: {controller} on {scenario.name} with {len(batteries)} batteries and "
+        f"{len(heaters)} water heaters from {service.clock.datetime():%Y-%m-%d} midnight",
+        flush=True,
+    )
+    live = LiveControl(
+        service, scenario, make_controller(controller), batteries, heaters, start_s=start
+    )
     result = await live.run()
     if report is not None:
         summary = write_report(report, scenario, [result])
-        print(f"control report in {report}: RMSE "
-              f"{summary['controllers'][result.controller]['rmse_kw']:.2f} kW", flush=True)
+        print(
+            f"control report in {report}: RMSE "
+            f"{summary['controllers'][result.controller]['rmse_kw']:.2f} kW",
+            flush=True,
+        )
 
 
-async def retention(service: EMS, store: Store, keep_days: float | None,
-                    raw_days: float | None, every_s: float) -> None:
+async def retention(
+    service: EMS, store: Store, keep_days: float | None, raw_days: float | None, every_s: float
+) -> None:
     """Apply the retention settings now and then every hour (real time)."""
     while True:
         try:
             done = await asyncio.to_thread(
-                store.apply_retention, service.clock.now(),
+                store.apply_retention,
+                service.clock.now(),
                 keep_s=None if keep_days is None else keep_days * 86400.0,
-                raw_s=None if raw_days is None else raw_days * 86400.0, every_s=every_s)
+                raw_s=None if raw_days is None else raw_days * 86400.0,
+                every_s=every_s,
+            )
             if done["deleted"] or done["thinned"]:
-                print(f"retention: {done['deleted']} telemetry rows deleted, "
-                      f"{done['thinned']} thinned", flush=True)
+                print(
+                    f"retention: {done['deleted']} telemetry rows deleted, "
+                    f"{done['thinned']} thinned",
+                    flush=True,
+                )
         except Exception as exc:  # keep the EMS running; try again next hour
             err.print(f"[yellow]retention failed:[/] {exc}")
         await asyncio.sleep(3600.0)

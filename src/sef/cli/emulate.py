@@ -61,19 +61,26 @@ def battery(
 def waterheater(
     pty: bool = typer.Option(False, "--pty", help="Create a pseudo-terminal; print its path."),
     serial: str | None = typer.Option(None, "--serial", help="Serial port to serve (19200 8N1)."),
-    tcp: int | None = typer.Option(None, "--tcp", min=0, max=65535,
-                                   help="CTA-2045 over TCP: port to listen on (0 = free)."),
+    tcp: int | None = typer.Option(
+        None, "--tcp", min=0, max=65535, help="CTA-2045 over TCP: port to listen on (0 = free)."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind with --tcp."),
     clock: str | None = typer.Option(
-        None, "--clock",
+        None,
+        "--clock",
         help="Clock spec: real, scaled:SPEED or scaled:SPEED:START@ANCHOR (default: SEF_CLOCK).",
     ),
     nodes: int = typer.Option(2, "--nodes", min=1, max=50, help="Tank nodes (model detail)."),
-    start_temp: float | None = typer.Option(None, "--start-temp", min=0.0, max=100.0,
-                                            help="Initial tank temperature, °C "
-                                                 "(default: setpoint 51.67 °C)."),
-    no_draws: bool = typer.Option(False, "--no-draws", help="No hot-water draws "
-                                                            "(default: DOE medium pattern)."),
+    start_temp: float | None = typer.Option(
+        None,
+        "--start-temp",
+        min=0.0,
+        max=100.0,
+        help="Initial tank temperature, °C (default: setpoint 51.67 °C).",
+    ),
+    no_draws: bool = typer.Option(
+        False, "--no-draws", help="No hot-water draws (default: DOE medium pattern)."
+    ),
 ) -> None:
     """Emulate a CTA-2045 electric water heater (SGD). SIGUSR1 toggles the customer override.
 
@@ -91,11 +98,20 @@ def waterheater(
     the_clock = _clock(clock)
 
     async def main() -> None:
-        sgd = SGDEmulator(the_clock, params=WaterHeaterParams(nodes=nodes, initial_c=start_temp),
-                          draws=np.zeros(0) if no_draws else None)
+        sgd = SGDEmulator(
+            the_clock,
+            params=WaterHeaterParams(nodes=nodes, initial_c=start_temp),
+            draws=np.zeros(0) if no_draws else None,
+        )
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, sgd.press_override)
-        await run_sgd_emulator(pty=pty, serial=serial, tcp_port=tcp, host=host, emulator=sgd,
-                               on_ready=lambda where: typer.echo(f"SGD emulator ready on {where}"))
+        await run_sgd_emulator(
+            pty=pty,
+            serial=serial,
+            tcp_port=tcp,
+            host=host,
+            emulator=sgd,
+            on_ready=lambda where: typer.echo(f"SGD emulator ready on {where}"),
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -9,15 +9,20 @@ from sef.cli.bus_commands import run_async
 
 
 def gateway(
-    uplink: str = typer.Option(..., "--uplink", "-u",
-                               help="The control server's broker: mqtt://HOST[:PORT]."),
-    listen: str = typer.Option("127.0.0.1:1883", "--listen",
-                               help="Local listener HOST:PORT (PORT 0 = a free port; "
-                                    "0.0.0.0 for the whole home network)."),
-    home_id: str = typer.Option("home", "--id", help="Id of this home (bridge client id, "
-                                                     "mDNS name)."),
-    advertise: bool = typer.Option(True, "--advertise/--no-advertise",
-                                   help="Advertise the local broker over mDNS."),
+    uplink: str = typer.Option(
+        ..., "--uplink", "-u", help="The control server's broker: mqtt://HOST[:PORT]."
+    ),
+    listen: str = typer.Option(
+        "127.0.0.1:1883",
+        "--listen",
+        help="Local listener HOST:PORT (PORT 0 = a free port; 0.0.0.0 for the whole home network).",
+    ),
+    home_id: str = typer.Option(
+        "home", "--id", help="Id of this home (bridge client id, mDNS name)."
+    ),
+    advertise: bool = typer.Option(
+        True, "--advertise/--no-advertise", help="Advertise the local broker over mDNS."
+    ),
     root: str = typer.Option("sef", "--root", help="Topic root."),
 ) -> None:
     """Run a home gateway: a local broker for the home's agents with one uplink bridge that
@@ -31,5 +36,13 @@ def gateway(
     host, _, port_text = listen.rpartition(":")
     if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise typer.BadParameter(f"expected HOST:PORT, got {listen!r}", param_hint="--listen")
-    run_async(run_gateway(url, home_id, listen_host=host or "127.0.0.1",
-                          listen_port=int(port_text), advertise=advertise, root=root))
+    run_async(
+        run_gateway(
+            url,
+            home_id,
+            listen_host=host or "127.0.0.1",
+            listen_port=int(port_text),
+            advertise=advertise,
+            root=root,
+        )
+    )

@@ -19,8 +19,7 @@ from rich.table import Table
 
 from sef.ems import AgentRecord, CallRefused, CallTarget, PropertyValue
 
-__all__ = ["DEFAULT_API", "api_agents", "history", "parse_event", "register", "send",
-           "telemetry"]
+__all__ = ["DEFAULT_API", "api_agents", "history", "parse_event", "register", "send", "telemetry"]
 
 DEFAULT_API = "http://127.0.0.1:8080"
 API_HELP = "EMS API URL (default: $SEF_API, else http://127.0.0.1:8080)."
@@ -42,8 +41,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _request(method: str, api: str, path: str, *, timeout_s: float = 30.0,
-             **kwargs: Any) -> Any:
+def _request(method: str, api: str, path: str, *, timeout_s: float = 30.0, **kwargs: Any) -> Any:
     """One API request; the decoded JSON answer. Exits 2 on an error answer or no API."""
     url = api.rstrip("/") + path
     try:
@@ -67,29 +65,42 @@ def api_agents(api: str) -> tuple[list[dict[str, Any]], list[AgentRecord]]:
 
 
 def _record(summary: dict[str, Any]) -> AgentRecord:
-    about = {k: v for k, v in (("DeviceName", summary.get("device_name")),
-                               ("Manufacturer", summary.get("manufacturer")),
-                               ("ModelNumber", summary.get("model")),
-                               ("SoftwareVersion", summary.get("software_version")))
-             if v is not None}
+    about = {
+        k: v
+        for k, v in (
+            ("DeviceName", summary.get("device_name")),
+            ("Manufacturer", summary.get("manufacturer")),
+            ("ModelNumber", summary.get("model")),
+            ("SoftwareVersion", summary.get("software_version")),
+        )
+        if v is not None
+    }
     return AgentRecord(
-        summary["id"], online={"online": True, "offline": False}.get(summary["status"]),
-        bdseq=summary.get("bdseq"), about=about,
+        summary["id"],
+        online={"online": True, "offline": False}.get(summary["status"]),
+        bdseq=summary.get("bdseq"),
+        about=about,
         interfaces={name: "" for name in summary.get("interfaces", [])},
         groups=list(summary.get("groups", [])),
-        properties={k: PropertyValue(p.get("value"), p.get("ts"), 0.0)
-                    for k, p in summary.get("properties", {}).items()},
-        last_seen=summary.get("last_seen") or 0.0, online_since=summary.get("online_since"),
+        properties={
+            k: PropertyValue(p.get("value"), p.get("ts"), 0.0)
+            for k, p in summary.get("properties", {}).items()
+        },
+        last_seen=summary.get("last_seen") or 0.0,
+        online_since=summary.get("online_since"),
         offline_since=summary.get("offline_since"),
-        offline_reason=summary.get("offline_reason"), gaps=summary.get("gaps", 0))
+        offline_reason=summary.get("offline_reason"),
+        gaps=summary.get("gaps", 0),
+    )
 
 
 # -- formatting ----------------------------------------------------------------------
 def _iso(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def flatten(value: Any) -> dict[str, Any]:
@@ -98,10 +109,12 @@ def flatten(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         out = {}
         for name, item in value.items():
-            shown = item[1] if (isinstance(item, list) and len(item) == 2
-                                and isinstance(item[0], str)) else item
-            out[str(name)] = (json.dumps(shown) if isinstance(shown, (list, dict))
-                              else shown)
+            shown = (
+                item[1]
+                if (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str))
+                else item
+            )
+            out[str(name)] = json.dumps(shown) if isinstance(shown, (list, dict)) else shown
         return out
     return {"value": json.dumps(value) if isinstance(value, (list, dict)) else value}
 
@@ -144,12 +157,16 @@ def parse_event(token: str) -> list[Any]:
 
 def send(
     target: str = typer.Argument(..., help="Agent id, or group:NAME."),
-    events: list[str] = typer.Argument(..., help="Events CMD:RATE_KW[:DURATION_S], e.g. "
-                                                 "charge:4:1800 discharge:8:1800; a missing "
-                                                 "duration means until the next command."),
+    events: list[str] = typer.Argument(
+        ...,
+        help="Events CMD:RATE_KW[:DURATION_S], e.g. "
+        "charge:4:1800 discharge:8:1800; a missing "
+        "duration means until the next command.",
+    ),
     api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
-    timeout: float = typer.Option(5.0, "--timeout", min=0.1, max=120.0,
-                                  help="How long to wait for replies, s."),
+    timeout: float = typer.Option(
+        5.0, "--timeout", min=0.1, max=120.0, help="How long to wait for replies, s."
+    ),
     no_reply: bool = typer.Option(False, "--no-reply", help="Send without asking for replies."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -167,9 +184,13 @@ def send(
     except CallRefused as exc:
         _fail(f"bad target {target!r}: {exc}; expected an agent id or group:NAME")
     path = f"/{'groups' if dest.group else 'agents'}/{dest.name}/commands"
-    result: dict[str, Any] = _request("POST", api, path, timeout_s=timeout + 10.0,
-                                      json={"cmds": cmds, "timeout_s": timeout,
-                                            "reply": not no_reply})
+    result: dict[str, Any] = _request(
+        "POST",
+        api,
+        path,
+        timeout_s=timeout + 10.0,
+        json={"cmds": cmds, "timeout_s": timeout, "reply": not no_reply},
+    )
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -177,8 +198,11 @@ def send(
         for column in ("agent", "result", "message"):
             table.add_column(column, overflow="fold")
         for r in result["replies"]:
-            table.add_row(r["agent"], "[green]ok[/]" if r["ok"] else f"[red]{r['error']}[/]",
-                          r.get("message") or "")
+            table.add_row(
+                r["agent"],
+                "[green]ok[/]" if r["ok"] else f"[red]{r['error']}[/]",
+                r.get("message") or "",
+            )
         for agent in result["missing"]:
             table.add_row(agent, "[yellow]no reply[/]", f"within {timeout} s")
         console.print(table)
@@ -186,21 +210,25 @@ def send(
     if status == "error":
         raise typer.Exit(1)
     if status in ("timeout", "partial"):
-        err.print(f"[yellow]no reply from {', '.join(result['missing']) or target} "
-                  f"within {timeout} s[/]")
+        err.print(
+            f"[yellow]no reply from {', '.join(result['missing']) or target} within {timeout} s[/]"
+        )
         raise typer.Exit(3)
 
 
 # -- sef telemetry ---------------------------------------------------------------------
 def telemetry(
     agent: str = typer.Argument(..., help="Agent id."),
-    since: str = typer.Option("1h", "--since", help="From: a duration ago (90s, 15m, 1h, "
-                                                    "2d), ISO 8601 or Unix s."),
+    since: str = typer.Option(
+        "1h", "--since", help="From: a duration ago (90s, 15m, 1h, 2d), ISO 8601 or Unix s."
+    ),
     until: str | None = typer.Option(None, "--until", help="To (same forms); default now."),
-    key: str | None = typer.Option(None, "--key", "-k", help="Property, e.g. Telemetry or "
-                                                             "edu.pdx.powerlab.demo.Telemetry."),
-    every: float | None = typer.Option(None, "--every", min=0.001,
-                                       help="Downsample: last value per this many s."),
+    key: str | None = typer.Option(
+        None, "--key", "-k", help="Property, e.g. Telemetry or edu.pdx.powerlab.demo.Telemetry."
+    ),
+    every: float | None = typer.Option(
+        None, "--every", min=0.001, help="Downsample: last value per this many s."
+    ),
     limit: int = typer.Option(10_000, "--limit", min=1, max=100_000, help="Most rows."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (one column per field)."),
     as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
@@ -216,19 +244,21 @@ def telemetry(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    rows = [{"time": _iso(p["ts"]), "ts": p["ts"], "key": p["key"], **flatten(p["value"])}
-            for p in points]
+    rows = [
+        {"time": _iso(p["ts"]), "ts": p["ts"], "key": p["key"], **flatten(p["value"])}
+        for p in points
+    ]
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
     if as_csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns or ["time", "ts", "key"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=columns or ["time", "ts", "key"], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
         return
-    table = Table(title=f"{agent}: {len(points)} points" + (f", every {every} s" if every
-                                                             else ""))
+    table = Table(title=f"{agent}: {len(points)} points" + (f", every {every} s" if every else ""))
     shown = [c for c in columns if c != "ts"]
     for column in shown:
         table.add_column(column, overflow="fold")
@@ -248,8 +278,9 @@ def _cell(value: Any) -> str:
 # -- sef history -----------------------------------------------------------------------
 def history(
     target: str | None = typer.Option(None, "--target", "-t", help="Agent id or group:NAME."),
-    since: str | None = typer.Option(None, "--since", help="From: a duration ago (1h), ISO "
-                                                           "8601 or Unix s."),
+    since: str | None = typer.Option(
+        None, "--since", help="From: a duration ago (1h), ISO 8601 or Unix s."
+    ),
     limit: int = typer.Option(20, "--limit", min=1, max=10_000, help="Most entries."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
@@ -273,6 +304,12 @@ def history(
         shown = f"[{colors[status]}]{status}[/]" if status in colors else status
         if e.get("error"):
             shown += f" ({e['error']})"
-        table.add_row(_iso(e["ts"]), e["target"], e["method"], _events_text(e["args"]),
-                      shown, _replies_text(e.get("replies") or []))
+        table.add_row(
+            _iso(e["ts"]),
+            e["target"],
+            e["method"],
+            _events_text(e["args"]),
+            shown,
+            _replies_text(e.get("replies") or []),
+        )
     console.print(table)

@@ -22,8 +22,9 @@ __all__ = ["run_simulation", "simulate"]
 console = Console()
 
 
-def run_simulation(scenario: str, out: Path, controllers: list[str], plots: bool = True,
-                   show_progress: bool = True) -> dict[str, Any]:
+def run_simulation(
+    scenario: str, out: Path, controllers: list[str], plots: bool = True, show_progress: bool = True
+) -> dict[str, Any]:
     """Load ``scenario`` (file or built-in name), run ``controllers``, write the report.
 
     Returns the summary (also written to ``out/summary.json``).
@@ -36,8 +37,14 @@ def run_simulation(scenario: str, out: Path, controllers: list[str], plots: bool
 
     sc = load_scenario(scenario)
     results: list[SimResult] = []
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=not show_progress) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+    ) as progress:
         for name in controllers:
             task = progress.add_task(f"{sc.name} · {name}", total=sc.steps)
 
@@ -52,8 +59,9 @@ def run_simulation(scenario: str, out: Path, controllers: list[str], plots: bool
 def simulate(
     scenario: str = typer.Argument(..., help="Scenario TOML file, or 'reference'."),
     out: Path = typer.Option(..., "--out", "-o", help="Report directory (created)."),
-    controller: str = typer.Option("all", "--controller", "-c",
-                                   help="mpc, baseline, optimal or all."),
+    controller: str = typer.Option(
+        "all", "--controller", "-c", help="mpc, baseline, optimal or all."
+    ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Simulate a fleet following a target with a control app; write plots, CSV and summary."""
@@ -68,10 +76,17 @@ def simulate(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     table = Table(title=f"{summary['scenario']} → {out}")
-    cols = {"rmse_kw": "RMSE kW", "max_dev_kw": "max dev kW", "peak_kw": "peak kW",
-            "energy_kwh": "kWh", "comfort_violations": "comfort viol.",
-            "soc_violations": "SOC viol.", "throughput_kwh": "thru kWh",
-            "ratio_to_optimal": "÷ optimal", "run_s": "run s"}
+    cols = {
+        "rmse_kw": "RMSE kW",
+        "max_dev_kw": "max dev kW",
+        "peak_kw": "peak kW",
+        "energy_kwh": "kWh",
+        "comfort_violations": "comfort viol.",
+        "soc_violations": "SOC viol.",
+        "throughput_kwh": "thru kWh",
+        "ratio_to_optimal": "÷ optimal",
+        "run_s": "run s",
+    }
     table.add_column("controller")
     for head in cols.values():
         table.add_column(head, justify="right")

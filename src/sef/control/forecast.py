@@ -41,8 +41,12 @@ class PerfectForecaster:
     def forecast(self, step: int, n: int) -> Forecast:
         """Forecast of ``n`` steps from ``step``."""
         sc = self.sc
-        return Forecast(_window(sc.target_kw, step, n), _window(sc.base_kw, step, n),
-                        _window(self._draw_total, step, n), perfect=True)
+        return Forecast(
+            _window(sc.target_kw, step, n),
+            _window(sc.base_kw, step, n),
+            _window(self._draw_total, step, n),
+            perfect=True,
+        )
 
 
 class ProfileForecaster:
@@ -54,8 +58,9 @@ class ProfileForecaster:
         scale_window_s: time constant of the learned day scale factor (s).
     """
 
-    def __init__(self, scenario: Scenario, tau_s: float = 1800.0,
-                 scale_window_s: float = 4 * 3600.0) -> None:
+    def __init__(
+        self, scenario: Scenario, tau_s: float = 1800.0, scale_window_s: float = 4 * 3600.0
+    ) -> None:
         self.sc = scenario
         self.tau_s = tau_s
         self.scale_window_s = scale_window_s
@@ -82,8 +87,12 @@ class ProfileForecaster:
         lead_s = (np.arange(n) + 1) * sc.dt_s
         base = self.scale * _window(sc.base_expected_kw, step, n)
         base = base + self.residual_kw * np.exp(-lead_s / self.tau_s)
-        return Forecast(_window(sc.target_kw, step, n), np.clip(base, 0.0, None),
-                        _window(sc.draws_expected_lpm, step, n), perfect=False)
+        return Forecast(
+            _window(sc.target_kw, step, n),
+            np.clip(base, 0.0, None),
+            _window(sc.draws_expected_lpm, step, n),
+            perfect=False,
+        )
 
 
 def make_forecaster(scenario: Scenario, perfect: bool) -> PerfectForecaster | ProfileForecaster:

@@ -100,15 +100,15 @@ class LiveControl:
     throughput_kwh: float = 0.0
     series: dict[str, FloatArray] = field(default_factory=dict)
     history: list[LiveStep] = field(default_factory=list)
-    _sends: TaskSet = field(default_factory=lambda: TaskSet("live control"), init=False,
-                            repr=False)
+    _sends: TaskSet = field(default_factory=lambda: TaskSet("live control"), init=False, repr=False)
 
     def __post_init__(self) -> None:
         sc = self.scenario
         if len(self.battery_ids) != sc.n_batteries or len(self.heater_ids) != sc.n_heaters:
             raise ValueError(
                 f"scenario {sc.name} has {sc.n_batteries} batteries and {sc.n_heaters} "
-                f"water heaters; got {len(self.battery_ids)} and {len(self.heater_ids)} agents")
+                f"water heaters; got {len(self.battery_ids)} and {len(self.heater_ids)} agents"
+            )
         self.series = {name: np.full(sc.steps, np.nan) for name in SERIES}
         inlet = np.asarray(sc.wh_params.inlet_c, dtype=np.float64) * np.ones(sc.n_heaters)
         volume = np.asarray(sc.wh_params.volume_l, dtype=np.float64) * np.ones(sc.n_heaters)
@@ -129,8 +129,9 @@ class LiveControl:
         b_power = np.zeros(sc.n_batteries)
         for i, agent_id in enumerate(self.battery_ids):
             t = self._telemetry(agent_id)
-            energy[i] = float(t.get("Sys_Energy_kWh", sc.battery_soc0[i]
-                                    * sc.battery_params.capacity_kwh))
+            energy[i] = float(
+                t.get("Sys_Energy_kWh", sc.battery_soc0[i] * sc.battery_params.capacity_kwh)
+            )
             if t.get("State") == "CONNECTED":
                 b_power[i] = float(t.get("Setpoint_kW", 0.0))
             else:
@@ -142,14 +143,25 @@ class LiveControl:
             t = self._telemetry(agent_id)
             w_power[j] = float(t.get("Power_W", 0.0)) / 1000.0
             stored_wh = t.get("Energy_Stored_Wh")
-            w_energy[j] = (self._wh_offset_kwh[j] + float(stored_wh) / 1000.0
-                           if stored_wh is not None else self._wh_offset_kwh[j])
+            w_energy[j] = (
+                self._wh_offset_kwh[j] + float(stored_wh) / 1000.0
+                if stored_wh is not None
+                else self._wh_offset_kwh[j]
+            )
             event = t.get("Event")
             w_mode[j] = 1 if event == "shed" else 2 if event == "charge" else 0
             self._tank_c[j] = float(t.get("Tank_Temp_C", np.nan))
-        return Observation(step=step, t_s=step * sc.dt_s, dt_s=sc.dt_s, net_kw=net_kw,
-                           battery_energy_kwh=energy, battery_power_kw=b_power,
-                           wh_power_kw=w_power, wh_energy_kwh=w_energy, wh_mode=w_mode)
+        return Observation(
+            step=step,
+            t_s=step * sc.dt_s,
+            dt_s=sc.dt_s,
+            net_kw=net_kw,
+            battery_energy_kwh=energy,
+            battery_power_kw=b_power,
+            wh_power_kw=w_power,
+            wh_energy_kwh=w_energy,
+            wh_mode=w_mode,
+        )
 
     # -- running --------------------------------------------------------------------
     async def run(self, steps: int | None = None) -> SimResult:
@@ -183,28 +195,39 @@ class LiveControl:
             decide_total += time.perf_counter() - t0
             calls = self._send(decision_to_events(decision))
             await asyncio.sleep(0)
-            self.history.append(LiveStep(k, obs.net_kw, float(sc.target_kw[k]),
-                                         float(sc.base_kw[k]), calls, decide_total))
+            self.history.append(
+                LiveStep(
+                    k, obs.net_kw, float(sc.target_kw[k]), float(sc.base_kw[k]), calls, decide_total
+                )
+            )
             self.steps_done = k + 1
             self._publish_series(k)
         await clock.sleep(self.start_s + total * sc.dt_s - clock.now())
         self._record(total - 1, self.observe_step(total))
         trimmed = {name: values[:total] for name, values in self.series.items()}
-        return SimResult(controller=f"{self.app.name}-live", scenario=sc.name, dt_s=sc.dt_s,
-                         series=trimmed, comfort_violations=self.comfort_violations,
-                         soc_violations=self.soc_violations,
-                         throughput_kwh=self.throughput_kwh,
-                         wall_s=time.perf_counter() - started,
-                         decide_s=decide_total,
-                         extra={"calls_failed": float(self.calls_failed)})
+        return SimResult(
+            controller=f"{self.app.name}-live",
+            scenario=sc.name,
+            dt_s=sc.dt_s,
+            series=trimmed,
+            comfort_violations=self.comfort_violations,
+            soc_violations=self.soc_violations,
+            throughput_kwh=self.throughput_kwh,
+            wall_s=time.perf_counter() - started,
+            decide_s=decide_total,
+            extra={"calls_failed": float(self.calls_failed)},
+        )
 
     def observe_step(self, step: int) -> Observation:
         """The observation at the start of ``step``; its net load is the last step's base
         load plus what the agents' telemetry says the devices drew (step 0: base load)."""
         sc = self.scenario
         obs = self.observe(step, 0.0)
-        net = (float(sc.base_kw[0]) if step == 0 else float(
-            sc.base_kw[step - 1] + obs.battery_power_kw.sum() + obs.wh_power_kw.sum()))
+        net = (
+            float(sc.base_kw[0])
+            if step == 0
+            else float(sc.base_kw[step - 1] + obs.battery_power_kw.sum() + obs.wh_power_kw.sum())
+        )
         return replace(obs, net_kw=net)
 
     def _send(self, events: DeviceEvents) -> int:
@@ -220,8 +243,13 @@ class LiveControl:
     def _call(self, agent_id: str, events: list[tuple[str, int, int]]) -> None:
         async def send() -> None:
             try:
-                await self.ems.call(agent_id, DEMO_INTERFACE, "EnergyMethod",
-                                    [[list(e) for e in events]], reply=False)
+                await self.ems.call(
+                    agent_id,
+                    DEMO_INTERFACE,
+                    "EnergyMethod",
+                    [[list(e) for e in events]],
+                    reply=False,
+                )
             except Exception as exc:  # a refused or failed call must not stop the loop
                 self.calls_failed += 1
                 log.warning("live control: call to %s failed: %s", agent_id, exc)
@@ -240,15 +268,27 @@ class LiveControl:
         soc = end_obs.battery_energy_kwh / sc.battery_params.capacity_kwh
         if soc.size:
             p10, p90 = np.percentile(soc, [10, 90])
-            (s["soc_mean"][k], s["soc_min"][k], s["soc_max"][k], s["soc_p10"][k],
-             s["soc_p90"][k]) = soc.mean(), soc.min(), soc.max(), p10, p90
-        estimate = STORAGE_REFERENCE_C + (end_obs.wh_energy_kwh - self._wh_offset_kwh) / \
-            self._wh_capacity_kwh
+            (
+                s["soc_mean"][k],
+                s["soc_min"][k],
+                s["soc_max"][k],
+                s["soc_p10"][k],
+                s["soc_p90"][k],
+            ) = soc.mean(), soc.min(), soc.max(), p10, p90
+        estimate = (
+            STORAGE_REFERENCE_C
+            + (end_obs.wh_energy_kwh - self._wh_offset_kwh) / self._wh_capacity_kwh
+        )
         top = np.where(np.isfinite(self._tank_c), self._tank_c, estimate)
         if top.size:
             p10, p90 = np.percentile(top, [10, 90])
-            (s["top_c_mean"][k], s["top_c_min"][k], s["top_c_max"][k], s["top_c_p10"][k],
-             s["top_c_p90"][k]) = top.mean(), top.min(), top.max(), p10, p90
+            (
+                s["top_c_mean"][k],
+                s["top_c_min"][k],
+                s["top_c_max"][k],
+                s["top_c_p10"][k],
+                s["top_c_p90"][k],
+            ) = top.mean(), top.min(), top.max(), p10, p90
         bp = sc.battery_params
         self.soc_violations += int(np.sum((soc < bp.soc_min - 1e-3) | (soc > bp.soc_max + 1e-3)))
         self.comfort_violations += int(np.sum(top < sc.comfort_min_c))
@@ -270,25 +310,26 @@ class LiveControl:
         }
 
 
-async def fleet_from_groups(ems: EMS, scenario: Scenario, battery_group: str,
-                            heater_group: str, timeout_s: float = 60.0) -> tuple[list[str],
-                                                                                 list[str]]:
+async def fleet_from_groups(
+    ems: EMS, scenario: Scenario, battery_group: str, heater_group: str, timeout_s: float = 60.0
+) -> tuple[list[str], list[str]]:
     """Wait (real s) until the groups hold the scenario's batteries and heaters online;
     return their agent ids, sorted, cut to the scenario's counts."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        batteries = sorted(r.agent_id for r in ems.registry.group_members(battery_group)
-                           if r.online)
-        heaters = sorted(r.agent_id for r in ems.registry.group_members(heater_group)
-                         if r.online)
+        batteries = sorted(
+            r.agent_id for r in ems.registry.group_members(battery_group) if r.online
+        )
+        heaters = sorted(r.agent_id for r in ems.registry.group_members(heater_group) if r.online)
         if len(batteries) >= scenario.n_batteries and len(heaters) >= scenario.n_heaters:
             return batteries[: scenario.n_batteries], heaters[: scenario.n_heaters]
         if loop.time() > deadline:
             raise TimeoutError(
                 f"scenario {scenario.name} needs {scenario.n_batteries} batteries in group "
                 f"{battery_group!r} and {scenario.n_heaters} water heaters in group "
-                f"{heater_group!r}; online: {len(batteries)} and {len(heaters)}")
+                f"{heater_group!r}; online: {len(batteries)} and {len(heaters)}"
+            )
         await asyncio.sleep(0.2)
 
 

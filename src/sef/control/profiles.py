@@ -121,9 +121,9 @@ def ar1_noise(
     return out
 
 
-def _events_arrays(patterns: Sequence[Sequence[DrawEvent]], assign: npt.NDArray[np.intp]) -> tuple[
-    npt.NDArray[np.intp], FloatArray, FloatArray, FloatArray
-]:
+def _events_arrays(
+    patterns: Sequence[Sequence[DrawEvent]], assign: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray, FloatArray]:
     heater, start, vol, flow = [], [], [], []
     for i, p in enumerate(assign):
         for ev in patterns[int(p)]:
@@ -166,8 +166,9 @@ def draw_matrix(
     wrap = start + dur > total_s
     pieces = [(start, np.minimum(start + dur, total_s), heater, flow)]
     if wrap.any():
-        pieces.append((np.zeros(int(wrap.sum())), (start + dur - total_s)[wrap], heater[wrap],
-                       flow[wrap]))
+        pieces.append(
+            (np.zeros(int(wrap.sum())), (start + dur - total_s)[wrap], heater[wrap], flow[wrap])
+        )
     for s0, s1, h, f in pieces:
         first = np.floor(s0 / dt_s).astype(np.intp)
         span = int(np.max(np.ceil(s1 / dt_s) - first)) if s0.size else 0

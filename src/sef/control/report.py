@@ -81,8 +81,12 @@ def _plots(out: Path, sc: Scenario, results: list[SimResult]) -> list[str]:
     ax.plot(t_h, sc.target_kw[:n], "k--", lw=1.5, label="target")
     for r in results:
         m = metrics(r)
-        ax.plot(t_h, r.series["net_kw"], lw=0.9,
-                label=f"net, {r.controller} (RMSE {m['rmse_kw']:.2f} kW)")
+        ax.plot(
+            t_h,
+            r.series["net_kw"],
+            lw=0.9,
+            label=f"net, {r.controller} (RMSE {m['rmse_kw']:.2f} kW)",
+        )
     ax.set(xlabel="time (h)", ylabel="kW", title=f"{sc.name}: base, target and net load")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
@@ -96,8 +100,9 @@ def _plots(out: Path, sc: Scenario, results: list[SimResult]) -> list[str]:
         (line,) = axes[0].plot(t_h, s["soc_mean"], lw=1.2, label=f"{r.controller} mean")
         axes[0].fill_between(t_h, s["soc_min"], s["soc_max"], color=line.get_color(), alpha=0.15)
         (line,) = axes[1].plot(t_h, s["top_c_mean"], lw=1.2, label=f"{r.controller} mean")
-        axes[1].fill_between(t_h, s["top_c_min"], s["top_c_max"], color=line.get_color(),
-                             alpha=0.15)
+        axes[1].fill_between(
+            t_h, s["top_c_min"], s["top_c_max"], color=line.get_color(), alpha=0.15
+        )
     bp = sc.battery_params
     for lim in (bp.soc_min, bp.soc_max):
         axes[0].axhline(lim, color="r", lw=0.8, ls=":")
@@ -116,8 +121,9 @@ def _plots(out: Path, sc: Scenario, results: list[SimResult]) -> list[str]:
         s = r.series
         axes[0].plot(t_h, s["battery_kw"], lw=0.8, label=f"{r.controller} batteries")
         axes[1].step(t_h, s["n_shed"], lw=0.8, where="post", label=f"{r.controller} shed")
-        axes[1].step(t_h, s["n_load_up"], lw=0.8, ls="--", where="post",
-                     label=f"{r.controller} load up")
+        axes[1].step(
+            t_h, s["n_load_up"], lw=0.8, ls="--", where="post", label=f"{r.controller} load up"
+        )
     axes[0].set(ylabel="battery fleet kW (+ charge)")
     axes[1].set(ylabel="heaters in event", xlabel="time (h)")
     for a in axes:

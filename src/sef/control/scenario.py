@@ -157,8 +157,12 @@ class Scenario:
     def wh_expected_kw(self) -> FloatArray:
         """Expected uncontrolled heater fleet demand (kW): draw heat + standby loss."""
         t_mean = self.wh_scalar("setpoint_c") - 0.5 * self.wh_scalar("deadband_k")
-        loss = self.n_heaters * self.wh_scalar("ua_w_per_k") / 1000.0 * (
-            t_mean - self.wh_scalar("ambient_c"))
+        loss = (
+            self.n_heaters
+            * self.wh_scalar("ua_w_per_k")
+            / 1000.0
+            * (t_mean - self.wh_scalar("ambient_c"))
+        )
         return self.draws_expected_lpm * self.wh_draw_kw_per_lpm() + loss
 
 
@@ -191,15 +195,21 @@ def _base_load(
         t, v = profiles.load_series_csv(base_dir / raw["csv"])
         v = v * float(raw.get("scale", 1.0))
     elif source == "bdew_h0":
-        t, v = profiles.bdew_h0_kw(str(raw.get("date", "2023-01-17")),
-                                   float(raw.get("annual_kwh", 4000.0)))
+        t, v = profiles.bdew_h0_kw(
+            str(raw.get("date", "2023-01-17")), float(raw.get("annual_kwh", 4000.0))
+        )
         v = v * float(raw.get("homes", 1))
     else:
         raise ValueError(f"[base_load] source must be 'csv' or 'bdew_h0', got {source!r}")
     expected = profiles.resample_mean(t, v, dt_s, steps, period_s=86400.0)
     scale = 1.0 + rng.normal(0.0, float(raw.get("scale_error_std", 0.0)))
-    noise = profiles.ar1_noise(rng, steps, dt_s, float(raw.get("noise_std", 0.0)),
-                               60.0 * float(raw.get("noise_tau_min", 30.0)))
+    noise = profiles.ar1_noise(
+        rng,
+        steps,
+        dt_s,
+        float(raw.get("noise_std", 0.0)),
+        60.0 * float(raw.get("noise_tau_min", 30.0)),
+    )
     return np.clip(expected * scale * (1.0 + noise), 0.0, None), expected
 
 
@@ -216,8 +226,9 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
 
     braw = dict(raw.get("batteries", {}))
     n_b = int(braw.get("count", 0))
-    bparams = BatteryParams(**_dataclass_kwargs(BatteryParams, braw.get("params", {}),
-                                                "batteries.params"))
+    bparams = BatteryParams(
+        **_dataclass_kwargs(BatteryParams, braw.get("params", {}), "batteries.params")
+    )
     lo, hi = _pair(braw.get("initial_soc"), (0.5, 0.5))
     soc0 = np.clip(rng.uniform(lo, hi, n_b), bparams.soc_min, bparams.soc_max)
 
@@ -234,18 +245,32 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
     csvs: list[str | Path] = [] if draws_cfg == "doe_medium" else [base / p for p in draws_cfg]
     shift_s = 60.0 * float(wraw.get("shift_std_min", 0.0))
     vscale = _pair(wraw.get("volume_scale"), (1.0, 1.0))
-    draws = profiles.draw_matrix(n_w, dt_s, steps, rng, shift_std_s=shift_s,
-                                 scale_range=vscale, csv_paths=csvs)
-    draws_exp = profiles.expected_draw_flow(n_w, dt_s, steps, shift_std_s=shift_s,
-                                            scale_range=vscale, csv_paths=csvs)
-    control = ControlSettings(**_dataclass_kwargs(ControlSettings, raw.get("control", {}),
-                                                  "control"))
+    draws = profiles.draw_matrix(
+        n_w, dt_s, steps, rng, shift_std_s=shift_s, scale_range=vscale, csv_paths=csvs
+    )
+    draws_exp = profiles.expected_draw_flow(
+        n_w, dt_s, steps, shift_std_s=shift_s, scale_range=vscale, csv_paths=csvs
+    )
+    control = ControlSettings(
+        **_dataclass_kwargs(ControlSettings, raw.get("control", {}), "control")
+    )
     sc = Scenario(
-        name=str(raw.get("name", "scenario")), dt_s=dt_s, steps=steps, seed=seed,
-        base_kw=base_kw, base_expected_kw=base_exp, target_kw=np.zeros(steps),
-        battery_params=bparams, battery_soc0=soc0, wh_params=wparams, wh_dr=dr,
-        draws_lpm=draws, draws_expected_lpm=draws_exp,
-        comfort_min_c=float(wraw.get("comfort_min_c", 43.33)), control=control, source=raw,
+        name=str(raw.get("name", "scenario")),
+        dt_s=dt_s,
+        steps=steps,
+        seed=seed,
+        base_kw=base_kw,
+        base_expected_kw=base_exp,
+        target_kw=np.zeros(steps),
+        battery_params=bparams,
+        battery_soc0=soc0,
+        wh_params=wparams,
+        wh_dr=dr,
+        draws_lpm=draws,
+        draws_expected_lpm=draws_exp,
+        comfort_min_c=float(wraw.get("comfort_min_c", 43.33)),
+        control=control,
+        source=raw,
     )
     sc.target_kw = _target(raw.get("target", {}), base, sc)
     return sc
@@ -261,7 +286,7 @@ def _target(raw: dict[str, Any], base_dir: Path, sc: Scenario) -> FloatArray:
     if kind == "smooth":
         width = max(1, round(float(raw.get("window_h", 6.0)) * 3600.0 / sc.dt_s))
         kernel = np.ones(width) / width
-        wrapped = np.concatenate([expected[-(width // 2):], expected, expected[: width]])
+        wrapped = np.concatenate([expected[-(width // 2) :], expected, expected[:width]])
         smooth = np.convolve(wrapped, kernel, mode="valid")
         return np.asarray(smooth[: sc.steps], dtype=np.float64)
     if kind == "cap":

@@ -32,11 +32,27 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Per-step series recorded (kW, fraction, °C, counts).
 SERIES = (
-    "base_kw", "target_kw", "net_kw", "battery_kw", "wh_kw", "net_goal_kw", "wh_plan_kw",
+    "base_kw",
+    "target_kw",
+    "net_kw",
+    "battery_kw",
+    "wh_kw",
+    "net_goal_kw",
+    "wh_plan_kw",
     "wh_est_kw",
-    "soc_mean", "soc_min", "soc_max", "soc_p10", "soc_p90",
-    "top_c_mean", "top_c_min", "top_c_max", "top_c_p10", "top_c_p90",
-    "n_shed", "n_load_up", "events",
+    "soc_mean",
+    "soc_min",
+    "soc_max",
+    "soc_p10",
+    "soc_p90",
+    "top_c_mean",
+    "top_c_min",
+    "top_c_max",
+    "top_c_p10",
+    "top_c_p90",
+    "n_shed",
+    "n_load_up",
+    "events",
 )
 
 
@@ -99,8 +115,11 @@ def simulate(
     sc = scenario
     t0 = time.perf_counter()
     app.reset(sc)
-    bats = BatteryModel(sc.battery_params, n=max(sc.n_batteries, 1), soc=(
-        sc.battery_soc0 if sc.n_batteries else 0.5))
+    bats = BatteryModel(
+        sc.battery_params,
+        n=max(sc.n_batteries, 1),
+        soc=(sc.battery_soc0 if sc.n_batteries else 0.5),
+    )
     n_b = sc.n_batteries
     whs = WaterHeaterModel(sc.wh_params, n=max(sc.n_heaters, 1), dr=sc.wh_dr)
     n_w = sc.n_heaters
@@ -114,9 +133,14 @@ def simulate(
     net_prev = float(sc.base_kw[0])
     for k in range(sc.steps):
         obs = Observation(
-            step=k, t_s=k * sc.dt_s, dt_s=sc.dt_s, net_kw=net_prev,
-            battery_energy_kwh=bats.energy_kwh[:n_b].copy(), battery_power_kw=b_power,
-            wh_power_kw=w_power, wh_energy_kwh=whs.stored_energy_kwh[:n_w],
+            step=k,
+            t_s=k * sc.dt_s,
+            dt_s=sc.dt_s,
+            net_kw=net_prev,
+            battery_energy_kwh=bats.energy_kwh[:n_b].copy(),
+            battery_power_kw=b_power,
+            wh_power_kw=w_power,
+            wh_energy_kwh=whs.stored_energy_kwh[:n_w],
             wh_mode=whs.mode[:n_w].copy(),
         )
         forecaster.update(obs)
@@ -148,10 +172,20 @@ def simulate(
         rec["net_goal_kw"][k] = dec.info.get("net_goal_kw", np.nan)
         rec["wh_plan_kw"][k] = dec.info.get("wh_plan_kw", np.nan)
         rec["wh_est_kw"][k] = dec.info.get("wh_est_kw", np.nan)
-        (rec["soc_mean"][k], rec["soc_min"][k], rec["soc_max"][k], rec["soc_p10"][k],
-         rec["soc_p90"][k]) = _pct(bats.soc[:n_b])
-        (rec["top_c_mean"][k], rec["top_c_min"][k], rec["top_c_max"][k], rec["top_c_p10"][k],
-         rec["top_c_p90"][k]) = _pct(whs.temperatures_c[:n_w, 0])
+        (
+            rec["soc_mean"][k],
+            rec["soc_min"][k],
+            rec["soc_max"][k],
+            rec["soc_p10"][k],
+            rec["soc_p90"][k],
+        ) = _pct(bats.soc[:n_b])
+        (
+            rec["top_c_mean"][k],
+            rec["top_c_min"][k],
+            rec["top_c_max"][k],
+            rec["top_c_p10"][k],
+            rec["top_c_p90"][k],
+        ) = _pct(whs.temperatures_c[:n_w, 0])
         mode = whs.mode[:n_w]
         rec["n_shed"][k] = np.sum(mode == int(DRMode.SHED))
         rec["n_load_up"][k] = np.sum(mode == int(DRMode.LOAD_UP))
@@ -166,8 +200,15 @@ def simulate(
     if first is not None:
         extra["lp_ideal_rmse_kw"] = float(first.rmse_kw)
     return SimResult(
-        controller=app.name, scenario=sc.name, dt_s=sc.dt_s, series=rec,
-        comfort_violations=comfort, soc_violations=soc_bad, clipped_steps=clipped,
-        throughput_kwh=throughput, wall_s=time.perf_counter() - t0, decide_s=decide_s,
+        controller=app.name,
+        scenario=sc.name,
+        dt_s=sc.dt_s,
+        series=rec,
+        comfort_violations=comfort,
+        soc_violations=soc_bad,
+        clipped_steps=clipped,
+        throughput_kwh=throughput,
+        wall_s=time.perf_counter() - t0,
+        decide_s=decide_s,
         extra=extra,
     )

@@ -53,11 +53,27 @@ class Fleet:
         port = self.processes.start(
             f"battery-emulator-{i + 1}",
             ["emulate", "battery", "--port", "0", "--soc", f"{self.battery_soc[i]:.4f}"],
-            r"listening on [\d.]+:(\d+)")
+            r"listening on [\d.]+:(\d+)",
+        )
         self.processes.start(
-            agent_id, ["bis", "--modbus", f"tcp://127.0.0.1:{port}", "--id", agent_id,
-                       "--broker", self.broker, "--group", BATTERY_GROUP, "--poll",
-                       str(self.bis_poll_s), "--keepalive", "5"], r"(starting)")
+            agent_id,
+            [
+                "bis",
+                "--modbus",
+                f"tcp://127.0.0.1:{port}",
+                "--id",
+                agent_id,
+                "--broker",
+                self.broker,
+                "--group",
+                BATTERY_GROUP,
+                "--poll",
+                str(self.bis_poll_s),
+                "--keepalive",
+                "5",
+            ],
+            r"(starting)",
+        )
         return agent_id
 
     def _heater(self, j: int) -> str:
@@ -65,11 +81,25 @@ class Fleet:
         where = self.processes.start(
             f"sgd-emulator-{j + 1}",
             ["emulate", "waterheater", "--pty", "--start-temp", f"{self.heater_temp_c[j]:.2f}"],
-            r"ready on (\S+)")
+            r"ready on (\S+)",
+        )
         self.processes.start(
-            agent_id, ["ucm", "--serial", where, "--id", agent_id, "--broker", self.broker,
-                       "--group", HEATER_GROUP, "--poll", str(self.ucm_poll_s)],
-            r"(starting|ucm)")
+            agent_id,
+            [
+                "ucm",
+                "--serial",
+                where,
+                "--id",
+                agent_id,
+                "--broker",
+                self.broker,
+                "--group",
+                HEATER_GROUP,
+                "--poll",
+                str(self.ucm_poll_s),
+            ],
+            r"(starting|ucm)",
+        )
         return agent_id
 
     def start(self) -> None:

@@ -49,10 +49,13 @@ class DemoProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "sef", *args], env={**os.environ, **self.env,
-                                                     "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)  # Ctrl-C reaches the demo only; it stops the children
+            [sys.executable, "-m", "sef", *args],
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )  # Ctrl-C reaches the demo only; it stops the children
         child = _Child(name, process, log_path)
         self.children.append(child)
         pattern = re.compile(ready)

@@ -71,8 +71,9 @@ def demo_scenario(batteries: int, waterheaters: int, hours: float) -> Scenario:
     return scenario
 
 
-def _view(ems: EMS, live: LiveControl | None, clock: ScaledClock, lines: list[str],
-          url: str) -> Group:
+def _view(
+    ems: EMS, live: LiveControl | None, clock: ScaledClock, lines: list[str], url: str
+) -> Group:
     status = Table.grid(padding=(0, 2))
     status.add_row("simulated time", f"{clock.datetime():%Y-%m-%d %H:%M} UTC")
     status.add_row("dashboard", url)
@@ -82,9 +83,11 @@ def _view(ems: EMS, live: LiveControl | None, clock: ScaledClock, lines: list[st
         rmse = math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else 0.0
         status.add_row("net load / target", f"{last.net_kw:6.1f} kW / {last.target_kw:6.1f} kW")
         status.add_row("tracking RMSE so far", f"{rmse:.2f} kW over {len(errors)} steps")
-    return Group(agents_table(ems.agents(), "SEF demo: agents"),
-                 Panel(status, title="control"), Panel("\n".join(lines[-6:]) or "starting ...",
-                                                       title="log"))
+    return Group(
+        agents_table(ems.agents(), "SEF demo: agents"),
+        Panel(status, title="control"),
+        Panel("\n".join(lines[-6:]) or "starting ...", title="log"),
+    )
 
 
 async def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
@@ -96,8 +99,9 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
     steps = min(scenario.steps, round(options.hours * 3600.0 / scenario.dt_s))
     today = datetime.now(tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start_s = today.timestamp() + 86400.0
-    clock = ScaledClock(speed=options.speed, sim_start=start_s,
-                        real_anchor=time.time() + LEAD_IN_REAL_S)
+    clock = ScaledClock(
+        speed=options.speed, sim_start=start_s, real_anchor=time.time() + LEAD_IN_REAL_S
+    )
     lines: list[str] = []
 
     def say(text: str) -> None:
@@ -113,9 +117,13 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         broker = start_broker()
         broker_url = broker.url
         say(f"broker: {broker.kind} on {broker_url}")
-    fleet = Fleet(broker_url, clock, out / "logs",
-                  battery_soc=scenario.battery_soc0.tolist(),
-                  heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist())
+    fleet = Fleet(
+        broker_url,
+        clock,
+        out / "logs",
+        battery_soc=scenario.battery_soc0.tolist(),
+        heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist(),
+    )
     store = Store.open(f"sqlite:///{(out / 'ems.db').resolve()}")
     ems = EMS(broker_url, "demo-ems", clock=clock, store=store, keepalive_s=5)
     server = None
@@ -130,19 +138,26 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         say(f"EMS with store {out / 'ems.db'}; dashboard and API on {server.url}")
         if options.browser:
             webbrowser.open(server.url)
-        say(f"starting {options.batteries} battery emulators + BIS and {options.waterheaters} "
-            "SGD emulators + UCM (one process each)")
+        say(
+            f"starting {options.batteries} battery emulators + BIS and {options.waterheaters} "
+            "SGD emulators + UCM (one process each)"
+        )
         await asyncio.to_thread(fleet.start)
-        batteries, heaters = await fleet_from_groups(ems, scenario, BATTERY_GROUP,
-                                                     HEATER_GROUP, timeout_s=60.0)
-        say(f"all {len(batteries) + len(heaters)} agents online; control app "
-            f"{options.controller} follows the target from midnight for {options.hours:g} h")
-        live = LiveControl(ems, scenario, make_controller(options.controller), batteries,
-                           heaters, start_s=start_s)
+        batteries, heaters = await fleet_from_groups(
+            ems, scenario, BATTERY_GROUP, HEATER_GROUP, timeout_s=60.0
+        )
+        say(
+            f"all {len(batteries) + len(heaters)} agents online; control app "
+            f"{options.controller} follows the target from midnight for {options.hours:g} h"
+        )
+        live = LiveControl(
+            ems, scenario, make_controller(options.controller), batteries, heaters, start_s=start_s
+        )
         run = asyncio.create_task(live.run(steps))
         if options.live_table:
-            with Live(_view(ems, live, clock, lines, server.url), console=console,
-                      refresh_per_second=4) as display:
+            with Live(
+                _view(ems, live, clock, lines, server.url), console=console, refresh_per_second=4
+            ) as display:
                 while not run.done():
                     await asyncio.sleep(0.25)
                     display.update(_view(ems, live, clock, lines, server.url))
@@ -150,9 +165,11 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         summary = write_report(out, scenario, [result])
         metrics = summary["controllers"][result.controller]
         console.print(f"report in {out}: {', '.join(summary['files'])}")
-        console.print(f"tracking RMSE {metrics['rmse_kw']:.2f} kW, peak {metrics['peak_kw']:.1f}"
-                      f" kW, comfort violations {metrics['comfort_violations']:.0f}, "
-                      f"SOC violations {metrics['soc_violations']:.0f}")
+        console.print(
+            f"tracking RMSE {metrics['rmse_kw']:.2f} kW, peak {metrics['peak_kw']:.1f}"
+            f" kW, comfort violations {metrics['comfort_violations']:.0f}, "
+            f"SOC violations {metrics['soc_violations']:.0f}"
+        )
         return summary
     finally:
         fleet.stop()

@@ -94,8 +94,10 @@ def check_args(iface: Interface, interface: str, method: str, args: Any) -> Chec
         raise CallRefused(f"invalid interface name {interface!r}")
     spec = iface.methods.get(method)
     if spec is None:
-        raise CallRefused(f"interface {interface} has no method {method!r} "
-                          f"(methods: {', '.join(sorted(iface.methods)) or 'none'})")
+        raise CallRefused(
+            f"interface {interface} has no method {method!r} "
+            f"(methods: {', '.join(sorted(iface.methods)) or 'none'})"
+        )
     try:
         values = args_from_json(spec.in_args, args)
     except TypeMismatch as exc:
@@ -109,8 +111,9 @@ class Caller:
     Feed every received message to :meth:`handle` (the owner's message handler does it).
     """
 
-    def __init__(self, bus: BusClient, clock: Clock, topics: Topics, sender: str,
-                 default_ttl_s: float = 30.0) -> None:
+    def __init__(
+        self, bus: BusClient, clock: Clock, topics: Topics, sender: str, default_ttl_s: float = 30.0
+    ) -> None:
         self.bus = bus
         self.clock = clock
         self.topics = topics
@@ -163,14 +166,19 @@ class Caller:
             topic = self.topics.call(target.name, call.interface, call.method)
         now = self.clock.now()
         ttl = ttl_s if ttl_s is not None else self.clock.to_clock(self.default_ttl_s)
-        message = Call(call_id or uuid.uuid4().hex, call.args, now, now + ttl,
-                       self.reply_topic if reply else None, self.sender)
+        message = Call(
+            call_id or uuid.uuid4().hex,
+            call.args,
+            now,
+            now + ttl,
+            self.reply_topic if reply else None,
+            self.sender,
+        )
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         if reply:
             self._pending[message.id] = queue
         try:
-            self.bus.publish(topic, message.to_payload(), qos=1,
-                             expiry_s=self.clock.to_real(ttl))
+            self.bus.publish(topic, message.to_payload(), qos=1, expiry_s=self.clock.to_real(ttl))
             self.calls_sent += 1
             if not reply:
                 return []

@@ -37,8 +37,18 @@ __all__ = [
 ]
 
 EventKind: TypeAlias = Literal[
-    "discovered", "online", "offline", "about", "property", "interface", "signal", "gap",
-    "stale_death", "bad_message", "gateway_up", "gateway_down",
+    "discovered",
+    "online",
+    "offline",
+    "about",
+    "property",
+    "interface",
+    "signal",
+    "gap",
+    "stale_death",
+    "bad_message",
+    "gateway_up",
+    "gateway_down",
 ]
 """The ``kind`` names of registry events, as they appear on the wire."""
 
@@ -212,8 +222,18 @@ class GatewayDown:
         return list(self.agents)
 
 
-AgentEvent: TypeAlias = (PropertyChanged | Discovered | Online | Offline | StaleStatus
-                         | AboutReceived | InterfaceLoaded | SignalReceived | Gap | BadMessage)
+AgentEvent: TypeAlias = (
+    PropertyChanged
+    | Discovered
+    | Online
+    | Offline
+    | StaleStatus
+    | AboutReceived
+    | InterfaceLoaded
+    | SignalReceived
+    | Gap
+    | BadMessage
+)
 """An event about one agent (``agent_id`` is an agent). The most frequent kind comes first:
 ``isinstance(event, AgentEvent)`` tries the members in order."""
 

@@ -87,28 +87,40 @@ class Recorder:
             self._wake.set()
             _, late = await asyncio.wait(pending, timeout=timeout_s)
             if late:
-                log.error("rows not committed within %.1f s at stop (store failures: %d): "
-                          "their messages stay unacknowledged and are delivered again",
-                          timeout_s, self.failures)
+                log.error(
+                    "rows not committed within %.1f s at stop (store failures: %d): "
+                    "their messages stay unacknowledged and are delivered again",
+                    timeout_s,
+                    self.failures,
+                )
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
         if self._done is not None:
-            _fail(self._done, StoreError(f"{len(self._batch)} rows not committed: the "
-                                         "recorder stopped"))
+            _fail(
+                self._done,
+                StoreError(f"{len(self._batch)} rows not committed: the recorder stopped"),
+            )
             self._done = None
 
     # -- from registry events ---------------------------------------------------------
-    def record(self, event: AgentEvent, record: AgentRecord,
-               now: float) -> asyncio.Future[None] | None:
+    def record(
+        self, event: AgentEvent, record: AgentRecord, now: float
+    ) -> asyncio.Future[None] | None:
         """Add what a registry event changed; return the commit future (None: nothing)."""
         if isinstance(event, PropertyChanged):
             entry = record.properties[event.key]
-            return self.telemetry(TelemetryIn(
-                record.agent_id, event.key, entry.ts if entry.ts is not None else now,
-                entry.seq if entry.seq is not None else -1, now,
-                _to_json(entry.value)))
+            return self.telemetry(
+                TelemetryIn(
+                    record.agent_id,
+                    event.key,
+                    entry.ts if entry.ts is not None else now,
+                    entry.seq if entry.seq is not None else -1,
+                    now,
+                    _to_json(entry.value),
+                )
+            )
         if isinstance(event, (Online, Offline, StaleStatus, Gap)):
             self.event(record.agent_id, now, event.kind, str(event.detail))
             return self.agent(agent_row(record))
@@ -133,8 +145,9 @@ class Recorder:
         self._batch.agents[row.agent_id] = row
         return self._future()
 
-    def event(self, agent_id: str, ts: float, kind: str,
-              detail: str | None) -> asyncio.Future[None]:
+    def event(
+        self, agent_id: str, ts: float, kind: str, detail: str | None
+    ) -> asyncio.Future[None]:
         self._batch.events.append((agent_id, ts, kind, detail))
         return self._future()
 
@@ -154,8 +167,9 @@ class Recorder:
             try:
                 await self._commit(batch)
             except BaseException as exc:  # stopped while the store refused the batch
-                why = "the recorder stopped" if isinstance(exc, asyncio.CancelledError) \
-                    else repr(exc)
+                why = (
+                    "the recorder stopped" if isinstance(exc, asyncio.CancelledError) else repr(exc)
+                )
                 _fail(done, StoreError(f"{len(batch)} rows not committed: {why}"))
                 raise
             finally:
@@ -171,8 +185,9 @@ class Recorder:
                 inserted = await asyncio.to_thread(self.store.write_batch, batch)
             except Exception as exc:  # database down or refusing: retry, ack nothing
                 self.failures += 1
-                log.error("store write of %d rows failed (%s); retrying in %.1f s", len(batch),
-                          exc, delay)
+                log.error(
+                    "store write of %d rows failed (%s); retrying in %.1f s", len(batch), exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -194,19 +209,39 @@ def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
 
 def agent_row(record: AgentRecord) -> AgentRow:
     """The store row of a registry record."""
-    return AgentRow(record.agent_id, record.online, record.bdseq, dict(record.about),
-                    dict(record.interfaces), list(record.groups), record.first_seen,
-                    record.last_seen, record.online_since, record.offline_since,
-                    record.offline_reason, record.gaps)
+    return AgentRow(
+        record.agent_id,
+        record.online,
+        record.bdseq,
+        dict(record.about),
+        dict(record.interfaces),
+        list(record.groups),
+        record.first_seen,
+        record.last_seen,
+        record.online_since,
+        record.offline_since,
+        record.offline_reason,
+        record.gaps,
+    )
 
 
-def agent_record(row: AgentRow,
-                 props: dict[str, tuple[object, float | None, float]]) -> AgentRecord:
+def agent_record(
+    row: AgentRow, props: dict[str, tuple[object, float | None, float]]
+) -> AgentRecord:
     """A registry record rebuilt from the store."""
     return AgentRecord(
-        row.agent_id, online=row.online, bdseq=row.bdseq, about=dict(row.about),
-        interfaces=dict(row.interfaces), groups=list(row.groups),
+        row.agent_id,
+        online=row.online,
+        bdseq=row.bdseq,
+        about=dict(row.about),
+        interfaces=dict(row.interfaces),
+        groups=list(row.groups),
         properties={k: PropertyValue(v, ts, rx) for k, (v, ts, rx) in props.items()},
-        first_seen=row.first_seen, last_seen=row.last_seen, online_since=row.online_since,
-        offline_since=row.offline_since, offline_reason=row.offline_reason,
-        keepalive_s=None, gaps=row.gaps)
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        online_since=row.online_since,
+        offline_since=row.offline_since,
+        offline_reason=row.offline_reason,
+        keepalive_s=None,
+        gaps=row.gaps,
+    )

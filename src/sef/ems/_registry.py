@@ -165,8 +165,12 @@ class Registry:
             if len(cache) >= PARSE_CACHE_SIZE:
                 cache.clear()
             cache[topic] = parsed
-        if parsed is None or parsed.kind in (TopicKind.CALL, TopicKind.GROUP_CALL,
-                                             TopicKind.REPLY, TopicKind.HOST_STATUS):
+        if parsed is None or parsed.kind in (
+            TopicKind.CALL,
+            TopicKind.GROUP_CALL,
+            TopicKind.REPLY,
+            TopicKind.HOST_STATUS,
+        ):
             return []
         if parsed.kind in (TopicKind.GATEWAY_STATUS, TopicKind.GATEWAY_AGENTS):
             return self._gateway(parsed.kind, parsed.owner, message, now)
@@ -210,8 +214,9 @@ class Registry:
             elif parsed.kind is TopicKind.SIGNAL:
                 signal = SignalEmission.from_object(obj)
                 events += self._sequence(record, signal.seq, message)
-                events.append(SignalReceived(agent_id, f"{parsed.interface}.{parsed.member}",
-                                             signal.args))
+                events.append(
+                    SignalReceived(agent_id, f"{parsed.interface}.{parsed.member}", signal.args)
+                )
         except PayloadError as exc:
             self.bad_messages += 1
             log.warning("bad message on %s: %s", message.topic, exc)
@@ -251,8 +256,9 @@ class Registry:
                     events.append(Offline(agent_id, "gateway"))
         return events
 
-    def _status(self, record: AgentRecord, status: Status, message: Message,
-                now: float) -> list[Event]:
+    def _status(
+        self, record: AgentRecord, status: Status, message: Message, now: float
+    ) -> list[Event]:
         agent_id = record.agent_id
         if status.online:
             if record.bdseq is not None and status.bdseq < record.bdseq:
@@ -263,16 +269,21 @@ class Registry:
             record.keepalive_s = status.keepalive_s
             record.offline_reason = None
             # a retained birth is old news: later live messages continue from an unknown seq
-            record.expected_seq = (None if status.seq is None or message.retain
-                                   else (status.seq + 1) % SEQ_MODULUS)
+            record.expected_seq = (
+                None if status.seq is None or message.retain else (status.seq + 1) % SEQ_MODULUS
+            )
             if not was_online:
                 record.online_since = status.ts or now
                 return [Online(agent_id, status.bdseq)]
             return []
         # a death: only the death of the current (or a newer) session counts
         if record.bdseq is not None and status.bdseq < record.bdseq:
-            log.info("agent %s: stale death (bdseq %d < %d) ignored", agent_id, status.bdseq,
-                     record.bdseq)
+            log.info(
+                "agent %s: stale death (bdseq %d < %d) ignored",
+                agent_id,
+                status.bdseq,
+                record.bdseq,
+            )
             return [StaleStatus(agent_id, status.bdseq)]
         was_online = record.online
         record.online = False

@@ -89,11 +89,16 @@ class EMS:
         self.on_event = on_event
         self.rebirths_requested = 0
         self._last_rebirth: dict[str, float] = {}
-        self.bus = BusClient(broker, f"{self.host_id}-{id(self):x}" if not announce else
-                             self.host_id, on_message=self._on_message,
-                             will=self._make_will if announce else None,
-                             on_connect=self._on_connect, keepalive_s=keepalive_s,
-                             clean_session=store is None, manual_ack=store is not None)
+        self.bus = BusClient(
+            broker,
+            f"{self.host_id}-{id(self):x}" if not announce else self.host_id,
+            on_message=self._on_message,
+            will=self._make_will if announce else None,
+            on_connect=self._on_connect,
+            keepalive_s=keepalive_s,
+            clean_session=store is None,
+            manual_ack=store is not None,
+        )
         self.caller = Caller(self.bus, self.clock, self.topics, sender=self.bus.client_id)
         self._tasks = TaskSet(self.host_id)
         self._last_message = 0.0
@@ -120,8 +125,9 @@ class EMS:
         async def goodbye() -> None:
             if self.announce:
                 status = Status(False, self.session.bdseq, self.clock.now(), reason="shutdown")
-                self.bus.publish(self.topics.host_status(self.host_id), status.to_payload(),
-                                 retain=True)
+                self.bus.publish(
+                    self.topics.host_status(self.host_id), status.to_payload(), retain=True
+                )
                 await asyncio.sleep(0.05)
 
         await self._tasks.close()
@@ -146,15 +152,22 @@ class EMS:
 
     def _make_will(self) -> Will:
         bdseq = self.session.new_session()
-        return Will(self.topics.host_status(self.host_id),
-                    Status(False, bdseq, reason="will").to_payload())
+        return Will(
+            self.topics.host_status(self.host_id), Status(False, bdseq, reason="will").to_payload()
+        )
 
     async def _on_connect(self) -> None:
         if self.announce:
-            status = Status(True, self.session.bdseq, self.clock.now(), self.bus.keepalive_s,
-                            self.session.next_seq())
-            self.bus.publish(self.topics.host_status(self.host_id), status.to_payload(),
-                             retain=True)
+            status = Status(
+                True,
+                self.session.bdseq,
+                self.clock.now(),
+                self.bus.keepalive_s,
+                self.session.next_seq(),
+            )
+            self.bus.publish(
+                self.topics.host_status(self.host_id), status.to_payload(), retain=True
+            )
 
     # -- incoming -----------------------------------------------------------------
     def _on_message(self, message: Message) -> asyncio.Future[None] | None:
@@ -175,15 +188,20 @@ class EMS:
     def _react(self, event: Event) -> None:
         match event:
             case Online() | Offline() | Discovered() | StaleStatus():
-                log.info("agent %s: %s %s", event.agent_id, event.kind,
-                         "" if event.detail is None else event.detail)
+                log.info(
+                    "agent %s: %s %s",
+                    event.agent_id,
+                    event.kind,
+                    "" if event.detail is None else event.detail,
+                )
             case GatewayUp(home, agents):
                 log.info("gateway %s: uplink up again; asking its agents to re-announce", home)
                 for agent_id in agents:
                     self.rebirth(agent_id)
             case Gap(agent_id, expected, got):
-                log.warning("agent %s: message sequence gap (expected %d, got %d)", agent_id,
-                            expected, got)
+                log.warning(
+                    "agent %s: message sequence gap (expected %d, got %d)", agent_id, expected, got
+                )
                 self.rebirth(agent_id)
         if self.on_event is not None:
             try:
@@ -205,8 +223,9 @@ class EMS:
             return False
         self._last_rebirth[agent_id] = loop_now
         self.rebirths_requested += 1
-        self._tasks.spawn(self.caller.call(target, _rebirth(), reply=False),
-                          name=f"rebirth {agent_id}")
+        self._tasks.spawn(
+            self.caller.call(target, _rebirth(), reply=False), name=f"rebirth {agent_id}"
+        )
         return True
 
     async def settle(self, quiet_s: float = 0.3, max_s: float = 3.0) -> None:
@@ -243,9 +262,18 @@ class EMS:
             raise CallRefused(f"unknown interface {interface!r}: no agent announced it")
         return check_args(iface, interface, method, args)
 
-    async def call(self, target: str | CallTarget, interface: str, method: str,
-                   args: Sequence[Any], *, reply: bool = True, timeout_s: float = 5.0,
-                   ttl_s: float | None = None, call_id: str | None = None) -> list[Reply]:
+    async def call(
+        self,
+        target: str | CallTarget,
+        interface: str,
+        method: str,
+        args: Sequence[Any],
+        *,
+        reply: bool = True,
+        timeout_s: float = 5.0,
+        ttl_s: float | None = None,
+        call_id: str | None = None,
+    ) -> list[Reply]:
         """Call a method on an agent or a group (``group:NAME``).
 
         Target and arguments are validated (:meth:`check`) before anything is sent
@@ -257,15 +285,24 @@ class EMS:
             dest = target if isinstance(target, CallTarget) else CallTarget.parse(target)
             checked = self.check(interface, method, args)
         except CallRefused as exc:
-            await self._log_command(call_id, str(target), interface, method, args, "refused",
-                                    str(exc))
+            await self._log_command(
+                call_id, str(target), interface, method, args, "refused", str(exc)
+            )
             raise
-        return await self.send(dest, checked, reply=reply, timeout_s=timeout_s, ttl_s=ttl_s,
-                               call_id=call_id)
+        return await self.send(
+            dest, checked, reply=reply, timeout_s=timeout_s, ttl_s=ttl_s, call_id=call_id
+        )
 
-    async def send(self, target: CallTarget, call: CheckedArgs, *, reply: bool = True,
-                   timeout_s: float = 5.0, ttl_s: float | None = None,
-                   call_id: str | None = None) -> list[Reply]:
+    async def send(
+        self,
+        target: CallTarget,
+        call: CheckedArgs,
+        *,
+        reply: bool = True,
+        timeout_s: float = 5.0,
+        ttl_s: float | None = None,
+        call_id: str | None = None,
+    ) -> list[Reply]:
         """Send a checked call (:meth:`check`) to an agent or a group; nothing is checked
         again.
 
@@ -275,32 +312,72 @@ class EMS:
         """
         call_id = call_id or uuid.uuid4().hex
         expect = len(self.registry.group_members(target.name)) if target.group else None
-        await self._log_command(call_id, str(target), call.interface, call.method, call.args,
-                                "sent")
-        replies = await self.caller.call(target, call, reply=reply, timeout_s=timeout_s,
-                                         expect=expect or None, ttl_s=ttl_s, call_id=call_id)
+        await self._log_command(
+            call_id, str(target), call.interface, call.method, call.args, "sent"
+        )
+        replies = await self.caller.call(
+            target,
+            call,
+            reply=reply,
+            timeout_s=timeout_s,
+            expect=expect or None,
+            ttl_s=ttl_s,
+            call_id=call_id,
+        )
         if self.store is not None and reply:
-            status = ("timeout" if not replies else
-                      "ok" if all(r.ok for r in replies) else "error")
-            await asyncio.to_thread(self.store.update_command, call_id, status, [
-                {"agent": r.agent, "ok": r.ok, "result": r.result, "error": r.error,
-                 "message": r.message} for r in replies])
+            status = "timeout" if not replies else "ok" if all(r.ok for r in replies) else "error"
+            await asyncio.to_thread(
+                self.store.update_command,
+                call_id,
+                status,
+                [
+                    {
+                        "agent": r.agent,
+                        "ok": r.ok,
+                        "result": r.result,
+                        "error": r.error,
+                        "message": r.message,
+                    }
+                    for r in replies
+                ],
+            )
         return replies
 
-    async def _log_command(self, call_id: str, target: str, interface: str, method: str,
-                           args: Sequence[Any], status: str, error: str | None = None) -> None:
+    async def _log_command(
+        self,
+        call_id: str,
+        target: str,
+        interface: str,
+        method: str,
+        args: Sequence[Any],
+        status: str,
+        error: str | None = None,
+    ) -> None:
         if self.store is not None:
-            await asyncio.to_thread(self.store.log_command, call_id, self.clock.now(),
-                                    self.bus.client_id, target, interface, method, list(args),
-                                    status, error)
+            await asyncio.to_thread(
+                self.store.log_command,
+                call_id,
+                self.clock.now(),
+                self.bus.client_id,
+                target,
+                interface,
+                method,
+                list(args),
+                status,
+                error,
+            )
 
 
-async def snapshot(broker: BrokerURL | str, *, clock: Clock | None = None,
-                   topics: Topics | None = None, quiet_s: float = 0.3,
-                   max_s: float = 3.0) -> list[AgentRecord]:
+async def snapshot(
+    broker: BrokerURL | str,
+    *,
+    clock: Clock | None = None,
+    topics: Topics | None = None,
+    quiet_s: float = 0.3,
+    max_s: float = 3.0,
+) -> list[AgentRecord]:
     """Read the agents' retained state from the broker without announcing an EMS."""
-    ems = EMS(broker, "snapshot", clock=clock, topics=topics, announce=False,
-              request_rebirth=False)
+    ems = EMS(broker, "snapshot", clock=clock, topics=topics, announce=False, request_rebirth=False)
     await ems.start()
     try:
         await ems.settle(quiet_s, max_s)

@@ -16,8 +16,14 @@ from sef.ems._registry import AgentRecord
 __all__ = ["TELEMETRY_HIGHLIGHTS", "agents_table", "telemetry_text"]
 
 TELEMETRY_HIGHLIGHTS = (
-    ("Event", ""), ("Sys_SOC", " %"), ("Sys_Power_kW", " kW"), ("Sys_Energy_kWh", " kWh"),
-    ("Op_State", ""), ("Power_W", " W"), ("Energy_Stored_Wh", " Wh"), ("Link", ""),
+    ("Event", ""),
+    ("Sys_SOC", " %"),
+    ("Sys_Power_kW", " kW"),
+    ("Sys_Energy_kWh", " kWh"),
+    ("Op_State", ""),
+    ("Power_W", " W"),
+    ("Energy_Stored_Wh", " Wh"),
+    ("Link", ""),
 )
 """Telemetry keys an operator wants first, with their display units."""
 
@@ -35,10 +41,13 @@ def telemetry_text(record: AgentRecord, limit: int = 5) -> str:
         value = entry.value
         if not isinstance(value, dict):  # plain properties such as AssetName
             continue
-        plain = {name: item[1] if isinstance(item, list) and len(item) == 2 else item
-                 for name, item in value.items()}
+        plain = {
+            name: item[1] if isinstance(item, list) and len(item) == 2 else item
+            for name, item in value.items()
+        }
         keys = [(k, unit) for k, unit in TELEMETRY_HIGHLIGHTS if k in plain] or [
-            (k, "") for k in plain if k != "TimeStamp"]
+            (k, "") for k in plain if k != "TimeStamp"
+        ]
         for name, unit in keys[:limit]:
             shown = plain[name]
             if isinstance(shown, float):
@@ -61,6 +70,12 @@ def agents_table(records: list[AgentRecord], title: str = "SEF agents") -> Table
         status = {True: "[green]online[/]", False: "[red]offline[/]", None: "unknown"}[r.online]
         style = "dim" if r.online is False else None
         seen = r.offline_since if r.online is False else (r.last_seen or r.online_since)
-        table.add_row(r.agent_id, status, ", ".join(r.groups), _when(seen)[11:],
-                      telemetry_text(r), style=style)
+        table.add_row(
+            r.agent_id,
+            status,
+            ", ".join(r.groups),
+            _when(seen)[11:],
+            telemetry_text(r),
+            style=style,
+        )
     return table

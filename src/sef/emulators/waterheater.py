@@ -62,8 +62,15 @@ log = logging.getLogger("sef.emulator.waterheater")
 _DAY_S = 86400.0
 _MIN_STEP_S = 1e-3
 _INFORMATIONAL = (cta.SimpleTimeSync, cta.PendingEventTime, cta.PendingEventType)
-_UNSUPPORTED = (cta.PowerLevel, cta.PresentRelativePrice, cta.NextRelativePrice,
-                cta.TimeRemaining, cta.GridGuidance, cta.Sleep, cta.Wake)
+_UNSUPPORTED = (
+    cta.PowerLevel,
+    cta.PresentRelativePrice,
+    cta.NextRelativePrice,
+    cta.TimeRemaining,
+    cta.GridGuidance,
+    cta.Sleep,
+    cta.Wake,
+)
 
 
 def c_to_f(celsius: float) -> int:
@@ -96,16 +103,28 @@ class SGDEmulator:
     vendor_id = 0x5345  # "SE"
     model_name = "SEF-EWH-50"
 
-    def __init__(self, clock: Clock | None = None, *, params: WaterHeaterParams | None = None,
-                 dr: DRSettings | None = None, draws: NDArray[np.float64] | None = None,
-                 draw_step_s: float = 60.0, tick_s: float = 0.05,
-                 comm_timeout_s: float = 300.0, nak_on_override: bool = False,
-                 serial: str = "SEF-WH-0001", timing: cta.LinkTiming | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        params: WaterHeaterParams | None = None,
+        dr: DRSettings | None = None,
+        draws: NDArray[np.float64] | None = None,
+        draw_step_s: float = 60.0,
+        tick_s: float = 0.05,
+        comm_timeout_s: float = 300.0,
+        nak_on_override: bool = False,
+        serial: str = "SEF-WH-0001",
+        timing: cta.LinkTiming | None = None,
+    ) -> None:
         self.clock = clock or default_clock()
         settings = dataclasses.replace(dr or DRSettings(), heartbeat_timeout_s=math.inf)
         self.model = WaterHeaterModel(params or WaterHeaterParams(), n=1, dr=settings)
-        self.draws = (doe_medium_draw_profile(draw_step_s) if draws is None
-                      else np.asarray(draws, dtype=np.float64))
+        self.draws = (
+            doe_medium_draw_profile(draw_step_s)
+            if draws is None
+            else np.asarray(draws, dtype=np.float64)
+        )
         self.draw_step_s = draw_step_s
         self.tick_s = tick_s
         self.comm_timeout_s = comm_timeout_s
@@ -163,8 +182,9 @@ class SGDEmulator:
         if self._last_heartbeat is None:
             return
         if asyncio.get_running_loop().time() - self._last_heartbeat > self.comm_timeout_s:
-            log.warning("SGD: no Outside Comm Status for %.0f s: back to normal",
-                        self.comm_timeout_s)
+            log.warning(
+                "SGD: no Outside Comm Status for %.0f s: back to normal", self.comm_timeout_s
+            )
             self.model.end_shed()
             self._last_heartbeat = None
 
@@ -236,8 +256,13 @@ class SGDEmulator:
         if isinstance(msg, cta.Shed | cta.CriticalPeak | cta.GridEmergency):
             if self.override and self.nak_on_override:
                 return cta.AppNak(cta.AppNakReason.CUSTOMER_OVERRIDE)
-            start = (m.shed if isinstance(msg, cta.Shed) else m.critical_peak
-                     if isinstance(msg, cta.CriticalPeak) else m.grid_emergency)
+            start = (
+                m.shed
+                if isinstance(msg, cta.Shed)
+                else m.critical_peak
+                if isinstance(msg, cta.CriticalPeak)
+                else m.grid_emergency
+            )
             start(None, msg.duration_s or None)
         elif isinstance(msg, cta.LoadUp):
             m.load_up(None, msg.duration_s or None)
@@ -245,8 +270,11 @@ class SGDEmulator:
             m.end_shed()
         elif isinstance(msg, cta.OutsideCommStatus):
             m.heartbeat(None, msg.value)
-            self._last_heartbeat = (None if msg.value == cta.CommStatus.NO_CONNECTION
-                                    else asyncio.get_running_loop().time())
+            self._last_heartbeat = (
+                None
+                if msg.value == cta.CommStatus.NO_CONNECTION
+                else asyncio.get_running_loop().time()
+            )
         elif isinstance(msg, cta.CustomerOverride):
             m.customer_override(None, msg.active)
         elif isinstance(msg, cta.OperationalStateQuery):
@@ -262,24 +290,32 @@ class SGDEmulator:
         m = self.model
         if isinstance(msg, cta.GetInformationRequest):
             return cta.GetInformationReply(
-                vendor_id=self.vendor_id, device_type=cta.DeviceType.ELECTRIC_WATER_HEATER,
-                device_revision=1, capabilities=0, model=self.model_name, serial=self.serial,
-                firmware=cta.FirmwareInfo(2026, 7, 1, 1, 0))
+                vendor_id=self.vendor_id,
+                device_type=cta.DeviceType.ELECTRIC_WATER_HEATER,
+                device_revision=1,
+                capabilities=0,
+                model=self.model_name,
+                serial=self.serial,
+                firmware=cta.FirmwareInfo(2026, 7, 1, 1, 0),
+            )
         if isinstance(msg, cta.CommodityReadRequest):
             return self._commodities(msg.commodity)
         if isinstance(msg, cta.GetSetpointRequest):
             return cta.SetpointReply(setpoint1=c_to_f(float(m.setpoint_c[0])))
         if isinstance(msg, cta.SetSetpointRequest):
-            value = (float(msg.setpoint1) if msg.units == cta.TemperatureUnits.CELSIUS
-                     else f_to_c(msg.setpoint1))
+            value = (
+                float(msg.setpoint1)
+                if msg.units == cta.TemperatureUnits.CELSIUS
+                else f_to_c(msg.setpoint1)
+            )
             ok = 0.0 < value <= float(m.max_setpoint_c[0])
             if ok:
                 m.set_setpoint(None, value)
-            return cta.IntermediateReply(0x03, 0x83, cta.ResponseCode.SUCCESS if ok
-                                         else cta.ResponseCode.BAD_VALUE)
+            return cta.IntermediateReply(
+                0x03, 0x83, cta.ResponseCode.SUCCESS if ok else cta.ResponseCode.BAD_VALUE
+            )
         if isinstance(msg, cta.GetPresentTemperatureRequest):
-            return cta.PresentTemperatureReply(
-                temperature=c_to_f(float(m.temperatures_c[0, 0])))
+            return cta.PresentTemperatureReply(temperature=c_to_f(float(m.temperatures_c[0, 0])))
         if isinstance(msg, cta.GetUtcTimeRequest):
             seconds = max(0, int(self.clock.now() + self.utc_offset_s) - _CTA_EPOCH_UNIX)
             return cta.UtcTimeReply(utc_seconds=min(seconds, 0xFFFFFFFF))
@@ -295,14 +331,23 @@ class SGDEmulator:
         m = self.model
         records: dict[int, cta.CommodityRecord] = {
             cta.CommodityCode.ELECTRICITY_CONSUMED: cta.CommodityRecord(
-                cta.CommodityCode.ELECTRICITY_CONSUMED, _u48(self.power_w),
-                _u48(float(m.electric_kwh[0]) * 1000.0), measured=True),
+                cta.CommodityCode.ELECTRICITY_CONSUMED,
+                _u48(self.power_w),
+                _u48(float(m.electric_kwh[0]) * 1000.0),
+                measured=True,
+            ),
             cta.CommodityCode.TOTAL_ENERGY_STORAGE: cta.CommodityRecord(
-                cta.CommodityCode.TOTAL_ENERGY_STORAGE, 0,
-                _u48(float(m.total_energy_storage_wh[0])), measured=False),
+                cta.CommodityCode.TOTAL_ENERGY_STORAGE,
+                0,
+                _u48(float(m.total_energy_storage_wh[0])),
+                measured=False,
+            ),
             cta.CommodityCode.PRESENT_ENERGY_STORAGE: cta.CommodityRecord(
-                cta.CommodityCode.PRESENT_ENERGY_STORAGE, 0,
-                _u48(float(m.present_energy_storage_wh[0])), measured=False),
+                cta.CommodityCode.PRESENT_ENERGY_STORAGE,
+                0,
+                _u48(float(m.present_energy_storage_wh[0])),
+                measured=False,
+            ),
         }
         if code is None:
             return cta.CommodityReadReply(records=tuple(records.values()))
@@ -321,10 +366,16 @@ def _u48(value: float) -> int:
     return max(0, min(round(value), (1 << 48) - 1))
 
 
-async def run_sgd_emulator(*, pty: bool = False, serial: str | None = None,
-                           tcp_port: int | None = None, host: str = "127.0.0.1",
-                           emulator: SGDEmulator | None = None, clock: Clock | None = None,
-                           on_ready: Callable[[str], None] | None = None) -> None:
+async def run_sgd_emulator(
+    *,
+    pty: bool = False,
+    serial: str | None = None,
+    tcp_port: int | None = None,
+    host: str = "127.0.0.1",
+    emulator: SGDEmulator | None = None,
+    clock: Clock | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Run an SGD emulator until cancelled, on exactly one transport.
 
     Args:
@@ -365,8 +416,7 @@ async def run_sgd_emulator(*, pty: bool = False, serial: str | None = None,
             await stepper
 
 
-async def _serve_tcp(sgd: SGDEmulator, host: str, port: int,
-                     ready: Callable[[str], None]) -> None:
+async def _serve_tcp(sgd: SGDEmulator, host: str, port: int, ready: Callable[[str], None]) -> None:
     async with await cta.listen_tcp(host, port) as listener:
         ready(f"{listener.host}:{listener.port}")
         current: asyncio.Task[None] | None = None

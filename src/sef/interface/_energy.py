@@ -58,15 +58,18 @@ def parse_events(cmds: Sequence[tuple[str, int, int]]) -> list[EnergyEvent]:
         try:
             command = Command(cmd.strip().lower())
         except ValueError:
-            raise TypeMismatch(f"unknown command {cmd!r} (expected one of "
-                               f"{', '.join(c.value for c in Command)})",
-                               f"cmds[{index}][0]") from None
+            raise TypeMismatch(
+                f"unknown command {cmd!r} (expected one of {', '.join(c.value for c in Command)})",
+                f"cmds[{index}][0]",
+            ) from None
         if rate < 0:
             raise TypeMismatch(f"rate must be >= 0 kW, got {rate}", f"cmds[{index}][1]")
         if duration < 0:
             raise TypeMismatch(f"duration must be >= 0 s, got {duration}", f"cmds[{index}][2]")
         if duration == 0 and index < len(cmds) - 1:
-            raise TypeMismatch("only the last event may be open-ended "
-                               "(duration 0 = until the next command)", f"cmds[{index}][2]")
+            raise TypeMismatch(
+                "only the last event may be open-ended (duration 0 = until the next command)",
+                f"cmds[{index}][2]",
+            )
         events.append(EnergyEvent(command, rate, duration))
     return events

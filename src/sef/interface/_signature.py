@@ -167,9 +167,7 @@ class _Parser:
             raise self.fail(_RESERVED[c])
         raise self.fail(f"unknown type code {c!r} at position {at}")
 
-    def _members(
-        self, close: str, what: str, at: int, arrays: int, structs: int
-    ) -> list[TypeNode]:
+    def _members(self, close: str, what: str, at: int, arrays: int, structs: int) -> list[TypeNode]:
         """Complete types up to the ``close`` character of the ``what`` opened at ``at``."""
         members: list[TypeNode] = []
         while self.pos < len(self.sig):

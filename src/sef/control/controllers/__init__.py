@@ -37,7 +37,9 @@ def make_controller(name: str) -> ControlApp:
     from sef.control.controllers.optimal import OptimalController
 
     apps: dict[str, type[ControlApp]] = {
-        "mpc": MPCController, "baseline": BaselineController, "optimal": OptimalController,
+        "mpc": MPCController,
+        "baseline": BaselineController,
+        "optimal": OptimalController,
     }
     if name not in apps:
         raise ValueError(f"unknown controller {name!r} (expected one of {', '.join(CONTROLLERS)})")

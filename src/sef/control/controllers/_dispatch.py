@@ -85,12 +85,19 @@ class FleetInfo:
         sp, db, inlet = arr("setpoint_c"), arr("deadband_k"), arr("inlet_c")
         lu_db = np.minimum(sc.wh_dr.load_up_deadband_k, db)
         return cls(
-            dt_s=sc.dt_s, b_e_min=bp.energy_min_kwh + margin, b_e_max=bp.energy_max_kwh - margin,
-            b_rated_kw=bp.rated_power_kw, b_eta_c=bp.charge_efficiency,
-            b_eta_d=bp.discharge_efficiency, b_standby_kw=bp.standby_kw,
-            w_cap_kwh_per_k=cap, w_element_kw=arr("element_kw"),
-            w_e_max=cap * (sp - inlet), w_e_guard=cap * (sc.comfort_min_c + 2.0 - inlet),
-            w_e_normal_on=cap * (sp - db - inlet), w_e_loadup_on=cap * (sp - lu_db - inlet),
+            dt_s=sc.dt_s,
+            b_e_min=bp.energy_min_kwh + margin,
+            b_e_max=bp.energy_max_kwh - margin,
+            b_rated_kw=bp.rated_power_kw,
+            b_eta_c=bp.charge_efficiency,
+            b_eta_d=bp.discharge_efficiency,
+            b_standby_kw=bp.standby_kw,
+            w_cap_kwh_per_k=cap,
+            w_element_kw=arr("element_kw"),
+            w_e_max=cap * (sp - inlet),
+            w_e_guard=cap * (sc.comfort_min_c + 2.0 - inlet),
+            w_e_normal_on=cap * (sp - db - inlet),
+            w_e_loadup_on=cap * (sp - lu_db - inlet),
             w_e_lp_min=cap * (sc.control.wh_lp_min_mean_c - inlet),
             w_loss_kw=arr("ua_w_per_k") / 1000.0 * (sp - 0.5 * db - arr("ambient_c")),
             w_draw_kw_per_lpm=sc.wh_draw_kw_per_lpm(),
@@ -162,8 +169,9 @@ class WaterHeaterDispatcher:
         if gap < 0:
             self.renew(obs, cmd)
         if gap < -0.5 * elem:
-            cand = np.nonzero(free & (obs.wh_mode != int(DRMode.SHED)) & (p > 0)
-                              & (e >= i.w_e_guard))[0]
+            cand = np.nonzero(
+                free & (obs.wh_mode != int(DRMode.SHED)) & (p > 0) & (e >= i.w_e_guard)
+            )[0]
             cand = cand[np.argsort(-e[cand], kind="stable")]
             m = int(np.ceil(-gap / elem - 0.5))
             self._send(cmd, cand[:m], WH_SHED, obs.t_s)
@@ -175,8 +183,9 @@ class WaterHeaterDispatcher:
             self._send(cmd, cand, WH_NORMAL, obs.t_s)
             m -= cand.size
             if m > 0:
-                lu = np.nonzero(free & (obs.wh_mode == int(DRMode.NORMAL)) & (p == 0)
-                                & (e < i.w_e_loadup_on))[0]
+                lu = np.nonzero(
+                    free & (obs.wh_mode == int(DRMode.NORMAL)) & (p == 0) & (e < i.w_e_loadup_on)
+                )[0]
                 lu = lu[np.argsort(e[lu], kind="stable")][:m]
                 self._send(cmd, lu, WH_LOAD_UP, obs.t_s)
         return cmd, float(self.estimate_kw(obs, cmd).sum())
@@ -211,8 +220,9 @@ class BatteryDispatcher:
     def limits(self, energy_kwh: FloatArray) -> tuple[IntArray, IntArray]:
         """Integer (lo, hi) rates per battery for one step (kW)."""
         i = self.info
-        return battery_limits_kw(energy_kwh, i.b_e_min, i.b_e_max, i.b_rated_kw, i.dt_s,
-                                 i.b_eta_c, i.b_eta_d)
+        return battery_limits_kw(
+            energy_kwh, i.b_e_min, i.b_e_max, i.b_rated_kw, i.dt_s, i.b_eta_c, i.b_eta_d
+        )
 
     def allocate(self, fleet_kw: float, energy_kwh: FloatArray) -> IntArray:
         """Integer rates summing to the fleet power (carry as in :class:`FleetAllocator`);

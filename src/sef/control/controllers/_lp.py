@@ -164,50 +164,66 @@ def solve_plan(p: LPInput) -> LPPlan:
             lb_w[j] = max(lb_w[j], min(w_ref, p.w_e_max))
     ones = np.ones(J)
     k_room = p.w_room_rate_per_h
-    a_ub = sparse.vstack([
-        sparse.csr_array((-ones, (jj, off["B"] + jj)), shape=(J, nvar))
-        - sparse.csr_array((ones, (jj, off["sbl"] + jj)), shape=(J, nvar)),
-        sparse.csr_array((ones, (jj, off["B"] + jj)), shape=(J, nvar))
-        - sparse.csr_array((ones, (jj, off["sbh"] + jj)), shape=(J, nvar)),
-        sparse.csr_array((-ones, (jj, off["W"] + jj)), shape=(J, nvar))
-        - sparse.csr_array((ones, (jj, off["swl"] + jj)), shape=(J, nvar)),
-        sparse.csr_array((ones, (jj, off["W"] + jj)), shape=(J, nvar))
-        - sparse.csr_array((ones, (jj, off["swh"] + jj)), shape=(J, nvar)),
-        # room bound: w_j + k W_{j} <= k W_max  (W_0 = w_e0 is a constant)
-        sparse.csr_array((ones, (jj, off["w"] + jj)), shape=(J, nvar))
-        + sparse.csr_array((np.full(J - 1, k_room), (jj[1:], off["W"] + jj[:-1])),
-                           shape=(J, nvar)),
-    ]).tocsr()
+    a_ub = sparse.vstack(
+        [
+            sparse.csr_array((-ones, (jj, off["B"] + jj)), shape=(J, nvar))
+            - sparse.csr_array((ones, (jj, off["sbl"] + jj)), shape=(J, nvar)),
+            sparse.csr_array((ones, (jj, off["B"] + jj)), shape=(J, nvar))
+            - sparse.csr_array((ones, (jj, off["sbh"] + jj)), shape=(J, nvar)),
+            sparse.csr_array((-ones, (jj, off["W"] + jj)), shape=(J, nvar))
+            - sparse.csr_array((ones, (jj, off["swl"] + jj)), shape=(J, nvar)),
+            sparse.csr_array((ones, (jj, off["W"] + jj)), shape=(J, nvar))
+            - sparse.csr_array((ones, (jj, off["swh"] + jj)), shape=(J, nvar)),
+            # room bound: w_j + k W_{j} <= k W_max  (W_0 = w_e0 is a constant)
+            sparse.csr_array((ones, (jj, off["w"] + jj)), shape=(J, nvar))
+            + sparse.csr_array(
+                (np.full(J - 1, k_room), (jj[1:], off["W"] + jj[:-1])), shape=(J, nvar)
+            ),
+        ]
+    ).tocsr()
     room_rhs = np.full(J, k_room * p.w_e_max)
     room_rhs[0] -= k_room * p.w_e0
     room_rhs = np.maximum(room_rhs, 0.0)
     b_ub = np.concatenate([-lb_b, np.full(J, p.b_e_max), -lb_w, np.full(J, p.w_e_max), room_rhs])
     # costs and bounds
     cost = np.zeros(nvar)
-    cost[off["c"]:off["c"] + J] = p.throughput_cost * h
-    cost[off["d"]:off["d"] + J] = p.throughput_cost * h
+    cost[off["c"] : off["c"] + J] = p.throughput_cost * h
+    cost[off["d"] : off["d"] + J] = p.throughput_cost * h
     slopes = (2 * np.arange(S) + 1) * p.seg_kw
-    cost[off["u"]:off["u"] + J * S] = np.tile(slopes, J) * h
-    cost[off["v"]:off["v"] + J * S] = np.tile(slopes, J) * h
-    cost[off["wp"]:off["wp"] + 2 * J] = p.wh_shift_cost * h
-    cost[off["sbl"]:] = _SLACK_COST
+    cost[off["u"] : off["u"] + J * S] = np.tile(slopes, J) * h
+    cost[off["v"] : off["v"] + J * S] = np.tile(slopes, J) * h
+    cost[off["wp"] : off["wp"] + 2 * J] = p.wh_shift_cost * h
+    cost[off["sbl"] :] = _SLACK_COST
     lo = np.zeros(nvar)
     hi = np.full(nvar, np.inf)
-    hi[off["c"]:off["c"] + J] = p.b_p_max
-    hi[off["d"]:off["d"] + J] = p.b_p_max
-    hi[off["w"]:off["w"] + J] = p.w_p_max
+    hi[off["c"] : off["c"] + J] = p.b_p_max
+    hi[off["d"] : off["d"] + J] = p.b_p_max
+    hi[off["w"] : off["w"] + J] = p.w_p_max
     seg_hi = np.tile(np.append(np.full(S - 1, p.seg_kw), np.inf), J)
-    hi[off["u"]:off["u"] + J * S] = seg_hi
-    hi[off["v"]:off["v"] + J * S] = seg_hi
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
-                  bounds=np.column_stack([lo, hi]), method="highs")
+    hi[off["u"] : off["u"] + J * S] = seg_hi
+    hi[off["v"] : off["v"] + J * S] = seg_hi
+    res = linprog(
+        cost,
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=a_eq,
+        b_eq=b_eq,
+        bounds=np.column_stack([lo, hi]),
+        method="highs",
+    )
     if res.x is None:
         raise RuntimeError(f"LP failed: {res.message}")
     x = np.asarray(res.x, dtype=np.float64)
 
     def blk(name: str, size: int = J) -> FloatArray:
-        return x[off[name]:off[name] + size]
+        return x[off[name] : off[name] + size]
 
     dev = blk("u", J * S).reshape(J, S).sum(axis=1) - blk("v", J * S).reshape(J, S).sum(axis=1)
-    return LPPlan(battery_kw=blk("c") - blk("d"), wh_kw=blk("w").copy(), deviation_kw=dev,
-                  battery_kwh=blk("B").copy(), wh_kwh=blk("W").copy(), status=str(res.message))
+    return LPPlan(
+        battery_kw=blk("c") - blk("d"),
+        wh_kw=blk("w").copy(),
+        deviation_kw=dev,
+        battery_kwh=blk("B").copy(),
+        wh_kwh=blk("W").copy(),
+        status=str(res.message),
+    )

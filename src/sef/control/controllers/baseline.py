@@ -59,7 +59,10 @@ class BaselineController:
             wh_cmd = np.full(obs.wh_mode.shape[0], WH_KEEP, dtype=np.int64)
             self.wh.guard(obs, wh_cmd)
         rates = self.bat.allocate(fleet_kw, obs.battery_energy_kwh)
-        return Decision(battery_kw=rates, wh_command=wh_cmd, battery_duration_s=round(obs.dt_s),
-                        wh_duration_s=self.wh.event_s,
-                        info={"net_goal_kw": target, "wh_plan_kw": float("nan"),
-                              "battery_plan_kw": fleet_kw})
+        return Decision(
+            battery_kw=rates,
+            wh_command=wh_cmd,
+            battery_duration_s=round(obs.dt_s),
+            wh_duration_s=self.wh.event_s,
+            info={"net_goal_kw": target, "wh_plan_kw": float("nan"), "battery_plan_kw": fleet_kw},
+        )

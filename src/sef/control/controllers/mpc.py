@@ -59,7 +59,8 @@ class MPCController:
         room = self.info.w_e_max - self.info.w_e_normal_on
         self.room_rate = (
             float(np.mean(self.info.w_element_kw)) / max(float(np.mean(room)), 1e-6)
-            if room.size else 0.0
+            if room.size
+            else 0.0
         )
 
     def horizon_intervals(self, step: int) -> int:
@@ -90,16 +91,25 @@ class MPCController:
         seg = max(0.05, (b_p + w_p) / 200.0)
         inp = LPInput(
             h=m * self.sc.dt_s / 3600.0,
-            base_kw=_coarse(fc.base_kw, m, n_int), target_kw=_coarse(fc.target_kw, m, n_int),
+            base_kw=_coarse(fc.base_kw, m, n_int),
+            target_kw=_coarse(fc.target_kw, m, n_int),
             draw_kw=_coarse(fc.draw_lpm, m, n_int) * i.w_draw_kw_per_lpm,
-            b_p_max=b_p, b_e0=float(obs.battery_energy_kwh.sum()),
-            b_e_min=n_b * i.b_e_min, b_e_max=n_b * i.b_e_max, b_eta_c=i.b_eta_c,
-            b_eta_d=i.b_eta_d, b_standby_kw=n_b * i.b_standby_kw,
-            w_p_max=w_p, w_e0=float(obs.wh_energy_kwh.sum()),
-            w_e_min=float(i.w_e_lp_min.sum()), w_e_max=float(i.w_e_max.sum()),
+            b_p_max=b_p,
+            b_e0=float(obs.battery_energy_kwh.sum()),
+            b_e_min=n_b * i.b_e_min,
+            b_e_max=n_b * i.b_e_max,
+            b_eta_c=i.b_eta_c,
+            b_eta_d=i.b_eta_d,
+            b_standby_kw=n_b * i.b_standby_kw,
+            w_p_max=w_p,
+            w_e0=float(obs.wh_energy_kwh.sum()),
+            w_e_min=float(i.w_e_lp_min.sum()),
+            w_e_max=float(i.w_e_max.sum()),
             w_loss_kw=float(i.w_loss_kw.sum()),
             w_room_rate_per_h=self.room_rate,
-            day_ends=self._day_ends(obs.step, n_int), seg_kw=seg, segments=60,
+            day_ends=self._day_ends(obs.step, n_int),
+            seg_kw=seg,
+            segments=60,
         )
         return solve_plan(inp)
 
@@ -120,8 +130,14 @@ class MPCController:
         fleet_kw = net_goal - float(forecast.base_kw[0]) - wh_est
         rates = self.bat.allocate(fleet_kw, obs.battery_energy_kwh)
         return Decision(
-            battery_kw=rates, wh_command=wh_cmd, battery_duration_s=round(obs.dt_s),
+            battery_kw=rates,
+            wh_command=wh_cmd,
+            battery_duration_s=round(obs.dt_s),
             wh_duration_s=self.wh.event_s,
-            info={"net_goal_kw": net_goal, "wh_plan_kw": wh_plan, "wh_est_kw": wh_est,
-                  "battery_plan_kw": float(plan.battery_kw[0])},
+            info={
+                "net_goal_kw": net_goal,
+                "wh_plan_kw": wh_plan,
+                "wh_est_kw": wh_est,
+                "battery_plan_kw": float(plan.battery_kw[0]),
+            },
         )

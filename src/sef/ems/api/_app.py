@@ -47,12 +47,15 @@ AgentId = Annotated[str, Path(description="Agent id.", max_length=64)]
 GroupName = Annotated[str, Path(description="Group name.", max_length=64)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text} for code, text in (
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
         (400, "Bad query parameter (a time that does not parse, since after until)."),
         (404, "Unknown agent or group."),
         (409, "The agent is offline; nothing was sent."),
         (422, "Invalid body or parameters; for commands nothing was sent."),
-        (503, "No store (history endpoints), store down, or broker not connected."))}
+        (503, "No store (history endpoints), store down, or broker not connected."),
+    )
+}
 
 DESCRIPTION = """\
 REST API of the SEF EMS (control server). Times are Unix seconds (EMS clock) unless said
@@ -82,16 +85,18 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
 
     def need_store() -> Store:
         if ems.store is None:
-            raise ApiError(503, "this EMS runs without a store (start it with --db): "
-                                "no history")
+            raise ApiError(503, "this EMS runs without a store (start it with --db): no history")
         return ems.store
 
     async def in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return await asyncio.to_thread(func, *args, **kwargs)
         except SQLAlchemyError as exc:
-            raise ApiError(503, f"store unavailable: {type(exc).__name__}",
-                           str(exc).splitlines()[0] if str(exc) else None) from None
+            raise ApiError(
+                503,
+                f"store unavailable: {type(exc).__name__}",
+                str(exc).splitlines()[0] if str(exc) else None,
+            ) from None
 
     def known(agent_id: str) -> AgentRecord:
         record = ems.registry.get(agent_id)
@@ -111,51 +116,65 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
     async def health() -> Health:
         """Whether the EMS is connected to the broker; agent counts."""
         agents = ems.registry.agents.values()
-        return Health(status="ok" if ems.bus.connected else "degraded",
-                      broker_connected=ems.bus.connected,
-                      store=None if ems.store is None else ems.store.dialect,
-                      agents=len(agents), online=sum(1 for a in agents if a.online))
+        return Health(
+            status="ok" if ems.bus.connected else "degraded",
+            broker_connected=ems.bus.connected,
+            store=None if ems.store is None else ems.store.dialect,
+            agents=len(agents),
+            online=sum(1 for a in agents if a.online),
+        )
 
     @app.get("/agents", response_model=list[AgentOut], tags=["agents"])
     async def list_agents(
-        status: Annotated[str | None, Query(description="Only agents with this status: "
-                                                        "online, offline, unknown.")] = None,
+        status: Annotated[
+            str | None, Query(description="Only agents with this status: online, offline, unknown.")
+        ] = None,
         group: Annotated[str | None, Query(description="Only members of this group.")] = None,
     ) -> list[AgentOut]:
         """Every known agent: status, interfaces, groups, last seen, last telemetry."""
         out = [_agent_out(r) for r in ems.agents() if group is None or group in r.groups]
         return [a for a in out if status is None or a.status == status]
 
-    @app.get("/agents/{agent_id}", response_model=AgentDetail, responses=_ERRORS,
-             tags=["agents"])
+    @app.get("/agents/{agent_id}", response_model=AgentDetail, responses=_ERRORS, tags=["agents"])
     async def show_agent(
         agent_id: AgentId,
-        events: Annotated[int, Query(ge=0, le=1000, description="Recent presence events "
-                                                                "to include.")] = 20,
+        events: Annotated[
+            int, Query(ge=0, le=1000, description="Recent presence events to include.")
+        ] = 20,
     ) -> AgentDetail:
         """One agent, with its recent presence events from the store."""
         record = known(agent_id)
         rows: list[dict[str, Any]] = []
         if ems.store is not None and events:
             rows = await in_thread(ems.store.agent_events, agent_id, limit=events)
-        return AgentDetail(**_agent_out(record).model_dump(),
-                           events=[AgentEventOut(**row) for row in rows])
+        return AgentDetail(
+            **_agent_out(record).model_dump(), events=[AgentEventOut(**row) for row in rows]
+        )
 
-    @app.get("/agents/{agent_id}/telemetry", response_model=TelemetryOut, responses=_ERRORS,
-             tags=["agents"])
+    @app.get(
+        "/agents/{agent_id}/telemetry",
+        response_model=TelemetryOut,
+        responses=_ERRORS,
+        tags=["agents"],
+    )
     async def telemetry(
         agent_id: AgentId,
-        key: Annotated[str | None, Query(description="Property 'interface.Property', or "
-                                                     "just 'Property' (e.g. Telemetry).")]
-            = None,
-        since: Annotated[str | None, Query(description="From: Unix s, ISO 8601, or a "
-                                                       "duration ago (1h, 30m, 2d).")] = None,
+        key: Annotated[
+            str | None,
+            Query(
+                description="Property 'interface.Property', or just 'Property' (e.g. Telemetry)."
+            ),
+        ] = None,
+        since: Annotated[
+            str | None,
+            Query(description="From: Unix s, ISO 8601, or a duration ago (1h, 30m, 2d)."),
+        ] = None,
         until: Annotated[str | None, Query(description="To (same forms as since).")] = None,
-        every: Annotated[float | None, Query(gt=0, description="Downsample: the last value "
-                                                               "per property per this many "
-                                                               "s.")] = None,
-        limit: Annotated[int, Query(ge=1, le=100_000, description="Most raw rows read.")]
-            = 10_000,
+        every: Annotated[
+            float | None,
+            Query(gt=0, description="Downsample: the last value per property per this many s."),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000, description="Most raw rows read.")] = 10_000,
     ) -> TelemetryOut:
         """Telemetry history of an agent (property updates), oldest first."""
         record = known(agent_id)
@@ -167,8 +186,15 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
             matches = [k for k in record.properties if k.rsplit(".", 1)[-1] == key]
             key = matches[0] if len(matches) == 1 else key
         rows = await in_thread(store.telemetry, agent_id, key, start, end, every, limit)
-        return TelemetryOut(agent=agent_id, key=key, since=start, until=end, every_s=every,
-                            count=len(rows), points=[TelemetryPoint(**row) for row in rows])
+        return TelemetryOut(
+            agent=agent_id,
+            key=key,
+            since=start,
+            until=end,
+            every_s=every,
+            count=len(rows),
+            points=[TelemetryPoint(**row) for row in rows],
+        )
 
     async def command(name: str, body: CommandRequest, *, group: bool) -> CommandResult:
         try:
@@ -176,12 +202,17 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
         except CallRefused as exc:
             stats.by_status["rejected"] += 1
             shown = f"group:{name}" if group else name
-            raise ApiError(404, f"unknown {'group' if group else 'agent'} {shown!r}: "
-                                f"{exc}") from None
+            raise ApiError(
+                404, f"unknown {'group' if group else 'agent'} {shown!r}: {exc}"
+            ) from None
         return await send_sequence(ems, target, body, stats)
 
-    @app.post("/agents/{agent_id}/commands", response_model=CommandResult, responses=_ERRORS,
-              tags=["commands"])
+    @app.post(
+        "/agents/{agent_id}/commands",
+        response_model=CommandResult,
+        responses=_ERRORS,
+        tags=["commands"],
+    )
     async def command_agent(agent_id: AgentId, body: CommandRequest) -> CommandResult:
         """Send an event sequence to one agent (EnergyMethod) and return its reply.
 
@@ -190,8 +221,12 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
         """
         return await command(agent_id, body, group=False)
 
-    @app.post("/groups/{group}/commands", response_model=CommandResult, responses=_ERRORS,
-              tags=["commands"])
+    @app.post(
+        "/groups/{group}/commands",
+        response_model=CommandResult,
+        responses=_ERRORS,
+        tags=["commands"],
+    )
     async def command_group(
         group: GroupName,
         body: CommandRequest,
@@ -209,39 +244,59 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
                 out.setdefault(name, []).append(record.agent_id)
         return dict(sorted(out.items()))
 
-    @app.get("/commands", response_model=list[CommandLogEntry], responses=_ERRORS,
-             tags=["commands"])
+    @app.get(
+        "/commands", response_model=list[CommandLogEntry], responses=_ERRORS, tags=["commands"]
+    )
     async def command_log(
         target: Annotated[str | None, Query(description="Agent id or group:NAME.")] = None,
-        since: Annotated[str | None, Query(description="From: Unix s, ISO 8601 or a "
-                                                       "duration ago.")] = None,
+        since: Annotated[
+            str | None, Query(description="From: Unix s, ISO 8601 or a duration ago.")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=10_000, description="Most entries.")] = 100,
     ) -> list[CommandLogEntry]:
         """The command log, newest first: what was sent (or refused), and the replies."""
         store = need_store()
-        rows = await in_thread(store.commands, since=when("since", since), target=target,
-                               limit=limit)
+        rows = await in_thread(
+            store.commands, since=when("since", since), target=target, limit=limit
+        )
         return [CommandLogEntry.model_validate(row) for row in rows]
 
-    @app.get("/events", tags=["service"], response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}},
-                              "description": "Server-sent events, data is JSON."}})
+    @app.get(
+        "/events",
+        tags=["service"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "Server-sent events, data is JSON.",
+            }
+        },
+    )
     async def events(
-        kind: Annotated[list[str] | None, Query(description="Only these kinds (repeatable): "
-                                                            "online, offline, property, "
-                                                            "about, discovered, gap...")]
-            = None,
+        kind: Annotated[
+            list[str] | None,
+            Query(
+                description="Only these kinds (repeatable): "
+                "online, offline, property, "
+                "about, discovered, gap..."
+            ),
+        ] = None,
         agent: Annotated[str | None, Query(description="Only this agent.")] = None,
     ) -> StreamingResponse:
         """Live registry events as server-sent events: a ``hello`` event first, then one
         ``event: KIND`` with a JSON ``data`` line per change (see docs/api.md)."""
-        return StreamingResponse(hub.stream(kinds=set(kind or ()), agent=agent),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            hub.stream(kinds=set(kind or ()), agent=agent),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
-    @app.get("/metrics", tags=["service"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -46,8 +46,7 @@ def check_cmds(ems: EMS, cmds: Any) -> CheckedArgs:
     ``cmds[0][1]: 40000 out of range for int16 ...``.
     """
     if isinstance(cmds, list) and len(cmds) > MAX_EVENTS:
-        raise _invalid(TypeMismatch(f"{len(cmds)} events, at most {MAX_EVENTS} allowed",
-                                    "cmds"))
+        raise _invalid(TypeMismatch(f"{len(cmds)} events, at most {MAX_EVENTS} allowed", "cmds"))
     try:
         checked = ems.check(DEMO_INTERFACE, METHOD, [cmds])
     except CallRefused as exc:
@@ -66,23 +65,33 @@ def _members(ems: EMS, target: CallTarget) -> list[str]:
     if target.group:
         members = sorted(a.agent_id for a in ems.registry.group_members(target.name))
         if not members:
-            raise ApiError(404, f"unknown group {target.name!r}: no known agent is a member",
-                           {"group": target.name})
+            raise ApiError(
+                404,
+                f"unknown group {target.name!r}: no known agent is a member",
+                {"group": target.name},
+            )
         return members
     record = ems.registry.get(target.name)
     if record is None:
         raise ApiError(404, f"unknown agent {target.name!r}", {"agent": target.name})
     if record.online is False:
-        raise ApiError(409, f"agent {target.name!r} is offline; command not sent",
-                       {"agent": target.name, "offline_since": record.offline_since})
+        raise ApiError(
+            409,
+            f"agent {target.name!r} is offline; command not sent",
+            {"agent": target.name, "offline_since": record.offline_since},
+        )
     if record.interfaces and DEMO_INTERFACE not in record.interfaces:
-        raise ApiError(422, f"agent {target.name!r} does not implement {DEMO_INTERFACE}",
-                       {"agent": target.name, "interfaces": sorted(record.interfaces)})
+        raise ApiError(
+            422,
+            f"agent {target.name!r} does not implement {DEMO_INTERFACE}",
+            {"agent": target.name, "interfaces": sorted(record.interfaces)},
+        )
     return [target.name]
 
 
-async def send_sequence(ems: EMS, target: CallTarget, body: CommandRequest,
-                        stats: CommandStats) -> CommandResult:
+async def send_sequence(
+    ems: EMS, target: CallTarget, body: CommandRequest, stats: CommandStats
+) -> CommandResult:
     """Check, then send ``EnergyMethod(cmds)`` to an agent or group; gather replies.
 
     ``target`` is already valid; the arguments are checked here once and sent as checked.
@@ -97,8 +106,13 @@ async def send_sequence(ems: EMS, target: CallTarget, body: CommandRequest,
         raise
     call_id = uuid.uuid4().hex
     sent_at = ems.clock.now()
-    replies = await ems.send(target, checked, reply=body.reply,
-                             timeout_s=body.timeout_s or DEFAULT_TIMEOUT_S, call_id=call_id)
+    replies = await ems.send(
+        target,
+        checked,
+        reply=body.reply,
+        timeout_s=body.timeout_s or DEFAULT_TIMEOUT_S,
+        call_id=call_id,
+    )
     answered = {r.agent for r in replies}
     missing = [m for m in expected if m not in answered] if body.reply else []
     status: CommandStatus
@@ -116,7 +130,19 @@ async def send_sequence(ems: EMS, target: CallTarget, body: CommandRequest,
     for reply in replies:
         stats.replies["ok" if reply.ok else "error"] += 1
     return CommandResult(
-        call_id=call_id, target=str(target), sent_at=sent_at, status=status,
-        replies=[ReplyOut(agent=r.agent, ok=r.ok, result=list(r.result or []), error=r.error,
-                          message=r.message) for r in replies],
-        missing=missing)
+        call_id=call_id,
+        target=str(target),
+        sent_at=sent_at,
+        status=status,
+        replies=[
+            ReplyOut(
+                agent=r.agent,
+                ok=r.ok,
+                result=list(r.result or []),
+                error=r.error,
+                message=r.message,
+            )
+            for r in replies
+        ],
+        missing=missing,
+    )

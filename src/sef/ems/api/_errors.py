@@ -48,11 +48,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         stats = getattr(request.app.state, "stats", None)
-        if stats is not None and request.method == "POST" and request.url.path.endswith(
-                "/commands"):
+        if (
+            stats is not None
+            and request.method == "POST"
+            and request.url.path.endswith("/commands")
+        ):
             stats.by_status["rejected"] += 1  # a command refused before it was sent
-        items = [{"loc": _location(e.get("loc", ())), "msg": str(e.get("msg", ""))}
-                 for e in exc.errors()]
+        items = [
+            {"loc": _location(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+        ]
         message = "; ".join(f"{i['loc']}: {i['msg']}" for i in items) or "invalid request"
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return error_response(400, f"body is not valid JSON: {message}", items)

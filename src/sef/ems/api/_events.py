@@ -35,8 +35,12 @@ def event_json(ems: EMS, event: Event) -> dict[str, Any]:
     also has ``key``, ``value`` and ``value_ts`` (sender time); presence events have
     ``status``.
     """
-    out: dict[str, Any] = {"kind": event.kind, "agent": event.agent_id, "ts": ems.clock.now(),
-                           "detail": _jsonable(event.detail)}
+    out: dict[str, Any] = {
+        "kind": event.kind,
+        "agent": event.agent_id,
+        "ts": ems.clock.now(),
+        "detail": _jsonable(event.detail),
+    }
     record = ems.registry.get(event.agent_id)
     if record is None:
         return out
@@ -106,15 +110,23 @@ class EventHub:
                     queue.get_nowait()
             queue.put_nowait(None)
 
-    async def stream(self, *, kinds: Collection[str] = (), agent: str | None = None,
-                     keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
+    async def stream(
+        self,
+        *,
+        kinds: Collection[str] = (),
+        agent: str | None = None,
+        keepalive_s: float = KEEPALIVE_S,
+    ) -> AsyncIterator[str]:
         """Server-sent events: a ``hello`` first, then one per matching registry event."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self.max_queue)
         self._subscribers.add(queue)
         number = 0
         try:
-            hello = {"kind": "hello", "ts": self.ems.clock.now(),
-                     "agents": len(self.ems.registry.agents)}
+            hello = {
+                "kind": "hello",
+                "ts": self.ems.clock.now(),
+                "agents": len(self.ems.registry.agents),
+            }
             yield f"event: hello\ndata: {json.dumps(hello)}\n\n"
             while not self.closed:
                 try:
@@ -127,7 +139,9 @@ class EventHub:
                 if (kinds and data["kind"] not in kinds) or (agent and data["agent"] != agent):
                     continue
                 number += 1
-                yield (f"id: {number}\nevent: {data['kind']}\n"
-                       f"data: {json.dumps(data, separators=(',', ':'))}\n\n")
+                yield (
+                    f"id: {number}\nevent: {data['kind']}\n"
+                    f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+                )
         finally:
             self._subscribers.discard(queue)

@@ -48,54 +48,84 @@ class EMSCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         ems = self.ems
         agents = list(ems.registry.agents.values())
-        by_status = GaugeMetricFamily("sef_agents", "Agents known to the EMS, by presence.",
-                                      labels=["status"])
+        by_status = GaugeMetricFamily(
+            "sef_agents", "Agents known to the EMS, by presence.", labels=["status"]
+        )
         for status, flag in (("online", True), ("offline", False), ("unknown", None)):
             by_status.add_metric([status], sum(1 for a in agents if a.online is flag))
         yield by_status
-        yield GaugeMetricFamily("sef_broker_connected", "1 when connected to the broker.",
-                                value=1.0 if ems.bus.connected else 0.0)
-        yield CounterMetricFamily("sef_messages_ingested", "Agent messages received.",
-                                  value=ems.registry.messages)
-        yield CounterMetricFamily("sef_bad_messages", "Agent messages refused as malformed.",
-                                  value=ems.registry.bad_messages)
-        yield CounterMetricFamily("sef_sequence_gaps", "Message sequence gaps (lost messages).",
-                                  value=sum(a.gaps for a in agents))
-        yield CounterMetricFamily("sef_rebirths_requested", "Rebirth requests sent to agents.",
-                                  value=ems.rebirths_requested)
-        yield CounterMetricFamily("sef_calls_sent", "Calls published on the bus.",
-                                  value=ems.caller.calls_sent)
+        yield GaugeMetricFamily(
+            "sef_broker_connected",
+            "1 when connected to the broker.",
+            value=1.0 if ems.bus.connected else 0.0,
+        )
+        yield CounterMetricFamily(
+            "sef_messages_ingested", "Agent messages received.", value=ems.registry.messages
+        )
+        yield CounterMetricFamily(
+            "sef_bad_messages",
+            "Agent messages refused as malformed.",
+            value=ems.registry.bad_messages,
+        )
+        yield CounterMetricFamily(
+            "sef_sequence_gaps",
+            "Message sequence gaps (lost messages).",
+            value=sum(a.gaps for a in agents),
+        )
+        yield CounterMetricFamily(
+            "sef_rebirths_requested",
+            "Rebirth requests sent to agents.",
+            value=ems.rebirths_requested,
+        )
+        yield CounterMetricFamily(
+            "sef_calls_sent", "Calls published on the bus.", value=ems.caller.calls_sent
+        )
         recorder = ems.recorder
         if recorder is not None:
-            yield SummaryMetricFamily("sef_store_commit_seconds",
-                                      "Time to commit one batch to the store, s.",
-                                      count_value=recorder.batches,
-                                      sum_value=recorder.commit_seconds_total)
-            yield GaugeMetricFamily("sef_store_last_commit_seconds",
-                                    "Time the last batch commit took, s.",
-                                    value=recorder.last_commit_s)
-            yield CounterMetricFamily("sef_store_rows", "Telemetry rows written to the store.",
-                                      value=recorder.rows_written)
-            yield CounterMetricFamily("sef_store_duplicates",
-                                      "Redelivered telemetry rows skipped by the store.",
-                                      value=recorder.duplicates)
-            yield CounterMetricFamily("sef_store_failures", "Failed store commits (retried).",
-                                      value=recorder.failures)
-        commands = CounterMetricFamily("sef_commands", "Commands through the API, by outcome.",
-                                       labels=["status"])
+            yield SummaryMetricFamily(
+                "sef_store_commit_seconds",
+                "Time to commit one batch to the store, s.",
+                count_value=recorder.batches,
+                sum_value=recorder.commit_seconds_total,
+            )
+            yield GaugeMetricFamily(
+                "sef_store_last_commit_seconds",
+                "Time the last batch commit took, s.",
+                value=recorder.last_commit_s,
+            )
+            yield CounterMetricFamily(
+                "sef_store_rows",
+                "Telemetry rows written to the store.",
+                value=recorder.rows_written,
+            )
+            yield CounterMetricFamily(
+                "sef_store_duplicates",
+                "Redelivered telemetry rows skipped by the store.",
+                value=recorder.duplicates,
+            )
+            yield CounterMetricFamily(
+                "sef_store_failures", "Failed store commits (retried).", value=recorder.failures
+            )
+        commands = CounterMetricFamily(
+            "sef_commands", "Commands through the API, by outcome.", labels=["status"]
+        )
         for status in sorted(set(COMMAND_STATUSES) | set(self.stats.by_status)):
             commands.add_metric([status], self.stats.by_status.get(status, 0))
         yield commands
-        replies = CounterMetricFamily("sef_command_replies", "Agent replies to API commands.",
-                                      labels=["result"])
+        replies = CounterMetricFamily(
+            "sef_command_replies", "Agent replies to API commands.", labels=["result"]
+        )
         for result in ("ok", "error"):
             replies.add_metric([result], self.stats.replies.get(result, 0))
         yield replies
-        yield GaugeMetricFamily("sef_event_stream_subscribers", "Open /events streams.",
-                                value=self.hub.subscribers)
-        yield CounterMetricFamily("sef_event_stream_dropped",
-                                  "Events dropped for slow /events subscribers.",
-                                  value=self.hub.dropped)
+        yield GaugeMetricFamily(
+            "sef_event_stream_subscribers", "Open /events streams.", value=self.hub.subscribers
+        )
+        yield CounterMetricFamily(
+            "sef_event_stream_dropped",
+            "Events dropped for slow /events subscribers.",
+            value=self.hub.dropped,
+        )
 
 
 def metrics_registry(ems: EMS, stats: CommandStats, hub: EventHub) -> CollectorRegistry:

@@ -28,9 +28,9 @@ _EVENT_SCHEMA: dict[str, Any] = {
     "type": "array",
     "minItems": 1,
     "description": "Events executed in order from now: [cmd, rate_kW, duration_s]. cmd is "
-                   "one of charge, discharge, idle, shed, endshed; rate_kW and duration_s "
-                   "are integers 0..32767 (int16 >= 0); duration 0 means 'until the next "
-                   "command' and is allowed on the last event only.",
+    "one of charge, discharge, idle, shed, endshed; rate_kW and duration_s "
+    "are integers 0..32767 (int16 >= 0); duration 0 means 'until the next "
+    "command' and is allowed on the last event only.",
     "items": {
         "type": "array",
         "prefixItems": [
@@ -48,15 +48,20 @@ _EVENT_SCHEMA: dict[str, Any] = {
 class ErrorBody(BaseModel):
     """Every error answer: a message for people and details for programs."""
 
-    error: str = Field(description="What went wrong, e.g. 'cmds[0][1]: 40000 out of range "
-                                   "for int16 ...'.")
-    detail: Any = Field(None, description="More about the error (validation items, the "
-                                          "offending value...), or null.")
+    error: str = Field(
+        description="What went wrong, e.g. 'cmds[0][1]: 40000 out of range for int16 ...'."
+    )
+    detail: Any = Field(
+        None,
+        description="More about the error (validation items, the offending value...), or null.",
+    )
 
 
 class PropertyOut(BaseModel):
-    value: Any = Field(description="Last known value, in the bus's JSON mapping of its D-Bus "
-                                   "type (a{sv}: {name: [signature, value]}).")
+    value: Any = Field(
+        description="Last known value, in the bus's JSON mapping of its D-Bus "
+        "type (a{sv}: {name: [signature, value]})."
+    )
     ts: float | None = Field(description="Sender time of the value, Unix s.")
 
 
@@ -66,8 +71,10 @@ class AgentOut(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str = Field(description="Agent id on the bus.")
-    status: AgentStatus = Field(description="Presence: online, offline, or unknown (restored "
-                                            "from the store, not yet confirmed by the broker).")
+    status: AgentStatus = Field(
+        description="Presence: online, offline, or unknown (restored "
+        "from the store, not yet confirmed by the broker)."
+    )
     bdseq: int | None = Field(None, description="Session number of the agent's connection.")
     device_name: str | None = Field(None, description="About DeviceName.")
     manufacturer: str | None = Field(None, description="About Manufacturer.")
@@ -75,16 +82,18 @@ class AgentOut(BaseModel):
     software_version: str | None = Field(None, description="About SoftwareVersion.")
     interfaces: list[str] = Field(description="Interfaces the agent implements.")
     groups: list[str] = Field(description="Groups whose commands the agent obeys.")
-    last_seen: float = Field(description="Last live message from the agent, Unix s "
-                                         "(0: none since the EMS started).")
-    online_since: float | None = Field(None, description="Start of the current or last "
-                                                         "session, Unix s.")
+    last_seen: float = Field(
+        description="Last live message from the agent, Unix s (0: none since the EMS started)."
+    )
+    online_since: float | None = Field(
+        None, description="Start of the current or last session, Unix s."
+    )
     offline_since: float | None = Field(None, description="When it went offline, Unix s.")
-    offline_reason: str | None = Field(None, description="'will' (connection lost) or "
-                                                         "'shutdown'.")
+    offline_reason: str | None = Field(None, description="'will' (connection lost) or 'shutdown'.")
     gaps: int = Field(0, description="Message sequence gaps seen (lost messages).")
     properties: dict[str, PropertyOut] = Field(
-        description="Last known properties by 'interface.Property', telemetry included.")
+        description="Last known properties by 'interface.Property', telemetry included."
+    )
 
 
 class AgentEventOut(BaseModel):
@@ -95,8 +104,8 @@ class AgentEventOut(BaseModel):
 
 class AgentDetail(AgentOut):
     events: list[AgentEventOut] = Field(
-        description="Recent presence events from the store, newest first (empty without a "
-                    "store).")
+        description="Recent presence events from the store, newest first (empty without a store)."
+    )
 
 
 class TelemetryPoint(BaseModel):
@@ -111,8 +120,9 @@ class TelemetryOut(BaseModel):
     key: str | None = Field(description="Property filter, or null for all properties.")
     since: float | None = Field(description="Lower bound of sender time, Unix s.")
     until: float | None = Field(description="Upper bound of sender time, Unix s.")
-    every_s: float | None = Field(description="Downsampling bucket, s: the last value per "
-                                              "property per bucket.")
+    every_s: float | None = Field(
+        description="Downsampling bucket, s: the last value per property per bucket."
+    )
     count: int = Field(description="Number of points.")
     points: list[TelemetryPoint] = Field(description="Oldest first.")
 
@@ -123,22 +133,30 @@ class CommandRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cmds: Annotated[Any, WithJsonSchema(_EVENT_SCHEMA)] = Field(
-        description="Event sequence [[cmd, rate_kW, duration_s], ...].")
+        description="Event sequence [[cmd, rate_kW, duration_s], ...]."
+    )
     timeout_s: float | None = Field(
-        None, gt=0, le=120, strict=True,
+        None,
+        gt=0,
+        le=120,
+        strict=True,
         description="How long to wait for replies, real s (default 5; a group waits for "
-                    "every known member or this long).")
-    reply: bool = Field(True, strict=True, description="Ask the agents to reply; false: "
-                                                       "send and return at once.")
+        "every known member or this long).",
+    )
+    reply: bool = Field(
+        True, strict=True, description="Ask the agents to reply; false: send and return at once."
+    )
 
 
 class ReplyOut(BaseModel):
     agent: str = Field(description="Agent that replied.")
     ok: bool = Field(description="Whether it accepted the command.")
-    result: list[Any] = Field(default_factory=list, description="Out-arguments (none for "
-                                                                "EnergyMethod).")
-    error: str | None = Field(None, description="Error name, e.g. "
-                                                "org.freedesktop.DBus.Error.Failed.")
+    result: list[Any] = Field(
+        default_factory=list, description="Out-arguments (none for EnergyMethod)."
+    )
+    error: str | None = Field(
+        None, description="Error name, e.g. org.freedesktop.DBus.Error.Failed."
+    )
     message: str | None = Field(None, description="Error message of the agent.")
 
 
@@ -148,10 +166,12 @@ class CommandResult(BaseModel):
     sent_at: float = Field(description="When it was sent, Unix s (EMS clock).")
     status: CommandStatus = Field(
         description="ok: every reply ok; error: an agent refused; timeout: no reply; "
-                    "partial: some group members did not reply; sent: no reply asked.")
+        "partial: some group members did not reply; sent: no reply asked."
+    )
     replies: list[ReplyOut] = Field(description="One reply per agent that answered in time.")
-    missing: list[str] = Field(description="Targeted agents (known members) that did not "
-                                           "reply in time.")
+    missing: list[str] = Field(
+        description="Targeted agents (known members) that did not reply in time."
+    )
 
 
 class CommandLogEntry(BaseModel):
@@ -165,8 +185,7 @@ class CommandLogEntry(BaseModel):
     method: str
     args: Any = Field(description="In-arguments, JSON mapping.")
     status: str = Field(description="sent, ok, error, timeout or refused.")
-    replies: list[dict[str, Any]] = Field(description="Replies: agent, ok, result, error, "
-                                                      "message.")
+    replies: list[dict[str, Any]] = Field(description="Replies: agent, ok, result, error, message.")
     error: str | None = Field(None, description="Why it was refused, if it was.")
 
 

@@ -36,8 +36,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 class ApiServer:
     """A running API server: :attr:`url` to reach it, :meth:`stop` to end it."""
 
-    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], hub: EventHub,
-                 host: str, port: int) -> None:
+    def __init__(
+        self, server: uvicorn.Server, task: asyncio.Task[None], hub: EventHub, host: str, port: int
+    ) -> None:
         self.server = server
         self.task = task
         self.hub = hub
@@ -62,8 +63,9 @@ class ApiServer:
         self.hub.uninstall()
 
 
-async def serve_api(ems: EMS, host: str = "127.0.0.1", port: int = 8080, *,
-                    log_level: str = "warning") -> ApiServer:
+async def serve_api(
+    ems: EMS, host: str = "127.0.0.1", port: int = 8080, *, log_level: str = "warning"
+) -> ApiServer:
     """Start serving the API of ``ems`` on ``host:port`` in the running event loop.
 
     The socket is bound here, so a busy port raises :class:`OSError` at once; with port 0
@@ -83,8 +85,9 @@ async def serve_api(ems: EMS, host: str = "127.0.0.1", port: int = 8080, *,
     bound = int(sock.getsockname()[1])
     hub = EventHub(ems)
     app = create_app(ems, hub=hub)
-    config = uvicorn.Config(app, log_level=log_level, lifespan="off", access_log=False,
-                            timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app, log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=3
+    )
     server = _Server(config)
 
     async def run() -> None:

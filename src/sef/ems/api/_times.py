@@ -50,8 +50,10 @@ def parse_time(text: str, now: float) -> float:
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is not a time: use Unix seconds, ISO 8601 "
-                         "(2026-01-01T12:00:00Z) or a duration ago (90s, 15m, 1h, 2d)") from None
+        raise ValueError(
+            f"{text!r} is not a time: use Unix seconds, ISO 8601 "
+            "(2026-01-01T12:00:00Z) or a duration ago (90s, 15m, 1h, 2d)"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()

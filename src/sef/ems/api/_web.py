@@ -46,7 +46,7 @@ def control_series(ems: EMS, since: float | None = None) -> ControlSeries:
         data["t"] = t
         for key in SERIES_KEYS[1:]:
             values = list(raw.get(key) or ())
-            values = values[:len(t)] + [None] * (len(t) - len(values))
+            values = values[: len(t)] + [None] * (len(t) - len(values))
             data[key] = [None if v is None else float(v) for v in values]
         if since is not None:
             first = next((i for i, x in enumerate(t) if x >= since), len(t))

@@ -20,7 +20,8 @@ from sqlalchemy import (
 metadata = MetaData()
 
 agents = Table(
-    "agents", metadata,
+    "agents",
+    metadata,
     Column("agent_id", String(64), primary_key=True),
     Column("online", Boolean, nullable=True),
     Column("bdseq", BigInteger, nullable=True),
@@ -36,9 +37,11 @@ agents = Table(
 )
 
 agent_events = Table(
-    "agent_events", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    "agent_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("agent_id", String(64), nullable=False),
     Column("ts", Float, nullable=False),
     Column("kind", String(32), nullable=False),
@@ -47,7 +50,8 @@ agent_events = Table(
 )
 
 properties = Table(
-    "properties", metadata,
+    "properties",
+    metadata,
     Column("agent_id", String(64), primary_key=True),
     Column("key", String(300), primary_key=True),
     Column("value", Text, nullable=False),  # JSON text of the value
@@ -56,9 +60,11 @@ properties = Table(
 )
 
 telemetry = Table(
-    "telemetry", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    "telemetry",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("agent_id", String(64), nullable=False),
     Column("key", String(300), nullable=False),
     Column("ts", Float, nullable=False),  # sender time, Unix s
@@ -71,9 +77,11 @@ telemetry = Table(
 )
 
 commands = Table(
-    "commands", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    "commands",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("call_id", String(128), nullable=False, unique=True),
     Column("ts", Float, nullable=False),
     Column("sender", String(128), nullable=False),

@@ -44,7 +44,8 @@ _TELEMETRY_CONFLICT = "ON CONFLICT (agent_id, key, ts, seq) DO NOTHING"
 _PG_TELEMETRY = (
     f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) SELECT a, k, t, s, r, v, false "
     "FROM unnest(%b::varchar[], %b::varchar[], %b::float8[], %b::int8[], %b::float8[], "
-    f"%b::text[]) AS u(a, k, t, s, r, v) {_TELEMETRY_CONFLICT}")
+    f"%b::text[]) AS u(a, k, t, s, r, v) {_TELEMETRY_CONFLICT}"
+)
 _SQLITE_ROWS = 500 if sqlite3.sqlite_version_info >= (3, 32) else 160
 """Rows per SQLite INSERT statement: 3 000 parameters (SQLite allows 32 766 since 3.32,
 999 before)."""
@@ -58,13 +59,17 @@ def _sqlite_telemetry(rows: int) -> str:
 
 _PROPERTIES_UPSERT = (
     "ON CONFLICT (agent_id, key) DO UPDATE SET value = excluded.value, ts = excluded.ts, "
-    "received = excluded.received WHERE properties.ts IS NULL OR properties.ts <= excluded.ts")
+    "received = excluded.received WHERE properties.ts IS NULL OR properties.ts <= excluded.ts"
+)
 _PG_PROPERTIES = (
     "INSERT INTO properties (agent_id, key, value, ts, received) SELECT * FROM "
     "unnest(%b::varchar[], %b::varchar[], %b::text[], %b::float8[], %b::float8[]) "
-    f"{_PROPERTIES_UPSERT}")
-_SQLITE_PROPERTIES = ("INSERT INTO properties (agent_id, key, value, ts, received) "
-                      f"VALUES (?, ?, ?, ?, ?) {_PROPERTIES_UPSERT}")
+    f"{_PROPERTIES_UPSERT}"
+)
+_SQLITE_PROPERTIES = (
+    "INSERT INTO properties (agent_id, key, value, ts, received) "
+    f"VALUES (?, ?, ?, ?, ?) {_PROPERTIES_UPSERT}"
+)
 
 
 class StoreError(RuntimeError):
@@ -130,8 +135,7 @@ class Store:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.engine: Engine = sa.create_engine(normalize_url(url), echo=echo,
-                                               pool_pre_ping=True)
+        self.engine: Engine = sa.create_engine(normalize_url(url), echo=echo, pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -149,8 +153,7 @@ class Store:
     def migrate(self) -> None:
         """Run every Alembic migration that this database has not seen yet."""
         config = Config()
-        config.set_main_option("script_location", str(resources.files(__package__) /
-                                                      "migrations"))
+        config.set_main_option("script_location", str(resources.files(__package__) / "migrations"))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
@@ -165,8 +168,7 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------
     def _insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert(table) if self.dialect == "postgresql"
-                else sqlite.insert(table))
+        return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
 
     def write_batch(self, batch: Batch) -> int:
         """Write a batch in one transaction; return the telemetry rows actually inserted."""
@@ -185,12 +187,17 @@ class Store:
                 columns = [c.name for c in agents.columns if c.name != "agent_id"]
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["agent_id"],
-                    set_={name: getattr(stmt.excluded, name) for name in columns})
+                    set_={name: getattr(stmt.excluded, name) for name in columns},
+                )
                 connection.execute(stmt, [row.values() for row in batch.agents.values()])
             if batch.events:
-                connection.execute(agent_events.insert(), [
-                    {"agent_id": a, "ts": ts, "kind": kind, "detail": detail}
-                    for a, ts, kind, detail in batch.events])
+                connection.execute(
+                    agent_events.insert(),
+                    [
+                        {"agent_id": a, "ts": ts, "kind": kind, "detail": detail}
+                        for a, ts, kind, detail in batch.events
+                    ],
+                )
         return inserted
 
     # The two hot statements bypass SQLAlchemy's per-row parameter processing: PostgreSQL
@@ -200,14 +207,21 @@ class Store:
     # writer thread do not hand the GIL back and forth for every row.
     def _write_telemetry(self, connection: Connection, rows: Sequence[TelemetryIn]) -> int:
         if self.dialect == "postgresql":
-            result = connection.exec_driver_sql(_PG_TELEMETRY, (
-                [r.agent_id for r in rows], [r.key for r in rows], [r.ts for r in rows],
-                [r.seq for r in rows], [r.received for r in rows],
-                [r.value_json for r in rows]))
+            result = connection.exec_driver_sql(
+                _PG_TELEMETRY,
+                (
+                    [r.agent_id for r in rows],
+                    [r.key for r in rows],
+                    [r.ts for r in rows],
+                    [r.seq for r in rows],
+                    [r.received for r in rows],
+                    [r.value_json for r in rows],
+                ),
+            )
             return max(0, result.rowcount) if result.rowcount is not None else len(rows)
         inserted = 0
         for start in range(0, len(rows), _SQLITE_ROWS):
-            chunk = rows[start:start + _SQLITE_ROWS]
+            chunk = rows[start : start + _SQLITE_ROWS]
             params: list[Any] = []
             for r in chunk:
                 params += (r.agent_id, r.key, r.ts, r.seq, r.received, r.value_json)
@@ -218,29 +232,61 @@ class Store:
     def _write_properties(self, connection: Connection, rows: Sequence[TelemetryIn]) -> None:
         """Upsert the last values, unless the stored one is newer (sender time)."""
         if self.dialect == "postgresql":
-            connection.exec_driver_sql(_PG_PROPERTIES, (
-                [r.agent_id for r in rows], [r.key for r in rows],
-                [r.value_json for r in rows], [r.ts for r in rows],
-                [r.received for r in rows]))
+            connection.exec_driver_sql(
+                _PG_PROPERTIES,
+                (
+                    [r.agent_id for r in rows],
+                    [r.key for r in rows],
+                    [r.value_json for r in rows],
+                    [r.ts for r in rows],
+                    [r.received for r in rows],
+                ),
+            )
         else:
-            connection.exec_driver_sql(_SQLITE_PROPERTIES, [
-                (r.agent_id, r.key, r.value_json, r.ts, r.received) for r in rows])
+            connection.exec_driver_sql(
+                _SQLITE_PROPERTIES,
+                [(r.agent_id, r.key, r.value_json, r.ts, r.received) for r in rows],
+            )
 
-    def log_command(self, call_id: str, ts: float, sender: str, target: str, interface: str,
-                    method: str, args: Any, status: str = "sent",
-                    error: str | None = None) -> None:
+    def log_command(
+        self,
+        call_id: str,
+        ts: float,
+        sender: str,
+        target: str,
+        interface: str,
+        method: str,
+        args: Any,
+        status: str = "sent",
+        error: str | None = None,
+    ) -> None:
         """Record a command when it is sent (or refused)."""
         with self.engine.begin() as connection:
-            connection.execute(commands.insert().values(
-                call_id=call_id, ts=ts, sender=sender, target=target, interface=interface,
-                method=method, args=args, status=status, replies=[], error=error))
+            connection.execute(
+                commands.insert().values(
+                    call_id=call_id,
+                    ts=ts,
+                    sender=sender,
+                    target=target,
+                    interface=interface,
+                    method=method,
+                    args=args,
+                    status=status,
+                    replies=[],
+                    error=error,
+                )
+            )
 
-    def update_command(self, call_id: str, status: str, replies: list[dict[str, Any]],
-                       error: str | None = None) -> None:
+    def update_command(
+        self, call_id: str, status: str, replies: list[dict[str, Any]], error: str | None = None
+    ) -> None:
         """Record the outcome of a command: its replies."""
         with self.engine.begin() as connection:
-            connection.execute(commands.update().where(commands.c.call_id == call_id)
-                               .values(status=status, replies=replies, error=error))
+            connection.execute(
+                commands.update()
+                .where(commands.c.call_id == call_id)
+                .values(status=status, replies=replies, error=error)
+            )
 
     # -- reads ------------------------------------------------------------------------
     def load_agents(self) -> list[AgentRow]:
@@ -253,20 +299,30 @@ class Store:
         out: dict[str, dict[str, tuple[Any, float | None, float]]] = {}
         with self.engine.connect() as connection:
             for row in connection.execute(sa.select(properties)):
-                out.setdefault(row.agent_id, {})[row.key] = (json.loads(row.value), row.ts,
-                                                             row.received)
+                out.setdefault(row.agent_id, {})[row.key] = (
+                    json.loads(row.value),
+                    row.ts,
+                    row.received,
+                )
         return out
 
-    def telemetry(self, agent_id: str, key: str | None = None, since: float | None = None,
-                  until: float | None = None, every_s: float | None = None,
-                  limit: int = 100_000) -> list[dict[str, Any]]:
+    def telemetry(
+        self,
+        agent_id: str,
+        key: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        every_s: float | None = None,
+        limit: int = 100_000,
+    ) -> list[dict[str, Any]]:
         """History of one agent's properties, oldest first.
 
         ``since``/``until`` bound the sender time (Unix s). With ``every_s``, one row (the
         last) per property per ``every_s`` bucket is returned (downsampling).
         """
-        query = sa.select(telemetry.c.key, telemetry.c.ts, telemetry.c.seq,
-                          telemetry.c.value).where(telemetry.c.agent_id == agent_id)
+        query = sa.select(
+            telemetry.c.key, telemetry.c.ts, telemetry.c.seq, telemetry.c.value
+        ).where(telemetry.c.agent_id == agent_id)
         if key is not None:
             query = query.where(telemetry.c.key == key)
         if since is not None:
@@ -276,7 +332,8 @@ class Store:
         query = query.order_by(telemetry.c.key, telemetry.c.ts).limit(limit)
         with _gc_paused(), self.engine.connect() as connection:
             rows: list[tuple[str, float, int, str]] = [
-                tuple(row) for row in connection.execute(query)]
+                tuple(row) for row in connection.execute(query)
+            ]
             if every_s:
                 buckets: dict[tuple[str, int], tuple[str, float, int, str]] = {}
                 for row in rows:
@@ -284,8 +341,10 @@ class Store:
                 rows = sorted(buckets.values(), key=lambda r: (r[0], r[1]))
             rows.sort(key=lambda r: r[1])
             loads = orjson.loads
-            return [{"key": key, "ts": ts, "seq": seq, "value": loads(value)}
-                    for key, ts, seq, value in rows]
+            return [
+                {"key": key, "ts": ts, "seq": seq, "value": loads(value)}
+                for key, ts, seq, value in rows
+            ]
 
     def count_telemetry(self, agent_id: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(telemetry)
@@ -294,8 +353,9 @@ class Store:
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
-    def commands(self, *, since: float | None = None, target: str | None = None,
-                 limit: int = 100) -> list[dict[str, Any]]:
+    def commands(
+        self, *, since: float | None = None, target: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
         """The command log, newest first."""
         query = sa.select(commands).order_by(commands.c.ts.desc(), commands.c.id.desc())
         if since is not None:
@@ -307,31 +367,54 @@ class Store:
         return [{k: v for k, v in row.items() if k != "id"} for row in rows]
 
     def agent_events(self, agent_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        query = (sa.select(agent_events.c.ts, agent_events.c.kind, agent_events.c.detail)
-                 .where(agent_events.c.agent_id == agent_id)
-                 .order_by(agent_events.c.ts.desc()).limit(limit))
+        query = (
+            sa.select(agent_events.c.ts, agent_events.c.kind, agent_events.c.detail)
+            .where(agent_events.c.agent_id == agent_id)
+            .order_by(agent_events.c.ts.desc())
+            .limit(limit)
+        )
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
     # -- retention --------------------------------------------------------------------
-    def apply_retention(self, now: float, *, keep_s: float | None = None,
-                        raw_s: float | None = None, every_s: float = 900.0) -> dict[str, int]:
+    def apply_retention(
+        self,
+        now: float,
+        *,
+        keep_s: float | None = None,
+        raw_s: float | None = None,
+        every_s: float = 900.0,
+    ) -> dict[str, int]:
         """Delete telemetry older than ``keep_s``; thin rows older than ``raw_s`` to one
         per property per ``every_s`` (the last of each bucket). Times in s."""
         deleted = thinned = 0
         with self.engine.begin() as connection:
             if keep_s is not None:
-                deleted = connection.execute(
-                    telemetry.delete().where(telemetry.c.ts < now - keep_s)).rowcount or 0
+                deleted = (
+                    connection.execute(
+                        telemetry.delete().where(telemetry.c.ts < now - keep_s)
+                    ).rowcount
+                    or 0
+                )
             if raw_s is not None:
                 cutoff = now - raw_s
-                bucket = (sa.func.floor(telemetry.c.ts / every_s) if self.dialect == "postgresql"
-                          else sa.cast(telemetry.c.ts / every_s, sa.Integer))
+                bucket = (
+                    sa.func.floor(telemetry.c.ts / every_s)
+                    if self.dialect == "postgresql"
+                    else sa.cast(telemetry.c.ts / every_s, sa.Integer)
+                )
                 old = sa.and_(telemetry.c.ts < cutoff, telemetry.c.downsampled.is_(False))
-                keepers = (sa.select(sa.func.max(telemetry.c.id)).where(old)
-                           .group_by(telemetry.c.agent_id, telemetry.c.key, bucket))
-                thinned = connection.execute(telemetry.delete().where(
-                    old, telemetry.c.id.not_in(keepers))).rowcount or 0
+                keepers = (
+                    sa.select(sa.func.max(telemetry.c.id))
+                    .where(old)
+                    .group_by(telemetry.c.agent_id, telemetry.c.key, bucket)
+                )
+                thinned = (
+                    connection.execute(
+                        telemetry.delete().where(old, telemetry.c.id.not_in(keepers))
+                    ).rowcount
+                    or 0
+                )
                 connection.execute(telemetry.update().where(old).values(downsampled=True))
         return {"deleted": deleted, "thinned": thinned}
 
@@ -355,5 +438,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
-
-

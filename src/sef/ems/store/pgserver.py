@@ -26,15 +26,19 @@ class PostgresNotFound(RuntimeError):
 
 def find_pg_bin() -> Path:
     """Directory with ``initdb`` and ``pg_ctl`` (newest installed version)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).parent
-    raise PostgresNotFound("PostgreSQL server is not installed: apt-get install postgresql "
-                           "(make test does it when run as root)")
+    raise PostgresNotFound(
+        "PostgreSQL server is not installed: apt-get install postgresql "
+        "(make test does it when run as root)"
+    )
 
 
 def _free_port() -> int:
@@ -55,8 +59,9 @@ class PostgresServer:
         self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def _run(self, *args: str) -> None:
-        result = subprocess.run([*self._as_user, *args], capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            [*self._as_user, *args], capture_output=True, text=True, timeout=120
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {result.stderr.strip() or result.stdout}")
 
@@ -64,13 +69,34 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self._tmp, "postgres")
             os.chmod(self._tmp, 0o755)
-        self._run(str(self.bin / "initdb"), "-D", str(self.datadir), "-U", self.user, "-A",
-                  "trust", "-E", "UTF8", "--no-sync")
-        options = (f"-p {self.port} -k {self._tmp} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-l",
-                  str(Path(self._tmp) / "log"), "-w", "start")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        options = (
+            f"-p {self.port} -k {self._tmp} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-o",
+            options,
+            "-l",
+            str(Path(self._tmp) / "log"),
+            "-w",
+            "start",
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -93,8 +119,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
-                      "stop")
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop")
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> PostgresServer:

@@ -78,14 +78,21 @@ class CommodityRecord:
     def encode(self) -> bytes:
         """The 13 wire bytes."""
         code = self.commodity | (0x80 if self.measured else 0)
-        return (bytes((code,)) + self.instantaneous.to_bytes(6, "big")
-                + self.cumulative.to_bytes(6, "big"))
+        return (
+            bytes((code,))
+            + self.instantaneous.to_bytes(6, "big")
+            + self.cumulative.to_bytes(6, "big")
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> CommodityRecord:
         """Parse 13 bytes."""
-        return cls(as_enum(CommodityCode, raw[0] & 0x7F), int.from_bytes(raw[1:7], "big"),
-                   int.from_bytes(raw[7:13], "big"), bool(raw[0] & 0x80))
+        return cls(
+            as_enum(CommodityCode, raw[0] & 0x7F),
+            int.from_bytes(raw[1:7], "big"),
+            int.from_bytes(raw[7:13], "big"),
+            bool(raw[0] & 0x80),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class CommodityReadReply(CodedReply):
     @classmethod
     def _unpack(cls, raw: bytes) -> tuple[Any, ...]:
         step = _RECORD_LEN
-        return (tuple(CommodityRecord.decode(raw[i:i + step]) for i in range(0, len(raw), step)),)
+        return (tuple(CommodityRecord.decode(raw[i : i + step]) for i in range(0, len(raw), step)),)
 
     def get(self, commodity: int) -> CommodityRecord | None:
         """The first record for ``commodity`` (masked code), if any."""

@@ -121,9 +121,9 @@ class GetInformationReply(CodedReply):
             object.__setattr__(self, "model", "")
 
     def _pack(self) -> bytes:
-        out = self.cta_version + _IDS.pack(self.vendor_id, self.device_type,
-                                           self.device_revision, self.capabilities,
-                                           self.reserved)
+        out = self.cta_version + _IDS.pack(
+            self.vendor_id, self.device_type, self.device_revision, self.capabilities, self.reserved
+        )
         if self.firmware is not None or self.serial is not None or self.model is not None:
             out += (self.model or "").encode("ascii").ljust(16, b"\0")
         if self.firmware is not None or self.serial is not None:

@@ -250,8 +250,7 @@ class Deframer:
                     events.append(Frame(raw[0], raw[1], raw[HEADER_LEN:-2]))
                 else:
                     detail = (
-                        f"checksum error in {raw.hex(' ')} "
-                        f"(expected {checksum(raw[:-2]).hex(' ')})"
+                        f"checksum error in {raw.hex(' ')} (expected {checksum(raw[:-2]).hex(' ')})"
                     )
                     logger.warning(detail)
                     events.append(FrameError(NakReason.CHECKSUM_ERROR, raw, detail))
