@@ -50,10 +50,12 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
+        """The broker's URL, ``mqtt://127.0.0.1:PORT``."""
         return f"mqtt://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
+        """Where the broker writes its log."""
         assert self.workdir is not None
         return self.workdir / "mosquitto.log"
 

@@ -68,12 +68,15 @@ class RealClock(Clock):
     speed = 1.0
 
     def now(self) -> float:
+        """Clock time, Unix s."""
         return time.time()
 
     def monotonic(self) -> float:
+        """Monotonic clock time, s."""
         return time.monotonic()
 
     def spec(self) -> str:
+        """The ``--clock`` text that builds this clock."""
         return "real"
 
     def __repr__(self) -> str:
@@ -104,13 +107,16 @@ class ScaledClock(Clock):
         self._mono_anchor = time.monotonic() - (time.time() - self.real_anchor)
 
     def now(self) -> float:
+        """Clock time, Unix s."""
         assert self.sim_start is not None and self.real_anchor is not None
         return self.sim_start + (time.time() - self.real_anchor) * self.speed
 
     def monotonic(self) -> float:
+        """Monotonic clock time, s."""
         return (time.monotonic() - self._mono_anchor) * self.speed
 
     def spec(self) -> str:
+        """The ``--clock`` text that builds this clock."""
         return f"scaled:{self.speed!r}:{self.sim_start!r}@{self.real_anchor!r}"
 
 

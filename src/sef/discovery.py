@@ -326,6 +326,7 @@ class MdnsResolver:
         return cls(name, timeout_s)
 
     async def __call__(self) -> BrokerURL:
+        """Find the broker over mDNS and return its URL (the bus's resolver hook)."""
         start = time.monotonic()
         self.last = await browse_broker(self.timeout_s, name=self.name, interfaces=self.interfaces)
         self.last_duration_s = time.monotonic() - start

@@ -30,12 +30,15 @@ class RunningBroker(Protocol):
     """What :func:`start_broker` returns."""
 
     @property
-    def url(self) -> str: ...
+    def url(self) -> str:
+        """The broker's URL."""
 
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> str:
+        """Which broker runs: ``mosquitto`` or ``embedded``."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop the broker."""
 
 
 def rumqttd_config(host: str, port: int, port5: int, *, max_connections: int = 10_000) -> str:
@@ -121,6 +124,7 @@ class _MosquittoBroker:
 
     @property
     def url(self) -> str:
+        """The broker's URL."""
         return self.mosquitto.url
 
     @property
@@ -128,6 +132,7 @@ class _MosquittoBroker:
         return f"{self.mosquitto.url}?version=5"
 
     def stop(self) -> None:
+        """Stop the broker."""
         self.mosquitto.stop()
 
 

@@ -76,6 +76,7 @@ class SunSpecBattery(DeviceAdapter):
         self._lock = asyncio.Lock()  # one Modbus request at a time (apply runs beside read)
 
     async def connect(self) -> None:
+        """Connect, scan the SunSpec chain (models 802 and 124 required) and read the ratings."""
         async with self._lock:
             await self.modbus.connect()
             await self.modbus.scan()
@@ -130,6 +131,7 @@ class SunSpecBattery(DeviceAdapter):
         self.writes += 1
 
     async def read(self) -> None:
+        """Read model 802 (and 713's stored energy), and model 124's controls for readback."""
         async with self._lock:
             bat = await self.modbus.read_points(802, ["SoC", "V", "A", "W", "State", "Evt1"])
             controls = await self.modbus.read_points(124, list(_CONTROLS))
@@ -157,6 +159,7 @@ class SunSpecBattery(DeviceAdapter):
         )
 
     def readback(self) -> str | None:
+        """Model-124 controls that differ from the last write (``OutWRte 100.0 (wrote -50.0)``)."""
         differ = [
             f"{name} {self._controls.get(name)} (wrote {value})"
             for name, value in self._written.items()
@@ -165,10 +168,12 @@ class SunSpecBattery(DeviceAdapter):
         return ", ".join(differ) or None
 
     async def close(self) -> None:
+        """Close the Modbus connection; forget what was written (nothing to read back)."""
         self.modbus.close()
         self._written = {}  # nothing to read back until the next write
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
+        """Battery keys (:func:`~sef.agents._battery.battery_telemetry`): kW, kWh, %, V, A."""
         return battery_telemetry(
             self.reading,
             self.host.current_event,

@@ -125,6 +125,7 @@ class CtaWaterHeater(DeviceAdapter):
         return self.override_msg or self.op_state in _OPTED_OUT
 
     async def connect(self) -> None:
+        """Open the port, start the link, check Basic DR support, ask for the device info."""
         transport: cta.Transport
         if self.serial_port is not None:
             transport = cta.open_serial(self.serial_port)
@@ -152,6 +153,7 @@ class CtaWaterHeater(DeviceAdapter):
         self._last_ok = asyncio.get_running_loop().time()
 
     async def apply(self, event: EnergyEvent, left_s: float | None) -> None:
+        """Send the event's Basic DR message with the time it has left (s, rounded up)."""
         assert self.link is not None
         message = event_message(event.cmd, 0.0 if left_s is None else max(1.0, left_s))
         reply = await self._request(self.link, message)
@@ -191,6 +193,7 @@ class CtaWaterHeater(DeviceAdapter):
         self._polls += 1
 
     async def close(self) -> None:
+        """Close the link and stop its receiver."""
         link, self.link = self.link, None
         if link is not None:
             await link.close()

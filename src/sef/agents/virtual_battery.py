@@ -31,6 +31,7 @@ class ModelBattery(DeviceAdapter):
         self._last_step: float | None = None
 
     async def connect(self) -> None:
+        """Start stepping the model from now (clock s)."""
         self._last_step = self.host.clock.now()
 
     async def read(self) -> None:
@@ -41,6 +42,7 @@ class ModelBattery(DeviceAdapter):
         self._last_step = now
 
     async def apply(self, event: EnergyEvent, left_s: float | None) -> None:
+        """Step the model to now, then run at the event's setpoint (kW, clipped to the rating)."""
         await self.read()
         rated = self.model.params.rated_power_kw
         self.setpoint_kw = clip_power_kw(requested_power_kw(event), rated, rated)
@@ -49,6 +51,7 @@ class ModelBattery(DeviceAdapter):
         """Nothing to close: the model lives in this process."""
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
+        """Battery keys from the model's state: kW, kWh, %, V, A."""
         model = self.model
         reading = BatteryReading(
             soc_pct=float(model.soc[0]) * 100.0,

@@ -45,6 +45,7 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def clock_option(spec: str | None) -> Clock:
+    """The clock of a ``--clock`` option (default: ``SEF_CLOCK`` or real time)."""
     try:
         return parse_clock(spec) if spec else default_clock()
     except ClockSpecError as exc:

@@ -129,10 +129,12 @@ class Scenario:
 
     @property
     def n_batteries(self) -> int:
+        """Number of batteries in the fleet."""
         return int(self.battery_soc0.shape[0])
 
     @property
     def n_heaters(self) -> int:
+        """Number of water heaters in the fleet."""
         return int(self.draws_lpm.shape[1])
 
     @property

@@ -249,7 +249,7 @@ class BatteryEmulator:
         registers: list[int],
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """pymodbus hook: refresh on reads, validate and apply writes."""
+        """Hook of pymodbus: refresh on reads, validate and apply writes."""
         try:
             if function_code in _WRITE_FCS and values is not None:
                 return self._write(address, [int(v) for v in values])

@@ -383,7 +383,10 @@ async def run_sgd_emulator(
         serial: open this serial port (19200 8N1); reopened 1 s after it fails.
         tcp_port: listen on ``host:tcp_port`` (0 = free port); one UCM at a time, a new
             connection replaces the old one. ``on_ready`` gets ``HOST:PORT``.
+        host: address to listen on with ``tcp_port``.
         emulator: the emulator to run (default: a new :class:`SGDEmulator` on ``clock``).
+        clock: the clock of a new emulator (default: ``SEF_CLOCK`` or real time).
+        on_ready: called once with where the UCM connects (pty path, port or ``HOST:PORT``).
     """
     if sum((pty, serial is not None, tcp_port is not None)) != 1:
         raise ValueError("choose exactly one of pty, serial, tcp_port")

@@ -157,6 +157,7 @@ class DemandResponse:
         self.last_heartbeat_s: FloatArray = np.full(n, np.nan)
 
     def select(self, idx: Index) -> NDArray[np.intp]:
+        """Indices of the heaters that ``idx`` selects."""
         if idx is None:
             return np.arange(self.n)
         return np.arange(self.n)[idx].reshape(-1)

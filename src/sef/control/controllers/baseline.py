@@ -35,6 +35,7 @@ class BaselineController:
         self.gain = gain
 
     def reset(self, scenario: Scenario) -> None:
+        """Start a new run of ``scenario``."""
         self.sc = scenario
         self.info = FleetInfo.from_scenario(scenario)
         self.wh = WaterHeaterDispatcher(self.info, scenario.control.wh_shed_duration_s)

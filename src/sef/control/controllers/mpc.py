@@ -44,6 +44,7 @@ class MPCController:
         self.solve_s = 0.0
 
     def reset(self, scenario: Scenario) -> None:
+        """Start a new run of ``scenario``: forget the forecast state and the last plan."""
         self.sc = scenario
         self.info = FleetInfo.from_scenario(scenario)
         self.wh = WaterHeaterDispatcher(self.info, scenario.control.wh_shed_duration_s)

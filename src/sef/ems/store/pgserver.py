@@ -66,6 +66,7 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed: {result.stderr.strip() or result.stdout}")
 
     def start(self) -> PostgresServer:
+        """Create the data directory if needed and start the server; return ``self``."""
         if os.geteuid() == 0:
             shutil.chown(self._tmp, "postgres")
             os.chmod(self._tmp, 0o755)
@@ -107,6 +108,7 @@ class PostgresServer:
         raise RuntimeError("PostgreSQL did not start")
 
     def url(self, database: str = "postgres") -> str:
+        """The SQLAlchemy URL of ``database`` on this server."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
@@ -118,6 +120,7 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
+        """Stop the server (fast shutdown)."""
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop")
         shutil.rmtree(self._tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
 
 def upgrade() -> None:
+    """Create the schema."""
     op.create_table(
         "agents",
         sa.Column("agent_id", sa.String(64), primary_key=True),

@@ -12,4 +12,5 @@ down_revision = "0001"
 
 
 def upgrade() -> None:
+    """Drop the telemetry index that the unique constraint already provides."""
     op.drop_index("ix_telemetry_agent_key_ts", table_name="telemetry")

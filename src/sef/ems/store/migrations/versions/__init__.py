@@ -1,0 +1,1 @@
+"""Alembic migration scripts of the EMS store, applied in order by ``Store.migrate``."""
