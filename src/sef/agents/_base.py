@@ -107,6 +107,7 @@ class Agent:
         self.about = about or AboutInfo()
         self.session = Session()
         self.host_online: dict[str, bool] = {}
+        self.host_bdseq: dict[str, int] = {}
         self.calls_rejected = 0
         self._xml: dict[str, str] = {}
         self._interfaces: dict[str, Interface] = {}
@@ -347,6 +348,17 @@ class Agent:
         except PayloadError as exc:
             log.warning("agent %s: bad host status from %s: %s", self.agent_id, host_id, exc)
             return
+        last = self.host_bdseq.get(host_id)
+        if last is not None and status.bdseq < last:
+            log.info(
+                "agent %s: stale status of host %s ignored (bdseq %d < %d)",
+                self.agent_id,
+                host_id,
+                status.bdseq,
+                last,
+            )
+            return
+        self.host_bdseq[host_id] = status.bdseq
         if self.host_online.get(host_id) != status.online:
             self.host_online[host_id] = status.online
             log.info(
@@ -372,11 +384,19 @@ class Agent:
         except PayloadError as exc:
             self._reject(str(exc), message.topic)
             reply_to, call_id = obj.get("reply_to"), obj.get("id")
-            if isinstance(reply_to, str) and isinstance(call_id, str) and call_id:
+            if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
+                assert isinstance(reply_to, str)
                 self._reply(
                     Reply(call_id[:128], self.agent_id, False, error=exc.name, message=str(exc)),
                     reply_to,
                 )
+            return
+        if call.reply_to is not None and not self._is_reply_topic(call.reply_to):
+            self._reject(
+                f"reply_to {call.reply_to[:80]!r} is not a reply topic "
+                f"({self.topics.root}/clients/ID/reply): call not executed",
+                message.topic,
+            )
             return
         key = f"{call.sender}/{call.id}"
         if key in self._seen_calls:
@@ -465,7 +485,17 @@ class Agent:
                 call.reply_to,
             )
 
+    def _is_reply_topic(self, topic: object) -> bool:
+        """Whether ``topic`` is a valid reply topic (``{root}/clients/{id}/reply``)."""
+        if not isinstance(topic, str):
+            return False
+        parsed = self.topics.parse(topic)
+        return parsed is not None and parsed.kind is TopicKind.REPLY
+
     def _reply(self, reply: Reply, topic: str) -> None:
+        if not self._is_reply_topic(topic):  # never publish to a topic not validated
+            log.warning("agent %s: reply %s not sent to %r", self.agent_id, reply.id, topic[:80])
+            return
         try:
             self.bus.publish(topic, reply.to_payload())
         except BusError as exc:
