@@ -5,14 +5,14 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SYSDEPS = mosquitto:mosquitto postgresql:/usr/lib/postgresql chromium:/usr/bin/chromium
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test lint min-versions bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test,profiles]'
+$(VENV)/.installed: pyproject.toml src/sef/__init__.py | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[all,test,profiles]'
 	touch $@
 
 system-deps:
@@ -28,6 +28,11 @@ lint: $(VENV)/.installed
 
 test: $(VENV)/.installed system-deps lint
 	$(BIN)/python -m pytest -n auto --dist loadgroup -q
+	$(BIN)/python scripts/check-min-versions.py
+
+# The lowest declared versions in a fresh venv, with a fast subset of the tests.
+min-versions: $(VENV)/.installed system-deps
+	$(BIN)/python scripts/check-min-versions.py
 
 bench: $(VENV)/.installed system-deps
 	$(BIN)/python bench/bus_ingest.py
