@@ -11,6 +11,9 @@
 * **faults and backoff**: an error marks the device faulty (telemetry, one log line per
   distinct fault), closes the link and retries after ``backoff_s[0]`` doubling to
   ``backoff_s[1]`` real seconds; after reconnecting the running event is re-applied;
+* **fail-safe**: after each healthy poll the adapter re-arms the device's own revert
+  timer (``rearm``); when no EMS host is online for ``host_loss_grace_s`` the
+  :class:`~sef.agents._host_loss.HostLossPolicy` ends open-ended events;
 * **readback**: after each poll, a mismatch reported by ``readback()`` (another client
   changed the device's controls) is logged, shown in telemetry (``Control_Mismatch``)
   and the running event is re-asserted.
@@ -27,6 +30,7 @@ from typing import Generic, TypeVar
 from sef.agents._base import Agent
 from sef.agents._declare import AboutInfo, method
 from sef.agents._device import DeviceAdapter, DeviceStatus
+from sef.agents._host_loss import DEFAULT_GRACE_S, HostLossPolicy
 from sef.agents._sequence import EventSequencer
 from sef.bus import BrokerURL
 from sef.clock import Clock
@@ -53,6 +57,8 @@ class DERAgent(Agent, Generic[DeviceT]):
         poll_s: time between polls (and telemetry publishes), real s.
         backoff_s: first and longest wait between reconnection attempts, real s.
         poll_on_clock: ``poll_s`` is in clock seconds (a model on the scaled clock).
+        host_loss_grace_s: real seconds without an online host (EMS) before the
+            host-loss policy makes the device safe (:mod:`sef.agents._host_loss`).
         clock, groups, keepalive_s, about: as for :class:`~sef.agents.Agent`.
     """
 
@@ -67,6 +73,7 @@ class DERAgent(Agent, Generic[DeviceT]):
         poll_s: float = 1.0,
         backoff_s: tuple[float, float] | None = None,
         poll_on_clock: bool = False,
+        host_loss_grace_s: float = DEFAULT_GRACE_S,
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
@@ -80,6 +87,9 @@ class DERAgent(Agent, Generic[DeviceT]):
         self.backoff_s = backoff_s or (poll_s, 4 * poll_s)
         self.poll_on_clock = poll_on_clock
         self.sequencer = EventSequencer(self.clock, self._on_event)
+        self.host_loss = HostLossPolicy(
+            agent_id, self.sequencer, self._host_lost, grace_s=host_loss_grace_s
+        )
         self.status = DeviceStatus(healthy=False)
         self.mismatches = 0
         self._connected = False  # connect() succeeded and close() has not run since
@@ -130,6 +140,7 @@ class DERAgent(Agent, Generic[DeviceT]):
         )
         self._publish()
         self._tasks.spawn(self._supervise(), name=f"device:{self.agent_id}")
+        self._tasks.spawn(self.host_loss.watch(), name=f"host-loss:{self.agent_id}")
 
     async def on_stop(self) -> None:
         await self.sequencer.cancel()
@@ -153,9 +164,7 @@ class DERAgent(Agent, Generic[DeviceT]):
             if not self._dirty:
                 return  # applied meanwhile by the poll loop
             generation = self._generation
-            ends = self.sequencer.current_ends
-            left_s = None if ends is None else max(0.0, ends - self.clock.now())
-            await self.device.apply(self.sequencer.current, left_s)
+            await self.device.apply(self.sequencer.current, self._left_s())
             if generation == self._generation:
                 self._dirty = False
 
@@ -174,6 +183,7 @@ class DERAgent(Agent, Generic[DeviceT]):
                 generation = self._generation
                 await self.device.read()
                 await self._check_readback(generation)
+                await self.device.rearm(self.sequencer.current, self._left_s())
                 self._healthy()
                 delay_s, backoff_s = self._poll_real_s(), first_s
             except Exception as exc:
@@ -225,6 +235,17 @@ class DERAgent(Agent, Generic[DeviceT]):
             await asyncio.wait_for(self.device.close(), CLOSE_TIMEOUT_S)
         except Exception as exc:  # a close that fails must not stop the reconnection
             log.warning("%s: closing the device link failed: %s", self.agent_id, exc)
+
+    def _left_s(self) -> float | None:
+        """Clock seconds left of the running event (None = open-ended)."""
+        ends = self.sequencer.current_ends
+        return None if ends is None else max(0.0, ends - self.clock.now())
+
+    def _host_lost(self) -> bool:
+        """No host in charge: the broker is lost, or every host seen says offline."""
+        if self.bus.connections and not self.bus.connected:
+            return True
+        return bool(self.host_online) and not any(self.host_online.values())
 
     def _poll_real_s(self) -> float:
         return self.clock.to_real(self.poll_s) if self.poll_on_clock else self.poll_s

@@ -14,6 +14,7 @@ four coroutines and its telemetry map:
 ``telemetry(status)``     the adapter's ``Telemetry`` keys, given the session's status
 ``readback()``            optional: a description of how the device's controls differ from
                           what was applied (another client changed them), else ``None``
+``rearm(event, left_s)``  optional: re-arm the device's own revert timer (after each poll)
 ========================  ==================================================================
 
 Everything else — when to poll, backoff after a fault, fault reporting, re-applying the
@@ -108,4 +109,13 @@ class DeviceAdapter(ABC):
 
     def readback(self) -> str | None:
         """How the device's controls differ from the last :meth:`apply`, if they do."""
+        return None
+
+    async def rearm(self, event: EnergyEvent, left_s: float | None) -> None:
+        """Re-arm the device's own fail-safe (e.g. a revert timer) after a healthy poll.
+
+        Called after every successful poll with the running event and its clock seconds
+        left (None = open-ended); a device that reverts by itself when nobody re-arms it
+        stays safe if the agent dies. The default does nothing.
+        """
         return None

@@ -37,6 +37,7 @@ from sef.agents._battery import BatteryReading, battery_telemetry, clip_power_kw
 from sef.agents._declare import AboutInfo
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceStatus
+from sef.agents._host_loss import DEFAULT_GRACE_S
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import EnergyEvent, Variant
@@ -57,6 +58,11 @@ STATE_NAMES = {
 }
 REVERT_MARGIN_S = 60.0
 """Clock seconds after an event's planned end at which the battery reverts by itself."""
+MAX_REVERT_S = 65534
+"""Longest revert time a uint16 register holds (s); 0xFFFF means "not implemented"."""
+OPEN_REVERT_S = 20.0
+"""Real seconds after the last write at which the battery ends an open-ended event by
+itself; the BIS rewrites the window every quarter of it while it is healthy."""
 _CONTROLS = ("OutWRte", "InWRte", "StorCtl_Mod")
 
 
@@ -65,8 +71,18 @@ class SunSpecBattery(DeviceAdapter):
 
     comm_errors: ClassVar[tuple[type[BaseException], ...]] = (SunSpecError, OSError, TimeoutError)
 
-    def __init__(self, host: str, port: int, *, unit: int = 1, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        unit: int = 1,
+        timeout_s: float = 1.0,
+        open_revert_s: float = OPEN_REVERT_S,
+    ) -> None:
         self.modbus = SunSpecClient(host, port, unit=unit, timeout_s=timeout_s, retries=0)
+        self.open_revert_s = open_revert_s
+        self._armed_at = 0.0  # loop time of the last window write, real s
         self.setpoint_kw = 0.0
         self.reading: BatteryReading | None = None
         self.writes = 0
@@ -113,22 +129,39 @@ class SunSpecBattery(DeviceAdapter):
             if setpoint >= 0
             else -100.0 * -setpoint / self.max_discharge_kw
         )
-        revert_s = 0 if left_s is None else int(left_s + REVERT_MARGIN_S)
         written = {"OutWRte": round(-in_pct, 2), "InWRte": round(in_pct, 2), "StorCtl_Mod": 3}
         async with self._lock:
-            # OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms are adjacent: one write
-            await self.modbus.write_points(
-                124,
-                {
-                    "OutWRte": written["OutWRte"],
-                    "InWRte": written["InWRte"],
-                    "InOutWRte_WinTms": 0,
-                    "InOutWRte_RvrtTms": min(revert_s, 65535),
-                },
-            )
+            await self._write_window(written, left_s)
             await self.modbus.write_point(124, "StorCtl_Mod", 3)
         self.setpoint_kw, self._written = setpoint, written
         self.writes += 1
+
+    async def rearm(self, event: EnergyEvent, left_s: float | None) -> None:
+        """Rewrite an open-ended event's window (restarting its revert timer) every quarter
+        of ``open_revert_s``; a timed event's revert is its planned end and needs none."""
+        now = asyncio.get_running_loop().time()
+        if left_s is None and self._written and now - self._armed_at >= self.open_revert_s / 4:
+            async with self._lock:
+                await self._write_window(self._written, None)
+
+    async def _write_window(self, written: dict[str, float], left_s: float | None) -> None:
+        """Write the power window with its revert time (clock s): the event's end plus a
+        margin, or ``open_revert_s`` for an open-ended event."""
+        if left_s is None:
+            revert_s = int(self.host.clock.to_clock(self.open_revert_s)) or 1
+        else:
+            revert_s = int(left_s + REVERT_MARGIN_S)
+        # OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms are adjacent: one write
+        await self.modbus.write_points(
+            124,
+            {
+                "OutWRte": written["OutWRte"],
+                "InWRte": written["InWRte"],
+                "InOutWRte_WinTms": 0,
+                "InOutWRte_RvrtTms": min(revert_s, MAX_REVERT_S),
+            },
+        )
+        self._armed_at = asyncio.get_running_loop().time()
 
     async def read(self) -> None:
         """Read model 802 (and 713's stored energy), and model 124's controls for readback."""
@@ -194,6 +227,10 @@ class BISAgent(DERAgent[SunSpecBattery]):
         unit: Modbus unit id.
         poll_s: time between polls, **real** seconds (Modbus is real I/O, whatever the
             clock's speed); also the telemetry period.
+        open_revert_s: real seconds after which the battery ends an open-ended event by
+            itself unless the BIS, healthy, re-arms it.
+        host_loss_grace_s: real seconds without an online EMS before the host-loss
+            policy applies (:mod:`sef.agents._host_loss`).
     """
 
     def __init__(
@@ -205,15 +242,25 @@ class BISAgent(DERAgent[SunSpecBattery]):
         modbus_port: int,
         unit: int = 1,
         poll_s: float = 1.0,
+        open_revert_s: float = OPEN_REVERT_S,
+        host_loss_grace_s: float = DEFAULT_GRACE_S,
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
     ) -> None:
+        battery = SunSpecBattery(
+            modbus_host,
+            modbus_port,
+            unit=unit,
+            timeout_s=min(1.0, poll_s),
+            open_revert_s=open_revert_s,
+        )
         super().__init__(
             agent_id,
             broker,
-            SunSpecBattery(modbus_host, modbus_port, unit=unit, timeout_s=min(1.0, poll_s)),
+            battery,
             poll_s=poll_s,
+            host_loss_grace_s=host_loss_grace_s,
             clock=clock,
             groups=groups,
             keepalive_s=keepalive_s,
