@@ -21,25 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from sef.agents._declare import AboutInfo, AgentError, CallError
+from sef.agents._calls import CallServer
+from sef.agents._declare import AboutInfo, AgentError
 from sef.bus import (
     About,
     BrokerURL,
     BusClient,
     BusError,
-    Call,
-    ErrorName,
     InterfaceRef,
     Message,
     PayloadError,
     PropertyUpdate,
-    Reply,
     Session,
     SignalEmission,
     Status,
@@ -53,8 +49,6 @@ from sef.clock import Clock, default_clock
 from sef.interface import (
     AGENT_INTERFACE,
     Interface,
-    TypeMismatch,
-    args_from_json,
     args_to_json,
     builtin_xml,
     load_xml,
@@ -108,7 +102,6 @@ class Agent:
         self.session = Session()
         self.host_online: dict[str, bool] = {}
         self.host_bdseq: dict[str, int] = {}
-        self.calls_rejected = 0
         self._xml: dict[str, str] = {}
         self._interfaces: dict[str, Interface] = {}
         for name in (*self.interfaces, AGENT_INTERFACE):
@@ -122,10 +115,8 @@ class Agent:
             if name not in self._interfaces:
                 self._add_interface(name, xml)
         self._handlers = self._collect_handlers()
-        self._properties: dict[tuple[str, str], Any] = {}
-        self._seen_calls: OrderedDict[str, float] = OrderedDict()
-        self._calls: asyncio.Queue[tuple[str, str, Call]] = asyncio.Queue(maxsize=1000)
         self._worker: asyncio.Task[None] | None = None
+        self._properties: dict[tuple[str, str], Any] = {}
         self._prefix = self.topics.agent_prefix(self.agent_id)
         self.bus = BusClient(
             broker,
@@ -135,6 +126,20 @@ class Agent:
             on_connect=self._on_connect,
             keepalive_s=keepalive_s,
         )
+        self.calls = CallServer(
+            self.agent_id,
+            self.bus,
+            self.topics,
+            self.clock,
+            self._interfaces,
+            self._handlers,
+            max_seen_calls=self.max_seen_calls,
+        )
+
+    @property
+    def calls_rejected(self) -> int:
+        """Calls refused so far (unreadable, invalid, expired, unknown, refused)."""
+        return self.calls.rejected
 
     # -- declaration --------------------------------------------------------------
     def _add_interface(self, name: str, xml: str) -> None:
@@ -181,7 +186,7 @@ class Agent:
             *(f"{self.topics.root}/groups/{g}/call/+/+" for g in self.groups),
         ):
             await self.bus.subscribe(pattern, qos=1)
-        self._worker = asyncio.create_task(self._serve_calls(), name=f"agent:{self.agent_id}")
+        self._worker = asyncio.create_task(self.calls.serve(), name=f"agent:{self.agent_id}")
         await self.on_start()
         await self.bus.start()
 
@@ -318,7 +323,7 @@ class Agent:
             self._host_status(parsed.owner, message)
         elif parsed.kind in (TopicKind.CALL, TopicKind.GROUP_CALL):
             assert parsed.interface is not None and parsed.member is not None
-            self._receive_call(parsed.interface, parsed.member, message)
+            self.calls.receive(parsed.interface, parsed.member, message)
 
     def _check_own_status(self, message: Message) -> None:
         """Repair a stale death: a will of an older session overwrote our retained birth."""
@@ -368,138 +373,6 @@ class Agent:
                 "online" if status.online else "offline",
             )
             self.on_host_status(host_id, status.online)
-
-    def _reject(self, reason: str, topic: str) -> None:
-        self.calls_rejected += 1
-        log.warning("agent %s rejected call on %s: %s", self.agent_id, topic, reason)
-
-    def _receive_call(self, interface: str, member: str, message: Message) -> None:
-        try:
-            obj = decode_object(message.payload)
-        except PayloadError as exc:
-            self._reject(str(exc), message.topic)
-            return
-        try:
-            call = Call.from_object(obj)
-        except PayloadError as exc:
-            self._reject(str(exc), message.topic)
-            reply_to, call_id = obj.get("reply_to"), obj.get("id")
-            if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
-                assert isinstance(reply_to, str)
-                self._reply(
-                    Reply(call_id[:128], self.agent_id, False, error=exc.name, message=str(exc)),
-                    reply_to,
-                )
-            return
-        if call.reply_to is not None and not self._is_reply_topic(call.reply_to):
-            self._reject(
-                f"reply_to {call.reply_to[:80]!r} is not a reply topic "
-                f"({self.topics.root}/clients/ID/reply): call not executed",
-                message.topic,
-            )
-            return
-        key = f"{call.sender}/{call.id}"
-        if key in self._seen_calls:
-            log.debug("agent %s: duplicate call %s ignored", self.agent_id, key)
-            return
-        self._seen_calls[key] = call.exp
-        while len(self._seen_calls) > self.max_seen_calls:
-            self._seen_calls.popitem(last=False)
-        try:
-            self._calls.put_nowait((interface, member, call))
-        except asyncio.QueueFull:
-            self._reject("call queue full", message.topic)
-            self._error(call, ErrorName.FAILED, "agent busy: call queue full")
-
-    async def _serve_calls(self) -> None:
-        while True:
-            interface, member, call = await self._calls.get()
-            try:
-                await self._execute(interface, member, call)
-            except Exception:
-                log.exception("agent %s: call %s.%s failed", self.agent_id, interface, member)
-
-    async def _execute(self, interface: str, member: str, call: Call) -> None:
-        where = f"{interface}.{member}"
-        now = self.clock.now()
-        if now > call.exp:
-            self._reject(f"{where} expired {now - call.exp:.3f} s ago (call {call.id})", where)
-            self._error(call, ErrorName.EXPIRED, f"call expired {now - call.exp:.3f} s ago")
-            return
-        iface = self._interfaces.get(interface)
-        if iface is None:
-            self._reject(f"unknown interface {interface}", where)
-            self._error(
-                call,
-                ErrorName.UNKNOWN_INTERFACE,
-                f"agent {self.agent_id} does not implement {interface}",
-            )
-            return
-        spec = iface.methods.get(member)
-        if spec is None:
-            self._reject(f"unknown method {where}", where)
-            self._error(call, ErrorName.UNKNOWN_METHOD, f"{interface} has no method {member}")
-            return
-        try:
-            args = args_from_json(spec.in_args, call.args)
-        except TypeMismatch as exc:
-            self._reject(f"invalid arguments: {exc}", where)
-            self._error(call, ErrorName.INVALID_ARGS, str(exc))
-            return
-        try:
-            result = self._handlers[(interface, member)](*args)
-            if inspect.isawaitable(result):
-                result = await result
-        except CallError as exc:
-            self._reject(f"refused: {exc}", where)
-            self._error(call, exc.name, str(exc))
-            return
-        except TypeMismatch as exc:  # e.g. parse_events: the arguments break the method's rules
-            self._reject(f"invalid arguments: {exc}", where)
-            self._error(call, ErrorName.INVALID_ARGS, str(exc))
-            return
-        except Exception as exc:
-            log.exception("agent %s: handler of %s raised", self.agent_id, where)
-            self._error(call, ErrorName.FAILED, f"{type(exc).__name__}: {exc}")
-            return
-        if call.reply_to is None:
-            return
-        outs = spec.out_args
-        values = [] if not outs else ([result] if len(outs) == 1 else list(result))
-        try:
-            out_json = args_to_json(outs, values)
-        except TypeMismatch as exc:
-            log.error("agent %s: %s returned a bad value: %s", self.agent_id, where, exc)
-            self._error(call, ErrorName.FAILED, f"agent returned a bad value: {exc}")
-            return
-        self._reply(
-            Reply(call.id, self.agent_id, True, out_json, ts=self.clock.now()), call.reply_to
-        )
-
-    def _error(self, call: Call, name: str, message: str) -> None:
-        if call.reply_to is not None:
-            self._reply(
-                Reply(
-                    call.id, self.agent_id, False, error=name, message=message, ts=self.clock.now()
-                ),
-                call.reply_to,
-            )
-
-    def _is_reply_topic(self, topic: object) -> bool:
-        """Whether ``topic`` is a valid reply topic (``{root}/clients/{id}/reply``)."""
-        if not isinstance(topic, str):
-            return False
-        parsed = self.topics.parse(topic)
-        return parsed is not None and parsed.kind is TopicKind.REPLY
-
-    def _reply(self, reply: Reply, topic: str) -> None:
-        if not self._is_reply_topic(topic):  # never publish to a topic not validated
-            log.warning("agent %s: reply %s not sent to %r", self.agent_id, reply.id, topic[:80])
-            return
-        try:
-            self.bus.publish(topic, reply.to_payload())
-        except BusError as exc:
-            log.warning("agent %s: reply %s lost: %s", self.agent_id, reply.id, exc)
 
     # -- built-in sef.Agent methods ------------------------------------------------
     def _rebirth(self) -> None:

@@ -1,0 +1,210 @@
+"""How an agent serves calls: check, de-duplicate, queue, execute, reply.
+
+A call is refused (counted in :attr:`CallServer.rejected`, logged, answered with a named
+error when a valid reply topic was given) when it cannot be read, has expired, names an
+unknown interface or method, carries arguments that do not fit the method's signature or
+rules, or when its ``reply_to`` is not a reply topic. A call is executed at most once per
+``(sender, id)``; replies go only to validated reply topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sef.agents._declare import CallError
+from sef.bus import (
+    BusClient,
+    BusError,
+    Call,
+    ErrorName,
+    Message,
+    PayloadError,
+    Reply,
+    TopicKind,
+    Topics,
+    decode_object,
+)
+from sef.clock import Clock
+from sef.interface import Interface, TypeMismatch, args_from_json, args_to_json
+
+__all__ = ["CallServer"]
+
+log = logging.getLogger("sef.agent")
+
+
+class CallServer:
+    """The call side of an agent (see the module docstring).
+
+    Args:
+        agent_id: the agent's id (replies carry it).
+        bus: the agent's bus client (replies are published on it).
+        topics: the topic tree (reply topics are validated against it).
+        clock: for expiry checks and reply time stamps.
+        interfaces: the agent's interfaces by name.
+        handlers: method handlers by ``(interface, method)``.
+        max_seen_calls: how many ``(sender, id)`` pairs are remembered for de-duplication.
+        queue_size: calls waiting to execute before new ones are refused.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        bus: BusClient,
+        topics: Topics,
+        clock: Clock,
+        interfaces: Mapping[str, Interface],
+        handlers: Mapping[tuple[str, str], Callable[..., Any]],
+        *,
+        max_seen_calls: int = 4096,
+        queue_size: int = 1000,
+    ) -> None:
+        self.agent_id = agent_id
+        self.bus = bus
+        self.topics = topics
+        self.clock = clock
+        self._interfaces = interfaces
+        self._handlers = handlers
+        self.max_seen_calls = max_seen_calls
+        self.rejected = 0
+        self._seen_calls: OrderedDict[str, float] = OrderedDict()
+        self._queue: asyncio.Queue[tuple[str, str, Call]] = asyncio.Queue(maxsize=queue_size)
+
+    def reject(self, reason: str, topic: str) -> None:
+        """Count and log a refused call."""
+        self.rejected += 1
+        log.warning("agent %s rejected call on %s: %s", self.agent_id, topic, reason)
+
+    def receive(self, interface: str, member: str, message: Message) -> None:
+        """Check a call message and queue it for execution (or refuse it)."""
+        try:
+            obj = decode_object(message.payload)
+        except PayloadError as exc:
+            self.reject(str(exc), message.topic)
+            return
+        try:
+            call = Call.from_object(obj)
+        except PayloadError as exc:
+            self.reject(str(exc), message.topic)
+            reply_to, call_id = obj.get("reply_to"), obj.get("id")
+            if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
+                assert isinstance(reply_to, str)
+                self._reply(
+                    Reply(call_id[:128], self.agent_id, False, error=exc.name, message=str(exc)),
+                    reply_to,
+                )
+            return
+        if call.reply_to is not None and not self._is_reply_topic(call.reply_to):
+            self.reject(
+                f"reply_to {call.reply_to[:80]!r} is not a reply topic "
+                f"({self.topics.root}/clients/ID/reply): call not executed",
+                message.topic,
+            )
+            return
+        key = f"{call.sender}/{call.id}"
+        if key in self._seen_calls:
+            log.debug("agent %s: duplicate call %s ignored", self.agent_id, key)
+            return
+        self._seen_calls[key] = call.exp
+        while len(self._seen_calls) > self.max_seen_calls:
+            self._seen_calls.popitem(last=False)
+        try:
+            self._queue.put_nowait((interface, member, call))
+        except asyncio.QueueFull:
+            self.reject("call queue full", message.topic)
+            self._error(call, ErrorName.FAILED, "agent busy: call queue full")
+
+    async def serve(self) -> None:
+        """Execute queued calls one at a time until cancelled."""
+        while True:
+            interface, member, call = await self._queue.get()
+            try:
+                await self._execute(interface, member, call)
+            except Exception:
+                log.exception("agent %s: call %s.%s failed", self.agent_id, interface, member)
+
+    async def _execute(self, interface: str, member: str, call: Call) -> None:
+        where = f"{interface}.{member}"
+        now = self.clock.now()
+        if now > call.exp:
+            self.reject(f"{where} expired {now - call.exp:.3f} s ago (call {call.id})", where)
+            self._error(call, ErrorName.EXPIRED, f"call expired {now - call.exp:.3f} s ago")
+            return
+        iface = self._interfaces.get(interface)
+        if iface is None:
+            self.reject(f"unknown interface {interface}", where)
+            self._error(
+                call,
+                ErrorName.UNKNOWN_INTERFACE,
+                f"agent {self.agent_id} does not implement {interface}",
+            )
+            return
+        spec = iface.methods.get(member)
+        if spec is None:
+            self.reject(f"unknown method {where}", where)
+            self._error(call, ErrorName.UNKNOWN_METHOD, f"{interface} has no method {member}")
+            return
+        try:
+            args = args_from_json(spec.in_args, call.args)
+        except TypeMismatch as exc:
+            self.reject(f"invalid arguments: {exc}", where)
+            self._error(call, ErrorName.INVALID_ARGS, str(exc))
+            return
+        try:
+            result = self._handlers[(interface, member)](*args)
+            if inspect.isawaitable(result):
+                result = await result
+        except CallError as exc:
+            self.reject(f"refused: {exc}", where)
+            self._error(call, exc.name, str(exc))
+            return
+        except TypeMismatch as exc:  # e.g. parse_events: the arguments break the method's rules
+            self.reject(f"invalid arguments: {exc}", where)
+            self._error(call, ErrorName.INVALID_ARGS, str(exc))
+            return
+        except Exception as exc:
+            log.exception("agent %s: handler of %s raised", self.agent_id, where)
+            self._error(call, ErrorName.FAILED, f"{type(exc).__name__}: {exc}")
+            return
+        if call.reply_to is None:
+            return
+        outs = spec.out_args
+        values = [] if not outs else ([result] if len(outs) == 1 else list(result))
+        try:
+            out_json = args_to_json(outs, values)
+        except TypeMismatch as exc:
+            log.error("agent %s: %s returned a bad value: %s", self.agent_id, where, exc)
+            self._error(call, ErrorName.FAILED, f"agent returned a bad value: {exc}")
+            return
+        self._reply(
+            Reply(call.id, self.agent_id, True, out_json, ts=self.clock.now()), call.reply_to
+        )
+
+    def _error(self, call: Call, name: str, message: str) -> None:
+        if call.reply_to is not None:
+            self._reply(
+                Reply(
+                    call.id, self.agent_id, False, error=name, message=message, ts=self.clock.now()
+                ),
+                call.reply_to,
+            )
+
+    def _is_reply_topic(self, topic: object) -> bool:
+        """Whether ``topic`` is a valid reply topic (``{root}/clients/{id}/reply``)."""
+        if not isinstance(topic, str):
+            return False
+        parsed = self.topics.parse(topic)
+        return parsed is not None and parsed.kind is TopicKind.REPLY
+
+    def _reply(self, reply: Reply, topic: str) -> None:
+        if not self._is_reply_topic(topic):  # never publish to a topic not validated
+            log.warning("agent %s: reply %s not sent to %r", self.agent_id, reply.id, topic[:80])
+            return
+        try:
+            self.bus.publish(topic, reply.to_payload())
+        except BusError as exc:
+            log.warning("agent %s: reply %s lost: %s", self.agent_id, reply.id, exc)
