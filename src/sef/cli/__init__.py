@@ -7,6 +7,7 @@ import logging
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from sef import __version__
 from sef.cli import bus_commands, operator
@@ -68,6 +69,34 @@ app.add_typer(interface_app, name="interface", help="Check and show DER interfac
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 
 
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("fastapi", "starlette", "pydantic", "uvicorn", "sqlalchemy", "alembic",
+                     "psycopg", "prometheus_client", "httpx", "orjson"), "ems"),
+    **dict.fromkeys(("scipy", "matplotlib"), "control"),
+    "iotcore": "demo",
+}
+"""Third-party modules of the optional extras (pyproject.toml), by top-level name."""
+
+
 def main() -> None:
-    """Entry point of the ``sef`` console script."""
-    app()
+    """Entry point of the ``sef`` console script.
+
+    A command that needs an optional extra that is not installed (``sef ems --db`` on an
+    agent-only install) ends with a message naming the extra instead of a traceback.
+    """
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        err_console.print(
+            "[red]error:[/] "
+            + escape(
+                f"this command needs {exc.name!r}, from SEF's optional {extra!r} "
+                f"dependencies: pip install 'sef[{extra}]' (or 'sef[all]')"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None

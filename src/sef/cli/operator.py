@@ -12,7 +12,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -43,6 +42,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def _request(method: str, api: str, path: str, *, timeout_s: float = 30.0, **kwargs: Any) -> Any:
     """One API request; the decoded JSON answer. Exits 2 on an error answer or no API."""
+    import httpx  # the ems extra: imported here so that agents' commands need no httpx
+
     url = api.rstrip("/") + path
     try:
         response = httpx.request(method, url, timeout=timeout_s, **kwargs)
