@@ -86,6 +86,20 @@ def constraints(pyproject: Path, extras: tuple[str, ...] = EXTRAS,
     return pins
 
 
+def copy_project(root: Path, dest: Path) -> Path:
+    """Copy what a build of SEF reads into ``dest``; return it.
+
+    pip builds a local directory in place, leaving ``build/`` behind, whose stale files
+    would end up in later wheels; a copy keeps the working tree clean and the build exact.
+    """
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(root / name, dest / name)
+    shutil.copytree(root / "src", dest / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
 def _run(cmd: list[str], **kwargs: object) -> None:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, **kwargs)  # type: ignore[call-overload]
@@ -114,8 +128,9 @@ def main() -> int:
         constraint_file.write_text("\n".join(re.sub(r"\[[^\]]*\]", "", p) for p in pins) + "\n")
         print("check-min-versions: lower bounds\n  " + "\n  ".join(pins), flush=True)
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        project = copy_project(ROOT, venv / "sef-src")
         _run([python, "-m", "pip", "install", "-q", "--only-binary", ":all:",
-              "-c", str(constraint_file), f"{ROOT}[{','.join(EXTRAS)}]",
+              "-c", str(constraint_file), f"{project}[{','.join(EXTRAS)}]",
               *(p.split("==")[0] for p in pins if p.split("==")[0] in TEST_TOOLS)], env=env)
         _run([python, "-m", "pip", "check"], env=env)
         installed = time.monotonic()
