@@ -20,6 +20,7 @@ from sef.ems._caller import CallRefused, CallTarget
 from sef.ems._registry import AgentRecord
 from sef.ems._service import EMS
 from sef.ems.api._commands import CommandStats, send_sequence
+from sef.ems.api._deadletters import HealthOut, health_response, install_deadletters
 from sef.ems.api._errors import ApiError, install_error_handlers
 from sef.ems.api._events import EventHub
 from sef.ems.api._limits import ApiLimits, install_limits
@@ -32,7 +33,6 @@ from sef.ems.api._models import (
     CommandRequest,
     CommandResult,
     ErrorBody,
-    Health,
     TelemetryOut,
     TelemetryPoint,
 )
@@ -118,17 +118,18 @@ def create_app(
         except ValueError as exc:
             raise ApiError(400, f"{name}: {exc}", {"param": name, "value": text}) from None
 
-    @app.get("/health", response_model=Health, tags=["service"])
-    async def health() -> Health:
-        """Whether the EMS is connected to the broker; agent counts."""
-        agents = ems.registry.agents.values()
-        return Health(
-            status="ok" if ems.bus.connected else "degraded",
-            broker_connected=ems.bus.connected,
-            store=None if ems.store is None else ems.store.dialect,
-            agents=len(agents),
-            online=sum(1 for a in agents if a.online),
-        )
+    @app.get(
+        "/health",
+        response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "Degraded: see reason."}},
+        tags=["service"],
+    )
+    async def health() -> Response:
+        """Whether the EMS is connected to the broker and its store is advancing; agent
+        counts. 503 with a ``reason`` when degraded."""
+        return health_response(ems)
+
+    install_deadletters(app, ems)
 
     @app.get("/agents", response_model=list[AgentOut], tags=["agents"])
     async def list_agents(
