@@ -17,8 +17,9 @@ from support import AgentProcess, path_with_system_sbin
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A Mosquitto broker of this test's own, on a free port."""
-    broker = Mosquitto(workdir=tmp_path / "mosquitto")
-    broker.workdir.mkdir()  # type: ignore[union-attr]
+    workdir = tmp_path / "mosquitto"
+    broker = Mosquitto(workdir=workdir)
+    workdir.mkdir()
     broker.start()
     yield broker
     broker.stop()

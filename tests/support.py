@@ -9,6 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sef.ems import EMS, AgentRecord
 
 SYSTEM_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 """Where the system keeps administrator commands (``runuser``), on root's default PATH."""
@@ -23,6 +27,19 @@ def path_with_system_sbin(path: str) -> str:
     """
     dirs = [d for d in path.split(os.pathsep) if d]
     return os.pathsep.join(dirs + [d for d in SYSTEM_SBIN if d not in dirs])
+
+
+def record(ems: EMS, agent_id: str) -> AgentRecord:
+    """The EMS's registry record of ``agent_id``; fails the test when the EMS has none."""
+    found = ems.registry.get(agent_id)
+    assert found is not None, f"{agent_id} unknown to the EMS"
+    return found
+
+
+def is_online(ems: EMS, agent_id: str) -> bool:
+    """Whether the EMS knows ``agent_id`` and has it online."""
+    found = ems.registry.get(agent_id)
+    return found is not None and found.online is True
 
 
 async def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.01) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
 from api_stack import Stack, start_stack, stop_stack
 
 

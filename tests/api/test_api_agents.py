@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api_stack import T0, Stack
-
 from sef.interface import DEMO_INTERFACE
 
 TELEMETRY = f"{DEMO_INTERFACE}.Telemetry"
@@ -78,12 +77,12 @@ async def test_telemetry_history_range_and_downsampling(stack: Stack) -> None:
         clock.t = T0 + 60 * i
         agent.publish(T0 + 60 * i, float(i))
 
-    async def count(**params: object) -> int:
+    async def count(**params: str | int) -> int:
         response = await stack.http.get("/agents/bat-1/telemetry", params=params)
         assert response.status_code == 200, response.text
         return int(response.json()["count"])
 
-    since = {"key": TELEMETRY, "since": T0}
+    since: dict[str, str | int] = {"key": TELEMETRY, "since": T0}
     deadline_ok = False
     for _ in range(200):
         if await count(**since) == 10:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_stack import T0, Stack
 
+from api_stack import T0, Stack
 from sef.cli.operator import flatten, parse_event
 from sef.ems.api import parse_listen, parse_time
 from support import wait_for

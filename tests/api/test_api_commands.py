@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from api_stack import Stack
 from prometheus_client.parser import text_string_to_metric_families
 
+from api_stack import Stack
 from sef.interface import DEMO_INTERFACE
 from support import wait_for
 

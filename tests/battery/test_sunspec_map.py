@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sef.protocols.sunspec import SunSpecImage, SunSpecValueError, choose_sf, model_def
-from sef.protocols.sunspec.mdef import decode_point, decode_raw, encode_point
+from sef.protocols.sunspec.mdef import PointValue, decode_point, decode_raw, encode_point
 
 
 @pytest.mark.parametrize(("mid", "length"), [(1, 66), (802, 62), (124, 24), (713, 7)])
@@ -51,11 +51,13 @@ def test_image_scaled_set_get() -> None:
         ("string", 2, "SEF", 0, [0x5345, 0x4600]),
     ],
 )
-def test_codec_roundtrip(ptype: str, size: int, value: object, sf: int, regs: list[int]) -> None:
+def test_codec_roundtrip(
+    ptype: str, size: int, value: PointValue, sf: int, regs: list[int]
+) -> None:
     from sef.protocols.sunspec.mdef import PointDef
 
     p = PointDef("X", 2, size, ptype, None if sf == 0 else "X_SF", "RW", "", False, {})
-    assert encode_point(p, value, sf) == regs  # type: ignore[arg-type]
+    assert encode_point(p, value, sf) == regs
     assert decode_point(p, regs, sf) == value
 
 

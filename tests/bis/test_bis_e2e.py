@@ -46,13 +46,13 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     clock = ScaledClock(speed=speed)
     emulator = BatteryEmulator(port=0, clock=clock, soc=soc, tick_s=speed * 0.02)
-    await emulator.start()
+    _, modbus_port = await emulator.start()
     stepper = asyncio.create_task(emulator.run())
     bis = BISAgent(
         "bis-1",
         broker_url,
         modbus_host="127.0.0.1",
-        modbus_port=emulator.address[1],
+        modbus_port=modbus_port,
         poll_s=poll_s,
         clock=clock,
         keepalive_s=2,

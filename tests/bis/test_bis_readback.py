@@ -18,6 +18,7 @@ from sef.clock import ScaledClock
 from sef.emulators.battery import BatteryEmulator
 from sef.interface import DEMO_INTERFACE
 from sef.protocols.sunspec import SunSpecClient
+from sef.protocols.sunspec.mdef import PointValue
 from support import wait_for
 
 POLL_S = 0.1
@@ -28,18 +29,18 @@ async def test_foreign_setpoint_is_detected_and_reasserted(
 ) -> None:
     clock = ScaledClock(speed=60.0)
     emulator = BatteryEmulator(port=0, clock=clock, soc=0.5, tick_s=1.0)
-    await emulator.start()
+    _, modbus_port = await emulator.start()
     stepper = asyncio.create_task(emulator.run())
     bis = BISAgent(
         "bis-rb",
         broker_url,
         modbus_host="127.0.0.1",
-        modbus_port=emulator.address[1],
+        modbus_port=modbus_port,
         poll_s=POLL_S,
         clock=clock,
         keepalive_s=2,
     )
-    rogue = SunSpecClient("127.0.0.1", emulator.address[1], unit=1)
+    rogue = SunSpecClient("127.0.0.1", modbus_port, unit=1)
     published: list[bool] = []  # Control_Mismatch of every Telemetry the BIS sets
     set_property = bis.set_property
 
@@ -66,7 +67,7 @@ async def test_foreign_setpoint_is_detected_and_reasserted(
             await wait_for(lambda: bis.mismatches >= 1, 2 * POLL_S + 1.0)
 
         # re-asserted: the battery is back to charging at 4 kW (50 % of 8 kW)
-        async def controls() -> dict[str, object]:
+        async def controls() -> dict[str, PointValue]:
             return await rogue.read_points(124, ["InWRte", "OutWRte", "StorCtl_Mod"])
 
         for _ in range(100):

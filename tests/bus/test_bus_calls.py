@@ -17,7 +17,7 @@ from sef.bus import BusClient, Call, ErrorName, Message, Reply, Topics, decode_o
 from sef.clock import RealClock
 from sef.ems import EMS, CallRefused
 from sef.interface import DEMO_INTERFACE, Variant
-from support import wait_for
+from support import record, wait_for
 
 TOPICS = Topics()
 
@@ -245,7 +245,7 @@ async def test_malformed_call_payload_is_logged_and_agent_survives(
 async def test_ems_refuses_bad_calls_before_sending(fleet: tuple[EMS, list[CountingAgent]]) -> None:
     ems, agents = fleet
     sent = ems.caller.calls_sent
-    cases = [
+    cases: list[tuple[str, str, str, list[Any], str]] = [
         ("wh-0", DEMO_INTERFACE, "EnergyMethod", [[["charge", 4, 70000]]], "out of range"),
         ("wh-0", DEMO_INTERFACE, "EnergyMethod", [[["charge", 4.5, 60]]], "cmds[0][1]"),
         ("wh-0", DEMO_INTERFACE, "Nope", [], "no method"),
@@ -265,7 +265,7 @@ async def test_ems_survives_garbage_on_agent_topics(
     ems, _ = fleet
     raw = BusClient(broker_url, "vandal")
     await raw.start()
-    telemetry_before = ems.registry.get("wh-0").prop(DEMO_INTERFACE, "Telemetry")  # type: ignore[union-attr]
+    telemetry_before = record(ems, "wh-0").prop(DEMO_INTERFACE, "Telemetry")
     bad = ems.registry.bad_messages
     xml = b'<node><interface name="edu.pdx.powerlab.demo"><method name="Energ'
     for topic, payload in [

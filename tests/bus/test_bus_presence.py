@@ -13,22 +13,11 @@ import time
 
 import pytest
 
-from sef.ems import EMS, AgentRecord, Event
-from support import AgentProcess, wait_for
+from sef.ems import EMS, Event
+from support import AgentProcess, is_online, record, wait_for
 
 KEEPALIVE_S = 2
 DEMO = "edu.pdx.powerlab.demo"
-
-
-def record(ems: EMS, agent_id: str) -> AgentRecord:
-    found = ems.registry.get(agent_id)
-    assert found is not None, f"{agent_id} unknown to the EMS"
-    return found
-
-
-def is_online(ems: EMS, agent_id: str) -> bool:
-    found = ems.registry.get(agent_id)
-    return found is not None and found.online is True
 
 
 async def start_agent(agent_id: str, url: str) -> AgentProcess:

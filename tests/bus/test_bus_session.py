@@ -8,9 +8,9 @@ from typing import Any
 from sef.agents import Agent, method
 from sef.broker import Mosquitto
 from sef.bus import BusClient, Message, Status, Topics, decode_object
-from sef.ems import EMS
+from sef.ems import EMS, Gap
 from sef.interface import DEMO_INTERFACE, Variant
-from support import wait_for
+from support import is_online, record, wait_for
 
 TOPICS = Topics()
 
@@ -54,20 +54,14 @@ async def test_stale_will_is_ignored_and_repaired(broker_url: str) -> None:
     agent = QuietAgent("stale-1", broker_url, keepalive_s=2)
     await agent.start()
     async with EMS(broker_url, "ems-stale") as ems:
-        await wait_for(
-            lambda: (
-                ems.registry.get("stale-1") is not None
-                and ems.registry.get("stale-1").online is True
-            ),
-            3.0,
-        )  # type: ignore[union-attr]
+        await wait_for(lambda: is_online(ems, "stale-1"), 3.0)
         # the will of an older session arrives late (e.g. after a half-open TCP connection)
         old = Status(False, agent.session.bdseq - 1, reason="will").to_payload()
         vandal = BusClient(broker_url)
         await vandal.start()
         vandal.publish(TOPICS.status("stale-1"), old, retain=True)
         await asyncio.sleep(0.5)
-        assert ems.registry.get("stale-1").online is True  # type: ignore[union-attr]
+        assert record(ems, "stale-1").online is True
         # the agent noticed its retained status was overwritten and restored it
         status = Status.from_object(
             decode_object(await retained(broker_url, TOPICS.status("stale-1")))
@@ -80,38 +74,26 @@ async def test_stale_will_is_ignored_and_repaired(broker_url: str) -> None:
 async def test_sequence_gap_triggers_rebirth(broker_url: str) -> None:
     agent = QuietAgent("gappy", broker_url, keepalive_s=2)
     await agent.start()
-    gaps: list[object] = []
+    gaps: list[Gap] = []
     async with EMS(
-        broker_url, "ems-gap", on_event=lambda e: gaps.append(e.detail) if e.kind == "gap" else None
+        broker_url, "ems-gap", on_event=lambda e: gaps.append(e) if isinstance(e, Gap) else None
     ) as ems:
-        await wait_for(
-            lambda: (
-                ems.registry.get("gappy") is not None and ems.registry.get("gappy").online is True
-            ),
-            3.0,
-        )  # type: ignore[union-attr]
+        await wait_for(lambda: is_online(ems, "gappy"), 3.0)
         # the birth reached this EMS as retained messages: the first live message sets
         # the sequence baseline
         agent.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 1)})
-        await wait_for(lambda: ems.registry.get("gappy").expected_seq is not None, 3.0)  # type: ignore[union-attr]
-        abouts_before = ems.registry.get("gappy").messages  # type: ignore[union-attr]
+        await wait_for(lambda: record(ems, "gappy").expected_seq is not None, 3.0)
+        abouts_before = record(ems, "gappy").messages
         agent.session.seq += 3  # three messages lost on the way
         agent.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 2)})
         await wait_for(lambda: ems.rebirths_requested == 1, 3.0)
         assert len(gaps) == 1
-        expected, got = gaps[0]  # type: ignore[misc]
-        assert got == expected + 3
+        assert gaps[0].got == gaps[0].expected + 3
         # the agent answered the rebirth request with a full birth
-        await wait_for(
-            lambda: (
-                ems.registry.get("gappy").messages  # type: ignore[union-attr]
-                >= abouts_before + 4
-            ),
-            3.0,
-        )
+        await wait_for(lambda: record(ems, "gappy").messages >= abouts_before + 4, 3.0)
         agent.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 3)})
         await asyncio.sleep(0.3)
-        assert ems.registry.get("gappy").gaps == 1  # type: ignore[union-attr]
+        assert record(ems, "gappy").gaps == 1
     await agent.stop()
 
 
@@ -131,13 +113,7 @@ async def test_agent_and_ems_recover_after_broker_restart(mosquitto: Mosquitto) 
     agent = QuietAgent("phoenix", url, keepalive_s=2)
     await agent.start()
     async with EMS(url, "ems-restart", keepalive_s=2) as ems:
-        await wait_for(
-            lambda: (
-                ems.registry.get("phoenix") is not None
-                and ems.registry.get("phoenix").online is True
-            ),
-            3.0,
-        )  # type: ignore[union-attr]
+        await wait_for(lambda: is_online(ems, "phoenix"), 3.0)
         bdseq = agent.session.bdseq
         mosquitto.stop()  # retained state is gone with a non-persistent broker
         await wait_for(lambda: not agent.bus.connected and not ems.bus.connected, 5.0)
@@ -146,12 +122,8 @@ async def test_agent_and_ems_recover_after_broker_restart(mosquitto: Mosquitto) 
             await wait_for(lambda: agent.bus.connected and ems.bus.connected, 15.0)
             # re-announced and resubscribed: the EMS sees the agent again, in a new session
             await wait_for(
-                lambda: (
-                    ems.registry.get("phoenix").bdseq != bdseq  # type: ignore[union-attr]
-                    and ems.registry.get("phoenix").online is True
-                ),
-                5.0,
-            )  # type: ignore[union-attr]
+                lambda: record(ems, "phoenix").bdseq != bdseq and is_online(ems, "phoenix"), 5.0
+            )
             replies = await ems.call("phoenix", "sef.Agent", "Ping", [])
             assert replies and replies[0].ok
             await agent.stop()

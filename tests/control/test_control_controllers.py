@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from control_support import obs, small_scenario
 
+from control_support import obs, small_scenario
 from sef.control.controllers import WH_KEEP, WH_NORMAL, WH_SHED, Forecast, make_controller
 from sef.control.controllers._dispatch import FleetInfo, WaterHeaterDispatcher
 from sef.control.controllers._lp import LPInput, solve_plan

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from control_support import SCENARIO_DIR, small_raw, small_scenario
 
+from control_support import SCENARIO_DIR, small_raw, small_scenario
 from sef.control.forecast import PerfectForecaster, ProfileForecaster
 from sef.control.profiles import draw_matrix, load_series_csv, resample_mean
 from sef.control.scenario import load_scenario, scenario_from_dict

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from control_support import small_scenario
 from typer.testing import CliRunner
 
+from control_support import small_scenario
 from sef.cli import app
 from sef.control.controllers import make_controller
 from sef.control.report import metrics, write_report

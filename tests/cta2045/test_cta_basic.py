@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from cta_helpers import frame
 
+from cta_helpers import frame
 from sef.protocols.cta2045 import (
     DURATION_MAX_S,
     AppAck,
@@ -114,7 +114,8 @@ def test_power_level() -> None:
     assert encode_power_level(100) == 0x7F
     assert encode_power_level(0) == 0
     assert encode_power_level(100, produce=True) == 0xFF
-    assert decode_power_level(0x3F) == (pytest.approx(49.6, abs=0.1), False)
+    percent, produce = decode_power_level(0x3F)
+    assert percent == pytest.approx(49.6, abs=0.1) and produce is False
     assert decode_power_level(0xFF) == (100.0, True)
     assert PowerLevel.from_percent(50).encode() == frame("08 01 00 02 06 3F")
     for bad in (-1, 101, math.nan):

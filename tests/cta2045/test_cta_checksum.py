@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from cta_helpers import independent_check_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cta_helpers import independent_check_bytes
 from sef.protocols.cta2045 import checksum, verify_checksum
 
 VALID = [

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cta_helpers import frame
 
+from cta_helpers import frame
 from sef.protocols.cta2045 import (
     AckFrame,
     CtaDecodeError,

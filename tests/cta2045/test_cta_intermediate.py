@@ -6,8 +6,8 @@ import struct
 from datetime import UTC, datetime
 
 import pytest
-from cta_helpers import frame
 
+from cta_helpers import frame
 from sef.protocols.cta2045 import (
     BitRateRequest,
     CommodityCode,

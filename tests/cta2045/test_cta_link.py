@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 
 import pytest
-from cta_helpers import FAST, RawPeer, frame, pty_pair, socket_pair, tcp_pair
 
+from cta_helpers import FAST, RawPeer, frame, pty_pair, socket_pair, tcp_pair
 from sef.protocols.cta2045 import (
     AppAck,
     AppNak,
@@ -29,6 +30,7 @@ from sef.protocols.cta2045 import (
     OperationalStateResponse,
     ResponseTimeout,
     Shed,
+    Transport,
 )
 
 REAL = LinkTiming()
@@ -49,7 +51,9 @@ async def sgd_responder(link: Link) -> None:
 
 
 @pytest.mark.parametrize("pair", [pty_pair, tcp_pair])
-async def test_request_response_between_two_links(pair) -> None:  # type: ignore[no-untyped-def]
+async def test_request_response_between_two_links(
+    pair: Callable[[], Awaitable[tuple[Transport, Transport]]],
+) -> None:
     a, b = await pair()
     async with Link(a, timing=FAST, name="ucm") as ucm, Link(b, timing=FAST, name="sgd") as sgd:
         task = asyncio.create_task(sgd_responder(sgd))

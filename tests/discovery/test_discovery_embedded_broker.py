@@ -14,7 +14,7 @@ from mdns_lock import mdns_lock
 from sef.discovery import advertise_broker
 from sef.embedded_broker import EmbeddedBroker, start_broker
 from sef.ems import EMS
-from support import AgentProcess, wait_for
+from support import AgentProcess, record, wait_for
 
 DEMO = "edu.pdx.powerlab.demo"
 KEEPALIVE_S = 2
@@ -29,8 +29,8 @@ def embedded() -> Iterator[EmbeddedBroker]:
 
 
 def online(ems: EMS, agent_id: str) -> bool | None:
-    record = ems.registry.get(agent_id)
-    return None if record is None else record.online
+    found = ems.registry.get(agent_id)
+    return None if found is None else found.online
 
 
 @pytest.mark.parametrize("version", ["3.1.1", "5"])
@@ -51,16 +51,10 @@ async def test_presence_will_and_retained_state(
         )
         agent_processes += procs
         await wait_for(lambda: all(online(ems, a) for a in agent_ids), 5.0)
-        await wait_for(
-            lambda: all(
-                ems.registry.get(a).prop(DEMO, "Telemetry")  # type: ignore[union-attr]
-                for a in agent_ids
-            ),
-            5.0,
-        )
+        await wait_for(lambda: all(record(ems, a).prop(DEMO, "Telemetry") for a in agent_ids), 5.0)
         procs[1].kill()
         await wait_for(lambda: online(ems, agent_ids[1]) is False, 1.5 * KEEPALIVE_S + 1)
-        assert ems.registry.get(agent_ids[1]).offline_reason == "will"  # type: ignore[union-attr]
+        assert record(ems, agent_ids[1]).offline_reason == "will"
         assert online(ems, agent_ids[0])
     # a late EMS learns everything from retained messages
     async with EMS(url, f"late-{uid}", announce=False) as late:

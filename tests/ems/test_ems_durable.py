@@ -120,10 +120,11 @@ async def test_restart_rebuilds_registry_from_store(broker_url: str, db_url: str
         TOPICS.prop("keeper", "edu.pdx.powerlab.demo", "Telemetry"),
         PropertyUpdate({"TimeStamp": ["u", 5]}, 1.0e9 + 5, 1).to_payload(),
     )
-    assert first.store is not None
-    await wait_for(lambda: first.store.count_telemetry("keeper") == 1, 10.0)  # type: ignore[union-attr]
+    store = first.store
+    assert store is not None
+    await wait_for(lambda: store.count_telemetry("keeper") == 1, 10.0)
     await first.stop()
-    first.store.close()
+    store.close()
     publisher.publish(TOPICS.status("keeper"), b"", retain=True)  # the broker forgets it
     await asyncio.sleep(0.2)
     second = EMS(broker_url, "ems-a", store=Store.open(db_url))

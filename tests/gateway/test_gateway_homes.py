@@ -13,14 +13,13 @@ import json
 import time
 import uuid
 
-from tcp_cut import CuttableLink
-
 from mdns_lock import mdns_lock
 from sef.broker import Mosquitto
 from sef.bus import BrokerURL, BusClient, Message
 from sef.ems import EMS
 from sef.gateway import Gateway
-from support import AgentProcess, wait_for
+from support import AgentProcess, record, wait_for
+from tcp_cut import CuttableLink
 
 DEMO = "edu.pdx.powerlab.demo"
 
@@ -80,7 +79,7 @@ async def test_two_homes_group_call_and_uplink_cut(
         agent_processes += procs
         everyone = [a for agents in ids.values() for a in agents]
         await wait_for(lambda: online(ems, *everyone), 10.0)
-        await wait_for(lambda: all(ems.registry.get(a).about for a in everyone), 5.0)  # type: ignore[union-attr]
+        await wait_for(lambda: all(record(ems, a).about for a in everyone), 5.0)
 
         # one group publish at the EMS reaches the agents of both homes
         replies = await ems.call(
@@ -100,17 +99,8 @@ async def test_two_homes_group_call_and_uplink_cut(
         await wait_for(lambda: bridge_state[homes[0]][-1][1] == b"0", 3 * 2 + 2)
         noticed = bridge_state[homes[0]][-1][0] - cut_at
         # the EMS shows home A's agents unreachable (last values kept), home B's online
-        await wait_for(
-            lambda: all(
-                ems.registry.get(a).online is False  # type: ignore[union-attr]
-                for a in ids[homes[0]]
-            ),
-            3.0,
-        )
-        assert all(
-            ems.registry.get(a).offline_reason == "gateway"  # type: ignore[union-attr]
-            for a in ids[homes[0]]
-        )
+        await wait_for(lambda: all(record(ems, a).online is False for a in ids[homes[0]]), 3.0)
+        assert all(record(ems, a).offline_reason == "gateway" for a in ids[homes[0]])
         assert online(ems, *ids[homes[1]])
         replies = await ems.call(
             f"group:{group}", DEMO, "EnergyMethod", [[["idle", 0, 60]]], timeout_s=1.5
@@ -118,7 +108,7 @@ async def test_two_homes_group_call_and_uplink_cut(
         assert sorted(r.agent for r in replies) == ids[homes[1]], "home A is cut off"
 
         # restore: the bridge reconnects by itself, the agents are back at the EMS
-        seen_before = {a: ems.registry.get(a).last_seen for a in ids[homes[0]]}  # type: ignore[union-attr]
+        seen_before = {a: record(ems, a).last_seen for a in ids[homes[0]]}
         await asyncio.sleep(1.0)
         await links[0].restore()
         restored_at = time.monotonic()
@@ -127,10 +117,10 @@ async def test_two_homes_group_call_and_uplink_cut(
         await wait_for(
             lambda: (
                 online(ems, *everyone)
-                and all(ems.registry.get(a).last_seen > seen_before[a] for a in ids[homes[0]])
+                and all(record(ems, a).last_seen > seen_before[a] for a in ids[homes[0]])
             ),
             10.0,
-        )  # type: ignore[union-attr]
+        )
         agents_back = time.monotonic() - restored_at
         replies = await ems.call(
             f"group:{group}", DEMO, "EnergyMethod", [[["idle", 0, 60]]], timeout_s=5.0

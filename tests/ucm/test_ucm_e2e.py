@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ucm_helpers import Rig, at, rig
 
 from sef.agents.ucm import UCMAgent
 from sef.models.waterheater import WaterHeaterModel, WaterHeaterParams
 from sef.models.waterheater_dr import DRSettings
 from sef.protocols import cta2045 as cta
 from support import wait_for
+from ucm_helpers import Rig, at, rig
 
 CURTAILED = {"RUNNING_CURTAILED", "IDLE_CURTAILED"}
 

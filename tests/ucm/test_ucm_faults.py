@@ -7,14 +7,13 @@ import contextlib
 import signal
 import time
 
-from ucm_helpers import EmulatorProcess
-
 from sef.agents.ucm import UCMAgent
 from sef.broker import free_port
 from sef.clock import ScaledClock
 from sef.interface import DEMO_INTERFACE
 from sef.protocols import cta2045 as cta
 from support import wait_for
+from ucm_helpers import EmulatorProcess
 
 CURTAILED = (cta.OperationalState.RUNNING_CURTAILED, cta.OperationalState.IDLE_CURTAILED)
 

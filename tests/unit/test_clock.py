@@ -35,6 +35,7 @@ def test_scaled_speed_only_starts_at_real_now() -> None:
     after = time.time()
     assert isinstance(clock, ScaledClock)
     assert clock.speed == 720.0
+    assert clock.real_anchor is not None
     assert before <= clock.real_anchor <= after
     assert clock.sim_start == clock.real_anchor
     # 50 ms of real time is 36 s of clock time

@@ -17,10 +17,10 @@ from sef.models.waterheater import (
 N = 200
 
 
-def fleet(seed: int = 5, **kw: object) -> tuple[WaterHeaterModel, np.ndarray]:
+def fleet(seed: int = 5) -> tuple[WaterHeaterModel, np.ndarray]:
     rng = np.random.default_rng(seed)
     m = WaterHeaterModel(
-        WaterHeaterParams(initial_c=rng.uniform(44, 52, N), **kw),  # type: ignore[arg-type]
+        WaterHeaterParams(initial_c=rng.uniform(44, 52, N)),
         dr=DRSettings(),
     )
     base = doe_medium_draw_profile(60.0)

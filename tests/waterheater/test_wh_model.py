@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -90,7 +92,7 @@ def test_upper_element_priority(nodes: int) -> None:
 def test_vectorized_equals_elementwise(nodes: int) -> None:
     rng = np.random.default_rng(7)
     n = 1000
-    kw = dict(
+    kw: dict[str, Any] = dict(
         volume_l=rng.uniform(140, 200, n),
         ua_w_per_k=rng.uniform(1.1, 2.2, n),
         element_kw=rng.choice([3.8, 4.5, 5.5], n),
@@ -103,7 +105,7 @@ def test_vectorized_equals_elementwise(nodes: int) -> None:
     )
     steps = 600
     draws = rng.choice([0.0, 0.0, 0.0, 0.0, 3.8, 6.4, 15.0], (steps, n))
-    vec = WaterHeaterModel(WaterHeaterParams(nodes=nodes, **kw))  # type: ignore[arg-type]
+    vec = WaterHeaterModel(WaterHeaterParams(nodes=nodes, **kw))
     sample = rng.choice(n, 8, replace=False)
     singles = [
         WaterHeaterModel(WaterHeaterParams(nodes=nodes, **{k: v[i] for k, v in kw.items()}))

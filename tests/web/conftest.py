@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
+
 from web_stack import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from playwright.async_api import Browser, Page, Request, expect
-from web_stack import WebStack, keep_screenshot
 
 from sef.interface import DEMO_INTERFACE
+from web_stack import WebStack, keep_screenshot
 
 WAIT_MS = 10_000
 

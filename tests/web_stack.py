@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 
+from sef.agents import Agent
 from sef.agents.ucm import UCMAgent
 from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.clock import ScaledClock
-from sef.ems import EMS
+from sef.ems import EMS, AgentRecord
 from sef.ems.api import ApiServer, serve_api
 from sef.ems.store import Store
 from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
@@ -41,7 +42,7 @@ CHROMIUM_ARGS = [
 """Flags that work on the sandboxed test machines (no network beyond localhost)."""
 
 ARTIFACTS = (
-    Path(os.environ.get("SEF_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+    Path(os.environ.get("SEF_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
     / "web"
 )
 """Screenshots are kept here (and in the test's tmp_path)."""
@@ -80,6 +81,10 @@ class WebStack:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def agents(self) -> list[Agent]:
+        """The batteries and the water heaters."""
+        return [*self.batteries.values(), *self.heaters.values()]
 
     async def stop_agent(self, name: str) -> None:
         """Stop an agent cleanly (it announces its shutdown)."""
@@ -128,7 +133,7 @@ async def start_web_stack(broker: str, db_path: Path) -> WebStack:
                 link_timeout_s=5.0,
                 groups=["waterheaters", "feeder-1"],
             )
-        for agent in [*stack.batteries.values(), *stack.heaters.values()]:
+        for agent in stack.agents():
             await agent.start()
 
         def ready_all() -> bool:
@@ -142,7 +147,7 @@ async def start_web_stack(broker: str, db_path: Path) -> WebStack:
     return stack
 
 
-def _telemetry(record: Any) -> bool:
+def _telemetry(record: AgentRecord) -> bool:
     """Whether the EMS has telemetry of the agent (a water heater's once its link is up)."""
     for key, entry in record.properties.items():
         if key.endswith(".Telemetry"):
@@ -163,7 +168,7 @@ async def bounded(name: str, awaitable: Awaitable[Any], timeout_s: float = 15.0)
 async def stop_web_stack(stack: WebStack) -> None:
     await bounded("http client", stack.http.aclose())
     await bounded("API server", stack.server.stop())
-    for agent in [*stack.batteries.values(), *stack.heaters.values()]:
+    for agent in stack.agents():
         # every agent, connected or not: a running UCM keeps reopening its port
         if agent.agent_id not in stack.stopped:
             await bounded(agent.agent_id, stack.stop_agent(agent.agent_id))
