@@ -68,6 +68,10 @@ def ems(
     downsample_s: float = typer.Option(
         900.0, "--downsample-s", min=1.0, help="Bucket of thinned telemetry, s."
     ),
+    api_max_body: int = typer.Option(1 << 20, min=1, help="API: largest request body, bytes."),
+    api_max_requests: int = typer.Option(256, min=1, help="API: requests handled at once."),
+    api_max_streams: int = typer.Option(100, min=1, help="API: open /events streams."),
+    api_max_connections: int = typer.Option(1000, min=1, help="API: open connections."),
 ) -> None:
     """Run the EMS: discover agents, track presence, keep their last known state."""
 
@@ -131,10 +135,13 @@ def ems(
                     name="control",
                 )
             if listen is not None:
-                from sef.ems.api import serve_api
+                from sef.ems.api import ApiLimits, serve_api
 
                 try:
-                    server = await serve_api(service, *listen)
+                    limits = ApiLimits(
+                        api_max_body, api_max_requests, api_max_streams, api_max_connections
+                    )
+                    server = await serve_api(service, *listen, limits=limits)
                 except OSError as exc:
                     err.print(f"[red]error:[/] cannot serve the API on {api}: {exc}")
                     raise typer.Exit(2) from None

@@ -20,8 +20,10 @@ from sef.ems._caller import CallRefused, CallTarget
 from sef.ems._registry import AgentRecord
 from sef.ems._service import EMS
 from sef.ems.api._commands import CommandStats, send_sequence
+from sef.ems.api._deadletters import HealthOut, health_response, install_deadletters
 from sef.ems.api._errors import ApiError, install_error_handlers
 from sef.ems.api._events import EventHub
+from sef.ems.api._limits import ApiLimits, install_limits
 from sef.ems.api._metrics import metrics_registry
 from sef.ems.api._models import (
     AgentDetail,
@@ -31,11 +33,10 @@ from sef.ems.api._models import (
     CommandRequest,
     CommandResult,
     ErrorBody,
-    Health,
     TelemetryOut,
     TelemetryPoint,
 )
-from sef.ems.api._times import parse_time
+from sef.ems.api._times import EVERY_MAX_S, EVERY_MIN_S, TimeOutOfRange, parse_time
 from sef.ems.api._web import install_dashboard
 from sef.ems.store import Store
 
@@ -69,7 +70,9 @@ def _agent_out(record: AgentRecord) -> AgentOut:
     return AgentOut.model_validate(record.summary())
 
 
-def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
+def create_app(
+    ems: EMS, *, hub: EventHub | None = None, limits: ApiLimits | None = None
+) -> FastAPI:
     """A FastAPI app serving ``ems`` (started or not; requests need it started).
 
     The app's state holds ``ems``, ``hub`` (the :class:`EventHub` of ``/events``, installed
@@ -77,6 +80,7 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
     """
     app = FastAPI(title="SEF EMS API", version=__version__, description=DESCRIPTION)
     install_error_handlers(app)
+    install_limits(app, limits or ApiLimits())
     hub = hub or EventHub(ems)
     hub.install()
     stats = CommandStats()
@@ -109,20 +113,23 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
             return None
         try:
             return parse_time(text, ems.clock.now())
+        except TimeOutOfRange as exc:
+            raise ApiError(422, f"{name}: {exc}", {"param": name, "value": text}) from None
         except ValueError as exc:
             raise ApiError(400, f"{name}: {exc}", {"param": name, "value": text}) from None
 
-    @app.get("/health", response_model=Health, tags=["service"])
-    async def health() -> Health:
-        """Whether the EMS is connected to the broker; agent counts."""
-        agents = ems.registry.agents.values()
-        return Health(
-            status="ok" if ems.bus.connected else "degraded",
-            broker_connected=ems.bus.connected,
-            store=None if ems.store is None else ems.store.dialect,
-            agents=len(agents),
-            online=sum(1 for a in agents if a.online),
-        )
+    @app.get(
+        "/health",
+        response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "Degraded: see reason."}},
+        tags=["service"],
+    )
+    async def health() -> Response:
+        """Whether the EMS is connected to the broker and its store is advancing; agent
+        counts. 503 with a ``reason`` when degraded."""
+        return health_response(ems)
+
+    install_deadletters(app, ems)
 
     @app.get("/agents", response_model=list[AgentOut], tags=["agents"])
     async def list_agents(
@@ -172,7 +179,11 @@ def create_app(ems: EMS, *, hub: EventHub | None = None) -> FastAPI:
         until: Annotated[str | None, Query(description="To (same forms as since).")] = None,
         every: Annotated[
             float | None,
-            Query(gt=0, description="Downsample: the last value per property per this many s."),
+            Query(
+                ge=EVERY_MIN_S,
+                le=EVERY_MAX_S,
+                description="Downsample: the last value per property per this many s.",
+            ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=100_000, description="Most raw rows read.")] = 10_000,
     ) -> TelemetryOut:

@@ -33,7 +33,10 @@ class EMSCollector(Collector):
       ``sef_sequence_gaps_total``, ``sef_rebirths_requested_total``;
     * ``sef_store_commit_seconds`` (summary: count = batches, sum = s spent committing),
       ``sef_store_last_commit_seconds``, ``sef_store_rows_total``,
-      ``sef_store_duplicates_total``, ``sef_store_failures_total`` (with a store only);
+      ``sef_store_duplicates_total``, ``sef_store_failures_total``,
+      ``sef_store_dead_letters_total{category}``, ``sef_store_oldest_pending_seconds``
+      (age of the oldest message not yet acknowledged), ``sef_store_ok`` (with a store
+      only);
     * ``sef_calls_sent_total`` — calls published on the bus by this EMS;
     * ``sef_commands_total{status}`` and ``sef_command_replies_total{result}`` —
       commands of the API and their replies;
@@ -105,6 +108,25 @@ class EMSCollector(Collector):
             )
             yield CounterMetricFamily(
                 "sef_store_failures", "Failed store commits (retried).", value=recorder.failures
+            )
+            dead = CounterMetricFamily(
+                "sef_store_dead_letters",
+                "Rows the store refused and kept as dead letters, by category.",
+                labels=["category"],
+            )
+            for category, count in sorted(recorder.dead_letters.items()):
+                dead.add_metric([category], count)
+            yield dead
+            health = recorder.health()
+            yield GaugeMetricFamily(
+                "sef_store_oldest_pending_seconds",
+                "Age of the oldest message not yet acknowledged (rows not committed), s.",
+                value=health.oldest_pending_s,
+            )
+            yield GaugeMetricFamily(
+                "sef_store_ok",
+                "1 when the store is advancing (writes succeed, nothing waits too long).",
+                value=1.0 if health.ok else 0.0,
             )
         commands = CounterMetricFamily(
             "sef_commands", "Commands through the API, by outcome.", labels=["status"]

@@ -12,6 +12,7 @@ import uvicorn
 from sef.ems._service import EMS
 from sef.ems.api._app import create_app
 from sef.ems.api._events import EventHub
+from sef.ems.api._limits import ApiLimits
 
 __all__ = ["ApiServer", "parse_listen", "serve_api"]
 
@@ -64,16 +65,25 @@ class ApiServer:
 
 
 async def serve_api(
-    ems: EMS, host: str = "127.0.0.1", port: int = 8080, *, log_level: str = "warning"
+    ems: EMS,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    log_level: str = "warning",
+    limits: ApiLimits | None = None,
 ) -> ApiServer:
     """Start serving the API of ``ems`` on ``host:port`` in the running event loop.
 
     The socket is bound here, so a busy port raises :class:`OSError` at once; with port 0
     the server takes a free port (see :attr:`ApiServer.port`). Stop it with
-    :meth:`ApiServer.stop`.
+    :meth:`ApiServer.stop`. ``limits`` (default :class:`ApiLimits`) bounds bodies,
+    concurrent requests, event streams and connections (docs/api.md, "Limits").
     """
+    limits = limits or ApiLimits()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto given: asyncio sets TCP_NODELAY only on sockets whose proto is TCP; without it
+    # a kept-alive client waited ~40 ms (Nagle + delayed ACK) for each response's body
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -84,9 +94,14 @@ async def serve_api(
         raise
     bound = int(sock.getsockname()[1])
     hub = EventHub(ems)
-    app = create_app(ems, hub=hub)
+    app = create_app(ems, hub=hub, limits=limits)
     config = uvicorn.Config(
-        app, log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=3
+        app,
+        log_level=log_level,
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+        limit_concurrency=limits.max_connections,
     )
     server = _Server(config)
 

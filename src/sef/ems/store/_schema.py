@@ -95,3 +95,19 @@ commands = Table(
     Index("ix_commands_ts", "ts"),
     Index("ix_commands_target_ts", "target", "ts"),
 )
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("received", Float, nullable=False),  # EMS clock, Unix s
+    Column("agent_id", String(64), nullable=True),
+    Column("kind", String(16), nullable=False),  # telemetry, agent, event
+    Column("key", String(300), nullable=True),
+    Column("category", String(32), nullable=False),  # out_of_range, future, past, ...
+    Column("reason", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # the refused row as JSON text (truncated)
+    Index("ix_dead_letters_received", "received"),
+)

@@ -9,6 +9,18 @@ batches writes (:meth:`Store.write_batch`, one transaction per batch).
 
 Telemetry rows are unique by (agent, property, sender time, sequence number): a message
 redelivered after a crash (MQTT QoS 1 is at-least-once) is stored once.
+
+Every batch is durable when :meth:`Store.write_batch` returns (``durable=True``, the
+default), whatever the server's setting: PostgreSQL runs the batch's transaction with
+``SET LOCAL synchronous_commit = on`` (a server started with ``synchronous_commit=off``
+would otherwise confirm a commit whose WAL a crash can still lose); SQLite runs in WAL mode
+with ``synchronous=FULL`` (with ``NORMAL`` a WAL commit is not synced, and "might roll
+back following a power loss or system crash" — SQLite's documentation). ``durable=False``
+keeps the server's setting (PostgreSQL) and ``synchronous=NORMAL`` (SQLite): faster, for
+benches and throwaway databases only.
+
+Rows the store refuses (:func:`check_telemetry` and its siblings, or the database itself)
+are kept as dead letters (table ``dead_letters``, :meth:`Store.dead_letters`).
 """
 
 from __future__ import annotations
@@ -32,9 +44,25 @@ from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from sef.ems.store._schema import agent_events, agents, commands, properties, telemetry
+from sef.ems.store._checks import DeadLetter
+from sef.ems.store._schema import (
+    agent_events,
+    agents,
+    commands,
+    dead_letters,
+    properties,
+    telemetry,
+)
 
-__all__ = ["AgentRow", "Batch", "Store", "StoreError", "TelemetryIn", "normalize_url"]
+__all__ = [
+    "AgentRow",
+    "Batch",
+    "Store",
+    "StoreError",
+    "TelemetryIn",
+    "is_data_error",
+    "normalize_url",
+]
 
 log = logging.getLogger("sef.ems.store")
 
@@ -118,32 +146,86 @@ class AgentRow:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+EventRow = tuple[str, float, str, str | None]
+"""An agent event: agent id, EMS time (Unix s), kind, detail."""
+
+
 @dataclass
 class Batch:
     """Writes that go to the database in one transaction."""
 
     telemetry: list[TelemetryIn] = field(default_factory=list)
     agents: dict[str, AgentRow] = field(default_factory=dict)
-    events: list[tuple[str, float, str, str | None]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.telemetry) + len(self.agents) + len(self.events)
+        return len(self.telemetry) + len(self.agents) + len(self.events) + len(self.dead_letters)
+
+    def items(self) -> list[TelemetryIn | AgentRow | EventRow | DeadLetter]:
+        """Every row of the batch, in table order."""
+        return [*self.telemetry, *self.agents.values(), *self.events, *self.dead_letters]
+
+    @classmethod
+    def of(cls, items: Sequence[TelemetryIn | AgentRow | EventRow | DeadLetter]) -> Batch:
+        """A batch of these rows (as :meth:`items` lists them)."""
+        batch = cls()
+        for item in items:
+            if isinstance(item, TelemetryIn):
+                batch.telemetry.append(item)
+            elif isinstance(item, AgentRow):
+                batch.agents[item.agent_id] = item
+            elif isinstance(item, DeadLetter):
+                batch.dead_letters.append(item)
+            else:
+                batch.events.append(item)
+        return batch
+
+    def halves(self) -> tuple[Batch, Batch]:
+        """The batch split in two (to find the row a database refuses by bisection)."""
+        items = self.items()
+        middle = len(items) // 2
+        return Batch.of(items[:middle]), Batch.of(items[middle:])
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether a failed write was refused for its *data* (a value out of range, too long,
+    not encodable...), so that writing the same rows again would fail again; not for the
+    connection or the server (down, restarting, disk full, locked), which a retry cures."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return False
+        return isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
+    if isinstance(exc, sa.exc.StatementError):  # raised by the driver while binding values
+        return exc.orig is not None and is_data_error(exc.orig)
+    if isinstance(exc, (ConnectionError, OSError)):
+        return False
+    return isinstance(exc, (OverflowError, ValueError, TypeError, UnicodeError))
 
 
 class Store:
-    """A database of the EMS. Open with :meth:`open`."""
+    """A database of the EMS. Open with :meth:`open`.
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    Args:
+        url: ``sqlite:///PATH`` or ``postgresql://...``.
+        durable: every committed batch survives a crash of the database server or of the
+            machine (see the module's documentation); ``False`` trades that for speed.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, durable: bool = True) -> None:
         self.url = url
+        self.durable = durable
         self.engine: Engine = sa.create_engine(normalize_url(url), echo=echo, pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(
+                self.engine, "connect", functools.partial(_sqlite_pragmas, durable=durable)
+            )
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, *, durable: bool = True) -> Store:
         """Connect and migrate the schema to the newest version."""
-        store = cls(url)
+        store = cls(url, durable=durable)
         try:
             store.migrate()
         except sa.exc.SQLAlchemyError as exc:
@@ -174,6 +256,8 @@ class Store:
         """Write a batch in one transaction; return the telemetry rows actually inserted."""
         inserted = 0
         with self.engine.begin() as connection:
+            if self.durable and self.dialect == "postgresql":
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = on")
             if batch.telemetry:
                 inserted = self._write_telemetry(connection, batch.telemetry)
                 last: dict[tuple[str, str], TelemetryIn] = {}
@@ -197,6 +281,10 @@ class Store:
                         {"agent_id": a, "ts": ts, "kind": kind, "detail": detail}
                         for a, ts, kind, detail in batch.events
                     ],
+                )
+            if batch.dead_letters:
+                connection.execute(
+                    dead_letters.insert(), [_dead_letter_row(d) for d in batch.dead_letters]
                 )
         return inserted
 
@@ -366,6 +454,27 @@ class Store:
             rows = connection.execute(query.limit(limit)).mappings().all()
         return [{k: v for k, v in row.items() if k != "id"} for row in rows]
 
+    def dead_letters(
+        self, *, since: float | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Refused rows with their reasons, newest first (``since``: EMS time, Unix s)."""
+        query = sa.select(dead_letters).order_by(
+            dead_letters.c.received.desc(), dead_letters.c.id.desc()
+        )
+        if since is not None:
+            query = query.where(dead_letters.c.received >= since)
+        if agent_id is not None:
+            query = query.where(dead_letters.c.agent_id == agent_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit)).mappings().all()
+        return [dict(row) for row in rows]
+
+    def count_dead_letters(self) -> int:
+        """How many dead letters the store keeps."""
+        with self.engine.connect() as connection:
+            query = sa.select(sa.func.count()).select_from(dead_letters)
+            return int(connection.execute(query).scalar_one())
+
     def agent_events(self, agent_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
         query = (
             sa.select(agent_events.c.ts, agent_events.c.kind, agent_events.c.detail)
@@ -432,9 +541,15 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _dead_letter_row(letter: DeadLetter) -> dict[str, Any]:
+    return {name: getattr(letter, name) for name in letter.__slots__}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, durable: bool = True) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: the WAL is synced at every commit; NORMAL syncs it only at checkpoints, so a
+    # commit can be lost on power loss or an OS crash (not on an application crash)
+    cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()

@@ -2,6 +2,13 @@
 
 Uses Debian's ``postgresql`` binaries (``/usr/lib/postgresql/*/bin``). PostgreSQL refuses
 to run as root, so as root the server runs as the ``postgres`` system user.
+
+By default the server is *relaxed* for speed (``fsync``, ``synchronous_commit`` and
+``full_page_writes`` off): a throwaway server for tests and benches. The EMS store does not
+rely on the server's setting: it commits every batch with ``synchronous_commit = on``
+(see :mod:`sef.ems.store`), so a crash of this server loses no acknowledged batch (with
+``fsync=off`` the WAL reaches the operating system, not the disk: a crash of the *machine*
+could). ``PostgresServer(relaxed=False)`` runs a stock server.
 """
 
 from __future__ import annotations
@@ -48,9 +55,15 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """initdb + pg_ctl start in a temporary directory; ``url(db)`` gives a database URL."""
+    """initdb + pg_ctl start in a temporary directory; ``url(db)`` gives a database URL.
 
-    def __init__(self) -> None:
+    Args:
+        relaxed: ``fsync``, ``synchronous_commit`` and ``full_page_writes`` off (fast, not
+            crash-safe by itself); ``False``: PostgreSQL's stock settings.
+    """
+
+    def __init__(self, *, relaxed: bool = True) -> None:
+        self.relaxed = relaxed
         self.bin = find_pg_bin()
         self.port = _free_port()
         self._tmp = tempfile.mkdtemp(prefix="sef-pg-")
@@ -82,11 +95,15 @@ class PostgresServer:
             "UTF8",
             "--no-sync",
         )
+        return self.resume()
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its existing data directory (after :meth:`halt`)."""
         options = (
-            f"-p {self.port} -k {self._tmp} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
+            f"-p {self.port} -k {self._tmp} -c listen_addresses=127.0.0.1 -c max_connections=200"
         )
+        if self.relaxed:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bin / "pg_ctl"),
             "-D",
@@ -119,8 +136,13 @@ class PostgresServer:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server and keep its data (``pg_ctl stop -m MODE``: ``smart``, ``fast``,
+        or ``immediate``, which is a crash: recovery replays the WAL at the next start)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
     def stop(self) -> None:
-        """Stop the server (fast shutdown)."""
+        """Stop the server (immediate shutdown) and delete its data."""
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop")
         shutil.rmtree(self._tmp, ignore_errors=True)
