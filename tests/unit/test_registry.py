@@ -118,7 +118,8 @@ def test_discovery_from_status_about_and_interface(feed: Feed) -> None:
     assert rec.groups == ["fleet"]
     assert reg.group_members("fleet") == [rec]
     assert reg.group_members("other") == []
-    assert reg.interface(DEMO) is None  # XML not seen yet
+    assert DEMO not in reg.interfaces_by_name  # XML not seen yet: the shipped definition
+    assert reg.interface(DEMO) is reg.pinned[DEMO]
 
     assert feed.send(iface("bat-1")) == [("interface", "bat-1", DEMO)]
     learned = reg.interface(DEMO)

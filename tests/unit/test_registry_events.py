@@ -25,7 +25,9 @@ from sef.ems import (
     InterfaceLoaded,
     Offline,
     Online,
+    Pending,
     PropertyChanged,
+    SessionReset,
     SignalReceived,
     StaleStatus,
 )
@@ -58,12 +60,14 @@ ALL = (
     BadMessage,
     GatewayUp,
     GatewayDown,
+    Pending,
+    SessionReset,
 )
 
 
 def test_every_kind_is_one_class_and_in_the_union() -> None:
     assert {cls.kind for cls in ALL} == set(typing.get_args(EventKind))
-    assert len({cls.kind for cls in ALL}) == len(ALL) == 12
+    assert len({cls.kind for cls in ALL}) == len(ALL) == 14
     assert set(typing.get_args(Event)) == set(ALL)
     for cls in ALL:
         assert dataclasses.is_dataclass(cls)

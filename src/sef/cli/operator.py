@@ -1,5 +1,6 @@
-"""Operator commands on the EMS API: ``sef telemetry``, ``sef send``, ``sef history``, and
-``sef agents --api``. Rich tables for people, ``--json`` (and ``--csv``) for scripts.
+"""Operator commands on the EMS API: ``sef telemetry``, ``sef send``, ``sef history``,
+``sef registry reset|approve|admission``, and ``sef agents --api``. Rich tables for people,
+``--json`` (and ``--csv``) for scripts.
 
 The API is reached at ``--api URL``, else ``$SEF_API``, else http://127.0.0.1:8080.
 """
@@ -18,7 +19,16 @@ from rich.table import Table
 
 from sef.ems import AgentRecord, CallRefused, CallTarget, PropertyValue
 
-__all__ = ["DEFAULT_API", "api_agents", "history", "parse_event", "register", "send", "telemetry"]
+__all__ = [
+    "DEFAULT_API",
+    "api_agents",
+    "history",
+    "parse_event",
+    "register",
+    "registry_app",
+    "send",
+    "telemetry",
+]
 
 DEFAULT_API = "http://127.0.0.1:8080"
 API_HELP = "EMS API URL (default: $SEF_API, else http://127.0.0.1:8080)."
@@ -28,10 +38,16 @@ err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``telemetry``, ``send`` and ``history`` to the ``sef`` app."""
+    """Add ``telemetry``, ``send``, ``history`` and ``registry`` to the ``sef`` app."""
     app.command("telemetry")(telemetry)
     app.command("send")(send)
     app.command("history")(history)
+    app.add_typer(
+        registry_app,
+        name="registry",
+        help="Operator actions on the EMS registry: reset an agent's session, approve new "
+        "agents, show the admission state.",
+    )
 
 
 # -- HTTP ------------------------------------------------------------------------------
@@ -40,8 +56,17 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _request(method: str, api: str, path: str, *, timeout_s: float = 30.0, **kwargs: Any) -> Any:
-    """One API request; the decoded JSON answer. Exits 2 on an error answer or no API."""
+def _request(
+    method: str,
+    api: str,
+    path: str,
+    *,
+    timeout_s: float = 30.0,
+    headers_out: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """One API request; the decoded JSON answer (its headers, lower-case, into
+    ``headers_out``). Exits 2 on an error answer or no API."""
     import httpx  # the ems extra: imported here so that agents' commands need no httpx
 
     url = api.rstrip("/") + path
@@ -49,6 +74,8 @@ def _request(method: str, api: str, path: str, *, timeout_s: float = 30.0, **kwa
         response = httpx.request(method, url, timeout=timeout_s, **kwargs)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the EMS API at {api}: {exc or type(exc).__name__}")
+    if headers_out is not None:
+        headers_out.update((k.lower(), v) for k, v in response.headers.items())
     try:
         body = response.json()
     except ValueError:
@@ -59,10 +86,34 @@ def _request(method: str, api: str, path: str, *, timeout_s: float = 30.0, **kwa
     return body
 
 
+AGENTS_PAGE = 1000
+"""Agents asked for per page of ``GET /agents``."""
+
+
 def api_agents(api: str) -> tuple[list[dict[str, Any]], list[AgentRecord]]:
-    """The agents known to the EMS API: their JSON summaries and registry records."""
-    summaries: list[dict[str, Any]] = _request("GET", api, "/agents")
+    """The agents known to the EMS API (every page): their JSON summaries and records."""
+    summaries: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": AGENTS_PAGE}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page, headers = _request_with_headers("GET", api, "/agents", params=params)
+        summaries += page
+        following = headers.get("x-next-cursor")
+        if not following or not page or following == cursor:
+            break
+        cursor = following
     return summaries, [_record(s) for s in summaries]
+
+
+def _request_with_headers(
+    method: str, api: str, path: str, **kwargs: Any
+) -> tuple[Any, dict[str, str]]:
+    """:func:`_request`, also returning the answer's headers (lower-case names)."""
+    seen: dict[str, str] = {}
+    body = _request(method, api, path, headers_out=seen, **kwargs)
+    return body, seen
 
 
 def _record(summary: dict[str, Any]) -> AgentRecord:
@@ -313,4 +364,75 @@ def history(
             shown,
             _replies_text(e.get("replies") or []),
         )
+    console.print(table)
+
+
+# -- sef registry ----------------------------------------------------------------------
+registry_app = typer.Typer(no_args_is_help=True)
+
+
+@registry_app.command("reset")
+def registry_reset(
+    agent: str = typer.Argument(..., help="Agent id."),
+    api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the agent's JSON."),
+) -> None:
+    """Reset an agent's session state (after a forged or broken status locked it out).
+
+    The EMS forgets the agent's session number and presence and asks it to re-announce.
+    Exit codes: 0 done; 2 unknown agent or API not reachable.
+    """
+    result: dict[str, Any] = _request("POST", api, f"/agents/{agent}/reset")
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(
+            f"{result['id']}: session state reset; asked to re-announce "
+            f"(status now {result['status']})",
+            highlight=False,
+        )
+
+
+@registry_app.command("approve")
+def registry_approve(
+    agents: list[str] = typer.Argument(..., help="Agent ids."),
+    api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
+) -> None:
+    """Admit agents that wait for approval (or ids not seen yet) into the EMS registry.
+
+    Exit codes: 0 done; 2 bad id or API not reachable.
+    """
+    for agent in agents:
+        result: dict[str, Any] = _request("POST", api, f"/agents/{agent}/approve")
+        note = "was pending" if result["was_pending"] else "approved in advance"
+        console.print(f"{result['agent']}: approved ({note})", highlight=False)
+
+
+@registry_app.command("admission")
+def registry_admission(
+    api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
+) -> None:
+    """How the EMS admits new agents, the agents waiting for approval, and refusals."""
+    result: dict[str, Any] = _request("GET", api, "/admission")
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    cap = result["max_agents"]
+    rate = result["new_per_s"]
+    console.print(
+        f"agents {result['agents']}"
+        + (f" of at most {cap}" if cap is not None else "")
+        + f"; new agents: {'approval' if result['approval'] else 'admitted'}"
+        + (f", allow-list {' '.join(result['allow'])}" if result["allow"] else "")
+        + (f", at most {rate:g}/s (burst {result['burst']})" if rate is not None else ""),
+        highlight=False,
+    )
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(result["refused"].items())) or "none"
+    console.print(f"refused: {result['refused_ids']} ids; messages: {refused}", highlight=False)
+    table = Table(title=f"{len(result['pending'])} agents waiting for approval")
+    for column in ("agent", "first seen", "last seen", "messages"):
+        table.add_column(column)
+    for p in result["pending"]:
+        table.add_row(p["id"], _iso(p["first_seen"]), _iso(p["last_seen"]), str(p["messages"]))
     console.print(table)

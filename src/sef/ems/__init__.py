@@ -19,16 +19,19 @@ from sef.ems._events import (
     InterfaceLoaded,
     Offline,
     Online,
+    Pending,
     PropertyChanged,
+    SessionReset,
     SignalReceived,
     StaleStatus,
 )
-from sef.ems._registry import AgentRecord, PropertyValue, Registry
+from sef.ems._registry import Admission, AgentRecord, PendingAgent, PropertyValue, Registry
 from sef.ems._service import EMS, snapshot
 
 __all__ = [
     "EMS",
     "AboutReceived",
+    "Admission",
     "AgentEvent",
     "AgentRecord",
     "BadMessage",
@@ -46,9 +49,12 @@ __all__ = [
     "InterfaceLoaded",
     "Offline",
     "Online",
+    "Pending",
+    "PendingAgent",
     "PropertyChanged",
     "PropertyValue",
     "Registry",
+    "SessionReset",
     "SignalReceived",
     "StaleStatus",
     "check_args",

@@ -31,7 +31,9 @@ __all__ = [
     "InterfaceLoaded",
     "Offline",
     "Online",
+    "Pending",
     "PropertyChanged",
+    "SessionReset",
     "SignalReceived",
     "StaleStatus",
 ]
@@ -49,15 +51,23 @@ EventKind: TypeAlias = Literal[
     "bad_message",
     "gateway_up",
     "gateway_down",
+    "pending",
+    "reset",
 ]
 """The ``kind`` names of registry events, as they appear on the wire."""
 
 
 @dataclass(frozen=True, slots=True)
 class Discovered:
-    """The first message of an agent the EMS did not know."""
+    """The first message of an agent the EMS did not know (admitted into the registry).
+
+    ``missed`` is true when earlier messages of the agent were refused by the admission
+    rate limit or cap, or it was approved by an operator: its birth was probably lost, so
+    the EMS asks it to re-announce.
+    """
 
     agent_id: str
+    missed: bool = False
     kind: ClassVar[Literal["discovered"]] = "discovered"
 
     @property
@@ -189,6 +199,33 @@ class BadMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """A new agent waits for an operator's approval (admission in approval mode); it is
+    not in the registry until approved."""
+
+    agent_id: str
+    kind: ClassVar[Literal["pending"]] = "pending"
+
+    @property
+    def detail(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReset:
+    """An operator reset the agent's session state: ``bdseq`` (the session number the EMS
+    held, now forgotten) no longer makes the agent's births look stale."""
+
+    agent_id: str
+    bdseq: int | None
+    kind: ClassVar[Literal["reset"]] = "reset"
+
+    @property
+    def detail(self) -> int | None:
+        return self.bdseq
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayUp:
     """The bridge of home gateway ``home`` is up (again); ``agents`` are behind it."""
 
@@ -233,6 +270,8 @@ AgentEvent: TypeAlias = (
     | SignalReceived
     | Gap
     | BadMessage
+    | Pending
+    | SessionReset
 )
 """An event about one agent (``agent_id`` is an agent). The most frequent kind comes first:
 ``isinstance(event, AgentEvent)`` tries the members in order."""

@@ -20,10 +20,12 @@ from sef.ems._events import (
     GatewayUp,
     Offline,
     Online,
+    SessionReset,
     StaleStatus,
 )
-from sef.ems._registry import AgentRecord, Registry
+from sef.ems._registry import BDSEQ_AHEAD_S, Admission, AgentRecord, Registry
 from sef.interface import AGENT_INTERFACE, Interface, builtin_interface
+from sef.logthrottle import LogThrottle
 from sef.tasks import TaskSet
 
 if TYPE_CHECKING:  # the store (SQLAlchemy, Alembic) loads only when an EMS uses one
@@ -58,6 +60,11 @@ class EMS:
             store the EMS keeps a persistent MQTT session and acknowledges each message
             only once it is committed (see :mod:`sef.ems._recorder`), so nothing
             published while the EMS is down or crashing is lost.
+        admission: which new agent ids the registry takes in (allow-list, approval, rate,
+            cap; default :class:`~sef.ems.Admission`).
+        pinned_interfaces: interface definitions no agent may redefine (besides the shipped
+            ones).
+        bdseq_ahead_s: how far an agent's bdseq may run ahead of the wall clock, s.
     """
 
     def __init__(
@@ -72,6 +79,9 @@ class EMS:
         request_rebirth: bool = True,
         keepalive_s: int = 10,
         store: Store | None = None,
+        admission: Admission | None = None,
+        pinned_interfaces: Sequence[Interface] = (),
+        bdseq_ahead_s: float = BDSEQ_AHEAD_S,
     ) -> None:
         self.host_id = check_id("host", host_id)
         self.store = store
@@ -82,7 +92,14 @@ class EMS:
             self.recorder = Recorder(store)
         self.clock = clock or default_clock()
         self.topics = topics or Topics()
-        self.registry = Registry(self.topics)
+        self.registry = Registry(
+            self.topics,
+            admission=admission,
+            pinned=pinned_interfaces,
+            bdseq_ahead_s=bdseq_ahead_s,
+        )
+        self._log_presence = LogThrottle(log, "presence changes", level=logging.INFO, burst=100)
+        self._log_gaps = LogThrottle(log, "sequence gaps")
         self.session = Session()
         self.announce = announce
         self.request_rebirth = request_rebirth
@@ -131,6 +148,7 @@ class EMS:
                 await asyncio.sleep(0.05)
 
         await self._tasks.close()
+        self.registry.flush_logs()
         if self.recorder is not None:  # commit first, so that its acks still reach the broker
             await self.recorder.stop()
         await self.bus.stop(before_disconnect=goodbye)
@@ -187,20 +205,29 @@ class EMS:
 
     def _react(self, event: Event) -> None:
         match event:
-            case Online() | Offline() | Discovered() | StaleStatus():
-                log.info(
+            case Online() | Offline() | Discovered() | StaleStatus() | SessionReset():
+                self._log_presence.warn(
+                    event.agent_id,
+                    event.kind,
                     "agent %s: %s %s",
                     event.agent_id,
                     event.kind,
                     "" if event.detail is None else event.detail,
                 )
+                if isinstance(event, Discovered) and event.missed:
+                    self.rebirth(event.agent_id)  # its birth was refused: ask for it again
             case GatewayUp(home, agents):
                 log.info("gateway %s: uplink up again; asking its agents to re-announce", home)
                 for agent_id in agents:
                     self.rebirth(agent_id)
             case Gap(agent_id, expected, got):
-                log.warning(
-                    "agent %s: message sequence gap (expected %d, got %d)", agent_id, expected, got
+                self._log_gaps.warn(
+                    agent_id,
+                    "gap",
+                    "agent %s: message sequence gap (expected %d, got %d)",
+                    agent_id,
+                    expected,
+                    got,
                 )
                 self.rebirth(agent_id)
         if self.on_event is not None:
@@ -219,7 +246,9 @@ class EMS:
         try:
             target = CallTarget(agent_id)
         except CallRefused:  # an id from a gateway's agent list that is no agent id
-            log.warning("no rebirth request to %r: not a valid agent id", agent_id)
+            self._log_gaps.warn(
+                agent_id, "bad id", "no rebirth request to %r: not a valid agent id", agent_id
+            )
             return False
         self._last_rebirth[agent_id] = loop_now
         self.rebirths_requested += 1
@@ -241,7 +270,36 @@ class EMS:
 
     # -- queries and commands -----------------------------------------------------
     def agents(self) -> list[AgentRecord]:
-        return sorted(self.registry.agents.values(), key=lambda a: a.agent_id)
+        """Every known agent, by id."""
+        agents = self.registry.agents
+        return [agents[agent_id] for agent_id in self.registry.sorted_ids()]
+
+    def reset_agent(self, agent_id: str) -> AgentRecord:
+        """Operator action: forget an agent's session state (a forged or broken status
+        that locked it out), save that, and ask the agent to re-announce. ``KeyError`` for
+        an unknown agent."""
+        events = self.registry.reset(agent_id)
+        record = self.registry.agents[agent_id]
+        if self.recorder is not None:
+            from sef.ems._recorder import agent_row
+
+            self.recorder.agent(agent_row(record))
+            for event in events:
+                self.recorder.event(agent_id, self.clock.now(), event.kind, str(event.detail))
+        for event in events:
+            self._react(event)
+        self._last_rebirth.pop(agent_id, None)
+        self.rebirth(agent_id)
+        return record
+
+    def approve_agent(self, agent_id: str) -> bool:
+        """Operator action: admit ``agent_id`` (waiting for approval, or not seen yet) and
+        ask it to re-announce. Returns whether it was waiting."""
+        check_id("agent", agent_id)
+        waiting = self.registry.approve(agent_id)
+        self._last_rebirth.pop(agent_id, None)
+        self.rebirth(agent_id)
+        return waiting
 
     def interface_for(self, name: str) -> Interface | None:
         """The definition of interface ``name``: learned from agents, else a shipped one."""
@@ -377,7 +435,15 @@ async def snapshot(
     max_s: float = 3.0,
 ) -> list[AgentRecord]:
     """Read the agents' retained state from the broker without announcing an EMS."""
-    ems = EMS(broker, "snapshot", clock=clock, topics=topics, announce=False, request_rebirth=False)
+    ems = EMS(
+        broker,
+        "snapshot",
+        clock=clock,
+        topics=topics,
+        announce=False,
+        request_rebirth=False,
+        admission=Admission.open(),
+    )
     await ems.start()
     try:
         await ems.settle(quiet_s, max_s)

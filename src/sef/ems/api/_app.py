@@ -19,6 +19,7 @@ from sef import __version__
 from sef.ems._caller import CallRefused, CallTarget
 from sef.ems._registry import AgentRecord
 from sef.ems._service import EMS
+from sef.ems.api._agents import install_agent_routes
 from sef.ems.api._commands import CommandStats, send_sequence
 from sef.ems.api._deadletters import HealthOut, health_response, install_deadletters
 from sef.ems.api._errors import ApiError, install_error_handlers
@@ -131,16 +132,7 @@ def create_app(
 
     install_deadletters(app, ems)
 
-    @app.get("/agents", response_model=list[AgentOut], tags=["agents"])
-    async def list_agents(
-        status: Annotated[
-            str | None, Query(description="Only agents with this status: online, offline, unknown.")
-        ] = None,
-        group: Annotated[str | None, Query(description="Only members of this group.")] = None,
-    ) -> list[AgentOut]:
-        """Every known agent: status, interfaces, groups, last seen, last telemetry."""
-        out = [_agent_out(r) for r in ems.agents() if group is None or group in r.groups]
-        return [a for a in out if status is None or a.status == status]
+    install_agent_routes(app, ems, registry)  # GET /agents (pages), reset, approve
 
     @app.get("/agents/{agent_id}", response_model=AgentDetail, responses=_ERRORS, tags=["agents"])
     async def show_agent(
