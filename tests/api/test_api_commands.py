@@ -22,7 +22,16 @@ async def test_commands_reach_agent_and_group_and_are_logged(stack: Stack) -> No
     result = one.json()
     assert result["status"] == "ok" and result["target"] == "bat-1"
     assert result["replies"] == [
-        {"agent": "bat-1", "ok": True, "result": [], "error": None, "message": None}
+        {
+            "agent": "bat-1",
+            "ok": True,
+            "result": [],
+            "error": None,
+            "message": None,
+            "outcome": "accepted",
+            "fault": None,
+            "fault_message": None,
+        }
     ]
     assert result["missing"] == []
     assert agents["bat-1"].executed == [[("charge", 4, 1800), ("discharge", 8, 1800)]]

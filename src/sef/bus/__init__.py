@@ -11,7 +11,15 @@ The topic tree and payloads are specified in ``docs/protocol.md``. Public names:
 * :class:`Session`: birth/death and message sequence numbers.
 """
 
-from sef.bus._client import BrokerURL, BusClient, BusError, Message, Will
+from sef.bus._client import (
+    SESSION_TAKEN_OVER,
+    BrokerURL,
+    BusClient,
+    BusError,
+    ConnectionLost,
+    Message,
+    Will,
+)
 from sef.bus._payload import (
     MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
@@ -37,11 +45,13 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
     "SEQ_MODULUS",
+    "SESSION_TAKEN_OVER",
     "About",
     "BrokerURL",
     "BusClient",
     "BusError",
     "Call",
+    "ConnectionLost",
     "ErrorName",
     "GatewayAgents",
     "InterfaceRef",

@@ -33,9 +33,39 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from sef.bus._acks import Acknowledger
 from sef.bus._message import BusError, Message
 
-__all__ = ["BrokerResolver", "BrokerURL", "BusClient", "BusError", "Message", "Will"]
+__all__ = [
+    "SESSION_TAKEN_OVER",
+    "BrokerResolver",
+    "BrokerURL",
+    "BusClient",
+    "BusError",
+    "ConnectionLost",
+    "Message",
+    "Will",
+]
 
 log = logging.getLogger("sef.bus")
+
+SESSION_TAKEN_OVER = 0x8E
+"""MQTT 5 DISCONNECT reason code: another client connected with this client id."""
+
+
+@dataclass(frozen=True)
+class ConnectionLost:
+    """How a connection ended, for :class:`BusClient`'s ``on_lost`` hook.
+
+    ``reason_code`` is the reason code of the broker's MQTT 5 DISCONNECT (e.g.
+    :data:`SESSION_TAKEN_OVER`), ``None`` when the broker sent none (MQTT 3.1.1 brokers
+    just close the socket); ``lasted_s`` how long the connection had been up (real s).
+    """
+
+    reason_code: int | None
+    lasted_s: float
+
+    @property
+    def taken_over(self) -> bool:
+        """Whether the broker said another client took the session over (MQTT 5 only)."""
+        return self.reason_code == SESSION_TAKEN_OVER
 
 
 @dataclass(frozen=True)
@@ -143,6 +173,10 @@ class BusClient:
         on_message: called for every received message, in the event loop.
         will: returns the last will for the next connection, or ``None`` for no will.
         on_connect: awaited after every (re)connection and resubscription.
+        on_lost: called with a :class:`ConnectionLost` when an established connection
+            ends (not on :meth:`stop`); when it returns ``True`` the reconnection backoff
+            keeps growing instead of starting again from its shortest delay (e.g. while
+            another client keeps taking this client id over).
         keepalive_s: MQTT keepalive, s.
         clean_session: start each connection with a clean session. ``False`` keeps a
             persistent session in the broker (subscriptions and unacknowledged QoS 1
@@ -178,6 +212,7 @@ class BusClient:
         on_message: MessageHandler | None = None,
         will: Callable[[], Will | None] | None = None,
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_lost: Callable[[ConnectionLost], bool | None] | None = None,
         keepalive_s: int = 10,
         clean_session: bool = True,
         manual_ack: bool = False,
@@ -204,6 +239,8 @@ class BusClient:
         )
         self._will = will or (lambda: None)
         self._on_connect = on_connect
+        self._on_lost = on_lost
+        self._disconnect_reason: int | None = None
         self._subscriptions: dict[str, int] = {}
         self._subacks: dict[int, asyncio.Future[None]] = {}
         self._client: _OneShotClient | None = None
@@ -325,6 +362,10 @@ class BusClient:
 
     def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         if client is self._client:
+            # an MQTT 5 DISCONNECT from the broker starts with its reason code; a lost
+            # socket arrives as an empty packet
+            if isinstance(packet, bytes | bytearray) and packet and self._disconnect_reason is None:
+                self._disconnect_reason = packet[0]
             self._lost.set()
 
     async def _resolve(self) -> None:
@@ -365,6 +406,7 @@ class BusClient:
         client.on_subscribe = self._handle_suback
         client.on_disconnect = self._handle_disconnect
         self._lost.clear()
+        self._disconnect_reason = None
         self._client = client
         version = MQTTv50 if self.mqtt5 else MQTTv311
         try:
@@ -399,6 +441,7 @@ class BusClient:
             # the supervisor then checks _stopping itself (stop() disconnects the client)
             if self._stopping:
                 return
+            backoff_s = self._backoff.current_s
             self._backoff.reset()
             self.connections += 1
             client = self._client
@@ -410,6 +453,7 @@ class BusClient:
             log.info(
                 "%s connected to %s (connection %d)", self.client_id, self.url, self.connections
             )
+            connected_at = asyncio.get_running_loop().time()
             if self._on_connect is not None:
                 try:
                     await self._on_connect()
@@ -420,6 +464,19 @@ class BusClient:
                 return
             self._connected.clear()
             self._client = None
+            lost = ConnectionLost(
+                self._disconnect_reason, asyncio.get_running_loop().time() - connected_at
+            )
+            if lost.taken_over:
+                log.warning(
+                    "%s: the broker says another client took this client id over", self.client_id
+                )
+            if self._on_lost is not None:
+                try:
+                    if self._on_lost(lost):
+                        self._backoff.current_s = backoff_s
+                except Exception:
+                    log.exception("on_lost hook of %s failed", self.client_id)
             delay = self._backoff.next()
             log.warning(
                 "%s lost its connection to %s; reconnecting in %.1f s",

@@ -386,7 +386,15 @@ class Call:
 
 @dataclass(slots=True)
 class Reply:
-    """The answer to a call: ``ok`` with ``result`` (out-args), or an error name and message."""
+    """The answer to a call: ``ok`` with ``result`` (out-args), or an error name and message.
+
+    ``ok`` says the agent *accepted* the call (valid, not expired, handed to its device
+    logic). Whether the device carried it out is ``applied``: ``True`` the device applied
+    it (e.g. its control registers read back the command), ``False`` it did not, with the
+    device's ``fault`` (an error name) and ``fault_message``; ``None`` (the key absent, as
+    from every agent before this field existed) means accepted, not confirmed. ``applied``
+    and ``fault`` travel only with ``ok`` replies.
+    """
 
     id: str
     agent: str
@@ -396,8 +404,21 @@ class Reply:
     message: str | None = None
     ts: float | None = None
     seq: int | None = None
+    applied: bool | None = None
+    fault: str | None = None
+    fault_message: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        """``refused`` (not ok), ``applied``, ``not_applied`` or ``accepted`` (unconfirmed)."""
+        if not self.ok:
+            return "refused"
+        if self.applied is None:
+            return "accepted"
+        return "applied" if self.applied else "not_applied"
 
     def to_payload(self) -> bytes:
+        """The reply as a version-1 JSON payload."""
         obj: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "id": self.id,
@@ -408,12 +429,20 @@ class Reply:
         }
         if self.ok:
             obj["result"] = self.result
+            if self.applied is not None:
+                obj["applied"] = self.applied
+            if self.applied is False:
+                obj["fault"] = {
+                    "name": self.fault or ErrorName.FAILED,
+                    "message": self.fault_message or "",
+                }
         else:
             obj["error"] = {"name": self.error, "message": self.message}
         return encode_object(obj)
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> Reply:
+        """Read a reply; ``applied`` absent means accepted (not confirmed)."""
         ok = _get(obj, "ok", bool)
         reply = cls(
             _get(obj, "id", str),
@@ -424,6 +453,11 @@ class Reply:
         )
         if ok:
             reply.result = _get(obj, "result", list, required=False, default=[])
+            reply.applied = _get(obj, "applied", bool, required=False, default=None)
+            if reply.applied is False:
+                fault = _get(obj, "fault", dict, required=False, default={})
+                reply.fault = str(fault.get("name") or ErrorName.FAILED)
+                reply.fault_message = str(fault.get("message") or "")
         else:
             error = _get(obj, "error", dict)
             reply.error = str(error.get("name") or ErrorName.FAILED)

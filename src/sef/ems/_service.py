@@ -9,9 +9,32 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sef.bus import BrokerURL, BusClient, Message, Reply, Session, Status, Topics, Will, check_id
+from sef.bus import (
+    BrokerURL,
+    BusClient,
+    ConnectionLost,
+    Message,
+    PayloadError,
+    Reply,
+    Session,
+    Status,
+    Topics,
+    Will,
+    check_id,
+    decode_object,
+)
 from sef.clock import Clock, default_clock
-from sef.ems._caller import Caller, CallRefused, CallTarget, CheckedArgs, check_args
+from sef.ems._caller import (
+    LATE_GRACE_S,
+    Caller,
+    CallRefused,
+    CallTarget,
+    CheckedArgs,
+    OpenCall,
+    check_args,
+    command_status,
+    reply_record,
+)
 from sef.ems._events import (
     AgentEvent,
     Discovered,
@@ -133,6 +156,8 @@ class EMS:
                 self.registry.restore(agent_record(row, props.get(row.agent_id, {})))
             log.info("EMS %s: %d agents restored from the store", self.host_id, len(rows))
             self.recorder.start()
+        if self.store is not None:
+            await self._reopen_commands()
         for pattern in (*self.topics.all_agents(), *self.topics.all_gateways()):
             await self.bus.subscribe(pattern, qos=1)
         await self.caller.start()
@@ -187,9 +212,215 @@ class EMS:
                 self.topics.host_status(self.host_id), status.to_payload(), retain=True
             )
 
+    # -- own status and takeovers ---------------------------------------------------
+    def _check_own_status(self, message: Message) -> None:
+        """Repair our retained host status when it is not our current birth.
+
+        As agents repair a stale death (docs/protocol.md §4.3), the host republishes its
+        online status (same bdseq, next seq) when its status topic holds anything else: an
+        offline status (a late will of an older session, or a forged one), an older
+        bdseq, an empty or unreadable payload. An *online* status with another bdseq than
+        ours that is not an old birth of ours is a sign that another client announces
+        itself under our id (:meth:`_takeover`).
+        """
+        if not self.bus.connected or not self.announce or self._stopping:
+            return
+        mine = self.session.bdseq
+        try:
+            status: Status | None = Status.from_object(decode_object(message.payload))
+        except PayloadError:
+            status = None
+        if status is not None and status.online and status.bdseq == mine:
+            return  # our own birth
+        if status is not None and status.online and (status.bdseq > mine or not message.retain):
+            self._takeover(f"another client announced host {self.host_id!r} (bdseq {status.bdseq})")
+        what = (
+            "an unreadable or empty status"
+            if status is None
+            else f"{'online' if status.online else 'offline'} status with bdseq {status.bdseq}"
+        )
+        log.warning(
+            "EMS %s: %s%s on its status topic; republishing its online status (bdseq %d)",
+            self.host_id,
+            what,
+            " (retained)" if message.retain else "",
+            mine,
+        )
+        self._schedule_repair()
+
+    def _schedule_repair(self) -> None:
+        """Republish our online status now, or once :data:`STATUS_REPAIR_INTERVAL_S` after
+        the last repair (one pending repair at most, so a flood costs one publish a second)."""
+        if self._repair_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_repair + STATUS_REPAIR_INTERVAL_S - loop.time()
+        self._repair_handle = loop.call_later(max(0.0, wait), self._repair_status)
+
+    def _repair_status(self) -> None:
+        self._repair_handle = None
+        self._last_repair = asyncio.get_running_loop().time()
+        if not self.bus.connected or not self.announce or self._stopping:
+            return
+        self.host_status_repairs += 1
+        status = Status(
+            True,
+            self.session.bdseq,
+            self.clock.now(),
+            self.bus.keepalive_s,
+            self.session.next_seq(),
+        )
+        try:
+            self.bus.publish(
+                self.topics.host_status(self.host_id), status.to_payload(), retain=True
+            )
+        except Exception as exc:  # lost the connection meanwhile: the next birth repairs it
+            log.info("EMS %s: status repair not sent: %s", self.host_id, exc)
+
+    def _connection_lost(self, lost: ConnectionLost) -> bool:
+        """Look for a takeover of our client id in how the connection ended; return
+        whether the bus should keep backing off (while a takeover goes on)."""
+        if lost.taken_over:
+            self._short_connections = 0
+            self._takeover("the broker disconnected it: session taken over (MQTT 5 reason 0x8E)")
+        elif lost.lasted_s < SHORT_CONNECTION_S:
+            self._short_connections += 1
+            if self._short_connections >= SHORT_CONNECTIONS_FOR_TAKEOVER:
+                self._takeover(
+                    f"{self._short_connections} connections in a row lost within "
+                    f"{SHORT_CONNECTION_S:.0f} s of connecting"
+                )
+        else:
+            self._short_connections = 0
+        return self.takeover_active
+
+    def _takeover(self, sign: str) -> None:
+        """Count a sign that another client uses our client id; log it loudly once per
+        episode (an episode ends after :data:`TAKEOVER_QUIET_S` without a sign)."""
+        self.takeovers += 1
+        self._takeover_last = asyncio.get_running_loop().time()
+        self._takeover_episode += 1
+        if self.takeover_active:
+            return
+        self.takeover_active = True
+        log.error(
+            "EMS %s: client id %r TAKEN OVER by another client: %s (%d sign(s) so far). "
+            "Reconnecting with backoff and republishing the host status; the other client "
+            "may be an attacker or a second EMS with the same id. Only a broker that "
+            "authenticates clients and binds client ids to identities prevents this "
+            "(docs/protocol.md §1).",
+            self.host_id,
+            self.bus.client_id,
+            sign,
+            self.takeovers,
+        )
+
+    def _takeover_over(self, loop_now: float) -> None:
+        if (
+            self.takeover_active
+            and self.bus.connected
+            and loop_now - self._takeover_last >= TAKEOVER_QUIET_S
+        ):
+            log.warning(
+                "EMS %s: takeover episode over: %d sign(s) of another client using id %r; "
+                "connected for %.0f s without a new one",
+                self.host_id,
+                self._takeover_episode,
+                self.bus.client_id,
+                TAKEOVER_QUIET_S,
+            )
+            self.takeover_active = False
+            self._takeover_episode = 0
+            self._short_connections = 0
+
+    async def _sweep(self) -> None:
+        """Every :data:`SWEEP_INTERVAL_S`: close expired calls (unanswered ones become
+        ``expired`` in the command log), flush the rejected-replies log, end a takeover
+        episode."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                self._takeover_over(loop.time())
+                self.caller.rejected.tick(loop.time())
+                unanswered = [c.call_id for c in self.caller.expire() if not c.replies]
+                if unanswered:
+                    self.commands_expired += len(unanswered)
+                    log.info("%d command(s) expired without a reply", len(unanswered))
+                    if self.store is not None:
+                        async with self._log_lock:
+                            await asyncio.to_thread(
+                                self.store.expire_commands, self.clock.now(), call_ids=unanswered
+                            )
+            except Exception:
+                log.exception("EMS %s: sweep failed", self.host_id)
+
+    # -- command log --------------------------------------------------------------
+    async def _reopen_commands(self) -> None:
+        """At start: mark ``expired`` the commands a previous run left waiting whose
+        expiry passed; take replies (as late) for those still open, which the broker
+        kept for us in the persistent session."""
+        assert self.store is not None
+        now = self.clock.now()
+        expired = await asyncio.to_thread(
+            self.store.expire_commands, now - self.clock.to_clock(LATE_GRACE_S)
+        )
+        if expired:
+            self.commands_expired += expired
+            log.info(
+                "EMS %s: %d command(s) of an earlier run expired unanswered", self.host_id, expired
+            )
+        for row in await asyncio.to_thread(self.store.open_commands, now):
+            try:
+                target = CallTarget.parse(row["target"])
+            except CallRefused:
+                continue
+            members = self._members(target)
+            open_call = self.caller.open_call(row["call_id"], target, members, row["expires"])
+            for record in row["replies"] or []:
+                open_call.replies.append(_reply_from_record(row["call_id"], record))
+                if record.get("late"):
+                    open_call.late_agents.add(str(record.get("agent")))
+
+    def _members(self, target: CallTarget) -> frozenset[str] | None:
+        """Who may answer a call to ``target``: the agent, or the group's known members
+        (``None``: a group with no known member, whose replies then all count once)."""
+        if not target.group:
+            return frozenset((target.name,))
+        members = frozenset(a.agent_id for a in self.registry.group_members(target.name))
+        return members or None
+
+    def _late_reply(self, open_call: OpenCall, reply: Reply) -> None:
+        if self.store is not None:
+            self._late_write = self._tasks.spawn(
+                self._write_outcome(open_call), name=f"late reply {open_call.call_id}"
+            )
+
+    async def _write_outcome(self, open_call: OpenCall) -> None:
+        """Write a command's status and replies (late ones marked) from its open call."""
+        if self.store is None:
+            return
+        async with self._log_lock:
+            status = command_status(open_call.replies, open_call.expected)
+            records = [
+                reply_record(r, late=r.agent in open_call.late_agents) for r in open_call.replies
+            ]
+            await asyncio.to_thread(
+                self.store.update_command,
+                open_call.call_id,
+                status,
+                records,
+                only_if=["sent", "ok", "error", "not_applied", "partial", "timeout"],
+            )
+
     # -- incoming -----------------------------------------------------------------
     def _on_message(self, message: Message) -> asyncio.Future[None] | None:
         if self.caller.handle(message):
+            # a late reply is acknowledged once the command log holds it
+            late, self._late_write = self._late_write, None
+            return late
+        if self.announce and message.topic == self.topics.host_status(self.host_id):
+            self._check_own_status(message)
             return None
         self._last_message = asyncio.get_running_loop().time()
         now = self.clock.now()
@@ -369,36 +600,29 @@ class EMS:
         the command log entry.
         """
         call_id = call_id or uuid.uuid4().hex
-        expect = len(self.registry.group_members(target.name)) if target.group else None
+        members = self._members(target)
+        ttl = ttl_s if ttl_s is not None else self.clock.to_clock(self.caller.default_ttl_s)
         await self._log_command(
-            call_id, str(target), call.interface, call.method, call.args, "sent"
+            call_id,
+            str(target),
+            call.interface,
+            call.method,
+            call.args,
+            "sent",
+            expires=self.clock.now() + ttl if reply else None,
         )
         replies = await self.caller.call(
             target,
             call,
             reply=reply,
             timeout_s=timeout_s,
-            expect=expect or None,
-            ttl_s=ttl_s,
+            members=members,
+            ttl_s=ttl,
             call_id=call_id,
         )
-        if self.store is not None and reply:
-            status = "timeout" if not replies else "ok" if all(r.ok for r in replies) else "error"
-            await asyncio.to_thread(
-                self.store.update_command,
-                call_id,
-                status,
-                [
-                    {
-                        "agent": r.agent,
-                        "ok": r.ok,
-                        "result": r.result,
-                        "error": r.error,
-                        "message": r.message,
-                    }
-                    for r in replies
-                ],
-            )
+        open_call = self.caller.get(call_id)
+        if self.store is not None and reply and open_call is not None:
+            await self._write_outcome(open_call)
         return replies
 
     async def _log_command(
@@ -423,7 +647,24 @@ class EMS:
                 list(args),
                 status,
                 error,
+                expires,
             )
+
+
+def _reply_from_record(call_id: str, record: dict[str, Any]) -> Reply:
+    """A reply as the command log keeps it (:func:`~sef.ems._caller.reply_record`), back."""
+    outcome = record.get("outcome")
+    return Reply(
+        call_id,
+        str(record.get("agent")),
+        bool(record.get("ok")),
+        list(record.get("result") or []),
+        record.get("error"),
+        record.get("message"),
+        applied={"applied": True, "not_applied": False}.get(str(outcome)),
+        fault=record.get("fault"),
+        fault_message=record.get("fault_message"),
+    )
 
 
 async def snapshot(

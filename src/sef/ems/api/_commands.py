@@ -8,10 +8,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sef.ems._caller import CallRefused, CallTarget, CheckedArgs
+from sef.ems._caller import CallRefused, CallTarget, CheckedArgs, command_status
 from sef.ems._service import EMS
 from sef.ems.api._errors import ApiError
-from sef.ems.api._models import CommandRequest, CommandResult, CommandStatus, ReplyOut
+from sef.ems.api._models import (
+    CommandRequest,
+    CommandResult,
+    CommandStatus,
+    ReplyOut,
+    ReplyOutcome,
+)
 from sef.interface import DEMO_INTERFACE, TypeMismatch, parse_events
 
 __all__ = ["CommandStats", "check_cmds", "send_sequence"]
@@ -26,7 +32,8 @@ _PATH = re.compile(r"^(cmds(?:\[\d+\])*)")
 
 @dataclass
 class CommandStats:
-    """Counters for /metrics: commands by outcome, replies by ok/error."""
+    """Counters for /metrics: commands by outcome, replies by ok/error (``ok`` counts
+    every accepted reply, ``not_applied`` also those whose device did not apply it)."""
 
     by_status: Counter[str] = field(default_factory=Counter)
     replies: Counter[str] = field(default_factory=Counter)
@@ -115,20 +122,12 @@ async def send_sequence(
     )
     answered = {r.agent for r in replies}
     missing = [m for m in expected if m not in answered] if body.reply else []
-    status: CommandStatus
-    if not body.reply:
-        status = "sent"
-    elif not replies:
-        status = "timeout"
-    elif not all(r.ok for r in replies):
-        status = "error"
-    elif missing:
-        status = "partial"
-    else:
-        status = "ok"
+    status = cast("CommandStatus", command_status(replies, expected) if body.reply else "sent")
     stats.by_status[status] += 1
     for reply in replies:
         stats.replies["ok" if reply.ok else "error"] += 1
+        if reply.applied is False:
+            stats.replies["not_applied"] += 1
     return CommandResult(
         call_id=call_id,
         target=str(target),
@@ -141,6 +140,9 @@ async def send_sequence(
                 result=list(r.result or []),
                 error=r.error,
                 message=r.message,
+                outcome=cast("ReplyOutcome", r.outcome),
+                fault=r.fault,
+                fault_message=r.fault_message,
             )
             for r in replies
         ],

@@ -14,6 +14,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from sef.ems._service import EMS
+from sef.ems.api._call_metrics import CallCollector
 from sef.ems.api._commands import CommandStats
 from sef.ems.api._events import EventHub
 
@@ -154,4 +155,5 @@ def metrics_registry(ems: EMS, stats: CommandStats, hub: EventHub) -> CollectorR
     """A registry of this EMS's metrics only (one per app, so several EMS can coexist)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(EMSCollector(ems, stats, hub))
+    registry.register(CallCollector(ems))
     return registry

@@ -22,7 +22,8 @@ __all__ = [
 ]
 
 AgentStatus = Literal["online", "offline", "unknown"]
-CommandStatus = Literal["ok", "error", "timeout", "partial", "sent"]
+CommandStatus = Literal["ok", "error", "not_applied", "timeout", "partial", "sent"]
+ReplyOutcome = Literal["applied", "accepted", "not_applied", "refused"]
 
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "array",
@@ -149,8 +150,10 @@ class CommandRequest(BaseModel):
 
 
 class ReplyOut(BaseModel):
+    """One agent's reply to a command."""
+
     agent: str = Field(description="Agent that replied.")
-    ok: bool = Field(description="Whether it accepted the command.")
+    ok: bool = Field(description="Whether it accepted the command (see outcome).")
     result: list[Any] = Field(
         default_factory=list, description="Out-arguments (none for EnergyMethod)."
     )
@@ -158,6 +161,17 @@ class ReplyOut(BaseModel):
         None, description="Error name, e.g. org.freedesktop.DBus.Error.Failed."
     )
     message: str | None = Field(None, description="Error message of the agent.")
+    outcome: ReplyOutcome = Field(
+        "accepted",
+        description="applied: the device carried the command out; accepted: the agent "
+        "accepted it without confirming that (agents that do not report it); "
+        "not_applied: accepted, but the device did not apply it (see fault); "
+        "refused: the agent refused it (see error).",
+    )
+    fault: str | None = Field(
+        None, description="not_applied only: the device's fault, an error name."
+    )
+    fault_message: str | None = Field(None, description="not_applied only: the fault message.")
 
 
 class CommandResult(BaseModel):
@@ -165,8 +179,10 @@ class CommandResult(BaseModel):
     target: str = Field(description="Agent id, or group:NAME.")
     sent_at: float = Field(description="When it was sent, Unix s (EMS clock).")
     status: CommandStatus = Field(
-        description="ok: every reply ok; error: an agent refused; timeout: no reply; "
-        "partial: some group members did not reply; sent: no reply asked."
+        description="ok: every targeted agent accepted; error: an agent refused; "
+        "not_applied: an agent accepted but its device did not apply it; timeout: no "
+        "reply; partial: some group members did not reply; sent: no reply asked. Only "
+        "replies from the targeted agents (a group's known members), one each, count."
     )
     replies: list[ReplyOut] = Field(description="One reply per agent that answered in time.")
     missing: list[str] = Field(
@@ -184,9 +200,20 @@ class CommandLogEntry(BaseModel):
     interface: str
     method: str
     args: Any = Field(description="In-arguments, JSON mapping.")
-    status: str = Field(description="sent, ok, error, timeout or refused.")
-    replies: list[dict[str, Any]] = Field(description="Replies: agent, ok, result, error, message.")
+    status: str = Field(
+        description="sent (waiting, or no reply asked), ok, error, not_applied, partial, "
+        "timeout, expired (no reply before the call's expiry) or refused. Late replies "
+        "update it."
+    )
+    replies: list[dict[str, Any]] = Field(
+        description="Replies: agent, ok, result, error, message, outcome (applied, "
+        "accepted, not_applied, refused), fault and fault_message (not_applied), late "
+        "(true: it came after the API answered)."
+    )
     error: str | None = Field(None, description="Why it was refused, if it was.")
+    expires: float | None = Field(
+        None, description="The call's expiry, Unix s (EMS clock); null when no reply was asked."
+    )
 
 
 class Health(BaseModel):

@@ -89,9 +89,11 @@ commands = Table(
     Column("interface", String(255), nullable=False),
     Column("method", String(255), nullable=False),
     Column("args", JSON, nullable=False),
-    Column("status", String(16), nullable=False),  # sent, ok, error, timeout, refused
+    # sent, ok, error, not_applied, partial, timeout, expired, refused
+    Column("status", String(16), nullable=False),
     Column("replies", JSON, nullable=False, default=list),
     Column("error", Text, nullable=True),
+    Column("expires", Float, nullable=True),  # call expiry (clock s) when a reply was asked
     Index("ix_commands_ts", "ts"),
     Index("ix_commands_target_ts", "target", "ts"),
 )

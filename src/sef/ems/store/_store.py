@@ -347,8 +347,14 @@ class Store:
         args: Any,
         status: str = "sent",
         error: str | None = None,
+        expires: float | None = None,
     ) -> None:
-        """Record a command when it is sent (or refused)."""
+        """Record a command when it is sent (or refused).
+
+        ``expires`` is the call's expiry (clock s) when a reply was asked, ``None``
+        otherwise: after it an unanswered command is marked ``expired``
+        (:meth:`expire_commands`).
+        """
         with self.engine.begin() as connection:
             connection.execute(
                 commands.insert().values(
@@ -362,19 +368,66 @@ class Store:
                     status=status,
                     replies=[],
                     error=error,
+                    expires=expires,
                 )
             )
 
     def update_command(
-        self, call_id: str, status: str, replies: list[dict[str, Any]], error: str | None = None
-    ) -> None:
-        """Record the outcome of a command: its replies."""
+        self,
+        call_id: str,
+        status: str,
+        replies: list[dict[str, Any]],
+        error: str | None = None,
+        *,
+        only_if: Sequence[str] | None = None,
+    ) -> bool:
+        """Record the outcome of a command: its replies (late ones included).
+
+        With ``only_if`` the row changes only while its status is one of those. Returns
+        whether a row changed.
+        """
+        query = commands.update().where(commands.c.call_id == call_id)
+        if only_if is not None:
+            query = query.where(commands.c.status.in_(list(only_if)))
         with self.engine.begin() as connection:
-            connection.execute(
-                commands.update()
-                .where(commands.c.call_id == call_id)
-                .values(status=status, replies=replies, error=error)
+            result = connection.execute(query.values(status=status, replies=replies, error=error))
+        return bool(result.rowcount)
+
+    def expire_commands(self, now: float, *, call_ids: Sequence[str] | None = None) -> int:
+        """Mark ``expired`` the commands that asked for a reply, got none (status ``sent``
+        or ``timeout``) and whose expiry is before ``now`` (clock s); with ``call_ids``
+        only those. Returns how many were marked."""
+        query = commands.update().where(
+            commands.c.status.in_(["sent", "timeout"]),
+            commands.c.expires.is_not(None),
+            commands.c.expires < now,
+        )
+        if call_ids is not None:
+            query = query.where(commands.c.call_id.in_(list(call_ids)))
+        with self.engine.begin() as connection:
+            result = connection.execute(query.values(status="expired"))
+        return int(result.rowcount or 0)
+
+    def open_commands(self, now: float) -> list[dict[str, Any]]:
+        """Commands whose replies may still come: a reply asked, expiry at or after ``now``
+        (clock s), status ``sent``, ``timeout`` or ``partial``; oldest first."""
+        query = (
+            sa.select(
+                commands.c.call_id,
+                commands.c.target,
+                commands.c.expires,
+                commands.c.status,
+                commands.c.replies,
             )
+            .where(
+                commands.c.status.in_(["sent", "timeout", "partial"]),
+                commands.c.expires.is_not(None),
+                commands.c.expires >= now,
+            )
+            .order_by(commands.c.ts)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
 
     # -- reads ------------------------------------------------------------------------
     def load_agents(self) -> list[AgentRow]:
