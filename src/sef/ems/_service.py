@@ -61,6 +61,16 @@ log = logging.getLogger("sef.ems")
 
 REBIRTH_INTERVAL_S = 5.0
 """Least time between two rebirth requests to one agent, real s."""
+SWEEP_INTERVAL_S = 1.0
+"""How often the EMS closes expired calls and checks for the end of a takeover, real s."""
+SHORT_CONNECTION_S = 3.0
+"""A connection lost sooner than this after it was made (real s) counts as a short one."""
+SHORT_CONNECTIONS_FOR_TAKEOVER = 3
+"""Consecutive short connections that mean another client uses our id (MQTT 3.1.1)."""
+TAKEOVER_QUIET_S = 30.0
+"""A takeover episode is over after this long (real s) connected without a new sign."""
+STATUS_REPAIR_INTERVAL_S = 1.0
+"""Least time between two republications of the host's own status, real s."""
 
 
 @functools.cache
@@ -135,11 +145,34 @@ class EMS:
             on_message=self._on_message,
             will=self._make_will if announce else None,
             on_connect=self._on_connect,
+            on_lost=self._connection_lost,
             keepalive_s=keepalive_s,
             clean_session=store is None,
             manual_ack=store is not None,
         )
-        self.caller = Caller(self.bus, self.clock, self.topics, sender=self.bus.client_id)
+        self.caller = Caller(
+            self.bus,
+            self.clock,
+            self.topics,
+            sender=self.bus.client_id,
+            track_late=True,
+            on_late=self._late_reply,
+        )
+        self.commands_expired = 0
+        """Commands whose expiry passed without any reply (counted with or without a store)."""
+        self._log_lock = asyncio.Lock()
+        self._late_write: asyncio.Future[None] | None = None
+        # the host's own status (repair) and client-id takeovers
+        self.host_status_repairs = 0
+        self.takeovers = 0
+        """Signs that another client used this EMS's client id (see :meth:`_takeover`)."""
+        self.takeover_active = False
+        self._takeover_last = 0.0
+        self._takeover_episode = 0
+        self._short_connections = 0
+        self._repair_handle: asyncio.TimerHandle | None = None
+        self._last_repair = -1e9
+        self._stopping = False
         self._tasks = TaskSet(self.host_id)
         self._last_message = 0.0
         self.control_series: dict[str, list[float]] = {}
@@ -160,7 +193,10 @@ class EMS:
             await self._reopen_commands()
         for pattern in (*self.topics.all_agents(), *self.topics.all_gateways()):
             await self.bus.subscribe(pattern, qos=1)
+        if self.announce:  # to repair a stale or forged status of our own (§4.4)
+            await self.bus.subscribe(self.topics.host_status(self.host_id), qos=1)
         await self.caller.start()
+        self._tasks.spawn(self._sweep(), name=f"{self.host_id} sweep")
         await self.bus.start(timeout_s=timeout_s)
 
     async def stop(self) -> None:
@@ -172,6 +208,9 @@ class EMS:
                 )
                 await asyncio.sleep(0.05)
 
+        self._stopping = True  # our own shutdown status must not be "repaired"
+        if self._repair_handle is not None:
+            self._repair_handle.cancel()
         await self._tasks.close()
         self.registry.flush_logs()
         if self.recorder is not None:  # commit first, so that its acks still reach the broker
@@ -634,6 +673,8 @@ class EMS:
         args: Sequence[Any],
         status: str,
         error: str | None = None,
+        *,
+        expires: float | None = None,
     ) -> None:
         if self.store is not None:
             await asyncio.to_thread(
