@@ -31,14 +31,14 @@ HOST = "ems-flaky"
 class FlakyStore(Store):
     """A store whose batch writes fail while ``failing`` is set (the database is down)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        super().__init__(url, echo=echo)
+    def __init__(self, url: str, *, echo: bool = False, durable: bool = True) -> None:
+        super().__init__(url, echo=echo, durable=durable)
         self.failing = False
         self.refused = 0
 
     @classmethod
-    def open(cls, url: str) -> FlakyStore:
-        store = cls(url)
+    def open(cls, url: str, *, durable: bool = True) -> FlakyStore:
+        store = cls(url, durable=durable)
         store.migrate()
         return store
 
