@@ -162,7 +162,10 @@ async def retained(broker: str, topic: str, timeout_s: float = 3.0) -> dict[str,
 
     def on_message(message: Message) -> None:
         if message.retain and message.payload:
-            got.append(json.loads(message.payload))
+            try:
+                got.append(json.loads(message.payload))
+            except ValueError:
+                got.append({"unreadable": message.payload[:40].hex()})
 
     client = BusClient(broker, on_message=on_message)
     await client.subscribe(topic, qos=1)

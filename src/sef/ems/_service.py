@@ -258,9 +258,9 @@ class EMS:
         As agents repair a stale death (docs/protocol.md §4.3), the host republishes its
         online status (same bdseq, next seq) when its status topic holds anything else: an
         offline status (a late will of an older session, or a forged one), an older
-        bdseq, an empty or unreadable payload. An *online* status with another bdseq than
-        ours that is not an old birth of ours is a sign that another client announces
-        itself under our id (:meth:`_takeover`).
+        bdseq, an empty or unreadable payload. An *online* status with a newer bdseq than
+        ours is a sign that another client announces itself under our id
+        (:meth:`_takeover`): a second EMS with the same id, or an impostor.
         """
         if not self.bus.connected or not self.announce or self._stopping:
             return
@@ -271,7 +271,7 @@ class EMS:
             status = None
         if status is not None and status.online and status.bdseq == mine:
             return  # our own birth
-        if status is not None and status.online and (status.bdseq > mine or not message.retain):
+        if status is not None and status.online and status.bdseq > mine:
             self._takeover(f"another client announced host {self.host_id!r} (bdseq {status.bdseq})")
         what = (
             "an unreadable or empty status"
