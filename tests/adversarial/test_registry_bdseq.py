@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from registry_stack import TOPICS, battery, online_with_telemetry, raw_status, start_stack
 
-from sef.ems.store import Store
-from support import wait_for
+from sef.ems.store import AgentRow, Batch, Store
+from support import record, wait_for
 
 SEF = (sys.executable, "-m", "sef")
 
@@ -43,10 +43,10 @@ async def test_forged_future_death_is_refused_and_not_stored(
         )
         await wait_for(lambda: stack.ems.registry.bad_messages > bad_before, 5.0)
         await asyncio.sleep(0.3)  # anything it would have caused has happened by now
-        record = stack.ems.registry.get("bat-1")
-        assert record is not None
-        assert record.online is True, "a forged death took the agent offline"
-        assert record.bdseq == real
+        kept = stack.ems.registry.get("bat-1")
+        assert kept is not None
+        assert kept.online is True, "a forged death took the agent offline"
+        assert kept.bdseq == real
         rows = {row.agent_id: row for row in await asyncio.to_thread(store.load_agents)}
         assert rows["bat-1"].bdseq == real, "the forged bdseq was stored"
         events = await asyncio.to_thread(store.agent_events, "bat-1")
@@ -54,9 +54,9 @@ async def test_forged_future_death_is_refused_and_not_stored(
 
         # the agent's next session is accepted (it was locked out before the fix)
         await agent.stop()
-        await wait_for(lambda: stack.ems.registry.get("bat-1").online is False, 5.0)  # type: ignore[union-attr]
+        await wait_for(lambda: record(stack.ems, "bat-1").online is False, 5.0)
         agent = await battery(broker_url, "bat-1", stack.ems)
-        assert stack.ems.registry.get("bat-1").bdseq == agent.session.bdseq  # type: ignore[union-attr]
+        assert record(stack.ems, "bat-1").bdseq == agent.session.bdseq
         body = (await stack.http.get("/metrics")).text
         assert "sef_bad_messages_total" in body
     finally:
@@ -77,13 +77,13 @@ async def test_operator_reset_lets_a_locked_out_agent_back(broker_url: str, tmp_
             stack.rogue.publish(
                 TOPICS.status("bat-1"), raw_status("offline", forged, reason="will"), retain=True
             )
-            await wait_for(lambda: stack.ems.registry.get("bat-1").online is False, 5.0)  # type: ignore[union-attr]
+            await wait_for(lambda: record(stack.ems, "bat-1").online is False, 5.0)
             await agent.stop()
             agent = await battery(broker_url, "bat-1")  # a new session: a lower bdseq
             await asyncio.sleep(0.5)
-            record = stack.ems.registry.get("bat-1")
-            assert record is not None and record.online is False, "not locked out"
-            assert record.bdseq == forged
+            locked = stack.ems.registry.get("bat-1")
+            assert locked is not None and locked.online is False, "not locked out"
+            assert locked.bdseq == forged
 
             if how == "api":
                 response = await stack.http.post("/agents/bat-1/reset")
@@ -101,7 +101,7 @@ async def test_operator_reset_lets_a_locked_out_agent_back(broker_url: str, tmp_
                 assert "bat-1" in result.stdout
             # the EMS asked the agent to re-announce: it is back, with its own session
             await wait_for(lambda: online_with_telemetry(stack.ems, "bat-1"), 10.0)
-            assert stack.ems.registry.get("bat-1").bdseq == agent.session.bdseq  # type: ignore[union-attr]
+            assert record(stack.ems, "bat-1").bdseq == agent.session.bdseq
             await wait_for(functools.partial(_stored, store, "bat-1", agent.session.bdseq), 5.0)
 
         missing = await stack.http.post("/agents/nope/reset")
@@ -119,27 +119,24 @@ async def test_a_stored_forged_bdseq_is_forgotten_at_start(broker_url: str, tmp_
     stack = await start_stack(broker_url, store=store)
     agent = await battery(broker_url, "bat-1", stack.ems)
     await stack.stop()
-    record = stack.ems.registry.get("bat-1")
-    assert record is not None
-    record.bdseq = 2**62  # what the old EMS stored
+    forged = record(stack.ems, "bat-1")
+    forged.bdseq = 2**62  # what the old EMS stored
     from sef.ems._recorder import agent_row
 
-    await asyncio.to_thread(store.write_batch, _agent_batch(agent_row(record)))
+    await asyncio.to_thread(store.write_batch, _agent_batch(agent_row(forged)))
     stack = await start_stack(broker_url, store=store)
     try:
         await wait_for(lambda: online_with_telemetry(stack.ems, "bat-1"), 10.0)
-        assert stack.ems.registry.get("bat-1").bdseq == agent.session.bdseq  # type: ignore[union-attr]
+        assert record(stack.ems, "bat-1").bdseq == agent.session.bdseq
     finally:
         await agent.stop()
         await stack.stop()
         store.close()
 
 
-def _agent_batch(row: object) -> object:
-    from sef.ems.store import Batch
-
+def _agent_batch(row: AgentRow) -> Batch:
     batch = Batch()
-    batch.agents[row.agent_id] = row  # type: ignore[attr-defined]
+    batch.agents[row.agent_id] = row
     return batch
 
 
