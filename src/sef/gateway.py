@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,8 +243,11 @@ async def run_gateway(
     listen_port: int = 1883,
     advertise: bool = True,
     root: str = "sef",
+    until: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run a gateway until cancelled (the body of ``sef gateway``)."""
+    """Run a gateway until cancelled or ``until()`` returns (the body of ``sef gateway``).
+
+    On the way out the gateway stops its Mosquitto child (and waits for it)."""
     url = uplink if isinstance(uplink, BrokerURL) else BrokerURL.parse(uplink)
     gateway = Gateway(url, home_id, listen_host, listen_port, advertise, root)
     await gateway.start()
@@ -253,6 +257,6 @@ async def run_gateway(
             + (f", advertised as {gateway.advertised_name!r}" if advertise else ""),
             flush=True,
         )
-        await asyncio.Event().wait()
+        await (until() if until is not None else asyncio.Event().wait())
     finally:
         await asyncio.shield(gateway.stop())

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 import sef.discovery  # noqa: F401  (registers mdns:// broker URLs with the bus)
 from sef.bus import BusError
+from sef.cli._signals import broker_usage, run_service, until_stopped
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
 from sef.ems import EMS, AgentRecord, CallRefused, CallTarget, snapshot
 from sef.ems.render import agents_table
+
+if TYPE_CHECKING:
+    from sef.agents import Agent
 
 console = Console()
 err = Console(stderr=True)
@@ -33,7 +37,11 @@ def agent_broker(broker: str | None) -> str:
 
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine; Ctrl-C ends it cleanly with exit code 130."""
+    """Run a short command's coroutine; Ctrl-C ends it with exit code 130.
+
+    Long-running commands use :func:`sef.cli._signals.run_service` instead (SIGINT and
+    SIGTERM stop them cleanly with exit code 0).
+    """
     try:
         return asyncio.run(coro)
     except KeyboardInterrupt:
@@ -42,6 +50,15 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
     except BusError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+async def run_agent(agent: Agent) -> None:
+    """Run an agent until SIGINT or SIGTERM: it then publishes its ``shutdown`` status."""
+    await agent.start()
+    try:
+        await until_stopped()
+    finally:
+        await asyncio.shield(agent.stop())
 
 
 def clock_option(spec: str | None) -> Clock:
@@ -183,17 +200,18 @@ def virtual_battery(
     """Run a battery agent with the battery model inside it (no device protocol)."""
     from sef.agents.virtual_battery import VirtualBatteryAgent
 
-    agent = VirtualBatteryAgent(
-        agent_id,
-        agent_broker(broker),
-        soc=soc,
-        step_s=step,
-        groups=group,
-        clock=clock_option(clock),
-        keepalive_s=keepalive,
-    )
+    with broker_usage():
+        agent = VirtualBatteryAgent(
+            agent_id,
+            agent_broker(broker),
+            soc=soc,
+            step_s=step,
+            groups=group,
+            clock=clock_option(clock),
+            keepalive_s=keepalive,
+        )
     print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
-    run_async(agent.run())
+    run_service(run_agent(agent), name=f"agent {agent_id}")
 
 
 def bis(
@@ -234,9 +252,9 @@ def bis(
             keepalive_s=keepalive,
         )
         print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}", flush=True)
-        await agent.run()
+        await run_agent(agent)
 
-    run_async(main())
+    run_service(main(), name=f"bis {agent_id}")
 
 
 def ucm(
@@ -265,16 +283,17 @@ def ucm(
         if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise typer.BadParameter(f"expected HOST:PORT, got {tcp!r}", param_hint="--tcp")
         target = (host, int(port_text))
-    agent = UCMAgent(
-        agent_id,
-        agent_broker(broker),
-        serial_port=serial,
-        tcp=target,
-        poll_s=poll,
-        heartbeat_s=heartbeat,
-        groups=group,
-        clock=clock_option(clock),
-        keepalive_s=keepalive,
-    )
+    with broker_usage():
+        agent = UCMAgent(
+            agent_id,
+            agent_broker(broker),
+            serial_port=serial,
+            tcp=target,
+            poll_s=poll,
+            heartbeat_s=heartbeat,
+            groups=group,
+            clock=clock_option(clock),
+            keepalive_s=keepalive,
+        )
     print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
-    run_async(agent.run())
+    run_service(run_agent(agent), name=f"ucm {agent_id}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import typer
 from rich.console import Console
+
+from sef.cli._signals import EXIT_ERROR, run_service
 
 console = Console()
 
@@ -42,7 +43,7 @@ def demo(
     """Run the SEF demo: EMS, battery and water-heater emulators with their agents (one
     process each), and the load-following control app; ends with a report.
 
-    Ctrl-C stops every process cleanly.
+    Ctrl-C (SIGINT) or SIGTERM stops every process cleanly; the exit code is then 0.
     """
     from sef.demo._processes import ProcessFailed
     from sef.demo._run import DemoOptions, run_demo
@@ -65,10 +66,9 @@ def demo(
         controller=controller,
     )
     try:
-        asyncio.run(run_demo(options, console))
-    except KeyboardInterrupt:
-        console.print("[yellow]stopped: every process was shut down[/]")
-        raise typer.Exit(130) from None
+        summary = run_service(run_demo(options, console), name="demo")
     except (ProcessFailed, TimeoutError) as exc:
         console.print(f"[red]demo failed:[/] {exc} (logs in {out / 'logs'})")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_ERROR) from None
+    if summary is None:
+        console.print("[yellow]stopped: every process was shut down[/]")

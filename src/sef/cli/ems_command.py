@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.live import Live
 
-from sef.cli.bus_commands import BROKER_HELP, clock_option, console, err, run_async
+from sef.cli._signals import broker_usage, run_service, until_stopped
+from sef.cli.bus_commands import BROKER_HELP, clock_option, console, err
 from sef.ems import EMS, Event
 from sef.ems.render import agents_table
 from sef.tasks import TaskSet
@@ -73,7 +74,11 @@ def ems(
     api_max_streams: int = typer.Option(100, min=1, help="API: open /events streams."),
     api_max_connections: int = typer.Option(1000, min=1, help="API: open connections."),
 ) -> None:
-    """Run the EMS: discover agents, track presence, keep their last known state."""
+    """Run the EMS: discover agents, track presence, keep their last known state.
+
+    SIGINT and SIGTERM stop it cleanly (last batch committed, ``shutdown`` status
+    published) with exit code 0; 1 is a run-time error, 2 bad options.
+    """
 
     def print_event(event: Event) -> None:
         if json_events:
@@ -113,14 +118,15 @@ def ems(
             raise typer.BadParameter(str(exc), param_hint="--control") from None
 
     async def main() -> None:
-        service = EMS(
-            broker,
-            host_id,
-            clock=clock_option(clock),
-            keepalive_s=keepalive,
-            on_event=print_event,
-            store=store,
-        )
+        with broker_usage():
+            service = EMS(
+                broker,
+                host_id,
+                clock=clock_option(clock),
+                keepalive_s=keepalive,
+                on_event=print_event,
+                store=store,
+            )
         await service.start(timeout_s=None)
         server = None
         background = TaskSet(f"sef ems {host_id}")  # a failure is logged when it happens
@@ -153,12 +159,14 @@ def ems(
                         + (f", store {db}" if db else ""),
                         flush=True,
                     )
-                await asyncio.Event().wait()
+                await until_stopped()
+                return
+            stop = asyncio.ensure_future(until_stopped())
             with Live(
                 agents_table(service.agents()), console=console, refresh_per_second=2
             ) as live:
-                while True:
-                    await asyncio.sleep(0.5)
+                while not stop.done():
+                    await asyncio.wait({stop}, timeout=0.5)
                     live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
         finally:
             await background.close()
@@ -171,7 +179,7 @@ def ems(
             if store is not None:
                 store.close()
 
-    run_async(main())
+    run_service(main(), name=f"ems {host_id}")
 
 
 async def run_control(

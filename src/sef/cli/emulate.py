@@ -8,10 +8,10 @@ in-process (``sef.emulators.battery.run_battery_emulator`` for ``battery``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import typer
 
+from sef.cli._signals import run_service, run_until_stopped
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
 
 app = typer.Typer(help="Run device emulators (battery, waterheater).", no_args_is_help=True)
@@ -51,10 +51,12 @@ def battery(
         bound_host, bound_port = emulator.address or (host, port)
         typer.echo(f"battery emulator listening on {bound_host}:{bound_port} unit {unit}")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
+    run_service(
+        run_until_stopped(
             run_battery_emulator(host, port, unit=unit, clock=the_clock, soc=soc, on_ready=announce)
-        )
+        ),
+        name="battery emulator",
+    )
 
 
 @app.command("waterheater")
@@ -104,14 +106,15 @@ def waterheater(
             draws=np.zeros(0) if no_draws else None,
         )
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, sgd.press_override)
-        await run_sgd_emulator(
-            pty=pty,
-            serial=serial,
-            tcp_port=tcp,
-            host=host,
-            emulator=sgd,
-            on_ready=lambda where: typer.echo(f"SGD emulator ready on {where}"),
+        await run_until_stopped(
+            run_sgd_emulator(
+                pty=pty,
+                serial=serial,
+                tcp_port=tcp,
+                host=host,
+                emulator=sgd,
+                on_ready=lambda where: typer.echo(f"SGD emulator ready on {where}"),
+            )
         )
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    run_service(main(), name="SGD emulator")

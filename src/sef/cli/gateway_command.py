@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sef.bus import BrokerURL, BusError
-from sef.cli.bus_commands import run_async
+from sef.cli._signals import run_service, until_stopped
 
 
 def gateway(
@@ -26,7 +26,10 @@ def gateway(
     root: str = typer.Option("sef", "--root", help="Topic root."),
 ) -> None:
     """Run a home gateway: a local broker for the home's agents with one uplink bridge that
-    forwards only the DER interfaces. Needs Mosquitto."""
+    forwards only the DER interfaces. Needs Mosquitto.
+
+    SIGINT and SIGTERM stop it cleanly (its Mosquitto child too) with exit code 0.
+    """
     from sef.gateway import run_gateway
 
     try:
@@ -36,7 +39,7 @@ def gateway(
     host, _, port_text = listen.rpartition(":")
     if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise typer.BadParameter(f"expected HOST:PORT, got {listen!r}", param_hint="--listen")
-    run_async(
+    run_service(
         run_gateway(
             url,
             home_id,
@@ -44,5 +47,7 @@ def gateway(
             listen_port=int(port_text),
             advertise=advertise,
             root=root,
-        )
+            until=until_stopped,
+        ),
+        name=f"gateway {home_id}",
     )

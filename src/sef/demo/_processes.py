@@ -43,6 +43,9 @@ class DemoProcesses:
     env: dict[str, str]
     log_dir: Path
     children: list[_Child] = field(default_factory=list)
+    stopped: bool = field(default=False, init=False)
+    """Set by :meth:`stop_all`: a start still under way (in another thread) is undone."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def start(self, name: str, args: Sequence[str], ready: str, timeout_s: float = 30.0) -> str:
         """Start ``sef ARGS``; return the first match of regex ``ready`` in its output."""
@@ -57,7 +60,13 @@ class DemoProcesses:
             start_new_session=True,
         )  # Ctrl-C reaches the demo only; it stops the children
         child = _Child(name, process, log_path)
-        self.children.append(child)
+        with self._lock:
+            stopped = self.stopped
+            if not stopped:
+                self.children.append(child)
+        if stopped:  # the demo is shutting down (a signal) while this one was starting
+            _stop([child], timeout_s=5.0)
+            raise ProcessFailed(f"{name}: the demo is stopping")
         pattern = re.compile(ready)
         found: list[str] = []
         done = threading.Event()
@@ -80,14 +89,22 @@ class DemoProcesses:
         return found[0]
 
     def stop_all(self, timeout_s: float = 5.0) -> None:
-        """SIGINT every child (agents disconnect cleanly), then SIGKILL what remains."""
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout_s
-        for child in self.children:
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+        """SIGTERM every child (agents publish their ``shutdown`` status and disconnect),
+        then SIGKILL what remains after ``timeout_s``; every child is waited for."""
+        with self._lock:
+            self.stopped = True
+            children = list(self.children)
+        _stop(children, timeout_s)
+
+
+def _stop(children: Sequence[_Child], timeout_s: float) -> None:
+    for child in reversed(children):
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        try:
+            child.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
