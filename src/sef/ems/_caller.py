@@ -13,6 +13,7 @@ from typing import Any
 from sef.bus import (
     BusClient,
     Call,
+    ErrorName,
     Message,
     PayloadError,
     Reply,
@@ -126,13 +127,16 @@ def check_args(iface: Interface, interface: str, method: str, args: Any) -> Chec
 def command_status(replies: Iterable[Reply], expected: Collection[str] | None) -> str:
     """The outcome of a call from the replies taken for it (one per member).
 
-    ``timeout`` no reply; ``error`` an agent refused; ``not_applied`` an agent accepted but
+    ``timeout`` no reply; ``expired`` every reply says the call came after its expiry;
+    ``error`` an agent refused; ``not_applied`` an agent accepted but
     its device did not apply the command; ``partial`` a member of ``expected`` did not
     reply; ``ok`` every expected member accepted (and none reported it not applied).
     """
     replies = list(replies)
     if not replies:
         return "timeout"
+    if all(not r.ok and r.error == ErrorName.EXPIRED for r in replies):
+        return "expired"  # it reached the agents too late: nothing was executed
     if not all(r.ok for r in replies):
         return "error"
     if any(r.applied is False for r in replies):
