@@ -23,8 +23,10 @@ demo: $(VENV)/.installed
 	$(BIN)/sef demo
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests $(wildcard bench) scripts
+	$(BIN)/ruff format --check src tests $(wildcard bench) scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(VENV)/.installed system-deps lint
 	$(BIN)/python -m pytest -n auto --dist loadgroup -q
