@@ -74,7 +74,7 @@ def test_scaled_start_formats(start: str, expected: float) -> None:
 
 
 def test_scaled_start_and_anchor_formula() -> None:
-    """sim time = start + (real - anchor) * speed, checked against a computed value."""
+    """Sim time = start + (real - anchor) * speed, checked against a computed value."""
     clock = parse_clock("scaled:60:1700000000@1800000000")
     assert isinstance(clock, ScaledClock)
     assert (clock.speed, clock.sim_start, clock.real_anchor) == (60.0, 1.7e9, 1.8e9)
