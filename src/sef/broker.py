@@ -1,7 +1,25 @@
-"""Start a local Mosquitto broker on a free port (for the demo, tests and benches)."""
+"""Start a local Mosquitto broker on a free port (for the demo, tests and benches), and
+the sizing of a broker's limits: packet size and the queue that carries an outage.
+
+**Packet size.** The bus refuses payloads over 256 KiB (``docs/protocol.md`` §5); the
+broker refuses, and disconnects, a client whose packet exceeds :data:`MAX_PACKET_BYTES`
+(that limit plus room for the topic and the MQTT header), so an oversized publish never
+reaches a subscriber.
+
+**Outage budget.** The EMS acknowledges a message only once its store committed it;
+meanwhile the broker keeps the message for the EMS's session, up to
+``max_inflight_messages`` unacknowledged plus ``max_queued_messages`` queued (and at most
+``max_queued_bytes`` of payload). Past that the broker *drops* messages for the EMS
+(Mosquitto logs "Outgoing messages are being dropped"). To ride out a store outage or
+an EMS restart of ``outage_s`` seconds at an ingest rate of ``rate_per_s`` messages per
+second the queue must hold ``rate_per_s × outage_s`` messages: :class:`QueueBudget`
+sizes the shipped configuration, :class:`BrokerLimits` reads a configuration and checks
+it against a budget (``sef ems --broker-config``).
+"""
 
 from __future__ import annotations
 
+import math
 import shutil
 import socket
 import subprocess
@@ -10,7 +28,115 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BrokerNotFound", "Mosquitto", "find_mosquitto", "free_port"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "MAX_PACKET_BYTES",
+    "BrokerLimits",
+    "BrokerNotFound",
+    "Mosquitto",
+    "QueueBudget",
+    "find_mosquitto",
+    "free_port",
+]
+
+MAX_PACKET_BYTES = 256 * 1024 + 4 * 1024
+"""Largest MQTT packet the shipped broker accepts: the bus's 262 144-byte payload limit
+plus 4 KiB for the fixed header, the topic (a few hundred bytes at most), the packet id
+and MQTT 5 properties."""
+
+
+@dataclass(frozen=True)
+class QueueBudget:
+    """What the broker must hold for the EMS while it cannot acknowledge.
+
+    Args:
+        rate_per_s: messages per second the agents publish to the EMS (its ingest rate).
+        outage_s: the longest store outage or EMS restart to ride out without loss, s.
+        message_bytes: assumed payload size per message, for ``max_queued_bytes``
+            (telemetry is about 700 bytes; 2 KiB leaves a margin).
+    """
+
+    rate_per_s: float = 2000.0
+    outage_s: float = 60.0
+    message_bytes: int = 2048
+
+    @property
+    def messages(self) -> int:
+        """Messages the queue must hold: ``rate_per_s × outage_s``."""
+        return math.ceil(self.rate_per_s * self.outage_s)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Payload bytes the queue must hold: ``messages × message_bytes``."""
+        return self.messages * self.message_bytes
+
+    def mosquitto_config(self) -> str:
+        """The ``mosquitto.conf`` lines that size the per-client queue for this budget."""
+        return f"max_queued_messages {self.messages}\nmax_queued_bytes {self.queued_bytes}\n"
+
+
+DEFAULT_BUDGET = QueueBudget()
+"""The shipped sizing: 2 000 msg/s for 60 s (120 000 messages, 234 MiB of payload)."""
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """The queue limits of a Mosquitto configuration (Mosquitto's defaults when absent).
+
+    ``0`` means unlimited for ``max_queued_messages`` and ``max_queued_bytes``.
+    """
+
+    max_queued_messages: int = 1000
+    max_queued_bytes: int = 0
+    max_inflight_messages: int = 20
+
+    @classmethod
+    def parse(cls, text: str) -> BrokerLimits:
+        """The limits set by the text of a ``mosquitto.conf`` (the last setting wins)."""
+        found: dict[str, int] = {}
+        for raw in text.splitlines():
+            words = raw.split("#", 1)[0].split()
+            if len(words) == 2 and words[0] in (
+                "max_queued_messages",
+                "max_queued_bytes",
+                "max_inflight_messages",
+            ):
+                try:
+                    found[words[0]] = int(words[1])
+                except ValueError:
+                    raise ValueError(f"{words[0]}: not an integer: {words[1]!r}") from None
+        return cls(**found)
+
+    @classmethod
+    def read(cls, path: Path | str) -> BrokerLimits:
+        """The limits of the ``mosquitto.conf`` at ``path`` (``include_dir`` not followed)."""
+        return cls.parse(Path(path).read_text())
+
+    def holds(self, budget: QueueBudget) -> float:
+        """Messages of ``budget``'s size the broker keeps for one client (``inf``: no limit)."""
+        limits = []
+        if self.max_queued_messages > 0:
+            limits.append(float(self.max_queued_messages))
+        if self.max_queued_bytes > 0:
+            limits.append(float(self.max_queued_bytes // budget.message_bytes))
+        return (min(limits) if limits else math.inf) + max(0, self.max_inflight_messages)
+
+    def shortfall(self, budget: QueueBudget) -> str | None:
+        """Why these limits cannot hold ``budget`` (with the numbers), or ``None``."""
+        holds = self.holds(budget)
+        if holds >= budget.messages:
+            return None
+        seconds = holds / budget.rate_per_s if budget.rate_per_s > 0 else math.inf
+        return (
+            f"the broker keeps at most {holds:.0f} messages for the EMS "
+            f"(max_queued_messages {self.max_queued_messages}, max_queued_bytes "
+            f"{self.max_queued_bytes} at {budget.message_bytes} B/message, "
+            f"max_inflight_messages {self.max_inflight_messages}), {seconds:.1f} s at "
+            f"{budget.rate_per_s:g} msg/s; the outage budget needs {budget.rate_per_s:g} "
+            f"msg/s x {budget.outage_s:g} s = {budget.messages} messages. Past that the "
+            f"broker drops messages. Set max_queued_messages >= {budget.messages} and "
+            f"max_queued_bytes >= {budget.queued_bytes} (or 0), or lower the budget"
+        )
 
 
 class BrokerNotFound(RuntimeError):
@@ -45,6 +171,8 @@ class Mosquitto:
     workdir: Path | None = None
     extra_config: str = ""
     """Extra ``mosquitto.conf`` lines, appended (so they override the defaults above them)."""
+    budget: QueueBudget = DEFAULT_BUDGET
+    """The outage budget the per-client queue is sized for."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
@@ -52,6 +180,17 @@ class Mosquitto:
     def url(self) -> str:
         """The broker's URL, ``mqtt://127.0.0.1:PORT``."""
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        """The broker's ``mosquitto.conf`` (written by :meth:`start`)."""
+        assert self.workdir is not None
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def limits(self) -> BrokerLimits:
+        """The queue limits of the configuration the broker runs with."""
+        return BrokerLimits.read(self.config_path)
 
     @property
     def log_path(self) -> Path:
@@ -67,7 +206,7 @@ class Mosquitto:
             self.workdir = Path(self._tmp.name)
         if not self.port:
             self.port = free_port(self.host)
-        conf = self.workdir / "mosquitto.conf"
+        conf = self.config_path
         conf.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
@@ -75,9 +214,11 @@ class Mosquitto:
             "max_inflight_messages 1000\n"
             # without it a small publish can wait for the peer's delayed ACK (up to 40 ms)
             "set_tcp_nodelay true\n"
-            "max_queued_messages 100000\n"
-            "message_size_limit 0\n"
-            f"log_dest file {self.log_path}\n"
+            # an oversized packet is refused (its client disconnected), never forwarded
+            f"max_packet_size {MAX_PACKET_BYTES}\n"
+            # what the EMS's session can fall behind by before the broker drops messages
+            + self.budget.mosquitto_config()
+            + f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             + (self.extra_config.rstrip("\n") + "\n" if self.extra_config else "")
         )

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from sef.broker import BrokerNotFound, Mosquitto, find_mosquitto, free_port
+from sef.broker import MAX_PACKET_BYTES, BrokerNotFound, Mosquitto, find_mosquitto, free_port
 
 __all__ = ["EmbeddedBroker", "RunningBroker", "rumqttd_config", "start_broker"]
 
 log = logging.getLogger("sef.broker")
 
-MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-"""Largest publish the embedded broker accepts (above the bus's 256 KiB limit, so an
-oversized payload reaches the receiver, which refuses it as the protocol says)."""
+MAX_PAYLOAD_BYTES = MAX_PACKET_BYTES
+"""Largest packet the embedded broker accepts: as Mosquitto's ``max_packet_size``
+(:data:`sef.broker.MAX_PACKET_BYTES`), the bus's 256 KiB payload limit plus room for
+the topic and header; a larger publish is refused by the broker, not forwarded."""
 
 
 class RunningBroker(Protocol):

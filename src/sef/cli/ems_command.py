@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.live import Live
 
+from sef.cli._outage import check_outage_budget
 from sef.cli._signals import broker_usage, run_service, until_stopped
 from sef.cli.bus_commands import BROKER_HELP, clock_option, console, err
 from sef.ems import EMS, Event
@@ -69,6 +70,24 @@ def ems(
     downsample_s: float = typer.Option(
         900.0, "--downsample-s", min=1.0, help="Bucket of thinned telemetry, s."
     ),
+    broker_config: Path | None = typer.Option(
+        None,
+        "--broker-config",
+        help="The broker's mosquitto.conf: refuse to start when its queue for the EMS "
+        "(max_queued_messages, max_queued_bytes) cannot hold the outage budget.",
+    ),
+    outage_budget_s: float | None = typer.Option(
+        None,
+        "--outage-budget-s",
+        min=0.0,
+        help="Longest store outage or EMS restart to ride out without loss, s (default 60).",
+    ),
+    expected_rate: float | None = typer.Option(
+        None,
+        "--expected-rate",
+        min=0.0,
+        help="Messages per second the agents publish to the EMS (default 2000).",
+    ),
     api_max_body: int = typer.Option(1 << 20, min=1, help="API: largest request body, bytes."),
     api_max_requests: int = typer.Option(256, min=1, help="API: requests handled at once."),
     api_max_streams: int = typer.Option(100, min=1, help="API: open /events streams."),
@@ -90,6 +109,7 @@ def ems(
                 flush=True,
             )
 
+    check_outage_budget(broker_config, outage_budget_s, expected_rate)
     listen: tuple[str, int] | None = None
     if api is not None:
         from sef.ems.api import parse_listen
