@@ -212,7 +212,7 @@ async def test_hostile_query_parameters(stack: Stack) -> None:
     def hostile(path: str, params: list[tuple[str, str]]) -> None:
         with (
             httpx.Client(base_url=url, timeout=15.0) as http,
-            http.stream("GET", path, params=params) as answer,
+            http.stream("GET", path, params=tuple(params)) as answer,
         ):
             if answer.status_code >= 400 or not path.startswith("/events"):
                 answer.read()
