@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 AgentStatus = Literal["online", "offline", "unknown"]
-CommandStatus = Literal["ok", "error", "not_applied", "timeout", "partial", "sent"]
+CommandStatus = Literal["ok", "error", "not_applied", "timeout", "expired", "partial", "sent"]
 ReplyOutcome = Literal["applied", "accepted", "not_applied", "refused"]
 
 _EVENT_SCHEMA: dict[str, Any] = {
@@ -181,8 +181,9 @@ class CommandResult(BaseModel):
     status: CommandStatus = Field(
         description="ok: every targeted agent accepted; error: an agent refused; "
         "not_applied: an agent accepted but its device did not apply it; timeout: no "
-        "reply; partial: some group members did not reply; sent: no reply asked. Only "
-        "replies from the targeted agents (a group's known members), one each, count."
+        "reply; expired: every reply says the call came after its expiry; partial: "
+        "some group members did not reply; sent: no reply asked. Only replies from "
+        "the targeted agents (a group's known members), one each, count."
     )
     replies: list[ReplyOut] = Field(description="One reply per agent that answered in time.")
     missing: list[str] = Field(
