@@ -182,13 +182,18 @@ class OpenCall:
     answered: bool = False
     late_agents: set[str] = field(default_factory=set)
     queue: asyncio.Queue[Reply] | None = None
+    _by_agent: dict[str, Reply] = field(default_factory=dict, repr=False)
 
     def by_agent(self, agent: str) -> Reply | None:
         """The reply taken from ``agent``, if any."""
-        for reply in self.replies:
-            if reply.agent == agent:
-                return reply
-        return None
+        if len(self._by_agent) != len(self.replies):  # replies were added directly
+            self._by_agent = {r.agent: r for r in self.replies}
+        return self._by_agent.get(agent)
+
+    def add(self, reply: Reply) -> None:
+        """Take ``reply`` (the first from its agent)."""
+        self.replies.append(reply)
+        self._by_agent[reply.agent] = reply
 
 
 @dataclass
@@ -320,7 +325,7 @@ class Caller:
                 + ("" if same else f" ({reply.outcome} after {first.outcome})"),
             )
             return False
-        open_call.replies.append(reply)
+        open_call.add(reply)
         if open_call.answered:
             open_call.late_agents.add(reply.agent)
             self.late_replies += 1

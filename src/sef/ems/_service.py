@@ -417,7 +417,7 @@ class EMS:
             members = self._members(target)
             open_call = self.caller.open_call(row["call_id"], target, members, row["expires"])
             for record in row["replies"] or []:
-                open_call.replies.append(_reply_from_record(row["call_id"], record))
+                open_call.add(_reply_from_record(row["call_id"], record))
                 if record.get("late"):
                     open_call.late_agents.add(str(record.get("agent")))
 
