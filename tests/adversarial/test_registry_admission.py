@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from registry_stack import TOPICS, battery, online_with_telemetry, start_stack
 
+from sef.bus import BusClient
 from support import wait_for
 
 SEF = (sys.executable, "-m", "sef")
@@ -191,3 +196,70 @@ async def test_an_agent_refused_by_the_rate_limit_is_admitted_later_and_reannoun
         for agent in agents:
             await agent.stop()
         await stack.stop()
+
+
+async def test_sef_ems_admission_options(broker_url: str, tmp_path: Path) -> None:
+    """``sef ems --allow ... --max-agents ... --pin-interface ...`` as a process."""
+    pinned = tmp_path / "org.example.Pinned.xml"
+    pinned.write_text(
+        '<node><interface name="org.example.Pinned"><method name="Go"/></interface></node>'
+    )
+    process = subprocess.Popen(
+        [
+            *SEF,
+            *("ems", "--broker", broker_url, "--id", "ems-cli", "--api", "127.0.0.1:0"),
+            *("--allow", "bat-*", "--max-agents", "2", "--new-agents-per-s", "5"),
+            *("--pin-interface", str(pinned), "--bdseq-ahead-s", "60"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.to_thread(process.stdout.readline)
+        assert line.startswith("API on "), line
+        url = line.split()[-1]
+        async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
+            admission = (await http.get("/admission")).json()
+            assert admission["allow"] == ["bat-*"]
+            assert (admission["max_agents"], admission["new_per_s"]) == (2, 5.0)
+            rogue = BusClient(broker_url, "rogue-cli")
+            await rogue.start()
+            try:
+                await flood(rogue, 5, "bat")
+                await flood(rogue, 5, "ghost")
+                forged = status(int(time.time() * 1000) + 120_000)  # 2 min ahead: refused
+                rogue.publish(TOPICS.status("bat-000000"), forged, qos=1)
+                other = b'<node><interface name="org.example.Pinned"><method name="Stop"/>'
+                rogue.publish(
+                    TOPICS.interface_xml("bat-000000", "org.example.Pinned"),
+                    other + b"</interface></node>",
+                    qos=1,
+                )
+
+                async def settled() -> dict[str, Any]:
+                    for _ in range(100):
+                        body: dict[str, Any] = (await http.get("/admission")).json()
+                        if sum(body["refused"].values()) >= 8:
+                            return body
+                        await asyncio.sleep(0.1)
+                    raise AssertionError(body)
+
+                body = await settled()
+                assert body["agents"] == 2
+                assert body["refused"] == {"cap": 3, "not_allowed": 5}
+                agents = (await http.get("/agents")).json()
+                assert [a["id"] for a in agents] == ["bat-000000", "bat-000001"]
+                assert agents[0]["status"] == "online"  # the forged status was refused
+                metrics = (await http.get("/metrics")).text
+                assert "sef_bad_messages_total 2.0" in metrics
+            finally:
+                await rogue.stop()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
@@ -69,6 +69,38 @@ def ems(
     ),
     downsample_s: float = typer.Option(
         900.0, "--downsample-s", min=1.0, help="Bucket of thinned telemetry, s."
+    ),
+    allow: list[str] = typer.Option(
+        [],
+        "--allow",
+        help="Admit only these agent ids or glob patterns (repeatable), e.g. 'bat-*'.",
+    ),
+    approve_new: bool = typer.Option(
+        False,
+        "--approve-new",
+        help="New agents (not on --allow) wait as pending until approved "
+        "(sef registry approve ID).",
+    ),
+    max_agents: int = typer.Option(
+        10_000, "--max-agents", min=0, help="Most agents in the registry (0: no cap)."
+    ),
+    new_agents_per_s: float = typer.Option(
+        100.0, "--new-agents-per-s", min=0.0, help="New agents admitted per s (0: no limit)."
+    ),
+    new_agents_burst: int = typer.Option(
+        2000, "--new-agents-burst", min=1, help="New agents admitted at once before the rate."
+    ),
+    pin_interface: list[Path] = typer.Option(
+        [],
+        "--pin-interface",
+        help="Interface XML whose definitions no agent may change (repeatable); the "
+        "shipped interfaces are always pinned.",
+    ),
+    bdseq_ahead: float = typer.Option(
+        86400.0,
+        "--bdseq-ahead-s",
+        min=0.0,
+        help="Refuse an agent status whose bdseq runs further ahead of the wall clock, s.",
     ),
     broker_config: Path | None = typer.Option(
         None,
@@ -137,6 +169,16 @@ def ems(
         except (OSError, ValueError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--control") from None
 
+    registry_options = _registry_options(
+        allow,
+        approve_new,
+        max_agents,
+        new_agents_per_s,
+        new_agents_burst,
+        pin_interface,
+        bdseq_ahead,
+    )
+
     async def main() -> None:
         with broker_usage():
             service = EMS(
@@ -146,6 +188,7 @@ def ems(
                 keepalive_s=keepalive,
                 on_event=print_event,
                 store=store,
+                **registry_options,
             )
         await service.start(timeout_s=None)
         server = None
@@ -200,6 +243,38 @@ def ems(
                 store.close()
 
     run_service(main(), name=f"ems {host_id}")
+
+
+def _registry_options(
+    allow: list[str],
+    approve_new: bool,
+    max_agents: int,
+    new_agents_per_s: float,
+    new_agents_burst: int,
+    pin_interface: list[Path],
+    bdseq_ahead: float,
+) -> dict[str, Any]:
+    """The EMS's admission, pinned interfaces and bdseq margin from the options."""
+    from sef.ems import Admission
+    from sef.interface import InterfaceError, load_file
+
+    pinned = []
+    for path in pin_interface:
+        try:
+            pinned += list(load_file(path).interfaces.values())
+        except (OSError, InterfaceError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--pin-interface") from None
+    return {
+        "admission": Admission(
+            allow=tuple(allow),
+            approval=approve_new,
+            max_agents=max_agents or None,
+            new_per_s=new_agents_per_s or None,
+            burst=new_agents_burst,
+        ),
+        "pinned_interfaces": pinned,
+        "bdseq_ahead_s": bdseq_ahead,
+    }
 
 
 async def run_control(
