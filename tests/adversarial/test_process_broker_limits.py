@@ -199,3 +199,64 @@ def test_ems_starts_against_the_shipped_broker_config(
     ems.wait_line(rf"broker queue holds {held:g} messages")
     ems.wait_line(rf"EMS {host} running")
     assert ems.signal_and_wait(signal.SIGTERM) == 0, ems.output()
+
+
+@pytest.mark.timeout(90)
+def test_messages_the_broker_drops_show_as_counted_gaps(
+    procs: list[SefProcess], tmp_path: Path
+) -> None:
+    """A queue too small for an outage (the EMS frozen with SIGSTOP) loses messages; the
+    loss is visible: /metrics counts a sequence gap, and so does the agent's record.
+
+    (A check that the documented alert has something to fire on, not a defect fix: the
+    counter existed before.)
+    """
+    workdir = tmp_path / "small-queue"
+    workdir.mkdir()
+    small = QueueBudget(rate_per_s=1, outage_s=1)  # 1 message
+    with Mosquitto(workdir=workdir, budget=small, extra_config="max_inflight_messages 1\n") as mq:
+        uid = uuid.uuid4().hex[:6]
+        agent, host = f"vb-{uid}", f"ems-{uid}"
+        ems = SefProcess(
+            "ems",
+            "--broker",
+            mq.url,
+            "--id",
+            host,
+            "--db",
+            f"sqlite:///{tmp_path / 'ems.db'}",
+            "--api",
+            "127.0.0.1:0",
+        )
+        procs.append(ems)
+        api = ems.wait_line(r"API on (http://\S+)").group(1)
+        procs.append(
+            SefProcess(
+                "agent", "virtual-battery", "--id", agent, "--broker", mq.url, "--step", "0.02"
+            )
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                last_seen(api, agent)
+                break
+            except (AssertionError, KeyError):
+                assert time.monotonic() < deadline, "EMS never saw the agent online"
+                time.sleep(0.2)
+        ems.process.send_signal(signal.SIGSTOP)  # an outage: nothing is acknowledged
+        time.sleep(4.0)  # telemetry (~2/s) against 1 in flight + 1 queued
+        ems.process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while True:
+            metrics = httpx.get(f"{api}/metrics", timeout=5).text
+            gaps = [
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith("sef_sequence_gaps_total")
+            ]
+            if gaps and gaps[0] >= 1:
+                break
+            assert time.monotonic() < deadline, f"no gap counted: {gaps}\n{ems.output()[-2000:]}"
+            time.sleep(0.3)
+        assert httpx.get(f"{api}/agents/{agent}", timeout=5).json()["gaps"] >= 1
+        assert ems.signal_and_wait(signal.SIGTERM) == 0, ems.output()
