@@ -419,7 +419,13 @@ class Caller:
         if reply:
             self._open[message.id] = open_call
         try:
-            self.bus.publish(topic, message.to_payload(), qos=1, expiry_s=self.clock.to_real(ttl))
+            try:
+                self.bus.publish(
+                    topic, message.to_payload(), qos=1, expiry_s=self.clock.to_real(ttl)
+                )
+            except BaseException:
+                self._open.pop(message.id, None)  # never sent: no reply will come
+                raise
             self.calls_sent += 1
             if not reply:
                 return []
