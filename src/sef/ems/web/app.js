@@ -15,6 +15,10 @@ const MAX_POINTS = 3000; // per series; older points are thinned beyond this
 const PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#0a7ea4",
   "#e16f24", "#6e7781", "#bc4c00", "#116329"];
 const TEMP_KEY = /temp/i;
+/** Agents per page of the table (GET agents is paginated: docs/api.md). ``?page_size=N``
+ * in the page's URL changes it (1..1000). */
+const PAGE_SIZE = Math.min(1000, Math.max(1,
+  Number(new URLSearchParams(window.location.search).get("page_size")) || 100));
 
 const state = {
   agents: new Map(), // id -> agent JSON of GET agents (properties updated live)
@@ -26,6 +30,8 @@ const state = {
   fleetPower: new Map(), // agent id -> [t, kW, kind]: latest power of each battery and heater
   powerHistory: new Map(), // agent id -> [[t, kW], ...] from the telemetry history
   historyLoaded: new Set(),
+  // the table shows one page of GET agents: cursors[i] is the cursor of page i (null: first)
+  page: { cursors: [null], index: 0, next: null, total: 0 },
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -130,6 +136,17 @@ async function api(path, options = {}) {
     throw error;
   }
   return body;
+}
+
+/** GET a page of a paginated list: its body and the headers that describe the page. */
+async function apiPage(path) {
+  const response = await fetch(path, { headers: { accept: "application/json" } });
+  if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+  return {
+    body: await response.json(),
+    total: Number(response.headers.get("X-Total-Count") || 0),
+    next: response.headers.get("X-Next-Cursor"),
+  };
 }
 
 /* ---------- charts (canvas, no library) ---------- */
@@ -579,7 +596,41 @@ function renderAgents() {
   $("#agents-empty").hidden = agents.length > 0;
   const online = agents.filter((a) => a.status === "online").length;
   $("#agent-count").textContent = agents.length ? `${online} of ${agents.length} online` : "";
+  renderPager(agents.length);
   renderTargets();
+}
+
+function renderPager(shown) {
+  const page = state.page;
+  const multi = page.index > 0 || page.next !== null;
+  $("#agents-pager").hidden = !multi;
+  if (!multi) return;
+  const first = page.index * PAGE_SIZE + 1;
+  $("#page-info").textContent = shown
+    ? `agents ${first}–${first + shown - 1} of ${page.total} (page ${page.index + 1})`
+    : `no agents on this page (${page.total} in all)`;
+  $("#agents-pager").dataset.page = String(page.index + 1);
+  $("#page-prev").disabled = page.index === 0;
+  $("#page-first").disabled = page.index === 0;
+  $("#page-next").disabled = page.next === null;
+}
+
+/** Show another page of agents: +1 next, -1 previous, 0 the first. */
+function turnPage(step) {
+  const page = state.page;
+  if (step > 0 && page.next !== null) {
+    page.cursors[page.index + 1] = page.next;
+    page.index += 1;
+  } else if (step < 0 && page.index > 0) {
+    page.index -= 1;
+  } else if (step === 0) {
+    page.index = 0;
+  } else {
+    return;
+  }
+  page.cursors.length = page.index + 1;
+  state.agents.clear();
+  refreshAgents();
 }
 
 function renderTargets() {
@@ -608,7 +659,15 @@ function mergeAgent(agent) {
 
 async function refreshAgents() {
   try {
-    const [agents, groups] = await Promise.all([api("agents"), api("groups")]);
+    const page = state.page;
+    const cursor = page.cursors[page.index];
+    const query = `agents?limit=${PAGE_SIZE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+    const [listed, groups] = await Promise.all([apiPage(query), api("groups")]);
+    if (page.cursors[page.index] !== cursor) return; // the page was turned meanwhile
+    if (!listed.body.length && page.index > 0) return turnPage(0); // the page emptied
+    const agents = listed.body;
+    page.next = listed.next;
+    page.total = listed.total;
     const seen = new Set();
     for (const agent of agents) {
       seen.add(agent.id);
@@ -656,6 +715,11 @@ function debouncedRefresh() {
   refreshSoon = setTimeout(refreshAgents, 200);
 }
 
+/** Whether a new agent could show on the current page (the last one, not full). */
+function pageHasRoom() {
+  return state.page.next === null && state.agents.size < PAGE_SIZE;
+}
+
 function noteEventTime(ts) {
   if (typeof ts === "number" && (state.lastEventTs === null || ts > state.lastEventTs)) {
     state.lastEventTs = ts;
@@ -682,7 +746,7 @@ function connectEvents() {
     const ev = JSON.parse(message.data);
     noteEventTime(ev.ts);
     const agent = state.agents.get(ev.agent);
-    if (!agent) return debouncedRefresh();
+    if (!agent) return pageHasRoom() ? debouncedRefresh() : undefined; // on another page
     agent.properties = agent.properties || {};
     agent.properties[ev.key] = { value: ev.value, ts: ev.value_ts };
     agent.last_seen = Math.max(agent.last_seen || 0, ev.ts || 0);
@@ -702,14 +766,15 @@ function connectEvents() {
         if (kind === "offline") agent.offline_since = ev.ts;
         scheduleRender();
       }
-      refreshAgent(ev.agent);
+      if (agent || pageHasRoom()) refreshAgent(ev.agent);
       refreshHealth();
     });
   }
   for (const kind of ["discovered", "about", "interface"]) {
     source.addEventListener(kind, (message) => {
-      noteEventTime(JSON.parse(message.data).ts);
-      debouncedRefresh();
+      const ev = JSON.parse(message.data);
+      noteEventTime(ev.ts);
+      if (state.agents.has(ev.agent) || pageHasRoom()) debouncedRefresh();
     });
   }
 }
@@ -863,6 +928,9 @@ function start() {
     Object.values(charts).forEach((c) => c.schedule());
   });
   $("#send-form").addEventListener("submit", onSubmit);
+  $("#page-next").addEventListener("click", () => turnPage(1));
+  $("#page-prev").addEventListener("click", () => turnPage(-1));
+  $("#page-first").addEventListener("click", () => turnPage(0));
   connectEvents();
   refreshAgents();
   refreshHealth();
