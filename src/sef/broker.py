@@ -173,6 +173,9 @@ class Mosquitto:
     """Extra ``mosquitto.conf`` lines, appended (so they override the defaults above them)."""
     budget: QueueBudget = DEFAULT_BUDGET
     """The outage budget the per-client queue is sized for."""
+    max_packet_bytes: int | None = MAX_PACKET_BYTES
+    """Largest packet accepted (``None``: Mosquitto's own limit, for tests that need an
+    oversized payload to reach its receiver)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
@@ -215,7 +218,7 @@ class Mosquitto:
             # without it a small publish can wait for the peer's delayed ACK (up to 40 ms)
             "set_tcp_nodelay true\n"
             # an oversized packet is refused (its client disconnected), never forwarded
-            f"max_packet_size {MAX_PACKET_BYTES}\n"
+            + (f"max_packet_size {self.max_packet_bytes}\n" if self.max_packet_bytes else "")
             # what the EMS's session can fall behind by before the broker drops messages
             + self.budget.mosquitto_config()
             + f"log_dest file {self.log_path}\n"
