@@ -47,6 +47,10 @@ PAYLOAD_MAX_CHARS = 16384
 """A dead letter keeps at most this much of the refused row (JSON text)."""
 
 
+_HUGE = 1e300
+"""Bound of the fast path's float comparisons: finite, so NaN and infinities fail them."""
+
+
 class Rejected(ValueError):
     """A row that cannot be stored: ``category`` (metric label) and a ``reason`` for people."""
 
@@ -176,6 +180,29 @@ def check_telemetry(
     """A telemetry row fits its columns and its sender time ``ts`` (Unix s) lies within
     ``max_past_s`` before and ``max_future_s`` after ``received`` (the EMS clock, s);
     ``None`` leaves that side open. :class:`Rejected` otherwise."""
+    if (  # fast path, the usual row: ASCII text, in range (about 3x faster than the checks)
+        type(received) is float
+        and -_HUGE < received < _HUGE
+        and type(ts) is float
+        and (-_HUGE if max_past_s is None else received - max_past_s)
+        <= ts
+        <= (_HUGE if max_future_s is None else received + max_future_s)
+        and type(seq) is int
+        and INT64_MIN <= seq <= INT64_MAX
+        and type(agent_id) is str
+        and len(agent_id) <= AGENT_ID_MAX_CHARS
+        and agent_id.isascii()
+        and "\x00" not in agent_id
+        and type(key) is str
+        and len(key) <= KEY_MAX_CHARS
+        and key.isascii()
+        and "\x00" not in key
+        and type(value_json) is str
+        and len(value_json) <= VALUE_MAX_CHARS
+        and value_json.isascii()
+        and "\x00" not in value_json
+    ):
+        return
     check_text(agent_id, "agent_id", AGENT_ID_MAX_CHARS)
     check_text(key, "key", KEY_MAX_CHARS)
     check_int(seq, "seq", INT64_MIN, INT64_MAX)
