@@ -232,3 +232,22 @@ def test_demo_sigterm_stops_every_process(procs: list[SefProcess], tmp_path: Pat
         for pid in below:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("agent", "virtual-battery", "--id", "vb-x", "--broker", "foo://bar"),
+        ("ems", "--broker", "foo://bar"),
+        ("gateway", "--uplink", "foo://bar", "--no-advertise"),
+    ],
+    ids=["agent", "ems", "gateway"],
+)
+def test_a_bad_broker_url_is_a_usage_error(args: tuple[str, ...]) -> None:
+    proc = SefProcess(*args)
+    try:
+        assert proc.process.wait(30) == 2, proc.output()
+        assert "Traceback" not in proc.output(), proc.output()
+        assert "foo" in proc.output()
+    finally:
+        proc.kill()
