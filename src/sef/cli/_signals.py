@@ -3,10 +3,12 @@
 Every command that runs until it is stopped (``sef ems``, ``sef bis``, ``sef ucm``,
 ``sef agent ...``, ``sef emulate ...``, ``sef gateway``, ``sef demo``) runs its body with
 :func:`run_service`. SIGINT (Ctrl-C) and SIGTERM (``kill``, systemd, Docker, Kubernetes)
-both start the same clean shutdown: the body's task is cancelled, so its ``finally``
-blocks run (an agent or the EMS publishes its ``shutdown`` status, child processes are
-stopped, the store commits its last batch), and the process exits with
-:data:`EXIT_OK`.
+both start the same clean shutdown: :func:`until_stopped` returns and the body's task
+is cancelled, so its ``finally`` blocks run (an agent or the EMS publishes its
+``shutdown`` status, child processes are stopped, the store commits its last batch),
+and the process exits with :data:`EXIT_OK`. During the shutdown a task that swallowed
+its cancellation (Python 3.11's ``wait_for``) is cancelled again every
+:data:`NUDGE_S` seconds.
 
 The handlers are installed with ``loop.add_signal_handler`` for both signals, whatever
 disposition the process inherited: a supervisor or shell that started it with SIGINT
@@ -51,7 +53,8 @@ __all__ = [
 EXIT_OK = 0
 """Stopped cleanly by SIGINT or SIGTERM, or finished."""
 EXIT_ERROR = 1
-"""A run-time error (e.g. lost broker with no retry left), or a shutdown that timed out."""
+"""A run-time error (an exception, e.g. a :class:`~sef.bus.BusError`), or a shutdown that
+timed out."""
 EXIT_USAGE = 2
 """Bad options or configuration: nothing was started."""
 
