@@ -25,10 +25,10 @@ from support import AgentProcess, wait_for
 
 @dataclass
 class EmsStack:
-    """An EMS (host id ``ems``) with a SQLite store and its API."""
+    """An EMS (host id ``ems``) with a SQLite store (or none) and its API."""
 
     ems: EMS
-    store: Store
+    store: Store | None
     server: ApiServer
     http: httpx.AsyncClient
 
@@ -37,7 +37,8 @@ class EmsStack:
         await self.http.aclose()
         await self.server.stop()
         await self.ems.stop()
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """``/metrics`` as {(sample name, sorted labels): value}."""
@@ -56,9 +57,10 @@ class EmsStack:
         return dict(found[0])
 
 
-async def start_ems(broker: str, db: Path, *, with_api: bool = True, **kwargs: Any) -> EmsStack:
-    """An EMS named ``ems`` with a store at ``db`` (SQLite) and its API on a free port."""
-    store = Store.open(f"sqlite:///{db}")
+async def start_ems(broker: str, db: Path | None, **kwargs: Any) -> EmsStack:
+    """An EMS named ``ems`` with a store at ``db`` (SQLite; ``None``: no store, hence a
+    clean MQTT session) and its API on a free port."""
+    store = Store.open(f"sqlite:///{db}") if db is not None else None
     ems = EMS(broker, "ems", store=store, **kwargs)
     await ems.start()
     server = await serve_api(ems, "127.0.0.1", 0)

@@ -250,6 +250,12 @@ class BusClient:
         self._stopping = False
         self._backoff = _Backoff()
         self.connections = 0
+        self.session_present: bool | None = None
+        """The broker's CONNACK flag of the current connection: it still had this client's
+        session (only meaningful without ``clean_session``)."""
+        self.failed_attempts = 0
+        """Connection attempts that failed before the current connection was made."""
+        self._failures = 0
 
     @property
     def connected(self) -> bool:
@@ -360,6 +366,10 @@ class BusClient:
         if client is self._client and not self._stopping:
             self._lost.set()
 
+    def _handle_connack(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
+        if client is self._client:
+            self.session_present = bool(flags)
+
     def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         if client is self._client:
             # an MQTT 5 DISCONNECT from the broker starts with its reason code; a lost
@@ -404,9 +414,11 @@ class BusClient:
         if self._acks is not None:
             self._acks.install(client, redeliver=lambda: self._redeliver(client))
         client.on_subscribe = self._handle_suback
+        client.on_connect = self._handle_connack
         client.on_disconnect = self._handle_disconnect
         self._lost.clear()
         self._disconnect_reason = None
+        self.session_present = None
         self._client = client
         version = MQTTv50 if self.mqtt5 else MQTTv311
         try:
@@ -427,6 +439,7 @@ class BusClient:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._failures += 1
                 delay = self._backoff.next()
                 log.warning(
                     "cannot connect %s to %s (%s); retrying in %.1f s",
@@ -443,6 +456,7 @@ class BusClient:
                 return
             backoff_s = self._backoff.current_s
             self._backoff.reset()
+            self.failed_attempts, self._failures = self._failures, 0
             self.connections += 1
             client = self._client
             assert client is not None

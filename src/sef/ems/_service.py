@@ -239,6 +239,18 @@ class EMS:
         )
 
     async def _on_connect(self) -> None:
+        if (
+            self.store is not None
+            and self.bus.connections > 1
+            and self.bus.session_present is False
+            and self.bus.failed_attempts == 0
+        ):
+            # the broker stayed up (the first attempt got through) yet forgot our
+            # persistent session: a client with our id and a clean session wiped it
+            self._takeover(
+                "the broker no longer had its persistent session at reconnection, though "
+                "it stayed up (another client connected with its id and a clean session)"
+            )
         if self.announce:
             status = Status(
                 True,
