@@ -223,6 +223,20 @@ def bis(
     poll: float = typer.Option(1.0, "--poll", min=0.01, help="Poll and telemetry period, real s."),
     clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
     keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+    open_revert: float = typer.Option(
+        20.0,
+        "--open-revert",
+        min=0.1,
+        help="An open-ended event ends on the battery by "
+        "itself this many real s after the BIS stops re-arming it.",
+    ),
+    host_loss_grace: float = typer.Option(
+        60.0,
+        "--host-loss-grace",
+        min=0.0,
+        help="Real s with no EMS online before open-ended "
+        "events end and the rest of a sequence is dropped.",
+    ),
 ) -> None:
     """Run the BIS: the demo interface on the bus, SunSpec Modbus TCP to the battery."""
     from urllib.parse import urlsplit
@@ -247,6 +261,8 @@ def bis(
             modbus_port=port,
             unit=unit,
             poll_s=poll,
+            open_revert_s=open_revert,
+            host_loss_grace_s=host_loss_grace,
             groups=group,
             clock=the_clock,
             keepalive_s=keepalive,
