@@ -225,3 +225,33 @@ def test_bad_messages_are_logged_in_aggregate(caplog: pytest.LogCaptureFixture) 
     lines = [r.getMessage() for r in caplog.records]
     assert 10 < len(lines) <= 20, lines
     assert any("bad messages from 45 other sources" in line for line in lines), lines
+
+
+def test_learned_interfaces_and_gateway_lists_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sef.bus import GatewayAgents
+    from sef.ems import _registry
+
+    monkeypatch.setattr(_registry, "MAX_LEARNED_INTERFACES", 3)
+    monkeypatch.setattr(_registry, "MAX_GATEWAYS", 2)
+    monkeypatch.setattr(_registry, "MAX_GATEWAY_AGENTS", 5)
+    reg, _ = registry()
+    for i in range(5):
+        name = f"org.example.I{i}"
+        xml = f'<node><interface name="{name}"><method name="Go"/></interface></node>'
+        reg.handle(iface("a-1", name, xml.encode()), 100.0)
+    assert sorted(reg.interfaces_by_name) == [f"org.example.I{i}" for i in range(3)]
+    assert reg.bad_messages == 2
+    assert kinds(reg, iface("a-2", DEMO, builtin_xml(DEMO).encode()))[-1] == "interface"
+
+    def listing(home: str, n: int) -> Message:
+        payload = GatewayAgents(home, [f"x-{i}" for i in range(n)]).to_payload()
+        return Message(T.gateway_agents(home), payload, 1, True)
+
+    reg.handle(listing("home-1", 5), 100.0)
+    reg.handle(listing("home-2", 6), 100.0)  # too long
+    reg.handle(listing("home-3", 1), 100.0)
+    reg.handle(listing("home-4", 1), 100.0)  # a third gateway
+    assert sorted(reg.gateway_agents) == ["home-1", "home-3"]
+    assert reg.bad_messages == 4

@@ -92,6 +92,12 @@ BDSEQ_LIMIT = 2**63
 """A bdseq must be below this (it is stored in a signed 64-bit column)."""
 BDSEQ_AHEAD_S = 86400.0
 """Default of how far a status's bdseq may run ahead of the EMS's wall clock, s."""
+MAX_LEARNED_INTERFACES = 1000
+"""Interface names the registry learns from agents (besides the pinned ones)."""
+MAX_GATEWAYS = 10_000
+"""Home gateways whose agent lists the registry keeps."""
+MAX_GATEWAY_AGENTS = 10_000
+"""Longest agent list of one home gateway."""
 REFUSED_IDS_REMEMBERED = 10_000
 """Distinct refused agent ids remembered (to count each once, and to know that an agent
 admitted later missed its birth)."""
@@ -439,6 +445,7 @@ class Registry:
                     known is not None
                     and known.name == ref.name  # the hash may be another interface's XML
                     and ref.name not in self.interfaces_by_name
+                    and len(self.interfaces_by_name) < MAX_LEARNED_INTERFACES
                     and self._conflict(ref.name, known) is None
                 ):
                     self.interfaces_by_name[ref.name] = known
@@ -563,6 +570,19 @@ class Registry:
                     home, _reason_kind(str(exc)), "bad agent list of gateway %s: %s", home, exc
                 )
                 return []
+            problem = (
+                f"agent list of {len(listed.agents)} ids (at most {MAX_GATEWAY_AGENTS})"
+                if len(listed.agents) > MAX_GATEWAY_AGENTS
+                else f"more than {MAX_GATEWAYS} gateways"
+                if home not in self.gateway_agents and len(self.gateway_agents) >= MAX_GATEWAYS
+                else None
+            )
+            if problem is not None:
+                self.bad_messages += 1
+                self.log_bad.warn(
+                    home, problem, "agent list of gateway %s refused: %s", home, problem
+                )
+                return []
             self.gateway_agents[home] = listed.agents
             return []
         try:
@@ -661,6 +681,15 @@ class Registry:
         if conflict is not None:
             record.rejected_interfaces[name] = conflict
             raise PayloadError(conflict)
+        if (
+            name not in self.interfaces_by_name
+            and name not in self.pinned
+            and len(self.interfaces_by_name) >= MAX_LEARNED_INTERFACES
+        ):
+            raise PayloadError(
+                f"interface {name} not learned: the EMS knows {MAX_LEARNED_INTERFACES} "
+                "interfaces already"
+            )
         record.rejected_interfaces.pop(name, None)
         self.interfaces_by_name.setdefault(name, iface)
         return [InterfaceLoaded(record.agent_id, name)]

@@ -499,9 +499,15 @@ class EMS:
                 if isinstance(event, Discovered) and event.missed:
                     self.rebirth(event.agent_id)  # its birth was refused: ask for it again
             case GatewayUp(home, agents):
-                log.info("gateway %s: uplink up again; asking its agents to re-announce", home)
+                self._log_presence.warn(
+                    home,
+                    "gateway up",
+                    "gateway %s: uplink up again; asking its agents to re-announce",
+                    home,
+                )
                 for agent_id in agents:
-                    self.rebirth(agent_id)
+                    if agent_id in self.registry.agents:  # not ids the EMS never admitted
+                        self.rebirth(agent_id)
             case Gap(agent_id, expected, got):
                 self._log_gaps.warn(
                     agent_id,
