@@ -174,9 +174,9 @@ def test_rate_limit_and_missed_births() -> None:
     assert reg.refused_ids == 2  # the same id again
     clock.mono = 1.0  # two more tokens
     events = reg.handle(status("a-3", True, 1), 100.0)
-    assert events[0].kind == "discovered" and events[0].missed is True  # type: ignore[union-attr]
+    assert events[0].kind == "discovered" and events[0].missed is True
     events = reg.handle(status("a-9", True, 1), 100.0)
-    assert events[0].kind == "discovered" and events[0].missed is False  # type: ignore[union-attr]
+    assert events[0].kind == "discovered" and events[0].missed is False
 
 
 def test_allow_list_cap_and_approval() -> None:
@@ -197,7 +197,7 @@ def test_allow_list_cap_and_approval() -> None:
     assert reg.approve("wh-1") is True and "wh-1" not in reg.pending
     assert reg.approve("wh-9") is False  # in advance
     events = reg.handle(status("wh-1", True, 1), 101.0)
-    assert events[0].kind == "discovered" and events[0].missed is True  # type: ignore[union-attr]
+    assert events[0].kind == "discovered" and events[0].missed is True
     assert kinds(reg, status("wh-9", True, 1)) == ["discovered", "online"]
 
 
