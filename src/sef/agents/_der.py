@@ -190,8 +190,11 @@ class DERAgent(Agent, Generic[DeviceT]):
                 self._fault(exc)
                 delay_s, backoff_s = backoff_s, min(2 * backoff_s, longest_s)
             self._backing_off = not self.status.healthy
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that lands as the event is set (a stop then hung)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay_s)
+                async with asyncio.timeout(delay_s):
+                    await self._wake.wait()
 
     async def _check_readback(self, generation: int) -> None:
         """Compare the controls just read with the running event (unless a new event was
@@ -232,7 +235,8 @@ class DERAgent(Agent, Generic[DeviceT]):
 
     async def _close_device(self) -> None:
         try:
-            await asyncio.wait_for(self.device.close(), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.device.close()
         except Exception as exc:  # a close that fails must not stop the reconnection
             log.warning("%s: closing the device link failed: %s", self.agent_id, exc)
 
