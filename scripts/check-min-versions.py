@@ -34,8 +34,14 @@ TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-xdist", "pytest-timeout", "hyp
 """Test tools the subset runs with, also at their lower bounds (ruff, mypy... are not needed)."""
 
 TESTS = (
-    "tests/unit", "tests/interface", "tests/cta2045", "tests/bus", "tests/battery",
-    "tests/bis", "tests/api", "tests/ems/test_store_retention.py",
+    "tests/unit",
+    "tests/interface",
+    "tests/cta2045",
+    "tests/bus",
+    "tests/battery",
+    "tests/bis",
+    "tests/api",
+    "tests/ems/test_store_retention.py",
     "tests/control/test_control_controllers.py",
     "tests/control/test_control_simulator.py::test_cli_writes_report",
 )
@@ -69,12 +75,15 @@ def _requirements(project: dict[str, object], extras: tuple[str, ...]) -> list[s
     return out
 
 
-def constraints(pyproject: Path, extras: tuple[str, ...] = EXTRAS,
-                tools: tuple[str, ...] = TEST_TOOLS) -> list[str]:
+def constraints(
+    pyproject: Path, extras: tuple[str, ...] = EXTRAS, tools: tuple[str, ...] = TEST_TOOLS
+) -> list[str]:
     """``name==lower-bound`` for each checked requirement; exits if one has no lower bound."""
     project = tomllib.loads(pyproject.read_text())["project"]
-    test = {(_REQ.match(r) or sys.exit(r)).group(1).lower(): r
-            for r in project["optional-dependencies"]["test"]}
+    test = {
+        (_REQ.match(r) or sys.exit(r)).group(1).lower(): r
+        for r in project["optional-dependencies"]["test"]
+    }
     reqs = _requirements(project, extras) + [test[t] for t in tools]
     pins: list[str] = []
     for req in reqs:
@@ -95,8 +104,9 @@ def copy_project(root: Path, dest: Path) -> Path:
     dest.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(root / name, dest / name)
-    shutil.copytree(root / "src", dest / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        root / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     return dest
 
 
@@ -129,26 +139,60 @@ def main() -> int:
         print("check-min-versions: lower bounds\n  " + "\n  ".join(pins), flush=True)
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         project = copy_project(ROOT, venv / "sef-src")
-        _run([python, "-m", "pip", "install", "-q", "--only-binary", ":all:",
-              "-c", str(constraint_file), f"{project}[{','.join(EXTRAS)}]",
-              *(p.split("==")[0] for p in pins if p.split("==")[0] in TEST_TOOLS)], env=env)
+        _run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--only-binary",
+                ":all:",
+                "-c",
+                str(constraint_file),
+                f"{project}[{','.join(EXTRAS)}]",
+                *(p.split("==")[0] for p in pins if p.split("==")[0] in TEST_TOOLS),
+            ],
+            env=env,
+        )
         _run([python, "-m", "pip", "check"], env=env)
         installed = time.monotonic()
         print(f"check-min-versions: installed in {installed - start:.0f} s", flush=True)
         # pytest's rootdir conftest and pythonpath=tests apply; sef comes from the venv
         # (src/ is not on sys.path), so its package data is checked too.
-        _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto",
-              "--dist", "loadgroup", *TESTS, *args.pytest_args], cwd=ROOT,
-             env={**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"})
+        _run(
+            [
+                python,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-n",
+                "auto",
+                "--dist",
+                "loadgroup",
+                *TESTS,
+                *args.pytest_args,
+            ],
+            cwd=ROOT,
+            env={**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"},
+        )
     except subprocess.CalledProcessError as exc:
-        print(f"check-min-versions: FAILED ({exc.cmd[2] if len(exc.cmd) > 2 else exc.cmd}); "
-              "a lower bound in pyproject.toml is too low", file=sys.stderr)
+        print(
+            f"check-min-versions: FAILED ({exc.cmd[2] if len(exc.cmd) > 2 else exc.cmd}); "
+            "a lower bound in pyproject.toml is too low",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"check-min-versions: OK in {time.monotonic() - start:.0f} s "
-          f"(install {installed - start:.0f} s)", flush=True)
+    print(
+        f"check-min-versions: OK in {time.monotonic() - start:.0f} s "
+        f"(install {installed - start:.0f} s)",
+        flush=True,
+    )
     return 0
 
 

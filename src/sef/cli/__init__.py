@@ -70,8 +70,21 @@ app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 
 
 EXTRA_OF_MODULE = {
-    **dict.fromkeys(("fastapi", "starlette", "pydantic", "uvicorn", "sqlalchemy", "alembic",
-                     "psycopg", "prometheus_client", "httpx", "orjson"), "ems"),
+    **dict.fromkeys(
+        (
+            "fastapi",
+            "starlette",
+            "pydantic",
+            "uvicorn",
+            "sqlalchemy",
+            "alembic",
+            "psycopg",
+            "prometheus_client",
+            "httpx",
+            "orjson",
+        ),
+        "ems",
+    ),
     **dict.fromkeys(("scipy", "matplotlib"), "control"),
     "iotcore": "demo",
 }
