@@ -26,15 +26,17 @@ LATE_WAIT_S = 15.0
 
 
 def report_applied(agent: VirtualBatteryAgent, extra: dict[str, Any]) -> None:
-    """Make ``agent``'s replies carry ``extra`` (what an agent that confirms its device's
-    readback sends: ``applied`` and, where not applied, the device's ``fault``)."""
+    """Make ``agent``'s replies carry ``extra`` (``applied`` and, where not applied, the
+    device's ``fault``); a key whose value is None is removed (an agent from before the
+    field). SEF's own agents send ``applied`` themselves (tests/agents)."""
     publish = agent.bus.publish
 
     def publish_with(topic: str, payload: bytes, **kwargs: Any) -> None:
         if topic.endswith("/reply"):
             obj = json.loads(payload)
             if obj.get("ok"):
-                payload = json.dumps({**obj, **extra}).encode()
+                merged = {**obj, **extra}
+                payload = json.dumps({k: v for k, v in merged.items() if v is not None}).encode()
         publish(topic, payload, **kwargs)
 
     agent.bus.publish = publish_with  # type: ignore[method-assign]
@@ -54,7 +56,8 @@ async def test_replies_say_applied_or_not_and_the_api_reports_it(
     fault = {"name": "sef.Fault.NoDevice", "message": "no battery answers on Modbus"}
     report_applied(agents["bat-1"], {"applied": False, "fault": fault})
     report_applied(agents["bat-2"], {"applied": True})
-    # bat-3 sends nothing new: "accepted" (an agent from before the field)
+    # bat-3 sends no "applied": "accepted" (an agent from before the field)
+    report_applied(agents["bat-3"], {"applied": None})
     try:
         await online(stack.ems, *agents)
         group = (

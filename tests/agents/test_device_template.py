@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sef.agents import DERAgent, DeviceAdapter, DeviceStatus
+from sef.agents import DERAgent, DeviceAdapter, DeviceStatus, Outcome
+from sef.bus import ErrorName
 from sef.interface import DEMO_INTERFACE, Command, EnergyEvent, Variant
 from support import wait_for
 
@@ -181,3 +182,16 @@ async def test_unexpected_error_is_logged_and_polling_goes_on(
         assert any(r.exc_info for r in caplog.records if "unexpected" in r.getMessage())
         box.read_error = None
         await wait_for(lambda: telemetry(agent)["Online"] is True, 1.0)
+
+
+async def test_reply_outcome_says_applied_or_why_not(broker_url: str) -> None:
+    async with running(broker_url) as (agent, box):
+        await wait_for(lambda: agent.status.healthy, 2.0)
+        applied = await agent.energy_method([("charge", 1, 60)])
+        assert applied == Outcome(applied=True)
+        box.online = False
+        await wait_for(lambda: bool(agent.status.fault), 2 * POLL_S + 0.5)
+        refused = await agent.energy_method([("discharge", 2, 60)])
+        assert refused.applied is False
+        assert refused.fault == ErrorName.DEVICE_UNREACHABLE
+        assert refused.fault_message == "ConnectionError: device does not answer"

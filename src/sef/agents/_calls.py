@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sef.agents._declare import CallError
+from sef.agents._declare import CallError, Outcome
 from sef.bus import (
     BusClient,
     BusError,
@@ -172,6 +172,8 @@ class CallServer:
             return
         if call.reply_to is None:
             return
+        outcome = result if isinstance(result, Outcome) else Outcome(None, result=result)
+        result = outcome.result
         outs = spec.out_args
         values = [] if not outs else ([result] if len(outs) == 1 else list(result))
         try:
@@ -180,9 +182,17 @@ class CallServer:
             log.error("agent %s: %s returned a bad value: %s", self.agent_id, where, exc)
             self._error(call, ErrorName.FAILED, f"agent returned a bad value: {exc}")
             return
-        self._reply(
-            Reply(call.id, self.agent_id, True, out_json, ts=self.clock.now()), call.reply_to
+        reply = Reply(
+            call.id,
+            self.agent_id,
+            True,
+            out_json,
+            ts=self.clock.now(),
+            applied=outcome.applied,
+            fault=outcome.fault,
+            fault_message=outcome.fault_message,
         )
+        self._reply(reply, call.reply_to)
 
     def _error(self, call: Call, name: str, message: str) -> None:
         if call.reply_to is not None:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from sef import __version__
 from sef.bus import ErrorName
 
-__all__ = ["AboutInfo", "AgentError", "CallError", "method"]
+__all__ = ["AboutInfo", "AgentError", "CallError", "Outcome", "method"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +25,22 @@ class CallError(Exception):
     def __init__(self, message: str, name: str = ErrorName.FAILED) -> None:
         super().__init__(message)
         self.name = name
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Return this from a method handler to say whether the device carried the call out.
+
+    ``applied`` ``True``: the device applied it; ``False``: accepted but not applied, with
+    the device's ``fault`` (an error name, e.g. ``sef.Fault.DeviceUnreachable``) and
+    ``fault_message``; ``None``: accepted, not confirmed (what a plain return means).
+    ``result`` is the method's return value.
+    """
+
+    applied: bool | None
+    fault: str | None = None
+    fault_message: str | None = None
+    result: Any = None
 
 
 def method(interface: str, name: str) -> Callable[[F], F]:

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from sef.agents._base import Agent
-from sef.agents._declare import AboutInfo, method
+from sef.agents._declare import AboutInfo, Outcome, method
 from sef.agents._device import DeviceAdapter, DeviceStatus
 from sef.agents._host_loss import DEFAULT_GRACE_S, HostLossPolicy
 from sef.agents._sequence import EventSequencer
-from sef.bus import BrokerURL
+from sef.bus import BrokerURL, ErrorName
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE, EnergyEvent, Variant, parse_events
 from sef.tasks import TaskSet
@@ -116,11 +116,21 @@ class DERAgent(Agent, Generic[DeviceT]):
 
     # -- the interface ------------------------------------------------------------------
     @method(DEMO_INTERFACE, "EnergyMethod")
-    async def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        """Run an event sequence from now, replacing the running one."""
+    async def energy_method(self, cmds: list[tuple[str, int, int]]) -> Outcome:
+        """Run an event sequence from now, replacing the running one.
+
+        The reply says whether the first event reached the device: applied, not applied
+        (the device cannot be reached: its fault), or accepted (the device is still being
+        connected; the event is applied as soon as it answers).
+        """
         events = parse_events(cmds)
         log.info("%s: new sequence %s", self.agent_id, [e.as_tuple() for e in events])
         await self.sequencer.replace(events)
+        if not self._dirty:
+            return Outcome(applied=True)
+        if self.status.fault:
+            return Outcome(False, ErrorName.DEVICE_UNREACHABLE, self.status.fault)
+        return Outcome(applied=None)
 
     def telemetry(self) -> dict[str, Variant]:
         """The ``Telemetry`` value (``a{sv}``): the event, the device's keys, the mismatch."""

@@ -42,13 +42,16 @@ class EventSequencer:
         self.current_ends: float | None = None
         self.remaining: list[EnergyEvent] = []
         self._task: asyncio.Task[None] | None = None
+        self._first_applied: asyncio.Future[None] | None = None
 
     async def replace(self, events: Sequence[EnergyEvent]) -> None:
-        """Stop the running sequence and start ``events`` now."""
+        """Stop the running sequence and start ``events`` now; return once the first event
+        has been applied (or its application failed)."""
         await self.cancel()
         self.remaining = list(events)
+        self._first_applied = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name="energy-sequence")
-        await asyncio.sleep(0)  # let the first event apply before the call returns
+        await asyncio.wait([self._first_applied, self._task], return_when=asyncio.FIRST_COMPLETED)
 
     async def cancel(self) -> None:
         if self._task is not None:
@@ -67,6 +70,9 @@ class EventSequencer:
                 await result
         except Exception:  # a device error must not end the sequence machinery
             log.exception("applying %s failed", event.as_tuple())
+        finally:
+            if self._first_applied is not None and not self._first_applied.done():
+                self._first_applied.set_result(None)
 
     async def _run(self) -> None:
         at = self.clock.now()  # event boundaries are absolute, so waits never drift

@@ -50,6 +50,8 @@ class ErrorName:
     TOO_LARGE = "sef.Error.PayloadTooLarge"
     UNSUPPORTED_VERSION = "sef.Error.UnsupportedVersion"
     TIMEOUT = "sef.Error.Timeout"
+    DEVICE_UNREACHABLE = "sef.Fault.DeviceUnreachable"
+    """A reply's ``fault``: the agent accepted the command but cannot reach its device."""
 
 
 class PayloadError(ValueError):
