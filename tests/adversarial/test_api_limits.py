@@ -186,6 +186,8 @@ async def test_duplicate_keys_and_non_json_numbers_are_refused(sqlite_stack: Sta
         b'{"cmds": [["charge", 4, 60]], "timeout_s": 1' + b"0" * 5000 + b"}",
         b"[" * 100_000 + b"]" * 100_000,
         b'{"cmds": [["charge", 4, 60]]}\xff',
+        ("{" + ",".join(f'"k{i}": 0' for i in range(300)) + "}").encode(),
+        b'{"cmds": [' + b'["idle", 0, 1],' * 20_000 + b'["idle", 0, 0]]}',
     ):
         answer = await http.post(
             "/agents/bat-1/commands", content=body, headers={"content-type": "application/json"}
@@ -202,7 +204,7 @@ async def test_duplicate_keys_and_non_json_numbers_are_refused(sqlite_stack: Sta
     )
     assert "duplicate key 'cmds'" in duplicate.json()["error"]
     metrics = (await http.get("/metrics")).text
-    assert 'sef_commands_total{status="rejected"} 9.0' in metrics
+    assert 'sef_commands_total{status="rejected"} 11.0' in metrics
     # the same command without the duplicate goes through
     fine = await http.post("/agents/bat-1/commands", json={"cmds": [["idle", 0, 0]]})
     assert fine.status_code == 200 and fine.json()["status"] == "ok", fine.text
