@@ -21,6 +21,14 @@ STREAMS = 100
 """The default cap of open /events streams."""
 REQUESTS = 256
 """The default cap of requests handled at once."""
+CLIENT_REQUESTS = 64
+"""The default cap of requests handled at once from one client address."""
+
+
+def source(number: int, per_address: int = 50) -> tuple[str, int]:
+    """A local address for the ``number``-th connection: ``per_address`` per loopback
+    address from 127.0.0.2 on (the API caps requests per client address)."""
+    return (f"127.0.0.{2 + number // per_address}", 0)
 
 
 @pytest.fixture
@@ -39,10 +47,14 @@ async def sqlite_stack(broker_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     await stop_stack(running)
 
 
-async def open_stream(stack: Stack) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+async def open_stream(
+    stack: Stack, local: tuple[str, int] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
     """Open ``GET /events`` on a raw connection; return it with the answer's first bytes
     (through the ``hello`` event, or the whole error answer)."""
-    reader, writer = await asyncio.open_connection(stack.server.host, stack.server.port)
+    reader, writer = await asyncio.open_connection(
+        stack.server.host, stack.server.port, local_addr=local
+    )
     writer.write(b"GET /events HTTP/1.1\r\nHost: ems\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     if head.startswith(b"HTTP/1.1 200"):
@@ -59,9 +71,9 @@ def _json_body(answer: bytes) -> dict[str, object]:
 
 
 async def test_event_streams_are_capped(sqlite_stack: Stack) -> None:
-    streams = [await open_stream(sqlite_stack) for _ in range(STREAMS)]
+    streams = [await open_stream(sqlite_stack, source(n)) for n in range(STREAMS)]
     try:
-        *_, refused = await open_stream(sqlite_stack)
+        *_, refused = await open_stream(sqlite_stack, source(STREAMS + 50))
         assert refused.startswith(b"HTTP/1.1 503"), refused[:200]
         assert b"retry-after: 1" in refused.lower()
         error = _json_body(refused)
@@ -75,7 +87,7 @@ async def test_event_streams_are_capped(sqlite_stack: Stack) -> None:
 
         async def reopened() -> bytes:
             while True:
-                reader, writer, answer = await open_stream(sqlite_stack)
+                reader, writer, answer = await open_stream(sqlite_stack, source(0))
                 if answer.startswith(b"HTTP/1.1 200"):
                     streams.append((reader, writer, answer))
                     return answer
@@ -94,9 +106,9 @@ async def test_concurrent_requests_are_capped(sqlite_stack: Stack) -> None:
     cap the API answers 503 at once, and serves again when they are gone."""
     held: list[asyncio.StreamWriter] = []
     try:
-        for _ in range(REQUESTS):
+        for number in range(REQUESTS):
             _, writer = await asyncio.open_connection(
-                sqlite_stack.server.host, sqlite_stack.server.port
+                sqlite_stack.server.host, sqlite_stack.server.port, local_addr=source(number)
             )
             writer.write(
                 b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: ems\r\n"
@@ -120,6 +132,43 @@ async def test_concurrent_requests_are_capped(sqlite_stack: Stack) -> None:
 
     await asyncio.wait_for(healthy(), 5.0)
     assert sqlite_stack.agents["bat-1"].executed == []
+
+
+async def hold_requests(stack: Stack, count: int, local: str) -> list[asyncio.StreamWriter]:
+    """``count`` connections from ``local`` whose request body never comes."""
+    held = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection(
+            stack.server.host, stack.server.port, local_addr=(local, 0)
+        )
+        writer.write(
+            b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: ems\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        held.append(writer)
+    await asyncio.sleep(0.3)  # every held request reached the app
+    return held
+
+
+async def test_one_client_cannot_take_every_place(sqlite_stack: Stack) -> None:
+    """Beyond 64 requests at once from one address that address gets 503; another
+    client's command still goes through."""
+    held = await hold_requests(sqlite_stack, CLIENT_REQUESTS, "127.0.0.2")
+    try:
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=sqlite_stack.url, transport=transport) as same:
+            busy = await same.get("/health")
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"] == (
+            f"too many requests at once from 127.0.0.2 (limit {CLIENT_REQUESTS}); retry later"
+        )
+        fine = await sqlite_stack.http.post(
+            "/agents/bat-1/commands", json={"cmds": [["idle", 0, 0]]}
+        )
+        assert fine.status_code == 200 and fine.json()["status"] == "ok", fine.text
+    finally:
+        for writer in held:
+            writer.close()
 
 
 @pytest.mark.parametrize(

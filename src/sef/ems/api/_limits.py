@@ -10,7 +10,8 @@
   keys in an object or :data:`MAX_CONTAINERS` arrays and objects in all,
   ``NaN``/``Infinity``, nesting or numbers beyond the parser's limits) — 400; a body
   larger than :attr:`ApiLimits.parse_in_loop` bytes is checked in a worker thread;
-* more than :attr:`ApiLimits.max_requests` requests at once, or more than
+* more than :attr:`ApiLimits.max_requests` requests at once, more than
+  :attr:`ApiLimits.max_client_requests` at once from one client address, or more than
   :attr:`ApiLimits.max_streams` open ``/events`` streams — 503 with ``Retry-After``;
 * a NUL or other control character in the path or the query — 400.
 
@@ -52,6 +53,10 @@ class ApiLimits:
     """Largest request body, bytes (413 beyond)."""
     max_requests: int = 256
     """Requests handled at once, ``/events`` streams included (503 beyond)."""
+    max_client_requests: int = 64
+    """Requests handled at once from one client address (503 beyond): one client cannot
+    take every place. Behind a reverse proxy every client has the proxy's address: set it
+    to ``max_requests`` there."""
     max_streams: int = 100
     """Open ``/events`` streams (503 beyond)."""
     max_connections: int = 1000
@@ -62,7 +67,13 @@ class ApiLimits:
     """Bodies larger than this (bytes) are parsed in a worker thread."""
 
     def __post_init__(self) -> None:
-        for name in ("max_body", "max_requests", "max_streams", "max_connections"):
+        for name in (
+            "max_body",
+            "max_requests",
+            "max_client_requests",
+            "max_streams",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.body_timeout_s) and self.body_timeout_s > 0):
@@ -158,6 +169,8 @@ class LimitsMiddleware:
         self.limits = limits
         self.requests = 0
         self.streams = 0
+        self.by_client: Counter[str] = Counter()
+        """Requests handled now, by client address (only addresses with some)."""
         self.refused: Counter[int] = Counter()
         """Requests refused here, by HTTP status."""
 
@@ -168,6 +181,7 @@ class LimitsMiddleware:
             return
         limits = self.limits
         stream = scope.get("path", "").rstrip("/") == "/events"
+        client = str((scope.get("client") or ("?",))[0])
         try:
             where = _control_character(scope)
             if where is not None:
@@ -177,6 +191,13 @@ class LimitsMiddleware:
                     503,
                     f"too many requests at once (limit {limits.max_requests}); retry later",
                     {"limit": limits.max_requests},
+                )
+            if self.by_client[client] >= limits.max_client_requests:
+                raise _Refused(
+                    503,
+                    f"too many requests at once from {client} "
+                    f"(limit {limits.max_client_requests}); retry later",
+                    {"limit": limits.max_client_requests},
                 )
             if stream and self.streams >= limits.max_streams:
                 raise _Refused(
@@ -189,6 +210,7 @@ class LimitsMiddleware:
             return
         self.requests += 1
         self.streams += stream
+        self.by_client[client] += 1
         try:
             try:
                 receive = await self._body(scope, receive)
@@ -199,6 +221,9 @@ class LimitsMiddleware:
         finally:
             self.requests -= 1
             self.streams -= stream
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
 
     async def _body(self, scope: Scope, receive: Receive) -> Receive:
         """Read and check the body (if any); a ``receive`` that hands it to the app."""
