@@ -46,8 +46,10 @@ from sef.ems._events import (
     SessionReset,
     StaleStatus,
 )
+from sef.ems._reconcile import METHOD as RECONCILE_METHOD
+from sef.ems._reconcile import RECONCILE_PREFIX, RESTORE_WINDOW_S, Reconciler
 from sef.ems._registry import BDSEQ_AHEAD_S, Admission, AgentRecord, Registry
-from sef.interface import AGENT_INTERFACE, Interface, builtin_interface
+from sef.interface import AGENT_INTERFACE, DEMO_INTERFACE, Interface, builtin_interface
 from sef.logthrottle import LogThrottle
 from sef.tasks import TaskSet
 
@@ -173,6 +175,8 @@ class EMS:
         self._repair_handle: asyncio.TimerHandle | None = None
         self._last_repair = -1e9
         self._stopping = False
+        self.reconciler = Reconciler(self.clock)
+        self._reconcile_after_restart: set[str] = set()
         self._tasks = TaskSet(self.host_id)
         self._last_message = 0.0
         self.control_series: dict[str, list[float]] = {}
@@ -191,6 +195,7 @@ class EMS:
             self.recorder.start()
         if self.store is not None:
             await self._reopen_commands()
+            await self._restore_intents()
         for pattern in (*self.topics.all_agents(), *self.topics.all_gateways()):
             await self.bus.subscribe(pattern, qos=1)
         if self.announce:  # to repair a stale or forged status of our own (§4.4)
@@ -486,6 +491,10 @@ class EMS:
         return pending
 
     def _react(self, event: Event) -> None:
+        if isinstance(event, Online) or (
+            isinstance(event, AgentEvent) and event.agent_id in self._reconcile_after_restart
+        ):
+            self._reconcile(event.agent_id)
         match event:
             case Online() | Offline() | Discovered() | StaleStatus() | SessionReset():
                 self._log_presence.warn(
@@ -523,6 +532,42 @@ class EMS:
                 self.on_event(event)
             except Exception:
                 log.exception("event handler failed for %s", event)
+
+    def _reconcile(self, agent_id: str) -> None:
+        """An agent came (back) online, or is heard from for the first time since this EMS
+        restarted: send it what it should be running now, if anything."""
+        record = self.registry.get(agent_id)
+        if record is None or record.online is not True:
+            return
+        self._reconcile_after_restart.discard(agent_id)
+        due = self.reconciler.due(agent_id)
+        if not due:
+            return
+        log.info("agent %s is back: re-sending %s", agent_id, [e.as_tuple() for e in due])
+        self.reconciler.sent += 1
+        try:
+            checked = self.check(DEMO_INTERFACE, RECONCILE_METHOD, Reconciler.args(due))
+        except CallRefused as exc:  # an interface the EMS no longer knows: nothing to send
+            log.warning("agent %s: cannot reconcile: %s", agent_id, exc)
+            return
+        self._tasks.spawn(
+            self.send(CallTarget(agent_id), checked, call_id=RECONCILE_PREFIX + uuid.uuid4().hex),
+            name=f"reconcile {agent_id}",
+        )
+
+    async def _restore_intents(self) -> None:
+        """Rebuild what each agent should run from the recent command log."""
+        assert self.store is not None
+        since = self.clock.now() - RESTORE_WINDOW_S
+        rows = await asyncio.to_thread(self.store.commands, since=since, limit=100_000)
+        used = self.reconciler.restore(rows, self._members)
+        if used:
+            log.info("EMS %s: %d sequences restored from the command log", self.host_id, used)
+        # an agent that stayed online meanwhile sends no new birth: reconcile it at its
+        # next message
+        self._reconcile_after_restart = {
+            agent_id for agent_id in self.registry.agents if self.reconciler.due(agent_id)
+        }
 
     def rebirth(self, agent_id: str) -> bool:
         """Ask an agent to re-announce everything (at most once per 5 s). Returns if sent."""
@@ -659,6 +704,7 @@ class EMS:
         call_id = call_id or uuid.uuid4().hex
         members = self._members(target)
         ttl = ttl_s if ttl_s is not None else self.clock.to_clock(self.caller.default_ttl_s)
+        self.reconciler.note(members or (), call, self.clock.now(), call_id)
         await self._log_command(
             call_id,
             str(target),
