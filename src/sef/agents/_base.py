@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -42,6 +43,7 @@ from sef.bus import (
     TopicKind,
     Topics,
     Will,
+    bdseq_problem,
     check_id,
     decode_object,
 )
@@ -55,6 +57,7 @@ from sef.interface import (
     to_json,
     validate,
 )
+from sef.logthrottle import LogThrottle
 
 __all__ = ["Agent"]
 
@@ -102,6 +105,7 @@ class Agent:
         self.session = Session()
         self.host_online: dict[str, bool] = {}
         self.host_bdseq: dict[str, int] = {}
+        self._bad_host_status = LogThrottle(log, "bad host statuses")
         self._xml: dict[str, str] = {}
         self._interfaces: dict[str, Interface] = {}
         for name in (*self.interfaces, AGENT_INTERFACE):
@@ -351,7 +355,17 @@ class Agent:
         try:
             status = Status.from_object(decode_object(message.payload))
         except PayloadError as exc:
-            log.warning("agent %s: bad host status from %s: %s", self.agent_id, host_id, exc)
+            self._bad_host_status.warn(
+                host_id, "unreadable", "agent %s: bad host status from %s: %s", self.agent_id,
+                host_id, exc,
+            )  # fmt: skip
+            return
+        problem = bdseq_problem(status.bdseq, time.time())
+        if problem is not None:  # forged: it would make the host's real sessions look stale
+            self._bad_host_status.warn(
+                host_id, "bdseq", "agent %s: host %s status ignored: %s", self.agent_id,
+                host_id, problem,
+            )  # fmt: skip
             return
         last = self.host_bdseq.get(host_id)
         if last is not None and status.bdseq < last:

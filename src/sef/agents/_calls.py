@@ -31,6 +31,7 @@ from sef.bus import (
 )
 from sef.clock import Clock
 from sef.interface import Interface, TypeMismatch, args_from_json, args_to_json
+from sef.logthrottle import LogThrottle
 
 __all__ = ["CallServer"]
 
@@ -71,13 +72,17 @@ class CallServer:
         self._handlers = handlers
         self.max_seen_calls = max_seen_calls
         self.rejected = 0
+        self._rejections = LogThrottle(log, "rejected calls")
         self._seen_calls: OrderedDict[str, float] = OrderedDict()
         self._queue: asyncio.Queue[tuple[str, str, Call]] = asyncio.Queue(maxsize=queue_size)
 
     def reject(self, reason: str, topic: str) -> None:
-        """Count and log a refused call."""
+        """Count and log a refused call (aggregated beyond a few per 10 s)."""
         self.rejected += 1
-        log.warning("agent %s rejected call on %s: %s", self.agent_id, topic, reason)
+        self._rejections.warn(
+            topic, reason.split(":")[0][:80], "agent %s rejected call on %s: %s", self.agent_id,
+            topic, reason,
+        )  # fmt: skip
 
     def receive(self, interface: str, member: str, message: Message) -> None:
         """Check a call message and queue it for execution (or refuse it)."""

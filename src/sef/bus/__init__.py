@@ -38,10 +38,12 @@ from sef.bus._payload import (
     encode_bridge_state,
     encode_object,
 )
-from sef.bus._session import SEQ_MODULUS, Session
+from sef.bus._session import BDSEQ_AHEAD_S, BDSEQ_LIMIT, SEQ_MODULUS, Session, bdseq_problem
 from sef.bus._topics import InvalidName, ParsedTopic, TopicKind, Topics, check_id
 
 __all__ = [
+    "BDSEQ_AHEAD_S",
+    "BDSEQ_LIMIT",
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
     "SEQ_MODULUS",
@@ -67,6 +69,7 @@ __all__ = [
     "TopicKind",
     "Topics",
     "Will",
+    "bdseq_problem",
     "check_id",
     "decode_bridge_state",
     "decode_object",

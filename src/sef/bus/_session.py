@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["SEQ_MODULUS", "Session"]
+__all__ = ["BDSEQ_AHEAD_S", "BDSEQ_LIMIT", "SEQ_MODULUS", "Session", "bdseq_problem"]
 
 _last_bdseq = 0  # strictly increasing within a process, whatever the wall clock does
 
@@ -38,3 +38,27 @@ class Session:
         value = self.seq
         self.seq = (self.seq + 1) % SEQ_MODULUS
         return value
+
+
+BDSEQ_LIMIT = 2**63
+"""A bdseq must stay below this (it is stored as a signed 64-bit integer)."""
+BDSEQ_AHEAD_S = 86400.0
+"""How far a bdseq (wall-clock ms at session start) may run ahead of a receiver's wall
+clock, s: more means a forged or broken session number."""
+
+
+def bdseq_problem(bdseq: int, wall_clock_s: float, ahead_s: float = BDSEQ_AHEAD_S) -> str | None:
+    """Why ``bdseq`` cannot be a real session number at ``wall_clock_s`` (Unix s), or None.
+
+    A bdseq is the publisher's wall clock in ms at session start (:class:`Session`), so one
+    far in the future can only be forged (it would make every real session look stale).
+    """
+    if bdseq >= BDSEQ_LIMIT:
+        return f"bdseq {bdseq} is 2**63 or more"
+    ahead_ms = bdseq - wall_clock_s * 1000.0
+    if ahead_ms > ahead_s * 1000.0:
+        return (
+            f"bdseq {bdseq} runs {ahead_ms / 1000.0:.0f} s ahead of the wall clock "
+            f"(at most {ahead_s:g} s allowed)"
+        )
+    return None

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sef.bus import (
+    BDSEQ_AHEAD_S,
+    BDSEQ_LIMIT,
     SEQ_MODULUS,
     About,
     GatewayAgents,
@@ -47,6 +49,7 @@ from sef.bus import (
     Status,
     TopicKind,
     Topics,
+    bdseq_problem,
     decode_bridge_state,
     decode_object,
 )
@@ -88,10 +91,7 @@ PARSE_CACHE_SIZE = 65536
 """Topics whose parse the registry remembers (telemetry topics repeat; parsing is costly)."""
 XML_CACHE_SIZE = 1024
 """Parsed interface XML documents the registry keeps by SHA-256 (official ones always)."""
-BDSEQ_LIMIT = 2**63
 """A bdseq must be below this (it is stored in a signed 64-bit column)."""
-BDSEQ_AHEAD_S = 86400.0
-"""Default of how far a status's bdseq may run ahead of the EMS's wall clock, s."""
 MAX_LEARNED_INTERFACES = 1000
 """Interface names the registry learns from agents (besides the pinned ones)."""
 MAX_GATEWAYS = 10_000
@@ -543,15 +543,7 @@ class Registry:
     # -- session numbers --------------------------------------------------------------
     def _bdseq_problem(self, bdseq: int) -> str | None:
         """Why ``bdseq`` cannot be a real session number, or ``None``."""
-        if bdseq >= BDSEQ_LIMIT:
-            return f"bdseq {bdseq} is 2**63 or more"
-        ahead_ms = bdseq - self.wall_clock() * 1000.0
-        if ahead_ms > self.bdseq_ahead_s * 1000.0:
-            return (
-                f"bdseq {bdseq} runs {ahead_ms / 1000.0:.0f} s ahead of the EMS's wall clock "
-                f"(at most {self.bdseq_ahead_s:g} s allowed)"
-            )
-        return None
+        return bdseq_problem(bdseq, self.wall_clock(), self.bdseq_ahead_s)
 
     def _checked_status(self, status: Status) -> Status:
         problem = self._bdseq_problem(status.bdseq)
