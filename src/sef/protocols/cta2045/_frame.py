@@ -193,7 +193,7 @@ class Deframer:
         self._since = None
         self._in_garbage = False
         detail = f"partial frame {data.hex(' ')} not completed within {self.timeout_s:.3f} s"
-        logger.warning("dropping %s", detail)
+        logger.debug("dropping %s", detail)  # the link reports it (throttled)
         return [FrameError(NakReason.MESSAGE_TIMEOUT, data, detail)]
 
     def feed(self, data: bytes, now: float) -> list[DeframerEvent]:
@@ -213,7 +213,7 @@ class Deframer:
         bad = bytes(self._buf[:1])
         del self._buf[:1]
         if not self._in_garbage:
-            logger.warning("resync: %s", detail)
+            logger.debug("resync: %s", detail)  # the link reports it (throttled)
             events.append(FrameError(reason, bad, detail))
         self._in_garbage = True
 
@@ -252,7 +252,7 @@ class Deframer:
                     detail = (
                         f"checksum error in {raw.hex(' ')} (expected {checksum(raw[:-2]).hex(' ')})"
                     )
-                    logger.warning(detail)
+                    logger.debug(detail)  # the link reports it (throttled)
                     events.append(FrameError(NakReason.CHECKSUM_ERROR, raw, detail))
             else:
                 self._garbage(events, NakReason.INVALID_BYTE, f"invalid byte 0x{first:02X}")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from sef.logthrottle import LogThrottle
+
 from ._codec import SUPPORTED_MESSAGE_TYPES, decode_message
 from ._datalink import BitRateRequest, MaxPayloadQuery, MaxPayloadReply
 from ._errors import (
@@ -83,6 +85,8 @@ class Link:
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(RECEIVE_QUEUE_SIZE)
         self._waiters: list[_Waiter] = []
         self._ack_waiter: asyncio.Future[int | None] | None = None
+        self._noise = LogThrottle(logger, "bad frames")
+        """Line noise is logged in full a few times per 10 s, then counted."""
         self._tx_lock = asyncio.Lock()
         self._exchange_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
@@ -210,7 +214,10 @@ class Link:
             else:
                 waiter.set_result(reason)
         elif isinstance(event, FrameError):
-            logger.warning("%s: NAK %02X: %s", self.name, event.reason, event.detail)
+            self._noise.warn(
+                self.name, f"NAK {event.reason:02X}", "%s: NAK %02X: %s", self.name,
+                event.reason, event.detail,
+            )  # fmt: skip
             self._send_control(NakFrame(event.reason).encode())
         else:
             self._on_frame(event)
@@ -219,13 +226,17 @@ class Link:
         self.stats.frames_received += 1
         raw = frame.encode().hex(" ")
         if frame.message_type not in self.supported_types:
-            logger.warning("%s: unsupported message type in %s", self.name, raw)
+            self._noise.warn(
+                self.name, "unsupported type", "%s: unsupported message type in %s", self.name, raw
+            )
             self._nak(NakReason.UNSUPPORTED_MESSAGE_TYPE)
             return
         try:
             message = decode_message(frame)
         except CtaDecodeError as exc:
-            logger.warning("%s: rejecting %s: %s", self.name, raw, exc.detail)
+            self._noise.warn(
+                self.name, "undecodable", "%s: rejecting %s: %s", self.name, raw, exc.detail
+            )
             self._nak(exc.reason)
             return
         if isinstance(message, BitRateRequest) and message.value != 0:
