@@ -120,6 +120,19 @@ def ems(
         min=0.0,
         help="Messages per second the agents publish to the EMS (default 2000).",
     ),
+    max_future_s: float = typer.Option(
+        300.0,
+        "--max-future-s",
+        min=0.0,
+        help="Store: refuse (dead-letter) telemetry dated more than this after the EMS clock, s.",
+    ),
+    max_past_s: float | None = typer.Option(
+        None,
+        "--max-past-s",
+        min=0.0,
+        help="Store: refuse telemetry dated more than this before the EMS clock, s "
+        "(default: no limit).",
+    ),
     api_max_body: int = typer.Option(1 << 20, min=1, help="API: largest request body, bytes."),
     api_max_requests: int = typer.Option(256, min=1, help="API: requests handled at once."),
     api_max_streams: int = typer.Option(100, min=1, help="API: open /events streams."),
@@ -190,6 +203,9 @@ def ems(
                 store=store,
                 **registry_options,
             )
+        if service.recorder is not None:
+            service.recorder.max_future_s = max_future_s
+            service.recorder.max_past_s = max_past_s
         await service.start(timeout_s=None)
         server = None
         background = TaskSet(f"sef ems {host_id}")  # a failure is logged when it happens
