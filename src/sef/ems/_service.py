@@ -12,16 +12,13 @@ from typing import TYPE_CHECKING, Any
 from sef.bus import (
     BrokerURL,
     BusClient,
-    ConnectionLost,
     Message,
-    PayloadError,
     Reply,
     Session,
     Status,
     Topics,
     Will,
     check_id,
-    decode_object,
 )
 from sef.clock import Clock, default_clock
 from sef.ems._caller import (
@@ -46,6 +43,7 @@ from sef.ems._events import (
     SessionReset,
     StaleStatus,
 )
+from sef.ems._host_guard import HostGuard
 from sef.ems._reconcile import METHOD as RECONCILE_METHOD
 from sef.ems._reconcile import RECONCILE_PREFIX, RESTORE_WINDOW_S, Reconciler
 from sef.ems._registry import BDSEQ_AHEAD_S, Admission, AgentRecord, Registry
@@ -65,14 +63,6 @@ REBIRTH_INTERVAL_S = 5.0
 """Least time between two rebirth requests to one agent, real s."""
 SWEEP_INTERVAL_S = 1.0
 """How often the EMS closes expired calls and checks for the end of a takeover, real s."""
-SHORT_CONNECTION_S = 3.0
-"""A connection lost sooner than this after it was made (real s) counts as a short one."""
-SHORT_CONNECTIONS_FOR_TAKEOVER = 3
-"""Consecutive short connections that mean another client uses our id (MQTT 3.1.1)."""
-TAKEOVER_QUIET_S = 30.0
-"""A takeover episode is over after this long (real s) connected without a new sign."""
-STATUS_REPAIR_INTERVAL_S = 1.0
-"""Least time between two republications of the host's own status, real s."""
 
 
 @functools.cache
@@ -147,7 +137,7 @@ class EMS:
             on_message=self._on_message,
             will=self._make_will if announce else None,
             on_connect=self._on_connect,
-            on_lost=self._connection_lost,
+            on_lost=lambda lost: self.guard.connection_lost(lost),
             keepalive_s=keepalive_s,
             clean_session=store is None,
             manual_ack=store is not None,
@@ -164,23 +154,31 @@ class EMS:
         """Commands whose expiry passed without any reply (counted with or without a store)."""
         self._log_lock = asyncio.Lock()
         self._late_write: asyncio.Future[None] | None = None
-        # the host's own status (repair) and client-id takeovers
-        self.host_status_repairs = 0
-        self.takeovers = 0
-        """Signs that another client used this EMS's client id (see :meth:`_takeover`)."""
-        self.takeover_active = False
-        self._takeover_last = 0.0
-        self._takeover_episode = 0
-        self._short_connections = 0
-        self._repair_handle: asyncio.TimerHandle | None = None
-        self._last_repair = -1e9
-        self._stopping = False
+        self.guard = HostGuard(
+            self.host_id, self.bus, self.session, self.topics, self.clock, announce=announce
+        )
+        """The host's own status (repairs) and takeovers of its client id."""
         self.reconciler = Reconciler(self.clock)
         self._reconcile_after_restart: set[str] = set()
         self._tasks = TaskSet(self.host_id)
         self._last_message = 0.0
         self.control_series: dict[str, list[float]] = {}
         """Net load vs target of a running control app (t: Unix s; kW), for displays."""
+
+    @property
+    def takeovers(self) -> int:
+        """Signs that another client used this EMS's client id."""
+        return self.guard.takeovers
+
+    @property
+    def takeover_active(self) -> bool:
+        """A takeover episode is going on."""
+        return self.guard.takeover_active
+
+    @property
+    def host_status_repairs(self) -> int:
+        """Republications of this EMS's own status over a stale or forged one."""
+        return self.guard.repairs
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self, *, timeout_s: float | None = 10.0) -> None:
@@ -213,9 +211,7 @@ class EMS:
                 )
                 await asyncio.sleep(0.05)
 
-        self._stopping = True  # our own shutdown status must not be "repaired"
-        if self._repair_handle is not None:
-            self._repair_handle.cancel()
+        self.guard.stop()  # our own shutdown status must not be "repaired"
         await self._tasks.close()
         self.registry.flush_logs()
         if self.recorder is not None:  # commit first, so that its acks still reach the broker
@@ -244,150 +240,7 @@ class EMS:
         )
 
     async def _on_connect(self) -> None:
-        if (
-            self.store is not None
-            and self.bus.connections > 1
-            and self.bus.session_present is False
-            and self.bus.failed_attempts == 0
-        ):
-            # the broker stayed up (the first attempt got through) yet forgot our
-            # persistent session: a client with our id and a clean session wiped it
-            self._takeover(
-                "the broker no longer had its persistent session at reconnection, though "
-                "it stayed up (another client connected with its id and a clean session)"
-            )
-        if self.announce:
-            status = Status(
-                True,
-                self.session.bdseq,
-                self.clock.now(),
-                self.bus.keepalive_s,
-                self.session.next_seq(),
-            )
-            self.bus.publish(
-                self.topics.host_status(self.host_id), status.to_payload(), retain=True
-            )
-
-    # -- own status and takeovers ---------------------------------------------------
-    def _check_own_status(self, message: Message) -> None:
-        """Repair our retained host status when it is not our current birth.
-
-        As agents repair a stale death (docs/protocol.md §4.3), the host republishes its
-        online status (same bdseq, next seq) when its status topic holds anything else: an
-        offline status (a late will of an older session, or a forged one), an older
-        bdseq, an empty or unreadable payload. An *online* status with a newer bdseq than
-        ours is a sign that another client announces itself under our id
-        (:meth:`_takeover`): a second EMS with the same id, or an impostor.
-        """
-        if not self.bus.connected or not self.announce or self._stopping:
-            return
-        mine = self.session.bdseq
-        try:
-            status: Status | None = Status.from_object(decode_object(message.payload))
-        except PayloadError:
-            status = None
-        if status is not None and status.online and status.bdseq == mine:
-            return  # our own birth
-        if status is not None and status.online and status.bdseq > mine:
-            self._takeover(f"another client announced host {self.host_id!r} (bdseq {status.bdseq})")
-        what = (
-            "an unreadable or empty status"
-            if status is None
-            else f"{'online' if status.online else 'offline'} status with bdseq {status.bdseq}"
-        )
-        log.warning(
-            "EMS %s: %s%s on its status topic; republishing its online status (bdseq %d)",
-            self.host_id,
-            what,
-            " (retained)" if message.retain else "",
-            mine,
-        )
-        self._schedule_repair()
-
-    def _schedule_repair(self) -> None:
-        """Republish our online status now, or once :data:`STATUS_REPAIR_INTERVAL_S` after
-        the last repair (one pending repair at most, so a flood costs one publish a second)."""
-        if self._repair_handle is not None:
-            return
-        loop = asyncio.get_running_loop()
-        wait = self._last_repair + STATUS_REPAIR_INTERVAL_S - loop.time()
-        self._repair_handle = loop.call_later(max(0.0, wait), self._repair_status)
-
-    def _repair_status(self) -> None:
-        self._repair_handle = None
-        self._last_repair = asyncio.get_running_loop().time()
-        if not self.bus.connected or not self.announce or self._stopping:
-            return
-        self.host_status_repairs += 1
-        status = Status(
-            True,
-            self.session.bdseq,
-            self.clock.now(),
-            self.bus.keepalive_s,
-            self.session.next_seq(),
-        )
-        try:
-            self.bus.publish(
-                self.topics.host_status(self.host_id), status.to_payload(), retain=True
-            )
-        except Exception as exc:  # lost the connection meanwhile: the next birth repairs it
-            log.info("EMS %s: status repair not sent: %s", self.host_id, exc)
-
-    def _connection_lost(self, lost: ConnectionLost) -> bool:
-        """Look for a takeover of our client id in how the connection ended; return
-        whether the bus should keep backing off (while a takeover goes on)."""
-        if lost.taken_over:
-            self._short_connections = 0
-            self._takeover("the broker disconnected it: session taken over (MQTT 5 reason 0x8E)")
-        elif lost.lasted_s < SHORT_CONNECTION_S:
-            self._short_connections += 1
-            if self._short_connections >= SHORT_CONNECTIONS_FOR_TAKEOVER:
-                self._takeover(
-                    f"{self._short_connections} connections in a row lost within "
-                    f"{SHORT_CONNECTION_S:.0f} s of connecting"
-                )
-        else:
-            self._short_connections = 0
-        return self.takeover_active
-
-    def _takeover(self, sign: str) -> None:
-        """Count a sign that another client uses our client id; log it loudly once per
-        episode (an episode ends after :data:`TAKEOVER_QUIET_S` without a sign)."""
-        self.takeovers += 1
-        self._takeover_last = asyncio.get_running_loop().time()
-        self._takeover_episode += 1
-        if self.takeover_active:
-            return
-        self.takeover_active = True
-        log.error(
-            "EMS %s: client id %r TAKEN OVER by another client: %s (%d sign(s) so far). "
-            "Reconnecting with backoff and republishing the host status; the other client "
-            "may be an attacker or a second EMS with the same id. Only a broker that "
-            "authenticates clients and binds client ids to identities prevents this "
-            "(docs/protocol.md §1).",
-            self.host_id,
-            self.bus.client_id,
-            sign,
-            self.takeovers,
-        )
-
-    def _takeover_over(self, loop_now: float) -> None:
-        if (
-            self.takeover_active
-            and self.bus.connected
-            and loop_now - self._takeover_last >= TAKEOVER_QUIET_S
-        ):
-            log.warning(
-                "EMS %s: takeover episode over: %d sign(s) of another client using id %r; "
-                "connected for %.0f s without a new one",
-                self.host_id,
-                self._takeover_episode,
-                self.bus.client_id,
-                TAKEOVER_QUIET_S,
-            )
-            self.takeover_active = False
-            self._takeover_episode = 0
-            self._short_connections = 0
+        self.guard.connected(persistent=self.store is not None)
 
     async def _sweep(self) -> None:
         """Every :data:`SWEEP_INTERVAL_S`: close expired calls (unanswered ones become
@@ -397,7 +250,7 @@ class EMS:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
-                self._takeover_over(loop.time())
+                self.guard.check_quiet(loop.time())
                 self.caller.rejected.tick(loop.time())
                 unanswered = [c.call_id for c in self.caller.expire() if not c.replies]
                 if unanswered:
@@ -476,7 +329,7 @@ class EMS:
             late, self._late_write = self._late_write, None
             return late
         if self.announce and message.topic == self.topics.host_status(self.host_id):
-            self._check_own_status(message)
+            self.guard.status_message(message)
             return None
         self._last_message = asyncio.get_running_loop().time()
         now = self.clock.now()
