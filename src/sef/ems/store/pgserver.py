@@ -48,6 +48,16 @@ def find_pg_bin() -> Path:
     )
 
 
+def _runuser() -> str:
+    """Path of ``runuser``, looked up the way root's login shell would: ``PATH``, then the
+    system's sbin directories (a root shell with a minimal ``PATH`` lacks them)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    found = shutil.which("runuser", path=search)
+    if found is None:
+        raise PostgresNotFound("runuser not found (util-linux): needed to run PostgreSQL as root")
+    return found
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -69,7 +79,7 @@ class PostgresServer:
         self._tmp = tempfile.mkdtemp(prefix="sef-pg-")
         self.datadir = Path(self._tmp) / "data"
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-        self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._as_user = [_runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
