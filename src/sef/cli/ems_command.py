@@ -177,7 +177,7 @@ def ems(
     if control is not None:
         # the control app's libraries (scipy: the sef[control] extra) load now, so that a
         # missing one is named at start rather than failing the control task later
-        import sef.control.controllers  # noqa: F401
+        import sef.control.controllers
         import sef.control.live  # noqa: F401
         from sef.control.scenario import load_scenario
 
