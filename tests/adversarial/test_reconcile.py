@@ -102,7 +102,7 @@ async def test_ems_killed_then_restarted_resends_the_running_sequence(
         await wait_for(lambda: bis.host_online.get("ems") is False, 5.0)
         will = time.monotonic()
         await wait_for(lambda: emulator.setpoint_w() == 0.0, GRACE_S + 3.0)
-        assert time.monotonic() - will <= GRACE_S + POLL_S + 0.5
+        assert time.monotonic() - will <= GRACE_S + POLL_S + 1.0  # + slack for a loaded CI
         ems = sef_process(*ems_args)  # the EMS comes back with its store
         await wait_for(lambda: emulator.setpoint_w() == pytest.approx(-4000), 20.0)
         await wait_for(lambda: bool(reconciled(db, "bat-r")), 5.0, step_s=0.2)

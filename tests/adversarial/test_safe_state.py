@@ -81,7 +81,8 @@ async def test_ems_killed_battery_idle_within_grace_plus_one_poll(broker_url: st
             await wait_for(lambda: emulator.setpoint_w() == 0.0, GRACE_S + 3.0)
             took = time.monotonic() - will_seen
             print(f"battery idle {took:.2f} s after the EMS's will (grace {GRACE_S} s)")
-            assert took <= GRACE_S + POLL_S + 0.5  # grace + one poll + scheduling slack
+            # grace + one poll, plus scheduling slack on a loaded 2-core CI machine
+            assert took <= GRACE_S + POLL_S + 1.0
             assert bis.sequencer.current.cmd.value == "idle"
             assert bis.host_loss.applied == 1
         finally:

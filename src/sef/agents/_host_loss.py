@@ -59,8 +59,8 @@ class HostLossPolicy:
         self._applied_this_episode = False
 
     async def watch(self) -> None:
-        """Check every ``min(1, grace/4)`` real s until cancelled."""
-        step_s = max(0.05, min(1.0, self.grace_s / 4))
+        """Check every ``min(1, grace/10)`` real s until cancelled."""
+        step_s = max(0.05, min(1.0, self.grace_s / 10))
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(step_s)
