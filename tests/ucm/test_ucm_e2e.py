@@ -56,7 +56,7 @@ async def test_shed_1700_2000_curtails_then_rebounds(broker_url: str) -> None:
         assert rebound_kwh > (b21 - b20) + 0.5
         assert max(s.power_w for s in r.samples if at("20:00") <= s.t <= at("20:30")) == 4500
         # what went over the wire: Shed with 2·74² = 10952 s, then End Shed at 20:00
-        kinds = [m for m in r.ucm.device.sent if isinstance(m, cta.Shed | cta.EndShed)]
+        kinds = [m for m in r.sgd.received if isinstance(m, cta.Shed | cta.EndShed)]
         shed_at = kinds.index(cta.Shed(0x4A))
         assert cta.EndShed() in kinds[shed_at:]
         # the telemetry showed it
@@ -95,7 +95,7 @@ async def test_load_up_raises_stored_energy(broker_url: str) -> None:
         # a tank from 47 °C to the 51.67 °C setpoint: 170 L x 4183 J/(L K) x 4.67 K = 922 Wh
         assert gained == pytest.approx(922, abs=60)
         assert gained_sgd == pytest.approx(922, abs=60)
-        assert cta.LoadUp(30) in r.ucm.device.sent  # 2·30² = 1800 s exactly
+        assert cta.LoadUp(30) in r.sgd.received  # 2·30² = 1800 s exactly
         charging = [t for t in r.telemetry if t["Event"] == "charge"]
         assert any(
             t["Op_State"] == "RUNNING_HEIGHTENED" and t["Power_W"] == 4500.0 for t in charging

@@ -45,8 +45,9 @@ async def test_pty_emulator_killed_then_replaced(broker_url: str) -> None:
         ucm.retarget(serial_port=second.where)
         took = await wait_for(lambda: link_state(ucm) == "up", 8.0)
         await wait_for(lambda: ucm.device.op_state in CURTAILED, 3.0)  # the shed was re-sent
-        print(f"pty: link up {took:.2f} s after retarget, shed re-sent: {ucm.device.sent[-1]}")
-        assert isinstance(ucm.device.sent[-1], cta.Shed)
+        resent = ucm.device.last_message
+        print(f"pty: link up {took:.2f} s after retarget, shed re-sent: {resent}")
+        assert isinstance(resent, cta.Shed)
         second.process.send_signal(signal.SIGUSR1)  # the customer presses "override"
         await wait_for(
             lambda: (

@@ -105,7 +105,6 @@ class CtaWaterHeater(DeviceAdapter):
         self.override_msg = False
         self.refused = ""
         self.last_message: cta.BasicMessage | None = None
-        self.sent: list[cta.BasicMessage] = []  # the last 100 DR messages delivered
         self._polls = 0
         self._last_ok = 0.0  # loop time of the last answer from the SGD, real s
         self._next_heartbeat = 0.0
@@ -158,7 +157,6 @@ class CtaWaterHeater(DeviceAdapter):
         message = event_message(event.cmd, 0.0 if left_s is None else max(1.0, left_s))
         reply = await self._request(self.link, message)
         self.last_message = message
-        self.sent = [*self.sent[-99:], message]
         self.refused = ""
         if isinstance(reply, cta.AppNak):
             self.refused = f"{type(message).__name__}: App NAK {reply.reason}"
