@@ -30,9 +30,14 @@ async def test_stale_host_offline_is_ignored(broker_url: str) -> None:
         host.publish(TOPICS.host_status("ems"), forged.to_payload(), retain=True, qos=1)
         await asyncio.sleep(0.5)
         assert agent.host_online["ems"] is True
-        # the host's own newer offline is taken
-        newer = Status(False, now_ms + 1, reason="shutdown")
-        host.publish(TOPICS.host_status("ems"), newer.to_payload(), retain=True, qos=1)
+        # a death of a session that never announced itself is not taken either
+        unannounced = Status(False, now_ms + 1, reason="will")
+        host.publish(TOPICS.host_status("ems"), unannounced.to_payload(), retain=True, qos=1)
+        await asyncio.sleep(0.5)
+        assert agent.host_online["ems"] is True
+        # the host's own shutdown (its current session) is taken
+        shutdown = Status(False, now_ms, reason="shutdown")
+        host.publish(TOPICS.host_status("ems"), shutdown.to_payload(), retain=True, qos=1)
         await wait_for(lambda: agent.host_online.get("ems") is False, 3.0)
     finally:
         host.publish(TOPICS.host_status("ems"), b"", retain=True, qos=1)

@@ -377,6 +377,15 @@ class Agent:
                 last,
             )
             return
+        if not status.online and self.host_online.get(host_id) and status.bdseq > (last or 0):
+            # a death of a session that never announced itself while we see the host
+            # online: forged (a real will follows its own session's birth)
+            self._bad_host_status.warn(
+                host_id, "unannounced session", "agent %s: offline status of host %s ignored: "
+                "session %d never announced itself (host online in session %s)", self.agent_id,
+                host_id, status.bdseq, last,
+            )  # fmt: skip
+            return
         self.host_bdseq[host_id] = status.bdseq
         if self.host_online.get(host_id) != status.online:
             self.host_online[host_id] = status.online
