@@ -31,7 +31,7 @@ from store_stack import (
 
 from sef.bus import Status
 from sef.ems._recorder import Recorder, agent_row
-from sef.ems._registry import AgentRecord
+from sef.ems._records import AgentRecord
 from sef.ems.store import Store, TelemetryIn
 
 PER_AGENT = 50

@@ -231,9 +231,9 @@ def test_learned_interfaces_and_gateway_lists_are_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sef.bus import GatewayAgents
-    from sef.ems import _registry
+    from sef.ems import _interfaces, _registry
 
-    monkeypatch.setattr(_registry, "MAX_LEARNED_INTERFACES", 3)
+    monkeypatch.setattr(_interfaces, "MAX_LEARNED_INTERFACES", 3)
     monkeypatch.setattr(_registry, "MAX_GATEWAYS", 2)
     monkeypatch.setattr(_registry, "MAX_GATEWAY_AGENTS", 5)
     reg, _ = registry()

@@ -4,6 +4,7 @@ Registry events are typed (:data:`Event`, one dataclass per kind); calls take a 
 :class:`CallTarget` and :class:`CheckedArgs` made by :func:`check_args`.
 """
 
+from sef.ems._admission import Admission, PendingAgent
 from sef.ems._caller import Caller, CallRefused, CallTarget, CheckedArgs, check_args
 from sef.ems._events import (
     AboutReceived,
@@ -25,7 +26,8 @@ from sef.ems._events import (
     SignalReceived,
     StaleStatus,
 )
-from sef.ems._registry import Admission, AgentRecord, PendingAgent, PropertyValue, Registry
+from sef.ems._records import AgentRecord, PropertyValue
+from sef.ems._registry import Registry
 from sef.ems._service import EMS, snapshot
 
 __all__ = [

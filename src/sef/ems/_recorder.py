@@ -48,7 +48,7 @@ from sef.ems._events import (
     PropertyChanged,
     StaleStatus,
 )
-from sef.ems._registry import AgentRecord, PropertyValue
+from sef.ems._records import AgentRecord, PropertyValue
 from sef.ems.store import (
     AgentRow,
     Batch,

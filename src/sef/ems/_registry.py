@@ -6,34 +6,25 @@ message by message.
 
 Hardening (issue 11):
 
-* **Admission** (:class:`Admission`): a message of an agent id the registry does not know
-  creates a record only if the id is admitted: an allow-list of ids or glob patterns, or
-  an operator approval mode (new ids wait in :attr:`Registry.pending`), a token-bucket
-  rate limit on new ids and a cap on the number of agents. Refused messages are counted
-  by reason (:attr:`Registry.refused`), refused ids too (:attr:`Registry.refused_ids`),
-  and logged in aggregate.
+* **Admission** (:class:`~sef.ems._admission.Admission`, :mod:`sef.ems._admission`): a
+  message of an agent id the registry does not know creates a record only if the id is
+  admitted.
 * **Session numbers**: a status whose ``bdseq`` is 2**63 or more, or runs ahead of the
   wall clock (in ms, the way agents make them) by more than ``bdseq_ahead_s``, is a bad
   message: never applied, never stored. :meth:`Registry.reset` forgets an agent's session
   state so that a locked-out agent can come back.
-* **Interfaces**: the definitions SEF ships (:func:`sef.interface.builtin_names`) and the
-  ones the operator pinned cannot be redefined by an agent, and the first definition
-  learned of any other name stays the EMS-wide one: a conflicting XML is a bad message of
-  that agent only.
+* **Interfaces** (:mod:`sef.ems._interfaces`): the shipped and pinned definitions cannot
+  be redefined by an agent, and the first definition learned of any other name stays.
 * **Logs**: every per-message warning goes through a :class:`~sef.logthrottle.LogThrottle`.
 """
 
 from __future__ import annotations
 
 import bisect
-import fnmatch
-import hashlib
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from sef.bus import (
     BDSEQ_AHEAD_S,
@@ -53,173 +44,45 @@ from sef.bus import (
     decode_bridge_state,
     decode_object,
 )
+from sef.ems._admission import Admission, AdmissionRules, PendingAgent
 from sef.ems._events import (
     AboutReceived,
     BadMessage,
-    Discovered,
     Event,
     Gap,
     GatewayDown,
     GatewayUp,
-    InterfaceLoaded,
     Offline,
     Online,
-    Pending,
     PropertyChanged,
     SessionReset,
     SignalReceived,
     StaleStatus,
 )
-from sef.interface import Interface, InterfaceError, builtin_interface, builtin_names, load_xml
+from sef.ems._interfaces import InterfaceRules
+from sef.ems._records import AgentRecord, PropertyValue
+from sef.interface import Interface, builtin_interface, builtin_names
 from sef.logthrottle import LogThrottle
 
 __all__ = [
     "BDSEQ_AHEAD_S",
     "BDSEQ_LIMIT",
-    "Admission",
-    "AgentRecord",
     "Event",
-    "PendingAgent",
-    "PropertyValue",
     "Registry",
 ]
 
 log = logging.getLogger("sef.ems.registry")
 
-MAX_XML_BYTES = 256 * 1024
 PARSE_CACHE_SIZE = 65536
 """Topics whose parse the registry remembers (telemetry topics repeat; parsing is costly)."""
-XML_CACHE_SIZE = 1024
-"""Parsed interface XML documents the registry keeps by SHA-256 (official ones always)."""
 """A bdseq must be below this (it is stored in a signed 64-bit column)."""
-MAX_LEARNED_INTERFACES = 1000
-"""Interface names the registry learns from agents (besides the pinned ones)."""
 MAX_GATEWAYS = 10_000
 """Home gateways whose agent lists the registry keeps."""
 MAX_GATEWAY_AGENTS = 10_000
 """Longest agent list of one home gateway."""
-REFUSED_IDS_REMEMBERED = 10_000
-"""Distinct refused agent ids remembered (to count each once, and to know that an agent
-admitted later missed its birth)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """Which new agent ids the registry takes in (known agents are never refused).
-
-    Args:
-        allow: agent ids or glob patterns (``bat-*``, ``home-??-wh``); empty: any id.
-        approval: ids not allowed wait as pending until an operator approves them
-            (:meth:`Registry.approve`) instead of being refused. With an empty ``allow``
-            every new id waits.
-        max_agents: most agents in the registry (``None``: no cap).
-        new_per_s: new agents admitted per second, on average (``None``: no limit).
-        burst: new agents admitted at once before the rate applies.
-        max_pending: most agents waiting for approval.
-    """
-
-    allow: tuple[str, ...] = ()
-    approval: bool = False
-    max_agents: int | None = 10_000
-    new_per_s: float | None = 100.0
-    burst: int = 2000
-    max_pending: int = 1000
-
-    @classmethod
-    def open(cls) -> Admission:
-        """Admit every id at once, no cap (read-only tools, benchmarks, tests)."""
-        return cls(max_agents=None, new_per_s=None)
-
-    def allows(self, agent_id: str) -> bool:
-        """Whether ``agent_id`` is on the allow-list (or there is none)."""
-        if not self.allow:
-            return True
-        return any(
-            agent_id == pattern or fnmatch.fnmatchcase(agent_id, pattern) for pattern in self.allow
-        )
-
-
-@dataclass(slots=True)
-class PendingAgent:
-    """A new agent waiting for approval: when it was seen and how many messages it sent
-    (the messages themselves are dropped; approval asks the agent to re-announce)."""
-
-    agent_id: str
-    first_seen: float
-    last_seen: float
-    messages: int = 0
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-able view for the API."""
-        return {
-            "id": self.agent_id,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "messages": self.messages,
-        }
-
-
-@dataclass(slots=True)
-class PropertyValue:
-    """Last known value of a property (JSON mapping), its sender time and receipt time
-    (Unix s), and the per-session sequence number it came with (``None`` if absent)."""
-
-    value: Any
-    ts: float | None
-    received: float
-    seq: int | None = None
-
-
-@dataclass
-class AgentRecord:
-    """Everything the EMS knows about one agent; kept after the agent goes offline."""
-
-    agent_id: str
-    online: bool | None = None
-    bdseq: int | None = None
-    about: dict[str, Any] = field(default_factory=dict)
-    interfaces: dict[str, str] = field(default_factory=dict)  # name -> sha256 announced
-    groups: list[str] = field(default_factory=list)
-    properties: dict[str, PropertyValue] = field(default_factory=dict)  # "iface.prop" -> value
-    first_seen: float = 0.0
-    last_seen: float = 0.0
-    online_since: float | None = None
-    offline_since: float | None = None
-    offline_reason: str | None = None
-    keepalive_s: int | None = None
-    expected_seq: int | None = None
-    gaps: int = 0
-    messages: int = 0
-    rejected_interfaces: dict[str, str] = field(default_factory=dict)  # name -> why
-
-    def prop(self, interface: str, name: str) -> Any:
-        """Last known value of ``interface.name`` (JSON mapping), or ``None``."""
-        entry = self.properties.get(f"{interface}.{name}")
-        return None if entry is None else entry.value
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-able view for ``sef agents --json`` and the API."""
-        return {
-            "id": self.agent_id,
-            "status": {None: "unknown", True: "online", False: "offline"}[self.online],
-            "bdseq": self.bdseq,
-            "device_name": self.about.get("DeviceName"),
-            "manufacturer": self.about.get("Manufacturer"),
-            "model": self.about.get("ModelNumber"),
-            "software_version": self.about.get("SoftwareVersion"),
-            "interfaces": sorted(self.interfaces),
-            "groups": list(self.groups),
-            "last_seen": self.last_seen,
-            "online_since": self.online_since,
-            "offline_since": self.offline_since,
-            "offline_reason": self.offline_reason,
-            "gaps": self.gaps,
-            "properties": {k: {"value": v.value, "ts": v.ts} for k, v in self.properties.items()},
-            "rejected_interfaces": dict(self.rejected_interfaces),
-        }
-
-
-class Registry:
+class Registry(AdmissionRules, InterfaceRules):
     """Agents by id, their interfaces (parsed XML, cached by SHA-256), and counters.
 
     Args:
@@ -303,11 +166,6 @@ class Registry:
         """Agents that announced membership of ``group``."""
         return [a for a in self.agents.values() if group in a.groups]
 
-    def interface(self, name: str) -> Interface | None:
-        """The EMS-wide definition of interface ``name``: learned from agents' XML (which
-        for a pinned or shipped interface must equal it), else the pinned one."""
-        return self.interfaces_by_name.get(name) or self.pinned.get(name)
-
     def sorted_ids(self) -> list[str]:
         """Every agent id, sorted (cached until an agent is added or removed)."""
         if self._sorted is None or len(self._sorted) != len(self.agents):
@@ -359,14 +217,6 @@ class Registry:
             "agent %s: session state reset by an operator (bdseq was %s)", agent_id, previous
         )
         return [SessionReset(agent_id, previous)]
-
-    def approve(self, agent_id: str) -> bool:
-        """Admit ``agent_id`` (pending or not seen yet) from now on, bypassing the
-        allow-list, the rate limit and the cap. Returns whether it was pending."""
-        self.approved.add(agent_id)
-        self._refused_recent.pop(agent_id, None)
-        self._refused_recent[agent_id] = None  # an approved agent re-announces when admitted
-        return self.pending.pop(agent_id, None) is not None
 
     def flush_logs(self) -> None:
         """Write the pending summaries of the aggregated warnings now."""
@@ -439,16 +289,7 @@ class Registry:
             record.about = item.fields
             record.interfaces = {ref.name: ref.sha256 for ref in item.interfaces}
             record.groups = list(item.groups)
-            for ref in item.interfaces:
-                known = self.interfaces_by_hash.get(ref.sha256)
-                if (
-                    known is not None
-                    and known.name == ref.name  # the hash may be another interface's XML
-                    and ref.name not in self.interfaces_by_name
-                    and len(self.interfaces_by_name) < MAX_LEARNED_INTERFACES
-                    and self._conflict(ref.name, known) is None
-                ):
-                    self.interfaces_by_name[ref.name] = known
+            self._learn_announced(item.interfaces)
             events.append(AboutReceived(agent_id, item.fields))
         elif isinstance(item, PropertyUpdate):
             events += self._sequence(record, item.seq, message)
@@ -473,72 +314,6 @@ class Registry:
             record.messages += 1
         self.log_bad.warn(agent_id, _reason_kind(reason), "bad message on %s: %s", topic, reason)
         return [BadMessage(agent_id, topic, reason)]
-
-    # -- admission ------------------------------------------------------------------
-    def _admit(self, agent_id: str, now: float) -> tuple[AgentRecord | None, list[Event]]:
-        """A record for a new agent id if it is admitted; else why not (counted)."""
-        policy = self.admission
-        approved = agent_id in self.approved
-        if not approved:
-            if policy.approval and not (policy.allow and policy.allows(agent_id)):
-                return None, self._pend(agent_id, now)
-            if not policy.allows(agent_id):
-                return None, self._refuse(agent_id, "not_allowed")
-            if policy.max_agents is not None and len(self.agents) >= policy.max_agents:
-                return None, self._refuse(agent_id, "cap")
-            if not self._take_token():
-                return None, self._refuse(agent_id, "rate")
-        missed = self._refused_recent.pop(agent_id, False) is None
-        record = self.agents[agent_id] = AgentRecord(agent_id, first_seen=now)
-        self._sorted = None
-        return record, [Discovered(agent_id, missed=missed)]
-
-    def _take_token(self) -> bool:
-        rate = self.admission.new_per_s
-        if rate is None:
-            return True
-        now = self.monotonic()
-        if self._tokens_at is not None:
-            self._tokens = min(
-                float(self.admission.burst), self._tokens + (now - self._tokens_at) * rate
-            )
-        self._tokens_at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-    def _refuse(self, agent_id: str, reason: str) -> list[Event]:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-        if agent_id not in self._refused_recent:
-            self.refused_ids += 1
-            if len(self._refused_recent) >= REFUSED_IDS_REMEMBERED:
-                del self._refused_recent[next(iter(self._refused_recent))]
-            self._refused_recent[agent_id] = None
-        self.log_refused.warn(
-            agent_id,
-            reason,
-            "agent %s not admitted (%s): %s",
-            agent_id,
-            reason,
-            _REFUSAL_TEXT.get(reason, reason),
-        )
-        return []
-
-    def _pend(self, agent_id: str, now: float) -> list[Event]:
-        waiting = self.pending.get(agent_id)
-        if waiting is None:
-            if len(self.pending) >= self.admission.max_pending:
-                return self._refuse(agent_id, "pending_full")
-            waiting = self.pending[agent_id] = PendingAgent(agent_id, now, now)
-            log.warning("agent %s waits for approval (sef registry approve %s)", agent_id, agent_id)
-            self.refused["pending"] = self.refused.get("pending", 0) + 1
-            waiting.messages += 1
-            return [Pending(agent_id)]
-        self.refused["pending"] = self.refused.get("pending", 0) + 1
-        waiting.messages += 1
-        waiting.last_seen = now
-        return []
 
     # -- session numbers --------------------------------------------------------------
     def _bdseq_problem(self, bdseq: int) -> str | None:
@@ -652,72 +427,6 @@ class Registry:
             return [Gap(record.agent_id, expected, seq)]
         record.expected_seq = (seq + 1) % SEQ_MODULUS
         return []
-
-    def _interface(self, record: AgentRecord, name: str, payload: bytes) -> list[Event]:
-        if not payload:
-            return []
-        if len(payload) > MAX_XML_BYTES:
-            raise PayloadError(f"interface XML of {len(payload)} bytes exceeds {MAX_XML_BYTES}")
-        digest = hashlib.sha256(payload).hexdigest()
-        iface = self.interfaces_by_hash.get(digest)
-        if iface is None or iface.name != name:  # cached XML must define this name too
-            try:
-                node = load_xml(payload, source=f"{record.agent_id}:{name}")
-            except InterfaceError as exc:
-                raise PayloadError(f"interface XML does not load: {exc}") from None
-            if name not in node.interfaces:
-                raise PayloadError(f"interface XML published for {name} does not define it")
-            iface = node.interfaces[name]
-            self._cache_xml(digest, iface)
-        conflict = self._conflict(name, iface)
-        if conflict is not None:
-            record.rejected_interfaces[name] = conflict
-            raise PayloadError(conflict)
-        if (
-            name not in self.interfaces_by_name
-            and name not in self.pinned
-            and len(self.interfaces_by_name) >= MAX_LEARNED_INTERFACES
-        ):
-            raise PayloadError(
-                f"interface {name} not learned: the EMS knows {MAX_LEARNED_INTERFACES} "
-                "interfaces already"
-            )
-        record.rejected_interfaces.pop(name, None)
-        self.interfaces_by_name.setdefault(name, iface)
-        return [InterfaceLoaded(record.agent_id, name)]
-
-    def _conflict(self, name: str, iface: Interface) -> str | None:
-        """Why ``iface`` may not be the definition of ``name`` (or ``None``): it differs
-        from the pinned (shipped) definition, or from the one learned first."""
-        pinned = self.pinned.get(name)
-        if pinned is not None and iface is not pinned and iface != pinned:
-            return f"interface {name} differs from the EMS's pinned definition: rejected"
-        learned = self.interfaces_by_name.get(name)
-        if learned is not None and iface is not learned and iface != learned:
-            return (
-                f"interface {name} differs from the definition the EMS learned first: rejected "
-                "(pin the new definition to change it)"
-            )
-        return None
-
-    def _cache_xml(self, digest: str, iface: Interface) -> None:
-        """Keep a parsed XML by hash; the cache is bounded (official definitions stay)."""
-        cache = self.interfaces_by_hash
-        if len(cache) >= XML_CACHE_SIZE:
-            official = {id(i) for i in self.interfaces_by_name.values()}
-            for key in [k for k, v in cache.items() if id(v) not in official][
-                : XML_CACHE_SIZE // 4
-            ]:
-                del cache[key]
-        cache[digest] = iface
-
-
-_REFUSAL_TEXT = {
-    "not_allowed": "not on the allow-list",
-    "cap": "the registry is full (--max-agents)",
-    "rate": "too many new agents per second (--new-agents-per-s); admitted later",
-    "pending_full": "too many agents wait for approval already",
-}
 
 
 def _reason_kind(reason: str) -> str:

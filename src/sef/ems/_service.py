@@ -21,6 +21,7 @@ from sef.bus import (
     check_id,
 )
 from sef.clock import Clock, default_clock
+from sef.ems._admission import Admission
 from sef.ems._caller import (
     LATE_GRACE_S,
     Caller,
@@ -46,7 +47,8 @@ from sef.ems._events import (
 from sef.ems._host_guard import HostGuard
 from sef.ems._reconcile import METHOD as RECONCILE_METHOD
 from sef.ems._reconcile import RECONCILE_PREFIX, RESTORE_WINDOW_S, Reconciler
-from sef.ems._registry import BDSEQ_AHEAD_S, Admission, AgentRecord, Registry
+from sef.ems._records import AgentRecord
+from sef.ems._registry import BDSEQ_AHEAD_S, Registry
 from sef.interface import AGENT_INTERFACE, DEMO_INTERFACE, Interface, builtin_interface
 from sef.logthrottle import LogThrottle
 from sef.tasks import TaskSet

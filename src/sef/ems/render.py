@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from rich.table import Table
 
-from sef.ems._registry import AgentRecord
+from sef.ems._records import AgentRecord
 
 __all__ = ["TELEMETRY_HIGHLIGHTS", "agents_table", "telemetry_text"]
 

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
-from sef.ems._registry import AgentRecord
+from sef.ems._records import AgentRecord
 from sef.ems._service import EMS
 from sef.ems.api._errors import ApiError
 from sef.ems.api._models import AgentOut, ErrorBody

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sef import __version__
 from sef.ems._caller import CallRefused, CallTarget
-from sef.ems._registry import AgentRecord
+from sef.ems._records import AgentRecord
 from sef.ems._service import EMS
 from sef.ems.api._agents import install_agent_routes
 from sef.ems.api._commands import CommandStats, send_sequence
