@@ -195,3 +195,22 @@ async def test_reply_outcome_says_applied_or_why_not(broker_url: str) -> None:
         assert refused.applied is False
         assert refused.fault == ErrorName.DEVICE_UNREACHABLE
         assert refused.fault_message == "ConnectionError: device does not answer"
+
+
+async def test_stop_ends_the_loop_when_the_device_library_turns_the_cancel_into_an_error(
+    broker_url: str,
+) -> None:
+    """A device library (pymodbus) raising an I/O error for a cancelled request: stop wins."""
+
+    class SwallowingDevice(BoxDevice):
+        async def read(self) -> None:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                raise ConnectionError("request cancelled") from None
+            await super().read()
+
+    agent = DERAgent("box-s", broker_url, SwallowingDevice(Box()), poll_s=0.0, keepalive_s=2)
+    await agent.start()
+    await wait_for(lambda: agent.status.healthy, 2.0)
+    await asyncio.wait_for(agent.stop(), 5.0)
