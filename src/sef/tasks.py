@@ -17,6 +17,9 @@ __all__ = ["TaskSet"]
 
 log = logging.getLogger("sef.tasks")
 
+RECANCEL_S = 0.5
+"""A task still running this long (real s) after its cancellation is cancelled again."""
+
 
 class TaskSet:
     """A set of fire-and-forget tasks that logs failures and cancels them all on close.
@@ -60,8 +63,13 @@ class TaskSet:
         A task's own failure is logged (by :meth:`spawn`'s callback), never raised here;
         a cancellation of the caller itself still propagates.
         """
-        tasks = list(self._tasks)
-        for task in tasks:
+        pending = set(self._tasks)
+        for task in pending:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        while pending:
+            # a library may swallow a cancellation (pymodbus does, mid-request): cancel again
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+            for task in pending:
+                log.debug("%s: task %s ignored its cancellation; cancelling again",
+                          self.owner or "sef", task.get_name())  # fmt: skip
+                task.cancel()

@@ -55,3 +55,24 @@ async def test_close_does_not_swallow_the_callers_cancellation() -> None:
     closer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closer
+
+
+async def test_close_cancels_again_a_task_that_swallowed_its_cancellation() -> None:
+    """A library (pymodbus) swallows a cancellation mid-request; close() must still end."""
+    tasks = TaskSet()
+    swallowed = 0
+
+    async def swallower() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # the first one is lost, as inside a library
+
+    task = tasks.spawn(swallower())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(tasks.close(), 3.0)
+    assert swallowed == 1 and task.cancelled()

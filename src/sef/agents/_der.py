@@ -183,6 +183,7 @@ class DERAgent(Agent, Generic[DeviceT]):
         first_s, longest_s = self.backoff_s
         backoff_s = first_s
         while True:
+            _raise_if_cancelling()  # a cancellation a device library swallowed
             self._wake.clear()
             try:
                 if not self._connected:
@@ -269,6 +270,13 @@ class DERAgent(Agent, Generic[DeviceT]):
 
     def _publish(self) -> None:
         self.set_property(DEMO_INTERFACE, "Telemetry", self.telemetry())
+
+
+def _raise_if_cancelling() -> None:
+    """Raise :class:`asyncio.CancelledError` if the current task is being cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _reraise_if_cancelling(exc: Exception) -> None:
