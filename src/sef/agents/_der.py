@@ -165,7 +165,7 @@ class DERAgent(Agent, Generic[DeviceT]):
             try:
                 await self._apply_running()
             except Exception as exc:
-                _reraise_if_cancelling(exc)
+                _raise_if_cancelling(exc)
                 self._fault(exc)
         self._publish()
         self._wake.set()
@@ -199,7 +199,7 @@ class DERAgent(Agent, Generic[DeviceT]):
                 self._healthy()
                 delay_s, backoff_s = self._poll_real_s(), first_s
             except Exception as exc:
-                _reraise_if_cancelling(exc)
+                _raise_if_cancelling(exc)
                 self._fault(exc)
                 delay_s, backoff_s = backoff_s, min(2 * backoff_s, longest_s)
             self._backing_off = not self.status.healthy
@@ -251,7 +251,7 @@ class DERAgent(Agent, Generic[DeviceT]):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.device.close()
         except Exception as exc:  # a close that fails must not stop the reconnection
-            _reraise_if_cancelling(exc)
+            _raise_if_cancelling(exc)
             log.warning("%s: closing the device link failed: %s", self.agent_id, exc)
 
     def _left_s(self) -> float | None:
@@ -272,20 +272,13 @@ class DERAgent(Agent, Generic[DeviceT]):
         self.set_property(DEMO_INTERFACE, "Telemetry", self.telemetry())
 
 
-def _raise_if_cancelling() -> None:
-    """Raise :class:`asyncio.CancelledError` if the current task is being cancelled."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _reraise_if_cancelling(exc: Exception) -> None:
+def _raise_if_cancelling(cause: Exception | None = None) -> None:
     """Raise :class:`asyncio.CancelledError` if the current task is being cancelled.
 
-    A device library may turn a cancellation into an error of its own (pymodbus raises an
-    I/O error for a request cancelled mid-flight); treated as a device fault, it would keep
-    the loop running and make the agent's stop hang.
+    A device library may swallow a cancellation or turn it into an error of its own
+    (pymodbus raises an I/O error for a request cancelled mid-flight); taken for a device
+    fault, it would keep the loop running and make the agent's stop hang.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
+        raise asyncio.CancelledError from cause
