@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -70,26 +71,31 @@ class ConnectionLost:
 
 @dataclass(frozen=True)
 class BrokerURL:
-    """Where the broker is: ``mqtt://[user[:password]@]host[:port][?version=3.1.1|5]``."""
+    """Where the broker is: ``mqtt[s]://[user[:password]@]host[:port][?version=3.1.1|5]``.
+
+    ``mqtts://`` is MQTT over TLS (default port 8883): the :class:`BusClient` then needs
+    a TLS context (its ``tls`` argument)."""
 
     host: str = "127.0.0.1"
     port: int = 1883
     version: int = 4  # 4 = MQTT 3.1.1, 5 = MQTT 5
     username: str | None = None
     password: str | None = None
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
         text = url if "://" in url else f"mqtt://{url}"
         parts = urlsplit(text)
-        if parts.scheme not in ("mqtt", "tcp"):
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
             raise BusError(
                 f"unsupported broker URL scheme {parts.scheme!r} in {url!r}: use "
-                "mqtt://, or a scheme registered with BusClient.register_scheme "
+                "mqtt://, mqtts://, or a scheme registered with BusClient.register_scheme "
                 "(importing sef.discovery registers mdns://)"
             )
         try:
-            port = parts.port or 1883
+            tls = parts.scheme in ("mqtts", "ssl")
+            port = parts.port or (8883 if tls else 1883)
         except ValueError as exc:
             raise BusError(f"bad port in broker URL {url!r}: {exc}") from None
         if not parts.hostname:
@@ -104,11 +110,13 @@ class BrokerURL:
             versions[version_text],
             unquote(parts.username) if parts.username else None,
             unquote(parts.password) if parts.password else None,
+            tls,
         )
 
     def __str__(self) -> str:
         version = "5" if self.version == 5 else "3.1.1"
-        return f"mqtt://{self.host}:{self.port}?version={version}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}?version={version}"
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,9 @@ class BusClient:
             and the broker delivers the message again (see :class:`sef.bus._acks.
             Acknowledger`). Raises :class:`sef.bus._acks.GmqttChanged` if the installed
             gmqtt is not one this was tested with. Subscriptions are QoS 0 or 1.
+        tls: connect over TLS with this context (client certificate and trusted CA, see
+            :meth:`sef.security.Security.client_tls`); required for ``mqtts://`` URLs,
+            and used for any other URL when given.
     """
 
     _schemes: ClassVar[dict[str, Callable[[str], BrokerResolver]]] = {}
@@ -216,7 +227,9 @@ class BusClient:
         keepalive_s: int = 10,
         clean_session: bool = True,
         manual_ack: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls
         self.resolver: BrokerResolver | None = None
         if isinstance(url, str) and (scheme_resolver := self._registered(url)) is not None:
             url = scheme_resolver(url)
@@ -421,10 +434,17 @@ class BusClient:
         self.session_present = None
         self._client = client
         version = MQTTv50 if self.mqtt5 else MQTTv311
+        if self.url.tls and self.tls is None:
+            self._client = None
+            raise BusError(f"{self.url} is a TLS broker: give the client a TLS context")
         try:
             await asyncio.wait_for(
                 client.connect(
-                    self.url.host, self.url.port, keepalive=self.keepalive_s, version=version
+                    self.url.host,
+                    self.url.port,
+                    ssl=self.tls if self.tls is not None else False,
+                    keepalive=self.keepalive_s,
+                    version=version,
                 ),
                 timeout=max(5.0, self.keepalive_s),
             )
