@@ -58,6 +58,7 @@ from sef.interface import (
     validate,
 )
 from sef.logthrottle import LogThrottle
+from sef.security import Security
 
 __all__ = ["Agent"]
 
@@ -80,6 +81,9 @@ class Agent:
         interface_xml: extra interface XML texts by interface name.
         keepalive_s: MQTT keepalive, s; a dead agent is reported offline by the broker
             within 1.5 × this.
+        security: this agent's certificate, key and trust store: connects over mutual
+            TLS, executes only calls signed by an EMS of the deployment CA and signs its
+            replies (``None``: plaintext and unsigned, for ``--insecure`` deployments).
     """
 
     interfaces: ClassVar[Sequence[str]] = ()
@@ -96,8 +100,10 @@ class Agent:
         interface_xml: dict[str, str] | None = None,
         keepalive_s: int = 10,
         topics: Topics | None = None,
+        security: Security | None = None,
     ) -> None:
         self.agent_id = check_id("agent", agent_id)
+        self.security = security
         self.groups = [check_id("group", g) for g in groups]
         self.clock = clock or default_clock()
         self.topics = topics or Topics()
@@ -129,6 +135,7 @@ class Agent:
             will=self._make_will,
             on_connect=self._on_connect,
             keepalive_s=keepalive_s,
+            tls=security.client_tls() if security is not None else None,
         )
         self.calls = CallServer(
             self.agent_id,

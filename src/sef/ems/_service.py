@@ -51,6 +51,7 @@ from sef.ems._records import AgentRecord
 from sef.ems._registry import BDSEQ_AHEAD_S, Registry
 from sef.interface import AGENT_INTERFACE, DEMO_INTERFACE, Interface, builtin_interface
 from sef.logthrottle import LogThrottle
+from sef.security import Security
 from sef.tasks import TaskSet
 
 if TYPE_CHECKING:  # the store (SQLAlchemy, Alembic) loads only when an EMS uses one
@@ -92,6 +93,9 @@ class EMS:
         pinned_interfaces: interface definitions no agent may redefine (besides the shipped
             ones).
         bdseq_ahead_s: how far an agent's bdseq may run ahead of the wall clock, s.
+        security: this EMS's certificate, key and trust store: connects over mutual TLS,
+            signs every call and accepts only replies signed by the agent it addressed
+            (``None``: plaintext and unsigned, for ``--insecure`` deployments).
     """
 
     def __init__(
@@ -109,8 +113,10 @@ class EMS:
         admission: Admission | None = None,
         pinned_interfaces: Sequence[Interface] = (),
         bdseq_ahead_s: float = BDSEQ_AHEAD_S,
+        security: Security | None = None,
     ) -> None:
         self.host_id = check_id("host", host_id)
+        self.security = security
         self.store = store
         self.recorder: Recorder | None = None
         if store is not None:
@@ -143,6 +149,7 @@ class EMS:
             keepalive_s=keepalive_s,
             clean_session=store is None,
             manual_ack=store is not None,
+            tls=security.client_tls() if security is not None else None,
         )
         self.caller = Caller(
             self.bus,
