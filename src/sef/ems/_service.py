@@ -526,6 +526,7 @@ class EMS:
         timeout_s: float = 5.0,
         ttl_s: float | None = None,
         call_id: str | None = None,
+        sent_by: str | None = None,
     ) -> list[Reply]:
         """Call a method on an agent or a group (``group:NAME``).
 
@@ -539,11 +540,17 @@ class EMS:
             checked = self.check(interface, method, args)
         except CallRefused as exc:
             await self._log_command(
-                call_id, str(target), interface, method, args, "refused", str(exc)
+                call_id, str(target), interface, method, args, "refused", str(exc), sent_by=sent_by
             )
             raise
         return await self.send(
-            dest, checked, reply=reply, timeout_s=timeout_s, ttl_s=ttl_s, call_id=call_id
+            dest,
+            checked,
+            reply=reply,
+            timeout_s=timeout_s,
+            ttl_s=ttl_s,
+            call_id=call_id,
+            sent_by=sent_by,
         )
 
     async def send(
@@ -555,13 +562,15 @@ class EMS:
         timeout_s: float = 5.0,
         ttl_s: float | None = None,
         call_id: str | None = None,
+        sent_by: str | None = None,
     ) -> list[Reply]:
         """Send a checked call (:meth:`check`) to an agent or a group; nothing is checked
         again.
 
         A group call waits for one reply per known member, or until ``timeout_s``.
         ``call_id`` (default: a new UUID) is the correlation id on the bus and the key of
-        the command log entry.
+        the command log entry; ``sent_by`` (default: this EMS's id) names who sent it in
+        the log (the API passes its caller's token name).
         """
         call_id = call_id or uuid.uuid4().hex
         members = self._members(target)
@@ -575,6 +584,7 @@ class EMS:
             call.args,
             "sent",
             expires=self.clock.now() + ttl if reply else None,
+            sent_by=sent_by,
         )
         replies = await self.caller.call(
             target,
@@ -601,6 +611,7 @@ class EMS:
         error: str | None = None,
         *,
         expires: float | None = None,
+        sent_by: str | None = None,
     ) -> None:
         if self.store is not None:
             await asyncio.to_thread(
@@ -615,6 +626,7 @@ class EMS:
                 status,
                 error,
                 expires,
+                sent_by or self.bus.client_id,
             )
 
 

@@ -10,15 +10,22 @@ from sef.ems.store._store import (
     is_data_error,
     normalize_url,
 )
+from sef.ems.store._tokens import ROLES, ApiRole, TokenError, TokenRow, TokenStore, hash_token
 
 __all__ = [
+    "ROLES",
     "AgentRow",
+    "ApiRole",
     "Batch",
     "DeadLetter",
     "Rejected",
     "Store",
     "StoreError",
     "TelemetryIn",
+    "TokenError",
+    "TokenRow",
+    "TokenStore",
+    "hash_token",
     "is_data_error",
     "normalize_url",
 ]

@@ -94,6 +94,7 @@ commands = Table(
     Column("replies", JSON, nullable=False, default=list),
     Column("error", Text, nullable=True),
     Column("expires", Float, nullable=True),  # call expiry (clock s) when a reply was asked
+    Column("sent_by", String(128), nullable=True),  # API token name, or the EMS's id
     Index("ix_commands_ts", "ts"),
     Index("ix_commands_target_ts", "target", "ts"),
 )
@@ -113,3 +114,15 @@ dead_letters = Table(
     Column("payload", Text, nullable=False),  # the refused row as JSON text (truncated)
     Index("ix_dead_letters_received", "received"),
 )
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer, operator, admin
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256, hex
+    Column("created", Float, nullable=False),  # Unix s (wall clock)
+    Column("revoked", Float, nullable=True),  # Unix s (wall clock); null while valid
+)
+"""Bearer tokens of the EMS API (``sef api-token``): a name, a role and the SHA-256 hash
+of the token (the token itself is shown once, at creation, and never stored)."""

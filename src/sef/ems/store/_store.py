@@ -348,12 +348,14 @@ class Store:
         status: str = "sent",
         error: str | None = None,
         expires: float | None = None,
+        sent_by: str | None = None,
     ) -> None:
         """Record a command when it is sent (or refused).
 
         ``expires`` is the call's expiry (clock s) when a reply was asked, ``None``
         otherwise: after it an unanswered command is marked ``expired``
-        (:meth:`expire_commands`).
+        (:meth:`expire_commands`). ``sent_by`` names who sent it (an API token's name,
+        or the EMS's own id for its internal commands).
         """
         with self.engine.begin() as connection:
             connection.execute(
@@ -369,6 +371,7 @@ class Store:
                     replies=[],
                     error=error,
                     expires=expires,
+                    sent_by=sent_by,
                 )
             )
 
