@@ -35,6 +35,7 @@ from sef.agents._sequence import EventSequencer
 from sef.bus import BrokerURL, ErrorName
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE, EnergyEvent, Variant, parse_events
+from sef.security import Security
 from sef.tasks import TaskSet
 
 __all__ = ["DERAgent"]
@@ -59,7 +60,7 @@ class DERAgent(Agent, Generic[DeviceT]):
         poll_on_clock: ``poll_s`` is in clock seconds (a model on the scaled clock).
         host_loss_grace_s: real seconds without an online host (EMS) before the
             host-loss policy makes the device safe (:mod:`sef.agents._host_loss`).
-        clock, groups, keepalive_s, about: as for :class:`~sef.agents.Agent`.
+        clock, groups, keepalive_s, about, security: as for :class:`~sef.agents.Agent`.
     """
 
     interfaces = (DEMO_INTERFACE,)
@@ -78,9 +79,16 @@ class DERAgent(Agent, Generic[DeviceT]):
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
         about: AboutInfo | None = None,
+        security: Security | None = None,
     ) -> None:
         super().__init__(
-            agent_id, broker, clock=clock, groups=groups, keepalive_s=keepalive_s, about=about
+            agent_id,
+            broker,
+            clock=clock,
+            groups=groups,
+            keepalive_s=keepalive_s,
+            about=about,
+            security=security,
         )
         self.device = device
         self.poll_s = poll_s

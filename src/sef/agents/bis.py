@@ -42,6 +42,7 @@ from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import EnergyEvent, Variant
 from sef.protocols.sunspec import SunSpecClient, SunSpecError
+from sef.security import Security
 
 __all__ = ["BISAgent", "SunSpecBattery"]
 
@@ -247,6 +248,7 @@ class BISAgent(DERAgent[SunSpecBattery]):
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
+        security: Security | None = None,
     ) -> None:
         battery = SunSpecBattery(
             modbus_host,
@@ -264,6 +266,7 @@ class BISAgent(DERAgent[SunSpecBattery]):
             clock=clock,
             groups=groups,
             keepalive_s=keepalive_s,
+            security=security,
             about=AboutInfo(
                 app_name="SEF BIS",
                 model_number="sef-bis",

@@ -54,6 +54,7 @@ from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import Command, EnergyEvent, Variant
 from sef.protocols import cta2045 as cta
+from sef.security import Security
 from sef.tasks import TaskSet
 
 __all__ = ["CtaWaterHeater", "UCMAgent", "event_message"]
@@ -310,6 +311,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
+        security: Security | None = None,
     ) -> None:
         device = CtaWaterHeater(
             serial_port=serial_port,
@@ -327,6 +329,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
             clock=clock,
             groups=groups,
             keepalive_s=keepalive_s,
+            security=security,
             about=AboutInfo(
                 app_name="SEF UCM",
                 model_number="sef-ucm",

@@ -18,6 +18,7 @@ from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import EnergyEvent, Variant
 from sef.models.battery import BatteryModel, BatteryParams
+from sef.security import Security
 
 __all__ = ["ModelBattery", "VirtualBatteryAgent"]
 
@@ -88,6 +89,7 @@ class VirtualBatteryAgent(DERAgent[ModelBattery]):
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
+        security: Security | None = None,
     ) -> None:
         super().__init__(
             agent_id,
@@ -98,6 +100,7 @@ class VirtualBatteryAgent(DERAgent[ModelBattery]):
             clock=clock,
             groups=groups,
             keepalive_s=keepalive_s,
+            security=security,
             about=AboutInfo(
                 app_name="SEF virtual battery",
                 model_number="sef-virtual-battery",
