@@ -17,6 +17,7 @@ from sef.cli.emulate import app as emulate_app
 from sef.cli.gateway_command import gateway
 from sef.cli.interface import app as interface_app
 from sef.cli.simulate import simulate
+from sef.cli.update_command import app as update_app
 
 app = typer.Typer(
     name="sef",
@@ -67,6 +68,7 @@ app.command("simulate")(simulate)
 app.command("gateway")(gateway)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
+app.add_typer(update_app, name="update", help="Signed software updates (TUF).")
 
 
 EXTRA_OF_MODULE = {
