@@ -8,12 +8,21 @@ lost connection, so an agent follows a broker that restarts on another port).
 Services (``docs/discovery.md``):
 
 * ``_sef-mqtt._tcp.local.``: SEF brokers and gateways; this is what agents browse.
-* ``_mqtt._tcp.local.``: the generic MQTT service type, advertised too (same TXT
-  record) so ordinary MQTT tools see the broker.
+* ``_mqtt._tcp.local.`` (plain text) or ``_secure-mqtt._tcp.local.`` (TLS): the generic
+  MQTT service types, advertised too (same TXT record) so ordinary MQTT tools see the
+  broker.
 
 TXT record: ``sef=1`` (bus protocol version), ``role=broker|gateway``, ``mqtt=3.1.1|5``
-(the MQTT version agents should speak), ``root=sef`` (topic root) and any extra
-properties (a gateway adds ``home=<id>``).
+(the MQTT version agents should speak), ``tls=1|0`` (whether the port speaks MQTT over
+TLS), ``root=sef`` (topic root) and any extra properties (a gateway adds ``home=<id>``).
+
+**Secure discovery.** mDNS itself is unauthenticated: anyone on the link can advertise.
+A component with credentials therefore gives the resolver its TLS context
+(:func:`verified_broker_tls`): a broker that advertises plain text is skipped, and one
+that advertises TLS is accepted only after a TLS handshake in which it proves a
+certificate of the deployment CA (not revoked) with the role ``broker``, or ``gateway``
+for the agent's own home; anything else is skipped with a log line saying why. The same
+check runs again in the handshake of every connection the client then makes.
 
 Broker addresses in the form ``mdns://`` (any SEF broker) or ``mdns://NAME`` (the service
 instance named NAME, e.g. a gateway's home id) select discovery wherever a broker URL is
@@ -30,18 +39,22 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cryptography import x509
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from sef.bus import BrokerURL, BusClient, BusError
+from sef.security import Role, Security, SecurityError, TrustStore
 
 __all__ = [
     "MQTT_SERVICE",
+    "SECURE_MQTT_SERVICE",
     "SEF_SERVICE",
     "BrokerAdvertisement",
     "DiscoveredBroker",
@@ -50,6 +63,7 @@ __all__ = [
     "browse_broker",
     "discover_broker",
     "is_mdns_url",
+    "verified_broker_tls",
 ]
 
 log = logging.getLogger("sef.discovery")
@@ -58,6 +72,8 @@ SEF_SERVICE = "_sef-mqtt._tcp.local."
 """DNS-SD service type of SEF brokers and gateways (what agents browse)."""
 MQTT_SERVICE = "_mqtt._tcp.local."
 """The generic MQTT service type, advertised as well for ordinary MQTT tools."""
+SECURE_MQTT_SERVICE = "_secure-mqtt._tcp.local."
+"""The generic MQTT-over-TLS service type (IANA ``secure-mqtt``), for a TLS listener."""
 
 Interfaces = Sequence[str] | InterfaceChoice
 
@@ -85,6 +101,11 @@ class DiscoveredBroker:
     def role(self) -> str:
         """``broker`` or ``gateway`` (from the TXT record)."""
         return self.properties.get("role", "broker")
+
+    @property
+    def tls(self) -> bool:
+        """Whether it advertises MQTT over TLS (TXT ``tls=1``)."""
+        return self.url.tls
 
 
 class BrokerAdvertisement:
@@ -150,6 +171,7 @@ async def advertise_broker(
     root: str = "sef",
     generic: bool = True,
     interfaces: Interfaces = InterfaceChoice.All,
+    tls: bool = False,
 ) -> BrokerAdvertisement:
     """Advertise an MQTT broker listening on ``host:port`` as service instance ``name``.
 
@@ -163,18 +185,27 @@ async def advertise_broker(
         mqtt_version: ``3.1.1`` or ``5``: the protocol the listener speaks.
         role: ``broker`` or ``gateway``.
         root: the SEF topic root used on this broker.
-        generic: also advertise under ``_mqtt._tcp``.
+        generic: also advertise under ``_mqtt._tcp`` (``_secure-mqtt._tcp`` with TLS).
         interfaces: network interfaces to answer on (default: all).
+        tls: the listener speaks MQTT over TLS (TXT ``tls=1``).
 
     Returns once the names were probed and announced (about 1.2 s).
     """
-    txt = {"sef": "1", "role": role, "mqtt": mqtt_version, "root": root, **(properties or {})}
+    txt = {
+        "sef": "1",
+        "role": role,
+        "mqtt": mqtt_version,
+        "tls": "1" if tls else "0",
+        "root": root,
+        **(properties or {}),
+    }
     addresses = _advertised_addresses(host)
     server = f"sef-{_host_label(socket.gethostname())}-{_host_label(name)}-{port}.local."
     zc = AsyncZeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
     infos: list[AsyncServiceInfo] = []
     try:
-        for service_type in (SEF_SERVICE, MQTT_SERVICE) if generic else (SEF_SERVICE,):
+        generic_type = SECURE_MQTT_SERVICE if tls else MQTT_SERVICE
+        for service_type in (SEF_SERVICE, generic_type) if generic else (SEF_SERVICE,):
             info = AsyncServiceInfo(
                 service_type,
                 f"{name}.{service_type}",
@@ -193,6 +224,72 @@ async def advertise_broker(
     return advert
 
 
+def _check_peer(
+    der: bytes | None, trust: TrustStore, roles: tuple[Role, ...], home: str | None
+) -> None:
+    """Refuse (:class:`ssl.SSLCertVerificationError`) a broker whose certificate is not
+    from the deployment CA, is revoked or expired, has a role outside ``roles``, or is
+    the gateway of another home than ``home``."""
+    try:
+        if der is None:
+            raise SecurityError("the broker presented no certificate")
+        identity = trust.verify(x509.load_der_x509_certificate(der))
+        if identity.role not in roles:
+            raise SecurityError(
+                f"the broker's certificate is of {identity.id!r} with role "
+                f"{identity.role.value}, not {' or '.join(r.value for r in roles)}"
+            )
+        if identity.role is Role.GATEWAY and (home is None or identity.home != home):
+            raise SecurityError(
+                f"gateway {identity.id!r} serves home {identity.home!r}, not this "
+                f"agent's home {home!r}"
+            )
+    except (SecurityError, ValueError) as exc:
+        raise ssl.SSLCertVerificationError(f"broker refused: {exc}") from None
+
+
+def verified_broker_tls(
+    security: Security,
+    *,
+    roles: tuple[Role, ...] = (Role.BROKER,),
+    home: str | None = None,
+    check_hostname: bool = True,
+) -> ssl.SSLContext:
+    """A TLS client context that presents ``security``'s certificate and accepts only a
+    broker that proves, in the handshake, a certificate of the deployment CA (not revoked)
+    whose role is in ``roles``; a ``gateway`` must serve ``home`` (the agent's home).
+
+    ``check_hostname``: also match the address against the certificate's names (off for
+    brokers found over mDNS, whose address is whatever the network gave them: the role
+    and home check above is what identifies them).
+    """
+    context = security.client_tls(check_hostname=check_hostname)
+    trust = security.trust
+
+    class PeerCheckedSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            _check_peer(self.getpeercert(binary_form=True), trust, roles, home)
+
+    context.sslobject_class = PeerCheckedSSLObject
+    return context
+
+
+async def _tls_probe(address: str, port: int, tls: ssl.SSLContext, timeout_s: float) -> str | None:
+    """``None`` when a TLS handshake with ``tls`` succeeds at ``address:port``, else why not."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, port, ssl=tls, ssl_handshake_timeout=timeout_s),
+            timeout_s,
+        )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+        return str(exc) or type(exc).__name__
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
 async def _reachable(address: str, port: int, timeout_s: float) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout_s)
@@ -209,6 +306,7 @@ async def browse_broker(
     *,
     name: str | None = None,
     interfaces: Interfaces = InterfaceChoice.All,
+    tls: ssl.SSLContext | None = None,
 ) -> DiscoveredBroker:
     """Find a SEF broker on the local network (the first that answers).
 
@@ -216,6 +314,8 @@ async def browse_broker(
         timeout_s: longest time to search, s.
         name: accept only the instance with this name (e.g. a gateway's home id).
         interfaces: network interfaces to search on (default: all).
+        tls: accept only a broker that advertises TLS and completes a handshake with this
+            context (:func:`verified_broker_tls`); others are skipped with a log line.
 
     Raises:
         BusError: nothing found within ``timeout_s``.
@@ -251,15 +351,15 @@ async def browse_broker(
             found = _to_broker(instance, info)
             if found is None:
                 continue
+            if tls is not None:
+                verified = await _verified(found, tls)
+                if verified is not None:
+                    return verified
+                continue
             if len(found.addresses) > 1:  # several interfaces: take the first that answers
                 for address in found.addresses:
                     if await _reachable(address, info.port, 0.5):
-                        found = DiscoveredBroker(
-                            found.name,
-                            BrokerURL(address, info.port, found.url.version),
-                            found.addresses,
-                            found.properties,
-                        )
+                        found = _at(found, address)
                         break
             return found
     finally:
@@ -269,12 +369,48 @@ async def browse_broker(
     raise BusError(f"no SEF broker ({which}) found over mDNS ({SEF_SERVICE}) within {timeout_s} s")
 
 
+def _at(found: DiscoveredBroker, address: str) -> DiscoveredBroker:
+    url = BrokerURL(address, found.url.port, found.url.version, tls=found.url.tls)
+    return DiscoveredBroker(found.name, url, found.addresses, found.properties)
+
+
+async def _verified(found: DiscoveredBroker, tls: ssl.SSLContext) -> DiscoveredBroker | None:
+    """``found`` at its first address that proves our CA's broker identity over TLS, or
+    ``None`` (logged) when it advertises plain text or none of its addresses does."""
+    if not found.tls:
+        log.warning(
+            "skipping broker %r at %s: it advertises plain-text MQTT and this component "
+            "connects only over TLS",
+            found.name,
+            found.url,
+        )
+        return None
+    reasons = []
+    for address in found.addresses:
+        reason = await _tls_probe(address, found.url.port, tls, 2.0)
+        if reason is None:
+            return _at(found, address)
+        reasons.append(f"{address}: {reason}")
+    log.warning(
+        "skipping broker %r on port %d: it does not prove the deployment CA's broker identity (%s)",
+        found.name,
+        found.url.port,
+        "; ".join(reasons),
+    )
+    return None
+
+
 def _to_broker(instance: str, info: AsyncServiceInfo) -> DiscoveredBroker | None:
     properties = {k: (v or "") for k, v in info.decoded_properties.items()}
     addresses = tuple(info.parsed_addresses(IPVersion.V4Only))
     if not addresses or info.port is None:
         return None
-    url = BrokerURL(addresses[0], info.port, _versions(properties.get("mqtt", "3.1.1")))
+    url = BrokerURL(
+        addresses[0],
+        info.port,
+        _versions(properties.get("mqtt", "3.1.1")),
+        tls=properties.get("tls") == "1",
+    )
     return DiscoveredBroker(instance, url, addresses, properties)
 
 
@@ -294,6 +430,9 @@ class MdnsResolver:
     Args:
         name: accept only this service instance (``None``: any SEF broker).
         timeout_s: longest search per call, s.
+        interfaces: network interfaces to search on.
+        tls: accept only brokers that prove our CA's identity with this context (see
+            :func:`browse_broker`); set it (or the attribute) for a secure component.
     """
 
     def __init__(
@@ -301,10 +440,12 @@ class MdnsResolver:
         name: str | None = None,
         timeout_s: float = 3.0,
         interfaces: Interfaces = InterfaceChoice.All,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
         self.timeout_s = timeout_s
         self.interfaces = interfaces
+        self.tls = tls
         self.last: DiscoveredBroker | None = None
         self.last_duration_s: float | None = None
 
@@ -328,7 +469,9 @@ class MdnsResolver:
     async def __call__(self) -> BrokerURL:
         """Find the broker over mDNS and return its URL (the bus's resolver hook)."""
         start = time.monotonic()
-        self.last = await browse_broker(self.timeout_s, name=self.name, interfaces=self.interfaces)
+        self.last = await browse_broker(
+            self.timeout_s, name=self.name, interfaces=self.interfaces, tls=self.tls
+        )
         self.last_duration_s = time.monotonic() - start
         log.info(
             "found broker %s at %s over mDNS in %.3f s",

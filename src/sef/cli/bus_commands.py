@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -12,10 +13,22 @@ from rich.console import Console
 
 import sef.discovery  # noqa: F401  (registers mdns:// broker URLs with the bus)
 from sef.bus import BusError
+from sef.cli._security_options import (
+    CA_OPTION,
+    CERT_OPTION,
+    CRL_OPTION,
+    INSECURE_OPTION,
+    KEY_OPTION,
+    Credentials,
+    Secured,
+    agent_groups,
+    secure_connection,
+)
 from sef.cli._signals import broker_usage, run_service, until_stopped
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
-from sef.ems import EMS, AgentRecord, CallRefused, CallTarget, snapshot
+from sef.ems import EMS, Admission, AgentRecord, CallRefused, CallTarget
 from sef.ems.render import agents_table
+from sef.security import Role
 
 if TYPE_CHECKING:
     from sef.agents import Agent
@@ -23,17 +36,16 @@ if TYPE_CHECKING:
 console = Console()
 err = Console(stderr=True)
 
-BROKER_HELP = "Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5]."
-AGENT_BROKER_HELP = (
-    "Broker URL: mqtt://HOST[:PORT][?version=3.1.1|5], or mdns://[NAME] to "
-    "find it over mDNS (the default when omitted; re-discovered after every "
-    "lost connection)."
+BROKER_HELP = (
+    "Broker URL: mqtts://HOST[:PORT][?version=3.1.1|5] (default mqtts://127.0.0.1:8883; "
+    "mqtt://127.0.0.1:1883 with --insecure)."
 )
-
-
-def agent_broker(broker: str | None) -> str:
-    """An agent's ``--broker``: omitted or ``mdns`` means discover the broker over mDNS."""
-    return broker if broker else "mdns://"
+AGENT_BROKER_HELP = (
+    "Broker URL: mqtts://HOST[:PORT][?version=3.1.1|5], or mdns://[NAME] to "
+    "find it over mDNS (the default when omitted; re-discovered after every "
+    "lost connection; with credentials only a broker proving the deployment CA's "
+    "identity is accepted)."
+)
 
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -81,7 +93,7 @@ def register(app: typer.Typer) -> None:
 
 
 def agents(
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    broker: str | None = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
     wait: float = typer.Option(3.0, "--wait", help="Longest time to gather state, s."),
     api: str | None = typer.Option(
@@ -89,8 +101,14 @@ def agents(
         "--api",
         help="Read from this EMS API (e.g. http://127.0.0.1:8080) instead of the broker.",
     ),
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+    ca: Path | None = CA_OPTION,
+    crl: Path | None = CRL_OPTION,
+    insecure: bool = INSECURE_OPTION,
 ) -> None:
-    """List agents with status, interfaces and last telemetry (read from the broker)."""
+    """List agents with status, interfaces and last telemetry (read from the broker with
+    an operator or EMS certificate, or from the EMS API with --api)."""
     if api is not None:
         from sef.cli.operator import api_agents
 
@@ -100,11 +118,37 @@ def agents(
         else:
             console.print(agents_table(known, f"SEF agents of {api}"))
         return
-    records: list[AgentRecord] = run_async(snapshot(broker, max_s=wait))
+    secured = secure_connection(
+        "sef agents",
+        broker,
+        Credentials(cert, key, ca, crl, insecure),
+        roles=(Role.OPERATOR, Role.EMS),
+    )
+    records: list[AgentRecord] = run_async(read_agents(secured, max_s=wait))
     if as_json:
         print(json.dumps([r.summary() for r in records], indent=2))
     else:
-        console.print(agents_table(records, f"SEF agents on {broker}"))
+        console.print(agents_table(records, f"SEF agents on {secured.broker}"))
+
+
+async def read_agents(secured: Secured, *, max_s: float) -> list[AgentRecord]:
+    """The agents' retained state on the broker, read without announcing an EMS."""
+    with broker_usage():
+        reader = EMS(
+            secured.broker,
+            secured.identity or "snapshot",
+            announce=False,
+            request_rebirth=False,
+            admission=Admission.open(),
+            security=secured.security,
+        )
+    secured.harden(reader.bus)
+    await reader.start()
+    try:
+        await reader.settle(0.3, max_s)
+        return reader.agents()
+    finally:
+        await reader.stop()
 
 
 def call(
@@ -115,12 +159,21 @@ def call(
     args_json: str = typer.Argument(
         "[]", help="Arguments as a JSON array, e.g. '[[[\"charge\",4,1800]]]'."
     ),
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
+    broker: str | None = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     no_reply: bool = typer.Option(False, "--no-reply", help="Send without asking for a reply."),
     timeout: float = typer.Option(5.0, "--timeout", help="How long to wait for replies, s."),
     as_json: bool = typer.Option(False, "--json", help="Print replies as JSON."),
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+    ca: Path | None = CA_OPTION,
+    crl: Path | None = CRL_OPTION,
+    insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Call a method on one agent or on every agent of a group.
+
+    Only the EMS role may send calls on a secure bus: give this tool an EMS certificate
+    of its own (``sef pki issue --role ems ems-cli``), not the running EMS's (the broker
+    would hand that EMS's session over to this tool).
 
     Exit codes: 0 all replies ok; 1 an agent answered with an error; 2 the call was not
     sent (bad input); 3 no reply in time.
@@ -141,8 +194,20 @@ def call(
     except CallRefused as exc:
         raise typer.BadParameter(str(exc), param_hint="TARGET") from None
 
+    secured = secure_connection(
+        "sef call", broker, Credentials(cert, key, ca, crl, insecure), roles=(Role.EMS,)
+    )
+
     async def main() -> list[Any]:
-        client = EMS(broker, "cli", announce=False, request_rebirth=False)
+        with broker_usage():
+            client = EMS(
+                secured.broker,
+                secured.identity or "cli",
+                announce=False,
+                request_rebirth=False,
+                security=secured.security,
+            )
+        secured.harden(client.bus)
         await client.start()
         try:
             await client.settle(0.2, 1.5)
@@ -196,20 +261,30 @@ def virtual_battery(
     step: float = typer.Option(60.0, "--step", help="Model step and telemetry period, clock s."),
     clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
     keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+    ca: Path | None = CA_OPTION,
+    crl: Path | None = CRL_OPTION,
+    insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Run a battery agent with the battery model inside it (no device protocol)."""
     from sef.agents.virtual_battery import VirtualBatteryAgent
 
+    secured = _agent_security(
+        "sef agent virtual-battery", agent_id, broker, cert, key, ca, crl, insecure
+    )
     with broker_usage():
         agent = VirtualBatteryAgent(
             agent_id,
-            agent_broker(broker),
+            secured.broker,
             soc=soc,
             step_s=step,
-            groups=group,
+            groups=agent_groups(secured, group),
             clock=clock_option(clock),
             keepalive_s=keepalive,
+            security=secured.security,
         )
+    secured.harden(agent.bus)
     print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
     run_service(run_agent(agent), name=f"agent {agent_id}")
 
@@ -237,6 +312,11 @@ def bis(
         help="Real s with no EMS online before open-ended "
         "events end and the rest of a sequence is dropped.",
     ),
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+    ca: Path | None = CA_OPTION,
+    crl: Path | None = CRL_OPTION,
+    insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Run the BIS: the demo interface on the bus, SunSpec Modbus TCP to the battery."""
     from urllib.parse import urlsplit
@@ -251,22 +331,26 @@ def bis(
     if parts.scheme != "tcp" or not parts.hostname or not 0 < port < 65536:
         raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}", param_hint="--modbus")
     host, the_clock = parts.hostname, clock_option(clock)
+    secured = _agent_security("sef bis", agent_id, broker, cert, key, ca, crl, insecure)
+    groups = agent_groups(secured, group)
 
     async def main() -> None:
         # pymodbus' client needs the running event loop: build the agent inside it
         agent = BISAgent(
             agent_id,
-            agent_broker(broker),
+            secured.broker,
             modbus_host=host,
             modbus_port=port,
             unit=unit,
             poll_s=poll,
             open_revert_s=open_revert,
             host_loss_grace_s=host_loss_grace,
-            groups=group,
+            groups=groups,
             clock=the_clock,
             keepalive_s=keepalive,
+            security=secured.security,
         )
+        secured.harden(agent.bus)
         print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}", flush=True)
         await run_agent(agent)
 
@@ -287,6 +371,11 @@ def ucm(
     ),
     clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
     keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+    ca: Path | None = CA_OPTION,
+    crl: Path | None = CRL_OPTION,
+    insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Run the UCM: the demo interface on the bus, CTA-2045 to a water heater (SGD)."""
     from sef.agents.ucm import UCMAgent
@@ -299,17 +388,42 @@ def ucm(
         if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise typer.BadParameter(f"expected HOST:PORT, got {tcp!r}", param_hint="--tcp")
         target = (host, int(port_text))
+    secured = _agent_security("sef ucm", agent_id, broker, cert, key, ca, crl, insecure)
     with broker_usage():
         agent = UCMAgent(
             agent_id,
-            agent_broker(broker),
+            secured.broker,
             serial_port=serial,
             tcp=target,
             poll_s=poll,
             heartbeat_s=heartbeat,
-            groups=group,
+            groups=agent_groups(secured, group),
             clock=clock_option(clock),
             keepalive_s=keepalive,
+            security=secured.security,
         )
+    secured.harden(agent.bus)
     print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
     run_service(run_agent(agent), name=f"ucm {agent_id}")
+
+
+def _agent_security(
+    command: str,
+    agent_id: str,
+    broker: str | None,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    crl: Path | None,
+    insecure: bool,
+) -> Secured:
+    """An agent's credentials: an ``agent`` certificate whose identity is ``--id``; no
+    ``--broker`` means mDNS discovery (TLS only when secure)."""
+    return secure_connection(
+        command,
+        broker,
+        Credentials(cert, key, ca, crl, insecure),
+        roles=(Role.AGENT,),
+        identity=agent_id,
+        discover=True,
+    )

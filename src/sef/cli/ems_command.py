@@ -12,10 +12,20 @@ import typer
 from rich.live import Live
 
 from sef.cli._outage import check_outage_budget
+from sef.cli._security_options import (
+    CA_OPTION,
+    CERT_OPTION,
+    CRL_OPTION,
+    INSECURE_OPTION,
+    KEY_OPTION,
+    Credentials,
+    secure_connection,
+)
 from sef.cli._signals import broker_usage, run_service, until_stopped
 from sef.cli.bus_commands import BROKER_HELP, clock_option, console, err
 from sef.ems import EMS, Event
 from sef.ems.render import agents_table
+from sef.security import Role
 from sef.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -24,8 +34,13 @@ if TYPE_CHECKING:
 
 
 def ems(
-    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", "-b", help=BROKER_HELP),
-    host_id: str = typer.Option("ems", "--id", help="Id of this EMS (primary host)."),
+    broker: str | None = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
+    host_id: str | None = typer.Option(
+        None,
+        "--id",
+        help="Id of this EMS (primary host); default: its certificate's identity "
+        "('ems' with --insecure).",
+    ),
     db: str | None = typer.Option(
         None,
         "--db",
@@ -137,6 +152,11 @@ def ems(
     api_max_requests: int = typer.Option(256, min=1, help="API: requests handled at once."),
     api_max_streams: int = typer.Option(100, min=1, help="API: open /events streams."),
     api_max_connections: int = typer.Option(1000, min=1, help="API: open connections."),
+    cert: Path | None = CERT_OPTION,
+    key: Path | None = KEY_OPTION,
+    ca: Path | None = CA_OPTION,
+    crl: Path | None = CRL_OPTION,
+    insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Run the EMS: discover agents, track presence, keep their last known state.
 
@@ -154,6 +174,14 @@ def ems(
                 flush=True,
             )
 
+    secured = secure_connection(
+        "sef ems",
+        broker,
+        Credentials(cert, key, ca, crl, insecure),
+        roles=(Role.EMS,),
+        identity=host_id,
+    )
+    ems_id = host_id or secured.identity or "ems"
     check_outage_budget(broker_config, outage_budget_s, expected_rate)
     listen: tuple[str, int] | None = None
     if api is not None:
@@ -199,20 +227,22 @@ def ems(
     async def main() -> None:
         with broker_usage():
             service = EMS(
-                broker,
-                host_id,
+                secured.broker,
+                ems_id,
                 clock=clock_option(clock),
                 keepalive_s=keepalive,
                 on_event=print_event,
                 store=store,
+                security=secured.security,
                 **registry_options,
             )
+        secured.harden(service.bus)
         if service.recorder is not None:
             service.recorder.max_future_s = max_future_s
             service.recorder.max_past_s = max_past_s
         await service.start(timeout_s=None)
         server = None
-        background = TaskSet(f"sef ems {host_id}")  # a failure is logged when it happens
+        background = TaskSet(f"sef ems {ems_id}")  # a failure is logged when it happens
         try:
             if store is not None and (keep_days is not None or raw_days is not None):
                 background.spawn(
@@ -238,7 +268,7 @@ def ems(
             if json_events or not sys.stdout.isatty():
                 if not json_events:
                     print(
-                        f"EMS {host_id} running on {service.bus.url}"
+                        f"EMS {ems_id} running on {service.bus.url}"
                         + (f", store {db}" if db else ""),
                         flush=True,
                     )
@@ -250,7 +280,7 @@ def ems(
             ) as live:
                 while not stop.done():
                     await asyncio.wait({stop}, timeout=0.5)
-                    live.update(agents_table(service.agents(), f"SEF agents on {broker}"))
+                    live.update(agents_table(service.agents(), f"SEF agents on {secured.broker}"))
         finally:
             await background.close()
             if server is not None:
@@ -262,7 +292,7 @@ def ems(
             if store is not None:
                 store.close()
 
-    run_service(main(), name=f"ems {host_id}")
+    run_service(main(), name=f"ems {ems_id}")
 
 
 def _registry_options(
