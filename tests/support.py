@@ -74,6 +74,7 @@ class AgentProcess:
                 "sef",
                 "agent",
                 "virtual-battery",
+                "--insecure",
                 "--id",
                 self.agent_id,
                 "--broker",
@@ -87,6 +88,8 @@ class AgentProcess:
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
+        if "INSECURE" in line:  # --insecure's warning comes first (stderr is merged)
+            line = self.process.stdout.readline()
         self.started = time.monotonic()
         assert "starting" in line, line
         return self

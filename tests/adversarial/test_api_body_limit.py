@@ -51,7 +51,7 @@ def ems_process(broker_url: str, tmp_path: Path) -> Iterator[EmsProcess]:
     log = (tmp_path / "ems.log").open("w")
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "sef", "ems", "--broker", broker_url),
+            *(sys.executable, "-m", "sef", "ems", "--insecure", "--broker", broker_url),
             *("--id", "ems-body", "--api", "127.0.0.1:0"),
         ],
         stdout=subprocess.PIPE,

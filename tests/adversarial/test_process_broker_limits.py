@@ -84,6 +84,7 @@ def test_a_1_mib_publish_is_refused_while_ems_and_agent_keep_working(
     agent, host = f"vb-{uid}", f"ems-{uid}"
     ems = SefProcess(
         "ems",
+        "--insecure",
         "--broker",
         mosquitto.url,
         "--id",
@@ -102,6 +103,7 @@ def test_a_1_mib_publish_is_refused_while_ems_and_agent_keep_working(
             SefProcess(
                 "agent",
                 "virtual-battery",
+                "--insecure",
                 "--id",
                 agent,
                 "--broker",
@@ -161,6 +163,7 @@ def test_ems_refuses_a_broker_whose_queue_cannot_hold_the_budget(
     stock.write_text(f"listener {mosquitto.port} 127.0.0.1\nallow_anonymous true\n")
     ems = SefProcess(
         "ems",
+        "--insecure",
         "--broker",
         mosquitto.url,
         "--id",
@@ -186,6 +189,7 @@ def test_ems_starts_against_the_shipped_broker_config(
     host = f"ems-{uuid.uuid4().hex[:6]}"
     ems = SefProcess(
         "ems",
+        "--insecure",
         "--broker",
         mosquitto.url,
         "--id",
@@ -219,6 +223,7 @@ def test_messages_the_broker_drops_show_as_counted_gaps(
         agent, host = f"vb-{uid}", f"ems-{uid}"
         ems = SefProcess(
             "ems",
+            "--insecure",
             "--broker",
             mq.url,
             "--id",
@@ -232,7 +237,15 @@ def test_messages_the_broker_drops_show_as_counted_gaps(
         api = ems.wait_line(r"API on (http://\S+)").group(1)
         procs.append(
             SefProcess(
-                "agent", "virtual-battery", "--id", agent, "--broker", mq.url, "--step", "0.02"
+                "agent",
+                "virtual-battery",
+                "--insecure",
+                "--id",
+                agent,
+                "--broker",
+                mq.url,
+                "--step",
+                "0.02",
             )
         )
         deadline = time.monotonic() + 20

@@ -62,7 +62,9 @@ def test_virtual_battery_stops_with_shutdown_status(
     agent = f"vb-{uuid.uuid4().hex[:6]}"
     watch = Retained(mosquitto.port, agent_status(agent))
     try:
-        proc = SefProcess("agent", "virtual-battery", "--id", agent, "--broker", mosquitto.url)
+        proc = SefProcess(
+            "agent", "virtual-battery", "--insecure", "--id", agent, "--broker", mosquitto.url
+        )
         procs.append(proc)
         watch.wait(agent_status(agent), is_online)
         assert_clean_shutdown(proc, signum, watch, agent_status(agent))
@@ -80,6 +82,7 @@ def test_sigint_ignored_by_the_parent_cannot_make_an_agent_unstoppable(
         proc = SefProcess(
             "agent",
             "virtual-battery",
+            "--insecure",
             "--id",
             agent,
             "--broker",
@@ -104,6 +107,7 @@ def test_bis_and_battery_emulator_stop_on_sigterm(
     try:
         bis = SefProcess(
             "bis",
+            "--insecure",
             "--modbus",
             f"tcp://127.0.0.1:{port}",
             "--id",
@@ -131,7 +135,16 @@ def test_ucm_and_waterheater_emulator_stop_on_sigterm(
     watch = Retained(mosquitto.port, agent_status(agent))
     try:
         ucm = SefProcess(
-            "ucm", "--tcp", where, "--id", agent, "--broker", mosquitto.url, "--poll", "0.2"
+            "ucm",
+            "--insecure",
+            "--tcp",
+            where,
+            "--id",
+            agent,
+            "--broker",
+            mosquitto.url,
+            "--poll",
+            "0.2",
         )
         procs.append(ucm)
         watch.wait(agent_status(agent), is_online)
@@ -160,6 +173,7 @@ def test_ems_stops_with_shutdown_status(
     try:
         ems = SefProcess(
             "ems",
+            "--insecure",
             "--broker",
             mosquitto.url,
             "--id",
@@ -180,6 +194,7 @@ def test_gateway_sigterm_stops_its_mosquitto(mosquitto: Mosquitto, procs: list[S
     home = f"home-{uuid.uuid4().hex[:6]}"
     gateway = SefProcess(
         "gateway",
+        "--insecure",
         "--uplink",
         mosquitto.url,
         "--listen",
@@ -237,9 +252,9 @@ def test_demo_sigterm_stops_every_process(procs: list[SefProcess], tmp_path: Pat
 @pytest.mark.parametrize(
     "args",
     [
-        ("agent", "virtual-battery", "--id", "vb-x", "--broker", "foo://bar"),
-        ("ems", "--broker", "foo://bar"),
-        ("gateway", "--uplink", "foo://bar", "--no-advertise"),
+        ("agent", "virtual-battery", "--insecure", "--id", "vb-x", "--broker", "foo://bar"),
+        ("ems", "--insecure", "--broker", "foo://bar"),
+        ("gateway", "--insecure", "--uplink", "foo://bar", "--no-advertise"),
     ],
     ids=["agent", "ems", "gateway"],
 )

@@ -73,7 +73,8 @@ async def test_ems_killed_then_restarted_resends_the_running_sequence(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'ems.db'}"
     port = free_port()
-    ems_args = ("ems", "--broker", broker_url, "--id", "ems", "--keepalive", "1", "--db", db,
+    ems_args = ("ems", "--insecure", "--broker", broker_url, "--id", "ems", "--keepalive", "1",
+                "--db", db,
                 "--api", f"127.0.0.1:{port}")  # fmt: skip
     ems = sef_process(*ems_args)
     emulator, stepper = await start_emulator()
@@ -126,7 +127,8 @@ async def test_frozen_bis_is_reconciled_when_it_comes_back(broker_url: str, tmp_
     store = Store.open(db)
     async with EMS(broker_url, "ems-r", store=store, keepalive_s=2) as ems:
         bis = sef_process(
-            "bis", "--modbus", f"tcp://127.0.0.1:{emulator.address[1]}", "--id", "bat-z",
+            "bis", "--insecure", "--modbus", f"tcp://127.0.0.1:{emulator.address[1]}",
+            "--id", "bat-z",
             "--broker", broker_url, "--poll", str(POLL_S), "--keepalive", "1",
             "--open-revert", "1",
         )  # fmt: skip

@@ -207,7 +207,16 @@ async def test_sef_ems_admission_options(broker_url: str, tmp_path: Path) -> Non
     process = subprocess.Popen(
         [
             *SEF,
-            *("ems", "--broker", broker_url, "--id", "ems-cli", "--api", "127.0.0.1:0"),
+            *(
+                "ems",
+                "--insecure",
+                "--broker",
+                broker_url,
+                "--id",
+                "ems-cli",
+                "--api",
+                "127.0.0.1:0",
+            ),
             *("--allow", "bat-*", "--max-agents", "2", "--new-agents-per-s", "5"),
             *("--pin-interface", str(pinned), "--bdseq-ahead-s", "60"),
         ],

@@ -57,7 +57,9 @@ async def battery() -> AsyncIterator[BatteryEmulator]:
 
 @pytest.mark.xdist_group("safe-state")
 async def test_ems_killed_battery_idle_within_grace_plus_one_poll(broker_url: str) -> None:
-    ems = sef_process("ems", "--broker", broker_url, "--id", "ems", "--keepalive", "1")
+    ems = sef_process(
+        "ems", "--insecure", "--broker", broker_url, "--id", "ems", "--keepalive", "1"
+    )
     async with battery() as emulator:
         assert emulator.address is not None
         bis = BISAgent(
@@ -97,7 +99,8 @@ async def test_bis_frozen_battery_reverts_by_itself(broker_url: str) -> None:
     async with battery() as emulator, EMS(broker_url, "ems-f", keepalive_s=2) as ems:
         assert emulator.address is not None
         bis = sef_process(
-            "bis", "--modbus", f"tcp://127.0.0.1:{emulator.address[1]}", "--id", "bat-f",
+            "bis", "--insecure", "--modbus", f"tcp://127.0.0.1:{emulator.address[1]}",
+            "--id", "bat-f",
             "--broker", broker_url, "--poll", str(POLL_S), "--keepalive", "2",
             "--open-revert", str(open_revert_s),
         )  # fmt: skip

@@ -23,7 +23,7 @@ async def test_sef_ems_time_window_options(broker_url: str, tmp_path: Path) -> N
     port = free_port()
     db = f"sqlite:///{tmp_path / 'ems.db'}"
     ems = subprocess.Popen(
-        [sys.executable, "-m", "sef", "ems", "--broker", broker_url, "--db", db,
+        [sys.executable, "-m", "sef", "ems", "--insecure", "--broker", broker_url, "--db", db,
          "--api", f"127.0.0.1:{port}", "--max-future-s", "30", "--max-past-s", "3600"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.DEVNULL,

@@ -163,6 +163,7 @@ async def test_sef_ems_serves_the_api(broker_url: str, tmp_path: Path) -> None:
             "-m",
             "sef",
             "ems",
+            "--insecure",
             "--broker",
             broker_url,
             "--id",
@@ -199,5 +200,5 @@ async def test_sef_ems_serves_the_api(broker_url: str, tmp_path: Path) -> None:
 
 
 async def test_sef_ems_refuses_a_bad_listen_address(broker_url: str) -> None:
-    code, _, err = await sef("ems", "--broker", broker_url, "--api", "nowhere")
+    code, _, err = await sef("ems", "--insecure", "--broker", broker_url, "--api", "nowhere")
     assert code == 2 and "expected HOST:PORT" in err

@@ -292,7 +292,16 @@ def test_call_cli_validates_and_reports(broker_url: str) -> None:
         agent = CountingAgent("cli-wh", broker_url, groups=["g1"])
         await agent.start()
         try:
-            base = [sys.executable, "-m", "sef", "call", "--broker", broker_url, "--json"]
+            base = [
+                sys.executable,
+                "-m",
+                "sef",
+                "call",
+                "--insecure",
+                "--broker",
+                broker_url,
+                "--json",
+            ]
             loop = asyncio.get_running_loop()
 
             def cli(*args: str) -> subprocess.CompletedProcess[str]:

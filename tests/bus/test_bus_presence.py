@@ -91,7 +91,18 @@ async def test_agents_cli_lists_offline_agent_with_last_telemetry(
         proc.kill()
         await wait_for(lambda: record(ems, "cli-a").online is False, 1.5 * KEEPALIVE_S + 1)
     out = subprocess.run(
-        [sys.executable, "-m", "sef", "agents", "--broker", broker_url, "--json", "--wait", "2"],
+        [
+            sys.executable,
+            "-m",
+            "sef",
+            "agents",
+            "--insecure",
+            "--broker",
+            broker_url,
+            "--json",
+            "--wait",
+            "2",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -39,7 +39,16 @@ async def test_agent_without_broker_address_connects_within_5s(mosquitto: Mosqui
     ):
         spawned = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sef", "agent", "virtual-battery", "--id", agent_id],
+            [
+                sys.executable,
+                "-m",
+                "sef",
+                "agent",
+                "virtual-battery",
+                "--insecure",
+                "--id",
+                agent_id,
+            ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

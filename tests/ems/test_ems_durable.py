@@ -31,6 +31,7 @@ def start_ems(broker_url: str, db_url: str) -> subprocess.Popen[str]:
             "-m",
             "sef",
             "ems",
+            "--insecure",
             "--broker",
             broker_url,
             "--db",
@@ -47,6 +48,8 @@ def start_ems(broker_url: str, db_url: str) -> subprocess.Popen[str]:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
+    if "INSECURE" in line:  # --insecure's warning comes first (stderr is merged)
+        line = proc.stdout.readline()
     assert "running" in line, line
     return proc
 

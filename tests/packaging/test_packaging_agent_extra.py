@@ -179,6 +179,7 @@ def test_battery_emulator_and_bis_publish_telemetry(
             [
                 str(agent_venv / "bin" / "sef"),
                 "bis",
+                "--insecure",
                 "--modbus",
                 f"tcp://127.0.0.1:{port}",
                 "--id",
