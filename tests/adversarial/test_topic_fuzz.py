@@ -65,6 +65,7 @@ TOPICS: dict[TopicKind, list[str]] = {
     TopicKind.REPLY: [T.reply(HOST)],
     TopicKind.GATEWAY_STATUS: [T.gateway_status("home-1")],
     TopicKind.GATEWAY_AGENTS: [T.gateway_agents("home-1")],
+    TopicKind.SEAL: [T.seal(AGENT), T.seal("ghost-6")],
 }
 assert set(TOPICS) == set(TopicKind), "a topic kind without a fuzzed topic"
 

@@ -8,6 +8,7 @@ All topics live under one root (default ``sef``)::
     {root}/agents/{agent_id}/props/{interface}/{property} retained  property value
     {root}/agents/{agent_id}/signals/{interface}/{signal}           signal emission
     {root}/agents/{agent_id}/call/{interface}/{method}              method call to one agent
+    {root}/agents/{agent_id}/seal                                   seal of a telemetry window
     {root}/groups/{group}/call/{interface}/{method}                 method call to a group
     {root}/hosts/{host_id}/status                         retained  EMS (primary host) status
     {root}/clients/{client_id}/reply                                replies to a caller
@@ -66,6 +67,7 @@ class TopicKind(StrEnum):
     REPLY = "reply"
     GATEWAY_STATUS = "gateway_status"
     GATEWAY_AGENTS = "gateway_agents"
+    SEAL = "seal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,10 @@ class Topics:
             f"{_check_member(signal)}"
         )
 
+    def seal(self, agent_id: str) -> str:
+        """Seals of an agent's telemetry windows (signed telemetry, protocol version 2)."""
+        return f"{self.agent_prefix(agent_id)}/seal"
+
     def call(self, agent_id: str, interface: str, method: str) -> str:
         return (
             f"{self.agent_prefix(agent_id)}/call/{_check_interface(interface)}/"
@@ -151,6 +157,10 @@ class Topics:
             f"{base}/signals/#",
         ]
 
+    def all_seals(self) -> str:
+        """Pattern an EMS that checks signed telemetry subscribes to."""
+        return f"{self.root}/agents/+/seal"
+
     def all_gateways(self) -> list[str]:
         """Patterns an EMS subscribes to for home gateways' bridge state and agent lists."""
         return [f"{self.root}/gateways/+/status", f"{self.root}/gateways/+/agents"]
@@ -185,7 +195,7 @@ def _split(parts: list[str]) -> ParsedTopic | None:
     head = parts[0]
     if head == "agents" and n >= 3:
         owner, kind = parts[1], parts[2]
-        if n == 3 and kind in ("status", "about"):
+        if n == 3 and kind in ("status", "about", "seal"):
             return ParsedTopic(TopicKind(kind), owner)
         if n == 4 and kind == "interfaces":
             return ParsedTopic(TopicKind.INTERFACE, owner, parts[3])
