@@ -152,6 +152,19 @@ def ems(
     api_max_requests: int = typer.Option(256, min=1, help="API: requests handled at once."),
     api_max_streams: int = typer.Option(100, min=1, help="API: open /events streams."),
     api_max_connections: int = typer.Option(1000, min=1, help="API: open connections."),
+    api_allowed_host: list[str] = typer.Option(
+        [],
+        "--api-allowed-host",
+        help="API: also accept requests for this Host (repeatable; '*.example.com' "
+        "patterns; always: localhost, 127.0.0.1, ::1 and the --api address).",
+    ),
+    api_cors_origin: list[str] = typer.Option(
+        [], "--api-cors-origin", help="API: allow this web origin by CORS (repeatable)."
+    ),
+    api_cert: Path | None = typer.Option(
+        None, "--api-cert", help="API: serve HTTPS with this certificate (PEM)."
+    ),
+    api_key: Path | None = typer.Option(None, "--api-key", help="API: its private key (PEM)."),
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
     ca: Path | None = CA_OPTION,
@@ -191,6 +204,14 @@ def ems(
             listen = parse_listen(api)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--api") from None
+        if not insecure and db is None:
+            raise typer.BadParameter(
+                "the API authenticates with tokens kept in the store: give --db (and create "
+                "a token with sef api-token create), or --insecure",
+                param_hint="--api",
+            )
+        if (api_cert is None) != (api_key is None):
+            raise typer.BadParameter("give both --api-cert and --api-key", param_hint="--api-cert")
     store: Store | None = None
     if db is not None:
         from sef.ems.store import Store, StoreError
@@ -254,13 +275,22 @@ def ems(
                     name="control",
                 )
             if listen is not None:
-                from sef.ems.api import ApiLimits, serve_api
+                from sef.ems.api import ApiAuth, ApiLimits, default_hosts, serve_api
 
                 try:
                     limits = ApiLimits(
                         api_max_body, api_max_requests, api_max_streams, api_max_connections
                     )
-                    server = await serve_api(service, *listen, limits=limits)
+                    server = await serve_api(
+                        service,
+                        *listen,
+                        limits=limits,
+                        auth=ApiAuth.open() if insecure else None,
+                        allowed_hosts=[*default_hosts(listen[0]), *api_allowed_host],
+                        cors_origins=api_cors_origin,
+                        cert=api_cert,
+                        key=api_key,
+                    )
                 except OSError as exc:
                     err.print(f"[red]error:[/] cannot serve the API on {api}: {exc}")
                     raise typer.Exit(2) from None

@@ -7,10 +7,10 @@ documentation is served at ``/docs`` (Swagger UI) and ``/openapi.json``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,11 +20,14 @@ from sef.ems._caller import CallRefused, CallTarget
 from sef.ems._records import AgentRecord
 from sef.ems._service import EMS
 from sef.ems.api._agents import install_agent_routes
+from sef.ems.api._auth import ApiAuth, AuthMiddleware
 from sef.ems.api._commands import CommandStats, send_sequence
 from sef.ems.api._deadletters import HealthOut, health_response, install_deadletters
 from sef.ems.api._errors import ApiError, install_error_handlers
 from sef.ems.api._events import EventHub
+from sef.ems.api._guards import install_guards
 from sef.ems.api._limits import ApiLimits, install_limits
+from sef.ems.api._login import install_login, principal_of
 from sef.ems.api._metrics import metrics_registry
 from sef.ems.api._models import (
     AgentDetail,
@@ -72,16 +75,29 @@ def _agent_out(record: AgentRecord) -> AgentOut:
 
 
 def create_app(
-    ems: EMS, *, hub: EventHub | None = None, limits: ApiLimits | None = None
+    ems: EMS,
+    *,
+    hub: EventHub | None = None,
+    limits: ApiLimits | None = None,
+    auth: ApiAuth | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    cors_origins: Iterable[str] = (),
 ) -> FastAPI:
     """A FastAPI app serving ``ems`` (started or not; requests need it started).
 
+    ``auth`` (default: the tokens of ``ems.store``; :meth:`ApiAuth.open` for none) says
+    who may do what (see ``_auth``); ``allowed_hosts`` (default: any) is the Host
+    allow-list and ``cors_origins`` the origins allowed by CORS (default none: no CORS).
     The app's state holds ``ems``, ``hub`` (the :class:`EventHub` of ``/events``, installed
-    into ``ems.on_event``) and ``stats`` (command counters of ``/metrics``).
+    into ``ems.on_event``), ``stats`` (command counters of ``/metrics``) and ``auth``.
     """
     app = FastAPI(title="SEF EMS API", version=__version__, description=DESCRIPTION)
+    auth = auth if auth is not None else ApiAuth.of_store(ems.store)
     install_error_handlers(app)
     install_limits(app, limits or ApiLimits())
+    app.add_middleware(AuthMiddleware, auth=auth)  # runs before the limits read a body
+    install_guards(app, allowed_hosts, cors_origins)  # run first
+    app.state.auth = auth
     hub = hub or EventHub(ems)
     hub.install()
     stats = CommandStats()
@@ -199,7 +215,9 @@ def create_app(
             points=[TelemetryPoint(**row) for row in rows],
         )
 
-    async def command(name: str, body: CommandRequest, *, group: bool) -> CommandResult:
+    async def command(
+        name: str, body: CommandRequest, request: Request, *, group: bool
+    ) -> CommandResult:
         try:
             target = CallTarget(name, group=group)
         except CallRefused as exc:
@@ -208,7 +226,8 @@ def create_app(
             raise ApiError(
                 404, f"unknown {'group' if group else 'agent'} {shown!r}: {exc}"
             ) from None
-        return await send_sequence(ems, target, body, stats)
+        sent_by = principal_of(request).name
+        return await send_sequence(ems, target, body, stats, sent_by=sent_by)
 
     @app.post(
         "/agents/{agent_id}/commands",
@@ -216,13 +235,15 @@ def create_app(
         responses=_ERRORS,
         tags=["commands"],
     )
-    async def command_agent(agent_id: AgentId, body: CommandRequest) -> CommandResult:
+    async def command_agent(
+        agent_id: AgentId, body: CommandRequest, request: Request
+    ) -> CommandResult:
         """Send an event sequence to one agent (EnergyMethod) and return its reply.
 
         The sequence is validated before anything is sent; a refusal by the agent itself
         comes back as a reply with ``ok: false`` (status ``error``).
         """
-        return await command(agent_id, body, group=False)
+        return await command(agent_id, body, request, group=False)
 
     @app.post(
         "/groups/{group}/commands",
@@ -233,10 +254,11 @@ def create_app(
     async def command_group(
         group: GroupName,
         body: CommandRequest,
+        request: Request,
     ) -> CommandResult:
         """Send an event sequence to every agent of a group with one publish; gather the
         replies of the known members until all answered or the timeout."""
-        return await command(group, body, group=True)
+        return await command(group, body, request, group=True)
 
     @app.get("/groups", tags=["agents"])
     async def groups() -> dict[str, list[str]]:
@@ -305,4 +327,5 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     install_dashboard(app, ems)
+    install_login(app, auth)
     return app

@@ -97,11 +97,17 @@ def _members(ems: EMS, target: CallTarget) -> list[str]:
 
 
 async def send_sequence(
-    ems: EMS, target: CallTarget, body: CommandRequest, stats: CommandStats
+    ems: EMS,
+    target: CallTarget,
+    body: CommandRequest,
+    stats: CommandStats,
+    *,
+    sent_by: str | None = None,
 ) -> CommandResult:
     """Check, then send ``EnergyMethod(cmds)`` to an agent or group; gather replies.
 
     ``target`` is already valid; the arguments are checked here once and sent as checked.
+    ``sent_by`` (the caller's token name) is kept in the command log.
     """
     try:
         expected = _members(ems, target)
@@ -119,6 +125,7 @@ async def send_sequence(
         reply=body.reply,
         timeout_s=body.timeout_s or DEFAULT_TIMEOUT_S,
         call_id=call_id,
+        sent_by=sent_by,
     )
     answered = {r.agent for r in replies}
     missing = [m for m in expected if m not in answered] if body.reply else []
@@ -132,6 +139,7 @@ async def send_sequence(
         call_id=call_id,
         target=str(target),
         sent_at=sent_at,
+        sent_by=sent_by,
         status=status,
         replies=[
             ReplyOut(

@@ -178,6 +178,7 @@ class CommandResult(BaseModel):
     call_id: str = Field(description="Correlation id of the call; key in GET /commands.")
     target: str = Field(description="Agent id, or group:NAME.")
     sent_at: float = Field(description="When it was sent, Unix s (EMS clock).")
+    sent_by: str | None = Field(None, description="Who sent it: the API token's name.")
     status: CommandStatus = Field(
         description="ok: every targeted agent accepted; error: an agent refused; "
         "not_applied: an agent accepted but its device did not apply it; timeout: no "
@@ -197,6 +198,12 @@ class CommandLogEntry(BaseModel):
     call_id: str = Field(description="Correlation id.")
     ts: float = Field(description="When it was sent or refused, Unix s (EMS clock).")
     sender: str = Field(description="Bus client id of the sender.")
+    sent_by: str | None = Field(
+        None,
+        description="Who sent it: the API token's name, 'anonymous@ADDRESS' (API "
+        "without authentication), or the EMS's own id for its internal commands "
+        "(reconciliation, control); null when logged before SEF recorded it.",
+    )
     target: str = Field(description="Agent id, or group:NAME.")
     interface: str
     method: str

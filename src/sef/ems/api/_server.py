@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import uvicorn
 
 from sef.ems._service import EMS
 from sef.ems.api._app import create_app
+from sef.ems.api._auth import ApiAuth
 from sef.ems.api._events import EventHub
+from sef.ems.api._guards import default_hosts
 from sef.ems.api._limits import ApiLimits
 
-__all__ = ["ApiServer", "parse_listen", "serve_api"]
+__all__ = ["ApiServer", "is_loopback", "parse_listen", "serve_api"]
+
+log = logging.getLogger("sef.ems.api")
 
 
 class _Server(uvicorn.Server):
@@ -34,22 +41,42 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether an address (or ``localhost``) reaches only this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ApiServer:
     """A running API server: :attr:`url` to reach it, :meth:`stop` to end it."""
 
     def __init__(
-        self, server: uvicorn.Server, task: asyncio.Task[None], hub: EventHub, host: str, port: int
+        self,
+        server: uvicorn.Server,
+        task: asyncio.Task[None],
+        hub: EventHub,
+        host: str,
+        port: int,
+        *,
+        tls: bool = False,
+        auth: ApiAuth | None = None,
     ) -> None:
         self.server = server
         self.task = task
         self.hub = hub
         self.host = host
         self.port = port
+        self.tls = tls
+        self.auth = auth
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def stop(self) -> None:
         """End open event streams, then shut the server down gracefully."""
@@ -71,6 +98,11 @@ async def serve_api(
     *,
     log_level: str = "warning",
     limits: ApiLimits | None = None,
+    auth: ApiAuth | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    cors_origins: Iterable[str] = (),
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> ApiServer:
     """Start serving the API of ``ems`` on ``host:port`` in the running event loop.
 
@@ -78,8 +110,22 @@ async def serve_api(
     the server takes a free port (see :attr:`ApiServer.port`). Stop it with
     :meth:`ApiServer.stop`. ``limits`` (default :class:`ApiLimits`) bounds bodies,
     concurrent requests, event streams and connections (docs/api.md, "Limits").
+
+    Security (docs/api.md, "Authentication"): ``auth`` defaults to the tokens of
+    ``ems.store`` (none valid without a store; :meth:`ApiAuth.open` turns authentication
+    off); ``allowed_hosts`` defaults to the loopback names plus ``host``; no CORS unless
+    ``cors_origins``; TLS with ``cert`` and ``key`` (PEM files). Serving beyond loopback
+    without TLS, or without authentication, logs a warning.
     """
     limits = limits or ApiLimits()
+    if (cert is None) != (key is None):
+        raise ValueError("TLS needs both a certificate and its key")
+    tls = cert is not None
+    if auth is None:
+        auth = ApiAuth.of_store(ems.store, tls=tls)
+    else:
+        auth.tls = tls
+    hosts = list(allowed_hosts) if allowed_hosts is not None else default_hosts(host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto given: asyncio sets TCP_NODELAY only on sockets whose proto is TCP; without it
     # a kept-alive client waited ~40 ms (Nagle + delayed ACK) for each response's body
@@ -94,7 +140,9 @@ async def serve_api(
         raise
     bound = int(sock.getsockname()[1])
     hub = EventHub(ems)
-    app = create_app(ems, hub=hub, limits=limits)
+    app = create_app(
+        ems, hub=hub, limits=limits, auth=auth, allowed_hosts=hosts, cors_origins=cors_origins
+    )
     config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -102,6 +150,8 @@ async def serve_api(
         access_log=False,
         timeout_graceful_shutdown=3,
         limit_concurrency=limits.max_connections,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
     )
     server = _Server(config)
 
@@ -119,4 +169,26 @@ async def serve_api(
             task.result()
             raise OSError(f"API server on {host}:{bound} stopped at start")
         await asyncio.sleep(0.01)
-    return ApiServer(server, task, hub, host, bound)
+    _warn(host, bound, tls, auth)
+    return ApiServer(server, task, hub, host, bound, tls=tls, auth=auth)
+
+
+def _warn(host: str, port: int, tls: bool, auth: ApiAuth) -> None:
+    """Say loudly what is unsafe about how the API is served."""
+    where = f"{host}:{port}"
+    if auth.insecure:
+        log.warning(
+            "API on %s: AUTHENTICATION IS OFF (--insecure): whoever reaches it is an admin "
+            "and may send any command",
+            where,
+        )
+    elif auth.tokens is None and not auth.has_tokens:
+        log.warning(
+            "API on %s: no token store (no --db): every request but /health is refused", where
+        )
+    if not is_loopback(host) and not tls:
+        log.warning(
+            "API on %s is reachable beyond this machine WITHOUT TLS: tokens, session "
+            "cookies and commands cross the network in clear; give --api-cert and --api-key",
+            where,
+        )

@@ -116,11 +116,24 @@ function addTemperatures(id, tel, t) {
 
 /* ---------- API ---------- */
 
+/** The login page, when the session ended (logged out elsewhere, token revoked). */
+function toLogin(response) {
+  if (response.status === 401) window.location.replace("login");
+}
+
 async function api(path, options = {}) {
+  const unsafe = options.method && options.method !== "GET";
   const response = await fetch(path, {
-    headers: { accept: "application/json", ...(options.headers || {}) },
     ...options,
+    credentials: "same-origin",
+    headers: {
+      accept: "application/json",
+      // CSRF protection: the API refuses a cookie-authenticated POST without this header
+      ...(unsafe ? { "x-sef-csrf": "1" } : {}),
+      ...(options.headers || {}),
+    },
   });
+  toLogin(response);
   let body = null;
   const text = await response.text();
   try {
@@ -141,6 +154,7 @@ async function api(path, options = {}) {
 /** GET a page of a paginated list: its body and the headers that describe the page. */
 async function apiPage(path) {
   const response = await fetch(path, { headers: { accept: "application/json" } });
+  toLogin(response);
   if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
   return {
     body: await response.json(),
@@ -905,11 +919,38 @@ async function refreshCommands() {
     const statusClass = row.status === "ok" ? "ok-text" : (row.status === "sent" ? "" : "bad-text");
     return el("tr", { "data-call": row.call_id, "data-target": row.target, "data-status": row.status },
       el("td", {}, hms(row.ts)),
+      el("td", { class: "sent-by" }, row.sent_by || "–"),
       el("td", {}, row.target),
       el("td", {}, el("code", {}, eventsText(row.args))),
       el("td", { class: statusClass }, row.status),
       el("td", { title: row.error || null }, row.error || replies.join(", ") || "–"));
   }));
+}
+
+/* ---------- session ---------- */
+
+async function showSession() {
+  let who;
+  try {
+    who = await api("me");
+  } catch (_) {
+    return;
+  }
+  $("#who").textContent = `${who.name} (${who.role})`;
+  $("#who").dataset.role = who.role;
+  if (who.via === "insecure") $("#logout").hidden = true;
+  if (who.role === "viewer") {
+    for (const input of $("#send-form").querySelectorAll("input, button")) input.disabled = true;
+    showError("Your token has the viewer role: sending commands needs an operator token.", null);
+  }
+}
+
+async function logout() {
+  try {
+    await api("logout", { method: "POST" });
+  } finally {
+    window.location.replace("login");
+  }
 }
 
 /* ---------- start ---------- */
@@ -931,6 +972,8 @@ function start() {
   $("#page-next").addEventListener("click", () => turnPage(1));
   $("#page-prev").addEventListener("click", () => turnPage(-1));
   $("#page-first").addEventListener("click", () => turnPage(0));
+  $("#logout").addEventListener("click", logout);
+  showSession();
   connectEvents();
   refreshAgents();
   refreshHealth();
