@@ -16,6 +16,7 @@ from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
 from sef.cli.gateway_command import gateway
 from sef.cli.interface import app as interface_app
+from sef.cli.pki_command import app as pki_app
 from sef.cli.simulate import simulate
 from sef.cli.update_command import app as update_app
 
@@ -69,6 +70,7 @@ app.command("gateway")(gateway)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 app.add_typer(update_app, name="update", help="Signed software updates (TUF).")
+app.add_typer(pki_app, name="pki", help="The deployment PKI: CA, certificates, broker TLS + ACL.")
 
 
 EXTRA_OF_MODULE = {
