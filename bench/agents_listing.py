@@ -22,7 +22,7 @@ import httpx
 
 from sef.bus import About, InterfaceRef, Message, PropertyUpdate, Status, Topics
 from sef.ems import EMS
-from sef.ems.api import serve_api
+from sef.ems.api import ApiAuth, serve_api
 from sef.interface import DEMO_INTERFACE, builtin_xml
 
 TOPICS = Topics()
@@ -100,7 +100,7 @@ async def main() -> None:
     started = time.perf_counter()
     fill(ems, args.agents)
     print(f"{len(ems.registry.agents)} agents in {time.perf_counter() - started:.1f} s")
-    server = await serve_api(ems, "127.0.0.1", 0)
+    server = await serve_api(ems, "127.0.0.1", 0, auth=ApiAuth.open())
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=600.0) as http:
             best, size, count, total = 1e9, 0, 0, "-"

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sef.bus import BusClient, Message
 from sef.ems import EMS
-from sef.ems.api import ApiServer, serve_api
+from sef.ems.api import ApiAuth, ApiServer, serve_api
 from sef.ems.store import Store
 from support import AgentProcess, wait_for
 
@@ -63,7 +63,7 @@ async def start_ems(broker: str, db: Path | None, **kwargs: Any) -> EmsStack:
     store = Store.open(f"sqlite:///{db}") if db is not None else None
     ems = EMS(broker, "ems", store=store, **kwargs)
     await ems.start()
-    server = await serve_api(ems, "127.0.0.1", 0)
+    server = await serve_api(ems, "127.0.0.1", 0, auth=ApiAuth.open())
     return EmsStack(ems, store, server, httpx.AsyncClient(base_url=server.url, timeout=20.0))
 
 

@@ -13,7 +13,7 @@ import httpx
 from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.bus import BusClient, Topics
 from sef.ems import EMS
-from sef.ems.api import ApiServer, serve_api
+from sef.ems.api import ApiAuth, ApiServer, serve_api
 from sef.ems.store import Store
 from support import wait_for
 
@@ -45,7 +45,7 @@ async def start_stack(
     """Start an EMS (``kwargs`` go to :class:`EMS`), its API, and a rogue client."""
     ems = EMS(broker_url, host_id, store=store, keepalive_s=2, **kwargs)
     await ems.start()
-    server = await serve_api(ems, "127.0.0.1", 0)
+    server = await serve_api(ems, "127.0.0.1", 0, auth=ApiAuth.open())
     rogue = BusClient(broker_url, f"rogue-{time.monotonic_ns() % 10**9}")
     await rogue.start()
     return RegStack(ems, server, httpx.AsyncClient(base_url=server.url, timeout=20.0), rogue, store)

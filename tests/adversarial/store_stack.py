@@ -11,7 +11,7 @@ import httpx
 
 from sef.bus import BusClient, PropertyUpdate, Status, Topics
 from sef.ems import EMS
-from sef.ems.api import ApiServer, serve_api
+from sef.ems.api import ApiAuth, ApiServer, serve_api
 from sef.ems.store import Store
 from support import wait_for
 
@@ -40,7 +40,7 @@ async def start_ems(broker_url: str, store: Store, host_id: str = "ems-store") -
     """Start an EMS (persistent session, ack after commit) and its API on a free port."""
     ems = EMS(broker_url, host_id, store=store, keepalive_s=2)
     await ems.start()
-    server = await serve_api(ems, "127.0.0.1", 0)
+    server = await serve_api(ems, "127.0.0.1", 0, auth=ApiAuth.open())
     return EmsStack(ems, store, server, httpx.AsyncClient(base_url=server.url, timeout=10.0))
 
 

@@ -33,7 +33,7 @@ from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.broker import Mosquitto
 from sef.bus import BusClient, BusError, Message, Topics
 from sef.ems import EMS
-from sef.ems.api import ApiServer, serve_api
+from sef.ems.api import ApiAuth, ApiServer, serve_api
 from sef.ems.store import Store
 from support import wait_for
 
@@ -95,7 +95,7 @@ async def campaign(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Campai
     store = Store.open(f"sqlite:///{tmp_path / 'ems.db'}")
     ems = EMS(broker, HOST, store=store, keepalive_s=2)
     await ems.start()
-    server = await serve_api(ems, "127.0.0.1", 0)
+    server = await serve_api(ems, "127.0.0.1", 0, auth=ApiAuth.open())
     # the operator and the rogue are different hosts (the API limits requests per client)
     http = httpx.AsyncClient(
         base_url=server.url,

@@ -44,7 +44,7 @@ from sef.bus import (
 from sef.clock import default_clock
 from sef.ems import EMS, Admission, Registry
 from sef.ems._caller import Caller
-from sef.ems.api import serve_api
+from sef.ems.api import ApiAuth, serve_api
 from support import is_online, wait_for
 
 T = Topics()
@@ -373,7 +373,7 @@ async def test_hostile_payloads_on_a_real_bus(broker_url: str) -> None:
     assert kinds == set(TopicKind), kinds
     ems = EMS(broker_url, HOST, keepalive_s=2)
     await ems.start()
-    server = await serve_api(ems, "127.0.0.1", 0)
+    server = await serve_api(ems, "127.0.0.1", 0, auth=ApiAuth.open())
     http = httpx.AsyncClient(base_url=server.url, timeout=20.0)
     agent = VirtualBatteryAgent(AGENT, broker_url, step_s=1.0, groups=[GROUP], keepalive_s=2)
     await agent.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 import webbrowser
 from dataclasses import dataclass
@@ -129,13 +130,17 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
     server = None
     try:
         await ems.start()
-        from sef.ems.api import serve_api
+        from sef.ems.api import ApiAuth, serve_api
 
+        auth = ApiAuth.of_store(store)  # plus a throwaway admin token, kept in memory
+        token = secrets.token_urlsafe(32)
+        auth.add_token("demo", "admin", token)
         try:
-            server = await serve_api(ems, *options.api)
+            server = await serve_api(ems, *options.api, auth=auth)
         except OSError:
-            server = await serve_api(ems, options.api[0], 0)
+            server = await serve_api(ems, options.api[0], 0, auth=auth)
         say(f"EMS with store {out / 'ems.db'}; dashboard and API on {server.url}")
+        say(f"log in to the dashboard (or send Authorization: Bearer) with the token {token}")
         if options.browser:
             webbrowser.open(server.url)
         say(
