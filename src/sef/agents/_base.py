@@ -145,6 +145,7 @@ class Agent:
             self._interfaces,
             self._handlers,
             max_seen_calls=self.max_seen_calls,
+            security=security,
         )
 
     @property

@@ -5,6 +5,14 @@ error when a valid reply topic was given) when it cannot be read, has expired, n
 unknown interface or method, carries arguments that do not fit the method's signature or
 rules, or when its ``reply_to`` is not a reply topic. A call is executed at most once per
 ``(sender, id)``; replies go only to validated reply topics.
+
+With credentials (``security``) the agent speaks protocol version 2: it executes only
+signed envelopes (:func:`sef.security.verify_call`: signed by an EMS of the deployment
+CA, addressed to this agent or one of its certificate's groups on the topic it arrived
+on, for this method, not expired, not replayed; the inner call's ``sender`` is the
+signer) and signs every reply. A refused envelope is logged and counted; it is answered
+(``sef.Error.Unauthorized``) only when its signature verified under a valid certificate
+of the CA and it is not a replay, so an outsider learns nothing.
 """
 
 from __future__ import annotations
@@ -27,11 +35,23 @@ from sef.bus import (
     Reply,
     TopicKind,
     Topics,
+    check_object,
+    decode_envelope,
     decode_object,
+    encode_envelope,
 )
 from sef.clock import Clock
 from sef.interface import Interface, TypeMismatch, args_from_json, args_to_json
 from sef.logthrottle import LogThrottle
+from sef.security import (
+    EnvelopeRefused,
+    ReplayCache,
+    Security,
+    SecurityError,
+    call_audience,
+    sign_reply,
+    verify_call,
+)
 
 __all__ = ["CallServer"]
 
@@ -50,6 +70,10 @@ class CallServer:
         handlers: method handlers by ``(interface, method)``.
         max_seen_calls: how many ``(sender, id)`` pairs are remembered for de-duplication.
         queue_size: calls waiting to execute before new ones are refused.
+        security: the agent's credentials: only signed calls are executed and replies
+            are signed (``None``: protocol version 1, unsigned). Its identity must be
+            ``agent_id``.
+        replay: the nonces of envelopes taken (default: a new :class:`ReplayCache`).
     """
 
     def __init__(
@@ -63,8 +87,17 @@ class CallServer:
         *,
         max_seen_calls: int = 4096,
         queue_size: int = 1000,
+        security: Security | None = None,
+        replay: ReplayCache | None = None,
     ) -> None:
+        if security is not None and security.identity.id != agent_id:
+            raise SecurityError(
+                f"agent {agent_id!r} has the certificate of {security.identity.id!r}: "
+                "the certificate's common name must be the agent id"
+            )
         self.agent_id = agent_id
+        self.security = security
+        self.replay = replay if replay is not None else ReplayCache()
         self.bus = bus
         self.topics = topics
         self.clock = clock
@@ -86,11 +119,17 @@ class CallServer:
 
     def receive(self, interface: str, member: str, message: Message) -> None:
         """Check a call message and queue it for execution (or refuse it)."""
-        try:
-            obj = decode_object(message.payload)
-        except PayloadError as exc:
-            self.reject(str(exc), message.topic)
-            return
+        if self.security is not None:
+            verified = self._verified(interface, member, message, self.security)
+            if verified is None:
+                return
+            obj = verified
+        else:
+            try:
+                obj = decode_object(message.payload)
+            except PayloadError as exc:
+                self.reject(str(exc), message.topic)
+                return
         try:
             call = Call.from_object(obj)
         except PayloadError as exc:
@@ -122,6 +161,63 @@ class CallServer:
         except asyncio.QueueFull:
             self.reject("call queue full", message.topic)
             self._error(call, ErrorName.FAILED, "agent busy: call queue full")
+
+    def _verified(
+        self, interface: str, member: str, message: Message, security: Security
+    ) -> dict[str, Any] | None:
+        """The call object of a signed envelope that passed every check, else ``None``
+        (refused: logged, counted, answered only when the signature verified)."""
+        parsed = self.topics.parse(message.topic)
+        if parsed is None or parsed.kind not in (TopicKind.CALL, TopicKind.GROUP_CALL):
+            self.reject("not a call topic", message.topic)
+            return None
+        try:
+            token = decode_envelope(message.payload)
+        except PayloadError as exc:
+            self.reject(f"call refused, not a signed envelope: {exc}: not executed", message.topic)
+            return None
+        try:
+            envelope = verify_call(
+                security,
+                token,
+                topic=f"{interface}/{member}",
+                audience=call_audience(parsed.owner, group=parsed.kind is TopicKind.GROUP_CALL),
+                replay=self.replay,
+            )
+        except EnvelopeRefused as exc:
+            self.reject(f"signed call refused ({exc.reason}): {exc}: not executed", message.topic)
+            if exc.envelope is not None:
+                self._unauthorized(exc.envelope.message, str(exc))
+            return None
+        try:
+            obj = check_object(envelope.message)
+        except PayloadError as exc:
+            self.reject(f"signed call refused (payload): {exc}: not executed", message.topic)
+            return None
+        sender = obj.get("sender")
+        if sender is not None and sender != envelope.issuer:
+            reason = f"call's sender {str(sender)[:64]!r} is not its signer {envelope.issuer!r}"
+            self.reject(f"signed call refused (sender): {reason}: not executed", message.topic)
+            self._unauthorized(obj, reason)
+            return None
+        return obj
+
+    def _unauthorized(self, obj: dict[str, Any], reason: str) -> None:
+        """Answer a refused but authentic envelope (if it names a reply topic and an id)."""
+        reply_to, call_id = obj.get("reply_to"), obj.get("id")
+        if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
+            assert isinstance(reply_to, str)
+            self._reply(
+                Reply(
+                    call_id[:128],
+                    self.agent_id,
+                    False,
+                    error=ErrorName.UNAUTHORIZED,
+                    message=f"call refused: {reason}",
+                    ts=self.clock.now(),
+                ),
+                reply_to,
+            )
 
     async def serve(self) -> None:
         """Execute queued calls one at a time until cancelled."""
@@ -220,6 +316,14 @@ class CallServer:
             log.warning("agent %s: reply %s not sent to %r", self.agent_id, reply.id, topic[:80])
             return
         try:
-            self.bus.publish(topic, reply.to_payload())
+            if self.security is None:
+                payload = reply.to_payload()
+            else:
+                parsed = self.topics.parse(topic)
+                assert parsed is not None  # a reply topic
+                payload = encode_envelope(
+                    sign_reply(self.security, parsed.owner, reply.to_object())
+                )
+            self.bus.publish(topic, payload)
         except BusError as exc:
             log.warning("agent %s: reply %s lost: %s", self.agent_id, reply.id, exc)

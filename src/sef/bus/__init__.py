@@ -6,7 +6,8 @@ The topic tree and payloads are specified in ``docs/protocol.md``. Public names:
 * :class:`Topics`: builds and parses topics.
 * :class:`Status`, :class:`About`, :class:`PropertyUpdate`, :class:`SignalEmission`,
   :class:`Call`, :class:`Reply`: payloads, with :func:`decode_object` /
-  :func:`encode_object` and :class:`PayloadError`; a home gateway's
+  :func:`encode_object` and :class:`PayloadError`; signed (version-2) envelopes with
+  :func:`decode_envelope` / :func:`encode_envelope`; a home gateway's
   :class:`GatewayAgents` and :func:`decode_bridge_state` / :func:`encode_bridge_state`.
 * :class:`Session`: birth/death and message sequence numbers.
 """
@@ -23,6 +24,7 @@ from sef.bus._client import (
 from sef.bus._payload import (
     MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
+    SIGNED_PROTOCOL_VERSION,
     About,
     Call,
     ErrorName,
@@ -33,9 +35,12 @@ from sef.bus._payload import (
     Reply,
     SignalEmission,
     Status,
+    check_object,
     decode_bridge_state,
+    decode_envelope,
     decode_object,
     encode_bridge_state,
+    encode_envelope,
     encode_object,
 )
 from sef.bus._session import BDSEQ_AHEAD_S, BDSEQ_LIMIT, SEQ_MODULUS, Session, bdseq_problem
@@ -48,6 +53,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SEQ_MODULUS",
     "SESSION_TAKEN_OVER",
+    "SIGNED_PROTOCOL_VERSION",
     "About",
     "BrokerURL",
     "BusClient",
@@ -71,8 +77,11 @@ __all__ = [
     "Will",
     "bdseq_problem",
     "check_id",
+    "check_object",
     "decode_bridge_state",
+    "decode_envelope",
     "decode_object",
     "encode_bridge_state",
+    "encode_envelope",
     "encode_object",
 ]

@@ -2,9 +2,11 @@
 ``docs/gateway.md``).
 
 Every payload except interface XML and a gateway's bridge state is one UTF-8 JSON object
-with ``"v": 1``. The keys ``jws`` and ``cose`` are reserved for the signed envelope of a
-later protocol version: a version-1 receiver rejects a payload that carries them instead
-of guessing.
+with ``"v": 1``. A component with credentials sends and accepts calls and replies only as
+signed envelopes of protocol version 2, ``{"v": 2, "jws": "<JWS>"}`` (the JWS is made and
+checked by :mod:`sef.security`; it carries the version-1 object). A version-1 receiver
+rejects a payload with ``v`` other than 1 or the reserved keys ``jws`` and ``cose``
+instead of guessing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
+    "SIGNED_PROTOCOL_VERSION",
     "About",
     "Call",
     "ErrorName",
@@ -27,13 +30,18 @@ __all__ = [
     "Reply",
     "SignalEmission",
     "Status",
+    "check_object",
     "decode_bridge_state",
+    "decode_envelope",
     "decode_object",
     "encode_bridge_state",
+    "encode_envelope",
     "encode_object",
 ]
 
 PROTOCOL_VERSION = 1
+SIGNED_PROTOCOL_VERSION = 2
+"""Signed calls and replies: ``{"v": 2, "jws": ...}`` (see ``docs/protocol.md``)."""
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Largest payload a SEF process parses (bytes); larger ones are refused unread."""
 
@@ -50,6 +58,9 @@ class ErrorName:
     TOO_LARGE = "sef.Error.PayloadTooLarge"
     UNSUPPORTED_VERSION = "sef.Error.UnsupportedVersion"
     TIMEOUT = "sef.Error.Timeout"
+    UNAUTHORIZED = "sef.Error.Unauthorized"
+    """A signed call from a genuine EMS that this agent may not execute (wrong audience or
+    topic, expired, not an EMS role, ...): only sent when the signature verified."""
     DEVICE_UNREACHABLE = "sef.Fault.DeviceUnreachable"
     """A reply's ``fault``: the agent accepted the command but cannot reach its device."""
 
@@ -75,8 +86,8 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 """Built once: ``json.loads`` with ``parse_constant`` builds a new decoder on every call."""
 
 
-def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
-    """Parse a version-1 payload object; raise :class:`PayloadError` with a clear reason."""
+def _parse_json(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    """One JSON object from ``payload``, else :class:`PayloadError` with a clear reason."""
     if len(payload) > max_bytes:
         raise PayloadError(
             f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit",
@@ -97,18 +108,62 @@ def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
         raise PayloadError(f"payload is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def check_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` if it is a version-1 payload object (e.g. the ``msg`` of a verified signed
+    envelope), else :class:`PayloadError` (``UNSUPPORTED_VERSION``)."""
     if "jws" in obj or "cose" in obj:
         raise PayloadError(
-            "signed envelopes are not supported by this protocol version",
+            f"unsupported protocol version: signed envelopes (version {SIGNED_PROTOCOL_VERSION}) "
+            f"are not accepted where a version-{PROTOCOL_VERSION} object is expected",
             ErrorName.UNSUPPORTED_VERSION,
         )
     version = obj.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise PayloadError(
-            f"unsupported protocol version {version!r} (expected {PROTOCOL_VERSION})",
+            f"unsupported protocol version {str(version)[:20]!r} (expected {PROTOCOL_VERSION})",
             ErrorName.UNSUPPORTED_VERSION,
         )
     return obj
+
+
+def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """Parse a version-1 payload object; raise :class:`PayloadError` with a clear reason."""
+    return check_object(_parse_json(payload, max_bytes))
+
+
+def encode_envelope(jws: str) -> bytes:
+    """A signed call or reply on the wire: ``{"v": 2, "jws": jws}``."""
+    return encode_object({"v": SIGNED_PROTOCOL_VERSION, "jws": jws})
+
+
+def decode_envelope(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> str:
+    """The JWS of a signed (version-2) payload; :class:`PayloadError` when the payload is
+    not one: ``UNAUTHORIZED`` for an unsigned version-1 object (a receiver with credentials
+    refuses those), ``MALFORMED`` or ``UNSUPPORTED_VERSION`` otherwise."""
+    obj = _parse_json(payload, max_bytes)
+    version = obj.get("v")
+    if type(version) is int and version == PROTOCOL_VERSION and "jws" not in obj:
+        raise PayloadError(
+            f"unsigned protocol-version-{PROTOCOL_VERSION} payload refused: signed envelopes "
+            f"(version {SIGNED_PROTOCOL_VERSION}) required",
+            ErrorName.UNAUTHORIZED,
+        )
+    if type(version) is not int or version != SIGNED_PROTOCOL_VERSION:
+        raise PayloadError(
+            f"unsupported protocol version {str(version)[:20]!r} "
+            f"(expected {SIGNED_PROTOCOL_VERSION}, signed)",
+            ErrorName.UNSUPPORTED_VERSION,
+        )
+    jws = obj.get("jws")
+    if not isinstance(jws, str) or not jws:
+        raise PayloadError("field 'jws' must be a non-empty string (JWS compact serialization)")
+    if set(obj) != {"v", "jws"}:
+        extra = sorted(set(obj) - {"v", "jws"})
+        raise PayloadError(f"signed envelope has unexpected field(s) {', '.join(extra)[:80]}")
+    return jws
 
 
 # -- typed field readers ---------------------------------------------------------------
@@ -352,7 +407,8 @@ class Call:
     reply_to: str | None = None
     sender: str | None = None
 
-    def to_payload(self) -> bytes:
+    def to_object(self) -> dict[str, Any]:
+        """The call as a version-1 payload object (what a signed envelope carries)."""
         obj: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "id": self.id,
@@ -364,7 +420,11 @@ class Call:
             obj["reply_to"] = self.reply_to
         if self.sender is not None:
             obj["sender"] = self.sender
-        return encode_object(obj)
+        return obj
+
+    def to_payload(self) -> bytes:
+        """The call as a version-1 JSON payload."""
+        return encode_object(self.to_object())
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> Call:
@@ -421,6 +481,10 @@ class Reply:
 
     def to_payload(self) -> bytes:
         """The reply as a version-1 JSON payload."""
+        return encode_object(self.to_object())
+
+    def to_object(self) -> dict[str, Any]:
+        """The reply as a version-1 payload object (what a signed envelope carries)."""
         obj: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "id": self.id,
@@ -440,7 +504,7 @@ class Reply:
                 }
         else:
             obj["error"] = {"name": self.error, "message": self.message}
-        return encode_object(obj)
+        return obj
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> Reply:

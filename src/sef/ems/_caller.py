@@ -1,4 +1,9 @@
-"""Calling methods on agents and groups over the bus, with replies by correlation id."""
+"""Calling methods on agents and groups over the bus, with replies by correlation id.
+
+With credentials (``security``) the caller speaks protocol version 2: it signs every call
+(:func:`sef.security.sign_call`, addressed to the agent or group) and takes a reply only
+as a signed envelope from the agent it addressed (see :class:`Caller`).
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,23 @@ from sef.bus import (
     Reply,
     Topics,
     check_id,
+    check_object,
+    decode_envelope,
     decode_object,
+    encode_envelope,
 )
 from sef.clock import Clock
 from sef.interface import Interface, TypeMismatch, args_from_json, is_valid_interface_name
+from sef.security import (
+    MAX_LIFETIME_S,
+    EnvelopeRefused,
+    ReplayCache,
+    Security,
+    VerifiedEnvelope,
+    call_audience,
+    sign_call,
+    verify_reply,
+)
 
 __all__ = [
     "LATE_GRACE_S",
@@ -43,6 +61,8 @@ LATE_GRACE_S = 5.0
 """Real s after a call's expiry during which its replies are still taken (as late)."""
 REJECT_LOG_INTERVAL_S = 10.0
 """Rejected replies are logged as one aggregated warning per this many real s."""
+LOG_AT_ONCE = frozenset({"conflicting", "unsigned", "unauthenticated", "not_signer", "not_member"})
+"""Reasons whose first rejection in a window is logged at once (someone forges replies)."""
 
 
 class CallRefused(ValueError):
@@ -204,7 +224,12 @@ class RejectedReplies:
     Reasons: ``malformed`` (not a valid Reply), ``unknown_call`` (no open call has the id:
     forged, or after the call's expiry), ``not_addressed`` (from an agent the call was not
     sent to), ``duplicate`` (a second reply from one agent), ``conflicting`` (a second
-    reply from one agent that says something else: someone answers in its name).
+    reply from one agent that says something else: someone answers in its name); with
+    credentials also ``unsigned`` (not a signed envelope), ``unauthenticated`` (the
+    envelope failed verification: forged, another CA, revoked, not an agent, not for this
+    caller, expired, replayed), ``not_signer`` (signed by another agent than the one it
+    names) and ``not_member`` (for a group call, signed by an agent whose certificate
+    does not name the group).
     """
 
     total: Counter[str] = field(default_factory=Counter)
@@ -220,7 +245,7 @@ class RejectedReplies:
             self._examples.append(example)
         if self._window_start is None:
             self._window_start = now
-            if reason == "conflicting":  # the first of a window goes out at once
+            if reason in LOG_AT_ONCE:  # the first of a window goes out at once
                 self.flush(now)
         elif now - self._window_start >= REJECT_LOG_INTERVAL_S:
             self.flush(now)
@@ -259,6 +284,13 @@ class Caller:
     ``track_late`` a call stays open until its expiry plus :data:`LATE_GRACE_S`: replies
     that come after :meth:`call` returned go to ``on_late``, and :meth:`expire` hands the
     calls that closed back to the owner.
+
+    With ``security`` every call is signed (``aud`` the agent or group, ``top`` its
+    ``<interface>/<method>``, lifetime its time to live, at most
+    :data:`~sef.security.MAX_LIFETIME_S` real s) and a reply counts only when it is a
+    signed envelope that verifies (an agent of the deployment CA, not revoked, for this
+    caller's client id, not expired or replayed), its signer is the agent it names, and
+    for a group call that agent's certificate names the group.
     """
 
     def __init__(
@@ -271,6 +303,8 @@ class Caller:
         *,
         track_late: bool = False,
         on_late: Callable[[OpenCall, Reply], None] | None = None,
+        security: Security | None = None,
+        replay: ReplayCache | None = None,
     ) -> None:
         self.bus = bus
         self.clock = clock
@@ -280,6 +314,8 @@ class Caller:
         self.default_ttl_s = default_ttl_s
         self.track_late = track_late
         self.on_late = on_late
+        self.security = security
+        self.replay = replay if replay is not None else ReplayCache()
         self._open: dict[str, OpenCall] = {}
         self.calls_sent = 0
         self.late_replies = 0
@@ -296,12 +332,60 @@ class Caller:
         """Route a reply to its waiting call; return whether the message was a reply."""
         if message.topic != self.reply_topic:
             return False
+        if self.security is not None:
+            self._take_signed(message.payload, self.security)
+            return True
         try:
             reply = Reply.from_object(decode_object(message.payload))
         except PayloadError as exc:
             self._reject("malformed", str(exc)[:80])
             return True
         self.take(reply)
+        return True
+
+    def _take_signed(self, payload: bytes, security: Security) -> None:
+        """Verify a signed reply and take it (see the class), or reject it."""
+        try:
+            token = decode_envelope(payload)
+        except PayloadError as exc:
+            self._reject("unsigned", str(exc)[:120])
+            return
+        try:
+            envelope = verify_reply(security, token, audience=self.sender, replay=self.replay)
+        except EnvelopeRefused as exc:
+            self._reject("unauthenticated", f"{exc.reason}: {str(exc)[:120]}")
+            return
+        try:
+            reply = Reply.from_object(check_object(envelope.message))
+        except PayloadError as exc:
+            self._reject("malformed", str(exc)[:80])
+            return
+        if not self._signed_by_addressee(reply, envelope):
+            return
+        self.take(reply)
+
+    def _signed_by_addressee(self, reply: Reply, envelope: VerifiedEnvelope) -> bool:
+        """Whether the signer of ``reply`` is the agent it names and, for a group call,
+        a member of the group by its certificate (else the reply is rejected)."""
+        if envelope.issuer != reply.agent:
+            self._reject(
+                "not_signer",
+                f"call {reply.id[:40]} answered as {reply.agent[:64]!r} but signed by "
+                f"{envelope.issuer!r}",
+            )
+            return False
+        open_call = self._open.get(reply.id)
+        if (
+            open_call is not None
+            and open_call.target.group
+            and open_call.target.name not in envelope.signer.groups
+        ):
+            self._reject(
+                "not_member",
+                f"call {reply.id[:40]} to {open_call.target} answered by {reply.agent!r}, "
+                "whose certificate does not name the group",
+            )
+            return False
         return True
 
     def take(self, reply: Reply) -> bool:
@@ -412,17 +496,27 @@ class Caller:
             now,
             now + ttl,
             self.reply_topic if reply else None,
-            self.sender,
+            self.sender if self.security is None else self.security.identity.id,
         )
+        if self.security is None:
+            payload = message.to_payload()
+        else:
+            payload = encode_envelope(
+                sign_call(
+                    self.security,
+                    f"{call.interface}/{call.method}",
+                    call_audience(target.name, group=target.group),
+                    message.to_object(),
+                    min(MAX_LIFETIME_S, max(1.0, self.clock.to_real(ttl))),
+                )
+            )
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         open_call = OpenCall(message.id, target, expected, message.exp, queue=queue)
         if reply:
             self._open[message.id] = open_call
         try:
             try:
-                self.bus.publish(
-                    topic, message.to_payload(), qos=1, expiry_s=self.clock.to_real(ttl)
-                )
+                self.bus.publish(topic, payload, qos=1, expiry_s=self.clock.to_real(ttl))
             except BaseException:
                 self._open.pop(message.id, None)  # never sent: no reply will come
                 raise

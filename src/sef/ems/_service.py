@@ -158,6 +158,7 @@ class EMS:
             sender=self.bus.client_id,
             track_late=True,
             on_late=self._late_reply,
+            security=security,
         )
         self.commands_expired = 0
         """Commands whose expiry passed without any reply (counted with or without a store)."""
