@@ -2,13 +2,15 @@
 ``sef registry reset|approve|admission``, and ``sef agents --api``. Rich tables for people,
 ``--json`` (and ``--csv``) for scripts.
 
-The API is reached at ``--api URL``, else ``$SEF_API``, else http://127.0.0.1:8080.
+The API is reached at ``--api URL``, else ``$SEF_API``, else http://127.0.0.1:8080, with
+the bearer token in ``$SEF_API_TOKEN`` (``sef api-token create``), if set.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -70,6 +72,9 @@ def _request(
     import httpx  # the ems extra: imported here so that agents' commands need no httpx
 
     url = api.rstrip("/") + path
+    token = os.environ.get("SEF_API_TOKEN", "").strip()
+    if token:
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": f"Bearer {token}"}
     try:
         response = httpx.request(method, url, timeout=timeout_s, **kwargs)
     except httpx.HTTPError as exc:
