@@ -371,7 +371,7 @@ def write_broker_config(
         existing = ca.current().get(broker_id)
         if existing is not None and existing.role is not Role.BROKER:
             raise SecurityError(
-                f"identity {broker_id!r} is already a {existing.role.value}; "
+                f"identity {broker_id!r} is already issued with role {existing.role.value}; "
                 "choose another broker id"
             )
         cert, key_path = ca.issue(broker_id, Role.BROKER, hosts=hosts or default_broker_hosts())
