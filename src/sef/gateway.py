@@ -14,6 +14,15 @@ online at the EMS without restarting anything. While the uplink is down the cont
 broker publishes the bridge's will on ``{root}/gateways/{home}/status`` (payload ``0``;
 ``1`` when it is back), and the gateway keeps the retained list of its agents on
 ``{root}/gateways/{home}/agents`` so that an EMS can mark them unreachable meanwhile.
+
+**Secure mode** (a gateway given :class:`~sef.security.Security`, the default of
+``sef gateway``): the bridge connects to the control broker over TLS with the gateway's
+certificate (the control broker's certificate and host name checked against the
+deployment CA), so the control broker's ACL knows it as the gateway of its home and lets
+it publish only for that home's agents. The home-side listener is TLS too, with the
+gateway's certificate as server certificate; it requires a client certificate from the
+same CA (identity = MQTT username and client id), and its ACL (:func:`home_acl`) lets
+each client publish only under its own agent topics.
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import pwd
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +50,19 @@ from sef.bus import (
     check_id,
     decode_object,
 )
+from sef.security import Role, Security, SecurityError
 from sef.tasks import TaskSet
 
-__all__ = ["UPLINK_IN", "UPLINK_OUT", "Gateway", "bridge_config", "run_gateway"]
+__all__ = [
+    "UPLINK_IN",
+    "UPLINK_OUT",
+    "Gateway",
+    "bridge_config",
+    "bridge_tls_config",
+    "home_acl",
+    "listener_tls_config",
+    "run_gateway",
+]
 
 log = logging.getLogger("sef.gateway")
 
@@ -68,21 +91,25 @@ def bridge_config(
     root: str = "sef",
     keepalive_s: int = 10,
     restart_s: tuple[int, int] = (1, 5),
+    tls: TlsFiles | None = None,
 ) -> str:
     """The ``mosquitto.conf`` lines of the uplink bridge of home ``home_id``.
 
     Args:
-        home_id: the home's id (the bridge's client id is ``sef-gw-{home_id}``).
+        home_id: the home's id (the bridge's client id is ``sef-gw-{home_id}``, or the
+            gateway's certificate identity in secure mode).
         uplink: the control server's broker.
         root: the SEF topic root.
         keepalive_s: MQTT keepalive of the bridge: a silent uplink is noticed after it.
         restart_s: (base, cap) of the bridge's reconnection backoff, s.
+        tls: the gateway's certificate files: the bridge then speaks TLS with them
+            (:func:`bridge_tls_config`).
     """
     check_id("home", home_id)
     lines = [
         f"connection sef-uplink-{home_id}",
         f"address {uplink.host}:{uplink.port}",
-        f"remote_clientid sef-gw-{home_id}",
+        f"remote_clientid {tls.identity if tls is not None else f'sef-gw-{home_id}'}",
         "bridge_protocol_version " + ("mqttv50" if uplink.version == 5 else "mqttv311"),
         "try_private true",
         "cleansession false",
@@ -93,14 +120,108 @@ def bridge_config(
         f"notification_topic {root}/gateways/{home_id}/status",
         "bridge_attempt_unsubscribe false",
     ]
-    if uplink.username:
+    if uplink.username and not tls:
         lines.append(f"remote_username {uplink.username}")
         if uplink.password:
             lines.append(f"remote_password {uplink.password}")
+    if tls is not None:
+        lines += bridge_tls_config(tls)
     lines += [f"topic {root}/{pattern} out 1" for pattern in UPLINK_OUT]
     lines.append(f"topic {root}/gateways/{home_id}/agents out 1")
     lines += [f"topic {root}/{pattern} in 1" for pattern in UPLINK_IN]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A gateway's certificate files as Mosquitto reads them (paths in its work dir)."""
+
+    identity: str
+    cert: Path
+    key: Path
+    ca: Path
+    crl: Path | None = None
+
+
+def bridge_tls_config(files: TlsFiles) -> list[str]:
+    """Bridge lines for TLS to the control broker: present the gateway's certificate,
+    trust only the deployment CA, and check the control broker's host name."""
+    return [
+        f"bridge_cafile {files.ca}",
+        f"bridge_certfile {files.cert}",
+        f"bridge_keyfile {files.key}",
+        "bridge_insecure false",
+        "bridge_tls_version tlsv1.2",
+    ]
+
+
+def listener_tls_config(files: TlsFiles, acl: Path) -> str:
+    """Lines for the home-side listener (they follow its ``listener`` line): TLS with the
+    gateway's certificate, client certificates from the deployment CA required, the
+    certificate's identity as username and client id, and the home ACL."""
+    return (
+        "\n".join(
+            [
+                f"cafile {files.ca}",
+                f"certfile {files.cert}",
+                f"keyfile {files.key}",
+                *([f"crlfile {files.crl}"] if files.crl is not None else []),
+                "require_certificate true",
+                "use_identity_as_username true",
+                "use_username_as_clientid true",
+                "tls_version tlsv1.2",
+                "allow_anonymous false",
+                f"acl_file {acl}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def home_acl(gateway_id: str, home_id: str, root: str = "sef") -> str:
+    """The home broker's ACL: every client (username = its certificate's identity)
+    publishes only under its own agent topics and replies, and reads its own calls, its
+    home's group calls (only those the control broker lets this home's bridge receive
+    come down) and the EMS's status; the gateway's own client reads agent statuses and
+    keeps the home's agent list."""
+    agent = f"{root}/agents/%u"
+    return (
+        "\n".join(
+            [
+                "# home broker ACL written by sef gateway: username = certificate identity",
+                f"pattern write {agent}/status",
+                f"pattern write {agent}/about",
+                f"pattern write {agent}/interfaces/#",
+                f"pattern write {agent}/props/#",
+                f"pattern write {agent}/signals/#",
+                f"pattern read {agent}/#",
+                f"pattern write {root}/clients/+/reply",
+                f"pattern read {root}/clients/%u/reply",
+                f"pattern read {root}/groups/+/call/#",
+                f"pattern read {root}/hosts/+/status",
+                "",
+                f"user {gateway_id}",
+                f"topic read {root}/agents/+/status",
+                f"topic readwrite {root}/gateways/{home_id}/#",
+            ]
+        )
+        + "\n"
+    )
+
+
+def _mosquitto_account_owns(workdir: Path) -> str:
+    """Mosquitto started as root drops to the ``mosquitto`` account before it reads its
+    certificate and key: hand ``workdir`` over to that account (or keep root if there
+    is none). Returns the ``user`` line to configure."""
+    if os.geteuid() != 0:
+        return ""
+    try:
+        account = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return "user root\n"
+    for path in (workdir, *workdir.iterdir()):
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return "user mosquitto\n"
 
 
 @dataclass
@@ -117,6 +238,9 @@ class Gateway:
         keepalive_s: keepalive of the uplink bridge, s.
         restart_s: (base, cap) of the bridge's reconnection backoff, s.
         workdir: directory for the broker's config and log (default: a temporary one).
+        security: the gateway's credentials (role ``gateway``, its certificate naming
+            ``home_id`` as its home): TLS bridge and TLS home listener (module docstring).
+            ``None``: plain text (``--insecure``).
     """
 
     uplink: BrokerURL
@@ -128,18 +252,88 @@ class Gateway:
     keepalive_s: int = 10
     restart_s: tuple[int, int] = (1, 5)
     workdir: Path | None = None
+    security: Security | None = None
     broker: Mosquitto | None = field(default=None, init=False)
     agents: dict[str, bool] = field(default_factory=dict, init=False)
     """Agents seen on the local broker, id → online."""
     _advert: object | None = field(default=None, init=False)
     _bus: BusClient | None = field(default=None, init=False)
     _tasks: TaskSet = field(default_factory=TaskSet, init=False)
+    _tmp: Path | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
         """URL of the local listener, for the home's agents."""
         host = "127.0.0.1" if self.listen_host in ("", "0.0.0.0") else self.listen_host
-        return f"mqtt://{host}:{self.listen_port}"
+        scheme = "mqtts" if self.security is not None else "mqtt"
+        return f"{scheme}://{host}:{self.listen_port}"
+
+    def check_security(self) -> None:
+        """Refuse (:class:`SecurityError`) credentials that cannot run this gateway: not
+        of role ``gateway``, not for this home, or a plain-text uplink."""
+        if self.security is None:
+            return
+        me = self.security.identity
+        if me.role is not Role.GATEWAY:
+            raise SecurityError(f"{me.id!r} has role {me.role.value}, not gateway")
+        if me.home != self.home_id:
+            raise SecurityError(
+                f"the certificate of gateway {me.id!r} is for home {me.home!r}, "
+                f"not {self.home_id!r}"
+            )
+        if not self.uplink.tls:
+            raise SecurityError(f"uplink {self.uplink} is plain text: use mqtts://")
+
+    def _tls_files(self, workdir: Path) -> TlsFiles:
+        """Write the gateway's certificate, key (0600), CA and CRL where Mosquitto reads
+        them."""
+        assert self.security is not None
+        from cryptography.hazmat.primitives import serialization
+
+        from sef.security import write_private
+
+        security = self.security
+        files = TlsFiles(
+            security.identity.id,
+            workdir / "gateway.crt",
+            workdir / "gateway.key",
+            workdir / "ca.crt",
+            workdir / "crl.pem" if security.trust.crl is not None else None,
+        )
+        files.cert.write_bytes(security.cert_pem)
+        write_private(
+            files.key,
+            security.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        files.ca.write_bytes(security.trust.ca.public_bytes(serialization.Encoding.PEM))
+        if files.crl is not None and security.trust.crl is not None:
+            files.crl.write_bytes(security.trust.crl.public_bytes(serialization.Encoding.PEM))
+        return files
+
+    def _config(self, workdir: Path | None) -> tuple[str, Path | None]:
+        """The extra Mosquitto configuration (and the work dir it needs, if secure)."""
+        tls: TlsFiles | None = None
+        listener = ""
+        if self.security is not None:
+            if workdir is None:
+                workdir = self._tmp = Path(tempfile.mkdtemp(prefix="sef-gateway-"))
+            tls = self._tls_files(workdir)
+            acl = workdir / "home.acl"
+            acl.write_text(home_acl(tls.identity, self.home_id, self.root))
+            listener = listener_tls_config(tls, acl) + _mosquitto_account_owns(workdir)
+        bridge = bridge_config(
+            self.home_id,
+            self.uplink,
+            root=self.root,
+            keepalive_s=self.keepalive_s,
+            restart_s=self.restart_s,
+            tls=tls,
+        )
+        return listener + bridge, workdir
 
     @property
     def advertised_name(self) -> str | None:
@@ -149,30 +343,41 @@ class Gateway:
     async def start(self) -> Gateway:
         """Start the broker and its bridge, the agent list and the mDNS advertisement."""
         check_id("home", self.home_id)
+        self.check_security()
         self._tasks.owner = f"gateway {self.home_id}"
         if not self.listen_port:
             self.listen_port = free_port(self.listen_host or "0.0.0.0")
+        extra, workdir = self._config(self.workdir)
         broker = Mosquitto(
             port=self.listen_port,
             host=self.listen_host or "0.0.0.0",
-            workdir=self.workdir,
-            extra_config=bridge_config(
-                self.home_id,
-                self.uplink,
-                root=self.root,
-                keepalive_s=self.keepalive_s,
-                restart_s=self.restart_s,
-            ),
+            workdir=workdir,
+            extra_config=extra,
         )
-        await asyncio.to_thread(broker.start)
+        try:
+            await asyncio.to_thread(broker.start)
+        except BaseException:
+            self._remove_tmp()
+            raise
         self.broker = broker
         try:
             topics = Topics(self.root)
+            tls = None
+            client_id = f"sef-gw-{self.home_id}-local"
+            if self.security is not None:
+                from sef.discovery import verified_broker_tls
+
+                # our own listener: its certificate is ours (role gateway, this home)
+                tls = verified_broker_tls(
+                    self.security, roles=(Role.GATEWAY,), home=self.home_id, check_hostname=False
+                )
+                client_id = self.security.identity.id
             self._bus = BusClient(
                 self.url,
-                f"sef-gw-{self.home_id}-local",
+                client_id,
                 on_message=self._on_message,
                 on_connect=self._publish_agents,
+                tls=tls,
             )
             await self._bus.subscribe(f"{topics.root}/agents/+/status")
             await self._bus.start()
@@ -186,6 +391,7 @@ class Gateway:
                     {"home": self.home_id, "uplink": f"{self.uplink.host}:{self.uplink.port}"},
                     role="gateway",
                     root=self.root,
+                    tls=self.security is not None,
                 )
         except BaseException:
             await self.stop()
@@ -205,6 +411,12 @@ class Gateway:
         broker, self.broker = self.broker, None
         if broker is not None:
             await asyncio.to_thread(broker.stop)
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     async def __aenter__(self) -> Gateway:
         return await self.start()
@@ -244,12 +456,13 @@ async def run_gateway(
     advertise: bool = True,
     root: str = "sef",
     until: Callable[[], Awaitable[None]] | None = None,
+    security: Security | None = None,
 ) -> None:
     """Run a gateway until cancelled or ``until()`` returns (the body of ``sef gateway``).
 
     On the way out the gateway stops its Mosquitto child (and waits for it)."""
     url = uplink if isinstance(uplink, BrokerURL) else BrokerURL.parse(uplink)
-    gateway = Gateway(url, home_id, listen_host, listen_port, advertise, root)
+    gateway = Gateway(url, home_id, listen_host, listen_port, advertise, root, security=security)
     await gateway.start()
     try:
         print(
