@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from secure_stack import make_pki, secure_broker, security_for
 from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.bus import BrokerURL, BusClient
 from sef.ems import EMS
 from sef.gateway import Gateway, home_acl
 from sef.security import Role, Security, SecurityError
-from secure_stack import make_pki, secure_broker, security_for
 from support import wait_for
 
 DEMO = "edu.pdx.powerlab.demo"
@@ -64,64 +64,64 @@ async def test_gateway_bridges_only_its_homes_agents(tmp_path: Path) -> None:
     ours = security_for(ca, f"a1-{uid}", Role.AGENT, (group,), "home-1")
     theirs = security_for(ca, f"b1-{uid}", Role.AGENT, (group,), "home-2")
     ems_security = security_for(ca, f"ems-{uid}", Role.EMS)
-    async with secure_broker(ca, tmp_path) as central:
-        async with (
-            Gateway(
-                BrokerURL.parse(central.url),
-                "home-1",
-                advertise=False,
-                keepalive_s=2,
-                restart_s=(1, 2),
-                security=gw1,
-            ) as gateway,
-            EMS(central.url, f"ems-{uid}", keepalive_s=2, security=ems_security) as ems,
-        ):
-            assert gateway.url.startswith("mqtts://127.0.0.1:")
-            # no client certificate: the home listener refuses the connection
-            anonymous = BusClient(gateway.url.replace("mqtts://", "mqtt://"), f"anon-{uid}")
-            with pytest.raises(Exception):  # noqa: B017 - refused whichever way the TLS ends
-                await anonymous.start(timeout_s=2.0)
-            await anonymous.stop()
+    async with (
+        secure_broker(ca, tmp_path) as central,
+        Gateway(
+            BrokerURL.parse(central.url),
+            "home-1",
+            advertise=False,
+            keepalive_s=2,
+            restart_s=(1, 2),
+            security=gw1,
+        ) as gateway,
+        EMS(central.url, f"ems-{uid}", keepalive_s=2, security=ems_security) as ems,
+    ):
+        assert gateway.url.startswith("mqtts://127.0.0.1:")
+        # no client certificate: the home listener refuses the connection
+        anonymous = BusClient(gateway.url.replace("mqtts://", "mqtt://"), f"anon-{uid}")
+        with pytest.raises(Exception):  # noqa: B017 - refused whichever way the TLS ends
+            await anonymous.start(timeout_s=2.0)
+        await anonymous.stop()
 
-            agents = [
-                VirtualBatteryAgent(
-                    ours.identity.id,
-                    gateway.url,
-                    groups=[group],
-                    step_s=0.2,
-                    keepalive_s=2,
-                    security=ours,
+        agents = [
+            VirtualBatteryAgent(
+                ours.identity.id,
+                gateway.url,
+                groups=[group],
+                step_s=0.2,
+                keepalive_s=2,
+                security=ours,
+            ),
+            # an agent of home 2 that reaches home 1's gateway (same CA)
+            VirtualBatteryAgent(
+                theirs.identity.id,
+                gateway.url,
+                groups=[group],
+                step_s=0.2,
+                keepalive_s=2,
+                security=theirs,
+            ),
+        ]
+        for agent in agents:
+            await agent.start()
+        try:
+            await wait_for(
+                lambda: (
+                    (r := ems.registry.get(ours.identity.id)) is not None
+                    and r.online is True
+                    and bool(r.about)
                 ),
-                # an agent of home 2 that reaches home 1's gateway (same CA)
-                VirtualBatteryAgent(
-                    theirs.identity.id,
-                    gateway.url,
-                    groups=[group],
-                    step_s=0.2,
-                    keepalive_s=2,
-                    security=theirs,
-                ),
-            ]
+                15.0,
+            )
+            replies = await ems.call(
+                f"group:{group}", DEMO, "EnergyMethod", [[["charge", 1, 60]]], timeout_s=5.0
+            )
+            assert [r.agent for r in replies if r.ok] == [ours.identity.id]
+            await asyncio.sleep(1.0)
+            # home 2's agent is connected to home 1's broker, but home 1's bridge may
+            # not publish for it at the control broker: the EMS never sees it
+            assert agents[1].bus.connected
+            assert ems.registry.get(theirs.identity.id) is None
+        finally:
             for agent in agents:
-                await agent.start()
-            try:
-                await wait_for(
-                    lambda: (
-                        (r := ems.registry.get(ours.identity.id)) is not None
-                        and r.online is True
-                        and bool(r.about)
-                    ),
-                    15.0,
-                )
-                replies = await ems.call(
-                    f"group:{group}", DEMO, "EnergyMethod", [[["charge", 1, 60]]], timeout_s=5.0
-                )
-                assert [r.agent for r in replies if r.ok] == [ours.identity.id]
-                await asyncio.sleep(1.0)
-                # home 2's agent is connected to home 1's broker, but home 1's bridge may
-                # not publish for it at the control broker: the EMS never sees it
-                assert agents[1].bus.connected
-                assert ems.registry.get(theirs.identity.id) is None
-            finally:
-                for agent in agents:
-                    await agent.stop()
+                await agent.stop()
