@@ -10,6 +10,7 @@ failed), 2 update refused by a security check (the running version is kept).
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import subprocess
@@ -110,14 +111,18 @@ def init(
         )
     except (PublishError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"update repository created in {escape(str(repo))}", highlight=False)
+    console.print(
+        f"update repository created in {escape(str(repo))}", highlight=False, soft_wrap=True
+    )
     console.print(
         f"keys: {escape(str(created.keys_dir))} (move root-* and targets-* offline)",
         highlight=False,
+        soft_wrap=True,
     )
     console.print(
         f"ship to agents as --trusted-root: {escape(str(created.trusted_root_path))}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -138,6 +143,7 @@ def publish(
         f"published {escape(release.name)} {release.version}: {escape(release.path)} "
         f"({release.length} bytes, sha256 {release.sha256})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -148,7 +154,7 @@ def timestamp(repo: RepoOption, keys: KeysOption = None) -> None:
         UpdateRepository(repo, keys).refresh_online()
     except (PublishError, OSError) as exc:
         _fail(str(exc))
-    console.print("snapshot and timestamp re-signed", highlight=False)
+    console.print("snapshot and timestamp re-signed", highlight=False, soft_wrap=True)
 
 
 @app.command("serve")
@@ -164,7 +170,7 @@ def serve(
         server = RepositoryServer(repo, host, port)
     except OSError as exc:
         _fail(f"cannot serve on {host}:{port}: {exc}")
-    console.print(f"serving {escape(str(repo))} at {server.url}", highlight=False)
+    console.print(f"serving {escape(str(repo))} at {server.url}", highlight=False, soft_wrap=True)
     try:
         while True:
             time.sleep(3600)
@@ -175,6 +181,10 @@ def serve(
 
 
 def _client(url: str, trusted_root: Path, state: Path, name: str) -> UpdateClient:
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        # the command prints the one-line outcome itself: no retry chatter, no duplicate
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        logging.getLogger("sef.update").setLevel(logging.ERROR)
     try:
         return UpdateClient(url, state, trusted_root, name=name)
     except (OSError, ValueError) as exc:
@@ -198,11 +208,12 @@ def check(
     except UpdateError as exc:
         _fail(f"{exc}; running version {running} kept")
     if release is None:
-        console.print(f"up to date: {escape(name)} {running}", highlight=False)
+        console.print(f"up to date: {escape(name)} {running}", highlight=False, soft_wrap=True)
     else:
         console.print(
             f"update available: {escape(name)} {release.version} (running {running})",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -231,12 +242,15 @@ def install(
     except UpdateError as exc:
         _fail(f"{exc}; running version {running or 'none'} kept")
     if installed is None:
-        console.print(f"up to date: {escape(name)} {running or 'none'}", highlight=False)
+        console.print(
+            f"up to date: {escape(name)} {running or 'none'}", highlight=False, soft_wrap=True
+        )
         return
     version = client.current_version or "?"
     console.print(
         f"installed {escape(name)} {version} (was {running or 'none'}): {escape(str(installed))}",
         highlight=False,
+        soft_wrap=True,
     )
     if then is not None:
         _run_hook(then, version, installed, running)

@@ -73,6 +73,15 @@ def refusal_of(exc: BaseException, *, target: bool) -> Refusal | None:
     return None
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for a tuf error: its message, else its kind and the network cause."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None:
+        text += f" ({getattr(cause, 'reason', None) or cause})"
+    return text
+
+
 class UpdateClient:
     """Checks a release repository and installs newer releases into a state directory.
 
@@ -147,11 +156,10 @@ class UpdateClient:
             if release.version_key == parse_version(running):
                 logger.debug("%s %s is up to date", self.name, running)
                 return None
-            raise UpdateRefused(
+            raise self._refuse(
                 Refusal.SOFTWARE_ROLLBACK,
                 f"the repository's latest {self.name} is {release.version}, older than "
                 f"the running {running}",
-                running,
             )
         logger.info("%s %s available (running %s)", self.name, release.version, running)
         return release
@@ -171,18 +179,15 @@ class UpdateClient:
         """
         running = self.current_version
         if running is not None and release.version_key <= parse_version(running):
-            raise UpdateRefused(
+            raise self._refuse(
                 Refusal.SOFTWARE_ROLLBACK,
                 f"{release.version} is not newer than the running {running}",
-                running,
             )
         with self._locked():
             updater = self._updater()
-            info = self._call(lambda: updater.get_targetinfo(release.path), target=False)
+            info = self._call(lambda: updater.get_targetinfo(release.path), "metadata")
             if info is None:
-                raise UpdateRefused(
-                    Refusal.INVALID, f"{release.path} is no longer a signed target", running
-                )
+                raise self._refuse(Refusal.INVALID, f"{release.path} is no longer a signed target")
             self._check_custom(info, release.version)
             staging = self.state_dir / "staging" / secrets.token_hex(6)
             staging.mkdir(parents=True)
@@ -190,6 +195,7 @@ class UpdateClient:
                 downloaded = staging / release.filename
                 self._call(
                     lambda: updater.download_target(info, str(downloaded)),
+                    f"target {release.path}",
                     target=True,
                 )
                 record = {
@@ -245,28 +251,22 @@ class UpdateClient:
 
     def _latest(self, updater: Updater) -> Release | None:
         """The release the index's signed custom metadata names as latest."""
-        index = self._call(lambda: updater.get_targetinfo(index_path(self.name)), target=False)
+        index = self._call(lambda: updater.get_targetinfo(index_path(self.name)), "metadata")
         if index is None:
             logger.info("no %s release published at %s", self.name, self.url)
             return None
         custom = index.custom if isinstance(index.custom, dict) else {}
         version, path = custom.get("latest"), custom.get("path")
         if not isinstance(version, str) or not isinstance(path, str):
-            raise UpdateRefused(
-                Refusal.INVALID, "release index names no latest version", self.current_version
-            )
-        info = self._call(lambda: updater.get_targetinfo(path), target=False)
+            raise self._refuse(Refusal.INVALID, "release index names no latest version")
+        info = self._call(lambda: updater.get_targetinfo(path), "metadata")
         if info is None:
-            raise UpdateRefused(
-                Refusal.INVALID,
-                f"latest release {path} is not a signed target",
-                self.current_version,
-            )
+            raise self._refuse(Refusal.INVALID, f"latest release {path} is not a signed target")
         self._check_custom(info, version)
         try:
             filename = check_name(path.rpartition("/")[2], "file name")
         except ValueError as exc:
-            raise UpdateRefused(Refusal.INVALID, str(exc), self.current_version) from exc
+            raise self._refuse(Refusal.INVALID, str(exc)) from exc
         return Release(
             name=self.name,
             version=version,
@@ -282,29 +282,32 @@ class UpdateClient:
         try:
             parse_version(version)
         except ValueError as exc:
-            raise UpdateRefused(Refusal.INVALID, str(exc), self.current_version) from exc
+            raise self._refuse(Refusal.INVALID, str(exc)) from exc
         if custom.get("name") != self.name or custom.get("version") != version:
-            raise UpdateRefused(
+            raise self._refuse(
                 Refusal.INVALID,
                 f"target {info.path} is signed as {custom.get('name')} "
                 f"{custom.get('version')}, not {self.name} {version}",
-                self.current_version,
             )
 
-    def _call(self, action: Callable[[], _T], *, target: bool) -> _T:
-        """Run a tuf ``action``; turn its failures into :class:`UpdateRefused` or
-        :class:`UpdateUnavailable` naming the failed check."""
+    def _call(self, action: Callable[[], _T], what: str, *, target: bool = False) -> _T:
+        """Run a tuf ``action`` about ``what``; turn its failures into
+        :class:`UpdateRefused` (naming the failed check) or :class:`UpdateUnavailable`."""
         try:
             return action()
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
             reason = refusal_of(exc, target=target)
+            detail = f"{what}: {_describe(exc)}"
             if reason is None:
-                raise UpdateUnavailable(
-                    f"repository {self.url} unavailable: {exc or type(exc).__name__}"
-                ) from exc
-            raise UpdateRefused(
-                reason, str(exc) or type(exc).__name__, self.current_version
-            ) from exc
+                logger.warning("update check failed, %s unavailable: %s", self.url, detail)
+                raise UpdateUnavailable(f"repository {self.url} unavailable: {detail}") from exc
+            raise self._refuse(reason, detail) from exc
+
+    def _refuse(self, reason: Refusal, detail: str) -> UpdateRefused:
+        """The refusal to raise, logged with the running version."""
+        refused = UpdateRefused(reason, detail, self.current_version)
+        logger.warning("%s", refused)
+        return refused
 
     def _record(self, directory: Path) -> dict[str, Any] | None:
         try:
