@@ -58,7 +58,7 @@ from sef.interface import (
     validate,
 )
 from sef.logthrottle import LogThrottle
-from sef.security import Security
+from sef.security import WINDOW_MESSAGES, WINDOW_S, Security, TelemetrySealer
 
 __all__ = ["Agent"]
 
@@ -84,6 +84,14 @@ class Agent:
         security: this agent's certificate, key and trust store: connects over mutual
             TLS, executes only calls signed by an EMS of the deployment CA and signs its
             replies (``None``: plaintext and unsigned, for ``--insecure`` deployments).
+        sign_telemetry: seal the telemetry (property updates and signals) in signed
+            windows for an EMS that does not trust the broker (``docs/protocol.md``,
+            "Signed telemetry"): ``True`` signs with ``security``, or pass the
+            credentials to sign with. Off by default: the broker's ACL authenticates
+            telemetry.
+        seal_window_s: a telemetry window is sealed at the latest this long after its
+            first message, real s.
+        seal_window_messages: most messages in one sealed window.
     """
 
     interfaces: ClassVar[Sequence[str]] = ()
@@ -101,9 +109,16 @@ class Agent:
         keepalive_s: int = 10,
         topics: Topics | None = None,
         security: Security | None = None,
+        sign_telemetry: bool | Security = False,
+        seal_window_s: float = WINDOW_S,
+        seal_window_messages: int = WINDOW_MESSAGES,
     ) -> None:
         self.agent_id = check_id("agent", agent_id)
         self.security = security
+        self.sealer = _sealer(self.agent_id, security, sign_telemetry)
+        if self.sealer is not None:
+            self.sealer.window_s, self.sealer.window_messages = seal_window_s, seal_window_messages
+        self._seal_task: asyncio.Task[None] | None = None
         self.groups = [check_id("group", g) for g in groups]
         self.clock = clock or default_clock()
         self.topics = topics or Topics()
@@ -199,16 +214,20 @@ class Agent:
         ):
             await self.bus.subscribe(pattern, qos=1)
         self._worker = asyncio.create_task(self.calls.serve(), name=f"agent:{self.agent_id}")
+        if self.sealer is not None:
+            self._seal_task = asyncio.create_task(self._seal_loop(), name=f"seal:{self.agent_id}")
         await self.on_start()
         await self.bus.start()
 
     async def stop(self) -> None:
         """Announce a clean shutdown (offline, reason ``shutdown``) and disconnect."""
         await self.on_stop()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        for task in (self._worker, self._seal_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._publish_seal()  # the last window, before the goodbye
 
         async def goodbye() -> None:
             status = Status(
@@ -270,7 +289,9 @@ class Agent:
         emission = SignalEmission(
             args_to_json(signal.args, list(args)), self.clock.now(), self.session.next_seq()
         )
-        self.bus.publish(self.topics.signal(self.agent_id, interface, name), emission.to_payload())
+        topic, payload = self.topics.signal(self.agent_id, interface, name), emission.to_payload()
+        self.bus.publish(topic, payload)
+        self._seal_add(topic, emission.seq, payload)
 
     def _publish_property(self, interface: str, name: str) -> None:
         prop = self._interfaces[interface].properties[name]
@@ -278,12 +299,37 @@ class Agent:
         update = PropertyUpdate(
             to_json(prop.type, value), self.clock.now(), self.session.next_seq()
         )
+        topic, payload = self.topics.prop(self.agent_id, interface, name), update.to_payload()
         try:
-            self.bus.publish(
-                self.topics.prop(self.agent_id, interface, name), update.to_payload(), retain=True
-            )
+            self.bus.publish(topic, payload, retain=True)
         except BusError as exc:  # connection dropped; the next birth republishes everything
             log.debug("property %s.%s not published: %s", interface, name, exc)
+            return
+        self._seal_add(topic, update.seq, payload)
+
+    # -- signed telemetry (seals) -----------------------------------------------------
+    def _seal_add(self, topic: str, seq: int | None, payload: bytes) -> None:
+        if self.sealer is not None and seq is not None and self.sealer.add(topic, seq, payload):
+            self._publish_seal()
+
+    def _publish_seal(self) -> None:
+        """Seal the open telemetry window (if it holds messages)."""
+        if self.sealer is None or not self.sealer.count:
+            return
+        seal = self.sealer.seal()
+        try:
+            if seal is not None:
+                self.bus.publish(self.topics.seal(self.agent_id), seal)
+        except BusError as exc:  # the EMS reports that window unverified
+            log.warning("agent %s: telemetry seal not published: %s", self.agent_id, exc)
+
+    async def _seal_loop(self) -> None:
+        """Seal a window once it is ``window_s`` old."""
+        assert self.sealer is not None
+        while True:
+            await asyncio.sleep(self.sealer.window_s / 4)
+            if self.sealer.due():
+                self._publish_seal()
 
     # -- birth --------------------------------------------------------------------
     def _make_will(self) -> Will:
@@ -298,6 +344,9 @@ class Agent:
     def _publish_birth(self) -> None:
         """Birth sequence: status online (seq 0), About, interface XML, every property."""
         now = self.clock.now()
+        if self.sealer is not None:  # the window of the previous birth, then a new chain
+            self._publish_seal()
+            self.sealer.start_session(self.session.bdseq)
         self.session.seq = 0
         status = Status(
             True, self.session.bdseq, now, self.bus.keepalive_s, self.session.next_seq()
@@ -415,3 +464,20 @@ class Agent:
 
 
 _MISSING = object()
+
+
+def _sealer(
+    agent_id: str, security: Security | None, sign: bool | Security
+) -> TelemetrySealer | None:
+    """The sealer of an agent that signs its telemetry (``sign``), or ``None``."""
+    if sign is False:
+        return None
+    credentials = security if sign is True else sign
+    if credentials is None:
+        raise AgentError(f"agent {agent_id}: sign_telemetry needs credentials (security=)")
+    if credentials.identity.id != agent_id:
+        raise AgentError(
+            f"agent {agent_id}: telemetry would be signed by {credentials.identity.id!r}, "
+            "whose seals an EMS refuses (the certificate must be the agent's own)"
+        )
+    return TelemetrySealer(credentials)

@@ -49,9 +49,10 @@ from sef.ems._reconcile import METHOD as RECONCILE_METHOD
 from sef.ems._reconcile import RECONCILE_PREFIX, RESTORE_WINDOW_S, Reconciler
 from sef.ems._records import AgentRecord
 from sef.ems._registry import BDSEQ_AHEAD_S, Registry
+from sef.ems._seals import SealChecker
 from sef.interface import AGENT_INTERFACE, DEMO_INTERFACE, Interface, builtin_interface
 from sef.logthrottle import LogThrottle
-from sef.security import Security
+from sef.security import Security, TrustStore
 from sef.tasks import TaskSet
 
 if TYPE_CHECKING:  # the store (SQLAlchemy, Alembic) loads only when an EMS uses one
@@ -96,6 +97,11 @@ class EMS:
         security: this EMS's certificate, key and trust store: connects over mutual TLS,
             signs every call and accepts only replies signed by the agent it addressed
             (``None``: plaintext and unsigned, for ``--insecure`` deployments).
+        require_signed_telemetry: check every agent's telemetry against its signed seals
+            (:mod:`sef.ems._seals`; for deployments that do not trust the broker):
+            ``True`` verifies them with ``security``'s trust store, or pass the trust
+            store. Verdicts are counted (``ems.seals``), logged (ERROR for a failed
+            window) and stored as agent events; telemetry is stored as received.
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class EMS:
         pinned_interfaces: Sequence[Interface] = (),
         bdseq_ahead_s: float = BDSEQ_AHEAD_S,
         security: Security | None = None,
+        require_signed_telemetry: bool | TrustStore = False,
     ) -> None:
         self.host_id = check_id("host", host_id)
         self.security = security
@@ -125,6 +132,19 @@ class EMS:
             self.recorder = Recorder(store)
         self.clock = clock or default_clock()
         self.topics = topics or Topics()
+        self.seals: SealChecker | None = None
+        """Signed-telemetry checks (``require_signed_telemetry``), else ``None``."""
+        if require_signed_telemetry is not False:
+            trust = (
+                require_signed_telemetry
+                if isinstance(require_signed_telemetry, TrustStore)
+                else security.trust
+                if security is not None
+                else None
+            )
+            if trust is None:
+                raise ValueError("require_signed_telemetry needs security= (or a TrustStore)")
+            self.seals = SealChecker(trust, self.topics, recorder=self.recorder, now=self.clock.now)
         self.registry = Registry(
             self.topics,
             admission=admission,
@@ -206,6 +226,8 @@ class EMS:
             await self._restore_intents()
         for pattern in (*self.topics.all_agents(), *self.topics.all_gateways()):
             await self.bus.subscribe(pattern, qos=1)
+        if self.seals is not None:
+            await self.bus.subscribe(self.topics.all_seals(), qos=1)
         if self.announce:  # to repair a stale or forged status of our own (§4.4)
             await self.bus.subscribe(self.topics.host_status(self.host_id), qos=1)
         await self.caller.start()
@@ -261,6 +283,8 @@ class EMS:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
                 self.guard.check_quiet(loop.time())
+                if self.seals is not None:
+                    self.seals.sweep()
                 self.caller.rejected.tick(loop.time())
                 unanswered = [c.call_id for c in self.caller.expire() if not c.replies]
                 if unanswered:
@@ -342,9 +366,13 @@ class EMS:
             self.guard.status_message(message)
             return None
         self._last_message = asyncio.get_running_loop().time()
+        pending: asyncio.Future[None] | None = None
+        if self.seals is not None:
+            consumed, pending = self.seals.handle(message)
+            if consumed:  # a seal: nothing for the registry
+                return pending
         now = self.clock.now()
         events = self.registry.handle(message, now)
-        pending: asyncio.Future[None] | None = None
         for event in events:
             if self.recorder is not None and isinstance(event, AgentEvent):
                 record = self.registry.get(event.agent_id)
