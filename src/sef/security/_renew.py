@@ -41,6 +41,9 @@ log = logging.getLogger("sef.security.renew")
 RETRY_MIN_S = 5.0
 RETRY_MAX_S = 600.0
 CRL_EVERY_S = 3600.0
+MIN_INTERVAL_S = 60.0
+"""Shortest time between two renewals, s (a short lifetime at a small fraction is due
+again at once: certificates start 5 minutes before they are issued)."""
 MAX_SLEEP_S = 3600.0
 """Longest single sleep, s: wall-clock targets are re-checked at least this often (a
 suspended machine or a clock step does not make the renewer miss its time)."""
@@ -59,7 +62,8 @@ class CertificateRenewer:
         security: the component's credentials (``cert_path``/``key_path`` are rewritten
             on renewal when set).
         url: the enrollment server.
-        renew_at_fraction: renew when this fraction of the lifetime has passed (0–1).
+        renew_at_fraction: renew when this fraction of the lifetime has passed (0 < f < 1);
+            at most once every :data:`MIN_INTERVAL_S`.
         crl_every_s: how often to fetch the CRL, s (0 = never).
         on_renewed: called after each renewal (after ``security.replace``).
         clock: the current UTC time (tests).
@@ -77,8 +81,8 @@ class CertificateRenewer:
         retry_min_s: float = RETRY_MIN_S,
         retry_max_s: float = RETRY_MAX_S,
     ) -> None:
-        if not 0.0 <= renew_at_fraction < 1.0:
-            raise ValueError(f"renew_at_fraction must be in [0, 1), got {renew_at_fraction}")
+        if not 0.0 < renew_at_fraction < 1.0:
+            raise ValueError(f"renew_at_fraction must be in (0, 1), got {renew_at_fraction}")
         self.security = security
         self.url = _base(url)
         self.renew_at_fraction = renew_at_fraction
@@ -185,6 +189,7 @@ class CertificateRenewer:
         loop = asyncio.get_running_loop()
         next_crl = loop.time() if self.crl_every_s > 0 else float("inf")
         expired_logged = False
+        earliest = loop.time()
         while True:
             now = self.clock()
             identity = self.security.identity
@@ -198,10 +203,11 @@ class CertificateRenewer:
                     )
                     expired_logged = True
                 due_in = MAX_SLEEP_S
-            elif now >= self.renew_at():
+            elif now >= self.renew_at() and loop.time() >= earliest:
                 try:
                     await self.renew_once()
                     delay = self.retry_min_s
+                    earliest = loop.time() + MIN_INTERVAL_S
                     continue
                 except SecurityError as exc:
                     log.warning(
@@ -214,7 +220,7 @@ class CertificateRenewer:
                     due_in = delay
                     delay = min(self.retry_max_s, delay * 2) * random.uniform(0.9, 1.1)
             else:
-                due_in = (self.renew_at() - now).total_seconds()
+                due_in = max((self.renew_at() - now).total_seconds(), earliest - loop.time())
             if loop.time() >= next_crl:
                 await self.refresh_crl()
                 next_crl = loop.time() + self.crl_every_s
