@@ -1,11 +1,13 @@
 """The API test stack: real Mosquitto, an EMS with a store (SQLite or PostgreSQL) or none,
-three in-process agents, and the API served by uvicorn on a free port."""
+three in-process agents, and the API served by uvicorn on a free port with authentication
+on: one token per role (in the store when there is one, else in memory); the stack's HTTP
+client sends the admin's."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -13,8 +15,8 @@ import httpx
 from sef.agents import Agent, method
 from sef.clock import Clock
 from sef.ems import EMS
-from sef.ems.api import ApiServer, serve_api
-from sef.ems.store import Store
+from sef.ems.api import ApiAuth, ApiServer, serve_api
+from sef.ems.store import ApiRole, Store, TokenStore
 from sef.interface import DEMO_INTERFACE, Variant
 from support import wait_for
 
@@ -76,10 +78,37 @@ class Stack:
     server: ApiServer
     http: httpx.AsyncClient
     broker: str
+    tokens: dict[str, str] = field(default_factory=dict)
+    """Token by role: ``viewer`` (name ``victor``), ``operator`` (``olivia``), ``admin``
+    (``ada``)."""
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    def client(self, role: str | None) -> httpx.AsyncClient:
+        """A new HTTP client of the API sending the token of ``role`` (``None``: none);
+        close it after use."""
+        headers = {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
+        return httpx.AsyncClient(base_url=self.url, timeout=10.0, headers=headers)
+
+
+TOKEN_NAMES: dict[ApiRole, str] = {"viewer": "victor", "operator": "olivia", "admin": "ada"}
+"""The stack's token names by role."""
+
+
+def make_tokens(store: Store | None) -> tuple[ApiAuth, dict[str, str]]:
+    """The API's authentication with one token per role (:data:`TOKEN_NAMES`): kept in
+    ``store`` (hashes) when there is one, else in memory."""
+    auth = ApiAuth.of_store(store)
+    tokens: dict[str, str] = {}
+    for role, name in TOKEN_NAMES.items():
+        if store is not None:
+            tokens[role] = TokenStore(store).create(name, role)
+        else:
+            tokens[role] = f"{name}-{role}-token-for-tests-only-0123456789"
+            auth.add_token(name, role, tokens[role])
+    return auth, tokens
 
 
 async def start_stack(broker: str, db: str | None) -> Stack:
@@ -101,9 +130,14 @@ async def start_stack(broker: str, db: str | None) -> Stack:
         ),
         5.0,
     )
-    server = await serve_api(ems, "127.0.0.1", 0)
-    http = httpx.AsyncClient(base_url=server.url, timeout=10.0)
-    return Stack(ems, store, agents, clocks, server, http, broker)
+    auth, tokens = make_tokens(store)
+    server = await serve_api(ems, "127.0.0.1", 0, auth=auth)
+    http = httpx.AsyncClient(
+        base_url=server.url,
+        timeout=10.0,
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+    )
+    return Stack(ems, store, agents, clocks, server, http, broker, tokens)
 
 
 async def stop_stack(stack: Stack) -> None:

@@ -42,6 +42,11 @@ async def sef(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the CLI only sees the API
 async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
     api = stack.url
+
+    async def op(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        """``sef ARGS`` with the operator's token in $SEF_API_TOKEN."""
+        return await sef(*args, env={"SEF_API_TOKEN": stack.tokens["operator"], **(env or {})})
+
     agent, clock = stack.agents["bat-1"], stack.clocks["bat-1"]
     for i in range(6):
         clock.t = T0 + 60 * i
@@ -53,10 +58,10 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
         (local_code, _, local_err),
         (ghost_code, _, ghost_err),
     ) = await asyncio.gather(
-        sef("send", "bat-1", "charge:4:1800", "discharge:8:1800", "--json", "--api", api),
-        sef("send", "bat-2", "charge:40000:1800", "--api", api),
-        sef("send", "bat-2", "charge:4.5:60", "--api", api),
-        sef("send", "ghost", "idle:0", "--api", api),
+        op("send", "bat-1", "charge:4:1800", "discharge:8:1800", "--json", "--api", api),
+        op("send", "bat-2", "charge:40000:1800", "--api", api),
+        op("send", "bat-2", "charge:4.5:60", "--api", api),
+        op("send", "ghost", "idle:0", "--api", api),
     )
     assert code == 0, err
     result = json.loads(out)
@@ -67,7 +72,7 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
     assert stack.agents["bat-2"].executed == []
     assert ghost_code == 2 and "404 unknown agent 'ghost'" in ghost_err
 
-    code, out, err = await sef("send", "group:feeder-1", "idle:0", env={"SEF_API": api})
+    code, out, err = await op("send", "group:feeder-1", "idle:0", env={"SEF_API": api})
     assert code == 0, err
     assert "bat-1" in out and "bat-2" in out and "ok" in out
     assert stack.agents["bat-2"].executed == [[("idle", 0, 0)]]
@@ -81,10 +86,10 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
         (acode, aout, aerr),
         (tcode, tout, terr),
     ) = await asyncio.gather(
-        sef("telemetry", "bat-1", "--since", str(T0), "--key", "Telemetry", "--csv", "--api", api),
-        sef("history", "--json", "--api", api),
-        sef("agents", "--api", api, "--json"),
-        sef("telemetry", "bat-1", "--since", str(T0), "--every", "180", "--api", api),
+        op("telemetry", "bat-1", "--since", str(T0), "--key", "Telemetry", "--csv", "--api", api),
+        op("history", "--json", "--api", api),
+        op("agents", "--api", api, "--json"),
+        op("telemetry", "bat-1", "--since", str(T0), "--every", "180", "--api", api),
     )
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -95,15 +100,16 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
     log = json.loads(hout)
     assert [e["target"] for e in log] == ["group:feeder-1", "bat-1"]
     assert all(e["status"] == "ok" for e in log)
+    assert {e["sent_by"] for e in log} == {"olivia"}  # the operator token's name
     assert acode == 0, aerr
     assert sorted(a["id"] for a in json.loads(aout)) == ["bat-1", "bat-2", "wh-9"]
     assert tcode == 0, terr
     assert "2 points, every 180.0 s" in tout  # T0+120 and T0+300: last of each 180 s bucket
 
     (code, out, err), (acode, aout, aerr), (ucode, _, uerr) = await asyncio.gather(
-        sef("history", "--target", "bat-1", "--api", api),
-        sef("agents", "--api", api),
-        sef("history", "--api", "http://127.0.0.1:9"),
+        op("history", "--target", "bat-1", "--api", api),
+        op("agents", "--api", api),
+        op("history", "--api", "http://127.0.0.1:9"),
     )
     assert code == 0, err
     assert "charge:4:1800 discharge:8:1800" in out and "bat-1 ok" in out
@@ -153,6 +159,25 @@ def test_flatten() -> None:
     }
     assert flatten("bat-1") == {"value": "bat-1"}
     assert flatten([1, 2]) == {"value": "[1, 2]"}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_cli_without_a_token_is_refused(stack: Stack) -> None:
+    """Without $SEF_API_TOKEN the CLI gets the API's 401, said plainly; a viewer's token
+    reads but may not send."""
+    (code, _, err), (vcode, _, verr), (hcode, hout, herr) = await asyncio.gather(
+        sef("history", "--api", stack.url),
+        sef("send", "bat-1", "idle:0", "--api", stack.url, env=_token(stack, "viewer")),
+        sef("history", "--json", "--api", stack.url, env=_token(stack, "viewer")),
+    )
+    assert code == 2 and "401 authentication required" in err
+    assert vcode == 2 and "403 victor (viewer) may not POST" in verr
+    assert hcode == 0 and json.loads(hout) == [], herr
+    assert stack.agents["bat-1"].executed == []
+
+
+def _token(stack: Stack, role: str) -> dict[str, str]:
+    return {"SEF_API_TOKEN": stack.tokens[role]}
 
 
 async def test_sef_ems_serves_the_api(broker_url: str, tmp_path: Path) -> None:
