@@ -1,7 +1,8 @@
 """The dashboard test stack: real Mosquitto, an EMS with a SQLite store and its API on a
 free port, three virtual batteries and three water heaters (UCM agent ⇄ SGD emulator over a
 pseudo-terminal, in-process), all on one scaled clock; and headless Debian Chromium driven
-by Playwright."""
+by Playwright. The API authenticates: the stack holds an operator token (``olga``, for the
+browser) and an admin token (``adam``, for its HTTP client)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.clock import ScaledClock
 from sef.ems import EMS, AgentRecord
 from sef.ems.api import ApiServer, serve_api
-from sef.ems.store import Store
+from sef.ems.store import Store, TokenStore
 from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
 from sef.protocols.cta2045 import LinkTiming
 from support import wait_for
@@ -77,6 +78,8 @@ class WebStack:
     http: httpx.AsyncClient
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopped: set[str] = field(default_factory=set)
+    tokens: dict[str, str] = field(default_factory=dict)
+    """Token by role: ``operator`` (name ``olga``) and ``admin`` (``adam``)."""
 
     @property
     def url(self) -> str:
@@ -98,10 +101,17 @@ async def start_web_stack(broker: str, db_path: Path) -> WebStack:
     store = Store.open(f"sqlite:///{db_path}")
     ems = EMS(broker, "ems-web", clock=clock, store=store, keepalive_s=5)
     await ems.start()
+    tokens = {
+        "operator": TokenStore(store).create("olga", "operator"),
+        "admin": TokenStore(store).create("adam", "admin"),
+    }
     server = await serve_api(ems, "127.0.0.1", 0)
-    stack = WebStack(
-        clock, store, ems, {}, {}, server, httpx.AsyncClient(base_url=server.url, timeout=10.0)
+    http = httpx.AsyncClient(
+        base_url=server.url,
+        timeout=10.0,
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
     )
+    stack = WebStack(clock, store, ems, {}, {}, server, http, tokens=tokens)
     try:
         for name, soc in BATTERIES.items():
             stack.batteries[name] = VirtualBatteryAgent(

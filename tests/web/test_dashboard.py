@@ -38,6 +38,10 @@ async def open_dashboard(browser: Browser, stack: WebStack, problems: list[str])
             else None
         ),
     )
+    # the session cookie that POST /login sets (the login form itself: test_login.py)
+    await page.context.add_cookies(
+        [{"name": "sef_token", "value": stack.tokens["operator"], "url": stack.url}]
+    )
     response = await page.goto(stack.url + "/")
     assert response is not None and response.ok
     await expect(page).to_have_title("SEF EMS dashboard")

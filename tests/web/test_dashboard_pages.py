@@ -28,6 +28,9 @@ async def test_agents_table_is_paginated(
             listings.append(path)
 
     page.on("request", keep)
+    await page.context.add_cookies(
+        [{"name": "sef_token", "value": web_stack.tokens["operator"], "url": web_stack.url}]
+    )
     response = await page.goto(web_stack.url + "/?page_size=4")
     assert response is not None and response.ok
     rows = page.locator("#agents tbody tr")
