@@ -90,8 +90,8 @@ class HostAllowList(TrustedHostMiddleware):
         body = json.dumps(
             {
                 "error": clip_message(
-                    f"host {raw!r} is not served here (allowed: {', '.join(self.allowed_hosts)}"
-                    "; see --api-allowed-host)"
+                    ("no Host header" if raw is None else f"host {raw!r} is not served here")
+                    + f" (allowed: {', '.join(self.allowed_hosts)}; see --api-allowed-host)"
                 ),
                 "detail": None,
             }
