@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sef.cli import app
-from sef.update import RepositoryServer
+from sef.cli import app, update_command
+from sef.update import DEFAULT_NAME, RepositoryServer
 
 runner = CliRunner()
 ENV = {"COLUMNS": "300", "NO_COLOR": "1", "TERM": "dumb"}
@@ -101,7 +101,7 @@ def test_refusals_exit_2_and_keep_the_running_version(
     served.write_bytes(b"agent 6.6.6")
     code, out = _sef("update", "install", *agent)
     assert code == 2, out
-    assert "refused: update refused (tampered target): target sef/1.2.0/sef-agent.tar.gz" in out
+    assert "error: update refused (tampered target): target sef/1.2.0/sef-agent.tar.gz" in out
     assert "running version 1.1.0 kept" in out
     assert os.readlink(tmp_path / "agent" / "current") == "releases/1.1.0"
 
@@ -126,6 +126,10 @@ def test_errors_exit_1(tmp_path: Path, repo: Path, server: RepositoryServer) -> 
     missing_root = ["--url", server.url, "--trusted-root", str(tmp_path / "no.json")]
     code, out = _sef("update", "check", *missing_root, "--state", str(tmp_path / "a"))
     assert code == 1 and "no.json" in out
+
+
+def test_cli_default_name_is_the_librarys() -> None:
+    assert update_command.DEFAULT_NAME == DEFAULT_NAME
 
 
 def test_serve_command_serves_the_repository(tmp_path: Path, repo: Path) -> None:

@@ -16,22 +16,19 @@ import shlex
 import subprocess
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sef.update import (
-    DEFAULT_NAME,
-    KeyType,
-    PublishError,
-    RepositoryServer,
-    UpdateClient,
-    UpdateError,
-    UpdateRefused,
-    UpdateRepository,
-)
+if TYPE_CHECKING:
+    from sef.update import UpdateClient, UpdateRefused
+
+# sef.update (tuf, urllib3) is imported inside the commands: it would add ~0.3 s to the
+# start of every other sef command.
+DEFAULT_NAME = "sef"
+"""Release name by default (the same as ``sef.update.DEFAULT_NAME``)."""
 
 __all__ = ["app"]
 
@@ -77,7 +74,7 @@ def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def _refused(exc: UpdateRefused) -> NoReturn:
-    err.print(f"[red]refused:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_REFUSED)
 
 
@@ -96,6 +93,8 @@ def init(
     key_type: Annotated[str, typer.Option(help="ecdsa (P-256) or ed25519.")] = "ecdsa",
 ) -> None:
     """Create a repository: keys (mode 0600) and signed root, targets, snapshot, timestamp."""
+    from sef.update import KeyType, PublishError, UpdateRepository
+
     if key_type not in ("ecdsa", "ed25519"):
         _fail(f"--key-type must be ecdsa or ed25519, got {key_type!r}")
     kind: KeyType = "ed25519" if key_type == "ed25519" else "ecdsa"
@@ -135,6 +134,8 @@ def publish(
     keys: KeysOption = None,
 ) -> None:
     """Sign FILE into the repository as the latest release NAME VERSION."""
+    from sef.update import PublishError, UpdateRepository
+
     try:
         release = UpdateRepository(repo, keys).publish(file, version, name)
     except (PublishError, OSError) as exc:
@@ -150,6 +151,8 @@ def publish(
 @app.command("timestamp")
 def timestamp(repo: RepoOption, keys: KeysOption = None) -> None:
     """Re-sign snapshot and timestamp with a fresh expiry (run it from cron)."""
+    from sef.update import PublishError, UpdateRepository
+
     try:
         UpdateRepository(repo, keys).refresh_online()
     except (PublishError, OSError) as exc:
@@ -164,6 +167,8 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8000,
 ) -> None:
     """Serve the repository's metadata/ and targets/ over HTTP until interrupted."""
+    from sef.update import RepositoryServer
+
     if not (repo / "metadata").is_dir():
         _fail(f"{repo} is not an update repository (no metadata/)")
     try:
@@ -181,6 +186,8 @@ def serve(
 
 
 def _client(url: str, trusted_root: Path, state: Path, name: str) -> UpdateClient:
+    from sef.update import UpdateClient
+
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         # the command prints the one-line outcome itself: no retry chatter, no duplicate
         logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -199,6 +206,8 @@ def check(
     name: NameOption = DEFAULT_NAME,
 ) -> None:
     """Report whether a newer, verified release is available (installs nothing)."""
+    from sef.update import UpdateError, UpdateRefused
+
     client = _client(url, trusted_root, state, name)
     running = client.current_version or "none"
     try:
@@ -233,6 +242,8 @@ def install(
     ] = None,
 ) -> None:
     """Install the latest release if it is newer and passes every check."""
+    from sef.update import UpdateError, UpdateRefused
+
     client = _client(url, trusted_root, state, name)
     running = client.current_version
     try:

@@ -189,10 +189,11 @@ class UpdateClient:
             if info is None:
                 raise self._refuse(Refusal.INVALID, f"{release.path} is no longer a signed target")
             self._check_custom(info, release.version)
+            filename = self._filename(info.path)
             staging = self.state_dir / "staging" / secrets.token_hex(6)
             staging.mkdir(parents=True)
             try:
-                downloaded = staging / release.filename
+                downloaded = staging / filename
                 self._call(
                     lambda: updater.download_target(info, str(downloaded)),
                     f"target {release.path}",
@@ -202,7 +203,7 @@ class UpdateClient:
                     "name": release.name,
                     "version": release.version,
                     "path": release.path,
-                    "filename": release.filename,
+                    "filename": filename,
                     "length": info.length,
                     "sha256": info.hashes.get("sha256"),
                 }
@@ -216,7 +217,7 @@ class UpdateClient:
             os.symlink(f"releases/{release.version}", link)
             os.replace(link, self.state_dir / "current")
         logger.info("installed %s %s (was %s)", release.name, release.version, running)
-        return final / release.filename
+        return final / filename
 
     def update(self) -> Path | None:
         """:meth:`check` then :meth:`install` a newer release; ``None`` if up to date."""
@@ -263,10 +264,7 @@ class UpdateClient:
         if info is None:
             raise self._refuse(Refusal.INVALID, f"latest release {path} is not a signed target")
         self._check_custom(info, version)
-        try:
-            filename = check_name(path.rpartition("/")[2], "file name")
-        except ValueError as exc:
-            raise self._refuse(Refusal.INVALID, str(exc)) from exc
+        filename = self._filename(path)
         return Release(
             name=self.name,
             version=version,
@@ -275,6 +273,13 @@ class UpdateClient:
             length=info.length,
             sha256=info.hashes.get("sha256", ""),
         )
+
+    def _filename(self, target_path: str) -> str:
+        """The file name of a target path, if it is a safe single path segment."""
+        try:
+            return check_name(target_path.rpartition("/")[2], "file name")
+        except ValueError as exc:
+            raise self._refuse(Refusal.INVALID, str(exc)) from exc
 
     def _check_custom(self, info: TargetFile, version: str) -> None:
         """The target's signed custom metadata must name this release and version."""
