@@ -10,7 +10,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from sef import __version__
-from sef.cli import api_token_command, bus_commands, operator
+from sef.cli import api_token_command, bus_commands, enroll_command, operator
 from sef.cli.demo import demo
 from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
@@ -65,6 +65,7 @@ app.command("ems")(ems)
 bus_commands.register(app)
 operator.register(app)
 api_token_command.register(app)
+enroll_command.register(app)
 app.command("demo")(demo)
 app.command("simulate")(simulate)
 app.command("gateway")(gateway)
