@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
 
 from sef.update import (
@@ -156,3 +158,19 @@ def test_parse_version_refuses(text: str) -> None:
 def test_check_name_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="must be"):
         check_name(text)
+
+
+@given(st.tuples(*[st.integers(0, 999_999_999)] * 3))
+def test_parse_version_round_trips(parts: tuple[int, int, int]) -> None:
+    assert parse_version(".".join(map(str, parts))) == parts
+
+
+@given(st.text(max_size=30))
+def test_parse_version_accepts_or_says_why(text: str) -> None:
+    """Any text parses to three integers that print back as it, or is a ValueError."""
+    try:
+        parsed = parse_version(text)
+    except ValueError as exc:
+        assert "X.Y.Z" in str(exc)
+    else:
+        assert ".".join(map(str, parsed)) == text
