@@ -34,16 +34,27 @@ def demo(
         None,
         "--broker",
         "-b",
-        help="Use this broker (default: Mosquitto if installed, else the embedded broker).",
+        help="Use this plain-text broker (with --insecure only; default: a Mosquitto of the "
+        "demo's own in mutual-TLS mode, or the embedded broker with --insecure or without "
+        "Mosquitto).",
     ),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open the dashboard."),
     headless: bool = typer.Option(False, "--headless", help="Plain log lines, no live table."),
     controller: str = typer.Option("mpc", "--controller", help="mpc or baseline."),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        envvar="SEF_INSECURE",
+        help="LAB ONLY: plain-text MQTT, no certificates, a dashboard without login.",
+    ),
 ) -> None:
     """Run the SEF demo: EMS, battery and water-heater emulators with their agents (one
     process each), and the load-following control app; ends with a report.
 
-    Ctrl-C (SIGINT) or SIGTERM stops every process cleanly; the exit code is then 0.
+    Secure by default: a throwaway CA in OUT/pki certifies every process, Mosquitto runs
+    in mutual-TLS mode with per-identity ACLs, and the dashboard's admin token is printed
+    at start. Ctrl-C (SIGINT) or SIGTERM stops every process cleanly; the exit code is
+    then 0.
     """
     from sef.demo._processes import ProcessFailed
     from sef.demo._run import DemoOptions, run_demo
@@ -53,6 +64,17 @@ def demo(
         listen = parse_listen(api)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--api") from None
+    if broker is not None and not insecure:
+        raise typer.BadParameter(
+            "the secure demo runs its own broker, which trusts only the demo's throwaway CA; "
+            "an external broker works with --insecure only",
+            param_hint="--broker",
+        )
+    if insecure:
+        console.print(
+            "[bold red]WARNING:[/] sef demo runs INSECURE (--insecure): plain-text MQTT, no "
+            "certificates, unsigned commands, a dashboard without login. For a lab only."
+        )
     options = DemoOptions(
         hours=hours,
         speed=speed,
@@ -64,6 +86,7 @@ def demo(
         browser=not no_browser,
         live_table=not headless,
         controller=controller,
+        insecure=insecure,
     )
     try:
         summary = run_service(run_demo(options, console), name="demo")

@@ -7,7 +7,7 @@ Battery ``i``: ``sef emulate battery`` (SunSpec Modbus TCP) + ``sef bis``. Water
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ class Fleet:
         battery_soc: initial SOC of each battery (fraction); one battery per entry.
         heater_temp_c: initial tank temperature of each water heater (°C).
         bis_poll_s: BIS poll period (real s). ``ucm_poll_s``: UCM poll period (real s).
+        agent_args: the security options of agent ``id`` (its ``--cert/--key/--ca``, or
+            ``--insecure``).
     """
 
     broker: str
@@ -41,6 +43,7 @@ class Fleet:
     heater_temp_c: Sequence[float] = (51.67, 51.67, 51.67)
     bis_poll_s: float = 0.1
     ucm_poll_s: float = 0.1
+    agent_args: Callable[[str], list[str]] = field(default=lambda agent_id: ["--insecure"])
     battery_ids: list[str] = field(default_factory=list)
     heater_ids: list[str] = field(default_factory=list)
     processes: DemoProcesses = field(init=False)
@@ -71,6 +74,7 @@ class Fleet:
                 str(self.bis_poll_s),
                 "--keepalive",
                 "5",
+                *self.agent_args(agent_id),
             ],
             r"(starting)",
         )
@@ -97,6 +101,7 @@ class Fleet:
                 HEATER_GROUP,
                 "--poll",
                 str(self.ucm_poll_s),
+                *self.agent_args(agent_id),
             ],
             r"(starting|ucm)",
         )

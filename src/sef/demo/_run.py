@@ -3,19 +3,27 @@
 Each battery emulator, BIS, SGD emulator and UCM is its own process; the EMS (registry,
 store, REST API, dashboard, live control app) runs in this one. The clock is scaled and
 starts a little before midnight so every process is up when the scenario's day begins.
+
+Secure by default: a throwaway CA for this run (``OUT/pki``, :mod:`sef.demo._secure`)
+issues the EMS's and every agent's certificate, Mosquitto runs in mutual-TLS + ACL mode,
+every process gets its ``--cert/--key/--ca``, and the dashboard needs the admin token
+printed at start. ``--insecure`` (or no Mosquitto: the embedded broker has no
+client-certificate TLS) runs plain text, and says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import secrets
 import time
 import webbrowser
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console, Group
@@ -29,11 +37,20 @@ from sef.control.live import LiveControl, fleet_from_groups
 from sef.control.report import write_report
 from sef.control.scenario import Scenario, load_scenario, scenario_from_dict
 from sef.demo._fleet import BATTERY_GROUP, HEATER_GROUP, Fleet
+from sef.demo._secure import DemoPki, mosquitto_available
+from sef.discovery import verified_broker_tls
 from sef.ems import EMS
 from sef.ems.render import agents_table
 from sef.ems.store import Store
+from sef.security import Role
 
-__all__ = ["DemoOptions", "demo_scenario", "run_demo"]
+if TYPE_CHECKING:
+    from sef.ems.api import ApiServer
+
+__all__ = ["EMS_ID", "DemoOptions", "demo_scenario", "run_demo"]
+
+EMS_ID = "demo-ems"
+"""The demo EMS's id (and certificate identity)."""
 
 LEAD_IN_REAL_S = 20.0
 """Real seconds between the start and the scenario's midnight: time for processes to boot."""
@@ -53,6 +70,8 @@ class DemoOptions:
     browser: bool = True
     live_table: bool = True
     controller: str = "mpc"
+    insecure: bool = False
+    """Plain-text MQTT, no certificates, a dashboard without login (a lab only)."""
 
 
 def demo_scenario(batteries: int, waterheaters: int, hours: float) -> Scenario:
@@ -112,37 +131,47 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
 
     broker = None
     broker_url = options.broker
+    pki: DemoPki | None = None
+    if broker_url is None and not options.insecure:
+        why = mosquitto_available()
+        if why is None:
+            pki = await asyncio.to_thread(_demo_pki, out, options)
+            broker_url = pki.url
+            say(
+                f"broker: mosquitto, mutual TLS + ACL, on {broker_url} (throwaway CA {out / 'pki'})"
+            )
+        else:
+            console.print(
+                f"[bold red]WARNING:[/] {why}. The embedded broker cannot check client "
+                "certificates, so this demo runs INSECURE: plain-text MQTT, no certificates, "
+                "unsigned commands, a dashboard without login. Install Mosquitto for the "
+                "secure demo."
+            )
     if broker_url is None:
         from sef.embedded_broker import start_broker
 
         broker = start_broker()
         broker_url = broker.url
-        say(f"broker: {broker.kind} on {broker_url}")
+        say(f"broker: {broker.kind} on {broker_url} (INSECURE: plain text)")
+    security = pki.security(EMS_ID) if pki is not None else None
     fleet = Fleet(
         broker_url,
         clock,
         out / "logs",
         battery_soc=scenario.battery_soc0.tolist(),
         heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist(),
+        agent_args=pki.cli_args if pki is not None else (lambda agent_id: ["--insecure"]),
     )
     store = Store.open(f"sqlite:///{(out / 'ems.db').resolve()}")
-    ems = EMS(broker_url, "demo-ems", clock=clock, store=store, keepalive_s=5)
+    ems = EMS(broker_url, EMS_ID, clock=clock, store=store, keepalive_s=5, security=security)
+    if security is not None:
+        ems.bus.tls = verified_broker_tls(security)  # the broker must prove its role too
     server = None
     try:
         await ems.start()
-        from sef.ems.api import ApiAuth, serve_api
-
-        auth = ApiAuth.of_store(store)  # plus a throwaway admin token, kept in memory
-        token = secrets.token_urlsafe(32)
-        auth.add_token("demo", "admin", token)
-        try:
-            server = await serve_api(ems, *options.api, auth=auth)
-        except OSError:
-            server = await serve_api(ems, options.api[0], 0, auth=auth)
-        say(f"EMS with store {out / 'ems.db'}; dashboard and API on {server.url}")
-        say(f"log in to the dashboard (or send Authorization: Bearer) with the token {token}")
+        server = await _serve_dashboard(ems, store, options, out, console, say)
         if options.browser:
-            webbrowser.open(server.url)
+            webbrowser.open(server.url if security is None else f"{server.url}/login")
         say(
             f"starting {options.batteries} battery emulators + BIS and {options.waterheaters} "
             "SGD emulators + UCM (one process each)"
@@ -184,3 +213,56 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         store.close()
         if broker is not None:
             broker.stop()
+        if pki is not None:
+            pki.stop()
+
+
+def _demo_pki(out: Path, options: DemoOptions) -> DemoPki:
+    """The throwaway CA with the EMS's and every agent's certificate, and its broker."""
+    pki = DemoPki(out)
+    pki.issue(EMS_ID, Role.EMS)
+    for i in range(options.batteries):
+        pki.issue(f"battery-{i + 1}", Role.AGENT, (BATTERY_GROUP,))
+    for j in range(options.waterheaters):
+        pki.issue(f"waterheater-{j + 1}", Role.AGENT, (HEATER_GROUP,))
+    pki.start_broker()
+    return pki
+
+
+async def _serve_dashboard(
+    ems: EMS,
+    store: Store,
+    options: DemoOptions,
+    out: Path,
+    console: Console,
+    say: Callable[[str], None],
+) -> ApiServer:
+    """Serve the API and dashboard (a free port if the asked one is taken). Secure: the
+    store's tokens plus a throwaway admin token for this run, kept in memory, printed and
+    written to ``out/dashboard-token`` (0600). Insecure: no login."""
+    from sef.ems.api import ApiAuth, serve_api
+
+    token = secrets.token_urlsafe(32)
+    if ems.security is None:
+        auth = ApiAuth.open()
+    else:
+        auth = ApiAuth.of_store(store)
+        auth.add_token("demo", "admin", token)
+    try:
+        server = await serve_api(ems, *options.api, auth=auth)
+    except OSError:
+        server = await serve_api(ems, options.api[0], 0, auth=auth)
+    say(f"EMS with store {out / 'ems.db'}; dashboard and API on {server.url}")
+    if ems.security is None:
+        console.print(f"dashboard: {server.url} (no login: INSECURE)")
+        return server
+    path = out / "dashboard-token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    console.print(
+        f"dashboard: {server.url}/login with the admin token (this run only; also in "
+        f"{path}; or send Authorization: Bearer):\n  {token}"
+    )
+    return server

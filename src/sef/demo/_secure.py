@@ -1,0 +1,133 @@
+"""The secure demo's throwaway PKI and broker: a deployment CA made for this run in
+``OUT/pki``, one certificate per process (the EMS, each agent), and Mosquitto in
+mutual-TLS + ACL mode from ``sef pki broker-config``'s configuration in ``OUT/broker``.
+
+Nothing here is meant to outlive the run: the CA lives a week and is replaced by the next
+``sef demo`` with the same ``--out``. Its key sits next to the report (mode 0600); a real
+deployment keeps its CA key offline (``docs/security.md``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sef.broker import BrokerNotFound, find_mosquitto, free_port
+from sef.security import BrokerFiles, CertificateAuthority, Role, Security, write_broker_config
+
+__all__ = ["DemoPki", "mosquitto_available"]
+
+CA_DAYS = 7
+"""Lifetime of the demo's CA, days (its certificates end with it)."""
+
+
+def mosquitto_available() -> str | None:
+    """``None`` when Mosquitto is installed, else why not (the embedded broker has no
+    client-certificate TLS, so the demo then runs insecure)."""
+    try:
+        find_mosquitto()
+    except BrokerNotFound as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class DemoPki:
+    """The demo's CA in ``out/pki`` and, once :meth:`start_broker` ran, its TLS broker.
+
+    Args:
+        out: the demo's report folder.
+    """
+
+    out: Path
+    ca: CertificateAuthority = field(init=False)
+    files: BrokerFiles | None = field(default=None, init=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    port: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        pki = self.out / "pki"
+        for stale in (pki, self.out / "broker"):  # the last run's throwaway CA and broker
+            if stale.exists():
+                shutil.rmtree(stale)
+        self.ca = CertificateAuthority.init(pki, "SEF demo CA (throwaway)", days=CA_DAYS)
+
+    def issue(self, identity: str, role: Role, groups: Sequence[str] = ()) -> None:
+        """Issue ``identity``'s key and certificate (before :meth:`start_broker`: the
+        broker's ACL is written from the identities issued by then)."""
+        self.ca.issue(identity, role, groups=tuple(groups))
+
+    def security(self, identity: str) -> Security:
+        """The credentials of an issued identity."""
+        ca = self.ca
+        return Security.load(ca.cert_path(identity), ca.key_path(identity), ca.ca_path, ca.crl_path)
+
+    def cli_args(self, identity: str) -> list[str]:
+        """``--cert/--key/--ca/--crl`` of ``identity`` for a ``sef`` process."""
+        ca = self.ca
+        return [
+            *("--cert", str(ca.cert_path(identity))),
+            *("--key", str(ca.key_path(identity))),
+            *("--ca", str(ca.ca_path)),
+            *("--crl", str(ca.crl_path)),
+        ]
+
+    @property
+    def url(self) -> str:
+        """The broker's URL."""
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def start_broker(self, timeout_s: float = 10.0) -> str:
+        """Write the broker directory and start Mosquitto on a free loopback port; returns
+        its URL once it accepts connections."""
+        self.port = free_port()
+        broker_dir = self.out / "broker"
+        self.files = write_broker_config(
+            self.ca,
+            broker_dir,
+            port=self.port,
+            hosts=("127.0.0.1", "localhost"),
+            bind="127.0.0.1",
+            log_file=broker_dir / "mosquitto.log",
+            # as root Mosquitto would drop to its own account before reading the key,
+            # which may not reach into the report folder: the throwaway broker keeps root
+            user="root" if os.geteuid() == 0 else None,
+        )
+        self.process = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self.files.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {stderr}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self.url
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        """Stop the broker (idempotent); the CA and certificates stay in ``out/pki``."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
