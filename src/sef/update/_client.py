@@ -134,7 +134,8 @@ class UpdateClient:
         if version is None:
             return None
         record = self._record(self.state_dir / "current")
-        return None if record is None else self.state_dir / "current" / record["filename"]
+        filename = None if record is None else record.get("filename")
+        return self.state_dir / "current" / filename if isinstance(filename, str) else None
 
     # -- check and install -------------------------------------------------------------
     def check(self) -> Release | None:
