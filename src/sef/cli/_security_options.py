@@ -21,10 +21,12 @@ Every refusal is one line on stderr and exit code 2 (:data:`EXIT_USAGE`): nothin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import urllib.parse
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,7 +35,7 @@ from rich.markup import escape
 from sef.bus import BrokerURL, BusClient, BusError
 from sef.cli._signals import EXIT_USAGE
 from sef.discovery import MdnsResolver, is_mdns_url, verified_broker_tls
-from sef.security import Role, Security, SecurityError
+from sef.security import Role, Security, SecurityError, start_renewal
 
 __all__ = [
     "CA_OPTION",
@@ -41,6 +43,7 @@ __all__ = [
     "CRL_OPTION",
     "DEFAULT_INSECURE_BROKER",
     "DEFAULT_SECURE_BROKER",
+    "ENROLL_URL_OPTION",
     "INSECURE_OPTION",
     "KEY_OPTION",
     "Credentials",
@@ -75,6 +78,26 @@ INSECURE_OPTION: Any = typer.Option(
     envvar="SEF_INSECURE",
     help="LAB ONLY: plain-text MQTT, no certificates, unsigned commands.",
 )
+
+
+def _check_enroll_url(value: str | None) -> str | None:
+    parts = urllib.parse.urlsplit(value or "")
+    if value is not None and (parts.scheme != "https" or not parts.hostname):
+        raise typer.BadParameter(f"expected https://HOST:PORT, got {value!r}")
+    return value
+
+
+ENROLL_URL_OPTION: Any = typer.Option(
+    None,
+    "--enroll-url",
+    envvar="SEF_ENROLL_URL",
+    callback=_check_enroll_url,
+    help="Enrollment server (https://HOST:PORT of `sef enroll-server`): renew the certificate "
+    "there at two thirds of its lifetime (written over --cert/--key, no reconnection) and "
+    "fetch its revocation list hourly.",
+)
+
+T = TypeVar("T")
 
 _err = Console(stderr=True)
 
@@ -126,6 +149,21 @@ class Secured:
         )
         if isinstance(bus.resolver, MdnsResolver):
             bus.resolver.tls = bus.tls
+
+    async def with_renewal(
+        self, main: Coroutine[Any, Any, T], bus: BusClient, enroll_url: str | None
+    ) -> T:
+        """Run ``main`` with certificate renewal at ``enroll_url`` (``--enroll-url``; none
+        when not given or insecure): each renewal rebuilds ``bus``'s TLS context
+        (:meth:`harden`), so the next connection presents the new certificate."""
+        if enroll_url is None or self.security is None:
+            return await main
+        task = start_renewal(self.security, enroll_url, on_renewed=lambda _: self.harden(bus))
+        try:
+            return await main
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def _fail(message: str) -> NoReturn:

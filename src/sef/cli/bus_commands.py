@@ -17,6 +17,7 @@ from sef.cli._security_options import (
     CA_OPTION,
     CERT_OPTION,
     CRL_OPTION,
+    ENROLL_URL_OPTION,
     INSECURE_OPTION,
     KEY_OPTION,
     Credentials,
@@ -266,6 +267,7 @@ def virtual_battery(
     ca: Path | None = CA_OPTION,
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
+    enroll_url: str | None = ENROLL_URL_OPTION,
 ) -> None:
     """Run a battery agent with the battery model inside it (no device protocol)."""
     from sef.agents.virtual_battery import VirtualBatteryAgent
@@ -286,7 +288,9 @@ def virtual_battery(
         )
     secured.harden(agent.bus)
     print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
-    run_service(run_agent(agent), name=f"agent {agent_id}")
+    run_service(
+        secured.with_renewal(run_agent(agent), agent.bus, enroll_url), name=f"agent {agent_id}"
+    )
 
 
 def bis(
@@ -317,6 +321,7 @@ def bis(
     ca: Path | None = CA_OPTION,
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
+    enroll_url: str | None = ENROLL_URL_OPTION,
 ) -> None:
     """Run the BIS: the demo interface on the bus, SunSpec Modbus TCP to the battery."""
     from urllib.parse import urlsplit
@@ -352,7 +357,7 @@ def bis(
         )
         secured.harden(agent.bus)
         print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}", flush=True)
-        await run_agent(agent)
+        await secured.with_renewal(run_agent(agent), agent.bus, enroll_url)
 
     run_service(main(), name=f"bis {agent_id}")
 
@@ -376,6 +381,7 @@ def ucm(
     ca: Path | None = CA_OPTION,
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
+    enroll_url: str | None = ENROLL_URL_OPTION,
 ) -> None:
     """Run the UCM: the demo interface on the bus, CTA-2045 to a water heater (SGD)."""
     from sef.agents.ucm import UCMAgent
@@ -404,7 +410,9 @@ def ucm(
         )
     secured.harden(agent.bus)
     print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
-    run_service(run_agent(agent), name=f"ucm {agent_id}")
+    run_service(
+        secured.with_renewal(run_agent(agent), agent.bus, enroll_url), name=f"ucm {agent_id}"
+    )
 
 
 def _agent_security(

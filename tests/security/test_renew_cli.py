@@ -1,0 +1,107 @@
+"""``sef agent virtual-battery --enroll-url``: a running agent process whose certificate
+is past two thirds of its lifetime renews it at the enrollment server, writes the new
+pair over --cert/--key and stays connected to the mutual-TLS broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from enroll_stack import GENEROUS, enrollment_server
+from secure_stack import running_secure_broker
+from sef.security import (
+    CertificateAuthority,
+    Role,
+    Security,
+    load_certificate,
+    load_private_key,
+    new_private_key,
+    profile_uris,
+    write_private,
+)
+from sef.security._authority import key_pem
+
+
+def aged_certificate(ca: CertificateAuthority, identity: str, out: Path) -> int:
+    """Issue ``identity`` (agent, group g1) a 90-day certificate that started 61 days ago,
+    so it is due for renewal now; recorded in the CA's index like any other. Writes
+    ``out/cert.pem`` and ``out/key.pem``; returns its serial."""
+    ca_key = load_private_key(ca.root / "ca.key")
+    key = new_private_key()
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=61)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(u) for u in profile_uris(Role.AGENT, ("g1",))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca._record(cert)  # the CA's own bookkeeping, as if it had issued it 61 days ago
+    out.mkdir()
+    (out / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(out / "key.pem", key_pem(key))
+    return cert.serial_number
+
+
+def test_agent_process_renews_with_enroll_url(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "pki", "SEF test CA")
+    agent_dir = tmp_path / "agent"
+    old_serial = aged_certificate(ca, "bat-v", agent_dir)
+    with (
+        running_secure_broker(ca, tmp_path) as broker,
+        enrollment_server(ca.root, GENEROUS) as server,
+    ):
+        command = [
+            sys.executable, "-m", "sef", "-l", "INFO", "agent", "virtual-battery",
+            "--id", "bat-v", "--broker", broker.url, "--step", "1",
+            "--cert", str(agent_dir / "cert.pem"), "--key", str(agent_dir / "key.pem"),
+            "--ca", str(ca.ca_path), "--enroll-url", server.url,
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while load_certificate((agent_dir / "cert.pem").read_bytes()).serial_number == (
+                old_serial
+            ):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "no renewal within 30 s"
+                time.sleep(0.1)
+            time.sleep(1.0)
+            assert process.poll() is None
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=20)
+    renewed = Security.load(agent_dir / "cert.pem", agent_dir / "key.pem", ca.ca_path)
+    assert renewed.identity.id == "bat-v" and renewed.identity.groups == ("g1",)
+    assert ca.current()["bat-v"].serial == renewed.identity.serial
+    text = " ".join(stderr.split())
+    assert "renewed the certificate of 'bat-v'" in text
+    assert "cannot connect" not in text and "connection lost" not in text.lower()
