@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from seal_support import make_ca
 from sef.bus import Message, PropertyUpdate, Status, Topics
-from sef.ems._seals import SealChecker
+from sef.ems._seals import SealChecker, _seq
 from sef.security import (
     SealVerifier,
     Security,
@@ -299,3 +299,14 @@ def test_big_seal_is_refused(pki: tuple[TrustStore, dict[str, Security]], tmp_pa
     trust, _ = pki
     with pytest.raises(SecurityError, match="over"):
         SealVerifier(trust).verify(b" " * 20_000, "bat-1")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.none(), st.integers(min_value=0, max_value=2**32 - 1)),
+    st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)),
+)
+def test_fast_seq_read_agrees_with_the_json(seq: int | None, value: object) -> None:
+    payload = PropertyUpdate(value, 1.0, seq).to_payload()
+    assert _seq(payload) == seq
+    assert _seq(b'{"v":1,"seq":12' + b"3" * 30 + b',"ts":1}') is None  # too long: JSON path

@@ -38,6 +38,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 import orjson
@@ -49,7 +50,7 @@ from sef.security import (
     SealVerifier,
     SecurityError,
     TrustStore,
-    message_hash,
+    topic_prefix,
     window_digest,
 )
 
@@ -134,7 +135,7 @@ class SealChecker:
         self._now = now
         self.max_wait_s = max_wait_s
         self.agents: dict[str, AgentSeals] = {}
-        self._parsed: dict[str, tuple[TopicKind, str] | None] = {}
+        self._parsed: dict[str, tuple[TopicKind, str, bytes] | None] = {}
         self.log_failed = LogThrottle(log, "unverified telemetry windows", level=logging.ERROR)
         self.log_refused = LogThrottle(log, "refused seals", level=logging.ERROR)
 
@@ -151,14 +152,20 @@ class SealChecker:
         return {k: sum(getattr(a, k) for a in self.agents.values()) for k in keys}
 
     # -- messages ---------------------------------------------------------------------
-    def _parse(self, topic: str) -> tuple[TopicKind, str] | None:
+    def _parse(self, topic: str) -> tuple[TopicKind, str, bytes] | None:
+        """Kind, agent id and :func:`~sef.security.topic_prefix` of a topic the checker
+        looks at (cached), else ``None``."""
         try:
             return self._parsed[topic]
         except KeyError:
             pass
         parsed = self.topics.parse(topic)
         kinds = (TopicKind.PROPERTY, TopicKind.SIGNAL, TopicKind.STATUS, TopicKind.SEAL)
-        result = (parsed.kind, parsed.owner) if parsed and parsed.kind in kinds else None
+        result = (
+            (parsed.kind, parsed.owner, topic_prefix(topic))
+            if parsed and parsed.kind in kinds
+            else None
+        )
         if len(self._parsed) >= PARSE_CACHE:
             self._parsed.clear()
         self._parsed[topic] = result
@@ -170,7 +177,7 @@ class SealChecker:
         parsed = self._parse(message.topic)
         if parsed is None:
             return False, None
-        kind, agent_id = parsed
+        kind, agent_id, prefix = parsed
         if kind is TopicKind.SEAL:
             return True, self.seal(agent_id, message.payload)
         if message.retain or not message.payload:  # old news from the retained store
@@ -185,7 +192,7 @@ class SealChecker:
         state = self.agents.get(agent_id)
         if state is None:
             state = self.agents[agent_id] = AgentSeals()
-        digest = message_hash(message.topic, seq, message.payload)
+        digest = sha256(prefix + seq.to_bytes(4, "big") + message.payload).digest()
         held = state.pending.get(seq)
         if held is not None:  # a redelivered duplicate, or two different messages
             if held[0] != digest and len(state.conflicts) < MAX_PENDING:
@@ -358,8 +365,20 @@ class SealChecker:
         return self.recorder.event(agent_id, float(self._now()), kind, detail[:1000])
 
 
+_SEQ_AT = b'{"v":1,"seq":'
+"""How SEF agents begin a telemetry payload: the seq is read without a JSON parse."""
+
+
 def _seq(payload: bytes) -> int | None:
-    """The ``seq`` of a telemetry payload, or ``None``."""
+    """The ``seq`` of a telemetry payload, or ``None``. (Read from the payload's start
+    when it has SEF's layout: a payload crafted to read otherwise only puts its hash, which
+    no honest seal contains, at another seq: its window fails either way.)"""
+    if payload.startswith(_SEQ_AT):
+        end = payload.find(b",", 13, 24)
+        digits = payload[13:end]
+        if end > 13 and digits.isdigit():
+            value = int(digits)
+            return value if value < 2**32 else None
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:

@@ -70,6 +70,7 @@ from sef.security._telemetry_seal import (
     TelemetrySealer,
     message_hash,
     sign_seal,
+    topic_prefix,
     window_digest,
 )
 from sef.security._trust import Security, TrustStore, load_certificate, load_private_key
@@ -121,6 +122,7 @@ __all__ = [
     "sign_reply",
     "sign_seal",
     "start_renewal",
+    "topic_prefix",
     "verify_call",
     "verify_reply",
     "window_digest",

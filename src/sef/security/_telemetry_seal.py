@@ -53,6 +53,7 @@ __all__ = [
     "TelemetrySealer",
     "message_hash",
     "sign_seal",
+    "topic_prefix",
     "window_digest",
 ]
 
@@ -77,13 +78,16 @@ _REGISTRY.max_payload_length = MAX_SEAL_BYTES
 _signing: dict[int, tuple[x509.Certificate, ec.EllipticCurvePrivateKey, ECKey, str]] = {}
 
 
+def topic_prefix(topic: str) -> bytes:
+    """What a message's hash starts with: the topic's 2-byte length and UTF-8 bytes."""
+    name = topic.encode()
+    return len(name).to_bytes(2, "big") + name
+
+
 def message_hash(topic: str, seq: int, payload: bytes) -> bytes:
     """SHA-256 of one telemetry message: 2-byte topic length, topic (UTF-8), 4-byte seq
     (big-endian), payload bytes as published."""
-    name = topic.encode()
-    return hashlib.sha256(
-        len(name).to_bytes(2, "big") + name + seq.to_bytes(4, "big") + payload
-    ).digest()
+    return hashlib.sha256(topic_prefix(topic) + seq.to_bytes(4, "big") + payload).digest()
 
 
 def window_digest(hashes: Iterable[bytes]) -> str:
