@@ -113,6 +113,7 @@ async def test_cli_send_telemetry_history_agents(stack: Stack) -> None:
     )
     assert code == 0, err
     assert "charge:4:1800 discharge:8:1800" in out and "bat-1 ok" in out
+    assert "sent by" in out and "olivia" in out
     assert acode == 0 and "online" in aout and "feeder-1" in aout, aerr
     assert ucode == 2 and "cannot reach the EMS API" in uerr
 

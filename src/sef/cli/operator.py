@@ -353,7 +353,7 @@ def history(
         print(json.dumps(entries, indent=2))
         return
     table = Table(title="SEF command log", expand=True)
-    for column in ("time", "target", "method", "events", "status", "replies"):
+    for column in ("time", "sent by", "target", "method", "events", "status", "replies"):
         table.add_column(column, overflow="fold")
     colors = {"ok": "green", "error": "red", "refused": "red", "timeout": "yellow"}
     for e in entries:
@@ -363,6 +363,7 @@ def history(
             shown += f" ({e['error']})"
         table.add_row(
             _iso(e["ts"]),
+            e.get("sent_by") or "–",
             e["target"],
             e["method"],
             _events_text(e["args"]),
