@@ -4,7 +4,9 @@ claim tokens, bad input (4xx with a message, never a 500), limits and the CRL.""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -15,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+import sef.enrollment._server as enrollment_server_module
 from enroll_stack import GENEROUS, csr_for, enrollment_server, request
-from sef.enrollment import EnrollLimits, key_fingerprint
+from sef.enrollment import EnrollLimits, EnrollmentServer, key_fingerprint
 from sef.security import (
     CertificateAuthority,
     EnrolledFiles,
@@ -27,6 +30,7 @@ from sef.security import (
     enroll,
     load_certificate,
 )
+from sef.security._enroll_client import server_tls
 
 
 @pytest.fixture
@@ -298,3 +302,31 @@ def test_queue_only_server_without_the_ca_key(ca: CertificateAuthority, tmp_path
         status, body, _ = request(server, "GET", f"/enroll/bat-15?key={fingerprint}")
     assert status == 200 and body["status"] == "issued"
     assert load_certificate(body["certificate"].encode()).public_key() == key.public_key()
+
+
+def _served_serial(server: EnrollmentServer) -> int:
+    context = server_tls(server.service.root / "ca.crt")
+    with (
+        socket.create_connection(("127.0.0.1", server.port)) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return load_certificate(der).serial_number
+
+
+def test_running_server_reissues_its_certificate_before_it_ends(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every certificate counts as too close to its end, checked every 0.2 s
+    monkeypatch.setattr(enrollment_server_module, "RENEW_BEFORE", dt.timedelta(days=3650))
+    monkeypatch.setattr(enrollment_server_module, "CERT_CHECK_S", 0.2)
+    with enrollment_server(ca.root) as server:
+        first = _served_serial(server)
+        deadline = time.monotonic() + 20
+        while _served_serial(server) == first:
+            assert time.monotonic() < deadline, "the server kept its first certificate"
+            time.sleep(0.2)
+        _, csr = csr_for("bat-16")
+        assert request(server, "POST", "/enroll", {"csr": csr})[0] == 202
+    assert ca.current()["enroll-server"].serial != first

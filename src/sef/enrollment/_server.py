@@ -39,10 +39,12 @@ log = logging.getLogger("sef.enrollment")
 DEFAULT_SERVER_ID = "enroll-server"
 """Identity of the enrollment server's TLS certificate."""
 RENEW_BEFORE = dt.timedelta(days=30)
-"""A server certificate closer than this to its end is reissued at start."""
+"""A server certificate closer than this to its end is reissued (at start and hourly)."""
 CRL_RELOAD_S = 1.0
 """How often the TLS layer looks for a newer CRL file, s (the endpoints read it anew on
 every request anyway)."""
+CERT_CHECK_S = 3600.0
+"""How often a running server checks whether its own certificate needs reissuing, s."""
 
 
 def default_hosts() -> tuple[str, ...]:
@@ -168,10 +170,19 @@ class EnrollmentServer:
         await asyncio.gather(self.watcher, return_exceptions=True)
 
 
-async def _watch_crl(context: ssl.SSLContext, crl_path: Path) -> None:
-    """Load a changed CRL file into the live TLS context (new handshakes use it; OpenSSL
-    picks the newest CRL of the CA among those loaded)."""
+async def _maintain(
+    context: ssl.SSLContext, pki: Path, server_id: str, hosts: tuple[str, ...]
+) -> None:
+    """Keep the live TLS context current: load a changed CRL file (new handshakes use it;
+    OpenSSL picks the newest CRL of the CA among those loaded), and every
+    :data:`CERT_CHECK_S` reissue the server certificate when it is 30 days from its end
+    (:func:`ensure_server_certificate`) and load it."""
+    crl_path = pki / "crl.pem"
+    cert_path = pki / "issued" / f"{server_id}.crt"
     seen = crl_path.stat().st_mtime_ns if crl_path.exists() else 0
+    cert_seen = cert_path.stat().st_mtime_ns
+    loop = asyncio.get_running_loop()
+    next_cert_check = loop.time() + CERT_CHECK_S
     while True:
         await asyncio.sleep(CRL_RELOAD_S)
         try:
@@ -182,6 +193,17 @@ async def _watch_crl(context: ssl.SSLContext, crl_path: Path) -> None:
                 log.info("TLS layer loaded the new CRL %s", crl_path)
         except (OSError, ssl.SSLError) as exc:
             log.warning("cannot load the CRL %s into TLS: %s", crl_path, exc)
+        if loop.time() < next_cert_check:
+            continue
+        next_cert_check = loop.time() + CERT_CHECK_S
+        try:
+            cert, key = ensure_server_certificate(pki, server_id, hosts)
+            if cert.stat().st_mtime_ns != cert_seen:
+                context.load_cert_chain(cert, key)
+                cert_seen = cert.stat().st_mtime_ns
+                log.info("TLS layer uses the new server certificate %s", cert)
+        except (OSError, ssl.SSLError, SecurityError) as exc:
+            log.warning("cannot renew the server certificate: %s", exc)
 
 
 async def serve_enrollment(
@@ -237,7 +259,7 @@ async def serve_enrollment(
             sock.close()
 
     task = asyncio.create_task(run(), name=f"enroll:{host}:{bound}")
-    watcher = asyncio.create_task(_watch_crl(context, pki / "crl.pem"), name="enroll-crl")
+    watcher = asyncio.create_task(_maintain(context, pki, server_id, hosts), name="enroll-maintain")
     while not server.started:
         if task.done():
             watcher.cancel()
