@@ -191,6 +191,12 @@ class EnrollmentService:
         except SecurityError as exc:
             raise Refused(503 if "too many" in str(exc) else 400, str(exc)) from None
         log.info("enrollment request for %r from %s (key %s)", identity, client, fingerprint)
+        if identity in self.ca.current():
+            log.warning(
+                "enrollment request for %r, which already has a valid certificate (another "
+                "key): approving it gives the identity a second key",
+                identity,
+            )
         return 202, {
             "status": "pending",
             "id": identity,

@@ -30,6 +30,7 @@ from sef.security._enroll_client import (
     _base,
     enrollment_request,
     issued_certificate,
+    server_tls,
 )
 from sef.security._identity import SecurityError
 from sef.security._trust import Security, load_private_key
@@ -168,8 +169,11 @@ class CertificateRenewer:
         """Fetch the CRL and use it if it is newer; returns whether it was fetched and
         checked (written to ``security.crl_path`` when set)."""
         try:
+            # the CRL is public and signed: no client certificate (one that is revoked or
+            # expired would fail the handshake)
+            ca_pem = self.security.trust.ca.public_bytes(serialization.Encoding.PEM)
             _, raw = await asyncio.to_thread(
-                enrollment_request, f"{self.url}/crl", self.security.client_tls()
+                enrollment_request, f"{self.url}/crl", server_tls(ca_pem)
             )
             self.security.trust.set_crl(raw)
         except SecurityError as exc:
