@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from enroll_stack import enrollment_server
 from sef.broker import free_port
+from sef.cli import app
 from sef.security import CertificateAuthority, Security
 
 
@@ -115,3 +118,24 @@ def test_enroll_server_without_a_ca_says_so(tmp_path: Path) -> None:
     done = sef("enroll-server", "--pki", str(tmp_path / "empty"), "--port", "0")
     assert done.returncode == 1
     assert "no CA certificate" in done.stderr
+
+
+def test_enroll_in_process_pending_then_token(ca: CertificateAuthority, tmp_path: Path) -> None:
+    """The same command run in this process (typer's runner) against a server thread."""
+    runner = CliRunner()
+    env = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    with enrollment_server(ca.root) as server:
+        base = ["enroll", "--url", server.url, "--ca", str(ca.ca_path), "--id", "bat-4"]
+        waited = runner.invoke(
+            app, [*base, "--out", str(tmp_path / "a"), "--wait-s", "0", "--poll-s", "0.1"], env=env
+        )
+        assert waited.exit_code == 2, waited.output
+        assert "still waits for approval" in " ".join(waited.output.split())
+        ca.reject("bat-4")
+        token = ca.create_token("bat-4")
+        done = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--token", token], env=env)
+        assert done.exit_code == 0, done.output
+        assert f"--cert {tmp_path}/b/cert.pem" in done.output
+        again = runner.invoke(app, [*base, "--out", str(tmp_path / "c"), "--token", token], env=env)
+        assert again.exit_code == 1
+        assert "already used" in " ".join(again.output.split())
