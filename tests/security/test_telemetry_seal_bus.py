@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from seal_support import TelemetryAgent, make_ca
+from sef.agents import AgentError
 from sef.bus import BusClient, PropertyUpdate, Topics
 from sef.ems import EMS
 from sef.ems._seals import AgentSeals
@@ -159,3 +160,41 @@ async def test_unsealed_telemetry_is_reported_and_verdicts_are_stored(
     failed = [e for e in store.agent_events("bat-2") if e["kind"] == "seal_failed"]
     assert failed and "no seal within 0.5 s" in failed[0]["detail"]
     store.close()
+
+
+async def test_windows_verify_across_a_rebirth_and_a_reconnection(
+    broker_url: str, pki: tuple[TrustStore, dict[str, Security]], caplog: pytest.LogCaptureFixture
+) -> None:
+    trust, creds = pki
+    caplog.set_level(logging.ERROR, "sef.ems.seals")
+    async with EMS(broker_url, "ems-seal", require_signed_telemetry=trust, keepalive_s=2) as ems:
+        seals = ems.seals
+        assert seals is not None
+        agent = TelemetryAgent(
+            "bat-1", broker_url, sign_telemetry=creds["bat-1"], seal_window_s=0.2, keepalive_s=2
+        )
+        await agent.start()
+        await wait_for(lambda: is_online(ems, "bat-1"), 3.0)
+        agent.report()
+        first = agent.session.bdseq
+        assert ems.rebirth("bat-1")  # same session, seq from 0 again
+        await wait_for(lambda: seals.agents["bat-1"].verified_messages >= 5, 5.0)
+        await agent.bus._client.disconnect()  # type: ignore[union-attr]  # a new session
+        await wait_for(lambda: agent.session.bdseq != first and agent.bus.connected, 10.0)
+        agent.report()
+        await wait_for(lambda: seals.agents["bat-1"].verified_messages >= 8, 5.0)
+        state = seals.agents["bat-1"]
+        assert state.failed_windows == state.refused_seals == 0
+        assert state.bdseq == agent.session.bdseq
+        await agent.stop()
+    assert caplog.text == ""
+
+
+def test_an_agent_signs_only_with_its_own_certificate(
+    broker_url: str, pki: tuple[TrustStore, dict[str, Security]]
+) -> None:
+    _, creds = pki
+    with pytest.raises(AgentError, match="needs credentials"):
+        TelemetryAgent("bat-1", broker_url, sign_telemetry=True)
+    with pytest.raises(AgentError, match="signed by 'bat-2'"):
+        TelemetryAgent("bat-1", broker_url, sign_telemetry=creds["bat-2"])
