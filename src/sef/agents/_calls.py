@@ -12,7 +12,7 @@ CA, addressed to this agent or one of its certificate's groups on the topic it a
 on, for this method, not expired, not replayed; the inner call's ``sender`` is the
 signer) and signs every reply. A refused envelope is logged and counted; it is answered
 (``sef.Error.Unauthorized``) only when its signature verified under a valid certificate
-of the CA and it is not a replay, so an outsider learns nothing.
+of the CA and it is neither a replay nor expired, so an outsider learns nothing.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ class CallServer:
             )
         except EnvelopeRefused as exc:
             self.reject(f"signed call refused ({exc.reason}): {exc}: not executed", message.topic)
-            if exc.envelope is not None:
+            if exc.envelope is not None and exc.reason != "expired":
+                # an expired envelope is most likely an old one replayed: not answered
                 self._unauthorized(exc.envelope.message, str(exc))
             return None
         try:
