@@ -26,8 +26,8 @@ written as an agent event (``seal_ok`` / ``seal_failed``, with the seq range and
 reason) in the store, next to the rows it judges. Holding a window back would mean
 leaving its messages unacknowledged until its seal arrives (the EMS acknowledges only
 what is committed), and the broker's in-flight window (``max_inflight_messages``, 1 000
-per client in SEF's broker configuration) is far below one window of a fleet (1 s at
-20 000 msg/s is 20 000 messages): ingest would stall. Acknowledging and keeping the
+per client in SEF's broker configuration) is far below one window of a fleet (10 s at
+20 000 msg/s is 200 000 messages): ingest would stall. Acknowledging and keeping the
 window only in memory would lose it in a crash.
 """
 
@@ -61,9 +61,9 @@ __all__ = ["MAX_PENDING", "MAX_WAIT_S", "AgentSeals", "SealChecker"]
 
 log = logging.getLogger("sef.ems.seals")
 
-MAX_WAIT_S = 5.0
+MAX_WAIT_S = 30.0
 """Telemetry that no seal covers this long after it arrived is reported unverified, real
-s (an agent seals at least every second)."""
+s (an agent seals at least every :data:`~sef.security.WINDOW_S`, 10 s, by default)."""
 MAX_PENDING = 20_000
 """Most telemetry messages held for one agent while waiting for its seal."""
 PARSE_CACHE = 65_536
@@ -78,7 +78,9 @@ class AgentSeals:
         synced: the EMS saw the session from its birth, or from a seal on: a window it
             cannot match is then a failure, not a partial view.
         next_from: the ``from_seq`` the next seal must have (the chain).
-        pending: seq -> (message hash, monotonic time received), not sealed yet.
+        pending: seq -> message hash, not sealed yet.
+        since: monotonic time since when something is pending (at the latest the oldest
+            pending message's arrival).
         verified_messages, verified_windows, failed_windows, unverifiable_windows,
         refused_seals: counters since the EMS started.
     """
@@ -86,7 +88,8 @@ class AgentSeals:
     bdseq: int | None = None
     synced: bool = False
     next_from: int | None = None
-    pending: dict[int, tuple[bytes, float]] = field(default_factory=dict)
+    pending: dict[int, bytes] = field(default_factory=dict)
+    since: float = 0.0
     conflicts: set[int] = field(default_factory=set)
     verified_messages: int = 0
     verified_windows: int = 0
@@ -193,14 +196,17 @@ class SealChecker:
         if state is None:
             state = self.agents[agent_id] = AgentSeals()
         digest = sha256(prefix + seq.to_bytes(4, "big") + message.payload).digest()
-        held = state.pending.get(seq)
+        pending = state.pending
+        held = pending.get(seq)
         if held is not None:  # a redelivered duplicate, or two different messages
-            if held[0] != digest and len(state.conflicts) < MAX_PENDING:
+            if held != digest and len(state.conflicts) < MAX_PENDING:
                 state.conflicts.add(seq)  # judged with the window that covers it
             return False, None
-        if len(state.pending) >= MAX_PENDING:  # the oldest goes (reported by the sweep's
-            del state.pending[next(iter(state.pending))]  # kin: no seal will match)
-        state.pending[seq] = (digest, time.monotonic())
+        if not pending:
+            state.since = time.monotonic()
+        elif len(pending) >= MAX_PENDING:  # the oldest goes: no seal will match it now
+            del pending[next(iter(pending))]
+        pending[seq] = digest
         return False, None
 
     def _status(self, agent_id: str, payload: bytes, *, live: bool) -> asyncio.Future[None] | None:
@@ -276,6 +282,7 @@ class SealChecker:
                 )  # fmt: skip
             for s in older:
                 del state.pending[s]
+            state.since = time.monotonic()  # what is left arrived before now
         return self._window(agent_id, state, claims) or done
 
     def _window(
@@ -284,7 +291,7 @@ class SealChecker:
         lo, hi = claims.from_seq, claims.to_seq
         seqs = sorted(s for s in state.pending if lo <= s <= hi)
         pending = state.pending
-        digest = window_digest([pending[s][0] for s in seqs])
+        digest = window_digest([pending[s] for s in seqs])
         for s in seqs:
             del pending[s]
         conflicts = sorted(s for s in state.conflicts if lo <= s <= hi)
@@ -347,12 +354,11 @@ class SealChecker:
         limit = (time.monotonic() if now is None else now) - self.max_wait_s
         for agent_id, state in self.agents.items():
             pending = state.pending
-            if not pending or next(iter(pending.values()))[1] > limit:  # oldest first
+            if not pending or state.since > limit:
                 continue
-            late = [s for s, (_, t) in pending.items() if t <= limit]
-            for s in late:
-                del pending[s]
-            state.conflicts.difference_update(late)
+            late = list(pending)
+            pending.clear()
+            state.conflicts.clear()
             self._fail(
                 agent_id, state, min(late), max(late),
                 f"no seal within {self.max_wait_s:g} s (the seal was dropped, or the agent "
