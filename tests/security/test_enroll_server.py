@@ -239,6 +239,16 @@ def test_another_key_for_a_pending_identity_is_refused(ca: CertificateAuthority)
     assert pending.csr_pem.strip() == first.strip()
 
 
+def test_identities_of_other_roles_cannot_be_enrolled(ca: CertificateAuthority) -> None:
+    ca.issue("ems-1", Role.EMS)
+    with enrollment_server(ca.root) as server:
+        for identity, role in (("ems-1", "ems"), ("enroll-server", "broker")):
+            _, csr = csr_for(identity)
+            status, body, _ = request(server, "POST", "/enroll", {"csr": csr})
+            assert status == 409 and f"identity of a {role}" in body["error"]
+    assert not ca.pending()
+
+
 def test_requests_beyond_the_rate_limit_get_429(ca: CertificateAuthority) -> None:
     limits = EnrollLimits(enroll_burst=3, enroll_per_s=0.01, poll_burst=2, poll_per_s=0.01)
     with enrollment_server(ca.root, limits) as server:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from sef.security import (
     CertificateAuthority,
     Identity,
+    Role,
     SecurityError,
     TrustStore,
     check_identity_name,
@@ -179,6 +180,13 @@ class EnrollmentService:
         issued = self._issued_for_key(identity, fingerprint)
         if issued is not None:
             return self._issued_or_refused(issued)
+        holder = self.ca.current().get(identity)
+        if holder is not None and holder.role is not Role.AGENT:
+            raise Refused(
+                409,
+                f"{identity!r} is the identity of a {holder.role.value}; enrollment is for "
+                "agents (choose another id)",
+            )
         pending = self._pending_fingerprint(identity)
         if pending is not None and pending != fingerprint:
             raise Refused(
@@ -191,7 +199,7 @@ class EnrollmentService:
         except SecurityError as exc:
             raise Refused(503 if "too many" in str(exc) else 400, str(exc)) from None
         log.info("enrollment request for %r from %s (key %s)", identity, client, fingerprint)
-        if identity in self.ca.current():
+        if holder is not None:
             log.warning(
                 "enrollment request for %r, which already has a valid certificate (another "
                 "key): approving it gives the identity a second key",
