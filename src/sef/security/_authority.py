@@ -611,9 +611,13 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         csr = x509.load_pem_x509_csr(data)
     except ValueError as exc:
         raise SecurityError(f"not a PEM certificate signing request: {exc}") from None
-    if not csr.is_signature_valid:
+    try:
+        signature_ok = csr.is_signature_valid
+        key = csr.public_key()
+    except ValueError as exc:  # e.g. "Invalid key" for a point not on the curve
+        raise SecurityError(f"CSR carries an unusable key: {exc}") from None
+    if not signature_ok:
         raise SecurityError("CSR signature does not verify (proof of key possession failed)")
-    key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise SecurityError("CSR key is not ECDSA P-256")
     return csr
