@@ -227,6 +227,10 @@ async def test_sef_ems_admission_options(broker_url: str, tmp_path: Path) -> Non
     try:
         assert process.stdout is not None
         line = await asyncio.to_thread(process.stdout.readline)
+        for _ in range(20):  # --insecure's warnings come first (stderr is merged)
+            if line.startswith("API on ") or not line:
+                break
+            line = await asyncio.to_thread(process.stdout.readline)
         assert line.startswith("API on "), line
         url = line.split()[-1]
         async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
