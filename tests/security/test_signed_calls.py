@@ -148,6 +148,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         stack_ = Stack(ca, broker, ems, a1, a2, relay, creds)
         await relay.subscribe(TOPICS.reply("ems-relay"), qos=1)
         await relay.subscribe(f"{TOPICS.root}/agents/+/call/#", qos=1)
+        await relay.subscribe(f"{TOPICS.root}/groups/+/call/#", qos=1)
         await relay.start()
         await ems.start()
         await a1.start()
@@ -425,3 +426,32 @@ async def test_forged_replies_do_not_resolve_the_pending_call(
     stack.ems.caller.rejected.flush(0.0)
     logged = " ".join(r.getMessage() for r in caplog.records if r.name == "sef.ems.caller")
     assert "signed by 'a3'" in logged and "unsigned" in logged
+
+
+async def test_group_reply_from_an_agent_outside_the_group_does_not_count(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call to group g9 (no members known: any agent may answer) is answered by the
+    rogue a3 in its own name; its certificate names g1 only, so the reply is dropped."""
+    caplog.set_level(logging.WARNING, "sef.ems.caller")
+    rogue = BusClient(stack.broker.url, "a3", tls=stack.creds["a3"].client_tls())
+    await rogue.start()
+    try:
+        checked = stack.ems.check(DEMO_INTERFACE, "EnergyMethod", CMDS)
+        task = asyncio.create_task(
+            stack.ems.caller.call(CallTarget("g9", group=True), checked, expect=1, timeout_s=3)
+        )
+        await wait_for(lambda: any("/g9/" in m.topic for m in stack.seen_calls), 3.0)
+        token = decode_envelope(stack.seen_calls[-1].payload)
+        body = token.split(".")[1]
+        call_id = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["msg"]["id"]
+        reply = Reply(call_id, "a3", True, ts=time.time()).to_object()
+        rogue.publish(
+            TOPICS.reply("ems-1"), encode_envelope(sign_reply(stack.creds["a3"], "ems-1", reply))
+        )
+        assert await task == []
+    finally:
+        await rogue.stop()
+    assert stack.ems.caller.rejected.total["not_member"] == 1
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "sef.ems.caller")
+    assert "whose certificate does not name the group" in logged
