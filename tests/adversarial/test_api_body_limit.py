@@ -90,7 +90,9 @@ class Outcome:
 
 
 def _head(target: str, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {target} HTTP/1.1", "Host: ems"] + [f"{k}: {v}" for k, v in headers.items()]
+    lines = [f"POST {target} HTTP/1.1", "Host: 127.0.0.1"] + [
+        f"{k}: {v}" for k, v in headers.items()
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -166,7 +168,7 @@ class HealthProbe:
     async def get(self) -> tuple[int, float]:
         """One request: (status, seconds)."""
         start = time.monotonic()
-        self.writer.write(b"GET /health HTTP/1.1\r\nHost: ems\r\n\r\n")
+        self.writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
         length = next(
             int(line.split(b":")[1])

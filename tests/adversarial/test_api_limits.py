@@ -25,6 +25,12 @@ CLIENT_REQUESTS = 64
 """The default cap of requests handled at once from one client address."""
 
 
+def bearer(stack: Stack) -> bytes:
+    """The ``Authorization`` header line of the stack's admin token (the API
+    authenticates before it counts a request)."""
+    return b"Authorization: Bearer " + stack.tokens["admin"].encode() + b"\r\n"
+
+
 def source(number: int, per_address: int = 50) -> tuple[str, int]:
     """A local address for the ``number``-th connection: ``per_address`` per loopback
     address from 127.0.0.2 on (the API caps requests per client address)."""
@@ -55,7 +61,7 @@ async def open_stream(
     reader, writer = await asyncio.open_connection(
         stack.server.host, stack.server.port, local_addr=local
     )
-    writer.write(b"GET /events HTTP/1.1\r\nHost: ems\r\n\r\n")
+    writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n" + bearer(stack) + b"\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     if head.startswith(b"HTTP/1.1 200"):
         rest = await asyncio.wait_for(reader.readuntil(b"event: hello"), 10)
@@ -111,8 +117,9 @@ async def test_concurrent_requests_are_capped(sqlite_stack: Stack) -> None:
                 sqlite_stack.server.host, sqlite_stack.server.port, local_addr=source(number)
             )
             writer.write(
-                b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: ems\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+                b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + bearer(sqlite_stack)
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
             )
             held.append(writer)
         await asyncio.sleep(0.3)  # every held request reached the app
@@ -142,8 +149,9 @@ async def hold_requests(stack: Stack, count: int, local: str) -> list[asyncio.St
             stack.server.host, stack.server.port, local_addr=(local, 0)
         )
         writer.write(
-            b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: ems\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + bearer(stack)
+            + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
         )
         held.append(writer)
     await asyncio.sleep(0.3)  # every held request reached the app

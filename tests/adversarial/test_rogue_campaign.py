@@ -313,7 +313,7 @@ async def attack_http(c: Campaign) -> None:
     async def open_stream() -> None:
         reader, writer = await asyncio.open_connection(host, port, local_addr=(ROGUE_IP, 0))
         streams.append(writer)
-        writer.write(b"GET /events HTTP/1.1\r\nHost: ems\r\n\r\n")
+        writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         with contextlib.suppress(TimeoutError, asyncio.IncompleteReadError, OSError):
             answers.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
 
@@ -323,7 +323,7 @@ async def attack_http(c: Campaign) -> None:
         reader, writer = await asyncio.open_connection(host, port, local_addr=(ROGUE_IP_2, 0))
         body = b'{"cmds": [["idle", 0, 0]], "pad": "' + b"x" * 5_000_000 + b'"}'
         head = (
-            b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: ems\r\n"
+            b"POST /agents/bat-1/commands HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)
         )

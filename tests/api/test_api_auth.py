@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from api_stack import Stack
 from sef.ems.api import ApiAuth, serve_api
-from sef.ems.store import TokenStore
+from sef.ems.store import Store, TokenStore
 from sef.interface import DEMO_INTERFACE
-from support import wait_for
 
 CHARGE = {"cmds": [["charge", 4, 600]]}
 
@@ -166,3 +166,49 @@ async def test_without_a_store_only_memory_tokens_work(stack_no_store: Stack) ->
         assert response.status_code == 200 and response.json()["sent_by"] == "olivia"
     bogus = {"Authorization": "Bearer made-up-token-000000000000000000000000000"}
     assert (await stack_no_store.http.get("/agents", headers=bogus)).status_code == 401
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_first_requests_wait_for_the_token_list(stack: Stack) -> None:
+    """Many requests at once on a fresh server (token list not read yet) are all served:
+    they wait for the one read in progress instead of being refused (a race found by the
+    limits tests: 4 of 64 got 503)."""
+    server = await serve_api(stack.ems, "127.0.0.1", 0, auth=ApiAuth.of_store(stack.store))
+    try:
+        headers = {"Authorization": f"Bearer {stack.tokens['viewer']}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+            answers = await asyncio.gather(*(http.get("/groups") for _ in range(64)))
+        assert [a.status_code for a in answers] == [200] * 64
+    finally:
+        await server.stop()
+
+
+async def test_an_unreadable_token_table_is_503_after_a_while(
+    stack_no_store: Stack, tmp_path: Path
+) -> None:
+    """While the token table cannot be read the last list read stays in use for
+    ``max_stale_s``; then requests are refused with 503 (not let in, not a crash)."""
+    path = tmp_path / "tokens.db"
+    store = Store.open(f"sqlite:///{path}")
+    token = TokenStore(store).create("tess", "viewer")
+    auth = ApiAuth(TokenStore(store), refresh_s=0.05, max_stale_s=0.6)
+    server = await serve_api(stack_no_store.ems, "127.0.0.1", 0, auth=auth)
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+            assert (await http.get("/groups")).status_code == 200
+            store.engine.dispose()
+            for name in ("tokens.db", "tokens.db-wal", "tokens.db-shm"):
+                (tmp_path / name).unlink(missing_ok=True)  # reopened empty: no table
+            await asyncio.sleep(0.1)
+            kept = await http.get("/groups")
+            assert kept.status_code == 200, kept.text  # the last list read
+            await asyncio.sleep(0.7)
+            refused = await http.get("/groups")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "cannot check tokens: the store is unavailable"
+            health = (await http.get("/health")).json()  # public: no token needed
+            assert "broker_connected" in health, health
+    finally:
+        await server.stop()
+        store.close()

@@ -206,8 +206,9 @@ class ApiAuth:
         if self.tokens is None:
             return
         now = time.monotonic()
-        if now - self._tried_at < self.refresh_s:
+        if now - self._tried_at < self.refresh_s and now - self._loaded_at <= self.max_stale_s:
             return
+        # a request without a usable list waits for the read in progress (at start)
         async with self._lock:
             if time.monotonic() - self._tried_at < self.refresh_s:
                 return
@@ -305,8 +306,10 @@ class AuthMiddleware:
                 await self._refuse(scope, send, 401, exc.message, challenge)
                 return
         except TokensUnavailable as exc:
-            await self._refuse(scope, send, 503, str(exc))
-            return
+            if needed is not None:
+                await self._refuse(scope, send, 503, str(exc))
+                return
+            principal = None  # a public route answers whatever the token store does
         if needed is not None and principal is not None and not principal.may(needed):
             await self._refuse(
                 scope,
