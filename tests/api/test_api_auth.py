@@ -212,3 +212,21 @@ async def test_an_unreadable_token_table_is_503_after_a_while(
     finally:
         await server.stop()
         store.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_reconcile_is_logged_as_sent_by_the_ems(stack: Stack) -> None:
+    """The operator's command is logged with the operator's name; when the agent comes
+    back (an admin resets its session), the rest of it that the EMS re-sends by itself is
+    logged with the EMS's id."""
+    async with stack.client("operator") as operator, stack.client("admin") as admin:
+        assert (await operator.post("/agents/bat-1/commands", json=CHARGE)).status_code == 200
+        assert (await admin.post("/agents/bat-1/reset")).status_code == 200
+        deadline = time.monotonic() + 5.0
+        while len(log := (await admin.get("/commands")).json()) < 2:
+            assert time.monotonic() < deadline, log
+            await asyncio.sleep(0.05)
+    assert [(e["call_id"].startswith("reconcile-"), e["sent_by"]) for e in log] == [
+        (True, "ems-api"),
+        (False, "olivia"),
+    ]
