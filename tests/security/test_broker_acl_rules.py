@@ -4,6 +4,7 @@ them on a real Mosquitto)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from sef.security import (
     Role,
     SecurityError,
     acl_rules,
+    broker_pid,
     identity_of,
     load_certificate,
+    reload_broker,
     write_broker_acl,
     write_broker_config,
 )
@@ -273,3 +276,13 @@ def test_write_broker_acl_keeps_the_root_and_follows_revocation(
     write_broker_acl(ca, out)
     assert "user bat-1" in files.acl.read_text()
     assert identity_of(load_certificate(ca.cert_path("bat-1").read_bytes())).groups == ()
+
+
+def test_reload_ignores_a_stale_pid_file(ca: CertificateAuthority, tmp_path: Path) -> None:
+    out = tmp_path / "broker"
+    files = write_broker_config(ca, out)
+    assert reload_broker(out) is None  # no pid file: no broker running
+    files.pid.write_text(f"{os.getpid()}\n")  # a live process that is not Mosquitto
+    assert broker_pid(out) is None and reload_broker(out) is None
+    files.pid.write_text("not a number")
+    assert reload_broker(out) is None

@@ -231,3 +231,16 @@ def test_revoke_with_broker_dir_reloads_the_running_broker(tmp_path: Path) -> No
         outcome = after.connect()
         after.close()
         assert outcome != "connected"
+
+
+def test_approve_with_broker_dir_rewrites_the_acl(pki_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "broker"
+    assert sef("broker-config", "--dir", pki_dir, "--out", out).exit_code == 0
+    CertificateAuthority.open(pki_dir).submit(make_csr("heater-1", new_private_key()))
+    result = sef("approve", "--dir", pki_dir, "heater-1", "--group", "g5", "--broker-dir", out)
+    assert result.exit_code == 0, result.output
+    assert "no running Mosquitto" in result.stdout
+    assert "topic read sef/groups/g5/call/#" in (out / "acl").read_text()
+    bad = sef("issue", "--dir", pki_dir, "--role", "ems", "e", "--broker-dir", tmp_path)
+    assert bad.exit_code == 2 and "not a broker directory" in bad.stderr
+    assert "e" not in CertificateAuthority.open(pki_dir).current()  # refused before issuing

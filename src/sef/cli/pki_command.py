@@ -90,12 +90,17 @@ def _open(directory: Path) -> CertificateAuthority:
     return CertificateAuthority.open(directory)
 
 
+def _check_broker_dir(broker_dir: Path | None) -> None:
+    """Refuse a ``--broker-dir`` that is not one (before anything is changed)."""
+    if broker_dir is not None and not BrokerFiles(broker_dir).conf.is_file():
+        raise SecurityError(f"{broker_dir} is not a broker directory (no mosquitto.conf)")
+
+
 def _update_broker(ca: CertificateAuthority, broker_dir: Path | None) -> None:
     """Rewrite ``broker_dir``'s ACL and CRL and reload its Mosquitto (when given)."""
     if broker_dir is None:
         return
-    if not BrokerFiles(broker_dir).conf.is_file():
-        raise SecurityError(f"{broker_dir} is not a broker directory (no mosquitto.conf)")
+    _check_broker_dir(broker_dir)
     acl = write_broker_acl(ca, broker_dir)
     pid = reload_broker(broker_dir)
     if pid is None:
@@ -139,6 +144,7 @@ def issue(
 ) -> None:
     """Issue a certificate and a new key for an identity."""
     with _refusals():
+        _check_broker_dir(broker_dir)
         ca = _open(directory)
         cert, key_path = ca.issue(
             identity,
@@ -167,6 +173,7 @@ def revoke(
 ) -> None:
     """Revoke every certificate of an identity and re-sign the CRL."""
     with _refusals():
+        _check_broker_dir(broker_dir)
         ca = _open(directory)
         serials = ca.revoke(identity)
         if not serials:
@@ -254,6 +261,7 @@ def approve(
 ) -> None:
     """Approve an enrollment request (``--group``/``--home`` replace what it asked for)."""
     with _refusals():
+        _check_broker_dir(broker_dir)
         ca = _open(directory)
         cert = ca.approve(identity, groups=tuple(group) if group else None, home=home, days=days)
         issued = identity_of(cert)
