@@ -215,3 +215,13 @@ async def test_warnings_at_start(stack: Stack, caplog: pytest.LogCaptureFixture)
     assert any("0.0.0.0" in m and "WITHOUT TLS" in m for m in messages), messages
     assert any("AUTHENTICATION IS OFF" in m for m in messages), messages
     assert not any("127.0.0.1" in m and "WITHOUT TLS" in m for m in messages), messages
+
+
+@SQLITE
+async def test_openapi_declares_the_bearer_scheme(stack: Stack) -> None:
+    async with stack.client("viewer") as viewer:
+        schema = (await viewer.get("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["security"] == [{"bearer": []}]
+    assert schema["paths"]["/health"]["get"]["security"] == []
+    assert "security" not in schema["paths"]["/agents/{agent_id}/commands"]["post"]

@@ -11,6 +11,7 @@ form cannot log a browser in with the attacker's token).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -105,8 +106,35 @@ def install_login(app: FastAPI, auth: ApiAuth) -> None:
         )
         return response
 
+    _document_security(app)
+
     @app.get("/me", response_model=WhoAmI, tags=["session"])
     async def me(request: Request) -> WhoAmI:
         """Who sends this request: the token's name and role."""
         who = principal_of(request)
         return WhoAmI(name=who.name, role=who.role, via=who.via)
+
+
+def _document_security(app: FastAPI) -> None:
+    """Declare the bearer scheme in the OpenAPI schema (``/docs`` gets an Authorize
+    button); ``/health`` and ``/login`` are marked public."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token of sef api-token create (role viewer, operator "
+                    "or admin).",
+                }
+            }
+            schema["security"] = [{"bearer": []}]
+            for path in ("/health", "/login", "/logout"):
+                for operation in schema.get("paths", {}).get(path, {}).values():
+                    operation["security"] = []
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
