@@ -45,12 +45,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from cryptography import x509
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from sef.bus import BrokerURL, BusClient, BusError
-from sef.security import Role, Security, SecurityError, TrustStore
+from sef.discovery._tls import verified_broker_tls, verified_candidate
 
 __all__ = [
     "MQTT_SERVICE",
@@ -106,6 +105,11 @@ class DiscoveredBroker:
     def tls(self) -> bool:
         """Whether it advertises MQTT over TLS (TXT ``tls=1``)."""
         return self.url.tls
+
+    def at(self, address: str) -> DiscoveredBroker:
+        """The same broker, reached at ``address`` (one of :attr:`addresses`)."""
+        url = BrokerURL(address, self.url.port, self.url.version, tls=self.url.tls)
+        return DiscoveredBroker(self.name, url, self.addresses, self.properties)
 
 
 class BrokerAdvertisement:
@@ -224,72 +228,6 @@ async def advertise_broker(
     return advert
 
 
-def _check_peer(
-    der: bytes | None, trust: TrustStore, roles: tuple[Role, ...], home: str | None
-) -> None:
-    """Refuse (:class:`ssl.SSLCertVerificationError`) a broker whose certificate is not
-    from the deployment CA, is revoked or expired, has a role outside ``roles``, or is
-    the gateway of another home than ``home``."""
-    try:
-        if der is None:
-            raise SecurityError("the broker presented no certificate")
-        identity = trust.verify(x509.load_der_x509_certificate(der))
-        if identity.role not in roles:
-            raise SecurityError(
-                f"the broker's certificate is of {identity.id!r} with role "
-                f"{identity.role.value}, not {' or '.join(r.value for r in roles)}"
-            )
-        if identity.role is Role.GATEWAY and (home is None or identity.home != home):
-            raise SecurityError(
-                f"gateway {identity.id!r} serves home {identity.home!r}, not this "
-                f"agent's home {home!r}"
-            )
-    except (SecurityError, ValueError) as exc:
-        raise ssl.SSLCertVerificationError(f"broker refused: {exc}") from None
-
-
-def verified_broker_tls(
-    security: Security,
-    *,
-    roles: tuple[Role, ...] = (Role.BROKER,),
-    home: str | None = None,
-    check_hostname: bool = True,
-) -> ssl.SSLContext:
-    """A TLS client context that presents ``security``'s certificate and accepts only a
-    broker that proves, in the handshake, a certificate of the deployment CA (not revoked)
-    whose role is in ``roles``; a ``gateway`` must serve ``home`` (the agent's home).
-
-    ``check_hostname``: also match the address against the certificate's names (off for
-    brokers found over mDNS, whose address is whatever the network gave them: the role
-    and home check above is what identifies them).
-    """
-    context = security.client_tls(check_hostname=check_hostname)
-    trust = security.trust
-
-    class PeerCheckedSSLObject(ssl.SSLObject):
-        def do_handshake(self) -> None:
-            super().do_handshake()
-            _check_peer(self.getpeercert(binary_form=True), trust, roles, home)
-
-    context.sslobject_class = PeerCheckedSSLObject
-    return context
-
-
-async def _tls_probe(address: str, port: int, tls: ssl.SSLContext, timeout_s: float) -> str | None:
-    """``None`` when a TLS handshake with ``tls`` succeeds at ``address:port``, else why not."""
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port, ssl=tls, ssl_handshake_timeout=timeout_s),
-            timeout_s,
-        )
-    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-        return str(exc) or type(exc).__name__
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return None
-
-
 async def _reachable(address: str, port: int, timeout_s: float) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout_s)
@@ -352,14 +290,14 @@ async def browse_broker(
             if found is None:
                 continue
             if tls is not None:
-                verified = await _verified(found, tls)
+                verified = await verified_candidate(found, tls)
                 if verified is not None:
                     return verified
                 continue
             if len(found.addresses) > 1:  # several interfaces: take the first that answers
                 for address in found.addresses:
                     if await _reachable(address, info.port, 0.5):
-                        found = _at(found, address)
+                        found = found.at(address)
                         break
             return found
     finally:
@@ -367,37 +305,6 @@ async def browse_broker(
         await zc.async_close()
     which = f"named {name!r}" if name is not None else "any"
     raise BusError(f"no SEF broker ({which}) found over mDNS ({SEF_SERVICE}) within {timeout_s} s")
-
-
-def _at(found: DiscoveredBroker, address: str) -> DiscoveredBroker:
-    url = BrokerURL(address, found.url.port, found.url.version, tls=found.url.tls)
-    return DiscoveredBroker(found.name, url, found.addresses, found.properties)
-
-
-async def _verified(found: DiscoveredBroker, tls: ssl.SSLContext) -> DiscoveredBroker | None:
-    """``found`` at its first address that proves our CA's broker identity over TLS, or
-    ``None`` (logged) when it advertises plain text or none of its addresses does."""
-    if not found.tls:
-        log.warning(
-            "skipping broker %r at %s: it advertises plain-text MQTT and this component "
-            "connects only over TLS",
-            found.name,
-            found.url,
-        )
-        return None
-    reasons = []
-    for address in found.addresses:
-        reason = await _tls_probe(address, found.url.port, tls, 2.0)
-        if reason is None:
-            return _at(found, address)
-        reasons.append(f"{address}: {reason}")
-    log.warning(
-        "skipping broker %r on port %d: it does not prove the deployment CA's broker identity (%s)",
-        found.name,
-        found.url.port,
-        "; ".join(reasons),
-    )
-    return None
 
 
 def _to_broker(instance: str, info: AsyncServiceInfo) -> DiscoveredBroker | None:
