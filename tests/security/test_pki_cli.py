@@ -105,6 +105,12 @@ def test_issue_refusals_print_one_line_and_exit_2(
     assert "Traceback" not in result.output
 
 
+def test_a_gateway_without_a_home_is_warned_about(pki_dir: Path) -> None:
+    result = sef("issue", "--dir", pki_dir, "--role", "gateway", "gw-1")
+    assert result.exit_code == 0
+    assert "without --home gets no rights" in result.stderr
+
+
 def test_an_unknown_role_is_a_usage_error(pki_dir: Path) -> None:
     result = sef("issue", "--dir", pki_dir, "--role", "king", "x")
     assert result.exit_code == 2

@@ -162,6 +162,11 @@ def issue(
         console.print(f"  certificate  {escape(str(ca.cert_path(identity)))}")
         console.print(f"  key          {escape(str(key_path))}  (mode 0600)")
         console.print(f"  CA           {escape(str(ca.ca_path))}")
+        if issued.role is Role.GATEWAY and issued.home is None:
+            err.print(
+                "[yellow]warning:[/] a gateway without --home gets no rights at the broker "
+                "(its ACL lists the agents of its home)"
+            )
         _update_broker(ca, broker_dir)
 
 
