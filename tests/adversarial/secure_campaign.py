@@ -45,7 +45,7 @@ from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.bus import Call, decode_envelope, encode_envelope
 from sef.ems import EMS
 from sef.ems.store import Store
-from sef.interface import DEMO_INTERFACE
+from sef.interface import AGENT_INTERFACE, DEMO_INTERFACE
 from sef.security import CertificateAuthority, Role, Security, call_audience, sign_call
 from support import wait_for
 
@@ -68,6 +68,7 @@ IDENTITIES: list[tuple[str, Role, tuple[str, ...], str | None]] = [
     (EMS_ID, Role.EMS, (), None),
     ("ems-watch", Role.EMS, (), None),  # the subscriber with EMS rights
     ("ems-relay", Role.EMS, (), None),  # a compromised broker / gateway
+    ("ems-spare", Role.EMS, (), None),  # another EMS identity (impostor; revoked later)
     ("bat-1", Role.AGENT, (GROUP,), HOME),
     ("bat-2", Role.AGENT, (GROUP,), HOME),
     ("bat-x", Role.AGENT, (GROUP,), HOME),  # a rogue agent: valid key, same group and home
@@ -76,6 +77,9 @@ IDENTITIES: list[tuple[str, Role, tuple[str, ...], str | None]] = [
     ("gw-h1", Role.GATEWAY, (), HOME),  # the batteries' own home gateway
     ("gw-h2", Role.GATEWAY, (), "h2"),  # the gateway of another home
 ]
+
+FOREIGN = (EMS_ID, "bat-1")
+"""Names the foreign CA issued certificates for (its ``ems-1`` and ``bat-1``)."""
 
 
 class RecordingBattery(VirtualBatteryAgent):
@@ -174,10 +178,12 @@ class Campaign:
 
     @staticmethod
     def call_topic(target: str, member: str = "EnergyMethod") -> str:
-        """The EnergyMethod call topic of an agent or of ``group:NAME``."""
+        """The call topic of EnergyMethod (or of the agent interface's ``member``) of an
+        agent or of ``group:NAME``."""
+        interface = DEMO_INTERFACE if member == "EnergyMethod" else AGENT_INTERFACE
         if target.startswith("group:"):
-            return f"sef/groups/{target[6:]}/call/{DEMO_INTERFACE}/{member}"
-        return f"sef/agents/{target}/call/{DEMO_INTERFACE}/{member}"
+            return f"sef/groups/{target[6:]}/call/{interface}/{member}"
+        return f"sef/agents/{target}/call/{interface}/{member}"
 
     # -- what the real components say ----------------------------------------------------
     def rejected(self) -> dict[str, int]:
@@ -225,10 +231,8 @@ class Campaign:
         if window < MIN_WINDOW_S:
             await asyncio.sleep(MIN_WINDOW_S - window)
         end = time.time()
-        await asyncio.sleep(2 * PERIOD_S)  # the last rows are committed
         for name in AGENTS:
-            rows = await asyncio.to_thread(self.store.telemetry, name, key=TELEMETRY)
-            ts = sorted(r["ts"] for r in rows)
+            ts = await self._stored_until(name, end)
             points = [self.started, *(t for t in ts if self.started < t < end), end]
             gaps = [(a, b) for a, b in itertools.pairwise(points) if b - a > 2 * PERIOD_S]
             assert not gaps, f"{name}: telemetry gaps {gaps} (start {self.started})"
@@ -236,13 +240,26 @@ class Campaign:
         assert self.ems.bus.connected and self.ems.bus.connections == 1
         self.assert_nothing_executed()
 
+    async def _stored_until(self, agent: str, end: float) -> list[float]:
+        """Sender times (Unix s) of ``agent``'s stored Telemetry, once a row from ``end``
+        or later is stored (or after four periods, when none is)."""
+        deadline = time.monotonic() + 4 * PERIOD_S
+        while True:
+            rows = await asyncio.to_thread(self.store.telemetry, agent, key=TELEMETRY)
+            ts = sorted(r["ts"] for r in rows)
+            if (ts and ts[-1] >= end) or time.monotonic() > deadline:
+                return ts
+            await asyncio.sleep(0.05)
+
 
 def _credentials(ca: CertificateAuthority, foreign: CertificateAuthority) -> dict[str, Security]:
     creds = {
         identity: security_for(ca, identity, role, groups, home)
         for identity, role, groups, home in IDENTITIES
     }
-    for identity, role, groups, home in IDENTITIES[:1] + IDENTITIES[3:4]:
+    for identity, role, groups, home in IDENTITIES:
+        if identity not in FOREIGN:
+            continue
         creds[f"foreign-{identity}"] = security_for(foreign, identity, role, groups, home)
     return creds
 

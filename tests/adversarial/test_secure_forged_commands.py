@@ -104,7 +104,8 @@ async def test_forged_group_charge_through_a_compromised_broker_is_refused_by_th
     charge unsigned, signed with an agent's key, signed with a foreign CA's EMS key (same
     name, ``ems-1``), as genuine EMS envelopes re-addressed (one the EMS signed for a
     group nobody is in, one for an agent that is not running; one with its audience
-    edited) and as a replay of the EMS's real group command captured from the wire."""
+    edited; the EMS's real group command moved to another method's topic) and as a replay
+    of that real group command, captured from the wire."""
     caplog.set_level(logging.WARNING, logger="sef.agent")
     c = campaign
     group_topic = c.call_topic(GROUP_TARGET)
@@ -122,6 +123,7 @@ async def test_forged_group_charge_through_a_compromised_broker_is_refused_by_th
         ("(audience)", group_topic, for_nobody, AGENTS),
         ("(audience)", c.call_topic("bat-1"), for_bat_off, ("bat-1",)),
         ("(signature)", group_topic, altered(for_nobody, {"aud": audience(GROUP_TARGET)}), AGENTS),
+        ("(topic)", c.call_topic(GROUP_TARGET, "Ping"), captured, AGENTS),
         ("(replayed)", group_topic, captured, AGENTS),
     ]  # fmt: skip
     for _, topic, payload, _ in attacks:

@@ -1,0 +1,161 @@
+"""Issue 12, acceptance: the session attacks of the hardening issue rerun in secure mode
+(the stack of :mod:`secure_campaign`): client-id takeover (issue 11, 17), reading other
+agents' traffic with a wildcard subscription, and revoked certificates, of an agent (at
+the broker) and of an EMS (at the agents' envelope check, once they have the new CRL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from secure_campaign import (
+    AGENTS,
+    EMS_ID,
+    GROUP,
+    HEADLINE,
+    RUNNING,
+    Campaign,
+    audience,
+    rejection_lines,
+    secure_campaign,
+)
+
+from secure_stack import NOT_AUTHORIZED, Probe
+from sef.bus import Status, Topics
+from sef.interface import DEMO_INTERFACE
+from support import wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+T = Topics()
+GROUP_TARGET = f"group:{GROUP}"
+
+
+@pytest.fixture
+async def campaign(tmp_path: Path) -> AsyncIterator[Campaign]:
+    async with secure_campaign(tmp_path) as running:
+        yield running
+
+
+async def test_client_id_takeover_is_impossible(campaign: Campaign) -> None:
+    """Clients connect with the EMS's client id (with a rogue agent's and with another EMS
+    identity's certificate) and with the batteries' client ids (an operator's, a
+    gateway's): the broker names each after its certificate, so the EMS and the batteries
+    keep their one connection and their sessions, and the EMS sees no takeover."""
+    c = campaign
+    impostors = [("bat-x", EMS_ID), ("ems-spare", EMS_ID), ("op-1", "bat-1"), ("gw-h2", "bat-2")]
+    probes = [await c.attacker(identity, client_id) for identity, client_id in impostors]
+    # the broker took each as its certificate's identity, not as the id it asked for
+    log = c.broker.log_text
+    for identity, client_id in impostors:
+        assert f" as {identity} " in log, (identity, log[-1500:])
+        assert log.count(f" as {client_id} ") == 1, (client_id, log[-1500:])  # the real one
+    # nobody's queued messages came with the id; the agent under the EMS's id may
+    # subscribe to the EMS's reply topic (Mosquitto 2.0 grants it) but reads nothing there
+    assert [p.messages for p in probes] == [[], [], [], []]
+    assert await asyncio.to_thread(probes[0].subscribe, T.reply(EMS_ID)) in (0, 1)
+    await c.check_service()  # the EMS (its reply topic) and batteries (calls) still served
+    assert c.ems.takeovers == 0 and not c.ems.takeover_active
+    assert all(p.connected for p in probes)
+    assert c.seen(T.reply(EMS_ID))  # there were replies to read
+    assert probes[0].messages == []
+
+
+async def test_a_wildcard_subscription_reads_only_what_the_acl_allows(campaign: Campaign) -> None:
+    """The rogue agent subscribes to ``#`` and ``$SYS/#`` while the EMS commands bat-1 and
+    another group and the batteries publish telemetry: it receives its group's calls and
+    the host status (its rights), nothing of bat-1 or bat-2, of the EMS's replies, of
+    other groups or of the broker."""
+    c = campaign
+    rogue = await c.attacker("bat-x")
+    granted = [await asyncio.to_thread(rogue.subscribe, p) for p in ("#", "$SYS/#")]
+    await c.ems.call("bat-1", DEMO_INTERFACE, "EnergyMethod", [[list(RUNNING[0])]])
+    c.expected["bat-1"].append(list(RUNNING))
+    await c.genuine("group:feeder-other")
+    await c.check_service()
+    topics = {topic for topic, _ in rogue.messages}
+
+    def allowed(topic: str) -> bool:
+        return (
+            topic.startswith(("sef/agents/bat-x/", f"sef/groups/{GROUP}/call/"))
+            or (topic.startswith("sef/hosts/") and topic.endswith("/status"))
+            or topic == T.reply("bat-x")
+        )
+
+    assert topics and all(allowed(t) for t in topics), (granted, sorted(topics))
+    assert c.call_topic(GROUP_TARGET) in topics  # its group's calls: its rights
+    assert T.host_status(EMS_ID) in topics
+    # what it did not get was there: the watcher (EMS rights) saw it
+    for topic in (
+        c.call_topic("bat-1"),
+        c.call_topic("group:feeder-other"),
+        T.prop("bat-1", DEMO_INTERFACE, "Telemetry"),
+        T.prop("bat-2", DEMO_INTERFACE, "Telemetry"),
+        T.reply(EMS_ID),
+    ):
+        assert c.seen(topic), topic
+        assert topic not in topics, topic
+
+
+async def test_a_revoked_agent_can_no_longer_connect_nor_publish(campaign: Campaign) -> None:
+    """The rogue agent's certificate is revoked and the broker reloaded (ACL and CRL): a
+    new connection with it fails the TLS handshake, and the connection it already had has
+    lost its rights (its identity is no longer in the ACL)."""
+    c = campaign
+    rogue = await c.attacker("bat-x")
+    birth = Status(True, int(time.time() * 1000), time.time(), 10, 0).to_payload()
+    assert await c.publish(rogue, T.status("bat-x"), birth) == 0  # its own topic, for now
+    refusals = c.broker.log_text.count("certificate verify failed")
+    c.ca.revoke("bat-x")
+    await asyncio.to_thread(c.broker.reload)
+    again = Probe(c.broker.port, c.creds["bat-x"].client_tls(), "bat-x")
+    c.probes.append(again)
+    outcome = await asyncio.to_thread(again.connect)
+    assert outcome != "connected", outcome
+    log = c.broker.log_text
+    assert log.count("certificate verify failed") == refusals + 1, log[-1500:]
+    # Mosquitto keeps the connection it already had (TLS was checked at its handshake),
+    # but the identity's rights went with the reloaded ACL
+    assert rogue.connected
+    assert await c.publish(rogue, T.status("bat-x"), birth) == NOT_AUTHORIZED
+    await c.check_service()
+
+
+async def test_a_call_signed_by_a_revoked_ems_certificate_is_refused(
+    campaign: Campaign, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another EMS identity's signed group call is executed; after its certificate is
+    revoked and the batteries have the new CRL (what ``CertificateRenewer`` fetches), the
+    8 kW charge it signs is refused by each battery ("revoked"), and the revoked EMS can
+    no longer connect to the broker."""
+    caplog.set_level(logging.WARNING, logger="sef.agent")
+    c = campaign
+    group_topic = c.call_topic(GROUP_TARGET)
+    valid = c.signed_call("ems-spare", audience(GROUP_TARGET), [list(RUNNING[0])])
+    assert await c.publish(c.relay, group_topic, valid) == 0
+    for name in AGENTS:
+        c.expected[name].append(list(RUNNING))
+    await wait_for(lambda: all(a.executed == c.expected[n] for n, a in c.agents.items()), 5.0)
+
+    c.ca.revoke("ems-spare")
+    await asyncio.to_thread(c.broker.reload)
+    crl = c.ca.crl_path.read_bytes()
+    for agent in c.agents.values():
+        assert agent.security is not None
+        agent.security.trust.set_crl(crl)
+    before = c.rejected()
+    forged = c.signed_call("ems-spare", audience(GROUP_TARGET), HEADLINE)
+    assert await c.publish(c.relay, group_topic, forged) == 0
+    await wait_for(lambda: all(c.rejected()[a] == before[a] + 1 for a in AGENTS), 5.0)
+    for name in AGENTS:
+        (line,) = rejection_lines(caplog.records, name)
+        assert "(untrusted)" in line and "revoked" in line and "not executed" in line, line
+    revoked = Probe(c.broker.port, c.creds["ems-spare"].client_tls(), "ems-spare")
+    c.probes.append(revoked)
+    assert await asyncio.to_thread(revoked.connect) != "connected"
+    await c.check_service()  # the real EMS's calls still execute
