@@ -1,4 +1,5 @@
-"""``sef ems``, ``sef agents``, ``sef call`` and ``sef agent``: the bus from the command line."""
+"""``sef agents`` and ``sef call``: the bus from the command line (and the helpers the
+other bus commands share; the agents' commands are in :mod:`sef.cli.agent_commands`)."""
 
 from __future__ import annotations
 
@@ -17,22 +18,20 @@ from sef.cli._security_options import (
     CA_OPTION,
     CERT_OPTION,
     CRL_OPTION,
-    ENROLL_URL_OPTION,
     INSECURE_OPTION,
     KEY_OPTION,
     Credentials,
     Secured,
-    agent_groups,
     secure_connection,
 )
-from sef.cli._signals import broker_usage, run_service, until_stopped
+from sef.cli._signals import broker_usage
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
 from sef.ems import EMS, Admission, AgentRecord, CallRefused, CallTarget
 from sef.ems.render import agents_table
 from sef.security import Role
 
 if TYPE_CHECKING:
-    from sef.agents import Agent
+    pass
 
 console = Console()
 err = Console(stderr=True)
@@ -40,12 +39,6 @@ err = Console(stderr=True)
 BROKER_HELP = (
     "Broker URL: mqtts://HOST[:PORT][?version=3.1.1|5] (default mqtts://127.0.0.1:8883; "
     "mqtt://127.0.0.1:1883 with --insecure)."
-)
-AGENT_BROKER_HELP = (
-    "Broker URL: mqtts://HOST[:PORT][?version=3.1.1|5], or mdns://[NAME] to "
-    "find it over mDNS (the default when omitted; re-discovered after every "
-    "lost connection; with credentials only a broker proving the deployment CA's "
-    "identity is accepted)."
 )
 
 
@@ -65,15 +58,6 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
         raise typer.Exit(2) from None
 
 
-async def run_agent(agent: Agent) -> None:
-    """Run an agent until SIGINT or SIGTERM: it then publishes its ``shutdown`` status."""
-    await agent.start()
-    try:
-        await until_stopped()
-    finally:
-        await asyncio.shield(agent.stop())
-
-
 def clock_option(spec: str | None) -> Clock:
     """The clock of a ``--clock`` option (default: ``SEF_CLOCK`` or real time)."""
     try:
@@ -86,11 +70,9 @@ def register(app: typer.Typer) -> None:
     """Add the bus commands to the ``sef`` app."""
     app.command("agents")(agents)
     app.command("call")(call)
-    app.command("bis")(bis)
-    app.command("ucm")(ucm)
-    agent_app = typer.Typer(help="Run an agent.", no_args_is_help=True)
-    agent_app.command("virtual-battery")(virtual_battery)
-    app.add_typer(agent_app, name="agent")
+    from sef.cli import agent_commands
+
+    agent_commands.register(app)
 
 
 def agents(
@@ -252,186 +234,3 @@ def call(
         raise typer.Exit(3)
     if not all(r.ok for r in replies):
         raise typer.Exit(1)
-
-
-def virtual_battery(
-    agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
-    broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
-    group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
-    soc: float = typer.Option(0.5, "--soc", min=0.0, max=1.0, help="Initial SOC, fraction."),
-    step: float = typer.Option(60.0, "--step", help="Model step and telemetry period, clock s."),
-    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
-    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
-    cert: Path | None = CERT_OPTION,
-    key: Path | None = KEY_OPTION,
-    ca: Path | None = CA_OPTION,
-    crl: Path | None = CRL_OPTION,
-    insecure: bool = INSECURE_OPTION,
-    enroll_url: str | None = ENROLL_URL_OPTION,
-) -> None:
-    """Run a battery agent with the battery model inside it (no device protocol)."""
-    from sef.agents.virtual_battery import VirtualBatteryAgent
-
-    secured = _agent_security(
-        "sef agent virtual-battery", agent_id, broker, cert, key, ca, crl, insecure
-    )
-    with broker_usage():
-        agent = VirtualBatteryAgent(
-            agent_id,
-            secured.broker,
-            soc=soc,
-            step_s=step,
-            groups=agent_groups(secured, group),
-            clock=clock_option(clock),
-            keepalive_s=keepalive,
-            security=secured.security,
-        )
-    secured.harden(agent.bus)
-    print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
-    run_service(
-        secured.with_renewal(run_agent(agent), agent.bus, enroll_url), name=f"agent {agent_id}"
-    )
-
-
-def bis(
-    modbus: str = typer.Option(..., "--modbus", help="Battery address: tcp://HOST:PORT."),
-    agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
-    broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
-    unit: int = typer.Option(1, "--unit", min=1, max=247, help="Modbus unit id."),
-    group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
-    poll: float = typer.Option(1.0, "--poll", min=0.01, help="Poll and telemetry period, real s."),
-    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
-    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
-    open_revert: float = typer.Option(
-        20.0,
-        "--open-revert",
-        min=0.1,
-        help="An open-ended event ends on the battery by "
-        "itself this many real s after the BIS stops re-arming it.",
-    ),
-    host_loss_grace: float = typer.Option(
-        60.0,
-        "--host-loss-grace",
-        min=0.0,
-        help="Real s with no EMS online before open-ended "
-        "events end and the rest of a sequence is dropped.",
-    ),
-    cert: Path | None = CERT_OPTION,
-    key: Path | None = KEY_OPTION,
-    ca: Path | None = CA_OPTION,
-    crl: Path | None = CRL_OPTION,
-    insecure: bool = INSECURE_OPTION,
-    enroll_url: str | None = ENROLL_URL_OPTION,
-) -> None:
-    """Run the BIS: the demo interface on the bus, SunSpec Modbus TCP to the battery."""
-    from urllib.parse import urlsplit
-
-    from sef.agents.bis import BISAgent
-
-    parts = urlsplit(modbus if "://" in modbus else f"tcp://{modbus}")
-    try:
-        port = parts.port or 502
-    except ValueError:
-        port = -1
-    if parts.scheme != "tcp" or not parts.hostname or not 0 < port < 65536:
-        raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}", param_hint="--modbus")
-    host, the_clock = parts.hostname, clock_option(clock)
-    secured = _agent_security("sef bis", agent_id, broker, cert, key, ca, crl, insecure)
-    groups = agent_groups(secured, group)
-
-    async def main() -> None:
-        # pymodbus' client needs the running event loop: build the agent inside it
-        agent = BISAgent(
-            agent_id,
-            secured.broker,
-            modbus_host=host,
-            modbus_port=port,
-            unit=unit,
-            poll_s=poll,
-            open_revert_s=open_revert,
-            host_loss_grace_s=host_loss_grace,
-            groups=groups,
-            clock=the_clock,
-            keepalive_s=keepalive,
-            security=secured.security,
-        )
-        secured.harden(agent.bus)
-        print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}", flush=True)
-        await secured.with_renewal(run_agent(agent), agent.bus, enroll_url)
-
-    run_service(main(), name=f"bis {agent_id}")
-
-
-def ucm(
-    agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
-    serial: str | None = typer.Option(
-        None, "--serial", help="Serial port or pty path of the SGD (19200 8N1)."
-    ),
-    tcp: str | None = typer.Option(None, "--tcp", help="CTA-2045 over TCP: HOST:PORT."),
-    broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
-    group: list[str] = typer.Option([], "--group", "-g", help="Group to join (repeatable)."),
-    poll: float = typer.Option(1.0, "--poll", min=0.05, help="Poll and telemetry period, real s."),
-    heartbeat: float = typer.Option(
-        30.0, "--heartbeat", min=1.0, max=60.0, help="Outside Comm Status period, real s."
-    ),
-    clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
-    keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
-    cert: Path | None = CERT_OPTION,
-    key: Path | None = KEY_OPTION,
-    ca: Path | None = CA_OPTION,
-    crl: Path | None = CRL_OPTION,
-    insecure: bool = INSECURE_OPTION,
-    enroll_url: str | None = ENROLL_URL_OPTION,
-) -> None:
-    """Run the UCM: the demo interface on the bus, CTA-2045 to a water heater (SGD)."""
-    from sef.agents.ucm import UCMAgent
-
-    if (serial is None) == (tcp is None):
-        raise typer.BadParameter("give exactly one of --serial PATH and --tcp HOST:PORT")
-    target: tuple[str, int] | None = None
-    if tcp is not None:
-        host, _, port_text = tcp.rpartition(":")
-        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise typer.BadParameter(f"expected HOST:PORT, got {tcp!r}", param_hint="--tcp")
-        target = (host, int(port_text))
-    secured = _agent_security("sef ucm", agent_id, broker, cert, key, ca, crl, insecure)
-    with broker_usage():
-        agent = UCMAgent(
-            agent_id,
-            secured.broker,
-            serial_port=serial,
-            tcp=target,
-            poll_s=poll,
-            heartbeat_s=heartbeat,
-            groups=agent_groups(secured, group),
-            clock=clock_option(clock),
-            keepalive_s=keepalive,
-            security=secured.security,
-        )
-    secured.harden(agent.bus)
-    print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
-    run_service(
-        secured.with_renewal(run_agent(agent), agent.bus, enroll_url), name=f"ucm {agent_id}"
-    )
-
-
-def _agent_security(
-    command: str,
-    agent_id: str,
-    broker: str | None,
-    cert: Path | None,
-    key: Path | None,
-    ca: Path | None,
-    crl: Path | None,
-    insecure: bool,
-) -> Secured:
-    """An agent's credentials: an ``agent`` certificate whose identity is ``--id``; no
-    ``--broker`` means mDNS discovery (TLS only when secure)."""
-    return secure_connection(
-        command,
-        broker,
-        Credentials(cert, key, ca, crl, insecure),
-        roles=(Role.AGENT,),
-        identity=agent_id,
-        discover=True,
-    )
