@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import signal
 import stat
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from typer.testing import CliRunner, Result
 
 from secure_stack import Probe, make_pki, running_secure_broker, security_for, wait_until
@@ -18,6 +21,7 @@ from sef.security import (
     SecurityError,
     identity_of,
     load_certificate,
+    load_private_key,
     make_csr,
     new_private_key,
 )
@@ -250,3 +254,34 @@ def test_approve_with_broker_dir_rewrites_the_acl(pki_dir: Path, tmp_path: Path)
     bad = sef("issue", "--dir", pki_dir, "--role", "ems", "e", "--broker-dir", tmp_path)
     assert bad.exit_code == 2 and "not a broker directory" in bad.stderr
     assert "e" not in CertificateAuthority.open(pki_dir).current()  # refused before issuing
+
+
+def test_an_expired_crl_locks_everyone_out_until_sef_pki_crl(tmp_path: Path) -> None:
+    """OpenSSL refuses every client certificate once the broker's CRL is past its next
+    update (7 days after signing): ``sef pki crl --broker-dir`` re-signs it and reloads."""
+    ca = make_pki(tmp_path, [("bat-1", Role.AGENT, (), None)])
+    context = security_for(ca, "bat-1", Role.AGENT).client_tls()
+    with running_secure_broker(ca, tmp_path) as broker:
+        now = dt.datetime.now(dt.UTC)
+        expired = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca.cert.subject)
+            .last_update(now - dt.timedelta(days=8))
+            .next_update(now - dt.timedelta(days=1))
+            .sign(load_private_key(ca.root / "ca.key"), hashes.SHA256())
+        )
+        broker.files.crl.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+        reloads = broker.log_text.count("Reloading config")
+        broker.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: broker.log_text.count("Reloading config") > reloads)
+        locked_out = Probe(broker.port, context, "bat-1")
+        assert locked_out.connect() != "connected"
+        locked_out.close()
+
+        result = sef("crl", "--dir", ca.root, "--broker-dir", broker.files.dir)
+        assert result.exit_code == 0, result.output
+        assert "valid until" in result.stdout and f"pid {broker.process.pid}" in result.stdout
+        wait_until(lambda: broker.log_text.count("Reloading config") > reloads + 1)
+        back = Probe(broker.port, context, "bat-1")
+        assert back.connect() == "connected"
+        back.close()

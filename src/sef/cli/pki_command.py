@@ -1,9 +1,10 @@
 """``sef pki``: the deployment CA, certificates, enrollment and the broker's TLS + ACL.
 
 Operator: ``init`` makes the CA; ``issue`` a certificate (and key) for an identity;
-``revoke`` one (re-signs the CRL); ``list`` what was issued; ``pending`` / ``approve`` /
-``reject`` enrollment requests; ``token`` a one-time claim token; ``broker-config`` writes
-a Mosquitto mutual-TLS + ACL configuration.
+``revoke`` one (re-signs the CRL); ``crl`` re-signs the CRL (daily: it is valid for 7
+days and an expired one makes Mosquitto refuse everyone); ``list`` what was issued;
+``pending`` / ``approve`` / ``reject`` enrollment requests; ``token`` a one-time claim
+token; ``broker-config`` writes a Mosquitto mutual-TLS + ACL configuration.
 
 The CA directory is ``--dir``, else ``$SEF_PKI_DIR``, else ``./pki``. A refused action
 (bad name, no CA, unknown request, ...) prints one line and exits with code 2.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography import x509
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -114,6 +116,13 @@ def _update_broker(ca: CertificateAuthority, broker_dir: Path | None) -> None:
         )
 
 
+def _warn_crl_expiry(ca: CertificateAuthority) -> None:
+    console.print(
+        f"The CRL is valid until {_crl_expiry(ca)}: re-sign it before then with "
+        "`sef pki crl --broker-dir ...` (Mosquitto refuses every client once it expired)."
+    )
+
+
 @app.command()
 def init(
     directory: DirOption = Path("pki"),
@@ -192,12 +201,34 @@ def revoke(
             "(the broker: --broker-dir, or copy it and send Mosquitto SIGHUP)."
         )
         _update_broker(ca, broker_dir)
+        _warn_crl_expiry(ca)
         if broker_dir is not None:
             console.print(
                 "A client still connected with the revoked certificate stays connected "
                 "but has no rights left (no publish, no delivery); restart the broker to "
                 "disconnect it."
             )
+
+
+def _crl_expiry(ca: CertificateAuthority) -> str:
+    crl = x509.load_pem_x509_crl(ca.crl_path.read_bytes())
+    next_update = crl.next_update_utc
+    return f"{next_update:%Y-%m-%d %H:%M} UTC" if next_update is not None else "never"
+
+
+@app.command()
+def crl(
+    directory: DirOption = Path("pki"),
+    broker_dir: BrokerDirOption = None,
+) -> None:
+    """Re-sign the revocation list (run it daily: it is valid for 7 days, and Mosquitto
+    refuses every client once its CRL has expired)."""
+    with _refusals():
+        _check_broker_dir(broker_dir)
+        ca = _open(directory)
+        ca.refresh_crl()
+        console.print(f"CRL re-signed: {escape(str(ca.crl_path))}, valid until {_crl_expiry(ca)}")
+        _update_broker(ca, broker_dir)
 
 
 def _state(not_after: str, revoked: bool) -> str:
@@ -355,3 +386,4 @@ def broker_config(
     console.print(
         "after issue/approve/revoke pass --broker-dir to rewrite the ACL and CRL and reload it"
     )
+    _warn_crl_expiry(ca)
