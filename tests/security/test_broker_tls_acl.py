@@ -18,6 +18,7 @@ from secure_stack import (
     running_secure_broker,
     security_for,
     tls_of,
+    wait_until,
 )
 from sef.security import CertificateAuthority, Role
 
@@ -300,6 +301,16 @@ def test_a_client_with_the_ems_client_id_does_not_take_over_its_session(
     ems.wait_for("sef/agents/bat-a/status", b"online")
     assert ems.connected and ems.disconnects == []
     assert impostor.received("sef/agents/bat-a/status") == []  # not the EMS's subscriptions
+
+
+def test_one_connection_per_identity(broker: SecureBroker, probes: list[Probe]) -> None:
+    """The client id is the identity: a second connection with the same certificate (a
+    tool using the EMS's certificate, whatever client id it sends) takes the first one's
+    session over. Every process needs an identity of its own."""
+    first = connect(broker, probes, "ems-1")
+    second = connect(broker, probes, "ems-1", client_id="ems-1-tool")
+    wait_until(lambda: bool(first.disconnects))
+    assert second.connected
 
 
 def test_mqtt311_denied_publish_is_dropped_silently(
