@@ -6,11 +6,13 @@ gateway bridges only its own home's agents."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from pathlib import Path
 
 import pytest
 
+from proc_support import SefProcess
 from secure_stack import make_pki, secure_broker, security_for
 from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.bus import BrokerURL, BusClient
@@ -125,3 +127,56 @@ async def test_gateway_bridges_only_its_homes_agents(tmp_path: Path) -> None:
         finally:
             for agent in agents:
                 await agent.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_sef_gateway_process_with_an_agent_process_behind_it(tmp_path: Path) -> None:
+    """``sef gateway`` and ``sef agent virtual-battery`` as processes with their
+    certificates: the agent connects to the home listener by URL (host name checked), the
+    EMS sees it through the TLS bridge."""
+    uid = uuid.uuid4().hex[:6]
+    ca = make_pki(tmp_path)
+    gateway_security(ca.root, f"gw-{uid}", "home-7")
+    agent_id = f"vb-{uid}"
+    security_for(ca, agent_id, Role.AGENT, ("fleet",), "home-7")
+    ems_security = security_for(ca, f"ems-{uid}", Role.EMS)
+
+    def creds(identity: str) -> list[str]:
+        return [
+            *("--cert", str(ca.cert_path(identity)), "--key", str(ca.key_path(identity))),
+            *("--ca", str(ca.ca_path), "--crl", str(ca.crl_path)),
+        ]
+
+    procs: list[SefProcess] = []
+    async with (
+        secure_broker(ca, tmp_path) as central,
+        EMS(central.url, f"ems-{uid}", keepalive_s=2, security=ems_security) as ems,
+    ):
+        try:
+            gateway = SefProcess(
+                "gateway", "--uplink", central.url, "--listen", "127.0.0.1:0",
+                "--no-advertise", *creds(f"gw-{uid}"),
+            )  # fmt: skip
+            procs.append(gateway)
+            line = await asyncio.to_thread(
+                gateway.wait_line, r"gateway home-7 listening on (mqtts://\S+),"
+            )
+            agent = SefProcess(
+                "agent", "virtual-battery", "--id", agent_id, "--broker", line.group(1),
+                "--step", "0.2", *creds(agent_id),
+            )  # fmt: skip
+            procs.append(agent)
+            await wait_for(
+                lambda: (r := ems.registry.get(agent_id)) is not None and r.online is True,
+                20.0,
+            )
+            replies = await ems.call(
+                agent_id, DEMO, "EnergyMethod", [[["charge", 1, 60]]], timeout_s=5.0
+            )
+            assert [r.ok for r in replies] == [True]
+            assert "INSECURE" not in gateway.output() + agent.output()
+        finally:
+            for proc in reversed(procs):  # SIGTERM: the gateway stops its Mosquitto too
+                if proc.process.poll() is None:
+                    await asyncio.to_thread(proc.signal_and_wait, signal.SIGTERM, 15.0)
+                proc.kill()
