@@ -18,9 +18,12 @@ from secure_campaign import (
     EMS_ID,
     GROUP,
     HEADLINE,
+    PERIOD_S,
     RUNNING,
     Campaign,
+    RecordingBattery,
     audience,
+    claims_of,
     rejection_lines,
     secure_campaign,
 )
@@ -28,7 +31,7 @@ from secure_campaign import (
 from secure_stack import NOT_AUTHORIZED, Probe
 from sef.bus import Status, Topics
 from sef.interface import DEMO_INTERFACE
-from support import wait_for
+from support import is_online, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,3 +162,41 @@ async def test_a_call_signed_by_a_revoked_ems_certificate_is_refused(
     c.probes.append(revoked)
     assert await asyncio.to_thread(revoked.connect) != "connected"
     await c.check_service()  # the real EMS's calls still execute
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="replay protection is in memory only (CallServer's ReplayCache): an agent that "
+    "restarts executes a captured genuine call again until the envelope expires",
+)
+async def test_a_genuine_call_replayed_after_the_agent_restarts_is_refused(
+    campaign: Campaign,
+) -> None:
+    """A compromised broker captured the EMS's real group command; bat-1 restarts (a power
+    cycle, an update) within the envelope's lifetime (the call's time to live, 30 s by
+    default, up to 300 s), and the broker delivers the capture again: it must be refused
+    as a replay, as it is before the restart (the compromised-broker test)."""
+    c = campaign
+    group_topic = c.call_topic(GROUP_TARGET)
+    captured = c.seen(group_topic)[0]
+    await c.agents["bat-1"].stop()
+    restarted = RecordingBattery(
+        "bat-1",
+        c.broker.url,
+        step_s=PERIOD_S,
+        groups=[GROUP],
+        keepalive_s=2,
+        security=c.creds["bat-1"],
+    )
+    c.agents["bat-1"] = restarted
+    await restarted.start()
+    await wait_for(lambda: is_online(c.ems, "bat-1"), 10.0)
+    await asyncio.sleep(1.0)  # the EMS re-sends what bat-1 should run (a fresh call)
+    executed, rejected = len(restarted.executed), restarted.calls_rejected
+    assert time.time() < claims_of(captured)["exp"]  # still within its lifetime
+    assert await c.publish(c.relay, group_topic, captured) == 0
+    await asyncio.sleep(0.5)
+    assert (len(restarted.executed), restarted.calls_rejected) == (executed, rejected + 1), (
+        "the replayed call was executed again",
+        restarted.executed,
+    )
