@@ -286,3 +286,30 @@ def test_reload_ignores_a_stale_pid_file(ca: CertificateAuthority, tmp_path: Pat
     assert broker_pid(out) is None and reload_broker(out) is None
     files.pid.write_text("not a number")
     assert reload_broker(out) is None
+
+
+def test_broker_certificate_is_reissued_for_new_hosts_or_another_id(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    out = tmp_path / "broker"
+    files = write_broker_config(ca, out, hosts=("mqtt.lan", "10.1.2.3"))
+    first = files.cert.read_bytes()
+    write_broker_config(ca, out, hosts=("mqtt.lan",))  # a subset: kept
+    assert files.cert.read_bytes() == first
+    write_broker_config(ca, out, hosts=("mqtt.lan", "mqtt.example"))  # a new name
+    second = files.cert.read_bytes()
+    assert second != first
+    write_broker_config(ca, out, broker_id="broker-2")
+    assert identity_of(load_certificate(files.cert.read_bytes())).id == "broker-2"
+
+
+def test_a_broker_certificate_near_its_end_is_renewed(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    out = tmp_path / "broker"
+    files = write_broker_config(ca, out, days=20)  # within RENEW_BEFORE (30 days)
+    first = files.cert.read_bytes()
+    write_broker_config(ca, out)
+    renewed = identity_of(load_certificate(files.cert.read_bytes()))
+    assert files.cert.read_bytes() != first
+    assert (renewed.not_after - renewed.not_before).days >= 89

@@ -364,8 +364,14 @@ def broker_config(
         str | None,
         typer.Option("--user", help="Account Mosquitto runs as (default: mosquitto)."),
     ] = None,
+    days: Annotated[
+        int, typer.Option("--days", help="Lifetime of a newly issued broker certificate, days.")
+    ] = LEAF_DAYS,
 ) -> None:
-    """Write a Mosquitto mutual-TLS + per-identity ACL configuration into --out."""
+    """Write a Mosquitto mutual-TLS + per-identity ACL configuration into --out.
+
+    Run it again to renew the broker certificate (renewed when it expires within 30 days
+    or lacks a --host); a Mosquitto running from --out is sent SIGHUP to reload."""
     with _refusals():
         ca = _open(directory)
         files = write_broker_config(
@@ -378,11 +384,16 @@ def broker_config(
             broker_id=broker_id,
             log_file=out / "mosquitto.log",
             user=user,
+            days=days,
         )
+        pid = reload_broker(out)
     console.print(f"broker configuration written to {escape(str(out))}:")
     for path in (files.conf, files.acl, files.ca, files.crl, files.cert, files.key):
         console.print(f"  {escape(str(path))}")
-    console.print(f"run it: mosquitto -c {escape(str(files.conf))}   (TLS on port {port})")
+    if pid is not None:
+        console.print(f"the running Mosquitto (pid {pid}) was sent SIGHUP to reload it")
+    else:
+        console.print(f"run it: mosquitto -c {escape(str(files.conf))}   (TLS on port {port})")
     console.print(
         "after issue/approve/revoke pass --broker-dir to rewrite the ACL and CRL and reload it"
     )
