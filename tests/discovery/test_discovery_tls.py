@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -126,3 +127,28 @@ async def test_secure_agent_process_discovers_the_broker_past_a_rogue(
                 assert "INSECURE" not in proc.output()
             finally:
                 proc.kill()
+
+
+async def test_handshake_refuses_a_peer_of_the_wrong_role_or_home(tmp_path: Path) -> None:
+    """The check runs in every handshake (not only in discovery): an EMS refuses a
+    gateway posing as its broker; an agent refuses another home's gateway and accepts
+    its own home's."""
+    ca = make_pki(tmp_path)
+    ems = security_for(ca, "ems-1", Role.EMS)
+    agent = security_for(ca, "bat-1", Role.AGENT, home="home-1")
+    ca.issue("gw-9", Role.GATEWAY, home="home-9", hosts=("127.0.0.1",))
+    gateway = security_for(ca, "gw-9", Role.GATEWAY, home="home-9")
+    ca.issue("gw-1", Role.GATEWAY, home="home-1", hosts=("127.0.0.1",))
+    home_gateway = security_for(ca, "gw-1", Role.GATEWAY, home="home-1")
+
+    async def handshake(server: Security, client: ssl.SSLContext) -> None:
+        async with tls_server(server) as port:
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            writer.close()
+
+    with pytest.raises(ssl.SSLCertVerificationError, match="role gateway, not broker"):
+        await handshake(gateway, verified_broker_tls(ems))
+    agent_tls = verified_broker_tls(agent, roles=(Role.BROKER, Role.GATEWAY), home="home-1")
+    with pytest.raises(ssl.SSLCertVerificationError, match="serves home 'home-9'"):
+        await handshake(gateway, agent_tls)
+    await handshake(home_gateway, agent_tls)  # its own home's gateway: accepted
