@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +66,11 @@ def test_sef_ems_api_needs_a_store_or_insecure(tmp_path: Path) -> None:
 
 
 async def test_secure_sef_ems_serves_tokens_of_its_store(tmp_path: Path) -> None:
-    ca = make_pki(tmp_path, [("ems-cli", Role.EMS, (), None)])
+    """Over HTTPS (--api-cert/--api-key): the store's token and an operator certificate
+    of the deployment CA authenticate; nothing else does."""
+    ca = make_pki(tmp_path)
+    ca.issue("ems-cli", Role.EMS, hosts=("127.0.0.1",))
+    ca.issue("carol", Role.OPERATOR)
     db = f"sqlite:///{tmp_path / 'ems.db'}"
     operator = json.loads(
         sef("api-token", "create", "--db", db, "--role", "operator", "--json", "olive").stdout
@@ -76,6 +81,8 @@ async def test_secure_sef_ems_serves_tokens_of_its_store(tmp_path: Path) -> None
                 *(sys.executable, "-m", "sef", "ems", "--broker", broker.url, "--id", "ems-cli"),
                 *("--cert", str(ca.cert_path("ems-cli")), "--key", str(ca.key_path("ems-cli"))),
                 *("--ca", str(ca.ca_path), "--db", db, "--api", "127.0.0.1:0"),
+                *("--api-cert", str(ca.cert_path("ems-cli"))),
+                *("--api-key", str(ca.key_path("ems-cli"))),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -89,11 +96,17 @@ async def test_secure_sef_ems_serves_tokens_of_its_store(tmp_path: Path) -> None
                 line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20.0)
                 assert line, "sef ems ended before serving the API"
             url = line.split()[-1]
-            async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
+            assert url.startswith("https://127.0.0.1:")
+            trust = ssl.create_default_context(cafile=str(ca.ca_path))
+            async with httpx.AsyncClient(base_url=url, timeout=10.0, verify=trust) as http:
                 assert (await http.get("/health")).status_code == 200
                 assert (await http.get("/agents")).status_code == 401
                 me = await http.get("/me", headers={"Authorization": f"Bearer {operator}"})
                 assert me.json() == {"name": "olive", "role": "operator", "via": "token"}
+            trust.load_cert_chain(ca.cert_path("carol"), ca.key_path("carol"))
+            async with httpx.AsyncClient(base_url=url, timeout=10.0, verify=trust) as carol:
+                me = await carol.get("/me")
+                assert me.json() == {"name": "carol", "role": "operator", "via": "certificate"}
         finally:
             process.send_signal(signal.SIGINT)
             _, err = await asyncio.to_thread(process.communicate, timeout=20.0)

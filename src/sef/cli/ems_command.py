@@ -162,7 +162,10 @@ def ems(
         [], "--api-cors-origin", help="API: allow this web origin by CORS (repeatable)."
     ),
     api_cert: Path | None = typer.Option(
-        None, "--api-cert", help="API: serve HTTPS with this certificate (PEM)."
+        None,
+        "--api-cert",
+        help="API: serve HTTPS with this certificate (PEM); operator certificates of "
+        "the --ca then authenticate too.",
     ),
     api_key: Path | None = typer.Option(None, "--api-key", help="API: its private key (PEM)."),
     cert: Path | None = CERT_OPTION,
@@ -290,6 +293,12 @@ def ems(
                         cors_origins=api_cors_origin,
                         cert=api_cert,
                         key=api_key,
+                        # with TLS, operator certificates of the deployment CA log in too
+                        client_certs=(
+                            secured.security.trust
+                            if secured.security is not None and api_cert is not None
+                            else None
+                        ),
                     )
                 except OSError as exc:
                     err.print(f"[red]error:[/] cannot serve the API on {api}: {exc}")

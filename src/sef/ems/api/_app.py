@@ -20,11 +20,12 @@ from sef.ems._caller import CallRefused, CallTarget
 from sef.ems._records import AgentRecord
 from sef.ems._service import EMS
 from sef.ems.api._agents import install_agent_routes
-from sef.ems.api._auth import ApiAuth, AuthMiddleware
+from sef.ems.api._auth import ApiAuth
 from sef.ems.api._commands import CommandStats, send_sequence
 from sef.ems.api._deadletters import HealthOut, health_response, install_deadletters
 from sef.ems.api._errors import ApiError, install_error_handlers
 from sef.ems.api._events import EventHub
+from sef.ems.api._gate import AuthMiddleware
 from sef.ems.api._guards import install_guards
 from sef.ems.api._limits import ApiLimits, install_limits
 from sef.ems.api._login import install_login, principal_of

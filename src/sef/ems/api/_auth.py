@@ -17,13 +17,18 @@ carry the header ``X-SEF-CSRF`` (cross-site forms cannot set it; the cookie is a
 
 Tokens are checked against the EMS store's ``api_tokens`` (hashes only), re-read at most
 every :attr:`ApiAuth.refresh_s`: a revoked token stops working within that time.
+
+Over TLS with :attr:`ApiAuth.trust` (the deployment CA), a request without a token may
+present a client certificate of role ``operator``: it is verified (issuer, validity,
+revocation list, role) and its identity is the principal, with the operator role. Like the
+cookie, a certificate is sent by a browser on its own, so its state-changing requests need
+``X-SEF-CSRF`` too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import re
 import time
@@ -31,17 +36,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sef.ems.api._errors import clip_message
 from sef.ems.store import ROLES, ApiRole, Store, TokenStore, hash_token
+from sef.security import Role, SecurityError, TrustStore, load_certificate
 
 __all__ = [
+    "COMMAND_PATH",
     "COOKIE",
     "CSRF_HEADER",
+    "SAFE_METHODS",
     "SECURE_COOKIE",
     "ApiAuth",
-    "AuthMiddleware",
     "Principal",
     "TokensUnavailable",
     "Unauthorized",
@@ -61,8 +67,8 @@ MAX_TOKEN_CHARS = 256
 """Longest token accepted (a token is 43 characters); longer is refused unread."""
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 """The characters of an RFC 6750 ``b64token``."""
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_COMMANDS = re.compile(r"^/(?:agents|groups)/[^/]+/commands/?$")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+COMMAND_PATH = re.compile(r"^/(?:agents|groups)/[^/]+/commands/?$")
 _PUBLIC = {
     ("GET", "/health"),
     ("HEAD", "/health"),
@@ -95,9 +101,9 @@ def required_role(method: str, path: str) -> ApiRole | None:
     method = "GET" if method == "HEAD" else method
     if (method, path) in _PUBLIC:
         return None
-    if method in _SAFE_METHODS:
+    if method in SAFE_METHODS:
         return "viewer"
-    if method == "POST" and _COMMANDS.match(path):
+    if method == "POST" and COMMAND_PATH.match(path):
         return "operator"
     return "admin"
 
@@ -154,6 +160,7 @@ class ApiAuth:
         max_stale_s: how long the last token list read stays in use while the store
             cannot be read, s; then requests are refused (503) until it can.
         tls: the API is served over TLS (the session cookie is then ``Secure``).
+        trust: accept client certificates of role ``operator`` of this CA (over TLS).
     """
 
     def __init__(
@@ -164,8 +171,10 @@ class ApiAuth:
         refresh_s: float = 1.0,
         max_stale_s: float = 300.0,
         tls: bool = False,
+        trust: TrustStore | None = None,
     ) -> None:
         self.tokens = tokens
+        self.trust = trust
         self.insecure = insecure
         self.refresh_s = refresh_s
         self.max_stale_s = max_stale_s
@@ -241,154 +250,21 @@ class ApiAuth:
             raise Unauthorized("unknown or revoked token")
         return Principal(found[0], found[1], via)
 
+    def certificate_principal(self, pem: str) -> Principal:
+        """The principal of a client certificate the TLS layer verified against the CA;
+        checked again here (revocation list, validity, role ``operator``).
+
+        Raises:
+            Unauthorized: no trust store, or the certificate is refused (says why).
+        """
+        if self.trust is None:
+            raise Unauthorized("client certificates are not accepted here")
+        try:
+            identity = self.trust.verify(load_certificate(pem.encode()), role=Role.OPERATOR)
+        except SecurityError as exc:
+            raise Unauthorized(f"client certificate refused: {exc}") from None
+        return Principal(identity.id, "operator", "certificate")
+
 
 class TokensUnavailable(Exception):
     """The token list cannot be read: 503."""
-
-
-def _cookie(headers: Headers, name: str) -> str | None:
-    """The value of cookie ``name`` (the last one if repeated), parsed by hand: a bad
-    cookie header is never an error, just no cookie."""
-    found = None
-    for header in headers.getlist("cookie"):
-        for part in header.split(";"):
-            key, sep, value = part.strip().partition("=")
-            if sep and key == name:
-                found = value.strip().strip('"')
-    return found
-
-
-def _same_origin(headers: Headers) -> bool:
-    """Whether a request's ``Origin`` (if any) names the host it was sent to."""
-    origin = headers.get("origin")
-    if origin is None:
-        return True
-    _, _, netloc = origin.partition("://")
-    return netloc.lower() == headers.get("host", "").lower()
-
-
-class AuthMiddleware:
-    """ASGI middleware: authenticate each request and check its role (module doc).
-
-    The principal goes into ``scope["state"]["principal"]`` (``request.state.principal``).
-    """
-
-    def __init__(self, app: ASGIApp, auth: ApiAuth) -> None:
-        self.app = app
-        self.auth = auth
-        self.refused: dict[int, int] = {401: 0, 403: 0, 503: 0}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method, path = scope.get("method", "GET"), scope.get("path", "")
-        needed = required_role(method, path)
-        headers = Headers(scope=scope)
-        principal: Principal | None
-        try:
-            principal = await self._principal(scope, headers, method)
-        except _Forbidden as exc:
-            if needed is not None:
-                await self._refuse(scope, send, 403, exc.message)
-                return
-            principal = None
-        except Unauthorized as exc:
-            if needed is None:
-                principal = None
-            elif method in _SAFE_METHODS and path == "/":
-                await _redirect(send, "login")  # a browser without a session: log in
-                return
-            else:
-                challenge = 'Bearer realm="sef"'
-                if exc.error:
-                    challenge += f', error="{exc.error}"'
-                await self._refuse(scope, send, 401, exc.message, challenge)
-                return
-        except TokensUnavailable as exc:
-            if needed is not None:
-                await self._refuse(scope, send, 503, str(exc))
-                return
-            principal = None  # a public route answers whatever the token store does
-        if needed is not None and principal is not None and not principal.may(needed):
-            await self._refuse(
-                scope,
-                send,
-                403,
-                f"{principal.name} ({principal.role}) may not {method} {path}: "
-                f"it needs the {needed} role",
-                'Bearer realm="sef", error="insufficient_scope"',
-                {"role": principal.role, "needed": needed},
-            )
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
-
-    async def _principal(self, scope: Scope, headers: Headers, method: str) -> Principal:
-        auth = self.auth
-        if auth.insecure:
-            client = (scope.get("client") or ("?",))[0]
-            return Principal(f"anonymous@{client}", "admin", "insecure")
-        token = bearer_token(headers)
-        if token is not None:
-            return await auth.principal(token, "token")
-        cookie = _cookie(headers, auth.cookie_name)
-        if cookie is None:
-            raise Unauthorized("authentication required: send Authorization: Bearer TOKEN", None)
-        principal = await auth.principal(cookie, "cookie")
-        if method not in _SAFE_METHODS and (
-            CSRF_HEADER not in headers or not _same_origin(headers)
-        ):
-            raise _Forbidden(
-                f"a request authenticated by the session cookie that changes state needs "
-                f"the {CSRF_HEADER} header and a same-origin Origin (CSRF protection)"
-            )
-        return principal
-
-    async def _refuse(
-        self,
-        scope: Scope,
-        send: Send,
-        status: int,
-        message: str,
-        challenge: str | None = None,
-        detail: Any = None,
-    ) -> None:
-        self.refused[status] = self.refused.get(status, 0) + 1
-        app = scope.get("app")
-        stats = getattr(getattr(app, "state", None), "stats", None)
-        if stats is not None and scope.get("method") == "POST" and _COMMANDS.match(scope["path"]):
-            stats.by_status["rejected"] += 1  # a command refused before it was sent
-        log.info("API %s %s refused (%d): %s", scope.get("method"), scope["path"], status, message)
-        body = json.dumps({"error": clip_message(message), "detail": detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        if challenge is not None:
-            headers.append((b"www-authenticate", challenge.encode()))
-        request_headers = Headers(scope=scope)
-        if "content-length" in request_headers or "transfer-encoding" in request_headers:
-            headers.append((b"connection", b"close"))  # the body is not read
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-class _Forbidden(Unauthorized):
-    """Credentials valid but the request is refused all the same (CSRF check): 403."""
-
-
-async def _redirect(send: Send, location: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 303,
-            "headers": [
-                (b"location", location.encode()),
-                (b"content-length", b"0"),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"", "more_body": False})

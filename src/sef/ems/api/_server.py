@@ -7,10 +7,14 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sef.ems._service import EMS
 from sef.ems.api._app import create_app
@@ -18,6 +22,7 @@ from sef.ems.api._auth import ApiAuth
 from sef.ems.api._events import EventHub
 from sef.ems.api._guards import default_hosts
 from sef.ems.api._limits import ApiLimits
+from sef.security import TrustStore
 
 __all__ = ["ApiServer", "is_loopback", "parse_listen", "serve_api"]
 
@@ -30,6 +35,38 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _PeerCertH11(H11Protocol):
+    """uvicorn's h11 protocol, passing the client's TLS certificate (verified against the
+    CA by the TLS layer) to the app as the ASGI TLS extension
+    (``scope["extensions"]["tls"]["client_cert_chain"]``)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return
+        pem = ssl.DER_cert_to_PEM_cert(der)
+        app = self.app
+
+        async def with_peer(scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("extensions", {})["tls"] = {"client_cert_chain": [pem]}
+            await app(scope, receive, send)
+
+        self.app = with_peer
+
+
+def _client_cert_context(cert: Path, key: Path, trust: TrustStore) -> ssl.SSLContext:
+    """A TLS server context asking for (not requiring) a client certificate of ``trust``'s
+    CA; the app checks revocation and role."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_verify_locations(cadata=trust.ca.public_bytes(serialization.Encoding.PEM).decode())
+    return context
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -103,6 +140,7 @@ async def serve_api(
     cors_origins: Iterable[str] = (),
     cert: Path | None = None,
     key: Path | None = None,
+    client_certs: TrustStore | None = None,
 ) -> ApiServer:
     """Start serving the API of ``ems`` on ``host:port`` in the running event loop.
 
@@ -114,8 +152,10 @@ async def serve_api(
     Security (docs/api.md, "Authentication"): ``auth`` defaults to the tokens of
     ``ems.store`` (none valid without a store; :meth:`ApiAuth.open` turns authentication
     off); ``allowed_hosts`` defaults to the loopback names plus ``host``; no CORS unless
-    ``cors_origins``; TLS with ``cert`` and ``key`` (PEM files). Serving beyond loopback
-    without TLS, or without authentication, logs a warning.
+    ``cors_origins``; TLS with ``cert`` and ``key`` (PEM files); with TLS and
+    ``client_certs`` (the deployment CA) a client certificate of role ``operator`` also
+    authenticates. Serving beyond loopback without TLS, or without authentication, logs a
+    warning.
     """
     limits = limits or ApiLimits()
     if (cert is None) != (key is None):
@@ -125,6 +165,10 @@ async def serve_api(
         auth = ApiAuth.of_store(ems.store, tls=tls)
     else:
         auth.tls = tls
+    if client_certs is not None:
+        if not tls:
+            raise ValueError("client certificates need TLS (a certificate and its key)")
+        auth.trust = client_certs
     hosts = list(allowed_hosts) if allowed_hosts is not None else default_hosts(host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto given: asyncio sets TCP_NODELAY only on sockets whose proto is TCP; without it
@@ -152,7 +196,11 @@ async def serve_api(
         limit_concurrency=limits.max_connections,
         ssl_certfile=cert,
         ssl_keyfile=key,
+        http=_PeerCertH11 if client_certs is not None else "auto",
     )
+    if client_certs is not None and cert is not None and key is not None:
+        config.load()
+        config.ssl = _client_cert_context(cert, key, client_certs)
     server = _Server(config)
 
     async def run() -> None:
