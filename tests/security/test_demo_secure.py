@@ -105,3 +105,17 @@ def test_demo_refuses_an_external_broker_without_insecure(tmp_path: Path) -> Non
         assert "--insecure only" in proc.output()
     finally:
         proc.kill()
+
+
+def test_demo_never_replaces_a_ca_that_is_not_its_own(tmp_path: Path) -> None:
+    """``sef pki`` keeps its CA in ./pki by default: ``sef demo --out .`` must not wipe it."""
+    real = CertificateAuthority.init(tmp_path / "pki", "Utility CA")
+    key = (tmp_path / "pki" / "ca.key").read_bytes()
+    proc = SefProcess("demo", "--out", str(tmp_path), "--headless", "--no-browser")
+    try:
+        assert proc.process.wait(60) == 2, proc.output()
+        assert "is not a previous sef demo's" in proc.output()
+    finally:
+        proc.kill()
+    assert (tmp_path / "pki" / "ca.key").read_bytes() == key
+    assert CertificateAuthority.open(tmp_path / "pki").cert.subject == real.cert.subject

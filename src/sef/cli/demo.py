@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from sef.cli._signals import EXIT_ERROR, run_service
+from sef.cli._signals import EXIT_ERROR, EXIT_USAGE, run_service
+from sef.security import SecurityError
 
 console = Console()
 
@@ -93,5 +95,8 @@ def demo(
     except (ProcessFailed, TimeoutError) as exc:
         console.print(f"[red]demo failed:[/] {exc} (logs in {out / 'logs'})")
         raise typer.Exit(EXIT_ERROR) from None
+    except SecurityError as exc:  # e.g. --out holds a CA that is not a demo's
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
     if summary is None:
         console.print("[yellow]stopped: every process was shut down[/]")

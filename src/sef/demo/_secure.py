@@ -18,13 +18,40 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.x509.oid import NameOID
+
 from sef.broker import BrokerNotFound, find_mosquitto, free_port
-from sef.security import BrokerFiles, CertificateAuthority, Role, Security, write_broker_config
+from sef.security import (
+    BrokerFiles,
+    CertificateAuthority,
+    Role,
+    Security,
+    SecurityError,
+    load_certificate,
+    write_broker_config,
+)
 
 __all__ = ["DemoPki", "mosquitto_available"]
 
 CA_DAYS = 7
 """Lifetime of the demo's CA, days (its certificates end with it)."""
+
+CA_NAME = "SEF demo CA (throwaway)"
+"""Subject name of the demo's CA: only a CA of this name is replaced by the next run."""
+
+
+def _demo_owned(directory: Path) -> bool:
+    """Whether ``directory`` holds nothing but a previous demo's CA or broker (its
+    ``ca.crt`` names :data:`CA_NAME`), so that it may be replaced."""
+    ca_file = directory / "ca.crt"
+    if not ca_file.is_file():
+        return not any(directory.iterdir())
+    try:
+        cert = load_certificate(ca_file.read_bytes())
+    except SecurityError:
+        return False
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return len(names) == 1 and names[0].value == CA_NAME
 
 
 def mosquitto_available() -> str | None:
@@ -54,9 +81,16 @@ class DemoPki:
     def __post_init__(self) -> None:
         pki = self.out / "pki"
         for stale in (pki, self.out / "broker"):  # the last run's throwaway CA and broker
-            if stale.exists():
-                shutil.rmtree(stale)
-        self.ca = CertificateAuthority.init(pki, "SEF demo CA (throwaway)", days=CA_DAYS)
+            if not stale.exists():
+                continue
+            if not stale.is_dir() or not _demo_owned(stale):
+                # never a real CA: `sef pki` keeps its CA in ./pki by default
+                raise SecurityError(
+                    f"{stale} exists and is not a previous sef demo's: refusing to replace "
+                    "it; give sef demo another --out"
+                )
+            shutil.rmtree(stale)
+        self.ca = CertificateAuthority.init(pki, CA_NAME, days=CA_DAYS)
 
     def issue(self, identity: str, role: Role, groups: Sequence[str] = ()) -> None:
         """Issue ``identity``'s key and certificate (before :meth:`start_broker`: the
