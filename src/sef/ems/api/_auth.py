@@ -1,8 +1,10 @@
-"""Who may use the EMS API: bearer tokens (or the dashboard's session cookie), three roles.
+"""Who may use the EMS API: bearer tokens (or the dashboard's session cookie, or an
+operator's client certificate), three roles.
 
-Every request is authenticated by :class:`AuthMiddleware` before it reaches a route,
-except the public ones (:func:`required_role` returns ``None``): ``GET /health``, the login
-page and its files, ``POST /login`` and ``POST /logout``. The roles, least first:
+Every request is authenticated by :class:`~sef.ems.api._gate.AuthMiddleware` before it
+reaches a route, except the public ones (:func:`required_role` returns ``None``):
+``GET /health``, the login page and its files, ``POST /login`` and ``POST /logout``. The
+roles, least first:
 
 * ``viewer``: every ``GET`` (agents, telemetry, command log, events, metrics, docs);
 * ``operator``: a viewer who also sends commands (``POST .../commands``);

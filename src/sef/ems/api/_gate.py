@@ -22,10 +22,13 @@ from sef.ems.api._auth import (
     required_role,
 )
 from sef.ems.api._errors import clip_message
+from sef.logthrottle import LogThrottle
 
 __all__ = ["AuthMiddleware", "peer_certificate"]
 
 log = logging.getLogger("sef.ems.api.auth")
+refusals = LogThrottle(log, "refused API requests")
+"""Refused credentials and roles are logged as warnings, a flood of them in summaries."""
 
 
 def peer_certificate(scope: Scope) -> str | None:
@@ -155,7 +158,13 @@ class AuthMiddleware:
             and COMMAND_PATH.match(scope["path"])
         ):
             stats.by_status["rejected"] += 1  # a command refused before it was sent
-        log.info("API %s %s refused (%d): %s", scope.get("method"), scope["path"], status, message)
+        client = str((scope.get("client") or ("?",))[0])
+        line = "API %s %s from %s refused (%d): %s"
+        args = (scope.get("method"), scope["path"], client, status, message)
+        if challenge == 'Bearer realm="sef"':  # no credentials at all: routine
+            log.info(line, *args)
+        else:
+            refusals.warn(client, f"{status} {message[:60]}", line, *args)
         body = json.dumps({"error": clip_message(message), "detail": detail}).encode()
         headers = [
             (b"content-type", b"application/json"),

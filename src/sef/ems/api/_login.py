@@ -26,6 +26,7 @@ from sef.ems.api._auth import (
     Unauthorized,
 )
 from sef.ems.api._errors import ApiError
+from sef.ems.api._gate import refusals
 from sef.ems.api._web import WEB_DIR
 
 __all__ = ["LoginIn", "WhoAmI", "install_login", "principal_of"]
@@ -79,7 +80,9 @@ def install_login(app: FastAPI, auth: ApiAuth) -> None:
                 who = await auth.principal(body.token.strip(), "cookie")
             except Unauthorized as exc:
                 client = request.client.host if request.client else "?"
-                log.warning("dashboard login refused from %s: %s", client, exc.message)
+                refusals.warn(
+                    client, "login", "dashboard login refused from %s: %s", client, exc.message
+                )
                 raise ApiError(401, f"login refused: {exc.message}") from None
             except TokensUnavailable as exc:
                 raise ApiError(503, str(exc)) from None
