@@ -130,3 +130,21 @@ def test_insecure_agent_says_so_and_works(mosquitto: Mosquitto, procs: list[SefP
             break
         assert time.monotonic() < deadline, status
         time.sleep(0.5)
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_refuses_a_broker_of_another_ca(tmp_path: Path, procs: list[SefProcess]) -> None:
+    """A TLS broker that cannot prove our CA's identity (its certificate is from another
+    CA) is refused in the handshake, with the reason logged; the agent keeps retrying."""
+    ours = make_pki(tmp_path / "ours", [("vb-2", Role.AGENT, (), None)])
+    theirs = make_pki(tmp_path / "theirs")
+    with running_secure_broker(theirs, tmp_path / "theirs") as foreign:
+        vb = SefProcess(
+            "agent", "virtual-battery", "--id", "vb-2", "--broker", foreign.url,
+            *creds(ours, "vb-2"),
+        )  # fmt: skip
+        procs.append(vb)
+        vb.wait_line(r"cannot connect vb-2 to mqtts://")
+        assert "CERTIFICATE_VERIFY_FAILED" in vb.output() or "certificate verify" in vb.output()
+        assert vb.process.poll() is None  # still running, retrying
+        assert "New client connected" not in foreign.log_text
