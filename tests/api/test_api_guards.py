@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from api_stack import Stack
 from sef.ems.api import ApiAuth, serve_api
 from sef.ems.api._auth import MAX_TOKEN_CHARS, Unauthorized, bearer_token
+from sef.ems.store import Store
 from sef.security import CertificateAuthority, Role
 
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -215,6 +216,21 @@ async def test_warnings_at_start(stack: Stack, caplog: pytest.LogCaptureFixture)
     assert any("0.0.0.0" in m and "WITHOUT TLS" in m for m in messages), messages
     assert any("AUTHENTICATION IS OFF" in m for m in messages), messages
     assert not any("127.0.0.1" in m and "WITHOUT TLS" in m for m in messages), messages
+    assert not any("no API token yet" in m for m in messages), messages  # the stack has some
+
+
+@SQLITE
+async def test_an_empty_token_table_is_said_at_start(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = Store.open(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with caplog.at_level(logging.WARNING, "sef.ems.api"):
+            server = await serve_api(stack.ems, "127.0.0.1", 0, auth=ApiAuth.of_store(empty))
+            await server.stop()
+    finally:
+        empty.close()
+    assert any("no API token yet" in r.getMessage() for r in caplog.records)
 
 
 @SQLITE

@@ -218,6 +218,18 @@ async def serve_api(
             raise OSError(f"API server on {host}:{bound} stopped at start")
         await asyncio.sleep(0.01)
     _warn(host, bound, tls, auth)
+    if not auth.insecure and auth.tokens is not None and not auth.has_tokens:
+        try:
+            none_yet = not await asyncio.to_thread(auth.tokens.rows, active_only=True)
+        except Exception:  # the store is checked by the EMS; a token check says it again
+            none_yet = False
+        if none_yet:
+            log.warning(
+                "API on %s:%d: no API token yet, so every request but /health is refused: "
+                "create one with sef api-token create --db URL --role operator NAME",
+                host,
+                bound,
+            )
     return ApiServer(server, task, hub, host, bound, tls=tls, auth=auth)
 
 
