@@ -161,7 +161,8 @@ def start_secure_broker(
     timeout_s: float = 10.0,
 ) -> SecureBroker:
     """Write the broker configuration into ``workdir/broker`` on a free port and start
-    ``mosquitto -c`` on it; returns once it accepts TCP connections."""
+    ``mosquitto -c`` on it; returns once it runs (ready for SIGHUP) and accepts TCP
+    connections."""
     broker_dir = workdir / "broker"
     port = free_port()
     files = write_broker_config(
@@ -188,11 +189,15 @@ def start_secure_broker(
             raise RuntimeError(
                 f"mosquitto exited with {process.returncode}: {stderr}{broker.log_text}"
             )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        # "running" is logged once its signal handlers are set up: a SIGHUP (reload)
+        # before that, right after the port opened, would terminate it
+        if " running" in broker.log_text:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=0.2),
+            ):
                 return broker
-        except OSError:
-            time.sleep(0.02)
+        time.sleep(0.02)
     broker.stop()
     raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{port}")
 
