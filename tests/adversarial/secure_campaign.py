@@ -19,9 +19,10 @@ against a deployment that runs secure.
   with (its envelopes are made with the keys of :attr:`Campaign.creds`).
 
 Attackers are :class:`~secure_stack.Probe` connections with real certificates of other
-roles (:meth:`Campaign.attacker`). Every test ends with :meth:`Campaign.check_service`: a
-legitimate signed group command issued during the attack comes back ``ok`` (command log
-too) and the EMS stored every battery's telemetry with no gap longer than two periods.
+roles (:meth:`Campaign.attacker`). Every test runs its attack through
+:meth:`Campaign.check_service`: a legitimate signed group command issued while the attack
+is under way comes back ``ok`` (command log too), the EMS stored every battery's telemetry
+with no gap longer than two periods, and the batteries executed only legitimate commands.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,10 +224,20 @@ class Campaign:
         assert sorted(r["agent"] for r in entries[0]["replies"]) == list(AGENTS)
         return entries[0]
 
-    async def check_service(self) -> None:
-        """A legitimate command succeeds now, and every battery's telemetry was stored
-        from :attr:`started` until now with no gap longer than two periods."""
-        await self.legit_group_command()
+    async def check_service(self, attack: Awaitable[None] | None = None) -> None:
+        """Run ``attack`` (if given) and, while it is under way, a legitimate command,
+        which must succeed; then check that every battery's telemetry was stored from
+        :attr:`started` until now with no gap longer than two periods, and that the
+        batteries executed only legitimate commands."""
+        if attack is None:
+            await self.legit_group_command()
+        else:
+            running = asyncio.ensure_future(attack)
+            await asyncio.sleep(0.01)  # the attack's first publishes are out
+            try:
+                await self.legit_group_command()
+            finally:
+                await running
         window = time.time() - self.started
         if window < MIN_WINDOW_S:
             await asyncio.sleep(MIN_WINDOW_S - window)

@@ -52,21 +52,26 @@ async def test_client_id_takeover_is_impossible(campaign: Campaign) -> None:
     keep their one connection and their sessions, and the EMS sees no takeover."""
     c = campaign
     impostors = [("bat-x", EMS_ID), ("ems-spare", EMS_ID), ("op-1", "bat-1"), ("gw-h2", "bat-2")]
-    probes = [await c.attacker(identity, client_id) for identity, client_id in impostors]
+    probes: list[Probe] = []
+
+    async def attack() -> None:
+        for identity, client_id in impostors:
+            probes.append(await c.attacker(identity, client_id))
+        # the agent under the EMS's id may subscribe to the EMS's reply topic (Mosquitto
+        # 2.0 grants it and filters on delivery) but reads nothing there
+        assert await asyncio.to_thread(probes[0].subscribe, T.reply(EMS_ID)) in (0, 1)
+        await asyncio.sleep(0.5)  # a kicked client would have noticed by now
+
+    await c.check_service(attack())  # the EMS (its reply topic) and batteries still served
     # the broker took each as its certificate's identity, not as the id it asked for
     log = c.broker.log_text
     for identity, client_id in impostors:
         assert f" as {identity} " in log, (identity, log[-1500:])
         assert log.count(f" as {client_id} ") == 1, (client_id, log[-1500:])  # the real one
-    # nobody's queued messages came with the id; the agent under the EMS's id may
-    # subscribe to the EMS's reply topic (Mosquitto 2.0 grants it) but reads nothing there
-    assert [p.messages for p in probes] == [[], [], [], []]
-    assert await asyncio.to_thread(probes[0].subscribe, T.reply(EMS_ID)) in (0, 1)
-    await c.check_service()  # the EMS (its reply topic) and batteries (calls) still served
     assert c.ems.takeovers == 0 and not c.ems.takeover_active
     assert all(p.connected for p in probes)
     assert c.seen(T.reply(EMS_ID))  # there were replies to read
-    assert probes[0].messages == []
+    assert [p.messages for p in probes] == [[], [], [], []]  # nobody's (queued) messages
 
 
 async def test_a_wildcard_subscription_reads_only_what_the_acl_allows(campaign: Campaign) -> None:
@@ -77,10 +82,13 @@ async def test_a_wildcard_subscription_reads_only_what_the_acl_allows(campaign: 
     c = campaign
     rogue = await c.attacker("bat-x")
     granted = [await asyncio.to_thread(rogue.subscribe, p) for p in ("#", "$SYS/#")]
-    await c.ems.call("bat-1", DEMO_INTERFACE, "EnergyMethod", [[list(RUNNING[0])]])
-    c.expected["bat-1"].append(list(RUNNING))
-    await c.genuine("group:feeder-other")
-    await c.check_service()
+
+    async def traffic() -> None:
+        await c.ems.call("bat-1", DEMO_INTERFACE, "EnergyMethod", [[list(RUNNING[0])]])
+        c.expected["bat-1"].append(list(RUNNING))
+        await c.genuine("group:feeder-other")
+
+    await c.check_service(traffic())
     topics = {topic for topic, _ in rogue.messages}
 
     def allowed(topic: str) -> bool:
@@ -116,17 +124,20 @@ async def test_a_revoked_agent_can_no_longer_connect_nor_publish(campaign: Campa
     refusals = c.broker.log_text.count("certificate verify failed")
     c.ca.revoke("bat-x")
     await asyncio.to_thread(c.broker.reload)
-    again = Probe(c.broker.port, c.creds["bat-x"].client_tls(), "bat-x")
-    c.probes.append(again)
-    outcome = await asyncio.to_thread(again.connect)
-    assert outcome != "connected", outcome
+
+    async def attack() -> None:
+        again = Probe(c.broker.port, c.creds["bat-x"].client_tls(), "bat-x")
+        c.probes.append(again)
+        outcome = await asyncio.to_thread(again.connect)
+        assert outcome != "connected", outcome
+        # Mosquitto keeps the connection it already had (TLS was checked at its
+        # handshake), but the identity's rights went with the reloaded ACL
+        assert rogue.connected
+        assert await c.publish(rogue, T.status("bat-x"), birth) == NOT_AUTHORIZED
+
+    await c.check_service(attack())
     log = c.broker.log_text
     assert log.count("certificate verify failed") == refusals + 1, log[-1500:]
-    # Mosquitto keeps the connection it already had (TLS was checked at its handshake),
-    # but the identity's rights went with the reloaded ACL
-    assert rogue.connected
-    assert await c.publish(rogue, T.status("bat-x"), birth) == NOT_AUTHORIZED
-    await c.check_service()
 
 
 async def test_a_call_signed_by_a_revoked_ems_certificate_is_refused(
@@ -153,15 +164,18 @@ async def test_a_call_signed_by_a_revoked_ems_certificate_is_refused(
         agent.security.trust.set_crl(crl)
     before = c.rejected()
     forged = c.signed_call("ems-spare", audience(GROUP_TARGET), HEADLINE)
-    assert await c.publish(c.relay, group_topic, forged) == 0
+
+    async def attack() -> None:
+        assert await c.publish(c.relay, group_topic, forged) == 0
+        revoked = Probe(c.broker.port, c.creds["ems-spare"].client_tls(), "ems-spare")
+        c.probes.append(revoked)
+        assert await asyncio.to_thread(revoked.connect) != "connected"
+
+    await c.check_service(attack())  # the real EMS's calls still execute
     await wait_for(lambda: all(c.rejected()[a] == before[a] + 1 for a in AGENTS), 5.0)
     for name in AGENTS:
         (line,) = rejection_lines(caplog.records, name)
         assert "(untrusted)" in line and "revoked" in line and "not executed" in line, line
-    revoked = Probe(c.broker.port, c.creds["ems-spare"].client_tls(), "ems-spare")
-    c.probes.append(revoked)
-    assert await asyncio.to_thread(revoked.connect) != "connected"
-    await c.check_service()  # the real EMS's calls still execute
 
 
 @pytest.mark.xfail(
