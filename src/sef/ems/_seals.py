@@ -34,14 +34,13 @@ window only in memory would lose it in a crash.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import TYPE_CHECKING
-
-import orjson
 
 from sef.bus import Message, TopicKind, Topics
 from sef.logthrottle import LogThrottle
@@ -212,8 +211,8 @@ class SealChecker:
     def _status(self, agent_id: str, payload: bytes, *, live: bool) -> asyncio.Future[None] | None:
         """A birth starts a session: seq counts from 0 again."""
         try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+            obj = json.loads(payload)
+        except ValueError:
             return None
         if not isinstance(obj, dict) or obj.get("state") != "online":
             return None
@@ -386,8 +385,8 @@ def _seq(payload: bytes) -> int | None:
             value = int(digits)
             return value if value < 2**32 else None
     try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+        obj = json.loads(payload)
+    except ValueError:
         return None
     seq = obj.get("seq") if isinstance(obj, dict) else None
     return seq if type(seq) is int and 0 <= seq < 2**32 else None
