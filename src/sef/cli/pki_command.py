@@ -295,7 +295,7 @@ def approve(
     days: DaysOption = LEAF_DAYS,
     broker_dir: BrokerDirOption = None,
 ) -> None:
-    """Approve an enrollment request (``--group``/``--home`` replace what it asked for)."""
+    """Approve an enrollment request (--group and --home replace what it asked for)."""
     with _refusals():
         _check_broker_dir(broker_dir)
         ca = _open(directory)
