@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 
 from api_stack import Stack
 from sef.ems.api import ApiAuth, serve_api
-from sef.ems.api._auth import MAX_TOKEN_CHARS, Unauthorized, bearer_token
+from sef.ems.api._auth import MAX_TOKEN_CHARS, Unauthorized, bearer_token, required_role
 from sef.ems.store import Store
 from sef.security import CertificateAuthority, Role
 
@@ -241,3 +241,55 @@ async def test_openapi_declares_the_bearer_scheme(stack: Stack) -> None:
     assert schema["security"] == [{"bearer": []}]
     assert schema["paths"]["/health"]["get"]["security"] == []
     assert "security" not in schema["paths"]["/agents/{agent_id}/commands"]["post"]
+
+
+PUBLIC = {
+    ("GET", "/health"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/web/login.js"),
+    ("GET", "/web/style.css"),
+}
+
+
+@given(
+    st.sampled_from(["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE"]),
+    st.one_of(
+        st.text(max_size=60).map(lambda t: "/" + t),
+        st.sampled_from(["agents", "groups", "health", "login", "web"]).flatmap(
+            lambda first: st.text(max_size=40).map(lambda rest: f"/{first}/{rest}")
+        ),
+    ),
+)
+def test_the_role_policy_is_closed(method: str, path: str) -> None:
+    """Only the listed requests are public; a request that may change state never needs
+    less than an operator, and only a command path is left to operators."""
+    role = required_role(method, path)
+    if role is None:
+        assert ("GET" if method == "HEAD" else method, path) in PUBLIC
+    elif method not in ("GET", "HEAD", "OPTIONS"):
+        assert role in ("operator", "admin")
+        if role == "operator":
+            assert method == "POST" and path.rstrip("/").endswith("/commands")
+            assert path.split("/")[1] in ("agents", "groups") and path.count("/") in (3, 4)
+
+
+@SQLITE
+async def test_path_tricks_do_not_lower_the_role(stack: Stack) -> None:
+    async with stack.client("viewer") as viewer, stack.client("operator") as operator:
+        for path in (
+            "/agents/bat-1/commands/",
+            "/agents/bat%2F1/commands",
+            "//agents/bat-1/commands",
+            "/health/../agents/bat-1/commands",
+            "/login/../agents/bat-1/commands",
+        ):
+            assert (await viewer.post(path, json=CHARGE)).status_code == 403, path
+        for path in ("/agents/bat-1/reset/", "/AGENTS/bat-1/approve", "/health/../agents"):
+            assert (await operator.post(path)).status_code == 403, path
+    async with stack.client(None) as anonymous:
+        for path in ("/health/", "/Health", "/health/../agents", "/web/../agents", "/login/x"):
+            answer = await anonymous.get(path)
+            assert answer.status_code == 401, (path, answer.status_code)
+    assert all(a.executed == [] for a in stack.agents.values())
