@@ -70,6 +70,7 @@ def test_agent_rules() -> None:
     assert block(acl_rules(FLEET), "bat-a") == [
         "topic write sef/agents/bat-a/status",
         "topic write sef/agents/bat-a/about",
+        "topic write sef/agents/bat-a/seal",
         "topic write sef/agents/bat-a/interfaces/#",
         "topic write sef/agents/bat-a/props/#",
         "topic write sef/agents/bat-a/signals/#",
@@ -97,6 +98,7 @@ def test_gateway_rules_cover_only_its_homes_agents() -> None:
         "topic readwrite sef/gateways/h1/#",
         "topic write sef/agents/bat-a/status",
         "topic write sef/agents/bat-a/about",
+        "topic write sef/agents/bat-a/seal",
         "topic write sef/agents/bat-a/interfaces/#",
         "topic write sef/agents/bat-a/props/#",
         "topic write sef/agents/bat-a/signals/#",
@@ -104,6 +106,7 @@ def test_gateway_rules_cover_only_its_homes_agents() -> None:
         "topic read sef/clients/bat-a/reply",
         "topic write sef/agents/bat-c/status",
         "topic write sef/agents/bat-c/about",
+        "topic write sef/agents/bat-c/seal",
         "topic write sef/agents/bat-c/interfaces/#",
         "topic write sef/agents/bat-c/props/#",
         "topic write sef/agents/bat-c/signals/#",

@@ -170,6 +170,7 @@ def test_without_a_reload_the_broker_still_accepts_a_revoked_certificate(
         "sef/agents/bat-b/call/org.sef.Battery/EnergyMethod",  # B's call topic
         "sef/agents/bat-b/status",  # posing as B
         "sef/agents/bat-b/about",
+        "sef/agents/bat-b/seal",
         "sef/agents/bat-b/props/org.sef.Battery/Telemetry",
         "sef/agents/bat-b/signals/org.sef.Battery/Alarm",
         "sef/groups/g1/call/org.sef.Battery/EnergyMethod",  # a group call (its own group)
@@ -201,6 +202,7 @@ def test_an_agent_publishes_its_own_topics_and_replies(
     topics = [
         "sef/agents/bat-a/status",
         "sef/agents/bat-a/about",
+        "sef/agents/bat-a/seal",
         "sef/agents/bat-a/interfaces/org.sef.Battery",
         "sef/agents/bat-a/props/org.sef.Battery/Telemetry",
         "sef/agents/bat-a/signals/org.sef.Battery/Alarm",

@@ -50,6 +50,7 @@ def _agent_writes(root: str, agent: str) -> list[str]:
     return [
         f"{prefix}/status",
         f"{prefix}/about",
+        f"{prefix}/seal",
         f"{prefix}/interfaces/#",
         f"{prefix}/props/#",
         f"{prefix}/signals/#",
@@ -116,7 +117,7 @@ def acl_rules(records: Iterable[IssuedRecord], root: str = "sef") -> str:
 
     One ``user ID`` block per identity, literal topics only (``R`` = ``root``):
 
-    * agent X: write ``R/agents/X/{status,about}``, ``R/agents/X/{interfaces,props,
+    * agent X: write ``R/agents/X/{status,about,seal}``, ``R/agents/X/{interfaces,props,
       signals}/#`` and ``R/clients/+/reply``; read ``R/agents/X/#``,
       ``R/groups/G/call/#`` for each of its groups, ``R/hosts/+/status`` and
       ``R/clients/X/reply``. No ``call`` topic is writable.
