@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -97,7 +98,9 @@ class CallServer:
             )
         self.agent_id = agent_id
         self.security = security
-        self.replay = replay if replay is not None else ReplayCache()
+        # a restarted agent forgot its nonces: envelopes issued before it started are
+        # refused (a captured call replayed after a restart would run again otherwise)
+        self.replay = replay if replay is not None else ReplayCache(memory_since=time.time())
         self.bus = bus
         self.topics = topics
         self.clock = clock

@@ -385,6 +385,7 @@ def _take_nonce(replay: ReplayCache, envelope: VerifiedEnvelope, now: float | No
             envelope.nonce,
             envelope.expires_at,
             time.time() if now is None else now,
+            issued_at=envelope.issued_at,
         )
     except ReplayError as exc:
         # a replay is not answered: the original was (or will be)

@@ -41,11 +41,24 @@ class ReplayCache:
         max_entries: unexpired nonces held at most; beyond it new ones are refused.
         keep_after_s: how long after its expiry (Unix s) a nonce is still kept, s: the
             verifier's clock-skew allowance, during which the envelope is still accepted.
+        memory_since: when this memory began (Unix s; e.g. the receiver's start), or
+            ``None``. A receiver that restarts forgets the nonces it took, so an envelope
+            issued before ``memory_since - restart_margin_s`` is refused as a possible
+            replay (the sender re-sends with a new envelope: the EMS reconciles an agent
+            that comes back). Needs clocks synchronised within the margin (NTP).
+        restart_margin_s: clock difference tolerated by that rule, s.
     """
 
     def __init__(
-        self, max_entries: int = DEFAULT_REPLAY_ENTRIES, *, keep_after_s: float = 30.0
+        self,
+        max_entries: int = DEFAULT_REPLAY_ENTRIES,
+        *,
+        keep_after_s: float = 30.0,
+        memory_since: float | None = None,
+        restart_margin_s: float = 2.0,
     ) -> None:
+        self.memory_since = memory_since
+        self.restart_margin_s = restart_margin_s
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
@@ -70,14 +83,34 @@ class ReplayCache:
             if self._until.get((issuer, nonce)) == until:
                 del self._until[(issuer, nonce)]
 
-    def add(self, issuer: str, nonce: str, expires_at: float, now: float) -> None:
-        """Record ``nonce`` of ``issuer`` (expiring at ``expires_at``, Unix s).
+    def add(
+        self,
+        issuer: str,
+        nonce: str,
+        expires_at: float,
+        now: float,
+        *,
+        issued_at: float | None = None,
+    ) -> None:
+        """Record ``nonce`` of ``issuer`` (expiring at ``expires_at``, issued at
+        ``issued_at``, Unix s).
 
         Raises:
             ReplayError: it was recorded before and has not expired (``replayed``), or
                 the cache holds :attr:`max_entries` live nonces (``replay_cache_full``).
         """
         key = (issuer, nonce)
+        if (
+            self.memory_since is not None
+            and issued_at is not None
+            and issued_at < self.memory_since - self.restart_margin_s
+        ):
+            raise ReplayError(
+                f"envelope of {issuer!r} was issued {self.memory_since - issued_at:.1f} s "
+                "before this receiver started (its earlier nonces are forgotten): possibly "
+                "replayed",
+                "replayed",
+            )
         if key in self._until:
             raise ReplayError(f"nonce {nonce[:40]!r} of {issuer!r} was seen before", "replayed")
         self.purge(now)
