@@ -78,6 +78,7 @@ UPLINK_OUT: tuple[str, ...] = (
     "agents/+/interfaces/+",  # interface XML the About refers to (retained)
     "agents/+/props/#",  # properties: last known state, telemetry (retained)
     "agents/+/signals/#",  # signals (events) of the DER interface
+    "agents/+/seal",  # signed-telemetry seals (docs/protocol.md §11)
     "clients/+/reply",  # replies to calls from the control side
 )
 """Topics (under the root) that go up, home → control server: the DER interfaces only."""

@@ -84,6 +84,7 @@ def home_acl(gateway_id: str, home_id: str, root: str = "sef") -> str:
                 f"pattern write {agent}/interfaces/#",
                 f"pattern write {agent}/props/#",
                 f"pattern write {agent}/signals/#",
+                f"pattern write {agent}/seal",
                 f"pattern read {agent}/#",
                 f"pattern write {root}/clients/+/reply",
                 f"pattern read {root}/clients/%u/reply",
