@@ -39,15 +39,16 @@ process is pinned to CPU 0 and both brokers to CPU 1 (``--no-pin`` to disable).
    gateway of the agents, the only identity the ACL lets publish for many agents; the
    EMS with its certificate) and *TLS + signed telemetry* (the same TLS stream, which
    also carries a seal per agent every ``--window`` messages (50: an agent reporting five
-   times a second with the default 10 s windows), signed by that agent's own key, and ``EMS(require_signed_telemetry=True)``; one stream feeds both TLS sessions,
-   and the plain EMS subscribes to no seals). The signed drain must verify every window.
+   times a second with the default 10 s windows), signed by that agent's own key, and
+   ``EMS(require_signed_telemetry=True)``; one stream feeds both TLS sessions, and the
+   plain EMS subscribes to no seals). The signed drain must verify every window.
    ``--profile`` runs one more drain of each TLS mode under cProfile.
 
 The bench prints the figures, the ratios against the plaintext baseline of the same run,
 the machine's load average, and PASS/FAIL against the targets of issue 12 (verification
 < 1 ms per command; latency overhead of TLS + envelopes < 20 %; ingest over TLS >= 20 000
 msg/s stored; with signed telemetry >= 15 000 msg/s). It exits 0 whatever the result: it
-is a measurement, not a test.
+is a measurement, not a test. A default run takes 2-3 minutes on 2 CPUs.
 
 Run::
 
