@@ -198,3 +198,5 @@ def test_an_agent_signs_only_with_its_own_certificate(
         TelemetryAgent("bat-1", broker_url, sign_telemetry=True)
     with pytest.raises(AgentError, match="signed by 'bat-2'"):
         TelemetryAgent("bat-1", broker_url, sign_telemetry=creds["bat-2"])
+    with pytest.raises(AgentError, match="window_s must be > 0"):
+        TelemetryAgent("bat-1", broker_url, sign_telemetry=creds["bat-1"], seal_window_s=0)

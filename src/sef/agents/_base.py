@@ -115,9 +115,9 @@ class Agent:
     ) -> None:
         self.agent_id = check_id("agent", agent_id)
         self.security = security
-        self.sealer = _sealer(self.agent_id, security, sign_telemetry)
-        if self.sealer is not None:
-            self.sealer.window_s, self.sealer.window_messages = seal_window_s, seal_window_messages
+        self.sealer = _sealer(
+            self.agent_id, security, sign_telemetry, seal_window_s, seal_window_messages
+        )
         self._seal_task: asyncio.Task[None] | None = None
         self.groups = [check_id("group", g) for g in groups]
         self.clock = clock or default_clock()
@@ -328,8 +328,11 @@ class Agent:
         assert self.sealer is not None
         while True:
             await asyncio.sleep(self.sealer.window_s / 4)
-            if self.sealer.due():
-                self._publish_seal()
+            try:
+                if self.sealer.due():
+                    self._publish_seal()
+            except Exception:  # keep sealing later windows; the EMS reports this one
+                log.exception("agent %s: sealing telemetry failed", self.agent_id)
 
     # -- birth --------------------------------------------------------------------
     def _make_will(self) -> Will:
@@ -467,7 +470,11 @@ _MISSING = object()
 
 
 def _sealer(
-    agent_id: str, security: Security | None, sign: bool | Security
+    agent_id: str,
+    security: Security | None,
+    sign: bool | Security,
+    window_s: float,
+    window_messages: int,
 ) -> TelemetrySealer | None:
     """The sealer of an agent that signs its telemetry (``sign``), or ``None``."""
     if sign is False:
@@ -480,4 +487,7 @@ def _sealer(
             f"agent {agent_id}: telemetry would be signed by {credentials.identity.id!r}, "
             "whose seals an EMS refuses (the certificate must be the agent's own)"
         )
-    return TelemetrySealer(credentials)
+    try:
+        return TelemetrySealer(credentials, window_s=window_s, window_messages=window_messages)
+    except ValueError as exc:
+        raise AgentError(f"agent {agent_id}: {exc}") from None
