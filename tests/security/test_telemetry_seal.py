@@ -310,3 +310,13 @@ def test_fast_seq_read_agrees_with_the_json(seq: int | None, value: object) -> N
     payload = PropertyUpdate(value, 1.0, seq).to_payload()
     assert _seq(payload) == seq
     assert _seq(b'{"v":1,"seq":12' + b"3" * 30 + b',"ts":1}') is None  # too long: JSON path
+
+
+def test_checker_survives_hostile_payloads(pki: tuple[TrustStore, dict[str, Security]]) -> None:
+    trust, _ = pki
+    checker = SealChecker(trust, T)
+    for payload in (b"[" * 200_000, b'{"v":1,"seq":' + b"[" * 200_000, b"\x00\xff", b""):
+        checker.handle(Message(TOPIC, payload, 1))
+        checker.handle(Message(T.status("bat-1"), payload, 1))
+        checker.handle(Message(T.seal("bat-1"), payload, 1))
+    assert checker.agents["bat-1"].refused_seals == 4

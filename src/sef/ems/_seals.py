@@ -212,7 +212,7 @@ class SealChecker:
         """A birth starts a session: seq counts from 0 again."""
         try:
             obj = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(obj, dict) or obj.get("state") != "online":
             return None
@@ -386,7 +386,7 @@ def _seq(payload: bytes) -> int | None:
             return value if value < 2**32 else None
     try:
         obj = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
     seq = obj.get("seq") if isinstance(obj, dict) else None
     return seq if type(seq) is int and 0 <= seq < 2**32 else None
