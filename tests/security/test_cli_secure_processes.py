@@ -148,3 +148,46 @@ def test_an_agent_refuses_a_broker_of_another_ca(tmp_path: Path, procs: list[Sef
         assert "CERTIFICATE_VERIFY_FAILED" in vb.output() or "certificate verify" in vb.output()
         assert vb.process.poll() is None  # still running, retrying
         assert "New client connected" not in foreign.log_text
+
+
+@pytest.mark.timeout(120)
+def test_signed_telemetry_between_processes(tmp_path: Path, procs: list[SefProcess]) -> None:
+    """``sef agent --sign-telemetry`` seals its telemetry; ``sef ems
+    --require-signed-telemetry`` verifies the seals and stores the verdicts."""
+    from sef.ems.store import Store
+
+    ca = make_pki(tmp_path, [("ems-1", Role.EMS, (), None), ("vb-1", Role.AGENT, ("fleet",), None)])
+    db = f"sqlite:///{tmp_path / 'ems.db'}"
+    with running_secure_broker(ca, tmp_path) as broker:
+        ems = SefProcess(
+            "ems", "--broker", broker.url, "--db", db, "--require-signed-telemetry",
+            *creds(ca, "ems-1"),
+        )  # fmt: skip
+        procs.append(ems)
+        ems.wait_line(r"EMS ems-1 running on mqtts://")
+        vb = SefProcess(
+            "agent", "virtual-battery", "--id", "vb-1", "--broker", broker.url,
+            "--step", "0.2", "--sign-telemetry", *creds(ca, "vb-1"),
+        )  # fmt: skip
+        procs.append(vb)
+        store = Store.open(db)
+        try:
+            deadline = time.monotonic() + 40.0
+            kinds: list[str] = []
+            while time.monotonic() < deadline and "seal_ok" not in kinds:
+                time.sleep(0.5)
+                kinds = [event["kind"] for event in store.agent_events("vb-1")]
+            assert "seal_ok" in kinds, kinds
+            assert "seal_failed" not in kinds and "seal_refused" not in kinds, kinds
+        finally:
+            store.close()
+
+
+def test_signed_telemetry_needs_credentials(mosquitto: Mosquitto) -> None:
+    agent = sef_run(
+        "agent", "virtual-battery", "--id", "vb-1", "--broker", mosquitto.url, "--insecure",
+        "--sign-telemetry",
+    )  # fmt: skip
+    assert agent.returncode == 2 and "--sign-telemetry needs credentials" in agent.stderr
+    ems = sef_run("ems", "--broker", mosquitto.url, "--insecure", "--require-signed-telemetry")
+    assert ems.returncode == 2 and "checking seals needs the" in ems.stderr, ems.stderr

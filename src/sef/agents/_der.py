@@ -60,7 +60,8 @@ class DERAgent(Agent, Generic[DeviceT]):
         poll_on_clock: ``poll_s`` is in clock seconds (a model on the scaled clock).
         host_loss_grace_s: real seconds without an online host (EMS) before the
             host-loss policy makes the device safe (:mod:`sef.agents._host_loss`).
-        clock, groups, keepalive_s, about, security: as for :class:`~sef.agents.Agent`.
+        clock, groups, keepalive_s, about, security, sign_telemetry: as for
+            :class:`~sef.agents.Agent`.
     """
 
     interfaces = (DEMO_INTERFACE,)
@@ -80,6 +81,7 @@ class DERAgent(Agent, Generic[DeviceT]):
         keepalive_s: int = 10,
         about: AboutInfo | None = None,
         security: Security | None = None,
+        sign_telemetry: bool = False,
     ) -> None:
         super().__init__(
             agent_id,
@@ -89,6 +91,7 @@ class DERAgent(Agent, Generic[DeviceT]):
             keepalive_s=keepalive_s,
             about=about,
             security=security,
+            sign_telemetry=sign_telemetry,
         )
         self.device = device
         self.poll_s = poll_s

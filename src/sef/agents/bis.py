@@ -249,6 +249,7 @@ class BISAgent(DERAgent[SunSpecBattery]):
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
         security: Security | None = None,
+        sign_telemetry: bool = False,
     ) -> None:
         battery = SunSpecBattery(
             modbus_host,
@@ -267,6 +268,7 @@ class BISAgent(DERAgent[SunSpecBattery]):
             groups=groups,
             keepalive_s=keepalive_s,
             security=security,
+            sign_telemetry=sign_telemetry,
             about=AboutInfo(
                 app_name="SEF BIS",
                 model_number="sef-bis",

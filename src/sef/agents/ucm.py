@@ -312,6 +312,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
         security: Security | None = None,
+        sign_telemetry: bool = False,
     ) -> None:
         device = CtaWaterHeater(
             serial_port=serial_port,
@@ -330,6 +331,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
             groups=groups,
             keepalive_s=keepalive_s,
             security=security,
+            sign_telemetry=sign_telemetry,
             about=AboutInfo(
                 app_name="SEF UCM",
                 model_number="sef-ucm",

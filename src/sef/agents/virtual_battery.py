@@ -90,6 +90,7 @@ class VirtualBatteryAgent(DERAgent[ModelBattery]):
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
         security: Security | None = None,
+        sign_telemetry: bool = False,
     ) -> None:
         super().__init__(
             agent_id,
@@ -101,6 +102,7 @@ class VirtualBatteryAgent(DERAgent[ModelBattery]):
             groups=groups,
             keepalive_s=keepalive_s,
             security=security,
+            sign_telemetry=sign_telemetry,
             about=AboutInfo(
                 app_name="SEF virtual battery",
                 model_number="sef-virtual-battery",

@@ -80,6 +80,15 @@ INSECURE_OPTION: Any = typer.Option(
 )
 
 
+SIGN_TELEMETRY_OPTION: Any = typer.Option(
+    False,
+    "--sign-telemetry",
+    envvar="SEF_SIGN_TELEMETRY",
+    help="Seal telemetry in signed windows (docs/protocol.md §11) for an EMS that does not "
+    "trust the broker (needs credentials).",
+)
+
+
 def _check_enroll_url(value: str | None) -> str | None:
     parts = urllib.parse.urlsplit(value or "")
     if value is not None and (parts.scheme != "https" or not parts.hostname):

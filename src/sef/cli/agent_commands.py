@@ -15,8 +15,10 @@ from sef.cli._security_options import (
     ENROLL_URL_OPTION,
     INSECURE_OPTION,
     KEY_OPTION,
+    SIGN_TELEMETRY_OPTION,
     Credentials,
     Secured,
+    _fail,
     agent_groups,
     secure_connection,
 )
@@ -67,12 +69,13 @@ def virtual_battery(
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
     enroll_url: str | None = ENROLL_URL_OPTION,
+    sign_telemetry: bool = SIGN_TELEMETRY_OPTION,
 ) -> None:
     """Run a battery agent with the battery model inside it (no device protocol)."""
     from sef.agents.virtual_battery import VirtualBatteryAgent
 
     secured = _agent_security(
-        "sef agent virtual-battery", agent_id, broker, cert, key, ca, crl, insecure
+        "sef agent virtual-battery", agent_id, broker, cert, key, ca, crl, insecure, sign_telemetry
     )
     with broker_usage():
         agent = VirtualBatteryAgent(
@@ -84,6 +87,7 @@ def virtual_battery(
             clock=clock_option(clock),
             keepalive_s=keepalive,
             security=secured.security,
+            sign_telemetry=sign_telemetry,
         )
     secured.harden(agent.bus)
     print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
@@ -121,6 +125,7 @@ def bis(
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
     enroll_url: str | None = ENROLL_URL_OPTION,
+    sign_telemetry: bool = SIGN_TELEMETRY_OPTION,
 ) -> None:
     """Run the BIS: the demo interface on the bus, SunSpec Modbus TCP to the battery."""
     from urllib.parse import urlsplit
@@ -135,7 +140,9 @@ def bis(
     if parts.scheme != "tcp" or not parts.hostname or not 0 < port < 65536:
         raise typer.BadParameter(f"expected tcp://HOST:PORT, got {modbus!r}", param_hint="--modbus")
     host, the_clock = parts.hostname, clock_option(clock)
-    secured = _agent_security("sef bis", agent_id, broker, cert, key, ca, crl, insecure)
+    secured = _agent_security(
+        "sef bis", agent_id, broker, cert, key, ca, crl, insecure, sign_telemetry
+    )
     groups = agent_groups(secured, group)
 
     async def main() -> None:
@@ -153,6 +160,7 @@ def bis(
             clock=the_clock,
             keepalive_s=keepalive,
             security=secured.security,
+            sign_telemetry=sign_telemetry,
         )
         secured.harden(agent.bus)
         print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}", flush=True)
@@ -181,6 +189,7 @@ def ucm(
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
     enroll_url: str | None = ENROLL_URL_OPTION,
+    sign_telemetry: bool = SIGN_TELEMETRY_OPTION,
 ) -> None:
     """Run the UCM: the demo interface on the bus, CTA-2045 to a water heater (SGD)."""
     from sef.agents.ucm import UCMAgent
@@ -193,7 +202,9 @@ def ucm(
         if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise typer.BadParameter(f"expected HOST:PORT, got {tcp!r}", param_hint="--tcp")
         target = (host, int(port_text))
-    secured = _agent_security("sef ucm", agent_id, broker, cert, key, ca, crl, insecure)
+    secured = _agent_security(
+        "sef ucm", agent_id, broker, cert, key, ca, crl, insecure, sign_telemetry
+    )
     with broker_usage():
         agent = UCMAgent(
             agent_id,
@@ -206,6 +217,7 @@ def ucm(
             clock=clock_option(clock),
             keepalive_s=keepalive,
             security=secured.security,
+            sign_telemetry=sign_telemetry,
         )
     secured.harden(agent.bus)
     print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
@@ -223,9 +235,13 @@ def _agent_security(
     ca: Path | None,
     crl: Path | None,
     insecure: bool,
+    sign_telemetry: bool = False,
 ) -> Secured:
     """An agent's credentials: an ``agent`` certificate whose identity is ``--id``; no
-    ``--broker`` means mDNS discovery (TLS only when secure)."""
+    ``--broker`` means mDNS discovery (TLS only when secure). ``--sign-telemetry`` needs
+    credentials."""
+    if sign_telemetry and insecure:
+        _fail(f"{command}: --sign-telemetry needs credentials: it cannot run with --insecure")
     return secure_connection(
         command,
         broker,

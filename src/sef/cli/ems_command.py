@@ -173,6 +173,12 @@ def ems(
     ca: Path | None = CA_OPTION,
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
+    require_signed_telemetry: bool = typer.Option(
+        False,
+        "--require-signed-telemetry",
+        help="Check every agent's telemetry against its signed seals (docs/protocol.md §11; "
+        "agents run with --sign-telemetry); failures are logged and stored as agent events.",
+    ),
 ) -> None:
     """Run the EMS: discover agents, track presence, keep their last known state.
 
@@ -198,6 +204,11 @@ def ems(
         identity=host_id,
     )
     ems_id = host_id or secured.identity or "ems"
+    if require_signed_telemetry and secured.security is None:
+        raise typer.BadParameter(
+            "checking seals needs the deployment CA: give --cert/--key/--ca, not --insecure",
+            param_hint="--require-signed-telemetry",
+        )
     check_outage_budget(broker_config, outage_budget_s, expected_rate)
     listen: tuple[str, int] | None = None
     if api is not None:
@@ -258,6 +269,7 @@ def ems(
                 on_event=print_event,
                 store=store,
                 security=secured.security,
+                require_signed_telemetry=require_signed_telemetry,
                 **registry_options,
             )
         secured.harden(service.bus)
