@@ -39,8 +39,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jws
-from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
+from joserfc.util import json_b64encode, urlsafe_b64decode, urlsafe_b64encode
 
 from sef.security._identity import Identity, Role, SecurityError
 from sef.security._replay import ReplayCache, ReplayError
@@ -77,6 +77,10 @@ _REGISTRY = jws.JWSRegistry(algorithms=[ALGORITHM])
 # joserfc >= 1.1 bounds the header at 512 bytes; one with a certificate is ~0.9 KB
 _REGISTRY.max_header_length = 16 * 1024
 _REGISTRY.max_payload_length = MAX_ENVELOPE_BYTES
+# joserfc's ES256 (raw r||s signature <-> DER, SHA-256): the envelope's header is built and
+# checked here, so the JWS framing is done here too and each header is encoded or parsed
+# once per signer instead of on every message (see _signing_key and _header)
+_ES256 = _REGISTRY.get_alg(ALGORITHM)
 _KEYS_CACHED = 1024
 
 
@@ -137,14 +141,27 @@ def call_audience(target: str, *, group: bool) -> str:
 
 # -- signing ------------------------------------------------------------------------------
 
-_signing_keys: dict[int, tuple[ec.EllipticCurvePrivateKey, x509.Certificate, ECKey, str]] = {}
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    """What signing needs of one :class:`Security`, derived once (see :func:`_signing_key`)."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    key: ECKey
+    headers: dict[EnvelopeKind, bytes]
+    """The base64url protected header of each kind (its ``x5c`` encoded once)."""
 
 
-def _signing_key(security: Security) -> tuple[ECKey, str]:
-    """The joserfc key and base64 DER certificate of ``security`` (cached per key)."""
+_signing_keys: dict[int, _Signer] = {}
+
+
+def _signing_key(security: Security) -> _Signer:
+    """The joserfc key and encoded headers of ``security`` (cached per key and
+    certificate: a renewal via :meth:`Security.replace` builds them again)."""
     cached = _signing_keys.get(id(security))
-    if cached is not None and cached[0] is security.key and cached[1] is security.cert:
-        return cached[2], cached[3]
+    if cached is not None and cached.private_key is security.key and cached.cert is security.cert:
+        return cached
     pem = security.key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -152,10 +169,15 @@ def _signing_key(security: Security) -> tuple[ECKey, str]:
     )
     key = ECKey.import_key(pem)
     x5c = base64.b64encode(security.cert.public_bytes(serialization.Encoding.DER)).decode()
+    headers = {
+        kind: json_b64encode({"alg": ALGORITHM, "typ": kind.value, "x5c": [x5c]})
+        for kind in EnvelopeKind
+    }
+    signer = _Signer(security.key, security.cert, key, headers)
     if len(_signing_keys) >= _KEYS_CACHED:
         _signing_keys.clear()
-    _signing_keys[id(security)] = (security.key, security.cert, key, x5c)
-    return key, x5c
+    _signing_keys[id(security)] = signer
+    return signer
 
 
 def _sign(
@@ -169,7 +191,7 @@ def _sign(
 ) -> str:
     if not 0 < lifetime_s <= MAX_LIFETIME_S:
         raise SecurityError(f"envelope lifetime {lifetime_s} s is outside (0, {MAX_LIFETIME_S}]")
-    key, x5c = _signing_key(security)
+    signer = _signing_key(security)
     iat = time.time() if now is None else now
     claims = {
         "iss": security.identity.id,
@@ -181,8 +203,10 @@ def _sign(
         "msg": message,
     }
     payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    header = {"alg": ALGORITHM, "typ": kind.value, "x5c": [x5c]}
-    return jws.serialize_compact(header, payload.encode(), key, registry=_REGISTRY)
+    # RFC 7515 compact serialization, as jws.serialize_compact builds it
+    signing_input = signer.headers[kind] + b"." + urlsafe_b64encode(payload.encode())
+    signature = urlsafe_b64encode(_ES256.sign(signing_input, signer.key))
+    return (signing_input + b"." + signature).decode("ascii")
 
 
 def sign_call(
@@ -226,6 +250,9 @@ def sign_reply(
 # -- verification -------------------------------------------------------------------------
 
 _verify_keys: dict[str, tuple[x509.Certificate, ECKey]] = {}
+"""Parsed certificate and public key per ``x5c`` string (exactly as received)."""
+_headers: dict[tuple[EnvelopeKind, str], tuple[x509.Certificate, ECKey]] = {}
+"""The signer's certificate and key per accepted protected header (kind, exact segment)."""
 
 
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
@@ -280,6 +307,46 @@ def _certificate(x5c: str) -> tuple[x509.Certificate, ECKey]:
     return cert, key
 
 
+def _header(segment: str, kind: EnvelopeKind) -> tuple[x509.Certificate, ECKey]:
+    """The signer's certificate and key from a protected header, which must be exactly
+    ``{"alg": "ES256", "typ": kind, "x5c": [one certificate]}`` (cached per exact
+    segment: a signer's header is the same on every message)."""
+    cached = _headers.get((kind, segment))
+    if cached is not None:
+        return cached
+    header = _b64url_json(segment, "header")
+    if set(header) != {"alg", "typ", "x5c"}:
+        raise EnvelopeRefused(
+            "malformed", f"JWS header must have exactly alg, typ, x5c (has {sorted(header)})"
+        )
+    if header["alg"] != ALGORITHM:
+        raise EnvelopeRefused("malformed", f"algorithm {str(header['alg'])[:20]!r} not ES256")
+    if header["typ"] != kind.value:
+        raise EnvelopeRefused("malformed", f"typ {str(header['typ'])[:40]!r}, not {kind.value}")
+    x5c = header["x5c"]
+    if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
+        raise EnvelopeRefused("malformed", "x5c must hold exactly the signer's certificate")
+    found = _certificate(x5c[0])
+    if len(_headers) >= _KEYS_CACHED:
+        _headers.clear()
+    _headers[(kind, segment)] = found
+    return found
+
+
+def _signature_verifies(parts: list[str], key: ECKey) -> bytes | None:
+    """The decoded payload if the ES256 signature over ``header.payload`` verifies under
+    ``key`` (one ECDSA verification), else ``None``."""
+    if len(parts[0]) > _REGISTRY.max_header_length:
+        return None
+    try:
+        payload = urlsafe_b64decode(parts[1].encode())
+        signature = urlsafe_b64decode(parts[2].encode())
+    except ValueError:  # binascii.Error, UnicodeEncodeError
+        return None
+    signing_input = f"{parts[0]}.{parts[1]}".encode()
+    return payload if _ES256.verify(signing_input, signature, key) else None
+
+
 def _number(claims: dict[str, Any], name: str) -> float:
     value = claims.get(name)
     if not isinstance(value, int | float) or isinstance(value, bool):
@@ -313,19 +380,7 @@ def _verify(
     parts = token.split(".")
     if len(parts) != 3:
         raise EnvelopeRefused("malformed", "JWS compact serialization has not 3 parts")
-    header = _b64url_json(parts[0], "header")
-    if set(header) != {"alg", "typ", "x5c"}:
-        raise EnvelopeRefused(
-            "malformed", f"JWS header must have exactly alg, typ, x5c (has {sorted(header)})"
-        )
-    if header["alg"] != ALGORITHM:
-        raise EnvelopeRefused("malformed", f"algorithm {str(header['alg'])[:20]!r} not ES256")
-    if header["typ"] != kind.value:
-        raise EnvelopeRefused("malformed", f"typ {str(header['typ'])[:40]!r}, not {kind.value}")
-    x5c = header["x5c"]
-    if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
-        raise EnvelopeRefused("malformed", "x5c must hold exactly the signer's certificate")
-    cert, key = _certificate(x5c[0])
+    cert, key = _header(parts[0], kind)
     at = time.time() if now is None else now
     try:
         signer = security.trust.verify(
@@ -333,13 +388,10 @@ def _verify(
         )
     except SecurityError as exc:
         raise EnvelopeRefused("untrusted", f"signer's certificate refused: {exc}") from None
-    try:
-        verified = jws.deserialize_compact(token, key, registry=_REGISTRY)
-    except (JoseError, ValueError) as exc:
-        raise EnvelopeRefused(
-            "signature", f"signature of {signer.id!r} does not verify ({type(exc).__name__})"
-        ) from None
-    claims = _json_object(verified.payload, "payload")
+    payload = _signature_verifies(parts, key)
+    if payload is None:
+        raise EnvelopeRefused("signature", f"signature of {signer.id!r} does not verify")
+    claims = _json_object(payload, "payload")
     issuer = _string(claims, "iss")
     audience = _string(claims, "aud")
     topic = _string(claims, "top")

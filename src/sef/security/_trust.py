@@ -78,7 +78,9 @@ class TrustStore:
         self.crl: x509.CertificateRevocationList | None = None
         if crl is not None:
             self.set_crl(crl)
-        self._verified: dict[bytes, Identity] = {}
+        # keyed by the certificate (cryptography hashes and compares its DER in Rust,
+        # cheaper than re-encoding it on each message)
+        self._verified: dict[x509.Certificate, Identity] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -110,8 +112,7 @@ class TrustStore:
     ) -> Identity:
         """The identity of ``cert`` if the CA issued it, it is valid at ``at`` (now) and not
         revoked, and (if given) it has ``role``; else :class:`SecurityError` saying why."""
-        der = cert.public_bytes(serialization.Encoding.DER)
-        identity = self._verified.get(der)
+        identity = self._verified.get(cert)
         if identity is None:
             if cert.issuer != self.ca.subject:
                 raise SecurityError("certificate is not issued by the deployment CA")
@@ -129,7 +130,7 @@ class TrustStore:
             with self._lock:
                 if len(self._verified) > 100_000:
                     self._verified.clear()
-                self._verified[der] = identity
+                self._verified[cert] = identity
         now = at or datetime.now(UTC)
         if now + CLOCK_SKEW < identity.not_before:
             raise SecurityError(f"certificate of {identity.id!r} is not valid yet")
