@@ -44,10 +44,17 @@ TESTS = (
     "tests/ems/test_store_retention.py",
     "tests/control/test_control_controllers.py",
     "tests/control/test_control_simulator.py::test_cli_writes_report",
+    "tests/security/test_envelope.py",
+    "tests/security/test_broker_tls_acl.py",
+    "tests/security/test_enroll_server.py",
+    "tests/security/test_renew.py",
+    "tests/update",
 )
 """The representative fast subset: pure units, protocols, the bus, battery + BIS end to end,
-the EMS store and REST API on SQLite and PostgreSQL, the LP controllers (SciPy) and the
-report plots (Matplotlib)."""
+the EMS store and REST API on SQLite and PostgreSQL, the LP controllers (SciPy), the report
+plots (Matplotlib), and security: PKI and signed envelopes (cryptography, joserfc), mutual
+TLS with the generated broker ACL, the enrollment server (uvicorn's TLS internals) and
+signed updates (tuf)."""
 
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*?)\s*(;.*)?$")
 _LOWER = re.compile(r">=\s*([^,\s]+)")

@@ -293,3 +293,32 @@ async def test_path_tricks_do_not_lower_the_role(stack: Stack) -> None:
             answer = await anonymous.get(path)
             assert answer.status_code == 401, (path, answer.status_code)
     assert all(a.executed == [] for a in stack.agents.values())
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1"),
+        ("LocalHost", "localhost"),
+        ("[::1]:80", "[::1]"),
+        ("ems.example:443", "ems.example"),
+        ("[::zz]", None),
+        ("a b", None),
+        ("host:99999999", None),
+        ("", None),
+        (None, None),
+        ("evil.example@127.0.0.1", None),
+    ],
+)
+def test_host_of_parses_only_host_and_port(header: str | None, host: str | None) -> None:
+    from sef.ems.api._guards import host_of
+
+    assert host_of(header) == host
+
+
+@given(st.text(max_size=300))
+def test_host_of_never_raises(header: str) -> None:
+    from sef.ems.api._guards import host_of
+
+    result = host_of(header)
+    assert result is None or result == result.lower()

@@ -15,13 +15,14 @@ security headers on every answer.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import socket
 from collections.abc import Iterable, Sequence
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette._utils import parse_host_header
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +45,26 @@ CSP = (
 """The dashboard's Content-Security-Policy: its own files only, no inline script."""
 _DASHBOARD = ("/", "/login")
 _LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+
+_HOST_HEADER = re.compile(
+    r"(?P<host>\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def host_of(header: str | None) -> str | None:
+    """The host of a ``Host`` header, lower case (IPv6 literals keep their brackets), or
+    ``None`` when the header is missing or not ``HOST[:PORT]``."""
+    if header is None:
+        return None
+    match = _HOST_HEADER.fullmatch(header)
+    if match is None:
+        return None
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return None
+    return match["host"].lower()
 
 
 def normalize_host(host: str) -> str:
@@ -78,8 +99,7 @@ class HostAllowList(TrustedHostMiddleware):
             await self.app(scope, receive, send)
             return
         raw = Headers(scope=scope).get("host")
-        parsed = parse_host_header(raw)
-        host = parsed.host.lower() if parsed is not None else None
+        host = host_of(raw)
         if host is not None and any(
             host == pattern or (pattern.startswith("*") and host.endswith(pattern[1:]))
             for pattern in self.allowed_hosts
