@@ -28,7 +28,7 @@ from sef.security import (
     profile_uris,
     write_private,
 )
-from sef.security._authority import key_pem
+from sef.security._keys import key_pem
 
 
 def aged_certificate(ca: CertificateAuthority, identity: str, out: Path) -> int:

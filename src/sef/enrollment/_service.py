@@ -28,7 +28,8 @@ from sef.security import (
     load_certificate,
     load_csr,
 )
-from sef.security._authority import CRL_DAYS, csr_identity
+from sef.security._authority import CRL_DAYS
+from sef.security._keys import csr_identity
 
 __all__ = ["EnrollmentService", "Refused", "key_fingerprint"]
 

@@ -20,17 +20,7 @@ Public names:
 ``docs/security.md`` has the certificate profile and the threat model.
 """
 
-from sef.security._authority import (
-    LEAF_DAYS,
-    CertificateAuthority,
-    IssuedRecord,
-    PendingRequest,
-    check_identity_name,
-    load_csr,
-    make_csr,
-    new_private_key,
-    write_private,
-)
+from sef.security._authority import CertificateAuthority, IssuedRecord
 from sef.security._broker_config import (
     BrokerFiles,
     acl_rules,
@@ -47,6 +37,7 @@ from sef.security._enroll_client import (
     enroll,
     fetch_crl,
 )
+from sef.security._enrollment import LEAF_DAYS, PendingRequest
 from sef.security._envelope import (
     CLOCK_SKEW_S,
     MAX_LIFETIME_S,
@@ -60,6 +51,13 @@ from sef.security._envelope import (
     verify_reply,
 )
 from sef.security._identity import Identity, Role, SecurityError, identity_of, profile_uris
+from sef.security._keys import (
+    check_identity_name,
+    load_csr,
+    make_csr,
+    new_private_key,
+    write_private,
+)
 from sef.security._renew import CertificateRenewer, start_renewal
 from sef.security._replay import ReplayCache, ReplayError
 from sef.security._telemetry_seal import (

@@ -16,11 +16,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import ipaddress
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,66 +29,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sef.security._enrollment import LEAF_DAYS, EnrollmentRequests
 from sef.security._identity import Identity, Role, SecurityError, identity_of, profile_uris
-from sef.security._trust import MAX_CERT_BYTES, TrustStore, load_certificate, load_private_key
+from sef.security._keys import (
+    cert_pem,
+    check_identity_name,
+    csr_identity,
+    key_pem,
+    load_csr,
+    new_private_key,
+    write_private,
+    write_public,
+)
+from sef.security._trust import TrustStore, load_certificate, load_private_key
 
-__all__ = ["CertificateAuthority", "IssuedRecord", "PendingRequest", "check_identity_name"]
+__all__ = ["CA_DAYS", "CRL_DAYS", "LEAF_DAYS", "CertificateAuthority", "IssuedRecord"]
 
 CA_DAYS = 3650
-LEAF_DAYS = 90
-"""Default lifetime of an issued certificate, days (agents renew at two thirds)."""
 CRL_DAYS = 7
 """A CRL's ``next_update``: components warn when theirs is older."""
-
-_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-
-
-def check_identity_name(kind: str, value: str) -> str:
-    """The bus's id rule (1–64 of ``A-Z a-z 0-9 _ . -``, not leading ``.`` or ``-``)."""
-    if (
-        not isinstance(value, str)
-        or not 1 <= len(value) <= 64
-        or not set(value) <= _NAME_CHARS
-        or value[0] in ".-"
-    ):
-        raise SecurityError(
-            f"invalid {kind} {value!r}: use 1-64 characters from A-Z a-z 0-9 _ . - "
-            "(not starting with . or -)"
-        )
-    return value
-
-
-def new_private_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh ECDSA P-256 key."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` created with mode 0600 (replacing it atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
-
-
-def write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +86,7 @@ class IssuedRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PendingRequest:
-    """An enrollment request (a CSR) waiting for the operator."""
-
-    id: str
-    role: Role
-    groups: tuple[str, ...]
-    home: str | None
-    csr_pem: str
-    received: str
-    key_fingerprint: str
-
-
-class CertificateAuthority:
+class CertificateAuthority(EnrollmentRequests):
     """The deployment CA in directory ``root``. Open one with :meth:`init` or :meth:`open`.
 
     Every change (issue, revoke, approve) takes an exclusive lock on the directory, so
@@ -442,200 +386,3 @@ class CertificateAuthority:
         """Re-sign the CRL (do so more often than every :data:`CRL_DAYS` days)."""
         with self._locked():
             self._write_crl()
-
-    # -- enrollment -----------------------------------------------------------------------
-
-    def submit(
-        self, csr_pem: bytes, *, groups: tuple[str, ...] = (), home: str | None = None
-    ) -> PendingRequest:
-        """Queue an agent's CSR for the operator (``sef pki pending`` / ``approve``).
-
-        A second request for the same identity replaces the first. ``groups`` and ``home``
-        are what the agent asks for; the operator may change them when approving."""
-        csr = load_csr(csr_pem)
-        identity = csr_identity(csr)
-        for group in groups:
-            check_identity_name("group", group)
-        if home is not None:
-            check_identity_name("home", home)
-        request = PendingRequest(
-            id=identity,
-            role=Role.AGENT,
-            groups=tuple(groups),
-            home=home,
-            csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
-            received=dt.datetime.now(dt.UTC).isoformat(),
-            key_fingerprint=_key_fingerprint(csr.public_key()),
-        )
-        with self._locked():
-            pending = self.root / "pending"
-            if (
-                len(list(pending.glob("*.json"))) >= 10_000
-                and not (pending / f"{identity}.json").exists()
-            ):
-                raise SecurityError(
-                    "too many pending enrollment requests (10 000); approve or reject some"
-                )
-            write_public(
-                pending / f"{identity}.json",
-                json.dumps(
-                    {
-                        "id": request.id,
-                        "role": request.role.value,
-                        "groups": list(request.groups),
-                        "home": request.home,
-                        "csr": request.csr_pem,
-                        "received": request.received,
-                        "key_fingerprint": request.key_fingerprint,
-                    }
-                ).encode(),
-            )
-        return request
-
-    def pending(self) -> list[PendingRequest]:
-        out = []
-        for path in sorted((self.root / "pending").glob("*.json")):
-            obj = json.loads(path.read_text())
-            out.append(
-                PendingRequest(
-                    obj["id"],
-                    Role(obj["role"]),
-                    tuple(obj["groups"]),
-                    obj["home"],
-                    obj["csr"],
-                    obj["received"],
-                    obj["key_fingerprint"],
-                )
-            )
-        return out
-
-    def approve(
-        self,
-        identity: str,
-        *,
-        groups: tuple[str, ...] | None = None,
-        home: str | None = None,
-        days: int = LEAF_DAYS,
-    ) -> x509.Certificate:
-        """Issue the certificate a pending request asked for (``groups``/``home`` override
-        the request's); the request leaves the queue."""
-        path = self.root / "pending" / f"{check_identity_name('identity', identity)}.json"
-        if not path.exists():
-            raise SecurityError(f"no pending enrollment request for {identity!r}")
-        obj = json.loads(path.read_text())
-        cert = self.sign_csr(
-            obj["csr"].encode(),
-            Role(obj["role"]),
-            groups=tuple(obj["groups"]) if groups is None else groups,
-            home=obj["home"] if home is None else home,
-            days=days,
-            expected_id=identity,
-        )
-        path.unlink(missing_ok=True)
-        return cert
-
-    def reject(self, identity: str) -> bool:
-        path = self.root / "pending" / f"{check_identity_name('identity', identity)}.json"
-        existed = path.exists()
-        path.unlink(missing_ok=True)
-        return existed
-
-    def create_token(
-        self,
-        identity: str,
-        *,
-        groups: tuple[str, ...] = (),
-        home: str | None = None,
-        days: int = 7,
-    ) -> str:
-        """A one-time claim token: the first CSR for ``identity`` that carries it is approved
-        at once with these groups and home. Only its SHA-256 is stored."""
-        check_identity_name("identity", identity)
-        for group in groups:
-            check_identity_name("group", group)
-        token = secrets.token_urlsafe(24)
-        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
-        with self._locked():
-            tokens = self._tokens()
-            tokens[_token_hash(token)] = {
-                "id": identity,
-                "groups": list(groups),
-                "home": home,
-                "expires": expires.isoformat(),
-            }
-            write_private(self.root / "tokens.json", json.dumps(tokens).encode())
-        return token
-
-    def _tokens(self) -> dict[str, dict[str, Any]]:
-        path = self.root / "tokens.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def redeem(self, csr_pem: bytes, token: str) -> x509.Certificate:
-        """Approve ``csr_pem`` with a claim token (consumed even if the CSR is refused)."""
-        csr_identity_value = csr_identity(load_csr(csr_pem))
-        with self._locked():
-            tokens = self._tokens()
-            grant = tokens.pop(_token_hash(token), None)
-            write_private(self.root / "tokens.json", json.dumps(tokens).encode())
-        if grant is None:
-            raise SecurityError("unknown or already used claim token")
-        if dt.datetime.fromisoformat(grant["expires"]) < dt.datetime.now(dt.UTC):
-            raise SecurityError("claim token expired")
-        if grant["id"] != csr_identity_value:
-            raise SecurityError(f"claim token is for {grant['id']!r}, not {csr_identity_value!r}")
-        return self.sign_csr(
-            csr_pem,
-            Role.AGENT,
-            groups=tuple(grant["groups"]),
-            home=grant["home"],
-            expected_id=grant["id"],
-        )
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _key_fingerprint(key: Any) -> str:
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
-
-
-def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """Parse a PEM CSR whose self-signature verifies; :class:`SecurityError` otherwise."""
-    if len(data) > MAX_CERT_BYTES:
-        raise SecurityError(f"CSR of {len(data)} bytes is over {MAX_CERT_BYTES}")
-    try:
-        csr = x509.load_pem_x509_csr(data)
-    except ValueError as exc:
-        raise SecurityError(f"not a PEM certificate signing request: {exc}") from None
-    try:
-        signature_ok = csr.is_signature_valid
-        key = csr.public_key()
-    except ValueError as exc:  # e.g. "Invalid key" for a point not on the curve
-        raise SecurityError(f"CSR carries an unusable key: {exc}") from None
-    if not signature_ok:
-        raise SecurityError("CSR signature does not verify (proof of key possession failed)")
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise SecurityError("CSR key is not ECDSA P-256")
-    return csr
-
-
-def csr_identity(csr: x509.CertificateSigningRequest) -> str:
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1 or not isinstance(names[0].value, str):
-        raise SecurityError("CSR has no single common name (the identity)")
-    return check_identity_name("identity", names[0].value)
-
-
-def make_csr(identity: str, key: ec.EllipticCurvePrivateKey) -> bytes:
-    """A PEM CSR for ``identity`` signed by ``key`` (what an enrolling agent sends)."""
-    check_identity_name("identity", identity)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from sef.security._authority import IssuedRecord, check_identity_name
+from sef.security._authority import IssuedRecord
 from sef.security._identity import Role, SecurityError
+from sef.security._keys import check_identity_name
 
 __all__ = ["acl_rules", "check_topic_root"]
 

@@ -39,14 +39,10 @@ from pathlib import Path
 from cryptography import x509
 
 from sef.broker import DEFAULT_BUDGET, MAX_PACKET_BYTES
-from sef.security._authority import (
-    LEAF_DAYS,
-    CertificateAuthority,
-    write_private,
-    write_public,
-)
+from sef.security._authority import LEAF_DAYS, CertificateAuthority
 from sef.security._broker_acl import acl_rules, check_topic_root
 from sef.security._identity import Role, SecurityError
+from sef.security._keys import write_private, write_public
 from sef.security._trust import TrustStore, load_certificate
 
 __all__ = [

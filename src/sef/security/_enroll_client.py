@@ -26,16 +26,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sef.security._authority import (
-    _key_fingerprint,
+from sef.security._identity import SecurityError
+from sef.security._keys import (
     check_identity_name,
+    key_fingerprint,
     key_pem,
     make_csr,
     new_private_key,
     write_private,
     write_public,
 )
-from sef.security._identity import SecurityError
 from sef.security._trust import TrustStore, load_certificate, load_private_key
 
 __all__ = [
@@ -212,7 +212,7 @@ def enroll(
     os.chmod(out, 0o700)
     files = EnrolledFiles(out / "cert.pem", out / "key.pem", out / "ca.crt")
     key = _load_or_make_key(files.key)
-    fingerprint = _key_fingerprint(key.public_key())
+    fingerprint = key_fingerprint(key.public_key())
     body: dict[str, Any] = {"csr": make_csr(identity, key).decode()}
     if token is not None:
         body["token"] = token

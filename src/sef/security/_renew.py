@@ -24,7 +24,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sef.security._authority import key_pem, make_csr, new_private_key, write_private, write_public
 from sef.security._enroll_client import (
     EnrollmentError,
     _base,
@@ -33,6 +32,7 @@ from sef.security._enroll_client import (
     server_tls,
 )
 from sef.security._identity import SecurityError
+from sef.security._keys import key_pem, make_csr, new_private_key, write_private, write_public
 from sef.security._trust import Security, load_private_key
 
 __all__ = ["CertificateRenewer", "start_renewal"]
