@@ -6,10 +6,12 @@ trust store, from which it builds TLS contexts and signs envelopes.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +25,13 @@ from sef.security._identity import Identity, Role, SecurityError, identity_of
 
 __all__ = ["Security", "TrustStore", "load_certificate", "load_private_key"]
 
+log = logging.getLogger("sef.security")
+
 MAX_CERT_BYTES = 64 * 1024
 """Largest certificate, key or CRL file or field read (bytes); a certificate is ~0.6 KB."""
+
+CRL_CHECK_S = 5.0
+"""How often (at most, s) a trust store looks whether its CRL file changed."""
 
 CLOCK_SKEW = timedelta(seconds=300)
 """Tolerance for certificate validity windows (not for envelope expiry)."""
@@ -67,7 +74,10 @@ class TrustStore:
 
     Verified certificates are cached by fingerprint (the signature check runs once per
     certificate); the validity window and the CRL are checked on every call. Replace the
-    CRL with :meth:`set_crl` (e.g. when a newer one is published).
+    CRL with :meth:`set_crl` (e.g. when a newer one is published). A store made by
+    :meth:`from_files` also watches its CRL file: when the file changes (checked at most
+    every :data:`CRL_CHECK_S` seconds, on use) the newer CRL is taken, so a component
+    honours ``sef pki revoke`` once the new ``crl.pem`` is on its disk, without a restart.
     """
 
     def __init__(
@@ -86,9 +96,42 @@ class TrustStore:
     @classmethod
     def from_files(cls, ca: Path, crl: Path | None = None) -> TrustStore:
         store = cls(load_certificate(ca.read_bytes()))
-        if crl is not None and crl.exists():
-            store.set_crl(_load_crl(crl.read_bytes()))
+        if crl is not None:
+            store._crl_file = crl
+            store.reload_crl_file()
         return store
+
+    _crl_file: Path | None = None
+    _crl_stamp: tuple[int, int] | None = None
+    _crl_checked: float = 0.0
+
+    def reload_crl_file(self) -> bool:
+        """Read the watched CRL file again if it changed; whether a CRL was taken. A file
+        that is unreadable or not signed by the CA is logged and the current CRL kept."""
+        path = self._crl_file
+        self._crl_checked = time.monotonic()
+        if path is None:
+            return False
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._crl_stamp:
+            return False
+        self._crl_stamp = stamp
+        try:
+            self.set_crl(path.read_bytes())
+        except (OSError, SecurityError) as exc:
+            if self.crl is None and isinstance(exc, SecurityError):
+                raise
+            log.error("revocation list %s not taken, keeping the current one: %s", path, exc)
+            return False
+        return True
+
+    def _maybe_reload_crl(self) -> None:
+        if self._crl_file is not None and time.monotonic() - self._crl_checked >= CRL_CHECK_S:
+            self.reload_crl_file()
 
     def set_crl(self, crl: x509.CertificateRevocationList | bytes) -> None:
         """Use ``crl`` (signed by the CA, else :class:`SecurityError`) if it is newer."""
@@ -131,6 +174,7 @@ class TrustStore:
                 if len(self._verified) > 100_000:
                     self._verified.clear()
                 self._verified[cert] = identity
+        self._maybe_reload_crl()
         now = at or datetime.now(UTC)
         if now + CLOCK_SKEW < identity.not_before:
             raise SecurityError(f"certificate of {identity.id!r} is not valid yet")
