@@ -30,7 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXTRAS = ("ems", "control")
 """Extras whose lower bounds are checked (the subset imports the EMS store, API, controllers)."""
 
-TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-xdist", "pytest-timeout", "hypothesis")
+TEST_TOOLS = (
+    "pytest",
+    "pytest-asyncio",
+    "pytest-xdist",
+    "pytest-timeout",
+    "hypothesis",
+    "paho-mqtt",
+)
 """Test tools the subset runs with, also at their lower bounds (ruff, mypy... are not needed)."""
 
 TESTS = (

@@ -131,8 +131,21 @@ def enrollment_request(
         raise EnrollmentError(f"{method} {url}: {exc.code} {message}", exc.code) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" not in str(reason):
+            # the server ended the handshake on us: with a client certificate that is the
+            # server refusing it (revoked, expired, another CA) — some servers send an
+            # alert naming it, others just close the connection
+            raise EnrollmentError(
+                f"{method} {url}: the server refused the TLS handshake (our certificate "
+                f"revoked, expired or not from its CA?): {reason}"
+            ) from None
         raise EnrollmentError(f"{method} {url}: cannot reach the server: {reason}") from None
-    except (OSError, ssl.SSLError) as exc:
+    except (ssl.SSLError, ConnectionResetError) as exc:
+        raise EnrollmentError(
+            f"{method} {url}: the server refused the TLS handshake (our certificate "
+            f"revoked, expired or not from its CA?): {exc}"
+        ) from None
+    except OSError as exc:
         raise EnrollmentError(f"{method} {url}: {exc or type(exc).__name__}") from None
 
 
