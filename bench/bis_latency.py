@@ -219,13 +219,13 @@ def instrument(agent: BISAgent, conn: Connection) -> None:
 
     agent.sequencer.apply = traced_apply
 
-    write_points = agent.modbus.write_points
+    write_points = agent.device.modbus.write_points
 
     async def traced_write_points(*args: Any, **kwargs: Any) -> None:
         mark("write_points")
         await write_points(*args, **kwargs)
 
-    write_registers = agent.modbus.write_registers
+    write_registers = agent.device.modbus.write_registers
 
     async def traced_write_registers(address: int, values: list[int]) -> None:
         stage = "w1" if "w1" not in state["rec"] else "w2"
@@ -233,25 +233,25 @@ def instrument(agent: BISAgent, conn: Connection) -> None:
         await write_registers(address, values)
         mark(stage + "_done")
 
-    write_controls = agent._write_controls
+    device_apply = agent.device.apply
 
-    async def traced_write_controls() -> None:
+    async def traced_device_apply(event: Any, left_s: float | None) -> None:
         rec = state["rec"]
-        await write_controls()
+        await device_apply(event, left_s)
         if "recv" in rec and "sent" not in rec:
             rec["sent"] = 1
             conn.send(dict(rec))
 
-    reply = agent._reply
+    reply = agent.calls._reply
 
     def traced_reply(*args: Any) -> None:
         mark("reply")
         reply(*args)
 
-    setattr(agent.modbus, "write_points", traced_write_points)  # noqa: B010 (method slot)
-    setattr(agent.modbus, "write_registers", traced_write_registers)  # noqa: B010
-    setattr(agent, "_write_controls", traced_write_controls)  # noqa: B010
-    setattr(agent, "_reply", traced_reply)  # noqa: B010
+    setattr(agent.device.modbus, "write_points", traced_write_points)  # noqa: B010 (method slot)
+    setattr(agent.device.modbus, "write_registers", traced_write_registers)  # noqa: B010
+    setattr(agent.device, "apply", traced_device_apply)  # noqa: B010
+    setattr(agent.calls, "_reply", traced_reply)  # noqa: B010
 
 
 # -- the bench process --------------------------------------------------------------------
