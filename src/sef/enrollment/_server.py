@@ -15,11 +15,9 @@ import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from cryptography import x509
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sef.enrollment._app import create_app
 from sef.enrollment._limits import EnrollLimits
@@ -31,6 +29,7 @@ from sef.security import (
     SecurityError,
     load_certificate,
 )
+from sef.security._uvicorn_tls import PeerCertH11, stop_server
 
 __all__ = ["DEFAULT_SERVER_ID", "EnrollmentServer", "ensure_server_certificate", "serve_enrollment"]
 
@@ -54,26 +53,6 @@ def default_hosts() -> tuple[str, ...]:
     if name and name not in hosts:
         hosts.append(name)
     return tuple(hosts)
-
-
-class _TlsH11(H11Protocol):
-    """uvicorn's h11 protocol, passing the client's verified TLS certificate to the app
-    as the ASGI TLS extension (``scope["extensions"]["tls"]["client_cert_chain"]``)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
-            return
-        pem = ssl.DER_cert_to_PEM_cert(der)
-        app = self.app
-
-        async def with_peer(scope: Any, receive: Any, send: Any) -> None:
-            scope.setdefault("extensions", {})["tls"] = {"client_cert_chain": [pem]}
-            await app(scope, receive, send)
-
-        self.app = with_peer
 
 
 class _Server(uvicorn.Server):
@@ -161,12 +140,7 @@ class EnrollmentServer:
 
     async def stop(self) -> None:
         self.watcher.cancel()
-        self.server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.gather(self.task, return_exceptions=True), 10.0)
-        except TimeoutError:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        await stop_server(self.server, self.task)
         await asyncio.gather(self.watcher, return_exceptions=True)
 
 
@@ -242,7 +216,7 @@ async def serve_enrollment(
         log_level=log_level,
         lifespan="off",
         access_log=False,
-        http=_TlsH11,
+        http=PeerCertH11,
         timeout_graceful_shutdown=3,
         limit_concurrency=1000,
     )

@@ -10,11 +10,9 @@ import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives import serialization
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sef.ems._service import EMS
 from sef.ems.api._app import create_app
@@ -23,6 +21,7 @@ from sef.ems.api._events import EventHub
 from sef.ems.api._guards import default_hosts
 from sef.ems.api._limits import ApiLimits
 from sef.security import TrustStore
+from sef.security._uvicorn_tls import PeerCertH11, stop_server
 
 __all__ = ["ApiServer", "is_loopback", "parse_listen", "serve_api"]
 
@@ -35,27 +34,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-class _PeerCertH11(H11Protocol):
-    """uvicorn's h11 protocol, passing the client's TLS certificate (verified against the
-    CA by the TLS layer) to the app as the ASGI TLS extension
-    (``scope["extensions"]["tls"]["client_cert_chain"]``)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
-            return
-        pem = ssl.DER_cert_to_PEM_cert(der)
-        app = self.app
-
-        async def with_peer(scope: Any, receive: Any, send: Any) -> None:
-            scope.setdefault("extensions", {})["tls"] = {"client_cert_chain": [pem]}
-            await app(scope, receive, send)
-
-        self.app = with_peer
 
 
 def _client_cert_context(cert: Path, key: Path, trust: TrustStore) -> ssl.SSLContext:
@@ -118,13 +96,7 @@ class ApiServer:
     async def stop(self) -> None:
         """End open event streams, then shut the server down gracefully."""
         self.hub.close()
-        self.server.should_exit = True
-        try:
-            # bounded: a client that keeps a connection open must not hold up shutdown
-            await asyncio.wait_for(asyncio.gather(self.task, return_exceptions=True), 10.0)
-        except TimeoutError:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        await stop_server(self.server, self.task)
         self.hub.uninstall()
 
 
@@ -196,7 +168,7 @@ async def serve_api(
         limit_concurrency=limits.max_connections,
         ssl_certfile=cert,
         ssl_keyfile=key,
-        http=_PeerCertH11 if client_certs is not None else "auto",
+        http=PeerCertH11 if client_certs is not None else "auto",
     )
     if client_certs is not None and cert is not None and key is not None:
         config.load()
