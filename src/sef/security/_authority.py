@@ -13,13 +13,10 @@ Layout (created by :meth:`CertificateAuthority.init`; private files mode 0600)::
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import ipaddress
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,15 +176,6 @@ class CertificateAuthority(EnrollmentRequests):
 
     def trust_store(self) -> TrustStore:
         return TrustStore.from_files(self.ca_path, self.crl_path)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def records(self) -> list[IssuedRecord]:
         """Every certificate issued, oldest first."""

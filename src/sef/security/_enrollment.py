@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +50,23 @@ class PendingRequest:
     key_fingerprint: str
 
 
-class EnrollmentRequests:
-    """The enrollment queue and claim tokens of a CA directory (mixed into
-    :class:`~sef.security.CertificateAuthority`, which provides the rest)."""
+class EnrollmentRequests(ABC):
+    """The enrollment queue and claim tokens of a CA directory, and the directory's lock;
+    :class:`~sef.security.CertificateAuthority` is one and issues the certificates."""
 
     root: Path
 
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive use of the CA directory (the CLI and an enrollment server share it)."""
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @abstractmethod
     def sign_csr(
         self,
         csr_pem: bytes,
@@ -66,7 +77,7 @@ class EnrollmentRequests:
         days: int = LEAF_DAYS,
         expected_id: str | None = None,
     ) -> x509.Certificate:
-        raise NotImplementedError
+        """Issue a certificate for the key in a CSR (see the CA)."""
 
     def submit(
         self, csr_pem: bytes, *, groups: tuple[str, ...] = (), home: str | None = None
