@@ -9,7 +9,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from enroll_stack import GENEROUS, csr_for, enrollment_server, request
@@ -95,6 +95,7 @@ def test_fuzzed_polls_never_crash_the_server(tmp_path: Path) -> None:
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         )
         @given(identity=NAMES.filter(bool), key=NAMES)
+        @example(identity="/", key="")  # /enroll/%2F was a 307 redirect (seen in CI)
         def poll(identity: str, key: str) -> None:
             path = f"/enroll/{urllib.parse.quote(identity, safe='')}"
             status, body, _ = request(server, "GET", f"{path}?key={urllib.parse.quote(key)}")

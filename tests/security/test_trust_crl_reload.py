@@ -55,3 +55,32 @@ def test_an_invalid_crl_at_start_is_an_error(tmp_path: Path) -> None:
     other = CertificateAuthority.init(tmp_path / "other")
     with pytest.raises(SecurityError, match="not signed by the deployment CA"):
         TrustStore.from_files(ca.ca_path, other.crl_path)
+
+
+def test_a_certificate_or_csr_with_an_invalid_version_is_a_security_error(
+    tmp_path: Path,
+) -> None:
+    """Cryptography raises ``InvalidVersion`` (not a ``ValueError``) for these: found by
+    the enrollment fuzzing as a 500."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from sef.security import load_certificate, load_csr
+
+    # the CSR hypothesis found (its version INTEGER is 1; only 0 is valid)
+    csr = (
+        "-----BEGIN CERTIFICATE REQUEST-----MIHLMHMCAQEwETEPMA0GA0AEUw0G60E000w0MFkwEwYH0ACIKQ"
+        "Y0E0AIDIKQE000o0oDQgA000000005000BBBCDDEEFGHHIILNNPRRRRSTTTUUUU00000YYE000000000000"
+        "0000k00000oo00000w000000KAAMAoGCC00ABCGMSM0A0gA0000000000AAAAAABCCDDEEEFFHIII00KKMM"
+        "0000PPQQQTTUU0000YYE+00000000000ggh00000k00o0000000000w0000=-----END CERTIFICATE "
+        "REQUEST-----"
+    )
+    with pytest.raises(SecurityError, match="not a PEM certificate signing request"):
+        load_csr(csr.encode())
+    # a real certificate with its version field (v3 = 2) changed to 5
+    ca = CertificateAuthority.init(tmp_path / "pki")
+    cert, _ = ca.issue("bat-1", Role.AGENT)
+    der = cert.public_bytes(Encoding.DER)
+    assert der.count(bytes.fromhex("a003020102")) == 1
+    bad = der.replace(bytes.fromhex("a003020102"), bytes.fromhex("a003020105"))
+    with pytest.raises(SecurityError, match="not a certificate"):
+        load_certificate(bad)

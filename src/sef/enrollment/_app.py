@@ -56,7 +56,13 @@ def create_app(service: EnrollmentService, limits: EnrollLimits | None = None) -
     limits = limits or EnrollLimits()
     enroll_rate = RateLimiter(limits.enroll_burst, limits.enroll_per_s)
     poll_rate = RateLimiter(limits.poll_burst, limits.poll_per_s)
-    app = FastAPI(title="SEF enrollment", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="SEF enrollment",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,  # /enroll// is a 404 with a JSON message, not a redirect
+    )
 
     def limited(request: Request, rate: RateLimiter) -> JSONResponse | None:
         wait = rate.take(_client(request))

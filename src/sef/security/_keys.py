@@ -93,7 +93,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         raise SecurityError(f"CSR of {len(data)} bytes is over {MAX_CERT_BYTES}")
     try:
         csr = x509.load_pem_x509_csr(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise SecurityError(f"not a PEM certificate signing request: {exc}") from None
     try:
         signature_ok = csr.is_signature_valid
