@@ -16,6 +16,7 @@ from sef.cli._security_options import (
     CA_OPTION,
     CERT_OPTION,
     CRL_OPTION,
+    ENROLL_URL_OPTION,
     INSECURE_OPTION,
     KEY_OPTION,
     Credentials,
@@ -173,6 +174,7 @@ def ems(
     ca: Path | None = CA_OPTION,
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
+    enroll_url: str | None = ENROLL_URL_OPTION,
     require_signed_telemetry: bool = typer.Option(
         False,
         "--require-signed-telemetry",
@@ -280,6 +282,13 @@ def ems(
         server = None
         background = TaskSet(f"sef ems {ems_id}")  # a failure is logged when it happens
         try:
+            if enroll_url is not None and secured.security is not None:
+                from sef.security import CertificateRenewer
+
+                renewer = CertificateRenewer(
+                    secured.security, enroll_url, on_renewed=lambda _: secured.harden(service.bus)
+                )  # the next reconnection presents the renewed certificate
+                background.spawn(renewer.run(), name="certificate renewal")
             if store is not None and (keep_days is not None or raw_days is not None):
                 background.spawn(
                     retention(service, store, keep_days, raw_days, downsample_s), name="retention"
