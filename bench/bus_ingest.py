@@ -85,6 +85,19 @@ EMS_ID = "bench-ems"
 console = Console()
 
 
+def progress_bar(console: Console) -> Progress:
+    """The benches' progress display: description, bar, done/total, elapsed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        refresh_per_second=4,
+        transient=True,
+    )
+
+
 # -- the stream -------------------------------------------------------------------------
 
 
@@ -345,13 +358,7 @@ async def run(args: argparse.Namespace, mosquitto: Mosquitto) -> list[list[Resul
     await ems.stop()
 
     rounds: list[list[Result]] = []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
+    with progress_bar(console) as progress:
         for r in range(args.rounds + bool(args.profile)):
             profiling = r == args.rounds
             title = "profile" if profiling else f"round {r + 1}/{args.rounds}"

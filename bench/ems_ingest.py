@@ -113,6 +113,7 @@ from bus_ingest import (
     drain_bare,
     pin,
     produce_all,
+    progress_bar,
     update,
 )
 from rich.console import Console
@@ -367,13 +368,7 @@ async def ingest(
     want = expected_rows(args.messages, args.agents)
     rounds: list[dict[str, Any]] = []
     publish_s = 0.0
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
+    with progress_bar(console) as progress:
         for r in range(args.rounds + bool(args.profile)):
             profiling = r == args.rounds
             title = "profile" if profiling else f"round {r + 1}/{args.rounds}"

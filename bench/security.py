@@ -101,11 +101,11 @@ from typing import Any
 
 import _device_path as device
 import gmqtt
-from bus_ingest import Counter, agent_id, pin, topic, update
+from bus_ingest import Counter, agent_id, pin, progress_bar, topic, update
 from ems_ingest import TimedStore, check_store, expected_rows, print_profile
 from gmqtt.mqtt.constants import MQTTv311
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 import sef.security._envelope as envelope_module
@@ -706,13 +706,7 @@ async def ingest(
         store.close()
     want = expected_rows(args.messages, args.agents)
     rounds: list[dict[str, Drain]] = []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
+    with progress_bar(console) as progress:
         for r in range(args.rounds + bool(args.profile)):
             profiling = r == args.rounds
             title = "profile" if profiling else f"round {r + 1}/{args.rounds}"
@@ -846,19 +840,13 @@ def report_verdicts(
 async def run_latency(
     args: argparse.Namespace, pki: Pki, plain_url: str, tls_url: str
 ) -> dict[str, list[float]]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     setups = {
         "plaintext": (plain_url, None, False),
         "tls-v1": (tls_url, pki, False),
         "tls-v2": (tls_url, pki, True),
     }
     results: dict[str, list[float]] = {mode: [] for mode in setups}
-    with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
+    with progress_bar(console) as progress:
         for r in range(args.latency_rounds):  # modes rotated each round: load drift hits all
             order = list(setups)[r % 3 :] + list(setups)[: r % 3]
             for mode in order:
@@ -872,13 +860,7 @@ async def run_latency(
 async def run_device(
     args: argparse.Namespace, pki: Pki, plain_url: str, tls_url: str
 ) -> dict[str, list[list[device.Sample]]]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, refresh_per_second=4, transient=True) as progress:
+    with progress_bar(console) as progress:
         return await device.measure(
             {"plaintext": plain_url, "tls-v1": tls_url, "tls-v2": tls_url},
             pki.files,

@@ -55,6 +55,16 @@ async def run_agent(agent: Agent) -> None:
         await asyncio.shield(agent.stop())
 
 
+async def serve_agent(
+    agent: Agent, secured: Secured, enroll_url: str | None, device: str = ""
+) -> None:
+    """Make the agent's bus accept only our broker, say where it runs (and, in
+    ``device``, what it drives), and run it with certificate renewal until stopped."""
+    secured.harden(agent.bus)
+    print(f"agent {agent.agent_id} starting on {agent.bus.url}{device}", flush=True)
+    await secured.with_renewal(run_agent(agent), agent.bus, enroll_url)
+
+
 def virtual_battery(
     agent_id: str = typer.Option(..., "--id", help="Agent id on the bus."),
     broker: str | None = typer.Option(None, "--broker", "-b", help=AGENT_BROKER_HELP),
@@ -89,11 +99,7 @@ def virtual_battery(
             security=secured.security,
             sign_telemetry=sign_telemetry,
         )
-    secured.harden(agent.bus)
-    print(f"agent {agent_id} starting on {agent.bus.url}", flush=True)
-    run_service(
-        secured.with_renewal(run_agent(agent), agent.bus, enroll_url), name=f"agent {agent_id}"
-    )
+    run_service(serve_agent(agent, secured, enroll_url), name=f"agent {agent_id}")
 
 
 def bis(
@@ -162,9 +168,7 @@ def bis(
             security=secured.security,
             sign_telemetry=sign_telemetry,
         )
-        secured.harden(agent.bus)
-        print(f"agent {agent_id} starting on {agent.bus.url}, battery at {host}:{port}", flush=True)
-        await secured.with_renewal(run_agent(agent), agent.bus, enroll_url)
+        await serve_agent(agent, secured, enroll_url, f", battery at {host}:{port}")
 
     run_service(main(), name=f"bis {agent_id}")
 
@@ -219,10 +223,8 @@ def ucm(
             security=secured.security,
             sign_telemetry=sign_telemetry,
         )
-    secured.harden(agent.bus)
-    print(f"agent {agent_id} starting on {agent.bus.url}, SGD at {serial or tcp}", flush=True)
     run_service(
-        secured.with_renewal(run_agent(agent), agent.bus, enroll_url), name=f"ucm {agent_id}"
+        serve_agent(agent, secured, enroll_url, f", SGD at {serial or tcp}"), name=f"ucm {agent_id}"
     )
 
 

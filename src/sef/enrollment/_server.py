@@ -29,7 +29,7 @@ from sef.security import (
     SecurityError,
     load_certificate,
 )
-from sef.security._uvicorn_tls import PeerCertH11, stop_server
+from sef.security._uvicorn_tls import PeerCertH11, server_url, stop_server
 
 __all__ = ["DEFAULT_SERVER_ID", "EnrollmentServer", "ensure_server_certificate", "serve_enrollment"]
 
@@ -135,8 +135,7 @@ class EnrollmentServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+        return server_url(self.host, self.port, tls=True)
 
     async def stop(self) -> None:
         self.watcher.cancel()

@@ -16,7 +16,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["PeerCertH11", "stop_server"]
+__all__ = ["PeerCertH11", "server_url", "stop_server"]
 
 
 class PeerCertH11(H11Protocol):
@@ -49,3 +49,9 @@ async def stop_server(server: Any, task: asyncio.Task[None], *, within_s: float 
     except TimeoutError:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def server_url(host: str, port: int, *, tls: bool) -> str:
+    """``http[s]://HOST:PORT`` of a listening server (IPv6 literals in brackets)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"

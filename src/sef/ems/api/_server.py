@@ -21,7 +21,7 @@ from sef.ems.api._events import EventHub
 from sef.ems.api._guards import default_hosts
 from sef.ems.api._limits import ApiLimits
 from sef.security import TrustStore
-from sef.security._uvicorn_tls import PeerCertH11, stop_server
+from sef.security._uvicorn_tls import PeerCertH11, server_url, stop_server
 
 __all__ = ["ApiServer", "is_loopback", "parse_listen", "serve_api"]
 
@@ -90,8 +90,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+        return server_url(self.host, self.port, tls=self.tls)
 
     async def stop(self) -> None:
         """End open event streams, then shut the server down gracefully."""
