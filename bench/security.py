@@ -108,7 +108,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-import sef.security._envelope as envelope_module
+import sef.security._jws as jws_module
 from sef.agents import Agent
 from sef.broker import Mosquitto, find_mosquitto, free_port
 from sef.bus import BusClient, Topics
@@ -282,8 +282,8 @@ def signatures(pki: Pki, n: int) -> dict[str, Timing]:
     cache = ReplayCache(10 * n)
 
     def flush() -> None:
-        envelope_module._verify_keys.clear()
-        envelope_module._headers.clear()
+        jws_module._verify_keys.clear()
+        jws_module._headers.clear()
         agent.trust._verified.clear()
         ems.trust._verified.clear()
 
