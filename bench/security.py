@@ -39,7 +39,7 @@ process is pinned to CPU 0 and both brokers to CPU 1 (``--no-pin`` to disable).
    stores ``InWRte``); and, separately, until ``ems.call`` returns with the reply (v2:
    its signature verified at the EMS). The same three modes, each its own rig (emulator,
    BIS, EMS) alive for the whole part; ``--device-warmup`` (20) calls each, then
-   ``--device-rounds`` (6) rounds of ``--device-calls`` / rounds (600 in all) calls per
+   ``--device-rounds`` (12) rounds of ``--device-calls`` / rounds (1 200 in all) calls per
    mode, the modes taking turns call by call so that load drift hits every mode alike
    (the rigs on brokers of their own, started for this part, pinned as the others). p50,
    p90, p99, max over all calls, each round's p50; the p50 overhead is the median of the
@@ -73,7 +73,7 @@ Run::
 
     .venv/bin/python bench/security.py [--iterations 2000] [--calls 1000] [--warmup 50]
         [--messages 100000] [--agents 500] [--window 50] [--rounds 3] [--producers 2]
-        [--latency-rounds 3] [--device-calls 600] [--device-rounds 6] [--device-warmup 20]
+        [--latency-rounds 3] [--device-calls 1200] [--device-rounds 12] [--device-warmup 20]
         [--bis-poll 1.0] [--profile] [--no-pin] [--skip-latency] [--skip-device]
         [--skip-ingest]
 """
@@ -887,8 +887,8 @@ def main() -> None:
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     ap.add_argument("--latency-rounds", type=int, default=3, help="loopback rounds, modes rotated")
     ap.add_argument("--skip-latency", action="store_true", help="skip the loopback latency")
-    ap.add_argument("--device-calls", type=int, default=600, help="device-path calls per mode")
-    ap.add_argument("--device-rounds", type=int, default=6, help="device-path rounds")
+    ap.add_argument("--device-calls", type=int, default=1200, help="device-path calls per mode")
+    ap.add_argument("--device-rounds", type=int, default=12, help="device-path rounds")
     ap.add_argument("--device-warmup", type=int, default=20, help="device-path warm-up calls")
     ap.add_argument("--bis-poll", type=float, default=1.0, help="the BIS's poll_s, s")
     ap.add_argument("--skip-device", action="store_true", help="skip the device path")

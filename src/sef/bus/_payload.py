@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,9 +74,13 @@ class PayloadError(ValueError):
         self.name = name
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""Built once: ``json.dumps`` with options builds a new encoder on every call."""
+
+
 def encode_object(obj: dict[str, Any]) -> bytes:
     """Serialise a payload object to compact UTF-8 JSON (finite numbers only)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _reject_constant(name: str) -> float:
@@ -134,8 +139,14 @@ def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
     return check_object(_parse_json(payload, max_bytes))
 
 
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_.-]*")
+"""The characters of a JWS compact serialization (base64url segments and dots)."""
+
+
 def encode_envelope(jws: str) -> bytes:
     """A signed call or reply on the wire: ``{"v": 2, "jws": jws}``."""
+    if _COMPACT_JWS.fullmatch(jws):  # nothing to escape: the JSON is the string itself
+        return f'{{"v":{SIGNED_PROTOCOL_VERSION},"jws":"{jws}"}}'.encode("ascii")
     return encode_object({"v": SIGNED_PROTOCOL_VERSION, "jws": jws})
 
 

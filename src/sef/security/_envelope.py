@@ -68,6 +68,8 @@ DEFAULT_LIFETIME_S = 60.0
 CLOCK_SKEW_S = 30.0
 """Allowed difference between signer's and verifier's clocks, s (issued-at and expiry)."""
 _NONCE = re.compile(r"[0-9a-f]{32}")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""The claims' JSON (one encoder: ``json.dumps`` with options builds one per call)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,7 @@ def _sign(
         "top": topic,
         "msg": message,
     }
-    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    payload = _ENCODER.encode(claims)
     return sign_compact(security, kind, payload)
 
 
@@ -293,9 +295,9 @@ def verify_call(
     """
     envelope = _verify(security, token, EnvelopeKind.CALL, Role.EMS, now, max_lifetime_s)
     own = security.identity
-    allowed = {call_audience(own.id, group=False)}
-    allowed.update(call_audience(g, group=True) for g in own.groups)
-    if audience not in allowed:
+    if audience != call_audience(own.id, group=False) and not (
+        audience.startswith("group:") and audience.removeprefix("group:") in own.groups
+    ):
         raise EnvelopeRefused(
             "audience",
             f"topic addresses {audience!r}: not this agent nor a group in its certificate",

@@ -3,8 +3,16 @@
 What a signature covers and how it travels: the protected header
 ``{"alg": "ES256", "typ": <kind>, "x5c": [<signer's certificate>]}`` (encoded once per
 signer, parsed once per exact header received), the ES256 signature over
-``header.payload`` (joserfc's algorithm: raw ``r||s`` <-> DER, SHA-256), and the
-refusals. The claims inside the payload are :mod:`sef.security._envelope`'s.
+``header.payload`` (RFC 7518 §3.4: ECDSA P-256 with SHA-256 from ``cryptography``, the
+signature as the 64 bytes ``r || s``), and the refusals. The claims inside the payload are
+:mod:`sef.security._envelope`'s.
+
+The signature operations call ``cryptography`` directly rather than through joserfc's
+algorithm objects: a command is signed and verified once per call on the path to the
+device, usually by a process that was idle (cold caches), where every layer of Python
+shows in the latency (``bench/security.py``). The tests check the tokens against joserfc
+(``jws.deserialize_compact`` and ``jws.serialize_compact``) as the independent
+implementation.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from joserfc import jws
-from joserfc.jwk import ECKey
-from joserfc.util import json_b64encode, urlsafe_b64decode, urlsafe_b64encode
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from sef.security._identity import SecurityError
 from sef.security._trust import Security, load_certificate
@@ -45,15 +55,13 @@ ALGORITHM = "ES256"
 MAX_ENVELOPE_BYTES = 256 * 1024
 """Longest JWS accepted, characters (as the bus's payload limit)."""
 
+MAX_HEADER_CHARS = 16 * 1024
+"""Longest protected header accepted, characters (one with a certificate is ~1.2 KB)."""
+
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_REGISTRY = jws.JWSRegistry(algorithms=[ALGORITHM])
-# joserfc >= 1.1 bounds the header at 512 bytes; one with a certificate is ~0.9 KB
-_REGISTRY.max_header_length = 16 * 1024
-_REGISTRY.max_payload_length = MAX_ENVELOPE_BYTES
-# joserfc's ES256 (raw r||s signature <-> DER, SHA-256): the envelope's header is built and
-# checked here, so the JWS framing is done here too and each header is encoded or parsed
-# once per signer instead of on every message (see _signing_key and signer_of)
-_ES256 = _REGISTRY.get_alg(ALGORITHM)
+_ES256 = ec.ECDSA(hashes.SHA256())
+_COORDINATE_BYTES = 32
+"""Bytes of ``r`` and of ``s`` in an ES256 signature (RFC 7518 §3.4)."""
 _KEYS_CACHED = 1024
 
 
@@ -89,7 +97,6 @@ class _Signer:
 
     private_key: ec.EllipticCurvePrivateKey
     cert: x509.Certificate
-    key: ECKey
     headers: dict[EnvelopeKind, bytes]
     """The base64url protected header of each kind (its ``x5c`` encoded once)."""
 
@@ -98,23 +105,24 @@ _signing_keys: dict[int, _Signer] = {}
 
 
 def _signing_key(security: Security) -> _Signer:
-    """The joserfc key and encoded headers of ``security`` (cached per key and
-    certificate: a renewal via :meth:`Security.replace` builds them again)."""
+    """The encoded headers of ``security`` (cached per key and certificate: a renewal via
+    :meth:`Security.replace` builds them again)."""
     cached = _signing_keys.get(id(security))
     if cached is not None and cached.private_key is security.key and cached.cert is security.cert:
         return cached
-    pem = security.key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    key = ECKey.import_key(pem)
+    key = security.key
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise SecurityError("envelopes are signed with ES256: the key must be ECDSA P-256")
     x5c = base64.b64encode(security.cert.public_bytes(serialization.Encoding.DER)).decode()
     headers = {
-        kind: json_b64encode({"alg": ALGORITHM, "typ": kind.value, "x5c": [x5c]})
+        kind: _b64url(
+            json.dumps(
+                {"alg": ALGORITHM, "typ": kind.value, "x5c": [x5c]}, separators=(",", ":")
+            ).encode()
+        )
         for kind in EnvelopeKind
     }
-    signer = _Signer(security.key, security.cert, key, headers)
+    signer = _Signer(key, security.cert, headers)
     if len(_signing_keys) >= _KEYS_CACHED:
         _signing_keys.clear()
     _signing_keys[id(security)] = signer
@@ -125,30 +133,41 @@ def sign_compact(security: Security, kind: EnvelopeKind, payload: str) -> str:
     """``payload`` signed by ``security`` as a JWS compact serialization of ``kind``."""
     signer = _signing_key(security)
     # RFC 7515 compact serialization, as jws.serialize_compact builds it
-    signing_input = signer.headers[kind] + b"." + urlsafe_b64encode(payload.encode())
-    signature = urlsafe_b64encode(_ES256.sign(signing_input, signer.key))
-    return (signing_input + b"." + signature).decode("ascii")
+    signing_input = signer.headers[kind] + b"." + _b64url(payload.encode())
+    r, s = decode_dss_signature(signer.private_key.sign(signing_input, _ES256))
+    signature = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
+    return (signing_input + b"." + _b64url(signature)).decode("ascii")
 
 
-_verify_keys: dict[str, tuple[x509.Certificate, ECKey]] = {}
+def _b64url(data: bytes) -> bytes:
+    """Base64url without padding (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _b64url_decode(segment: str) -> bytes:
+    """The bytes of an unpadded base64url ``segment`` (``binascii.Error`` if it is not)."""
+    if not _B64URL.fullmatch(segment):
+        raise binascii.Error("not base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+_verify_keys: dict[str, tuple[x509.Certificate, ec.EllipticCurvePublicKey]] = {}
 """Parsed certificate and public key per ``x5c`` string (exactly as received)."""
-_headers: dict[tuple[EnvelopeKind, str], tuple[x509.Certificate, ECKey]] = {}
+_headers: dict[tuple[EnvelopeKind, str], tuple[x509.Certificate, ec.EllipticCurvePublicKey]] = {}
 """The signer's certificate and key per accepted protected header (kind, exact segment)."""
 
 
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
-    if not _B64URL.fullmatch(segment):
-        raise EnvelopeRefused("malformed", f"JWS {what} is not base64url")
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except ValueError:  # binascii.Error: e.g. a length of 4n+1
+        raw = _b64url_decode(segment)
+    except ValueError:  # binascii.Error: not the alphabet, or e.g. a length of 4n+1
         raise EnvelopeRefused("malformed", f"JWS {what} is not base64url") from None
     return json_object(raw, what)
 
 
 def json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        obj = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError too
         raise EnvelopeRefused("malformed", f"JWS {what} is not JSON: {str(exc)[:80]}") from None
     if not isinstance(obj, dict):
@@ -160,8 +179,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
-def _certificate(x5c: str) -> tuple[x509.Certificate, ECKey]:
-    """The certificate in ``x5c`` and its public key as a joserfc key (cached)."""
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+"""JSON without NaN or Infinity (one decoder: ``json.loads`` with options builds one per
+call)."""
+
+
+def _certificate(x5c: str) -> tuple[x509.Certificate, ec.EllipticCurvePublicKey]:
+    """The certificate in ``x5c`` and its public key (cached)."""
     cached = _verify_keys.get(x5c)
     if cached is not None:
         return cached
@@ -178,17 +202,15 @@ def _certificate(x5c: str) -> tuple[x509.Certificate, ECKey]:
         "secp256r1"
     ):
         raise EnvelopeRefused("untrusted", "signer's key is not ECDSA P-256")
-    pem = public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    key = ECKey.import_key(pem)
     if len(_verify_keys) >= _KEYS_CACHED:
         _verify_keys.clear()
-    _verify_keys[x5c] = (cert, key)
-    return cert, key
+    _verify_keys[x5c] = (cert, public_key)
+    return cert, public_key
 
 
-def signer_of(segment: str, kind: EnvelopeKind) -> tuple[x509.Certificate, ECKey]:
+def signer_of(
+    segment: str, kind: EnvelopeKind
+) -> tuple[x509.Certificate, ec.EllipticCurvePublicKey]:
     """The signer's certificate and key from a protected header, which must be exactly
     ``{"alg": "ES256", "typ": kind, "x5c": [one certificate]}`` (cached per exact
     segment: a signer's header is the same on every message)."""
@@ -214,15 +236,24 @@ def signer_of(segment: str, kind: EnvelopeKind) -> tuple[x509.Certificate, ECKey
     return found
 
 
-def payload_if_signed(parts: list[str], key: ECKey) -> bytes | None:
+def payload_if_signed(parts: list[str], key: ec.EllipticCurvePublicKey) -> bytes | None:
     """The decoded payload if the ES256 signature over ``header.payload`` verifies under
     ``key`` (one ECDSA verification), else ``None``."""
-    if len(parts[0]) > _REGISTRY.max_header_length:
+    if len(parts[0]) > MAX_HEADER_CHARS:
         return None
     try:
-        payload = urlsafe_b64decode(parts[1].encode())
-        signature = urlsafe_b64decode(parts[2].encode())
-    except ValueError:  # binascii.Error, UnicodeEncodeError
+        payload = _b64url_decode(parts[1])
+        signature = _b64url_decode(parts[2])
+    except ValueError:  # binascii.Error
         return None
-    signing_input = f"{parts[0]}.{parts[1]}".encode()
-    return payload if _ES256.verify(signing_input, signature, key) else None
+    if len(signature) != 2 * _COORDINATE_BYTES:
+        return None
+    der = encode_dss_signature(
+        int.from_bytes(signature[:_COORDINATE_BYTES], "big"),
+        int.from_bytes(signature[_COORDINATE_BYTES:], "big"),
+    )
+    try:
+        key.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), _ES256)
+    except InvalidSignature:
+        return None
+    return payload
