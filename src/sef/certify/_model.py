@@ -1,0 +1,203 @@
+"""What a certification run produces: checks, their outcomes and the report.
+
+A *check* tests one rule of ``docs/protocol.md`` against a live agent and ends PASS, FAIL
+or SKIP with the rule's section and the evidence (what was sent and seen). Checks are
+grouped in suites (``birth``, ``sessions``, ``calls``, ``demo``, ``robustness``) and each
+has a level: ``required`` rules are MUSTs, ``recommended`` rules are SHOULDs; a run at
+level ``recommended`` runs both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+__all__ = [
+    "Check",
+    "CheckContext",
+    "CheckFailed",
+    "CheckResult",
+    "CheckSkipped",
+    "Level",
+    "Observed",
+    "Outcome",
+    "Report",
+]
+
+
+class Outcome(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+
+
+class Level(StrEnum):
+    """How binding a rule is: ``required`` (MUST) or ``recommended`` (SHOULD)."""
+
+    REQUIRED = "required"
+    RECOMMENDED = "recommended"
+
+
+class CheckFailed(Exception):
+    """Raised by a check: the rule is broken; the message is the evidence."""
+
+
+class CheckSkipped(Exception):
+    """Raised by a check: the rule cannot be checked here (e.g. the agent does not
+    implement the interface, no ``--restart-cmd``); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One MQTT message the certifier received.
+
+    Attributes:
+        topic: the topic.
+        payload: the raw payload bytes.
+        retain: the MQTT retain flag as delivered (``True`` for a retained message sent
+            on subscription).
+        qos: the QoS it was delivered with.
+        at: when it arrived, ``time.monotonic()`` s.
+    """
+
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+    at: float
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (``ValueError`` if it is not)."""
+        import json
+
+        return json.loads(self.payload.decode("utf-8"))
+
+
+class CheckContext(Protocol):
+    """What a check may do to the agent under test (implemented by ``_probe.Probe``).
+
+    Every wait is bounded: a method that waits takes ``timeout_s`` and returns ``None`` or
+    an empty list when nothing came.
+    """
+
+    agent_id: str
+    root: str
+    about: dict[str, Any] | None
+    """The agent's About payload (parsed), as last seen; ``None`` before the birth."""
+    interfaces: dict[str, bytes]
+    """Interface name -> the XML bytes the agent published."""
+    birth: list[Observed]
+    """The messages of the agent's subtree seen since the probe subscribed, in order."""
+
+    def topic(self, suffix: str) -> str:
+        """``{root}/{suffix}``."""
+        ...
+
+    def agent_topic(self, suffix: str) -> str:
+        """``{root}/agents/{agent_id}/{suffix}``."""
+        ...
+
+    async def call(
+        self,
+        interface: str,
+        method: str,
+        args: list[Any],
+        *,
+        group: str | None = None,
+        call_id: str | None = None,
+        exp_in_s: float = 30.0,
+        reply: bool = True,
+        extra: dict[str, Any] | None = None,
+        omit: tuple[str, ...] = (),
+        target: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> dict[str, Any] | None:
+        """Send a protocol call (signed when the probe has EMS credentials) to the agent
+        (or ``target`` agent id, or ``group``) and return the first reply for it (parsed),
+        or ``None`` after ``timeout_s``. ``extra`` keys are added to the Call object,
+        ``omit`` keys removed (e.g. ``("sender",)``), ``exp_in_s`` may be negative."""
+        ...
+
+    async def publish_raw(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Publish any bytes (malformed JSON, oversized, wrong version) as the certifier."""
+        ...
+
+    async def replies(self, call_id: str, timeout_s: float) -> list[dict[str, Any]]:
+        """Every reply with ``id`` ``call_id`` that arrives within ``timeout_s``."""
+        ...
+
+    async def wait_message(
+        self, predicate: Callable[[Observed], bool], timeout_s: float
+    ) -> Observed | None:
+        """The first message (already seen since ``mark()``, or arriving) matching."""
+        ...
+
+    def mark(self) -> int:
+        """A position in the stream of observed messages (for ``since``)."""
+        ...
+
+    def since(self, mark: int) -> list[Observed]:
+        """The messages observed after ``mark``."""
+        ...
+
+    def property_value(self, interface: str, name: str) -> Any:
+        """The last value published for a property (``KeyError`` if never)."""
+        ...
+
+
+CheckFunction = Callable[[CheckContext], Awaitable[str]]
+"""A check: returns the evidence of a PASS, raises :class:`CheckFailed` or
+:class:`CheckSkipped`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One rule.
+
+    Attributes:
+        id: stable key, ``<suite>.<name>`` (e.g. ``birth.order``).
+        title: one line saying the rule.
+        section: where the rule is in ``docs/protocol.md`` (e.g. ``§4.2``).
+        level: required or recommended.
+        run: the check.
+    """
+
+    id: str
+    title: str
+    section: str
+    level: Level
+    run: CheckFunction
+
+    @property
+    def suite(self) -> str:
+        return self.id.split(".", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    check: Check
+    outcome: Outcome
+    evidence: str
+    duration_s: float
+
+
+@dataclass
+class Report:
+    """The results of one run, in order."""
+
+    agent_id: str
+    broker: str
+    level: Level
+    started_at: float = field(default_factory=time.time)
+    results: list[CheckResult] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome is outcome)
+
+    @property
+    def passed(self) -> bool:
+        """No check failed (skips do not fail a run)."""
+        return self.count(Outcome.FAIL) == 0
