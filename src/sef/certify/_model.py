@@ -92,6 +92,10 @@ class CheckContext(Protocol):
     birth: list[Observed]
     """The messages of the agent's subtree seen since the probe subscribed, in order."""
 
+    reply_topic: str
+    """The certifier's own reply topic (``{root}/clients/{client}/reply``): where
+    :meth:`call` asks for replies; replies arriving there are observed (``since``)."""
+
     def topic(self, suffix: str) -> str:
         """``{root}/{suffix}``."""
         ...
@@ -133,6 +137,12 @@ class CheckContext(Protocol):
         self, predicate: Callable[[Observed], bool], timeout_s: float
     ) -> Observed | None:
         """The first message (already seen since ``mark()``, or arriving) matching."""
+        ...
+
+    async def subscribe(self, topic_filter: str) -> None:
+        """Observe ``topic_filter`` too from now on (its messages appear in ``since`` and
+        ``wait_message``), e.g. a topic a reply must *not* be published to; returns once
+        the broker acknowledged the subscription."""
         ...
 
     def mark(self) -> int:
