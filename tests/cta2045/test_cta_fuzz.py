@@ -91,14 +91,19 @@ async def _fuzz_live(blobs: list[bytes]) -> None:
             await raw.write(blob)
         await asyncio.sleep(FAST.partial_frame_timeout_s + 0.05)
         junk = await raw.silence(0.05)
-        # Everything the link said was link ACK/NAKs (or a max-payload reply it was asked for).
+        # Everything the link said was link ACK/NAKs, a max-payload reply it was asked for,
+        # or the answer to an unsupported request (App NAK 04 01, Intermediate rc 01).
         while junk:
             if junk[0] in (0x06, 0x15):
                 junk = junk[2:]
             else:
-                assert junk.startswith(b"\x08\x03\x00\x02\x19"), junk.hex(" ")
-                junk = junk[7:]
+                assert junk.startswith((b"\x08\x03\x00\x02\x19", b"\x08\x01\x00\x02\x04\x01")) or (
+                    junk.startswith(b"\x08\x02\x00\x03") and junk[5] & 0x80 and junk[6] == 1
+                ), junk.hex(" ")
+                junk = junk[6 + junk[3] :]
                 await raw.write(b"\x06\x00")
+                await asyncio.sleep(0.05)
+                junk += await raw.silence(0.05)
         assert not link.closed
         await raw.write(SHED)
         tail = await raw.silence(0.1)

@@ -123,7 +123,7 @@ async def test_partial_frame_nak_05_real_timing_pty() -> None:
         (bytes.fromhex("08 32 00 02 01 01 E2 34"), b"\x15\x06"),  # unsupported type
         (bytes.fromhex("08 05 00 00") + frame("08 05 00 00")[-2:], b"\x15\x06"),  # MTSQ, no
         (frame("08 02 00 00"), b"\x06\x00"),  # MTSQ Intermediate: yes
-        (frame("08 01 00 02 05 00"), b"\x15\x07"),  # unknown Basic opcode
+        (frame("08 03 00 02 30 00"), b"\x15\x07"),  # unknown data-link request
         (frame("08 01 00 03 01 00 00"), b"\x15\x02"),  # Basic with LEN 3
         (frame("08 03 00 02 17 03"), b"\x15\x07"),  # bit-rate change not supported
         (b"\x42", b"\x15\x01"),  # invalid byte

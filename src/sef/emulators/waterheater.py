@@ -62,15 +62,6 @@ log = logging.getLogger("sef.emulator.waterheater")
 _DAY_S = 86400.0
 _MIN_STEP_S = 1e-3
 _INFORMATIONAL = (cta.SimpleTimeSync, cta.PendingEventTime, cta.PendingEventType)
-_UNSUPPORTED = (
-    cta.PowerLevel,
-    cta.PresentRelativePrice,
-    cta.NextRelativePrice,
-    cta.TimeRemaining,
-    cta.GridGuidance,
-    cta.Sleep,
-    cta.Wake,
-)
 
 
 def c_to_f(celsius: float) -> int:
@@ -279,10 +270,9 @@ class SGDEmulator:
             m.customer_override(None, msg.active)
         elif isinstance(msg, cta.OperationalStateQuery):
             return cta.OperationalStateResponse(self.state)
-        elif isinstance(msg, _UNSUPPORTED):
-            return cta.AppNak(cta.AppNakReason.OPCODE1_NOT_SUPPORTED)
         elif not isinstance(msg, _INFORMATIONAL):
-            return None  # App ACK / NAK / state responses need no answer
+            # Power Level, prices, …: App NAK 04 01; App ACK / NAK / state responses: None
+            return cta.not_implemented_answer(msg)
         log.info("SGD: %r applied, state %d", msg, self.state)
         return cta.AppAck(op)
 
@@ -322,10 +312,7 @@ class SGDEmulator:
         if isinstance(msg, cta.SetUtcTimeRequest):
             self.utc_offset_s = msg.utc_seconds + _CTA_EPOCH_UNIX - self.clock.now()
             return cta.IntermediateReply(0x02, 0x80, cta.ResponseCode.SUCCESS)
-        op1, op2 = msg.opcodes
-        if op2 & 0x80:
-            return None  # a reply nobody asked for
-        return cta.IntermediateReply(op1, op2 | 0x80, cta.ResponseCode.NOT_IMPLEMENTED)
+        return cta.not_implemented_answer(msg)  # op1 (op2|0x80) 01; None for replies
 
     def _commodities(self, code: int | None) -> cta.Message:
         m = self.model

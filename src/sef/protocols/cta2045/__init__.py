@@ -67,6 +67,7 @@ from ._encodings import (
 from ._errors import (
     CtaDecodeError,
     CtaError,
+    CtaUnsupportedRequest,
     LinkClosed,
     LinkError,
     LinkNak,
@@ -132,6 +133,7 @@ from ._transport import (
     open_tcp,
 )
 from ._ucm_side import state_name, ucm_answer
+from ._unsupported import not_implemented_answer, unsupported_answer, unsupported_answer_for
 from ._utc_time import (
     CTA_EPOCH,
     GetUtcTimeRequest,
@@ -179,6 +181,7 @@ __all__ = [
     "CriticalPeak",
     "CtaDecodeError",
     "CtaError",
+    "CtaUnsupportedRequest",
     "CustomerOverride",
     "DataLinkMessage",
     "DataLinkOpcode",
@@ -260,11 +263,14 @@ __all__ = [
     "from_cta_seconds",
     "listen_tcp",
     "max_payload_code",
+    "not_implemented_answer",
     "open_pty",
     "open_serial",
     "open_tcp",
     "parse_frame",
     "state_name",
     "ucm_answer",
+    "unsupported_answer",
+    "unsupported_answer_for",
     "verify_checksum",
 ]

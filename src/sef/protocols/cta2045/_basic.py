@@ -19,7 +19,7 @@ from ._encodings import (
     decode_relative_price,
     encode_power_level,
 )
-from ._errors import CtaDecodeError, NakReason, logger
+from ._errors import CtaDecodeError, CtaUnsupportedRequest, NakReason, logger
 from ._fields import as_enum, check_byte
 from ._frame import Message
 
@@ -343,8 +343,8 @@ def decode_basic(payload: bytes) -> BasicMessage:
     op1, op2 = payload[0], payload[1]
     cls = _REGISTRY.get(op1)
     if cls is None:
-        raise CtaDecodeError(
-            f"unsupported Basic DR opcode1 0x{op1:02X}", NakReason.REQUEST_NOT_SUPPORTED
+        raise CtaUnsupportedRequest(
+            f"unsupported Basic DR opcode1 0x{op1:02X}", (0x08, 0x01), payload
         )
     try:
         message = cls.from_opcode2(op2)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from ._errors import CtaDecodeError, NakReason
+from ._errors import CtaDecodeError, CtaUnsupportedRequest, NakReason
 from ._frame import Message
 
 __all__ = [
@@ -150,8 +150,8 @@ def decode_datalink(payload: bytes) -> DataLinkMessage:
         )
     cls = _CLASSES.get(payload[0])
     if cls is None:
-        raise CtaDecodeError(
-            f"unsupported data-link opcode 0x{payload[0]:02X}", NakReason.REQUEST_NOT_SUPPORTED
+        raise CtaUnsupportedRequest(
+            f"unsupported data-link opcode 0x{payload[0]:02X}", (0x08, 0x03), payload
         )
     try:
         return cls(payload[1])

@@ -10,6 +10,7 @@ logger = logging.getLogger("sef.cta2045")
 __all__ = [
     "CtaDecodeError",
     "CtaError",
+    "CtaUnsupportedRequest",
     "LinkClosed",
     "LinkError",
     "LinkNak",
@@ -55,6 +56,22 @@ class CtaDecodeError(CtaError, ValueError):
         super().__init__(f"{message} (NAK 0x{int(reason):02X} {reason.name})")
         self.reason = reason
         self.detail = message
+
+
+class CtaUnsupportedRequest(CtaDecodeError):
+    """A well-formed message whose opcodes this codec does not know.
+
+    ``reason`` stays 07 (request not supported), the link NAK for data-link requests.
+    For Basic and Intermediate DR the answer is a link ACK followed by the application
+    answer of :func:`sef.protocols.cta2045.unsupported_answer` (App NAK ``04 01`` or the
+    Intermediate reply with response code 01). ``message_type`` is ``(MT1, MT2)`` and
+    ``payload`` the frame payload.
+    """
+
+    def __init__(self, message: str, message_type: tuple[int, int], payload: bytes) -> None:
+        super().__init__(message, NakReason.REQUEST_NOT_SUPPORTED)
+        self.message_type = message_type
+        self.payload = bytes(payload)
 
 
 class LinkError(CtaError):

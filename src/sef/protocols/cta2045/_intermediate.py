@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from ._errors import CtaDecodeError, NakReason, logger
+from ._errors import CtaDecodeError, CtaUnsupportedRequest, NakReason, logger
 from ._fields import check_range
 from ._frame import Message
 
@@ -176,9 +176,10 @@ def decode_intermediate(payload: bytes) -> IntermediateMessage:
                 NakReason.INVALID_LENGTH,
             )
         else:
-            raise CtaDecodeError(
+            raise CtaUnsupportedRequest(
                 f"unsupported Intermediate DR opcodes {op1:02X} {op2:02X}",
-                NakReason.REQUEST_NOT_SUPPORTED,
+                (0x08, 0x02),
+                payload,
             )
     except (ValueError, struct.error) as exc:
         if isinstance(exc, CtaDecodeError):

@@ -19,6 +19,7 @@ from ._datalink import BitRateRequest, MaxPayloadQuery, MaxPayloadReply
 from ._errors import (
     CtaDecodeError,
     CtaError,
+    CtaUnsupportedRequest,
     LinkClosed,
     LinkNak,
     LinkTimeout,
@@ -27,6 +28,8 @@ from ._errors import (
     logger,
 )
 from ._frame import (
+    BASIC_DR,
+    INTERMEDIATE_DR,
     LINK_ACK,
     MAX_PAYLOAD_LEN,
     AckFrame,
@@ -40,6 +43,7 @@ from ._frame import (
 )
 from ._timing import RECEIVE_QUEUE_SIZE, RETRYABLE_NAKS, LinkStats, LinkTiming
 from ._transport import Transport
+from ._unsupported import unsupported_answer_for
 
 __all__ = ["Expectation", "Link"]
 
@@ -233,6 +237,9 @@ class Link:
             return
         try:
             message = decode_message(frame)
+        except CtaUnsupportedRequest as exc:
+            self._answer_unsupported(exc, raw)
+            return
         except CtaDecodeError as exc:
             self._noise.warn(
                 self.name, "undecodable", "%s: rejecting %s: %s", self.name, raw, exc.detail
@@ -253,6 +260,21 @@ class Link:
         if isinstance(message, MaxPayloadReply):
             self.peer_max_payload = message.max_payload
         self._dispatch(message)
+
+    def _answer_unsupported(self, error: CtaUnsupportedRequest, raw: str) -> None:
+        """Link ACK + application answer (Basic, Intermediate) or NAK 07 (data link)."""
+        answer = unsupported_answer_for(error)
+        self.stats.unsupported_received += 1
+        self._noise.warn(
+            self.name, "unsupported", "%s: %s: %s", self.name, raw,
+            error.detail if answer is None else f"{error.detail}, answering {answer!r}",
+        )  # fmt: skip
+        if answer is None and error.message_type not in (BASIC_DR, INTERMEDIATE_DR):
+            self._nak(NakReason.REQUEST_NOT_SUPPORTED)
+            return
+        self._send_control(LINK_ACK)
+        if answer is not None:
+            self._spawn(self._send_quietly(answer))
 
     def _dispatch(self, message: Message) -> None:
         for waiter in self._waiters:

@@ -80,3 +80,5 @@ class LinkStats:
     naks_sent: Counter[int] = field(default_factory=Counter)
     naks_received: Counter[int] = field(default_factory=Counter)
     retries: int = 0
+    #: well-formed requests with unknown opcodes (answered 04 01 / rc 01, or NAK 07)
+    unsupported_received: int = 0
