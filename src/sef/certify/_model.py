@@ -92,6 +92,8 @@ class CheckContext(Protocol):
     birth: list[Observed]
     """The messages of the agent's subtree seen since the probe subscribed, in order."""
 
+    expected_interfaces: dict[str, bytes]
+    """Interface name -> the XML the agent is certified against (``--interface``)."""
     reply_topic: str
     """The certifier's own reply topic (``{root}/clients/{client}/reply``): where
     :meth:`call` asks for replies; replies arriving there are observed (``since``)."""
@@ -129,6 +131,10 @@ class CheckContext(Protocol):
         """Publish any bytes (malformed JSON, oversized, wrong version) as the certifier."""
         ...
 
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained message at QoS 1 as the certifier (a forged stale death)."""
+        ...
+
     async def replies(self, call_id: str, timeout_s: float) -> list[dict[str, Any]]:
         """Every reply with ``id`` ``call_id`` that arrives within ``timeout_s``."""
         ...
@@ -157,6 +163,35 @@ class CheckContext(Protocol):
         """The last value published for a property (``KeyError`` if never)."""
         ...
 
+    def agent_messages(self, mark: int = 0) -> list[Observed]:
+        """The messages the agent (or the broker, for its will) published under its own
+        subtree after ``mark``: calls and the certifier's own publishes left out."""
+        ...
+
+    async def live_birth(self) -> list[Observed]:
+        """A birth published live (not retained), from its status ``seq`` 0 on: asked for
+        with ``sef.Agent.Rebirth`` (or, if the agent ignores it, by making it reconnect);
+        taken once and cached. Raises :class:`CheckFailed` when none came."""
+        ...
+
+    async def retained_snapshot(self, settle_s: float = 0.5) -> dict[str, Observed]:
+        """What a new subscriber gets now: topic -> retained message, for the agent's
+        subtree and the certifier's reply topic (a fresh connection that subscribes and
+        listens for ``settle_s`` s)."""
+        ...
+
+    async def reconnect_agent(self) -> int:
+        """Make the agent lose its connection once (a client takes its client id over, as
+        in docs/protocol.md §1) and return the ``mark()`` taken before; cached. Raises
+        :class:`CheckSkipped` when the broker refuses the takeover."""
+        ...
+
+    async def restart_agent(self) -> int:
+        """Have the agent's process restarted once (``--restart-cmd``, or the operator on
+        a terminal) and return the ``mark()`` taken before; cached. Raises
+        :class:`CheckSkipped` when there is no way to restart it."""
+        ...
+
 
 CheckFunction = Callable[[CheckContext], Awaitable[str]]
 """A check: returns the evidence of a PASS, raises :class:`CheckFailed` or
@@ -173,6 +208,8 @@ class Check:
         section: where the rule is in ``docs/protocol.md`` (e.g. ``§4.2``).
         level: required or recommended.
         run: the check.
+        timeout_s: its own time limit, s (``None``: the run's per-check timeout), for a
+            check that waits for an operator or a restart.
     """
 
     id: str
@@ -180,6 +217,7 @@ class Check:
     section: str
     level: Level
     run: CheckFunction
+    timeout_s: float | None = None
 
     @property
     def suite(self) -> str:
@@ -203,6 +241,8 @@ class Report:
     level: Level
     started_at: float = field(default_factory=time.time)
     results: list[CheckResult] = field(default_factory=list)
+    duration_s: float = 0.0
+    """How long the run took, s (set when it ends)."""
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome is outcome)

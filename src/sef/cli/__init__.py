@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from sef import __version__
 from sef.cli import api_token_command, bus_commands, enroll_command, operator
+from sef.cli.certify_command import certify
 from sef.cli.demo import demo
 from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
@@ -69,6 +70,7 @@ enroll_command.register(app)
 app.command("demo")(demo)
 app.command("simulate")(simulate)
 app.command("gateway")(gateway)
+app.command("certify")(certify)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 app.add_typer(update_app, name="update", help="Signed software updates (TUF).")
