@@ -222,7 +222,8 @@ def test_every_message_round_trips(message: Message) -> None:
         ("06 80 00 01", NakReason.INVALID_LENGTH),
         ("01 81 00 31 30", NakReason.INVALID_LENGTH),
         ("07 00", NakReason.REQUEST_NOT_SUPPORTED),
-        ("0C 00 00 3C 00 05 02", NakReason.REQUEST_NOT_SUPPORTED),  # Advanced Load Up
+        ("0C 00 00 3C 00 05", NakReason.INVALID_LENGTH),  # Advanced Load Up cut short
+        ("04 00", NakReason.REQUEST_NOT_SUPPORTED),  # autonomous cycling: not implemented
     ],
 )
 def test_intermediate_decode_errors(payload: str, reason: NakReason) -> None:

@@ -5,6 +5,16 @@ Layers (each tested on its own): transport (serial, pty, TCP) → framer (checks
 See ``docs/cta2045.md`` for byte layouts, timing and sources.
 """
 
+from ._advanced import (
+    ALU_AS_MUCH_AS_POSSIBLE,
+    AdvancedLoadUpReply,
+    AdvancedLoadUpUnits,
+    GetAdvancedLoadUpRequest,
+    GetTemperatureOffsetRequest,
+    SetAdvancedLoadUpRequest,
+    SetTemperatureOffsetRequest,
+    TemperatureOffsetReply,
+)
 from ._basic import (
     AppAck,
     AppNak,
@@ -146,6 +156,7 @@ from ._utc_time import (
 __all__ = [
     "ACK_DELAY_S",
     "ACK_TIMEOUT_S",
+    "ALU_AS_MUCH_AS_POSSIBLE",
     "BASIC_DR",
     "BIT_RATES",
     "CTA_EPOCH",
@@ -166,6 +177,8 @@ __all__ = [
     "SERIAL_BAUDRATE",
     "SUPPORTED_MESSAGE_TYPES",
     "AckFrame",
+    "AdvancedLoadUpReply",
+    "AdvancedLoadUpUnits",
     "AppAck",
     "AppNak",
     "AppNakReason",
@@ -194,10 +207,12 @@ __all__ = [
     "FirmwareInfo",
     "Frame",
     "FrameError",
+    "GetAdvancedLoadUpRequest",
     "GetInformationReply",
     "GetInformationRequest",
     "GetPresentTemperatureRequest",
     "GetSetpointRequest",
+    "GetTemperatureOffsetRequest",
     "GetUtcTimeRequest",
     "GridEmergency",
     "GridGuidance",
@@ -233,7 +248,9 @@ __all__ = [
     "ResponseCode",
     "ResponseTimeout",
     "SerialTransport",
+    "SetAdvancedLoadUpRequest",
     "SetSetpointRequest",
+    "SetTemperatureOffsetRequest",
     "SetUtcTimeRequest",
     "SetpointReply",
     "Shed",
@@ -241,6 +258,7 @@ __all__ = [
     "Sleep",
     "StreamTransport",
     "TcpListener",
+    "TemperatureOffsetReply",
     "TemperatureUnits",
     "TimeRemaining",
     "Transport",
