@@ -57,7 +57,7 @@ def info_reply_by_table() -> bytes:
     body += b"\x00"  # 19 reserved
     body += b"HPWH-50".ljust(16, b"\0")  # 20–35 model
     body += b"SN12345".ljust(16, b"\0")  # 36–51 serial
-    body += bytes([24, 2, 15, 3, 1])  # 52–56 fw 2024, March (0-based 2), 15th, v3.1
+    body += bytes([24, 3, 15, 3, 1])  # 52–56 fw 2024, March (month byte = month), 15th, v3.1
     assert len(body) == 57
     return frame(body.hex())
 

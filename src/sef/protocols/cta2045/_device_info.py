@@ -55,7 +55,17 @@ class GetInformationRequest(IntermediateMessage):
 
 @dataclass(frozen=True)
 class FirmwareInfo:
-    """Firmware date and version; ``month`` is 1–12 here, 0-based on the wire."""
+    """Firmware date and version, as on the wire: ``year`` = 2000 + byte, ``month`` and
+    ``day`` are the bytes themselves (month 1 = January).
+
+    The month byte is the calendar month, not month − 1: EPRI's C++ UCM library (its
+    ``DeviceInfoResponse`` unit test: bytes ``01 01 01`` for year, month, day) and the
+    programs built on it read it unchanged, Intwine's UCM firmware stores 2016-09-21 as
+    ``16 09 21``, and the PyPI ``cta2045`` package reads it unchanged; only EPRI's VB
+    simulator (a month combo box's 0-based index) and pycta2045 send month − 1. Any byte is
+    accepted; :attr:`date` is None when the bytes are not a date (e.g. month 0 from such a
+    0-based sender).
+    """
 
     year: int = 2000
     month: int = 1
@@ -65,13 +75,12 @@ class FirmwareInfo:
 
     def __post_init__(self) -> None:
         check_range("firmware year", self.year, 2000, 2255)
-        check_range("firmware month", self.month, 1, 256)
-        for name in ("day", "major", "minor"):
+        for name in ("month", "day", "major", "minor"):
             check_range(f"firmware {name}", getattr(self, name), 0, 0xFF)
 
     def encode(self) -> bytes:
         """The 5 wire bytes."""
-        return bytes((self.year - 2000, self.month - 1, self.day, self.major, self.minor))
+        return bytes((self.year - 2000, self.month, self.day, self.major, self.minor))
 
     @property
     def date(self) -> date | None:
@@ -140,5 +149,5 @@ class GetInformationReply(CodedReply):
         firmware = None
         if len(raw) >= 50:
             y, m, d, major, minor = raw[45:50]
-            firmware = FirmwareInfo(2000 + y, m + 1, d, major, minor)
+            firmware = FirmwareInfo(2000 + y, m, d, major, minor)
         return (bytes(raw[0:2]), vendor, dtype, rev, caps, model, serial, firmware, reserved)
