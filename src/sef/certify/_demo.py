@@ -247,7 +247,7 @@ CHECKS: list[Check] = [
         open_ended,
     ),
     Check(
-        "demo.timestamp",
+        "demo.telemetry_timestamp",
         "Telemetry carries TimeStamp (u, Unix s)",
         SECTION,
         Level.REQUIRED,
