@@ -47,13 +47,14 @@ import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
-from sef.agents._declare import AboutInfo
+from sef.agents._declare import AboutInfo, Outcome, method
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceStatus
 from sef.bus import BrokerURL
 from sef.clock import Clock
-from sef.interface import Command, EnergyEvent, Variant
+from sef.interface import DEMO_INTERFACE, Command, EnergyEvent, Variant
 from sef.protocols import cta2045 as cta
+from sef.protocols.cta2045._ucm_side import UcmRequester
 from sef.security import Security
 from sef.tasks import TaskSet
 
@@ -63,7 +64,10 @@ log = logging.getLogger("sef.agent.ucm")
 
 TEMPERATURE_EVERY = 4
 """Poll the present tank temperature on every 4th exchange (telemetry ``Tank_Temp_C``)."""
+COMMAND_TRIES = 3
+"""Sends of a DR command that the SGD link-ACKs without answering before it is reported."""
 _OPTED_OUT = {cta.OperationalState.IDLE_OPTED_OUT, cta.OperationalState.RUNNING_OPTED_OUT}
+_UNSUPPORTED_NAKS = {cta.NakReason.UNSUPPORTED_MESSAGE_TYPE, cta.NakReason.REQUEST_NOT_SUPPORTED}
 
 
 def event_message(cmd: Command, duration_s: float) -> cta.BasicMessage:
@@ -95,6 +99,7 @@ class CtaWaterHeater(DeviceAdapter):
         self.retarget(serial_port=serial_port, tcp=tcp)
         self.heartbeat_s, self.link_timeout_s, self.timing = heartbeat_s, link_timeout_s, timing
         self.link: cta.Link | None = None
+        self.requester: UcmRequester | None = None
         self.intermediate = False
         self.device_info: cta.GetInformationReply | None = None
         self.op_state: int | None = None
@@ -106,8 +111,11 @@ class CtaWaterHeater(DeviceAdapter):
         self.override_msg = False
         self.refused = ""
         self.last_message: cta.BasicMessage | None = None
+        self.unconfirmed: cta.BasicMessage | None = None
+        """The last DR command, while the SGD has link-ACKed it but not answered it."""
+        self.command_tries = 0
+        self.command_fault = ""
         self._polls = 0
-        self._last_ok = 0.0  # loop time of the last answer from the SGD, real s
         self._next_heartbeat = 0.0
         self._receivers = TaskSet("ucm")
 
@@ -134,85 +142,100 @@ class CtaWaterHeater(DeviceAdapter):
             transport = await asyncio.wait_for(cta.open_tcp(*self.tcp), 2.0)
         self.link = link = cta.Link(transport, timing=self.timing, name=f"UCM {transport.name}")
         await link.start()
-        self._receivers.spawn(self._receive(link), name=f"ucm-receive:{self.host.agent_id}")
+        self.requester = asker = UcmRequester(link, link_timeout_s=self.link_timeout_s)
+        self._receivers.spawn(self._receive(link, asker), name=f"ucm-receive:{self.host.agent_id}")
         if not await link.query_type_supported(0x08, 0x01):
             raise cta.CtaError("the SGD does not support Basic DR")
         self.intermediate = await link.query_type_supported(0x08, 0x02)
         if self.intermediate:
             with contextlib.suppress(cta.LinkNak):
-                info = await link.request(cta.GetInformationRequest(), cta.GetInformationReply)
-                self.device_info = info
-                log.info(
-                    "%s: SGD type %d, model %r, serial %r",
-                    self.host.agent_id,
-                    info.device_type,
-                    info.model,
-                    info.serial,
-                )
+                info = await asker.request(cta.GetInformationRequest())
+                if isinstance(info, cta.GetInformationReply):
+                    self.device_info = info
+                    log.info(
+                        "%s: SGD type %d, model %r, serial %r",
+                        self.host.agent_id,
+                        info.device_type,
+                        info.model,
+                        info.serial,
+                    )
         self._next_heartbeat = 0.0
-        self._last_ok = asyncio.get_running_loop().time()
 
     async def apply(self, event: EnergyEvent, left_s: float | None) -> None:
         """Send the event's Basic DR message with the time it has left (s, rounded up)."""
-        assert self.link is not None
+        assert self.requester is not None
         message = event_message(event.cmd, 0.0 if left_s is None else max(1.0, left_s))
-        reply = await self._request(self.link, message)
-        self.last_message = message
-        self.refused = ""
+        self.last_message, self.refused, self.command_fault = message, "", ""
+        self.unconfirmed, self.command_tries = message, 0
+        await self._send_command(self.requester, message)
+
+    async def _send_command(self, asker: UcmRequester, message: cta.BasicMessage) -> None:
+        """One try of a DR command; a command the SGD ACKs but does not answer stays
+        :attr:`unconfirmed` (sent again by the next polls, up to :data:`COMMAND_TRIES`)."""
+        self.command_tries += 1
+        try:
+            reply = await asker.request(message)
+        except cta.LinkNak as exc:  # 15 06 / 15 07: the SGD does not support the message
+            if exc.reason not in _UNSUPPORTED_NAKS:
+                raise
+            reply = None
+            self._settle(message, f"{type(message).__name__}: link NAK {exc.reason:02X}")
+        if reply is not None:
+            self._confirm(message, reply)
+        elif self.unconfirmed is message and self.command_tries >= COMMAND_TRIES:
+            self.command_fault = (
+                f"{type(message).__name__} ({message.encode().hex(' ')}): SGD link-ACKed but "
+                f"sent no application response after {self.command_tries} tries"
+            )
+            log.warning("%s: %s", self.host.agent_id, self.command_fault)
+            self.unconfirmed = None
+
+    def _confirm(self, message: cta.BasicMessage, reply: cta.Message) -> None:
+        """The SGD answered ``message`` (in time or late): App ACK, or App NAK = refused."""
+        refused = ""
         if isinstance(reply, cta.AppNak):
-            self.refused = f"{type(message).__name__}: App NAK {reply.reason}"
+            refused = f"{type(message).__name__}: App NAK {reply.reason}"
             log.warning("%s: SGD refused %r: App NAK %s", self.host.agent_id, message, reply.reason)
             self.override_msg |= reply.reason == cta.AppNakReason.CUSTOMER_OVERRIDE
+        self._settle(message, refused)
+
+    def _settle(self, message: cta.BasicMessage, refused: str) -> None:
+        if self.unconfirmed is message:
+            self.unconfirmed, self.command_fault = None, ""
+        if self.last_message is message:
+            self.refused = refused
 
     async def read(self) -> None:
-        """Heartbeat when due, operational state, commodities, every 4th time the tank."""
-        link = self.link
-        assert link is not None
+        """An unconfirmed command's next try, heartbeat when due, operational state,
+        commodities, every 4th time the tank. Unanswered queries keep the last readings."""
+        asker = self.requester
+        assert asker is not None
+        pending = self.unconfirmed
+        if pending is not None and self.command_tries < COMMAND_TRIES:
+            await self._send_command(asker, pending)
         now = asyncio.get_running_loop().time()
         if now >= self._next_heartbeat:
-            await self._request(link, cta.OutsideCommStatus(cta.CommStatus.CONNECTED))
+            await asker.request(cta.OutsideCommStatus(cta.CommStatus.CONNECTED))
             self._next_heartbeat = now + self.heartbeat_s
-        state = await self._request(link, cta.OperationalStateQuery(), cta.OperationalStateResponse)
+        state = await asker.request(cta.OperationalStateQuery())
         if isinstance(state, cta.OperationalStateResponse):
             self.op_state = state.state
         if self.intermediate:
-            reply = await self._request(
-                link, cta.CommodityReadRequest(), (cta.CommodityReadReply, cta.IntermediateReply)
-            )
+            reply = await asker.request(cta.CommodityReadRequest())
             if isinstance(reply, cta.CommodityReadReply):
                 self._read_commodities(reply)
             if self._polls % TEMPERATURE_EVERY == 0:  # each exchange costs ~0.2 s of link
-                temp = await self._request(
-                    link,
-                    cta.GetPresentTemperatureRequest(),
-                    (cta.PresentTemperatureReply, cta.IntermediateReply),
-                )
+                temp = await asker.request(cta.GetPresentTemperatureRequest())
                 if isinstance(temp, cta.PresentTemperatureReply):
                     self.tank_temp_c = temp.celsius
         self._polls += 1
 
     async def close(self) -> None:
         """Close the link and stop its receiver."""
-        link, self.link = self.link, None
+        link, self.link, self.requester = self.link, None, None
         if link is not None:
             await link.close()
         await self._receivers.close()
-
-    async def _request(
-        self, link: cta.Link, message: cta.Message, expect: cta.Expectation = None
-    ) -> cta.Message:
-        """``link.request`` bounded so that a silent SGD is noticed ``link_timeout_s`` after
-        its last answer."""
-        loop = asyncio.get_running_loop()
-        budget = max(0.5, self._last_ok + self.link_timeout_s - loop.time())
-        try:
-            reply = await asyncio.wait_for(link.request(message, expect), budget)
-        except TimeoutError:
-            raise cta.ResponseTimeout(
-                f"no answer from the SGD to {message!r} within {budget:.1f} s"
-            ) from None
-        self._last_ok = loop.time()
-        return reply
 
     def _read_commodities(self, reply: cta.CommodityReadReply) -> None:
         power = reply.get(cta.CommodityCode.ELECTRICITY_CONSUMED)
@@ -226,9 +249,15 @@ class CtaWaterHeater(DeviceAdapter):
         if present is not None:
             self.stored_wh = float(present.cumulative)
 
-    async def _receive(self, link: cta.Link) -> None:
-        """Note and answer what the SGD starts: override, unsolicited state, UTC time..."""
+    async def _receive(self, link: cta.Link, asker: UcmRequester) -> None:
+        """Hand responses to the requester; note and answer what the SGD starts: override,
+        unsolicited state, UTC time... A late answer confirms an unconfirmed command."""
         async for message in link:
+            if asker.offer(message):
+                continue
+            pending = self.unconfirmed
+            if pending is not None and pending.is_reply(message):
+                self._confirm(pending, message)
             if isinstance(message, cta.CustomerOverride):
                 log.info(
                     "%s: customer override %s",
@@ -260,6 +289,12 @@ class CtaWaterHeater(DeviceAdapter):
             values["Link_Fault"] = Variant("s", status.fault[:200])
         if self.refused:
             values["Refused"] = Variant("s", self.refused)
+        if self.unconfirmed is not None:
+            values["Unconfirmed"] = Variant("s", self.unconfirmed.encode().hex(" "))
+        if self.command_fault:
+            values["Command_Fault"] = Variant("s", self.command_fault[:200])
+        if self.requester is not None and self.requester.unanswered:
+            values["Unanswered"] = Variant("u", self.requester.unanswered)
         if self.last_message is not None:
             values["CTA_Message"] = Variant("s", self.last_message.encode().hex(" "))
         if self.op_state is not None:
@@ -338,6 +373,15 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
                 description="water-heater agent over CTA-2045",
             ),
         )
+
+    @method(DEMO_INTERFACE, "EnergyMethod")
+    async def energy_method(self, cmds: list[tuple[str, int, int]]) -> Outcome:
+        """As :meth:`DERAgent.energy_method`; a first event the SGD link-ACKed but did not
+        answer is *accepted, not confirmed* (no ``applied`` in the reply)."""
+        outcome = await super().energy_method(cmds)
+        if outcome.applied and self.device.unconfirmed is not None:
+            return Outcome(applied=None)
+        return outcome
 
     def retarget(
         self, *, serial_port: str | None = None, tcp: tuple[str, int] | None = None

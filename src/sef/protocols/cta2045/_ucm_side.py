@@ -1,29 +1,39 @@
-"""What a UCM answers to messages the SGD starts (the UCM side of the standard's rules).
+"""The UCM side of the standard's rules: what a UCM answers, and how it asks.
 
 An SGD may send, unasked: a Customer Override, its Operational State Response, Sleep,
-Wake and a Get UTC Time request. Each is answered: App ACK for the Basic DR ones,
-the UTC time for the request. Any other Basic DR request gets App NAK "opcode 1 not
-supported"; any other Intermediate request gets its reply with response code "not
-implemented". Acknowledgements and replies are never answered.
+Wake and a Get UTC Time request. Each is answered (:func:`ucm_answer`): App ACK for the
+Basic DR ones, the UTC time for the request. Any other request gets the answer of
+:func:`~._unsupported.not_implemented_answer` (App NAK ``04 01`` for Basic DR, response
+code 1 for Intermediate DR); requests with unknown opcodes never get here, the
+:class:`~._link.Link` answers them itself. Acknowledgements and replies are never answered.
+
+:class:`UcmRequester` sends the UCM's own requests and tells an SGD that stopped
+link-ACKing (gone) from one that ACKs but does not answer (there, unconfirmed).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from ._basic import (
     AppAck,
-    AppNak,
-    BasicMessage,
     CustomerOverride,
     OperationalStateResponse,
     Sleep,
     Wake,
 )
-from ._basic_codes import AppNakReason, OperationalState
+from ._basic_codes import OperationalState
+from ._errors import LinkTimeout, logger
 from ._frame import Message
-from ._intermediate import IntermediateMessage, IntermediateReply, ResponseCode
+from ._link import Expectation, Link
+from ._unsupported import not_implemented_answer
 from ._utc_time import CTA_EPOCH, GetUtcTimeRequest, UtcTimeReply
 
-__all__ = ["state_name", "ucm_answer"]
+__all__ = ["SEND_FLOOR_S", "UcmRequester", "state_name", "ucm_answer"]
+
+SEND_FLOOR_S = 1.0
+"""Shortest real wait for a link ACK: time for the link to try twice (0.2 + 0.5 + 0.2 s)."""
 
 _CTA_EPOCH_UNIX = int(CTA_EPOCH.timestamp())
 
@@ -37,12 +47,7 @@ def ucm_answer(message: Message, now_unix_s: float) -> Message | None:
         return AppAck(message.OPCODE)
     if isinstance(message, GetUtcTimeRequest):
         return UtcTimeReply(utc_seconds=max(0, int(now_unix_s) - _CTA_EPOCH_UNIX))
-    if isinstance(message, BasicMessage) and not isinstance(message, AppAck | AppNak):
-        return AppNak(AppNakReason.OPCODE1_NOT_SUPPORTED)
-    if isinstance(message, IntermediateMessage) and not message.opcodes[1] & 0x80:
-        op1, op2 = message.opcodes
-        return IntermediateReply(op1, op2 | 0x80, ResponseCode.NOT_IMPLEMENTED)
-    return None
+    return not_implemented_answer(message)
 
 
 def state_name(code: int) -> str:
@@ -51,3 +56,104 @@ def state_name(code: int) -> str:
         return OperationalState(code).name
     except ValueError:
         return f"STATE_{code}"
+
+
+class UcmRequester:
+    """The UCM's requests to an SGD, with the link ACK and the answer bounded apart.
+
+    A request first needs the SGD's link ACK, then its application response:
+
+    * **no link ACK** (after the link's own tries, or once the SGD has given no sign of life
+      for ``link_timeout_s`` real seconds, but never less than :data:`SEND_FLOOR_S`):
+      :class:`LinkTimeout` — the SGD is gone (unplugged, powered off, frozen);
+    * **link-ACKed, no response** within ``response_wait_s``: ``None`` — the SGD is there
+      but did not answer (an unconfirmed command, an unanswered query). The link stays up.
+
+    Responses reach the requester through :meth:`offer`, which the UCM's receive loop calls
+    for every message the SGD sends (the UCM does not use :meth:`Link.request`, whose one
+    timeout cannot tell a silent SGD from one that only ACKs). One request at a time.
+    """
+
+    def __init__(
+        self, link: Link, *, link_timeout_s: float, response_wait_s: float | None = None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.link = link
+        self.link_timeout_s = link_timeout_s
+        if response_wait_s is None:
+            response_wait_s = min(
+                link.timing.response_timeout_s, max(0.5, link_timeout_s - SEND_FLOOR_S)
+            )
+        self.response_wait_s = response_wait_s
+        self.last_heard = loop.time()
+        """Loop time of the SGD's last link ACK or message (real s)."""
+        self.unanswered = 0
+        """Requests link-ACKed but not answered, in total."""
+        self._lock = asyncio.Lock()
+        self._pending: tuple[Callable[[Message], bool], asyncio.Future[Message]] | None = None
+
+    def offer(self, message: Message) -> bool:
+        """A message from the SGD: True if it is the response the pending request awaits."""
+        self.last_heard = asyncio.get_running_loop().time()
+        pending = self._pending
+        if pending is None or pending[1].done() or not pending[0](message):
+            return False
+        pending[1].set_result(message)
+        return True
+
+    async def send(self, message: Message) -> None:
+        """Send a message that has no application response (waits for its link ACK)."""
+        async with self._lock:
+            await self._send(message)
+
+    async def request(self, message: Message, expect: Expectation = None) -> Message | None:
+        """``message``'s response, or None when the SGD link-ACKed it but did not answer.
+
+        ``expect`` selects the response as for :meth:`Link.request` (default:
+        ``message.is_reply``). Raises :class:`LinkTimeout` (no link ACK), :class:`LinkNak`
+        or :class:`LinkClosed`.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+        async with self._lock:
+            self._pending = (_matcher(message, expect), future)
+            try:
+                await self._send(message)
+                try:
+                    return await asyncio.wait_for(future, self.response_wait_s)
+                except TimeoutError:
+                    self.unanswered += 1
+                    logger.info(
+                        "%s: %r link-ACKed, no response in %.1f s",
+                        self.link.name,
+                        message,
+                        self.response_wait_s,
+                    )
+                    return None
+            finally:
+                self._pending = None
+                if not future.done():
+                    future.cancel()
+
+    async def _send(self, message: Message) -> None:
+        loop = asyncio.get_running_loop()
+        budget = max(SEND_FLOOR_S, self.last_heard + self.link_timeout_s - loop.time())
+        try:
+            await asyncio.wait_for(self.link.send(message), budget)
+        except TimeoutError as exc:
+            if isinstance(exc, LinkTimeout):
+                raise
+            raise LinkTimeout(
+                f"{self.link.name}: no link ACK for {message!r}; SGD silent for "
+                f"{loop.time() - self.last_heard:.1f} s"
+            ) from None
+        self.last_heard = loop.time()
+
+
+def _matcher(message: Message, expect: Expectation) -> Callable[[Message], bool]:
+    if expect is None:
+        return message.is_reply
+    if isinstance(expect, type | tuple):
+        classes = expect
+        return lambda reply: isinstance(reply, classes)
+    return expect
