@@ -1,0 +1,108 @@
+"""SEF's own agents pass ``sef certify`` at level recommended: the virtual battery through
+the CLI (exit code, JUnit read by junitparser and lxml, report.json), the BIS with its
+battery emulator and the UCM with the water-heater emulator on a pty in-process. Each run
+restarts the agent with SIGKILL through ``--restart-cmd``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import junitparser
+from certify_support import RestartableAgent, bis_with_emulator, ucm_with_pty_emulator
+from certify_support import virtual_battery as start_virtual_battery
+from lxml import etree
+from rich.console import Console
+
+import sef.interface
+from sef.broker import Mosquitto
+from sef.certify import CertifyOptions, Level, Outcome, Report, run_certification
+
+DEMO_XML = Path(sef.interface.__file__).parent / "data" / "edu.pdx.powerlab.demo.xml"
+RUN_LIMIT_S = 60.0
+"""A conformant agent is certified within this (excluding the restart), s."""
+
+
+def _restart_time(report: Report) -> float:
+    return sum(r.duration_s for r in report.results if r.check.id == "sessions.restart")
+
+
+def _assert_all_pass(report: Report) -> None:
+    failed = [f"{r.check.id}: {r.evidence}" for r in report.results if r.outcome is Outcome.FAIL]
+    assert not failed, failed
+    skipped = [f"{r.check.id}: {r.evidence}" for r in report.results if r.outcome is Outcome.SKIP]
+    assert not skipped, skipped  # a group, the interface XML and a restart command given
+    ids = {r.check.id for r in report.results if r.outcome is Outcome.PASS}
+    for must in ("birth.order", "birth.retained", "sessions.will", "sessions.restart"):
+        assert must in ids
+    assert report.duration_s - _restart_time(report) < RUN_LIMIT_S
+
+
+async def _certify(agent: RestartableAgent, mosquitto: Mosquitto, out: Path) -> Report:
+    with out.open("w") as log:
+        report = await run_certification(
+            CertifyOptions(
+                broker=mosquitto.url,
+                agent_id=agent.agent_id,
+                level=Level.RECOMMENDED,
+                restart_cmd=agent.restart_cmd,
+                interfaces={"edu.pdx.powerlab.demo": DEMO_XML.read_bytes()},
+            ),
+            console=Console(file=log, width=200),
+        )
+    return report
+
+
+def test_virtual_battery_passes_through_the_cli(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    with start_virtual_battery(mosquitto, tmp_path / "agent") as agent:
+        started = time.monotonic()
+        run = subprocess.run(
+            [
+                sys.executable, "-m", "sef", "certify", agent.agent_id, "--insecure",
+                "--broker", mosquitto.url, "--level", "recommended",
+                "--restart-cmd", agent.restart_cmd,
+                "--junit", str(tmp_path / "junit.xml"), "--report", str(tmp_path / "report"),
+            ],
+            capture_output=True, text=True, timeout=110,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        took = time.monotonic() - started
+    assert run.returncode == 0, run.stdout + run.stderr + agent.output()[-2000:]
+    assert "PASSED" in run.stdout and "FAIL " not in run.stdout
+    assert "PASS birth.order" in run.stdout
+
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["passed"] is True and report["summary"]["FAIL"] == 0
+    restart = next(r["duration_s"] for r in report["results"] if r["id"] == "sessions.restart")
+    assert took - restart < RUN_LIMIT_S + 5  # the process start included
+    assert "| PASS | `birth.order`" in (tmp_path / "report" / "report.md").read_text()
+
+    xml = junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml"))
+    suites = {suite.name: suite for suite in xml}
+    assert {"birth", "sessions"} <= set(suites)
+    cases = [case for suite in xml for case in suite]
+    assert len(cases) == len(report["results"])
+    assert all(case.is_passed or case.is_skipped for case in cases)
+    assert suites["birth"].failures == 0
+
+    tree = etree.parse(str(tmp_path / "junit.xml"))
+    assert tree.getroot().tag == "testsuites"
+    assert tree.getroot().get("failures") == "0"
+    names = [str(name) for name in tree.xpath("//testcase/@name")]  # type: ignore[union-attr]
+    assert "sessions.will" in names and "birth.order" in names
+
+
+async def test_bis_with_battery_emulator_passes(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    with bis_with_emulator(mosquitto, tmp_path / "agent", ("feeder-1", "program-2")) as agent:
+        report = await _certify(agent, mosquitto, tmp_path / "out.txt")
+    _assert_all_pass(report)
+
+
+async def test_ucm_with_waterheater_on_a_pty_passes(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    with ucm_with_pty_emulator(mosquitto, tmp_path / "agent", ("feeder-1",)) as agent:
+        report = await _certify(agent, mosquitto, tmp_path / "out.txt")
+    _assert_all_pass(report)
