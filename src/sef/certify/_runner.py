@@ -97,7 +97,7 @@ async def _run_one(check: Check, probe: Probe, default_timeout_s: float) -> Chec
     except CheckSkipped as exc:
         outcome, evidence = Outcome.SKIP, str(exc)
     except TimeoutError:
-        outcome, evidence = Outcome.FAIL, f"no result within {timeout:.0f} s"
+        outcome, evidence = Outcome.FAIL, f"no result within {timeout:g} s"
     except Exception as exc:  # a check's bug or a broken connection: still a result
         outcome, evidence = Outcome.FAIL, f"check error: {type(exc).__name__}: {exc}"
     return CheckResult(check, outcome, evidence, time.monotonic() - started)
