@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -252,3 +253,17 @@ async def test_an_agent_breaking_one_rule_fails_exactly_that_check(
         await agent.stop()
     failed = {r.check.id: r.evidence for r in report.results if r.outcome is Outcome.FAIL}
     assert list(failed) == [expected], failed
+
+
+def test_docs_list_every_check_with_its_section_and_level() -> None:
+    """docs/certify.md's table is the suite: a new check must be documented there."""
+    docs = (Path(__file__).parents[2] / "docs" / "certify.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): [cell.strip() for cell in line.split("|")[2:5]]
+        for line in docs.splitlines()
+        if re.match(r"\| `[a-z0-9_]+\.[a-z0-9_]+` \|", line)
+    }
+    checks = select_checks(Level.RECOMMENDED)
+    assert set(rows) == {c.id for c in checks}
+    for check in checks:
+        assert rows[check.id] == [check.section, check.level.value, check.title], check.id
