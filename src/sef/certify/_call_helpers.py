@@ -31,6 +31,7 @@ __all__ = [
     "replies_since",
     "reply_count",
     "wait_event",
+    "wait_online",
 ]
 
 AGENT = "sef.Agent"
@@ -128,6 +129,33 @@ async def reply_count(ctx: CheckContext, mark: int, call_id: str) -> int:
     replies, verified); ``call_id`` must be fresh (unused before ``mark``)."""
     taken = await ctx.replies(call_id, 0.0)
     return max(len(replies_since(ctx, mark, call_id)), len(taken))
+
+
+def _state(message: Observed) -> str | None:
+    try:
+        obj = message.json()
+    except ValueError:
+        return None
+    return obj.get("state") if isinstance(obj, dict) else None
+
+
+async def wait_online(ctx: CheckContext, timeout_s: float = 10.0) -> None:
+    """Return once the agent's last status says online (at once when it does: an earlier
+    check may have made it reconnect); :class:`CheckFailed` after ``timeout_s``."""
+    status_topic = ctx.agent_topic("status")
+    ctx.mark()  # wait_message below also sees a status arriving from now on
+    last = None
+    for message in ctx.since(0):
+        if message.topic == status_topic and message.payload:
+            last = _state(message)
+    if last != "offline":
+        return
+    back = await ctx.wait_message(
+        lambda m: m.topic == status_topic and bool(m.payload) and _state(m) == "online",
+        timeout_s,
+    )
+    if back is None:
+        raise CheckFailed(f"the agent is offline and did not come back within {timeout_s:g} s")
 
 
 async def ping_ok(ctx: CheckContext, *, timeout_s: float = REPLY_S) -> str:

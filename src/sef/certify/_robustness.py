@@ -26,6 +26,7 @@ from sef.certify._call_helpers import (
     ping_ok,
     render,
     replies_since,
+    wait_online,
 )
 from sef.certify._model import Check, CheckContext, CheckFailed, Level
 
@@ -77,7 +78,9 @@ async def _survives(ctx: CheckContext, mark: int, what: str) -> str:
 
 
 async def _publish_all(ctx: CheckContext, payloads: list[tuple[str, bytes]]) -> int:
-    """Publish each payload on the Ping call topic; the mark taken before."""
+    """Publish each payload on the Ping call topic once the agent is online (a check
+    before may have made it reconnect); return the mark taken before."""
+    await wait_online(ctx)
     topic = ctx.agent_topic(f"call/{AGENT}/Ping")
     mark = ctx.mark()
     for _, payload in payloads:

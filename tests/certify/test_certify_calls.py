@@ -1,0 +1,90 @@
+"""The ``calls`` suite against real agents on a real Mosquitto: SEF's virtual battery (a
+``sef agent`` process) and BIS (over Modbus TCP to the battery emulator) pass every check;
+an agent that breaks one call rule (``tests/certify/broken_agents.py``) fails that check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from broken_agents import BROKEN_AGENTS
+from certify_support import bis_with_emulator
+from suite_support import (
+    ExampleAgent,
+    assert_all_pass,
+    certify,
+    describe,
+    result,
+    thread_agent,
+)
+
+from sef.agents import Agent
+from sef.broker import Mosquitto
+from sef.certify._calls import CHECKS
+from sef.certify._model import Outcome
+from support import AgentProcess
+
+
+async def test_virtual_battery_passes_every_call_check(broker_url: str) -> None:
+    agent = AgentProcess("vb-1", broker_url, "--group", "feeder-7", "--group", "home-3").start()
+    try:
+        report = await certify(broker_url, "vb-1", CHECKS)
+    finally:
+        agent.stop()
+    assert_all_pass(report, CHECKS)
+    groups = result(report, "calls.group").evidence
+    assert "'feeder-7' -> ok" in groups and "'home-3' -> ok" in groups
+    assert "1 reply" in result(report, "calls.duplicate").evidence
+    assert "still idle" in result(report, "calls.duplicate").evidence  # one effect checked
+
+
+async def test_bis_passes_every_call_check(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """``sef bis`` polling ``sef emulate battery`` over Modbus TCP (processes)."""
+    with bis_with_emulator(mosquitto, tmp_path, ("feeder-7",)) as agent:
+        report = await certify(mosquitto.url, agent.agent_id, CHECKS)
+    assert_all_pass(report, CHECKS)
+    assert report.duration_s < 20, describe(report)
+
+
+async def test_an_agent_without_groups_skips_the_group_check(broker_url: str) -> None:
+    agent = AgentProcess("vb-2", broker_url).start()
+    try:
+        report = await certify(broker_url, "vb-2", [c for c in CHECKS if c.id == "calls.group"])
+    finally:
+        agent.stop()
+    assert report.results[0].outcome is Outcome.SKIP
+    assert "declares no groups" in report.results[0].evidence
+
+
+async def test_an_agent_without_the_demo_interface_is_checked_with_ping(broker_url: str) -> None:
+    """Without EnergyMethod the checks use Ping only; the int16 check has no int16 to send."""
+    agent = Agent("plain-1", broker_url, groups=["feeder-7"], keepalive_s=2)
+    await agent.start()
+    try:
+        report = await certify(broker_url, "plain-1", CHECKS)
+    finally:
+        await agent.stop()
+    outcomes = {r.check.id: r.outcome for r in report.results}
+    assert outcomes.pop("calls.int16_range") is Outcome.SKIP, describe(report)
+    assert set(outcomes.values()) == {Outcome.PASS}, describe(report)
+    assert "sef.Agent.Ping() with reply_to" in result(report, "calls.reply_to_invalid").evidence
+    assert "Ping() with exp 60 s ago" in result(report, "calls.expired").evidence
+
+
+CALL_RULES = [name for name, bad in BROKEN_AGENTS.items() if bad.check_id.startswith("calls.")]
+
+
+@pytest.mark.parametrize("name", CALL_RULES)
+async def test_an_agent_breaking_one_call_rule_fails_that_check(broker_url: str, name: str) -> None:
+    """Every check of the suite runs; only the broken rule's check fails."""
+    broken = BROKEN_AGENTS[name]
+    with thread_agent(broken.agent_class, broker_url, "broken-1", ["feeder-7"]):
+        report = await certify(broker_url, "broken-1", CHECKS)
+    failed = [r.check.id for r in report.results if r.outcome is Outcome.FAIL]
+    assert failed == [broken.check_id], describe(report)
+
+
+async def test_the_example_agent_passes_every_call_check(broker_url: str) -> None:
+    with thread_agent(ExampleAgent, broker_url, "example-1", ["feeder-7"]):
+        report = await certify(broker_url, "example-1", CHECKS)
+    assert_all_pass(report, CHECKS)
