@@ -1,42 +1,20 @@
 """The UCM (Universal Communication Module): ``edu.pdx.powerlab.demo`` ⇄ CTA-2045.
 
 The UCM drives a CTA-2045 water heater (an SGD, or SEF's SGD emulator) over a serial
-port (19200 8N1; a pty path works too) or CTA-2045-over-TCP, and implements the demo
-interface on the bus. Each event of an ``EnergyMethod`` sequence becomes one Basic DR
-message; its duration goes into the message's duration byte (``n`` = 2·n² s, rounded
-**up** so an event is never shortened; 0 = "until further notice"; > 129 032 s = 0xFF):
+port (19200 8N1; a pty path works too) or CTA-2045-over-TCP. Each event of an
+``EnergyMethod`` sequence becomes one Basic DR message (:func:`event_message`: shed →
+Shed ``01 nn``, endshed and idle → End Shed ``02 00``, charge → Load Up ``17 nn``,
+discharge → Critical Peak ``0A nn``; ``nn`` = the duration byte, rounded up). With
+``use_advanced_load_up``, a timed charge with a rate is followed by Set Advanced Load Up
+(rate × duration of energy) when the SGD answers Get Advanced Load Up. The sequencer
+ends timed events on the clock.
 
-=============  =========================  ==============================================
-event          CTA-2045 message           why
-=============  =========================  ==============================================
-shed           Shed ``01 nn``             curtail (setpoint setback); rate ignored
-endshed        End Shed ``02 00``         back to normal operation
-idle           End Shed ``02 00``         "normal operation" is a water heater's idle
-charge         Load Up ``17 nn``          heat now (store energy); rate ignored: a
-                                          resistance heater has one power level
-discharge      Critical Peak ``0A nn``    a water heater cannot deliver energy; the
-                                          closest is the deepest comfort-preserving
-                                          curtailment; rate ignored
-=============  =========================  ==============================================
-
-Grid Emergency (``0B``, element lockout) is not reachable from the demo interface.
-The sequencer also enforces every timed event's end on the clock: when the last timed
-event of a sequence ends, the UCM sends End Shed (the duration byte only bounds the
-event should the UCM die). A new call replaces the running event with its own message.
-
-Timing (real seconds; the link is real I/O whatever the clock's speed): Outside Comm
-Status ``0E 01`` at connect and every ``heartbeat_s`` (default 30 s; the notes ask for
-≤ 60 s, the SGD gives up after ~300 s); Operational State Query and Commodity Read
-every ``poll_s`` (default 1 s), each followed by a ``Telemetry`` publish.
-
-Faults: a link error (no link ACK after 3 tries, no application response in 3 s, the
-pty or TCP peer closing, the serial port vanishing) sets ``Link`` to ``"down"`` with
-``Link_Fault`` at once; a closed port is noticed immediately, a silent SGD
-``link_timeout_s`` (2.5 s) after its last answer (at least ``poll_s`` + 0.5 s). The
-UCM reopens the port with backoff (0.5 s doubling to ``max_backoff_s``), redoes the
-start-up exchange, and re-sends the running event with its remaining duration. A
-customer override (``11 01`` from the SGD) is App-ACKed and reported (``Override``); so
-is an App NAK (``Refused``).
+``poll_s`` real seconds after each poll ends, the next: Operational State Query,
+Commodity Read, every 4th time the tank temperature and temperature offset; Outside
+Comm Status every ``heartbeat_s``. An SGD that stops link-ACKing is gone (``Link``
+down, the port is reopened with backoff); one that link-ACKs a command without
+answering is there: the command is *unconfirmed*, tried again by the next two polls,
+then reported (``Command_Fault``). ``docs/ucm.md`` has the tables and the figures.
 """
 
 from __future__ import annotations
@@ -54,7 +32,7 @@ from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE, Command, EnergyEvent, Variant
 from sef.protocols import cta2045 as cta
-from sef.protocols.cta2045._ucm_side import UcmRequester
+from sef.protocols.cta2045._ucm_side import UcmRequester, advanced_load_up_request
 from sef.security import Security
 from sef.tasks import TaskSet
 
@@ -82,6 +60,13 @@ def event_message(cmd: Command, duration_s: float) -> cta.BasicMessage:
     return cta.EndShed()
 
 
+def _rc_name(code: int) -> str:
+    try:
+        return cta.ResponseCode(code).name
+    except ValueError:
+        return "unknown"
+
+
 class CtaWaterHeater(DeviceAdapter):
     """A CTA-2045 water heater (SGD) on a serial port, a pty or CTA-2045-over-TCP."""
 
@@ -95,9 +80,11 @@ class CtaWaterHeater(DeviceAdapter):
         heartbeat_s: float = 30.0,
         link_timeout_s: float = 2.5,
         timing: cta.LinkTiming | None = None,
+        use_advanced_load_up: bool = False,
     ) -> None:
         self.retarget(serial_port=serial_port, tcp=tcp)
         self.heartbeat_s, self.link_timeout_s, self.timing = heartbeat_s, link_timeout_s, timing
+        self.use_advanced_load_up = use_advanced_load_up
         self.link: cta.Link | None = None
         self.requester: UcmRequester | None = None
         self.intermediate = False
@@ -105,6 +92,10 @@ class CtaWaterHeater(DeviceAdapter):
         self.op_state: int | None = None
         self.power_w: float | None = None
         self.tank_temp_c: float | None = None
+        self.temp_offset_c: float | None = None
+        self.offset_supported: bool | None = None  # None: not known yet
+        self.advanced_load_up = False  # the SGD answered Get Advanced Load Up
+        self.load_up_wh: float | None = None  # asked by the running Advanced Load Up
         self.energy_used_wh: float | None = None
         self.stored_wh: float | None = None
         self.capacity_wh: float | None = None
@@ -159,6 +150,9 @@ class CtaWaterHeater(DeviceAdapter):
                         info.model,
                         info.serial,
                     )
+            await self._read_offset(asker)
+            _, reply = await asker.request_optional(cta.GetAdvancedLoadUpRequest())
+            self.advanced_load_up = isinstance(reply, cta.AdvancedLoadUpReply)
         self._next_heartbeat = 0.0
 
     async def apply(self, event: EnergyEvent, left_s: float | None) -> None:
@@ -166,8 +160,39 @@ class CtaWaterHeater(DeviceAdapter):
         assert self.requester is not None
         message = event_message(event.cmd, 0.0 if left_s is None else max(1.0, left_s))
         self.last_message, self.refused, self.command_fault = message, "", ""
-        self.unconfirmed, self.command_tries = message, 0
+        self.unconfirmed, self.command_tries, self.load_up_wh = message, 0, None
         await self._send_command(self.requester, message)
+        alu = None
+        if event.cmd is Command.CHARGE and left_s and self.use_advanced_load_up:
+            alu = advanced_load_up_request(event.rate_kw * left_s / 3.6, left_s)  # Wh, s
+        if alu is not None and self.advanced_load_up:
+            await self._send_advanced_load_up(self.requester, alu)
+
+    async def _send_advanced_load_up(
+        self, asker: UcmRequester, alu: cta.SetAdvancedLoadUpRequest
+    ) -> None:
+        """Follow a Load Up with the amount to store (once; refusals go to ``Refused``)."""
+        supported, reply = await asker.request_optional(alu)
+        if supported is False:
+            self.advanced_load_up = False
+        if isinstance(reply, cta.IntermediateReply) and reply.response_code == 0:
+            self.load_up_wh = alu.energy_wh
+        elif reply is not None or supported is False:
+            code = reply.response_code if isinstance(reply, cta.IntermediateReply) else None
+            why = "link NAK" if code is None else f"response code {code} ({_rc_name(code)})"
+            self.refused = f"SetAdvancedLoadUpRequest: {why}"
+            self.override_msg |= code == cta.ResponseCode.CUSTOMER_OVERRIDE
+            log.warning("%s: SGD refused %r (%s)", self.host.agent_id, alu, self.refused)
+
+    async def _read_offset(self, asker: UcmRequester) -> None:
+        """Get Temperature Offset (telemetry ``Temp_Offset_C``); not again once unsupported."""
+        supported, reply = await asker.request_optional(cta.GetTemperatureOffsetRequest())
+        if supported is False:
+            self.offset_supported, self.temp_offset_c = False, None
+        elif isinstance(reply, cta.TemperatureOffsetReply) and reply.response_code == 0:
+            self.offset_supported = True
+            celsius = reply.units == cta.TemperatureUnits.CELSIUS
+            self.temp_offset_c = round(reply.offset * (1.0 if celsius else 5 / 9), 2)
 
     async def _send_command(self, asker: UcmRequester, message: cta.BasicMessage) -> None:
         """One try of a DR command; a command the SGD ACKs but does not answer stays
@@ -228,6 +253,8 @@ class CtaWaterHeater(DeviceAdapter):
                 temp = await asker.request(cta.GetPresentTemperatureRequest())
                 if isinstance(temp, cta.PresentTemperatureReply):
                     self.tank_temp_c = temp.celsius
+                if self.offset_supported is not False:
+                    await self._read_offset(asker)
         self._polls += 1
 
     async def close(self) -> None:
@@ -306,6 +333,8 @@ class CtaWaterHeater(DeviceAdapter):
             ("Energy_Stored_Wh", self.stored_wh),
             ("Energy_Capacity_Wh", self.capacity_wh),
             ("Tank_Temp_C", self.tank_temp_c),
+            ("Temp_Offset_C", self.temp_offset_c),
+            ("Load_Up_Wh", self.load_up_wh),
         ):
             if reading is not None:
                 values[key] = Variant("d", reading)
@@ -329,6 +358,8 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         link_timeout_s: the link is down when the SGD has not answered for this long,
             real s (a request gets at least 0.5 s); raise it for SGDs slower than ~1 s.
         timing: link timing (default: the CTA-2045 values).
+        use_advanced_load_up: follow a timed ``charge`` with a rate by Set Advanced Load Up
+            (rate × duration, Wh) when the SGD answers Get Advanced Load Up.
     """
 
     def __init__(
@@ -343,6 +374,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         max_backoff_s: float = 4.0,
         link_timeout_s: float = 2.5,
         timing: cta.LinkTiming | None = None,
+        use_advanced_load_up: bool = False,
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
@@ -355,6 +387,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
             heartbeat_s=heartbeat_s,
             link_timeout_s=link_timeout_s,
             timing=timing,
+            use_advanced_load_up=use_advanced_load_up,
         )
         super().__init__(
             agent_id,

@@ -14,8 +14,10 @@ link-ACKing (gone) from one that ACKs but does not answer (there, unconfirmed).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 
+from ._advanced import ALU_AS_MUCH_AS_POSSIBLE, AdvancedLoadUpUnits, SetAdvancedLoadUpRequest
 from ._basic import (
     AppAck,
     CustomerOverride,
@@ -24,18 +26,27 @@ from ._basic import (
     Wake,
 )
 from ._basic_codes import OperationalState
-from ._errors import LinkTimeout, logger
+from ._errors import LinkNak, LinkTimeout, NakReason, logger
 from ._frame import Message
+from ._intermediate import IntermediateMessage, ResponseCode
 from ._link import Expectation, Link
 from ._unsupported import not_implemented_answer
 from ._utc_time import CTA_EPOCH, GetUtcTimeRequest, UtcTimeReply
 
-__all__ = ["SEND_FLOOR_S", "UcmRequester", "state_name", "ucm_answer"]
+__all__ = [
+    "SEND_FLOOR_S",
+    "UcmRequester",
+    "advanced_load_up_request",
+    "state_name",
+    "ucm_answer",
+]
 
 SEND_FLOOR_S = 1.0
 """Shortest real wait for a link ACK: time for the link to try twice (0.2 + 0.5 + 0.2 s)."""
 
 _CTA_EPOCH_UNIX = int(CTA_EPOCH.timestamp())
+_UNSUPPORTED_NAKS = {NakReason.UNSUPPORTED_MESSAGE_TYPE, NakReason.REQUEST_NOT_SUPPORTED}
+_NOT_SUPPORTED_CODES = {ResponseCode.NOT_IMPLEMENTED, ResponseCode.NOT_ENABLED}
 
 
 def ucm_answer(message: Message, now_unix_s: float) -> Message | None:
@@ -48,6 +59,33 @@ def ucm_answer(message: Message, now_unix_s: float) -> Message | None:
     if isinstance(message, GetUtcTimeRequest):
         return UtcTimeReply(utc_seconds=max(0, int(now_unix_s) - _CTA_EPOCH_UNIX))
     return not_implemented_answer(message)
+
+
+def advanced_load_up_request(
+    energy_wh: float, duration_s: float
+) -> SetAdvancedLoadUpRequest | None:
+    """Set Advanced Load Up asking the SGD to store ``energy_wh`` Wh above normal within
+    ``duration_s`` s (None when either is ≤ 0).
+
+    The duration goes out in whole minutes, rounded **up** (at most 0xFFFF); the energy in
+    the finest units (1, 10, 100, 1000 Wh) whose count fits in 1–0xFFFE, rounded to the
+    nearest count (at least 1); more than 65 534 kWh asks for "as much as possible".
+    """
+    if energy_wh <= 0 or duration_s <= 0:
+        return None
+    minutes = min(0xFFFF, math.ceil(duration_s / 60))
+    for units in (
+        AdvancedLoadUpUnits.WH_1,
+        AdvancedLoadUpUnits.WH_10,
+        AdvancedLoadUpUnits.WH_100,
+        AdvancedLoadUpUnits.WH_1000,
+    ):
+        step = units.watt_hours
+        assert step is not None
+        value = max(1, round(energy_wh / step))
+        if value < ALU_AS_MUCH_AS_POSSIBLE:
+            return SetAdvancedLoadUpRequest(minutes, value, units)
+    return SetAdvancedLoadUpRequest(minutes, ALU_AS_MUCH_AS_POSSIBLE, AdvancedLoadUpUnits.WH_1000)
 
 
 def state_name(code: int) -> str:
@@ -134,6 +172,26 @@ class UcmRequester:
                 self._pending = None
                 if not future.done():
                     future.cancel()
+
+    async def request_optional(
+        self, request: IntermediateMessage
+    ) -> tuple[bool | None, Message | None]:
+        """Ask for an optional feature: ``(supported, reply)``.
+
+        ``supported`` is False when the SGD does not support it (link NAK 06 / 07, or
+        response code 1 "not implemented" / 8 "not enabled"), True when it answered
+        otherwise, None when it link-ACKed but did not answer.
+        """
+        try:
+            reply = await self.request(request)
+        except LinkNak as exc:
+            if exc.reason not in _UNSUPPORTED_NAKS:
+                raise
+            return False, None
+        if reply is None:
+            return None, None
+        code = getattr(reply, "response_code", ResponseCode.SUCCESS)  # a CodedReply's
+        return code not in _NOT_SUPPORTED_CODES, reply
 
     async def _send(self, message: Message) -> None:
         loop = asyncio.get_running_loop()
