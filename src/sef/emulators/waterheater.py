@@ -19,12 +19,10 @@ Simple Time Sync, Pending Event Time/Type   App ACK (informational)
 Power Level, prices, Time Remaining,        App NAK 01 (opcode1 not supported)
 Grid Guidance, Sleep, Wake
 Operational State Query ``12 00``           Operational State Response ``13 ss`` (model state)
-GetInformation ``01 01``                    ``01 81``: electric WH, vendor, model, serial, fw
-Commodity Read ``06 00`` [code]             ``06 80``: 0 electricity W / Wh (measured),
-                                            6 total and 7 present energy storage Wh (estimated)
-Get / Set Setpoint ``03 03``                °F in replies; either unit accepted
-Get Present Temperature ``03 04``           top-node temperature, °F
-Get / Set UTC Time ``02 00``                clock time (+ offset once set)
+unknown Basic opcode1                       link ACK, App NAK ``04 01`` (done by the Link)
+Intermediate DR requests                    see :mod:`._waterheater_intermediate` (setpoints,
+                                            temperature offset, Advanced Load Up, commodities,
+                                            device info, UTC time)
 ==========================================  ==================================================
 
 The link runs in real time, so the comm watchdog does too: with no Outside Comm Status
@@ -55,23 +53,15 @@ from sef.models.waterheater import WaterHeaterModel, WaterHeaterParams
 from sef.models.waterheater_dr import DRSettings
 from sef.protocols import cta2045 as cta
 
-__all__ = ["SGDEmulator", "run_sgd_emulator"]
+from ._waterheater_intermediate import IntermediateSide, c_to_f, f_to_c
+
+__all__ = ["SGDEmulator", "c_to_f", "f_to_c", "run_sgd_emulator"]
 
 log = logging.getLogger("sef.emulator.waterheater")
 
 _DAY_S = 86400.0
 _MIN_STEP_S = 1e-3
 _INFORMATIONAL = (cta.SimpleTimeSync, cta.PendingEventTime, cta.PendingEventType)
-
-
-def c_to_f(celsius: float) -> int:
-    """°C → whole °F (rounded)."""
-    return round(celsius * 9.0 / 5.0 + 32.0)
-
-
-def f_to_c(fahrenheit: float) -> float:
-    """°F → °C."""
-    return (fahrenheit - 32.0) * 5.0 / 9.0
 
 
 class SGDEmulator:
@@ -124,7 +114,7 @@ class SGDEmulator:
         self.timing = timing
         self.link: cta.Link | None = None
         self.received: list[cta.Message] = []  # every application message, for tests
-        self.utc_offset_s = 0.0
+        self.intermediate = IntermediateSide(self)  # Intermediate DR answers and state
         self.override_acks = 0  # App ACKs 03 11 received for our 11 xx messages
         self.started_s = self._last_s = self.clock.now()  # clock s of the model's t_s = 0
         self._last_heartbeat: float | None = None  # loop time (real s)
@@ -177,6 +167,7 @@ class SGDEmulator:
                 "SGD: no Outside Comm Status for %.0f s: back to normal", self.comm_timeout_s
             )
             self.model.end_shed()
+            self.intermediate.end_advanced_load_up()
             self._last_heartbeat = None
 
     async def run_model(self) -> None:
@@ -238,7 +229,7 @@ class SGDEmulator:
         if isinstance(message, cta.BasicMessage):
             return self._basic(message)
         if isinstance(message, cta.IntermediateMessage):
-            return self._intermediate(message)
+            return self.intermediate.handle(message)
         return None
 
     def _basic(self, msg: cta.BasicMessage) -> cta.Message | None:
@@ -255,12 +246,17 @@ class SGDEmulator:
                 else m.grid_emergency
             )
             start(None, msg.duration_s or None)
+            self.intermediate.end_advanced_load_up()  # a new event replaces it
         elif isinstance(msg, cta.LoadUp):
             m.load_up(None, msg.duration_s or None)
+            self.intermediate.end_advanced_load_up()
         elif isinstance(msg, cta.EndShed):
             m.end_shed()
+            self.intermediate.end_advanced_load_up()
         elif isinstance(msg, cta.OutsideCommStatus):
             m.heartbeat(None, msg.value)
+            if msg.value == cta.CommStatus.NO_CONNECTION:
+                self.intermediate.end_advanced_load_up()
             self._last_heartbeat = (
                 None
                 if msg.value == cta.CommStatus.NO_CONNECTION
@@ -275,82 +271,6 @@ class SGDEmulator:
             return cta.not_implemented_answer(msg)
         log.info("SGD: %r applied, state %d", msg, self.state)
         return cta.AppAck(op)
-
-    def _intermediate(self, msg: cta.IntermediateMessage) -> cta.Message | None:
-        m = self.model
-        if isinstance(msg, cta.GetInformationRequest):
-            return cta.GetInformationReply(
-                vendor_id=self.vendor_id,
-                device_type=cta.DeviceType.ELECTRIC_WATER_HEATER,
-                device_revision=1,
-                capabilities=0,
-                model=self.model_name,
-                serial=self.serial,
-                firmware=cta.FirmwareInfo(2026, 7, 1, 1, 0),
-            )
-        if isinstance(msg, cta.CommodityReadRequest):
-            return self._commodities(msg.commodity)
-        if isinstance(msg, cta.GetSetpointRequest):
-            return cta.SetpointReply(setpoint1=c_to_f(float(m.setpoint_c[0])))
-        if isinstance(msg, cta.SetSetpointRequest):
-            value = (
-                float(msg.setpoint1)
-                if msg.units == cta.TemperatureUnits.CELSIUS
-                else f_to_c(msg.setpoint1)
-            )
-            ok = 0.0 < value <= float(m.max_setpoint_c[0])
-            if ok:
-                m.set_setpoint(None, value)
-            return cta.IntermediateReply(
-                0x03, 0x83, cta.ResponseCode.SUCCESS if ok else cta.ResponseCode.BAD_VALUE
-            )
-        if isinstance(msg, cta.GetPresentTemperatureRequest):
-            return cta.PresentTemperatureReply(temperature=c_to_f(float(m.temperatures_c[0, 0])))
-        if isinstance(msg, cta.GetUtcTimeRequest):
-            seconds = max(0, int(self.clock.now() + self.utc_offset_s) - _CTA_EPOCH_UNIX)
-            return cta.UtcTimeReply(utc_seconds=min(seconds, 0xFFFFFFFF))
-        if isinstance(msg, cta.SetUtcTimeRequest):
-            self.utc_offset_s = msg.utc_seconds + _CTA_EPOCH_UNIX - self.clock.now()
-            return cta.IntermediateReply(0x02, 0x80, cta.ResponseCode.SUCCESS)
-        return cta.not_implemented_answer(msg)  # op1 (op2|0x80) 01; None for replies
-
-    def _commodities(self, code: int | None) -> cta.Message:
-        m = self.model
-        records: dict[int, cta.CommodityRecord] = {
-            cta.CommodityCode.ELECTRICITY_CONSUMED: cta.CommodityRecord(
-                cta.CommodityCode.ELECTRICITY_CONSUMED,
-                _u48(self.power_w),
-                _u48(float(m.electric_kwh[0]) * 1000.0),
-                measured=True,
-            ),
-            cta.CommodityCode.TOTAL_ENERGY_STORAGE: cta.CommodityRecord(
-                cta.CommodityCode.TOTAL_ENERGY_STORAGE,
-                0,
-                _u48(float(m.total_energy_storage_wh[0])),
-                measured=False,
-            ),
-            cta.CommodityCode.PRESENT_ENERGY_STORAGE: cta.CommodityRecord(
-                cta.CommodityCode.PRESENT_ENERGY_STORAGE,
-                0,
-                _u48(float(m.present_energy_storage_wh[0])),
-                measured=False,
-            ),
-        }
-        if code is None:
-            return cta.CommodityReadReply(records=tuple(records.values()))
-        record = records.get(code & 0x7F)
-        if record is None:
-            return cta.IntermediateReply(0x06, 0x80, cta.ResponseCode.BAD_VALUE)
-        return cta.CommodityReadReply(records=(record,))
-
-
-_CTA_EPOCH_UNIX = int(cta.CTA_EPOCH.timestamp())
-
-
-def _u48(value: float) -> int:
-    if not math.isfinite(value):
-        return 0
-    return max(0, min(round(value), (1 << 48) - 1))
 
 
 async def run_sgd_emulator(

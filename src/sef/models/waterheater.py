@@ -186,9 +186,11 @@ class WaterHeaterModel:
 
     @property
     def total_energy_storage_wh(self) -> FloatArray:
-        """CTA-2045 commodity 6: the same heat for a full tank at the setpoint, Wh."""
+        """CTA-2045 commodity 6: the same heat for a full tank at the setpoint, Wh; never
+        below commodity 7 (a tank hotter than its setpoint, e.g. after the setpoint was
+        lowered or an Advanced Load Up, holds what it holds)."""
         span = np.clip(self.setpoint_c - self.storage_reference_c, 0.0, None)
-        return np.asarray(span * self.capacity_j_per_k / 3600.0)
+        return np.maximum(span * self.capacity_j_per_k / 3600.0, self.present_energy_storage_wh)
 
     @property
     def energy_take_wh(self) -> FloatArray:
@@ -248,7 +250,9 @@ class WaterHeaterModel:
         cap_node = self.geometry.capacity_j_per_k
         c_min = np.minimum(cap_node[:, self.upper_node], cap_node[:, self.lower_node])
         top = np.minimum(
-            self.setpoint_c + max(self.dr.settings.load_up_offset_k, 0.0),
+            self.setpoint_c
+            + max(self.dr.settings.load_up_offset_k, 0.0)
+            + self.dr.advanced_offset_k,
             np.maximum(self.max_setpoint_c, self.setpoint_c),
         )
         top = np.maximum(top, self.dr.settings.safety_floor_c + self.deadband_k)
@@ -272,6 +276,12 @@ class WaterHeaterModel:
     def load_up(self, idx: Index = None, duration_s: float | None = None) -> None:
         """Basic DR Load Up: heat to the top of the band now, for ``duration_s`` s."""
         self.dr.start(idx, DRMode.LOAD_UP, self.t_s, duration_s)
+
+    def advanced_load_up(self, idx: Index, duration_s: float | None, raise_k: ArrayLike) -> None:
+        """CTA-2045-B Advanced Load Up: LOAD_UP with the setpoint raised ``raise_k`` K more
+        (capped at ``max_setpoint_c``) for ``duration_s`` s (``None``/0 = open-ended)."""
+        self.dr.start(idx, DRMode.LOAD_UP, self.t_s, duration_s)
+        self.dr.advanced_offset_k[self.dr.select(idx)] = np.maximum(np.asarray(raise_k, float), 0)
 
     def critical_peak(self, idx: Index = None, duration_s: float | None = None) -> None:
         """Basic DR Critical Peak Event: deeper setback for ``duration_s`` s."""

@@ -155,6 +155,9 @@ class DemandResponse:
         self.event_end_s: FloatArray = np.full(n, np.inf)
         self.override: BoolArray = np.zeros(n, dtype=bool)
         self.last_heartbeat_s: FloatArray = np.full(n, np.nan)
+        #: Extra LOAD_UP setpoint raise of an Advanced Load Up (CTA-2045-B), K; reset by
+        #: every new event, End Shed and expiry.
+        self.advanced_offset_k: FloatArray = np.zeros(n)
 
     def select(self, idx: Index) -> NDArray[np.intp]:
         """Indices of the heaters that ``idx`` selects."""
@@ -180,12 +183,14 @@ class DemandResponse:
         self.mode[sel] = int(mode)
         end = np.inf if not duration_s else now_s + float(duration_s)
         self.event_end_s[sel] = end
+        self.advanced_offset_k[sel] = 0.0
 
     def end(self, idx: Index) -> None:
         """End any event (End Shed / Run Normal)."""
         sel = self.select(idx)
         self.mode[sel] = int(DRMode.NORMAL)
         self.event_end_s[sel] = np.inf
+        self.advanced_offset_k[sel] = 0.0
 
     def set_override(self, idx: Index, on: bool) -> None:
         """Set or clear the customer override."""
@@ -218,6 +223,7 @@ class DemandResponse:
         if stop.any():
             self.mode[stop] = int(DRMode.NORMAL)
             self.event_end_s[stop] = np.inf
+            self.advanced_offset_k[stop] = 0.0
             self.last_heartbeat_s[lost] = np.nan
 
     def effective_mode(self) -> IntArray:
@@ -256,7 +262,7 @@ class DemandResponse:
         floor = np.minimum(s.comfort_floor_c, setpoint_c)
         shed_sp = np.maximum(setpoint_c - s.shed_setback_k, floor)
         cpp_sp = np.maximum(setpoint_c - s.critical_peak_setback_k, floor)
-        lu_sp = np.minimum(setpoint_c + s.load_up_offset_k, max_setpoint_c)
+        lu_sp = np.minimum(setpoint_c + s.load_up_offset_k + self.advanced_offset_k, max_setpoint_c)
         sp = np.select(
             [mode == DRMode.SHED, mode == DRMode.CRITICAL_PEAK, mode == DRMode.LOAD_UP],
             [shed_sp, cpp_sp, lu_sp],
