@@ -4,7 +4,9 @@ an agent that breaks one call rule (``tests/certify/broken_agents.py``) fails th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from broken_agents import BROKEN_AGENTS
@@ -14,6 +16,7 @@ from suite_support import (
     assert_all_pass,
     certify,
     describe,
+    example,
     result,
     thread_agent,
 )
@@ -88,3 +91,44 @@ async def test_the_example_agent_passes_every_call_check(broker_url: str) -> Non
     with thread_agent(ExampleAgent, broker_url, "example-1", ["feeder-7"]):
         report = await certify(broker_url, "example-1", CHECKS)
     assert_all_pass(report, CHECKS)
+
+
+# -- variants of the example agent breaking a rule that broken_agents.py does not cover ------
+CALL_KEYS = {"v", "id", "ts", "exp", "args", "reply_to", "sender"}
+
+
+class RefusesUnknownKeys(ExampleAgent):  # type: ignore[misc]
+    """Refuses a call with keys beyond §5.5's instead of ignoring them."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj: Any = example._readable(payload)
+        if set(obj) - CALL_KEYS:
+            bad = example.CallRefused("sef.Error.MalformedPayload", "unknown keys")
+            self.reply(obj, bad)
+            return
+        super().on_call(iface, method, payload)
+
+
+class RepliesToTheSender(ExampleAgent):  # type: ignore[misc]
+    """Answers a call without reply_to on its sender's reply topic anyway."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj: Any = example._readable(payload)
+        if obj and "reply_to" not in obj and isinstance(obj.get("sender"), str):
+            obj["reply_to"] = f"{self.root}/clients/{obj['sender']}/reply"
+            payload = json.dumps(obj).encode()
+        super().on_call(iface, method, payload)
+
+
+@pytest.mark.parametrize(
+    ("agent_class", "check_id"),
+    [(RefusesUnknownKeys, "calls.unknown_keys"), (RepliesToTheSender, "calls.no_reply_wanted")],
+    ids=["unknown_keys", "no_reply_wanted"],
+)
+async def test_a_variant_breaking_one_call_rule_fails_that_check(
+    broker_url: str, agent_class: Any, check_id: str
+) -> None:
+    with thread_agent(agent_class, broker_url, "broken-1", ["feeder-7"]):
+        report = await certify(broker_url, "broken-1", CHECKS)
+    failed = [r.check.id for r in report.results if r.outcome is Outcome.FAIL]
+    assert failed == [check_id], describe(report)

@@ -21,9 +21,12 @@ __all__ = [
     "current_event",
     "energy",
     "error_name",
+    "events_observable",
     "expect_error",
     "expect_ok",
+    "field_of",
     "fresh_id",
+    "has_demo",
     "need_demo",
     "offline_since",
     "ping_ok",
@@ -171,6 +174,35 @@ async def ping_ok(ctx: CheckContext, *, timeout_s: float = REPLY_S) -> str:
 
 
 # -- edu.pdx.powerlab.demo ----------------------------------------------------------------
+
+
+def field_of(message: Observed, key: str) -> Any:
+    """``key`` of the JSON object ``message`` carries (``None`` when absent or unreadable)."""
+    try:
+        obj = message.json()
+    except ValueError:
+        return None
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+def has_demo(ctx: CheckContext) -> bool:
+    """Whether the agent implements ``edu.pdx.powerlab.demo``."""
+    try:
+        need_demo(ctx)
+    except CheckSkipped:
+        return False
+    return True
+
+
+def events_observable(ctx: CheckContext) -> bool:
+    """Whether the agent implements ``edu.pdx.powerlab.demo`` and its Telemetry tells the
+    running command (``Event``): a call's effect can then be seen."""
+    try:
+        need_demo(ctx)
+        need_event_key(ctx)
+    except CheckSkipped:
+        return False
+    return True
 
 
 def need_demo(ctx: CheckContext) -> None:

@@ -21,11 +21,13 @@ from sef.certify._call_helpers import (
     REPLY_S,
     current_event,
     energy,
+    events_observable,
     expect_error,
     expect_ok,
+    field_of,
     fresh_id,
+    has_demo,
     need_demo,
-    need_event_key,
     offline_since,
     ping_ok,
     render,
@@ -41,22 +43,6 @@ UNKNOWN_INTERFACE = "org.freedesktop.DBus.Error.UnknownInterface"
 UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 EXPIRED = "sef.Error.Expired"
-
-
-def _has_demo(ctx: CheckContext) -> bool:
-    try:
-        need_demo(ctx)
-    except CheckSkipped:
-        return False
-    return True
-
-
-def _has_event_key(ctx: CheckContext) -> bool:
-    try:
-        need_event_key(ctx)
-    except CheckSkipped:
-        return False
-    return True
 
 
 async def known_method(ctx: CheckContext) -> str:
@@ -102,6 +88,41 @@ def _is_double(value: Any) -> bool:
     return _is_number(value) and math.isfinite(value)
 
 
+async def unknown_keys(ctx: CheckContext) -> str:
+    """Keys a call has beyond §5.5's are ignored: the call is answered as usual."""
+    extra = {"x_certify": {"nested": [1, 2]}, "priority": "high"}
+    sent = f"sef.Agent.Ping() with unknown keys {render(extra)}"
+    expect_ok(sent, await ctx.call(AGENT, "Ping", [], extra=extra, timeout_s=REPLY_S))
+    return f"{sent} -> ok"
+
+
+async def no_reply_wanted(ctx: CheckContext) -> str:
+    """A call without reply_to is executed and not answered."""
+    call_id = fresh_id("noreply")
+    if events_observable(ctx):
+        mark = ctx.mark()
+        expect_ok("EnergyMethod([[idle,0,0]])", await energy(ctx, [["idle", 0, 0]]))
+        await wait_event(ctx, mark, "idle")
+        mark = ctx.mark()
+        await ctx.call(DEMO, "EnergyMethod", [[["charge", 1, 0]]], call_id=call_id, reply=False)
+        if await wait_event(ctx, mark, "charge") is None:
+            raise CheckFailed(
+                f"EnergyMethod([[charge,1,0]]) without reply_to (id {call_id}) was not "
+                f"executed: no Telemetry with Event charge within {REPLY_S:g} s"
+            )
+        await asyncio.sleep(0.5)
+        sent, effect = "EnergyMethod([[charge,1,0]])", "executed (Telemetry Event charge), "
+        expect_ok("EnergyMethod([[idle,0,0]])", await energy(ctx, [["idle", 0, 0]]))
+    else:
+        mark = ctx.mark()
+        await ctx.call(AGENT, "Ping", [], call_id=call_id, reply=False)
+        await asyncio.sleep(NOTHING_S)
+        sent, effect = "sef.Agent.Ping()", ""
+    if count := await reply_count(ctx, mark, call_id):
+        raise CheckFailed(f"{sent} without reply_to (id {call_id}) was answered {count} time(s)")
+    return f"{sent} without reply_to: {effect}no reply"
+
+
 async def duplicate(ctx: CheckContext) -> str:
     """The same (sender, id) twice -> one reply; for a demo agent also one effect."""
     call_id = fresh_id("dup")
@@ -110,7 +131,7 @@ async def duplicate(ctx: CheckContext) -> str:
     expect_ok(f"sef.Agent.Ping() id {call_id}", first)
     await ctx.call(AGENT, "Ping", [], call_id=call_id, timeout_s=0.0)
     effect = ""
-    if _has_demo(ctx) and _has_event_key(ctx):
+    if events_observable(ctx):
         effect = "; " + await _duplicate_effect(ctx)  # waits NOTHING_S meanwhile
     else:
         await asyncio.sleep(NOTHING_S)
@@ -139,7 +160,7 @@ async def _duplicate_effect(ctx: CheckContext) -> str:
 
 async def expired(ctx: CheckContext) -> str:
     """A call whose exp is past -> not executed, answered sef.Error.Expired."""
-    if _has_demo(ctx) and _has_event_key(ctx):
+    if events_observable(ctx):
         mark = ctx.mark()
         expect_ok("EnergyMethod([idle,0,0])", await energy(ctx, [["idle", 0, 0]]))
         await wait_event(ctx, mark, "idle")
@@ -176,7 +197,7 @@ async def wrong_args(ctx: CheckContext) -> str:
             INVALID_ARGS,
         )
     ]
-    if _has_demo(ctx):
+    if has_demo(ctx):
         for label, cmds in (
             ('[[charge,"4",10]] (string for n)', [["charge", "4", 10]]),
             ("[[charge,4.5,10]] (4.5 for n)", [["charge", 4.5, 10]]),
@@ -234,7 +255,9 @@ async def not_addressed(ctx: CheckContext) -> str:
         if reply is not None
     ]
     ours = [
-        m for m in ctx.since(mark) if m.topic == ctx.reply_topic and _from_agent(m, ctx.agent_id)
+        m
+        for m in ctx.since(mark)
+        if m.topic == ctx.reply_topic and field_of(m, "agent") == ctx.agent_id
     ]
     if answered or ours:
         raise CheckFailed(
@@ -245,14 +268,6 @@ async def not_addressed(ctx: CheckContext) -> str:
         f"sef.Agent.Ping() to agent {other_agent!r} and to group {other_group!r}: "
         f"no reply within {NOTHING_S:g} s"
     )
-
-
-def _from_agent(message: Any, agent_id: str) -> bool:
-    try:
-        obj = message.json()
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("agent") == agent_id
 
 
 BAD_REPLY_TO = ("clients/{x}/notreply", "clients/+/reply", "clients/{x}/reply/#")
@@ -266,7 +281,7 @@ async def reply_to_invalid(ctx: CheckContext) -> str:
     # only this client's subtree: an overlapping subscription with the certifier's own reply
     # topic would make the broker deliver its replies twice
     await ctx.subscribe(ctx.topic(f"clients/{client}/#"))
-    demo = _has_demo(ctx) and _has_event_key(ctx)
+    demo = events_observable(ctx)
     if demo:
         mark = ctx.mark()
         expect_ok("EnergyMethod([idle,0,0])", await energy(ctx, [["idle", 0, 0]]))
@@ -289,7 +304,9 @@ async def reply_to_invalid(ctx: CheckContext) -> str:
     await asyncio.sleep(NOTHING_S)
     ids = {call_id for _, call_id in sent}
     stray = [
-        m for m in ctx.since(mark) if m.topic.startswith(ctx.topic("clients/")) and _has_id(m, ids)
+        m
+        for m in ctx.since(mark)
+        if m.topic.startswith(ctx.topic("clients/")) and field_of(m, "id") in ids
     ]
     if stray:
         raise CheckFailed(
@@ -310,14 +327,6 @@ async def reply_to_invalid(ctx: CheckContext) -> str:
     return f"{evidence}, still online; {await ping_ok(ctx)}"
 
 
-def _has_id(message: Any, ids: set[str]) -> bool:
-    try:
-        obj = message.json()
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("id") in ids
-
-
 CHECKS: list[Check] = [
     Check(
         "calls.known_method",
@@ -325,6 +334,20 @@ CHECKS: list[Check] = [
         "§5.6, §7",
         Level.REQUIRED,
         known_method,
+    ),
+    Check(
+        "calls.unknown_keys",
+        "unknown keys in a call are ignored",
+        "§5",
+        Level.REQUIRED,
+        unknown_keys,
+    ),
+    Check(
+        "calls.no_reply_wanted",
+        "a call without reply_to is executed and not answered",
+        "§5.5, §6 step 7",
+        Level.REQUIRED,
+        no_reply_wanted,
     ),
     Check(
         "calls.duplicate",

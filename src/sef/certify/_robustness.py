@@ -21,6 +21,7 @@ from sef.certify._call_helpers import (
     NOTHING_S,
     REPLY_S,
     error_name,
+    field_of,
     fresh_id,
     offline_since,
     ping_ok,
@@ -28,7 +29,7 @@ from sef.certify._call_helpers import (
     replies_since,
     wait_online,
 )
-from sef.certify._model import Check, CheckContext, CheckFailed, Level
+from sef.certify._model import Check, CheckContext, CheckFailed, CheckSkipped, Level
 
 __all__ = ["CHECKS"]
 
@@ -153,13 +154,21 @@ async def wrong_version(ctx: CheckContext) -> str:
 
 async def malformed_reply(ctx: CheckContext) -> str:
     """A readable call with an id and a valid reply_to but an invalid field is answered
-    sef.Error.MalformedPayload, not executed."""
+    sef.Error.MalformedPayload, not executed (protocol version 1: a signing agent refuses
+    the unsigned calls unanswered, so the check SKIPs)."""
     variants: list[tuple[str, dict[str, Any]]] = [
         ("no args", {"args": None}),
         ('args "x"', {"args": "x"}),
         ("no exp", {"exp": None}),
         ('exp "soon"', {"exp": "soon"}),
     ]
+    mark = ctx.mark()
+    await ping_ok(ctx)
+    if any(field_of(m, "jws") for m in ctx.since(mark) if m.topic == ctx.reply_topic):
+        raise CheckSkipped(
+            "the agent signs its replies (protocol version 2): unsigned calls are refused "
+            "unanswered there (§12)"
+        )
     ids = {label: fresh_id("bad") for label, _ in variants}
     payloads = [
         (label, _encode(_call_object(ctx, ids[label], **changes))) for label, changes in variants
