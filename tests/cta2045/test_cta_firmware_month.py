@@ -32,7 +32,7 @@ def test_epri_device_info_frame_month_is_the_byte() -> None:
 
 
 def test_intwine_ucm_date_and_a_zero_based_sender() -> None:
-    # Intwine's UCM firmware describes 2016-09-21 as year 16, month 9, day 21
+    # Intwine's UCM firmware fills its date as year 16, month 9, day 21 (no -1 conversion)
     assert cta.FirmwareInfo(2016, 9, 21).encode() == bytes([16, 9, 21, 0, 0])
     # a 0-based sender's January (month byte 0) still decodes, just not as a date
     zero = cta.FirmwareInfo(2016, 0, 21)

@@ -60,11 +60,11 @@ class FirmwareInfo:
 
     The month byte is the calendar month, not month − 1: EPRI's C++ UCM library (its
     ``DeviceInfoResponse`` unit test: bytes ``01 01 01`` for year, month, day) and the
-    programs built on it read it unchanged, Intwine's UCM firmware stores 2016-09-21 as
-    ``16 09 21``, and the PyPI ``cta2045`` package reads it unchanged; EPRI's VB simulator
-    and pycta2045 are reported to send month − 1 (reference notes §7.2). Any byte is
-    accepted; :attr:`date` is None when the bytes are not a date (e.g. month 0 from such a
-    0-based sender).
+    programs built on it read it unchanged, Intwine's UCM firmware fills its own date as
+    year 16, month 9, day 21 with no −1 conversion, and the PyPI ``cta2045`` package reads
+    it unchanged; EPRI's VB simulator and pycta2045 are reported to send month − 1
+    (reference notes §7.2). Any byte is accepted; :attr:`date` is None when the bytes are
+    not a date (e.g. month 0 from such a 0-based sender).
     """
 
     year: int = 2000
