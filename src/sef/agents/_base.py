@@ -390,7 +390,14 @@ class Agent:
             self.calls.receive(parsed.interface, parsed.member, message)
 
     def _check_own_status(self, message: Message) -> None:
-        """Repair a stale death: a will of an older session overwrote our retained birth."""
+        """Repair a stale death: a will of an older session overwrote our retained birth.
+
+        Only a live delivery counts. The retained status that the subscription brings back
+        at each reconnection (the previous connection's will) was retained before this
+        session's birth, which supersedes it (``docs/protocol.md`` §4.3).
+        """
+        if message.retain:
+            return
         try:
             status = Status.from_object(decode_object(message.payload))
         except PayloadError:

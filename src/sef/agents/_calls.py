@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -109,7 +110,7 @@ class CallServer:
         self.max_seen_calls = max_seen_calls
         self.rejected = 0
         self._rejections = LogThrottle(log, "rejected calls")
-        self._seen_calls: OrderedDict[str, float] = OrderedDict()
+        self._seen_calls: OrderedDict[tuple[str | None, str], float] = OrderedDict()
         self._queue: asyncio.Queue[tuple[str, str, Call]] = asyncio.Queue(maxsize=queue_size)
 
     def reject(self, reason: str, topic: str) -> None:
@@ -132,18 +133,14 @@ class CallServer:
                 obj = decode_object(message.payload)
             except PayloadError as exc:
                 self.reject(str(exc), message.topic)
+                if exc.name == ErrorName.UNSUPPORTED_VERSION:  # readable JSON, other "v"
+                    self._answer_refused(_json_object(message.payload), exc)
                 return
         try:
             call = Call.from_object(obj)
         except PayloadError as exc:
             self.reject(str(exc), message.topic)
-            reply_to, call_id = obj.get("reply_to"), obj.get("id")
-            if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
-                assert isinstance(reply_to, str)
-                self._reply(
-                    Reply(call_id[:128], self.agent_id, False, error=exc.name, message=str(exc)),
-                    reply_to,
-                )
+            self._answer_refused(obj, exc)
             return
         if call.reply_to is not None and not self._is_reply_topic(call.reply_to):
             self.reject(
@@ -152,7 +149,7 @@ class CallServer:
                 message.topic,
             )
             return
-        key = f"{call.sender}/{call.id}"
+        key = (call.sender, call.id)  # no sender: a key of its own, unlike any sender id
         if key in self._seen_calls:
             log.debug("agent %s: duplicate call %s ignored", self.agent_id, key)
             return
@@ -164,6 +161,26 @@ class CallServer:
         except asyncio.QueueFull:
             self.reject("call queue full", message.topic)
             self._error(call, ErrorName.FAILED, "agent busy: call queue full")
+
+    def _answer_refused(self, obj: dict[str, Any] | None, exc: PayloadError) -> None:
+        """Answer a call refused at step 1 with ``exc``'s error name, when the object was
+        readable and names a string ``id`` and a valid reply topic."""
+        if obj is None:
+            return
+        reply_to, call_id = obj.get("reply_to"), obj.get("id")
+        if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
+            assert isinstance(reply_to, str)
+            self._reply(
+                Reply(
+                    call_id[:128],
+                    self.agent_id,
+                    False,
+                    error=exc.name,
+                    message=str(exc),
+                    ts=self.clock.now(),
+                ),
+                reply_to,
+            )
 
     def _verified(
         self, interface: str, member: str, message: Message, security: Security
@@ -331,3 +348,13 @@ class CallServer:
             self.bus.publish(topic, payload)
         except BusError as exc:
             log.warning("agent %s: reply %s lost: %s", self.agent_id, reply.id, exc)
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    """``payload`` as a JSON object, ``None`` when it is not one (a payload that
+    :func:`~sef.bus.decode_object` already read as JSON, refused for its version)."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None

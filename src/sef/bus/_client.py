@@ -1,7 +1,8 @@
 """The MQTT connection every SEF process uses, behind a small interface of our own.
 
 The MQTT library (gmqtt) stays inside this module. :class:`BusClient` owns one
-connection at a time and a supervisor task that reconnects with exponential backoff;
+connection at a time and a supervisor task that reconnects with exponential backoff
+(which starts again from its shortest delay only after a connection that held 10 s);
 each new connection may carry a new last will (a new birth/death sequence number), then
 the client resubscribes and calls ``on_connect`` so the owner re-announces itself.
 
@@ -49,6 +50,9 @@ log = logging.getLogger("sef.bus")
 
 SESSION_TAKEN_OVER = 0x8E
 """MQTT 5 DISCONNECT reason code: another client connected with this client id."""
+BACKOFF_RESET_AFTER_S = 10.0
+"""A connection must stay up this long (real s) before the reconnection backoff starts
+again from its shortest delay (``docs/protocol.md`` §1)."""
 
 
 @dataclass(frozen=True)
@@ -183,8 +187,8 @@ class BusClient:
         on_connect: awaited after every (re)connection and resubscription.
         on_lost: called with a :class:`ConnectionLost` when an established connection
             ends (not on :meth:`stop`); when it returns ``True`` the reconnection backoff
-            keeps growing instead of starting again from its shortest delay (e.g. while
-            another client keeps taking this client id over).
+            keeps growing even after a connection that lasted ``backoff_reset_after_s``
+            (e.g. while another client keeps taking this client id over).
         keepalive_s: MQTT keepalive, s.
         clean_session: start each connection with a clean session. ``False`` keeps a
             persistent session in the broker (subscriptions and unacknowledged QoS 1
@@ -198,6 +202,11 @@ class BusClient:
         tls: connect over TLS with this context (client certificate and trusted CA, see
             :meth:`sef.security.Security.client_tls`); required for ``mqtts://`` URLs,
             and used for any other URL when given.
+        backoff_reset_after_s: the reconnection backoff starts again from its shortest
+            delay only after a connection that stayed up at least this long (real s).
+            A connection lost sooner (e.g. two processes sharing a client id take the
+            session from each other) lets the backoff keep growing to its maximum, so
+            they reconnect every few seconds instead of ten times a second.
     """
 
     _schemes: ClassVar[dict[str, Callable[[str], BrokerResolver]]] = {}
@@ -228,8 +237,10 @@ class BusClient:
         clean_session: bool = True,
         manual_ack: bool = False,
         tls: ssl.SSLContext | None = None,
+        backoff_reset_after_s: float = BACKOFF_RESET_AFTER_S,
     ) -> None:
         self.tls = tls
+        self.backoff_reset_after_s = backoff_reset_after_s
         self.resolver: BrokerResolver | None = None
         if isinstance(url, str) and (scheme_resolver := self._registered(url)) is not None:
             url = scheme_resolver(url)
@@ -474,8 +485,6 @@ class BusClient:
             # the supervisor then checks _stopping itself (stop() disconnects the client)
             if self._stopping:
                 return
-            backoff_s = self._backoff.current_s
-            self._backoff.reset()
             self.failed_attempts, self._failures = self._failures, 0
             self.connections += 1
             client = self._client
@@ -505,12 +514,14 @@ class BusClient:
                 log.warning(
                     "%s: the broker says another client took this client id over", self.client_id
                 )
+            keep_growing = False
             if self._on_lost is not None:
                 try:
-                    if self._on_lost(lost):
-                        self._backoff.current_s = backoff_s
+                    keep_growing = bool(self._on_lost(lost))
                 except Exception:
                     log.exception("on_lost hook of %s failed", self.client_id)
+            if lost.lasted_s >= self.backoff_reset_after_s and not keep_growing:
+                self._backoff.reset()  # a connection that held: start again from 0.1 s
             delay = self._backoff.next()
             log.warning(
                 "%s lost its connection to %s; reconnecting in %.1f s",

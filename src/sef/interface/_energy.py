@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from ._errors import TypeMismatch
 
-__all__ = ["IDLE_EVENT", "Command", "EnergyEvent", "parse_events"]
+__all__ = ["IDLE_EVENT", "MAX_EVENTS", "Command", "EnergyEvent", "parse_events"]
 
 
 class Command(StrEnum):
@@ -39,6 +39,9 @@ class EnergyEvent:
         return (self.cmd.value, self.rate_kw, self.duration_s)
 
 
+MAX_EVENTS = 256
+"""Most events in one ``EnergyMethod`` sequence (``docs/protocol.md``, "Commands")."""
+
 IDLE_EVENT = EnergyEvent(Command.IDLE, 0, 0)
 """Open-ended idle: what a device does when no sequence is running."""
 
@@ -48,11 +51,14 @@ def parse_events(cmds: Sequence[tuple[str, int, int]]) -> list[EnergyEvent]:
 
     Raises:
         TypeMismatch: with the offending item's path, e.g. ``cmds[1][0]: unknown command
-            'boost' ...``, when a command is unknown, a rate or duration is negative, or an
-            open-ended event (duration 0) is not the last one.
+            'boost' ...``, when a command is unknown, a rate or duration is negative, an
+            open-ended event (duration 0) is not the last one, or the sequence is empty or
+            longer than :data:`MAX_EVENTS`.
     """
     if not cmds:
         raise TypeMismatch("must hold at least one event", "cmds")
+    if len(cmds) > MAX_EVENTS:
+        raise TypeMismatch(f"{len(cmds)} events, at most {MAX_EVENTS} allowed", "cmds")
     events = []
     for index, (cmd, rate, duration) in enumerate(cmds):
         try:
