@@ -12,17 +12,25 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
+import ssl
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from proc_support import Retained, SefProcess, alive, is_online
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from proc_support import SefProcess, alive
 from sef.broker import Mosquitto
+from sef.bus import BrokerURL
 
 __all__ = [
     "RestartableAgent",
@@ -47,13 +55,13 @@ class RestartableAgent:
         workdir: where the scripts, the pid file and the log go.
         agent_id: the agent's id (``--id``).
         args: the ``sef`` arguments (``bis --insecure --id ... --broker ...``).
-        mosquitto: the broker (to see the agent online).
+        broker: the broker's URL (to see the agent online).
     """
 
-    def __init__(self, workdir: Path, agent_id: str, args: list[str], mosquitto: Mosquitto):
+    def __init__(self, workdir: Path, agent_id: str, args: list[str], broker: str):
         self.workdir = workdir
         self.agent_id = agent_id
-        self.mosquitto = mosquitto
+        self.broker = BrokerURL.parse(broker)
         workdir.mkdir(parents=True, exist_ok=True)
         self.pidfile = workdir / "agent.pid"
         self.log = workdir / "agent.log"
@@ -80,18 +88,30 @@ class RestartableAgent:
         """The pid of the agent's current process."""
         return int(self.pidfile.read_text().strip())
 
-    def start(self, timeout_s: float = 30.0) -> RestartableAgent:
-        """Start the agent; return once its retained status says online."""
-        watch = Retained(self.mosquitto.port, self.status_topic)
+    def start(self, timeout_s: float = 30.0, tls: ssl.SSLContext | None = None) -> RestartableAgent:
+        """Start the agent; return once its retained status says online (``tls``: the
+        context to watch a TLS broker with)."""
+        online = threading.Event()
+
+        def on_message(_c: Any, _u: Any, message: paho.MQTTMessage) -> None:
+            if message.payload and json.loads(message.payload).get("state") == "online":
+                online.set()
+
+        watch = paho.Client(CallbackAPIVersion.VERSION2, client_id=new_agent_id("watch"))
+        if tls is not None:
+            watch.tls_set_context(tls)
+        watch.on_message = on_message
+        watch.on_connect = lambda c, *a: c.subscribe(self.status_topic, 1)
+        watch.connect(self.broker.host, self.broker.port)
+        watch.loop_start()
         try:
             os.system(f"sh {shlex.quote(str(self.start_script))}")
             self.pids.append(self.pid())
-            try:
-                watch.wait(self.status_topic, is_online, timeout_s)
-            except AssertionError:
-                raise AssertionError(f"agent never online:\n{self.output()[-3000:]}") from None
+            if not online.wait(timeout_s):
+                raise AssertionError(f"agent never online:\n{self.output()[-3000:]}")
         finally:
-            watch.close()
+            watch.disconnect()
+            watch.loop_stop()
         return self
 
     def output(self) -> str:
@@ -126,7 +146,7 @@ def virtual_battery(
     """``sef agent virtual-battery`` (no device behind it)."""
     agent_id = new_agent_id("vbat")
     args = ["agent", "virtual-battery", "--insecure", "--id", agent_id, *_group_args(groups)]
-    agent = RestartableAgent(workdir, agent_id, [*args, "--broker", mosquitto.url], mosquitto)
+    agent = RestartableAgent(workdir, agent_id, [*args, "--broker", mosquitto.url], mosquitto.url)
     try:
         yield agent.start()
     finally:
@@ -144,7 +164,7 @@ def bis_with_emulator(
         agent_id = new_agent_id("bis")
         args = ["bis", "--insecure", "--modbus", f"tcp://127.0.0.1:{port}", "--id", agent_id]
         args += ["--broker", mosquitto.url, "--poll", "0.5", *_group_args(groups)]
-        agent = RestartableAgent(workdir, agent_id, args, mosquitto)
+        agent = RestartableAgent(workdir, agent_id, args, mosquitto.url)
         try:
             yield agent.start()
         finally:
@@ -165,7 +185,7 @@ def ucm_with_pty_emulator(
         agent_id = new_agent_id("ucm")
         args = ["ucm", "--insecure", "--serial", pty, "--id", agent_id]
         args += ["--broker", mosquitto.url, "--poll", "0.5", *_group_args(groups)]
-        agent = RestartableAgent(workdir, agent_id, args, mosquitto)
+        agent = RestartableAgent(workdir, agent_id, args, mosquitto.url)
         try:
             yield agent.start()
         finally:

@@ -19,8 +19,10 @@ from lxml import etree
 from rich.console import Console
 
 import sef.interface
+from secure_stack import make_pki, secure_broker, security_for
 from sef.broker import Mosquitto
 from sef.certify import CertifyOptions, Level, Outcome, Report, run_certification
+from sef.security import Role
 
 DEMO_XML = Path(sef.interface.__file__).parent / "data" / "edu.pdx.powerlab.demo.xml"
 RUN_LIMIT_S = 60.0
@@ -106,3 +108,41 @@ async def test_ucm_with_waterheater_on_a_pty_passes(mosquitto: Mosquitto, tmp_pa
     with ucm_with_pty_emulator(mosquitto, tmp_path / "agent", ("feeder-1",)) as agent:
         report = await _certify(agent, mosquitto, tmp_path / "out.txt")
     _assert_all_pass(report)
+
+
+async def test_secure_agent_passes_with_signed_calls(tmp_path: Path) -> None:
+    """Mutual TLS and the generated ACL: the certifier, with an EMS certificate of its
+    own, sends signed calls and takes only signed replies; the agent (a process with its
+    own certificate) is restarted with SIGKILL."""
+    ca = make_pki(tmp_path)
+    certifier = security_for(ca, "certifier", Role.EMS)
+    security_for(ca, "sbat-1", Role.AGENT, ("feeder-1",), "h1")
+    async with secure_broker(ca, tmp_path) as broker:
+        args = ["agent", "virtual-battery", "--id", "sbat-1", "--broker", broker.url]
+        args += ["--cert", str(ca.cert_path("sbat-1")), "--key", str(ca.key_path("sbat-1"))]
+        args += ["--ca", str(ca.ca_path), "--group", "feeder-1", "--step", "1"]
+        agent = RestartableAgent(tmp_path / "agent", "sbat-1", args, broker.url)
+        agent.start(tls=certifier.client_tls())
+        try:
+            with (tmp_path / "out.txt").open("w") as log:
+                report = await run_certification(
+                    CertifyOptions(
+                        broker=broker.url,
+                        agent_id="sbat-1",
+                        security=certifier,
+                        prepare_bus=lambda bus: setattr(bus, "tls", certifier.client_tls()),
+                        restart_cmd=agent.restart_cmd,
+                    ),
+                    console=Console(file=log, width=200),
+                )
+        finally:
+            agent.stop()
+    outcomes = {r.check.id: (r.outcome, r.evidence) for r in report.results}
+    failed = {k: v for k, (o, v) in outcomes.items() if o is Outcome.FAIL}
+    assert not failed, failed
+    assert outcomes["birth.sef_agent"][0] is Outcome.PASS  # a signed Ping, a verified reply
+    assert outcomes["sessions.rebirth"][0] is Outcome.PASS  # a signed Rebirth
+    assert outcomes["sessions.restart"][0] is Outcome.PASS
+    assert outcomes["sessions.will"][0] is Outcome.PASS
+    assert outcomes["sessions.reconnect"][0] is Outcome.SKIP  # no takeover with credentials
+    assert outcomes["sessions.stale_death"][0] is Outcome.SKIP  # the ACL: not our topic

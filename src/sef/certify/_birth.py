@@ -103,7 +103,8 @@ def current_session(ctx: CheckContext) -> tuple[int, int]:
             continue
         bd = data.get("bdseq")
         online = relative(ctx, message) == "status" and data.get("state") == "online"
-        if online and isinstance(bd, int) and (bd != bdseq or data.get("seq") == 0):
+        rebirth = data.get("seq") == 0 and not message.retain
+        if online and isinstance(bd, int) and (bd != bdseq or rebirth):
             bdseq, top = bd, 0  # a new session, or a rebirth: seq starts again
         if isinstance(data.get("seq"), int) and not message.retain:
             top = max(top, data["seq"])

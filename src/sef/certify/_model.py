@@ -131,8 +131,10 @@ class CheckContext(Protocol):
         """Publish any bytes (malformed JSON, oversized, wrong version) as the certifier."""
         ...
 
-    async def publish_retained(self, topic: str, payload: bytes) -> None:
-        """Publish a retained message at QoS 1 as the certifier (a forged stale death)."""
+    async def publish_retained(self, topic: str, payload: bytes) -> bool:
+        """Publish a retained message at QoS 1 as the certifier (a forged stale death);
+        return whether the broker delivered it (``False``: refused, e.g. by its ACL; seen
+        only when the certifier is subscribed to ``topic``)."""
         ...
 
     async def replies(self, call_id: str, timeout_s: float) -> list[dict[str, Any]]:

@@ -100,6 +100,7 @@ class Probe:
         self._live_birth: list[Observed] | None = None
         self._reconnected: int | None = None
         self._restarted: int | None = None
+        self._snapshot: dict[str, Observed] | None = None
         self.bus = self._client(self.client_id, self._on_message)
 
     # -- connection ------------------------------------------------------------------
@@ -134,9 +135,16 @@ class Probe:
 
     # -- receiving -------------------------------------------------------------------
     def _on_message(self, message: Message) -> None:
+        if message.retain and self._snapshot is not None:
+            self._snapshot[message.topic] = Observed(
+                message.topic, message.payload, True, message.qos, time.monotonic()
+            )
+            return
         key = (message.topic, message.payload)
         if key in self._own:  # our own publish coming back
             self._own.remove(key)
+            for waiter in self._waiters:
+                waiter.set()
             return
         seen = Observed(
             message.topic, message.payload, message.retain, message.qos, time.monotonic()
@@ -248,10 +256,16 @@ class Probe:
         self._own.append((topic, payload))
         self.bus.publish(topic, payload, qos=qos)
 
-    async def publish_retained(self, topic: str, payload: bytes) -> None:
-        """Publish a retained message (the stale-death check's forged will)."""
-        self._own.append((topic, payload))
+    async def publish_retained(self, topic: str, payload: bytes, timeout_s: float = 2.0) -> bool:
+        """Publish a retained message (the stale-death check's forged will); return whether
+        the broker delivered it back (``False``: its ACL refused it)."""
+        key = (topic, payload)
+        self._own.append(key)
         self.bus.publish(topic, payload, qos=1, retain=True)
+        echoed = bool(await self._until(lambda: key not in self._own, timeout_s))
+        if not echoed:
+            self._own.remove(key)
+        return echoed
 
     async def call(
         self,
@@ -366,27 +380,29 @@ class Probe:
         return self._live_birth
 
     async def retained_snapshot(self, settle_s: float = 0.5) -> dict[str, Observed]:
-        got: dict[str, Observed] = {}
-
-        def keep(message: Message) -> None:
-            if message.retain:
-                got[message.topic] = Observed(
-                    message.topic, message.payload, True, message.qos, time.monotonic()
-                )
-
-        bus = self._client(f"certify-snap-{uuid.uuid4().hex[:8]}", keep)
-        await bus.start(timeout_s=10.0)
+        """Subscribe again on the probe's own connection: the broker sends the retained
+        messages again, as to a new subscriber (MQTT 3.1.1 §3.8.4); they are collected
+        here, not added to the stream. (A second connection would not do: a broker that
+        makes the client id the certificate's identity would hand it our session.)"""
+        self._snapshot = {}
         try:
-            await bus.subscribe(self._prefix + "#", qos=2)
-            await bus.subscribe(self.reply_topic, qos=2)
+            await self.bus.subscribe(self._prefix + "#", qos=2)
+            await self.bus.subscribe(self.reply_topic, qos=2)
             await asyncio.sleep(settle_s)
+            got = self._snapshot
         finally:
-            await bus.stop()
+            self._snapshot = None
         return {t: m for t, m in got.items() if "/call/" not in t}
 
     async def reconnect_agent(self) -> int:
         if self._reconnected is not None:
             return self._reconnected
+        if self.security is not None:
+            raise CheckSkipped(
+                "with credentials the certifier cannot take the agent's client id over (a "
+                "secure broker makes the client id the certificate's identity): give "
+                "--restart-cmd"
+            )
         mark = self.mark()
         intruder = self._client(self.agent_id, lambda message: None)
         try:

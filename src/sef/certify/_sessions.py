@@ -115,7 +115,8 @@ async def check_stale_death(ctx: CheckContext) -> str:
         raise CheckSkipped("bdseq is 0: no lower bdseq to forge a stale death with")
     forged = f'{{"v":1,"state":"offline","bdseq":{bdseq - 1},"reason":"will"}}'.encode()
     mark = ctx.mark()
-    await ctx.publish_retained(ctx.agent_topic("status"), forged)
+    if not await ctx.publish_retained(ctx.agent_topic("status"), forged):
+        raise CheckSkipped("the broker refused the certifier's publish on the status topic (ACL)")
     repair = await _wait(ctx, mark, _online_after(ctx, mark, lambda b: b == bdseq), 5.0)
     if repair is None:
         raise CheckFailed(
@@ -183,11 +184,13 @@ def _will_after(ctx: CheckContext, mark: int) -> tuple[int | None, dict[str, Any
 async def check_will(ctx: CheckContext) -> str:
     await ctx.live_birth()
     seen: list[str] = []
+    skipped = 0
     for how, start in (("restart", ctx.restart_agent), ("takeover", ctx.reconnect_agent)):
         try:
             mark = await start()
         except CheckSkipped as exc:
             seen.append(f"{how}: {exc}")
+            skipped += 1
             continue
         bdseq, offline = _will_after(ctx, mark)
         if offline is None:
@@ -201,6 +204,8 @@ async def check_will(ctx: CheckContext) -> str:
         if "seq" in offline or "ts" in offline:
             raise CheckFailed(f"will {offline} carries seq/ts (a will is set before the session)")
         return f"{how}: the broker published the will {offline}"
+    if skipped == 2:
+        raise CheckSkipped("no way to drop the agent's connection: " + "; ".join(seen))
     raise CheckFailed("no will seen: " + "; ".join(seen))
 
 
