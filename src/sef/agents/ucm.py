@@ -10,9 +10,9 @@ discharge → Critical Peak ``0A nn``; ``nn`` = the duration byte, rounded up). 
 ends timed events on the clock.
 
 ``poll_s`` real seconds after each poll ends, the next: Operational State Query,
-Commodity Read, every 4th time the tank temperature and temperature offset; Outside
-Comm Status every ``heartbeat_s``. An SGD that stops link-ACKing is gone (``Link``
-down, the port is reopened with backoff); one that link-ACKs a command without
+Commodity Read, every 4th time the tank temperature, every 16th the temperature offset;
+Outside Comm Status every ``heartbeat_s``. An SGD that stops link-ACKing is gone
+(``Link`` down, the port is reopened with backoff); one that link-ACKs a command without
 answering is there: the command is *unconfirmed*, tried again by the next two polls,
 then reported (``Command_Fault``). ``docs/ucm.md`` has the tables and the figures.
 """
@@ -42,6 +42,8 @@ log = logging.getLogger("sef.agent.ucm")
 
 TEMPERATURE_EVERY = 4
 """Poll the present tank temperature on every 4th exchange (telemetry ``Tank_Temp_C``)."""
+OFFSET_EVERY = 16
+"""Poll the temperature offset on every 16th poll (``Temp_Offset_C``; it rarely changes)."""
 COMMAND_TRIES = 3
 """Sends of a DR command that the SGD link-ACKs without answering before it is reported."""
 _OPTED_OUT = {cta.OperationalState.IDLE_OPTED_OUT, cta.OperationalState.RUNNING_OPTED_OUT}
@@ -253,8 +255,8 @@ class CtaWaterHeater(DeviceAdapter):
                 temp = await asker.request(cta.GetPresentTemperatureRequest())
                 if isinstance(temp, cta.PresentTemperatureReply):
                     self.tank_temp_c = temp.celsius
-                if self.offset_supported is not False:
-                    await self._read_offset(asker)
+            if self._polls % OFFSET_EVERY == 0 and self.offset_supported is not False:
+                await self._read_offset(asker)
         self._polls += 1
 
     async def close(self) -> None:
