@@ -14,7 +14,7 @@ from sef.broker import Mosquitto
 from sef.bus import BusClient, Call, Message, Status, Topics, decode_object
 from sef.clock import RealClock
 from sef.interface import DEMO_INTERFACE, Variant
-from support import wait_for
+from support import AgentProcess, wait_for
 from tcp_cut import CuttableLink
 
 TOPICS = Topics()
@@ -141,6 +141,24 @@ async def test_two_processes_with_one_client_id_do_not_reconnect_at_10_hz(
     # growing from 0.1 s (0.1+0.2+0.4+0.8+1.6+3.2 s) each side connects about 6 times
     assert total <= 16, f"{total} connections in {elapsed:.1f} s: a reconnection storm"
     assert total >= 4, "the two clients should still take the session from each other"
+
+
+async def test_two_agent_processes_with_one_id_reconnect_every_few_seconds(
+    broker_url: str, agent_processes: list[AgentProcess]
+) -> None:
+    """§1 Reconnect, with two real ``sef agent`` processes: counted at the broker, from
+    the births (one online status with a new bdseq per connection)."""
+    async with Watcher(broker_url, TOPICS.status("twin-proc")) as watcher:
+        for _ in range(2):
+            agent_processes.append(AgentProcess("twin-proc", broker_url).start())
+        await asyncio.sleep(1.0)  # both connected: now they take the session in turns
+        start = len(watcher.statuses("twin-proc"))
+        await asyncio.sleep(5.0)
+        births = {
+            s["bdseq"] for s in watcher.statuses("twin-proc")[start:] if s["state"] == "online"
+        }
+    # at 10 Hz this is ~50; with the backoff growing to 10 s, about 10
+    assert 2 <= len(births) <= 16, f"{len(births)} connections in 5 s"
 
 
 async def test_backoff_starts_again_after_a_connection_that_held(mosquitto: Mosquitto) -> None:
