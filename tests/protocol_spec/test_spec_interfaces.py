@@ -8,16 +8,19 @@ docs/interfaces.md with ``PYTHONPATH=tests python tests/protocol_spec/test_spec_
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sef.agents import Agent, method
+from sef.agents import AboutInfo, Agent, method
+from sef.bus import About, BusClient, InterfaceRef, Status, Topics
 from sef.ems import EMS, CallRefused
 from sef.interface import AGENT_INTERFACE, DEMO_INTERFACE, Variant, builtin_xml
 from support import record, wait_for
@@ -176,6 +179,37 @@ async def test_the_about_hash_of_sef_s_agents_is_the_hash_of_the_shipped_bytes(
     await agent.stop()
     for name, file in ((AGENT_INTERFACE, "sef.Agent.xml"), (DEMO_INTERFACE, SHIPPED[1])):
         assert announced[name] == hashlib.sha256((DATA / file).read_bytes()).hexdigest()
+
+
+async def test_a_wrong_hash_in_the_about_changes_nothing_the_xml_decides(
+    broker_url: str,
+) -> None:
+    """An About may announce a standard interface with a hash that is not the hash of the
+    XML published: the EMS keeps the announced hash in the agent's record but judges the
+    definition by the XML it receives (here the shipped one: accepted, callable)."""
+    topics, now = Topics(), time.time()
+    bdseq = int(now * 1000)
+    wrong = "0" * 64
+    raw = BusClient(broker_url, "raw-hash")
+    await raw.start()
+    refs = [InterfaceRef(DEMO_INTERFACE, wrong)]
+    about = About(AboutInfo().fields("raw-hash"), refs, [], bdseq, now, 1)
+    raw.publish(
+        topics.status("raw-hash"), Status(True, bdseq, now, 10, 0).to_payload(), retain=True
+    )
+    raw.publish(topics.about("raw-hash"), about.to_payload(), retain=True)
+    xml = builtin_xml(DEMO_INTERFACE).encode()
+    raw.publish(topics.interface_xml("raw-hash", DEMO_INTERFACE), xml, retain=True)
+    async with EMS(broker_url, "ems-wrong-hash") as ems:
+        await wait_for(lambda: bool(record(ems, "raw-hash").interfaces), 5.0)
+        await asyncio.sleep(0.3)  # the XML too
+        rec = record(ems, "raw-hash")
+        assert rec.interfaces == {DEMO_INTERFACE: wrong}
+        assert rec.rejected_interfaces == {}
+        assert ems.registry.bad_messages == 0
+        checked = ems.check(DEMO_INTERFACE, "EnergyMethod", [[["idle", 0, 0]]])
+        assert checked.method == "EnergyMethod"
+    await raw.stop()
 
 
 if __name__ == "__main__":
