@@ -19,11 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlparse
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paho_agent.py"
 
@@ -63,9 +65,22 @@ class BirthOutOfOrder(Base):  # type: ignore[misc,valid-type]
 
 
 class StatusNotRetained(Base):  # type: ignore[misc,valid-type]
-    """The online status is published without the retain flag."""
+    """The birth's online status is published without the retain flag (a stale-death
+    repair still retains it)."""
+
+    in_birth = False
+
+    def publish_birth(self) -> None:
+        self.in_birth = True
+        try:
+            super().publish_birth()
+        finally:
+            self.in_birth = False
 
     def publish_status(self) -> None:
+        if not self.in_birth:
+            super().publish_status()
+            return
         status = {"state": "online", "bdseq": self.bdseq, "keepalive_s": self.keepalive_s}
         self.publish_own("status", status, retain=False)
 
@@ -249,21 +264,25 @@ BROKEN_AGENTS: dict[str, BrokenAgent] = {
     "status_not_retained": BrokenAgent(StatusNotRetained, "birth.retained"),
     "about_missing_field": BrokenAgent(AboutMissingField, "birth.about"),
     "wrong_interface_hash": BrokenAgent(WrongInterfaceHash, "birth.interface_xml"),
-    "property_never_published": BrokenAgent(PropertyNeverPublished, "birth.properties"),
+    # "every property is in the birth" is checked again by the retained snapshot and the
+    # rebirth check: a missing property fails all three
+    "property_never_published": BrokenAgent(
+        PropertyNeverPublished, "birth.properties", ("birth.retained", "sessions.rebirth")
+    ),
     "telemetry_without_timestamp": BrokenAgent(
-        TelemetryWithoutTimeStamp, "demo.telemetry_timestamp", ("demo.telemetry_changes",)
+        TelemetryWithoutTimeStamp, "demo.telemetry_timestamp"
     ),
     "seq_gap": BrokenAgent(SeqGap, "sessions.seq"),
     "bdseq_reused_on_restart": BrokenAgent(BdseqReusedOnRestart, "sessions.restart", restart=True),
     "no_will": BrokenAgent(NoWill, "sessions.will", restart=True),
     "no_stale_death_repair": BrokenAgent(NoStaleDeathRepair, "sessions.stale_death"),
-    "rebirth_ignored": BrokenAgent(RebirthIgnored, "sessions.rebirth"),
+    # without a Rebirth the probe takes its live birth through a client-id takeover, which
+    # sessions.reconnect then reuses (it waits for a session newer than that one's)
+    "rebirth_ignored": BrokenAgent(RebirthIgnored, "sessions.rebirth", ("sessions.reconnect",)),
     "duplicate_executed_twice": BrokenAgent(DuplicateExecutedTwice, "calls.duplicate"),
     "expired_executed": BrokenAgent(ExpiredExecuted, "calls.expired"),
     "wrong_error_unknown_method": BrokenAgent(WrongErrorForUnknownMethod, "calls.unknown_method"),
-    "int16_out_of_range_accepted": BrokenAgent(
-        Int16OutOfRangeAccepted, "calls.int16_range", ("demo.bounds_refused",)
-    ),
+    "int16_out_of_range_accepted": BrokenAgent(Int16OutOfRangeAccepted, "calls.int16_range"),
     "ignores_group_calls": BrokenAgent(IgnoresGroupCalls, "calls.group"),
     "answers_other_agents_calls": BrokenAgent(AnswersOtherAgentsCalls, "calls.not_addressed"),
     "publishes_to_invalid_reply_to": BrokenAgent(
@@ -280,19 +299,53 @@ AGENT_CLASSES: dict[str, type] = {"example": Base} | {
 }
 """Every agent this script runs: the unbroken example and the broken ones."""
 
+SCRIPT = str(Path(__file__).resolve())
+WITHOUT_SEF = (
+    "import runpy, sys; sys.modules['sef'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+"""``python -c`` code that runs a script with ``import sef`` made impossible."""
 
-def command(name: str, agent_args: list[str], pidfile: Path | None = None) -> list[str]:
-    """The command line that runs agent ``name`` (``pidfile``: it writes its pid there)."""
-    pid = ["--pidfile", str(pidfile)] if pidfile is not None else []
-    return [sys.executable, str(Path(__file__).resolve()), name, *pid, *agent_args]
+
+def agent_command(name: str, agent_args: list[str]) -> list[str]:
+    """The command line of agent ``name``: the example runs as the vendor's script itself,
+    with ``sef`` made unimportable; a broken one through this module."""
+    if name == "example":
+        return [sys.executable, "-c", WITHOUT_SEF, str(EXAMPLE), *agent_args]
+    return [sys.executable, SCRIPT, name, *agent_args]
 
 
-def restart_command(name: str, agent_args: list[str], pidfile: Path) -> str:
-    """A ``--restart-cmd`` for ``sef certify``: SIGKILL the agent whose pid is in
-    ``pidfile`` and start it again, detached (the new process rewrites the pidfile)."""
-    restart = [sys.executable, str(Path(__file__).resolve()), "--restart", str(pidfile), name]
-    restart += agent_args
-    return subprocess.list2cmdline(restart)
+def start(argv: list[str], pidfile: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a session of its own and write its pid into ``pidfile``."""
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    pidfile.write_text(str(process.pid))
+    return process
+
+
+def restart_command(argv: list[str], pidfile: Path, log: Path | None = None) -> str:
+    """A ``--restart-cmd`` for ``sef certify``: SIGKILL the process whose pid is in
+    ``pidfile`` and start ``argv`` again (the pidfile then names the new process)."""
+    logs = ["--log", str(log)] if log is not None else []
+    return subprocess.list2cmdline(
+        [sys.executable, SCRIPT, "--restart", str(pidfile), *logs, "--", *argv]
+    )
+
+
+def kill(pidfile: Path) -> None:
+    """SIGKILL the process named in ``pidfile`` and wait (≤ 5 s) until it is gone."""
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:
@@ -304,43 +357,98 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _restart(pidfile: Path, name: str, agent_args: list[str]) -> None:
-    """Kill the agent of ``pidfile`` (SIGKILL), wait for it to end, start a new one."""
-    pid = int(pidfile.read_text())
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    pidfile.unlink(missing_ok=True)
-    subprocess.Popen(
-        command(name, agent_args, pidfile),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 5.0
-    while not pidfile.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+AGENT_ID = "cert-a1"
+GROUPS = ("feeder-1", "program-2")
+
+
+@dataclass
+class CertifyRun:
+    """The outcome of ``sef certify`` against one agent.
+
+    Attributes:
+        exit_code: the command's exit code.
+        outcomes: check id -> ``PASS`` / ``FAIL`` / ``SKIP`` (from its ``report.json``).
+        output: what the command printed, then the agent's log.
+    """
+
+    exit_code: int
+    outcomes: dict[str, str]
+    output: str
+
+    def failed(self) -> set[str]:
+        """The ids of the checks that FAILed."""
+        return {check for check, outcome in self.outcomes.items() if outcome == "FAIL"}
+
+
+def wait_online(broker_url: str, agent_id: str, timeout_s: float = 10.0) -> bool:
+    """Whether the agent's retained status says online within ``timeout_s``."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    url = urlparse(broker_url)
+    online = threading.Event()
+
+    def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        with contextlib.suppress(ValueError):
+            if json.loads(message.payload).get("state") == "online":
+                online.set()
+
+    watch = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{os.getpid()}")
+    watch.on_message = on_message
+    watch.on_connect = lambda c, *_: c.subscribe(f"sef/agents/{agent_id}/status", 1)
+    watch.connect(url.hostname or "127.0.0.1", url.port or 1883)
+    watch.loop_start()
+    try:
+        return online.wait(timeout_s)
+    finally:
+        watch.disconnect()
+        watch.loop_stop()
+
+
+def certify_agent(name: str, broker_url: str, workdir: Path, *checks: str) -> CertifyRun:
+    """Start agent ``name`` (``example`` or a broken one) on ``broker_url``, run
+    ``sef certify --insecure --level recommended`` with a ``--restart-cmd`` against it
+    (``checks``: only the checks with these id prefixes), stop every process it had."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    pidfile, log, report = workdir / "agent.pid", workdir / "agent.log", workdir / "report"
+    argv = agent_command(name, ["--broker", broker_url, "--id", AGENT_ID])
+    argv += [arg for group in GROUPS for arg in ("--group", group)]
+    first = start(argv, pidfile, log)
+    try:
+        if not wait_online(broker_url, AGENT_ID):
+            raise AssertionError(f"agent {name} never online:\n{log.read_text()[-3000:]}")
+        only = [arg for check in checks for arg in ("--check", check)]
+        done = subprocess.run(
+            [sys.executable, "-m", "sef", "certify", "--insecure", "--broker", broker_url,
+             AGENT_ID, "--level", "recommended", "--report", str(report),
+             "--restart-cmd", restart_command(argv, pidfile, log), *only],
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+    finally:
+        kill(pidfile)
+        first.kill()
+        first.wait()
+    results = json.loads((report / "report.json").read_text())["results"]
+    outcomes = {r["id"]: r["outcome"] for r in results}
+    output = f"{done.stdout}{done.stderr}\n--- agent log ---\n{log.read_text()[-4000:]}"
+    return CertifyRun(done.returncode, outcomes, output)
 
 
 def main(argv: list[str]) -> None:
-    """``broken_agents.py NAME [--pidfile F] [the example's options]``: run one agent;
-    ``broken_agents.py --restart PIDFILE NAME [options]``: restart it (see
-    :func:`restart_command`)."""
-    if argv[:1] == ["--restart"] and len(argv) >= 3:
-        _restart(Path(argv[1]), argv[2], argv[3:])
+    """``broken_agents.py NAME [the example's options]``: run one agent;
+    ``broken_agents.py --restart PIDFILE [--log FILE] -- ARGV...``: restart a process."""
+    if argv[:1] == ["--restart"] and "--" in argv:
+        split = argv.index("--")
+        options, command = argv[1:split], argv[split + 1 :]
+        log = Path(options[2]) if options[1:2] == ["--log"] else None
+        pidfile = Path(options[0])
+        kill(pidfile)
+        start(command, pidfile, log)
         return
     if not argv or argv[0] not in AGENT_CLASSES:
-        raise SystemExit(
-            f"usage: broken_agents.py NAME ...; NAME one of {', '.join(AGENT_CLASSES)}"
-        )
-    name, rest = argv[0], argv[1:]
-    if rest[:1] == ["--pidfile"] and len(rest) >= 2:
-        pidfile, rest = Path(rest[1]), rest[2:]
-        pidfile.write_text(str(os.getpid()))
-    example.main(AGENT_CLASSES[name], rest)
+        names = ", ".join(AGENT_CLASSES)
+        raise SystemExit(f"usage: broken_agents.py NAME ...; NAME one of {names}")
+    example.main(AGENT_CLASSES[argv[0]], argv[1:])
 
 
 if __name__ == "__main__":
