@@ -114,3 +114,32 @@ async def test_the_ems_asks_for_rebirth_without_reply_to_and_gets_no_reply(
         assert len(replies) == 1 and replies[0].ok
     await tap.bus.stop()
     await agent.stop()
+
+
+def test_sef_call_names_the_rule_when_a_no_reply_method_goes_unanswered(
+    broker_url: str,
+) -> None:
+    """An agent that reads NoReply as "never answer" breaks §6 step 7: ``sef call`` exits 3
+    and says which rule."""
+
+    async def run() -> subprocess.CompletedProcess[str]:
+        agent = QuietAgent("nr-3", broker_url)
+        agent.calls._reply = lambda reply, topic: None  # type: ignore[method-assign]
+        await agent.start()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: subprocess.run(
+                    [*SEF_CALL, "-b", broker_url, "--timeout", "1", "nr-3", "sef.Agent.Rebirth"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ),
+            )
+        finally:
+            await agent.stop()
+
+    out = asyncio.run(run())
+    assert out.returncode == 3, out.stderr
+    assert "no reply from nr-3" in out.stderr
+    assert "annotated NoReply" in out.stderr and "§6 step 7" in out.stderr

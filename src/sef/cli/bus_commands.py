@@ -181,7 +181,10 @@ def call(
         "sef call", broker, Credentials(cert, key, ca, crl, insecure), roles=(Role.EMS,)
     )
 
+    no_reply_method = False
+
     async def main() -> list[Any]:
+        nonlocal no_reply_method
         with broker_usage():
             client = EMS(
                 secured.broker,
@@ -194,6 +197,9 @@ def call(
         await client.start()
         try:
             await client.settle(0.2, 1.5)
+            iface = client.interface_for(interface)
+            spec = iface.methods.get(method_name) if iface is not None else None
+            no_reply_method = spec is not None and spec.no_reply
             return await client.call(
                 dest, interface, method_name, args, reply=not no_reply, timeout_s=timeout
             )
@@ -231,6 +237,11 @@ def call(
         return
     if not replies:
         err.print(f"[yellow]no reply from {dest} within {timeout} s[/]")
+        if no_reply_method:
+            err.print(
+                f"{member} is annotated NoReply, but an agent must answer every call that "
+                "has a reply_to (docs/protocol.md §6 step 7); --no-reply sends none"
+            )
         raise typer.Exit(3)
     if not all(r.ok for r in replies):
         raise typer.Exit(1)
