@@ -4,6 +4,7 @@ an agent that breaks one call rule (``tests/certify/broken_agents.py``) fails th
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from broken_agents import BROKEN_AGENTS
 from certify_support import bis_with_emulator
+from rich.console import Console
 from suite_support import (
     ExampleAgent,
     assert_all_pass,
@@ -21,10 +23,17 @@ from suite_support import (
     thread_agent,
 )
 
+from secure_stack import make_pki, secure_broker
 from sef.agents import Agent
+from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.broker import Mosquitto
+from sef.bus import BusClient
 from sef.certify._calls import CHECKS
+from sef.certify._demo import CHECKS as DEMO_CHECKS
 from sef.certify._model import Outcome
+from sef.certify._robustness import CHECKS as ROBUSTNESS_CHECKS
+from sef.certify._runner import CertifyOptions, run_certification
+from sef.security import Role
 from support import AgentProcess
 
 
@@ -72,6 +81,37 @@ async def test_an_agent_without_the_demo_interface_is_checked_with_ping(broker_u
     assert set(outcomes.values()) == {Outcome.PASS}, describe(report)
     assert "sef.Agent.Ping() with reply_to" in result(report, "calls.reply_to_invalid").evidence
     assert "Ping() with exp 60 s ago" in result(report, "calls.expired").evidence
+
+
+async def test_the_suites_pass_with_signed_calls_over_mutual_tls(tmp_path: Path) -> None:
+    """Protocol version 2 (§12): the certifier signs its calls as an EMS, the agent signs
+    its replies; every check of the three suites passes, except the MalformedPayload
+    reply to unsigned calls, which version 2 forbids (SKIP)."""
+    ca = make_pki(tmp_path)
+    async with secure_broker(ca, tmp_path) as broker:
+        agent_security = broker.security_for("vb-s", Role.AGENT, groups=("feeder-7",))
+        certifier = broker.security_for("certifier", Role.EMS)
+        agent = VirtualBatteryAgent(
+            "vb-s", broker.url, groups=["feeder-7"], security=agent_security
+        )
+        await agent.start()
+        try:
+            checks = [*CHECKS, *DEMO_CHECKS, *ROBUSTNESS_CHECKS]
+
+            def use_tls(bus: BusClient) -> None:
+                bus.tls = certifier.client_tls()
+
+            report = await run_certification(
+                CertifyOptions(broker.url, "vb-s", security=certifier, prepare_bus=use_tls),
+                Console(file=io.StringIO()),
+                checks,
+            )
+        finally:
+            await agent.stop()
+    outcomes = {r.check.id: r.outcome for r in report.results}
+    assert outcomes.pop("robustness.malformed_reply") is Outcome.SKIP, describe(report)
+    assert set(outcomes.values()) == {Outcome.PASS}, describe(report)
+    assert len(outcomes) == len(checks) - 1
 
 
 CALL_RULES = [name for name, bad in BROKEN_AGENTS.items() if bad.check_id.startswith("calls.")]
