@@ -85,6 +85,32 @@ class StatusNotRetained(Base):  # type: ignore[misc,valid-type]
         self.publish_own("status", status, retain=False)
 
 
+class StatusWithoutTs(Base):  # type: ignore[misc,valid-type]
+    """The online status has no ``ts``."""
+
+    def publish_status(self) -> None:
+        status = {"v": 1, "seq": self.next_seq(), "state": "online", "bdseq": self.bdseq,
+                  "keepalive_s": self.keepalive_s}  # fmt: skip
+        self.publish(f"{self.prefix}/status", json.dumps(status).encode(), retain=True)
+
+
+class KeepaliveTooLong(Base):  # type: ignore[misc,valid-type]
+    """An MQTT keepalive of 60 s (agents SHOULD use 10 s or less)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keepalive_s = 60
+
+
+class PropertiesAtQos0(Base):  # type: ignore[misc,valid-type]
+    """Property updates go out at QoS 0."""
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> Any:
+        assert self.client is not None
+        qos = 0 if "/props/" in topic else 1
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+
 class AboutMissingField(Base):  # type: ignore[misc,valid-type]
     """About lacks the required ``Manufacturer``."""
 
@@ -141,6 +167,13 @@ class BdseqReusedOnRestart(Base):  # type: ignore[misc,valid-type]
         return int(self.bdseq) + 1
 
 
+class BdseqNotGrowingOnReconnect(Base):  # type: ignore[misc,valid-type]
+    """One bdseq (the process's start time) for every connection of the process."""
+
+    def new_bdseq(self) -> int:
+        return self.bdseq or int(time.time() * 1000)
+
+
 class NoWill(Base):  # type: ignore[misc,valid-type]
     """Connects without a will."""
 
@@ -177,6 +210,15 @@ class ExpiredExecuted(Base):  # type: ignore[misc,valid-type]
         return False
 
 
+class WrongErrorForUnknownInterface(Base):  # type: ignore[misc,valid-type]
+    """Answers an unknown interface with ``...Error.UnknownMethod``."""
+
+    def execute(self, iface: str, method: str, args: list[Any]) -> Any:
+        if iface not in self.methods:
+            raise CallRefused("org.freedesktop.DBus.Error.UnknownMethod", f"no {iface}")
+        return super().execute(iface, method, args)
+
+
 class WrongErrorForUnknownMethod(Base):  # type: ignore[misc,valid-type]
     """Answers an unknown method with ``...Error.Failed``."""
 
@@ -184,6 +226,13 @@ class WrongErrorForUnknownMethod(Base):  # type: ignore[misc,valid-type]
         if iface in self.methods and method not in self.methods[iface]:
             raise CallRefused("org.freedesktop.DBus.Error.Failed", f"no {method}")
         return super().execute(iface, method, args)
+
+
+class ExtraArgumentsAccepted(Base):  # type: ignore[misc,valid-type]
+    """Does not count the arguments: extra ones are ignored (``Ping(1)`` answers)."""
+
+    def check_args(self, in_args: list[tuple[str, str]], args: list[Any]) -> None:
+        super().check_args(in_args, args[: len(in_args)])
 
 
 class Int16OutOfRangeAccepted(Base):  # type: ignore[misc,valid-type]
@@ -221,6 +270,27 @@ class PublishesToInvalidReplyTo(Base):  # type: ignore[misc,valid-type]
         return isinstance(reply_to, str) and bool(reply_to) and not set("+#\0") & set(reply_to)
 
 
+# -- the demo interface ----------------------------------------------------------------------
+class OpenEndedNotLastAccepted(Base):  # type: ignore[misc,valid-type]
+    """Takes an open-ended event anywhere in a sequence (it then lasts 0 s)."""
+
+    def energy_method(self, cmds: list[list[Any]]) -> None:
+        last = [list(cmd) for cmd in cmds]
+        for cmd in last[:-1]:
+            if isinstance(cmd, list) and len(cmd) == 3 and cmd[2] == 0:
+                cmd[2] = 1
+        super().energy_method(last)
+
+
+class OpenEndedEndsEarly(Base):  # type: ignore[misc,valid-type]
+    """Ends an open-ended event after 1 s instead of at the next command."""
+
+    def start_next_event(self) -> None:
+        super().start_next_event()
+        if self.event[2] == 0 and self.event[0] != "idle":
+            self.event_ends = time.time() + 1.0
+
+
 # -- robustness ------------------------------------------------------------------------------
 class DropsConnectionOnMalformedJson(Base):  # type: ignore[misc,valid-type]
     """Drops its TCP connection when a call is not JSON (then reconnects, as after any
@@ -234,6 +304,54 @@ class DropsConnectionOnMalformedJson(Base):  # type: ignore[misc,valid-type]
                 client.socket().shutdown(socket.SHUT_RDWR)  # no DISCONNECT: the will fires
                 return
         super().on_message(client, userdata, msg)
+
+
+class OversizedExecuted(Base):  # type: ignore[misc,valid-type]
+    """Reads and executes a call over the size limit."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        if len(payload) <= example.MAX_PAYLOAD_BYTES:
+            super().on_call(iface, method, payload)
+            return
+        call = json.loads(payload)
+        result, extra = self.execute(iface, method, call["args"])
+        self.reply(call, result, **extra)
+
+
+class WrongVersionExecuted(Base):  # type: ignore[misc,valid-type]
+    """Executes a call whatever its ``v`` (and with ``jws``/``cose`` keys)."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj = example._readable(payload)
+        if (obj and obj.get("v") != 1) or "jws" in obj or "cose" in obj:
+            obj = {k: v for k, v in obj.items() if k not in ("jws", "cose")} | {"v": 1}
+            payload = json.dumps(obj).encode()
+        super().on_call(iface, method, payload)
+
+
+class MalformedNotAnswered(Base):  # type: ignore[misc,valid-type]
+    """Drops a readable call with an invalid field silently (no MalformedPayload reply)."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj = example._readable(payload)
+        try:
+            example.check_call(obj)
+        except CallRefused:
+            if obj.get("v") == 1 and isinstance(obj.get("id"), str):
+                return
+        super().on_call(iface, method, payload)
+
+
+class AnswersCallsWithoutStringId(Base):  # type: ignore[misc,valid-type]
+    """Answers a call whose ``id`` is missing or not a string (with that id)."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj = example._readable(payload)
+        if obj and not isinstance(obj.get("id"), str) and self.valid_reply_to(obj.get("reply_to")):
+            refused = CallRefused("sef.Error.MalformedPayload", "field 'id' missing or invalid")
+            self.reply({"id": obj.get("id"), "reply_to": obj["reply_to"]}, refused)
+            return
+        super().on_call(iface, method, payload)
 
 
 @dataclass(frozen=True)
@@ -290,6 +408,22 @@ BROKEN_AGENTS: dict[str, BrokenAgent] = {
     ),
     "drops_connection_on_malformed_json": BrokenAgent(
         DropsConnectionOnMalformedJson, "robustness.malformed"
+    ),
+    "status_without_ts": BrokenAgent(StatusWithoutTs, "birth.status"),
+    "keepalive_too_long": BrokenAgent(KeepaliveTooLong, "birth.keepalive"),
+    "properties_at_qos0": BrokenAgent(PropertiesAtQos0, "birth.qos"),
+    "bdseq_not_growing_on_reconnect": BrokenAgent(BdseqNotGrowingOnReconnect, "sessions.reconnect"),
+    "wrong_error_unknown_interface": BrokenAgent(
+        WrongErrorForUnknownInterface, "calls.unknown_interface"
+    ),
+    "extra_arguments_accepted": BrokenAgent(ExtraArgumentsAccepted, "calls.wrong_args"),
+    "open_ended_not_last_accepted": BrokenAgent(OpenEndedNotLastAccepted, "demo.bounds_refused"),
+    "open_ended_ends_early": BrokenAgent(OpenEndedEndsEarly, "demo.open_ended"),
+    "oversized_executed": BrokenAgent(OversizedExecuted, "robustness.oversized"),
+    "wrong_version_executed": BrokenAgent(WrongVersionExecuted, "robustness.wrong_version"),
+    "malformed_not_answered": BrokenAgent(MalformedNotAnswered, "robustness.malformed_reply"),
+    "answers_calls_without_string_id": BrokenAgent(
+        AnswersCallsWithoutStringId, "robustness.unanswerable"
     ),
 }
 """Broken agent name -> its variant and the check it must fail."""
