@@ -136,8 +136,8 @@ async def check_stale_death(ctx: CheckContext) -> str:
 
 async def check_reconnect(ctx: CheckContext) -> str:
     await ctx.live_birth()
-    bdseq, _ = current_session(ctx)
-    mark = await ctx.reconnect_agent()
+    mark = await ctx.reconnect_agent()  # done already if the agent ignored Rebirth
+    bdseq = _session_at(ctx, mark)
     started = time.monotonic()
     back = await _wait(ctx, mark, _online_after(ctx, mark, lambda b: b != bdseq), 15.0)
     if back is None:
@@ -151,8 +151,8 @@ async def check_reconnect(ctx: CheckContext) -> str:
 
 async def check_restart(ctx: CheckContext) -> str:
     await ctx.live_birth()
-    bdseq, _ = current_session(ctx)
     mark = await ctx.restart_agent()
+    bdseq = _session_at(ctx, mark)
     started = time.monotonic()
     timeout = getattr(getattr(ctx, "settings", None), "restart_timeout_s", 60.0)
     back = await _wait(ctx, mark, _online_after(ctx, mark, lambda b: b != bdseq), timeout)
@@ -164,16 +164,25 @@ async def check_restart(ctx: CheckContext) -> str:
     return f"back {time.monotonic() - started:.1f} s after the restart, bdseq {bdseq} -> {new}"
 
 
+def _session_at(ctx: CheckContext, mark: int) -> int:
+    """The bdseq of the agent's session live at stream position ``mark``."""
+    before = ctx.agent_messages(0)[: len(ctx.agent_messages(0)) - len(ctx.agent_messages(mark))]
+    bdseq: int | None = None
+    for message in before:
+        data = _status(ctx, message) or {}
+        number = data.get("bdseq")
+        if data.get("state") == "online" and isinstance(number, int):
+            bdseq = number
+    if bdseq is None:
+        raise CheckFailed("the agent was not online before its connection was dropped")
+    return bdseq
+
+
 def _will_after(ctx: CheckContext, mark: int) -> tuple[int | None, dict[str, Any] | None]:
     """(bdseq of the session live at stream position ``mark``, the first offline status
     after it)."""
     after = ctx.agent_messages(mark)
-    before = ctx.agent_messages(0)[: len(ctx.agent_messages(0)) - len(after)]
-    bdseq = None
-    for message in before:
-        data = _status(ctx, message)
-        if data is not None and data.get("state") == "online":
-            bdseq = data.get("bdseq")
+    bdseq = _session_at(ctx, mark)
     offline = next(
         (d for m in after if (d := _status(ctx, m)) is not None and d.get("state") == "offline"),
         None,
