@@ -135,8 +135,19 @@ async def test_secure_agent_passes_with_signed_calls(tmp_path: Path) -> None:
                     ),
                     console=Console(file=log, width=200),
                 )
+            cli = subprocess.run(
+                [
+                    sys.executable, "-m", "sef", "certify", "sbat-1", "--broker", broker.url,
+                    "--cert", str(ca.cert_path("certifier")), "--key",
+                    str(ca.key_path("certifier")), "--ca", str(ca.ca_path),
+                    "--check", "birth.", "--check", "calls.known_method",
+                ],
+                capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+            )  # fmt: skip
         finally:
             agent.stop()
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "PASS calls.known_method" in cli.stdout and "PASS birth.sef_agent" in cli.stdout
     outcomes = {r.check.id: (r.outcome, r.evidence) for r in report.results}
     failed = {k: v for k, (o, v) in outcomes.items() if o is Outcome.FAIL}
     assert not failed, failed
