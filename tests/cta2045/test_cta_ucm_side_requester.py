@@ -43,7 +43,7 @@ async def test_answered_unanswered_and_unsupported() -> None:
         started = time.monotonic()
         assert await asker.request(cta.Shed(0x2B)) is None  # link-ACKed, never answered
         waited = time.monotonic() - started
-        assert asker.unanswered == 1 and 1.0 <= waited < 1.5, waited
+        assert asker.unanswered == 1 and 1.0 <= waited < 2.0, waited
         supported, reply = await asker.request_optional(cta.GetTemperatureOffsetRequest())
         assert supported is False and reply == cta.IntermediateReply(0x03, 0x82, 1)
         answers[cta.GetTemperatureOffsetRequest] = cta.TemperatureOffsetReply(0, 4, 1)
@@ -82,7 +82,7 @@ async def test_silent_sgd_is_a_link_timeout_after_the_floor() -> None:
         with pytest.raises(cta.LinkTimeout, match="silent"):
             await asker.request(cta.OperationalStateQuery())
         took = time.monotonic() - started
-        assert 0.95 <= took < 1.3, took
+        assert 0.95 <= took < 1.5, took
     await b.close()
 
 
