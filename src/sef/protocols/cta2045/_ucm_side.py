@@ -17,6 +17,8 @@ import asyncio
 import math
 from collections.abc import Callable
 
+from sef.logthrottle import LogThrottle
+
 from ._advanced import ALU_AS_MUCH_AS_POSSIBLE, AdvancedLoadUpUnits, SetAdvancedLoadUpRequest
 from ._basic import (
     AppAck,
@@ -127,6 +129,7 @@ class UcmRequester:
         """Loop time of the SGD's last link ACK or message (real s)."""
         self.unanswered = 0
         """Requests link-ACKed but not answered, in total."""
+        self._quiet = LogThrottle(logger, "unanswered requests", burst=3, interval_s=60.0)
         self._lock = asyncio.Lock()
         self._pending: tuple[Callable[[Message], bool], asyncio.Future[Message]] | None = None
 
@@ -138,11 +141,6 @@ class UcmRequester:
             return False
         pending[1].set_result(message)
         return True
-
-    async def send(self, message: Message) -> None:
-        """Send a message that has no application response (waits for its link ACK)."""
-        async with self._lock:
-            await self._send(message)
 
     async def request(self, message: Message, expect: Expectation = None) -> Message | None:
         """``message``'s response, or None when the SGD link-ACKed it but did not answer.
@@ -161,7 +159,9 @@ class UcmRequester:
                     return await asyncio.wait_for(future, self.response_wait_s)
                 except TimeoutError:
                     self.unanswered += 1
-                    logger.info(
+                    self._quiet.warn(
+                        self.link.name,
+                        type(message).__name__,
                         "%s: %r link-ACKed, no response in %.1f s",
                         self.link.name,
                         message,
