@@ -1,5 +1,6 @@
-"""A stand-in SGD for UCM tests: a bare CTA-2045 link on a pty that link-ACKs every frame
-and answers only what a test asks (imported by module name; no package)."""
+"""Stand-in SGDs for UCM tests (imported by module name; no package): a bare CTA-2045 link
+on a pty that link-ACKs every frame and answers only what a test asks (:class:`AckOnlySgd`),
+and a byte-level script that link-ACKs, records and writes raw frames (:class:`ScriptedSgd`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from sef.agents.ucm import UCMAgent
 from sef.clock import ScaledClock
 from sef.interface import DEMO_INTERFACE
 from sef.protocols import cta2045 as cta
+from support import wait_for
 from ucm_helpers import FAST
+
+ACK = bytes.fromhex("06 00")
 
 #: The UCM waits 0.4 s for an answer after the link ACK (real CTA-2045 timing: 1.5 s).
 TIMING = replace(FAST, response_timeout_s=0.4)
@@ -86,3 +90,59 @@ async def ack_only_rig(
 
 def telemetry(ucm: UCMAgent) -> dict[str, Any]:
     return {k: v.value for k, v in ucm.get_property(DEMO_INTERFACE, "Telemetry").items()}
+
+
+class ScriptedSgd:
+    """Link-ACKs every frame from the UCM; records frames and link answers with times."""
+
+    def __init__(self, transport: cta.Transport) -> None:
+        self.transport = transport
+        self.mute_after: type[cta.Message] | None = None
+        """ACK the next frame that decodes to this class, then fall silent."""
+        self.muted_at: float | None = None  # time.monotonic() of the last ACK
+        self.frames: list[tuple[float, bytes]] = []  # the UCM's frames
+        self.controls: list[tuple[float, bytes]] = []  # the UCM's link ACKs / NAKs
+        self._deframer = cta.Deframer(0.5)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        while data := await self.transport.read():
+            for event in self._deframer.feed(data, loop.time()):
+                if isinstance(event, cta.Frame) and self.muted_at is None:
+                    self.frames.append((time.monotonic(), event.encode()))
+                    await asyncio.sleep(0.005)  # tMA
+                    await self.transport.write(ACK)
+                    mute = self.mute_after
+                    if mute is not None and isinstance(_decoded(event), mute):
+                        self.muted_at = time.monotonic()
+                elif isinstance(event, cta.AckFrame | cta.NakFrame):
+                    self.controls.append((time.monotonic(), event.encode()))
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await self._task
+        await self.transport.close()
+
+    async def inject(self, data: bytes, answer: bytes | None) -> bytes:
+        """Write ``data``; return the UCM's link answer, and wait for ``answer`` if given."""
+        sent = time.monotonic()
+        await self.transport.write(data)
+        await wait_for(lambda: any(t >= sent for t, _ in self.controls), 2.0)
+        link_answer = next(c for t, c in self.controls if t >= sent)
+        if answer is not None:
+            await wait_for(lambda: any(t >= sent and f == answer for t, f in self.frames), 2.0)
+        await asyncio.sleep(0.15)  # nothing else follows
+        assert [c for t, c in self.controls if t >= sent] == [link_answer]
+        return link_answer
+
+    def answers_since(self, since: float, polls: set[bytes]) -> list[bytes]:
+        return [f for t, f in self.frames if t >= since and f not in polls]
+
+
+def _decoded(frame: cta.Frame) -> cta.Message | None:
+    try:
+        return cta.decode_message(frame)
+    except cta.CtaError:
+        return None

@@ -9,8 +9,6 @@ with link NAK ``15 07`` and an unsupported message type with ``15 06`` — and k
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from dataclasses import replace
 
@@ -23,52 +21,9 @@ from sef.interface import DEMO_INTERFACE
 from sef.protocols import cta2045 as cta
 from support import wait_for
 from ucm_helpers import FAST
+from ucm_standin import ACK, ScriptedSgd
 
 TIMING = replace(FAST, response_timeout_s=0.4)
-ACK = bytes.fromhex("06 00")
-
-
-class ScriptedSgd:
-    """Link-ACKs every frame from the UCM; records frames and link answers with times."""
-
-    def __init__(self, transport: cta.Transport) -> None:
-        self.transport = transport
-        self.frames: list[tuple[float, bytes]] = []  # the UCM's frames
-        self.controls: list[tuple[float, bytes]] = []  # the UCM's link ACKs / NAKs
-        self._deframer = cta.Deframer(0.5)
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        while data := await self.transport.read():
-            for event in self._deframer.feed(data, loop.time()):
-                if isinstance(event, cta.Frame):
-                    self.frames.append((time.monotonic(), event.encode()))
-                    await asyncio.sleep(0.005)  # tMA
-                    await self.transport.write(ACK)
-                elif isinstance(event, cta.AckFrame | cta.NakFrame):
-                    self.controls.append((time.monotonic(), event.encode()))
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await self._task
-        await self.transport.close()
-
-    async def inject(self, data: bytes, answer: bytes | None) -> bytes:
-        """Write ``data``; return the UCM's link answer, and wait for ``answer`` if given."""
-        sent = time.monotonic()
-        await self.transport.write(data)
-        await wait_for(lambda: any(t >= sent for t, _ in self.controls), 2.0)
-        link_answer = next(c for t, c in self.controls if t >= sent)
-        if answer is not None:
-            await wait_for(lambda: any(t >= sent and f == answer for t, f in self.frames), 2.0)
-        await asyncio.sleep(0.15)  # nothing else follows
-        assert [c for t, c in self.controls if t >= sent] == [link_answer]
-        return link_answer
-
-    def answers_since(self, since: float, polls: set[bytes]) -> list[bytes]:
-        return [f for t, f in self.frames if t >= since and f not in polls]
 
 
 CASES = [
