@@ -187,6 +187,12 @@ def ucm(
     ),
     clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
     keepalive: int = typer.Option(10, "--keepalive", help="MQTT keepalive, s."),
+    advanced_load_up: bool = typer.Option(
+        False,
+        "--advanced-load-up",
+        help="Follow a timed charge with a rate by CTA-2045-B Set Advanced Load Up "
+        "(rate x duration Wh), when the SGD supports it.",
+    ),
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
     ca: Path | None = CA_OPTION,
@@ -222,6 +228,7 @@ def ucm(
             keepalive_s=keepalive,
             security=secured.security,
             sign_telemetry=sign_telemetry,
+            use_advanced_load_up=advanced_load_up,
         )
     run_service(
         serve_agent(agent, secured, enroll_url, f", SGD at {serial or tcp}"), name=f"ucm {agent_id}"
