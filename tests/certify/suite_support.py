@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,16 @@ from sef.certify._runner import CertifyOptions, run_certification
 example = load_example()
 ExampleAgent: Any = example.BatteryAgent
 """``examples/paho_agent.py``'s agent class: variants override one method."""
+
+
+def readable(payload: bytes) -> dict[str, Any]:
+    """The JSON object a payload holds (leniently parsed), else ``{}``: what a variant of
+    the example agent looks at before it misbehaves."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 async def certify(broker_url: str, agent_id: str, checks: Sequence[Check]) -> Report:

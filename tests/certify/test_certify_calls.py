@@ -19,6 +19,7 @@ from suite_support import (
     certify,
     describe,
     example,
+    readable,
     result,
     thread_agent,
 )
@@ -141,7 +142,7 @@ class RefusesUnknownKeys(ExampleAgent):  # type: ignore[misc]
     """Refuses a call with keys beyond §5.5's instead of ignoring them."""
 
     def on_call(self, iface: str, method: str, payload: bytes) -> None:
-        obj: Any = example._readable(payload)
+        obj: Any = readable(payload)
         if set(obj) - CALL_KEYS:
             bad = example.CallRefused("sef.Error.MalformedPayload", "unknown keys")
             self.reply(obj, bad)
@@ -153,17 +154,68 @@ class RepliesToTheSender(ExampleAgent):  # type: ignore[misc]
     """Answers a call without reply_to on its sender's reply topic anyway."""
 
     def on_call(self, iface: str, method: str, payload: bytes) -> None:
-        obj: Any = example._readable(payload)
+        obj: Any = readable(payload)
         if obj and "reply_to" not in obj and isinstance(obj.get("sender"), str):
             obj["reply_to"] = f"{self.root}/clients/{obj['sender']}/reply"
             payload = json.dumps(obj).encode()
         super().on_call(iface, method, payload)
 
 
+class KeysCallsBySenderString(ExampleAgent):  # type: ignore[misc]
+    """De-duplicates by ``f"{sender}/{id}"``: an anonymous call and one from the sender
+    "None" with the same id collide."""
+
+    def is_duplicate(self, call: dict[str, Any]) -> bool:
+        key = f"{call.get('sender')}/{call['id']}"
+        if key in self.seen_calls:
+            return True
+        self.seen_calls[key] = None
+        return False
+
+
+class RemembersRefusedCalls(ExampleAgent):  # type: ignore[misc]
+    """Puts calls refused at step 1 into the de-duplication window too."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj: Any = readable(payload)
+        key = (obj.get("sender"), obj.get("id"))
+        if key in self.seen_calls:
+            return
+        if isinstance(obj.get("id"), str) and not isinstance(obj.get("args"), list):
+            self.seen_calls[key] = None
+        super().on_call(iface, method, payload)
+
+
+class AnswersRedeliveredExpiredCalls(ExampleAgent):  # type: ignore[misc]
+    """Checks expiry before de-duplication: a redelivered expired call is answered again."""
+
+    def is_duplicate(self, call: dict[str, Any]) -> bool:
+        return False if self.is_expired(call) else bool(super().is_duplicate(call))
+
+
+class FollowsNoReply(ExampleAgent):  # type: ignore[misc]
+    """Never answers a method annotated NoReply (Rebirth), whatever reply_to says."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj: Any = readable(payload)
+        if method == "Rebirth" and obj:
+            obj.pop("reply_to", None)
+            payload = json.dumps(obj).encode()
+        super().on_call(iface, method, payload)
+
+
+VARIANTS: list[tuple[Any, str]] = [
+    (RefusesUnknownKeys, "calls.unknown_keys"),
+    (RepliesToTheSender, "calls.no_reply_wanted"),
+    (KeysCallsBySenderString, "calls.duplicate"),
+    (RemembersRefusedCalls, "calls.duplicate"),
+    (AnswersRedeliveredExpiredCalls, "calls.duplicate"),
+    (FollowsNoReply, "calls.noreply_method_answered"),
+]
+
+
 @pytest.mark.parametrize(
-    ("agent_class", "check_id"),
-    [(RefusesUnknownKeys, "calls.unknown_keys"), (RepliesToTheSender, "calls.no_reply_wanted")],
-    ids=["unknown_keys", "no_reply_wanted"],
+    ("agent_class", "check_id"), VARIANTS, ids=[cls.__name__ for cls, _ in VARIANTS]
 )
 async def test_a_variant_breaking_one_call_rule_fails_that_check(
     broker_url: str, agent_class: Any, check_id: str

@@ -85,8 +85,15 @@ class AtMost64Events(ExampleAgent):  # type: ignore[misc]
 
     def energy_method(self, cmds: list[list[Any]]) -> None:
         if len(cmds) > 64:
-            raise example.CallRefused("org.freedesktop.DBus.Error.InvalidArgs", "at most 64")
+            raise example.CallRefused("org.freedesktop.DBus.Error.InvalidArgs", "cmds: at most 64")
         super().energy_method(cmds)
+
+
+class AcceptsAnyLength(ExampleAgent):  # type: ignore[misc]
+    """Runs the first 256 events of a longer sequence instead of refusing it."""
+
+    def energy_method(self, cmds: list[list[Any]]) -> None:
+        super().energy_method(cmds[:256])
 
 
 class OldSequenceKeepsRunning(ExampleAgent):  # type: ignore[misc]
@@ -143,12 +150,15 @@ BROKEN_DEMO: list[tuple[type, str]] = [
     (RefusesEndshed, "demo.commands"),
     (AcceptsNegativeRates, "demo.bounds_refused"),
     (AtMost64Events, "demo.bounds_accepted"),
+    (AcceptsAnyLength, "demo.bounds_refused"),
     (OldSequenceKeepsRunning, "demo.replaces"),
     (OpenEndedLastsOneSecond, "demo.open_ended"),
 ]
 
 
-@pytest.mark.parametrize(("agent_class", "check_id"), BROKEN_DEMO, ids=[c for _, c in BROKEN_DEMO])
+@pytest.mark.parametrize(
+    ("agent_class", "check_id"), BROKEN_DEMO, ids=[cls.__name__ for cls, _ in BROKEN_DEMO]
+)
 async def test_an_agent_breaking_one_command_rule_fails_that_check(
     broker_url: str, agent_class: type, check_id: str
 ) -> None:

@@ -17,6 +17,7 @@ from suite_support import (
     certify,
     describe,
     example,
+    readable,
     result,
     thread_agent,
 )
@@ -49,11 +50,8 @@ async def test_the_example_agent_passes_every_robustness_check(broker_url: str) 
     with thread_agent(ExampleAgent, broker_url, "example-1"):
         report = await certify(broker_url, "example-1", CHECKS)
     assert_all_pass(report, CHECKS)
-    # the example answers a readable wrong-version call; the check took its error name
-    assert (
-        "v=99 -> sef.Error.UnsupportedVersion"
-        in result(report, "robustness.wrong_version").evidence
-    )
+    evidence = result(report, "robustness.wrong_version").evidence
+    assert "each answered sef.Error.UnsupportedVersion" in evidence
 
 
 # -- agents that break one rule (variants of the example agent) ------------------------------
@@ -73,7 +71,7 @@ class ExecutesAnyVersion(ExampleAgent):  # type: ignore[misc]
     """Ignores ``v`` and the envelope keys: a version-2 or version-99 call runs as v1."""
 
     def on_call(self, iface: str, method: str, payload: bytes) -> None:
-        obj: Any = example._readable(payload)
+        obj: Any = readable(payload)
         if obj and obj.get("v") != 1:
             fixed = {k: v for k, v in obj.items() if k not in ("jws", "cose")} | {"v": 1}
             payload = json.dumps(fixed).encode()
@@ -86,8 +84,9 @@ class SilentOnInvalidCalls(ExampleAgent):  # type: ignore[misc]
     def on_call(self, iface: str, method: str, payload: bytes) -> None:
         try:
             example.check_call(example.decode(payload))
-        except example.CallRefused:
-            return
+        except example.CallRefused as exc:
+            if exc.name == "sef.Error.MalformedPayload":
+                return
         super().on_call(iface, method, payload)
 
 
@@ -95,9 +94,45 @@ class AnswersCallsWithoutId(ExampleAgent):  # type: ignore[misc]
     """Answers a readable call with no string id, with whatever id it had."""
 
     def on_call(self, iface: str, method: str, payload: bytes) -> None:
-        obj: Any = example._readable(payload)
+        obj: Any = readable(payload)
         if obj and not isinstance(obj.get("id"), str) and self.valid_reply_to(obj.get("reply_to")):
             self.reply({"id": str(obj.get("id")), "reply_to": obj["reply_to"]}, [])
+            return
+        super().on_call(iface, method, payload)
+
+
+class AnswersOversizedCalls(ExampleAgent):  # type: ignore[misc]
+    """Reads an oversized call anyway to answer it PayloadTooLarge (never to be answered)."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj: Any = readable(payload)
+        if len(payload) > example.MAX_PAYLOAD_BYTES and self.valid_reply_to(obj.get("reply_to")):
+            self.reply(obj, example.CallRefused("sef.Error.PayloadTooLarge", "too large"))
+            return
+        super().on_call(iface, method, payload)
+
+
+class AnswersCallsInAnArray(ExampleAgent):  # type: ignore[misc]
+    """Answers a JSON array holding a call (not an object: never to be answered)."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        try:
+            items = json.loads(payload)
+        except ValueError:
+            items = None
+        if isinstance(items, list) and items and isinstance(items[0], dict):
+            refused = example.CallRefused("sef.Error.MalformedPayload", "not an object")
+            self.reply(items[0], refused)
+            return
+        super().on_call(iface, method, payload)
+
+
+class SilentOnWrongVersion(ExampleAgent):  # type: ignore[misc]
+    """Refuses a call with v other than 1 without the UnsupportedVersion reply."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj: Any = readable(payload)
+        if obj and (obj.get("v") != 1 or "jws" in obj or "cose" in obj):
             return
         super().on_call(iface, method, payload)
 
@@ -105,14 +140,19 @@ class AnswersCallsWithoutId(ExampleAgent):  # type: ignore[misc]
 BROKEN_ROBUSTNESS: list[tuple[Any, str]] = [
     (BROKEN_AGENTS["drops_connection_on_malformed_json"].agent_class, "robustness.malformed"),
     (ExecutesOversized, "robustness.oversized"),
+    (AnswersOversizedCalls, "robustness.oversized"),
+    (AnswersCallsInAnArray, "robustness.malformed"),
     (ExecutesAnyVersion, "robustness.wrong_version"),
+    (SilentOnWrongVersion, "robustness.wrong_version"),
     (SilentOnInvalidCalls, "robustness.malformed_reply"),
     (AnswersCallsWithoutId, "robustness.unanswerable"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("agent_class", "check_id"), BROKEN_ROBUSTNESS, ids=[c for _, c in BROKEN_ROBUSTNESS]
+    ("agent_class", "check_id"),
+    BROKEN_ROBUSTNESS,
+    ids=[cls.__name__ for cls, _ in BROKEN_ROBUSTNESS],
 )
 async def test_an_agent_breaking_one_rule_fails_that_check(
     broker_url: str, agent_class: Any, check_id: str

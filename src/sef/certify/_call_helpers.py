@@ -20,6 +20,7 @@ __all__ = [
     "NOTHING_S",
     "current_event",
     "energy",
+    "ensure_idle",
     "error_name",
     "events_observable",
     "expect_error",
@@ -75,13 +76,23 @@ def error_name(reply: dict[str, Any] | None) -> str | None:
     return None
 
 
-def expect_error(sent: str, reply: dict[str, Any] | None, name: str) -> str:
-    """Evidence when ``reply`` is an error reply named ``name``, else :class:`CheckFailed`."""
+def expect_error(
+    sent: str, reply: dict[str, Any] | None, name: str, *, path: str | None = None
+) -> str:
+    """Evidence when ``reply`` is an error reply named ``name`` (and, with ``path``, whose
+    message starts with it: the path of the offending value), else :class:`CheckFailed`."""
     if reply is None:
         raise CheckFailed(f"sent {sent}: no reply (expected error {name})")
     got = error_name(reply)
     if got != name:
         raise CheckFailed(f"sent {sent}: expected error {name}, got {render(reply)}")
+    if path is not None:
+        message = reply["error"].get("message")
+        if not isinstance(message, str) or not message.startswith(path):
+            raise CheckFailed(
+                f"sent {sent}: {name} as expected, but its message {render(message)} does "
+                f"not start with the path of the bad value, {path!r}"
+            )
     return f"{sent} -> {name}"
 
 
@@ -288,6 +299,19 @@ async def wait_event(
         if matches(message):
             return message
     return await ctx.wait_message(matches, timeout_s)
+
+
+async def ensure_idle(ctx: CheckContext) -> None:
+    """Command ``[[idle,0,0]]`` and return once Telemetry says idle (at once when it
+    already did: an unchanged value need not be published again)."""
+    mark = ctx.mark()
+    expect_ok("EnergyMethod([[idle,0,0]])", await energy(ctx, [["idle", 0, 0]]))
+    if current_event(ctx) == "idle":
+        return
+    if await wait_event(ctx, mark, "idle") is None:
+        raise CheckFailed(
+            f"EnergyMethod([[idle,0,0]]) accepted: no Telemetry with Event idle in {REPLY_S:g} s"
+        )
 
 
 def events_since(ctx: CheckContext, mark: int) -> list[str]:

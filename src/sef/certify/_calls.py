@@ -19,8 +19,8 @@ from sef.certify._call_helpers import (
     DEMO,
     NOTHING_S,
     REPLY_S,
-    current_event,
     energy,
+    ensure_idle,
     events_observable,
     expect_error,
     expect_ok,
@@ -35,6 +35,7 @@ from sef.certify._call_helpers import (
     reply_count,
     wait_event,
 )
+from sef.certify._calls_dedup import duplicate
 from sef.certify._model import Check, CheckContext, CheckFailed, CheckSkipped, Level
 
 __all__ = ["CHECKS"]
@@ -96,13 +97,23 @@ async def unknown_keys(ctx: CheckContext) -> str:
     return f"{sent} -> ok"
 
 
+async def noreply_method_answered(ctx: CheckContext) -> str:
+    """A method annotated NoReply (sef.Agent.Rebirth) called with reply_to is answered
+    ok with an empty result: reply_to alone decides."""
+    reply = await ctx.call(AGENT, "Rebirth", [], timeout_s=REPLY_S)
+    sent = "sef.Agent.Rebirth() (annotated NoReply) with reply_to"
+    expect_ok(sent, reply)
+    assert reply is not None
+    if reply.get("result") != []:
+        raise CheckFailed(f"{sent}: ok, but result {render(reply.get('result'))}, expected []")
+    return f"{sent} -> {render(reply)}"
+
+
 async def no_reply_wanted(ctx: CheckContext) -> str:
     """A call without reply_to is executed and not answered."""
     call_id = fresh_id("noreply")
     if events_observable(ctx):
-        mark = ctx.mark()
-        expect_ok("EnergyMethod([[idle,0,0]])", await energy(ctx, [["idle", 0, 0]]))
-        await wait_event(ctx, mark, "idle")
+        await ensure_idle(ctx)
         mark = ctx.mark()
         await ctx.call(DEMO, "EnergyMethod", [[["charge", 1, 0]]], call_id=call_id, reply=False)
         if await wait_event(ctx, mark, "charge") is None:
@@ -123,47 +134,10 @@ async def no_reply_wanted(ctx: CheckContext) -> str:
     return f"{sent} without reply_to: {effect}no reply"
 
 
-async def duplicate(ctx: CheckContext) -> str:
-    """The same (sender, id) twice -> one reply; for a demo agent also one effect."""
-    call_id = fresh_id("dup")
-    mark = ctx.mark()
-    first = await ctx.call(AGENT, "Ping", [], call_id=call_id, timeout_s=REPLY_S)
-    expect_ok(f"sef.Agent.Ping() id {call_id}", first)
-    await ctx.call(AGENT, "Ping", [], call_id=call_id, timeout_s=0.0)
-    effect = ""
-    if events_observable(ctx):
-        effect = "; " + await _duplicate_effect(ctx)  # waits NOTHING_S meanwhile
-    else:
-        await asyncio.sleep(NOTHING_S)
-    count = await reply_count(ctx, mark, call_id)
-    if count != 1:
-        raise CheckFailed(f"sef.Agent.Ping() id {call_id} sent twice: {count} replies, expected 1")
-    return f"sef.Agent.Ping() id {call_id} sent twice -> 1 reply{effect}"
-
-
-async def _duplicate_effect(ctx: CheckContext) -> str:
-    """Charge (id A), idle (id B), charge again with id A: the agent must stay idle."""
-    id_a, id_b = fresh_id("dup-a"), fresh_id("dup-b")
-    expect_ok("EnergyMethod([charge,1,0])", await energy(ctx, [["charge", 1, 0]], call_id=id_a))
-    mark = ctx.mark()
-    expect_ok("EnergyMethod([idle,0,0])", await energy(ctx, [["idle", 0, 0]], call_id=id_b))
-    if await wait_event(ctx, mark, "idle") is None:
-        raise CheckFailed("after EnergyMethod([idle,0,0]) no Telemetry with Event idle")
-    mark = ctx.mark()
-    again = await energy(ctx, [["charge", 1, 0]], call_id=id_a, timeout_s=NOTHING_S)
-    if again is not None:
-        raise CheckFailed(f"EnergyMethod id {id_a} sent again was answered: {render(again)}")
-    if (event := current_event(ctx)) != "idle":
-        raise CheckFailed(f"EnergyMethod id {id_a} sent again was executed: Event is {event!r}")
-    return f"EnergyMethod charge (id {id_a}), idle, the charge again -> no reply, still idle"
-
-
 async def expired(ctx: CheckContext) -> str:
     """A call whose exp is past -> not executed, answered sef.Error.Expired."""
     if events_observable(ctx):
-        mark = ctx.mark()
-        expect_ok("EnergyMethod([idle,0,0])", await energy(ctx, [["idle", 0, 0]]))
-        await wait_event(ctx, mark, "idle")
+        await ensure_idle(ctx)
         mark = ctx.mark()
         reply = await energy(ctx, [["charge", 1, 0]], exp_in_s=-60.0)
         evidence = expect_error("EnergyMethod([charge,1,0]) with exp 60 s ago", reply, EXPIRED)
@@ -210,13 +184,14 @@ async def wrong_args(ctx: CheckContext) -> str:
 
 
 async def int16_range(ctx: CheckContext) -> str:
-    """An int16 argument out of -32768..32767 -> InvalidArgs."""
+    """An int16 argument out of -32768..32767 -> InvalidArgs, the message starting with
+    the path of the bad value (§7.2)."""
     need_demo(ctx)
     evidence = []
-    for rate, duration in ((40000, 10), (-40000, 10), (32768, 10), (1, 32768)):
+    for rate, duration, path in ((40000, 10, 1), (-40000, 10, 1), (32768, 10, 1), (1, 32768, 2)):
         reply = await energy(ctx, [["charge", rate, duration]])
         sent = f"EnergyMethod([[charge,{rate},{duration}]])"
-        evidence.append(expect_error(sent, reply, INVALID_ARGS))
+        evidence.append(expect_error(sent, reply, INVALID_ARGS, path=f"cmds[0][{path}]"))
     return "; ".join(evidence)
 
 
@@ -283,9 +258,7 @@ async def reply_to_invalid(ctx: CheckContext) -> str:
     await ctx.subscribe(ctx.topic(f"clients/{client}/#"))
     demo = events_observable(ctx)
     if demo:
-        mark = ctx.mark()
-        expect_ok("EnergyMethod([idle,0,0])", await energy(ctx, [["idle", 0, 0]]))
-        await wait_event(ctx, mark, "idle")
+        await ensure_idle(ctx)
     mark = ctx.mark()
     sent = []
     for pattern in BAD_REPLY_TO:
@@ -348,6 +321,13 @@ CHECKS: list[Check] = [
         "§5.5, §6 step 7",
         Level.REQUIRED,
         no_reply_wanted,
+    ),
+    Check(
+        "calls.noreply_method_answered",
+        "a NoReply method called with reply_to is answered",
+        "§6 step 7, §7.1",
+        Level.REQUIRED,
+        noreply_method_answered,
     ),
     Check(
         "calls.duplicate",

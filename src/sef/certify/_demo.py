@@ -1,4 +1,4 @@
-"""The ``demo`` suite: ``edu.pdx.powerlab.demo`` as its XML and ``docs/api.md`` define it
+"""The ``demo`` suite: ``edu.pdx.powerlab.demo`` as ``docs/protocol.md`` §7.2 defines it
 (``EnergyMethod(cmds: a(snn))``: commands charge, discharge, idle, shed, endshed; rate
 and duration integers 0…32767; duration 0 = until the next command, last event only; a new
 sequence replaces the running one; ``Telemetry`` carries ``TimeStamp``).
@@ -30,21 +30,22 @@ from sef.certify._model import Check, CheckContext, CheckFailed, Level, Observed
 
 __all__ = ["CHECKS"]
 
-SECTION = "§6, edu.pdx.powerlab.demo"
-"""Where the command rules are: §6 (execution, InvalidArgs) and the interface's XML."""
+SECTION = "§7.2"
+"""Where the command and telemetry rules of ``edu.pdx.powerlab.demo`` are."""
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 COMMANDS = ("charge", "discharge", "idle", "shed", "endshed")
 MAX_EVENTS = 256
 
 
 async def commands(ctx: CheckContext) -> str:
-    """Each of the five commands is accepted (open-ended, 1 kW), then idle."""
+    """Each of the five commands is accepted (open-ended, 1 kW), in any case and with
+    blanks around it, then idle."""
     need_demo(ctx)
     accepted = []
-    for command in (*COMMANDS, "idle"):
-        sent = f"EnergyMethod([[{command},1,0]])"
+    for command in (*COMMANDS, " CHARGE ", "Idle"):
+        sent = f"EnergyMethod([[{command!r},1,0]])"
         expect_ok(sent, await energy(ctx, [[command, 1, 0]]))
-        accepted.append(command)
+        accepted.append(repr(command))
     return f"EnergyMethod([[cmd,1,0]]) accepted (ok) for {', '.join(accepted)}"
 
 
@@ -68,27 +69,36 @@ async def bounds_accepted(ctx: CheckContext) -> str:
     return "accepted: " + "; ".join(label for label, _ in cases)
 
 
-REFUSED: tuple[tuple[str, list[Any]], ...] = (
-    ("[[charge,-1,10]] (negative rate)", [["charge", -1, 10]]),
-    ("[[charge,1,-1]] (negative duration)", [["charge", 1, -1]]),
-    ("[[explode,1,10]] (unknown command)", [["explode", 1, 10]]),
-    ("[[charge,1,0],[idle,0,10]] (open-ended not last)", [["charge", 1, 0], ["idle", 0, 10]]),
-    ("[] (no event)", []),
+REFUSED: tuple[tuple[str, list[Any], str], ...] = (
+    ("[[charge,-1,10]] (negative rate)", [["charge", -1, 10]], "cmds[0][1]"),
+    ("[[charge,1,-1]] (negative duration)", [["charge", 1, -1]], "cmds[0][2]"),
+    ("[[explode,1,10]] (unknown command)", [["explode", 1, 10]], "cmds[0][0]"),
+    (
+        "[[charge,1,0],[idle,0,10]] (open-ended not last)",
+        [["charge", 1, 0], ["idle", 0, 10]],
+        "cmds[0][2]",
+    ),
+    ("[] (no event)", [], "cmds"),
+    (
+        f"{MAX_EVENTS + 1} events [[idle,0,60]]*{MAX_EVENTS}+[[idle,0,0]]",
+        [["idle", 0, 60]] * MAX_EVENTS + [["idle", 0, 0]],
+        "cmds",
+    ),
 )
+"""(label, cmds, the path the error message must start with)."""
 
 
 async def bounds_refused(ctx: CheckContext) -> str:
-    """Negative rates and durations, unknown commands, an open-ended event that is not last
-    and an empty sequence are refused InvalidArgs, and change nothing (values beyond int16
-    are ``calls.int16_range``'s)."""
+    """Negative rates and durations, unknown commands, an open-ended event that is not last,
+    no event and 257 events are refused InvalidArgs with the path of the bad value first in
+    the message, and change nothing (values beyond int16 are ``calls.int16_range``'s)."""
     need_demo(ctx)
     expect_ok("EnergyMethod([[idle,0,0]])", await energy(ctx, [["idle", 0, 0]]))
     mark = ctx.mark()
     evidence = []
-    for label, cmds in REFUSED:
-        evidence.append(
-            expect_error(f"EnergyMethod({label})", await energy(ctx, cmds), INVALID_ARGS)
-        )
+    for label, cmds, path in REFUSED:
+        reply = await energy(ctx, cmds)
+        evidence.append(expect_error(f"EnergyMethod({label})", reply, INVALID_ARGS, path=path))
     changed = [event for event in events_since(ctx, mark) if event != "idle"]
     if changed:
         raise CheckFailed(f"{'; '.join(evidence)}; but the running event changed to {changed}")
@@ -227,7 +237,7 @@ CHECKS: list[Check] = [
     ),
     Check(
         "demo.bounds_refused",
-        "negative values, unknown commands, open-ended not last, no event: InvalidArgs",
+        "bad sequences (negative, unknown command, open-ended not last, 0 or 257 events) refused",
         SECTION,
         Level.REQUIRED,
         bounds_refused,

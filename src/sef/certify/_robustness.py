@@ -3,10 +3,11 @@
 
 Each check publishes bad payloads raw on the agent's ``sef.Agent.Ping`` call topic, then
 requires that the agent published no offline status (no will, no shutdown) and answers a
-valid Ping afterwards. Where §6 step 1 says an error reply is sent (the object was
-readable and has a string ``id`` and a valid ``reply_to``) the reply's name is checked;
-a readable object that is refused for its version may be answered (then with
-``sef.Error.UnsupportedVersion`` or ``sef.Error.MalformedPayload``) or not.
+valid Ping afterwards. §6 step 1 decides the replies: a readable JSON object with a string
+``id`` and a valid ``reply_to`` is answered ``sef.Error.UnsupportedVersion`` when ``v`` is
+not 1 and ``sef.Error.MalformedPayload`` when a key is missing or wrong; an oversized or
+unreadable payload, or one that is not an object, is never answered. An agent that signs
+its replies (protocol version 2) answers no unsigned call (§12).
 """
 
 from __future__ import annotations
@@ -89,41 +90,78 @@ async def _publish_all(ctx: CheckContext, payloads: list[tuple[str, bytes]]) -> 
     return mark
 
 
+def _signs_replies(ctx: CheckContext) -> bool:
+    """Whether the agent's replies seen so far are signed envelopes (protocol version 2,
+    where unsigned calls are refused unanswered, §12)."""
+    return any(field_of(m, "jws") for m in ctx.since(0) if m.topic == ctx.reply_topic)
+
+
+def _answers(ctx: CheckContext, mark: int, ids: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Label -> the first reply since ``mark`` to the call ``ids[label]``."""
+    found = {}
+    for label, call_id in ids.items():
+        replies = replies_since(ctx, mark, call_id)
+        if replies:
+            found[label] = replies[0].json()
+    return found
+
+
+async def _await_answers(
+    ctx: CheckContext, mark: int, ids: dict[str, str], timeout_s: float
+) -> dict[str, dict[str, Any]]:
+    """:func:`_answers` once every call has one, or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := _answers(ctx, mark, ids)) < len(ids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return found
+
+
 async def malformed(ctx: CheckContext) -> str:
-    """Malformed JSON, a non-object, garbage bytes, NaN: survived, not answered."""
+    """Malformed JSON, non-objects, garbage bytes, NaN: survived and never answered (also
+    when they carry an id and a reply topic: nothing of them is readable)."""
+    ids = {label: fresh_id("junk") for label in ("truncated", "array", "bad UTF-8")}
+    truncated = _encode(_call_object(ctx, ids["truncated"]))[:-9]
+    array = _encode([_call_object(ctx, ids["array"])])
+    # NaN: not JSON (RFC 8259), but a lenient parser reads it: no reply_to, no verdict
+    nan = _encode(_call_object(ctx, "nan", ts="TS", reply_to=None)).replace(b'"TS"', b"NaN")
+    placeholder = _encode(_call_object(ctx, ids["bad UTF-8"], sender="SENDER"))
+    bad_utf8 = placeholder.replace(b"SENDER", b"\xff\xfe")
     payloads = [
-        ("malformed JSON", b'{"v":1,"id":"x",'),
-        ("a JSON array", b"[1,2,3]"),
+        ("truncated JSON", truncated),
+        ("a JSON array holding a call", array),
+        ("NaN", nan),
+        ("invalid UTF-8 in a call", bad_utf8),
         ("a JSON string", b'"call"'),
         ("garbage bytes", bytes(range(256))),
-        ("invalid UTF-8", b'{"v":1,"id":"\xff\xfe"}'),
-        ("NaN", b'{"v":1,"id":"x","ts":NaN}'),
-        ("empty payload", b""),
+        ("an empty payload", b""),
     ]
     mark = await _publish_all(ctx, payloads)
-    return await _survives(ctx, mark, ", ".join(label for label, _ in payloads))
+    evidence = await _survives(ctx, mark, ", ".join(label for label, _ in payloads))
+    if answered := _answers(ctx, mark, ids):
+        raise CheckFailed(
+            "unreadable payloads must never be answered, got: "
+            + "; ".join(f"{label} -> {render(reply)}" for label, reply in answered.items())
+        )
+    return f"{evidence}; none answered"
 
 
 async def oversized(ctx: CheckContext) -> str:
-    """A readable call over 262 144 bytes is refused unread: survived, not executed."""
+    """A call over 262 144 bytes is refused unread: survived, never answered."""
     call_id = fresh_id("big")
-    obj = _call_object(ctx, call_id, pad="x" * MAX_PAYLOAD_BYTES)
-    payload = _encode(obj)
+    payload = _encode(_call_object(ctx, call_id, pad="x" * MAX_PAYLOAD_BYTES))
     mark = await _publish_all(ctx, [("oversized", payload)])
     what = f"a Ping call of {len(payload)} bytes (limit {MAX_PAYLOAD_BYTES})"
     evidence = await _survives(ctx, mark, what)
-    for message in replies_since(ctx, mark, call_id):
-        reply = message.json()
-        if reply.get("ok") is True:
-            raise CheckFailed(f"{what} was executed: {render(reply)}")
-        if error_name(reply) not in (TOO_LARGE, MALFORMED):
-            raise CheckFailed(f"{what} was answered {render(reply)}, expected {TOO_LARGE}")
-    return evidence
+    if answered := _answers(ctx, mark, {what: call_id}):
+        raise CheckFailed(f"{what} must never be answered ({TOO_LARGE} is only logged), "
+                          f"got {render(answered[what])}")  # fmt: skip
+    return f"{evidence}; not answered"
 
 
 async def wrong_version(ctx: CheckContext) -> str:
-    """v=2 without an envelope, v=99, v="1", v missing, jws/cose keys: survived, not
-    executed; an answer, if any, is UnsupportedVersion (or MalformedPayload)."""
+    """A readable call with v other than the integer 1, or with jws/cose keys: survived,
+    not executed, answered sef.Error.UnsupportedVersion (protocol version 1; a signing
+    agent refuses them unanswered)."""
     variants: list[tuple[str, dict[str, Any]]] = [
         ("v=2 without envelope", {"v": 2}),
         ("v=99", {"v": 99}),
@@ -136,35 +174,38 @@ async def wrong_version(ctx: CheckContext) -> str:
     payloads = [
         (label, _encode(_call_object(ctx, ids[label], **changes))) for label, changes in variants
     ]
+    await ping_ok(ctx)  # a reply shows whether the agent signs (then: no answers)
+    signed = _signs_replies(ctx)
     mark = await _publish_all(ctx, payloads)
     evidence = await _survives(ctx, mark, ", ".join(label for label, _ in variants))
-    answered = []
-    for label, call_id in ids.items():
-        for message in replies_since(ctx, mark, call_id):
-            reply = message.json()
-            if reply.get("ok") is True:
-                raise CheckFailed(f"a Ping call with {label} was executed: {render(reply)}")
-            if error_name(reply) not in (UNSUPPORTED, MALFORMED):
-                raise CheckFailed(
-                    f"a Ping call with {label} was answered {render(reply)}, expected {UNSUPPORTED}"
-                )
-            answered.append(f"{label} -> {error_name(reply)}")
-    return f"{evidence}; answers: {', '.join(answered) or 'none'}"
+    answered = await _await_answers(ctx, mark, ids, 0.0 if signed else REPLY_S)
+    for label, reply in answered.items():
+        if reply.get("ok") is True:
+            raise CheckFailed(f"a Ping call with {label} was executed: {render(reply)}")
+        if not signed and error_name(reply) != UNSUPPORTED:
+            raise CheckFailed(
+                f"a Ping call with {label} was answered {render(reply)}, expected {UNSUPPORTED}"
+            )
+    if signed:
+        return f"{evidence}; not executed (signing agent: unsigned calls refused, §12)"
+    if missing := [label for label in ids if label not in answered]:
+        raise CheckFailed(f"{evidence}, but no {UNSUPPORTED} reply to: {', '.join(missing)}")
+    return f"{evidence}; each answered {UNSUPPORTED}"
 
 
 async def malformed_reply(ctx: CheckContext) -> str:
-    """A readable call with an id and a valid reply_to but an invalid field is answered
-    sef.Error.MalformedPayload, not executed (protocol version 1: a signing agent refuses
-    the unsigned calls unanswered, so the check SKIPs)."""
+    """A readable call with an id and a valid reply_to but a required key missing or of
+    the wrong type is answered sef.Error.MalformedPayload, not executed (protocol version
+    1: a signing agent refuses unsigned calls unanswered, so the check SKIPs)."""
     variants: list[tuple[str, dict[str, Any]]] = [
         ("no args", {"args": None}),
         ('args "x"', {"args": "x"}),
         ("no exp", {"exp": None}),
         ('exp "soon"', {"exp": "soon"}),
+        ("no ts", {"ts": None}),
     ]
-    mark = ctx.mark()
     await ping_ok(ctx)
-    if any(field_of(m, "jws") for m in ctx.since(mark) if m.topic == ctx.reply_topic):
+    if _signs_replies(ctx):
         raise CheckSkipped(
             "the agent signs its replies (protocol version 2): unsigned calls are refused "
             "unanswered there (§12)"
@@ -174,16 +215,12 @@ async def malformed_reply(ctx: CheckContext) -> str:
         (label, _encode(_call_object(ctx, ids[label], **changes))) for label, changes in variants
     ]
     mark = await _publish_all(ctx, payloads)
-    deadline = time.monotonic() + REPLY_S
+    answered = await _await_answers(ctx, mark, ids, REPLY_S)
     results = []
-    for label, call_id in ids.items():
-        found = replies_since(ctx, mark, call_id)
-        while not found and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            found = replies_since(ctx, mark, call_id)
-        if not found:
+    for label in ids:
+        reply = answered.get(label)
+        if reply is None:
             raise CheckFailed(f"a Ping call with {label}: no reply (expected {MALFORMED})")
-        reply = found[0].json()
         if error_name(reply) != MALFORMED:
             raise CheckFailed(
                 f"a Ping call with {label}: expected {MALFORMED}, got {render(reply)}"
@@ -191,7 +228,7 @@ async def malformed_reply(ctx: CheckContext) -> str:
         results.append(f"{label} -> {MALFORMED}")
     if (gone := offline_since(ctx, mark)) is not None:
         raise CheckFailed(
-            f"after calls with invalid fields the agent went offline: {gone.payload!r}"
+            f"after the calls with invalid fields it went offline: {render(gone.payload)}"
         )
     return "; ".join(results)
 
