@@ -254,21 +254,21 @@ async def unanswerable(ctx: CheckContext) -> str:
 CHECKS: list[Check] = [
     Check(
         "robustness.malformed",
-        "malformed JSON, non-objects and garbage bytes are survived",
+        "malformed JSON, non-objects and garbage bytes are survived and never answered",
         "§5, §6",
         Level.REQUIRED,
         malformed,
     ),
     Check(
         "robustness.oversized",
-        f"a payload over {MAX_PAYLOAD_BYTES} bytes is refused and survived",
+        f"a payload over {MAX_PAYLOAD_BYTES} bytes is refused unanswered and survived",
         "§5, §6 step 1",
         Level.REQUIRED,
         oversized,
     ),
     Check(
         "robustness.wrong_version",
-        "a payload with v other than 1 (or jws/cose keys) is refused and survived",
+        "a call with v other than 1 (or jws/cose keys) is answered UnsupportedVersion",
         "§5, §6 step 1",
         Level.REQUIRED,
         wrong_version,
