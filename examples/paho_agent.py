@@ -146,20 +146,26 @@ def load_interface(xml: bytes) -> tuple[str, dict[str, list[tuple[str, str]]], d
 
 
 # -- payloads (§5) ---------------------------------------------------------------------------
-def decode(payload: bytes) -> dict[str, Any]:
-    """A version-1 payload object, or ``CallRefused`` naming why not (§5)."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise CallRefused("sef.Error.PayloadTooLarge", f"payload of {len(payload)} bytes")
+def json_object(payload: bytes) -> dict[str, Any] | None:
+    """The payload as a JSON object (RFC 8259: no NaN or Infinity), else ``None``."""
 
     def no_constants(name: str) -> None:
         raise ValueError(f"{name} is not JSON")
 
     try:
         obj = json.loads(payload.decode("utf-8"), parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CallRefused("sef.Error.MalformedPayload", f"not UTF-8 JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise CallRefused("sef.Error.MalformedPayload", "not a JSON object")
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """A version-1 payload object, or ``CallRefused`` naming why not (§5)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CallRefused("sef.Error.PayloadTooLarge", f"payload of {len(payload)} bytes")
+    obj = json_object(payload)
+    if obj is None:
+        raise CallRefused("sef.Error.MalformedPayload", "not a UTF-8 JSON object")
     if "jws" in obj or "cose" in obj or type(obj.get("v")) is not int or obj["v"] != 1:
         raise CallRefused("sef.Error.UnsupportedVersion", "unsupported protocol version")
     return obj
@@ -214,7 +220,7 @@ class BatteryAgent:
         self.bdseq, self.seq = 0, 0
         self.client: mqtt.Client | None = None
         self.connected = self.born = self.stopping = False
-        self.seen_calls: OrderedDict[str, None] = OrderedDict()
+        self.seen_calls: OrderedDict[tuple[str | None, str], None] = OrderedDict()
         self.hosts_online: dict[str, bool] = {}
         # the battery: stored energy (kWh), power (kW, + = charging), the event sequence
         self.energy_kwh, self.power_kw = self.rated_kwh / 2, 0.0
@@ -412,7 +418,7 @@ class BatteryAgent:
 
     def is_duplicate(self, call: dict[str, Any]) -> bool:
         """§6 step 2: the same (sender, id) seen before."""
-        key = f"{call.get('sender')}/{call['id']}"
+        key = (call.get("sender"), call["id"])  # no sender: unlike any sender string
         if key in self.seen_calls:
             return True
         self.seen_calls[key] = None
@@ -429,15 +435,16 @@ class BatteryAgent:
         try:
             call = decode(payload)
             check_call(call)
-        except CallRefused as exc:
+        except CallRefused as exc:  # step 1: answered only if readable, with an id to answer
             log.warning("call on %s.%s refused: %s", iface, method, exc)
-            obj = {} if exc.name == "sef.Error.PayloadTooLarge" else _readable(payload)
+            readable = (exc.name != "sef.Error.PayloadTooLarge" and json_object(payload)) or {}
+            call_id = readable.get("id")
             if (
-                isinstance(obj.get("id"), str)
-                and obj["id"]
-                and self.valid_reply_to(obj.get("reply_to"))
+                isinstance(call_id, str)
+                and call_id
+                and self.valid_reply_to(readable.get("reply_to"))
             ):
-                self.reply({"id": obj["id"][:128], "reply_to": obj["reply_to"]}, exc)
+                self.reply({"id": call_id[:128], "reply_to": readable["reply_to"]}, exc)
             return
         if "reply_to" in call and not self.valid_reply_to(call["reply_to"]):
             log.warning("call %s refused: reply_to %r is not a reply topic", call["id"],
@@ -594,15 +601,6 @@ class BatteryAgent:
             if time.monotonic() > deadline or client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
                 break
         client.disconnect()
-
-
-def _readable(payload: bytes) -> dict[str, Any]:
-    """The JSON object in a refused payload, if any (to answer it), else ``{}``."""
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
