@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -604,10 +605,12 @@ def wait_online(broker_url: str, agent_id: str, timeout_s: float = 10.0) -> bool
         watch.loop_stop()
 
 
-def certify_agent(name: str, broker_url: str, workdir: Path, *checks: str) -> CertifyRun:
+def certify_agent(
+    name: str, broker_url: str, workdir: Path, certify_args: Sequence[str] = ()
+) -> CertifyRun:
     """Start agent ``name`` (``example`` or a broken one) on ``broker_url``, run
-    ``sef certify --insecure --level recommended`` with a ``--restart-cmd`` against it
-    (``checks``: only the checks with these id prefixes), stop every process it had."""
+    ``sef certify --insecure --level recommended`` with a ``--restart-cmd`` (and
+    ``certify_args``) against it, stop every process it had."""
     workdir.mkdir(parents=True, exist_ok=True)
     pidfile, log, report = workdir / "agent.pid", workdir / "agent.log", workdir / "report"
     argv = agent_command(name, ["--broker", broker_url, "--id", AGENT_ID])
@@ -616,11 +619,10 @@ def certify_agent(name: str, broker_url: str, workdir: Path, *checks: str) -> Ce
     try:
         if not wait_online(broker_url, AGENT_ID):
             raise AssertionError(f"agent {name} never online:\n{log.read_text()[-3000:]}")
-        only = [arg for check in checks for arg in ("--check", check)]
         done = subprocess.run(
             [sys.executable, "-m", "sef", "certify", "--insecure", "--broker", broker_url,
              AGENT_ID, "--level", "recommended", "--report", str(report),
-             "--restart-cmd", restart_command(argv, pidfile, log), *only],
+             "--restart-cmd", restart_command(argv, pidfile, log), *certify_args],
             capture_output=True, text=True, timeout=100, check=False,
         )  # fmt: skip
     finally:
