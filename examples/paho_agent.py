@@ -205,6 +205,7 @@ class BatteryAgent:
         root: str = "sef",
         keepalive_s: int = 10,
         telemetry_s: float = 1.0,
+        host_loss_grace_s: float = 60.0,
     ) -> None:
         url = urlparse(broker)
         self.host, self.port = url.hostname or "localhost", url.port or 1883
@@ -221,7 +222,12 @@ class BatteryAgent:
         self.client: mqtt.Client | None = None
         self.connected = self.born = self.stopping = False
         self.seen_calls: OrderedDict[tuple[str | None, str], None] = OrderedDict()
+        # controllers (§4.4): last bdseq and state per host; the host-loss policy
+        self.host_bdseq: dict[str, int] = {}
         self.hosts_online: dict[str, bool] = {}
+        self.host_loss_grace_s = host_loss_grace_s
+        self.no_host_since: float | None = None  # time.monotonic() when the loss began
+        self.host_loss_applied = False
         # the battery: stored energy (kWh), power (kW, + = charging), the event sequence
         self.energy_kwh, self.power_kw = self.rated_kwh / 2, 0.0
         self.events: list[tuple[str, int, int]] = []  # (cmd, rate_kW, duration_s)
@@ -384,14 +390,47 @@ class BatteryAgent:
             self.publish_status()
 
     def on_host_status(self, host: str, payload: bytes) -> None:
-        """§4.4: track whether controllers are online (logged only)."""
+        """§4.4: whether each controller is online, ignoring late and forged statuses."""
         try:
-            online = decode(payload).get("state") == "online"
+            status = decode(payload)
         except CallRefused:
-            return
+            return  # cleared or unreadable
+        bdseq, online = status.get("bdseq"), status.get("state") == "online"
+        if type(bdseq) is not int or not 0 <= bdseq < min(2**63, (time.time() + 86400) * 1000):
+            return  # only a forged status runs past 2**63 or a day ahead of our clock
+        last = self.host_bdseq.get(host)
+        if last is not None and bdseq < last:
+            return  # the late will of an older session
+        if not online and self.hosts_online.get(host) and last is not None and bdseq > last:
+            return  # the death of a session that never announced itself: forged
+        self.host_bdseq[host] = bdseq
         if self.hosts_online.get(host) != online:
             self.hosts_online[host] = online
             log.info("controller %s is %s", host, "online" if online else "offline")
+
+    def check_host_loss(self) -> None:
+        """§4.4 host-loss policy: when no controller is online (every one seen says
+        offline, or the broker is lost) for ``host_loss_grace_s``, a running open-ended
+        event ends (idle) and a timed one runs to its end without the rest of its sequence."""
+        seen = self.hosts_online.values()
+        if self.connected and (not seen or any(seen)):
+            self.no_host_since, self.host_loss_applied = None, False
+            return
+        now = time.monotonic()
+        if self.no_host_since is None:
+            self.no_host_since = now
+            log.warning("no controller online: host-loss policy in %.0f s", self.host_loss_grace_s)
+        if self.host_loss_applied or now - self.no_host_since < self.host_loss_grace_s:
+            return
+        self.host_loss_applied = True
+        if self.event_ends is None and self.event[0] != "idle":
+            log.warning("host lost: open-ended %s ends", self.event)
+            self.events = []
+            self.start_next_event()
+        elif self.events:
+            log.warning("host lost: %s runs to its end, %d events dropped", self.event,
+                        len(self.events))  # fmt: skip
+            self.events = []
 
     # -- calls (§6) ------------------------------------------------------------------------
     def valid_reply_to(self, reply_to: Any) -> bool:
@@ -538,7 +577,9 @@ class BatteryAgent:
             self.power_kw = 0.0
 
     def tick(self) -> None:
-        """Called about every 50 ms: run the event sequence, publish telemetry."""
+        """Called about every 50 ms, connected or not: run the event sequence, apply the
+        host-loss policy, publish telemetry (when connected)."""
+        self.check_host_loss()
         if self.event_ends is not None and time.time() >= self.event_ends:
             self.start_next_event()
         if time.time() - self.last_telemetry >= self.telemetry_s:
@@ -571,7 +612,7 @@ class BatteryAgent:
             except OSError as exc:
                 backoff = min(10.0, max(0.1, backoff * 2))
                 log.warning("cannot connect: %s; retrying in %.1f s", exc, backoff)
-                time.sleep(backoff * random.uniform(0.8, 1.2))
+                self.wait(backoff * random.uniform(0.8, 1.2))
                 continue
             up_since = time.monotonic()
             while not self.stopping and client.loop(timeout=0.05) == mqtt.MQTT_ERR_SUCCESS:
@@ -583,7 +624,14 @@ class BatteryAgent:
                 return
             self.connected = self.born = False
             backoff = min(10.0, max(0.1, backoff * 2))
-            time.sleep(backoff * random.uniform(0.8, 1.2))
+            self.wait(backoff * random.uniform(0.8, 1.2))
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` while the device keeps running (the event sequence goes on)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.tick()
 
     def shutdown(self, client: mqtt.Client) -> None:
         """Clean shutdown (§4.2): retained offline status, then DISCONNECT.
@@ -611,6 +659,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--group", action="append", default=[], help="a group (repeatable)")
     parser.add_argument("--root", default="sef", help="topic root")
     parser.add_argument("--telemetry-s", type=float, default=1.0, help="telemetry period, s")
+    parser.add_argument("--host-loss-grace", type=float, default=60.0,
+                        help="s with no controller online before the host-loss policy")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -623,7 +673,8 @@ def main(agent_class: type[BatteryAgent] = BatteryAgent, argv: list[str] | None 
     for name in [args.id, *args.group]:
         if not ID_RE.fullmatch(name):
             raise SystemExit(f"invalid id {name!r} (1-64 of A-Z a-z 0-9 _ . -, §2)")
-    agent = agent_class(args.broker, args.id, args.group, args.root, telemetry_s=args.telemetry_s)
+    agent = agent_class(args.broker, args.id, args.group, args.root, telemetry_s=args.telemetry_s,
+                        host_loss_grace_s=args.host_loss_grace)  # fmt: skip
 
     def stop(_signum: int, _frame: Any) -> None:
         agent.stopping = True
