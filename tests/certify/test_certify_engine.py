@@ -22,7 +22,7 @@ from rich.console import Console
 
 from sef.agents.virtual_battery import VirtualBatteryAgent
 from sef.broker import Mosquitto
-from sef.bus import Will
+from sef.bus import Message, Will
 from sef.certify import CertifyOptions, Level, Outcome, Report, run_certification
 from sef.certify._junit import junit_xml, write_junit, write_report_dir
 from sef.certify._model import Check, CheckContext, CheckFailed, CheckSkipped
@@ -218,6 +218,15 @@ class NoWill(VirtualBatteryAgent):
         return None  # type: ignore[return-value]
 
 
+class RepairsRetainedStatus(VirtualBatteryAgent):
+    """Takes its own retained status (the previous connection's will) for a live one,
+    once connected."""
+
+    def _check_own_status(self, message: Message) -> None:
+        live = Message(message.topic, message.payload, message.qos, False)
+        asyncio.get_running_loop().call_later(0.3, super()._check_own_status, live)
+
+
 BROKEN: list[tuple[str, type[VirtualBatteryAgent], Any, str, str]] = [
     ("props-not-retained", VirtualBatteryAgent, _props_not_retained, "birth.", "birth.retained"),
     ("props-at-qos0", VirtualBatteryAgent, _props_at_qos0, "birth.", "birth.qos"),
@@ -226,6 +235,13 @@ BROKEN: list[tuple[str, type[VirtualBatteryAgent], Any, str, str]] = [
     ("xml-after-props", VirtualBatteryAgent, _xml_after_properties, "birth.", "birth.order"),
     ("no-stale-repair", NoStaleRepair, None, "sessions.", "sessions.stale_death"),
     ("no-will", NoWill, None, "sessions.", "sessions.will"),
+    (
+        "repairs-retained",
+        RepairsRetainedStatus,
+        None,
+        "sessions.",
+        "sessions.retained_status_ignored",
+    ),
 ]
 
 

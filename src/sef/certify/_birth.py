@@ -357,7 +357,7 @@ CHECKS: list[Check] = [
            "§5.2", R, check_interface_xml),
     _check("expected_interfaces", "implements the --interface XML given", "§5.2", R,
            check_expected_interfaces),
-    _check("sef_agent", "implements sef.Agent (Rebirth, Ping)", "§7", R, check_sef_agent),
+    _check("sef_agent", "implements sef.Agent (Rebirth, Ping)", "§7.1", R, check_sef_agent),
     _check("properties", "every declared property published in the birth, values typed",
            "§5.3", R, check_properties),
 ]  # fmt: skip

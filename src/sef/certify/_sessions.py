@@ -218,6 +218,45 @@ async def check_will(ctx: CheckContext) -> str:
     raise CheckFailed("no will seen: " + "; ".join(seen))
 
 
+async def check_redundant_status(ctx: CheckContext) -> str:
+    await ctx.live_birth()
+    sessions: list[str] = []
+    redundant: list[str] = []
+    for how, start in (("takeover", ctx.reconnect_agent), ("restart", ctx.restart_agent)):
+        try:
+            mark = await start()
+        except CheckSkipped:
+            continue
+        old = _session_at(ctx, mark)
+        fresh = _online_after(ctx, mark, lambda b, old=old: b != old)
+        birth = await _wait(ctx, mark, fresh, 15.0)
+        if birth is None:
+            continue  # sessions.reconnect / sessions.restart say why
+        new = (obj(birth) or {})["bdseq"]
+        await asyncio.sleep(max(0.0, birth.at + 1.0 - time.monotonic()))
+        repeats = [
+            d.get("seq")
+            for m in ctx.agent_messages(mark)
+            if (d := _status(ctx, m)) is not None
+            and d.get("state") == "online"
+            and d.get("bdseq") == new
+            and d.get("seq") != 0
+            and not m.retain
+        ]
+        sessions.append(f"{how}: session {new}")
+        if repeats:
+            redundant.append(f"after the {how}, session {new} repeated its online status "
+                             f"(seq {repeats})")  # fmt: skip
+    if redundant:
+        raise CheckFailed(
+            "; ".join(redundant) + ": the own status delivered with the retain flag (the "
+            "previous connection's will) SHOULD be ignored"
+        )
+    if not sessions:
+        raise CheckSkipped("no reconnection or restart observed")
+    return "one online status per new session (" + "; ".join(sessions) + ")"
+
+
 R = Level.REQUIRED
 CHECKS: list[Check] = [
     Check("sessions.seq", "seq increments by one without gaps on live messages", "§4.1", R,
@@ -232,4 +271,7 @@ CHECKS: list[Check] = [
           check_restart, RESTART_CHECK_TIMEOUT_S),
     Check("sessions.will", "the will is set and fires on a dropped connection", "§4.2", R,
           check_will, RESTART_CHECK_TIMEOUT_S),
+    Check("sessions.retained_status_ignored",
+          "the own status delivered retained at a reconnection is not repaired", "§4.3",
+          Level.RECOMMENDED, check_redundant_status, RESTART_CHECK_TIMEOUT_S),
 ]  # fmt: skip
