@@ -1,6 +1,9 @@
 """The ``calls`` suite against real agents on a real Mosquitto: SEF's virtual battery (a
-``sef agent`` process) and BIS (over Modbus TCP to the battery emulator) pass every check;
-an agent that breaks one call rule (``tests/certify/broken_agents.py``) fails that check."""
+``sef agent`` process), BIS (``sef bis`` polling ``sef emulate battery``), the example paho
+agent and a plain ``sef.Agent``-only agent pass every check (the last one with Ping only);
+with signed calls over mutual TLS (protocol version 2) the three suites pass too. Every
+broken agent of ``broken_agents.py`` for a call rule, and variants of the example agent
+defined here, fail exactly the check of the rule they break."""
 
 from __future__ import annotations
 
