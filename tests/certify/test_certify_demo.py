@@ -96,6 +96,14 @@ class AcceptsAnyLength(ExampleAgent):  # type: ignore[misc]
         super().energy_method(cmds[:256])
 
 
+class SaysNothingOfApplied(ExampleAgent):  # type: ignore[misc]
+    """Replies ``ok`` without ``applied``, though it knows (a SHOULD, level recommended)."""
+
+    def execute(self, iface: str, method: str, args: list[Any]) -> tuple[list[Any], Any]:
+        result, _extra = super().execute(iface, method, args)
+        return result, {}
+
+
 class OldSequenceKeepsRunning(ExampleAgent):  # type: ignore[misc]
     """Does not cancel the running sequence: its timer still starts its next event."""
 
@@ -151,6 +159,7 @@ BROKEN_DEMO: list[tuple[type, str]] = [
     (AcceptsNegativeRates, "demo.bounds_refused"),
     (AtMost64Events, "demo.bounds_accepted"),
     (AcceptsAnyLength, "demo.bounds_refused"),
+    (SaysNothingOfApplied, "demo.applied"),
     (OldSequenceKeepsRunning, "demo.replaces"),
     (OpenEndedLastsOneSecond, "demo.open_ended"),
 ]

@@ -220,6 +220,34 @@ async def telemetry_changes(ctx: CheckContext) -> str:
     return f"EnergyMethod([[charge,1,0]]) -> Telemetry {render(value, 200)}"
 
 
+async def applied(ctx: CheckContext) -> str:
+    """An accepted EnergyMethod reply says whether the device applied the command
+    (``applied``; with ``false`` a ``fault`` object naming why)."""
+    need_demo(ctx)
+    sent = "EnergyMethod([[idle,0,0]])"
+    reply = expect_ok(sent, await energy(ctx, [["idle", 0, 0]]))
+    value = reply.get("applied")
+    if value is None:
+        raise CheckFailed(
+            f"{sent} -> {render(reply)}: no 'applied' key (an agent that knows whether its "
+            "device applied the command SHOULD say so)"
+        )
+    if not isinstance(value, bool):
+        raise CheckFailed(f"{sent} -> {render(reply)}: 'applied' is not a boolean")
+    if value:
+        return f"{sent} -> applied: true"
+    fault = reply.get("fault")
+    if not (
+        isinstance(fault, dict)
+        and isinstance(fault.get("name"), str)
+        and isinstance(fault.get("message"), str)
+    ):
+        raise CheckFailed(
+            f"{sent} -> {render(reply)}: applied false without a fault object {{name, message}}"
+        )
+    return f"{sent} -> applied: false, fault {render(fault)}"
+
+
 CHECKS: list[Check] = [
     Check(
         "demo.commands",
@@ -255,6 +283,13 @@ CHECKS: list[Check] = [
         SECTION,
         Level.REQUIRED,
         open_ended,
+    ),
+    Check(
+        "demo.applied",
+        "an accepted command's reply says whether the device applied it",
+        "§5.6",
+        Level.RECOMMENDED,
+        applied,
     ),
     Check(
         "demo.telemetry_timestamp",
