@@ -227,6 +227,18 @@ class RepairsRetainedStatus(VirtualBatteryAgent):
         asyncio.get_running_loop().call_later(0.3, super()._check_own_status, live)
 
 
+class BirthBeforeSubscribing(VirtualBatteryAgent):
+    """From its second connection on, publishes its birth and subscribes to its call
+    topic 0.5 s later."""
+
+    async def _on_connect(self) -> None:
+        pattern = f"{self._prefix}/call/+/+"
+        self._publish_birth()
+        await asyncio.sleep(0.5)
+        await self.bus.subscribe(pattern, qos=1)
+        self.bus._subscriptions.pop(pattern)  # not before the next birth
+
+
 BROKEN: list[tuple[str, type[VirtualBatteryAgent], Any, str, str]] = [
     ("props-not-retained", VirtualBatteryAgent, _props_not_retained, "birth.", "birth.retained"),
     ("props-at-qos0", VirtualBatteryAgent, _props_at_qos0, "birth.", "birth.qos"),
@@ -235,14 +247,11 @@ BROKEN: list[tuple[str, type[VirtualBatteryAgent], Any, str, str]] = [
     ("xml-after-props", VirtualBatteryAgent, _xml_after_properties, "birth.", "birth.order"),
     ("no-stale-repair", NoStaleRepair, None, "sessions.", "sessions.stale_death"),
     ("no-will", NoWill, None, "sessions.", "sessions.will"),
-    (
-        "repairs-retained",
-        RepairsRetainedStatus,
-        None,
-        "sessions.",
-        "sessions.retained_status_ignored",
-    ),
-]
+    ("repairs-retained", RepairsRetainedStatus, None, "sessions.",
+     "sessions.retained_status_ignored"),
+    ("birth-before-subscribing", BirthBeforeSubscribing, None, "sessions.",
+     "sessions.subscribed_before_birth"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(

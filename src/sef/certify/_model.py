@@ -9,6 +9,7 @@ level ``recommended`` runs both.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class CheckContext(Protocol):
     birth: list[Observed]
     """The messages of the agent's subtree seen since the probe subscribed, in order."""
 
+    birth_pings: dict[int, asyncio.Task[dict[str, Any] | None]]
+    """bdseq of each new session whose birth the certifier saw live -> the reply to a
+    ``sef.Agent.Ping`` sent the moment that birth's status arrived (``None``: no reply
+    within 5 s)."""
     expected_interfaces: dict[str, bytes]
     """Interface name -> the XML the agent is certified against (``--interface``)."""
     reply_topic: str

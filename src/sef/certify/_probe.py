@@ -101,6 +101,8 @@ class Probe:
         self._reconnected: int | None = None
         self._restarted: int | None = None
         self._snapshot: dict[str, Observed] | None = None
+        self.birth_pings: dict[int, asyncio.Task[dict[str, Any] | None]] = {}
+        self._newest_bdseq: int | None = None
         self.bus = self._client(self.client_id, self._on_message)
 
     # -- connection ------------------------------------------------------------------
@@ -122,6 +124,9 @@ class Probe:
         return bool(await self._until(lambda: self.about is not None, timeout_s))
 
     async def stop(self) -> None:
+        for task in self.birth_pings.values():
+            task.cancel()
+        await asyncio.gather(*self.birth_pings.values(), return_exceptions=True)
         await self.bus.stop()
 
     async def _settle(self, quiet_s: float, max_s: float) -> None:
@@ -155,6 +160,8 @@ class Probe:
         elif message.topic.startswith(self._prefix) and "/call/" not in message.topic:
             self.birth.append(seen)
             self._remember(seen)
+            if message.topic == self.agent_topic(STATUS):
+                self._new_session(seen)
         for waiter in self._waiters:
             waiter.set()
 
@@ -176,6 +183,20 @@ class Probe:
         elif rest.startswith("props/") and rest.count("/") == 2 and "value" in data:
             _, interface, name = rest.split("/")
             self._values[(interface, name)] = data["value"]
+
+    def _new_session(self, seen: Observed) -> None:
+        """Ping a new session the moment its birth arrives live: a controller that calls
+        an agent as soon as it sees the birth must be heard (docs/protocol.md §4.2)."""
+        data = _object(seen)
+        bdseq = data.get("bdseq") if data is not None else None
+        if data is None or data.get("state") != "online" or not isinstance(bdseq, int):
+            return
+        newest, self._newest_bdseq = self._newest_bdseq, max(bdseq, self._newest_bdseq or 0)
+        if seen.retain or newest is None or bdseq <= newest or data.get("seq") != 0:
+            return
+        self.birth_pings[bdseq] = asyncio.get_running_loop().create_task(
+            self.call("sef.Agent", "Ping", [], timeout_s=5.0), name=f"birth-ping:{bdseq}"
+        )
 
     def _take_reply(self, payload: bytes) -> None:
         try:
@@ -441,6 +462,14 @@ class Probe:
             )
         self._restarted = mark
         return mark
+
+
+def _object(message: Observed) -> dict[str, Any] | None:
+    try:
+        data = message.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _is_birth(message: Observed) -> bool:

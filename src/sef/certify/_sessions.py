@@ -9,6 +9,7 @@ MQTT hands a client id to the newest connection (§1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -257,6 +258,25 @@ async def check_redundant_status(ctx: CheckContext) -> str:
     return "one online status per new session (" + "; ".join(sessions) + ")"
 
 
+async def check_subscribed_before_birth(ctx: CheckContext) -> str:
+    await ctx.live_birth()
+    for start in (ctx.reconnect_agent, ctx.restart_agent):
+        with contextlib.suppress(CheckSkipped):
+            await start()
+    if not ctx.birth_pings:
+        raise CheckSkipped("no new session seen live (no reconnection or restart)")
+    answered = []
+    for bdseq, task in list(ctx.birth_pings.items()):
+        reply = await task
+        if reply is None:
+            raise CheckFailed(
+                f"a Ping sent the moment session {bdseq}'s birth status arrived had no reply "
+                "within 5 s: the birth came before the broker acknowledged the subscriptions"
+            )
+        answered.append(str(bdseq))
+    return f"a Ping sent on each new birth was answered (sessions {', '.join(answered)})"
+
+
 R = Level.REQUIRED
 CHECKS: list[Check] = [
     Check("sessions.seq", "seq increments by one without gaps on live messages", "§4.1", R,
@@ -271,6 +291,9 @@ CHECKS: list[Check] = [
           check_restart, RESTART_CHECK_TIMEOUT_S),
     Check("sessions.will", "the will is set and fires on a dropped connection", "§4.2", R,
           check_will, RESTART_CHECK_TIMEOUT_S),
+    Check("sessions.subscribed_before_birth",
+          "a call sent as soon as the birth arrives is answered (birth after SUBACK)", "§4.2",
+          R, check_subscribed_before_birth, RESTART_CHECK_TIMEOUT_S),
     Check("sessions.retained_status_ignored",
           "the own status delivered retained at a reconnection is not repaired", "§4.3",
           Level.RECOMMENDED, check_redundant_status, RESTART_CHECK_TIMEOUT_S),
