@@ -355,6 +355,8 @@ class BatteryAgent:
 
     def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         """Every incoming message; nothing that arrives may stop the agent."""
+        if msg.retain and msg.topic == f"{self.prefix}/status":
+            return  # §4.3: our previous connection's will, already replaced by our birth
         try:  # whatever arrives, the agent keeps running (§6)
             self.dispatch(msg.topic, bytes(msg.payload))
         except Exception:
@@ -378,7 +380,8 @@ class BatteryAgent:
         )
 
     def on_own_status(self, payload: bytes) -> None:
-        """§4.3: a late will of an older session overwrote our birth: say online again."""
+        """§4.3: a late will of an older session (delivered live) overwrote our birth: say
+        online again."""
         try:
             status = decode(payload)
         except CallRefused:

@@ -189,6 +189,17 @@ class NoStaleDeathRepair(Base):  # type: ignore[misc,valid-type]
         return
 
 
+class RepairsRetainedOwnStatus(Base):  # type: ignore[misc,valid-type]
+    """Treats its own status delivered retained at subscription (the previous connection's
+    will) as a stale death and repairs it: two online statuses per session."""
+
+    def on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.retain and msg.topic == f"{self.prefix}/status":
+            self.dispatch(msg.topic, bytes(msg.payload))
+            return
+        super().on_message(client, userdata, msg)
+
+
 class RebirthIgnored(Base):  # type: ignore[misc,valid-type]
     """Answers Rebirth but publishes nothing."""
 
@@ -452,6 +463,9 @@ BROKEN_AGENTS: dict[str, BrokenAgent] = {
     "no_will": BrokenAgent(NoWill, "sessions.will", restart=True),
     "no_stale_death_repair": BrokenAgent(NoStaleDeathRepair, "sessions.stale_death"),
     "rebirth_ignored": BrokenAgent(RebirthIgnored, "sessions.rebirth"),
+    "repairs_retained_own_status": BrokenAgent(
+        RepairsRetainedOwnStatus, "sessions.retained_status_ignored"
+    ),
     "duplicate_executed_twice": BrokenAgent(DuplicateExecutedTwice, "calls.duplicate"),
     # calls.duplicate sends an expired call and a malformed one first (do they enter the
     # de-duplication window?) and expects their refusals
