@@ -243,6 +243,7 @@ async def check_redundant_status(ctx: CheckContext) -> str:
             and d.get("bdseq") == new
             and d.get("seq") != 0
             and not m.retain
+            and m.at <= birth.at + 1.0  # later ones may answer a forged stale death
         ]
         sessions.append(f"{how}: session {new}")
         if repeats:
