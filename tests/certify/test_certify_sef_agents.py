@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 import time
@@ -157,3 +159,45 @@ async def test_secure_agent_passes_with_signed_calls(tmp_path: Path) -> None:
     assert outcomes["sessions.will"][0] is Outcome.PASS
     assert outcomes["sessions.reconnect"][0] is Outcome.SKIP  # no takeover with credentials
     assert outcomes["sessions.stale_death"][0] is Outcome.SKIP  # the ACL: not our topic
+
+
+def _read_until(fd: int, text: str, timeout_s: float) -> str:
+    """Read the pty master ``fd`` until ``text`` shows up (or fail after ``timeout_s``)."""
+    seen = ""
+    deadline = time.monotonic() + timeout_s
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} on the terminal: {seen!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            seen += os.read(fd, 4096).decode(errors="replace")
+    return seen
+
+
+def test_operator_restarts_the_agent_when_asked_on_a_terminal(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Without --restart-cmd, on a terminal, the certifier asks the operator to restart
+    the agent and waits for its new session."""
+    with start_virtual_battery(mosquitto, tmp_path / "agent") as agent:
+        master, slave = pty.openpty()
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "sef", "certify", agent.agent_id, "--insecure",
+                "--broker", mosquitto.url, "--check", "sessions.restart",
+                "--restart-timeout", "30",
+            ],
+            stdin=slave, stdout=subprocess.PIPE, stderr=slave, text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        os.close(slave)
+        try:
+            prompt = _read_until(master, "waiting up to 30 s", 30.0)
+            assert f"Restart agent {agent.agent_id} now" in prompt
+            assert os.system(agent.restart_cmd) == 0  # the operator
+            out, _ = process.communicate(timeout=40)
+        finally:
+            process.kill()
+            os.close(master)
+    assert process.returncode == 0, out
+    assert "PASS sessions.restart" in out
