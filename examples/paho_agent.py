@@ -116,14 +116,15 @@ def check_value(sig: str, value: Any, path: str) -> None:
     elif sig.startswith("("):
         members = split_signature(sig[1:-1])
         if not isinstance(value, list) or len(value) != len(members):
-            raise bad(f"expected an array of {len(members)} items for '{sig}'")
+            raise bad(f"expected struct '{sig}' with {len(members)} fields")
         for index, (member, item) in enumerate(zip(members, value, strict=True)):
             check_value(member, item, f"{path}[{index}]")
 
 
-def load_interface(xml: bytes) -> tuple[str, dict[str, list[tuple[str, str]]], dict[str, str]]:
-    """Name, methods (name -> in-args as (name, signature)) and properties (name ->
-    EmitsChangedSignal) of a D-Bus introspection document with one interface."""
+def load_interface(xml: bytes) -> tuple[str, dict[str, list[tuple[str, str]]]]:
+    """Name and methods (name -> in-args as (name, signature)) of a D-Bus introspection
+    document with one interface. (Its properties are ours to publish: AssetName, whose
+    EmitsChangedSignal is false, in the birth only; Telemetry on every change.)"""
     iface = ET.fromstring(xml).find("interface")
     assert iface is not None
     methods = {
@@ -134,15 +135,7 @@ def load_interface(xml: bytes) -> tuple[str, dict[str, list[tuple[str, str]]], d
         ]
         for m in iface.findall("method")
     }
-    props = {}
-    for p in iface.findall("property"):
-        emits = [
-            a.attrib["value"]
-            for a in p.findall("annotation")
-            if a.attrib["name"] == "org.freedesktop.DBus.Property.EmitsChangedSignal"
-        ]
-        props[p.attrib["name"]] = emits[0].lower() if emits else "true"
-    return iface.attrib["name"], methods, props
+    return iface.attrib["name"], methods
 
 
 # -- payloads (§5) ---------------------------------------------------------------------------
@@ -214,10 +207,9 @@ class BatteryAgent:
         self.prefix = f"{root}/agents/{agent_id}"
         self.xml = {p.name[:-4]: p.read_bytes() for p in sorted(INTERFACE_DIR.glob("*.xml"))}
         self.methods: dict[str, dict[str, list[tuple[str, str]]]] = {}
-        self.props: dict[str, dict[str, str]] = {}
         for xml in self.xml.values():
-            name, methods, props = load_interface(xml)
-            self.methods[name], self.props[name] = methods, props
+            name, methods = load_interface(xml)
+            self.methods[name] = methods
         self.bdseq, self.seq = 0, 0
         self.client: mqtt.Client | None = None
         self.connected = self.born = self.stopping = False
@@ -537,10 +529,14 @@ class BatteryAgent:
 
     # -- the demo interface: EnergyMethod command sequences --------------------------------
     def energy_method(self, cmds: list[list[Any]]) -> None:
-        """Replace the running sequence by ``cmds``: [(cmd, rate_kW, duration_s), ...]."""
-        if not 1 <= len(cmds) <= MAX_EVENTS:
+        """Replace the running sequence by ``cmds``: [(cmd, rate_kW, duration_s), ...].
+
+        Rules: §7.2 (InvalidArgs, the message starts with the path of the bad value)."""
+        if not cmds:
+            raise CallRefused(INVALID_ARGS, "cmds: must hold at least one event")
+        if len(cmds) > MAX_EVENTS:
             raise CallRefused(
-                INVALID_ARGS, f"cmds: must hold 1..{MAX_EVENTS} events, got {len(cmds)}"
+                INVALID_ARGS, f"cmds: {len(cmds)} events, at most {MAX_EVENTS} allowed"
             )
         events = []
         for i, (cmd, rate, duration) in enumerate(cmds):

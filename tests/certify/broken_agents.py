@@ -462,7 +462,11 @@ BROKEN_AGENTS: dict[str, BrokenAgent] = {
     "bdseq_reused_on_restart": BrokenAgent(BdseqReusedOnRestart, "sessions.restart", restart=True),
     "no_will": BrokenAgent(NoWill, "sessions.will", restart=True),
     "no_stale_death_repair": BrokenAgent(NoStaleDeathRepair, "sessions.stale_death"),
-    "rebirth_ignored": BrokenAgent(RebirthIgnored, "sessions.rebirth"),
+    # without a Rebirth the probe's live birth comes from a takeover: the stale-death
+    # repair later in that session is then taken for a repair of the retained status
+    "rebirth_ignored": BrokenAgent(
+        RebirthIgnored, "sessions.rebirth", ("sessions.retained_status_ignored",)
+    ),
     "repairs_retained_own_status": BrokenAgent(
         RepairsRetainedOwnStatus, "sessions.retained_status_ignored"
     ),
