@@ -16,16 +16,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sef.bus import BusClient, BusError, Message, PayloadError, decode_envelope, encode_envelope
-from sef.certify._model import CheckFailed, CheckSkipped, Observed
-from sef.interface import InterfaceError, load_xml
+from sef.bus import BusClient, Message, PayloadError, decode_envelope, encode_envelope
+from sef.certify._agent_sessions import STATUS, AgentSessions
+from sef.certify._model import Observed
 from sef.security import (
     MAX_LIFETIME_S,
     EnvelopeRefused,
@@ -39,8 +38,6 @@ from sef.security import (
 __all__ = ["Probe", "ProbeSettings"]
 
 log = logging.getLogger("sef.certify")
-
-STATUS = "status"
 
 
 @dataclass
@@ -74,7 +71,7 @@ class ProbeSettings:
     client_id: str = field(default_factory=lambda: f"certify-{uuid.uuid4().hex[:8]}")
 
 
-class Probe:
+class Probe(AgentSessions):
     """The certifier's connection (see the module docstring)."""
 
     def __init__(self, settings: ProbeSettings) -> None:
@@ -344,125 +341,6 @@ class Probe:
         await asyncio.sleep(timeout_s)
         return [r for r in self.replies_seen if r.get("id") == call_id]
 
-    # -- births, reconnections, restarts ----------------------------------------------------
-    def expected_properties(self) -> list[tuple[str, str]]:
-        """(interface, property) of every readable property of the announced interfaces."""
-        found = []
-        for name in announced_interfaces(self.about):
-            try:
-                node = load_xml(self.interfaces.get(name, b""))
-            except InterfaceError:
-                continue
-            iface = node.interfaces.get(name)
-            if iface is not None:
-                found += [(name, p) for p, prop in iface.properties.items() if prop.readable]
-        return found
-
-    async def _birth_after(self, mark: int, timeout_s: float) -> list[Observed] | None:
-        """The first birth (status online seq 0) after ``mark``, up to its last property
-        (or until ``settle_s`` of quiet)."""
-        status_topic = self.agent_topic(STATUS)
-
-        def start() -> int | None:
-            for i, m in enumerate(self.stream[mark:], mark):
-                if m.topic == status_topic and _is_birth(m):
-                    return i
-            return None
-
-        first = await self._until(start, timeout_s)
-        if first is None:
-            return None
-        wanted = {self.agent_topic("about")}
-
-        def complete() -> bool:
-            topics = {m.topic for m in self.agent_messages(first)}
-            props = {self.agent_topic(f"props/{i}/{p}") for i, p in self.expected_properties()}
-            xml = {self.agent_topic(f"interfaces/{n}") for n in announced_interfaces(self.about)}
-            return (wanted | props | xml) <= topics
-
-        await self._until(complete, 3.0)
-        await self._settle(min(0.3, self.settings.settle_s), max_s=1.0)
-        return self.agent_messages(first)
-
-    async def live_birth(self) -> list[Observed]:
-        if self._live_birth is None:
-            mark = self.mark()
-            await self.call("sef.Agent", "Rebirth", [], reply=False)
-            birth = await self._birth_after(mark, 3.0)
-            if birth is None:
-                try:
-                    mark = await self.reconnect_agent()
-                except CheckSkipped as exc:
-                    raise CheckFailed(f"no birth after sef.Agent.Rebirth; {exc}") from None
-                birth = await self._birth_after(mark, 10.0)
-            if birth is None:
-                raise CheckFailed("no live birth: none after Rebirth nor after a reconnection")
-            self._live_birth = birth
-        return self._live_birth
-
-    async def retained_snapshot(self, settle_s: float = 0.5) -> dict[str, Observed]:
-        """Subscribe again on the probe's own connection: the broker sends the retained
-        messages again, as to a new subscriber (MQTT 3.1.1 §3.8.4); they are collected
-        here, not added to the stream. (A second connection would not do: a broker that
-        makes the client id the certificate's identity would hand it our session.)"""
-        self._snapshot = {}
-        try:
-            await self.bus.subscribe(self._prefix + "#", qos=2)
-            await self.bus.subscribe(self.reply_topic, qos=2)
-            await asyncio.sleep(settle_s)
-            got = self._snapshot
-        finally:
-            self._snapshot = None
-        return {t: m for t, m in got.items() if "/call/" not in t}
-
-    async def reconnect_agent(self) -> int:
-        if self._reconnected is not None:
-            return self._reconnected
-        if self.security is not None:
-            raise CheckSkipped(
-                "with credentials the certifier cannot take the agent's client id over (a "
-                "secure broker makes the client id the certificate's identity): give "
-                "--restart-cmd"
-            )
-        mark = self.mark()
-        intruder = self._client(self.agent_id, lambda message: None)
-        try:
-            await intruder.start(timeout_s=5.0)
-        except BusError as exc:
-            raise CheckSkipped(f"the broker refused a client with the agent's id: {exc}") from None
-        finally:
-            await intruder.stop()
-        self._reconnected = mark
-        return mark
-
-    async def restart_agent(self) -> int:
-        if self._restarted is not None:
-            return self._restarted
-        command = self.settings.restart_cmd
-        if command is None and not self.settings.interactive:
-            raise CheckSkipped("no --restart-cmd given and no terminal to ask an operator")
-        mark = self.mark()
-        if command is not None:
-            process = await asyncio.create_subprocess_shell(
-                command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            code = await process.wait()
-            if code != 0:
-                raise CheckFailed(f"--restart-cmd exited with code {code}")
-        else:
-            print(
-                f"\n>>> Restart agent {self.agent_id} now (stop its process and start it "
-                f"again); waiting up to {self.settings.restart_timeout_s:.0f} s …",
-                file=sys.stderr,
-                flush=True,
-            )
-        self._restarted = mark
-        return mark
-
 
 def _object(message: Observed) -> dict[str, Any] | None:
     try:
@@ -470,19 +348,3 @@ def _object(message: Observed) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _is_birth(message: Observed) -> bool:
-    try:
-        data = message.json()
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("state") == "online" and data.get("seq") == 0
-
-
-def announced_interfaces(about: dict[str, Any] | None) -> list[str]:
-    """The interface names an About payload lists (those well formed)."""
-    refs = (about or {}).get("interfaces")
-    if not isinstance(refs, list):
-        return []
-    return [r["name"] for r in refs if isinstance(r, dict) and isinstance(r.get("name"), str)]
