@@ -175,6 +175,29 @@ class BdseqNotGrowingOnReconnect(Base):  # type: ignore[misc,valid-type]
         return self.bdseq or int(time.time() * 1000)
 
 
+class SubscribesAfterBirth(Base):  # type: ignore[misc,valid-type]
+    """Publishes its birth before it subscribes to its call topics (0.5 s later): a call
+    sent the moment the birth is seen is lost."""
+
+    calls_subscribe_at: float | None = None
+
+    def subscriptions(self) -> list[str]:
+        return [t for t in super().subscriptions() if "/call/" not in t]
+
+    def on_subscribe(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        if not self.born:
+            super().on_subscribe(client, userdata, mid, codes, props)
+            self.calls_subscribe_at = time.monotonic() + 0.5
+
+    def tick(self) -> None:
+        super().tick()
+        due = self.calls_subscribe_at
+        if due is not None and time.monotonic() >= due and self.client is not None:
+            self.calls_subscribe_at = None
+            calls = [t for t in Base.subscriptions(self) if "/call/" in t]
+            self.client.subscribe([(topic, 1) for topic in calls])
+
+
 class NoWill(Base):  # type: ignore[misc,valid-type]
     """Connects without a will."""
 
@@ -244,6 +267,14 @@ class EnergyMethodWithoutReplyToIgnored(Base):  # type: ignore[misc,valid-type]
         if method == "EnergyMethod" and obj and "reply_to" not in obj:
             return
         super().on_call(iface, method, payload)
+
+
+class NoAppliedInReplies(Base):  # type: ignore[misc,valid-type]
+    """Accepts EnergyMethod without saying whether the device applied it (no ``applied``)."""
+
+    def execute(self, iface: str, method: str, args: list[Any]) -> Any:
+        result, _extra = super().execute(iface, method, args)
+        return result, {}
 
 
 class DuplicateExecutedTwice(Base):  # type: ignore[misc,valid-type]
@@ -461,6 +492,8 @@ BROKEN_AGENTS: dict[str, BrokenAgent] = {
     "seq_gap": BrokenAgent(SeqGap, "sessions.seq"),
     "bdseq_reused_on_restart": BrokenAgent(BdseqReusedOnRestart, "sessions.restart", restart=True),
     "no_will": BrokenAgent(NoWill, "sessions.will", restart=True),
+    "subscribes_after_birth": BrokenAgent(SubscribesAfterBirth, "sessions.subscribed_before_birth"),
+    "no_applied_in_replies": BrokenAgent(NoAppliedInReplies, "demo.applied"),
     "no_stale_death_repair": BrokenAgent(NoStaleDeathRepair, "sessions.stale_death"),
     # without a Rebirth the probe's live birth comes from a takeover: the stale-death
     # repair later in that session is then taken for a repair of the retained status
