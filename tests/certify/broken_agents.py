@@ -277,6 +277,18 @@ class NoAppliedInReplies(Base):  # type: ignore[misc,valid-type]
         return result, {}
 
 
+class NoReplyMethodsUnanswered(Base):  # type: ignore[misc,valid-type]
+    """Takes the NoReply annotation as a rule: Rebirth is never answered, even with a
+    ``reply_to``."""
+
+    def on_call(self, iface: str, method: str, payload: bytes) -> None:
+        obj = example.json_object(payload) or {}
+        if (iface, method) == (AGENT, "Rebirth") and "reply_to" in obj:
+            del obj["reply_to"]
+            payload = json.dumps(obj).encode()
+        super().on_call(iface, method, payload)
+
+
 class DuplicateExecutedTwice(Base):  # type: ignore[misc,valid-type]
     """No de-duplication: a call delivered twice runs twice."""
 
@@ -494,6 +506,9 @@ BROKEN_AGENTS: dict[str, BrokenAgent] = {
     "no_will": BrokenAgent(NoWill, "sessions.will", restart=True),
     "subscribes_after_birth": BrokenAgent(SubscribesAfterBirth, "sessions.subscribed_before_birth"),
     "no_applied_in_replies": BrokenAgent(NoAppliedInReplies, "demo.applied"),
+    "no_reply_methods_unanswered": BrokenAgent(
+        NoReplyMethodsUnanswered, "calls.noreply_method_answered"
+    ),
     "no_stale_death_repair": BrokenAgent(NoStaleDeathRepair, "sessions.stale_death"),
     # without a Rebirth the probe's live birth comes from a takeover: the stale-death
     # repair later in that session is then taken for a repair of the retained status
