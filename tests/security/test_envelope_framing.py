@@ -157,3 +157,25 @@ def test_a_renewed_certificate_is_sent_after_replace(tmp_path: Path) -> None:
     )
     got = verify_call(pki.agent, after, topic=TOPIC, audience="agent:a1", replay=ReplayCache())
     assert got.signer.serial == fresh.identity.serial
+
+
+def test_a_number_beyond_a_double_is_malformed(pki: Pki) -> None:
+    """A validly signed call whose JSON holds 1e400 (read as infinity by Python's json) is
+    refused before anything uses it."""
+    pem = pki.ems.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    claims = json.loads(
+        jws.extract_compact(
+            sign_call(pki.ems, TOPIC, "agent:a1", CALL, 30).encode(), registry=REGISTRY
+        ).payload
+    )
+    payload = json.dumps(claims).replace('"args": [5.0]', '"args": [1e400]')
+    assert "1e400" in payload
+    header = {"alg": "ES256", "typ": "sef-call+jws", "x5c": [x5c(pki.ems)]}
+    token = jws.serialize_compact(header, payload, ECKey.import_key(pem), registry=REGISTRY)
+    with pytest.raises(EnvelopeRefused, match="out of range") as info:
+        verify_call(pki.agent, token, topic=TOPIC, audience="agent:a1", replay=ReplayCache())
+    assert info.value.reason == "malformed"

@@ -164,6 +164,16 @@ def test_non_finite_numbers_rejected(constant: str) -> None:
     assert info.value.name == ErrorName.MALFORMED
 
 
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "1.5e309", "123456789e999"])
+def test_numbers_beyond_a_double_rejected(literal: str) -> None:
+    """Valid JSON syntax that no double holds (Python would read it as infinity): found
+    by the registry fuzz test, a Telemetry value 1e400 made the agent list unserialisable."""
+    with pytest.raises(PayloadError, match="out of range") as info:
+        decode_object(f'{{"v":1,"value":{literal}}}'.encode())
+    assert info.value.name == ErrorName.MALFORMED
+    assert decode_object(b'{"v":1,"value":1.7976931348623157e308}')["value"] > 1e308
+
+
 def test_encode_rejects_non_finite() -> None:
     with pytest.raises(ValueError):
         encode_object({"v": 1, "x": float("nan")})

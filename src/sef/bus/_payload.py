@@ -87,8 +87,15 @@ def _reject_constant(name: str) -> float:
     raise PayloadError(f"non-finite number {name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-"""Built once: ``json.loads`` with ``parse_constant`` builds a new decoder on every call."""
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e400: valid JSON syntax, no finite double
+        raise PayloadError(f"number {text[:40]} is out of range (not a finite double)")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+"""Built once: ``json.loads`` with options builds a new decoder on every call."""
 
 
 def _parse_json(payload: bytes, max_bytes: int) -> dict[str, Any]:
