@@ -7,11 +7,30 @@ import json
 import uuid
 from typing import Any
 
+from sef.agents import Agent, method
 from sef.bus import BusClient, Message, Topics
 from sef.clock import RealClock
-from sef.interface import DEMO_INTERFACE
+from sef.interface import DEMO_INTERFACE, Variant
 
 TOPICS = Topics()
+
+
+class RecordingAgent(Agent):
+    """Records the EnergyMethod calls it executes."""
+
+    interfaces = (DEMO_INTERFACE,)
+
+    def __init__(self, agent_id: str, broker: str, **kwargs: Any) -> None:
+        super().__init__(agent_id, broker, **kwargs)
+        self.executed: list[list[tuple[str, int, int]]] = []
+
+    async def on_start(self) -> None:
+        self.set_property(DEMO_INTERFACE, "AssetName", self.agent_id)
+        self.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 1)})
+
+    @method(DEMO_INTERFACE, "EnergyMethod")
+    def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
+        self.executed.append(cmds)
 
 
 class RawCaller:

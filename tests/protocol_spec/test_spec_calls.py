@@ -11,30 +11,9 @@ from typing import Any
 
 import pytest
 
-from sef.agents import Agent, method
 from sef.bus import ErrorName
-from sef.interface import DEMO_INTERFACE, Variant
-from spec_probe import RawCaller
+from spec_probe import RawCaller, RecordingAgent
 from support import wait_for
-
-
-class RecordingAgent(Agent):
-    """Records the EnergyMethod calls it executes."""
-
-    interfaces = (DEMO_INTERFACE,)
-
-    def __init__(self, agent_id: str, broker: str, **kwargs: Any) -> None:
-        super().__init__(agent_id, broker, **kwargs)
-        self.executed: list[list[tuple[str, int, int]]] = []
-
-    async def on_start(self) -> None:
-        self.set_property(DEMO_INTERFACE, "AssetName", self.agent_id)
-        self.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 1)})
-
-    @method(DEMO_INTERFACE, "EnergyMethod")
-    def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        self.executed.append(cmds)
-
 
 CMDS = [[["charge", 4, 60]]]
 

@@ -9,33 +9,15 @@ import time
 import uuid
 from typing import Any
 
-from sef.agents import Agent, method
 from sef.broker import Mosquitto
 from sef.bus import BusClient, Call, Message, Status, Topics, decode_object
 from sef.clock import RealClock
-from sef.interface import DEMO_INTERFACE, Variant
+from sef.interface import DEMO_INTERFACE
+from spec_probe import RecordingAgent
 from support import AgentProcess, wait_for
 from tcp_cut import CuttableLink
 
 TOPICS = Topics()
-
-
-class RecordingAgent(Agent):
-    """Records the EnergyMethod calls it executes."""
-
-    interfaces = (DEMO_INTERFACE,)
-
-    def __init__(self, agent_id: str, broker: str, **kwargs: Any) -> None:
-        super().__init__(agent_id, broker, **kwargs)
-        self.executed: list[list[tuple[str, int, int]]] = []
-
-    async def on_start(self) -> None:
-        self.set_property(DEMO_INTERFACE, "AssetName", self.agent_id)
-        self.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 1)})
-
-    @method(DEMO_INTERFACE, "EnergyMethod")
-    def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        self.executed.append(cmds)
 
 
 class Watcher:
