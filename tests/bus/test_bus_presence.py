@@ -68,10 +68,11 @@ async def test_discovery_kill_and_rebirth(
         # restarted: online again with a fresh About and a newer session number
         agent_processes.append(await start_agent("bat-b", url))
         await wait_for(lambda: is_online(ems, "bat-b"), 3.0)
+        # the About follows the birth status (§4.2): it may be a moment behind it
+        await wait_for(lambda: len(seen[("bat-b", "about")]) >= 2, 3.0)
         reborn = record(ems, "bat-b")
         assert reborn.bdseq is not None and first_bdseq is not None
         assert reborn.bdseq > first_bdseq
-        assert len(seen[("bat-b", "about")]) >= 2
         assert reborn.about is not first_about_ts
         assert reborn.gaps == 0 and record(ems, "bat-a").gaps == 0
 
