@@ -369,22 +369,31 @@ class About:
 
 @dataclass(slots=True)
 class PropertyUpdate:
-    """A property value (JSON mapping of its D-Bus type), with sender time (Unix s)."""
+    """A property value (JSON mapping of its D-Bus type), with sender time (Unix s).
+
+    ``backfill``: an update buffered while the agent was disconnected, sent after its next
+    birth (``docs/protocol.md`` §4.7; JSON key ``"backfill": true``, absent otherwise).
+    """
 
     value: Any
     ts: float | None = None
     seq: int | None = None
+    backfill: bool = False
 
     def to_payload(self) -> bytes:
-        return encode_object(
-            {"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts, "value": self.value}
-        )
+        obj = {"v": PROTOCOL_VERSION, "seq": self.seq, "ts": self.ts, "value": self.value}
+        if self.backfill:
+            obj["backfill"] = True
+        return encode_object(obj)
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> PropertyUpdate:
         if "value" not in obj:
             raise PayloadError("missing field 'value'")
-        return cls(obj["value"], _time(obj, "ts", required=False), _seq(obj))
+        backfill = obj.get("backfill", False)
+        if backfill is not True and backfill is not False:
+            raise PayloadError("field 'backfill' must be a boolean")
+        return cls(obj["value"], _time(obj, "ts", required=False), _seq(obj), backfill)
 
 
 @dataclass(slots=True)
