@@ -11,6 +11,9 @@ All topics live under one root (default ``sef``)::
     {root}/agents/{agent_id}/seal                                   seal of a telemetry window
     {root}/groups/{group}/call/{interface}/{method}                 method call to a group
     {root}/hosts/{host_id}/status                         retained  EMS (primary host) status
+    {root}/gateways/{home}/status                         retained  home uplink: 1 up, 0 down
+    {root}/gateways/{home}/agents                         retained  agents behind a home
+    {root}/gateways/{home}/stats                          retained  home relay statistics
     {root}/clients/{client_id}/reply                                replies to a caller
 """
 
@@ -145,6 +148,10 @@ class Topics:
         """Retained list of the agents behind a home gateway."""
         return f"{self.root}/gateways/{check_id('home', home_id)}/agents"
 
+    def gateway_stats(self, home_id: str) -> str:
+        """Retained statistics of a home gateway's relay (queue, drops; JSON)."""
+        return f"{self.root}/gateways/{check_id('home', home_id)}/stats"
+
     # -- subscription patterns ----------------------------------------------------
     def all_agents(self) -> list[str]:
         """Patterns an EMS subscribes to for discovery and telemetry."""
@@ -164,6 +171,10 @@ class Topics:
     def all_gateways(self) -> list[str]:
         """Patterns an EMS subscribes to for home gateways' bridge state and agent lists."""
         return [f"{self.root}/gateways/+/status", f"{self.root}/gateways/+/agents"]
+
+    def all_gateway_stats(self) -> str:
+        """Pattern an EMS subscribes to for home gateways' relay statistics."""
+        return f"{self.root}/gateways/+/stats"
 
     def all_hosts(self) -> str:
         return f"{self.root}/hosts/+/status"

@@ -38,12 +38,14 @@ from sef.ems._events import (
     Discovered,
     Event,
     Gap,
+    GatewayDown,
     GatewayUp,
     Offline,
     Online,
     SessionReset,
     StaleStatus,
 )
+from sef.ems._homes import HomeBook, HomeRefused, stats_home
 from sef.ems._host_guard import HostGuard
 from sef.ems._reconcile import METHOD as RECONCILE_METHOD
 from sef.ems._reconcile import RECONCILE_PREFIX, RESTORE_WINDOW_S, Reconciler
@@ -153,6 +155,9 @@ class EMS:
         )
         self._log_presence = LogThrottle(log, "presence changes", level=logging.INFO, burst=100)
         self._log_gaps = LogThrottle(log, "sequence gaps")
+        self.homes = HomeBook()
+        """Homes (gateways): uplink state, agents behind each, relay stats (``_homes``)."""
+        self._log_homes = LogThrottle(log, "refused home messages")
         self.session = Session()
         self.announce = announce
         self.request_rebirth = request_rebirth
@@ -224,7 +229,8 @@ class EMS:
         if self.store is not None:
             await self._reopen_commands()
             await self._restore_intents()
-        for pattern in (*self.topics.all_agents(), *self.topics.all_gateways()):
+        gateways = (*self.topics.all_gateways(), self.topics.all_gateway_stats())
+        for pattern in (*self.topics.all_agents(), *gateways):
             await self.bus.subscribe(pattern, qos=1)
         if self.seals is not None:
             await self.bus.subscribe(self.topics.all_seals(), qos=1)
@@ -372,7 +378,16 @@ class EMS:
             if consumed:  # a seal: nothing for the registry
                 return pending
         now = self.clock.now()
+        home = self._home_topic(message.topic)
+        if home is not None and message.topic.endswith("/stats"):
+            self._home_stats(message.topic, message.payload, now)
+            return pending
+        listed_before = None if home is None else self.registry.gateway_agents.get(home)
         events = self.registry.handle(message, now)
+        if home is not None:
+            listed = self.registry.gateway_agents.get(home)
+            if listed is not None and listed is not listed_before:  # a list it took
+                self._home_update(home, self.homes.agent_list, home, listed, now)
         for event in events:
             if self.recorder is not None and isinstance(event, AgentEvent):
                 record = self.registry.get(event.agent_id)
@@ -381,7 +396,37 @@ class EMS:
             self._react(event)
         return pending
 
+    def _home_topic(self, topic: str) -> str | None:
+        """The home of a gateway topic (status, agents, stats), else ``None``."""
+        if not topic.startswith(self.topics.root + "/gateways/"):
+            return None
+        parts = topic.split("/")
+        return parts[-2] if len(parts) >= 3 else None
+
+    def _home_stats(self, topic: str, payload: bytes, now: float) -> None:
+        """A home relay's statistics: into the home book; a bad one is counted and logged."""
+        home = stats_home(self.topics, topic)
+        if home is None:
+            self._home_refused(topic.split("/")[-2], "stats on a topic of no valid home id")
+        elif payload:  # an empty payload clears the retained stats: nothing to take
+            self._home_update(home, self.homes.stats, home, payload, now)
+
+    def _home_update(self, home: str, update: Callable[..., object], *args: object) -> None:
+        """Apply ``update(*args)`` to the home book; a refusal is counted and logged."""
+        try:
+            update(*args)
+        except HomeRefused as exc:
+            self._home_refused(home, str(exc))
+
+    def _home_refused(self, home: str, reason: str) -> None:
+        self.registry.bad_messages += 1
+        kind = reason.split(":", 1)[0][:60]
+        self._log_homes.warn(home[:64], kind, "home %s: message refused: %s", home, reason)
+
     def _react(self, event: Event) -> None:
+        if isinstance(event, GatewayUp | GatewayDown):
+            up = isinstance(event, GatewayUp)
+            self._home_update(event.home, self.homes.uplink, event.home, up, self.clock.now())
         if isinstance(event, Online) or (
             isinstance(event, AgentEvent) and event.agent_id in self._reconcile_after_restart
         ):
