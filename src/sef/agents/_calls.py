@@ -163,24 +163,19 @@ class CallServer:
             self._error(call, ErrorName.FAILED, "agent busy: call queue full")
 
     def _answer_refused(self, obj: dict[str, Any] | None, exc: PayloadError) -> None:
-        """Answer a call refused at step 1 with ``exc``'s error name, when the object was
-        readable and names a string ``id`` and a valid reply topic."""
-        if obj is None:
-            return
+        """Answer a call refused at step 1 with ``exc``'s error name (:meth:`_refuse`)."""
+        if obj is not None:
+            self._refuse(obj, exc.name, str(exc))
+
+    def _refuse(self, obj: dict[str, Any], error: str, message: str) -> None:
+        """Answer a refused call with ``error``, when its object names a string ``id`` and
+        a valid reply topic (otherwise there is no one to answer)."""
         reply_to, call_id = obj.get("reply_to"), obj.get("id")
         if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
             assert isinstance(reply_to, str)
-            self._reply(
-                Reply(
-                    call_id[:128],
-                    self.agent_id,
-                    False,
-                    error=exc.name,
-                    message=str(exc),
-                    ts=self.clock.now(),
-                ),
-                reply_to,
-            )
+            now = self.clock.now()
+            reply = Reply(call_id[:128], self.agent_id, False, error=error, message=message, ts=now)
+            self._reply(reply, reply_to)
 
     def _verified(
         self, interface: str, member: str, message: Message, security: Security
@@ -225,20 +220,7 @@ class CallServer:
 
     def _unauthorized(self, obj: dict[str, Any], reason: str) -> None:
         """Answer a refused but authentic envelope (if it names a reply topic and an id)."""
-        reply_to, call_id = obj.get("reply_to"), obj.get("id")
-        if self._is_reply_topic(reply_to) and isinstance(call_id, str) and call_id:
-            assert isinstance(reply_to, str)
-            self._reply(
-                Reply(
-                    call_id[:128],
-                    self.agent_id,
-                    False,
-                    error=ErrorName.UNAUTHORIZED,
-                    message=f"call refused: {reason}",
-                    ts=self.clock.now(),
-                ),
-                reply_to,
-            )
+        self._refuse(obj, ErrorName.UNAUTHORIZED, f"call refused: {reason}")
 
     async def serve(self) -> None:
         """Execute queued calls one at a time until cancelled."""
