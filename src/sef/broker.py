@@ -19,17 +19,21 @@ it against a budget (``sef ems --broker-config``).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "DEFAULT_BUDGET",
+    "LOG_NAME",
     "MAX_PACKET_BYTES",
     "BrokerLimits",
     "BrokerNotFound",
@@ -162,9 +166,48 @@ def find_mosquitto() -> str:
     )
 
 
+LOG_NAME = "mosquitto.log"
+"""File name of a broker's log, in its log directory."""
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option (linux/prctl.h): the signal a process gets when its parent thread ends."""
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for the broker that makes the kernel SIGTERM it when the thread
+    that started it ends (the Python process killed, even with SIGKILL); ``None`` where
+    ``prctl`` is missing (not Linux). ``prctl`` is looked up here, in the parent: the
+    child only calls it (no library loading between fork and exec).
+
+    The kernel clears this setting when a process changes its user, as Mosquitto started
+    as root does when it drops to the ``mosquitto`` account: such a broker outlives a
+    killed parent (a clean SIGINT/SIGTERM of the parent still stops it)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    term = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, term, 0, 0, 0)
+
+    return preexec
+
+
 @dataclass
 class Mosquitto:
-    """A Mosquitto process listening on ``host:port`` with a throwaway config directory."""
+    """A Mosquitto process listening on ``host:port`` with a throwaway config directory.
+
+    **Log.** The broker logs to ``mosquitto.log`` in :attr:`log_dir` (default: the work
+    directory). The file is opened here, by the starting process, and handed to Mosquitto
+    as its stderr (``log_dest stderr``): Mosquitto started as root drops to the
+    ``mosquitto`` account before it opens a ``log_dest file``, which then fails in a
+    directory (or below one) only root may enter, such as a 0700 temporary directory or
+    ``/root``; an inherited descriptor is writable whatever account it runs as.
+    Start-up errors Mosquitto prints land in the same file.
+    """
 
     port: int = 0
     host: str = "127.0.0.1"
@@ -176,6 +219,14 @@ class Mosquitto:
     max_packet_bytes: int | None = MAX_PACKET_BYTES
     """Largest packet accepted (``None``: Mosquitto's own limit, for tests that need an
     oversized payload to reach its receiver)."""
+    log_dir: Path | None = None
+    """Directory of the broker's log :data:`LOG_NAME` (created if missing); ``None``: the
+    work directory."""
+    die_with_parent: bool = True
+    """Linux: the broker gets SIGTERM when the thread that called :meth:`start` ends, so
+    a killed parent leaves no broker behind (see :func:`_die_with_parent` for when the
+    kernel drops this). Start it from a thread that outlives it: the main thread or an
+    executor's worker (``asyncio.to_thread``)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
@@ -197,9 +248,10 @@ class Mosquitto:
 
     @property
     def log_path(self) -> Path:
-        """Where the broker writes its log."""
-        assert self.workdir is not None
-        return self.workdir / "mosquitto.log"
+        """Where the broker writes its log: :data:`LOG_NAME` in :attr:`log_dir`."""
+        directory = self.log_dir if self.log_dir is not None else self.workdir
+        assert directory is not None
+        return directory / LOG_NAME
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
         """Start the broker and wait until it accepts connections."""
@@ -221,18 +273,27 @@ class Mosquitto:
             + (f"max_packet_size {self.max_packet_bytes}\n" if self.max_packet_bytes else "")
             # what the EMS's session can fall behind by before the broker drops messages
             + self.budget.mosquitto_config()
-            + f"log_dest file {self.log_path}\n"
+            # stderr is self.log_path, opened below (see the class docstring)
+            + "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             + (self.extra_config.rstrip("\n") + "\n" if self.extra_config else "")
         )
-        self.process = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logged_before = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [exe, "-c", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                preexec_fn=_die_with_parent() if self.die_with_parent else None,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {stderr}")
+                with self.log_path.open("rb") as log:
+                    log.seek(logged_before)
+                    said = log.read().decode(errors="replace").strip()
+                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {said}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self
@@ -250,8 +311,6 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
