@@ -39,9 +39,9 @@ def test_uplink_state_and_since() -> None:
     assert book.uplink("h1", True, 110.0) is False  # no change: since stays
     assert home.since == 100.0
     assert book.uplink("h1", False, 120.0) is True
-    assert home.uplink == "down" and home.since == 120.0
+    assert (home.uplink, home.since) == ("down", 120.0)
     assert book.uplink("h1", True, 130.0) is True
-    assert home.uplink == "up" and home.since == 130.0
+    assert (home.uplink, home.since) == ("up", 130.0)
 
 
 def test_home_known_by_list_only_is_unknown_uplink() -> None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from sef.ems._records import AgentRecord
 from sef.ems._service import EMS
 from sef.ems.api._errors import ApiError
+from sef.ems.api._homes import agent_out
 from sef.ems.api._models import AgentOut, ErrorBody
 
 __all__ = [
@@ -138,6 +139,10 @@ def install_agent_routes(app: FastAPI, ems: EMS, metrics: CollectorRegistry) -> 
         group: Annotated[
             str | None, Query(description="Only members of this group.", max_length=64)
         ] = None,
+        home: Annotated[
+            str | None,
+            Query(description="Only agents behind this home (gateway).", max_length=64),
+        ] = None,
         limit: Annotated[
             int, Query(ge=1, le=MAX_PAGE, description=f"Most agents (default {DEFAULT_PAGE}).")
         ] = DEFAULT_PAGE,
@@ -162,16 +167,20 @@ def install_agent_routes(app: FastAPI, ems: EMS, metrics: CollectorRegistry) -> 
             )
         flag = {"online": True, "offline": False, "unknown": None}.get(status or "")
 
+        home_of = ems.homes.home_of
+
         def where(record: AgentRecord) -> bool:
-            return (status is None or record.online is flag) and (
-                group is None or group in record.groups
+            return (
+                (status is None or record.online is flag)
+                and (group is None or group in record.groups)
+                and (home is None or home_of.get(record.agent_id) == home)
             )
 
         records, total, more = ems.registry.page(
             after=cursor,
             offset=offset,
             limit=limit,
-            where=where if status is not None or group is not None else None,
+            where=where if (status, group, home) != (None, None, None) else None,
         )
         response.headers["X-Total-Count"] = str(total)
         if more and records:
@@ -182,7 +191,7 @@ def install_agent_routes(app: FastAPI, ems: EMS, metrics: CollectorRegistry) -> 
             }
             params["cursor"] = following
             response.headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
-        return [AgentOut.model_validate(r.summary()) for r in records]
+        return [agent_out(ems, r) for r in records]
 
     @app.post(
         "/agents/{agent_id}/reset", response_model=AgentOut, responses=errors, tags=["agents"]
@@ -192,7 +201,7 @@ def install_agent_routes(app: FastAPI, ems: EMS, metrics: CollectorRegistry) -> 
         so that a forged or broken status cannot keep it out; ask it to re-announce."""
         if ems.registry.get(agent_id) is None:
             raise ApiError(404, f"unknown agent {agent_id!r}", {"agent": agent_id})
-        return AgentOut.model_validate(ems.reset_agent(agent_id).summary())
+        return agent_out(ems, ems.reset_agent(agent_id))
 
     @app.post(
         "/agents/{agent_id}/approve", response_model=ApprovalOut, responses=errors, tags=["agents"]

@@ -27,13 +27,13 @@ from sef.ems.api._errors import ApiError, install_error_handlers
 from sef.ems.api._events import EventHub
 from sef.ems.api._gate import AuthMiddleware
 from sef.ems.api._guards import install_guards
+from sef.ems.api._homes import agent_out, install_home_routes
 from sef.ems.api._limits import ApiLimits, install_limits
 from sef.ems.api._login import install_login, principal_of
 from sef.ems.api._metrics import metrics_registry
 from sef.ems.api._models import (
     AgentDetail,
     AgentEventOut,
-    AgentOut,
     CommandLogEntry,
     CommandRequest,
     CommandResult,
@@ -69,10 +69,6 @@ otherwise; rates are kW, durations s. Every error is JSON `{"error": "...", "det
 Commands are validated completely (types, int16 ranges, command names, sequence rules)
 before anything is sent on the bus.
 """
-
-
-def _agent_out(record: AgentRecord) -> AgentOut:
-    return AgentOut.model_validate(record.summary())
 
 
 def create_app(
@@ -150,6 +146,7 @@ def create_app(
     install_deadletters(app, ems)
 
     install_agent_routes(app, ems, registry)  # GET /agents (pages), reset, approve
+    install_home_routes(app)  # GET /homes, /homes/{home}
 
     @app.get("/agents/{agent_id}", response_model=AgentDetail, responses=_ERRORS, tags=["agents"])
     async def show_agent(
@@ -164,7 +161,7 @@ def create_app(
         if ems.store is not None and events:
             rows = await in_thread(ems.store.agent_events, agent_id, limit=events)
         return AgentDetail(
-            **_agent_out(record).model_dump(), events=[AgentEventOut(**row) for row in rows]
+            **agent_out(ems, record).model_dump(), events=[AgentEventOut(**row) for row in rows]
         )
 
     @app.get(

@@ -77,6 +77,9 @@ class AgentOut(BaseModel):
         "from the store, not yet confirmed by the broker)."
     )
     bdseq: int | None = Field(None, description="Session number of the agent's connection.")
+    home: str | None = Field(
+        None, description="The home (gateway) the agent is behind (GET /homes), or null."
+    )
     device_name: str | None = Field(None, description="About DeviceName.")
     manufacturer: str | None = Field(None, description="About Manufacturer.")
     model: str | None = Field(None, description="About ModelNumber.")
