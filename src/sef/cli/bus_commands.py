@@ -84,22 +84,25 @@ def agents(
         "--api",
         help="Read from this EMS API (e.g. http://127.0.0.1:8080) instead of the broker.",
     ),
+    home: str | None = typer.Option(
+        None, "--home", help="Only agents behind this home (gateway); see sef homes."
+    ),
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
     ca: Path | None = CA_OPTION,
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
 ) -> None:
-    """List agents with status, interfaces and last telemetry (read from the broker with
-    an operator or EMS certificate, or from the EMS API with --api)."""
-    if api is not None:
-        from sef.cli.operator import api_agents
+    """List agents with status, home (gateway), interfaces and last telemetry (read from
+    the broker with an operator or EMS certificate, or from the EMS API with --api)."""
+    from sef.cli.operator import api_agents, homes_of
 
-        summaries, known = api_agents(api)
+    if api is not None:
+        summaries, known = api_agents(api, home=home)
         if as_json:
             print(json.dumps(summaries, indent=2))
         else:
-            console.print(agents_table(known, f"SEF agents of {api}"))
+            console.print(agents_table(known, f"SEF agents of {api}", homes_of(summaries)))
         return
     secured = secure_connection(
         "sef agents",
@@ -107,15 +110,21 @@ def agents(
         Credentials(cert, key, ca, crl, insecure),
         roles=(Role.OPERATOR, Role.EMS),
     )
-    records: list[AgentRecord] = run_async(read_agents(secured, max_s=wait))
+    home_of: dict[str, str] = {}
+    records: list[AgentRecord] = run_async(read_agents(secured, max_s=wait, homes=home_of))
+    records = [r for r in records if home is None or home_of.get(r.agent_id) == home]
     if as_json:
-        print(json.dumps([r.summary() for r in records], indent=2))
+        shown = [{**r.summary(), "home": home_of.get(r.agent_id)} for r in records]
+        print(json.dumps(shown, indent=2))
     else:
-        console.print(agents_table(records, f"SEF agents on {secured.broker}"))
+        console.print(agents_table(records, f"SEF agents on {secured.broker}", home_of))
 
 
-async def read_agents(secured: Secured, *, max_s: float) -> list[AgentRecord]:
-    """The agents' retained state on the broker, read without announcing an EMS."""
+async def read_agents(
+    secured: Secured, *, max_s: float, homes: dict[str, str] | None = None
+) -> list[AgentRecord]:
+    """The agents' retained state on the broker, read without announcing an EMS (and,
+    into ``homes``, each agent's home: agent id -> home id)."""
     with broker_usage():
         reader = EMS(
             secured.broker,
@@ -129,6 +138,8 @@ async def read_agents(secured: Secured, *, max_s: float) -> list[AgentRecord]:
     await reader.start()
     try:
         await reader.settle(0.3, max_s)
+        if homes is not None:
+            homes.update(reader.homes.home_of)
         return reader.agents()
     finally:
         await reader.stop()

@@ -1,6 +1,6 @@
 """Operator commands on the EMS API: ``sef telemetry``, ``sef send``, ``sef history``,
-``sef registry reset|approve|admission``, and ``sef agents --api``. Rich tables for people,
-``--json`` (and ``--csv``) for scripts.
+``sef homes``, ``sef registry reset|approve|admission``, and ``sef agents --api``. Rich
+tables for people, ``--json`` (and ``--csv``) for scripts.
 
 The API is reached at ``--api URL``, else ``$SEF_API``, else http://127.0.0.1:8080, with
 the bearer token in ``$SEF_API_TOKEN`` (``sef api-token create``), if set.
@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULT_API",
     "api_agents",
     "history",
+    "homes",
+    "homes_of",
     "parse_event",
     "register",
     "registry_app",
@@ -40,10 +42,12 @@ err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``telemetry``, ``send``, ``history`` and ``registry`` to the ``sef`` app."""
+    """Add ``telemetry``, ``send``, ``history``, ``homes`` and ``registry`` to the ``sef``
+    app."""
     app.command("telemetry")(telemetry)
     app.command("send")(send)
     app.command("history")(history)
+    app.command("homes")(homes)
     app.add_typer(
         registry_app,
         name="registry",
@@ -95,12 +99,17 @@ AGENTS_PAGE = 1000
 """Agents asked for per page of ``GET /agents``."""
 
 
-def api_agents(api: str) -> tuple[list[dict[str, Any]], list[AgentRecord]]:
-    """The agents known to the EMS API (every page): their JSON summaries and records."""
+def api_agents(
+    api: str, *, home: str | None = None
+) -> tuple[list[dict[str, Any]], list[AgentRecord]]:
+    """The agents known to the EMS API (every page; with ``home``, only those behind that
+    home): their JSON summaries and records."""
     summaries: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": AGENTS_PAGE}
+        if home is not None:
+            params["home"] = home
         if cursor is not None:
             params["cursor"] = cursor
         page, headers = _request_with_headers("GET", api, "/agents", params=params)
@@ -110,6 +119,11 @@ def api_agents(api: str) -> tuple[list[dict[str, Any]], list[AgentRecord]]:
             break
         cursor = following
     return summaries, [_record(s) for s in summaries]
+
+
+def homes_of(summaries: list[dict[str, Any]]) -> dict[str, str]:
+    """Agent id -> home id, from the agents' JSON summaries (those behind a home)."""
+    return {s["id"]: s["home"] for s in summaries if isinstance(s.get("home"), str)}
 
 
 def _request_with_headers(
@@ -441,4 +455,45 @@ def registry_admission(
         table.add_column(column)
     for p in result["pending"]:
         table.add_row(p["id"], _iso(p["first_seen"]), _iso(p["last_seen"]), str(p["messages"]))
+    console.print(table)
+
+
+# -- sef homes -------------------------------------------------------------------------
+def _ago(seconds: float) -> str:
+    """``42 s``, ``5 min``, ``3 h``, ``2 d``: a duration, s, roughly."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def homes(
+    api: str = typer.Option(DEFAULT_API, "--api", envvar="SEF_API", help=API_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
+) -> None:
+    """Homes (gateways) known to the EMS: uplink up or down and since when, agents behind
+    each (online of all), and the relay's queued and dropped messages."""
+    result: list[dict[str, Any]] = _request("GET", api, "/homes")
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    now = datetime.now(tz=UTC).timestamp()
+    table = Table(title=f"SEF homes of {api}: {len(result)}")
+    for column in ("home", "uplink", "since (UTC)", "agents online", "queued", "dropped"):
+        table.add_column(column, no_wrap=True)
+    colors = {"up": "green", "down": "red"}
+    for h in result:
+        uplink = h["uplink"]
+        stats = h.get("stats") or {}
+        queued = stats.get("queued")
+        limit = stats.get("queue_limit")
+        table.add_row(
+            h["home"],
+            f"[{colors[uplink]}]{uplink}[/]" if uplink in colors else uplink,
+            f"{_iso(h['since'])[:19].replace('T', ' ')} ({_ago(now - h['since'])} ago)",
+            f"{h['online_agents']}/{h['agents']}",
+            "-" if queued is None else f"{queued}" + (f"/{limit}" if limit is not None else ""),
+            "-" if stats.get("dropped") is None else str(stats["dropped"]),
+        )
     console.print(table)

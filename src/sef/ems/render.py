@@ -9,6 +9,7 @@ their units from ``docs/interfaces.md``; any other key after them, by name).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,12 +104,19 @@ def telemetry_text(record: AgentRecord, limit: int | None = None) -> str:
     return " · ".join(parts)
 
 
-def agents_table(records: list[AgentRecord], title: str = "SEF agents") -> Table:
+def agents_table(
+    records: list[AgentRecord],
+    title: str = "SEF agents",
+    homes: Mapping[str, str] | None = None,
+) -> Table:
     """A rich table of agents: status, asset name, interfaces, groups, last seen, and
-    every telemetry value."""
+    every telemetry value; with ``homes`` (agent id -> home id) also each agent's home
+    (gateway; ``-`` when it is behind none)."""
     table = Table(title=title, expand=True)
     table.add_column("agent", no_wrap=True)
     table.add_column("status", no_wrap=True)
+    if homes is not None:
+        table.add_column("home", no_wrap=True)
     table.add_column("asset")
     table.add_column("interfaces")
     table.add_column("groups")
@@ -118,9 +126,11 @@ def agents_table(records: list[AgentRecord], title: str = "SEF agents") -> Table
         status = {True: "[green]online[/]", False: "[red]offline[/]", None: "unknown"}[r.online]
         style = "dim" if r.online is False else None
         seen = r.offline_since if r.online is False else (r.last_seen or r.online_since)
+        home = [] if homes is None else [escape(homes.get(r.agent_id) or "-")]
         table.add_row(
             escape(r.agent_id),
             status,
+            *home,
             escape(asset_name(r)),
             escape(", ".join(sorted(r.interfaces))),
             escape(", ".join(r.groups)),
