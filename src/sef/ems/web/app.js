@@ -32,6 +32,8 @@ const state = {
   historyLoaded: new Set(),
   // the table shows one page of GET agents: cursors[i] is the cursor of page i (null: first)
   page: { cursors: [null], index: 0, next: null, total: 0 },
+  home: null, // the table shows only the agents behind this home (homes.js), or all
+
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -584,6 +586,7 @@ function agentRow(agent) {
   el("td", { "data-col": "kind" }, kind),
   el("td", { "data-col": "status", class: "status-cell" },
     el("span", { class: `dot ${agent.status}` }), statusText),
+  el("td", { "data-col": "home" }, agent.home || "–"),
   el("td", { "data-col": "groups" }, ...(agent.groups || []).map((g) => el("span", { class: "tag" }, g))),
   el("td", { "data-col": "last-seen" }, offline ? `last seen ${hms(seen)}` : hms(seen)),
   el("td", { "data-col": "soc", class: "num" }, soc),
@@ -675,9 +678,12 @@ async function refreshAgents() {
   try {
     const page = state.page;
     const cursor = page.cursors[page.index];
-    const query = `agents?limit=${PAGE_SIZE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+    const home = state.home;
+    const query = `agents?limit=${PAGE_SIZE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "")
+      + (home ? `&home=${encodeURIComponent(home)}` : "");
     const [listed, groups] = await Promise.all([apiPage(query), api("groups")]);
-    if (page.cursors[page.index] !== cursor) return; // the page was turned meanwhile
+    // the page was turned or the home filter changed meanwhile
+    if (page.cursors[page.index] !== cursor || state.home !== home) return;
     if (!listed.body.length && page.index > 0) return turnPage(0); // the page emptied
     const agents = listed.body;
     page.next = listed.next;
@@ -700,6 +706,7 @@ async function refreshAgent(id) {
   try {
     const agent = await api(`agents/${encodeURIComponent(id)}?events=0`);
     delete agent.events;
+    if (state.home && agent.home !== state.home) return; // filtered out of the table
     mergeAgent(agent);
     scheduleRender();
   } catch (_) {
@@ -731,7 +738,8 @@ function debouncedRefresh() {
 
 /** Whether a new agent could show on the current page (the last one, not full). */
 function pageHasRoom() {
-  return state.page.next === null && state.agents.size < PAGE_SIZE;
+  // with a home filter the periodic refresh brings that home's new agents
+  return !state.home && state.page.next === null && state.agents.size < PAGE_SIZE;
 }
 
 function noteEventTime(ts) {
@@ -983,7 +991,7 @@ function start() {
   setInterval(refreshHealth, REFRESH_MS);
   setInterval(refreshCommands, COMMANDS_MS);
   setInterval(refreshControl, CONTROL_MS);
-  window.sefDashboard = { state, charts, parseSequence, parseTarget };
+  window.sefDashboard = { state, charts, parseSequence, parseTarget, turnPage };
 }
 
 start();
