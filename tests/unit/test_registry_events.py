@@ -26,6 +26,7 @@ from sef.ems import (
     Offline,
     Online,
     Pending,
+    PropertyBackfilled,
     PropertyChanged,
     SessionReset,
     SignalReceived,
@@ -54,6 +55,7 @@ ALL = (
     StaleStatus,
     AboutReceived,
     PropertyChanged,
+    PropertyBackfilled,
     InterfaceLoaded,
     SignalReceived,
     Gap,
@@ -67,7 +69,7 @@ ALL = (
 
 def test_every_kind_is_one_class_and_in_the_union() -> None:
     assert {cls.kind for cls in ALL} == set(typing.get_args(EventKind))
-    assert len({cls.kind for cls in ALL}) == len(ALL) == 14
+    assert len({cls.kind for cls in ALL}) == len(ALL) == 15
     assert set(typing.get_args(Event)) == set(ALL)
     for cls in ALL:
         assert dataclasses.is_dataclass(cls)

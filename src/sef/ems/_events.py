@@ -32,6 +32,7 @@ __all__ = [
     "Offline",
     "Online",
     "Pending",
+    "PropertyBackfilled",
     "PropertyChanged",
     "SessionReset",
     "SignalReceived",
@@ -44,6 +45,7 @@ EventKind: TypeAlias = Literal[
     "offline",
     "about",
     "property",
+    "backfill",
     "interface",
     "signal",
     "gap",
@@ -141,6 +143,25 @@ class PropertyChanged:
     @property
     def detail(self) -> str:
         return self.key
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyBackfilled:
+    """A backfilled property update (``"backfill": true``, ``docs/protocol.md`` §4.7): a
+    sample the agent buffered while disconnected, history to store under its own ``ts``
+    (sender time, Unix s); it is *not* the property's last known value. ``value`` is the
+    JSON mapping of the property's type; ``seq`` the new session's sequence number."""
+
+    agent_id: str
+    key: str
+    value: Any
+    ts: float
+    seq: int | None
+    kind: ClassVar[Literal["backfill"]] = "backfill"
+
+    @property
+    def detail(self) -> tuple[str, float]:
+        return (self.key, self.ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +282,7 @@ class GatewayDown:
 
 AgentEvent: TypeAlias = (
     PropertyChanged
+    | PropertyBackfilled
     | Discovered
     | Online
     | Offline

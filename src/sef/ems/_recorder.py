@@ -45,6 +45,7 @@ from sef.ems._events import (
     Gap,
     Offline,
     Online,
+    PropertyBackfilled,
     PropertyChanged,
     StaleStatus,
 )
@@ -212,32 +213,51 @@ class Recorder:
     def record(
         self, event: AgentEvent, record: AgentRecord, now: float
     ) -> asyncio.Future[None] | None:
-        """Add what a registry event changed; return the commit future (None: nothing)."""
+        """Add what a registry event changed; return the commit future (None: nothing).
+
+        A :class:`PropertyChanged` adds a telemetry row that is also the property's last
+        value; a :class:`PropertyBackfilled` a telemetry row only (history, ``backfill``)."""
         if isinstance(event, PropertyChanged):
             entry = record.properties[event.key]
             ts = entry.ts if entry.ts is not None else now
             seq = entry.seq if entry.seq is not None else -1
-            try:
-                value_json = _to_json(entry.value)
-            except (TypeError, ValueError) as exc:  # orjson: lone surrogates, huge ints
-                return self.refuse(
-                    dead_letter(
-                        now,
-                        "telemetry",
-                        record.agent_id,
-                        event.key,
-                        "bad_json",
-                        f"value: not storable as JSON ({exc})",
-                        {"ts": repr(ts), "seq": repr(seq), "value": repr(entry.value)},
-                    )
-                )
-            return self.telemetry(TelemetryIn(record.agent_id, event.key, ts, seq, now, value_json))
+            return self._sample(record.agent_id, event.key, entry.value, ts, seq, now, False)
+        if isinstance(event, PropertyBackfilled):
+            seq = event.seq if event.seq is not None else -1
+            return self._sample(record.agent_id, event.key, event.value, event.ts, seq, now, True)
         if isinstance(event, (Online, Offline, StaleStatus, Gap)):
             self.event(record.agent_id, now, event.kind, str(event.detail))
             return self.agent(agent_row(record))
         if isinstance(event, (AboutReceived, Discovered)):
             return self.agent(agent_row(record))
         return None
+
+    def _sample(
+        self,
+        agent_id: str,
+        key: str,
+        value: object,
+        ts: float,
+        seq: int,
+        now: float,
+        backfill: bool,
+    ) -> asyncio.Future[None]:
+        """Add one telemetry sample (sender time ``ts`` and EMS time ``now``, Unix s)."""
+        try:
+            value_json = _to_json(value)
+        except (TypeError, ValueError) as exc:  # orjson: lone surrogates, huge ints
+            return self.refuse(
+                dead_letter(
+                    now,
+                    "telemetry",
+                    agent_id,
+                    key,
+                    "bad_json",
+                    f"value: not storable as JSON ({exc})",
+                    {"ts": repr(ts), "seq": repr(seq), "value": repr(value)},
+                )
+            )
+        return self.telemetry(TelemetryIn(agent_id, key, ts, seq, now, value_json, backfill))
 
     # -- adding rows --------------------------------------------------------------------
     def _future(self) -> asyncio.Future[None]:

@@ -38,7 +38,19 @@ class AgentRecord:
     offline_reason: str | None = None
     keepalive_s: int | None = None
     expected_seq: int | None = None
+    """Next seq due from the agent (``None``: unknown, set by the next live message)."""
+    last_seq: int | None = None
+    """Last seq accepted in the agent's current session; a live message behind or equal to
+    it is a duplicate (``docs/protocol.md`` §4.6). ``None``: none yet."""
+    birth_ts: float | None = None
+    """``ts`` of the birth (online status, seq 0) accepted for the current session, Unix s:
+    a live birth of the same session with the same ``ts`` is a replayed copy."""
     gaps: int = 0
+    duplicates: int = 0
+    """Live messages dropped as duplicates (replays, redeliveries) since the EMS started."""
+    backfilled: int = 0
+    """Backfilled property updates (``"backfill": true``) taken as history since the EMS
+    started."""
     messages: int = 0
     rejected_interfaces: dict[str, str] = field(default_factory=dict)  # name -> why
 
@@ -64,6 +76,8 @@ class AgentRecord:
             "offline_since": self.offline_since,
             "offline_reason": self.offline_reason,
             "gaps": self.gaps,
+            "duplicates": self.duplicates,
+            "backfilled": self.backfilled,
             "properties": {k: {"value": v.value, "ts": v.ts} for k, v in self.properties.items()},
             "rejected_interfaces": dict(self.rejected_interfaces),
         }

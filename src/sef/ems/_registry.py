@@ -16,6 +16,13 @@ Hardening (issue 11):
 * **Interfaces** (:mod:`sef.ems._interfaces`): the shipped and pinned definitions cannot
   be redefined by an agent, and the first definition learned of any other name stays.
 * **Logs**: every per-message warning goes through a :class:`~sef.logthrottle.LogThrottle`.
+
+Sessions (issue 19, :mod:`sef.ems._sessions`, ``docs/protocol.md`` §4.6, §4.7): a live
+message behind or equal to the last accepted seq of the session, or a replayed copy of
+the accepted birth, is a duplicate: dropped without an event, counted (``duplicates``).
+A backfilled property update (``"backfill": true``) passes the same sequence check and
+becomes a :class:`~sef.ems._events.PropertyBackfilled` event (history, stored under its own
+``ts``), never the property's last known value; counted (``backfilled``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ from collections.abc import Callable, Iterable, Iterator
 from sef.bus import (
     BDSEQ_AHEAD_S,
     BDSEQ_LIMIT,
-    SEQ_MODULUS,
     About,
     GatewayAgents,
     Message,
@@ -49,18 +55,17 @@ from sef.ems._events import (
     AboutReceived,
     BadMessage,
     Event,
-    Gap,
     GatewayDown,
     GatewayUp,
     Offline,
-    Online,
+    PropertyBackfilled,
     PropertyChanged,
     SessionReset,
     SignalReceived,
-    StaleStatus,
 )
 from sef.ems._interfaces import InterfaceRules
 from sef.ems._records import AgentRecord, PropertyValue
+from sef.ems._sessions import SessionRules
 from sef.interface import Interface, builtin_interface, builtin_names
 from sef.logthrottle import LogThrottle
 
@@ -82,7 +87,7 @@ MAX_GATEWAY_AGENTS = 10_000
 """Longest agent list of one home gateway."""
 
 
-class Registry(AdmissionRules, InterfaceRules):
+class Registry(AdmissionRules, InterfaceRules, SessionRules):
     """Agents by id, their interfaces (parsed XML, cached by SHA-256), and counters.
 
     Args:
@@ -114,6 +119,10 @@ class Registry(AdmissionRules, InterfaceRules):
         }
         self.pinned.update((iface.name, iface) for iface in pinned)
         self.bad_messages = 0
+        self.duplicates = 0
+        """Live messages dropped as duplicates (replays, redeliveries), all agents."""
+        self.backfilled = 0
+        """Backfilled property updates taken as history, all agents."""
         self.gateway_agents: dict[str, list[str]] = {}  # home id -> agents behind it
         self.messages = 0
         self.admission = admission or Admission()
@@ -145,6 +154,8 @@ class Registry(AdmissionRules, InterfaceRules):
         """
         record.online = None if record.online else record.online
         record.expected_seq = None
+        record.last_seq = None
+        record.birth_ts = None
         if record.bdseq is not None and self._bdseq_problem(record.bdseq) is not None:
             log.warning(
                 "agent %s: stored bdseq %d is %s; forgotten",
@@ -211,6 +222,8 @@ class Registry(AdmissionRules, InterfaceRules):
         previous = record.bdseq
         record.bdseq = None
         record.expected_seq = None
+        record.last_seq = None
+        record.birth_ts = None
         record.online = None
         record.keepalive_s = None
         log.warning(
@@ -282,22 +295,38 @@ class Registry(AdmissionRules, InterfaceRules):
             return events
         if item is None:  # retained value cleared by an operator
             return events
-        if isinstance(item, Status):
+        # a duplicate (docs/protocol.md §4.6) changes nothing and emits nothing
+        if isinstance(item, PropertyUpdate):
+            key = f"{parsed.interface}.{parsed.member}"
+            if not item.backfill:
+                if not self._sequence(record, item.seq, message, events):
+                    return events
+                record.properties[key] = PropertyValue(item.value, item.ts, now, item.seq)
+                events.append(PropertyChanged(agent_id, key))
+            else:  # history (§4.7): stored under its own ts, not the last known value
+                if item.ts is None:
+                    return events + self._bad(None, agent_id, message.topic, "backfill: no ts")
+                if not self._sequence(record, item.seq, message, events):
+                    return events
+                record.backfilled += 1
+                self.backfilled += 1
+                events.append(PropertyBackfilled(agent_id, key, item.value, item.ts, item.seq))
+        elif isinstance(item, Status):
+            duplicates = record.duplicates
             events += self._status(record, item, message, now)
+            if record.duplicates != duplicates:
+                return events
         elif isinstance(item, About):
-            events += self._sequence(record, item.seq, message)
+            if not self._sequence(record, item.seq, message, events):
+                return events
             record.about = item.fields
             record.interfaces = {ref.name: ref.sha256 for ref in item.interfaces}
             record.groups = list(item.groups)
             self._learn_announced(item.interfaces)
             events.append(AboutReceived(agent_id, item.fields))
-        elif isinstance(item, PropertyUpdate):
-            events += self._sequence(record, item.seq, message)
-            key = f"{parsed.interface}.{parsed.member}"
-            record.properties[key] = PropertyValue(item.value, item.ts, now, item.seq)
-            events.append(PropertyChanged(agent_id, key))
         else:
-            events += self._sequence(record, item.seq, message)
+            if not self._sequence(record, item.seq, message, events):
+                return events
             events.append(
                 SignalReceived(agent_id, f"{parsed.interface}.{parsed.member}", item.args)
             )
@@ -372,61 +401,6 @@ class Registry(AdmissionRules, InterfaceRules):
                     record.expected_seq = None
                     events.append(Offline(agent_id, "gateway"))
         return events
-
-    def _status(
-        self, record: AgentRecord, status: Status, message: Message, now: float
-    ) -> list[Event]:
-        agent_id = record.agent_id
-        if status.online:
-            if record.bdseq is not None and status.bdseq < record.bdseq:
-                return [StaleStatus(agent_id, status.bdseq, birth=True)]
-            was_online = record.online
-            record.online = True
-            record.bdseq = status.bdseq
-            record.keepalive_s = status.keepalive_s
-            record.offline_reason = None
-            # a retained birth is old news: later live messages continue from an unknown seq
-            record.expected_seq = (
-                None if status.seq is None or message.retain else (status.seq + 1) % SEQ_MODULUS
-            )
-            if not was_online:
-                record.online_since = status.ts or now
-                return [Online(agent_id, status.bdseq)]
-            return []
-        # a death: only the death of the current (or a newer) session counts
-        if record.bdseq is not None and status.bdseq < record.bdseq:
-            self.log_info.warn(
-                agent_id,
-                "stale death",
-                "agent %s: stale death (bdseq %d < %d) ignored",
-                agent_id,
-                status.bdseq,
-                record.bdseq,
-            )
-            return [StaleStatus(agent_id, status.bdseq)]
-        was_online = record.online
-        record.online = False
-        record.bdseq = status.bdseq
-        record.expected_seq = None
-        record.offline_reason = status.reason or "will"
-        if was_online is not False:
-            record.offline_since = now if not message.retain else (status.ts or now)
-            return [Offline(agent_id, record.offline_reason)]
-        return []
-
-    def _sequence(self, record: AgentRecord, seq: int | None, message: Message) -> list[Event]:
-        """Check the per-session message sequence of live messages; report a gap."""
-        if message.retain or seq is None:
-            return []
-        expected = record.expected_seq
-        if expected is not None and seq != expected:
-            if (expected - seq) % SEQ_MODULUS < SEQ_MODULUS // 2:
-                return []  # behind: a redelivered duplicate, not a loss
-            record.expected_seq = (seq + 1) % SEQ_MODULUS
-            record.gaps += 1
-            return [Gap(record.agent_id, expected, seq)]
-        record.expected_seq = (seq + 1) % SEQ_MODULUS
-        return []
 
 
 def _reason_kind(reason: str) -> str:

@@ -72,8 +72,9 @@ telemetry = Table(
     Column("received", Float, nullable=False),
     Column("value", Text, nullable=False),  # JSON text of the value
     Column("downsampled", Boolean, nullable=False, default=False),
+    # a sample's identity (docs/protocol.md §4.7: stored once however often it arrives);
     # also the index of (agent_id, key, ts) range queries
-    UniqueConstraint("agent_id", "key", "ts", "seq", name="uq_telemetry_message"),
+    UniqueConstraint("agent_id", "key", "ts", name="uq_telemetry_sample"),
 )
 
 commands = Table(

@@ -7,8 +7,12 @@ migrations run at open (Alembic), so an upgrade keeps the data.
 Methods are synchronous (SQLAlchemy Core) and meant to run in a worker thread: the EMS
 batches writes (:meth:`Store.write_batch`, one transaction per batch).
 
-Telemetry rows are unique by (agent, property, sender time, sequence number): a message
-redelivered after a crash (MQTT QoS 1 is at-least-once) is stored once.
+Telemetry rows are unique by (agent, property, sender time): a sample is stored once
+however often it arrives (a message redelivered after a crash, MQTT QoS 1 being
+at-least-once; a late original and its backfilled copy, ``docs/protocol.md`` §4.7; a
+rebirth's republication of an unchanged property under its original time, with a new
+sequence number). The first copy stored stays. A backfilled row (:attr:`TelemetryIn.backfill`)
+is history only: it never becomes the property's last value.
 
 Every batch is durable when :meth:`Store.write_batch` returns (``durable=True``, the
 default), whatever the server's setting: PostgreSQL runs the batch's transaction with
@@ -68,7 +72,7 @@ log = logging.getLogger("sef.ems.store")
 
 
 _TELEMETRY_COLUMNS = "agent_id, key, ts, seq, received, value, downsampled"
-_TELEMETRY_CONFLICT = "ON CONFLICT (agent_id, key, ts, seq) DO NOTHING"
+_TELEMETRY_CONFLICT = "ON CONFLICT (agent_id, key, ts) DO NOTHING"
 _PG_TELEMETRY = (
     f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) SELECT a, k, t, s, r, v, false "
     "FROM unnest(%b::varchar[], %b::varchar[], %b::float8[], %b::int8[], %b::float8[], "
@@ -115,7 +119,9 @@ def normalize_url(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TelemetryIn:
-    """One property update to store; ``value_json`` is the JSON text of the value."""
+    """One property update to store; ``value_json`` is the JSON text of the value, ``ts``
+    the sender time and ``received`` the EMS time (Unix s). ``backfill``: a sample the agent
+    buffered while disconnected (history: never the property's last value)."""
 
     agent_id: str
     key: str
@@ -123,6 +129,7 @@ class TelemetryIn:
     seq: int
     received: float
     value_json: str
+    backfill: bool = False
 
 
 @dataclass(slots=True)
@@ -262,10 +269,13 @@ class Store:
                 inserted = self._write_telemetry(connection, batch.telemetry)
                 last: dict[tuple[str, str], TelemetryIn] = {}
                 for row in batch.telemetry:
+                    if row.backfill:
+                        continue
                     known = last.get((row.agent_id, row.key))
                     if known is None or row.ts >= known.ts:
                         last[(row.agent_id, row.key)] = row
-                self._write_properties(connection, list(last.values()))
+                if last:
+                    self._write_properties(connection, list(last.values()))
             if batch.agents:
                 stmt = self._insert(agents)
                 columns = [c.name for c in agents.columns if c.name != "agent_id"]
