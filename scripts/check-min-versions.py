@@ -36,7 +36,6 @@ TEST_TOOLS = (
     "pytest-xdist",
     "pytest-timeout",
     "hypothesis",
-    "paho-mqtt",
 )
 """Test tools the subset runs with, also at their lower bounds (ruff, mypy... are not needed)."""
 

@@ -38,7 +38,10 @@ def test_home_acl_names_only_own_topics() -> None:
     assert "pattern write sef/agents/%u/status" in acl
     assert "pattern write sef/agents/+/" not in acl
     assert "user gw-1\ntopic read sef/agents/+/status\ntopic readwrite sef/gateways/home-1/#" in acl
-    assert "call" not in "".join(line for line in acl.splitlines() if "write" in line)
+    # only the gateway's own identity (its uplink relay brings calls down) publishes calls
+    everyone, gateway = acl.split("user gw-1\n")
+    assert "call" not in "".join(line for line in everyone.splitlines() if "write" in line)
+    assert "topic write sef/agents/+/call/#" in gateway
 
 
 async def test_gateway_refuses_credentials_of_another_home_or_role(tmp_path: Path) -> None:

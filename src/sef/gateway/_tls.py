@@ -1,5 +1,5 @@
-"""A gateway's TLS in secure mode: its certificate files for Mosquitto, the bridge's and
-the home listener's TLS lines, and the home broker's ACL (``docs/gateway.md``)."""
+"""A gateway's TLS in secure mode: its certificate files for Mosquitto, the home
+listener's TLS lines, and the home broker's ACL (``docs/gateway.md``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from sef.gateway._relay import UPLINK_IN, UPLINK_OUT
 from sef.security import Security, write_private
 
 __all__ = [
     "TlsFiles",
-    "bridge_tls_config",
     "home_acl",
     "listener_tls_config",
     "mosquitto_account_owns",
@@ -31,18 +31,6 @@ class TlsFiles:
     key: Path
     ca: Path
     crl: Path | None = None
-
-
-def bridge_tls_config(files: TlsFiles) -> list[str]:
-    """Bridge lines for TLS to the control broker: present the gateway's certificate,
-    trust only the deployment CA, and check the control broker's host name."""
-    return [
-        f"bridge_cafile {files.ca}",
-        f"bridge_certfile {files.cert}",
-        f"bridge_keyfile {files.key}",
-        "bridge_insecure false",
-        "bridge_tls_version tlsv1.2",
-    ]
 
 
 def listener_tls_config(files: TlsFiles, acl: Path) -> str:
@@ -71,9 +59,10 @@ def listener_tls_config(files: TlsFiles, acl: Path) -> str:
 def home_acl(gateway_id: str, home_id: str, root: str = "sef") -> str:
     """The home broker's ACL: every client (username = its certificate's identity)
     publishes only under its own agent topics and replies, and reads its own calls, its
-    home's group calls (only those the control broker lets this home's bridge receive
-    come down) and the EMS's status; the gateway's own client reads agent statuses and
-    keeps the home's agent list."""
+    home's group calls (only those the control broker lets this home's relay receive
+    come down) and the EMS's status. The gateway's own identity (its uplink relay) reads
+    every topic that goes up, publishes what comes down (calls, group calls, the EMS's
+    status) and keeps ``{root}/gateways/{home_id}/#``."""
     agent = f"{root}/agents/%u"
     return (
         "\n".join(
@@ -91,9 +80,12 @@ def home_acl(gateway_id: str, home_id: str, root: str = "sef") -> str:
                 f"pattern read {root}/groups/+/call/#",
                 f"pattern read {root}/hosts/+/status",
                 "",
+                "# the gateway's uplink relay: what goes up (read), what comes down (write)",
                 f"user {gateway_id}",
                 f"topic read {root}/agents/+/status",
                 f"topic readwrite {root}/gateways/{home_id}/#",
+                *(f"topic read {root}/{p}" for p in UPLINK_OUT if p != "agents/+/status"),
+                *(f"topic write {root}/{pattern}" for pattern in UPLINK_IN),
             ]
         )
         + "\n"
