@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -24,6 +24,7 @@ from sef.cli._security_options import (
 )
 from sef.cli._signals import broker_usage, run_service, until_stopped
 from sef.cli.bus_commands import clock_option
+from sef.discovery import HomePin, MdnsResolver, PinError, default_state_dir, is_mdns_url, load_pin
 from sef.security import Role
 
 if TYPE_CHECKING:
@@ -34,6 +35,20 @@ AGENT_BROKER_HELP = (
     "find it over mDNS (the default when omitted; re-discovered after every "
     "lost connection; with credentials only a broker proving the deployment CA's "
     "identity is accepted)."
+)
+HOME_OPTION: Any = typer.Option(
+    None,
+    "--home",
+    help="Home this agent belongs to: a broker found over mDNS is accepted only if it is "
+    "this home's gateway (default: the home of the first gateway joined, then kept in "
+    "--state-dir). Secure: must be the certificate's home.",
+)
+STATE_DIR_OPTION: Any = typer.Option(
+    None,
+    "--state-dir",
+    envvar="SEF_STATE_DIR",
+    help="Directory of the agent's state: its home pin is STATE_DIR/ID/home "
+    "(default: $XDG_STATE_HOME/sef or ~/.local/state/sef).",
 )
 
 
@@ -56,12 +71,21 @@ async def run_agent(agent: Agent) -> None:
 
 
 async def serve_agent(
-    agent: Agent, secured: Secured, enroll_url: str | None, device: str = ""
+    agent: Agent,
+    secured: Secured,
+    enroll_url: str | None,
+    device: str = "",
+    pin: HomePin | None = None,
 ) -> None:
-    """Make the agent's bus accept only our broker, say where it runs (and, in
-    ``device``, what it drives), and run it with certificate renewal until stopped."""
+    """Make the agent's bus accept only our broker (of its home when ``pin`` is given
+    and it discovers its broker), say where it runs (and, in ``device``, what it drives),
+    and run it with certificate renewal until stopped."""
     secured.harden(agent.bus)
-    print(f"agent {agent.agent_id} starting on {agent.bus.url}{device}", flush=True)
+    pinned = ""
+    if pin is not None and isinstance(agent.bus.resolver, MdnsResolver):
+        agent.bus.resolver.use_pin(pin)
+        pinned = f", pinned to home {pin.home!r}" if pin.home else ", not pinned to a home yet"
+    print(f"agent {agent.agent_id} starting on {agent.bus.url}{pinned}{device}", flush=True)
     await secured.with_renewal(run_agent(agent), agent.bus, enroll_url)
 
 
@@ -80,6 +104,8 @@ def virtual_battery(
     insecure: bool = INSECURE_OPTION,
     enroll_url: str | None = ENROLL_URL_OPTION,
     sign_telemetry: bool = SIGN_TELEMETRY_OPTION,
+    home: str | None = HOME_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Run a battery agent with the battery model inside it (no device protocol)."""
     from sef.agents.virtual_battery import VirtualBatteryAgent
@@ -87,6 +113,7 @@ def virtual_battery(
     secured = _agent_security(
         "sef agent virtual-battery", agent_id, broker, cert, key, ca, crl, insecure, sign_telemetry
     )
+    pin = _home_pin("sef agent virtual-battery", agent_id, secured, home, state_dir)
     with broker_usage():
         agent = VirtualBatteryAgent(
             agent_id,
@@ -99,7 +126,7 @@ def virtual_battery(
             security=secured.security,
             sign_telemetry=sign_telemetry,
         )
-    run_service(serve_agent(agent, secured, enroll_url), name=f"agent {agent_id}")
+    run_service(serve_agent(agent, secured, enroll_url, pin=pin), name=f"agent {agent_id}")
 
 
 def bis(
@@ -132,6 +159,8 @@ def bis(
     insecure: bool = INSECURE_OPTION,
     enroll_url: str | None = ENROLL_URL_OPTION,
     sign_telemetry: bool = SIGN_TELEMETRY_OPTION,
+    home: str | None = HOME_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Run the BIS: the demo interface on the bus, SunSpec Modbus TCP to the battery."""
     from urllib.parse import urlsplit
@@ -150,6 +179,7 @@ def bis(
         "sef bis", agent_id, broker, cert, key, ca, crl, insecure, sign_telemetry
     )
     groups = agent_groups(secured, group)
+    pin = _home_pin("sef bis", agent_id, secured, home, state_dir)
 
     async def main() -> None:
         # pymodbus' client needs the running event loop: build the agent inside it
@@ -168,7 +198,7 @@ def bis(
             security=secured.security,
             sign_telemetry=sign_telemetry,
         )
-        await serve_agent(agent, secured, enroll_url, f", battery at {host}:{port}")
+        await serve_agent(agent, secured, enroll_url, f", battery at {host}:{port}", pin)
 
     run_service(main(), name=f"bis {agent_id}")
 
@@ -200,6 +230,8 @@ def ucm(
     insecure: bool = INSECURE_OPTION,
     enroll_url: str | None = ENROLL_URL_OPTION,
     sign_telemetry: bool = SIGN_TELEMETRY_OPTION,
+    home: str | None = HOME_OPTION,
+    state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Run the UCM: the demo interface on the bus, CTA-2045 to a water heater (SGD)."""
     from sef.agents.ucm import UCMAgent
@@ -215,6 +247,7 @@ def ucm(
     secured = _agent_security(
         "sef ucm", agent_id, broker, cert, key, ca, crl, insecure, sign_telemetry
     )
+    pin = _home_pin("sef ucm", agent_id, secured, home, state_dir)
     with broker_usage():
         agent = UCMAgent(
             agent_id,
@@ -231,7 +264,8 @@ def ucm(
             use_advanced_load_up=advanced_load_up,
         )
     run_service(
-        serve_agent(agent, secured, enroll_url, f", SGD at {serial or tcp}"), name=f"ucm {agent_id}"
+        serve_agent(agent, secured, enroll_url, f", SGD at {serial or tcp}", pin),
+        name=f"ucm {agent_id}",
     )
 
 
@@ -259,3 +293,35 @@ def _agent_security(
         identity=agent_id,
         discover=True,
     )
+
+
+def _home_pin(
+    command: str, agent_id: str, secured: Secured, home: str | None, state_dir: Path | None
+) -> HomePin | None:
+    """The home an agent that discovers its broker is pinned to (``docs/discovery.md``,
+    "Several homes in range"); ``None`` for an explicit ``mqtt(s)://`` broker, which
+    disables pinning. A pin that cannot run is refused (exit 2)."""
+    me = secured.security.identity if secured.security is not None else None
+    if home is not None and me is not None and me.home != home:
+        _fail(
+            f"{command}: --home {home!r} does not match the home of the certificate of "
+            f"{me.id!r} ({me.home!r}): that home's gateway would refuse this agent"
+        )
+    if not is_mdns_url(secured.broker):
+        if home is not None:
+            typer.echo(
+                f"note: --home {home} is not checked with --broker {secured.broker}: "
+                "pinning applies to a broker found over mDNS",
+                err=True,
+            )
+        return None
+    try:
+        return load_pin(
+            agent_id,
+            state_dir or default_state_dir(),
+            home,
+            certificate_home=None if me is None else me.home,
+            secure=me is not None,
+        )
+    except PinError as exc:
+        _fail(f"{command}: {exc}")

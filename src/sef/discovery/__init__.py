@@ -24,6 +24,11 @@ certificate of the deployment CA (not revoked) with the role ``broker``, or ``ga
 for the agent's own home; anything else is skipped with a log line saying why. The same
 check runs again in the handshake of every connection the client then makes.
 
+**Pinning.** With several homes in range an agent pins itself to one home
+(:class:`MdnsResolver` ``home`` and ``pin``; the file in :mod:`sef.discovery._pin`): once
+pinned it accepts only a gateway whose TXT ``home`` is that home and skips every other
+service with a log line, so it waits for its own gateway instead of moving next door.
+
 Broker addresses in the form ``mdns://`` (any SEF broker) or ``mdns://NAME`` (the service
 instance named NAME, e.g. a gateway's home id) select discovery wherever a broker URL is
 accepted: importing this module registers the ``mdns`` scheme with
@@ -35,13 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import re
-import socket
 import ssl
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -49,6 +50,16 @@ from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from sef.bus import BrokerURL, BusClient, BusError
+from sef.discovery._advertise import (
+    MQTT_SERVICE,
+    SECURE_MQTT_SERVICE,
+    SEF_SERVICE,
+    BrokerAdvertisement,
+    Interfaces,
+    advertise_broker,
+    instance_name,
+)
+from sef.discovery._pin import HomePin, PinError, PinFile, default_state_dir, load_pin, valid_home
 from sef.discovery._tls import verified_broker_tls, verified_candidate
 
 __all__ = [
@@ -57,24 +68,20 @@ __all__ = [
     "SEF_SERVICE",
     "BrokerAdvertisement",
     "DiscoveredBroker",
+    "HomePin",
     "MdnsResolver",
+    "PinError",
+    "PinFile",
     "advertise_broker",
     "browse_broker",
+    "default_state_dir",
     "discover_broker",
     "is_mdns_url",
+    "load_pin",
     "verified_broker_tls",
 ]
 
 log = logging.getLogger("sef.discovery")
-
-SEF_SERVICE = "_sef-mqtt._tcp.local."
-"""DNS-SD service type of SEF brokers and gateways (what agents browse)."""
-MQTT_SERVICE = "_mqtt._tcp.local."
-"""The generic MQTT service type, advertised as well for ordinary MQTT tools."""
-SECURE_MQTT_SERVICE = "_secure-mqtt._tcp.local."
-"""The generic MQTT-over-TLS service type (IANA ``secure-mqtt``), for a TLS listener."""
-
-Interfaces = Sequence[str] | InterfaceChoice
 
 
 def is_mdns_url(url: str) -> bool:
@@ -102,6 +109,11 @@ class DiscoveredBroker:
         return self.properties.get("role", "broker")
 
     @property
+    def home(self) -> str | None:
+        """The home it serves (TXT ``home``; a gateway's), or ``None``."""
+        return self.properties.get("home") or None
+
+    @property
     def tls(self) -> bool:
         """Whether it advertises MQTT over TLS (TXT ``tls=1``)."""
         return self.url.tls
@@ -110,122 +122,6 @@ class DiscoveredBroker:
         """The same broker, reached at ``address`` (one of :attr:`addresses`)."""
         url = BrokerURL(address, self.url.port, self.url.version, tls=self.url.tls)
         return DiscoveredBroker(self.name, url, self.addresses, self.properties)
-
-
-class BrokerAdvertisement:
-    """A running advertisement; :meth:`close` withdraws it (mDNS goodbye packets)."""
-
-    def __init__(self, zc: AsyncZeroconf, infos: list[AsyncServiceInfo]) -> None:
-        self._zc = zc
-        self.infos = infos
-        self._closed = False
-
-    @property
-    def name(self) -> str:
-        """The instance name actually registered (zeroconf renames on a conflict)."""
-        return _instance(self.infos[0].name, self.infos[0].type)
-
-    async def close(self) -> None:
-        """Unregister the services and close the mDNS responder (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._zc.async_close()  # unregisters every service: sends goodbye packets
-
-    async def __aenter__(self) -> BrokerAdvertisement:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-def _instance(full_name: str, service_type: str) -> str:
-    suffix = "." + service_type
-    return full_name[: -len(suffix)] if full_name.endswith(suffix) else full_name
-
-
-def _advertised_addresses(host: str) -> list[str]:
-    """IPv4 addresses to put in the A records for a listener bound to ``host``."""
-    if host in ("", "0.0.0.0", "::"):
-        from zeroconf._utils.net import get_all_addresses
-
-        found = [a for a in get_all_addresses() if not a.startswith("169.254.")]
-        found.sort(key=lambda a: ipaddress.ip_address(a).is_loopback)  # loopback last
-        return found or ["127.0.0.1"]
-    try:
-        ipaddress.IPv4Address(host)
-        return [host]
-    except ValueError:
-        return [socket.gethostbyname(host)]
-
-
-def _host_label(text: str) -> str:
-    label = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:40]
-    return label or "sef"
-
-
-async def advertise_broker(
-    host: str,
-    port: int,
-    name: str,
-    properties: Mapping[str, str] | None = None,
-    *,
-    mqtt_version: str = "3.1.1",
-    role: str = "broker",
-    root: str = "sef",
-    generic: bool = True,
-    interfaces: Interfaces = InterfaceChoice.All,
-    tls: bool = False,
-) -> BrokerAdvertisement:
-    """Advertise an MQTT broker listening on ``host:port`` as service instance ``name``.
-
-    Args:
-        host: the listener's address (``0.0.0.0`` advertises every IPv4 address of this
-            machine, loopback last).
-        port: the listener's TCP port.
-        name: instance name (unique on the link; zeroconf renames on a conflict, see
-            :attr:`BrokerAdvertisement.name`).
-        properties: extra TXT properties (e.g. ``{"home": "home-17"}``).
-        mqtt_version: ``3.1.1`` or ``5``: the protocol the listener speaks.
-        role: ``broker`` or ``gateway``.
-        root: the SEF topic root used on this broker.
-        generic: also advertise under ``_mqtt._tcp`` (``_secure-mqtt._tcp`` with TLS).
-        interfaces: network interfaces to answer on (default: all).
-        tls: the listener speaks MQTT over TLS (TXT ``tls=1``).
-
-    Returns once the names were probed and announced (about 1.2 s).
-    """
-    txt = {
-        "sef": "1",
-        "role": role,
-        "mqtt": mqtt_version,
-        "tls": "1" if tls else "0",
-        "root": root,
-        **(properties or {}),
-    }
-    addresses = _advertised_addresses(host)
-    server = f"sef-{_host_label(socket.gethostname())}-{_host_label(name)}-{port}.local."
-    zc = AsyncZeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
-    infos: list[AsyncServiceInfo] = []
-    try:
-        generic_type = SECURE_MQTT_SERVICE if tls else MQTT_SERVICE
-        for service_type in (SEF_SERVICE, generic_type) if generic else (SEF_SERVICE,):
-            info = AsyncServiceInfo(
-                service_type,
-                f"{name}.{service_type}",
-                port=port,
-                properties=txt,
-                server=server,
-                parsed_addresses=addresses,
-            )
-            await (await zc.async_register_service(info, allow_name_change=True))
-            infos.append(info)
-    except BaseException:
-        await zc.async_close()
-        raise
-    advert = BrokerAdvertisement(zc, infos)
-    log.info("advertising %s (%s) on %s port %d", advert.name, role, ", ".join(addresses), port)
-    return advert
 
 
 async def _reachable(address: str, port: int, timeout_s: float) -> bool:
@@ -245,6 +141,7 @@ async def browse_broker(
     name: str | None = None,
     interfaces: Interfaces = InterfaceChoice.All,
     tls: ssl.SSLContext | None = None,
+    home: str | None = None,
 ) -> DiscoveredBroker:
     """Find a SEF broker on the local network (the first that answers).
 
@@ -254,6 +151,8 @@ async def browse_broker(
         interfaces: network interfaces to search on (default: all).
         tls: accept only a broker that advertises TLS and completes a handshake with this
             context (:func:`verified_broker_tls`); others are skipped with a log line.
+        home: accept only a service whose TXT ``home`` is this home (a pinned agent);
+            others are skipped with a log line.
 
     Raises:
         BusError: nothing found within ``timeout_s``.
@@ -261,6 +160,7 @@ async def browse_broker(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     names: asyncio.Queue[str] = asyncio.Queue()
+    skipped: set[str] = set()
 
     def on_change(
         zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
@@ -279,7 +179,7 @@ async def browse_broker(
                 full_name = await asyncio.wait_for(names.get(), remaining)
             except TimeoutError:
                 break
-            instance = _instance(full_name, SEF_SERVICE)
+            instance = instance_name(full_name, SEF_SERVICE)
             if name is not None and instance != name:
                 continue
             info = AsyncServiceInfo(SEF_SERVICE, full_name)
@@ -288,6 +188,17 @@ async def browse_broker(
                 continue
             found = _to_broker(instance, info)
             if found is None:
+                continue
+            if home is not None and found.home != home:
+                if instance not in skipped:  # once per search, not at every TXT update
+                    skipped.add(instance)
+                    log.warning(
+                        "skipping %s %r: this agent is pinned to home %r (%s)",
+                        found.role,
+                        instance,
+                        home,
+                        f"it serves home {found.home!r}" if found.home else "it advertises no home",
+                    )
                 continue
             if tls is not None:
                 verified = await verified_candidate(found, tls)
@@ -304,6 +215,8 @@ async def browse_broker(
         await browser.async_cancel()
         await zc.async_close()
     which = f"named {name!r}" if name is not None else "any"
+    if home is not None:
+        which += f", of home {home!r}"
     raise BusError(f"no SEF broker ({which}) found over mDNS ({SEF_SERVICE}) within {timeout_s} s")
 
 
@@ -340,6 +253,9 @@ class MdnsResolver:
         interfaces: network interfaces to search on.
         tls: accept only brokers that prove our CA's identity with this context (see
             :func:`browse_broker`); set it (or the attribute) for a secure component.
+        home: the home this agent is pinned to: accept only a gateway of that home.
+        pin: where to keep the pin (:class:`PinFile`): while ``home`` is ``None`` the
+            home of the first gateway found becomes :attr:`home` and is written there.
     """
 
     def __init__(
@@ -348,11 +264,15 @@ class MdnsResolver:
         timeout_s: float = 3.0,
         interfaces: Interfaces = InterfaceChoice.All,
         tls: ssl.SSLContext | None = None,
+        home: str | None = None,
+        pin: PinFile | None = None,
     ) -> None:
         self.name = name
         self.timeout_s = timeout_s
         self.interfaces = interfaces
         self.tls = tls
+        self.home = home
+        self.pin = pin
         self.last: DiscoveredBroker | None = None
         self.last_duration_s: float | None = None
 
@@ -376,17 +296,38 @@ class MdnsResolver:
     async def __call__(self) -> BrokerURL:
         """Find the broker over mDNS and return its URL (the bus's resolver hook)."""
         start = time.monotonic()
-        self.last = await browse_broker(
-            self.timeout_s, name=self.name, interfaces=self.interfaces, tls=self.tls
+        self.last = found = await browse_broker(
+            self.timeout_s, name=self.name, interfaces=self.interfaces, tls=self.tls, home=self.home
         )
         self.last_duration_s = time.monotonic() - start
         log.info(
-            "found broker %s at %s over mDNS in %.3f s",
-            self.last.name,
-            self.last.url,
-            self.last_duration_s,
+            "found broker %s at %s over mDNS in %.3f s", found.name, found.url, self.last_duration_s
         )
-        return self.last.url
+        if self.home is None and self.pin is not None and found.role == "gateway":
+            self._pin_to(found)
+        return found.url
+
+    def _pin_to(self, found: DiscoveredBroker) -> None:
+        """Pin to the home of ``found``, the first gateway joined, and keep it."""
+        assert self.pin is not None
+        if found.home is None or not valid_home(found.home):
+            log.warning("gateway %r advertises no usable home: not pinned", found.name)
+            return
+        self.home = found.home
+        try:
+            self.pin.write(found.home)
+        except OSError as exc:
+            log.error("cannot keep the home pin in %s: %s", self.pin.path, exc)
+        log.info(
+            "pinned to home %r (gateway %r, the first joined); kept in %s",
+            found.home,
+            found.name,
+            self.pin.path,
+        )
+
+    def use_pin(self, pin: HomePin) -> None:
+        """Apply an agent's pin from :func:`load_pin` (its home, and its file)."""
+        self.home, self.pin = pin.home, pin.file
 
     def __str__(self) -> str:
         return f"mdns://{self.name or ''}"
