@@ -26,8 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from sef.agents._backfill import BACKFILL_LIMIT, Backfill, BufferedUpdate
 from sef.agents._calls import CallServer
 from sef.agents._declare import AboutInfo, AgentError
+from sef.agents._sealing import make_sealer
 from sef.bus import (
     About,
     BrokerURL,
@@ -58,7 +60,7 @@ from sef.interface import (
     validate,
 )
 from sef.logthrottle import LogThrottle
-from sef.security import WINDOW_MESSAGES, WINDOW_S, Security, TelemetrySealer
+from sef.security import WINDOW_MESSAGES, WINDOW_S, Security
 
 __all__ = ["Agent"]
 
@@ -92,6 +94,9 @@ class Agent:
         seal_window_s: a telemetry window is sealed at the latest this long after its
             first message, real s.
         seal_window_messages: most messages in one sealed window.
+        backfill_limit: property updates kept while disconnected (and those whose PUBACK
+            never came), published again after the next birth (``docs/protocol.md``
+            §4.7); past it the oldest are dropped and counted (:attr:`backfill`).
     """
 
     interfaces: ClassVar[Sequence[str]] = ()
@@ -112,13 +117,16 @@ class Agent:
         sign_telemetry: bool | Security = False,
         seal_window_s: float = WINDOW_S,
         seal_window_messages: int = WINDOW_MESSAGES,
+        backfill_limit: int = BACKFILL_LIMIT,
     ) -> None:
         self.agent_id = check_id("agent", agent_id)
         self.security = security
-        self.sealer = _sealer(
+        self.sealer = make_sealer(
             self.agent_id, security, sign_telemetry, seal_window_s, seal_window_messages
         )
         self._seal_task: asyncio.Task[None] | None = None
+        self.backfill = Backfill(self.agent_id, backfill_limit)
+        self._flush_task: asyncio.Task[int] | None = None
         self.groups = [check_id("group", g) for g in groups]
         self.clock = clock or default_clock()
         self.topics = topics or Topics()
@@ -222,7 +230,7 @@ class Agent:
     async def stop(self) -> None:
         """Announce a clean shutdown (offline, reason ``shutdown``) and disconnect."""
         await self.on_stop()
-        for task in (self._worker, self._seal_task):
+        for task in (self._worker, self._seal_task, self._flush_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -242,6 +250,7 @@ class Agent:
             await asyncio.sleep(0.05)
 
         await self.bus.stop(before_disconnect=goodbye)
+        self.backfill.discard()
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -264,6 +273,9 @@ class Agent:
     def set_property(self, interface: str, name: str, value: Any) -> bool:
         """Set a property; publish it (retained) if it changed. Returns whether it changed.
 
+        While disconnected (after the first connection) the update is buffered and
+        published after the next birth (:class:`~sef.agents._backfill.Backfill`).
+
         Raises :class:`AgentError` for an unknown property and
         :class:`~sef.interface.TypeMismatch` for a value that does not fit its type.
         """
@@ -276,7 +288,7 @@ class Agent:
         if self._properties.get(key, _MISSING) == value:
             return False
         self._properties[key] = value
-        if self.bus.connected and prop.emits_changed in ("true", "invalidates"):
+        if prop.emits_changed in ("true", "invalidates"):
             self._publish_property(interface, name)
         return True
 
@@ -294,18 +306,29 @@ class Agent:
         self._seal_add(topic, emission.seq, payload)
 
     def _publish_property(self, interface: str, name: str) -> None:
+        """Publish the property's value now, or buffer it while disconnected."""
         prop = self._interfaces[interface].properties[name]
-        value = self._properties[(interface, name)]
-        update = PropertyUpdate(
-            to_json(prop.type, value), self.clock.now(), self.session.next_seq()
-        )
-        topic, payload = self.topics.prop(self.agent_id, interface, name), update.to_payload()
+        value = to_json(prop.type, self._properties[(interface, name)])
+        topic = self.topics.prop(self.agent_id, interface, name)
+        update = BufferedUpdate(topic, interface, name, value, self.clock.now())
+        if not self._send_update(update) and self.bus.connections:  # not before the first birth
+            self.backfill.keep(update)
+
+    def _send_update(self, update: BufferedUpdate) -> bool:
+        """Publish one update with the session's next seq (a backfilled one not retained,
+        §4.7), seal it and follow its PUBACK. Returns whether it was published."""
+        if not self.bus.connected:
+            return False
+        message = PropertyUpdate(update.value, update.ts, self.session.next_seq(), update.backfill)
+        payload = message.to_payload()
         try:
-            self.bus.publish(topic, payload, retain=True)
-        except BusError as exc:  # connection dropped; the next birth republishes everything
-            log.debug("property %s.%s not published: %s", interface, name, exc)
-            return
-        self._seal_add(topic, update.seq, payload)
+            acked = self.bus.publish_acked(update.topic, payload, retain=not update.backfill)
+        except BusError as exc:
+            log.debug("property %s.%s not published: %s", update.interface, update.name, exc)
+            return False
+        self.backfill.sent(acked, update)
+        self._seal_add(update.topic, message.seq, payload)
+        return True
 
     # -- signed telemetry (seals) -----------------------------------------------------
     def _seal_add(self, topic: str, seq: int | None, payload: bytes) -> None:
@@ -342,7 +365,24 @@ class Agent:
         )
 
     async def _on_connect(self) -> None:
+        self.backfill.reconnected()  # the updates the last connection lost join the buffer
         self._publish_birth()
+        if len(self.backfill):
+            self._start_flush()
+
+    def _start_flush(self) -> None:
+        """Publish the buffered updates after the birth, paced, on this connection only."""
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+        connection = self.bus.connections
+        log.info("agent %s: backfilling %d property updates", self.agent_id, len(self.backfill))
+        self._flush_task = asyncio.create_task(
+            self.backfill.flush(
+                self._send_update,
+                lambda: self.bus.connected and self.bus.connections == connection,
+            ),
+            name=f"backfill:{self.agent_id}",
+        )
 
     def _publish_birth(self) -> None:
         """Birth sequence: status online (seq 0), About, interface XML, every property."""
@@ -474,27 +514,3 @@ class Agent:
 
 
 _MISSING = object()
-
-
-def _sealer(
-    agent_id: str,
-    security: Security | None,
-    sign: bool | Security,
-    window_s: float,
-    window_messages: int,
-) -> TelemetrySealer | None:
-    """The sealer of an agent that signs its telemetry (``sign``), or ``None``."""
-    if sign is False:
-        return None
-    credentials = security if sign is True else sign
-    if credentials is None:
-        raise AgentError(f"agent {agent_id}: sign_telemetry needs credentials (security=)")
-    if credentials.identity.id != agent_id:
-        raise AgentError(
-            f"agent {agent_id}: telemetry would be signed by {credentials.identity.id!r}, "
-            "whose seals an EMS refuses (the certificate must be the agent's own)"
-        )
-    try:
-        return TelemetrySealer(credentials, window_s=window_s, window_messages=window_messages)
-    except ValueError as exc:
-        raise AgentError(f"agent {agent_id}: {exc}") from None

@@ -27,6 +27,19 @@ replacement hook with the right arguments) and raises :class:`GmqttChanged` othe
 ``tests/bus/test_bus_acks.py`` asserts the same members against the installed gmqtt, and
 against Mosquitto that an acknowledged message is not delivered again while an
 unacknowledged one (pending, failed) is.
+
+The other direction, knowing that the broker acknowledged one of *our* QoS 1 publishes
+(:class:`PubackTracker`), relies on gmqtt's in-flight store, which a client takes as its
+``persistent_storage`` argument:
+
+5. ``Client.publish`` builds the PUBLISH (its packet id, ``mid``) and, for QoS 1 and 2,
+   calls ``persistent_storage.push_message(mid, package)`` before it returns;
+6. the PUBACK (and PUBCOMP) handler calls ``persistent_storage.remove_message_by_mid(mid)``.
+
+:func:`check_puback` verifies both on a fresh client (a publish through a stand-in
+connection, then a PUBACK fed through its package handler) when a :class:`BusClient` is
+created, and raises :class:`GmqttChanged` otherwise; ``tests/bus/test_puback.py`` checks
+against Mosquitto that the futures resolve on PUBACK and fail when the connection ends.
 """
 
 from __future__ import annotations
@@ -39,10 +52,18 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol, cast
 
 import gmqtt
+from gmqtt.storage import PersistentStorage
 
 from sef.bus._message import BusError, Message
 
-__all__ = ["TESTED_GMQTT", "Acknowledger", "GmqttChanged", "check_gmqtt"]
+__all__ = [
+    "TESTED_GMQTT",
+    "Acknowledger",
+    "GmqttChanged",
+    "PubackTracker",
+    "check_gmqtt",
+    "check_puback",
+]
 
 log = logging.getLogger("sef.bus")
 
@@ -245,3 +266,93 @@ class Acknowledger:
             mids.append(mid)
 
         setattr(handler, HOOK, qos1)
+
+
+class PubackTracker(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's store of one connection's in-flight QoS 1 publishes (a client's
+    ``persistent_storage``) that also resolves a future per publish on its PUBACK.
+
+    :class:`BusClient` sets :attr:`expect` to a future just before it publishes; gmqtt's
+    ``publish`` pushes the message (its ``mid``) here synchronously, which binds the future
+    to that mid; the PUBACK removes the mid and resolves the future. :meth:`fail_all` fails
+    the futures still waiting when the connection is gone (a new connection is a new
+    gmqtt client with a new tracker: a mid is never reused across connections).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expect: asyncio.Future[None] | None = None
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        future = self.expect
+        if future is not None:
+            self.expect = None
+            self._waiting[mid] = future
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        future = self._waiting.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    @property
+    def waiting(self) -> int:
+        """Publishes whose PUBACK has not come yet."""
+        return len(self._waiting)
+
+    def fail_all(self, reason: str) -> None:
+        """Fail every future still waiting with :class:`BusError` ``reason``."""
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(BusError(reason))
+
+
+class _ProbeConnection:
+    """Stands in for a connection in :func:`check_puback`: returns a known mid."""
+
+    mid = 0x2345
+
+    def publish(self, message: Any) -> tuple[int, bytes]:
+        return self.mid, b"probe"
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@functools.cache
+def check_puback() -> None:
+    """Verify that a :class:`PubackTracker` learns each QoS 1 publish's mid and its PUBACK;
+    raise :class:`GmqttChanged` if not. Runs once per process (cached)."""
+    try:
+        from gmqtt.mqtt.package import Package
+    except ImportError as exc:
+        _fail(f"module missing ({exc})")
+    if "persistent_storage" not in _parameters(gmqtt.Client.__init__):
+        _fail("Client() no longer takes a persistent_storage")
+    if "push_message" not in _code_names(gmqtt.Client.publish):
+        _fail("Client.publish no longer stores QoS 1 messages with push_message")
+    tracker = PubackTracker()
+    client = gmqtt.Client(
+        "sef-probe", persistent_storage=tracker, logger=logging.getLogger("sef.bus.mqtt")
+    )
+    if not hasattr(client, "_connection"):
+        _fail("Client._connection is gone")
+    client._connection = _ProbeConnection()
+    loop = asyncio.new_event_loop()
+    try:
+        future: asyncio.Future[None] = loop.create_future()
+        tracker.expect = future
+        client.publish(_PROBE_TOPIC, b"probe", qos=1)
+        if tracker.expect is not None or tracker._waiting.get(_ProbeConnection.mid) is not future:
+            _fail("Client.publish did not push its QoS 1 message's mid to persistent_storage")
+        handler = getattr(client, "_package_handler", None)
+        if handler is None:
+            _fail("Client._package_handler is gone")
+        handler(Package(0x40, _ProbeConnection.mid.to_bytes(2, "big")))  # PUBACK
+        if not future.done() or tracker.waiting:
+            _fail("a PUBACK no longer reaches persistent_storage.remove_message_by_mid(mid)")
+    finally:
+        loop.close()

@@ -15,6 +15,8 @@ the bus itself imports none of them.
 
 With ``manual_ack`` a QoS 1 message is acknowledged only once the future its handler
 returned succeeded (:mod:`sef.bus._acks`, the one place that uses gmqtt internals).
+:meth:`BusClient.publish_acked` is the other direction: a QoS 1 publish whose future says
+whether the broker acknowledged it (PUBACK) before its connection ended.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-from sef.bus._acks import Acknowledger
+from sef.bus._acks import Acknowledger, PubackTracker, check_puback
 from sef.bus._message import BusError, Message
 
 __all__ = [
@@ -261,6 +263,8 @@ class BusClient:
         self._acks = (
             Acknowledger(self._on_message, stopping=lambda: self._stopping) if manual_ack else None
         )
+        check_puback()  # every connection follows its PUBACKs (publish_acked)
+        self._pubacks = PubackTracker()
         self._will = will or (lambda: None)
         self._on_connect = on_connect
         self._on_lost = on_lost
@@ -322,6 +326,7 @@ class BusClient:
                 log.warning("clean disconnect of %s failed: %s", self.client_id, exc)
         self._client = None
         self._connected.clear()
+        self._pubacks.fail_all(f"{self.client_id} stopped before the PUBACK")
 
     def publish(
         self,
@@ -340,6 +345,35 @@ class BusClient:
         if expiry_s is not None and self.mqtt5:
             props["message_expiry_interval"] = max(1, int(expiry_s + 0.999))
         client.publish(topic, payload, qos=qos, retain=retain, **props)
+
+    def publish_acked(
+        self, topic: str, payload: bytes, *, retain: bool = False, expiry_s: float | None = None
+    ) -> asyncio.Future[None]:
+        """Publish at QoS 1 like :meth:`publish`; the returned future is resolved when the
+        broker acknowledged the message (PUBACK) and fails with :class:`BusError` when the
+        connection that carried it ended first (the broker may or may not have it).
+
+        Raises :class:`BusError` at once if offline. The caller must consume a failed
+        future's exception (asyncio logs the ones never retrieved)."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            raise BusError(f"not connected to {self.url}")
+        props: dict[str, Any] = {}
+        if expiry_s is not None and self.mqtt5:
+            props["message_expiry_interval"] = max(1, int(expiry_s + 0.999))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tracker = self._pubacks
+        tracker.expect = future
+        try:
+            client.publish(topic, payload, qos=1, retain=retain, **props)
+        finally:
+            tracker.expect = None
+        return future
+
+    @property
+    def unacknowledged(self) -> int:
+        """QoS 1 publishes of :meth:`publish_acked` on this connection still without PUBACK."""
+        return self._pubacks.waiting
 
     async def subscribe(self, pattern: str, qos: int = 1) -> None:
         """Subscribe now (if connected; returns once the broker acknowledged it) and again
@@ -424,9 +458,11 @@ class BusClient:
         extra: dict[str, Any] = {}
         if not self.clean_session and self.mqtt5:
             extra["session_expiry_interval"] = 0xFFFFFFFF
+        self._pubacks = PubackTracker()
         client = _OneShotClient(
             self.client_id,
             clean_session=self.clean_session,
+            persistent_storage=self._pubacks,
             optimistic_acknowledgement=not self.manual_ack,
             will_message=gmqtt_will,
             logger=logging.getLogger("sef.bus.mqtt"),
@@ -533,4 +569,5 @@ class BusClient:
                 await client.disconnect()
             except Exception as exc:  # the socket is usually gone already
                 log.debug("closing dead connection: %s", exc)
+            self._pubacks.fail_all(f"connection to {self.url} lost before the PUBACK")
             await asyncio.sleep(delay)
