@@ -25,6 +25,15 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def agent_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agent processes keep their home pin (``docs/discovery.md``) in a temporary
+    directory (``SEF_STATE_DIR``), not in the user's ``~/.local/state``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEF_STATE_DIR", str(tmp_path_factory.mktemp("sef-state")))
+        yield
+
+
 @pytest.fixture
 def broker_url(mosquitto: Mosquitto) -> str:
     return mosquitto.url
