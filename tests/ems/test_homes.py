@@ -139,6 +139,12 @@ def test_bad_stats_refused(payload: bytes, reason: str) -> None:
         parse_stats(payload, "h1")
 
 
+def test_stats_as_the_relay_sends_them() -> None:
+    """``sef.gateway``'s relay sends ``ts`` and ``uplink_down_s`` with milliseconds."""
+    fields = parse_stats(stats(ts=1_700_000_000.123, uplink_down_s=3.25), "h1")
+    assert fields["ts"] == 1_700_000_000.123 and fields["uplink_down_s"] == 3.25
+
+
 def test_stats_missing_fields_are_none_extra_ignored() -> None:
     fields = parse_stats(b'{"v":1,"home":"h1","dropped":2,"extra":[1,2]}', "h1")
     assert fields["dropped"] == 2 and fields["queued"] is None and "extra" not in fields
