@@ -91,8 +91,9 @@ class SampleLog:
     backfilled: int = 0
 
     def attach(self, agent: VirtualBatteryAgent, clock: RecordingClock) -> None:
-        """Wrap ``agent.set_property`` and ``agent.bus.publish`` (before it starts)."""
-        set_property, publish = agent.set_property, agent.bus.publish
+        """Wrap ``agent.set_property`` and the publish methods of ``agent.bus`` (before the
+        agent starts)."""
+        set_property = agent.set_property
         topic = agent.topics.prop(agent.agent_id, DEMO_INTERFACE, "Telemetry")
 
         def recording_set(interface: str, name: str, value: Any) -> bool:
@@ -104,15 +105,26 @@ class SampleLog:
                 self.samples.append(Sample(agent.agent_id, ts, time.monotonic()))
             return changed
 
-        def recording_publish(topic_: str, payload: bytes, **kwargs: Any) -> None:
-            publish(topic_, payload, **kwargs)
+        agent.set_property = recording_set  # type: ignore[method-assign]
+        for method in ("publish", "publish_acked"):  # publish_acked: agents that backfill
+            original = getattr(agent.bus, method, None)
+            if original is not None:
+                setattr(agent.bus, method, self._recording(original, agent.agent_id, topic))
+
+    def _recording(
+        self, publish: Callable[..., Any], agent_id: str, topic: str
+    ) -> Callable[..., Any]:
+        """``publish``, logging the ``ts`` of each Telemetry payload it took."""
+
+        def recording(topic_: str, payload: bytes, **kwargs: Any) -> Any:
+            result = publish(topic_, payload, **kwargs)
             if topic_ == topic:
                 obj = json.loads(payload)
-                self.sent.add((agent.agent_id, float(obj["ts"])))
+                self.sent.add((agent_id, float(obj["ts"])))
                 self.backfilled += bool(obj.get("backfill"))
+            return result
 
-        agent.set_property = recording_set  # type: ignore[method-assign]
-        agent.bus.publish = recording_publish  # type: ignore[method-assign,assignment]
+        return recording
 
 
 @dataclass
