@@ -19,15 +19,12 @@ it against a budget (``sef ems --broker-config``).
 
 from __future__ import annotations
 
-import ctypes
 import math
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,31 +166,28 @@ def find_mosquitto() -> str:
 LOG_NAME = "mosquitto.log"
 """File name of a broker's log, in its log directory."""
 
-PR_SET_PDEATHSIG = 1
-"""``prctl`` option (linux/prctl.h): the signal a process gets when its parent thread ends."""
+GUARD_SCRIPT = 'read _ignored; kill -TERM "$1" 2>/dev/null'
+"""The broker's guard (``/bin/sh -c``, the broker's pid as ``$1``): it waits on a pipe
+whose only writer is the process that started the broker; when that process ends, however
+it ends (SIGKILL included), the kernel closes the pipe, ``read`` returns and the guard
+sends the broker SIGTERM."""
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for the broker that makes the kernel SIGTERM it when the thread
-    that started it ends (the Python process killed, even with SIGKILL); ``None`` where
-    ``prctl`` is missing (not Linux). ``prctl`` is looked up here, in the parent: the
-    child only calls it (no library loading between fork and exec).
-
-    The kernel clears this setting when a process changes its user, as Mosquitto started
-    as root does when it drops to the ``mosquitto`` account: such a broker outlives a
-    killed parent (a clean SIGINT/SIGTERM of the parent still stops it)."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+def _start_guard(broker_pid: int) -> subprocess.Popen[bytes] | None:
+    """Start the guard of broker ``broker_pid`` (:data:`GUARD_SCRIPT`); ``None`` without
+    ``/bin/sh``. Why a guard and not ``PR_SET_PDEATHSIG``: the kernel clears that setting
+    when a process changes its user, as Mosquitto started as root does when it drops to
+    the ``mosquitto`` account; and it fires when the starting *thread* ends, not the
+    process. The guard runs in its own session, so a terminal's Ctrl-C does not reach it."""
+    if not Path("/bin/sh").exists():
         return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    term = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, term, 0, 0, 0)
-
-    return preexec
+    return subprocess.Popen(
+        ["/bin/sh", "-c", GUARD_SCRIPT, "sef-broker-guard", str(broker_pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 @dataclass
@@ -223,11 +217,11 @@ class Mosquitto:
     """Directory of the broker's log :data:`LOG_NAME` (created if missing); ``None``: the
     work directory."""
     die_with_parent: bool = True
-    """Linux: the broker gets SIGTERM when the thread that called :meth:`start` ends, so
-    a killed parent leaves no broker behind (see :func:`_die_with_parent` for when the
-    kernel drops this). Start it from a thread that outlives it: the main thread or an
-    executor's worker (``asyncio.to_thread``)."""
+    """The broker gets SIGTERM when the process that started it ends without stopping it
+    (killed with SIGKILL, crashed): a guard process watches it (:func:`_start_guard`)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    guard: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    """The guard process (:data:`GUARD_SCRIPT`), while the broker runs."""
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
     @property
@@ -285,11 +279,13 @@ class Mosquitto:
                 [exe, "-c", str(conf)],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                preexec_fn=_die_with_parent() if self.die_with_parent else None,
             )
+        if self.die_with_parent:
+            self.guard = _start_guard(self.process.pid)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._stop_guard()
                 with self.log_path.open("rb") as log:
                     log.seek(logged_before)
                     said = log.read().decode(errors="replace").strip()
@@ -302,8 +298,18 @@ class Mosquitto:
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port}")
 
+    def _stop_guard(self) -> None:
+        """Stop the guard first: it must not signal a later process given the broker's pid."""
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            guard.kill()
+            guard.wait()
+            if guard.stdin is not None:
+                guard.stdin.close()
+
     def stop(self) -> None:
-        """Stop the broker and remove its directory."""
+        """Stop the broker (and its guard) and remove its directory."""
+        self._stop_guard()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -1,5 +1,5 @@
 """The broker's log is written whatever account Mosquitto runs as, and a broker whose
-parent is killed (SIGKILL) does not outlive it when the kernel lets us arrange that.
+parent is killed (SIGKILL) does not outlive it.
 
 As root, Mosquitto drops to the ``mosquitto`` account before it opens a ``log_dest
 file``; a log in a 0700 root directory then never existed. :class:`~sef.broker.Mosquitto`
@@ -9,21 +9,17 @@ hands the broker its log as an already open stderr instead.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from proc_support import alive, children_of
+from proc_support import alive
 from sef.broker import LOG_NAME, Mosquitto
-
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def connect_once(port: int) -> None:
@@ -77,57 +73,53 @@ def test_a_start_up_error_is_reported_from_the_log(tmp_path: Path) -> None:
 START_AND_SLEEP = """
 import sys, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
 from sef.broker import Mosquitto
-broker = Mosquitto(workdir=Path(sys.argv[2])).start()
-print(broker.process.pid, flush=True)
+broker = Mosquitto(workdir=Path(sys.argv[1]), die_with_parent=sys.argv[2] == "1").start()
+print(broker.process.pid, broker.guard.pid if broker.guard else 0, flush=True)
 time.sleep(60)
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the parent as 'nobody'")
-def test_a_killed_non_root_parent_takes_its_broker_along() -> None:
-    """PR_SET_PDEATHSIG: the parent SIGKILLed (no cleanup at all), the broker gets SIGTERM.
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_a_killed_parent_takes_its_broker_along(tmp_path: Path, die_with_parent: bool) -> None:
+    """The parent SIGKILLed (no cleanup at all): its broker's guard stops the broker.
 
-    The parent runs as ``nobody`` under the system Python (stdlib only: sef.broker needs
-    nothing else): as root Mosquitto changes its user, which clears the setting."""
-    runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-    python = "/usr/bin/python3"
-    if not Path(runuser).exists() or not Path(python).exists():
-        pytest.skip("no runuser or /usr/bin/python3")
-    nobody = pwd.getpwnam("nobody")
-    # in /tmp itself: pytest's tmp_path lies below a directory only root may enter
-    workdir = Path(tempfile.mkdtemp(prefix="sef-pdeathsig-"))
-    os.chown(workdir, nobody.pw_uid, nobody.pw_gid)
-    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"}
-    parent_proc = subprocess.Popen(
-        [runuser, "-u", "nobody", "--", python, "-c", START_AND_SLEEP, str(SRC), str(workdir)],
+    Run as root here, the broker changes its user to ``mosquitto``, the case where
+    ``PR_SET_PDEATHSIG`` would not work. ``die_with_parent=False``: the broker outlives
+    its parent (what this test would see without the guard)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", START_AND_SLEEP, str(tmp_path), "1" if die_with_parent else "0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         text=True,
-        env=env,
     )
     broker_pid = 0
     try:
-        assert parent_proc.stdout is not None
-        line = parent_proc.stdout.readline()
-        said = parent_proc.stderr.read() if parent_proc.stderr and not line.strip() else ""
-        assert line.strip().isdigit(), line + said
-        broker_pid = int(line)
-        assert alive(broker_pid)
-        python_pid = _parent_of(broker_pid)  # runuser may run python as its child
-        assert python_pid in (parent_proc.pid, *children_of(parent_proc.pid)), python_pid
-        os.kill(python_pid, signal.SIGKILL)
+        assert parent.stdout is not None
+        line = parent.stdout.readline().split()
+        broker_pid, guard_pid = int(line[0]), int(line[1])
+        assert _parent_of(broker_pid) == parent.pid and alive(broker_pid)
+        assert bool(guard_pid) is die_with_parent
+        parent.kill()
+        parent.wait(5)
         deadline = time.monotonic() + 3.0
         while alive(broker_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not alive(broker_pid), f"mosquitto {broker_pid} outlived its killed parent"
+        assert alive(broker_pid) is not die_with_parent, f"mosquitto {broker_pid}"
+        if guard_pid:
+            assert not alive(guard_pid), "the guard outlived its broker"
     finally:
         if broker_pid and alive(broker_pid):
             os.kill(broker_pid, signal.SIGKILL)
-        parent_proc.kill()
-        parent_proc.wait(5)
-        shutil.rmtree(workdir, ignore_errors=True)
+        parent.kill()
+        parent.wait(5)
+
+
+def test_a_stopped_broker_leaves_no_guard(tmp_path: Path) -> None:
+    with Mosquitto(workdir=tmp_path) as broker:
+        assert broker.guard is not None and broker.process is not None
+        guard_pid = broker.guard.pid
+        assert alive(guard_pid)
+    assert broker.guard is None and not alive(guard_pid)
 
 
 def _parent_of(pid: int) -> int:
