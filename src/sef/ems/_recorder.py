@@ -3,8 +3,10 @@
 Each received message adds rows to the open batch and gets the batch's commit future; the
 EMS acknowledges the MQTT message (PUBACK) only when that future is done. A crash before
 the commit leaves the message unacknowledged in the broker's persistent session, so it
-is delivered again after the restart; the store's unique key makes the second write a
-no-op. Result: every message is stored exactly once.
+is delivered again after the restart; the store's unique key (agent, property, sender
+time) makes the second write a no-op. Result: every message is stored exactly once.
+Backfilled samples (:class:`~sef.ems._events.PropertyBackfilled`, ``docs/protocol.md``
+§4.7) are stored as history only, never as the property's last value.
 
 While the database is down the recorder retries with backoff and acknowledges nothing;
 the broker's in-flight window then fills and it stops sending (back pressure), keeping
