@@ -31,8 +31,9 @@ each client publish only under its own agent topics.
 from __future__ import annotations
 
 from sef.gateway._gateway import Gateway, run_gateway
-from sef.gateway._relay import DEFAULT_QUEUE_LIMIT, UPLINK_IN, UPLINK_OUT, UplinkRelay
+from sef.gateway._relay import DEFAULT_QUEUE_LIMIT, UplinkRelay
 from sef.gateway._tls import home_acl, listener_tls_config
+from sef.gateway._topics import UPLINK_IN, UPLINK_OUT
 
 __all__ = [
     "DEFAULT_QUEUE_LIMIT",

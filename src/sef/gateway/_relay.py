@@ -3,7 +3,8 @@ control broker (it replaces a Mosquitto bridge, see ``docs/gateway.md``).
 
 Two paho-mqtt clients, each with its own network thread, and one worker thread:
 
-* **local** (MQTT 5, to the home Mosquitto) subscribes to the ``out`` topics with
+* **local** (:class:`~sef.gateway._relay_home.HomeClient`: MQTT 5, to the home
+  Mosquitto) subscribes to the ``out`` topics with
   ``retainAsPublished``, so every message keeps its original retain flag, and appends it
   to the relay's queue (:attr:`UplinkRelay.queue_limit` messages at most: past it a new
   message is dropped and counted). It also publishes what comes down.
@@ -36,45 +37,25 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sef.bus import BrokerURL
+from sef.gateway._relay_home import HomeClient, session_properties
 from sef.gateway._relay_queue import ForwardQueue, Outgoing
+from sef.gateway._topics import UPLINK_IN
 from sef.security import Security
 
-__all__ = ["DEFAULT_QUEUE_LIMIT", "UPLINK_IN", "UPLINK_OUT", "WINDOW", "UplinkRelay"]
+__all__ = ["DEFAULT_QUEUE_LIMIT", "WINDOW", "UplinkRelay"]
 
 log = logging.getLogger("sef.gateway.relay")
-
-UPLINK_OUT: tuple[str, ...] = (
-    "agents/+/status",  # presence: births, clean deaths and wills (retained)
-    "agents/+/about",  # About announcements: discovery at the EMS (retained)
-    "agents/+/interfaces/+",  # interface XML the About refers to (retained)
-    "agents/+/props/#",  # properties: last known state, telemetry (retained)
-    "agents/+/signals/#",  # signals (events) of the DER interface
-    "agents/+/seal",  # signed-telemetry seals (docs/protocol.md §11)
-    "clients/+/reply",  # replies to calls from the control side
-)
-"""Topics (under the root) that go up, home → control server: the DER interfaces only."""
-
-UPLINK_IN: tuple[str, ...] = (
-    "agents/+/call/#",  # method calls addressed to one agent
-    "groups/+/call/#",  # group calls: one publish at the EMS reaches every home
-    "hosts/+/status",  # the EMS's presence (agents fall back when it is gone)
-)
-"""Topics (under the root) that come down, control server → home."""
 
 DEFAULT_QUEUE_LIMIT = 500_000
 """Messages the relay keeps for a cut uplink (``docs/gateway.md``: memory)."""
 
 WINDOW = 100
 """Messages handed to the upstream client and not yet acknowledged, at most."""
-
-SESSION_EXPIRY_S = 7 * 24 * 3600
-"""MQTT 5 session expiry asked of both brokers, s (3.1.1: the broker's own setting)."""
 
 STATS_INTERVAL_S = 10.0
 """The statistics are published this often while the uplink is up, s."""
@@ -92,8 +73,8 @@ class UplinkRelay:
         local_host: address of the home broker's listener.
         local_port: its port.
         root: the SEF topic root.
-        keepalive_s: MQTT keepalive of the uplink, s: a silent uplink is noticed after
-            about 1.5 times this.
+        keepalive_s: MQTT keepalive of the uplink, s: a silent uplink is noticed within
+            about twice this.
         restart_s: (base, cap) of the uplink's reconnection backoff, s: the delay doubles
             from base up to cap.
         queue_limit: messages kept (queued or unacknowledged) for the uplink; a message
@@ -138,26 +119,14 @@ class UplinkRelay:
         self._last_outage_s = 0.0
         self._stats_due = False
         self._stopping = False
-        self._local_ready = threading.Event()
         self._next_drop_log = 0.0
         self._worker: threading.Thread | None = None
-        self._local = self._make_local(local_host, local_port, security)
+        self._local = HomeClient(
+            local_host, local_port, root, home_id, security, self._on_local_message_received
+        )
         self._up = self._make_upstream(restart_s, security)
 
     # -- the two clients ---------------------------------------------------------------
-    def _make_local(self, host: str, port: int, security: Security | None) -> mqtt.Client:
-        client_id = security.identity.id if security else f"sef-gw-{self.home_id}-local"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
-        if security is not None:  # our own listener: its certificate is ours
-            client.tls_set_context(security.client_tls(check_hostname=False))
-        client.on_connect = self._on_local_connect
-        client.on_message = self._on_local_message_received
-        client.on_subscribe = self._on_local_subscribe
-        client.reconnect_delay_set(1, 5)
-        host = "127.0.0.1" if host in ("", "0.0.0.0") else host
-        client.connect_async(host, port, 30, clean_start=False, properties=_session_properties())
-        return client
-
     def _make_upstream(self, restart_s: tuple[int, int], security: Security | None) -> mqtt.Client:
         v5 = self.uplink.version == 5
         client_id = security.identity.id if security else f"sef-gw-{self.home_id}"
@@ -185,7 +154,7 @@ class UplinkRelay:
             self.uplink.port,
             self.keepalive_s,
             clean_start=False,
-            properties=_session_properties() if v5 else None,
+            properties=session_properties() if v5 else None,
         )
         return client
 
@@ -197,9 +166,9 @@ class UplinkRelay:
             target=self._work, name=f"sef-relay-{self.home_id}", daemon=True
         )
         self._worker.start()
-        self._local.loop_start()
+        self._local.start()
         self._up.loop_start()
-        if not self._local_ready.wait(timeout_s):
+        if not self._local.ready.wait(timeout_s):
             self.stop()
             raise TimeoutError(f"the relay could not subscribe at the home broker in {timeout_s} s")
         return self
@@ -209,8 +178,7 @@ class UplinkRelay:
         a retained ``0`` on the gateway status (the home goes offline on purpose), waited
         for up to ``timeout_s``; then a clean DISCONNECT. What is still queued is lost.
         Blocks: call it in a thread."""
-        self._local.disconnect()
-        self._local.loop_stop()
+        self._local.stop()
         self._stopping = True
         self.queue.set_gate(False)  # wakes the worker
         if self._worker is not None:
@@ -305,44 +273,11 @@ class UplinkRelay:
             self.forwarded,
         )
 
-    def _on_local_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.warning("gateway %s: home broker refused the relay: %s", self.home_id, reason)
-            return
-        # retainHandling 1: retained messages only for a new subscription (no replay)
-        options = SubscribeOptions(qos=1, retainAsPublished=True, retainHandling=1)
-        topics = [f"{self.root}/{pattern}" for pattern in UPLINK_OUT]
-        topics.append(f"{self.root}/gateways/{self.home_id}/agents")
-        client.subscribe([(topic, options) for topic in topics])
-
-    def _on_local_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            log.error("gateway %s: home broker refused subscriptions: %s", self.home_id, refused)
-        self._local_ready.set()
-
-    def _on_local_message_received(
-        self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
-    ) -> None:
-        payload = bytes(message.payload)
-        self.forward(message.topic, payload, bool(message.retain))
+    def _on_local_message_received(self, topic: str, payload: bytes, retain: bool) -> None:
+        self.forward(topic, payload, retain)
         if self._on_local_message is not None:
             try:
-                self._on_local_message(message.topic, payload)
+                self._on_local_message(topic, payload)
             except Exception:
                 log.exception("gateway %s: local message handler failed", self.home_id)
 
@@ -463,11 +398,4 @@ class UplinkRelay:
         parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
         is_host_status = len(parts) == 3 and parts[0] == "hosts" and parts[2] == "status"
         retain = bool(message.retain) if self.uplink.version == 5 else is_host_status
-        self._local.publish(topic, message.payload, qos=1, retain=retain)
-
-
-def _session_properties() -> Properties:
-    """CONNECT properties of a persistent MQTT 5 session."""
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = SESSION_EXPIRY_S
-    return properties
+        self._local.publish(topic, bytes(message.payload), retain)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from sef.gateway._relay import UPLINK_IN, UPLINK_OUT
+from sef.gateway._topics import UPLINK_IN, UPLINK_OUT
 from sef.security import Security, write_private
 
 __all__ = [
