@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -110,7 +111,12 @@ async def time_to_notice(mosquitto: Mosquitto, procs: list[SefProcess], keepaliv
         await asyncio.to_thread(
             gateway.wait_line, r"uplink to \S+ lost", timeout_s=3.0 * keepalive_s + 5
         )
-        return time.monotonic() - silenced
+        noticed_s = time.monotonic() - silenced
+        asked = time.monotonic()
+        code = await asyncio.to_thread(gateway.signal_and_wait, signal.SIGTERM, 10.0)
+        print(f"stopped {time.monotonic() - asked:.2f} s after SIGTERM")
+        assert code == 0, gateway.output()
+        return noticed_s
     finally:
         watch.close()
         await link.close()
