@@ -303,3 +303,39 @@ async def test_backfilled_updates_are_sealed_in_the_new_session(
     assert backfilled <= sealed
     assert sealed == set(hashes)
     await link.cut()
+
+
+async def test_the_flush_is_paced(mosquitto: Mosquitto) -> None:
+    """400 buffered updates go out at most 200 a second (measured at the watcher)."""
+    link = CuttableLink(mosquitto.port)
+    await link.restore()
+    arrivals: list[float] = []
+    topic = T.prop("bat-rate", DEMO_INTERFACE, "Telemetry")
+
+    def keep(message: Message) -> None:
+        if b'"backfill":true' in message.payload:
+            arrivals.append(asyncio.get_running_loop().time())
+
+    watcher = BusClient(mosquitto.url, "watch-rate", on_message=keep)
+    await watcher.subscribe(topic)
+    await watcher.start()
+    agent = TelemetryAgent("bat-rate", f"mqtt://127.0.0.1:{link.port}", keepalive_s=1)
+    await agent.start()
+    try:
+        await wait_for(lambda: agent.bus.unacknowledged == 0, 2.0)  # the birth went through
+        await link.cut()
+        await wait_for(lambda: not agent.bus.connected, 2.0)
+        for _ in range(400):
+            agent.report()
+        await link.restore()
+        await wait_for(lambda: len(arrivals) == 400, 15.0)
+    finally:
+        await agent.stop()
+        await watcher.stop()
+        await link.cut()
+    span_s = arrivals[-1] - arrivals[0]
+    print(f"flush: 400 backfilled updates in {span_s:.2f} s ({399 / span_s:.0f}/s)")
+    assert span_s >= 399 / 200 - 0.1  # 20 updates every 0.1 s: 19 pauses, ~1.9 s
+    assert span_s < 3.0
+    one_second = max(sum(1 for t in arrivals if t0 <= t < t0 + 1.0) for t0 in arrivals)
+    assert one_second <= 200 + 20  # a burst of 20 may straddle a window's edge

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from sef.agents._backfill import BACKFILL_LIMIT, Backfill, BufferedUpdate
 from sef.agents._calls import CallServer
 from sef.agents._declare import AboutInfo, AgentError
-from sef.agents._sealing import make_sealer
+from sef.agents._sealing import TelemetrySeals, make_sealer
 from sef.bus import (
     About,
     BrokerURL,
@@ -125,6 +125,7 @@ class Agent:
             self.agent_id, security, sign_telemetry, seal_window_s, seal_window_messages
         )
         self._seal_task: asyncio.Task[None] | None = None
+        self._seals: TelemetrySeals | None = None
         self.backfill = Backfill(self.agent_id, backfill_limit)
         self._flush_task: asyncio.Task[int] | None = None
         self.groups = [check_id("group", g) for g in groups]
@@ -160,6 +161,10 @@ class Agent:
             keepalive_s=keepalive_s,
             tls=security.client_tls() if security is not None else None,
         )
+        if self.sealer is not None:
+            self._seals = TelemetrySeals(
+                self.sealer, self.bus, self.topics.seal(self.agent_id), self.agent_id
+            )
         self.calls = CallServer(
             self.agent_id,
             self.bus,
@@ -222,8 +227,8 @@ class Agent:
         ):
             await self.bus.subscribe(pattern, qos=1)
         self._worker = asyncio.create_task(self.calls.serve(), name=f"agent:{self.agent_id}")
-        if self.sealer is not None:
-            self._seal_task = asyncio.create_task(self._seal_loop(), name=f"seal:{self.agent_id}")
+        if self._seals is not None:
+            self._seal_task = asyncio.create_task(self._seals.run(), name=f"seal:{self.agent_id}")
         await self.on_start()
         await self.bus.start()
 
@@ -235,7 +240,8 @@ class Agent:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._publish_seal()  # the last window, before the goodbye
+        if self._seals is not None:
+            self._seals.publish()  # the last window, before the goodbye
 
         async def goodbye() -> None:
             status = Status(
@@ -330,32 +336,9 @@ class Agent:
         self._seal_add(update.topic, message.seq, payload)
         return True
 
-    # -- signed telemetry (seals) -----------------------------------------------------
     def _seal_add(self, topic: str, seq: int | None, payload: bytes) -> None:
-        if self.sealer is not None and seq is not None and self.sealer.add(topic, seq, payload):
-            self._publish_seal()
-
-    def _publish_seal(self) -> None:
-        """Seal the open telemetry window (if it holds messages)."""
-        if self.sealer is None or not self.sealer.count:
-            return
-        seal = self.sealer.seal()
-        try:
-            if seal is not None:
-                self.bus.publish(self.topics.seal(self.agent_id), seal)
-        except BusError as exc:  # the EMS reports that window unverified
-            log.warning("agent %s: telemetry seal not published: %s", self.agent_id, exc)
-
-    async def _seal_loop(self) -> None:
-        """Seal a window once it is ``window_s`` old."""
-        assert self.sealer is not None
-        while True:
-            await asyncio.sleep(self.sealer.window_s / 4)
-            try:
-                if self.sealer.due():
-                    self._publish_seal()
-            except Exception:  # keep sealing later windows; the EMS reports this one
-                log.exception("agent %s: sealing telemetry failed", self.agent_id)
+        if self._seals is not None and seq is not None:
+            self._seals.add(topic, seq, payload)
 
     # -- birth --------------------------------------------------------------------
     def _make_will(self) -> Will:
@@ -387,9 +370,8 @@ class Agent:
     def _publish_birth(self) -> None:
         """Birth sequence: status online (seq 0), About, interface XML, every property."""
         now = self.clock.now()
-        if self.sealer is not None:  # the window of the previous birth, then a new chain
-            self._publish_seal()
-            self.sealer.start_session(self.session.bdseq)
+        if self._seals is not None:  # the window of the previous birth, then a new chain
+            self._seals.new_session(self.session.bdseq)
         self.session.seq = 0
         status = Status(
             True, self.session.bdseq, now, self.bus.keepalive_s, self.session.next_seq()
