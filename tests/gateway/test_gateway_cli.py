@@ -4,9 +4,12 @@ processes against a real control broker (``docs/operations.md``, "Gateway")."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -136,20 +139,65 @@ def test_flags_reach_the_uplink_and_the_log_is_where_printed(
     assert re.search(r"New client connected .*\bk3\)", control_log), control_log
     assert log_path.exists() and "New connection from 127.0.0.1" in log_path.read_text()
     assert gateway.signal_and_wait(signal.SIGTERM, STOP_S) == 0, gateway.output()
+    assert "New connection from 127.0.0.1" in log_path.read_text()  # kept after the stop
+
+
+class RefusingUplink:
+    """A TCP listener that notes the time of every connection and closes it at once: an
+    uplink whose broker never answers CONNECT, so the gateway keeps retrying."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.attempts: list[float] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.server.accept()
+                self.attempts.append(time.monotonic())
+                conn.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_backoff_spaces_the_uplink_reconnects(procs: list[SefProcess]) -> None:
+    """--backoff 1,2: retries after 1 s, then 2 s (doubled, capped), then 2 s."""
+    uplink = RefusingUplink()
+    try:
+        gateway = start_gateway(procs, f"mqtt://127.0.0.1:{uplink.port}", "--backoff", "1,2")
+        deadline = time.monotonic() + 15
+        while len(uplink.attempts) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(uplink.attempts) >= 4, (uplink.attempts, gateway.output())
+        gaps = [b - a for a, b in zip(uplink.attempts[:3], uplink.attempts[1:4], strict=True)]
+        print("reconnect gaps, s:", [round(g, 2) for g in gaps])
+        assert 0.8 <= gaps[0] <= 1.6, gaps
+        assert all(1.8 <= gap <= 2.8 for gap in gaps[1:]), gaps
+        assert gateway.signal_and_wait(signal.SIGTERM, STOP_S) == 0, gateway.output()
+    finally:
+        uplink.close()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["term", "int"])
 def test_a_stop_signal_exits_0_and_leaves_no_mosquitto(
     mosquitto: Mosquitto, procs: list[SefProcess], signum: signal.Signals
 ) -> None:
+    """Without --log-dir the log lies in the gateway's temporary directory, removed when
+    the gateway stops."""
     gateway = start_gateway(procs, mosquitto.url)
-    gateway.wait_line(r"gateway \S+ listening on")
+    printed = gateway.wait_line(r"gateway \S+ listening on .*broker log (\S+)")
+    log_path = Path(printed.group(1).rstrip(","))
+    assert log_path.exists()
     brokers = mosquitto_children(gateway.pid)
     assert len(brokers) == 1, [command_name(p) for p in children_of(gateway.pid)]
     try:
         code = gateway.signal_and_wait(signum, STOP_S)
         assert code == 0, f"exit {code} after {signum.name}:\n{gateway.output()[-3000:]}"
         assert not alive(brokers[0]), f"mosquitto {brokers[0]} left running"
+        assert not log_path.parent.exists(), "the temporary directory was left behind"
     finally:
         if alive(brokers[0]):
             os.kill(brokers[0], signal.SIGKILL)
