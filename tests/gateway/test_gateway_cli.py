@@ -19,7 +19,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from proc_support import SefProcess, alive, children_of, command_name
+from proc_support import Retained, SefProcess, alive, children_of, command_name
 from sef.broker import Mosquitto
 from sef.cli import app
 from sef.cli.gateway_command import parse_backoff
@@ -111,9 +111,10 @@ def test_a_log_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
 def test_flags_reach_the_uplink_and_the_log_is_where_printed(
     mosquitto: Mosquitto, procs: list[SefProcess], tmp_path: Path
 ) -> None:
-    """--keepalive 3 is the keepalive the control broker sees; --log-dir holds a log with
-    content, and the printed path is that file (the gateway runs as root here: its
-    Mosquitto drops to the mosquitto account, below pytest's root-only tmp directory)."""
+    """--keepalive 3 is the keepalive the control broker sees; --queue-limit is the limit
+    in the gateway's statistics; --log-dir holds a log with content, and the printed
+    path is that file (the gateway runs as root here: its Mosquitto drops to the
+    mosquitto account, below pytest's root-only tmp directory)."""
     log_dir = tmp_path / "logs" / "gw"
     gateway = start_gateway(
         procs,
@@ -127,9 +128,15 @@ def test_flags_reach_the_uplink_and_the_log_is_where_printed(
         "--log-dir",
         str(log_dir),
     )
-    printed = gateway.wait_line(r"gateway \S+ listening on .*broker log (\S+)")
-    log_path = Path(printed.group(1).rstrip(","))
+    printed = gateway.wait_line(r"gateway (\S+) listening on .*broker log (\S+)")
+    log_path = Path(printed.group(2).rstrip(","))
     assert log_path == log_dir / "mosquitto.log"
+    stats_topic = f"sef/gateways/{printed.group(1)}/stats"
+    stats = Retained(mosquitto.port, stats_topic)
+    try:
+        assert stats.wait(stats_topic, lambda s: "queue_limit" in s, 10.0)["queue_limit"] == 1000
+    finally:
+        stats.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not re.search(
         r"New client connected .*\bk3\)", mosquitto.log_path.read_text()
