@@ -122,6 +122,21 @@ def test_flush_stops_at_a_failure_and_keeps_the_rest() -> None:
     assert len(calls) == 5
 
 
+def test_a_publish_error_stops_the_flush_and_keeps_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    buffer = Backfill("bat-e")
+    for n in range(3):
+        buffer.keep(update(n))
+
+    def publish(u: BufferedUpdate) -> bool:
+        raise OverflowError("no packet id left")
+
+    assert asyncio.run(buffer.flush(publish, lambda: True)) == 0
+    assert [u.value for u in buffer.buffered()] == [0, 1, 2]
+    assert "agent bat-e: backfill stopped" in caplog.text
+
+
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError):
         Backfill("a", limit=-1)

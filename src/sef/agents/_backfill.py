@@ -147,7 +147,7 @@ class Backfill:
     ) -> int:
         """Publish the buffer oldest first with ``publish`` (which returns whether it could),
         at most :attr:`rate_per_s` a second, while ``connected()``; stop at the first
-        failure and keep the rest. Returns how many were published."""
+        failure (or error, logged) and keep the rest. Returns how many were published."""
         pause_s = FLUSH_BATCH / self.rate_per_s
         loop = asyncio.get_running_loop()
         sent = 0
@@ -158,7 +158,12 @@ class Backfill:
                     return sent
                 update = self._queue[0]
                 update.backfill = True
-                if not publish(update):
+                try:
+                    published = publish(update)
+                except Exception:  # keep the rest for the next session
+                    log.exception("agent %s: backfill stopped", self.agent_id)
+                    return sent
+                if not published:
                     return sent
                 self._queue.popleft()
                 sent += 1
