@@ -93,15 +93,19 @@ class Rig:
 
 @asynccontextmanager
 async def relay_rig(
-    control: Mosquitto, tmp_path: Path, version: int = 4, **relay_args: object
+    control: Mosquitto,
+    tmp_path: Path,
+    version: int = 4,
+    home_id: str | None = None,
+    **relay_args: object,
 ) -> AsyncIterator[Rig]:
-    """A home broker and a relay from it to ``control`` through a cuttable link."""
-    home = Mosquitto(workdir=tmp_path / "home")
+    """A new home broker and a relay from it to ``control`` through a cuttable link."""
+    home_id = home_id or f"home-{uuid.uuid4().hex[:6]}"
+    home = Mosquitto(workdir=tmp_path / f"home-{uuid.uuid4().hex[:6]}")
     home.workdir.mkdir()  # type: ignore[union-attr]
     await asyncio.to_thread(home.start)
     link = CuttableLink(BrokerURL.parse(control.url).port)
     await link.restore()
-    home_id = f"home-{uuid.uuid4().hex[:6]}"
     relay = UplinkRelay(
         BrokerURL("127.0.0.1", link.port, version=version),
         home_id,
@@ -274,3 +278,22 @@ async def test_queue_limit_drops_new_messages_and_says_so(
         await wait_for(lambda: rig.relay.forwarded == 50, 5.0)
         agent.close()
     watcher.close()
+
+
+async def test_a_restarted_gateway_brings_the_retained_host_status_home(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The control broker kept the relay's session (same client id), but the restarted
+    gateway's home broker is new: the relay subscribes again, so the EMS's retained status
+    reaches the home without the EMS publishing it again."""
+    cport = BrokerURL.parse(mosquitto.url).port
+    ems = Peer(cport, f"ems-{uuid.uuid4().hex[:6]}")
+    ems.publish("sef/hosts/ems-1/status", b"up", retain=True)
+    home_id = f"home-{uuid.uuid4().hex[:6]}"
+    for run in range(2):
+        async with relay_rig(mosquitto, tmp_path, home_id=home_id) as rig:
+            agent = Peer(rig.home.port, f"a1-{run}", ["sef/hosts/+/status"])
+            await wait_for(lambda: agent.payloads("sef/hosts/ems-1/status") == [b"up"], 5.0)  # noqa: B023
+            assert agent.on("sef/hosts/ems-1/status")[0].retain
+            agent.close()
+    ems.close()

@@ -119,6 +119,7 @@ class UplinkRelay:
         self._last_outage_s = 0.0
         self._stats_due = False
         self._stopping = False
+        self._subscribed = False  # subscribed to the in topics since this relay started
         self._next_drop_log = 0.0
         self._worker: threading.Thread | None = None
         self._local = HomeClient(
@@ -334,7 +335,11 @@ class UplinkRelay:
         )
         # Its acknowledgement comes after paho re-sent what it held: see _on_up_publish.
         self._publish_control(self.status_topic, b"1")
-        if not flags.session_present:
+        # A kept session has the subscriptions (and queued the calls of the cut); the
+        # first connection subscribes anyway: the new home broker needs the retained
+        # host statuses.
+        if not flags.session_present or not self._subscribed:
+            self._subscribed = True
             self._subscribe_in(client)
 
     def _subscribe_in(self, client: mqtt.Client) -> None:
