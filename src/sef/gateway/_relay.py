@@ -110,6 +110,10 @@ class UplinkRelay:
         self.stats_topic = f"{root}/gateways/{home_id}/stats"
         self.queue = ForwardQueue(queue_limit, WINDOW)
         """The messages waiting for the uplink, and the counters."""
+        self.refused = 0
+        """Publishes the control broker acknowledged with an error (MQTT 5 only, e.g. not
+        authorized by its ACL; a 3.1.1 broker drops such a publish silently). Counted in
+        ``forwarded`` too."""
         self.connect_failures = 0
         """Connection attempts to the control broker that failed (TCP or TLS)."""
         self._on_local_message = on_local_message
@@ -387,6 +391,9 @@ class UplinkRelay:
         over now cannot overtake them."""
         if self._up_connected:
             self.queue.set_gate(True)
+        if reason.is_failure:
+            self.refused += 1
+            log.debug("gateway %s: control broker refused packet %d: %s", self.home_id, mid, reason)
         self.queue.acknowledged(mid)
 
     def _on_up_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
