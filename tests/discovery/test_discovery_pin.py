@@ -5,6 +5,7 @@ skips other homes' gateways (real mDNS adverts on loopback) and the CLI's refusa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -102,18 +103,20 @@ async def test_resolver_accepts_only_its_home_and_pins_on_first_join(
             "127.0.0.1", port, home, {"home": home}, role="gateway", generic=False
         )
 
-    async with mdns_lock():
-        gw_1, gw_2, plain_broker = await asyncio.gather(
+    # the lock is held for as long as anything is advertised
+    async with mdns_lock(), contextlib.AsyncExitStack() as adverts:
+        gw_1, *others = await asyncio.gather(
             gateway(home_1), gateway(home_2), advertise_broker("127.0.0.1", port, plain)
         )
-    async with mdns_lock(), gw_2, plain_broker:
-        async with gw_1:
-            pinned = MdnsResolver(timeout_s=4.0, home=home_1)
-            await pinned()
-            assert pinned.last is not None and pinned.last.name == home_1
-            assert pinned.last.home == home_1
+        for advert in (gw_1, *others):
+            adverts.push_async_callback(advert.close)
+        pinned = MdnsResolver(timeout_s=4.0, home=home_1)
+        await pinned()
+        assert pinned.last is not None and pinned.last.name == home_1
+        assert pinned.last.home == home_1
 
         # home-1's gateway gone: the pinned resolver finds nothing, skipping the others
+        await gw_1.close()
         caplog.clear()
         with pytest.raises(BusError, match=f"of home '{home_1}'"):
             await MdnsResolver(timeout_s=3.0, home=home_1)()
