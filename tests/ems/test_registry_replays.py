@@ -272,3 +272,20 @@ def test_duplicates_across_the_seq_wrap() -> None:
     assert feed.send(telemetry(2, WALL - 98, 0)) == []  # equal
     assert feed.send(telemetry(3, WALL - 97, 1)) == [PropertyChanged(AGENT, TELEMETRY)]
     assert (feed.record.gaps, feed.record.duplicates) == (0, 2)
+
+
+def test_a_message_dated_far_ahead_does_not_move_the_sequence() -> None:
+    """A forged update dated 2096 with a high seq (a rogue on a broker without ACLs) must
+    not make the agent's real messages look like duplicates."""
+    feed = Feed()
+    live_session(feed, WALL - 100)
+    forged = telemetry(-1, 3_976_214_400.0, 500)
+    assert feed.send(forged) == [PropertyChanged(AGENT, TELEMETRY)]  # the store refuses it
+    assert (feed.record.last_seq, feed.record.expected_seq) == (10, 11)
+    assert feed.send(telemetry(11, WALL - 89, 11)) == [PropertyChanged(AGENT, TELEMETRY)]
+    assert (feed.record.gaps, feed.record.duplicates) == (0, 0)
+    # within the window it is sequence-checked like any message
+    assert feed.send(telemetry(12, feed.now + 200, 13)) == [
+        Gap(AGENT, 12, 13),
+        PropertyChanged(AGENT, TELEMETRY),
+    ]

@@ -299,14 +299,14 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         if isinstance(item, PropertyUpdate):
             key = f"{parsed.interface}.{parsed.member}"
             if not item.backfill:
-                if not self._sequence(record, item.seq, message, events):
+                if not self._sequence(record, item.seq, item.ts, message, now, events):
                     return events
                 record.properties[key] = PropertyValue(item.value, item.ts, now, item.seq)
                 events.append(PropertyChanged(agent_id, key))
             else:  # history (§4.7): stored under its own ts, not the last known value
                 if item.ts is None:
                     return events + self._bad(None, agent_id, message.topic, "backfill: no ts")
-                if not self._sequence(record, item.seq, message, events):
+                if not self._sequence(record, item.seq, item.ts, message, now, events):
                     return events
                 record.backfilled += 1
                 self.backfilled += 1
@@ -317,7 +317,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             if record.duplicates != duplicates:
                 return events
         elif isinstance(item, About):
-            if not self._sequence(record, item.seq, message, events):
+            if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
             record.about = item.fields
             record.interfaces = {ref.name: ref.sha256 for ref in item.interfaces}
@@ -325,7 +325,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             self._learn_announced(item.interfaces)
             events.append(AboutReceived(agent_id, item.fields))
         else:
-            if not self._sequence(record, item.seq, message, events):
+            if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
             events.append(
                 SignalReceived(agent_id, f"{parsed.interface}.{parsed.member}", item.args)

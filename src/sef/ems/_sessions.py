@@ -13,6 +13,14 @@ and replays):
   session, and a replayed copy of that birth (a duplicate) when it is the same;
 * any other live message whose seq is not the expected one is a **gap**.
 
+A live message dated more than :data:`TS_AHEAD_S` after the EMS clock is not
+sequence-checked (as a retained one): no real agent sends it (the store refuses it too,
+``max_future_s``), and a forged one with a high seq would otherwise make the agent's real
+messages look like duplicates. A forger that dates its messages right and runs its seq
+ahead still can, until the agent's next rebirth: on a broker without per-agent ACLs
+(``docs/operations.md``, secure by default) or signed telemetry, the seq is not
+authenticated.
+
 The last accepted seq outlives a death and a gateway's outage (messages of the session
 that come after them are still behind it); a new session (a greater bdseq) forgets it.
 Retained deliveries are old news: they are never sequence-checked and never counted as
@@ -29,9 +37,13 @@ from sef.ems._events import Event, Gap, Offline, Online, StaleStatus
 from sef.ems._records import AgentRecord
 from sef.logthrottle import LogThrottle
 
-__all__ = ["SessionRules"]
+__all__ = ["TS_AHEAD_S", "SessionRules"]
 
 _HALF = SEQ_MODULUS // 2
+
+TS_AHEAD_S = 300.0
+"""A live message dated more than this after the EMS clock (s) does not take part in the
+sequence checks (the recorder's default ``max_future_s``: the store refuses it too)."""
 
 
 class SessionRules:
@@ -47,12 +59,19 @@ class SessionRules:
         self.duplicates += 1
 
     def _sequence(
-        self, record: AgentRecord, seq: int | None, message: Message, events: list[Event]
+        self,
+        record: AgentRecord,
+        seq: int | None,
+        ts: float | None,
+        message: Message,
+        now: float,
+        events: list[Event],
     ) -> bool:
-        """Check the sequence of a live About, PropertyUpdate or Signal: append a
-        :class:`Gap` to ``events`` if messages were lost. Returns ``False`` for a
-        duplicate (counted; the caller drops the message), ``True`` otherwise."""
-        if message.retain or seq is None:
+        """Check the sequence of a live About, PropertyUpdate or Signal (sender time ``ts``,
+        EMS clock ``now``, Unix s): append a :class:`Gap` to ``events`` if messages were
+        lost. Returns ``False`` for a duplicate (counted; the caller drops the message),
+        ``True`` otherwise."""
+        if message.retain or seq is None or (ts is not None and ts > now + TS_AHEAD_S):
             return True
         last = record.last_seq
         if last is not None and (last - seq) % SEQ_MODULUS < _HALF:
