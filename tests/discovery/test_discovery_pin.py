@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mdns_lock import mdns_lock
+from proc_support import SefProcess
 from secure_stack import make_pki
 from sef.broker import Mosquitto
 from sef.bus import BusError
@@ -166,6 +168,28 @@ async def test_cli_refuses_a_corrupt_pin_without_home(tmp_path: Path) -> None:
     assert "is corrupt" in done.stderr and "refusing to guess" in done.stderr
     assert str(pin.path) in done.stderr.replace("\n", "")
     assert pin.path.read_bytes() == b"\x00\x01not a home\n"  # left for the operator
+
+
+async def test_cli_with_home_repairs_a_corrupt_pin(tmp_path: Path) -> None:
+    """A corrupt file and ``--home``: the error is logged, the agent runs pinned to the
+    configured home, and the file holds it again."""
+    uid = uuid.uuid4().hex[:6]
+    pin = PinFile.for_agent(tmp_path, f"bat-{uid}")
+    pin.path.parent.mkdir(parents=True)
+    pin.path.write_bytes(b"home-1\nhome-2\n")
+    proc = SefProcess(
+        "agent", "virtual-battery", "--insecure", "--id", f"bat-{uid}", "--state-dir",
+        str(tmp_path), "--home", f"home-{uid}", "--broker", f"mdns://nobody-{uid}?timeout=0.5",
+    )  # fmt: skip
+    try:
+        proc.wait_line(f"starting on mdns://nobody-{uid}, pinned to home 'home-{uid}'", 20.0)
+        proc.wait_line("ERROR .* is corrupt", 5.0)
+        logged = " ".join(proc.output().split())  # the log handler wraps long lines
+        assert f"using --home home-{uid} and writing it over the file" in logged
+        assert pin.read() == f"home-{uid}"
+        assert proc.signal_and_wait(signal.SIGTERM) == 0
+    finally:
+        proc.kill()
 
 
 async def test_cli_refuses_home_not_in_the_certificate(tmp_path: Path) -> None:
