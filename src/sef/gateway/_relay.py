@@ -123,6 +123,7 @@ class UplinkRelay:
         self._last_outage_s = 0.0
         self._stats_due = False
         self._stopping = False
+        self._life = threading.Lock()  # start() and stop() never interleave
         self._subscribed = False  # subscribed to the in topics since this relay started
         self._next_drop_log = 0.0
         self._worker: threading.Thread | None = None
@@ -167,12 +168,13 @@ class UplinkRelay:
     def start(self, timeout_s: float = 10.0) -> UplinkRelay:
         """Start both clients and the worker; return once the local subscriptions are in
         place (the uplink connects in the background). Blocks: call it in a thread."""
-        self._worker = threading.Thread(
-            target=self._work, name=f"sef-relay-{self.home_id}", daemon=True
-        )
-        self._worker.start()
-        self._local.start()
-        self._up.loop_start()
+        with self._life:  # a stop() from another thread waits until the threads exist
+            self._worker = threading.Thread(
+                target=self._work, name=f"sef-relay-{self.home_id}", daemon=True
+            )
+            self._worker.start()
+            self._local.start()
+            self._up.loop_start()
         if not self._local.ready.wait(timeout_s):
             self.stop()
             raise TimeoutError(f"the relay could not subscribe at the home broker in {timeout_s} s")
@@ -182,7 +184,12 @@ class UplinkRelay:
         """Stop: the local client first (nothing more comes in); then, if the uplink is up,
         a retained ``0`` on the gateway status (the home goes offline on purpose), waited
         for up to ``timeout_s``; then a clean DISCONNECT. What is still queued is lost.
-        Blocks: call it in a thread."""
+        Blocks: call it in a thread. Safe to call from another thread while :meth:`start`
+        runs (a cancelled gateway start): it waits until the clients' threads exist."""
+        with self._life:
+            self._stop(timeout_s)
+
+    def _stop(self, timeout_s: float) -> None:
         self._local.stop()
         self._stopping = True
         self.queue.set_gate(False)  # wakes the worker
