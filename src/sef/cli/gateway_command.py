@@ -1,4 +1,4 @@
-"""``sef gateway``: the home-side broker bridged to the control server (``sef.gateway``).
+"""``sef gateway``: the home-side broker relayed to the control server (``sef.gateway``).
 
 Its operations flags (``docs/operations.md``, "Gateway"): ``--keepalive`` (MQTT keepalive
 of the uplink, s), ``--backoff BASE,CAP`` (the uplink's reconnection backoff, s),
@@ -72,7 +72,7 @@ def gateway(
     home_id: str | None = typer.Option(
         None,
         "--id",
-        help="Id of this home (bridge, mDNS name); default: the home in the gateway's "
+        help="Id of this home (uplink relay, mDNS name); default: the home in the gateway's "
         "certificate ('home' with --insecure).",
     ),
     advertise: bool = typer.Option(
