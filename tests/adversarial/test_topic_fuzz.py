@@ -44,6 +44,7 @@ from sef.bus import (
 from sef.clock import default_clock
 from sef.ems import EMS, Admission, Registry
 from sef.ems._caller import Caller
+from sef.ems._homes import HomeRefused, parse_stats
 from sef.ems.api import ApiAuth, serve_api
 from support import is_online, wait_for
 
@@ -65,6 +66,7 @@ TOPICS: dict[TopicKind, list[str]] = {
     TopicKind.REPLY: [T.reply(HOST)],
     TopicKind.GATEWAY_STATUS: [T.gateway_status("home-1")],
     TopicKind.GATEWAY_AGENTS: [T.gateway_agents("home-1")],
+    TopicKind.GATEWAY_STATS: [T.gateway_stats("home-1")],
     TopicKind.SEAL: [T.seal(AGENT), T.seal("ghost-6")],
 }
 assert set(TOPICS) == set(TopicKind), "a topic kind without a fuzzed topic"
@@ -313,6 +315,10 @@ def test_decoders_raise_only_payload_errors(message: tuple[str, bytes, bool]) ->
     if parsed.kind is TopicKind.GATEWAY_STATUS:
         with contextlib.suppress(PayloadError):
             decode_bridge_state(payload)
+        return
+    if parsed.kind is TopicKind.GATEWAY_STATS:
+        with contextlib.suppress(HomeRefused):
+            parse_stats(payload, parsed.owner)
         return
     readers = {
         TopicKind.CALL: Call.from_object,

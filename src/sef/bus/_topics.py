@@ -70,6 +70,7 @@ class TopicKind(StrEnum):
     REPLY = "reply"
     GATEWAY_STATUS = "gateway_status"
     GATEWAY_AGENTS = "gateway_agents"
+    GATEWAY_STATS = "gateway_stats"
     SEAL = "seal"
 
 
@@ -200,6 +201,13 @@ class Topics:
         return parsed
 
 
+_GATEWAY_KINDS = {
+    "status": TopicKind.GATEWAY_STATUS,
+    "agents": TopicKind.GATEWAY_AGENTS,
+    "stats": TopicKind.GATEWAY_STATS,
+}
+
+
 def _split(parts: list[str]) -> ParsedTopic | None:
     """The kind and parts of a topic below the root, unchecked."""
     n = len(parts)
@@ -218,7 +226,6 @@ def _split(parts: list[str]) -> ParsedTopic | None:
         return ParsedTopic(TopicKind.HOST_STATUS, parts[1])
     elif head == "clients" and n == 3 and parts[2] == "reply":
         return ParsedTopic(TopicKind.REPLY, parts[1])
-    elif head == "gateways" and n == 3 and parts[2] in ("status", "agents"):
-        kind = TopicKind.GATEWAY_STATUS if parts[2] == "status" else TopicKind.GATEWAY_AGENTS
-        return ParsedTopic(kind, parts[1])
+    elif head == "gateways" and n == 3 and parts[2] in _GATEWAY_KINDS:
+        return ParsedTopic(_GATEWAY_KINDS[parts[2]], parts[1])
     return None

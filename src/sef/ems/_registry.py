@@ -258,6 +258,8 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             TopicKind.HOST_STATUS,
         ):
             return []
+        if parsed.kind is TopicKind.GATEWAY_STATS:
+            return []  # the EMS's home book reads them (sef.ems._homes), not the registry
         if parsed.kind in (TopicKind.GATEWAY_STATUS, TopicKind.GATEWAY_AGENTS):
             return self._gateway(parsed.kind, parsed.owner, message, now)
         self.messages += 1
