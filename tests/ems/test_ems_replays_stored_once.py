@@ -11,8 +11,14 @@ import asyncio
 import hashlib
 import time
 
+from prometheus_client import generate_latest
+
 from sef.bus import About, BusClient, InterfaceRef, PropertyUpdate, Status, Topics
 from sef.ems import EMS
+from sef.ems.api._commands import CommandStats
+from sef.ems.api._events import EventHub
+from sef.ems.api._metrics import metrics_registry
+from sef.ems.api._models import AgentOut
 from sef.ems.store import Store
 from sef.interface import builtin_xml
 from support import wait_for
@@ -112,6 +118,13 @@ async def test_replays_and_backfill_are_stored_exactly_once(broker_url: str, db_
         assert not store.dead_letters(agent_id=AGENT)
         await asyncio.sleep(0.3)  # nothing else lands
         assert store.count_telemetry(AGENT) == 17
+        # what an operator sees: the agent's counters in the API and the Prometheus totals
+        shown = AgentOut.model_validate(record.summary())
+        assert (shown.gaps, shown.duplicates, shown.backfilled) == (0, 7, 7)
+        metrics = generate_latest(metrics_registry(ems, CommandStats(), EventHub(ems))).decode()
+        assert "sef_duplicates_total 7.0" in metrics
+        assert "sef_backfilled_total 7.0" in metrics
+        assert "sef_sequence_gaps_total 0.0" in metrics
     finally:
         await home.stop()
         await ems.stop()

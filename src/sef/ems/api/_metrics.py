@@ -31,7 +31,8 @@ class EMSCollector(Collector):
     * ``sef_agents{status}`` — agents by presence (online, offline, unknown);
     * ``sef_broker_connected`` — 1 when the EMS is connected to the broker;
     * ``sef_messages_ingested_total``, ``sef_bad_messages_total``,
-      ``sef_sequence_gaps_total``, ``sef_rebirths_requested_total``;
+      ``sef_sequence_gaps_total``, ``sef_duplicates_total``, ``sef_backfilled_total``,
+      ``sef_rebirths_requested_total``;
     * ``sef_store_commit_seconds`` (summary: count = batches, sum = s spent committing),
       ``sef_store_last_commit_seconds``, ``sef_store_rows_total``,
       ``sef_store_duplicates_total``, ``sef_store_failures_total``,
@@ -75,6 +76,16 @@ class EMSCollector(Collector):
             "sef_sequence_gaps",
             "Message sequence gaps (lost messages).",
             value=sum(a.gaps for a in agents),
+        )
+        yield CounterMetricFamily(
+            "sef_duplicates",
+            "Duplicate or replayed agent messages dropped (docs/protocol.md §4.6).",
+            value=ems.registry.duplicates,
+        )
+        yield CounterMetricFamily(
+            "sef_backfilled",
+            "Buffered agent updates received after a reconnection (docs/protocol.md §4.7).",
+            value=ems.registry.backfilled,
         )
         yield CounterMetricFamily(
             "sef_rebirths_requested",

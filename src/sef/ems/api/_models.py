@@ -95,6 +95,12 @@ class AgentOut(BaseModel):
     offline_since: float | None = Field(None, description="When it went offline, Unix s.")
     offline_reason: str | None = Field(None, description="'will' (connection lost) or 'shutdown'.")
     gaps: int = Field(0, description="Message sequence gaps seen (lost messages).")
+    duplicates: int = Field(
+        0, description="Duplicates and replays dropped (docs/protocol.md §4.6): not losses."
+    )
+    backfilled: int = Field(
+        0, description="Updates the agent buffered while disconnected, stored as history (§4.7)."
+    )
     properties: dict[str, PropertyOut] = Field(
         description="Last known properties by 'interface.Property', telemetry included."
     )
