@@ -320,3 +320,26 @@ def test_checker_survives_hostile_payloads(pki: tuple[TrustStore, dict[str, Secu
         checker.handle(Message(T.status("bat-1"), payload, 1))
         checker.handle(Message(T.seal("bat-1"), payload, 1))
     assert checker.agents["bat-1"].refused_seals == 4
+
+
+def test_a_replayed_birth_keeps_the_window_and_a_rebirth_starts_one(
+    pki: tuple[TrustStore, dict[str, Security]],
+) -> None:
+    """A copy of the session's birth (same bdseq, seq 0, same ts: a replay, protocol.md
+    §4.6) flushes nothing: the window still verifies. A rebirth (a new ts) restarts it."""
+    trust, creds = pki
+    checker = SealChecker(trust, T)
+    sealer = TelemetrySealer(creds["bat-1"])
+    sealer.start_session(BDSEQ)
+    checker.handle(birth())
+    sealed(sealer, checker, [telemetry(s) for s in range(2, 5)])
+    checker.handle(birth())  # replayed: same ts
+    sealed(sealer, checker, [telemetry(s) for s in range(5, 7)])
+    assert checker.handle(seal_message(sealer))[0] is True
+    state = checker.agents["bat-1"]
+    assert (state.verified_windows, state.failed_windows) == (1, 0)
+    sealed(sealer, checker, [telemetry(7)])
+    rebirth = Message(T.status("bat-1"), Status(True, BDSEQ, 2.0, 10, 0).to_payload(), 1)
+    checker.handle(rebirth)  # a new ts: the pending message's window is flushed
+    assert state.failed_windows + state.unverifiable_windows == 1
+    assert not state.pending

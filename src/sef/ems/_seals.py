@@ -74,6 +74,8 @@ class AgentSeals:
 
     Attributes:
         bdseq: the session being followed (``None``: none yet).
+        birth_ts: the ``ts`` of the live birth seen for it: a copy of that birth (same
+            bdseq, seq 0 and ts: a replay, docs/protocol.md §4.6) starts nothing.
         synced: the EMS saw the session from its birth, or from a seal on: a window it
             cannot match is then a failure, not a partial view.
         next_from: the ``from_seq`` the next seal must have (the chain).
@@ -85,6 +87,7 @@ class AgentSeals:
     """
 
     bdseq: int | None = None
+    birth_ts: object = None
     synced: bool = False
     next_from: int | None = None
     pending: dict[int, bytes] = field(default_factory=dict)
@@ -227,10 +230,13 @@ class SealChecker:
         birth = live and obj.get("seq") == 0
         if not birth and bdseq == state.bdseq:
             return None  # e.g. a repair of the agent's own status: same session
+        if birth and bdseq == state.bdseq and obj.get("ts") == state.birth_ts:
+            return None  # a replayed copy of the birth already seen (§4.6), not a rebirth
         done = None
         if state.pending:
             done = self._flush(agent_id, state, "no seal arrived before the agent's next birth")
         state.bdseq, state.synced, state.next_from = bdseq, birth, 0 if birth else None
+        state.birth_ts = obj.get("ts") if birth else None
         state.conflicts.clear()
         return done
 
