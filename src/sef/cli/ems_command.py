@@ -340,7 +340,10 @@ def ems(
             ) as live:
                 while not stop.done():
                     await asyncio.wait({stop}, timeout=0.5)
-                    live.update(agents_table(service.agents(), f"SEF agents on {secured.broker}"))
+                    # a home column once gateways have named their agents
+                    homes = service.homes.home_of or None
+                    title = f"SEF agents on {secured.broker}"
+                    live.update(agents_table(service.agents(), title, homes))
         finally:
             await background.close()
             if server is not None:
