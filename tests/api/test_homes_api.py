@@ -104,6 +104,11 @@ async def test_homes_and_agents_by_home(stack_no_store: Stack) -> None:
     one = await stack.http.get("/homes/h1")
     assert one.status_code == 200
     assert one.json()["agent_ids"] == ["bat-1", "bat-2"] and one.json()["uplink"] == "up"
+    metrics = (await stack.http.get("/metrics")).text
+    assert 'sef_homes{uplink="up"} 1.0' in metrics
+    assert 'sef_homes{uplink="down"} 1.0' in metrics
+    assert "sef_home_relay_queued 4.0" in metrics and "sef_home_relay_dropped 2.0" in metrics
+    assert "sef_homes_dropping 1.0" in metrics
     missing = await stack.http.get("/homes/nowhere")
     assert missing.status_code == 404
     assert missing.json() == {"error": "unknown home 'nowhere'", "detail": {"home": "nowhere"}}

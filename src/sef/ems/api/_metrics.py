@@ -29,6 +29,8 @@ class EMSCollector(Collector):
     Metric names (all counters end in ``_total``):
 
     * ``sef_agents{status}`` — agents by presence (online, offline, unknown);
+    * ``sef_homes{uplink}``, ``sef_home_relay_queued``, ``sef_home_relay_dropped``,
+      ``sef_homes_dropping`` — home gateways and their relays' queues (summed);
     * ``sef_broker_connected`` — 1 when the EMS is connected to the broker;
     * ``sef_messages_ingested_total``, ``sef_bad_messages_total``,
       ``sef_sequence_gaps_total``, ``sef_duplicates_total``, ``sef_backfilled_total``,
@@ -59,6 +61,7 @@ class EMSCollector(Collector):
         for status, flag in (("online", True), ("offline", False), ("unknown", None)):
             by_status.add_metric([status], sum(1 for a in agents if a.online is flag))
         yield by_status
+        yield from _home_metrics(ems)
         yield GaugeMetricFamily(
             "sef_broker_connected",
             "1 when connected to the broker.",
@@ -168,3 +171,35 @@ def metrics_registry(ems: EMS, stats: CommandStats, hub: EventHub) -> CollectorR
     registry.register(EMSCollector(ems, stats, hub))
     registry.register(CallCollector(ems))
     return registry
+
+
+def _home_metrics(ems: EMS) -> Iterator[Metric]:
+    """Homes by uplink state, and their relays' queues summed over the homes (one series
+    each, however many homes: the per-home figures are in ``GET /homes``)."""
+    homes = list(ems.homes.homes.values())
+    by_uplink = GaugeMetricFamily(
+        "sef_homes", "Home gateways known to the EMS, by uplink state.", labels=["uplink"]
+    )
+    for uplink in ("up", "down", "unknown"):
+        by_uplink.add_metric([uplink], sum(1 for h in homes if h.uplink == uplink))
+    yield by_uplink
+
+    def total(name: str) -> float:
+        return float(sum(int(h.stats.get(name) or 0) for h in homes if h.stats is not None))
+
+    yield GaugeMetricFamily(
+        "sef_home_relay_queued",
+        "Messages the home gateways' relays hold for their uplinks (sum of their last stats).",
+        value=total("queued"),
+    )
+    yield GaugeMetricFamily(
+        "sef_home_relay_dropped",
+        "Messages the home gateways' relays dropped at their queue limit since they started "
+        "(sum of their last stats; alert on any increase).",
+        value=total("dropped"),
+    )
+    yield GaugeMetricFamily(
+        "sef_homes_dropping",
+        "Home gateways whose relay has dropped messages at its queue limit.",
+        value=float(sum(1 for h in homes if h.stats is not None and (h.stats.get("dropped") or 0))),
+    )
