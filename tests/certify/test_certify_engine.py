@@ -207,6 +207,21 @@ def _xml_after_properties(publish: Publish) -> Publish:
     return wrapped
 
 
+def _acked_through(publish: Publish) -> Callable[..., asyncio.Future[None]]:
+    """``publish_acked`` (agents publish their properties with it, to buffer what the
+    broker did not acknowledge) through the broken ``publish``: taken as acknowledged."""
+
+    def acked(
+        topic: str, payload: bytes, *, retain: bool = False, expiry_s: float | None = None
+    ) -> asyncio.Future[None]:
+        publish(topic, payload, qos=1, retain=retain, expiry_s=expiry_s)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    return acked
+
+
 class NoStaleRepair(VirtualBatteryAgent):
     def _check_own_status(self, message: Any) -> None:
         return None
@@ -267,7 +282,9 @@ async def test_an_agent_breaking_one_rule_fails_exactly_that_check(
 ) -> None:
     agent = kind("broken-1", mosquitto.url, step_s=1.0)
     if mutate is not None:
-        agent.bus.publish = mutate(agent.bus.publish)  # type: ignore[method-assign]
+        broken = mutate(agent.bus.publish)
+        agent.bus.publish = broken  # type: ignore[method-assign]
+        agent.bus.publish_acked = _acked_through(broken)  # type: ignore[method-assign]
     await agent.start()
     try:
         report = await run_certification(
