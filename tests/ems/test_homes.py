@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sef.bus import Topics
-from sef.ems._homes import MAX_STATS_BYTES, HomeBook, HomeRefused, parse_stats, stats_home
+from sef.bus import TopicKind, Topics
+from sef.ems._homes import MAX_STATS_BYTES, HomeBook, HomeRefused, parse_stats
 from sef.ems._registry import MAX_GATEWAYS
 
 
@@ -165,8 +165,11 @@ def test_cap_on_homes() -> None:
 
 def test_stats_topic() -> None:
     topics = Topics("site")
-    assert stats_home(topics, topics.gateway_stats("h-1")) == "h-1"
-    assert stats_home(topics, "site/gateways/h-1/status") is None
-    assert stats_home(topics, "site/gateways/a/b/stats") is None
-    assert stats_home(topics, "sef/gateways/h1/stats") is None
+    stats = topics.parse(topics.gateway_stats("h-1"))
+    assert stats is not None and (stats.kind, stats.owner) == (TopicKind.GATEWAY_STATS, "h-1")
+    status = topics.parse("site/gateways/h-1/status")
+    assert status is not None and status.kind is TopicKind.GATEWAY_STATUS
+    assert topics.parse("site/gateways/a/b/stats") is None
+    assert topics.parse("site/gateways/-bad/stats") is None
+    assert topics.parse("sef/gateways/h1/stats") is None
     assert topics.all_gateway_stats() == "site/gateways/+/stats"

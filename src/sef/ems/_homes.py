@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sef.bus import PayloadError, Topics, decode_object
+from sef.bus import InvalidName, PayloadError, check_id, decode_object
 from sef.ems._registry import MAX_GATEWAYS
 from sef.logthrottle import LogThrottle
 
@@ -40,7 +39,6 @@ __all__ = [
     "HomeBook",
     "HomeRefused",
     "parse_stats",
-    "stats_home",
 ]
 
 log = logging.getLogger("sef.ems.homes")
@@ -55,7 +53,6 @@ INT_LIMIT = 2**63
 """Integers must be below this (they may be stored in signed 64-bit columns)."""
 MAX_CONFLICTS_LOGGED = 10_000
 """Agent/home pairs remembered so that each conflict is logged once."""
-_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 
 Uplink = Literal["up", "down", "unknown"]
 
@@ -87,16 +84,6 @@ class Home:
     def uplink(self) -> Uplink:
         """``up``, ``down`` or ``unknown``."""
         return "unknown" if self.up is None else "up" if self.up else "down"
-
-
-def stats_home(topics: Topics, topic: str) -> str | None:
-    """The home of a stats topic ``{root}/gateways/{home}/stats``, or ``None`` when
-    ``topic`` is not one (or its home is not a valid id)."""
-    prefix = f"{topics.root}/gateways/"
-    if not topic.startswith(prefix) or not topic.endswith("/stats"):
-        return None
-    home = topic[len(prefix) : -len("/stats")]
-    return home if _ID_RE.fullmatch(home) else None
 
 
 def parse_stats(payload: bytes, home: str) -> dict[str, int | float | None]:
@@ -187,9 +174,7 @@ class HomeBook:
         """``home`` lists ``agents`` behind it now (ids that are not valid agent ids are
         left out). :class:`HomeRefused` for a new home beyond :attr:`max_homes`."""
         entry = self._home(home, now)
-        listed = list(
-            dict.fromkeys(a for a in agents if isinstance(a, str) and _ID_RE.fullmatch(a))
-        )
+        listed = list(dict.fromkeys(a for a in agents if _is_id(a)))
         for agent_id in entry.agents:
             if self.home_of.get(agent_id) == home:
                 del self.home_of[agent_id]
@@ -246,3 +231,12 @@ class HomeBook:
             "stats_ts": home.stats_ts,
             "stats_at": home.stats_at,
         }
+
+
+def _is_id(value: object) -> bool:
+    """Whether ``value`` is a valid bus id (:func:`sef.bus.check_id`)."""
+    try:
+        check_id("agent", value)  # type: ignore[arg-type]
+    except InvalidName:
+        return False
+    return True

@@ -13,9 +13,11 @@ from sef.bus import (
     BrokerURL,
     BusClient,
     Message,
+    ParsedTopic,
     Reply,
     Session,
     Status,
+    TopicKind,
     Topics,
     Will,
     check_id,
@@ -45,7 +47,7 @@ from sef.ems._events import (
     SessionReset,
     StaleStatus,
 )
-from sef.ems._homes import HomeBook, HomeRefused, stats_home
+from sef.ems._homes import HomeBook, HomeRefused
 from sef.ems._host_guard import HostGuard
 from sef.ems._reconcile import METHOD as RECONCILE_METHOD
 from sef.ems._reconcile import RECONCILE_PREFIX, RESTORE_WINDOW_S, Reconciler
@@ -157,6 +159,7 @@ class EMS:
         self._log_gaps = LogThrottle(log, "sequence gaps")
         self.homes = HomeBook()
         """Homes (gateways): uplink state, agents behind each, relay stats (``_homes``)."""
+        self._gateways_prefix = f"{self.topics.root}/gateways/"
         self._log_homes = LogThrottle(log, "refused home messages")
         self.session = Session()
         self.announce = announce
@@ -378,10 +381,13 @@ class EMS:
             if consumed:  # a seal: nothing for the registry
                 return pending
         now = self.clock.now()
-        home = self._home_topic(message.topic)
-        if home is not None and message.topic.endswith("/stats"):
-            self._home_stats(message.topic, message.payload, now)
-            return pending
+        home = None
+        if message.topic.startswith(self._gateways_prefix):  # (a cheap test per message)
+            parsed = self.topics.parse(message.topic)
+            if message.topic.endswith("/stats"):
+                self._home_stats(message.topic, parsed, message.payload, now)
+                return pending
+            home = parsed.owner if parsed is not None else None
         listed_before = None if home is None else self.registry.gateway_agents.get(home)
         events = self.registry.handle(message, now)
         if home is not None:
@@ -396,20 +402,14 @@ class EMS:
             self._react(event)
         return pending
 
-    def _home_topic(self, topic: str) -> str | None:
-        """The home of a gateway topic (status, agents, stats), else ``None``."""
-        if not topic.startswith(self.topics.root + "/gateways/"):
-            return None
-        parts = topic.split("/")
-        return parts[-2] if len(parts) >= 3 else None
-
-    def _home_stats(self, topic: str, payload: bytes, now: float) -> None:
+    def _home_stats(
+        self, topic: str, parsed: ParsedTopic | None, payload: bytes, now: float
+    ) -> None:
         """A home relay's statistics: into the home book; a bad one is counted and logged."""
-        home = stats_home(self.topics, topic)
-        if home is None:
+        if parsed is None or parsed.kind is not TopicKind.GATEWAY_STATS:
             self._home_refused(topic.split("/")[-2], "stats on a topic of no valid home id")
         elif payload:  # an empty payload clears the retained stats: nothing to take
-            self._home_update(home, self.homes.stats, home, payload, now)
+            self._home_update(parsed.owner, self.homes.stats, parsed.owner, payload, now)
 
     def _home_update(self, home: str, update: Callable[..., object], *args: object) -> None:
         """Apply ``update(*args)`` to the home book; a refusal is counted and logged."""

@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from sef.bus import BrokerURL
+from sef.bus import BrokerURL, Topics
 from sef.gateway._relay_home import HomeClient, session_properties
 from sef.gateway._relay_queue import ForwardQueue, Outgoing
 from sef.gateway._topics import UPLINK_IN
@@ -106,8 +106,8 @@ class UplinkRelay:
         self.root = root
         self.keepalive_s = keepalive_s
         self.stats_interval_s = stats_interval_s
-        self.status_topic = f"{root}/gateways/{home_id}/status"
-        self.stats_topic = f"{root}/gateways/{home_id}/stats"
+        self.status_topic = Topics(root).gateway_status(home_id)
+        self.stats_topic = Topics(root).gateway_stats(home_id)
         self.queue = ForwardQueue(queue_limit, WINDOW)
         """The messages waiting for the uplink, and the counters."""
         self.refused = 0

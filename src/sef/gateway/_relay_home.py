@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from sef.bus import Topics
 from sef.gateway._topics import UPLINK_OUT
 from sef.security import Security
 
@@ -107,7 +108,7 @@ class HomeClient:
             return
         options = SubscribeOptions(qos=1, retainAsPublished=True, retainHandling=1)
         topics = [f"{self.root}/{pattern}" for pattern in UPLINK_OUT]
-        topics.append(f"{self.root}/gateways/{self.home_id}/agents")
+        topics.append(Topics(self.root).gateway_agents(self.home_id))
         client.subscribe([(topic, options) for topic in topics])
 
     def _on_subscribe(
