@@ -73,10 +73,8 @@ class SessionRules:
         ``True`` otherwise."""
         if message.retain or seq is None or (ts is not None and ts > now + TS_AHEAD_S):
             return True
-        last = record.last_seq
-        if last is not None and (last - seq) % SEQ_MODULUS < _HALF:
-            record.duplicates += 1
-            self.duplicates += 1
+        if _behind(record.last_seq, seq):
+            self._duplicate(record)
             return False
         expected = record.expected_seq
         if expected is not None and seq != expected:
@@ -129,11 +127,9 @@ class SessionRules:
                 record.bdseq,
             )
             return [StaleStatus(agent_id, status.bdseq)]
-        if same_session and not message.retain and status.seq is not None:
-            last = record.last_seq
-            if last is not None and (last - status.seq) % SEQ_MODULUS < _HALF:
-                self._duplicate(record)
-                return []
+        if same_session and not message.retain and _behind(record.last_seq, status.seq):
+            self._duplicate(record)
+            return []
         if not same_session:
             record.last_seq = None
             record.birth_ts = None
@@ -155,9 +151,9 @@ class SessionRules:
         accepted: the birth (seq 0, same ``ts``) or a status behind the last seq."""
         if status.seq == 0:
             return status.ts is not None and status.ts == record.birth_ts
-        last = record.last_seq
-        return (
-            status.seq is not None
-            and last is not None
-            and (last - status.seq) % SEQ_MODULUS < _HALF
-        )
+        return _behind(record.last_seq, status.seq)
+
+
+def _behind(last: int | None, seq: int | None) -> bool:
+    """Whether ``seq`` is behind or equal to ``last`` (mod 2**32, §4.6): a duplicate."""
+    return last is not None and seq is not None and (last - seq) % SEQ_MODULUS < _HALF
