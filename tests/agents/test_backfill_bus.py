@@ -129,7 +129,15 @@ async def test_a_cut_link_loses_no_sample(mosquitto: Mosquitto) -> None:
             await wait_for(lambda: not agent.backfill.buffered(), 5.0)
             await asyncio.sleep(1.5)  # live samples again
             produced = list(agent.produced)
-            await wait_for(lambda: watcher.stamps() >= {s for s, _ in produced}, 5.0)
+            try:
+                await wait_for(lambda: watcher.stamps() >= {s for s, _ in produced}, 5.0)
+            except AssertionError:  # say which samples, produced when, for the diagnosis
+                absent = [(s, c) for s, c in produced if s not in watcher.stamps()]
+                raise AssertionError(
+                    f"samples (TimeStamp, produced while connected) never arrived: {absent}; "
+                    f"backfill dropped {agent.backfill.dropped}, flushed "
+                    f"{agent.backfill.flushed}; produced {produced}"
+                ) from None
         finally:
             await agent.stop()
         telemetry = watcher.telemetry()
@@ -185,7 +193,15 @@ async def test_a_frozen_broker_loses_no_sample(mosquitto: Mosquitto) -> None:
             await wait_for(lambda: not agent.backfill.buffered(), 5.0)
             await asyncio.sleep(1.5)
             produced = list(agent.produced)
-            await wait_for(lambda: watcher.stamps() >= {s for s, _ in produced}, 5.0)
+            try:
+                await wait_for(lambda: watcher.stamps() >= {s for s, _ in produced}, 5.0)
+            except AssertionError:  # say which samples, produced when, for the diagnosis
+                absent = [(s, c) for s, c in produced if s not in watcher.stamps()]
+                raise AssertionError(
+                    f"samples (TimeStamp, produced while connected) never arrived: {absent}; "
+                    f"backfill dropped {agent.backfill.dropped}, flushed "
+                    f"{agent.backfill.flushed}; produced {produced}"
+                ) from None
         finally:
             await agent.stop()
     missing = {s for s, _ in produced} - watcher.stamps()
