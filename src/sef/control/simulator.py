@@ -71,7 +71,9 @@ class SimResult:
         clipped_steps: battery-steps whose rate the model had to clip.
         throughput_kwh: battery AC energy charged + discharged (kWh).
         wall_s: run time (s); ``decide_s``: of which in the control app (s).
-        extra: app diagnostics (e.g. LP solve time, ideal LP RMSE).
+        extra: fleet stored energy at the start and end (``battery_kwh_start``/``_end``:
+            battery energy, ``wh_kwh_start``/``_end``: heat above inlet, kWh) and app
+            diagnostics (e.g. LP solve time, ideal LP RMSE).
     """
 
     controller: str
@@ -131,6 +133,8 @@ def simulate(
     b_power = np.zeros(n_b)
     w_power = np.zeros(n_w)
     net_prev = float(sc.base_kw[0])
+    b_kwh0 = float(bats.energy_kwh[:n_b].sum())
+    w_kwh0 = float(whs.stored_energy_kwh[:n_w].sum())
     for k in range(sc.steps):
         obs = Observation(
             step=k,
@@ -192,7 +196,12 @@ def simulate(
         rec["events"][k] = np.sum(dec.wh_command >= 0)
         if progress is not None:
             progress(k + 1, sc.steps)
-    extra: dict[str, float] = {}
+    extra: dict[str, float] = {
+        "battery_kwh_start": b_kwh0,
+        "battery_kwh_end": float(bats.energy_kwh[:n_b].sum()),
+        "wh_kwh_start": w_kwh0,
+        "wh_kwh_end": float(whs.stored_energy_kwh[:n_w].sum()),
+    }
     if hasattr(app, "solve_s"):
         extra["lp_solve_s"] = float(app.solve_s)
         extra["lp_solves"] = float(len(getattr(app, "plans", [])))
