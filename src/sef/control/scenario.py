@@ -49,10 +49,10 @@ the fleet counts have defaults; see ``scenarios/reference.toml`` and ``docs/cont
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -151,20 +151,52 @@ class Scenario:
         """Fleet mean of a water-heater parameter (unit of the parameter)."""
         return float(np.mean(np.asarray(getattr(self.wh_params, name), dtype=np.float64)))
 
+    def wh_uncontrolled_means(self) -> tuple[float, float]:
+        """Draw-weighted mean outlet temperature (°C) and mean standby loss per heater (kW)
+        of the uncontrolled fleet, from the tank model itself (not mid-deadband).
+
+        Steps up to 200 of the fleet's tanks (their parameters, normal thermostat) through
+        the scenario's draws once and caches the two scalars: a stratified tank delivers
+        water near the top of its band, so the mid-band assumption was biased low. Only
+        these two fleet means are used (no heater's timing).
+        """
+        cached = self.__dict__.get("_wh_means")
+        if cached is not None:
+            return cast(tuple[float, float], cached)
+        from sef.models.waterheater import WaterHeaterModel
+
+        m = min(self.n_heaters, 200)
+        if m == 0:
+            out = self.wh_scalar("setpoint_c") - 0.5 * self.wh_scalar("deadband_k")
+            loss = self.wh_scalar("ua_w_per_k") / 1000.0 * (out - self.wh_scalar("ambient_c"))
+            self.__dict__["_wh_means"] = (out, loss)
+            return out, loss
+        init = np.asarray(self.wh_params.initial_c, dtype=np.float64)
+        params = replace(self.wh_params, initial_c=np.broadcast_to(init, (self.n_heaters,))[:m])
+        model = WaterHeaterModel(params, n=m)
+        for k in range(self.steps):
+            model.step(self.dt_s, self.draws_lpm[k, :m])
+        drawn = float(model.drawn_l.sum())
+        out_c = (
+            self.wh_scalar("inlet_c")
+            + float(model.delivered_kwh.sum()) / (WATER_KWH_PER_L_K * drawn)
+            if drawn > 0
+            else self.wh_scalar("setpoint_c")
+        )
+        loss_kw = float(model.loss_kwh.sum()) / m / (self.steps * self.dt_s / 3600.0)
+        self.__dict__["_wh_means"] = (out_c, loss_kw)
+        return out_c, loss_kw
+
     def wh_draw_kw_per_lpm(self) -> float:
-        """Heat taken out per L/min of draw (kW per L/min), outlet at mid band."""
-        out_c = self.wh_scalar("setpoint_c") - 0.5 * self.wh_scalar("deadband_k")
+        """Heat taken out per L/min of draw (kW per L/min), at the model's mean outlet
+        temperature (:meth:`wh_uncontrolled_means`)."""
+        out_c = self.wh_uncontrolled_means()[0]
         return WATER_KWH_PER_L_K * 60.0 * (out_c - self.wh_scalar("inlet_c"))
 
     def wh_expected_kw(self) -> FloatArray:
-        """Expected uncontrolled heater fleet demand (kW): draw heat + standby loss."""
-        t_mean = self.wh_scalar("setpoint_c") - 0.5 * self.wh_scalar("deadband_k")
-        loss = (
-            self.n_heaters
-            * self.wh_scalar("ua_w_per_k")
-            / 1000.0
-            * (t_mean - self.wh_scalar("ambient_c"))
-        )
+        """Expected uncontrolled heater fleet demand (kW): draw heat + standby loss, both
+        from the tank model (:meth:`wh_uncontrolled_means`)."""
+        loss = self.n_heaters * self.wh_uncontrolled_means()[1]
         return self.draws_expected_lpm * self.wh_draw_kw_per_lpm() + loss
 
 
