@@ -6,14 +6,28 @@ Grid: ``J`` intervals of ``h`` hours. Per interval ``j`` (all kW, energies kWh):
                w_j ∈ [0, P_w]            water-heater fleet electric power
                B_{j+1}, W_{j+1}          battery energy, heat above inlet (fleet totals)
                u_js, v_js ∈ [0, δ]       positive / negative deviation segments
-               σ                          soft-bound slacks (energy), cost 1e3 /kWh
+               σ                          soft-bound slacks (energy), cost ≥ 1e3 /kWh and
+                                          10 × the steepest deviation cost
     B_{j+1} = B_j + (η_c c_j − d_j / η_d − s_b) h
     W_{j+1} = W_j + (w_j − L − q_j) h           (q_j: forecast draw heat, L: losses)
     base_j + c_j − d_j + w_j − target_j = Σ_s u_js − Σ_s v_js      (the deviation)
     w_j ≤ k (W_max − W_j)                        (room bound, W_j at the interval start)
     w_j − L − q_j = w⁺_j − w⁻_j                   (heater energy shifted, w± ≥ 0)
     B_min ≤ B ≤ B_max,  W_min ≤ W ≤ W_max,  B_k ≥ B_ref, W_k ≥ W_ref at day ends k
-    minimise  Σ_j h [ Σ_s (2s+1) δ (u_js + v_js) + ε (c_j + d_j) + ε_w (w⁺_j + w⁻_j) ]
+    minimise  Σ_j h [ Σ_s (2s+1) δ (a u_js + b v_js) + ε (c_j + d_j) + ε_w (w⁺_j + w⁻_j) ]
+
+Objectives (``objective``; ``target_kw`` is the target, the cap or the floor):
+
+* ``track``: ``a = b = 1`` — symmetric squared error;
+* ``cap``: ``a = excess_weight`` (10), ``b = 0`` — only the excess above the cap costs,
+  heavily (any kWh above the cap costs ≥ 10 δ, well above the tie-breaking costs ε, ε_w,
+  so there is none where the fleet can avoid it, and where it cannot the squared
+  excess — hence the peak — is minimal); below the cap the net load is free;
+* ``floor``: the mirror (``a = 0``, ``b = excess_weight``).
+
+End-of-horizon energy (``day_ends``): ``end_energy = "return"`` passes the starting
+energies as references (the fleet ends where it started, so no controller wins by
+emptying it); ``"free"`` passes none.
 
 The segment costs make the objective the piecewise-linear interpolation of
 ``Σ h · dev²`` at multiples of ``δ`` (exact where ``dev`` is a multiple of ``δ``, convex),
@@ -51,6 +65,8 @@ class LPInput:
             rated power; ``k`` = element power / heat room of one deadband.
         day_ends: ``(j, B_ref, W_ref)``: energies required at the end of interval ``j``.
         seg_kw: deviation segment width δ (kW); ``segments``: number of bounded segments.
+        objective: ``"track"`` | ``"cap"`` | ``"floor"`` (module docstring).
+        excess_weight: cost factor on the violating side for ``cap`` / ``floor``.
         throughput_cost: ε per kWh of battery throughput (tie breaker, wear).
         wh_shift_cost: cost per kWh of heater energy moved away from its expected
             uncontrolled demand ``L + q_j`` (each event has a comfort and rebound cost).
@@ -78,6 +94,18 @@ class LPInput:
     segments: int = 24
     throughput_cost: float = 0.01
     wh_shift_cost: float = 0.05
+    objective: str = "track"
+    excess_weight: float = 10.0
+
+    def side_weights(self) -> tuple[float, float]:
+        """Cost factors ``(a, b)`` of the positive / negative deviation (module docstring)."""
+        if self.objective == "track":
+            return 1.0, 1.0
+        if self.objective == "cap":
+            return self.excess_weight, 0.0
+        if self.objective == "floor":
+            return 0.0, self.excess_weight
+        raise ValueError(f"objective must be 'track', 'cap' or 'floor', got {self.objective!r}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +136,7 @@ class LPPlan:
 def solve_plan(p: LPInput) -> LPPlan:
     """Solve the LP (see module docstring); raises ``RuntimeError`` if HiGHS fails."""
     J, S, h = len(p.base_kw), p.segments + 1, p.h
+    p.side_weights()  # checks the objective
     # variable blocks
     names = ["c", "d", "w", "B", "W", "u", "v", "wp", "wm", "sbl", "sbh", "swl", "swh"]
     sizes = [J, J, J, J, J, J * S, J * S, J, J, J, J, J, J]
@@ -190,10 +219,12 @@ def solve_plan(p: LPInput) -> LPPlan:
     cost[off["c"] : off["c"] + J] = p.throughput_cost * h
     cost[off["d"] : off["d"] + J] = p.throughput_cost * h
     slopes = (2 * np.arange(S) + 1) * p.seg_kw
-    cost[off["u"] : off["u"] + J * S] = np.tile(slopes, J) * h
-    cost[off["v"] : off["v"] + J * S] = np.tile(slopes, J) * h
+    w_pos, w_neg = p.side_weights()
+    cost[off["u"] : off["u"] + J * S] = np.tile(slopes, J) * h * w_pos
+    cost[off["v"] : off["v"] + J * S] = np.tile(slopes, J) * h * w_neg
     cost[off["wp"] : off["wp"] + 2 * J] = p.wh_shift_cost * h
-    cost[off["sbl"] :] = _SLACK_COST
+    # the energy bounds must stay dearer than any deviation they could buy
+    cost[off["sbl"] :] = max(_SLACK_COST, 10.0 * float(slopes[-1]) * max(w_pos, w_neg))
     lo = np.zeros(nvar)
     hi = np.full(nvar, np.inf)
     hi[off["c"] : off["c"] + J] = p.b_p_max

@@ -72,7 +72,19 @@ class MPCController:
         """Forecast length the app needs at ``step`` (simulation steps)."""
         return self.horizon_intervals(step) * self.m
 
+    @property
+    def objective(self) -> str:
+        """The scenario's objective: ``track`` | ``cap`` | ``floor``."""
+        return str(getattr(self.sc, "objective", "track"))
+
+    @property
+    def end_energy(self) -> str:
+        """The scenario's end-of-horizon energy rule: ``return`` | ``free``."""
+        return str(getattr(self.sc, "end_energy", "return"))
+
     def _day_ends(self, step: int, n_int: int) -> list[tuple[int, float, float]]:
+        if self.end_energy == "free":
+            return []
         ends = []
         w_ref = self.w_ref if self.w_ref is not None else 0.0
         for j in range(n_int):
@@ -111,6 +123,7 @@ class MPCController:
             day_ends=self._day_ends(obs.step, n_int),
             seg_kw=seg,
             segments=60,
+            objective=self.objective,
         )
         return solve_plan(inp)
 

@@ -27,6 +27,8 @@ class OptimalController(MPCController):
         return max(1, -(-(self.sc.steps - step) // self.m))
 
     def _day_ends(self, step: int, n_int: int) -> list[tuple[int, float, float]]:
+        if self.end_energy == "free":
+            return []
         w_ref = self.w_ref if self.w_ref is not None else 0.0
         return [(n_int - 1, self.b_ref, w_ref)]
 

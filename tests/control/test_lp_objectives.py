@@ -1,0 +1,95 @@
+"""The aggregate LP's objectives (track / cap / floor) and end-of-horizon energy rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sef.control.controllers._lp import LPInput, LPPlan, solve_plan
+
+
+def battery_only(base: list[float], limit: float, e0: float, **kw: Any) -> LPPlan:
+    """One-hour grid, a lossless 30 kW / 100 kWh battery fleet, no heaters."""
+    n = len(base)
+    args: dict[str, Any] = {
+        "h": 1.0,
+        "base_kw": np.array(base, dtype=float),
+        "target_kw": np.full(n, limit),
+        "draw_kw": np.zeros(n),
+        "b_p_max": 30.0,
+        "b_e0": e0,
+        "b_e_min": 0.0,
+        "b_e_max": 100.0,
+        "b_eta_c": 1.0,
+        "b_eta_d": 1.0,
+        "b_standby_kw": 0.0,
+        "w_p_max": 0.0,
+        "w_e0": 0.0,
+        "w_e_min": 0.0,
+        "w_e_max": 0.0,
+        "w_loss_kw": 0.0,
+        "seg_kw": 0.5,
+        "segments": 80,
+    }
+    args.update(kw)
+    return solve_plan(LPInput(**args))
+
+
+def net(plan: LPPlan, base: list[float]) -> np.ndarray:
+    return np.array(base) + plan.battery_kw + plan.wh_kw
+
+
+BASE = [60.0, 120.0, 125.0, 60.0, 60.0]
+
+
+def test_cap_leaves_nothing_above_the_cap_when_the_fleet_can() -> None:
+    # 45 kWh above a 100 kW cap, the fleet holds 50 kWh: none above the cap, and the
+    # energy is returned below the cap (day end) — a track objective would also fill
+    # the valleys up to 100 kW, a cap leaves them alone
+    plan = battery_only(BASE, 100.0, 50.0, objective="cap", day_ends=[(4, 50.0, 0.0)])
+    n = net(plan, BASE)
+    assert n.max() <= 100.0 + 1e-6
+    assert plan.battery_kwh[-1] >= 50.0 - 1e-6
+    track = battery_only(BASE, 100.0, 50.0, objective="track", day_ends=[(4, 50.0, 0.0)])
+    valleys = [0, 3, 4]
+    np.testing.assert_allclose(net(track, BASE)[valleys], 90.0, atol=0.3)  # 30 kW up
+    assert n[valleys].mean() <= 75.0 + 1e-6  # the cap only puts back the 45 kWh
+
+
+def test_cap_excess_is_minimal_and_spread_when_infeasible() -> None:
+    # 45 kWh above the cap, only 25 kWh stored: 20 kWh must go above it; the least
+    # squared excess (lowest peak) is 10 kW in each of the two peak hours
+    plan = battery_only(BASE, 100.0, 25.0, objective="cap", b_e_max=25.0)
+    n = net(plan, BASE)
+    np.testing.assert_allclose(n[1:3], 110.0, atol=0.3)
+    assert np.all(n[[0, 3, 4]] <= 100.0 + 1e-6)
+
+
+def test_floor_is_the_mirror_of_cap() -> None:
+    base = [140.0, 80.0, 75.0, 140.0, 140.0]  # 45 kWh below a 100 kW floor
+    plan = battery_only(base, 100.0, 50.0, objective="floor", day_ends=[(4, 50.0, 0.0)])
+    n = net(plan, base)
+    assert n.min() >= 100.0 - 1e-6
+    assert plan.battery_kwh[-1] >= 50.0 - 1e-6
+    # infeasible: room for 25 kWh only -> 10 kW below the floor in each valley hour
+    plan = battery_only(base, 100.0, 75.0, objective="floor", b_e_min=75.0)
+    np.testing.assert_allclose(net(plan, base)[1:3], 90.0, atol=0.3)
+
+
+def test_end_energy_return_versus_free() -> None:
+    # tracking a 100 kW target over a 120 kW base: with "return" the battery cannot
+    # spend its energy (ends where it started), with "free" it empties to track
+    base = [120.0] * 4
+    ret = battery_only(base, 100.0, 40.0, objective="track", day_ends=[(3, 40.0, 0.0)])
+    free = battery_only(base, 100.0, 40.0, objective="track")
+    assert ret.battery_kwh[-1] >= 40.0 - 1e-6
+    np.testing.assert_allclose(ret.deviation_kw, 20.0, atol=0.3)
+    assert free.battery_kwh[-1] < 1.0
+    np.testing.assert_allclose(free.deviation_kw, 10.0, atol=0.3)
+
+
+def test_unknown_objective_is_rejected() -> None:
+    with pytest.raises(ValueError, match="objective"):
+        battery_only(BASE, 100.0, 50.0, objective="peak")
