@@ -19,12 +19,14 @@ the fleet counts have defaults; see ``scenarios/reference.toml`` and ``docs/cont
     scale_error_std = 0.03     # day-level scale error (fraction)
 
     [target]
-    kind = "smooth"            # "smooth" | "flat" | "cap" | "csv"
+    objective = "track"        # "track" | "cap" | "floor": what the series below means
+    kind = "smooth"            # how the series is made: "smooth" | "flat" | "cap" | "csv"
     window_h = 6.0             # smooth: centred moving average (circular) of the expected
                                # net load (standard profile + expected heater demand)
-    # flat: value_kw = kW, or "mean" = daily mean of the expected net load
-    # cap: cap_kw = 95.0  (target = min(expected net load, cap_kw))
-    # csv: csv = "target.csv" (time_s,kw)
+    # flat: value_kw = kW, or "mean" = daily mean of the expected net load,
+    #       or peak_fraction = 0.85 (that fraction of the expected net load's peak)
+    # cap: cap_kw = 95.0  (series = min(expected net load, cap_kw))
+    # csv: csv = "target.csv" (time_s,kw interval means, resampled to dt_s)
 
     [batteries]
     count = 20
@@ -44,6 +46,19 @@ the fleet counts have defaults; see ``scenarios/reference.toml`` and ``docs/cont
     [control]
     interval_min = 15          # LP grid and re-planning interval, min
     horizon_h = 24             # MPC horizon, h
+    end_energy = "return"      # "return" | "free": end-of-horizon stored-energy rule
+
+Objectives (``Scenario.objective``; ``Scenario.target_kw`` is always the per-step series):
+
+* ``track``: ``target_kw`` is a target; deviations both ways count (score: RMSE, kW);
+* ``cap``: ``target_kw`` is a one-sided limit: nothing above it if feasible, minimal
+  excess otherwise; any load below it is free (score: energy above the cap, kWh);
+* ``floor``: the mirror image, a lower limit (score: energy below the floor, kWh).
+
+End-energy rule (``Scenario.end_energy``): ``return`` (default) — batteries and tanks end
+the horizon with their starting stored energy, and the report charges a controller for
+any energy it took from storage (``sef.control.report``); ``free`` — the end energy is
+the controller's choice and is not charged (still reported).
 """
 
 from __future__ import annotations
@@ -62,7 +77,19 @@ from sef.models.battery import BatteryParams
 from sef.models.waterheater import WaterHeaterParams
 from sef.models.waterheater_dr import DRSettings
 
-__all__ = ["ControlSettings", "Scenario", "load_scenario", "scenario_from_dict"]
+__all__ = [
+    "END_ENERGY_RULES",
+    "OBJECTIVES",
+    "ControlSettings",
+    "Scenario",
+    "load_scenario",
+    "scenario_from_dict",
+]
+
+#: Objectives a scenario may ask for (see the module docstring).
+OBJECTIVES = ("track", "cap", "floor")
+#: End-of-horizon stored-energy rules.
+END_ENERGY_RULES = ("return", "free")
 
 FloatArray = npt.NDArray[np.float64]
 WATER_KWH_PER_L_K = 4183.0 / 3.6e6
@@ -108,6 +135,11 @@ class Scenario:
         comfort_min_c: comfort limit for the top node and the outlet (°C).
         control: controller settings.
         source: the parsed TOML (for the report).
+        objective: ``"track"`` (``target_kw`` is a target), ``"cap"`` (an upper limit:
+            nothing above it if feasible, minimal excess otherwise) or ``"floor"`` (a
+            lower limit).
+        end_energy: ``"return"`` (batteries and tanks end with their starting stored
+            energy) or ``"free"``.
     """
 
     name: str
@@ -126,6 +158,19 @@ class Scenario:
     comfort_min_c: float
     control: ControlSettings = field(default_factory=ControlSettings)
     source: dict[str, Any] = field(default_factory=dict)
+    objective: str = "track"
+    end_energy: str = "return"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"[target] objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
+            )
+        if self.end_energy not in END_ENERGY_RULES:
+            raise ValueError(
+                f"[control] end_energy must be one of {', '.join(END_ENERGY_RULES)}, "
+                f"got {self.end_energy!r}"
+            )
 
     @property
     def n_batteries(self) -> int:
@@ -285,9 +330,10 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
     draws_exp = profiles.expected_draw_flow(
         n_w, dt_s, steps, shift_std_s=shift_s, scale_range=vscale, csv_paths=csvs
     )
-    control = ControlSettings(
-        **_dataclass_kwargs(ControlSettings, raw.get("control", {}), "control")
-    )
+    craw = dict(raw.get("control", {}))
+    end_energy = str(craw.pop("end_energy", "return"))
+    control = ControlSettings(**_dataclass_kwargs(ControlSettings, craw, "control"))
+    traw = raw.get("target", {})
     sc = Scenario(
         name=str(raw.get("name", "scenario")),
         dt_s=dt_s,
@@ -305,8 +351,10 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
         comfort_min_c=float(wraw.get("comfort_min_c", 43.33)),
         control=control,
         source=raw,
+        objective=str(traw.get("objective", "track")),
+        end_energy=end_energy,
     )
-    sc.target_kw = _target(raw.get("target", {}), base, sc)
+    sc.target_kw = _target(traw, base, sc)
     return sc
 
 
@@ -314,8 +362,13 @@ def _target(raw: dict[str, Any], base_dir: Path, sc: Scenario) -> FloatArray:
     kind = raw.get("kind", "flat")
     expected = sc.base_expected_kw + sc.wh_expected_kw()
     if kind == "flat":
-        value = raw.get("value_kw", "mean")
-        level = float(np.mean(expected)) if value == "mean" else float(value)
+        if "peak_fraction" in raw:
+            if "value_kw" in raw:
+                raise ValueError("[target] flat: give value_kw or peak_fraction, not both")
+            level = float(raw["peak_fraction"]) * float(np.max(expected))
+        else:
+            value = raw.get("value_kw", "mean")
+            level = float(np.mean(expected)) if value == "mean" else float(value)
         return np.full(sc.steps, level, dtype=np.float64)
     if kind == "smooth":
         width = max(1, round(float(raw.get("window_h", 6.0)) * 3600.0 / sc.dt_s))
@@ -324,11 +377,15 @@ def _target(raw: dict[str, Any], base_dir: Path, sc: Scenario) -> FloatArray:
         smooth = np.convolve(wrapped, kernel, mode="valid")
         return np.asarray(smooth[: sc.steps], dtype=np.float64)
     if kind == "cap":
+        if "cap_kw" not in raw:
+            raise ValueError("[target] kind 'cap' needs cap_kw = kW")
         return np.asarray(np.minimum(expected, float(raw["cap_kw"])), dtype=np.float64)
     if kind == "csv":
+        if "csv" not in raw:
+            raise ValueError("[target] kind 'csv' needs csv = \"FILE\" (time_s,kw)")
         t, v = profiles.load_series_csv(base_dir / raw["csv"])
         return profiles.resample_mean(t, v, sc.dt_s, sc.steps)
-    raise ValueError(f"[target] kind must be 'flat', 'cap' or 'csv', got {kind!r}")
+    raise ValueError(f"[target] kind must be 'smooth', 'flat', 'cap' or 'csv', got {kind!r}")
 
 
 def load_scenario(path_or_name: str | Path) -> Scenario:
