@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-__all__ = ["run_simulation", "simulate"]
+__all__ = ["run_simulation", "simulate", "summary_table"]
 
 console = Console()
 
@@ -60,7 +60,7 @@ def simulate(
     scenario: str = typer.Argument(..., help="Scenario TOML file, or 'reference'."),
     out: Path = typer.Option(..., "--out", "-o", help="Report directory (created)."),
     controller: str = typer.Option(
-        "all", "--controller", "-c", help="mpc, baseline, optimal or all."
+        "all", "--controller", "-c", help="mpc, baseline, greedy, optimal or all."
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
@@ -75,24 +75,55 @@ def simulate(
     except (FileNotFoundError, ValueError, KeyError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    table = Table(title=f"{summary['scenario']} → {out}")
-    cols = {
-        "rmse_kw": "RMSE kW",
-        "max_dev_kw": "max dev kW",
-        "peak_kw": "peak kW",
-        "energy_kwh": "kWh",
-        "comfort_violations": "comfort viol.",
-        "soc_violations": "SOC viol.",
-        "throughput_kwh": "thru kWh",
-        "ratio_to_optimal": "÷ optimal",
-        "run_s": "run s",
-    }
+    console.print(f"report: {', '.join(str(f) for f in summary.get('files', []))}")
+    wide = Console(width=max(console.width, 150))  # print(width=) does not widen a Table
+    wide.print(summary_table(summary, str(out)))
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    if value is None or value != value:  # missing or NaN
+        return "-"
+    return format(value, spec)
+
+
+def summary_table(summary: dict[str, Any], where: str = "") -> Table:
+    """Rich table of a report summary: the objective's energy-corrected score and its ratio
+    to the optimum, RMSE (raw and corrected), peak (and its excursion over a cap or under
+    a floor), battery SOC start → end, heater heat change, energy debt, violations."""
+    objective = str(summary.get("objective", "track"))
+    unit = "kW" if objective == "track" else "kWh"
+    title = f"{summary['scenario']} · objective {objective}, end energy "
+    title += f"{summary.get('end_energy', 'return')}" + (f" → {where}" if where else "")
+    table = Table(title=title)
+    heads = [f"score {unit}", "÷ optimal", "RMSE kW", "RMSE corr. kW", "peak kW"]
+    if objective == "cap":
+        heads.append("over cap %")
+    elif objective == "floor":
+        heads.append("under floor %")
+    heads += ["SOC start→end", "heat Δ kWh", "debt kWh", "comfort viol.", "SOC viol."]
+    heads += ["thru kWh", "events", "run s"]
     table.add_column("controller")
-    for head in cols.values():
+    for head in heads:
         table.add_column(head, justify="right")
     per = summary["controllers"]
     assert isinstance(per, dict)
     for name, m in per.items():
-        table.add_row(name, *(f"{m[c]:.2f}" if c in m else "-" for c in cols))
-    console.print(f"report: {', '.join(str(f) for f in summary.get('files', []))}")
-    console.print(table, width=max(console.width, 120))
+        row = [_fmt(m.get("score")), _fmt(m.get("ratio_to_optimal"), ".3f")]
+        row += [
+            _fmt(m.get("rmse_kw")),
+            _fmt(m.get("rmse_corrected_kw")),
+            _fmt(m.get("peak_kw"), ".1f"),
+        ]
+        if objective == "cap":
+            row.append(_fmt(m.get("over_cap_max_pct"), "+.2f"))
+        elif objective == "floor":
+            row.append(_fmt(m.get("under_floor_max_pct"), "+.2f"))
+        soc0, soc1 = m.get("soc_start_mean"), m.get("soc_end_mean")
+        row.append(f"{_fmt(soc0)}→{_fmt(soc1)}")
+        heat = m.get("wh_kwh_end", float("nan")) - m.get("wh_kwh_start", float("nan"))
+        row += [_fmt(heat, "+.1f"), _fmt(m.get("energy_debt_kwh"), "+.1f")]
+        row += [_fmt(m.get("comfort_violations"), ".0f"), _fmt(m.get("soc_violations"), ".0f")]
+        row += [_fmt(m.get("throughput_kwh"), ".0f"), _fmt(m.get("wh_events"), ".0f")]
+        row.append(_fmt(m.get("run_s"), ".1f"))
+        table.add_row(name, *row)
+    return table

@@ -1,4 +1,5 @@
-"""Control apps: the MPC, the proportional baseline and the perfect-foresight optimum."""
+"""Control apps: the MPC, the proportional baseline, the greedy battery-only dispatch and the
+perfect-foresight optimum."""
 
 from __future__ import annotations
 
@@ -27,18 +28,20 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`make_controller` (and ``sef simulate --controller``).
-CONTROLLERS = ("mpc", "baseline", "optimal")
+CONTROLLERS = ("mpc", "baseline", "greedy", "optimal")
 
 
 def make_controller(name: str) -> ControlApp:
     """A new control app by name."""
     from sef.control.controllers.baseline import BaselineController
+    from sef.control.controllers.greedy import GreedyController
     from sef.control.controllers.mpc import MPCController
     from sef.control.controllers.optimal import OptimalController
 
     apps: dict[str, type[ControlApp]] = {
         "mpc": MPCController,
         "baseline": BaselineController,
+        "greedy": GreedyController,
         "optimal": OptimalController,
     }
     if name not in apps:
