@@ -10,7 +10,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from sef import __version__
-from sef.cli import api_token_command, bus_commands, enroll_command, operator
+from sef.cli import api_token_command, bus_commands, enroll_command, meter_commands, operator
 from sef.cli.certify_command import certify
 from sef.cli.demo import demo
 from sef.cli.ems_command import ems
@@ -69,6 +69,7 @@ api_token_command.register(app)
 enroll_command.register(app)
 app.command("demo")(demo)
 app.command("simulate")(simulate)
+app.command("meter")(meter_commands.meter)
 app.command("gateway")(gateway)
 app.command("certify")(certify)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")

@@ -1,20 +1,30 @@
-"""``sef emulate``: run device emulators (``battery``, ``waterheater``).
+"""``sef emulate``: run device emulators (``battery``, ``waterheater``, ``meter``).
 
 Every command is a thin wrapper around a plain async function that tests start
 in-process (``sef.emulators.battery.run_battery_emulator`` for ``battery``,
-``sef.emulators.waterheater.run_sgd_emulator`` for ``waterheater``).
+``sef.emulators.waterheater.run_sgd_emulator`` for ``waterheater``,
+``sef.emulators.meter.run_meter_emulator`` for ``meter``). ``--ct HOST:PORT`` makes a
+battery or water heater report its power to a meter emulator (``docs/meter.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import typer
 
 from sef.cli._signals import run_service, run_until_stopped
+from sef.cli.meter_commands import (
+    CT_NAME_OPTION,
+    CT_OPTION,
+    check_ct,
+    emulate_meter,
+    start_ct_reporter,
+)
 from sef.clock import Clock, ClockSpecError, default_clock, parse_clock
 
-app = typer.Typer(help="Run device emulators (battery, waterheater).", no_args_is_help=True)
+app = typer.Typer(help="Run device emulators (battery, waterheater, meter).", no_args_is_help=True)
 
 
 @app.callback()
@@ -41,15 +51,20 @@ def battery(
         help="Clock spec: real, scaled:SPEED or scaled:SPEED:START@ANCHOR (default: SEF_CLOCK).",
     ),
     soc: float = typer.Option(0.5, "--soc", min=0.0, max=1.0, help="Initial SOC (fraction)."),
+    ct: str | None = CT_OPTION,
+    ct_name: str | None = CT_NAME_OPTION,
 ) -> None:
     """Emulate an 8 kW / 60 kWh battery behind a SunSpec Modbus TCP map (1, 802, 124, 713)."""
     from sef.emulators.battery import BatteryEmulator, run_battery_emulator
 
     the_clock = _clock(clock)
+    check_ct(ct)
 
     def announce(emulator: BatteryEmulator) -> None:
         bound_host, bound_port = emulator.address or (host, port)
         typer.echo(f"battery emulator listening on {bound_host}:{bound_port} unit {unit}")
+        ac_w = emulator.model.ac_power_kw  # + = charging = drawn from the grid
+        start_ct_reporter(ct, ct_name or f"battery-{bound_port}", lambda: float(ac_w[0]) * 1e3)
 
     run_service(
         run_until_stopped(
@@ -83,6 +98,8 @@ def waterheater(
     no_draws: bool = typer.Option(
         False, "--no-draws", help="No hot-water draws (default: DOE medium pattern)."
     ),
+    ct: str | None = CT_OPTION,
+    ct_name: str | None = CT_NAME_OPTION,
 ) -> None:
     """Emulate a CTA-2045 electric water heater (SGD). SIGUSR1 toggles the customer override.
 
@@ -98,6 +115,7 @@ def waterheater(
     if sum((pty, serial is not None, tcp is not None)) != 1:
         raise typer.BadParameter("give exactly one of --pty, --serial PATH, --tcp PORT")
     the_clock = _clock(clock)
+    check_ct(ct)
 
     async def main() -> None:
         sgd = SGDEmulator(
@@ -105,6 +123,7 @@ def waterheater(
             params=WaterHeaterParams(nodes=nodes, initial_c=start_temp),
             draws=np.zeros(0) if no_draws else None,
         )
+        start_ct_reporter(ct, ct_name or f"waterheater-{os.getpid()}", lambda: sgd.power_w)
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, sgd.press_override)
         await run_until_stopped(
             run_sgd_emulator(
@@ -118,3 +137,6 @@ def waterheater(
         )
 
     run_service(main(), name="SGD emulator")
+
+
+app.command("meter")(emulate_meter)
