@@ -26,9 +26,19 @@ as a real EMS's commands are far apart: caches are cold when a command arrives, 
 makes the signature work cost more than the back-to-back figures of part 1 (the
 verification of a call about 3x, ~0.3 ms, on the 2-CPU machine this was written on).
 The rigs use brokers of their own (the caller's), so that the BISes' retained messages
-do not reach the other parts of the bench. Each call is ``EnergyMethod([[cmd, 4, 0]])``
-alternating charge and discharge, so every call moves ``InWRte``; the next call starts
-when the emulator has stored the command's last write (``StorCtl_Mod``) and the reply is in.
+do not reach the other parts of the bench.
+
+With ``cpus=(agent, device)`` (what ``bench/security.py`` passes when it pins) every BIS
+runs on the ``agent`` CPU (the EMS's) and every emulator on the ``device`` CPU (the
+brokers'): a battery is a machine of its own, never the agent's CPU. Unpinned, Linux
+wakes the emulator on the CPU of the BIS that wrote the request to it, where it waits
+until the BIS has verified the call's envelope, which the BIS does while the request is
+on the wire (:meth:`sef.agents.DeviceAdapter.prepare`): the bench would then charge a
+co-location that no deployment has to the envelopes (``--no-pin`` shows it).
+
+Each call is ``EnergyMethod([[cmd, 4, 0]])`` alternating charge and discharge, so every
+call moves ``InWRte``; the next call starts when the emulator has stored the command's
+last write (``StorCtl_Mod``) and the reply is in.
 """
 
 from __future__ import annotations
@@ -150,16 +160,23 @@ def _spawn(target: Callable[..., None], *args: Any) -> mp.process.BaseProcess:
 
 
 async def start_rig(
-    mode: str, url: str, files: Callable[[str], Files] | None, poll_s: float
+    mode: str,
+    url: str,
+    files: Callable[[str], Files] | None,
+    poll_s: float,
+    cpus: tuple[int, int] | None = None,
 ) -> Rig:
-    """Emulator, BIS and EMS of ``mode``; returns once the EMS has a battery reading."""
+    """Emulator, BIS and EMS of ``mode``; returns once the EMS has a battery reading.
+    ``cpus``: the BIS's and the emulator's CPU (None: both unpinned)."""
     ctx = mp.get_context("spawn")
     rx, tx = ctx.Pipe(duplex=False)
     procs = [_spawn(emulator_entry, tx)]
     try:
         if not rx.poll(15.0):
             raise RuntimeError(f"{mode}: the emulator process did not start")
-        _, port, _ = rx.recv()
+        _, port, _ = rx.recv()  # the emulator has unpinned itself: pinning now holds
+        if cpus is not None:
+            os.sched_setaffinity(procs[0].pid or 0, {cpus[1]})
         tls = mode != "plaintext"
         assert not tls or files is not None
         bis_files = files(BIS_IDS[mode]) if tls and files is not None else None
@@ -184,7 +201,9 @@ async def start_rig(
         emu.attach()
         await ems.start()
         rig = Rig(mode, ems, emu, procs)
-        await _wait_ready(rig, seen)
+        await _wait_ready(rig, seen)  # the BIS is up (and unpinned itself): pin it now
+        if cpus is not None:
+            os.sched_setaffinity(procs[1].pid or 0, {cpus[0]})
         return rig
     except BaseException:
         for proc in procs:
@@ -262,13 +281,19 @@ async def measure(
     poll_s: float,
     progress: Progress,
     console: Console,
+    cpus: tuple[int, int] | None = None,
 ) -> dict[str, list[list[Sample]]]:
     """The three rigs, warmed up, then ``rounds`` rounds of calls interleaved mode by mode;
-    samples per mode and round."""
+    samples per mode and round. ``cpus``: as for :func:`start_rig`."""
     rigs: list[Rig] = []
     try:
         for mode in MODES:
-            rigs.append(await start_rig(mode, urls[mode], files, poll_s))
+            rigs.append(await start_rig(mode, urls[mode], files, poll_s, cpus))
+        if cpus is not None:
+            console.print(
+                f"device path: every BIS on CPU {cpus[0]} (with the EMS), every emulator "
+                f"on CPU {cpus[1]} (with the brokers)"
+            )
         console.print(
             f"device path: 3 rigs (emulator + BIS process each, BIS poll {poll_s:g} s); "
             f"{warmup} warm-up calls each, then {rounds} rounds of "

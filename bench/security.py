@@ -858,7 +858,7 @@ async def run_latency(
 
 
 async def run_device(
-    args: argparse.Namespace, pki: Pki, plain_url: str, tls_url: str
+    args: argparse.Namespace, pki: Pki, plain_url: str, tls_url: str, pinned: bool
 ) -> dict[str, list[list[device.Sample]]]:
     with progress_bar(console) as progress:
         return await device.measure(
@@ -870,6 +870,7 @@ async def run_device(
             poll_s=args.bis_poll,
             progress=progress,
             console=console,
+            cpus=(0, 1) if pinned else None,
         )
 
 
@@ -968,7 +969,7 @@ def main() -> None:
                         pin(dev_plain.process.pid, 1)
                         pin(dev_tls.pid, 1)
                     dev_url = f"mqtts://127.0.0.1:{dev_port}"
-                    dev = asyncio.run(run_device(args, pki, dev_plain.url, dev_url))
+                    dev = asyncio.run(run_device(args, pki, dev_plain.url, dev_url, pinned))
                 overhead = device.report(dev, console)
                 console.print(f"load average after the device-path part: {load()}")
             medians: dict[str, float] | None = None

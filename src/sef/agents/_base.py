@@ -174,7 +174,14 @@ class Agent:
             self._handlers,
             max_seen_calls=self.max_seen_calls,
             security=security,
+            on_arrival=self._call_arriving,
         )
+
+    def _call_arriving(self, interface: str, method: str) -> bool:
+        """A call of ``interface.method`` arrived, not yet checked: start the reads it
+        will need, if any (:meth:`sef.agents.DeviceAdapter.prepare`); returns whether
+        any started. The base agent starts none."""
+        return False
 
     @property
     def calls_rejected(self) -> int:

@@ -76,6 +76,10 @@ class CallServer:
             are signed (``None``: protocol version 1, unsigned). Its identity must be
             ``agent_id``.
         replay: the nonces of envelopes taken (default: a new :class:`ReplayCache`).
+        on_arrival: called with ``(interface, method)`` when a call message arrives,
+            before anything is checked; when it returns true (it started device reads
+            that the call will need) the checks run on the next turn of the event loop,
+            so that the reads' requests are on the wire while the envelope is verified.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class CallServer:
         queue_size: int = 1000,
         security: Security | None = None,
         replay: ReplayCache | None = None,
+        on_arrival: Callable[[str, str], bool] | None = None,
     ) -> None:
         if security is not None and security.identity.id != agent_id:
             raise SecurityError(
@@ -112,6 +117,8 @@ class CallServer:
         self._rejections = LogThrottle(log, "rejected calls")
         self._seen_calls: OrderedDict[tuple[str | None, str], float] = OrderedDict()
         self._queue: asyncio.Queue[tuple[str, str, Call]] = asyncio.Queue(maxsize=queue_size)
+        self._on_arrival = on_arrival
+        self._deferred = 0  # checks waiting for the next turn of the loop (see receive)
 
     def reject(self, reason: str, topic: str) -> None:
         """Count and log a refused call (aggregated beyond a few per 10 s)."""
@@ -123,6 +130,25 @@ class CallServer:
 
     def receive(self, interface: str, member: str, message: Message) -> None:
         """Check a call message and queue it for execution (or refuse it)."""
+        if self._on_arrival is not None:
+            try:
+                started = self._on_arrival(interface, member)
+            except Exception:
+                log.exception("agent %s: arrival hook of %s.%s", self.agent_id, interface, member)
+                started = False
+            if started or self._deferred:  # behind a deferred check: keep the arrival order
+                self._deferred += 1
+                asyncio.get_running_loop().call_soon(
+                    self._check_deferred, interface, member, message
+                )
+                return
+        self._check(interface, member, message)
+
+    def _check_deferred(self, interface: str, member: str, message: Message) -> None:
+        self._deferred -= 1
+        self._check(interface, member, message)
+
+    def _check(self, interface: str, member: str, message: Message) -> None:
         if self.security is not None:
             verified = self._verified(interface, member, message, self.security)
             if verified is None:

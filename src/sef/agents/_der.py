@@ -14,6 +14,8 @@
 * **fail-safe**: after each healthy poll the adapter re-arms the device's own revert
   timer (``rearm``); when no EMS host is online for ``host_loss_grace_s`` the
   :class:`~sef.agents._host_loss.HostLossPolicy` ends open-ended events;
+* **nameplate**: after a successful connect and each healthy poll, the adapter's
+  ``nameplate()`` is published as the ``Nameplate`` property when it changed;
 * **readback**: after each poll, a mismatch reported by ``readback()`` (another client
   changed the device's controls) is logged, shown in telemetry (``Control_Mismatch``)
   and the running event is re-asserted.
@@ -125,6 +127,12 @@ class DERAgent(Agent, Generic[DeviceT]):
         if not self._backing_off:
             self._wake.set()  # reconnect now; a failed attempt then backs off
 
+    def _call_arriving(self, interface: str, method: str) -> bool:
+        """Let the adapter read what a command will need while the call is checked."""
+        if interface != DEMO_INTERFACE or method != "EnergyMethod" or not self._connected:
+            return False
+        return self.device.prepare()
+
     # -- the interface ------------------------------------------------------------------
     @method(DEMO_INTERFACE, "EnergyMethod")
     async def energy_method(self, cmds: list[tuple[str, int, int]]) -> Outcome:
@@ -201,12 +209,14 @@ class DERAgent(Agent, Generic[DeviceT]):
                     await self._close_device()
                     await self.device.connect()
                     self._connected, self._dirty = True, True
+                    self._publish_nameplate()
                 if self._dirty:
                     await self._apply_running()
                 generation = self._generation
                 await self.device.read()
                 await self._check_readback(generation)
                 await self.device.rearm(self.sequencer.current, self._left_s())
+                self._publish_nameplate()
                 self._healthy()
                 delay_s, backoff_s = self._poll_real_s(), first_s
             except Exception as exc:
@@ -281,6 +291,17 @@ class DERAgent(Agent, Generic[DeviceT]):
 
     def _publish(self) -> None:
         self.set_property(DEMO_INTERFACE, "Telemetry", self.telemetry())
+
+    def _publish_nameplate(self) -> None:
+        """Publish the adapter's ``Nameplate`` when known and changed (retained)."""
+        nameplate = self.device.nameplate()
+        if nameplate is not None and self.set_property(DEMO_INTERFACE, "Nameplate", nameplate):
+            log.info("%s: nameplate %s", self.agent_id, _render(nameplate))
+
+
+def _render(values: dict[str, Variant]) -> str:
+    """``key=value`` pairs of an ``a{sv}`` for a log line."""
+    return ", ".join(f"{key}={item.value}" for key, item in values.items())
 
 
 def _raise_if_cancelling(cause: Exception | None = None) -> None:

@@ -21,6 +21,13 @@ by itself when the event would have ended (plus a margin). Each poll reads the c
 back; if another Modbus client changed them, the BIS re-asserts the running event and
 reports ``Control_Mismatch``.
 
+Nameplate (read at each connection): ``Charge_Rate_kW`` = 124 ``WChaMax`` (else 802
+``WChaRteMax``), ``Discharge_Rate_kW`` = 802 ``WDisChaRteMax``, ``Capacity_kWh`` = 802
+``WHRtg``, ``SOC_Min_pct`` / ``SOC_Max_pct`` = 802 ``SoCMin`` / ``SoCMax`` narrowed by the
+reserve settings (802 ``SoCRsvMin`` / ``SocRsvMax``, 124 ``MinRsvPct``); the efficiencies
+are configuration (no SunSpec battery model carries them), by default
+:data:`~sef.agents._nameplate.DEFAULT_EFFICIENCY_PCT`.
+
 Faults (:class:`~sef.agents.DERAgent`): a Modbus timeout or refused connection marks
 telemetry ``Comm_Fault`` at the next poll; the BIS reconnects with backoff (``poll_s``
 doubling to ``4·poll_s``), rescans the chain and re-applies the running event.
@@ -38,10 +45,11 @@ from sef.agents._declare import AboutInfo
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceStatus
 from sef.agents._host_loss import DEFAULT_GRACE_S
+from sef.agents._nameplate import DEFAULT_EFFICIENCY_PCT, battery_nameplate
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import EnergyEvent, Variant
-from sef.protocols.sunspec import SunSpecClient, SunSpecError
+from sef.protocols.sunspec import PointValue, SunSpecClient, SunSpecError
 from sef.security import Security
 
 __all__ = ["BISAgent", "SunSpecBattery"]
@@ -65,6 +73,12 @@ OPEN_REVERT_S = 20.0
 """Real seconds after the last write at which the battery ends an open-ended event by
 itself; the BIS rewrites the window every quarter of it while it is healthy."""
 _CONTROLS = ("OutWRte", "InWRte", "StorCtl_Mod")
+_RATINGS = ["WChaRteMax", "WDisChaRteMax", "WHRtg", "SoCMax", "SoCMin", "SocRsvMax", "SoCRsvMin"]
+"""Model-802 points read at connection (ratings, SOC limits and reserves)."""
+_WINDOW_SF = "InOutWRte_SF"
+"""The scale factor of model 124's ``OutWRte`` and ``InWRte``."""
+PREFETCH_FRESH_S = 0.5
+"""Longest real time from a :meth:`SunSpecBattery.prepare` read to the write using it, s."""
 
 
 class SunSpecBattery(DeviceAdapter):
@@ -80,7 +94,12 @@ class SunSpecBattery(DeviceAdapter):
         unit: int = 1,
         timeout_s: float = 1.0,
         open_revert_s: float = OPEN_REVERT_S,
+        charge_efficiency_pct: float = DEFAULT_EFFICIENCY_PCT,
+        discharge_efficiency_pct: float = DEFAULT_EFFICIENCY_PCT,
     ) -> None:
+        self.charge_efficiency_pct = charge_efficiency_pct
+        self.discharge_efficiency_pct = discharge_efficiency_pct
+        self.soc_limits_pct: tuple[float, float] | None = None  # read at connection
         self.modbus = SunSpecClient(host, port, unit=unit, timeout_s=timeout_s, retries=0)
         self.open_revert_s = open_revert_s
         self._armed_at = 0.0  # loop time of the last window write, real s
@@ -91,6 +110,7 @@ class SunSpecBattery(DeviceAdapter):
         self._written: dict[str, float] = {}
         self._controls: dict[str, float] = {}
         self._lock = asyncio.Lock()  # one Modbus request at a time (apply runs beside read)
+        self._prefetch: tuple[float, asyncio.Task[dict[str, PointValue]]] | None = None
 
     async def connect(self) -> None:
         """Connect, scan the SunSpec chain (models 802 and 124 required) and read the ratings."""
@@ -100,11 +120,13 @@ class SunSpecBattery(DeviceAdapter):
             for model_id in (802, 124):
                 if not self.modbus.has_model(model_id):
                     raise SunSpecError(f"battery has no SunSpec model {model_id}")
-            ratings = await self.modbus.read_points(802, ["WChaRteMax", "WDisChaRteMax", "WHRtg"])
-            w_cha = await self.modbus.read_point(124, "WChaMax")
+            ratings = await self.modbus.read_points(802, _RATINGS)
+            limits = await self.modbus.read_points(124, ["WChaMax", "MinRsvPct"])
+        w_cha = limits["WChaMax"]
         self.max_charge_kw = _kw(w_cha) or _kw(ratings["WChaRteMax"]) or 0.0
         self.max_discharge_kw = _kw(ratings["WDisChaRteMax"]) or self.max_charge_kw
         self.rated_energy_kwh = _kw(ratings["WHRtg"]) or 0.0
+        self.soc_limits_pct = _soc_limits_pct(ratings, limits["MinRsvPct"])
         log.info(
             "%s: battery found (%.1f kW charge, %.1f kW discharge, %.1f kWh)",
             self.host.agent_id,
@@ -137,6 +159,50 @@ class SunSpecBattery(DeviceAdapter):
         self.setpoint_kw, self._written = setpoint, written
         self.writes += 1
 
+    def nameplate(self) -> dict[str, Variant] | None:
+        """Ratings read at connection (kW, kWh, SOC %), efficiencies from configuration (%)."""
+        if self.soc_limits_pct is None or self.rated_energy_kwh <= 0 or self.max_charge_kw <= 0:
+            return None  # not connected yet, or a battery that reports no rating
+        soc_min, soc_max = self.soc_limits_pct
+        return battery_nameplate(
+            charge_kw=self.max_charge_kw,
+            discharge_kw=self.max_discharge_kw,
+            capacity_kwh=self.rated_energy_kwh,
+            soc_min_pct=soc_min,
+            soc_max_pct=soc_max,
+            charge_efficiency_pct=self.charge_efficiency_pct,
+            discharge_efficiency_pct=self.discharge_efficiency_pct,
+        )
+
+    def prepare(self) -> bool:
+        """Read the power window's scale factor while the arriving command is checked
+        (the read the write needs first; a read only, so a refused command changes
+        nothing). Returns whether a read started (not when one started under
+        :data:`PREFETCH_FRESH_S` ago is still unused, or the link is down)."""
+        now = asyncio.get_running_loop().time()
+        if not self.modbus.connected:
+            return False
+        if self._prefetch is not None and now - self._prefetch[0] <= PREFETCH_FRESH_S:
+            return False
+        task = asyncio.ensure_future(self.modbus.read_points(124, [_WINDOW_SF]))
+        task.add_done_callback(_retrieve)
+        self._prefetch = (now, task)
+        return True
+
+    async def _prefetched_scale(self) -> dict[str, PointValue] | None:
+        """The scale factor read by :meth:`prepare` for this write, if fresh and read
+        (else ``None``: the write reads it itself)."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is None:
+            return None
+        started, task = prefetch
+        if asyncio.get_running_loop().time() - started > PREFETCH_FRESH_S:
+            return None
+        try:
+            return await task
+        except self.comm_errors:
+            return None  # the write's own read reports the fault
+
     async def rearm(self, event: EnergyEvent, left_s: float | None) -> None:
         """Rewrite an open-ended event's window (restarting its revert timer) every quarter
         of ``open_revert_s``; a timed event's revert is its planned end and needs none."""
@@ -161,6 +227,7 @@ class SunSpecBattery(DeviceAdapter):
                 "InOutWRte_WinTms": 0,
                 "InOutWRte_RvrtTms": min(revert_s, MAX_REVERT_S),
             },
+            scale_factors=await self._prefetched_scale(),
         )
         self._armed_at = asyncio.get_running_loop().time()
 
@@ -205,6 +272,7 @@ class SunSpecBattery(DeviceAdapter):
         """Close the Modbus connection; forget what was written (nothing to read back)."""
         self.modbus.close()
         self._written = {}  # nothing to read back until the next write
+        self._prefetch = None  # read on the closed link
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
         """Battery keys (:func:`~sef.agents._battery.battery_telemetry`): kW, kWh, %, V, A."""
@@ -232,6 +300,8 @@ class BISAgent(DERAgent[SunSpecBattery]):
             itself unless the BIS, healthy, re-arms it.
         host_loss_grace_s: real seconds without an online EMS before the host-loss
             policy applies (:mod:`sef.agents._host_loss`).
+        charge_efficiency_pct, discharge_efficiency_pct: one-way efficiencies published
+            in the ``Nameplate``, % (SunSpec carries none; default 97.5 %).
     """
 
     def __init__(
@@ -245,6 +315,8 @@ class BISAgent(DERAgent[SunSpecBattery]):
         poll_s: float = 1.0,
         open_revert_s: float = OPEN_REVERT_S,
         host_loss_grace_s: float = DEFAULT_GRACE_S,
+        charge_efficiency_pct: float = DEFAULT_EFFICIENCY_PCT,
+        discharge_efficiency_pct: float = DEFAULT_EFFICIENCY_PCT,
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
@@ -257,6 +329,8 @@ class BISAgent(DERAgent[SunSpecBattery]):
             unit=unit,
             timeout_s=min(1.0, poll_s),
             open_revert_s=open_revert_s,
+            charge_efficiency_pct=charge_efficiency_pct,
+            discharge_efficiency_pct=discharge_efficiency_pct,
         )
         super().__init__(
             agent_id,
@@ -279,3 +353,21 @@ class BISAgent(DERAgent[SunSpecBattery]):
 
 def _kw(watts: object) -> float | None:
     return float(watts) / 1000.0 if isinstance(watts, int | float) and watts > 0 else None
+
+
+def _soc_limits_pct(ratings: dict[str, PointValue], min_reserve: PointValue) -> tuple[float, float]:
+    """(lowest, highest) SOC the battery allows, %: 802 ``SoCMin`` / ``SoCMax`` (0 / 100
+    when not implemented) narrowed by the reserves 802 ``SoCRsvMin`` / ``SocRsvMax`` and
+    124 ``MinRsvPct`` when they are set."""
+    lows = [ratings["SoCMin"], ratings["SoCRsvMin"], min_reserve]
+    highs = [ratings["SoCMax"], ratings["SocRsvMax"]]
+    low = max([0.0, *(float(v) for v in lows if isinstance(v, int | float) and 0 <= v < 100)])
+    high = min([100.0, *(float(v) for v in highs if isinstance(v, int | float) and 0 < v <= 100)])
+    return (low, high) if low < high else (0.0, 100.0)
+
+
+def _retrieve(task: asyncio.Task[dict[str, PointValue]]) -> None:
+    """Take a prefetch's outcome, so that a failed read nobody waited for is not reported
+    as never retrieved (a write that uses it sees the failure itself)."""
+    if not task.cancelled():
+        task.exception()

@@ -6,7 +6,7 @@ Offsets, sizes, types and scale-factor names come from pysunspec2's model files;
 
 from __future__ import annotations
 
-from .client import ModelInstance, SunSpecClient
+from .client import ModelInstance, PointValue, SunSpecClient
 from .errors import (
     ModelMissingError,
     NotSunSpecError,
@@ -29,6 +29,7 @@ __all__ = [
     "NotSunSpecError",
     "PointDef",
     "PointError",
+    "PointValue",
     "SunSpecClient",
     "SunSpecCommError",
     "SunSpecError",

@@ -265,14 +265,21 @@ class SunSpecClient:
         return (await self.read_points(model_id, [name], index))[name]
 
     async def write_points(
-        self, model_id: int, values: Mapping[str, PointValue], index: int = 0
+        self,
+        model_id: int,
+        values: Mapping[str, PointValue],
+        index: int = 0,
+        *,
+        scale_factors: Mapping[str, PointValue] | None = None,
     ) -> None:
         """Write points given in engineering units, scaled with the device's current SFs.
 
         Points given in register order that are adjacent are written by one request
-        (function 16), so they take effect together. Raises :class:`PointError` for
-        unknown or read-only points,
-        :class:`SunSpecValueError` if a value does not fit, and
+        (function 16), so they take effect together. ``scale_factors``: SF points of this
+        model read moments before (e.g. while the command was being checked, see
+        :meth:`sef.agents.DeviceAdapter.prepare`); the SFs this write needs are read
+        first unless all of them are given. Raises :class:`PointError` for unknown or
+        read-only points, :class:`SunSpecValueError` if a value does not fit, and
         :class:`SunSpecExceptionResponse` if the device refuses the write.
         """
         inst = self.model(model_id, index)
@@ -283,7 +290,10 @@ class SunSpecClient:
             if not p.writable:
                 raise PointError(f"model {model_id} point {p.name} is read-only")
         sf_names = sorted({p.sf for p in points if isinstance(p.sf, str)})
-        sfs = await self.read_points(model_id, sf_names, index) if sf_names else {}
+        if scale_factors is not None and all(n in scale_factors for n in sf_names):
+            sfs: Mapping[str, PointValue] = scale_factors
+        else:
+            sfs = await self.read_points(model_id, sf_names, index) if sf_names else {}
         encoded: list[tuple[int, list[int]]] = []
         for p in points:
             sf = 0
