@@ -7,7 +7,9 @@ energy-reservoir summary the model gives a model-predictive controller.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -52,6 +54,26 @@ class WaterHeaterParams:
         Number of nodes (same for all devices): 1 = mixed, 2 = OCHRE 1/3 + 2/3, N = equal.
     max_substep_s : float, default 60.0
         Longest internal sub-step, s (thermostats are evaluated once per sub-step).
+    mixed_delivery_c : array_like or None, default None
+        Tempering (mixing) valve delivery temperature, °C; ``None`` (or ``nan`` for a
+        device) = no valve. With a valve, ``draw_l_per_min`` is the mixed fixture flow
+        and only the hot share ``(T_mix - T_in) / (T_out - T_in)`` leaves the tank while
+        the outlet is hotter than ``T_mix`` (OCHRE's fixture draws, 40.56 °C = 105 °F).
+    heater_type : str or sequence of str, default "resistance"
+        ``"resistance"`` (two elements) or ``"heat_pump"`` (compressor + upper backup
+        element, :mod:`sef.models._heat_pump`); one value or one per device.
+    compressor_w : array_like, default 500.0
+        Heat-pump rated compressor input, W (OCHRE ``HPWH Power (W)``); rated heating
+        capacity = ``compressor_w · cop_rated``.
+    cop_rated : array_like, default 4.05
+        Heat-pump rated COP, scaled by the OCHRE biquadratic (OCHRE from HPXML:
+        ``1.1745 · UEF``; 4.05 ≈ UEF 3.45, the reference run's value).
+    fan_w : array_like, default 35.0
+        Heat-pump fan power while the compressor runs, W (OCHRE).
+    parasitic_w : array_like, default 1.0
+        Heat-pump standby power while the compressor is off, W (OCHRE).
+    wet_bulb_c : array_like, default 15.0
+        Wet-bulb temperature of the air around a heat pump, °C (the reference run's value).
     """
 
     volume_l: ArrayLike = 170.0
@@ -67,6 +89,26 @@ class WaterHeaterParams:
     storage_reference_c: ArrayLike = 43.33
     nodes: int = 2
     max_substep_s: float = field(default=60.0)
+    mixed_delivery_c: ArrayLike | None = None
+    heater_type: str | Sequence[str] = "resistance"
+    compressor_w: ArrayLike = 500.0
+    cop_rated: ArrayLike = 4.05
+    fan_w: ArrayLike = 35.0
+    parasitic_w: ArrayLike = 1.0
+    wet_bulb_c: ArrayLike = 15.0
+
+    @classmethod
+    def heat_pump(cls, **overrides: Any) -> WaterHeaterParams:
+        """Heat-pump water heater with OCHRE's ``HeatPumpWaterHeater`` defaults: 12 nodes,
+        deadband 8.17 K, UA 1.90 W/K (ResStock, ≤ 58 gal); ``overrides`` win."""
+        kw: dict[str, Any] = {
+            "heater_type": "heat_pump",
+            "nodes": 12,
+            "deadband_k": 8.17,
+            "ua_w_per_k": 1.90,
+        }
+        kw.update(overrides)
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -90,9 +132,13 @@ class WaterHeaterLinearView:
     e_max_kwh : numpy.ndarray
         Heat above inlet of a mixed tank at the normal setpoint, kWh.
     p_max_kw : numpy.ndarray
-        Highest electric (= heat) input, kW (one element).
+        Highest electric input in normal operation, kW: one element (resistance), the
+        compressor plus fan at the present COP (heat pump).
     loss_kw : numpy.ndarray
         Present standby loss, kW.
+    cop : numpy.ndarray or None
+        Heat into the water per electric kWh at ``p_max_kw`` (1 for resistance, the
+        present heat-pump COP including the fan); ``None`` = 1 for every device.
     """
 
     capacity_kwh_per_k: FloatArray
@@ -102,11 +148,15 @@ class WaterHeaterLinearView:
     e_max_kwh: FloatArray
     p_max_kw: FloatArray
     loss_kw: FloatArray
+    cop: FloatArray | None = None
 
 
 _ARRAY_FIELDS = tuple(
-    f.name for f in fields(WaterHeaterParams) if f.name not in ("nodes", "max_substep_s")
+    f.name
+    for f in fields(WaterHeaterParams)
+    if f.name not in ("nodes", "max_substep_s", "heater_type")
 )
+HEATER_TYPES = ("resistance", "heat_pump")
 
 
 def broadcast_params(p: WaterHeaterParams, n: int | None) -> tuple[int, dict[str, FloatArray]]:
@@ -114,13 +164,20 @@ def broadcast_params(p: WaterHeaterParams, n: int | None) -> tuple[int, dict[str
 
     Returns the number of devices (``n``, or the common length of the array fields, 1 if
     all are scalars) and a fresh float array per field name (``initial_c`` defaults to the
-    setpoint). Raises ValueError for a bad shape or value.
+    setpoint, ``mixed_delivery_c`` ``None`` to ``nan``; ``heat_pump`` is 1.0 for heat-pump
+    devices, else 0.0). Raises ValueError for a bad shape or value.
     """
     if p.max_substep_s <= 0:
         raise ValueError("max_substep_s must be > 0")
     raw = {name: getattr(p, name) for name in _ARRAY_FIELDS}
     if raw["initial_c"] is None:
         raw["initial_c"] = raw["setpoint_c"]
+    if raw["mixed_delivery_c"] is None:
+        raw["mixed_delivery_c"] = np.nan
+    kinds = np.asarray(p.heater_type, dtype=object)
+    if not set(kinds.reshape(-1).tolist()) <= set(HEATER_TYPES):
+        raise ValueError(f"heater_type must be one of {HEATER_TYPES}, got {p.heater_type!r}")
+    raw["heat_pump"] = (kinds == "heat_pump").astype(np.float64)
     arrays = [np.asarray(v, dtype=np.float64) for v in raw.values()]
     shape = np.broadcast_shapes(*(a.shape for a in arrays), (n,) if n is not None else ())
     if len(shape) > 1:
@@ -131,4 +188,6 @@ def broadcast_params(p: WaterHeaterParams, n: int | None) -> tuple[int, dict[str
         raise ValueError("volume_l and height_m must be > 0, ua_w_per_k >= 0")
     if np.any(b["element_kw"] < 0) or np.any(b["deadband_k"] < 0):
         raise ValueError("element_kw and deadband_k must be >= 0")
+    if np.any(b["cop_rated"] <= 0) or np.any(b["compressor_w"] < 0):
+        raise ValueError("cop_rated must be > 0, compressor_w >= 0")
     return size, b

@@ -32,6 +32,14 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sef.models._heat_pump import (
+    ER_ONLY_ABOVE_C,
+    ER_ONLY_BELOW_C,
+    LOWER,
+    UPPER,
+    HeatPumpControl,
+)
+from sef.models._waterheater_mixins import DRCommands, StorageViews
 from sef.models._waterheater_params import (
     WaterHeaterLinearView,
     WaterHeaterParams,
@@ -51,7 +59,6 @@ from sef.models.waterheater_dr import (
     DemandResponse,
     DRMode,
     DRSettings,
-    Index,
     OperationalState,
 )
 
@@ -71,8 +78,8 @@ __all__ = [
 _J_PER_KWH = 3.6e6
 
 
-class WaterHeaterModel:
-    """``n`` electric resistance water heaters with a stratified tank and CTA-2045 DR.
+class WaterHeaterModel(StorageViews, DRCommands):
+    """``n`` water heaters (resistance or heat pump) with a stratified tank and CTA-2045 DR.
 
     Parameters
     ----------
@@ -108,6 +115,16 @@ class WaterHeaterModel:
         Hot water drawn since construction, L.
     outlet_c : numpy.ndarray
         Flow-weighted mean outlet temperature of the last step, °C (``nan`` if no draw).
+    mixed_delivery_c : numpy.ndarray
+        Tempering-valve delivery temperature, °C (``nan`` = no valve).
+    unmet_kwh : numpy.ndarray
+        Tempered draws only: heat the fixtures asked for at ``mixed_delivery_c`` and did
+        not get (outlet colder than the valve setting), kWh.
+    heat_input_kwh : numpy.ndarray
+        Heat put into the water by elements and condenser, kWh (= ``electric_kwh`` for a
+        resistance heater).
+    heat_pump : HeatPumpControl or None
+        Heat-pump state and counters (``None`` when no device is a heat pump).
     """
 
     def __init__(
@@ -146,25 +163,31 @@ class WaterHeaterModel:
         self.loss_kwh: FloatArray = np.zeros(self.n)
         self.drawn_l: FloatArray = np.zeros(self.n)
         self.outlet_c: FloatArray = np.full(self.n, np.nan)
+        self.mixed_delivery_c: FloatArray = b["mixed_delivery_c"]
+        self._valve: BoolArray = np.isfinite(self.mixed_delivery_c)
+        self.unmet_kwh: FloatArray = np.zeros(self.n)
+        self.heat_input_kwh: FloatArray = np.zeros(self.n)
+        self._running: BoolArray = np.zeros(self.n, dtype=bool)
+        is_hp: BoolArray = b["heat_pump"] > 0
+        self.heat_pump: HeatPumpControl | None = None
+        if is_hp.any():
+            self.heat_pump = HeatPumpControl(
+                is_hp,
+                b["compressor_w"],
+                b["cop_rated"],
+                b["fan_w"],
+                b["parasitic_w"],
+                b["wet_bulb_c"],
+                self.geometry.edges,
+            )
         self._u0_j: FloatArray = self.internal_energy_j()
 
     # ------------------------------------------------------------------ state views
-    @property
-    def capacity_j_per_k(self) -> FloatArray:
-        """Heat capacity of the water, J/K, shape ``(n,)``."""
-        return WATER_C_J_PER_L_K * self.volume_l
-
     def internal_energy_j(self) -> FloatArray:
         """Heat content ``Σ C_j T_j`` relative to 0 °C, J, shape ``(n,)``."""
         return np.asarray(
             (self.temperatures_c * self.geometry.capacity_j_per_k).sum(axis=1), dtype=np.float64
         )
-
-    @property
-    def stored_energy_kwh(self) -> FloatArray:
-        """Heat stored above the present inlet temperature, kWh, shape ``(n,)``."""
-        heat = (self.temperatures_c - self.inlet_c[:, None]) * self.geometry.capacity_j_per_k
-        return np.asarray(heat.sum(axis=1) / _J_PER_KWH, dtype=np.float64)
 
     @property
     def stored_energy_change_kwh(self) -> FloatArray:
@@ -173,29 +196,11 @@ class WaterHeaterModel:
 
     @property
     def balance_error_kwh(self) -> FloatArray:
-        """``electric - delivered - losses - ΔU``, kWh; zero up to round-off."""
+        """``heat input - delivered - losses - ΔU``, kWh; zero up to round-off (heat input
+        = electricity for a resistance heater)."""
         return (
-            self.electric_kwh - self.delivered_kwh - self.loss_kwh - self.stored_energy_change_kwh
+            self.heat_input_kwh - self.delivered_kwh - self.loss_kwh - self.stored_energy_change_kwh
         )
-
-    @property
-    def present_energy_storage_wh(self) -> FloatArray:
-        """CTA-2045 commodity 7: heat above ``storage_reference_c`` in the tank, Wh."""
-        above = np.clip(self.temperatures_c - self.storage_reference_c[:, None], 0.0, None)
-        return np.asarray((above * self.geometry.capacity_j_per_k).sum(axis=1) / 3600.0)
-
-    @property
-    def total_energy_storage_wh(self) -> FloatArray:
-        """CTA-2045 commodity 6: the same heat for a full tank at the setpoint, Wh; never
-        below commodity 7 (a tank hotter than its setpoint, e.g. after the setpoint was
-        lowered or an Advanced Load Up, holds what it holds)."""
-        span = np.clip(self.setpoint_c - self.storage_reference_c, 0.0, None)
-        return np.maximum(span * self.capacity_j_per_k / 3600.0, self.present_energy_storage_wh)
-
-    @property
-    def energy_take_wh(self) -> FloatArray:
-        """Heat the tank can still take up to the setpoint ("Energy Take"), Wh, >= 0."""
-        return np.clip(self.total_energy_storage_wh - self.present_energy_storage_wh, 0.0, None)
 
     @property
     def upper_sensor_c(self) -> FloatArray:
@@ -225,80 +230,7 @@ class WaterHeaterModel:
     def operational_state(self) -> IntArray:
         """CTA-2045 :class:`OperationalState` code of each device, int64."""
         error: BoolArray = np.asarray(~np.isfinite(self.temperatures_c).all(axis=1))
-        return self.dr.operational_state(self.power_kw > 0.0, error)
-
-    def linear_view(self) -> WaterHeaterLinearView:
-        """Energy-reservoir view for MPC (see :class:`WaterHeaterLinearView`)."""
-        cap = self.capacity_j_per_k / _J_PER_KWH
-        t_mean = self.temperatures_c @ self.geometry.fractions
-        return WaterHeaterLinearView(
-            capacity_kwh_per_k=cap,
-            ua_kw_per_k=self.ua_w_per_k / 1000.0,
-            stored_energy_kwh=self.stored_energy_kwh,
-            e_min_kwh=cap * (self.setpoint_c - self.deadband_k - self.inlet_c),
-            e_max_kwh=cap * (self.setpoint_c - self.inlet_c),
-            p_max_kw=self.element_kw.copy(),
-            loss_kw=self.ua_w_per_k * (t_mean - self.ambient_c) / 1000.0,
-        )
-
-    def max_temperature_c(self) -> FloatArray:
-        """Bound on any node temperature reachable from now on, °C.
-
-        Thermostats cut out at most at ``max(setpoint, load-up setpoint)``; one
-        sub-step of a full element into its node may overshoot that.
-        """
-        cap_node = self.geometry.capacity_j_per_k
-        c_min = np.minimum(cap_node[:, self.upper_node], cap_node[:, self.lower_node])
-        top = np.minimum(
-            self.setpoint_c
-            + max(self.dr.settings.load_up_offset_k, 0.0)
-            + self.dr.advanced_offset_k,
-            np.maximum(self.max_setpoint_c, self.setpoint_c),
-        )
-        top = np.maximum(top, self.dr.settings.safety_floor_c + self.deadband_k)
-        over = self.element_kw * 1000.0 * self.max_substep_s / c_min
-        return np.asarray(np.maximum(top + over, self.temperatures_c.max(axis=1)), dtype=np.float64)
-
-    # ------------------------------------------------------------------ commands
-    def set_setpoint(self, idx: Index, setpoint_c: ArrayLike) -> None:
-        """Change the normal setpoint, °C (clipped to ``max_setpoint_c``)."""
-        sel = self.dr.select(idx)
-        self.setpoint_c[sel] = np.minimum(np.asarray(setpoint_c, float), self.max_setpoint_c[sel])
-
-    def shed(self, idx: Index = None, duration_s: float | None = None) -> None:
-        """Basic DR Shed: setpoint setback for ``duration_s`` s (``None``/0 = open-ended)."""
-        self.dr.start(idx, DRMode.SHED, self.t_s, duration_s)
-
-    def end_shed(self, idx: Index = None) -> None:
-        """Basic DR End Shed / Run Normal: end any event now."""
-        self.dr.end(idx)
-
-    def load_up(self, idx: Index = None, duration_s: float | None = None) -> None:
-        """Basic DR Load Up: heat to the top of the band now, for ``duration_s`` s."""
-        self.dr.start(idx, DRMode.LOAD_UP, self.t_s, duration_s)
-
-    def advanced_load_up(self, idx: Index, duration_s: float | None, raise_k: ArrayLike) -> None:
-        """CTA-2045-B Advanced Load Up: LOAD_UP with the setpoint raised ``raise_k`` K more
-        (capped at ``max_setpoint_c``) for ``duration_s`` s (``None``/0 = open-ended)."""
-        self.dr.start(idx, DRMode.LOAD_UP, self.t_s, duration_s)
-        self.dr.advanced_offset_k[self.dr.select(idx)] = np.maximum(np.asarray(raise_k, float), 0)
-
-    def critical_peak(self, idx: Index = None, duration_s: float | None = None) -> None:
-        """Basic DR Critical Peak Event: deeper setback for ``duration_s`` s."""
-        self.dr.start(idx, DRMode.CRITICAL_PEAK, self.t_s, duration_s)
-
-    def grid_emergency(self, idx: Index = None, duration_s: float | None = None) -> None:
-        """Basic DR Grid Emergency: element lockout (safety floor only) for ``duration_s`` s."""
-        self.dr.start(idx, DRMode.GRID_EMERGENCY, self.t_s, duration_s)
-
-    def customer_override(self, idx: Index = None, on: bool = True) -> None:
-        """Set (``on=True``) or clear the customer override; overridden devices ignore
-        curtailment and report Opted Out."""
-        self.dr.set_override(idx, on)
-
-    def heartbeat(self, idx: Index = None, status: int = 1) -> None:
-        """Outside Comm Connection Status (0 lost, 1 good, 2 poor); arms the watchdog."""
-        self.dr.heartbeat(idx, self.t_s, status)
+        return self.dr.operational_state(self._running, error)
 
     # ------------------------------------------------------------------ dynamics
     def _vec(self, value: ArrayLike | None, default: FloatArray) -> FloatArray:
@@ -313,6 +245,7 @@ class WaterHeaterModel:
         *,
         inlet_c: ArrayLike | None = None,
         ambient_c: ArrayLike | None = None,
+        wet_bulb_c: ArrayLike | None = None,
     ) -> FloatArray:
         """Advance all devices by ``dt_s``.
 
@@ -321,10 +254,11 @@ class WaterHeaterModel:
         dt_s : float
             Step length, s (> 0); split into equal sub-steps of at most ``max_substep_s``.
         draw_l_per_min : array_like, default 0
-            Mean hot-water flow leaving the tank during the step, L/min, scalar or ``(n,)``.
-        inlet_c, ambient_c : array_like, optional
-            Inlet and ambient temperatures for this step, °C; also stored as the new
-            values. Default: keep the present ones.
+            Mean flow during the step, L/min, scalar or ``(n,)``: hot water leaving the
+            tank, or, for a device with a tempering valve, mixed water at the fixtures.
+        inlet_c, ambient_c, wet_bulb_c : array_like, optional
+            Inlet, ambient (dry-bulb) and ambient wet-bulb (heat pumps) temperatures for
+            this step, °C; also stored as the new values. Default: keep the present ones.
 
         Returns
         -------
@@ -340,25 +274,40 @@ class WaterHeaterModel:
             self.inlet_c = self._vec(inlet_c, self.inlet_c).copy()
         if ambient_c is not None:
             self.ambient_c = self._vec(ambient_c, self.ambient_c).copy()
+        if wet_bulb_c is not None and self.heat_pump is not None:
+            self.heat_pump.wet_bulb_c = self._vec(wet_bulb_c, self.heat_pump.wet_bulb_c).copy()
         k = max(1, math.ceil(dt_s / self.max_substep_s - 1e-9))
         h = dt_s / k
         geom = self.geometry
         cap = geom.capacity_j_per_k
         frac_draw = draw * (h / 60.0) / self.volume_l
         drawing = np.nonzero(frac_draw > 0)[0]
+        tempered = drawing[self._valve[drawing]] if drawing.size else drawing
+        hot_l = draw * dt_s / 60.0  # hot volume drawn, L (tempered devices: summed below)
+        if tempered.size:
+            hot_l[tempered] = 0.0
         elec_j = np.zeros(self.n)
+        heat_j = np.zeros(self.n)
         deliv_j = np.zeros(self.n)
+        hp = self.heat_pump
         # thermostats read self.temperatures_c: keep it the same array as t
         t = self.temperatures_c = self.temperatures_c.copy()
         for _ in range(k):
             self.dr.expire(self.t_s)
-            self._thermostats()
-            # draw: plug flow
+            self._thermostats(h)
+            if hp is not None:
+                hp.update_performance(t)
+            # draw: plug flow (a tempering valve takes only the hot share)
             if drawing.size:
+                fd = frac_draw[drawing]
+                if tempered.size:
+                    fd = fd * self._hot_share(drawing)
                 sub = t[drawing]
-                new, dk = plug_flow_draw(sub, frac_draw[drawing], self.inlet_c[drawing], geom)
+                new, dk = plug_flow_draw(sub, fd, self.inlet_c[drawing], geom)
                 t[drawing] = new
                 deliv_j[drawing] += dk * self.capacity_j_per_k[drawing]
+                if tempered.size:
+                    self._tempered_accounting(drawing, fd, dk, draw, h, hot_l)
             # losses, conduction, element heat (explicit; accounting is exact)
             q, loss_j = passive_heat_j(t, self.ambient_c, geom, h)
             self.loss_kwh += loss_j / _J_PER_KWH
@@ -368,13 +317,21 @@ class WaterHeaterModel:
             q[:, self.upper_node] += e_up
             q[:, self.lower_node] += e_lo
             elec_j += e_up + e_lo
+            heat_j += e_up + e_lo
+            if hp is not None:
+                q_hp, e_hp = hp.heat_and_power(h)
+                q += q_hp
+                elec_j += e_hp
+                heat_j += q_hp.sum(axis=1)
             t += q / cap
             mix_inversions(t, geom.fractions)
             self.t_s += h
         self.dr.expire(self.t_s)
         self.electric_kwh += elec_j / _J_PER_KWH
+        self.heat_input_kwh += heat_j / _J_PER_KWH
         self.delivered_kwh += deliv_j / _J_PER_KWH
-        drawn = draw * dt_s / 60.0
+        self._running = heat_j > 0.0
+        drawn = hot_l
         self.drawn_l += drawn
         with np.errstate(divide="ignore", invalid="ignore"):
             self.outlet_c = np.where(
@@ -383,19 +340,67 @@ class WaterHeaterModel:
         self.power_kw = elec_j / dt_s / 1000.0
         return self.power_kw.copy()
 
-    def _thermostats(self) -> None:
+    def _hot_share(self, drawing: IntArray) -> FloatArray:
+        """Hot fraction of the fixture flow of the drawing devices: with a valve and an
+        outlet (top node, start of the sub-step) hotter than ``T_mix``,
+        ``(T_mix - T_in) / (T_out - T_in)`` (OCHRE's estimate), else 1."""
+        t_out = self.temperatures_c[drawing, 0]
+        t_mix = self.mixed_delivery_c[drawing]
+        t_in = self.inlet_c[drawing]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(t_out > t_mix, (t_mix - t_in) / (t_out - t_in), 1.0)
+        return np.asarray(np.clip(share, 0.0, 1.0))
+
+    def _tempered_accounting(
+        self,
+        drawing: IntArray,
+        frac: FloatArray,
+        delivered_k: FloatArray,
+        draw: FloatArray,
+        h: float,
+        hot_l: FloatArray,
+    ) -> None:
+        """Hot volume and unmet fixture heat of the tempered draws of one sub-step."""
+        valve = self._valve[drawing]
+        idx = drawing[valve]
+        hot_l[idx] += frac[valve] * self.volume_l[idx]
+        fixture_l = draw[idx] * h / 60.0
+        wanted_j = WATER_C_J_PER_L_K * fixture_l * (self.mixed_delivery_c[idx] - self.inlet_c[idx])
+        got_j = delivered_k[valve] * self.capacity_j_per_k[idx]
+        self.unmet_kwh[idx] += np.clip(wanted_j - got_j, 0.0, None) / _J_PER_KWH
+
+    def _thermostats(self, h: float) -> None:
         sp, db, lockout = self.dr.thermostat(self.setpoint_c, self.deadband_k, self.max_setpoint_c)
+        hp = self.heat_pump
+        if hp is not None:  # heat pumps in resistance mode continue their element cycle
+            self._upper_latch = np.where(hp.is_heat_pump, hp.mode == UPPER, self._upper_latch)
+            self._lower_latch = np.where(hp.is_heat_pump, hp.mode == LOWER, self._lower_latch)
         floor = self.dr.settings.safety_floor_c
         # grid emergency: only the upper element, only below the safety floor
-        sp = np.where(lockout, floor + self.deadband_k, sp)
-        db = np.where(lockout, self.deadband_k, db)
-        low = sp - db
+        sp_r = np.where(lockout, floor + self.deadband_k, sp)
+        db_r = np.where(lockout, self.deadband_k, db)
+        low = sp_r - db_r
         tu = self.upper_sensor_c
         tl = self.lower_sensor_c
-        self._upper_latch = (tu < low) | (self._upper_latch & (tu < sp))
-        self._lower_latch = (tl < low) | (self._lower_latch & (tl <= sp))
+        self._upper_latch = (tu < low) | (self._upper_latch & (tu < sp_r))
+        self._lower_latch = (tl < low) | (self._lower_latch & (tl <= sp_r))
         self.upper_on = self._upper_latch & (self.element_kw > 0)
         self.lower_on = self._lower_latch & ~self._upper_latch & ~lockout & (self.element_kw > 0)
+        if hp is not None:
+            amb = self.ambient_c
+            resistance_mode = lockout | (amb < ER_ONLY_BELOW_C) | (amb > ER_ONLY_ABOVE_C)
+            allowed = self.dr.heat_pump_elements_allowed() & (self.element_kw > 0)
+            self.upper_on, self.lower_on = hp.control(
+                tu,
+                self.temperatures_c[:, self.lower_node],
+                sp,
+                db,
+                allowed,
+                resistance_mode,
+                self.upper_on,
+                self.lower_on,
+                h,
+            )
 
     def simulate(
         self,

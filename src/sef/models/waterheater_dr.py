@@ -20,6 +20,12 @@ LOAD_UP            setpoint ``T_set + load_up_offset_k`` (0 K: Basic Load Up
                    deadband narrowed to 1.11 K (2 °F, PSU), so heating starts now
 =================  ===========================================================
 
+Heat-pump water heaters (:mod:`sef.models._heat_pump`) get the same effective
+setpoint and deadband, and in addition: SHED and CRITICAL_PEAK run the compressor
+only (backup element off, ``heat_pump_elements_in_shed``); LOAD_UP runs the compressor
+to the top of the narrowed band (the element keeps its normal far-below-setpoint
+rule); GRID_EMERGENCY turns the compressor off and uses the resistance lockout above.
+
 Every event has an end time (s, model clock; ``inf`` = until End Shed). When it
 passes, the device returns to NORMAL. A customer override set on a device makes
 it ignore the curtailment modes (SHED, CRITICAL_PEAK, GRID_EMERGENCY); the mode
@@ -116,6 +122,10 @@ class DRSettings:
         ``max_setpoint_c`` of the tank parameters).
     heartbeat_timeout_s : float, default 300
         Outside Comm watchdog timeout, s; ``inf`` disables it.
+    heat_pump_elements_in_shed : bool, default False
+        Heat pumps may use their backup element during SHED and CRITICAL_PEAK; default
+        no: compressor only ("HPWHs typically run compressor only", reference notes
+        cta2045.md §9, models-and-sunspec.md §2.2).
     """
 
     shed_setback_k: float = 5.56
@@ -125,6 +135,7 @@ class DRSettings:
     load_up_deadband_k: float = 1.11
     load_up_offset_k: float = 0.0
     heartbeat_timeout_s: float = 300.0
+    heat_pump_elements_in_shed: bool = False
 
 
 class DemandResponse:
@@ -273,13 +284,21 @@ class DemandResponse:
         lockout = mode == DRMode.GRID_EMERGENCY
         return sp, db, lockout
 
+    def heat_pump_elements_allowed(self) -> BoolArray:
+        """Bool per device: a heat pump may use its backup element now (not while a
+        SHED or CRITICAL_PEAK is in force, unless ``heat_pump_elements_in_shed``)."""
+        if self.settings.heat_pump_elements_in_shed:
+            return np.ones(self.n, dtype=bool)
+        mode = self.effective_mode()
+        return np.asarray((mode != DRMode.SHED) & (mode != DRMode.CRITICAL_PEAK))
+
     def operational_state(self, running: BoolArray, error: BoolArray) -> IntArray:
         """CTA-2045 operational state per device.
 
         Parameters
         ----------
         running : numpy.ndarray
-            Bool, an element was on during the last step.
+            Bool, an element (or a heat-pump compressor) was on during the last step.
         error : numpy.ndarray
             Bool, the device is in an error condition (non-finite state).
 
