@@ -19,7 +19,7 @@ FloatArray = NDArray[np.float64]
 
 _J_PER_KWH = 3.6e6
 
-__all__ = ["DRCommands", "StorageViews"]
+__all__ = ["DRCommands", "SeriesRunner", "StorageViews"]
 
 
 class StorageViews:
@@ -175,3 +175,59 @@ class DRCommands:
     def heartbeat(self, idx: Index = None, status: int = 1) -> None:
         """Outside Comm Connection Status (0 lost, 1 good, 2 poor); arms the watchdog."""
         self.dr.heartbeat(idx, self.t_s, status)
+
+
+class SeriesRunner:
+    """:meth:`simulate`: :meth:`step` over whole input series."""
+
+    n: int
+
+    def step(
+        self,
+        dt_s: float,
+        draw_l_per_min: ArrayLike = 0.0,
+        *,
+        inlet_c: ArrayLike | None = None,
+        ambient_c: ArrayLike | None = None,
+        wet_bulb_c: ArrayLike | None = None,
+    ) -> FloatArray:
+        """Advance all devices by ``dt_s`` s (implemented by the model)."""
+        raise NotImplementedError
+
+    def simulate(
+        self,
+        dt_s: float,
+        draw_l_per_min: ArrayLike,
+        *,
+        inlet_c: ArrayLike | None = None,
+        ambient_c: ArrayLike | None = None,
+    ) -> FloatArray:
+        """Run :meth:`step` over a draw series.
+
+        Parameters
+        ----------
+        dt_s : float
+            Step length, s.
+        draw_l_per_min : array_like
+            Shape ``(steps,)`` (same for every device) or ``(steps, n)``, L/min.
+        inlet_c, ambient_c : array_like, optional
+            Shape ``(steps,)`` or ``(steps, n)``, °C.
+
+        Returns
+        -------
+        numpy.ndarray
+            Mean electric power per step, kW, shape ``(steps, n)``.
+        """
+        draws = np.asarray(draw_l_per_min, dtype=np.float64)
+        steps = draws.shape[0]
+        inl = None if inlet_c is None else np.asarray(inlet_c, dtype=np.float64)
+        amb = None if ambient_c is None else np.asarray(ambient_c, dtype=np.float64)
+        out = np.empty((steps, self.n))
+        for i in range(steps):
+            out[i] = self.step(
+                dt_s,
+                draws[i],
+                inlet_c=None if inl is None else inl[i],
+                ambient_c=None if amb is None else amb[i],
+            )
+        return out

@@ -1,4 +1,4 @@
-"""Electric resistance water heater: vectorized stratified-tank model with CTA-2045 DR.
+"""Water heaters (resistance or heat pump): vectorized stratified-tank model with CTA-2045 DR.
 
 One :class:`WaterHeaterModel` steps ``n`` tanks at once (numpy arrays of shape
 ``(n,)``; node temperatures ``(n, N)``), so the same code serves one SGD emulator
@@ -16,13 +16,17 @@ Tank (``N`` nodes, node 0 at the top; per sub-step ``h <= max_substep_s``)
 2. Draw as plug flow: volume ``q·h`` of inlet water enters at the bottom, the
    same volume leaves at the top; each node takes the mean of the water that
    ends up in it (exact, conservative and monotone for any volume).
-3. Element heat ``P·h`` into its node; losses ``UA_j (T_j - T_amb) h`` per node
+   With a tempering valve only the hot share of the fixture flow leaves the tank
+   (:mod:`sef.models._tempering`).
+3. Element heat ``P·h`` into its node, heat-pump condenser heat over the lower
+   nodes (:mod:`sef.models._heat_pump`); losses ``UA_j (T_j - T_amb) h`` per node
    (UA split by surface area) and conduction between adjacent nodes.
 4. Buoyancy: any inversion is mixed to the volume-weighted isotonic profile.
 
 Energy bookkeeping (J, per device) makes the balance exact:
-``electric = delivered + losses + Δ(Σ C_j T_j)``, where delivered heat is taken
-above the inlet temperature at the moment of the draw.
+``heat input = delivered + losses + Δ(Σ C_j T_j)``, where delivered heat is taken
+above the inlet temperature at the moment of the draw (heat input = electricity
+for resistance heaters; ``heat_pump`` counts compressor, condenser and fan).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from sef.models._heat_pump import (
     UPPER,
     HeatPumpControl,
 )
-from sef.models._waterheater_mixins import DRCommands, StorageViews
+from sef.models._tempering import hot_share, unmet_heat_j
+from sef.models._waterheater_mixins import DRCommands, SeriesRunner, StorageViews
 from sef.models._waterheater_params import (
     WaterHeaterLinearView,
     WaterHeaterParams,
@@ -78,7 +83,7 @@ __all__ = [
 _J_PER_KWH = 3.6e6
 
 
-class WaterHeaterModel(StorageViews, DRCommands):
+class WaterHeaterModel(StorageViews, DRCommands, SeriesRunner):
     """``n`` water heaters (resistance or heat pump) with a stratified tank and CTA-2045 DR.
 
     Parameters
@@ -301,7 +306,9 @@ class WaterHeaterModel(StorageViews, DRCommands):
             if drawing.size:
                 fd = frac_draw[drawing]
                 if tempered.size:
-                    fd = fd * self._hot_share(drawing)
+                    fd = fd * hot_share(
+                        t[drawing, 0], self.mixed_delivery_c[drawing], self.inlet_c[drawing]
+                    )
                 sub = t[drawing]
                 new, dk = plug_flow_draw(sub, fd, self.inlet_c[drawing], geom)
                 t[drawing] = new
@@ -340,17 +347,6 @@ class WaterHeaterModel(StorageViews, DRCommands):
         self.power_kw = elec_j / dt_s / 1000.0
         return self.power_kw.copy()
 
-    def _hot_share(self, drawing: IntArray) -> FloatArray:
-        """Hot fraction of the fixture flow of the drawing devices: with a valve and an
-        outlet (top node, start of the sub-step) hotter than ``T_mix``,
-        ``(T_mix - T_in) / (T_out - T_in)`` (OCHRE's estimate), else 1."""
-        t_out = self.temperatures_c[drawing, 0]
-        t_mix = self.mixed_delivery_c[drawing]
-        t_in = self.inlet_c[drawing]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(t_out > t_mix, (t_mix - t_in) / (t_out - t_in), 1.0)
-        return np.asarray(np.clip(share, 0.0, 1.0))
-
     def _tempered_accounting(
         self,
         drawing: IntArray,
@@ -364,10 +360,11 @@ class WaterHeaterModel(StorageViews, DRCommands):
         valve = self._valve[drawing]
         idx = drawing[valve]
         hot_l[idx] += frac[valve] * self.volume_l[idx]
-        fixture_l = draw[idx] * h / 60.0
-        wanted_j = WATER_C_J_PER_L_K * fixture_l * (self.mixed_delivery_c[idx] - self.inlet_c[idx])
         got_j = delivered_k[valve] * self.capacity_j_per_k[idx]
-        self.unmet_kwh[idx] += np.clip(wanted_j - got_j, 0.0, None) / _J_PER_KWH
+        unmet = unmet_heat_j(
+            draw[idx] * h / 60.0, self.mixed_delivery_c[idx], self.inlet_c[idx], got_j
+        )
+        self.unmet_kwh[idx] += unmet / _J_PER_KWH
 
     def _thermostats(self, h: float) -> None:
         sp, db, lockout = self.dr.thermostat(self.setpoint_c, self.deadband_k, self.max_setpoint_c)
@@ -401,41 +398,3 @@ class WaterHeaterModel(StorageViews, DRCommands):
                 self.lower_on,
                 h,
             )
-
-    def simulate(
-        self,
-        dt_s: float,
-        draw_l_per_min: ArrayLike,
-        *,
-        inlet_c: ArrayLike | None = None,
-        ambient_c: ArrayLike | None = None,
-    ) -> FloatArray:
-        """Run :meth:`step` over a draw series.
-
-        Parameters
-        ----------
-        dt_s : float
-            Step length, s.
-        draw_l_per_min : array_like
-            Shape ``(steps,)`` (same for every device) or ``(steps, n)``, L/min.
-        inlet_c, ambient_c : array_like, optional
-            Shape ``(steps,)`` or ``(steps, n)``, °C.
-
-        Returns
-        -------
-        numpy.ndarray
-            Mean electric power per step, kW, shape ``(steps, n)``.
-        """
-        draws = np.asarray(draw_l_per_min, dtype=np.float64)
-        steps = draws.shape[0]
-        inl = None if inlet_c is None else np.asarray(inlet_c, dtype=np.float64)
-        amb = None if ambient_c is None else np.asarray(ambient_c, dtype=np.float64)
-        out = np.empty((steps, self.n))
-        for i in range(steps):
-            out[i] = self.step(
-                dt_s,
-                draws[i],
-                inlet_c=None if inl is None else inl[i],
-                ambient_c=None if amb is None else amb[i],
-            )
-        return out
