@@ -16,8 +16,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -131,12 +132,14 @@ class SunSpecClient:
 
     # -- raw register access -------------------------------------------------------
 
-    async def _call(self, what: str, address: int, coro: Any) -> Any:
+    async def _call(self, what: str, address: int, request: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``request()`` (a pymodbus client call, made only here: pymodbus raises at
+        the call itself, not at the await, when the link is down)."""
         if not self._client.connected:
             await self.connect()
         try:
             async with self._lock:
-                rr = await coro
+                rr = await request()
         except (TimeoutError, ModbusException, OSError) as exc:
             raise SunSpecCommError(f"{what} at {address} failed: {exc}") from exc
         if rr.isError():
@@ -154,7 +157,7 @@ class SunSpecClient:
             rr = await self._call(
                 "read",
                 address,
-                self._client.read_holding_registers(address, count=n, device_id=self.unit),
+                partial(self._client.read_holding_registers, address, count=n, device_id=self.unit),
             )
             regs = list(rr.registers)
             if len(regs) != n:
@@ -167,10 +170,10 @@ class SunSpecClient:
     async def write_registers(self, address: int, values: list[int]) -> None:
         """Write registers: FC6 for one register, FC16 for more (like pysunspec2)."""
         if len(values) == 1:
-            coro = self._client.write_register(address, values[0], device_id=self.unit)
+            request = partial(self._client.write_register, address, values[0], device_id=self.unit)
         else:
-            coro = self._client.write_registers(address, values, device_id=self.unit)
-        await self._call("write", address, coro)
+            request = partial(self._client.write_registers, address, values, device_id=self.unit)
+        await self._call("write", address, request)
 
     # -- chain ----------------------------------------------------------------------
 
