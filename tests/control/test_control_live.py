@@ -1,8 +1,8 @@
-"""Live mode: the MPC inside the EMS drives 3 batteries and 3 water heaters, each emulator and
-agent its own process, over Mosquitto, on a scaled clock (120x: 3 h in 90 s); it tracks
-the target as well as the same controller does in the simulator on the same scenario and
-window (RMSE within 15 %). Faster clocks make the real CTA-2045 link timing (about 0.5 s
-real per poll) look like minutes of telemetry lag."""
+"""Live mode: the MPC inside the EMS drives 3 batteries and 3 water heaters (the fleet it
+finds in the registry), each emulator and agent its own process, over Mosquitto, on a
+scaled clock (120x: 3 h in 90 s); it tracks the target as well as the same controller does
+in the simulator on the same scenario and window (RMSE within 15 %). Faster clocks make the
+real CTA-2045 link timing (about 0.5 s real per poll) look like minutes of telemetry lag."""
 
 from __future__ import annotations
 
@@ -67,14 +67,7 @@ async def test_live_mpc_tracks_like_the_simulator(broker_url: str, tmp_path: Pat
             step_s=0.1,
         )
         assert clock.now() < start, "fleet must be up before the scenario starts"
-        live = LiveControl(
-            ems,
-            scenario,
-            make_controller("mpc"),
-            fleet.battery_ids,
-            fleet.heater_ids,
-            start_s=start,
-        )
+        live = LiveControl(ems, scenario, make_controller("mpc"), start_s=start)
         result = await live.run(steps)
     finally:
         fleet.stop()
@@ -86,6 +79,9 @@ async def test_live_mpc_tracks_like_the_simulator(broker_url: str, tmp_path: Pat
         f"failed calls {live.calls_failed}"
     )
     assert live.calls_failed == 0
+    # the fleet came from the registry: every battery and heater process, no slots
+    assert live.fleet.battery_ids == sorted(fleet.battery_ids)
+    assert live.fleet.heater_ids == sorted(fleet.heater_ids)
     assert np.isfinite(result.series["net_kw"]).all()
     assert got["rmse_kw"] <= 1.15 * sim_window, (got, sim_window)
     assert got["soc_violations"] == 0

@@ -63,12 +63,10 @@ def ems(
         "--control",
         help="Run a control app on this "
         "scenario (TOML file, or 'small' / 'reference') against "
-        "the agents of --battery-group and --heater-group, "
-        "from the next midnight on the clock.",
+        "the fleet online in the registry (agents with a Nameplate; re-read at every "
+        "re-plan), from the next midnight on the clock.",
     ),
     controller: str = typer.Option("mpc", "--controller", help="mpc or baseline."),
-    battery_group: str = typer.Option("batteries", "--battery-group"),
-    heater_group: str = typer.Option("waterheaters", "--heater-group"),
     report: Path | None = typer.Option(
         None,
         "--report",
@@ -295,7 +293,7 @@ def ems(
                 )
             if scenario is not None:
                 background.spawn(
-                    run_control(service, scenario, controller, battery_group, heater_group, report),
+                    run_control(service, scenario, controller, report),
                     name="control",
                 )
             if listen is not None:
@@ -394,27 +392,24 @@ async def run_control(
     service: EMS,
     scenario: Scenario,
     controller: str,
-    battery_group: str,
-    heater_group: str,
     report: Path | None,
 ) -> None:
-    """Live mode: wait for the fleet, run the control app for the scenario, report."""
+    """Live mode: run the control app for the scenario on the fleet online, report.
+
+    The fleet is whatever the registry holds at each re-plan (agents with a nameplate),
+    so agents may come and go; the scenario gives the base-load forecast and the target.
+    """
     from sef.control.controllers import make_controller
-    from sef.control.live import LiveControl, fleet_from_groups, next_midnight
+    from sef.control.live import LiveControl, next_midnight
     from sef.control.report import write_report
 
-    batteries, heaters = await fleet_from_groups(
-        service, scenario, battery_group, heater_group, timeout_s=600.0
-    )
     start = next_midnight(service.clock.now())
     print(
-        f"control: {controller} on {scenario.name} with {len(batteries)} batteries and "
-        f"{len(heaters)} water heaters from {service.clock.datetime():%Y-%m-%d} midnight",
+        f"control: {controller} on {scenario.name} with the fleet online in the registry "
+        f"from {service.clock.datetime():%Y-%m-%d} midnight",
         flush=True,
     )
-    live = LiveControl(
-        service, scenario, make_controller(controller), batteries, heaters, start_s=start
-    )
+    live = LiveControl(service, scenario, make_controller(controller), start_s=start)
     result = await live.run()
     if report is not None:
         summary = write_report(report, scenario, [result])

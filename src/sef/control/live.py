@@ -1,14 +1,26 @@
-"""Live mode: a control app inside the EMS, driving real agents over the bus.
+"""Live mode: a control app inside the EMS, driving whatever fleet is online over the bus.
 
 The same :class:`~sef.control.controllers.base.ControlApp` that the fleet simulator runs
 sees the same :class:`~sef.control.controllers.base.Observation`, built here from the
-agents' last telemetry in the EMS registry, and its decisions go out as
-``EnergyMethod`` calls. Time is the EMS clock (scaled in demos and tests): step ``k``
-starts at ``start + k·dt_s``.
+agents' last telemetry in the EMS registry. Time is the EMS clock (scaled in demos and
+tests): step ``k`` starts at ``start + k·dt_s``.
+
+The fleet is the registry's (:mod:`sef.control._live_fleet`): every online agent with a
+``Nameplate``, read again at every re-plan (each control interval); when it changed, the
+app is reset with the scenario rebuilt for the new fleet (same step index), so agents
+that join or leave are used or dropped from that re-plan on. The scenario gives only
+the base-load forecast, the target (unless the API set one: ``PUT /control/target``,
+:mod:`sef.control._live_target`) and the settings.
+
+Commands are plans the devices run on their own clock (:mod:`sef.control._live_plans`):
+each battery gets its next hour as 15-min ``EnergyMethod`` events at each re-plan
+(corrections supersede it between re-plans), heaters get events with staggered starts.
 
 What the EMS measures, per step (documented approximations):
 
-* base load: the scenario's feeder load for the step (a stand-in for the feeder meter);
+* net load: the meter agent's ``Net_Power_kW`` (``DeviceType`` ``meter``; the first by
+  id) when one is online; else the scenario's base load plus the devices below (no
+  meter: a stand-in). With a meter the base load is net minus the devices;
 * battery AC power: the BIS's ``Setpoint_kW`` while the battery is ``CONNECTED`` (the
   battery follows it), else its measured ``Sys_Power_kW``; stored energy
   ``Sys_Energy_kWh``;
@@ -18,11 +30,9 @@ What the EMS measures, per step (documented approximations):
   fallen below 43.33 °C after a large draw (the device reports 0 there);
 * heater DR mode from the UCM's running event (``shed`` 1, ``charge`` = Load Up 2).
 
-Violations in live mode are counted from telemetry: a battery outside its SOC window
-(± 0.1 %), a heater whose reported tank temperature (``Tank_Temp_C``, polled by the UCM;
-else the mean estimated from stored heat) is below the comfort limit.
-
-Net load = base + batteries + heaters, the quantity the control app steers to target.
+Violations in live mode are counted from telemetry: a battery outside its nameplate SOC
+window (± 0.1 %), a heater whose reported tank temperature (``Tank_Temp_C``, polled by
+the UCM; else the mean estimated from stored heat) is below the comfort limit.
 """
 
 from __future__ import annotations
@@ -36,8 +46,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sef.control.allocation import DeviceEvents, decision_to_events
-from sef.control.controllers.base import ControlApp, Observation
+from sef.control._live_fleet import (
+    LiveFleet,
+    battery_limits,
+    discover_fleet,
+    fleet_scenario,
+    plain,
+    wait_for_fleet,
+)
+from sef.control._live_plans import (
+    battery_plan,
+    correction_events,
+    plan_events,
+    planned_fleet_kw,
+    stagger_heaters,
+)
+from sef.control._live_target import target_board
+from sef.control.allocation import allocate_integer, decision_to_events
+from sef.control.controllers.base import ControlApp, Decision, Observation
 from sef.control.forecast import make_forecaster
 from sef.control.scenario import WATER_KWH_PER_L_K, Scenario
 from sef.control.simulator import SERIES, SimResult
@@ -45,7 +71,7 @@ from sef.ems import EMS
 from sef.interface import DEMO_INTERFACE
 from sef.tasks import TaskSet
 
-__all__ = ["LiveControl", "LiveStep", "fleet_from_groups", "next_midnight"]
+__all__ = ["LiveControl", "LiveFleet", "LiveStep", "next_midnight", "wait_for_fleet"]
 
 log = logging.getLogger("sef.control.live")
 
@@ -55,16 +81,9 @@ STORAGE_REFERENCE_C = 43.33
 FloatArray = npt.NDArray[np.float64]
 
 
-def _plain(telemetry: Any) -> dict[str, Any]:
-    """``a{sv}`` JSON mapping → plain values."""
-    if not isinstance(telemetry, dict):
-        return {}
-    return {k: v[1] if isinstance(v, list) and len(v) == 2 else v for k, v in telemetry.items()}
-
-
 @dataclass
 class LiveStep:
-    """What happened in one live step (for displays)."""
+    """What happened in one live step (for displays): kW, calls sent, decide time (s)."""
 
     step: int
     net_kw: float
@@ -76,85 +95,152 @@ class LiveStep:
 
 @dataclass
 class LiveControl:
-    """Runs ``app`` on ``scenario`` against the agents ``battery_ids`` and ``heater_ids``.
+    """Runs ``app`` against the fleet online in ``ems``'s registry.
 
     Args:
-        ems: a started EMS (its registry has the agents' telemetry).
-        scenario: the scenario (base load, target, fleet parameters).
+        ems: a started EMS (its registry has the agents' nameplates and telemetry).
+        scenario: base-load forecast, target and settings (its fleet is not used).
         app: the control app.
-        battery_ids: agent ids of the scenario's batteries, in order.
-        heater_ids: agent ids of its water heaters, in order.
         start_s: clock time of step 0 (Unix s); default: the next whole minute.
+        plan_horizon_s: length of each battery plan (s; 1 h = four 15-min events).
+        correction_kw: fleet battery power change (kW) that re-sends the batteries'
+            plans between re-plans.
+        stagger_s: spread of the start times of the heater events of one step (s;
+            default one step).
     """
 
     ems: EMS
     scenario: Scenario
     app: ControlApp
-    battery_ids: list[str]
-    heater_ids: list[str]
     start_s: float | None = None
+    plan_horizon_s: float = 3600.0
+    correction_kw: float = 1.0
+    stagger_s: float | None = None
     steps_done: int = 0
     calls_failed: int = 0
     comfort_violations: int = 0
     soc_violations: int = 0
     throughput_kwh: float = 0.0
+    fleet_changes: int = 0
+    plans_sent: int = 0
+    corrections_sent: int = 0
+    metered_steps: int = 0
+    fleet: LiveFleet = field(default_factory=LiveFleet)
     series: dict[str, FloatArray] = field(default_factory=dict)
     history: list[LiveStep] = field(default_factory=list)
     _sends: TaskSet = field(default_factory=lambda: TaskSet("live control"), init=False, repr=False)
 
     def __post_init__(self) -> None:
         sc = self.scenario
-        if len(self.battery_ids) != sc.n_batteries or len(self.heater_ids) != sc.n_heaters:
-            raise ValueError(
-                f"scenario {sc.name} has {sc.n_batteries} batteries and {sc.n_heaters} "
-                f"water heaters; got {len(self.battery_ids)} and {len(self.heater_ids)} agents"
-            )
+        self.current = sc  # the scenario rebuilt for the fleet online
         self.series = {name: np.full(sc.steps, np.nan) for name in SERIES}
-        inlet = np.asarray(sc.wh_params.inlet_c, dtype=np.float64) * np.ones(sc.n_heaters)
-        volume = np.asarray(sc.wh_params.volume_l, dtype=np.float64) * np.ones(sc.n_heaters)
+        self._target_version = -1
+        self._plan: npt.NDArray[np.int64] | None = None
+        self._plan_step = 0
+        self._metered = False
+        self._set_fleet_arrays()
+
+    # -- fleet and target -----------------------------------------------------------
+    def _set_fleet_arrays(self) -> None:
+        hs = self.fleet.heaters
+        volume = np.array([h.volume_l for h in hs], dtype=np.float64)
+        inlet = np.array([h.inlet_c for h in hs], dtype=np.float64)
         # heat (kWh) between the inlet temperature and the CTA-2045 reference
         self._wh_offset_kwh = volume * WATER_KWH_PER_L_K * (STORAGE_REFERENCE_C - inlet)
         self._wh_capacity_kwh = volume * WATER_KWH_PER_L_K
-        self._tank_c = np.full(sc.n_heaters, np.nan)  # measured top-of-tank °C, if reported
+        self._tank_c = np.full(len(hs), np.nan)  # measured top-of-tank °C, if reported
+        self._capacity = self.fleet.capacity_kwh()
+        self._soc_lo = np.array([b.soc_min for b in self.fleet.batteries], dtype=np.float64)
+        self._soc_hi = np.array([b.soc_max for b in self.fleet.batteries], dtype=np.float64)
+
+    def refresh_fleet(self, step: int) -> bool:
+        """Read the fleet from the registry; on a change rebuild the scenario and reset
+        the app (its step index is kept). Returns whether the fleet changed."""
+        fleet = discover_fleet(self.ems.registry, self.scenario)
+        if fleet == self.fleet:
+            return False
+        old = self.fleet
+        self.fleet = fleet
+        self._set_fleet_arrays()
+        energy = self.observe(step, 0.0).battery_energy_kwh
+        self.current = fleet_scenario(
+            replace(self.scenario, target_kw=self.current.target_kw), fleet, energy
+        )
+        self.app.reset(self.current)
+        self._plan = None
+        self.fleet_changes += 1
+        log.info(
+            "live fleet at step %d: %d batteries %s, %d water heaters %s, meters %s "
+            "(was %d batteries, %d water heaters)",
+            step,
+            len(fleet.batteries),
+            fleet.battery_ids,
+            len(fleet.heaters),
+            fleet.heater_ids,
+            list(fleet.meters),
+            len(old.batteries),
+            len(old.heaters),
+        )
+        return True
+
+    def refresh_target(self) -> bool:
+        """Apply the API's target (``PUT /control/target``) if it changed; returns whether."""
+        board = target_board(self.ems)
+        if board.version == self._target_version:
+            return False
+        self._target_version = board.version
+        sc = self.scenario
+        start = self.start_s or 0.0
+        target = np.array(sc.target_kw, dtype=np.float64)
+        for k in range(sc.steps):
+            value = board.value_at(start + k * sc.dt_s)
+            if value is not None:
+                target[k] = value
+        self.current = replace(self.current, target_kw=target)
+        return True
 
     # -- observation ------------------------------------------------------------------
     def _telemetry(self, agent_id: str) -> dict[str, Any]:
         record = self.ems.registry.get(agent_id)
-        return {} if record is None else _plain(record.prop(DEMO_INTERFACE, "Telemetry"))
+        return {} if record is None else plain(record.prop(DEMO_INTERFACE, "Telemetry"))
+
+    def measured_net_kw(self) -> float | None:
+        """The meter's ``Net_Power_kW`` (kW), if a meter of the fleet reports one."""
+        for meter in self.fleet.meters:
+            value = self._telemetry(meter).get("Net_Power_kW")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        return None
 
     def observe(self, step: int, net_kw: float) -> Observation:
         """The observation at the start of ``step`` from the agents' last telemetry."""
-        sc = self.scenario
-        energy = np.zeros(sc.n_batteries)
-        b_power = np.zeros(sc.n_batteries)
-        for i, agent_id in enumerate(self.battery_ids):
-            t = self._telemetry(agent_id)
-            energy[i] = float(
-                t.get("Sys_Energy_kWh", sc.battery_soc0[i] * sc.battery_params.capacity_kwh)
-            )
-            if t.get("State") == "CONNECTED":
-                b_power[i] = float(t.get("Setpoint_kW", 0.0))
-            else:
-                b_power[i] = float(t.get("Sys_Power_kW", 0.0))
-        w_power = np.zeros(sc.n_heaters)
-        w_energy = np.zeros(sc.n_heaters)
-        w_mode = np.zeros(sc.n_heaters, dtype=np.int64)
-        for j, agent_id in enumerate(self.heater_ids):
-            t = self._telemetry(agent_id)
+        fleet = self.fleet
+        n_b, n_w = len(fleet.batteries), len(fleet.heaters)
+        energy = np.zeros(n_b)
+        b_power = np.zeros(n_b)
+        for i, plate in enumerate(fleet.batteries):
+            t = self._telemetry(plate.agent_id)
+            mid = plate.capacity_kwh * 0.5 * (plate.soc_min + plate.soc_max)
+            energy[i] = float(t.get("Sys_Energy_kWh", mid))
+            key = "Setpoint_kW" if t.get("State") == "CONNECTED" else "Sys_Power_kW"
+            b_power[i] = float(t.get(key, 0.0))
+        w_power = np.zeros(n_w)
+        w_energy = np.zeros(n_w)
+        w_mode = np.zeros(n_w, dtype=np.int64)
+        for j, heater in enumerate(fleet.heaters):
+            t = self._telemetry(heater.agent_id)
             w_power[j] = float(t.get("Power_W", 0.0)) / 1000.0
             stored_wh = t.get("Energy_Stored_Wh")
-            w_energy[j] = (
-                self._wh_offset_kwh[j] + float(stored_wh) / 1000.0
-                if stored_wh is not None
-                else self._wh_offset_kwh[j]
+            w_energy[j] = self._wh_offset_kwh[j] + (
+                float(stored_wh) / 1000.0 if stored_wh is not None else 0.0
             )
             event = t.get("Event")
             w_mode[j] = 1 if event == "shed" else 2 if event == "charge" else 0
             self._tank_c[j] = float(t.get("Tank_Temp_C", np.nan))
         return Observation(
             step=step,
-            t_s=step * sc.dt_s,
-            dt_s=sc.dt_s,
+            t_s=step * self.scenario.dt_s,
+            dt_s=self.scenario.dt_s,
             net_kw=net_kw,
             battery_energy_kwh=energy,
             battery_power_kw=b_power,
@@ -162,6 +248,24 @@ class LiveControl:
             wh_energy_kwh=w_energy,
             wh_mode=w_mode,
         )
+
+    def observe_step(self, step: int) -> Observation:
+        """The observation at the start of ``step``; its net load is the meter's reading
+        if a meter reports, else the last step's scenario base load plus what the agents'
+        telemetry says the devices drew (step 0: base load)."""
+        sc = self.scenario
+        obs = self.observe(step, 0.0)
+        metered = self.measured_net_kw()
+        self._metered = metered is not None
+        if metered is not None:
+            self.metered_steps += 1
+            net = metered
+        elif step == 0:
+            net = float(sc.base_kw[0])
+        else:
+            devices = obs.battery_power_kw.sum() + obs.wh_power_kw.sum()
+            net = float(sc.base_kw[(step - 1) % sc.steps] + devices)
+        return replace(obs, net_kw=net)
 
     # -- running --------------------------------------------------------------------
     async def run(self, steps: int | None = None) -> SimResult:
@@ -180,24 +284,36 @@ class LiveControl:
         total = sc.steps if steps is None else min(steps, sc.steps)
         if self.start_s is None:
             self.start_s = (int(clock.now()) // 60 + 1) * 60.0
-        self.app.reset(sc)
+        m = sc.interval_steps
         forecaster = make_forecaster(sc, self.app.perfect_foresight)
         started = time.perf_counter()
         decide_total = 0.0
         for k in range(total):
             await clock.sleep(self.start_s + k * sc.dt_s - clock.now())
+            replan = k % m == 0
+            if replan and self.refresh_fleet(k):
+                self._target_version = -1
+            if self.refresh_target() or forecaster.sc is not self.current:
+                forecaster.sc = self.current
             obs = self.observe_step(k)
             if k > 0:
                 self._record(k - 1, obs)
             forecaster.update(obs)
-            t0 = time.perf_counter()
-            decision = self.app.decide(obs, forecaster.forecast(k, self.app.forecast_steps(k)))
-            decide_total += time.perf_counter() - t0
-            calls = self._send(decision_to_events(decision))
+            calls = 0
+            if self.fleet.batteries or self.fleet.heaters:
+                t0 = time.perf_counter()
+                decision = self.app.decide(obs, forecaster.forecast(k, self.app.forecast_steps(k)))
+                decide_total += time.perf_counter() - t0
+                calls = self._dispatch(k, obs, decision, replan)
             await asyncio.sleep(0)
             self.history.append(
                 LiveStep(
-                    k, obs.net_kw, float(sc.target_kw[k]), float(sc.base_kw[k]), calls, decide_total
+                    k,
+                    obs.net_kw,
+                    float(self.current.target_kw[k]),
+                    obs.base_kw if self._metered else float(sc.base_kw[k]),
+                    calls,
+                    decide_total,
                 )
             )
             self.steps_done = k + 1
@@ -215,28 +331,48 @@ class LiveControl:
             throughput_kwh=self.throughput_kwh,
             wall_s=time.perf_counter() - started,
             decide_s=decide_total,
-            extra={"calls_failed": float(self.calls_failed)},
+            extra={
+                "calls_failed": float(self.calls_failed),
+                "fleet_changes": float(self.fleet_changes),
+                "plans_sent": float(self.plans_sent),
+                "corrections_sent": float(self.corrections_sent),
+                "metered_steps": float(self.metered_steps),
+            },
         )
 
-    def observe_step(self, step: int) -> Observation:
-        """The observation at the start of ``step``; its net load is the last step's base
-        load plus what the agents' telemetry says the devices drew (step 0: base load)."""
-        sc = self.scenario
-        obs = self.observe(step, 0.0)
-        net = (
-            float(sc.base_kw[0])
-            if step == 0
-            else float(sc.base_kw[step - 1] + obs.battery_power_kw.sum() + obs.wh_power_kw.sum())
-        )
-        return replace(obs, net_kw=net)
-
-    def _send(self, events: DeviceEvents) -> int:
+    def _dispatch(self, k: int, obs: Observation, decision: Decision, replan: bool) -> int:
+        """Send the batteries' plans (or corrections) and the staggered heater events."""
+        sc, fleet = self.current, self.fleet
         calls = 0
-        for i, seq in enumerate(events.batteries):
-            self._call(self.battery_ids[i], seq)
-            calls += 1
-        for j, seq in events.water_heaters.items():
-            self._call(self.heater_ids[j], seq)
+        ids = fleet.battery_ids
+        if ids:
+            lo, hi = battery_limits(fleet, obs.battery_energy_kwh, sc.dt_s)
+            rates = allocate_integer(int(np.sum(decision.battery_kw)), lo, hi)
+            interval_s = sc.interval_steps * sc.dt_s
+            if replan or self._plan is None:
+                n_int = max(1, round(self.plan_horizon_s / interval_s))
+                future = planned_fleet_kw(self.app, k)
+                self._plan = battery_plan(
+                    rates, future, fleet, obs.battery_energy_kwh, interval_s, n_int
+                )
+                self._plan_step = k
+                for agent_id, seq in zip(ids, plan_events(self._plan, interval_s), strict=True):
+                    self._call(agent_id, seq)
+                    calls += 1
+                self.plans_sent += 1
+            elif abs(int(rates.sum()) - int(self._plan[0].sum())) >= self.correction_kw:
+                left_s = (self._plan_step + sc.interval_steps - k) * sc.dt_s
+                for i in np.nonzero(rates != self._plan[0])[0].tolist():
+                    self._call(
+                        ids[i], correction_events(self._plan, i, int(rates[i]), left_s, interval_s)
+                    )
+                    calls += 1
+                self._plan[0] = rates
+                self.corrections_sent += 1
+        heaters = decision_to_events(replace(decision, battery_kw=np.zeros(0, dtype=np.int64)))
+        stagger = sc.dt_s if self.stagger_s is None else self.stagger_s
+        for j, seq in stagger_heaters(heaters.water_heaters, obs.wh_mode, stagger).items():
+            self._call(fleet.heater_ids[j], seq)
             calls += 1
         return calls
 
@@ -258,79 +394,48 @@ class LiveControl:
 
     def _record(self, k: int, end_obs: Observation) -> None:
         """Series of step ``k`` from the measurements at its end."""
-        sc = self.scenario
+        sc = self.current
         s = self.series
-        s["base_kw"][k] = sc.base_kw[k]
-        s["target_kw"][k] = sc.target_kw[k]
         s["battery_kw"][k] = end_obs.battery_power_kw.sum()
         s["wh_kw"][k] = end_obs.wh_power_kw.sum()
-        s["net_kw"][k] = sc.base_kw[k] + s["battery_kw"][k] + s["wh_kw"][k]
-        soc = end_obs.battery_energy_kwh / sc.battery_params.capacity_kwh
-        if soc.size:
-            p10, p90 = np.percentile(soc, [10, 90])
-            (
-                s["soc_mean"][k],
-                s["soc_min"][k],
-                s["soc_max"][k],
-                s["soc_p10"][k],
-                s["soc_p90"][k],
-            ) = soc.mean(), soc.min(), soc.max(), p10, p90
-        estimate = (
-            STORAGE_REFERENCE_C
-            + (end_obs.wh_energy_kwh - self._wh_offset_kwh) / self._wh_capacity_kwh
-        )
-        top = np.where(np.isfinite(self._tank_c), self._tank_c, estimate)
-        if top.size:
-            p10, p90 = np.percentile(top, [10, 90])
-            (
-                s["top_c_mean"][k],
-                s["top_c_min"][k],
-                s["top_c_max"][k],
-                s["top_c_p10"][k],
-                s["top_c_p90"][k],
-            ) = top.mean(), top.min(), top.max(), p10, p90
-        bp = sc.battery_params
-        self.soc_violations += int(np.sum((soc < bp.soc_min - 1e-3) | (soc > bp.soc_max + 1e-3)))
-        self.comfort_violations += int(np.sum(top < sc.comfort_min_c))
+        s["base_kw"][k] = end_obs.base_kw if self._metered else sc.base_kw[k]
+        s["target_kw"][k] = sc.target_kw[k]
+        s["net_kw"][k] = end_obs.net_kw
+        soc = end_obs.battery_energy_kwh / np.maximum(self._capacity, 1e-9)
+        for name, values in (("soc", soc), ("top_c", self._top_c(end_obs))):
+            if values.size:
+                p10, p90 = np.percentile(values, [10, 90])
+                s[f"{name}_mean"][k], s[f"{name}_min"][k], s[f"{name}_max"][k] = (
+                    values.mean(),
+                    values.min(),
+                    values.max(),
+                )
+                s[f"{name}_p10"][k], s[f"{name}_p90"][k] = p10, p90
+        outside = (soc < self._soc_lo - 1e-3) | (soc > self._soc_hi + 1e-3)
+        self.soc_violations += int(np.sum(outside))
+        self.comfort_violations += int(np.sum(self._top_c(end_obs) < sc.comfort_min_c))
         self.throughput_kwh += float(np.abs(end_obs.battery_power_kw).sum()) * sc.dt_s / 3600
         s["events"][k] = float(np.sum(end_obs.wh_mode != 0))
         s["n_shed"][k] = float(np.sum(end_obs.wh_mode == 1))
         s["n_load_up"][k] = float(np.sum(end_obs.wh_mode == 2))
 
+    def _top_c(self, obs: Observation) -> FloatArray:
+        estimate = STORAGE_REFERENCE_C + (obs.wh_energy_kwh - self._wh_offset_kwh) / np.maximum(
+            self._wh_capacity_kwh, 1e-9
+        )
+        return np.asarray(np.where(np.isfinite(self._tank_c), self._tank_c, estimate))
+
     def _publish_series(self, k: int) -> None:
         """Keep the EMS's ``control_series`` (served to the dashboard) up to date."""
         assert self.start_s is not None
-        sc = self.scenario
+        dt = self.scenario.dt_s
         done = [h for h in self.history if h.step <= k]
         self.ems.control_series = {
-            "t": [self.start_s + h.step * sc.dt_s for h in done],
+            "t": [self.start_s + h.step * dt for h in done],
             "net_kw": [round(h.net_kw, 3) for h in done],
             "target_kw": [round(h.target_kw, 3) for h in done],
             "base_kw": [round(h.base_kw, 3) for h in done],
         }
-
-
-async def fleet_from_groups(
-    ems: EMS, scenario: Scenario, battery_group: str, heater_group: str, timeout_s: float = 60.0
-) -> tuple[list[str], list[str]]:
-    """Wait (real s) until the groups hold the scenario's batteries and heaters online;
-    return their agent ids, sorted, cut to the scenario's counts."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        batteries = sorted(
-            r.agent_id for r in ems.registry.group_members(battery_group) if r.online
-        )
-        heaters = sorted(r.agent_id for r in ems.registry.group_members(heater_group) if r.online)
-        if len(batteries) >= scenario.n_batteries and len(heaters) >= scenario.n_heaters:
-            return batteries[: scenario.n_batteries], heaters[: scenario.n_heaters]
-        if loop.time() > deadline:
-            raise TimeoutError(
-                f"scenario {scenario.name} needs {scenario.n_batteries} batteries in group "
-                f"{battery_group!r} and {scenario.n_heaters} water heaters in group "
-                f"{heater_group!r}; online: {len(batteries)} and {len(heaters)}"
-            )
-        await asyncio.sleep(0.2)
 
 
 def next_midnight(now_s: float) -> float:

@@ -33,7 +33,7 @@ from rich.table import Table
 
 from sef.clock import ScaledClock
 from sef.control.controllers import make_controller
-from sef.control.live import LiveControl, fleet_from_groups
+from sef.control.live import LiveControl, wait_for_fleet
 from sef.control.report import write_report
 from sef.control.scenario import Scenario, load_scenario, scenario_from_dict
 from sef.demo._fleet import BATTERY_GROUP, HEATER_GROUP, Fleet
@@ -177,16 +177,15 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             "SGD emulators + UCM (one process each)"
         )
         await asyncio.to_thread(fleet.start)
-        batteries, heaters = await fleet_from_groups(
-            ems, scenario, BATTERY_GROUP, HEATER_GROUP, timeout_s=60.0
+        online = await wait_for_fleet(
+            ems, scenario, options.batteries, options.waterheaters, timeout_s=60.0
         )
         say(
-            f"all {len(batteries) + len(heaters)} agents online; control app "
-            f"{options.controller} follows the target from midnight for {options.hours:g} h"
+            f"{len(online.batteries)} batteries, {len(online.heaters)} water heaters and "
+            f"{len(online.meters)} meters online; control app {options.controller} follows "
+            f"the target from midnight for {options.hours:g} h (fleet re-read at each re-plan)"
         )
-        live = LiveControl(
-            ems, scenario, make_controller(options.controller), batteries, heaters, start_s=start_s
-        )
+        live = LiveControl(ems, scenario, make_controller(options.controller), start_s=start_s)
         run = asyncio.create_task(live.run(steps))
         if options.live_table:
             with Live(

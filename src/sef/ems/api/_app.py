@@ -41,6 +41,7 @@ from sef.ems.api._models import (
     TelemetryOut,
     TelemetryPoint,
 )
+from sef.ems.api._target import install_target_routes
 from sef.ems.api._times import EVERY_MAX_S, EVERY_MIN_S, TimeOutOfRange, parse_time
 from sef.ems.api._web import install_dashboard
 from sef.ems.store import Store
@@ -325,5 +326,6 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     install_dashboard(app, ems)
+    install_target_routes(app, ems)  # GET, PUT /control/target
     install_login(app, auth)
     return app

@@ -7,7 +7,8 @@ reaches a route, except the public ones (:func:`required_role` returns ``None``)
 roles, least first:
 
 * ``viewer``: every ``GET`` (agents, telemetry, command log, events, metrics, docs);
-* ``operator``: a viewer who also sends commands (``POST .../commands``);
+* ``operator``: a viewer who also sends commands (``POST .../commands``) and sets the live
+  control target (``PUT /control/target``);
 * ``admin``: an operator who also acts on the registry (reset, approve) and anything else
   that changes state.
 
@@ -107,6 +108,8 @@ def required_role(method: str, path: str) -> ApiRole | None:
         return "viewer"
     if method == "POST" and COMMAND_PATH.match(path):
         return "operator"
+    if method == "PUT" and path.rstrip("/") == "/control/target":
+        return "operator"  # the live controller's target (sef.ems.api._target)
     return "admin"
 
 

@@ -1,0 +1,138 @@
+"""Plans the devices execute on their own clock: battery sequences and staggered heater
+events (``EnergyMethod`` arguments).
+
+* **Batteries**: at each re-plan (every control interval, 15 min) every battery gets its
+  plan for the next ``plan_horizon_s`` (1 h) as one ``EnergyMethod`` sequence of
+  interval-long events (four 15-min events), which supersedes the previous one on the
+  agent. The first event is the controller's rate for this step, re-split by each
+  battery's nameplate; the later ones split the controller's planned fleet battery power
+  of those intervals (an app with an LP plan: ``app.plan.battery_kw``; otherwise the first
+  rate is held) over the batteries by their limits along the projected stored energy.
+  If the EMS goes silent the batteries finish the hour and then go idle.
+* **Corrections** between re-plans: when the controller's fleet battery power for the
+  step differs from the running plan's by ``correction_kw`` or more, the batteries whose
+  rate changes get the rest of their plan again with the new rate until the interval
+  ends (a superseding plan, not a one-step command).
+* **Heaters**: the heaters commanded in one step start their events at times staggered
+  evenly over ``stagger_s`` (default one step): heater ``r`` of ``n`` first holds its
+  present mode for ``r · stagger_s / n`` s, so the fleet never switches at one instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sef.control._live_fleet import LiveFleet, battery_limits
+from sef.control.allocation import INT16_MAX, allocate_integer
+
+__all__ = [
+    "Event",
+    "battery_plan",
+    "correction_events",
+    "plan_events",
+    "planned_fleet_kw",
+    "stagger_heaters",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Event = tuple[str, int, int]
+
+_HOLD = {0: "endshed", 1: "shed", 2: "charge"}
+"""The event that keeps a heater in its present DR mode (normal, shed, load up)."""
+
+
+def planned_fleet_kw(app: Any, step: int) -> list[float] | None:
+    """The app's planned fleet battery power per control interval from ``step`` (kW), if
+    it made a plan at ``step`` and exposes it (``app.plan.battery_kw``, ``app.plan_step``)."""
+    plan = getattr(app, "plan", None)
+    values = getattr(plan, "battery_kw", None)
+    if values is None or getattr(app, "plan_step", None) != step:
+        return None
+    try:
+        return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+    except (TypeError, ValueError):
+        return None
+
+
+def battery_plan(
+    first_kw: IntArray,
+    future_fleet_kw: Sequence[float] | None,
+    fleet: LiveFleet,
+    energy_kwh: FloatArray,
+    interval_s: float,
+    intervals: int,
+) -> IntArray:
+    """Integer rates (kW, + = charge) per interval and battery, shape ``(intervals, n_b)``.
+
+    Row 0 is ``first_kw``; row ``j`` splits ``future_fleet_kw[j]`` (or, without a plan,
+    the sum of ``first_kw``) over the batteries by their limits at the stored energy
+    projected to the start of interval ``j`` (nameplate efficiencies).
+    """
+    n_b = len(fleet.batteries)
+    rates = np.zeros((intervals, n_b), dtype=np.int64)
+    if n_b == 0 or intervals == 0:
+        return rates
+    rates[0] = first_kw
+    eta_c = np.array([b.eta_c for b in fleet.batteries])
+    eta_d = np.array([b.eta_d for b in fleet.batteries])
+    hours = interval_s / 3600.0
+    energy = np.asarray(energy_kwh, dtype=np.float64).copy()
+    held = float(np.sum(first_kw))
+    for j in range(1, intervals):
+        r = rates[j - 1].astype(np.float64)
+        energy += np.where(r > 0, r * eta_c, r / eta_d) * hours
+        lo, hi = battery_limits(fleet, energy, interval_s)
+        want = (
+            future_fleet_kw[j] if future_fleet_kw is not None and j < len(future_fleet_kw) else held
+        )
+        rates[j] = allocate_integer(round(want), lo, hi)
+    return rates
+
+
+def _event(rate: int, duration_s: int) -> Event:
+    rate = int(np.clip(rate, -INT16_MAX, INT16_MAX))
+    if rate > 0:
+        return ("charge", rate, duration_s)
+    if rate < 0:
+        return ("discharge", -rate, duration_s)
+    return ("idle", 0, duration_s)
+
+
+def plan_events(rates: IntArray, interval_s: float) -> list[list[Event]]:
+    """One ``EnergyMethod`` sequence per battery: an event of ``interval_s`` per row."""
+    duration = int(min(round(interval_s), INT16_MAX))
+    return [[_event(int(r), duration) for r in rates[:, i]] for i in range(rates.shape[1])]
+
+
+def correction_events(
+    rates: IntArray, battery: int, first_kw: int, first_s: float, interval_s: float
+) -> list[Event]:
+    """Battery ``battery``'s superseding plan after a correction: ``first_kw`` for the
+    ``first_s`` s left of this interval, then its later planned intervals."""
+    duration = int(min(round(interval_s), INT16_MAX))
+    events = [_event(first_kw, int(min(max(round(first_s), 1), INT16_MAX)))]
+    return events + [_event(int(r), duration) for r in rates[1:, battery]]
+
+
+def stagger_heaters(
+    commands: dict[int, list[Event]], modes: IntArray, stagger_s: float
+) -> dict[int, list[Event]]:
+    """Heater event lists with start times staggered evenly over ``stagger_s`` (s).
+
+    The ``n`` heaters commanded in one step, in index order: heater ``r`` first holds its
+    present mode (``modes``: 0 normal, 1 shed, 2 load up) for ``round(r·stagger_s/n)`` s;
+    the first starts at once.
+    """
+    out: dict[int, list[Event]] = {}
+    ordered = sorted(commands)
+    n = len(ordered)
+    for rank, idx in enumerate(ordered):
+        delay = int(min(round(rank * stagger_s / n), INT16_MAX)) if n else 0
+        hold = _HOLD.get(int(modes[idx]) if idx < len(modes) else 0, "endshed")
+        out[idx] = ([(hold, 0, delay)] if delay > 0 else []) + list(commands[idx])
+    return out
