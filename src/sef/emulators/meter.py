@@ -108,10 +108,12 @@ class MeterEmulator:
         self.import_wh = self.export_wh = 0.0
         self.sources: dict[str, tuple[float, float]] = {}  # src → (W, real time received)
         self.injected: dict[str, int] = {}  # point → raw value forced (fault injection)
+        self._genuine: dict[str, list[int]] = {}  # point → its registers under an injection
         self.saturated = False
         self._last = self.clock.now()
         self._server: ModbusTcpServer | None = None
         self._ct: asyncio.DatagramTransport | None = None
+        self.ct_receiver: CtReceiver | None = None
         self.address: tuple[str, int] | None = None
         self.ct_address: tuple[str, int] | None = None
         self._init_image(serial or f"SEF-MTR-{port}-{unit}")
@@ -145,6 +147,7 @@ class MeterEmulator:
     def _refresh(self) -> None:
         """Write the present measurement into the image."""
         mid, img = self.model_id, self.image
+        self._restore_genuine()
         watts = self.power_w()
         limit = 32767 * 10.0 ** int(img.get_raw(mid, "W_SF") or 0)
         shown = min(max(watts, -limit), limit)
@@ -166,12 +169,27 @@ class MeterEmulator:
         values["TotWhImp"] = (math.floor(self.import_wh / quantum) % _ACC32) * quantum
         values["TotWhExp"] = (math.floor(self.export_wh / quantum) % _ACC32) * quantum
         img.set_many(mid, values)
+        self._apply_injections()
+
+    def _point_slice(self, name: str) -> slice:
+        p = self.image.model(self.model_id).point(name)
+        start = self.image.model_address[self.model_id] - self.image.base + p.offset
+        return slice(start, start + p.size)
+
+    def _apply_injections(self) -> None:
+        """Serve the injected raw values; the image keeps its genuine ones underneath."""
         for name, raw in self.injected.items():
-            p = img.model(mid).point(name)
-            start = img.model_address[mid] - img.base + p.offset
-            img.registers[start : start + p.size] = [
-                (raw >> (16 * (p.size - 1 - i))) & 0xFFFF for i in range(p.size)
+            where = self._point_slice(name)
+            self._genuine[name] = self.image.registers[where]
+            size = where.stop - where.start
+            self.image.registers[where] = [
+                (raw >> (16 * (size - 1 - i))) & 0xFFFF for i in range(size)
             ]
+
+    def _restore_genuine(self) -> None:
+        for name, regs in self._genuine.items():
+            self.image.registers[self._point_slice(name)] = regs
+        self._genuine.clear()
 
     def inject_raw(self, name: str, raw: int | None) -> None:
         """Force point ``name`` of the meter model to the raw register value ``raw`` (e.g.
@@ -255,7 +273,7 @@ class MeterEmulator:
         )
         if self.ct_port is not None:
             loop = asyncio.get_running_loop()
-            self._ct, _ = await loop.create_datagram_endpoint(
+            self._ct, self.ct_receiver = await loop.create_datagram_endpoint(
                 lambda: CtReceiver(self.on_ct), local_addr=(self.host, self.ct_port)
             )
             self.ct_address = self._ct.get_extra_info("sockname")[:2]
