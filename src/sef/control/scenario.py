@@ -74,6 +74,7 @@ import numpy.typing as npt
 
 from sef.control import profiles
 from sef.models.battery import BatteryParams
+from sef.models.draws import DrawSchedule
 from sef.models.waterheater import WaterHeaterParams
 from sef.models.waterheater_dr import DRSettings
 
@@ -130,7 +131,8 @@ class Scenario:
         battery_soc0: initial SOC per battery (fraction), ``(n_b,)``.
         wh_params: water-heater parameters (``initial_c`` per heater).
         wh_dr: demand-response settings of the heaters.
-        draws_lpm: per-heater draw flow (L/min), ``(steps, n_w)``.
+        draws_lpm: per-heater draw flow (L/min), ``(steps, n_w)``, stored sparsely
+            (``draws_lpm.row(k)``: the flows of step ``k``).
         draws_expected_lpm: forecast of the fleet draw flow (L/min), ``(steps,)``.
         comfort_min_c: comfort limit for the top node and the outlet (°C).
         control: controller settings.
@@ -153,7 +155,7 @@ class Scenario:
     battery_soc0: FloatArray
     wh_params: WaterHeaterParams
     wh_dr: DRSettings
-    draws_lpm: FloatArray
+    draws_lpm: DrawSchedule
     draws_expected_lpm: FloatArray
     comfort_min_c: float
     control: ControlSettings = field(default_factory=ControlSettings)
@@ -324,7 +326,7 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
     csvs: list[str | Path] = [] if draws_cfg == "doe_medium" else [base / p for p in draws_cfg]
     shift_s = 60.0 * float(wraw.get("shift_std_min", 0.0))
     vscale = _pair(wraw.get("volume_scale"), (1.0, 1.0))
-    draws = profiles.draw_matrix(
+    draws = profiles.draw_schedule(
         n_w, dt_s, steps, rng, shift_std_s=shift_s, scale_range=vscale, csv_paths=csvs
     )
     draws_exp = profiles.expected_draw_flow(
