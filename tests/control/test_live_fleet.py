@@ -230,3 +230,34 @@ async def test_live_fleet_from_nameplates(broker_url: str) -> None:
     assert {o.net_kw for o in app.seen} == {42.5}
     assert live.metered_steps >= 40
     assert float(np.nanmax(np.abs(live.series["net_kw"][:40] - 42.5))) == 0.0
+
+
+def test_battery_plan_splits_the_apps_planned_fleet_power_by_nameplate() -> None:
+    """Later intervals of a plan follow the app's LP plan (``app.plan.battery_kw`` made at
+    this step), split by each battery's limits along its projected stored energy."""
+    from sef.control._live_fleet import BatteryPlate, LiveFleet
+    from sef.control._live_plans import battery_plan, plan_events, planned_fleet_kw
+
+    small = BatteryPlate("a", 2.0, 2.0, 2.0, 0.1, 0.9, 1.0, 1.0)  # 1.6 kWh usable
+    big = BatteryPlate("b", 6.0, 6.0, 20.0, 0.1, 0.9, 1.0, 1.0)
+    fleet = LiveFleet(batteries=(small, big))
+
+    class App:
+        plan_step = 30
+        plan = type("Plan", (), {"battery_kw": np.array([3.0, -7.0, -7.0, 8.0, 1.0])})()
+
+    assert planned_fleet_kw(App(), 31) is None  # a plan made at another step is not used
+    future = planned_fleet_kw(App(), 30)
+    assert future == [3.0, -7.0, -7.0, 8.0, 1.0]
+    energy = np.array([1.0, 10.0])  # kWh: the small battery is 0.8 kWh above its minimum
+    rates = battery_plan(np.array([1, 2]), future, fleet, energy, 900.0, 4)
+    assert rates[0].tolist() == [1, 2]
+    # interval 1: 7 kW discharge; the small one can give at most 2 kW (its rating)
+    assert rates[1].sum() == -7 and rates[1][0] >= -2
+    # interval 2: the small one has (1.0 + 0.25 + rates[1][0]/4 - 0.2) kWh left for 15 min
+    left_kwh = 1.0 + 1 * 0.25 + rates[1][0] * 0.25 - 0.2
+    assert -rates[2][0] <= max(left_kwh, 0.0) * 4 + 1e-9
+    assert rates[2].sum() == -7
+    assert rates[3].sum() == 8 and rates[3][0] <= 2 and rates[3][1] <= 6
+    events = plan_events(rates, 900.0)
+    assert events[1][1] == ("discharge", -int(rates[1][1]), 900)

@@ -180,10 +180,12 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         online = await wait_for_fleet(
             ems, scenario, options.batteries, options.waterheaters, timeout_s=60.0
         )
+        found = len(online.batteries) + len(online.heaters) + len(online.meters)
         say(
-            f"{len(online.batteries)} batteries, {len(online.heaters)} water heaters and "
-            f"{len(online.meters)} meters online; control app {options.controller} follows "
-            f"the target from midnight for {options.hours:g} h (fleet re-read at each re-plan)"
+            f"all {found} agents online ({len(online.batteries)} batteries, "
+            f"{len(online.heaters)} water heaters, {len(online.meters)} meters); control app "
+            f"{options.controller} follows the target from midnight for {options.hours:g} h "
+            "(the fleet is re-read from the registry at each re-plan)"
         )
         live = LiveControl(ems, scenario, make_controller(options.controller), start_s=start_s)
         run = asyncio.create_task(live.run(steps))
