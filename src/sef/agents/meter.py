@@ -53,7 +53,7 @@ METER_MODEL_PHASES: dict[int, int] = {201: 1, 202: 2, 203: 3, 204: 3}
 FLOAT_METER_MODELS = (211, 212, 213, 214)
 SF_RANGE = (-10, 10)
 """Scale factors the SunSpec specification allows."""
-AVERAGE_RESOLUTION_KW = 0.05
+AVERAGE_RESOLUTION_KW = 0.1
 """Coarsest resolution (one energy count over the poll, kW) at which ``Net_Power_kW`` is
 the energy-register mean; coarser (a short poll, kWh counters) falls back to ``W``."""
 MAX_AVERAGE_S = 900.0

@@ -63,8 +63,10 @@ def battery(
     def announce(emulator: BatteryEmulator) -> None:
         bound_host, bound_port = emulator.address or (host, port)
         typer.echo(f"battery emulator listening on {bound_host}:{bound_port} unit {unit}")
-        ac_w = emulator.model.ac_power_kw  # + = charging = drawn from the grid
-        start_ct_reporter(ct, ct_name or f"battery-{bound_port}", lambda: float(ac_w[0]) * 1e3)
+        model = emulator.model  # its AC power, + = charging = drawn from the grid (kW)
+        start_ct_reporter(
+            ct, ct_name or f"battery-{bound_port}", lambda: float(model.ac_power_kw[0]) * 1e3
+        )
 
     run_service(
         run_until_stopped(

@@ -2,7 +2,10 @@
 
 Battery ``i``: ``sef emulate battery`` (SunSpec Modbus TCP) + ``sef bis``. Water heater
 ``j``: ``sef emulate waterheater --pty`` (CTA-2045 SGD on a pseudo-terminal) +
-``sef ucm`` on that pty. All share one scaled clock through ``SEF_CLOCK``.
+``sef ucm`` on that pty. The feeder: ``sef emulate meter`` (SunSpec meter on Modbus TCP)
+measuring the scenario's base load plus every device, which reports its AC power to the
+meter's CT input (``--ct``), + ``sef meter`` publishing ``Net_Power_kW``. All share one
+scaled clock through ``SEF_CLOCK``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,24 @@ from pathlib import Path
 from sef.clock import Clock
 from sef.demo._processes import DemoProcesses
 
-__all__ = ["BATTERY_GROUP", "HEATER_GROUP", "Fleet"]
+__all__ = ["BATTERY_GROUP", "HEATER_GROUP", "METER_GROUP", "METER_ID", "Fleet", "fleet_identities"]
 
 BATTERY_GROUP = "batteries"
 HEATER_GROUP = "waterheaters"
+METER_GROUP = "meters"
+METER_ID = "meter-1"
+"""The feeder meter agent's id (and certificate identity)."""
+METER_MAX_KW = 100.0
+"""Largest |power| the feeder meter's registers hold, kW (10-W steps)."""
+
+
+def fleet_identities(batteries: int, waterheaters: int) -> list[tuple[str, tuple[str, ...]]]:
+    """Every agent of the demo fleet with its groups (one certificate each)."""
+    return [
+        *((f"battery-{i + 1}", (BATTERY_GROUP,)) for i in range(batteries)),
+        *((f"waterheater-{j + 1}", (HEATER_GROUP,)) for j in range(waterheaters)),
+        (METER_ID, (METER_GROUP,)),
+    ]
 
 
 @dataclass
@@ -32,8 +49,16 @@ class Fleet:
         battery_soc: initial SOC of each battery (fraction); one battery per entry.
         heater_temp_c: initial tank temperature of each water heater (°C).
         bis_poll_s: BIS poll period (real s). ``ucm_poll_s``: UCM poll period (real s).
+        meter_poll_s: meter agent poll period (real s): ``Net_Power_kW`` is the mean over it.
         agent_args: the security options of agent ``id`` (its ``--cert/--key/--ca``, or
             ``--insecure``).
+        base_kw: the feeder's base load per ``base_dt_s`` step from 00:00 UTC of the clock,
+            kW (the scenario's ``base_kw``); None: the demo scenario's for this fleet size.
+        meter: run the feeder meter (emulator + agent).
+
+    After :meth:`start`: ``meter_modbus`` (host, port) and ``meter_ct`` (host, port) of the
+    meter emulator, ``meter_id`` its agent (``""`` if it could not start: ``notes`` says
+    why).
     """
 
     broker: str
@@ -43,9 +68,17 @@ class Fleet:
     heater_temp_c: Sequence[float] = (51.67, 51.67, 51.67)
     bis_poll_s: float = 0.1
     ucm_poll_s: float = 0.1
+    meter_poll_s: float = 0.2
     agent_args: Callable[[str], list[str]] = field(default=lambda agent_id: ["--insecure"])
+    base_kw: Sequence[float] | None = None
+    base_dt_s: float = 60.0
+    meter: bool = True
     battery_ids: list[str] = field(default_factory=list)
     heater_ids: list[str] = field(default_factory=list)
+    meter_id: str = ""
+    meter_modbus: tuple[str, int] | None = None
+    meter_ct: tuple[str, int] | None = None
+    notes: list[str] = field(default_factory=list)
     processes: DemoProcesses = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,7 +88,15 @@ class Fleet:
         agent_id = f"battery-{i + 1}"
         port = self.processes.start(
             f"battery-emulator-{i + 1}",
-            ["emulate", "battery", "--port", "0", "--soc", f"{self.battery_soc[i]:.4f}"],
+            [
+                "emulate",
+                "battery",
+                "--port",
+                "0",
+                "--soc",
+                f"{self.battery_soc[i]:.4f}",
+                *self._ct_args(f"battery-{i + 1}"),
+            ],
             r"listening on [\d.]+:(\d+)",
         )
         self.processes.start(
@@ -84,7 +125,14 @@ class Fleet:
         agent_id = f"waterheater-{j + 1}"
         where = self.processes.start(
             f"sgd-emulator-{j + 1}",
-            ["emulate", "waterheater", "--pty", "--start-temp", f"{self.heater_temp_c[j]:.2f}"],
+            [
+                "emulate",
+                "waterheater",
+                "--pty",
+                "--start-temp",
+                f"{self.heater_temp_c[j]:.2f}",
+                *self._ct_args(f"waterheater-{j + 1}"),
+            ],
             r"ready on (\S+)",
         )
         self.processes.start(
@@ -107,13 +155,69 @@ class Fleet:
         )
         return agent_id
 
+    def _ct_args(self, name: str) -> list[str]:
+        """``--ct`` options that make a device report its power to the feeder meter."""
+        if self.meter_ct is None:
+            return []
+        return ["--ct", f"{self.meter_ct[0]}:{self.meter_ct[1]}", "--ct-name", name]
+
+    def _base_load_csv(self) -> Path:
+        """Write the feeder's base load as ``time_s,kw`` for the meter emulator."""
+        base = self.base_kw
+        if base is None:
+            from sef.demo._run import demo_scenario  # the demo's own scenario
+
+            scenario = demo_scenario(len(self.battery_soc), len(self.heater_temp_c), 24.0)
+            base, self.base_dt_s = scenario.base_kw.tolist(), scenario.dt_s
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / "feeder_base_load.csv"
+        rows = (f"{k * self.base_dt_s:g},{kw:.4f}" for k, kw in enumerate(base))
+        path.write_text("time_s,kw\n" + "\n".join(rows) + "\n")
+        return path
+
+    def _meter_emulator(self) -> None:
+        """Start the feeder meter emulator (before the devices: they report to it)."""
+        found = self.processes.start(
+            "meter-emulator",
+            ["emulate", "meter", "--port", "0", "--ct-port", "0", "--max-kw", f"{METER_MAX_KW:g}",
+             "--base-load", str(self._base_load_csv())],
+            r"listening on ([\d.]+:\d+ unit \d+, CT on [\d.]+:\d+)",
+        )  # fmt: skip
+        modbus, _, ct = found.partition(" unit ")
+        host, port = modbus.rsplit(":", 1)
+        ct_host, ct_port = ct.split("CT on ", 1)[1].rsplit(":", 1)
+        self.meter_modbus, self.meter_ct = (host, int(port)), (ct_host, int(ct_port))
+
+    def _meter_agent(self) -> None:
+        """Start ``sef meter`` on the meter emulator (when it has its credentials)."""
+        assert self.meter_modbus is not None
+        args = self.agent_args(METER_ID)
+        if "--cert" in args and not Path(args[args.index("--cert") + 1]).exists():
+            self.notes.append(f"no certificate for {METER_ID}: the meter agent is not started")
+            return
+        host, port = self.meter_modbus
+        self.processes.start(
+            METER_ID,
+            ["meter", "--modbus", f"tcp://{host}:{port}", "--id", METER_ID, "--broker",
+             self.broker, "--group", METER_GROUP, "--poll", str(self.meter_poll_s),
+             "--keepalive", "5", *args],
+            r"(starting)",
+        )  # fmt: skip
+        self.meter_id = METER_ID
+
     def start(self) -> None:
-        """Start every device and agent (in parallel threads: each takes ~1 s to boot)."""
+        """Start every device and agent (in parallel threads: each takes ~1 s to boot); the
+        meter emulator first, so the devices can report their power to it."""
+        if self.meter:
+            self._meter_emulator()
         with ThreadPoolExecutor(max_workers=4) as pool:
+            meter = pool.submit(self._meter_agent) if self.meter else None
             batteries = [pool.submit(self._battery, i) for i in range(len(self.battery_soc))]
             heaters = [pool.submit(self._heater, j) for j in range(len(self.heater_temp_c))]
             self.battery_ids = [f.result() for f in batteries]
             self.heater_ids = [f.result() for f in heaters]
+            if meter is not None:
+                meter.result()
 
     def stop(self) -> None:
         self.processes.stop_all()
