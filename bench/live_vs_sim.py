@@ -8,8 +8,8 @@ plans of 15-min events (``sef.control._live_plans``).
         [--scenario small] [--correction-kw 1] [--stagger-s S]
 
 Prints, per clock speed, the live RMSE (kW), the simulator's on the same window, their
-ratio (acceptance at 360x: <= 1.2), the live peak net load against the base-load peak,
-and the plans, corrections and failed calls sent.
+ratio (acceptance at 360x: <= 1.2), the live and simulated peak net load against the
+base-load peak, and the plans, corrections and failed calls sent.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Row:
     live_rmse: float
     sim_rmse: float
     live_peak: float
+    sim_peak: float
     base_peak: float
     plans: int
     corrections: int
@@ -126,6 +127,7 @@ async def main() -> None:
                     _rmse(result, steps),
                     sim_rmse,
                     float(np.nanmax(result.series["net_kw"][:steps])),
+                    float(np.nanmax(simulated.series["net_kw"][:steps])),
                     float(np.max(scenario.base_kw[:steps])),
                     live.plans_sent,
                     live.corrections_sent,
@@ -141,12 +143,13 @@ async def main() -> None:
     )
     print(
         f"{'speed':>6} {'live RMSE':>10} {'sim RMSE':>9} {'ratio':>6} {'live peak':>10} "
-        f"{'base peak':>10} {'plans':>6} {'corr.':>6} {'failed':>7}"
+        f"{'sim peak':>9} {'base peak':>10} {'plans':>6} {'corr.':>6} {'failed':>7}"
     )
     for r in rows:
         print(
             f"{r.speed:>5g}x {r.live_rmse:>9.2f}  {r.sim_rmse:>8.2f} "
-            f"{r.live_rmse / r.sim_rmse:>6.2f} {r.live_peak:>9.1f}  {r.base_peak:>9.1f} "
+            f"{r.live_rmse / r.sim_rmse:>6.2f} {r.live_peak:>9.1f}  {r.sim_peak:>8.1f} "
+            f"{r.base_peak:>10.1f} "
             f"{r.plans:>6d} {r.corrections:>6d} {r.failed:>7d}"
         )
 
