@@ -19,7 +19,12 @@ from sef.models._heat_pump import (
 )
 from sef.models._waterheater_thermal import node_fractions
 from sef.models.draws import doe_medium_draw_profile
-from sef.models.waterheater import OperationalState, WaterHeaterModel, WaterHeaterParams
+from sef.models.waterheater import (
+    DRSettings,
+    OperationalState,
+    WaterHeaterModel,
+    WaterHeaterParams,
+)
 
 DRAWS = doe_medium_draw_profile(60.0)
 # OCHRE 0.9.2 "hpwh 12-node fixedvol" DOE medium day (reference notes §1.2)
@@ -168,6 +173,14 @@ def test_shed_keeps_the_element_off_and_runs_the_compressor() -> None:
     assert p_s.min() > 0.4
     assert shed.operational_state[0] == OperationalState.RUNNING_CURTAILED_GRID
     assert shed.heat_pump is not None and shed.heat_pump.compressor_kwh[0] > 0.3
+
+
+def test_shed_may_allow_the_element_by_setting() -> None:
+    m = WaterHeaterModel(hp_params(initial_c=30.0), dr=DRSettings(heat_pump_elements_in_shed=True))
+    m.shed(None, 2 * 3600)
+    p = np.array([m.step(60.0, 0.0)[0] for _ in range(10)])
+    assert p.max() > 4.0
+    assert m.operational_state[0] == OperationalState.RUNNING_CURTAILED_GRID
 
 
 def test_load_up_tops_off_with_the_compressor() -> None:

@@ -115,8 +115,9 @@ class WaterHeaterParams:
 class WaterHeaterLinearView:
     """Linearised (energy-reservoir) view for a model-predictive controller.
 
-    ``E[k+1] = E[k] + (P[k] - loss_kw - draw_kw) · Δt / 3600``, with
-    ``e_min_kwh <= E <= e_max_kwh`` and ``0 <= P <= p_max_kw``. Energies are heat
+    ``E[k+1] = E[k] + (cop · P[k] - loss_kw - draw_kw) · Δt / 3600``, with
+    ``e_min_kwh <= E <= e_max_kwh`` and ``0 <= P <= p_max_kw`` (``P`` electric; ``cop`` = 1
+    for resistance heaters). Energies are heat
     above the inlet temperature. All arrays have shape ``(n,)``.
 
     Attributes
