@@ -169,8 +169,8 @@ class Fleet:
 
             scenario = demo_scenario(len(self.battery_soc), len(self.heater_temp_c), 24.0)
             base, self.base_dt_s = scenario.base_kw.tolist(), scenario.dt_s
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        path = self.log_dir / "feeder_base_load.csv"
+        self.log_dir.parent.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir.parent / "feeder_base_load.csv"  # beside the logs
         rows = (f"{k * self.base_dt_s:g},{kw:.4f}" for k, kw in enumerate(base))
         path.write_text("time_s,kw\n" + "\n".join(rows) + "\n")
         return path
