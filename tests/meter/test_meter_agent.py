@@ -84,6 +84,15 @@ async def test_agent_publishes_the_meters_net_power(broker_url: str) -> None:
         assert "Event" not in t  # a meter runs no events
         meter.on_ct("battery", -5000.0)  # now the feeder exports
         await wait_for(lambda: r.last()["Net_Power_kW"] == pytest.approx(-2.0, abs=0.011), 2.0)
+        await wait_for(lambda: bool(nameplate(r)), 2.0)
+        assert nameplate(r) == {"DeviceType": "meter", "Phases": 1}
+
+
+def nameplate(r: Rig) -> dict[str, Any]:
+    """The meter agent's Nameplate as the EMS has it (``{}`` until published)."""
+    record = r.ems.registry.get("meter-1")
+    value = record.prop(DEMO_INTERFACE, "Nameplate") if record is not None else None
+    return {k: v[1] for k, v in value.items()} if value else {}
 
 
 async def test_net_power_is_the_mean_over_the_poll_from_the_energy_registers(
