@@ -142,3 +142,13 @@ def test_no_heaters() -> None:
     assert sched.shape == (30, 0) and sched.pieces == 0
     assert sched.row(29).shape == (0,)
     np.testing.assert_array_equal(sched.sum(axis=1), np.zeros(30))
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 3, 4, 5, 12])
+def test_row_sum_is_numpys_sum_bit_for_bit(nodes: int) -> None:
+    from sef.models._waterheater_thermal import row_sum
+
+    rng = np.random.default_rng(nodes)
+    a = rng.normal(size=(2000, nodes)) * 10 ** rng.uniform(-8, 8, size=(2000, nodes))
+    np.testing.assert_array_equal(row_sum(a), a.sum(axis=1))
+    assert row_sum(np.zeros((3, 0))).shape == (3,)

@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from sef.models._heat_pump import MIN_ON_S, UPPER_OFF_ABOVE_K, HeatPumpControl, performance
 from sef.models._waterheater_params import WaterHeaterLinearView
-from sef.models._waterheater_thermal import WATER_C_J_PER_L_K, TankGeometry
+from sef.models._waterheater_thermal import WATER_C_J_PER_L_K, TankGeometry, row_sum
 from sef.models.waterheater_dr import DemandResponse, DRMode, Index
 
 FloatArray = NDArray[np.float64]
@@ -52,7 +52,7 @@ class StorageViews:
     def stored_energy_kwh(self) -> FloatArray:
         """Heat stored above the present inlet temperature, kWh, shape ``(n,)``."""
         heat = (self.temperatures_c - self.inlet_c[:, None]) * self.geometry.capacity_j_per_k
-        return np.asarray(heat.sum(axis=1) / _J_PER_KWH, dtype=np.float64)
+        return np.asarray(row_sum(heat) / _J_PER_KWH, dtype=np.float64)
 
     @property
     def present_energy_storage_wh(self) -> FloatArray:
