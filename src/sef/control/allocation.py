@@ -103,13 +103,10 @@ def allocate_integer(
     base = np.floor(share + 1e-9)
     missing = round(float(want - base.sum()))
     frac = np.where(base < cap, share - base, -np.inf)
-    order = np.argsort(-frac, kind="stable")
-    for i in order:  # largest remainders first; then any device with room
-        if missing <= 0:
-            break
-        if base[i] < cap[i]:
-            base[i] += 1
-            missing -= 1
+    if missing > 0:  # +1 kW to the largest remainders first; then any device with room
+        order = np.argsort(-frac, kind="stable")
+        room = order[base[order] < cap[order]]
+        base[room[:missing]] += 1
     return (sign * base).astype(np.int64)
 
 
