@@ -201,6 +201,7 @@ class SeriesRunner:
         *,
         inlet_c: ArrayLike | None = None,
         ambient_c: ArrayLike | None = None,
+        wet_bulb_c: ArrayLike | None = None,
     ) -> FloatArray:
         """Run :meth:`step` over a draw series.
 
@@ -210,7 +211,7 @@ class SeriesRunner:
             Step length, s.
         draw_l_per_min : array_like
             Shape ``(steps,)`` (same for every device) or ``(steps, n)``, L/min.
-        inlet_c, ambient_c : array_like, optional
+        inlet_c, ambient_c, wet_bulb_c : array_like, optional
             Shape ``(steps,)`` or ``(steps, n)``, °C.
 
         Returns
@@ -222,6 +223,7 @@ class SeriesRunner:
         steps = draws.shape[0]
         inl = None if inlet_c is None else np.asarray(inlet_c, dtype=np.float64)
         amb = None if ambient_c is None else np.asarray(ambient_c, dtype=np.float64)
+        wet = None if wet_bulb_c is None else np.asarray(wet_bulb_c, dtype=np.float64)
         out = np.empty((steps, self.n))
         for i in range(steps):
             out[i] = self.step(
@@ -229,5 +231,6 @@ class SeriesRunner:
                 draws[i],
                 inlet_c=None if inl is None else inl[i],
                 ambient_c=None if amb is None else amb[i],
+                wet_bulb_c=None if wet is None else wet[i],
             )
         return out
