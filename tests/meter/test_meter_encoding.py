@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,18 @@ def test_the_mean_from_energy_registers_is_within_one_count(
         assert second.net_kw == pytest.approx(power_kw, abs=one_count_kw + 1e-9)
     else:
         assert second.net_kw == second.power_kw
+
+
+def test_base_load_csv_is_step_held_and_wraps_around_midnight(tmp_path: Path) -> None:
+    path = tmp_path / "base.csv"
+    path.write_text("# feeder F7\ntime_s,kw\n3600,2.5\n7200,4\n")
+    base = BaseLoad.from_csv(path)
+    assert base.kw_at(DAY * 5 + 1800) == 4.0  # before the first row: the last row holds
+    assert base.kw_at(DAY * 5 + 5000) == 2.5
+    path.write_text("time_s,kw\n0,1\n3600,2.5\n")
+    base = BaseLoad.from_csv(path)
+    assert (base.kw_at(1800), base.kw_at(7200), base.kw_at(DAY + 10)) == (1.0, 2.5, 1.0)
+    for bad in ("time_s,kw\n", "time_s,power\n0,1\n", "time_s,kw\n0,x\n", "time_s,kw\n0,1\n0,2\n"):
+        path.write_text(bad)
+        with pytest.raises(ValueError):
+            BaseLoad.from_csv(path)

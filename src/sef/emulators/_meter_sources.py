@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
 import logging
 import math
@@ -32,7 +33,6 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from sef.control.profiles import load_series_csv
 from sef.logthrottle import LogThrottle
 
 __all__ = [
@@ -95,7 +95,7 @@ class BaseLoad:
     @classmethod
     def from_csv(cls, path: str | Path) -> BaseLoad:
         """A ``time_s,kw`` CSV (``#`` comments allowed); ``time_s`` is taken modulo a day."""
-        t, v = load_series_csv(path)
+        t, v = _read_csv(Path(path))
         t = np.mod(t, DAY_S)
         order = np.argsort(t, kind="stable")
         return cls(t[order], v[order])
@@ -123,6 +123,21 @@ class BaseLoad:
     def energy_kwh(self, t0_s: float, t1_s: float) -> float:
         """Energy of the base load over ``[t0_s, t1_s)``, kWh."""
         return sum(d * kw for d, kw in self.segments(t0_s, t1_s)) / 3600.0
+
+
+def _read_csv(path: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``time_s`` and ``kw`` columns of a CSV (``#`` comment lines allowed)."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    rows = list(csv.DictReader(lines))
+    if not rows:
+        raise ValueError(f"{path}: no data rows")
+    try:
+        t = np.array([float(r["time_s"]) for r in rows])
+        v = np.array([float(r["kw"]) for r in rows])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: need numeric columns time_s and kw: {exc}") from None
+    return t, v
 
 
 def parse_ct_datagram(data: bytes) -> tuple[str, float]:
