@@ -56,6 +56,10 @@ def test_sparse_rows_equal_dense_matrix(tmp_path: Path, dt_s: float, steps: int,
     np.testing.assert_array_equal(sparse.sum(axis=1), dense.sum(axis=1))
     np.testing.assert_array_equal(sparse.sum(axis=0), dense.sum(axis=0))
     np.testing.assert_array_equal(sparse[5, 3:9], dense[5, 3:9])
+    for k in range(0, steps, 7):  # the first heaters of a step (the scenario's sample)
+        np.testing.assert_array_equal(sparse[k, :10], dense[k, :10])
+        np.testing.assert_array_equal(sparse[k, 0:100], dense[k, :100])
+        np.testing.assert_array_equal(sparse[k, :-3], dense[k, :-3])
 
 
 def test_three_draws_in_one_step_add_up_in_the_dense_order(tmp_path: Path) -> None:

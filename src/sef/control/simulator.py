@@ -89,16 +89,22 @@ class SimResult:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _apply_wh(model: WaterHeaterModel, cmd: npt.NDArray[np.int64], duration_s: float) -> None:
-    shed = np.nonzero(cmd == WH_SHED)[0]
+def _apply_wh(model: WaterHeaterModel, cmd: npt.NDArray[np.int64], duration_s: float) -> int:
+    """Send the step's heater commands as CTA-2045 events; returns how many were sent."""
+    sent = np.flatnonzero(cmd >= 0)  # WH_KEEP < 0: the few heaters commanded this step
+    if not sent.size:
+        return 0
+    code = cmd[sent]
+    shed = sent[code == WH_SHED]
     if shed.size:
         model.shed(shed, duration_s)
-    lu = np.nonzero(cmd == WH_LOAD_UP)[0]
+    lu = sent[code == WH_LOAD_UP]
     if lu.size:
         model.load_up(lu, duration_s)
-    end = np.nonzero(cmd == WH_NORMAL)[0]
+    end = sent[code == WH_NORMAL]
     if end.size:
         model.end_shed(end)
+    return int(sent.size)
 
 
 #: Fleets larger than this get their p10/p90 from an evenly strided sample of about this
@@ -160,8 +166,7 @@ def simulate(
         fc = forecaster.forecast(k, app.forecast_steps(k))
         dec = app.decide(obs, fc)
         decide_s += time.perf_counter() - td
-        if n_w:
-            _apply_wh(whs, dec.wh_command, dec.wh_duration_s)
+        events = _apply_wh(whs, dec.wh_command, dec.wh_duration_s) if n_w else 0
         if n_b:
             b_power = bats.step(dec.battery_kw.astype(np.float64), sc.dt_s)
             clipped += int(bats.clipped.sum())
@@ -203,7 +208,7 @@ def simulate(
         modes = np.bincount(whs.mode[:n_w], minlength=len(DRMode))
         rec["n_shed"][k] = modes[int(DRMode.SHED)]
         rec["n_load_up"][k] = modes[int(DRMode.LOAD_UP)]
-        rec["events"][k] = np.count_nonzero(dec.wh_command >= 0)
+        rec["events"][k] = events
         if progress is not None:
             progress(k + 1, sc.steps)
     extra: dict[str, float] = {

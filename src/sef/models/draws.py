@@ -365,5 +365,24 @@ class DrawSchedule:
         ``row(k)[idx]`` (one value, a slice or fancy index of heaters)."""
         if isinstance(key, tuple):
             k, *rest = key
+            sl = rest[0] if len(rest) == 1 else None
+            if (
+                isinstance(sl, slice)
+                and sl.start in (None, 0)
+                and sl.step in (None, 1)
+                and isinstance(sl.stop, int | np.integer)
+                and sl.stop >= 0
+            ):
+                return self._first_heaters(int(k), min(int(sl.stop), self.n))
             return self.row(int(k))[tuple(rest)]
         return self.row(int(key))
+
+    def _first_heaters(self, k: int, m: int) -> NDArray[np.float64]:
+        """``row(k)[:m]`` without making the whole row (a sample of a large fleet)."""
+        if not 0 <= k < self.steps:
+            raise IndexError(f"step {k} outside 0..{self.steps - 1}")
+        h, v = self.step_pieces(k)
+        keep = h < m
+        out = np.zeros(max(m, 0))
+        np.add.at(out, h[keep], v[keep])
+        return out
