@@ -52,8 +52,10 @@ class Fleet:
         meter_poll_s: meter agent poll period (real s): ``Net_Power_kW`` is the mean over it.
         agent_args: the security options of agent ``id`` (its ``--cert/--key/--ca``, or
             ``--insecure``).
-        base_kw: the feeder's base load per ``base_dt_s`` step from 00:00 UTC of the clock,
-            kW (the scenario's ``base_kw``); None: the demo scenario's for this fleet size.
+        base_kw: the feeder's base load per ``base_dt_s`` step, kW (the scenario's
+            ``base_kw``); None: the demo scenario's for this fleet size.
+        base_start_s: clock time (Unix s) of ``base_kw[0]``, the scenario's start; the
+            meter's profile repeats daily from there. None: 00:00 UTC.
         meter: run the feeder meter (emulator + agent).
 
     After :meth:`start`: ``meter_modbus`` (host, port) and ``meter_ct`` (host, port) of the
@@ -72,6 +74,7 @@ class Fleet:
     agent_args: Callable[[str], list[str]] = field(default=lambda agent_id: ["--insecure"])
     base_kw: Sequence[float] | None = None
     base_dt_s: float = 60.0
+    base_start_s: float | None = None
     meter: bool = True
     battery_ids: list[str] = field(default_factory=list)
     heater_ids: list[str] = field(default_factory=list)
@@ -171,7 +174,10 @@ class Fleet:
             base, self.base_dt_s = scenario.base_kw.tolist(), scenario.dt_s
         self.log_dir.parent.mkdir(parents=True, exist_ok=True)
         path = self.log_dir.parent / "feeder_base_load.csv"  # beside the logs
-        rows = (f"{k * self.base_dt_s:g},{kw:.4f}" for k, kw in enumerate(base))
+        offset = (self.base_start_s or 0.0) % 86400.0
+        day = base[: max(1, round(86400.0 / self.base_dt_s))]  # the profile repeats daily
+        times = (round(offset + k * self.base_dt_s, 3) % 86400.0 for k in range(len(day)))
+        rows = (f"{t:.3f},{kw:.4f}" for t, kw in zip(times, day, strict=True))
         path.write_text("time_s,kw\n" + "\n".join(rows) + "\n")
         return path
 
