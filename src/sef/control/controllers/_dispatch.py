@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sef.control.allocation import FleetAllocator, battery_limits_kw
+from sef.control.controllers._heaters import HeaterPowerEstimator, ramp_bound_kw
 from sef.control.controllers.base import WH_KEEP, WH_LOAD_UP, WH_NORMAL, WH_SHED, Observation
 from sef.control.scenario import WATER_KWH_PER_L_K, Scenario
 from sef.models.waterheater_dr import DRMode
@@ -111,15 +112,34 @@ class WaterHeaterDispatcher:
         info: fleet constants.
         event_s: duration of each Shed / Load Up event (s).
         min_dwell_s: shortest time between two commands to one heater (s).
+        max_step_kw: bound on the commanded change of fleet heater power per step (kW);
+            default :func:`~sef.control.controllers._heaters.ramp_bound_kw`.
     """
 
-    def __init__(self, info: FleetInfo, event_s: int, min_dwell_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        info: FleetInfo,
+        event_s: int,
+        min_dwell_s: float = 300.0,
+        max_step_kw: float | None = None,
+    ) -> None:
         self.info = info
         self.event_s = int(event_s)
         self.min_dwell_s = min_dwell_s
         n = info.w_element_kw.shape[0]
         self.last_cmd_s = np.full(n, -np.inf)
         self.events = 0
+        self.max_step_kw = (
+            ramp_bound_kw(info.w_element_kw, info.dt_s) if max_step_kw is None else max_step_kw
+        )
+        self.estimator = HeaterPowerEstimator(info)
+
+    @property
+    def max_switch_events(self) -> int:
+        """Power-changing events per step (≥ 2): twice the ramp bound in elements, so the
+        dispatcher can both move by ``max_step_kw`` and counter as much natural change."""
+        elem = float(np.mean(self.info.w_element_kw)) if self.info.w_element_kw.size else 1.0
+        return max(2, int(2.0 * self.max_step_kw / elem + 1e-9))
 
     def _send(self, cmd: IntArray, idx: npt.NDArray[np.intp], code: int, t_s: float) -> None:
         cmd[idx] = code
@@ -132,54 +152,69 @@ class WaterHeaterDispatcher:
         low = shed & (obs.wh_energy_kwh < self.info.w_e_guard)
         self._send(cmd, np.nonzero(low)[0], WH_NORMAL, obs.t_s)
 
-    def renew(self, obs: Observation, cmd: IntArray) -> None:
-        """Renew Shed events about to run out (while less power is wanted)."""
+    def _due(self, obs: Observation, cmd: IntArray) -> npt.NDArray[np.bool_]:
+        """Shed heaters (no command yet) whose event runs out within two steps."""
         shed = (obs.wh_mode == int(DRMode.SHED)) & (cmd == WH_KEEP)
         due = shed & (obs.t_s - self.last_cmd_s >= self.event_s - 2 * obs.dt_s)
-        self._send(cmd, np.nonzero(due)[0], WH_SHED, obs.t_s)
+        return np.asarray(due, dtype=np.bool_)
+
+    def renew(self, obs: Observation, cmd: IntArray) -> None:
+        """Renew Shed events about to run out."""
+        self._send(cmd, np.nonzero(self._due(obs, cmd))[0], WH_SHED, obs.t_s)
+
+    def _ending(self, obs: Observation, cmd: IntArray) -> npt.NDArray[np.bool_]:
+        shed = (obs.wh_mode == int(DRMode.SHED)) & (cmd == WH_KEEP)
+        ending = shed & (obs.t_s + obs.dt_s - self.last_cmd_s >= self.event_s)
+        return np.asarray(ending, dtype=np.bool_)
 
     def estimate_kw(self, obs: Observation, cmd: IntArray) -> FloatArray:
-        """Expected power per heater over the step after ``cmd`` (kW)."""
-        i = self.info
-        p = obs.wh_power_kw.copy()
-        e = obs.wh_energy_kwh
-        p[cmd == WH_SHED] = 0.0
-        ended = cmd == WH_NORMAL
-        p[ended] = np.where(e[ended] < i.w_e_normal_on[ended], i.w_element_kw[ended], 0.0)
-        lu = cmd == WH_LOAD_UP
-        p[lu] = np.where(e[lu] < i.w_e_loadup_on[lu], i.w_element_kw[lu], 0.0)
-        return p
+        """Expected power per heater over the step after ``cmd`` (kW; sheds running out
+        in the step rebound; a tank reaching its setpoint stops)."""
+        return self.estimator.per_heater(obs, cmd, self._ending(obs, cmd))
 
     def dispatch(self, obs: Observation, plan_kw: float | None) -> tuple[IntArray, float]:
         """Commands toward fleet power ``plan_kw`` (kW; ``None``: comfort guard only).
+
+        The goal of the step is the plan clipped to the last measured fleet power ±
+        ``max_step_kw``, and at most :attr:`max_switch_events` heaters are switched (the
+        comfort guard's End Sheds are always sent and counted in the estimate). Sheds
+        about to run out never expire on their own: they are renewed, or ended on
+        purpose when more power is wanted (coldest first, within the bound) or when the
+        tank is above the normal band (no rebound).
 
         Returns:
             ``(wh_command, estimated fleet power over the step in kW)``.
         """
         i = self.info
+        self.estimator.learn(obs)
         cmd = np.full(obs.wh_mode.shape[0], WH_KEEP, dtype=np.int64)
         self.guard(obs, cmd)
-        p = self.estimate_kw(obs, cmd)
         if plan_kw is None or cmd.size == 0:
-            return cmd, float(p.sum())
+            return cmd, self.estimator.fleet_kw(self.estimate_kw(obs, cmd))
         e = obs.wh_energy_kwh
-        free = (cmd == WH_KEEP) & (obs.t_s - self.last_cmd_s >= self.min_dwell_s)
+        shed = obs.wh_mode == int(DRMode.SHED)
+        due = self._due(obs, cmd)
+        # a due shed of a tank above the normal band ends without a rebound: end it
+        self._send(cmd, np.nonzero(due & (e >= i.w_e_normal_on))[0], WH_NORMAL, obs.t_s)
+        due &= cmd == WH_KEEP
+        cmd[due] = WH_SHED  # provisional renewal (no power change); may become End Shed
+        p = self.estimate_kw(obs, cmd)
+        p_last = float(obs.wh_power_kw.sum())
+        goal = float(np.clip(plan_kw, p_last - self.max_step_kw, p_last + self.max_step_kw))
+        gap = goal - (float(p.sum()) + self.estimator.bias_kw)
         elem = float(np.mean(i.w_element_kw))
-        gap = plan_kw - float(p.sum())
-        if gap < 0:
-            self.renew(obs, cmd)
+        budget = self.max_switch_events
+        free = ((cmd == WH_KEEP) & (obs.t_s - self.last_cmd_s >= self.min_dwell_s)) | due
         if gap < -0.5 * elem:
-            cand = np.nonzero(
-                free & (obs.wh_mode != int(DRMode.SHED)) & (p > 0) & (e >= i.w_e_guard)
-            )[0]
-            cand = cand[np.argsort(-e[cand], kind="stable")]
-            m = int(np.ceil(-gap / elem - 0.5))
-            self._send(cmd, cand[:m], WH_SHED, obs.t_s)
+            cand = np.nonzero(free & ~shed & (p > 0) & (e >= i.w_e_guard))[0]
+            cand = cand[np.argsort(-e[cand], kind="stable")][:budget]
+            take = int(np.searchsorted(np.cumsum(p[cand]), -gap - 0.5 * elem) + 1)
+            self._send(cmd, cand[:take], WH_SHED, obs.t_s)
         elif gap > 0.5 * elem:
-            m = int(np.floor(gap / elem + 0.5))
-            shed = obs.wh_mode == int(DRMode.SHED)
+            m = min(budget, int(np.floor(gap / elem + 0.5)))
             cand = np.nonzero(free & shed & (e < i.w_e_normal_on))[0]
             cand = cand[np.argsort(e[cand], kind="stable")][:m]
+            due[cand] = False
             self._send(cmd, cand, WH_NORMAL, obs.t_s)
             m -= cand.size
             if m > 0:
@@ -188,7 +223,8 @@ class WaterHeaterDispatcher:
                 )[0]
                 lu = lu[np.argsort(e[lu], kind="stable")][:m]
                 self._send(cmd, lu, WH_LOAD_UP, obs.t_s)
-        return cmd, float(self.estimate_kw(obs, cmd).sum())
+        self._send(cmd, np.nonzero(due & (cmd == WH_SHED))[0], WH_SHED, obs.t_s)
+        return cmd, self.estimator.fleet_kw(self.estimate_kw(obs, cmd))
 
     def shed_all(self, obs: Observation) -> IntArray:
         """Shed every normal/Load-Up heater above the guard (baseline); keeps the guard."""

@@ -12,6 +12,7 @@ Grid: ``J`` intervals of ``h`` hours. Per interval ``j`` (all kW, energies kWh):
     W_{j+1} = W_j + (w_j − L − q_j) h           (q_j: forecast draw heat, L: losses)
     base_j + c_j − d_j + w_j − target_j = Σ_s u_js − Σ_s v_js      (the deviation)
     w_j ≤ k (W_max − W_j)                        (room bound, W_j at the interval start)
+    |w_j − w_{j−1}| ≤ R                           (heater ramp, j ≥ 1)
     w_j − L − q_j = w⁺_j − w⁻_j                   (heater energy shifted, w± ≥ 0)
     B_min ≤ B ≤ B_max,  W_min ≤ W ≤ W_max,  B_k ≥ B_ref, W_k ≥ W_ref at day ends k
     minimise  Σ_j h [ Σ_s (2s+1) δ (a u_js + b v_js) + ε (c_j + d_j) + ε_w (w⁺_j + w⁻_j) ]
@@ -30,10 +31,14 @@ energies as references (the fleet ends where it started, so no controller wins b
 emptying it); ``"free"`` passes none.
 
 The segment costs make the objective the piecewise-linear interpolation of
-``Σ h · dev²`` at multiples of ``δ`` (exact where ``dev`` is a multiple of ``δ``, convex),
-so the LP minimises (approximately) the squared tracking error — the RMSE metric — and
-not the absolute error, whose optimum is degenerate for energy-limited peaks. Solved
-with HiGHS (``scipy.optimize.linprog(method="highs")``).
+``Σ h · dev²`` at the breakpoints (multiples of ``δ``, or ``breakpoints_kw``: the MPC uses
+geometric ones, ``δ_0 ·1.15^s`` from 1/4000 of the fleet power, so a deviation of a few
+tenths of a per cent of a large fleet is already priced quadratically — with uniform
+segments of 1/200 of the fleet power every deviation below that cost the same per kWh,
+an absolute-error objective with no reason to spread a shortfall evenly; exact at the
+breakpoints, convex), so the LP minimises (approximately) the squared tracking error —
+the RMSE metric — and not the absolute error, whose optimum is degenerate for
+energy-limited peaks. Solved with HiGHS (``scipy.optimize.linprog(method="highs")``).
 """
 
 from __future__ import annotations
@@ -65,7 +70,12 @@ class LPInput:
             rated power; ``k`` = element power / heat room of one deadband.
         day_ends: ``(j, B_ref, W_ref)``: energies required at the end of interval ``j``.
         seg_kw: deviation segment width δ (kW); ``segments``: number of bounded segments.
+        breakpoints_kw: instead of ``seg_kw``/``segments``, the segment ends
+            ``0 < b_1 < … < b_S`` (kW; e.g. geometric, fine near zero and wide far out).
         objective: ``"track"`` | ``"cap"`` | ``"floor"`` (module docstring).
+        w_ramp_kw: largest change of heater fleet power between two intervals (kW): the
+            real-time layer moves the heaters by at most ``max_step_kw`` per step, so a
+            plan beyond ``m · max_step_kw`` per interval could not be realised.
         excess_weight: cost factor on the violating side for ``cap`` / ``floor``.
         throughput_cost: ε per kWh of battery throughput (tie breaker, wear).
         wh_shift_cost: cost per kWh of heater energy moved away from its expected
@@ -96,6 +106,17 @@ class LPInput:
     wh_shift_cost: float = 0.05
     objective: str = "track"
     excess_weight: float = 10.0
+    w_ramp_kw: float = float("inf")
+    breakpoints_kw: tuple[float, ...] | None = None
+
+    def breakpoints(self) -> FloatArray:
+        """Segment starts ``0 = b_0 < b_1 < …`` (kW); the last segment is unbounded."""
+        if self.breakpoints_kw is None:
+            return np.arange(self.segments + 1, dtype=np.float64) * self.seg_kw
+        b = np.concatenate([[0.0], np.asarray(self.breakpoints_kw, dtype=np.float64)])
+        if np.any(np.diff(b) <= 0):
+            raise ValueError("breakpoints_kw must be increasing and > 0")
+        return b
 
     def side_weights(self) -> tuple[float, float]:
         """Cost factors ``(a, b)`` of the positive / negative deviation (module docstring)."""
@@ -135,7 +156,8 @@ class LPPlan:
 
 def solve_plan(p: LPInput) -> LPPlan:
     """Solve the LP (see module docstring); raises ``RuntimeError`` if HiGHS fails."""
-    J, S, h = len(p.base_kw), p.segments + 1, p.h
+    bps = p.breakpoints()
+    J, S, h = len(p.base_kw), bps.size, p.h
     p.side_weights()  # checks the objective
     # variable blocks
     names = ["c", "d", "w", "B", "W", "u", "v", "wp", "wm", "sbl", "sbh", "swl", "swh"]
@@ -193,6 +215,14 @@ def solve_plan(p: LPInput) -> LPPlan:
             lb_w[j] = max(lb_w[j], min(w_ref, p.w_e_max))
     ones = np.ones(J)
     k_room = p.w_room_rate_per_h
+    jr = np.arange(J - 1)
+    ramp = sparse.csr_array(
+        (
+            np.concatenate([np.ones(J - 1), -np.ones(J - 1)]),
+            (np.concatenate([jr, jr]), np.concatenate([off["w"] + jr + 1, off["w"] + jr])),
+        ),
+        shape=(J - 1, nvar),
+    )
     a_ub = sparse.vstack(
         [
             sparse.csr_array((-ones, (jj, off["B"] + jj)), shape=(J, nvar))
@@ -208,17 +238,24 @@ def solve_plan(p: LPInput) -> LPPlan:
             + sparse.csr_array(
                 (np.full(J - 1, k_room), (jj[1:], off["W"] + jj[:-1])), shape=(J, nvar)
             ),
+            # heater ramp: ±(w_j - w_{j-1}) <= R for j >= 1
+            ramp,
+            -ramp,
         ]
     ).tocsr()
     room_rhs = np.full(J, k_room * p.w_e_max)
     room_rhs[0] -= k_room * p.w_e0
     room_rhs = np.maximum(room_rhs, 0.0)
-    b_ub = np.concatenate([-lb_b, np.full(J, p.b_e_max), -lb_w, np.full(J, p.w_e_max), room_rhs])
+    r_rhs = np.full(2 * (J - 1), p.w_ramp_kw if np.isfinite(p.w_ramp_kw) else 1e9)
+    b_ub = np.concatenate(
+        [-lb_b, np.full(J, p.b_e_max), -lb_w, np.full(J, p.w_e_max), room_rhs, r_rhs]
+    )
     # costs and bounds
     cost = np.zeros(nvar)
     cost[off["c"] : off["c"] + J] = p.throughput_cost * h
     cost[off["d"] : off["d"] + J] = p.throughput_cost * h
-    slopes = (2 * np.arange(S) + 1) * p.seg_kw
+    # slope of x² between breakpoints b_s, b_{s+1}: b_s + b_{s+1}; the tail: 2 b_last
+    slopes = bps + np.append(bps[1:], bps[-1])
     w_pos, w_neg = p.side_weights()
     cost[off["u"] : off["u"] + J * S] = np.tile(slopes, J) * h * w_pos
     cost[off["v"] : off["v"] + J * S] = np.tile(slopes, J) * h * w_neg
@@ -230,7 +267,7 @@ def solve_plan(p: LPInput) -> LPPlan:
     hi[off["c"] : off["c"] + J] = p.b_p_max
     hi[off["d"] : off["d"] + J] = p.b_p_max
     hi[off["w"] : off["w"] + J] = p.w_p_max
-    seg_hi = np.tile(np.append(np.full(S - 1, p.seg_kw), np.inf), J)
+    seg_hi = np.tile(np.append(np.diff(bps), np.inf), J)
     hi[off["u"] : off["u"] + J * S] = seg_hi
     hi[off["v"] : off["v"] + J * S] = seg_hi
     res = linprog(

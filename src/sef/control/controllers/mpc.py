@@ -27,6 +27,24 @@ from sef.control.scenario import Scenario
 __all__ = ["MPCController"]
 
 FloatArray = npt.NDArray[np.float64]
+#: weight of one step in the EWMA of the squared one-step error (~ 1 h at 1-min steps)
+_ERR_GAIN = 1.0 / 60.0
+#: margin inside a cap / floor in RMS one-step errors (≈ 1 % of steps cross it if normal)
+_MARGIN_SIGMAS = 2.3
+#: a planned deviation within this (kW, plus the margin) of the limit = the limit binds
+_BINDING_KW = 0.5
+
+
+def _geometric_breakpoints(fleet_kw: float) -> tuple[float, ...]:
+    """Deviation segment ends (kW): widths ``δ_0 · 1.15^s`` from ``δ_0`` = 1/4000 of the
+    fleet power (≥ 0.05 kW) until the fleet power is covered (~46 segments)."""
+    d0 = max(0.05, fleet_kw / 4000.0)
+    ends, b, w = [], 0.0, d0
+    while b < max(fleet_kw, 60 * d0):
+        b += w
+        ends.append(b)
+        w *= 1.15
+    return tuple(ends)
 
 
 def _coarse(x: FloatArray, m: int, j: int) -> FloatArray:
@@ -57,6 +75,9 @@ class MPCController:
         self.b_ref = float(np.sum(scenario.battery_soc0) * scenario.battery_params.capacity_kwh)
         self.b_ref = float(np.clip(self.b_ref, n_b * self.info.b_e_min, n_b * self.info.b_e_max))
         self.w_ref: float | None = None
+        self.last_goal_kw: float | None = None
+        # prior: 1 % of the mean limit, until the first steps are measured
+        self.err_var = (0.005 * float(np.mean(np.abs(scenario.target_kw)))) ** 2
         room = self.info.w_e_max - self.info.w_e_normal_on
         self.room_rate = (
             float(np.mean(self.info.w_element_kw)) / max(float(np.mean(room)), 1e-6)
@@ -93,6 +114,46 @@ class MPCController:
         ends.append((n_int - 1, self.b_ref, w_ref))
         return ends
 
+    def _learn_error(self, obs: Observation) -> None:
+        """Track the RMS of the last step's net − goal (what one step's forecast misses)."""
+        if self.last_goal_kw is not None:
+            err = obs.net_kw - self.last_goal_kw
+            self.err_var = (1.0 - _ERR_GAIN) * self.err_var + _ERR_GAIN * err * err
+
+    def margin_kw(self) -> float:
+        """Safety margin kept inside a cap / floor (kW): ``_MARGIN_SIGMAS`` × the learned
+        one-step RMS error; 0 for ``track``. Below a cap the load is free, so planning
+        to ``cap − margin`` only costs stored energy, and it keeps the per-step noise
+        (base load, heater switching, 1-kW rates) from crossing the limit."""
+        if self.objective == "track":
+            return 0.0
+        sign = 1.0 if self.objective == "cap" else -1.0
+        return sign * _MARGIN_SIGMAS * float(np.sqrt(self.err_var))
+
+    def _battery_goal(self, plan: LPPlan, limit_kw: float, unc_kw: float) -> tuple[float, float]:
+        """Battery fleet power (kW) and the net goal (kW) for the step.
+
+        ``track``: net = target + planned deviation (the batteries absorb every forecast
+        error). ``cap``: where the plan is below the cap, the planned battery power, but
+        never a net above ``cap − margin`` (discharge more when the step's load is higher
+        than planned); where the plan holds the net at the limit (or, infeasible, above
+        it by a planned excess), exactly the power that keeps it there (less when the
+        load is lower: no energy spent below the cap). ``floor``: the mirror image.
+        """
+        level = limit_kw - self.margin_kw()
+        if self.objective == "track":
+            goal = limit_kw + float(plan.deviation_kw[0])
+            return goal - unc_kw, goal
+        dev = float(plan.deviation_kw[0])
+        b_plan = float(plan.battery_kw[0])
+        sign = 1.0 if self.objective == "cap" else -1.0
+        if sign * dev > -_BINDING_KW:  # at the limit, or planned beyond it (infeasible)
+            goal = level + (max(dev, 0.0) if sign > 0 else min(dev, 0.0))
+            return goal - unc_kw, goal
+        room = level - unc_kw  # battery power that puts the net at the level
+        fleet = min(b_plan, room) if sign > 0 else max(b_plan, room)
+        return fleet, fleet + unc_kw
+
     def replan(self, obs: Observation, fc: Forecast) -> LPPlan:
         """Solve the LP from the observed state and the forecast."""
         i, m, n_int = self.info, self.m, self.horizon_intervals(obs.step)
@@ -101,11 +162,11 @@ class MPCController:
             self.w_ref = float(obs.wh_energy_kwh.sum())
         b_p = n_b * i.b_rated_kw
         w_p = float(i.w_element_kw.sum())
-        seg = max(0.05, (b_p + w_p) / 200.0)
+        bps = _geometric_breakpoints(b_p + w_p)
         inp = LPInput(
             h=m * self.sc.dt_s / 3600.0,
             base_kw=_coarse(fc.base_kw, m, n_int),
-            target_kw=_coarse(fc.target_kw, m, n_int),
+            target_kw=_coarse(fc.target_kw, m, n_int) - self.margin_kw(),
             draw_kw=_coarse(fc.draw_lpm, m, n_int) * i.w_draw_kw_per_lpm,
             b_p_max=b_p,
             b_e0=float(obs.battery_energy_kwh.sum()),
@@ -121,9 +182,9 @@ class MPCController:
             w_loss_kw=float(i.w_loss_kw.sum()),
             w_room_rate_per_h=self.room_rate,
             day_ends=self._day_ends(obs.step, n_int),
-            seg_kw=seg,
-            segments=60,
+            breakpoints_kw=bps,
             objective=self.objective,
+            w_ramp_kw=self.wh.max_step_kw * m,
         )
         return solve_plan(inp)
 
@@ -139,9 +200,11 @@ class MPCController:
             self.plans.append((obs.step, self.plan))
         plan = self.plan
         wh_plan = float(plan.wh_kw[0])
-        net_goal = float(forecast.target_kw[0] + plan.deviation_kw[0])
+        self._learn_error(obs)
         wh_cmd, wh_est = self.wh.dispatch(obs, wh_plan)
-        fleet_kw = net_goal - float(forecast.base_kw[0]) - wh_est
+        uncontrolled = float(forecast.base_kw[0]) + wh_est
+        fleet_kw, net_goal = self._battery_goal(plan, float(forecast.target_kw[0]), uncontrolled)
+        self.last_goal_kw = net_goal
         rates = self.bat.allocate(fleet_kw, obs.battery_energy_kwh)
         return Decision(
             battery_kw=rates,
