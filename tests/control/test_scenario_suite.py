@@ -109,6 +109,7 @@ def assert_acceptance(summary: dict[str, Any]) -> None:
     assert not failed, f"{summary['scenario']}: " + "; ".join(failed)
 
 
+@pytest.mark.timeout(600)  # ~25 s alone; three 1-day runs under a loaded make test
 def test_duck_cap_acceptance(tmp_path: Path) -> None:
     summary, _ = run_suite_scenario("duck_cap", tmp_path)
     per = summary["controllers"]
@@ -117,6 +118,7 @@ def test_duck_cap_acceptance(tmp_path: Path) -> None:
     assert_acceptance(summary)
 
 
+@pytest.mark.timeout(600)
 def test_infeasible_window_acceptance(tmp_path: Path) -> None:
     summary, _ = run_suite_scenario("infeasible_window", tmp_path)
     # infeasible: even the optimum's whole-day plan (perfect foresight) misses
