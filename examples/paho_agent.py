@@ -124,7 +124,8 @@ def check_value(sig: str, value: Any, path: str) -> None:
 def load_interface(xml: bytes) -> tuple[str, dict[str, list[tuple[str, str]]]]:
     """Name and methods (name -> in-args as (name, signature)) of a D-Bus introspection
     document with one interface. (Its properties are ours to publish: AssetName, whose
-    EmitsChangedSignal is false, in the birth only; Telemetry on every change.)"""
+    EmitsChangedSignal is false, in the birth only; Telemetry on every change; Nameplate,
+    the ratings, which never change here.)"""
     iface = ET.fromstring(xml).find("interface")
     assert iface is not None
     methods = {
@@ -283,7 +284,19 @@ class BatteryAgent:
         return {
             (DEMO_IFACE, "AssetName"): self.agent_id,
             (DEMO_IFACE, "Telemetry"): self.telemetry(),
+            (DEMO_IFACE, "Nameplate"): self.nameplate(),
         }
+
+    def nameplate(self) -> dict[str, Any]:
+        """The Nameplate property (a{sv}): the ratings, units in the key names
+        (docs/interfaces.md, Nameplate keys). This battery stores every kWh it takes."""
+        return {
+            "DeviceType": ["s", "battery"],
+            "Charge_Rate_kW": ["d", self.rated_kw], "Discharge_Rate_kW": ["d", self.rated_kw],
+            "Capacity_kWh": ["d", self.rated_kwh],
+            "SOC_Min_pct": ["d", 0.0], "SOC_Max_pct": ["d", 100.0],
+            "Charge_Efficiency_pct": ["d", 100.0], "Discharge_Efficiency_pct": ["d", 100.0],
+        }  # fmt: skip
 
     def publish_property(self, iface: str, name: str, value: Any) -> None:
         """A PropertyUpdate (§5.3), retained."""

@@ -37,7 +37,7 @@ def test_check_shipped_demo(tmp_path: Path) -> None:
         "read",
     ):
         assert word in output, word
-    assert "1 interface, 1 method, 2 properties, 0 signals" in output
+    assert "1 interface, 1 method, 3 properties, 0 signals" in output
 
 
 def test_check_agent_and_signals(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def test_shipped_demo_interface() -> None:
     assert node.name is None and node.children == ()
     iface = node.interface(DEMO_INTERFACE)
     assert list(iface.methods) == ["EnergyMethod"]
-    assert list(iface.properties) == ["AssetName", "Telemetry"]
+    assert list(iface.properties) == ["AssetName", "Telemetry", "Nameplate"]
     assert iface.signals == {}
     method = iface.method("EnergyMethod")
     assert method.no_reply is True

@@ -138,7 +138,9 @@ async def test_emulator_intermediate_replies() -> None:
     assert info.model == "SEF-EWH-50" and info.serial == "SEF-WH-0001"
     assert len(info.encode()) == 59  # LEN 0x35 with every optional field
     reads = e.handle(cta.CommodityReadRequest())
-    assert isinstance(reads, cta.CommodityReadReply) and len(reads.records) == 3
+    assert isinstance(reads, cta.CommodityReadReply) and len(reads.records) == 4
+    rated = reads.get(cta.CommodityCode.RATED_MAX_CONSUMPTION)  # the Nameplate's Element_kW
+    assert rated is not None and rated.instantaneous == 4500
     present = reads.get(cta.CommodityCode.PRESENT_ENERGY_STORAGE)
     total = reads.get(cta.CommodityCode.TOTAL_ENERGY_STORAGE)
     assert present is not None and total is not None and not present.measured

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from sef.agents._battery import BatteryReading, battery_telemetry, clip_power_kw, requested_power_kw
@@ -355,15 +355,23 @@ def _kw(watts: object) -> float | None:
     return float(watts) / 1000.0 if isinstance(watts, int | float) and watts > 0 else None
 
 
-def _soc_limits_pct(ratings: dict[str, PointValue], min_reserve: PointValue) -> tuple[float, float]:
+def _soc_limits_pct(
+    ratings: Mapping[str, PointValue], min_reserve: PointValue
+) -> tuple[float, float]:
     """(lowest, highest) SOC the battery allows, %: 802 ``SoCMin`` / ``SoCMax`` (0 / 100
     when not implemented) narrowed by the reserves 802 ``SoCRsvMin`` / ``SocRsvMax`` and
-    124 ``MinRsvPct`` when they are set."""
-    lows = [ratings["SoCMin"], ratings["SoCRsvMin"], min_reserve]
-    highs = [ratings["SoCMax"], ratings["SocRsvMax"]]
+    124 ``MinRsvPct`` when they are set (and leave a window)."""
+    limits = _window([ratings["SoCMin"]], [ratings["SoCMax"]]) or (0.0, 100.0)
+    reserves = [ratings["SoCRsvMin"], min_reserve], [ratings["SocRsvMax"]]
+    narrowed = _window([limits[0], *reserves[0]], [limits[1], *reserves[1]])
+    return narrowed or limits
+
+
+def _window(lows: list[PointValue], highs: list[PointValue]) -> tuple[float, float] | None:
+    """(max of the lows, min of the highs), % (values outside 0..100 ignored), if low < high."""
     low = max([0.0, *(float(v) for v in lows if isinstance(v, int | float) and 0 <= v < 100)])
     high = min([100.0, *(float(v) for v in highs if isinstance(v, int | float) and 0 < v <= 100)])
-    return (low, high) if low < high else (0.0, 100.0)
+    return (low, high) if low < high else None
 
 
 def _retrieve(task: asyncio.Task[dict[str, PointValue]]) -> None:

@@ -14,7 +14,8 @@ Commodity Read, every 4th time the tank temperature, every 16th the temperature 
 Outside Comm Status every ``heartbeat_s``. An SGD that stops link-ACKing is gone
 (``Link`` down, the port is reopened with backoff); one that link-ACKs a command without
 answering is there: the command is *unconfirmed*, tried again by the next two polls,
-then reported (``Command_Fault``). ``docs/ucm.md`` has the tables and the figures.
+then reported (``Command_Fault``). The ``Nameplate`` combines what the SGD tells with
+configuration (:mod:`sef.agents._ucm_nameplate`). ``docs/ucm.md`` has the tables and figures.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import ClassVar
 from sef.agents._declare import AboutInfo, Outcome, method
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceStatus
+from sef.agents._ucm_nameplate import NameplateOptions, SgdRatings
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import DEMO_INTERFACE, Command, EnergyEvent, Variant
@@ -83,8 +85,10 @@ class CtaWaterHeater(DeviceAdapter):
         link_timeout_s: float = 2.5,
         timing: cta.LinkTiming | None = None,
         use_advanced_load_up: bool = False,
+        nameplate: NameplateOptions | None = None,
     ) -> None:
         self.retarget(serial_port=serial_port, tcp=tcp)
+        self.ratings = SgdRatings(nameplate)  # for the Nameplate
         self.heartbeat_s, self.link_timeout_s, self.timing = heartbeat_s, link_timeout_s, timing
         self.use_advanced_load_up = use_advanced_load_up
         self.link: cta.Link | None = None
@@ -133,6 +137,7 @@ class CtaWaterHeater(DeviceAdapter):
         else:
             assert self.tcp is not None
             transport = await asyncio.wait_for(cta.open_tcp(*self.tcp), 2.0)
+        self.ratings.reset()
         self.link = link = cta.Link(transport, timing=self.timing, name=f"UCM {transport.name}")
         await link.start()
         self.requester = asker = UcmRequester(link, link_timeout_s=self.link_timeout_s)
@@ -257,7 +262,16 @@ class CtaWaterHeater(DeviceAdapter):
                     self.tank_temp_c = temp.celsius
             if self._polls % OFFSET_EVERY == 0 and self.offset_supported is not False:
                 await self._read_offset(asker)
+            if self.ratings.setpoint_due:
+                await self.ratings.read_setpoint(asker)
         self._polls += 1
+        self.ratings.polled()
+
+    def nameplate(self) -> dict[str, Variant] | None:
+        """Device type, rated power, setpoint and storage read from the SGD, completed by
+        configuration (:mod:`sef.agents._ucm_nameplate`); ``None`` before the first poll."""
+        info = self.device_info
+        return self.ratings.nameplate(info.device_type if info is not None else None)
 
     async def close(self) -> None:
         """Close the link and stop its receiver."""
@@ -267,6 +281,7 @@ class CtaWaterHeater(DeviceAdapter):
         await self._receivers.close()
 
     def _read_commodities(self, reply: cta.CommodityReadReply) -> None:
+        self.ratings.commodities(reply)
         power = reply.get(cta.CommodityCode.ELECTRICITY_CONSUMED)
         if power is not None:
             self.power_w = float(power.instantaneous)
@@ -362,6 +377,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         timing: link timing (default: the CTA-2045 values).
         use_advanced_load_up: follow a timed ``charge`` with a rate by Set Advanced Load Up
             (rate × duration, Wh) when the SGD answers Get Advanced Load Up.
+        nameplate: ``Nameplate`` values given by configuration (they win over the SGD's).
     """
 
     def __init__(
@@ -377,6 +393,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
         link_timeout_s: float = 2.5,
         timing: cta.LinkTiming | None = None,
         use_advanced_load_up: bool = False,
+        nameplate: NameplateOptions | None = None,
         clock: Clock | None = None,
         groups: Sequence[str] = (),
         keepalive_s: int = 10,
@@ -390,6 +407,7 @@ class UCMAgent(DERAgent[CtaWaterHeater]):
             link_timeout_s=link_timeout_s,
             timing=timing,
             use_advanced_load_up=use_advanced_load_up,
+            nameplate=nameplate,
         )
         super().__init__(
             agent_id,

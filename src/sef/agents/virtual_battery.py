@@ -14,6 +14,7 @@ from sef.agents._battery import BatteryReading, battery_telemetry, clip_power_kw
 from sef.agents._declare import AboutInfo
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceStatus
+from sef.agents._nameplate import battery_nameplate
 from sef.bus import BrokerURL
 from sef.clock import Clock
 from sef.interface import EnergyEvent, Variant
@@ -50,6 +51,19 @@ class ModelBattery(DeviceAdapter):
 
     async def close(self) -> None:
         """Nothing to close: the model lives in this process."""
+
+    def nameplate(self) -> dict[str, Variant]:
+        """The model's parameters: kW, kWh, SOC limits and one-way efficiencies in %."""
+        p = self.model.params
+        return battery_nameplate(
+            charge_kw=p.rated_power_kw,
+            discharge_kw=p.rated_power_kw,
+            capacity_kwh=p.capacity_kwh,
+            soc_min_pct=100.0 * p.soc_min,
+            soc_max_pct=100.0 * p.soc_max,
+            charge_efficiency_pct=100.0 * p.charge_efficiency,
+            discharge_efficiency_pct=100.0 * p.discharge_efficiency,
+        )
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
         """Battery keys from the model's state: kW, kWh, %, V, A."""

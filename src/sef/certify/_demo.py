@@ -14,6 +14,8 @@ import asyncio
 import time
 from typing import Any
 
+from sef.agents._nameplate import nameplate_problems
+from sef.certify._birth import parsed_interface
 from sef.certify._call_helpers import (
     DEMO,
     REPLY_S,
@@ -26,7 +28,8 @@ from sef.certify._call_helpers import (
     render,
     wait_event,
 )
-from sef.certify._model import Check, CheckContext, CheckFailed, Level, Observed
+from sef.certify._model import Check, CheckContext, CheckFailed, CheckSkipped, Level, Observed
+from sef.interface import TypeMismatch, from_json
 
 __all__ = ["CHECKS"]
 
@@ -220,6 +223,28 @@ async def telemetry_changes(ctx: CheckContext) -> str:
     return f"EnergyMethod([[charge,1,0]]) -> Telemetry {render(value, 200)}"
 
 
+async def nameplate(ctx: CheckContext) -> str:
+    """The ``Nameplate`` property is published and well formed: a known ``DeviceType`` with
+    every key of its type, typed and in range (``docs/interfaces.md``, Nameplate keys)."""
+    need_demo(ctx)
+    iface = parsed_interface(ctx, DEMO)
+    if iface is not None and "Nameplate" not in iface.properties:
+        raise CheckSkipped(f"the agent's {DEMO} XML predates the Nameplate property")
+    try:
+        value = ctx.property_value(DEMO, "Nameplate")
+    except KeyError:
+        raise CheckFailed(f"no {DEMO}.Nameplate property was published") from None
+    try:
+        parsed = from_json("a{sv}", value)
+    except TypeMismatch as exc:
+        raise CheckFailed(f"Nameplate is not an a{{sv}}: {exc}") from None
+    assert isinstance(parsed, dict)
+    problems = nameplate_problems(parsed)
+    if problems:
+        raise CheckFailed(f"Nameplate {render(value, 200)}: {'; '.join(problems[:4])}")
+    return f"Nameplate {render(value, 200)}"
+
+
 async def applied(ctx: CheckContext) -> str:
     """An accepted EnergyMethod reply says whether the device applied the command
     (``applied``; with ``false`` a ``fault`` object naming why)."""
@@ -297,6 +322,13 @@ CHECKS: list[Check] = [
         SECTION,
         Level.REQUIRED,
         telemetry_timestamp,
+    ),
+    Check(
+        "demo.nameplate",
+        "Nameplate is published with the keys of its DeviceType (a SHOULD: recommended level)",
+        "§7.2",
+        Level.RECOMMENDED,
+        nameplate,
     ),
     Check(
         "demo.telemetry_changes",

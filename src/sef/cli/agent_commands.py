@@ -8,6 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from sef.cli._nameplate_options import (
+    CHARGE_EFFICIENCY_OPTION,
+    COMPRESSOR_KW_OPTION,
+    DEADBAND_K_OPTION,
+    DISCHARGE_EFFICIENCY_OPTION,
+    ELEMENT_KW_OPTION,
+    HEATER_TYPE_OPTION,
+    INLET_C_OPTION,
+    SETPOINT_C_OPTION,
+    VOLUME_L_OPTION,
+)
 from sef.cli._security_options import (
     CA_OPTION,
     CERT_OPTION,
@@ -152,6 +163,8 @@ def bis(
         help="Real s with no EMS online before open-ended "
         "events end and the rest of a sequence is dropped.",
     ),
+    charge_efficiency: float = CHARGE_EFFICIENCY_OPTION,
+    discharge_efficiency: float = DISCHARGE_EFFICIENCY_OPTION,
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
     ca: Path | None = CA_OPTION,
@@ -192,6 +205,8 @@ def bis(
             poll_s=poll,
             open_revert_s=open_revert,
             host_loss_grace_s=host_loss_grace,
+            charge_efficiency_pct=charge_efficiency,
+            discharge_efficiency_pct=discharge_efficiency,
             groups=groups,
             clock=the_clock,
             keepalive_s=keepalive,
@@ -223,6 +238,13 @@ def ucm(
         help="Follow a timed charge with a rate by CTA-2045-B Set Advanced Load Up "
         "(rate x duration Wh), when the SGD supports it.",
     ),
+    heater_type: str | None = HEATER_TYPE_OPTION,
+    volume_l: float | None = VOLUME_L_OPTION,
+    element_kw: float | None = ELEMENT_KW_OPTION,
+    compressor_kw: float | None = COMPRESSOR_KW_OPTION,
+    setpoint_c: float | None = SETPOINT_C_OPTION,
+    deadband_k: float | None = DEADBAND_K_OPTION,
+    inlet_c: float | None = INLET_C_OPTION,
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
     ca: Path | None = CA_OPTION,
@@ -234,10 +256,17 @@ def ucm(
     state_dir: Path | None = STATE_DIR_OPTION,
 ) -> None:
     """Run the UCM: the demo interface on the bus, CTA-2045 to a water heater (SGD)."""
+    from sef.agents._ucm_nameplate import NameplateOptions
     from sef.agents.ucm import UCMAgent
 
     if (serial is None) == (tcp is None):
         raise typer.BadParameter("give exactly one of --serial PATH and --tcp HOST:PORT")
+    try:
+        plate = NameplateOptions(
+            heater_type, volume_l, element_kw, compressor_kw, setpoint_c, deadband_k, inlet_c
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     target: tuple[str, int] | None = None
     if tcp is not None:
         host, _, port_text = tcp.rpartition(":")
@@ -262,6 +291,7 @@ def ucm(
             security=secured.security,
             sign_telemetry=sign_telemetry,
             use_advanced_load_up=advanced_load_up,
+            nameplate=plate,
         )
     run_service(
         serve_agent(agent, secured, enroll_url, f", SGD at {serial or tcp}", pin),

@@ -3,11 +3,14 @@
 ==========================================  ==================================================
 received                                    answer
 ==========================================  ==================================================
-GetInformation ``01 01``                    ``01 81``: electric WH, vendor, model, serial, fw;
-                                            capabilities: temperature offset, Advanced Load Up
+GetInformation ``01 01``                    ``01 81``: the emulator's device type (electric
+                                            WH), vendor, model, serial, fw; capabilities:
+                                            temperature offset, Advanced Load Up
 Commodity Read ``06 00`` [code]             ``06 80``: 0 electricity W / Wh (measured),
                                             6 total and 7 present energy storage Wh
-                                            (estimated); 6 ≥ 7 always
+                                            (estimated; 6 ≥ 7 always), 8 rated maximum
+                                            consumption: one element's W (the two never
+                                            run together)
 Get Setpoint ``03 03``                      ``03 83``: °F, setpoint 1 and, once set, setpoint 2
 Set Setpoint ``03 03``                      ``03 83 00``; ``02`` (bad value) for a device type
                                             that is not a water heater, units other than
@@ -95,7 +98,7 @@ class IntermediateSide:
         if isinstance(msg, cta.GetInformationRequest):
             return cta.GetInformationReply(
                 vendor_id=self.sgd.vendor_id,
-                device_type=cta.DeviceType.ELECTRIC_WATER_HEATER,
+                device_type=self.sgd.device_type,
                 device_revision=1,
                 capabilities=int(_CAPABILITIES),
                 model=self.sgd.model_name,
@@ -197,6 +200,12 @@ class IntermediateSide:
                 cta.CommodityCode.PRESENT_ENERGY_STORAGE,
                 0,
                 _u48(float(m.present_energy_storage_wh[0])),
+                measured=False,
+            ),
+            cta.CommodityCode.RATED_MAX_CONSUMPTION: cta.CommodityRecord(
+                cta.CommodityCode.RATED_MAX_CONSUMPTION,
+                _u48(float(m.element_kw[0]) * 1000.0),
+                0,
                 measured=False,
             ),
         }

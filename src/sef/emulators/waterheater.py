@@ -83,6 +83,9 @@ class SGDEmulator:
 
     vendor_id = 0x5345  # "SE"
     model_name = "SEF-EWH-50"
+    device_type: int = cta.DeviceType.ELECTRIC_WATER_HEATER
+    """CTA-2045 device type in GetInformation (the UCM's ``Heater_Type``): 0x0003 (heat
+    pump) for a tank with ``heater_type`` ``"heat_pump"``, else 0x0002 (electric)."""
 
     def __init__(
         self,
@@ -100,7 +103,10 @@ class SGDEmulator:
     ) -> None:
         self.clock = clock or default_clock()
         settings = dataclasses.replace(dr or DRSettings(), heartbeat_timeout_s=math.inf)
-        self.model = WaterHeaterModel(params or WaterHeaterParams(), n=1, dr=settings)
+        params = params or WaterHeaterParams()
+        self.model = WaterHeaterModel(params, n=1, dr=settings)
+        if _is_heat_pump(params):
+            self.device_type = cta.DeviceType.HEAT_PUMP_WATER_HEATER
         self.draws = (
             doe_medium_draw_profile(draw_step_s)
             if draws is None
@@ -343,3 +349,9 @@ async def _serve_tcp(sgd: SGDEmulator, host: str, port: int, ready: Callable[[st
                 current.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await current
+
+
+def _is_heat_pump(params: WaterHeaterParams) -> bool:
+    """The tank's ``heater_type`` (one value, or the first device's) is ``heat_pump``."""
+    kind = getattr(params, "heater_type", "resistance")
+    return (kind if isinstance(kind, str) else next(iter(kind), "")) == "heat_pump"
