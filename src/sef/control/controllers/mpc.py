@@ -76,6 +76,8 @@ class MPCController:
         self.b_ref = float(np.clip(self.b_ref, n_b * self.info.b_e_min, n_b * self.info.b_e_max))
         self.w_ref: float | None = None
         self.last_goal_kw: float | None = None
+        w_el = self.info.w_element_kw
+        self.elem_kw = float(np.mean(w_el)) if w_el.size else 0.0
         # prior: 1 % of the mean limit, until the first steps are measured
         self.err_var = (0.005 * float(np.mean(np.abs(scenario.target_kw)))) ** 2
         room = self.info.w_e_max - self.info.w_e_normal_on
@@ -122,13 +124,15 @@ class MPCController:
 
     def margin_kw(self) -> float:
         """Safety margin kept inside a cap / floor (kW): ``_MARGIN_SIGMAS`` × the learned
-        one-step RMS error; 0 for ``track``. Below a cap the load is free, so planning
-        to ``cap − margin`` only costs stored energy, and it keeps the per-step noise
-        (base load, heater switching, 1-kW rates) from crossing the limit."""
+        one-step RMS error, at least one heater element (a tank switching on between two
+        decisions is the one step error no forecast removes, perfect or not); 0 for
+        ``track``. Below a cap the load is free, so planning to ``cap − margin`` only
+        costs stored energy, and it keeps the per-step noise (base load, heater
+        switching, 1-kW rates) from crossing the limit."""
         if self.objective == "track":
             return 0.0
         sign = 1.0 if self.objective == "cap" else -1.0
-        return sign * _MARGIN_SIGMAS * float(np.sqrt(self.err_var))
+        return sign * max(_MARGIN_SIGMAS * float(np.sqrt(self.err_var)), self.elem_kw)
 
     def _battery_goal(self, plan: LPPlan, limit_kw: float, unc_kw: float) -> tuple[float, float]:
         """Battery fleet power (kW) and the net goal (kW) for the step.
