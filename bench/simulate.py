@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -98,6 +99,12 @@ def split_devices(devices: int) -> tuple[int, int]:
     return devices - n_b, n_b
 
 
+def cpu_s() -> float:
+    """CPU time of this process so far (user + system, s)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (MB; Linux reports kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -146,6 +153,8 @@ def scale_child(devices: int, controller: str, out: Path) -> None:
         "decide_s": result.decide_s,
         "wall_s": build_s + result.wall_s,
         "device_steps_per_s": devices * sc.steps / result.wall_s,
+        "cpu_s": cpu_s(),
+        "load_avg_1min": os.getloadavg()[0],
         "build_rss_mb": build_rss,
         "peak_rss_mb": peak_rss_mb(),
         "draw_storage_mb": sc.draws_lpm.nbytes / 1e6,
@@ -171,17 +180,21 @@ def scale_main(devices: int, ref_devices: int, controller: str) -> int:
     runs = [run_child(n, controller) for n in dict.fromkeys([ref_devices, devices])]
     print(
         f"{'devices':>10} {'heaters':>9} {'batteries':>9} {'build s':>8} {'sim s':>8} "
-        f"{'ctrl s':>7} {'wall s':>8} {'dev-steps/s':>12} {'peak MB':>8} {'draws MB':>8} "
-        f"{'RMSE kW':>9} {'comfort':>7} {'SOC':>4}"
+        f"{'ctrl s':>7} {'wall s':>8} {'CPU s':>7} {'dev-steps/s':>12} {'build MB':>8} "
+        f"{'peak MB':>8} {'draws MB':>8} {'RMSE kW':>9} {'comfort':>7} {'SOC':>4} {'load':>5}"
     )
     for r in runs:
         print(
             f"{r['devices']:>10,} {r['heaters']:>9,} {r['batteries']:>9,} {r['build_s']:>8.1f} "
-            f"{r['sim_s']:>8.1f} {r['decide_s']:>7.1f} {r['wall_s']:>8.1f} "
-            f"{r['device_steps_per_s']:>12,.0f} {r['peak_rss_mb']:>8.0f} "
-            f"{r['draw_storage_mb']:>8.1f} {r['rmse_kw']:>9.1f} {r['comfort_violations']:>7} "
-            f"{r['soc_violations']:>4}"
+            f"{r['sim_s']:>8.1f} {r['decide_s']:>7.1f} {r['wall_s']:>8.1f} {r['cpu_s']:>7.1f} "
+            f"{r['device_steps_per_s']:>12,.0f} {r['build_rss_mb']:>8.0f} "
+            f"{r['peak_rss_mb']:>8.0f} {r['draw_storage_mb']:>8.1f} {r['rmse_kw']:>9.1f} "
+            f"{r['comfort_violations']:>7} {r['soc_violations']:>4} {r['load_avg_1min']:>5.1f}"
         )
+    print(
+        "wall = scenario build + simulation; CPU s = the run's process (user + system); "
+        "load = 1-min load average at its end (2 CPUs, shared)"
+    )
     ref, big = runs[0], runs[-1]
     if big is not ref:
         print(
