@@ -32,10 +32,11 @@ from sef.control.simulator import SimResult, simulate
 from sef.demo._fleet import Fleet
 from sef.ems import EMS
 
-LEAD_IN_REAL_S = 20.0
-"""Real seconds before the window starts: the processes boot meanwhile."""
+LEAD_IN_REAL_S = 45.0
+"""Real seconds from the start to the window's midnight: the processes boot meanwhile (the
+meter emulator's base-load profile starts at the clock's 00:00, so the window does too)."""
 DAY_START = 1_768_867_200.0
-"""2026-01-20 00:00 UTC: the simulated day (any midnight does)."""
+"""2026-01-20 00:00 UTC: the window's first step (any midnight does)."""
 
 
 @dataclass
@@ -68,25 +69,30 @@ async def live_run(
     stagger_s: float | None,
     work: Path,
 ) -> tuple[SimResult, LiveControl]:
-    """One live run at ``speed`` on a fresh broker and fleet."""
-    broker = Mosquitto(workdir=work / f"mosquitto-{speed:g}")
+    """One live run at ``speed`` on a fresh broker and fleet (files under ``work``)."""
+    broker = Mosquitto(workdir=work / "mosquitto")
     broker.workdir.mkdir(parents=True)  # type: ignore[union-attr]
     broker.start()
     clock = ScaledClock(speed=speed, sim_start=DAY_START, real_anchor=time.time() + LEAD_IN_REAL_S)
     fleet = Fleet(
         broker.url,
         clock,
-        work / f"logs-{speed:g}",
+        work / "logs",
         battery_soc=scenario.battery_soc0.tolist(),
         heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist(),
+        base_kw=scenario.base_kw.tolist(),  # the metered feeder sums this and the devices
+        base_dt_s=scenario.dt_s,
     )
     ems = EMS(broker.url, f"ems-bench-{speed:g}", clock=clock, keepalive_s=5)
     try:
         await ems.start()
         await asyncio.to_thread(fleet.start)
-        await wait_for_fleet(ems, scenario, scenario.n_batteries, scenario.n_heaters, 0, 60.0)
+        meters = 1 if fleet.meter_id else 0
+        await wait_for_fleet(
+            ems, scenario, scenario.n_batteries, scenario.n_heaters, meters, LEAD_IN_REAL_S
+        )
         if clock.now() >= DAY_START:
-            raise RuntimeError("the fleet was not up before the window started")
+            raise RuntimeError(f"the fleet was not up within {LEAD_IN_REAL_S:g} s")
         live = LiveControl(
             ems,
             scenario,
@@ -116,10 +122,10 @@ async def main() -> None:
     sim_rmse = _rmse(simulated, steps)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sef-live-vs-sim-") as tmp:
-        for speed in args.speeds:
+        for n, speed in enumerate(args.speeds):
             t0 = time.perf_counter()
             result, live = await live_run(
-                scenario, speed, steps, args.correction_kw, args.stagger_s, Path(tmp)
+                scenario, speed, steps, args.correction_kw, args.stagger_s, Path(tmp) / f"run-{n}"
             )
             rows.append(
                 Row(

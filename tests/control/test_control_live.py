@@ -1,7 +1,8 @@
 """Live mode: the MPC inside the EMS drives 3 batteries and 3 water heaters (the fleet it
 finds in the registry), each emulator and agent its own process, over Mosquitto, on a
 scaled clock (120x: 3 h in 90 s); it tracks the target as well as the same controller does
-in the simulator on the same scenario and window (RMSE within 15 %). Faster clocks make the
+in the simulator on the same scenario and window (RMSE within 30 %: the net load comes from
+the feeder meter's processes). Faster clocks make the
 real CTA-2045 link timing (about 0.5 s real per poll) look like minutes of telemetry lag."""
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ async def test_live_mpc_tracks_like_the_simulator(broker_url: str, tmp_path: Pat
         tmp_path / "logs",
         battery_soc=scenario.battery_soc0.tolist(),
         heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist(),
+        base_kw=scenario.base_kw.tolist(),  # the metered feeder's base load
+        base_dt_s=scenario.dt_s,
     )
     ems = EMS(broker_url, "ems-live", clock=clock, keepalive_s=5)
     await ems.start()
@@ -82,6 +85,9 @@ async def test_live_mpc_tracks_like_the_simulator(broker_url: str, tmp_path: Pat
     # the fleet came from the registry: every battery and heater process, no slots
     assert live.fleet.battery_ids == sorted(fleet.battery_ids)
     assert live.fleet.heater_ids == sorted(fleet.heater_ids)
+    assert live.fleet.meters == (fleet.meter_id,) and live.metered_steps >= steps
     assert np.isfinite(result.series["net_kw"]).all()
-    assert got["rmse_kw"] <= 1.15 * sim_window, (got, sim_window)
+    # the net load is measured by the feeder meter (emulator + agent, its own processes):
+    # its samples and the devices' telemetry reach the EMS with different lags
+    assert got["rmse_kw"] <= 1.3 * sim_window, (got, sim_window)
     assert got["soc_violations"] == 0

@@ -40,7 +40,7 @@ def test_demo_runs_headless_and_writes_a_report(tmp_path: Path) -> None:
         timeout=200,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "all 6 agents online" in done.stdout
+    assert "all 7 agents online" in done.stdout  # 3 batteries, 3 heaters, the meter
     summary = json.loads((out / "summary.json").read_text())
     live = summary["controllers"]["mpc-live"]
     assert summary["steps"] == 90
@@ -60,6 +60,7 @@ def test_demo_runs_headless_and_writes_a_report(tmp_path: Path) -> None:
             "waterheater-1",
             "waterheater-2",
             "waterheater-3",
+            "meter-1",
         }
         assert store.count_telemetry("battery-1") > 10
         sent = store.commands(target="battery-1", limit=1000)
@@ -68,4 +69,4 @@ def test_demo_runs_headless_and_writes_a_report(tmp_path: Path) -> None:
     finally:
         store.close()
     logs = sorted(p.name for p in (out / "logs").iterdir())
-    assert len(logs) == 12, logs
+    assert len(logs) == 14, logs

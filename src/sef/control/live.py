@@ -18,9 +18,12 @@ each battery gets its next hour as 15-min ``EnergyMethod`` events at each re-pla
 
 What the EMS measures, per step (documented approximations):
 
-* net load: the meter agent's ``Net_Power_kW`` (``DeviceType`` ``meter``; the first by
-  id) when one is online; else the scenario's base load plus the devices below (no
-  meter: a stand-in). With a meter the base load is net minus the devices;
+* net load: from the meter agent's ``Net_Power_kW`` (``DeviceType`` ``meter``; the first
+  by id) when one is online: the base load is its reading minus the devices' power at
+  the reading's time (from their telemetry samples' own times), low-pass filtered
+  (``meter_tau_s``, 15 min: heater telemetry lags the meter, so each switching leaves a
+  short false step), net = base + the devices now.
+  Without a meter: the scenario's base load plus the devices below (a stand-in);
 * battery AC power: the BIS's ``Setpoint_kW`` while the battery is ``CONNECTED`` (the
   battery follows it), else its measured ``Sys_Power_kW``; stored energy
   ``Sys_Energy_kWh``;
@@ -40,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -79,6 +83,7 @@ STORAGE_REFERENCE_C = 43.33
 """CTA-2045 energy-storage reference temperature (°C, 110 °F)."""
 
 FloatArray = npt.NDArray[np.float64]
+TELEMETRY_KEY = f"{DEMO_INTERFACE}.Telemetry"
 
 
 @dataclass
@@ -107,6 +112,12 @@ class LiveControl:
             plans between re-plans.
         stagger_s: spread of the start times of the heater events of one step (s;
             default one step).
+        meter_aligned: read the meter as base load at its sample time (see
+            :meth:`observe_step`); ``False``: its reading is the net load as it stands.
+        meter_tau_s: time constant (s) of the filter on the metered base load: device
+            telemetry lags the meter (a heater's power reaches the EMS through the UCM's
+            CTA-2045 polls), so each switching leaves a short false step in reading −
+            devices; 0: no filter.
     """
 
     ems: EMS
@@ -116,6 +127,8 @@ class LiveControl:
     plan_horizon_s: float = 3600.0
     correction_kw: float = 1.0
     stagger_s: float | None = None
+    meter_aligned: bool = True
+    meter_tau_s: float = 900.0
     steps_done: int = 0
     calls_failed: int = 0
     comfort_violations: int = 0
@@ -138,6 +151,9 @@ class LiveControl:
         self._plan: npt.NDArray[np.int64] | None = None
         self._plan_step = 0
         self._metered = False
+        # per device: (telemetry time, power kW) samples, to read the meter against
+        self._power_log: dict[str, deque[tuple[float, float]]] = {}
+        self._base_filter: tuple[float, float] | None = None  # (meter time, base kW)
         self._set_fleet_arrays()
 
     # -- fleet and target -----------------------------------------------------------
@@ -154,8 +170,8 @@ class LiveControl:
         self._soc_hi = np.array([b.soc_max for b in self.fleet.batteries], dtype=np.float64)
 
     def refresh_fleet(self, step: int) -> bool:
-        """Read the fleet from the registry; on a change rebuild the scenario and reset
-        the app (its step index is kept). Returns whether the fleet changed."""
+        """Read the fleet from the registry; on a change rebuild the scenario (the caller
+        then resets the app with it; the step index is kept). Returns whether it changed."""
         fleet = discover_fleet(self.ems.registry, self.scenario)
         if fleet == self.fleet:
             return False
@@ -166,7 +182,6 @@ class LiveControl:
         self.current = fleet_scenario(
             replace(self.scenario, target_kw=self.current.target_kw), fleet, energy
         )
-        self.app.reset(self.current)
         self._plan = None
         self.fleet_changes += 1
         log.info(
@@ -202,15 +217,61 @@ class LiveControl:
     # -- observation ------------------------------------------------------------------
     def _telemetry(self, agent_id: str) -> dict[str, Any]:
         record = self.ems.registry.get(agent_id)
-        return {} if record is None else plain(record.prop(DEMO_INTERFACE, "Telemetry"))
+        entry = None if record is None else record.properties.get(TELEMETRY_KEY)
+        if entry is None:
+            return {}
+        return plain(entry.value) | {"_ts": entry.ts if entry.ts is not None else entry.received}
+
+    def _log_power(self, agent_id: str, t: dict[str, Any], kw: float) -> None:
+        ts = t.get("_ts")
+        if ts is None:
+            return
+        log_ = self._power_log.setdefault(agent_id, deque(maxlen=64))
+        if not log_ or ts > log_[-1][0]:
+            log_.append((float(ts), kw))
 
     def measured_net_kw(self) -> float | None:
         """The meter's ``Net_Power_kW`` (kW), if a meter of the fleet reports one."""
+        sample = self.meter_sample()
+        return None if sample is None else sample[0]
+
+    def meter_sample(self) -> tuple[float, float] | None:
+        """The first meter's ``Net_Power_kW`` (kW) and its time (Unix s, EMS clock)."""
         for meter in self.fleet.meters:
-            value = self._telemetry(meter).get("Net_Power_kW")
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
+            record = self.ems.registry.get(meter)
+            entry = None if record is None else record.properties.get(TELEMETRY_KEY)
+            value = plain(None if entry is None else entry.value).get("Net_Power_kW")
+            if entry is not None and isinstance(value, int | float):
+                ts = entry.ts if entry.ts is not None else entry.received
+                return float(value), float(ts)
         return None
+
+    def _metered_base(self, reading: float, at: float, step: int) -> float:
+        """The base load (kW) from a meter sample: reading − :meth:`devices_at` its time,
+        filtered with ``meter_tau_s`` over the meter's samples (starting from the
+        forecast profile of ``step``)."""
+        sample = reading - self.devices_at(at)
+        if self.meter_tau_s <= 0:
+            self._base_filter = (at, sample)
+            return sample
+        sc = self.scenario
+        last = self._base_filter or (at, float(sc.base_expected_kw[max(step - 1, 0) % sc.steps]))
+        gain = 1.0 - float(np.exp(-max(at - last[0], 0.0) / self.meter_tau_s))
+        if at > last[0] or self._base_filter is None:
+            last = (at, last[1] + gain * (sample - last[1]))
+        self._base_filter = last
+        return last[1]
+
+    def devices_at(self, t_s: float) -> float:
+        """The fleet's power (kW) at clock time ``t_s`` from each device's telemetry samples
+        (their own times: the meter is read against what the devices drew then)."""
+        total = 0.0
+        for agent_id in (*self.fleet.battery_ids, *self.fleet.heater_ids):
+            samples = self._power_log.get(agent_id)
+            if samples:
+                before = [kw for ts, kw in samples if ts <= t_s]
+                total += before[-1] if before else samples[0][1]
+        return total
 
     def observe(self, step: int, net_kw: float) -> Observation:
         """The observation at the start of ``step`` from the agents' last telemetry."""
@@ -224,12 +285,14 @@ class LiveControl:
             energy[i] = float(t.get("Sys_Energy_kWh", mid))
             key = "Setpoint_kW" if t.get("State") == "CONNECTED" else "Sys_Power_kW"
             b_power[i] = float(t.get(key, 0.0))
+            self._log_power(plate.agent_id, t, b_power[i])
         w_power = np.zeros(n_w)
         w_energy = np.zeros(n_w)
         w_mode = np.zeros(n_w, dtype=np.int64)
         for j, heater in enumerate(fleet.heaters):
             t = self._telemetry(heater.agent_id)
             w_power[j] = float(t.get("Power_W", 0.0)) / 1000.0
+            self._log_power(heater.agent_id, t, w_power[j])
             stored_wh = t.get("Energy_Stored_Wh")
             w_energy[j] = self._wh_offset_kwh[j] + (
                 float(stored_wh) / 1000.0 if stored_wh is not None else 0.0
@@ -250,20 +313,27 @@ class LiveControl:
         )
 
     def observe_step(self, step: int) -> Observation:
-        """The observation at the start of ``step``; its net load is the meter's reading
-        if a meter reports, else the last step's scenario base load plus what the agents'
-        telemetry says the devices drew (step 0: base load)."""
+        """The observation at the start of ``step``.
+
+        With a meter: the base load is the meter's reading minus the devices' power at the
+        reading's time (:meth:`devices_at`: the meter and the devices report at their own
+        times and rates), filtered (``meter_tau_s``), and net = that base + the devices'
+        power now
+        (``meter_aligned=False``: net = the reading). Without: the last step's scenario
+        base load + the devices (step 0: base load).
+        """
         sc = self.scenario
         obs = self.observe(step, 0.0)
-        metered = self.measured_net_kw()
-        self._metered = metered is not None
-        if metered is not None:
+        devices = float(obs.battery_power_kw.sum() + obs.wh_power_kw.sum())
+        sample = self.meter_sample()
+        self._metered = sample is not None
+        if sample is not None:
             self.metered_steps += 1
-            net = metered
+            reading, at = sample
+            net = self._metered_base(reading, at, step) + devices if self.meter_aligned else reading
         elif step == 0:
             net = float(sc.base_kw[0])
         else:
-            devices = obs.battery_power_kw.sum() + obs.wh_power_kw.sum()
             net = float(sc.base_kw[(step - 1) % sc.steps] + devices)
         return replace(obs, net_kw=net)
 
@@ -286,6 +356,8 @@ class LiveControl:
             self.start_s = (int(clock.now()) // 60 + 1) * 60.0
         m = sc.interval_steps
         forecaster = make_forecaster(sc, self.app.perfect_foresight)
+        if sc.n_heaters and hasattr(sc, "wh_uncontrolled_means"):
+            await asyncio.to_thread(sc.wh_uncontrolled_means)  # cached: fleet rebuilds reuse it
         started = time.perf_counter()
         decide_total = 0.0
         for k in range(total):
@@ -293,6 +365,8 @@ class LiveControl:
             replan = k % m == 0
             if replan and self.refresh_fleet(k):
                 self._target_version = -1
+                # solver work runs in a thread: the EMS keeps taking telemetry meanwhile
+                await asyncio.to_thread(self.app.reset, self.current)
             if self.refresh_target() or forecaster.sc is not self.current:
                 forecaster.sc = self.current
             obs = self.observe_step(k)
@@ -302,7 +376,8 @@ class LiveControl:
             calls = 0
             if self.fleet.batteries or self.fleet.heaters:
                 t0 = time.perf_counter()
-                decision = self.app.decide(obs, forecaster.forecast(k, self.app.forecast_steps(k)))
+                forecast = forecaster.forecast(k, self.app.forecast_steps(k))
+                decision = await asyncio.to_thread(self.app.decide, obs, forecast)
                 decide_total += time.perf_counter() - t0
                 calls = self._dispatch(k, obs, decision, replan)
             await asyncio.sleep(0)

@@ -36,7 +36,7 @@ from sef.control.controllers import make_controller
 from sef.control.live import LiveControl, wait_for_fleet
 from sef.control.report import write_report
 from sef.control.scenario import Scenario, load_scenario, scenario_from_dict
-from sef.demo._fleet import BATTERY_GROUP, HEATER_GROUP, Fleet
+from sef.demo._fleet import Fleet, fleet_identities
 from sef.demo._secure import DemoPki, mosquitto_available
 from sef.discovery import verified_broker_tls
 from sef.ems import EMS
@@ -160,6 +160,8 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         out / "logs",
         battery_soc=scenario.battery_soc0.tolist(),
         heater_temp_c=np.asarray(scenario.wh_params.initial_c).tolist(),
+        base_kw=scenario.base_kw.tolist(),  # the metered feeder's base load
+        base_dt_s=scenario.dt_s,
         agent_args=pki.cli_args if pki is not None else (lambda agent_id: ["--insecure"]),
     )
     store = Store.open(f"sqlite:///{(out / 'ems.db').resolve()}")
@@ -178,7 +180,12 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         )
         await asyncio.to_thread(fleet.start)
         online = await wait_for_fleet(
-            ems, scenario, options.batteries, options.waterheaters, timeout_s=60.0
+            ems,
+            scenario,
+            options.batteries,
+            options.waterheaters,
+            meters=1 if fleet.meter_id else 0,
+            timeout_s=60.0,
         )
         found = len(online.batteries) + len(online.heaters) + len(online.meters)
         say(
@@ -222,10 +229,8 @@ def _demo_pki(out: Path, options: DemoOptions) -> DemoPki:
     """The throwaway CA with the EMS's and every agent's certificate, and its broker."""
     pki = DemoPki(out)
     pki.issue(EMS_ID, Role.EMS)
-    for i in range(options.batteries):
-        pki.issue(f"battery-{i + 1}", Role.AGENT, (BATTERY_GROUP,))
-    for j in range(options.waterheaters):
-        pki.issue(f"waterheater-{j + 1}", Role.AGENT, (HEATER_GROUP,))
+    for agent_id, groups in fleet_identities(options.batteries, options.waterheaters):
+        pki.issue(agent_id, Role.AGENT, groups)  # the batteries, heaters and feeder meter
     pki.start_broker()
     return pki
 
