@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -29,7 +32,7 @@ from sef.interface import DEMO_INTERFACE, EnergyEvent, Variant, from_json
 from sef.models.battery import BatteryParams
 from sef.protocols import cta2045 as cta
 from support import wait_for
-from ucm_helpers import FAST
+from ucm_helpers import FAST, EmulatorProcess
 
 NAMEPLATE = f"{DEMO_INTERFACE}.Nameplate"
 
@@ -281,3 +284,30 @@ async def test_published_when_known_and_again_only_when_changed(broker_url: str)
             assert watcher.updates.count("box-np") == 2
         finally:
             await agent.stop()
+
+
+async def test_sef_ucm_options_reach_the_nameplate(broker_url: str) -> None:
+    """``sef emulate waterheater --pty`` and ``sef ucm --volume-l ... --inlet-c ...`` as
+    processes: the options are in the retained Nameplate, the rest is the SGD's."""
+    emulator = EmulatorProcess("--pty", "--no-draws", clock="real")
+    ucm = subprocess.Popen(
+        [
+            sys.executable, "-m", "sef", "ucm", "--insecure", "--id", "wh-cli",
+            "--broker", broker_url, "--serial", emulator.where, "--poll", "0.2",
+            "--volume-l", "189.3", "--deadband-k", "4.0", "--inlet-c", "10.5",
+        ],
+        env={**os.environ, "SEF_CLOCK": "real"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with watching(broker_url) as watcher:
+            await wait_for(lambda: watcher.nameplate("wh-cli") is not None, 15.0, step_s=0.05)
+            plate = watcher.nameplate("wh-cli")
+            assert plate is not None
+            assert (plate["Volume_L"], plate["Deadband_K"], plate["Inlet_C"]) == (189.3, 4.0, 10.5)
+            assert (plate["Element_kW"], plate["Setpoint_C"]) == (4.5, 51.67)  # the SGD's
+    finally:
+        ucm.terminate()
+        ucm.wait(10)
+        emulator.stop()
