@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -55,9 +54,9 @@ from sef.control._live_fleet import (
     battery_limits,
     discover_fleet,
     fleet_scenario,
-    plain,
     wait_for_fleet,
 )
+from sef.control._live_meter import MeteredBase, meter_sample, telemetry
 from sef.control._live_plans import (
     battery_plan,
     correction_events,
@@ -83,7 +82,6 @@ STORAGE_REFERENCE_C = 43.33
 """CTA-2045 energy-storage reference temperature (°C, 110 °F)."""
 
 FloatArray = npt.NDArray[np.float64]
-TELEMETRY_KEY = f"{DEMO_INTERFACE}.Telemetry"
 
 
 @dataclass
@@ -152,8 +150,7 @@ class LiveControl:
         self._plan_step = 0
         self._metered = False
         # per device: (telemetry time, power kW) samples, to read the meter against
-        self._power_log: dict[str, deque[tuple[float, float]]] = {}
-        self._base_filter: tuple[float, float] | None = None  # (meter time, base kW)
+        self._meter = MeteredBase(self.meter_tau_s)
         self._set_fleet_arrays()
 
     # -- fleet and target -----------------------------------------------------------
@@ -216,19 +213,7 @@ class LiveControl:
 
     # -- observation ------------------------------------------------------------------
     def _telemetry(self, agent_id: str) -> dict[str, Any]:
-        record = self.ems.registry.get(agent_id)
-        entry = None if record is None else record.properties.get(TELEMETRY_KEY)
-        if entry is None:
-            return {}
-        return plain(entry.value) | {"_ts": entry.ts if entry.ts is not None else entry.received}
-
-    def _log_power(self, agent_id: str, t: dict[str, Any], kw: float) -> None:
-        ts = t.get("_ts")
-        if ts is None:
-            return
-        log_ = self._power_log.setdefault(agent_id, deque(maxlen=64))
-        if not log_ or ts > log_[-1][0]:
-            log_.append((float(ts), kw))
+        return telemetry(self.ems.registry, agent_id)
 
     def measured_net_kw(self) -> float | None:
         """The meter's ``Net_Power_kW`` (kW), if a meter of the fleet reports one."""
@@ -237,41 +222,12 @@ class LiveControl:
 
     def meter_sample(self) -> tuple[float, float] | None:
         """The first meter's ``Net_Power_kW`` (kW) and its time (Unix s, EMS clock)."""
-        for meter in self.fleet.meters:
-            record = self.ems.registry.get(meter)
-            entry = None if record is None else record.properties.get(TELEMETRY_KEY)
-            value = plain(None if entry is None else entry.value).get("Net_Power_kW")
-            if entry is not None and isinstance(value, int | float):
-                ts = entry.ts if entry.ts is not None else entry.received
-                return float(value), float(ts)
-        return None
-
-    def _metered_base(self, reading: float, at: float, step: int) -> float:
-        """The base load (kW) from a meter sample: reading − :meth:`devices_at` its time,
-        filtered with ``meter_tau_s`` over the meter's samples (starting from the
-        forecast profile of ``step``)."""
-        sample = reading - self.devices_at(at)
-        if self.meter_tau_s <= 0:
-            self._base_filter = (at, sample)
-            return sample
-        sc = self.scenario
-        last = self._base_filter or (at, float(sc.base_expected_kw[max(step - 1, 0) % sc.steps]))
-        gain = 1.0 - float(np.exp(-max(at - last[0], 0.0) / self.meter_tau_s))
-        if at > last[0] or self._base_filter is None:
-            last = (at, last[1] + gain * (sample - last[1]))
-        self._base_filter = last
-        return last[1]
+        return meter_sample(self.ems.registry, self.fleet.meters)
 
     def devices_at(self, t_s: float) -> float:
         """The fleet's power (kW) at clock time ``t_s`` from each device's telemetry samples
         (their own times: the meter is read against what the devices drew then)."""
-        total = 0.0
-        for agent_id in (*self.fleet.battery_ids, *self.fleet.heater_ids):
-            samples = self._power_log.get(agent_id)
-            if samples:
-                before = [kw for ts, kw in samples if ts <= t_s]
-                total += before[-1] if before else samples[0][1]
-        return total
+        return self._meter.devices_at(t_s, (*self.fleet.battery_ids, *self.fleet.heater_ids))
 
     def observe(self, step: int, net_kw: float) -> Observation:
         """The observation at the start of ``step`` from the agents' last telemetry."""
@@ -285,14 +241,14 @@ class LiveControl:
             energy[i] = float(t.get("Sys_Energy_kWh", mid))
             key = "Setpoint_kW" if t.get("State") == "CONNECTED" else "Sys_Power_kW"
             b_power[i] = float(t.get(key, 0.0))
-            self._log_power(plate.agent_id, t, b_power[i])
+            self._meter.log_power(plate.agent_id, t, b_power[i])
         w_power = np.zeros(n_w)
         w_energy = np.zeros(n_w)
         w_mode = np.zeros(n_w, dtype=np.int64)
         for j, heater in enumerate(fleet.heaters):
             t = self._telemetry(heater.agent_id)
             w_power[j] = float(t.get("Power_W", 0.0)) / 1000.0
-            self._log_power(heater.agent_id, t, w_power[j])
+            self._meter.log_power(heater.agent_id, t, w_power[j])
             stored_wh = t.get("Energy_Stored_Wh")
             w_energy[j] = self._wh_offset_kwh[j] + (
                 float(stored_wh) / 1000.0 if stored_wh is not None else 0.0
@@ -330,7 +286,10 @@ class LiveControl:
         if sample is not None:
             self.metered_steps += 1
             reading, at = sample
-            net = self._metered_base(reading, at, step) + devices if self.meter_aligned else reading
+            prior = float(sc.base_expected_kw[max(step - 1, 0) % sc.steps])
+            ids = (*self.fleet.battery_ids, *self.fleet.heater_ids)
+            base = self._meter.base(reading, at, ids, prior)
+            net = base + devices if self.meter_aligned else reading
         elif step == 0:
             net = float(sc.base_kw[0])
         else:
