@@ -14,6 +14,10 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = ["MAX_POINTS", "TargetBoard", "parse_target_csv", "target_board"]
 
@@ -56,6 +60,16 @@ class TargetBoard:
         self.version += 1
         self.set_by = set_by
         self.set_at = now
+
+    def series(self, default_kw: Any, start_s: float, dt_s: float) -> npt.NDArray[np.float64]:
+        """A per-step target (kW) from ``start_s`` on steps of ``dt_s``: this target where
+        it applies, ``default_kw`` (the scenario's series) elsewhere."""
+        target = np.array(default_kw, dtype=np.float64)
+        for k in range(target.shape[0]):
+            value = self.value_at(start_s + k * dt_s)
+            if value is not None:
+                target[k] = value
+        return target
 
     def value_at(self, t_s: float) -> float | None:
         """The target at ``t_s`` (kW), or ``None`` before the first point / when unset."""

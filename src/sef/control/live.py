@@ -16,26 +16,9 @@ Commands are plans the devices run on their own clock (:mod:`sef.control._live_p
 each battery gets its next hour as 15-min ``EnergyMethod`` events at each re-plan
 (corrections supersede it between re-plans), heaters get events with staggered starts.
 
-What the EMS measures, per step (documented approximations):
-
-* net load: from the meter agent's ``Net_Power_kW`` (``DeviceType`` ``meter``; the first
-  by id) when one is online: the base load is its reading minus the devices' power at
-  the reading's time (from their telemetry samples' own times), low-pass filtered
-  (``meter_tau_s``, 15 min: heater telemetry lags the meter, so each switching leaves a
-  short false step), net = base + the devices now.
-  Without a meter: the scenario's base load plus the devices below (a stand-in);
-* battery AC power: the BIS's ``Setpoint_kW`` while the battery is ``CONNECTED`` (the
-  battery follows it), else its measured ``Sys_Power_kW``; stored energy
-  ``Sys_Energy_kWh``;
-* water-heater power ``Power_W``; stored heat above the inlet temperature: the
-  CTA-2045 "present energy storage" (heat above 43.33 °C, ``Energy_Stored_Wh``) plus the
-  tank's heat capacity × (43.33 °C − inlet). The estimate reads high when the tank has
-  fallen below 43.33 °C after a large draw (the device reports 0 there);
-* heater DR mode from the UCM's running event (``shed`` 1, ``charge`` = Load Up 2).
-
-Violations in live mode are counted from telemetry: a battery outside its nameplate SOC
-window (± 0.1 %), a heater whose reported tank temperature (``Tank_Temp_C``, polled by
-the UCM; else the mean estimated from stored heat) is below the comfort limit.
+What the EMS measures (the net load from the feeder meter, :mod:`sef.control._live_meter`;
+battery power, stored energy, heater power, heat and DR mode from telemetry) and the
+violations it counts are listed in ``docs/control.md``, "Live mode".
 """
 
 from __future__ import annotations
@@ -64,6 +47,7 @@ from sef.control._live_plans import (
     planned_fleet_kw,
     stagger_heaters,
 )
+from sef.control._live_record import record_step
 from sef.control._live_target import target_board
 from sef.control.allocation import allocate_integer, decision_to_events
 from sef.control.controllers.base import ControlApp, Decision, Observation
@@ -202,12 +186,7 @@ class LiveControl:
             return False
         self._target_version = board.version
         sc = self.scenario
-        start = self.start_s or 0.0
-        target = np.array(sc.target_kw, dtype=np.float64)
-        for k in range(sc.steps):
-            value = board.value_at(start + k * sc.dt_s)
-            if value is not None:
-                target[k] = value
+        target = board.series(sc.target_kw, self.start_s or 0.0, sc.dt_s)
         self.current = replace(self.current, target_kw=target)
         return True
 
@@ -429,29 +408,21 @@ class LiveControl:
     def _record(self, k: int, end_obs: Observation) -> None:
         """Series of step ``k`` from the measurements at its end."""
         sc = self.current
-        s = self.series
-        s["battery_kw"][k] = end_obs.battery_power_kw.sum()
-        s["wh_kw"][k] = end_obs.wh_power_kw.sum()
-        s["base_kw"][k] = end_obs.base_kw if self._metered else sc.base_kw[k]
-        s["target_kw"][k] = sc.target_kw[k]
-        s["net_kw"][k] = end_obs.net_kw
         soc = end_obs.battery_energy_kwh / np.maximum(self._capacity, 1e-9)
-        for name, values in (("soc", soc), ("top_c", self._top_c(end_obs))):
-            if values.size:
-                p10, p90 = np.percentile(values, [10, 90])
-                s[f"{name}_mean"][k], s[f"{name}_min"][k], s[f"{name}_max"][k] = (
-                    values.mean(),
-                    values.min(),
-                    values.max(),
-                )
-                s[f"{name}_p10"][k], s[f"{name}_p90"][k] = p10, p90
-        outside = (soc < self._soc_lo - 1e-3) | (soc > self._soc_hi + 1e-3)
-        self.soc_violations += int(np.sum(outside))
-        self.comfort_violations += int(np.sum(self._top_c(end_obs) < sc.comfort_min_c))
-        self.throughput_kwh += float(np.abs(end_obs.battery_power_kw).sum()) * sc.dt_s / 3600
-        s["events"][k] = float(np.sum(end_obs.wh_mode != 0))
-        s["n_shed"][k] = float(np.sum(end_obs.wh_mode == 1))
-        s["n_load_up"][k] = float(np.sum(end_obs.wh_mode == 2))
+        base = end_obs.base_kw if self._metered else float(sc.base_kw[k])
+        soc_bad, comfort_bad, throughput = record_step(
+            self.series,
+            k,
+            sc,
+            end_obs,
+            base,
+            soc,
+            (self._soc_lo, self._soc_hi),
+            self._top_c(end_obs),
+        )
+        self.soc_violations += soc_bad
+        self.comfort_violations += comfort_bad
+        self.throughput_kwh += throughput
 
     def _top_c(self, obs: Observation) -> FloatArray:
         estimate = STORAGE_REFERENCE_C + (obs.wh_energy_kwh - self._wh_offset_kwh) / np.maximum(
