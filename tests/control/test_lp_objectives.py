@@ -93,3 +93,14 @@ def test_end_energy_return_versus_free() -> None:
 def test_unknown_objective_is_rejected() -> None:
     with pytest.raises(ValueError, match="objective"):
         battery_only(BASE, 100.0, 50.0, objective="peak")
+
+
+def test_exact_return_leaves_no_surplus() -> None:
+    # base 20 kW under the target: charging would track it; "≥ start" lets the battery
+    # end fuller, the exact rule holds it at its start energy (a surplus is scored too)
+    base = [80.0] * 4
+    at_least = battery_only(base, 100.0, 40.0, day_ends=[(3, 40.0, 0.0)])
+    exact = battery_only(base, 100.0, 40.0, day_ends=[(3, 40.0, 0.0)], day_end_exact=True)
+    assert at_least.battery_kwh[-1] > 60.0
+    assert abs(exact.battery_kwh[-1] - 40.0) < 1e-6
+    np.testing.assert_allclose(exact.deviation_kw, -20.0, atol=0.3)

@@ -28,7 +28,8 @@ Objectives (``objective``; ``target_kw`` is the target, the cap or the floor):
 
 End-of-horizon energy (``day_ends``): ``end_energy = "return"`` passes the starting
 energies as references (the fleet ends where it started, so no controller wins by
-emptying it); ``"free"`` passes none.
+emptying it; with ``day_end_exact`` the battery energy is held at the reference, not
+above it); ``"free"`` passes none.
 
 The segment costs make the objective the piecewise-linear interpolation of
 ``Σ h · dev²`` at the breakpoints (multiples of ``δ``, or ``breakpoints_kw``: the MPC uses
@@ -73,6 +74,10 @@ class LPInput:
         breakpoints_kw: instead of ``seg_kw``/``segments``, the segment ends
             ``0 < b_1 < … < b_S`` (kW; e.g. geometric, fine near zero and wide far out).
         objective: ``"track"`` | ``"cap"`` | ``"floor"`` (module docstring).
+        day_end_exact: at each day end the battery energy is held *at* its reference (soft
+            upper bound too), not only above it: ``return`` means return, and the scoring
+            charges a surplus like a deficit. (Heat keeps ``≥``: tanks left warmer by the
+            draws of the last hours are not forced down.)
         w_ramp_kw: largest change of heater fleet power between two intervals (kW): the
             real-time layer moves the heaters by at most ``max_step_kw`` per step, so a
             plan beyond ``m · max_step_kw`` per interval could not be realised.
@@ -108,6 +113,7 @@ class LPInput:
     excess_weight: float = 10.0
     w_ramp_kw: float = float("inf")
     breakpoints_kw: tuple[float, ...] | None = None
+    day_end_exact: bool = False
 
     def breakpoints(self) -> FloatArray:
         """Segment starts ``0 = b_0 < b_1 < …`` (kW); the last segment is unbounded."""
@@ -209,10 +215,14 @@ def solve_plan(p: LPInput) -> LPPlan:
     # soft energy bounds as inequalities: -B - sbl <= -Bmin ; B - sbh <= Bmax (same for W)
     lb_b = np.full(J, p.b_e_min)
     lb_w = np.full(J, p.w_e_min)
+    ub_b = np.full(J, p.b_e_max)
+    ub_w = np.full(J, p.w_e_max)
     for j, b_ref, w_ref in p.day_ends:
         if 0 <= j < J:
             lb_b[j] = max(lb_b[j], min(b_ref, p.b_e_max))
             lb_w[j] = max(lb_w[j], min(w_ref, p.w_e_max))
+            if p.day_end_exact:  # "return" means return: no surplus either (soft)
+                ub_b[j] = lb_b[j]
     ones = np.ones(J)
     k_room = p.w_room_rate_per_h
     jr = np.arange(J - 1)
@@ -247,9 +257,7 @@ def solve_plan(p: LPInput) -> LPPlan:
     room_rhs[0] -= k_room * p.w_e0
     room_rhs = np.maximum(room_rhs, 0.0)
     r_rhs = np.full(2 * (J - 1), p.w_ramp_kw if np.isfinite(p.w_ramp_kw) else 1e9)
-    b_ub = np.concatenate(
-        [-lb_b, np.full(J, p.b_e_max), -lb_w, np.full(J, p.w_e_max), room_rhs, r_rhs]
-    )
+    b_ub = np.concatenate([-lb_b, ub_b, -lb_w, ub_w, room_rhs, r_rhs])
     # costs and bounds
     cost = np.zeros(nvar)
     cost[off["c"] : off["c"] + J] = p.throughput_cost * h

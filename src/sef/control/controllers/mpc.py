@@ -189,6 +189,7 @@ class MPCController:
             breakpoints_kw=bps,
             objective=self.objective,
             w_ramp_kw=self.wh.max_step_kw * m,
+            day_end_exact=True,
         )
         return solve_plan(inp)
 
