@@ -11,11 +11,18 @@ plan (kW) with such discrete events, choosing heaters by priority:
   up the coldest idle heaters that a Load Up starts;
 * comfort guard, always: a shed heater whose stored heat falls below the guard level
   (``comfort_min_c`` + 2 K, mixed) is returned to normal, and no heater below it is shed;
-* a heater keeps a command at least ``min_dwell_s`` (no chatter); a Shed is renewed
-  before its event duration runs out only while less power is wanted (else it expires).
+* a heater keeps a command at least ``min_dwell_s`` (no chatter);
+* at scale (issue 14): the step's goal is the plan clipped to the last measured fleet
+  power ± ``max_step_kw`` (:func:`~sef.control.controllers._heaters.ramp_bound_kw`), at
+  most :attr:`WaterHeaterDispatcher.max_switch_events` tanks are switched per step (large
+  changes are staggered over minutes), and a Shed never runs out on its own: it is
+  renewed, or ended on purpose (within the bound, coldest first; or when its tank is
+  above the normal band, no rebound).
 
-Its estimate of the fleet power for the step (persistence of each element's state,
-corrected for the commands just sent) lets the batteries fill the remainder at once.
+Its estimate of the fleet power for the step
+(:class:`~sef.control.controllers._heaters.HeaterPowerEstimator`: persistence, the
+commands just sent and their rebound, tanks reaching their setpoint, a learnt fleet
+bias) lets the batteries fill the remainder at once.
 """
 
 from __future__ import annotations

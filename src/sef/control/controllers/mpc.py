@@ -3,14 +3,17 @@
 Every ``interval_min`` (15 min) the MPC solves :func:`sef.control.controllers._lp.solve_plan`
 over a receding horizon of ``horizon_h`` (24 h) from the measured fleet energies and the
 forecast (``ProfileForecaster``: standard profile + measured residual; expected draws).
-The horizon crosses the end of the day: the day-end constraint (battery energy back to
-its initial total, heater heat back to its initial total — a daily energy-neutral
-schedule) applies where the horizon contains a day end (and at the horizon end).
+The scenario's objective (``track`` / ``cap`` / ``floor``) is the LP's. With
+``end_energy = "return"`` the horizon's day ends carry the day-end constraint (battery
+energy back to its initial total, heater heat back to at least its initial total — a
+daily energy-neutral schedule), also at the horizon end; with ``"free"`` none.
 
 Between re-plans, every step (1 min), the real-time layer
 (:mod:`sef.control.controllers._dispatch`) realises the plan of the current interval:
 the water heaters are sent discrete Shed / Load Up / End Shed events toward the planned
-heater power, and the batteries make the net load equal ``target + planned deviation``
+heater power, and the batteries make the step's net load — ``target + planned
+deviation`` for ``track``; for ``cap`` / ``floor`` the planned battery power, kept inside
+``limit ∓ margin`` (a learnt one-step error margin, :meth:`MPCController.margin_kw`) —
 given the forecast base load of the step and the estimated heater power.
 """
 
