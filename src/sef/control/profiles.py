@@ -135,19 +135,20 @@ Pieces = list[tuple[FloatArray, FloatArray, npt.NDArray[np.intp], FloatArray]]
 def _events_arrays(
     patterns: Sequence[Sequence[DrawEvent]], assign: npt.NDArray[np.intp]
 ) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray, FloatArray]:
-    """Every heater's pattern events, heater-major: ``(heater, start_s, volume_l, flow)``."""
-    heaters, cols = [], []
+    """Every heater's pattern events, heater-major: ``(heater, start_s, volume_l, flow)``
+    (new arrays: the caller may change them in place)."""
+    parts = []
     for p, pattern in enumerate(patterns):
         ev = np.array([(e.start_s, e.volume_l, e.flow_l_per_min) for e in pattern]).reshape(-1, 3)
-        hs = np.nonzero(assign == p)[0]
-        heaters.append(np.repeat(hs, len(ev)))
-        cols.append([np.tile(ev[:, c], hs.size) for c in range(3)])
-    heater = np.concatenate(heaters).astype(np.intp)
-    start, vol, flow = (np.concatenate([c[i] for c in cols]) for i in range(3))
-    if len(patterns) > 1:  # heater-major as one loop over heaters would give
-        order = np.argsort(heater, kind="stable")
-        heater, start, vol, flow = heater[order], start[order], vol[order], flow[order]
-    return heater, start, vol, flow
+        hs = np.flatnonzero(assign == p)
+        parts.append((np.repeat(hs, len(ev)), *(np.tile(ev[:, c], hs.size) for c in range(3))))
+    if len(parts) == 1:
+        heater, start, vol, flow = parts[0]
+        return heater.astype(np.intp, copy=False), start, vol, flow
+    heater, start, vol, flow = (np.concatenate([x[i] for x in parts]) for i in range(4))
+    del parts
+    order = np.argsort(heater, kind="stable")  # heater-major, as a loop over heaters
+    return heater[order].astype(np.intp, copy=False), start[order], vol[order], flow[order]
 
 
 def _draw_pieces(
@@ -160,7 +161,8 @@ def _draw_pieces(
     csv_paths: Sequence[str | Path],
 ) -> Pieces:
     """The heaters' draws as ``(start_s, end_s, heater, flow)`` groups: in-horizon parts,
-    then the parts that wrap past the end (restarting at 0)."""
+    then the parts that wrap past the end (restarting at 0). Computed in place: a million
+    heaters' 11 M draws hold ~350 MB at a time, not several copies."""
     patterns: list[Sequence[DrawEvent]] = (
         [load_draw_schedule_csv(p) for p in csv_paths] if csv_paths else [DOE_MEDIUM_UEF_DRAWS]
     )
@@ -169,17 +171,22 @@ def _draw_pieces(
     scales = rng.uniform(scale_range[0], scale_range[1], n)
     heater, start, vol, flow = _events_arrays(patterns, assign)
     total_s = steps * dt_s
-    start = np.mod(start + shifts[heater], total_s)
-    dur = 60.0 * vol * scales[heater] / flow
-    del vol
+    start += shifts[heater]
+    np.mod(start, total_s, out=start)
+    end = vol  # the duration 60·vol·scale/flow, then start + duration
+    end *= 60.0
+    end *= scales[heater]
+    end /= flow
+    end += start
     # split events that wrap past the end into two pieces
-    wrap = start + dur > total_s
-    pieces: Pieces = [(start, np.minimum(start + dur, total_s), heater, flow)]
+    wrap = end > total_s
+    pieces: Pieces = []
     if wrap.any():
-        pieces.append(
-            (np.zeros(int(wrap.sum())), (start + dur - total_s)[wrap], heater[wrap], flow[wrap])
-        )
-    return pieces
+        tail = end[wrap]
+        tail -= total_s
+        pieces.append((np.zeros(tail.size), tail, heater[wrap], flow[wrap]))
+    np.minimum(end, total_s, out=end)
+    return [(start, end, heater, flow), *pieces]
 
 
 def draw_matrix(
@@ -230,15 +237,12 @@ def draw_schedule(
     ``rng``, same per-step values) stored sparsely as a :class:`DrawSchedule`: ~340 bytes
     per heater-day for the DOE pattern instead of 11.5 kB."""
     pieces = _draw_pieces(n, dt_s, steps, rng, shift_std_s, scale_range, csv_paths)
-    return DrawSchedule(
-        n,
-        dt_s,
-        steps,
-        np.concatenate([p[2] for p in pieces]),
-        np.concatenate([p[0] for p in pieces]),
-        np.concatenate([p[1] for p in pieces]),
-        np.concatenate([p[3] for p in pieces]),
-    )
+    if len(pieces) == 1:
+        start, end, heater, flow = pieces.pop()
+    else:
+        start, end, heater, flow = (np.concatenate([p[i] for p in pieces]) for i in range(4))
+        del pieces
+    return DrawSchedule(n, dt_s, steps, heater, start, end, flow)
 
 
 def expected_draw_flow(

@@ -266,22 +266,22 @@ class DrawSchedule:
         heater = np.asarray(heater, dtype=np.intp)
         if heater.size and (heater.min() < 0 or heater.max() >= n):
             raise ValueError("heater index out of range")
-        first = np.floor(np.asarray(start_s) / dt_s).astype(np.intp)
+        key = np.floor(np.asarray(start_s, dtype=np.float64) / dt_s).astype(np.intp)
+        np.negative(key, out=key)  # minus the first step
         # stable sort by first step, latest first: a step's candidate pieces are then one
         # slice, in the order the dense reference adds them (radix sort on 16-bit keys)
-        key = -first
         order = np.argsort(key.astype(np.int16) if _fits_int16(key) else key, kind="stable")
         self.n = int(n)
         self.dt_s = float(dt_s)
         self.steps = int(steps)
-        self._heater = np.asarray(heater[order], dtype=np.int32)
-        self._start = np.ascontiguousarray(np.asarray(start_s, dtype=np.float64)[order])
-        self._end = np.ascontiguousarray(np.asarray(end_s, dtype=np.float64)[order])
-        self._flow = np.ascontiguousarray(np.asarray(flow_l_per_min, dtype=np.float64)[order])
+        self._heater = heater.astype(np.int32)[order]
+        self._start = np.asarray(start_s, dtype=np.float64)[order]
+        self._end = np.asarray(end_s, dtype=np.float64)[order]
+        self._flow = np.asarray(flow_l_per_min, dtype=np.float64)[order]
         key = key[order]
-        last = np.ceil(self._end / dt_s).astype(np.intp) if key.size else key
+        del order
         #: most steps one piece overlaps
-        self._span = int(np.max(last + key)) if key.size else 0
+        self._span = int(np.max(np.ceil(self._end / dt_s) + key)) if key.size else 0
         k = -np.arange(self.steps)
         #: pieces starting in step k: ``[_begin[k], _stop[k])``
         self._begin = np.searchsorted(key, k, side="left")
