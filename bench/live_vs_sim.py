@@ -66,7 +66,7 @@ async def live_run(
     speed: float,
     steps: int,
     correction_kw: float,
-    stagger_s: float | None,
+    stagger_s: float,
     work: Path,
 ) -> tuple[SimResult, LiveControl]:
     """One live run at ``speed`` on a fresh broker and fleet (files under ``work``)."""
@@ -114,7 +114,7 @@ async def main() -> None:
     parser.add_argument("--hours", type=float, default=3.0)
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--correction-kw", type=float, default=1.0)
-    parser.add_argument("--stagger-s", type=float, default=None, help="default: LiveControl's")
+    parser.add_argument("--stagger-s", type=float, default=10.0)
     args = parser.parse_args()
     scenario = load_scenario(args.scenario)
     steps = round(args.hours * 3600.0 / scenario.dt_s)
@@ -145,7 +145,7 @@ async def main() -> None:
     print(
         f"\nscenario {scenario.name}, first {args.hours:g} h ({steps} steps), MPC; "
         f"battery plans re-sent on a >= {args.correction_kw:g} kW change, heater starts "
-        f"staggered over {'the default' if args.stagger_s is None else args.stagger_s} s"
+        f"staggered over {args.stagger_s:g} s"
     )
     print(
         f"{'speed':>6} {'live RMSE':>10} {'sim RMSE':>9} {'ratio':>6} {'live peak':>10} "

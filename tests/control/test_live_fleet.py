@@ -222,11 +222,11 @@ async def test_live_fleet_from_nameplates(broker_url: str) -> None:
     assert live.plans_sent == 3
     assert live.calls_failed == 0
 
-    # heaters shed at step 2 with start times staggered over one step (0, 20, 40 s)
+    # heaters shed at step 2 with start times staggered over 10 s (0, 3, 7 s)
     sheds = [h.received[0][1] for h in (h1, h2, h3)]
     assert sheds[0] == [("shed", 0, 1800)]
-    assert sheds[1] == [("endshed", 0, 20), ("shed", 0, 1800)]
-    assert sheds[2] == [("endshed", 0, 40), ("shed", 0, 1800)]
+    assert sheds[1] == [("endshed", 0, 3), ("shed", 0, 1800)]
+    assert sheds[2] == [("endshed", 0, 7), ("shed", 0, 1800)]
 
     # the meter is the measurement: the app saw 42.5 kW, not the scenario's base load
     assert {o.net_kw for o in app.seen} == {42.5}

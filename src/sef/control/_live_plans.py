@@ -14,8 +14,9 @@ events (``EnergyMethod`` arguments).
   rate changes get the rest of their plan again with the new rate until the interval
   ends (a superseding plan, not a one-step command).
 * **Heaters**: the heaters commanded in one step start their events at times staggered
-  evenly over ``stagger_s`` (default one step): heater ``r`` of ``n`` first holds its
-  present mode for ``r · stagger_s / n`` s, so the fleet never switches at one instant.
+  evenly over ``stagger_s`` (``LiveControl``: 10 s): heater ``r`` of ``n`` first holds its
+  present mode for ``r · stagger_s / n`` s, so the fleet never switches at one instant
+  (the controller itself spreads larger changes over steps).
 """
 
 from __future__ import annotations
