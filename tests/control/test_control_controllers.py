@@ -133,3 +133,23 @@ def test_optimal_uses_perfect_foresight_and_a_shrinking_horizon() -> None:
     assert app.perfect_foresight and not make_controller("mpc").perfect_foresight
     app.reset(small_scenario(n_b=1, hours=2.0))
     assert app.forecast_steps(0) == 120 and app.forecast_steps(90) == 30
+
+
+def test_mpc_cap_keeps_a_margin_below_the_cap_and_spends_nothing_under_it() -> None:
+    # cap 10 kW; the base is 12 kW in the second hour, 8 kW otherwise
+    sc = small_scenario(n_b=2, hours=24.0, kind="flat", value_kw=10.0, objective="cap")
+    app = MPCController()
+    app.reset(sc)
+    n = app.forecast_steps(0)
+    base = np.full(n, 8.0)
+    base[60:120] = 12.0
+    f = Forecast(np.full(n, 10.0), base, np.zeros(n))
+    d0 = app.decide(obs(0, 8.0, [E_HALF, E_HALF], [0, 0]), f)
+    margin = app.margin_kw()
+    assert margin > 0
+    assert 8.0 + d0.battery_kw.sum() <= 10.0 - margin + 1e-9  # no charge up to the cap
+    # in the peak hour: discharge at least the excess plus the margin
+    f60 = Forecast(f.target_kw, np.roll(base, -60), f.draw_lpm)
+    d60 = app.decide(obs(60, 9.0, [E_HALF, E_HALF], [0, 0]), f60)
+    assert d60.info["net_goal_kw"] <= 10.0 - margin + 1e-9
+    assert 12.0 + d60.battery_kw.sum() <= 10.0 - margin + 0.5  # integer rates, carry

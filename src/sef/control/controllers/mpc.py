@@ -34,6 +34,9 @@ FloatArray = npt.NDArray[np.float64]
 _ERR_GAIN = 1.0 / 60.0
 #: margin inside a cap / floor in RMS one-step errors (≈ 1 % of steps cross it if normal)
 _MARGIN_SIGMAS = 2.3
+#: forecast reserve for a cap / floor plan (fraction of the base load; ~1.7 day-level σ
+#: of the suite's 3 % scale error)
+_LIMIT_RESERVE = 0.05
 #: a planned deviation within this (kW, plus the margin) of the limit = the limit binds
 _BINDING_KW = 0.5
 
@@ -137,6 +140,15 @@ class MPCController:
         sign = 1.0 if self.objective == "cap" else -1.0
         return sign * max(_MARGIN_SIGMAS * float(np.sqrt(self.err_var)), self.elem_kw)
 
+    def _reserve_factor(self, fc: Forecast) -> float:
+        """Base-load factor the LP plans with: for ``cap`` (``floor``) an imperfect
+        forecast is raised (lowered) by ``_LIMIT_RESERVE``, so the energy kept for the
+        limit covers a day a few per cent above the forecast (storing it costs only
+        throughput below a cap; running short costs excess); 1 otherwise."""
+        if self.objective == "track" or fc.perfect:
+            return 1.0
+        return 1.0 + (_LIMIT_RESERVE if self.objective == "cap" else -_LIMIT_RESERVE)
+
     def _battery_goal(self, plan: LPPlan, limit_kw: float, unc_kw: float) -> tuple[float, float]:
         """Battery fleet power (kW) and the net goal (kW) for the step.
 
@@ -158,6 +170,10 @@ class MPCController:
             goal = level + (max(dev, 0.0) if sign > 0 else min(dev, 0.0))
             return goal - unc_kw, goal
         room = level - unc_kw  # battery power that puts the net at the level
+        if sign * b_plan > 0 and sign * room > 0:
+            # recharging under a cap (discharging over a floor) is never urgent: keep a
+            # second margin so the extra load does not carry the noise over the limit
+            room = sign * max(0.0, sign * (room - self.margin_kw()))
         fleet = min(b_plan, room) if sign > 0 else max(b_plan, room)
         return fleet, fleet + unc_kw
 
@@ -172,7 +188,7 @@ class MPCController:
         bps = _geometric_breakpoints(b_p + w_p)
         inp = LPInput(
             h=m * self.sc.dt_s / 3600.0,
-            base_kw=_coarse(fc.base_kw, m, n_int),
+            base_kw=_coarse(fc.base_kw, m, n_int) * self._reserve_factor(fc),
             target_kw=_coarse(fc.target_kw, m, n_int) - self.margin_kw(),
             draw_kw=_coarse(fc.draw_lpm, m, n_int) * i.w_draw_kw_per_lpm,
             b_p_max=b_p,
