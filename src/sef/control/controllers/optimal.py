@@ -2,10 +2,12 @@
 
 The same LP and real-time layer as the MPC, with the **realised** base load and draws
 as forecast and a horizon reaching the scenario end (the whole day, shrinking), with the
-same day-end energy requirement. Re-planned every interval from the measured state, so
-it is the best that the aggregate model and the same dispatch can do in closed loop on
-the real (nonlinear) plant. ``first_plan`` is the open-loop optimum of the whole day on
-the linear model; its ``rmse_kw`` (on the LP grid) is reported as the ideal bound.
+same objective and end-energy rule (``return``: at the scenario end; ``free``: none) and
+no forecast reserve for a cap (its forecast is exact). Re-planned every interval from
+the measured state, so it is the best that the aggregate model and the same dispatch
+can do in closed loop on the real (nonlinear) plant. ``first_plan`` is the open-loop
+optimum of the whole day on the linear model; its ``rmse_kw`` (on the LP grid) is
+reported as the ideal bound.
 """
 
 from __future__ import annotations
