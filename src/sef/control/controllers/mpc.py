@@ -168,13 +168,15 @@ class MPCController:
         sign = 1.0 if self.objective == "cap" else -1.0
         if sign * dev > -_BINDING_KW:  # at the limit, or planned beyond it (infeasible)
             goal = level + (max(dev, 0.0) if sign > 0 else min(dev, 0.0))
-            return goal - unc_kw, goal
-        room = level - unc_kw  # battery power that puts the net at the level
-        if sign * b_plan > 0 and sign * room > 0:
-            # recharging under a cap (discharging over a floor) is never urgent: keep a
-            # second margin so the extra load does not carry the noise over the limit
-            room = sign * max(0.0, sign * (room - self.margin_kw()))
-        fleet = min(b_plan, room) if sign > 0 else max(b_plan, room)
+            fleet = goal - unc_kw
+        else:
+            room = level - unc_kw  # battery power that puts the net at the level
+            fleet = min(b_plan, room) if sign > 0 else max(b_plan, room)
+        if sign * fleet > 0:
+            # recharging under a cap (discharging over a floor) is never urgent: it stops
+            # a second margin short of the level, so its extra load does not carry the
+            # noise over the limit
+            fleet = sign * max(0.0, min(sign * fleet, sign * (level - self.margin_kw() - unc_kw)))
         return fleet, fleet + unc_kw
 
     def replan(self, obs: Observation, fc: Forecast) -> LPPlan:
