@@ -22,6 +22,7 @@ events (``EnergyMethod`` arguments).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from sef.control._live_fleet import LiveFleet, battery_limits
 from sef.control.allocation import INT16_MAX, allocate_integer
 
 __all__ = [
+    "BatteryPlans",
     "Event",
     "battery_plan",
     "correction_events",
@@ -137,3 +139,56 @@ def stagger_heaters(
         hold = _HOLD.get(int(modes[idx]) if idx < len(modes) else 0, "endshed")
         out[idx] = ([(hold, 0, delay)] if delay > 0 else []) + list(commands[idx])
     return out
+
+
+@dataclass
+class BatteryPlans:
+    """The batteries' running plan: sent whole at re-plans, corrected in between.
+
+    Attributes:
+        horizon_s: length of each plan (s).
+        correction_kw: fleet power change (kW) that re-sends the plans between re-plans.
+        plan: rates per interval and battery (kW), ``None`` before the first.
+        step: the step the plan was made at.
+        sent: plans sent (one per re-plan); ``corrections``: corrections sent.
+    """
+
+    horizon_s: float = 3600.0
+    correction_kw: float = 1.0
+    plan: IntArray | None = None
+    step: int = 0
+    sent: int = 0
+    corrections: int = 0
+
+    def update(
+        self,
+        step: int,
+        replan: bool,
+        rates: IntArray,
+        future_fleet_kw: Sequence[float] | None,
+        fleet: LiveFleet,
+        energy_kwh: FloatArray,
+        interval_steps: int,
+        dt_s: float,
+    ) -> list[tuple[str, list[Event]]]:
+        """The ``EnergyMethod`` calls (agent id, events) for ``step``: every battery's new
+        plan at a re-plan (or the first step), the changed batteries' corrected plans when
+        ``rates`` (kW, this step's) differ from the plan's by ``correction_kw`` or more."""
+        ids = fleet.battery_ids
+        interval_s = interval_steps * dt_s
+        if replan or self.plan is None or self.plan.shape[1] != len(ids):
+            n_int = max(1, round(self.horizon_s / interval_s))
+            self.plan = battery_plan(rates, future_fleet_kw, fleet, energy_kwh, interval_s, n_int)
+            self.step = step
+            self.sent += 1
+            return list(zip(ids, plan_events(self.plan, interval_s), strict=True))
+        if abs(int(rates.sum()) - int(self.plan[0].sum())) < self.correction_kw:
+            return []
+        left_s = (self.step + interval_steps - step) * dt_s
+        calls = [
+            (ids[i], correction_events(self.plan, i, int(rates[i]), left_s, interval_s))
+            for i in np.nonzero(rates != self.plan[0])[0].tolist()
+        ]
+        self.plan[0] = rates
+        self.corrections += 1
+        return calls

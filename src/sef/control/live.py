@@ -40,13 +40,7 @@ from sef.control._live_fleet import (
     wait_for_fleet,
 )
 from sef.control._live_meter import MeteredBase, meter_sample, telemetry
-from sef.control._live_plans import (
-    battery_plan,
-    correction_events,
-    plan_events,
-    planned_fleet_kw,
-    stagger_heaters,
-)
+from sef.control._live_plans import BatteryPlans, planned_fleet_kw, stagger_heaters
 from sef.control._live_record import record_step
 from sef.control._live_target import target_board
 from sef.control.allocation import allocate_integer, decision_to_events
@@ -132,8 +126,7 @@ class LiveControl:
         self.current = sc  # the scenario rebuilt for the fleet online
         self.series = {name: np.full(sc.steps, np.nan) for name in SERIES}
         self._target_version = -1
-        self._plan: npt.NDArray[np.int64] | None = None
-        self._plan_step = 0
+        self._plans = BatteryPlans(self.plan_horizon_s, self.correction_kw)
         self._metered = False
         # per device: (telemetry time, power kW) samples, to read the meter against
         self._meter = MeteredBase(self.meter_tau_s)
@@ -165,7 +158,7 @@ class LiveControl:
         self.current = fleet_scenario(
             replace(self.scenario, target_kw=self.current.target_kw), fleet, energy
         )
-        self._plan = None
+        self._plans.plan = None
         self.fleet_changes += 1
         log.info(
             "live fleet at step %d: %d batteries %s, %d water heaters %s, meters %s "
@@ -358,38 +351,23 @@ class LiveControl:
     def _dispatch(self, k: int, obs: Observation, decision: Decision, replan: bool) -> int:
         """Send the batteries' plans (or corrections) and the staggered heater events."""
         sc, fleet = self.current, self.fleet
-        calls = 0
-        ids = fleet.battery_ids
-        if ids:
+        calls: list[tuple[str, list[tuple[str, int, int]]]] = []
+        if fleet.batteries:
             lo, hi = battery_limits(fleet, obs.battery_energy_kwh, sc.dt_s)
             rates = allocate_integer(int(np.sum(decision.battery_kw)), lo, hi)
-            interval_s = sc.interval_steps * sc.dt_s
-            if replan or self._plan is None:
-                n_int = max(1, round(self.plan_horizon_s / interval_s))
-                future = planned_fleet_kw(self.app, k)
-                self._plan = battery_plan(
-                    rates, future, fleet, obs.battery_energy_kwh, interval_s, n_int
-                )
-                self._plan_step = k
-                for agent_id, seq in zip(ids, plan_events(self._plan, interval_s), strict=True):
-                    self._call(agent_id, seq)
-                    calls += 1
-                self.plans_sent += 1
-            elif abs(int(rates.sum()) - int(self._plan[0].sum())) >= self.correction_kw:
-                left_s = (self._plan_step + sc.interval_steps - k) * sc.dt_s
-                for i in np.nonzero(rates != self._plan[0])[0].tolist():
-                    self._call(
-                        ids[i], correction_events(self._plan, i, int(rates[i]), left_s, interval_s)
-                    )
-                    calls += 1
-                self._plan[0] = rates
-                self.corrections_sent += 1
+            future = planned_fleet_kw(self.app, k) if replan else None
+            plans = self._plans
+            calls += plans.update(
+                k, replan, rates, future, fleet, obs.battery_energy_kwh, sc.interval_steps, sc.dt_s
+            )
+            self.plans_sent, self.corrections_sent = plans.sent, plans.corrections
         heaters = decision_to_events(replace(decision, battery_kw=np.zeros(0, dtype=np.int64)))
         stagger = min(self.stagger_s, sc.dt_s)
         for j, seq in stagger_heaters(heaters.water_heaters, obs.wh_mode, stagger).items():
-            self._call(fleet.heater_ids[j], seq)
-            calls += 1
-        return calls
+            calls.append((fleet.heater_ids[j], seq))
+        for agent_id, seq in calls:
+            self._call(agent_id, seq)
+        return len(calls)
 
     def _call(self, agent_id: str, events: list[tuple[str, int, int]]) -> None:
         async def send() -> None:
