@@ -112,6 +112,16 @@ class FleetInfo:
         )
 
 
+def _first_by(key: FloatArray, idx: npt.NDArray[np.intp], k: int) -> npt.NDArray[np.intp]:
+    """The ``k`` entries of ``idx`` with the smallest ``key`` (ties by index), in order;
+    a partition first, so a large fleet is not sorted every step."""
+    if k <= 0 or idx.size == 0:
+        return idx[:0]
+    if idx.size > k:
+        idx = idx[np.argpartition(key[idx], k - 1)[:k]]
+    return idx[np.lexsort((idx, key[idx]))]
+
+
 class WaterHeaterDispatcher:
     """Discrete Shed / Load Up / End Shed events toward an aggregate power (see module).
 
@@ -212,26 +222,29 @@ class WaterHeaterDispatcher:
         elem = float(np.mean(i.w_element_kw))
         budget = self.max_switch_events
         free = ((cmd == WH_KEEP) & (obs.t_s - self.last_cmd_s >= self.min_dwell_s)) | due
+        est = self.estimator
         if gap < -0.5 * elem:
             cand = np.nonzero(free & ~shed & (p > 0) & (e >= i.w_e_guard))[0]
-            cand = cand[np.argsort(-e[cand], kind="stable")][:budget]
+            cand = _first_by(-e, cand, budget)
             take = int(np.searchsorted(np.cumsum(p[cand]), -gap - 0.5 * elem) + 1)
             self._send(cmd, cand[:take], WH_SHED, obs.t_s)
+            est.update(p, obs, cand[:take], WH_SHED)
         elif gap > 0.5 * elem:
             m = min(budget, int(np.floor(gap / elem + 0.5)))
-            cand = np.nonzero(free & shed & (e < i.w_e_normal_on))[0]
-            cand = cand[np.argsort(e[cand], kind="stable")][:m]
+            cand = _first_by(e, np.nonzero(free & shed & (e < i.w_e_normal_on))[0], m)
             due[cand] = False
             self._send(cmd, cand, WH_NORMAL, obs.t_s)
+            est.update(p, obs, cand, WH_NORMAL)
             m -= cand.size
             if m > 0:
                 lu = np.nonzero(
                     free & (obs.wh_mode == int(DRMode.NORMAL)) & (p == 0) & (e < i.w_e_loadup_on)
                 )[0]
-                lu = lu[np.argsort(e[lu], kind="stable")][:m]
+                lu = _first_by(e, lu, m)
                 self._send(cmd, lu, WH_LOAD_UP, obs.t_s)
+                est.update(p, obs, lu, WH_LOAD_UP)
         self._send(cmd, np.nonzero(due & (cmd == WH_SHED))[0], WH_SHED, obs.t_s)
-        return cmd, self.estimator.fleet_kw(self.estimate_kw(obs, cmd))
+        return cmd, est.fleet_kw(p)
 
     def shed_all(self, obs: Observation) -> IntArray:
         """Shed every normal/Load-Up heater above the guard (baseline); keeps the guard."""

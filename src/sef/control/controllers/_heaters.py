@@ -97,20 +97,46 @@ class HeaterPowerEstimator:
         ``ending``: shed heaters whose event runs out during the step without a command
         (they return to the normal thermostat).
         """
-        i = self.info
         p = obs.wh_power_kw.copy()
-        e = obs.wh_energy_kwh
-        p[cmd == WH_SHED] = 0.0
-        ended = (cmd == WH_NORMAL) | ending
-        p[ended] = np.where(e[ended] < i.w_e_normal_on[ended], i.w_element_kw[ended], 0.0)
-        lu = cmd == WH_LOAD_UP
-        p[lu] = np.where(e[lu] < i.w_e_loadup_on[lu], i.w_element_kw[lu], 0.0)
+        acted = np.nonzero((cmd >= 0) | ending)[0]  # few: only these change
+        if acted.size:
+            codes = np.where(ending[acted] & (cmd[acted] < 0), WH_NORMAL, cmd[acted])
+            p[acted] = self._commanded(obs, acted, codes)
         # a running element stops when the tank is full: the fraction of the step left
-        on = p > 0
-        if np.any(on):
-            need_h = (i.w_e_max[on] - e[on]) / p[on]
-            p[on] *= np.clip(need_h * 3600.0 / obs.dt_s, 0.0, 1.0)
+        on = np.nonzero(p > 0)[0]
+        if on.size:
+            p[on] = self._until_full(obs, on, p[on])
         return p
+
+    def _commanded(
+        self, obs: Observation, idx: npt.NDArray[np.intp], codes: IntArray
+    ) -> FloatArray:
+        """Power (kW) of heaters ``idx`` after commands ``codes`` (before the stop rule)."""
+        i = self.info
+        e = obs.wh_energy_kwh[idx]
+        elem = i.w_element_kw[idx]
+        out = obs.wh_power_kw[idx].copy()
+        out[codes == WH_SHED] = 0.0
+        ended = codes == WH_NORMAL
+        out[ended] = np.where(e[ended] < i.w_e_normal_on[idx][ended], elem[ended], 0.0)
+        lu = codes == WH_LOAD_UP
+        out[lu] = np.where(e[lu] < i.w_e_loadup_on[idx][lu], elem[lu], 0.0)
+        return out
+
+    def _until_full(self, obs: Observation, idx: npt.NDArray[np.intp], p: FloatArray) -> FloatArray:
+        need_h = (self.info.w_e_max[idx] - obs.wh_energy_kwh[idx]) / p
+        return np.asarray(p * np.clip(need_h * 3600.0 / obs.dt_s, 0.0, 1.0), dtype=np.float64)
+
+    def update(self, p: FloatArray, obs: Observation, idx: npt.NDArray[np.intp], code: int) -> None:
+        """Apply command ``code`` to heaters ``idx`` in a per-heater estimate ``p`` (kW), in
+        place: the same rules as :meth:`per_heater`, for the few heaters just commanded."""
+        if idx.size == 0:
+            return
+        q = self._commanded(obs, idx, np.full(idx.size, code, dtype=np.int64))
+        on = q > 0
+        if np.any(on):
+            q[on] = self._until_full(obs, idx[on], q[on])
+        p[idx] = q
 
     def fleet_kw(self, p: FloatArray) -> float:
         """Fleet estimate (kW) = Σ per-heater estimates + learnt bias; remembered so the
