@@ -5,11 +5,11 @@ operator's name; the live controller (sef.control.live) applies it at its next s
 from __future__ import annotations
 
 from api_stack import Stack
-from sef.control._live_target import target_board
 from sef.control.controllers import make_controller
 from sef.control.live import LiveControl
 from sef.control.scenario import scenario_from_dict
 from sef.ems import EMS
+from sef.ems._target_board import target_board
 
 PATH = "/control/target"
 

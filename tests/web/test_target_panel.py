@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from api_stack import Stack, start_stack, stop_stack
-from sef.control._live_target import target_board
+from sef.ems._target_board import target_board
 
 WAIT_MS = 10_000
 

@@ -10,7 +10,7 @@ The fleet is the registry's (:mod:`sef.control._live_fleet`): every online agent
 app is reset with the scenario rebuilt for the new fleet (same step index), so agents
 that join or leave are used or dropped from that re-plan on. The scenario gives only
 the base-load forecast, the target (unless the API set one: ``PUT /control/target``,
-:mod:`sef.control._live_target`) and the settings.
+:mod:`sef.ems._target_board`) and the settings.
 
 Commands are plans the devices run on their own clock (:mod:`sef.control._live_plans`):
 each battery gets its next hour as 15-min ``EnergyMethod`` events at each re-plan
@@ -42,13 +42,13 @@ from sef.control._live_fleet import (
 from sef.control._live_meter import MeteredBase, meter_sample, telemetry
 from sef.control._live_plans import BatteryPlans, planned_fleet_kw, stagger_heaters
 from sef.control._live_record import record_step
-from sef.control._live_target import target_board
 from sef.control.allocation import allocate_integer, decision_to_events
 from sef.control.controllers.base import ControlApp, Decision, Observation
 from sef.control.forecast import make_forecaster
 from sef.control.scenario import WATER_KWH_PER_L_K, Scenario
 from sef.control.simulator import SERIES, SimResult
 from sef.ems import EMS
+from sef.ems._target_board import target_board
 from sef.interface import DEMO_INTERFACE
 from sef.tasks import TaskSet
 

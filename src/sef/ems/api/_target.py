@@ -22,8 +22,8 @@ import uuid
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
-from sef.control._live_target import MAX_POINTS, TargetBoard, parse_target_csv, target_board
 from sef.ems._service import EMS
+from sef.ems._target_board import MAX_POINTS, TargetBoard, parse_target_csv, target_board
 from sef.ems.api._errors import ApiError
 from sef.ems.api._login import principal_of
 
