@@ -192,3 +192,19 @@ class BatteryPlans:
         self.plan[0] = rates
         self.corrections += 1
         return calls
+
+    def hold(self, fleet: LiveFleet, interval_s: float) -> list[tuple[str, list[Event]]]:
+        """Bridge a late re-plan: every battery keeps its running rate (``plan[0]``, kW)
+        for one more interval, then its later planned intervals; sent at the re-plan step
+        before the app solves. Without it the batteries run the old plan's next interval
+        (planned an interval ago, without the corrections) until the new plan arrives: at
+        720x the MPC's solve is 50-80 simulated s, and those were the demo's worst peaks.
+        Nothing when there is no plan or the fleet changed."""
+        plan = self.plan
+        if plan is None or plan.shape[1] != len(fleet.battery_ids):
+            return []
+        duration = int(min(round(interval_s), INT16_MAX))
+        return [
+            (agent_id, [_event(int(r), duration) for r in (plan[0, i], *plan[2:, i])])
+            for i, agent_id in enumerate(fleet.battery_ids)
+        ]
