@@ -234,11 +234,11 @@ def test_demo_sigterm_stops_every_process(procs: list[SefProcess], tmp_path: Pat
         str(tmp_path / "report"),
     )
     procs.append(demo)
-    demo.wait_line(r"all 2 agents online", timeout_s=120.0)
+    demo.wait_line(r"all 3 agents online", timeout_s=120.0)
     below = descendants_of(demo.pid)
     names = sorted(command_name(pid) for pid in below)
     assert "mosquitto" in names, names
-    assert len(below) >= 5, names  # broker, 2 emulators, 2 agents
+    assert len(below) >= 7, names  # broker, 3 emulators (with the meter), 3 agents
     try:
         assert_clean_shutdown(demo, signal.SIGTERM, None)
         left = [(pid, command_name(pid)) for pid in below if alive(pid)]

@@ -42,7 +42,7 @@ def test_demo_runs_secure_by_default(procs: list[SefProcess], tmp_path: Path) ->
     broker = proc.wait_line(r"broker: mosquitto, mutual TLS \+ ACL, on (mqtts://\S+)").group(1)
     url = proc.wait_line(r"dashboard: (http://\S+)/login with the admin token").group(1)
     token = proc.wait_line(r"^\s+(\S{40,})\s*$").group(1)
-    proc.wait_line(r"all 2 agents online", timeout_s=120.0)
+    proc.wait_line(r"all 3 agents online", timeout_s=120.0)
     assert "INSECURE" not in proc.output()
 
     # a CA of this run, one certificate per process, the token kept 0600
@@ -52,6 +52,7 @@ def test_demo_runs_secure_by_default(procs: list[SefProcess], tmp_path: Path) ->
         "demo-ems": Role.EMS,
         "battery-1": Role.AGENT,
         "waterheater-1": Role.AGENT,
+        "meter-1": Role.AGENT,
         "broker": Role.BROKER,
     }
     battery = identity_of(load_certificate(ca.cert_path("battery-1").read_bytes()))
@@ -68,7 +69,7 @@ def test_demo_runs_secure_by_default(procs: list[SefProcess], tmp_path: Path) ->
     assert httpx.get(f"{url}/agents", timeout=10).status_code == 401
     agents = httpx.get(f"{url}/agents", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert agents.status_code == 200
-    assert {a["id"] for a in agents.json()} == {"battery-1", "waterheater-1"}
+    assert {a["id"] for a in agents.json()} == {"battery-1", "waterheater-1", "meter-1"}
 
     # a plain-text MQTT CONNECT to the demo's broker gets no CONNACK
     port = int(broker.rsplit(":", 1)[1].split("?")[0])
@@ -91,7 +92,7 @@ def test_demo_insecure_says_so(procs: list[SefProcess], tmp_path: Path) -> None:
     proc.wait_line(r"WARNING.*sef demo runs INSECURE")
     proc.wait_line(r"broker: \S+ on mqtt://\S+ \(INSECURE: plain text\)")
     proc.wait_line(r"dashboard: http://\S+ \(no login: INSECURE\)")
-    proc.wait_line(r"all 2 agents online", timeout_s=120.0)
+    proc.wait_line(r"all 3 agents online", timeout_s=120.0)
     assert not (tmp_path / "report" / "pki").exists()
     log = (tmp_path / "report" / "logs" / "battery-1.log").read_text()
     assert re.search(r"WARNING.*INSECURE", log), log
