@@ -12,6 +12,7 @@ Real Mosquitto, a real EMS and API, a real agent, a rogue client.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 
 import pytest
@@ -108,4 +109,29 @@ async def test_about_cannot_map_a_name_to_another_interfaces_xml(broker_url: str
     finally:
         if agent is not None:
             await agent.stop()
+        await stack.stop()
+
+
+async def test_an_agent_built_before_nameplate_is_not_a_hijack(broker_url: str) -> None:
+    """The demo interface as released before ``Nameplate`` (the shipped XML without that
+    property, byte for byte the file of that release) is an earlier revision: accepted for
+    the agent that publishes it, not a bad message, and the EMS's definition stays."""
+    stack = await start_stack(broker_url)
+    try:
+        ems = stack.ems
+        before_nameplate = re.sub(
+            r'\n    <property name="Nameplate"[^>]*>.*?</property>', "", DEMO_XML, flags=re.S
+        )
+        assert before_nameplate != DEMO_XML
+        bad = ems.registry.bad_messages
+        stack.rogue.publish(
+            TOPICS.interface_xml("old-1", DEMO), before_nameplate.encode(), retain=True
+        )
+        await wait_for(lambda: ems.registry.get("old-1") is not None, 5.0)
+        await stack.ems.settle(0.2, 2.0)
+        old = ems.registry.get("old-1")
+        assert old is not None and DEMO not in old.rejected_interfaces
+        assert ems.registry.bad_messages == bad
+        assert ems.interface_for(DEMO) == builtin_interface(DEMO)
+    finally:
         await stack.stop()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from sef.bus import InterfaceRef, PayloadError
 from sef.ems._events import Event, InterfaceLoaded
 from sef.ems._records import AgentRecord
-from sef.interface import Interface, InterfaceError, load_xml
+from sef.interface import Interface, InterfaceError, is_earlier_revision, load_xml
 
 __all__ = ["MAX_LEARNED_INTERFACES", "MAX_XML_BYTES", "XML_CACHE_SIZE", "InterfaceRules"]
 
@@ -51,7 +51,7 @@ class InterfaceRules:
                 and len(self.interfaces_by_name) < MAX_LEARNED_INTERFACES
                 and self._conflict(ref.name, known) is None
             ):
-                self.interfaces_by_name[ref.name] = known
+                self.interfaces_by_name[ref.name] = self.pinned.get(ref.name, known)
 
     def _interface(self, record: AgentRecord, name: str, payload: bytes) -> list[Event]:
         if not payload:
@@ -83,14 +83,20 @@ class InterfaceRules:
                 "interfaces already"
             )
         record.rejected_interfaces.pop(name, None)
-        self.interfaces_by_name.setdefault(name, iface)
+        # a pinned name keeps the pinned definition (the agent's may be an earlier revision)
+        self.interfaces_by_name.setdefault(name, self.pinned.get(name, iface))
         return [InterfaceLoaded(record.agent_id, name)]
 
     def _conflict(self, name: str, iface: Interface) -> str | None:
         """Why ``iface`` may not be the definition of ``name`` (or ``None``): it differs
         from the pinned (shipped) definition, or from the one learned first."""
         pinned = self.pinned.get(name)
-        if pinned is not None and iface is not pinned and iface != pinned:
+        if (
+            pinned is not None
+            and iface is not pinned
+            and iface != pinned
+            and not is_earlier_revision(iface, pinned)  # an agent built before an addition
+        ):
             return f"interface {name} differs from the EMS's pinned definition: rejected"
         learned = self.interfaces_by_name.get(name)
         if learned is not None and iface is not learned and iface != learned:

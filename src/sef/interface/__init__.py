@@ -27,9 +27,11 @@ from __future__ import annotations
 from ._builtin import (
     AGENT_INTERFACE,
     DEMO_INTERFACE,
+    LATER_MEMBERS,
     builtin_interface,
     builtin_names,
     builtin_xml,
+    is_earlier_revision,
 )
 from ._energy import IDLE_EVENT, Command, EnergyEvent, parse_events
 from ._errors import InterfaceError, SignatureError, TypeMismatch, UnknownMemberError
@@ -62,6 +64,7 @@ __all__ = [
     "DEMO_INTERFACE",
     "EMITS_CHANGED",
     "IDLE_EVENT",
+    "LATER_MEMBERS",
     "MAX_XML_BYTES",
     "NO_REPLY",
     "Annotation",
@@ -85,6 +88,7 @@ __all__ = [
     "builtin_names",
     "builtin_xml",
     "from_json",
+    "is_earlier_revision",
     "is_valid_interface_name",
     "is_valid_member_name",
     "is_valid_object_path",
