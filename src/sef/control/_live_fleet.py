@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -79,10 +80,36 @@ def _once(agent_id: str, key: str, text: str) -> None:
         log.info("live fleet: %s: %s", agent_id, text)
 
 
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "Charge_Rate_kW": (0.01, 10_000.0),
+    "Discharge_Rate_kW": (0.01, 10_000.0),
+    "Capacity_kWh": (0.01, 100_000.0),
+    "SOC_Min_pct": (0.0, 100.0),
+    "SOC_Max_pct": (0.0, 100.0),
+    "Charge_Efficiency_pct": (1.0, 100.0),
+    "Discharge_Efficiency_pct": (1.0, 100.0),
+    "Volume_L": (1.0, 10_000.0),
+    "Element_kW": (0.0, 100.0),
+    "Compressor_kW": (0.0, 100.0),
+    "Setpoint_C": (20.0, 95.0),
+    "Deadband_K": (0.1, 30.0),
+    "Inlet_C": (0.0, 40.0),
+}
+"""What the fleet takes of a nameplate key (inclusive bounds, in the key's unit): a value
+outside (a broken or hostile agent's 1e300 kWh or −5 kW) would make every plan of the
+fleet wrong, so the scenario's default is used instead and logged once."""
+
+
 def _num(plate: dict[str, Any], key: str, default: float, agent_id: str) -> float:
     value = plate.get(key)
-    if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
-        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = PLAUSIBLE.get(key, (-math.inf, math.inf))
+        # compared as they are: np.isfinite(2**64) raises, float(10**400) overflows
+        if low <= value <= high:
+            return float(value)
+        _once(agent_id, key, f"nameplate {key} {str(value)[:24]} is outside {low:g}..{high:g}: "
+              f"using {default:g}")  # fmt: skip
+        return default
     _once(agent_id, key, f"nameplate has no {key}: using {default:g}")
     return default
 
@@ -104,13 +131,19 @@ class BatteryPlate:
     def read(cls, agent_id: str, plate: dict[str, Any], sc: Scenario) -> BatteryPlate:
         """From the ``Nameplate`` keys; scenario defaults for missing ones."""
         bp = sc.battery_params
+        soc_min = _num(plate, "SOC_Min_pct", 100.0 * bp.soc_min, agent_id) / 100.0
+        soc_max = _num(plate, "SOC_Max_pct", 100.0 * bp.soc_max, agent_id) / 100.0
+        if not soc_min < soc_max:
+            _once(agent_id, "SOC window", f"nameplate SOC window {soc_min:.0%}..{soc_max:.0%} "
+                  "is empty: using the scenario's")  # fmt: skip
+            soc_min, soc_max = bp.soc_min, bp.soc_max
         return cls(
             agent_id,
             _num(plate, "Charge_Rate_kW", bp.rated_power_kw, agent_id),
             _num(plate, "Discharge_Rate_kW", bp.rated_power_kw, agent_id),
             _num(plate, "Capacity_kWh", bp.capacity_kwh, agent_id),
-            _num(plate, "SOC_Min_pct", 100.0 * bp.soc_min, agent_id) / 100.0,
-            _num(plate, "SOC_Max_pct", 100.0 * bp.soc_max, agent_id) / 100.0,
+            soc_min,
+            soc_max,
             _num(plate, "Charge_Efficiency_pct", 100.0 * bp.charge_efficiency, agent_id) / 100.0,
             _num(plate, "Discharge_Efficiency_pct", 100.0 * bp.discharge_efficiency, agent_id)
             / 100.0,

@@ -39,12 +39,22 @@ def telemetry(registry: Registry, agent_id: str) -> dict[str, Any]:
     return plain(entry.value) | {"_ts": entry.ts if entry.ts is not None else entry.received}
 
 
+MAX_METER_KW = 1e6
+"""Largest magnitude of a meter reading taken, kW (1 GW: beyond any feeder)."""
+
+
 def meter_sample(registry: Registry, meters: Iterable[str]) -> tuple[float, float] | None:
     """The first meter's ``Net_Power_kW`` (kW) and its time (Unix s), if one reports."""
     for meter in meters:
         t = telemetry(registry, meter)
         value = t.get("Net_Power_kW")
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        # a reading beyond any feeder's (10**400, 1e300: a broken or hostile meter) is no
+        # measurement; compared as it is (float(10**400) overflows)
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and -MAX_METER_KW <= value <= MAX_METER_KW
+        ):
             return float(value), float(t["_ts"])
     return None
 

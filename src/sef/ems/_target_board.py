@@ -22,6 +22,8 @@ import numpy.typing as npt
 __all__ = ["MAX_POINTS", "TargetBoard", "parse_target_csv", "target_board"]
 
 MAX_POINTS = 10_000
+MAX_TARGET_KW = 1e6
+"""Largest magnitude of a target point, kW (1 GW: beyond any feeder)."""
 """Most points in one target (a day at 10-s resolution is 8 640)."""
 
 
@@ -49,10 +51,13 @@ class TargetBoard:
         """
         if len(points) > MAX_POINTS:
             raise ValueError(f"{len(points)} points, at most {MAX_POINTS}")
-        clean = sorted((float(t), float(kw)) for t, kw in points)
+        try:
+            clean = sorted((float(t), float(kw)) for t, kw in points)
+        except OverflowError:  # an integer beyond any float (10**400)
+            raise ValueError("a point is out of range") from None
         for t, kw in clean:
-            if not (math.isfinite(t) and math.isfinite(kw)):
-                raise ValueError(f"point ({t}, {kw}) is not finite")
+            if not (math.isfinite(t) and math.isfinite(kw)) or abs(kw) > MAX_TARGET_KW:
+                raise ValueError(f"point ({t}, {kw}) is not finite or beyond ±{MAX_TARGET_KW:g}")
         times = [t for t, _ in clean]
         if len(set(times)) != len(times):
             raise ValueError("two points have the same time")
