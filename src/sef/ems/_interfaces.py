@@ -51,7 +51,7 @@ class InterfaceRules:
                 and len(self.interfaces_by_name) < MAX_LEARNED_INTERFACES
                 and self._conflict(ref.name, known) is None
             ):
-                self.interfaces_by_name[ref.name] = self.pinned.get(ref.name, known)
+                self.interfaces_by_name[ref.name] = self._definition(ref.name, known)
 
     def _interface(self, record: AgentRecord, name: str, payload: bytes) -> list[Event]:
         if not payload:
@@ -83,9 +83,15 @@ class InterfaceRules:
                 "interfaces already"
             )
         record.rejected_interfaces.pop(name, None)
-        # a pinned name keeps the pinned definition (the agent's may be an earlier revision)
-        self.interfaces_by_name.setdefault(name, self.pinned.get(name, iface))
+        self.interfaces_by_name.setdefault(name, self._definition(name, iface))
         return [InterfaceLoaded(record.agent_id, name)]
+
+    def _definition(self, name: str, iface: Interface) -> Interface:
+        """What the EMS takes as ``name``'s definition from an accepted ``iface``: the
+        pinned one when ``iface`` is an earlier revision of it, else ``iface`` itself
+        (equal to the pinned one, parsed once per XML)."""
+        pinned = self.pinned.get(name)
+        return pinned if pinned is not None and iface != pinned else iface
 
     def _conflict(self, name: str, iface: Interface) -> str | None:
         """Why ``iface`` may not be the definition of ``name`` (or ``None``): it differs
