@@ -4,6 +4,9 @@ operator's name; the live controller (sef.control.live) applies it at its next s
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 from api_stack import Stack
 from sef.control.controllers import make_controller
 from sef.control.live import LiveControl
@@ -14,6 +17,9 @@ from sef.ems._target_board import target_board
 PATH = "/control/target"
 
 
+BASE_CSV = Path(str(resources.files("sef.control.scenarios").joinpath("bdew_h0_2023-01-17.csv")))
+
+
 def live_target_series(ems: EMS, start_s: float, steps: int) -> list[float]:
     """The per-step target a live controller starting at ``start_s`` follows (a scenario
     with a flat 3-kW target, 1-min steps)."""
@@ -21,7 +27,7 @@ def live_target_series(ems: EMS, start_s: float, steps: int) -> list[float]:
         {
             "dt_s": 60,
             "duration_h": steps / 60,
-            "base_load": {"source": "bdew_h0"},
+            "base_load": {"source": "csv", "csv": str(BASE_CSV)},  # no demandlib needed
             "target": {"kind": "flat", "value_kw": 3.0},
         }
     )
