@@ -178,7 +178,7 @@ def simulate(
             w_power = whs.step(sc.dt_s, draw_now)
             top = whs.temperatures_c[:, 0]  # (steps × heaters never stored: one row now)
             cold = top < sc.comfort_min_c
-            drew = np.nonzero(draw_now)[0]  # the few heaters drawing this step
+            drew = np.flatnonzero(draw_now != 0)  # the few heaters drawing this step
             cold[drew] |= whs.outlet_c[drew] < sc.comfort_min_c  # nan (no draw): False
             comfort += int(np.count_nonzero(cold))
         b_sum, w_sum = float(b_power.sum()), float(w_power.sum())

@@ -51,8 +51,11 @@ class StorageViews:
     @property
     def stored_energy_kwh(self) -> FloatArray:
         """Heat stored above the present inlet temperature, kWh, shape ``(n,)``."""
-        heat = (self.temperatures_c - self.inlet_c[:, None]) * self.geometry.capacity_j_per_k
-        return np.asarray(row_sum(heat) / _J_PER_KWH, dtype=np.float64)
+        heat = np.subtract(self.temperatures_c, self.inlet_c[:, None])
+        heat *= self.geometry.capacity_j_per_k
+        kwh = row_sum(heat)
+        kwh /= _J_PER_KWH
+        return kwh
 
     @property
     def present_energy_storage_wh(self) -> FloatArray:

@@ -211,10 +211,17 @@ def passive_heat_j(
     negative; conduction between adjacent nodes sums to zero) and ``loss``, the heat lost
     to ambient per device, J, shape ``(n,)``.
     """
-    q = -(geom.ua_node_w_per_k * (temps_c - ambient_c[:, None])) * h_s
-    loss = -row_sum(q)
+    # -(UA (T - T_amb)) h, in place (a fleet's (n, N) temporaries cost more than the math)
+    q = np.subtract(temps_c, ambient_c[:, None])
+    np.multiply(geom.ua_node_w_per_k, q, out=q)
+    np.negative(q, out=q)
+    q *= h_s
+    loss = row_sum(q)
+    np.negative(loss, out=loss)
     if temps_c.shape[1] > 1:
-        flux = geom.g_between_w_per_k * (temps_c[:, :-1] - temps_c[:, 1:]) * h_s
+        flux = np.subtract(temps_c[:, :-1], temps_c[:, 1:])
+        np.multiply(geom.g_between_w_per_k, flux, out=flux)
+        flux *= h_s
         q[:, :-1] -= flux
         q[:, 1:] += flux
     return q, loss
@@ -248,9 +255,9 @@ def mix_inversions(temps_c: FloatArray, fractions: FloatArray, tol_k: float = 1e
     if big_n < 2:
         return temps_c
     viol = np.diff(temps_c, axis=1) > tol_k
-    count = viol.sum(axis=1)
-    if not count.any():
+    if not viol.any():
         return temps_c
+    count = viol.sum(axis=1) if big_n > 2 else viol[:, 0].astype(np.int64)
     # fast path: one inverted pair (i, i+1) whose mixture fits between its neighbours
     single = np.nonzero(count == 1)[0]
     if single.size:

@@ -239,8 +239,12 @@ class DemandResponse:
 
     def effective_mode(self) -> IntArray:
         """Mode after the customer override (curtailment → NORMAL when overridden)."""
-        curtailed = np.isin(self.mode, CURTAILMENT_MODES)
-        return np.where(curtailed & self.override, int(DRMode.NORMAL), self.mode)
+        mode = self.mode.copy()
+        opted = np.flatnonzero(self.override)  # few or none: only these can differ
+        if opted.size:
+            sub = mode[opted]
+            mode[opted] = np.where(np.isin(sub, CURTAILMENT_MODES), int(DRMode.NORMAL), sub)
+        return mode
 
     def thermostat(
         self,
@@ -270,17 +274,26 @@ class DemandResponse:
         """
         s = self.settings
         mode = self.effective_mode()
-        floor = np.minimum(s.comfort_floor_c, setpoint_c)
-        shed_sp = np.maximum(setpoint_c - s.shed_setback_k, floor)
-        cpp_sp = np.maximum(setpoint_c - s.critical_peak_setback_k, floor)
-        lu_sp = np.minimum(setpoint_c + s.load_up_offset_k + self.advanced_offset_k, max_setpoint_c)
-        sp = np.select(
-            [mode == DRMode.SHED, mode == DRMode.CRITICAL_PEAK, mode == DRMode.LOAD_UP],
-            [shed_sp, cpp_sp, lu_sp],
-            setpoint_c,
-        )
-        lu_db = np.minimum(s.load_up_deadband_k, deadband_k)
-        db = np.where(mode == DRMode.LOAD_UP, lu_db, deadband_k)
+        sp = np.array(np.broadcast_to(setpoint_c, mode.shape), dtype=np.float64)
+        db = np.array(np.broadcast_to(deadband_k, mode.shape), dtype=np.float64)
+        # element-wise on the devices in each mode only (most are NORMAL): the same
+        # values as evaluating every formula over the fleet and selecting
+        changed = np.flatnonzero(mode != DRMode.NORMAL)
+        if changed.size:
+            sub = mode[changed]
+            for m, setback in (
+                (DRMode.SHED, s.shed_setback_k),
+                (DRMode.CRITICAL_PEAK, s.critical_peak_setback_k),
+            ):
+                i = changed[sub == m]
+                if i.size:
+                    floor = np.minimum(s.comfort_floor_c, sp[i])
+                    sp[i] = np.maximum(sp[i] - setback, floor)
+            i = changed[sub == DRMode.LOAD_UP]
+            if i.size:
+                raised = sp[i] + s.load_up_offset_k + self.advanced_offset_k[i]
+                sp[i] = np.minimum(raised, np.broadcast_to(max_setpoint_c, mode.shape)[i])
+                db[i] = np.minimum(s.load_up_deadband_k, db[i])
         lockout = mode == DRMode.GRID_EMERGENCY
         return sp, db, lockout
 

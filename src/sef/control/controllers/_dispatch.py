@@ -115,11 +115,17 @@ class FleetInfo:
 def _first_by(key: FloatArray, idx: npt.NDArray[np.intp], k: int) -> npt.NDArray[np.intp]:
     """The ``k`` entries of ``idx`` with the smallest ``key`` (ties by index), in order;
     a partition first, so a large fleet is not sorted every step."""
+    return _smallest(key[idx], idx, k)
+
+
+def _smallest(vals: FloatArray, idx: npt.NDArray[np.intp], k: int) -> npt.NDArray[np.intp]:
+    """:func:`_first_by` given the keys of ``idx`` (``vals = key[idx]``)."""
     if k <= 0 or idx.size == 0:
         return idx[:0]
     if idx.size > k:
-        idx = idx[np.argpartition(key[idx], k - 1)[:k]]
-    return idx[np.lexsort((idx, key[idx]))]
+        part = np.argpartition(vals, k - 1)[:k]
+        idx, vals = idx[part], vals[part]
+    return idx[np.lexsort((idx, vals))]
 
 
 class WaterHeaterDispatcher:
@@ -150,24 +156,29 @@ class WaterHeaterDispatcher:
             ramp_bound_kw(info.w_element_kw, info.dt_s) if max_step_kw is None else max_step_kw
         )
         self.estimator = HeaterPowerEstimator(info)
+        #: mean element power (kW; 1 for an empty fleet), a constant of the fleet
+        self.elem_kw = float(np.mean(info.w_element_kw)) if n else 1.0
 
     @property
     def max_switch_events(self) -> int:
         """Power-changing events per step (≥ 2): twice the ramp bound in elements, so the
         dispatcher can both move by ``max_step_kw`` and counter as much natural change."""
-        elem = float(np.mean(self.info.w_element_kw)) if self.info.w_element_kw.size else 1.0
-        return max(2, int(2.0 * self.max_step_kw / elem + 1e-9))
+        return max(2, int(2.0 * self.max_step_kw / self.elem_kw + 1e-9))
 
     def _send(self, cmd: IntArray, idx: npt.NDArray[np.intp], code: int, t_s: float) -> None:
         cmd[idx] = code
         self.last_cmd_s[idx] = t_s
         self.events += int(idx.size)
 
-    def guard(self, obs: Observation, cmd: IntArray) -> None:
-        """Comfort guard: End Shed for shed heaters below the guard level."""
-        shed = obs.wh_mode == int(DRMode.SHED)
-        low = shed & (obs.wh_energy_kwh < self.info.w_e_guard)
-        self._send(cmd, np.nonzero(low)[0], WH_NORMAL, obs.t_s)
+    def guard(
+        self, obs: Observation, cmd: IntArray, shed: npt.NDArray[np.intp] | None = None
+    ) -> None:
+        """Comfort guard: End Shed for shed heaters below the guard level (``shed``: the
+        shed heaters, ascending, if known)."""
+        if shed is None:
+            shed = np.flatnonzero(obs.wh_mode == int(DRMode.SHED))
+        low = shed[obs.wh_energy_kwh[shed] < self.info.w_e_guard[shed]]
+        self._send(cmd, low, WH_NORMAL, obs.t_s)
 
     def _due(self, obs: Observation, cmd: IntArray) -> npt.NDArray[np.bool_]:
         """Shed heaters (no command yet) whose event runs out within two steps."""
@@ -205,45 +216,59 @@ class WaterHeaterDispatcher:
         i = self.info
         self.estimator.learn(obs)
         cmd = np.full(obs.wh_mode.shape[0], WH_KEEP, dtype=np.int64)
-        self.guard(obs, cmd)
+        # only shed heaters get guard, renewal or end: work on them by index (a fleet's
+        # masks cost more than the few heaters that change)
+        shed = np.flatnonzero(obs.wh_mode == int(DRMode.SHED))
+        self.guard(obs, cmd, shed)
         if plan_kw is None or cmd.size == 0:
             return cmd, self.estimator.fleet_kw(self.estimate_kw(obs, cmd))
         e = obs.wh_energy_kwh
-        shed = obs.wh_mode == int(DRMode.SHED)
-        due = self._due(obs, cmd)
+        e_s, since_s = e[shed], obs.t_s - self.last_cmd_s[shed]
+        due_s = (cmd[shed] == WH_KEEP) & (since_s >= self.event_s - 2 * obs.dt_s)
         # a due shed of a tank above the normal band ends without a rebound: end it
-        self._send(cmd, np.nonzero(due & (e >= i.w_e_normal_on))[0], WH_NORMAL, obs.t_s)
-        due &= cmd == WH_KEEP
+        self._send(cmd, shed[due_s & (e_s >= i.w_e_normal_on[shed])], WH_NORMAL, obs.t_s)
+        due_s &= cmd[shed] == WH_KEEP
+        due = shed[due_s]
         cmd[due] = WH_SHED  # provisional renewal (no power change); may become End Shed
-        p = self.estimate_kw(obs, cmd)
+        # the estimate: commanded heaters and sheds running out in the step (rebound)
+        cmd_s = cmd[shed]
+        ending_s = (cmd_s == WH_KEEP) & (obs.t_s + obs.dt_s - self.last_cmd_s[shed] >= self.event_s)
+        acts = (cmd_s >= 0) | ending_s
+        codes = np.where(ending_s[acts], WH_NORMAL, cmd_s[acts])
+        p, running = self.estimator.after_commands(obs, shed[acts], codes)
         p_last = float(obs.wh_power_kw.sum())
         goal = float(np.clip(plan_kw, p_last - self.max_step_kw, p_last + self.max_step_kw))
         gap = goal - (float(p.sum()) + self.estimator.bias_kw)
-        elem = float(np.mean(i.w_element_kw))
+        elem = self.elem_kw
         budget = self.max_switch_events
-        free = ((cmd == WH_KEEP) & (obs.t_s - self.last_cmd_s >= self.min_dwell_s)) | due
         est = self.estimator
         if gap < -0.5 * elem:
-            cand = np.nonzero(free & ~shed & (p > 0) & (e >= i.w_e_guard))[0]
-            cand = _first_by(-e, cand, budget)
+            # running, not shed, free (no command within the dwell), above the guard
+            cand = running[obs.wh_mode[running] != int(DRMode.SHED)]
+            cand = cand[obs.t_s - self.last_cmd_s[cand] >= self.min_dwell_s]
+            cand = cand[e[cand] >= i.w_e_guard[cand]]
+            cand = _smallest(-e[cand], cand, budget)
             take = int(np.searchsorted(np.cumsum(p[cand]), -gap - 0.5 * elem) + 1)
             self._send(cmd, cand[:take], WH_SHED, obs.t_s)
             est.update(p, obs, cand[:take], WH_SHED)
         elif gap > 0.5 * elem:
             m = min(budget, int(np.floor(gap / elem + 0.5)))
-            cand = _first_by(e, np.nonzero(free & shed & (e < i.w_e_normal_on))[0], m)
-            due[cand] = False
+            free_s = ((cmd_s == WH_KEEP) & (since_s >= self.min_dwell_s)) | due_s
+            cand = shed[free_s & (e_s < i.w_e_normal_on[shed])]
+            cand = _smallest(e[cand], cand, m)
             self._send(cmd, cand, WH_NORMAL, obs.t_s)
             est.update(p, obs, cand, WH_NORMAL)
             m -= cand.size
             if m > 0:
-                lu = np.nonzero(
-                    free & (obs.wh_mode == int(DRMode.NORMAL)) & (p == 0) & (e < i.w_e_loadup_on)
-                )[0]
-                lu = _first_by(e, lu, m)
+                # free (never a command within the dwell), normal, idle, below the band
+                lu = np.flatnonzero(e < i.w_e_loadup_on)
+                lu = lu[obs.wh_mode[lu] == int(DRMode.NORMAL)]
+                lu = lu[p[lu] == 0]
+                lu = lu[obs.t_s - self.last_cmd_s[lu] >= self.min_dwell_s]
+                lu = _smallest(e[lu], lu, m)
                 self._send(cmd, lu, WH_LOAD_UP, obs.t_s)
                 est.update(p, obs, lu, WH_LOAD_UP)
-        self._send(cmd, np.nonzero(due & (cmd == WH_SHED))[0], WH_SHED, obs.t_s)
+        self._send(cmd, due[cmd[due] == WH_SHED], WH_SHED, obs.t_s)
         return cmd, est.fleet_kw(p)
 
     def shed_all(self, obs: Observation) -> IntArray:

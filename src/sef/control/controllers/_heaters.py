@@ -97,16 +97,25 @@ class HeaterPowerEstimator:
         ``ending``: shed heaters whose event runs out during the step without a command
         (they return to the normal thermostat).
         """
-        p = obs.wh_power_kw.copy()
         acted = np.nonzero((cmd >= 0) | ending)[0]  # few: only these change
+        codes = np.where(ending[acted] & (cmd[acted] < 0), WH_NORMAL, cmd[acted])
+        return self.after_commands(obs, acted, codes)[0]
+
+    def after_commands(
+        self, obs: Observation, acted: npt.NDArray[np.intp], codes: IntArray
+    ) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+        """:meth:`per_heater` from the heaters that act (``acted``, ascending) and what they
+        do (``codes``: a command, or ``WH_NORMAL`` for a shed running out): the per-heater
+        estimate (kW) and the heaters it has running (> 0 kW), ascending."""
+        p = obs.wh_power_kw.copy()
         if acted.size:
-            codes = np.where(ending[acted] & (cmd[acted] < 0), WH_NORMAL, cmd[acted])
             p[acted] = self._commanded(obs, acted, codes)
         # a running element stops when the tank is full: the fraction of the step left
-        on = np.nonzero(p > 0)[0]
+        on = np.flatnonzero(p > 0)
         if on.size:
             p[on] = self._until_full(obs, on, p[on])
-        return p
+            on = on[p[on] > 0]
+        return p, on
 
     def _commanded(
         self, obs: Observation, idx: npt.NDArray[np.intp], codes: IntArray
