@@ -51,9 +51,18 @@ class StorageViews:
     @property
     def stored_energy_kwh(self) -> FloatArray:
         """Heat stored above the present inlet temperature, kWh, shape ``(n,)``."""
-        heat = np.subtract(self.temperatures_c, self.inlet_c[:, None])
-        heat *= self.geometry.capacity_j_per_k
-        kwh = row_sum(heat)
+        t, cap = self.temperatures_c, self.geometry.capacity_j_per_k
+        if 0 < t.shape[1] <= 4:  # column by column: row_sum's order, no (n, N) temporaries
+            kwh = np.subtract(t[:, 0], self.inlet_c)
+            kwh *= cap[:, 0]
+            for j in range(1, t.shape[1]):
+                node = np.subtract(t[:, j], self.inlet_c)
+                node *= cap[:, j]
+                kwh += node
+        else:
+            heat = np.subtract(t, self.inlet_c[:, None])
+            heat *= cap
+            kwh = row_sum(heat)
         kwh /= _J_PER_KWH
         return kwh
 

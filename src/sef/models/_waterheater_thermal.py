@@ -172,20 +172,54 @@ def plug_flow_draw(
     n, big_n = temps_c.shape
     frac = geom.fractions
     edges = geom.edges
-    ext = np.concatenate((temps_c, inlet_c[:, None]), axis=1)  # (n, N+1), col N = inlet
-    cum = np.zeros((n, big_n + 1))
-    np.cumsum(temps_c * frac[None, :], axis=1, out=cum[:, 1:])
+    width = big_n + 1
+    ext = np.empty((n, width))  # col N = inlet
+    ext[:, :big_n] = temps_c
+    ext[:, big_n] = inlet_c
+    cum = np.zeros((n, width))
+    heat = temps_c * frac[None, :]
+    if big_n <= _FEW_NODES:  # column by column: the same sequential sums, no short rows
+        for j in range(big_n):
+            np.add(cum[:, j], heat[:, j], out=cum[:, j + 1])
+    else:
+        np.cumsum(heat, axis=1, out=cum[:, 1:])
     # evaluate the cumulative heat H(x) at x = edges + s  (x in tank-volume fractions from top)
     x = edges[None, :] + draw_fraction[:, None]  # (n, N+1)
     idx = np.searchsorted(edges, x.ravel(), side="right").reshape(x.shape) - 1
     np.clip(idx, 0, big_n, out=idx)
-    h_at = np.take_along_axis(cum, idx, axis=1) + (x - edges[idx]) * np.take_along_axis(
-        ext, idx, axis=1
-    )
-    new = np.diff(h_at, axis=1) / frac[None, :]
+    flat = idx + (np.arange(n) * width)[:, None]  # row-major flat index of [row, idx]
+    h_at = np.take(cum, flat) + (x - np.take(edges, idx)) * np.take(ext, flat)
+    if big_n <= _FEW_NODES:
+        new = np.empty((n, big_n))
+        for j in range(big_n):
+            np.subtract(h_at[:, j + 1], h_at[:, j], out=new[:, j])
+            new[:, j] /= frac[j]
+    else:
+        new = np.diff(h_at, axis=1) / frac[None, :]
     # heat in the outflow: H(s) - s * T_in  (H(s) evaluated for x = 0 + s = h_at[:, 0])
     delivered = h_at[:, 0] - draw_fraction * inlet_c
     return new, delivered
+
+
+#: up to this many nodes, row-wise operations on ``(n, N)`` arrays are done column by
+#: column (NumPy runs a short row's loop per row: slow for a fleet; same arithmetic)
+_FEW_NODES = 4
+
+
+def take_rows(a: FloatArray, rows: NDArray[np.intp]) -> FloatArray:
+    """``a[rows]`` of a C-contiguous ``(n, N)`` array (``np.take`` copies whole rows;
+    fancy indexing copies row by row, ~10x slower for a fleet)."""
+    return np.asarray(np.take(a, rows, axis=0), dtype=np.float64)
+
+
+def put_rows(a: FloatArray, rows: NDArray[np.intp], values: FloatArray) -> None:
+    """``a[rows] = values`` (``(len(rows), N)``) in place, whole rows at a time."""
+    if a.flags.c_contiguous and a.ndim == 2 and a.shape[1] > 0:
+        row = np.dtype((np.void, a.dtype.itemsize * a.shape[1]))
+        v = np.ascontiguousarray(values, dtype=a.dtype)
+        a.view(row).reshape(-1)[rows] = v.view(row).reshape(-1)
+    else:
+        a[rows] = values
 
 
 def row_sum(a: FloatArray) -> FloatArray:
@@ -212,7 +246,12 @@ def passive_heat_j(
     to ambient per device, J, shape ``(n,)``.
     """
     # -(UA (T - T_amb)) h, in place (a fleet's (n, N) temporaries cost more than the math)
-    q = np.subtract(temps_c, ambient_c[:, None])
+    q = np.empty(temps_c.shape)
+    if temps_c.shape[1] <= _FEW_NODES:
+        for j in range(temps_c.shape[1]):
+            np.subtract(temps_c[:, j], ambient_c, out=q[:, j])
+    else:
+        np.subtract(temps_c, ambient_c[:, None], out=q)
     np.multiply(geom.ua_node_w_per_k, q, out=q)
     np.negative(q, out=q)
     q *= h_s

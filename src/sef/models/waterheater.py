@@ -58,6 +58,8 @@ from sef.models._waterheater_thermal import (
     node_at,
     passive_heat_j,
     plug_flow_draw,
+    put_rows,
+    take_rows,
     tank_geometry,
 )
 from sef.models.waterheater_dr import (
@@ -314,10 +316,10 @@ class WaterHeaterModel(StorageViews, DRCommands, SeriesRunner):
                     fd = fd * hot_share(
                         t[drawing, 0], self.mixed_delivery_c[drawing], self.inlet_c[drawing]
                     )
-                sub = t[drawing]
+                sub = take_rows(t, drawing)
                 new, dk = plug_flow_draw(sub, fd, self.inlet_c[drawing], geom)
-                t[drawing] = new
-                deliv_j[drawing] += dk * self.capacity_j_per_k[drawing]
+                put_rows(t, drawing, new)
+                deliv_j[drawing] += dk * (WATER_C_J_PER_L_K * self.volume_l[drawing])
                 if tempered.size:
                     self._tempered_accounting(drawing, fd, dk, draw, h, hot_l)
             # losses, conduction, element heat (explicit; accounting is exact)
