@@ -176,7 +176,8 @@ def simulate(
         if n_w:
             sc.draws_lpm.row(k, out=draw_now)
             w_power = whs.step(sc.dt_s, draw_now)
-            top = whs.temperatures_c[:, 0]  # (steps × heaters never stored: one row now)
+            # (steps × heaters never stored: one row now; contiguous for the passes below)
+            top = np.ascontiguousarray(whs.temperatures_c[:n_w, 0])
             cold = top < sc.comfort_min_c
             drew = np.flatnonzero(draw_now != 0)  # the few heaters drawing this step
             cold[drew] |= whs.outlet_c[drew] < sc.comfort_min_c  # nan (no draw): False
@@ -204,7 +205,7 @@ def simulate(
             rec["top_c_max"][k],
             rec["top_c_p10"][k],
             rec["top_c_p90"][k],
-        ) = _pct(whs.temperatures_c[:n_w, 0])
+        ) = _pct(top if n_w else whs.temperatures_c[:0, 0])
         modes = np.bincount(whs.mode[:n_w], minlength=len(DRMode))
         rec["n_shed"][k] = modes[int(DRMode.SHED)]
         rec["n_load_up"][k] = modes[int(DRMode.LOAD_UP)]

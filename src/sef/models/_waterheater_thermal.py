@@ -300,7 +300,7 @@ def mix_inversions(temps_c: FloatArray, fractions: FloatArray, tol_k: float = 1e
     # fast path: one inverted pair (i, i+1) whose mixture fits between its neighbours
     single = np.nonzero(count == 1)[0]
     if single.size:
-        ts = temps_c[single]
+        ts = take_rows(temps_c, single)
         i = viol[single].argmax(axis=1)
         rows = np.arange(single.size)
         f_i, f_j = fractions[i], fractions[i + 1]

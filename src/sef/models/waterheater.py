@@ -398,8 +398,9 @@ class WaterHeaterModel(StorageViews, DRCommands, SeriesRunner):
         low = sp_r - db_r
         tu = self.upper_sensor_c
         tl = self.lower_sensor_c
-        self._upper_latch = (tu < low) | (self._upper_latch & (tu < sp_r))
-        self._lower_latch = (tl < low) | (self._lower_latch & (tl <= sp_r))
+        u, lo = np.ascontiguousarray(tu), np.ascontiguousarray(tl)  # node columns: strided
+        self._upper_latch = (u < low) | (self._upper_latch & (u < sp_r))
+        self._lower_latch = (lo < low) | (self._lower_latch & (lo <= sp_r))
         self.upper_on = self._upper_latch & (self.element_kw > 0)
         self.lower_on = self._lower_latch & ~self._upper_latch & ~lockout & (self.element_kw > 0)
         if hp is not None:
