@@ -45,20 +45,41 @@ def test_hold_keeps_the_corrected_rate_for_the_next_interval() -> None:
     rate for one more interval followed by its later planned intervals (3 events)."""
     fleet, energy = _fleet(), np.array([30.0, 30.0])
     plans = BatteryPlans(3600.0, 1.0)
-    assert plans.hold(fleet, 900.0) == []  # no plan yet: nothing to hold
+    assert plans.hold(fleet, 900.0, 15) == []  # no plan yet: nothing to hold
     future = [0.0, 4.0, -2.0, 6.0]  # the app's plan: idle now, charge 4 kW next interval
     plans.update(0, True, np.array([0, 0]), future, fleet, energy, 15, 60.0)
     # between re-plans the controller asks for 10 kW of discharge: a correction
     calls = plans.update(5, False, np.array([-5, -5]), None, fleet, energy, 15, 60.0)
     assert [c[1][0] for c in calls] == [("discharge", 5, 600)] * 2
-    held = dict(plans.hold(fleet, 900.0))
+    held = dict(plans.hold(fleet, 900.0, 15))
     assert set(held) == {"a", "b"}
     for events in held.values():
         assert events[0] == ("discharge", 5, 900)  # not the old plan's "charge 2"
         assert [e[2] for e in events] == [900] * 3
     assert sum(held[i][1][1] for i in "ab") == 2 and held["a"][1][0] == "discharge"
     # the fleet changed (a battery left): no hold, the new plan comes with the re-plan
-    assert plans.hold(LiveFleet(batteries=fleet.batteries[:1]), 900.0) == []
+    assert plans.hold(LiveFleet(batteries=fleet.batteries[:1]), 900.0, 15) == []
+    # a correction while the new plan is being solved lasts this interval (not 1 s)
+    calls = plans.update(17, False, np.array([-7, -7]), None, fleet, energy, 15, 60.0)
+    assert [c[1][0] for c in calls] == [("discharge", 7, 780)] * 2
+    assert [len(c[1]) for c in calls] == [3, 3]  # then the held plan's later intervals
+
+
+def test_a_correction_after_a_missed_replan_lasts_the_interval_it_is_in() -> None:
+    """No re-plan came (a failed app, a solve still running): the batteries moved on to
+    their plan's next interval on their own clock; a correction (the feeder guard's)
+    then holds for the rest of that interval, followed by the intervals after it."""
+    fleet, energy = _fleet(), np.array([30.0, 30.0])
+    plans = BatteryPlans(3600.0, 1.0)
+    plans.update(0, True, np.array([1, 1]), [2.0, 4.0, -2.0, 6.0], fleet, energy, 15, 60.0)
+    calls = dict(plans.update(21, False, np.array([-4, -4]), None, fleet, energy, 15, 60.0))
+    for events in calls.values():
+        assert events[0] == ("discharge", 4, 540)  # 9 steps left of interval 15..29
+        assert len(events) == 3  # then the 3rd and 4th planned intervals
+    assert plans.step == 15
+    # past the whole plan: the last interval is kept as the one running
+    calls = dict(plans.update(75, False, np.array([-6, -6]), None, fleet, energy, 15, 60.0))
+    assert all(events == [("discharge", 6, 900)] for events in calls.values())
 
 
 def _obs(net_kw: float, battery_kw: float, heaters_kw: float) -> Observation:

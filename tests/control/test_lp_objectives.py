@@ -104,3 +104,42 @@ def test_exact_return_leaves_no_surplus() -> None:
     assert at_least.battery_kwh[-1] > 60.0
     assert abs(exact.battery_kwh[-1] - 40.0) < 1e-6
     np.testing.assert_allclose(exact.deviation_kw, -20.0, atol=0.3)
+
+
+@pytest.mark.parametrize(
+    ("state", "why"),
+    [
+        ({"w_e0": 30.0}, "a tank measured fuller than the model's full"),
+        (
+            {"draw_kw": np.array([0.0, 40.0, 0.0, 0.0, 0.0]), "w_ramp_kw": 1.0},
+            "a draw the ramp cannot follow",
+        ),
+        (
+            {"b_e0": 0.0, "b_standby_kw": 50.0, "b_p_max": 1.0},
+            "an empty battery losing standby power",
+        ),
+    ],
+)
+def test_a_state_outside_the_hard_limits_still_gets_a_plan(
+    state: dict[str, Any], why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Live telemetry can put the fleet where the LP's hard limits cannot (the 720x demo
+    crashed on it): the LP is solved again relaxed, and that is logged."""
+    heaters: dict[str, Any] = {
+        "w_p_max": 10.0,
+        "w_e0": 10.0,
+        "w_e_min": 2.0,
+        "w_e_max": 20.0,
+        "w_loss_kw": 0.5,
+    }
+    with caplog.at_level("WARNING", logger="sef.control.lp"):
+        plan = battery_only(BASE, 90.0, 50.0, **(heaters | state))
+    assert "LP infeasible" in caplog.text, why
+    assert np.all(np.isfinite(plan.battery_kw)) and np.all(np.isfinite(plan.wh_kw))
+    assert np.all(plan.wh_kw >= -1e-9)
+
+
+def test_a_feasible_state_is_not_relaxed(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="sef.control.lp"):
+        battery_only(BASE, 90.0, 50.0)
+    assert "LP infeasible" not in caplog.text

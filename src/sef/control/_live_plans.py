@@ -182,6 +182,7 @@ class BatteryPlans:
             self.step = step
             self.sent += 1
             return list(zip(ids, plan_events(self.plan, interval_s), strict=True))
+        self._roll(step, interval_steps)
         if abs(int(rates.sum()) - int(self.plan[0].sum())) < self.correction_kw:
             return []
         left_s = (self.step + interval_steps - step) * dt_s
@@ -193,18 +194,36 @@ class BatteryPlans:
         self.corrections += 1
         return calls
 
-    def hold(self, fleet: LiveFleet, interval_s: float) -> list[tuple[str, list[Event]]]:
+    def _roll(self, step: int, interval_steps: int) -> None:
+        """Move the running plan on to the interval ``step`` is in (the batteries run it
+        on their own clock when no re-plan came: a late solve, a failed app), so that a
+        correction's first event lasts the rest of *that* interval."""
+        if self.plan is None or interval_steps <= 0:
+            return
+        passed = (step - self.step) // interval_steps
+        if passed <= 0:
+            return
+        rows = self.plan.shape[0]
+        keep = self.plan[min(passed, rows - 1) :]
+        self.plan = keep.copy()
+        self.step += passed * interval_steps
+
+    def hold(self, fleet: LiveFleet, interval_s: float, step: int) -> list[tuple[str, list[Event]]]:
         """Bridge a late re-plan: every battery keeps its running rate (``plan[0]``, kW)
         for one more interval, then its later planned intervals; sent at the re-plan step
         before the app solves. Without it the batteries run the old plan's next interval
         (planned an interval ago, without the corrections) until the new plan arrives: at
         720x the MPC's solve is 50-80 simulated s, and those were the demo's worst peaks.
-        Nothing when there is no plan or the fleet changed."""
+        The held plan is the running plan from ``step`` on (corrections until the new
+        plan last the rest of this interval). Nothing when there is no plan or the fleet
+        changed."""
         plan = self.plan
         if plan is None or plan.shape[1] != len(fleet.battery_ids):
             return []
+        self.plan = plan = np.vstack([plan[:1], plan[2:]])
+        self.step = step
         duration = int(min(round(interval_s), INT16_MAX))
         return [
-            (agent_id, [_event(int(r), duration) for r in (plan[0, i], *plan[2:, i])])
+            (agent_id, [_event(int(r), duration) for r in plan[:, i]])
             for i, agent_id in enumerate(fleet.battery_ids)
         ]

@@ -39,6 +39,7 @@ from sef.control._live_fleet import (
     fleet_scenario,
     wait_for_fleet,
 )
+from sef.control._live_guard import FeederGuard, LoadUpBudget, guard_limit_kw
 from sef.control._live_meter import MeteredBase, meter_sample, telemetry
 from sef.control._live_plans import BatteryPlans, planned_fleet_kw, stagger_heaters
 from sef.control._live_record import record_step
@@ -99,6 +100,9 @@ class LiveControl:
         peak_guard_kw: the batteries are never sent less discharge than keeps the
             measured net within this many kW of max(target, measured base) (``cap``: at
             the cap); a little under one 4.5-kW heater element.
+        feeder_guard: hold the feeder limit against every meter sample between steps and
+            during solves (:mod:`sef.control._live_guard`); needs a meter.
+        guard_poll_s: how often the feeder guard looks for a new meter sample (real s).
     """
 
     ems: EMS
@@ -111,6 +115,12 @@ class LiveControl:
     meter_aligned: bool = True
     meter_tau_s: float = 900.0
     peak_guard_kw: float = 4.0
+    feeder_guard: bool = True
+    guard_poll_s: float = 0.005
+    guard: FeederGuard = field(default_factory=FeederGuard)
+    load_up_budget: LoadUpBudget = field(default_factory=LoadUpBudget)
+    load_ups_held: int = 0
+    meter_peak_kw: float = float("-inf")
     steps_done: int = 0
     calls_failed: int = 0
     comfort_violations: int = 0
@@ -120,6 +130,7 @@ class LiveControl:
     plans_sent: int = 0
     corrections_sent: int = 0
     metered_steps: int = 0
+    decide_failures: int = 0
     fleet: LiveFleet = field(default_factory=LiveFleet)
     series: dict[str, FloatArray] = field(default_factory=dict)
     history: list[LiveStep] = field(default_factory=list)
@@ -134,6 +145,9 @@ class LiveControl:
         self._metered = False
         # per device: (telemetry time, power kW) samples, to read the meter against
         self._meter = MeteredBase(self.meter_tau_s)
+        self._base_peak_kw = float(np.max(sc.base_expected_kw)) if sc.steps else 0.0
+        self._wanted_kw = 0  # the step's fleet battery power before the feeder guard (kW)
+        self._step = 0  # the step being run
         self._set_fleet_arrays()
 
     # -- fleet and target -----------------------------------------------------------
@@ -297,8 +311,14 @@ class LiveControl:
             await asyncio.to_thread(sc.wh_uncontrolled_means)  # cached: fleet rebuilds reuse it
         started = time.perf_counter()
         decide_total = 0.0
+        if self.refresh_fleet(0):  # the fleet and the app's first reset before step 0
+            self._target_version = -1
+            await asyncio.to_thread(self.app.reset, self.current)
+        if self.feeder_guard:
+            self._sends.spawn(self._guard_loop(), name="feeder guard")
         for k in range(total):
             await clock.sleep(self.start_s + k * sc.dt_s - clock.now())
+            self._step = k
             replan = k % m == 0
             if replan and self.refresh_fleet(k):
                 self._target_version = -1
@@ -312,14 +332,19 @@ class LiveControl:
             forecaster.update(obs)
             calls = 0
             if replan and k > 0:  # keep the running rates until the new plan is out
-                for agent_id, seq in self._plans.hold(self.fleet, m * sc.dt_s):
+                for agent_id, seq in self._plans.hold(self.fleet, m * sc.dt_s, k):
                     self._call(agent_id, seq)
             if self.fleet.batteries or self.fleet.heaters:
                 t0 = time.perf_counter()
                 forecast = forecaster.forecast(k, self.app.forecast_steps(k))
-                decision = await asyncio.to_thread(self.app.decide, obs, forecast)
+                try:
+                    decision = await asyncio.to_thread(self.app.decide, obs, forecast)
+                except Exception:  # the devices keep their plans and the guard runs on
+                    self.decide_failures += 1
+                    log.exception("live control: the app failed at step %d", k)
+                else:
+                    calls = self._dispatch(k, obs, decision, replan)
                 decide_total += time.perf_counter() - t0
-                calls = self._dispatch(k, obs, decision, replan)
             await asyncio.sleep(0)
             self.history.append(
                 LiveStep(
@@ -352,6 +377,10 @@ class LiveControl:
                 "plans_sent": float(self.plans_sent),
                 "corrections_sent": float(self.corrections_sent),
                 "metered_steps": float(self.metered_steps),
+                "guard_actions": float(self.guard.actions),
+                "decide_failures": float(self.decide_failures),
+                "load_ups_held": float(self.load_ups_held),
+                "meter_peak_kw": self.meter_peak_kw if self.metered_steps else float("nan"),
             },
         )
 
@@ -361,8 +390,8 @@ class LiveControl:
         calls: list[tuple[str, list[tuple[str, int, int]]]] = []
         if fleet.batteries:
             lo, hi = battery_limits(fleet, obs.battery_energy_kwh, sc.dt_s)
-            fleet_kw = int(np.sum(decision.battery_kw))
-            rates = allocate_integer(min(fleet_kw, self._guard_kw(k, obs)), lo, hi)
+            self._wanted_kw = min(int(np.sum(decision.battery_kw)), self._guard_kw(k, obs))
+            rates = allocate_integer(self.guard.fleet_kw(self._wanted_kw, lo), lo, hi)
             future = planned_fleet_kw(self.app, k) if replan else None
             plans = self._plans
             calls += plans.update(
@@ -370,12 +399,40 @@ class LiveControl:
             )
             self.plans_sent, self.corrections_sent = plans.sent, plans.corrections
         heaters = decision_to_events(replace(decision, battery_kw=np.zeros(0, dtype=np.int64)))
+        commands = self._budget_heaters(k, heaters.water_heaters)
         stagger = min(self.stagger_s, sc.dt_s)
-        for j, seq in stagger_heaters(heaters.water_heaters, obs.wh_mode, stagger).items():
+        for j, seq in stagger_heaters(commands, obs.wh_mode, stagger).items():
             calls.append((fleet.heater_ids[j], seq))
         for agent_id, seq in calls:
             self._call(agent_id, seq)
         return len(calls)
+
+    def _budget_heaters(
+        self, k: int, commands: dict[int, list[tuple[str, int, int]]]
+    ) -> dict[int, list[tuple[str, int, int]]]:
+        """The heater commands of step ``k`` less the Load Ups the feeder has no room for
+        (:class:`~sef.control._live_guard.LoadUpBudget`; only with a meter and the guard)."""
+        sample = self.meter_sample()
+        if sample is None or not self.feeder_guard:
+            return commands
+        sc = self.current
+        now = self.ems.clock.now()
+        limit = guard_limit_kw(sc.objective, float(sc.target_kw[k]), self._base_peak_kw)
+        budget = self.load_up_budget
+        kept: dict[int, list[tuple[str, int, int]]] = {}
+        for j in sorted(commands):
+            seq = commands[j]
+            element = self.fleet.heaters[j].element_kw
+            first = seq[0][0] if seq else ""
+            if first == "charge":
+                if not budget.allow(sample[0], limit, now, element):
+                    self.load_ups_held += 1
+                    continue
+                budget.sent(now, element)
+            elif first == "endshed":  # a rebound: its element counts, it is not held
+                budget.sent(now, element)
+            kept[j] = seq
+        return kept
 
     def _guard_kw(self, k: int, obs: Observation) -> int:
         """Peak guard: the largest fleet battery power (kW, + = charge) that keeps the
@@ -393,6 +450,55 @@ class LiveControl:
         level = target if self.current.objective == "cap" else target + self.peak_guard_kw
         level = max(level, unc - float(obs.wh_power_kw.sum()) + self.peak_guard_kw)
         return int(np.floor(level - unc + 1e-9))
+
+    async def _guard_loop(self) -> None:
+        """The feeder guard (:mod:`sef.control._live_guard`): each new meter sample may
+        change the guard's extra discharge; a change corrects the batteries' running plan
+        at once (also while the app solves)."""
+        assert self.start_s is not None
+        while True:
+            await asyncio.sleep(self.guard_poll_s)
+            try:
+                self._guard_once()
+            except Exception:  # the guard must outlive a bad sample or a fleet change
+                log.exception("feeder guard: a meter sample could not be acted on")
+
+    def _guard_once(self) -> None:
+        """Act on the meter's newest sample, if it is new (see :meth:`_guard_loop`)."""
+        assert self.start_s is not None
+        sample = self.meter_sample()
+        if sample is None:
+            return
+        reading, ts = sample
+        if ts < self.start_s:
+            return  # before the run: not the guard's to hold
+        self.meter_peak_kw = max(self.meter_peak_kw, reading)
+        sc = self.current
+        k = min(self._step, sc.steps - 1)
+        limit = guard_limit_kw(sc.objective, float(sc.target_kw[k]), self._base_peak_kw)
+        if not self.guard.sample(reading, ts, limit) or not self.fleet.batteries:
+            return
+        energy = self.observe(k, 0.0).battery_energy_kwh
+        lo, hi = battery_limits(self.fleet, energy, sc.dt_s)
+        # the guard cannot add more than the batteries can still discharge
+        self.guard.extra_kw = min(self.guard.extra_kw, float(self._wanted_kw - lo.sum()))
+        rates = allocate_integer(self.guard.fleet_kw(self._wanted_kw, lo), lo, hi)
+        calls = self._plans.update(
+            k, False, rates, None, self.fleet, energy, sc.interval_steps, sc.dt_s
+        )
+        self.plans_sent, self.corrections_sent = self._plans.sent, self._plans.corrections
+        for agent_id, seq in calls:
+            self._call(agent_id, seq)
+        log.info(
+            "feeder guard at %.0f s, step %d: meter %.2f kW, limit %.2f kW, extra discharge "
+            "%.1f kW, %d calls",
+            ts - self.start_s,
+            k,
+            reading,
+            limit,
+            self.guard.extra_kw,
+            len(calls),
+        )
 
     def _call(self, agent_id: str, events: list[tuple[str, int, int]]) -> None:
         async def send() -> None:

@@ -44,6 +44,7 @@ energy-limited peaks. Solved with HiGHS (``scipy.optimize.linprog(method="highs"
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +53,8 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 __all__ = ["LPInput", "LPPlan", "solve_plan"]
+
+log = logging.getLogger("sef.control.lp")
 
 FloatArray = npt.NDArray[np.float64]
 _SLACK_COST = 1e3
@@ -161,7 +164,29 @@ class LPPlan:
 
 
 def solve_plan(p: LPInput) -> LPPlan:
-    """Solve the LP (see module docstring); raises ``RuntimeError`` if HiGHS fails."""
+    """Solve the LP (see module docstring); raises ``RuntimeError`` if HiGHS fails.
+
+    A state outside the model's hard limits (measured in live mode: a tank fuller than
+    the model's full, an empty battery that still loses standby power) or draws beyond
+    what the heater ramp can follow make the LP infeasible; it is then solved again
+    relaxed (stored energies below 0 and the room bound only as soft as the energy bounds,
+    no heater ramp), and that is logged.
+    """
+    try:
+        return _solve(p, relaxed=False)
+    except _Infeasible as exc:
+        log.warning("LP infeasible (%s): solved again without the hard state limits", exc)
+        try:
+            return _solve(p, relaxed=True)
+        except _Infeasible as again:
+            raise RuntimeError(f"LP failed: {again}") from again
+
+
+class _Infeasible(RuntimeError):
+    """HiGHS found no solution (its message)."""
+
+
+def _solve(p: LPInput, relaxed: bool) -> LPPlan:
     bps = p.breakpoints()
     J, S, h = len(p.base_kw), bps.size, p.h
     p.side_weights()  # checks the objective
@@ -243,10 +268,15 @@ def solve_plan(p: LPInput) -> LPPlan:
             - sparse.csr_array((ones, (jj, off["swl"] + jj)), shape=(J, nvar)),
             sparse.csr_array((ones, (jj, off["W"] + jj)), shape=(J, nvar))
             - sparse.csr_array((ones, (jj, off["swh"] + jj)), shape=(J, nvar)),
-            # room bound: w_j + k W_{j} <= k W_max  (W_0 = w_e0 is a constant)
+            # room bound: w_j + k W_{j} <= k W_max  (W_0 = w_e0 is a constant);
+            # relaxed: the part of W_{j-1} above W_max (its slack) leaves no less room
             sparse.csr_array((ones, (jj, off["w"] + jj)), shape=(J, nvar))
             + sparse.csr_array(
                 (np.full(J - 1, k_room), (jj[1:], off["W"] + jj[:-1])), shape=(J, nvar)
+            )
+            - sparse.csr_array(
+                (np.full(J - 1, k_room if relaxed else 0.0), (jj[1:], off["swh"] + jj[:-1])),
+                shape=(J, nvar),
             ),
             # heater ramp: ±(w_j - w_{j-1}) <= R for j >= 1
             ramp,
@@ -256,7 +286,8 @@ def solve_plan(p: LPInput) -> LPPlan:
     room_rhs = np.full(J, k_room * p.w_e_max)
     room_rhs[0] -= k_room * p.w_e0
     room_rhs = np.maximum(room_rhs, 0.0)
-    r_rhs = np.full(2 * (J - 1), p.w_ramp_kw if np.isfinite(p.w_ramp_kw) else 1e9)
+    ramp_kw = p.w_ramp_kw if np.isfinite(p.w_ramp_kw) and not relaxed else 1e9
+    r_rhs = np.full(2 * (J - 1), ramp_kw)
     b_ub = np.concatenate([-lb_b, ub_b, -lb_w, ub_w, room_rhs, r_rhs])
     # costs and bounds
     cost = np.zeros(nvar)
@@ -271,6 +302,9 @@ def solve_plan(p: LPInput) -> LPPlan:
     # the energy bounds must stay dearer than any deviation they could buy
     cost[off["sbl"] :] = max(_SLACK_COST, 10.0 * float(slopes[-1]) * max(w_pos, w_neg))
     lo = np.zeros(nvar)
+    if relaxed:  # stored energies only softly bounded (their slacks cost as before)
+        lo[off["B"] : off["B"] + J] = -np.inf
+        lo[off["W"] : off["W"] + J] = -np.inf
     hi = np.full(nvar, np.inf)
     hi[off["c"] : off["c"] + J] = p.b_p_max
     hi[off["d"] : off["d"] + J] = p.b_p_max
@@ -288,7 +322,7 @@ def solve_plan(p: LPInput) -> LPPlan:
         method="highs",
     )
     if res.x is None:
-        raise RuntimeError(f"LP failed: {res.message}")
+        raise _Infeasible(str(res.message))
     x = np.asarray(res.x, dtype=np.float64)
 
     def blk(name: str, size: int = J) -> FloatArray:
