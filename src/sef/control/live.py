@@ -27,11 +27,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from sef.control._live_feeder import FeederWatch
 from sef.control._live_fleet import (
     LiveFleet,
     battery_limits,
@@ -39,11 +39,11 @@ from sef.control._live_fleet import (
     fleet_scenario,
     wait_for_fleet,
 )
-from sef.control._live_guard import FeederGuard, LoadUpBudget, guard_limit_kw
-from sef.control._live_meter import MeteredBase, meter_sample, telemetry
+from sef.control._live_meter import MeteredBase
+from sef.control._live_observe import LiveObservation
 from sef.control._live_plans import BatteryPlans, planned_fleet_kw, stagger_heaters
 from sef.control._live_record import record_step
-from sef.control.allocation import allocate_integer, decision_to_events
+from sef.control.allocation import decision_to_events
 from sef.control.controllers.base import ControlApp, Decision, Observation
 from sef.control.forecast import make_forecaster
 from sef.control.scenario import WATER_KWH_PER_L_K, Scenario
@@ -61,6 +61,7 @@ STORAGE_REFERENCE_C = 43.33
 """CTA-2045 energy-storage reference temperature (°C, 110 °F)."""
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass
@@ -76,7 +77,7 @@ class LiveStep:
 
 
 @dataclass
-class LiveControl:
+class LiveControl(LiveObservation):
     """Runs ``app`` against the fleet online in ``ems``'s registry.
 
     Args:
@@ -101,8 +102,9 @@ class LiveControl:
             measured net within this many kW of max(target, measured base) (``cap``: at
             the cap); a little under one 4.5-kW heater element.
         feeder_guard: hold the feeder limit against every meter sample between steps and
-            during solves (:mod:`sef.control._live_guard`); needs a meter.
-        guard_poll_s: how often the feeder guard looks for a new meter sample (real s).
+            during solves, and hold back Load Ups the feeder has no room for
+            (:mod:`sef.control._live_feeder`); needs a meter.
+        guard_poll_s: how often the feeder watch looks for a new meter sample (real s).
     """
 
     ems: EMS
@@ -117,10 +119,6 @@ class LiveControl:
     peak_guard_kw: float = 4.0
     feeder_guard: bool = True
     guard_poll_s: float = 0.005
-    guard: FeederGuard = field(default_factory=FeederGuard)
-    load_up_budget: LoadUpBudget = field(default_factory=LoadUpBudget)
-    load_ups_held: int = 0
-    meter_peak_kw: float = float("-inf")
     steps_done: int = 0
     calls_failed: int = 0
     comfort_violations: int = 0
@@ -145,9 +143,8 @@ class LiveControl:
         self._metered = False
         # per device: (telemetry time, power kW) samples, to read the meter against
         self._meter = MeteredBase(self.meter_tau_s)
-        self._base_peak_kw = float(np.max(sc.base_expected_kw)) if sc.steps else 0.0
-        self._wanted_kw = 0  # the step's fleet battery power before the feeder guard (kW)
-        self._step = 0  # the step being run
+        self.steps_started = 0  # the step being run
+        self.feeder = FeederWatch(self, self.feeder_guard)
         self._set_fleet_arrays()
 
     # -- fleet and target -----------------------------------------------------------
@@ -203,91 +200,6 @@ class LiveControl:
         self.current = replace(self.current, target_kw=target)
         return True
 
-    # -- observation ------------------------------------------------------------------
-    def _telemetry(self, agent_id: str) -> dict[str, Any]:
-        return telemetry(self.ems.registry, agent_id)
-
-    def measured_net_kw(self) -> float | None:
-        """The meter's ``Net_Power_kW`` (kW), if a meter of the fleet reports one."""
-        sample = self.meter_sample()
-        return None if sample is None else sample[0]
-
-    def meter_sample(self) -> tuple[float, float] | None:
-        """The first meter's ``Net_Power_kW`` (kW) and its time (Unix s, EMS clock)."""
-        return meter_sample(self.ems.registry, self.fleet.meters)
-
-    def devices_at(self, t_s: float) -> float:
-        """The fleet's power (kW) at clock time ``t_s`` from each device's telemetry samples
-        (their own times: the meter is read against what the devices drew then)."""
-        return self._meter.devices_at(t_s, (*self.fleet.battery_ids, *self.fleet.heater_ids))
-
-    def observe(self, step: int, net_kw: float) -> Observation:
-        """The observation at the start of ``step`` from the agents' last telemetry."""
-        fleet = self.fleet
-        n_b, n_w = len(fleet.batteries), len(fleet.heaters)
-        energy = np.zeros(n_b)
-        b_power = np.zeros(n_b)
-        for i, plate in enumerate(fleet.batteries):
-            t = self._telemetry(plate.agent_id)
-            mid = plate.capacity_kwh * 0.5 * (plate.soc_min + plate.soc_max)
-            energy[i] = float(t.get("Sys_Energy_kWh", mid))
-            key = "Setpoint_kW" if t.get("State") == "CONNECTED" else "Sys_Power_kW"
-            b_power[i] = float(t.get(key, 0.0))
-            self._meter.log_power(plate.agent_id, t, b_power[i])
-        w_power = np.zeros(n_w)
-        w_energy = np.zeros(n_w)
-        w_mode = np.zeros(n_w, dtype=np.int64)
-        for j, heater in enumerate(fleet.heaters):
-            t = self._telemetry(heater.agent_id)
-            w_power[j] = float(t.get("Power_W", 0.0)) / 1000.0
-            self._meter.log_power(heater.agent_id, t, w_power[j])
-            stored_wh = t.get("Energy_Stored_Wh")
-            w_energy[j] = self._wh_offset_kwh[j] + (
-                float(stored_wh) / 1000.0 if stored_wh is not None else 0.0
-            )
-            event = t.get("Event")
-            w_mode[j] = 1 if event == "shed" else 2 if event == "charge" else 0
-            self._tank_c[j] = float(t.get("Tank_Temp_C", np.nan))
-        return Observation(
-            step=step,
-            t_s=step * self.scenario.dt_s,
-            dt_s=self.scenario.dt_s,
-            net_kw=net_kw,
-            battery_energy_kwh=energy,
-            battery_power_kw=b_power,
-            wh_power_kw=w_power,
-            wh_energy_kwh=w_energy,
-            wh_mode=w_mode,
-        )
-
-    def observe_step(self, step: int) -> Observation:
-        """The observation at the start of ``step``.
-
-        With a meter: the base load is the meter's reading minus the devices' power at the
-        reading's time (:meth:`devices_at`: the meter and the devices report at their own
-        times and rates), filtered (``meter_tau_s``), and net = that base + the devices'
-        power now
-        (``meter_aligned=False``: net = the reading). Without: the last step's scenario
-        base load + the devices (step 0: base load).
-        """
-        sc = self.scenario
-        obs = self.observe(step, 0.0)
-        devices = float(obs.battery_power_kw.sum() + obs.wh_power_kw.sum())
-        sample = self.meter_sample()
-        self._metered = sample is not None
-        if sample is not None:
-            self.metered_steps += 1
-            reading, at = sample
-            prior = float(sc.base_expected_kw[max(step - 1, 0) % sc.steps])
-            ids = (*self.fleet.battery_ids, *self.fleet.heater_ids)
-            base = self._meter.base(reading, at, ids, prior)
-            net = base + devices if self.meter_aligned else reading
-        elif step == 0:
-            net = float(sc.base_kw[0])
-        else:
-            net = float(sc.base_kw[(step - 1) % sc.steps] + devices)
-        return replace(obs, net_kw=net)
-
     # -- running --------------------------------------------------------------------
     async def run(self, steps: int | None = None) -> SimResult:
         """Run ``steps`` steps (default: the whole scenario); return the recorded series.
@@ -314,11 +226,10 @@ class LiveControl:
         if self.refresh_fleet(0):  # the fleet and the app's first reset before step 0
             self._target_version = -1
             await asyncio.to_thread(self.app.reset, self.current)
-        if self.feeder_guard:
-            self._sends.spawn(self._guard_loop(), name="feeder guard")
+        self._sends.spawn(self.feeder.run(self.guard_poll_s), name="feeder watch")
         for k in range(total):
             await clock.sleep(self.start_s + k * sc.dt_s - clock.now())
-            self._step = k
+            self.steps_started = k
             replan = k % m == 0
             if replan and self.refresh_fleet(k):
                 self._target_version = -1
@@ -377,10 +288,8 @@ class LiveControl:
                 "plans_sent": float(self.plans_sent),
                 "corrections_sent": float(self.corrections_sent),
                 "metered_steps": float(self.metered_steps),
-                "guard_actions": float(self.guard.actions),
                 "decide_failures": float(self.decide_failures),
-                "load_ups_held": float(self.load_ups_held),
-                "meter_peak_kw": self.meter_peak_kw if self.metered_steps else float("nan"),
+                **self.feeder.figures(total),
             },
         )
 
@@ -390,8 +299,9 @@ class LiveControl:
         calls: list[tuple[str, list[tuple[str, int, int]]]] = []
         if fleet.batteries:
             lo, hi = battery_limits(fleet, obs.battery_energy_kwh, sc.dt_s)
-            self._wanted_kw = min(int(np.sum(decision.battery_kw)), self._guard_kw(k, obs))
-            rates = allocate_integer(self.guard.fleet_kw(self._wanted_kw, lo), lo, hi)
+            wanted = min(int(np.sum(decision.battery_kw)), self._guard_kw(k, obs))
+            self.feeder.wanted_kw = wanted
+            rates = self.feeder.battery_rates(lo, hi)
             future = planned_fleet_kw(self.app, k) if replan else None
             plans = self._plans
             calls += plans.update(
@@ -399,40 +309,13 @@ class LiveControl:
             )
             self.plans_sent, self.corrections_sent = plans.sent, plans.corrections
         heaters = decision_to_events(replace(decision, battery_kw=np.zeros(0, dtype=np.int64)))
-        commands = self._budget_heaters(k, heaters.water_heaters)
+        commands = self.feeder.budget_heaters(k, heaters.water_heaters)
         stagger = min(self.stagger_s, sc.dt_s)
         for j, seq in stagger_heaters(commands, obs.wh_mode, stagger).items():
             calls.append((fleet.heater_ids[j], seq))
         for agent_id, seq in calls:
             self._call(agent_id, seq)
         return len(calls)
-
-    def _budget_heaters(
-        self, k: int, commands: dict[int, list[tuple[str, int, int]]]
-    ) -> dict[int, list[tuple[str, int, int]]]:
-        """The heater commands of step ``k`` less the Load Ups the feeder has no room for
-        (:class:`~sef.control._live_guard.LoadUpBudget`; only with a meter and the guard)."""
-        sample = self.meter_sample()
-        if sample is None or not self.feeder_guard:
-            return commands
-        sc = self.current
-        now = self.ems.clock.now()
-        limit = guard_limit_kw(sc.objective, float(sc.target_kw[k]), self._base_peak_kw)
-        budget = self.load_up_budget
-        kept: dict[int, list[tuple[str, int, int]]] = {}
-        for j in sorted(commands):
-            seq = commands[j]
-            element = self.fleet.heaters[j].element_kw
-            first = seq[0][0] if seq else ""
-            if first == "charge":
-                if not budget.allow(sample[0], limit, now, element):
-                    self.load_ups_held += 1
-                    continue
-                budget.sent(now, element)
-            elif first == "endshed":  # a rebound: its element counts, it is not held
-                budget.sent(now, element)
-            kept[j] = seq
-        return kept
 
     def _guard_kw(self, k: int, obs: Observation) -> int:
         """Peak guard: the largest fleet battery power (kW, + = charge) that keeps the
@@ -451,54 +334,17 @@ class LiveControl:
         level = max(level, unc - float(obs.wh_power_kw.sum()) + self.peak_guard_kw)
         return int(np.floor(level - unc + 1e-9))
 
-    async def _guard_loop(self) -> None:
-        """The feeder guard (:mod:`sef.control._live_guard`): each new meter sample may
-        change the guard's extra discharge; a change corrects the batteries' running plan
-        at once (also while the app solves)."""
-        assert self.start_s is not None
-        while True:
-            await asyncio.sleep(self.guard_poll_s)
-            try:
-                self._guard_once()
-            except Exception:  # the guard must outlive a bad sample or a fleet change
-                log.exception("feeder guard: a meter sample could not be acted on")
-
-    def _guard_once(self) -> None:
-        """Act on the meter's newest sample, if it is new (see :meth:`_guard_loop`)."""
-        assert self.start_s is not None
-        sample = self.meter_sample()
-        if sample is None:
-            return
-        reading, ts = sample
-        if ts < self.start_s:
-            return  # before the run: not the guard's to hold
-        self.meter_peak_kw = max(self.meter_peak_kw, reading)
+    def correct_batteries(self, k: int, rates: IntArray, energy_kwh: FloatArray) -> int:
+        """Send the batteries ``rates`` (kW) for the rest of step ``k``'s interval as a
+        correction of their running plan (the feeder guard's); returns the calls sent."""
         sc = self.current
-        k = min(self._step, sc.steps - 1)
-        limit = guard_limit_kw(sc.objective, float(sc.target_kw[k]), self._base_peak_kw)
-        if not self.guard.sample(reading, ts, limit) or not self.fleet.batteries:
-            return
-        energy = self.observe(k, 0.0).battery_energy_kwh
-        lo, hi = battery_limits(self.fleet, energy, sc.dt_s)
-        # the guard cannot add more than the batteries can still discharge
-        self.guard.extra_kw = min(self.guard.extra_kw, float(self._wanted_kw - lo.sum()))
-        rates = allocate_integer(self.guard.fleet_kw(self._wanted_kw, lo), lo, hi)
         calls = self._plans.update(
-            k, False, rates, None, self.fleet, energy, sc.interval_steps, sc.dt_s
+            k, False, rates, None, self.fleet, energy_kwh, sc.interval_steps, sc.dt_s
         )
         self.plans_sent, self.corrections_sent = self._plans.sent, self._plans.corrections
         for agent_id, seq in calls:
             self._call(agent_id, seq)
-        log.info(
-            "feeder guard at %.0f s, step %d: meter %.2f kW, limit %.2f kW, extra discharge "
-            "%.1f kW, %d calls",
-            ts - self.start_s,
-            k,
-            reading,
-            limit,
-            self.guard.extra_kw,
-            len(calls),
-        )
+        return len(calls)
 
     def _call(self, agent_id: str, events: list[tuple[str, int, int]]) -> None:
         async def send() -> None:

@@ -194,7 +194,14 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             f"{options.controller} follows the target from midnight for {options.hours:g} h "
             "(the fleet is re-read from the registry at each re-plan)"
         )
-        live = LiveControl(ems, scenario, make_controller(options.controller), start_s=start_s)
+        live = LiveControl(
+            ems,
+            scenario,
+            make_controller(options.controller),
+            start_s=start_s,
+            # the baseline is the reference without control: no feeder guard either
+            feeder_guard=options.controller != "baseline",
+        )
         run = asyncio.create_task(live.run(steps))
         if options.live_table:
             with Live(
