@@ -35,6 +35,27 @@ def test_excess_is_added_at_once_then_held_while_settling() -> None:
     assert guard.actions == 2
 
 
+def test_new_load_while_settling_is_added_at_once() -> None:
+    """A second heater switching on during the settle window is not the excess already
+    answered: it is added at once, not two meter periods later."""
+    guard = FeederGuard(settle_periods=2.0, new_load_kw=0.5)
+    guard.sample(8.0, 0.0, 9.3)
+    guard.sample(8.0, 30.0, 9.3)
+    assert guard.sample(13.8, 60.0, 9.3)  # one element: 4.5 kW answered
+    assert not guard.sample(14.0, 90.0, 9.3)  # the same load, still settling
+    assert guard.sample(18.3, 100.0, 9.3)  # a second element: 9 kW over, 4.5 new
+    assert guard.extra_kw == pytest.approx(9.0)
+    assert guard.actions == 2
+    # after a release the guard is settling too, and a spike is still new load
+    guard = FeederGuard(settle_periods=2.0, release_band_kw=1.0, release_gain=0.5)
+    guard.sample(9.3, 0.0, 9.3)
+    guard.sample(13.3, 30.0, 9.3)  # extra 4
+    guard.sample(5.3, 90.0, 9.3)  # 3 kW beyond the band: 1.5 given back
+    assert guard.extra_kw == pytest.approx(2.5)
+    assert guard.sample(12.3, 100.0, 9.3)  # 3 kW over within the settle window
+    assert guard.extra_kw == pytest.approx(5.5)
+
+
 def test_release_is_gradual_and_stops_at_zero() -> None:
     guard = FeederGuard(release_band_kw=1.0, release_gain=0.5, settle_periods=0.0)
     guard.sample(9.3, 0.0, 9.3)

@@ -99,9 +99,10 @@ class FeederWatch:
         self.guard.extra_kw = min(self.guard.extra_kw, float(self.wanted_kw - lo.sum()))
         calls = live.correct_batteries(k, self.battery_rates(lo, hi), energy)
         log.debug(
-            "feeder guard at %.0f s, step %d: meter %.2f kW, limit %s kW, extra discharge "
-            "%.1f kW, %d calls",
+            "feeder guard at %.0f s (%.1f s after the sample), step %d: meter %.2f kW, "
+            "limit %s kW, extra discharge %.1f kW, %d calls",
             ts - live.start_s,
+            live.ems.clock.now() - ts,
             k,
             reading,
             limit,

@@ -10,9 +10,10 @@ it adds to the batteries' running rates, with integral action on the meter:
 * a sample above the limit adds its excess (kW) to ``extra_kw`` at once;
 * a sample more than ``release_band_kw`` below the limit gives back ``release_gain`` of
   the room, so the app's own rates take over again smoothly;
-* after a change the guard waits ``settle_s`` (clock s: two meter periods) before it acts
-  on the meter again, since the first samples after a battery change still hold power
-  drawn before it (the meter's reading is the mean over its poll).
+* after a change the guard waits two meter periods before it acts on the same excess
+  again or releases, since the first samples after a battery change still hold power
+  drawn before it (the meter's reading is the mean over its poll); an excess that grew
+  meanwhile (another heater switched on) is new load and is added at once.
 
 The limit is the one a utility asks of any demand response: never a new feeder peak.
 For ``track`` it is the larger of the step's target and the forecast base load's peak
@@ -59,7 +60,10 @@ class FeederGuard:
         release_band_kw: room below the limit (kW) the guard keeps before it gives back
             any of its extra discharge.
         release_gain: fraction of the room beyond the band given back per sample (1/1).
-        settle_periods: meter periods to wait after a change before acting again.
+        settle_periods: meter periods to wait after a change before acting again on
+            the excess it answered (or releasing).
+        new_load_kw: while settling, an excess this much (kW) above the one answered is
+            new load and is added at once.
         extra_kw: discharge the guard adds to the batteries' running rates (kW, >= 0).
         actions: changes of ``extra_kw`` made (count).
     """
@@ -67,11 +71,13 @@ class FeederGuard:
     release_band_kw: float = 1.0
     release_gain: float = 0.5
     settle_periods: float = 2.0
+    new_load_kw: float = 0.5
     extra_kw: float = 0.0
     actions: int = 0
     _last_ts: float | None = None
     _period_s: float | None = None
     _hold_until: float = float("-inf")
+    _answered_kw: float = 0.0  # the excess the last change answered (kW)
 
     def sample(self, reading_kw: float, ts: float, limit_kw: float | None) -> bool:
         """Take a meter sample ``reading_kw`` (kW, + = import) taken at ``ts`` (clock s);
@@ -86,9 +92,17 @@ class FeederGuard:
             changed = self.extra_kw != 0.0
             self.extra_kw = 0.0
             return changed
-        if ts < self._hold_until:
-            return False
         excess = reading_kw - limit_kw
+        if ts < self._hold_until:
+            # settling: the samples still hold the power the last change answered; only
+            # an excess beyond that is new load (a second heater switching on), added now
+            if excess <= self._answered_kw + self.new_load_kw:
+                return False
+            self.extra_kw += excess - self._answered_kw
+            self._answered_kw = excess
+            self.actions += 1
+            self._hold_until = ts + self.settle_periods * (self._period_s or 0.0)
+            return True
         if excess > 0.0:
             new = self.extra_kw + excess
         else:
@@ -97,6 +111,7 @@ class FeederGuard:
         if abs(new - self.extra_kw) < 1e-9:
             return False
         self.extra_kw = new
+        self._answered_kw = max(excess, 0.0)
         self.actions += 1
         self._hold_until = ts + self.settle_periods * (self._period_s or 0.0)
         return True
