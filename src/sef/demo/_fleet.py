@@ -70,7 +70,7 @@ class Fleet:
     heater_temp_c: Sequence[float] = (51.67, 51.67, 51.67)
     bis_poll_s: float = 0.1
     ucm_poll_s: float = 0.1
-    meter_poll_s: float = 0.02
+    meter_poll_s: float = 0.01
     agent_args: Callable[[str], list[str]] = field(default=lambda agent_id: ["--insecure"])
     base_kw: Sequence[float] | None = None
     base_dt_s: float = 60.0

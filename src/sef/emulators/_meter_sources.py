@@ -51,7 +51,7 @@ CT_DEADBAND_W = 0.5
 """A device resends its power when it changed by more than this, W."""
 CT_KEEPALIVE_S = 1.0
 """A device resends its power at least this often, real s."""
-CT_PERIOD_S = 0.02
+CT_PERIOD_S = 0.005
 """How often a device looks at its power, real s."""
 MAX_CT_W = 10e6
 """Largest power one CT datagram may carry, W (a larger one is garbage)."""
