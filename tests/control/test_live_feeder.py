@@ -236,6 +236,9 @@ async def run_live(
     ``batteries``: (rating kW, capacity kWh) each; ``speed``: clock s per real s;
     ``late_battery`` (the last of ``Run.batteries``) comes online after step ``late_step``.
     """
+    scenario = _scenario()
+    # cached on the scenario: computed before step 0 is set, not in the run's first 0.3 s
+    await asyncio.to_thread(scenario.wh_uncontrolled_means)
     clock = ScaledClock(speed=speed, sim_start=START, real_anchor=time.time())
     ems = EMS(broker_url, "ems-live-feeder", clock=clock, keepalive_s=2)
     meter = Device("feeder-meter", broker_url, clock, {"DeviceType": Variant("s", "meter")})
@@ -286,7 +289,7 @@ async def run_live(
         app.clock = clock
         live = LiveControl(
             ems,
-            _scenario(),
+            scenario,
             app,
             start_s=start,
             meter_tau_s=0.0,
@@ -363,23 +366,26 @@ async def test_guard_discharges_the_excess_at_once_and_gives_it_back_gradually(
     # over both batteries (5 and 3 kW), lasting the rest of the 15-min control interval
     first = [calls[0] for calls in corrections.values()]
     for t, events in first:
-        assert t < start + PEAK[0] + DT, "the guard took more than a step to act"
+        assert t < start + PEAK[0] + 1.5 * DT, "the guard took more than a few samples"
         kind, kw, duration = events[0]
         assert kind == "discharge" and kw >= 1
         assert duration % DT == 0
         step_start = start + 15 * DT - duration  # the step the correction was made in
-        assert step_start <= t < step_start + 1.5 * DT
+        assert step_start <= t < step_start + 2 * DT  # + latency
         assert events[1:] == [("idle", 0, 900)] * 3  # the plan's later intervals unchanged
     assert sum(events[0][1] for _, events in first) == int(np.ceil(EXCESS_KW))
     for (_, events), rating_kw in zip(first, (5, 3), strict=True):
         assert events[0][1] <= rating_kw
 
-    # held through the peak: the meter's last step of it saw the batteries at -4 kW
+    # held through the peak: in its last step the batteries covered the excess (-4 kW;
+    # more if a sample came before the correction showed on the meter: the guard then
+    # adds the excess again and gives it back later)
     late_peak = [m.batteries_kw for m in run.samples if PEAK[1] - DT <= m.since < PEAK[1]]
-    assert late_peak and set(late_peak) == {-int(np.ceil(EXCESS_KW))}
+    assert late_peak and max(late_peak) <= -int(np.ceil(EXCESS_KW)), late_peak
 
     # after the peak: given back gradually (each level discharges less, with at least one
-    # between -4 kW and the app's 0 kW), down to the app's own rate
+    # between -4 kW and the app's 0 kW), down to the app's own rate (at 240x on a quiet
+    # machine: -4, -2, -1, 0 kW)
     after = [m.batteries_kw for m in run.samples if m.since >= PEAK[1]]
     assert after == sorted(after), after  # never more discharge than before
     assert after[-1] == 0
@@ -439,6 +445,34 @@ async def test_guard_acts_while_the_app_solves(broker_url: str) -> None:
         assert events[0][0] == "discharge"
         assert t + events[0][2] >= start + 15 * DT  # at least to the interval's end
     assert sum(events[0][1] for _, events in first) == int(np.ceil(EXCESS_KW))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a guard correction's first event lasts (interval end - live.steps_started) from "
+    "its receipt and is followed by the old plan's later rows without the guard's extra: "
+    "with step 13's solve running to step 18.6 the 4-kW discharge sent at 878 s lasted "
+    "120 s, the batteries went idle at ~1000 s with the meter 3.4 kW over, then -7 kW",
+)
+@pytest.mark.timeout(60)
+async def test_a_correction_during_a_solve_over_the_interval_end_holds(broker_url: str) -> None:
+    """The app's decision at step 13 takes until step ~18 (1.4 real s at 240x), so the
+    re-plan at step 15 is late; the peak starts at step 14.5: the guard's discharge must
+    hold until the late re-plan (the running plan rolls on with the batteries' clock),
+    not fall back to the old plan's next interval (idle) while the meter is over."""
+    limit = _limit_kw(_scenario())
+    app = Scripted(slow_step=13, slow_s=1.4)
+
+    def base(since: float) -> float:
+        return limit + (EXCESS_KW if since >= 14.5 * DT else -2.0)
+
+    run = await run_live(broker_url, base, steps=20, speed=240.0, meter_period_s=12.0, app=app)
+    start = run.start
+    assert app.solved_at[13] > start + 16 * DT  # the re-plan at step 15 came late
+    first = min(calls[0][0] for calls in (_plans(b) for b in run.batteries))
+    assert first < start + 15.5 * DT
+    held = [m.batteries_kw for m in run.samples if m.since > first - start + 1.0]
+    assert set(held) == {-int(np.ceil(EXCESS_KW))}, held
 
 
 @pytest.mark.xfail(
@@ -536,7 +570,7 @@ async def test_load_ups_beyond_the_feeder_limit_are_held_back(
     for rank, device in enumerate(got):
         (t, events), *more = device.received
         assert more == []
-        assert start + 2 * DT <= t < start + 3 * DT
+        assert start + 2 * DT <= t < start + 4 * DT  # sent at step 2 (+ latency at 240x)
         delay = round(rank * 10.0 / sent)  # starts staggered over 10 s
         assert events == ([("endshed", 0, delay)] if delay else []) + [("charge", 0, 1800)]
     assert run.result.extra["load_ups_held"] == held
