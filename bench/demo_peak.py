@@ -6,9 +6,10 @@ heaters, the feeder meter, each its own process, mutual TLS) for 24 h; the figur
 from its ``summary.json``, i.e. from the feeder meter's samples binned into the 1-min
 steps (``sef.control._live_feeder``): the highest 1-min mean and the minutes whose mean
 is above the scenario's base-load peak + the largest heater element (4.5 kW). The
-reference is the same demo with the ``baseline`` controller (no control: the natural
-peak of base load + thermostats + the batteries' fixed schedule), run in the same
-invocation.
+reference is the same demo with the ``baseline`` controller (a proportional peak-shaving
+controller on the last meter reading, OpenEMS style: no forecast, no plan, sheds all
+heaters when the batteries cannot cover the excess) and without the feeder guard, run in
+the same invocation.
 
     .venv/bin/python bench/demo_peak.py [--runs 3] [--speed 720] [--reference-runs 1]
 """
