@@ -12,6 +12,7 @@ heaters when the batteries cannot cover the excess) and without the feeder guard
 the same invocation.
 
     .venv/bin/python bench/demo_peak.py [--runs 3] [--speed 720] [--reference-runs 1]
+        [--keep DIR]   (keep each run's report: plots, timeseries.csv, ems.db)
 """
 
 from __future__ import annotations
@@ -59,12 +60,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reference-runs", type=int, default=1)
     parser.add_argument("--speed", type=float, default=720.0)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the reports here")
     args = parser.parse_args()
     rows: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="sef-demo-peak-") as tmp:
+        folder = args.keep if args.keep is not None else Path(tmp)
         plan = ["baseline"] * args.reference_runs + ["mpc"] * args.runs
         for n, controller in enumerate(plan):
-            figures = run_demo(controller, args.speed, Path(tmp) / f"run-{n}")
+            figures = run_demo(controller, args.speed, folder / f"run-{n}-{controller}")
             rows.append((controller, figures))
             print(
                 f"  run {n + 1}/{len(plan)} ({controller}) done in {figures['wall_s']:.0f} s",
