@@ -57,6 +57,7 @@ class FeederWatch:
         self._kw_s = np.zeros(steps)  # meter energy per step (kW·s)
         self._s = np.zeros(steps)  # seconds of meter samples per step
         self._last_ts: float | None = None
+        self._interval = -1  # the control interval the running plan was last seen in
         sc = live.scenario
         self.base_peak_kw = float(np.max(sc.base_expected_kw)) if steps else 0.0
         """The forecast base load's peak (kW): the guard's limit for ``track``."""
@@ -87,16 +88,29 @@ class FeederWatch:
         if prev is not None:
             self._bin(max(prev, live.start_s), ts, reading)
         sc = live.current
-        k = min(live.steps_started, sc.steps - 1)
+        # the step by the clock: a solve may hold the control loop past an interval end
+        k = int(np.clip((ts - live.start_s) // sc.dt_s, 0, sc.steps - 1))
         limit = self.limit_kw(k)
-        if not self.guard_on or not self.guard.sample(reading, ts, limit):
-            return
+        changed = self.guard_on and self.guard.sample(reading, ts, limit)
         if not live.fleet.batteries:
+            self.guard.extra_kw = 0.0  # nothing to discharge: nothing to owe later
+            return
+        interval = k // max(sc.interval_steps, 1)
+        running = live.running_fleet_kw(k)
+        if interval != self._interval and running is not None:
+            # the batteries moved on to their plan's next interval on their own clock (no
+            # re-plan yet): that row is what the app wants now; the extra still applies
+            self._interval = interval
+            if live.steps_started < interval * sc.interval_steps:  # the loop is behind
+                self.wanted_kw = running
+                changed = changed or self.guard.extra_kw > 0.0
+        if not changed:
             return
         energy = live.observe(k, 0.0).battery_energy_kwh
         lo, hi = battery_limits(live.fleet, energy, sc.dt_s)
-        # the guard cannot add more than the batteries can still discharge
-        self.guard.extra_kw = min(self.guard.extra_kw, float(self.wanted_kw - lo.sum()))
+        # the guard cannot add more than the batteries can still discharge (nor less than 0)
+        room = float(self.wanted_kw - lo.sum())
+        self.guard.extra_kw = max(0.0, min(self.guard.extra_kw, room))
         calls = live.correct_batteries(k, self.battery_rates(lo, hi), energy)
         log.debug(
             "feeder guard at %.0f s (%.1f s after the sample), step %d: meter %.2f kW, "

@@ -170,10 +170,15 @@ class BatteryPlans:
         energy_kwh: FloatArray,
         interval_steps: int,
         dt_s: float,
+        later_offset_kw: float = 0.0,
     ) -> list[tuple[str, list[Event]]]:
         """The ``EnergyMethod`` calls (agent id, events) for ``step``: every battery's new
         plan at a re-plan (or the first step), the changed batteries' corrected plans when
-        ``rates`` (kW, this step's) differ from the plan's by ``correction_kw`` or more."""
+        ``rates`` (kW, this step's) differ from the plan's by ``correction_kw`` or more.
+
+        ``later_offset_kw``: a correction's later intervals discharge this much more (kW,
+        the feeder guard's extra: it holds past the interval end if no re-plan comes); the
+        plan kept is the app's, without it."""
         ids = fleet.battery_ids
         interval_s = interval_steps * dt_s
         if replan or self.plan is None or self.plan.shape[1] != len(ids):
@@ -186,13 +191,25 @@ class BatteryPlans:
         if abs(int(rates.sum()) - int(self.plan[0].sum())) < self.correction_kw:
             return []
         left_s = (self.step + interval_steps - step) * dt_s
+        sent = self.plan.copy()
+        if later_offset_kw > 0.0 and sent.shape[0] > 1:
+            lo, hi = battery_limits(fleet, energy_kwh, interval_s)
+            for j in range(1, sent.shape[0]):
+                sent[j] = allocate_integer(int(np.floor(sent[j].sum() - later_offset_kw)), lo, hi)
+        changed = np.nonzero((rates != self.plan[0]) | np.any(sent[1:] != self.plan[1:], axis=0))
         calls = [
-            (ids[i], correction_events(self.plan, i, int(rates[i]), left_s, interval_s))
-            for i in np.nonzero(rates != self.plan[0])[0].tolist()
+            (ids[i], correction_events(sent, i, int(rates[i]), left_s, interval_s))
+            for i in changed[0].tolist()
         ]
         self.plan[0] = rates
         self.corrections += 1
         return calls
+
+    def running_fleet_kw(self, step: int, interval_steps: int) -> int | None:
+        """The fleet power (kW) the batteries run in ``step``'s interval by the plan
+        (rolled on by the clock); ``None`` before the first plan."""
+        self._roll(step, interval_steps)
+        return None if self.plan is None else int(self.plan[0].sum())
 
     def _roll(self, step: int, interval_steps: int) -> None:
         """Move the running plan on to the interval ``step`` is in (the batteries run it

@@ -305,7 +305,15 @@ class LiveControl(LiveObservation):
             future = planned_fleet_kw(self.app, k) if replan else None
             plans = self._plans
             calls += plans.update(
-                k, replan, rates, future, fleet, obs.battery_energy_kwh, sc.interval_steps, sc.dt_s
+                k,
+                replan,
+                rates,
+                future,
+                fleet,
+                obs.battery_energy_kwh,
+                sc.interval_steps,
+                sc.dt_s,
+                later_offset_kw=self.feeder.guard.extra_kw,
             )
             self.plans_sent, self.corrections_sent = plans.sent, plans.corrections
         heaters = decision_to_events(replace(decision, battery_kw=np.zeros(0, dtype=np.int64)))
@@ -334,12 +342,25 @@ class LiveControl(LiveObservation):
         level = max(level, unc - float(obs.wh_power_kw.sum()) + self.peak_guard_kw)
         return int(np.floor(level - unc + 1e-9))
 
+    def running_fleet_kw(self, k: int) -> int | None:
+        """The running plan's fleet battery power (kW) in step ``k``'s interval, rolled on
+        by the clock (``None``: no plan yet)."""
+        return self._plans.running_fleet_kw(k, self.current.interval_steps)
+
     def correct_batteries(self, k: int, rates: IntArray, energy_kwh: FloatArray) -> int:
         """Send the batteries ``rates`` (kW) for the rest of step ``k``'s interval as a
         correction of their running plan (the feeder guard's); returns the calls sent."""
         sc = self.current
         calls = self._plans.update(
-            k, False, rates, None, self.fleet, energy_kwh, sc.interval_steps, sc.dt_s
+            k,
+            False,
+            rates,
+            None,
+            self.fleet,
+            energy_kwh,
+            sc.interval_steps,
+            sc.dt_s,
+            later_offset_kw=self.feeder.guard.extra_kw,
         )
         self.plans_sent, self.corrections_sent = self._plans.sent, self._plans.corrections
         for agent_id, seq in calls:
