@@ -8,12 +8,15 @@ live layer), checked with hypothesis.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import hypothesis.strategies as st
+import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from sef.control._live_feeder import FeederWatch
 from sef.control._live_fleet import PLAUSIBLE, BatteryPlate, HeaterPlate
 from sef.control._live_meter import TELEMETRY_KEY, meter_sample
 from sef.control.scenario import load_scenario
@@ -129,3 +132,42 @@ def test_a_target_point_beyond_any_feeder_is_refused(kw: Any) -> None:
     with pytest.raises(ValueError, match=r"finite|range"):
         board.set([(0.0, 10.0), (60.0, kw)], "op-1", 0.0)
     assert board.points == [] and board.version == 0  # nothing taken
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+
+class _LiveStub:
+    """What :class:`FeederWatch` reads of a live run: a scripted meter, no batteries."""
+
+    def __init__(self, samples: list[tuple[float, float]]) -> None:
+        self.samples = samples
+        self.scenario = self.current = TEMPLATE
+        self.start_s = 1_700_000_000.0
+        self.ems = SimpleNamespace(clock=_Clock(self.start_s + 600.0))
+        self.fleet = SimpleNamespace(batteries=(), heaters=())
+        self.steps_started = 10
+
+    def meter_sample(self) -> tuple[float, float] | None:
+        return self.samples.pop(0) if self.samples else None
+
+
+@pytest.mark.parametrize("bad_ts", [float("nan"), float("inf"), 1e18, 1_700_000_000.0 + 10**6])
+def test_a_meter_sample_time_out_of_reach_does_not_blind_the_feeder_watch(bad_ts: float) -> None:
+    """A sample stamped far in the future (or not a number) is ignored: taken, every later
+    sample would be 'older' and the guard and the step means would stop for good."""
+    start = 1_700_000_000.0
+    live = _LiveStub(
+        [(5.0, start + 60.0), (50.0, bad_ts), (30.0, start + 90.0), (30.0, start + 120.0)]
+    )
+    watch = FeederWatch(live)  # type: ignore[arg-type]
+    for _ in range(4):
+        watch.once()
+    assert watch.guard.actions >= 1  # the later samples, over any limit, were acted on
+    means = watch.step_means_kw(TEMPLATE.steps)
+    assert np.nanmax(means) == pytest.approx(30.0)  # the bad sample left no trace

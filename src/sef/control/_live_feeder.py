@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +36,9 @@ __all__ = ["FeederWatch"]
 log = logging.getLogger("sef.control.live")
 
 Event = tuple[str, int, int]
+
+MAX_AHEAD_S = 300.0
+"""Latest a meter sample's time may be ahead of the EMS clock (clock s) to be taken."""
 
 
 class FeederWatch:
@@ -58,6 +62,7 @@ class FeederWatch:
         self._s = np.zeros(steps)  # seconds of meter samples per step
         self._last_ts: float | None = None
         self._interval = -1  # the control interval the running plan was last seen in
+        self._bad_time_logged = False
         sc = live.scenario
         self.base_peak_kw = float(np.max(sc.base_expected_kw)) if steps else 0.0
         """The forecast base load's peak (kW): the guard's limit for ``track``."""
@@ -80,6 +85,12 @@ class FeederWatch:
         if sample is None:
             return
         reading, ts = sample
+        if not math.isfinite(ts) or ts > live.ems.clock.now() + MAX_AHEAD_S:
+            # a broken or hostile meter's time: taken, it would hide every later sample
+            if not self._bad_time_logged:
+                log.warning("feeder watch: meter sample time %r is not plausible: ignored", ts)
+                self._bad_time_logged = True
+            return
         if self._last_ts is not None and ts <= self._last_ts:
             return
         prev, self._last_ts = self._last_ts, ts
