@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sef.control._live_guard import FeederGuard, guard_limit_kw
+from sef.control._live_guard import FeederGuard, LoadUpBudget, guard_limit_kw
 
 LO = np.array([-8, -8, -8], dtype=np.int64)  # three 8-kW batteries
 
@@ -112,3 +112,14 @@ def test_extra_is_never_negative_or_nan(readings: list[float], limit: float) -> 
         assert guard.extra_kw >= 0.0
         assert math.isfinite(guard.extra_kw)
         assert guard.fleet_kw(0, LO) >= int(LO.sum())
+
+
+def test_load_up_budget_counts_pending_elements_until_the_meter_shows_them() -> None:
+    budget = LoadUpBudget(pending_s=120.0)
+    assert budget.allow(3.0, 9.3, 0.0, 4.5)  # 3 + 4.5 <= 9.3
+    budget.sent(0.0, 4.5)
+    assert not budget.allow(3.0, 9.3, 10.0, 4.5)  # 3 + 4.5 pending + 4.5 > 9.3
+    assert budget.pending_kw(119.0) == pytest.approx(4.5)
+    assert budget.pending_kw(120.0) == 0.0  # by now the meter shows it
+    assert budget.allow(3.0, 9.3, 120.0, 4.5)
+    assert budget.allow(1e6, None, 0.0, 4.5)  # no limit (floor): always

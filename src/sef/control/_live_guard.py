@@ -32,7 +32,7 @@ telemetry that showed them nearly full: +13.5 kW at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -135,11 +135,11 @@ class LoadUpBudget:
     """
 
     pending_s: float = 120.0
-    _sent: list[tuple[float, float]] | None = None  # (clock s, element kW)
+    _sent: list[tuple[float, float]] = field(default_factory=list)  # (clock s, element kW)
 
     def pending_kw(self, now_s: float) -> float:
         """Elements (kW) commanded on in the last ``pending_s`` (clock s)."""
-        self._sent = [(t, kw) for t, kw in (self._sent or []) if now_s - t < self.pending_s]
+        self._sent = [(t, kw) for t, kw in self._sent if now_s - t < self.pending_s]
         return sum(kw for _, kw in self._sent)
 
     def allow(
@@ -153,6 +153,4 @@ class LoadUpBudget:
 
     def sent(self, now_s: float, element_kw: float) -> None:
         """Count a command that may switch on ``element_kw`` (kW) at ``now_s`` (clock s)."""
-        self.pending_kw(now_s)
-        assert self._sent is not None
         self._sent.append((now_s, element_kw))
