@@ -1,0 +1,53 @@
+"""Demand response for the EMS: SEF as a VEN of utility programs (OpenADR 2.0b, OpenADR 3).
+
+A protocol adapter (:class:`VenAdapter`) registers with the utility's VTN and hands every
+event over as a library-neutral :class:`DrEvent`; the bridge maps it (``docs/openadr.md``)
+to ``EnergyMethod`` sequences for the targeted agents or to target windows for the live
+controller, answers opt-in / opt-out, and feeds usage reports. The protocol libraries
+(``openleadr``, ``openadr3``) are imported only by their adapter modules, on use.
+"""
+
+from sef.openadr._adapter import AdapterStatus, DrSink, VenAdapter
+from sef.openadr._history import DrHistory, EventRecord
+from sef.openadr._model import (
+    DrEvent,
+    DrInterval,
+    DrSignal,
+    EventKey,
+    EventStatus,
+    Opt,
+    OptDecision,
+    Targets,
+    TelemetrySample,
+)
+from sef.openadr._plan import (
+    Dispatch,
+    FleetMember,
+    MemberKind,
+    Plan,
+    TargetWindow,
+    Unsupported,
+)
+
+__all__ = [
+    "AdapterStatus",
+    "Dispatch",
+    "DrEvent",
+    "DrHistory",
+    "DrInterval",
+    "DrSignal",
+    "DrSink",
+    "EventKey",
+    "EventRecord",
+    "EventStatus",
+    "FleetMember",
+    "MemberKind",
+    "Opt",
+    "OptDecision",
+    "Plan",
+    "TargetWindow",
+    "Targets",
+    "TelemetrySample",
+    "Unsupported",
+    "VenAdapter",
+]
