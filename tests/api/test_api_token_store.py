@@ -35,7 +35,7 @@ def test_migration_0005_keeps_the_command_log(db_url: str) -> None:
 
     store = Store.open(db_url)
     try:
-        assert store.schema_version() == "0006"  # the head (0006 came after)
+        assert store.schema_version() == "0007"  # the head (0006, 0007 came after)
         store.log_command("c-new", 2.0, "ems", "bat-2", "i", "m", [], sent_by="olivia")
         log = {row["call_id"]: row["sent_by"] for row in store.commands()}
         assert log == {"c-old": None, "c-new": "olivia"}

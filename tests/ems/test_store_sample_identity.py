@@ -35,7 +35,7 @@ def rows(store: Store, agent: str = "a") -> list[tuple[float, int, object]]:
 def test_a_sample_arriving_twice_is_stored_once(db_url: str) -> None:
     store = Store.open(db_url)
     try:
-        assert store.schema_version() == "0006"
+        assert store.schema_version() == "0007"
         assert store.write_batch(Batch([sample(10.0, 1, 1), sample(11.0, 2, 2)])) == 2
         # a late original and its backfilled copy; a rebirth's republication (new seq)
         later = [sample(10.0, 7, 1, backfill=True), sample(11.0, 3, 2), sample(12.0, 4, 3)]
@@ -95,7 +95,7 @@ def test_an_existing_store_migrates_keeping_the_first_copy(db_url: str) -> None:
         old.close()
     store = Store.open(db_url)
     try:
-        assert store.schema_version() == "0006"
+        assert store.schema_version() == "0007"
         assert rows(store) == [(10.0, 1, 1), (11.0, 2, 3)]
         assert rows(store, "b") == [(10.0, 1, 4)]
         assert store.write_batch(Batch([sample(11.0, 20, 9), sample(12.0, 21, 9)])) == 1

@@ -1,6 +1,7 @@
 """The EMS store: SQLite (embedded, WAL) or PostgreSQL, chosen by the database URL."""
 
 from sef.ems.store._checks import DeadLetter, Rejected
+from sef.ems.store._dr_events import DrEventStore
 from sef.ems.store._store import (
     AgentRow,
     Batch,
@@ -18,6 +19,7 @@ __all__ = [
     "ApiRole",
     "Batch",
     "DeadLetter",
+    "DrEventStore",
     "Rejected",
     "Store",
     "StoreError",

@@ -127,3 +127,34 @@ api_tokens = Table(
 )
 """Bearer tokens of the EMS API (``sef api-token``): a name, a role and the SHA-256 hash
 of the token (the token itself is shown once, at creation, and never stored)."""
+
+dr_events = Table(
+    "dr_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("source", String(32), nullable=False),  # the VEN adapter: oadr2b, oadr3
+    Column("event_id", String(255), nullable=False),  # the VTN's id
+    Column("modification", BigInteger, nullable=False),
+    Column("program", String(255), nullable=False),
+    Column("signal", String(64), nullable=False),
+    # received, scheduled, active, completed, cancelled, opted_out, failed
+    Column("status", String(16), nullable=False),
+    Column("opt", String(8), nullable=False),  # optIn, optOut
+    Column("reason", Text, nullable=False),
+    Column("received_s", Float, nullable=False),  # EMS clock, Unix s
+    Column("start_s", Float, nullable=True),  # null: not a finite time
+    Column("end_s", Float, nullable=True),
+    Column("offset_s", Float, nullable=False, default=0.0),
+    Column("requested_kw", Float, nullable=True),
+    Column("delivered_kw", Float, nullable=True),
+    Column("dispatched", Integer, nullable=False, default=0),
+    Column("agents", Integer, nullable=False, default=0),
+    Column("raw", JSON, nullable=False, default=dict),
+    Column("updated_s", Float, nullable=False),  # EMS clock of the last write, Unix s
+    UniqueConstraint("source", "event_id", "modification", name="uq_dr_event_version"),
+    Index("ix_dr_events_received", "received_s"),
+)
+"""Demand-response events the VEN received (``sef.openadr``): one row per event version
+(source, event id, modification), with its opt, status and outcome (issue 15)."""
