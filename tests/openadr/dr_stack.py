@@ -1,0 +1,152 @@
+"""A demand-response test stack: the test's Mosquitto, an EMS on a scaled clock, and real
+agents in groups, their commands checked at the emulators.
+
+* ``bat-1`` … ``bat-N``: BIS agents over Modbus TCP to the SunSpec battery emulator,
+  groups ``batteries`` and ``feeder-1``;
+* ``wh-1`` … ``wh-M``: UCM agents over a real pty to the CTA-2045 SGD emulator, groups
+  ``waterheaters`` and ``feeder-1``.
+
+Imported by bare name (``from dr_stack import dr_stack``; tests/openadr is on sys.path
+while its tests run, and on mypy's path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sef.agents.bis import BISAgent
+from sef.agents.ucm import UCMAgent
+from sef.clock import ScaledClock
+from sef.ems import EMS
+from sef.emulators.battery import BatteryEmulator
+from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
+from sef.interface import DEMO_INTERFACE
+from sef.models.waterheater_dr import DRMode
+from support import wait_for
+from ucm_helpers import FAST
+
+BATTERY_GROUPS = ("batteries", "feeder-1")
+HEATER_GROUPS = ("waterheaters", "feeder-1")
+
+
+@dataclass
+class DrStack:
+    """The running stack; emulators by agent id."""
+
+    clock: ScaledClock
+    ems: EMS
+    batteries: dict[str, BatteryEmulator] = field(default_factory=dict)
+    heaters: dict[str, SGDEmulator] = field(default_factory=dict)
+    agents: dict[str, BISAgent | UCMAgent] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def battery_kw(self, agent_id: str) -> float:
+        """The AC power the battery emulator's controls ask for now, kW (+ = charge)."""
+        return self.batteries[agent_id].setpoint_w() / 1000.0
+
+    def heater_mode(self, agent_id: str) -> DRMode:
+        """The SGD emulator's demand-response mode now."""
+        sgd = self.heaters[agent_id]
+        sgd.advance()
+        return DRMode(int(sgd.model.mode[0]))
+
+    def telemetry(self, agent_id: str) -> dict[str, Any]:
+        """The agent's last telemetry in the EMS registry, as plain values."""
+        record = self.ems.registry.get(agent_id)
+        value = None if record is None else record.prop(DEMO_INTERFACE, "Telemetry")
+        return {k: v[1] for k, v in (value or {}).items()}
+
+    async def until(self, clock_s: float) -> None:
+        """Wait (real time) until the stack's clock reads ``clock_s``."""
+        await asyncio.sleep(max(0.0, self.clock.to_real(clock_s - self.clock.now())))
+
+
+def _ready(stack: DrStack) -> bool:
+    for agent_id in stack.agents:
+        record = stack.ems.registry.get(agent_id)
+        if record is None or record.online is not True or not record.groups:
+            return False
+        if not record.prop(DEMO_INTERFACE, "Nameplate"):
+            return False
+        telemetry = stack.telemetry(agent_id)
+        if agent_id in stack.batteries and "Sys_Power_kW" not in telemetry:
+            return False
+        if agent_id in stack.heaters and "Power_W" not in telemetry:
+            return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def dr_stack(
+    broker_url: str,
+    *,
+    batteries: int = 1,
+    heaters: int = 1,
+    speed: float = 60.0,
+    soc: float = 0.6,
+    host_id: str = "ems-dr",
+) -> AsyncIterator[DrStack]:
+    """Start the stack; yields once every agent is online with nameplate and telemetry."""
+    clock = ScaledClock(speed=speed)
+    stack = DrStack(clock, EMS(broker_url, host_id, clock=clock, keepalive_s=5))
+    try:
+        await stack.ems.start()
+        for i in range(1, batteries + 1):
+            emulator = BatteryEmulator(port=0, clock=clock, soc=soc, tick_s=speed * 0.02)
+            _, port = await emulator.start()
+            stack.tasks.append(asyncio.create_task(emulator.run()))
+            name = f"bat-{i}"
+            stack.batteries[name] = emulator
+            stack.agents[name] = BISAgent(
+                name,
+                broker_url,
+                modbus_host="127.0.0.1",
+                modbus_port=port,
+                poll_s=0.1,
+                clock=clock,
+                groups=BATTERY_GROUPS,
+                keepalive_s=2,
+            )
+        for i in range(1, heaters + 1):
+            sgd = SGDEmulator(clock, timing=FAST, draws=np.zeros(0), serial=f"SEF-WH-{i:04d}")
+            ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            stack.tasks.append(
+                asyncio.create_task(
+                    run_sgd_emulator(pty=True, emulator=sgd, on_ready=ready.set_result)
+                )
+            )
+            path = await asyncio.wait_for(ready, 5.0)
+            name = f"wh-{i}"
+            stack.heaters[name] = sgd
+            stack.agents[name] = UCMAgent(
+                name,
+                broker_url,
+                serial_port=path,
+                poll_s=0.1,
+                clock=clock,
+                keepalive_s=2,
+                timing=FAST,
+                groups=HEATER_GROUPS,
+            )
+        for agent in stack.agents.values():
+            await agent.start()
+        await wait_for(lambda: _ready(stack), 15.0)
+        yield stack
+    finally:
+        for agent in stack.agents.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(agent.stop(), 10.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stack.ems.stop(), 10.0)
+        for task in stack.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for emulator in stack.batteries.values():
+            await emulator.stop()
