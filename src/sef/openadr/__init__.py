@@ -9,6 +9,8 @@ controller, answers opt-in / opt-out, and feeds usage reports. The protocol libr
 
 from sef.openadr._adapter import AdapterStatus, DrSink, VenAdapter
 from sef.openadr._history import DrHistory, EventRecord
+from sef.openadr._mapping import plan_event, targeted_members
+from sef.openadr._mapping_tables import MappingTable, load_mapping
 from sef.openadr._model import (
     DrEvent,
     DrInterval,
@@ -28,6 +30,7 @@ from sef.openadr._plan import (
     TargetWindow,
     Unsupported,
 )
+from sef.openadr._policy import OptPolicy, available_reduction_kw
 
 __all__ = [
     "AdapterStatus",
@@ -41,13 +44,19 @@ __all__ = [
     "EventRecord",
     "EventStatus",
     "FleetMember",
+    "MappingTable",
     "MemberKind",
     "Opt",
     "OptDecision",
+    "OptPolicy",
     "Plan",
     "TargetWindow",
     "Targets",
     "TelemetrySample",
     "Unsupported",
     "VenAdapter",
+    "available_reduction_kw",
+    "load_mapping",
+    "plan_event",
+    "targeted_members",
 ]
