@@ -150,3 +150,26 @@ async def dr_stack(
                 await task
         for emulator in stack.batteries.values():
             await emulator.stop()
+
+
+class CallLog:
+    """Records every ``EMS.call`` (target, args, sent_by) and passes it on unchanged."""
+
+    def __init__(self, ems: EMS) -> None:
+        self.calls: list[tuple[str, list[Any], str | None]] = []
+        original = ems.call
+
+        async def call(target: Any, interface: str, method: str, args: Any, **kw: Any) -> Any:
+            self.calls.append((str(target), list(args), kw.get("sent_by")))
+            return await original(target, interface, method, args, **kw)
+
+        ems.call = call  # type: ignore[method-assign]
+
+    @property
+    def targets(self) -> list[str]:
+        """The targets called, in order."""
+        return [target for target, _, _ in self.calls]
+
+    def commands(self, target: str) -> list[list[list[Any]]]:
+        """The sequences sent to ``target``, in order."""
+        return [args[0] for t, args, _ in self.calls if t == target]
