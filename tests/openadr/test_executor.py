@@ -27,18 +27,18 @@ def history_with(stack: DrStack, start_s: float, end_s: float) -> DrHistory:
     history = DrHistory()
     history.add(
         EventRecord(
-            "test",
-            "ev-1",
-            0,
-            "p",
-            "SIMPLE",
-            "scheduled",
-            "optIn",
-            "mapped",
-            stack.clock.now(),
-            start_s,
-            end_s,
-        )  # fmt: skip
+            source="test",
+            event_id="ev-1",
+            modification=0,
+            program="p",
+            signal="SIMPLE",
+            status="scheduled",
+            opt="optIn",
+            reason="mapped",
+            received_s=stack.clock.now(),
+            start_s=start_s,
+            end_s=end_s,
+        )
     )
     return history
 
