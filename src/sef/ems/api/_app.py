@@ -41,6 +41,7 @@ from sef.ems.api._models import (
     TelemetryOut,
     TelemetryPoint,
 )
+from sef.ems.api._openadr import install_openadr_routes
 from sef.ems.api._target import install_target_routes
 from sef.ems.api._times import EVERY_MAX_S, EVERY_MIN_S, TimeOutOfRange, parse_time
 from sef.ems.api._web import install_dashboard
@@ -327,5 +328,6 @@ def create_app(
 
     install_dashboard(app, ems)
     install_target_routes(app, ems)  # GET, PUT /control/target
+    install_openadr_routes(app, ems)  # /openadr/status, events, policy, opt overrides
     install_login(app, auth)
     return app

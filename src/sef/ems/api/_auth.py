@@ -7,8 +7,9 @@ reaches a route, except the public ones (:func:`required_role` returns ``None``)
 roles, least first:
 
 * ``viewer``: every ``GET`` (agents, telemetry, command log, events, metrics, docs);
-* ``operator``: a viewer who also sends commands (``POST .../commands``) and sets the live
-  control target (``PUT /control/target``);
+* ``operator``: a viewer who also sends commands (``POST .../commands``), sets the live
+  control target (``PUT /control/target``) and the demand-response opt-out policy
+  (``PUT /openadr/policy``) and overrides an event's opt (``POST /openadr/events/.../opt``);
 * ``admin``: an operator who also acts on the registry (reset, approve) and anything else
   that changes state.
 
@@ -72,6 +73,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 """The characters of an RFC 6750 ``b64token``."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 COMMAND_PATH = re.compile(r"^/(?:agents|groups)/[^/]+/commands/?$")
+OPENADR_OPERATOR_PATH = re.compile(r"^/openadr/(?:policy|events/[^/]+/[^/]+/opt)/?$")
+"""``PUT /openadr/policy``, ``POST /openadr/events/{source}/{id}/opt`` (``_openadr``)."""
 _PUBLIC = {
     ("GET", "/health"),
     ("HEAD", "/health"),
@@ -110,6 +113,8 @@ def required_role(method: str, path: str) -> ApiRole | None:
         return "operator"
     if method == "PUT" and path.rstrip("/") == "/control/target":
         return "operator"  # the live controller's target (sef.ems.api._target)
+    if method in ("PUT", "POST") and OPENADR_OPERATOR_PATH.match(path):
+        return "operator"  # demand-response policy and opt overrides (sef.ems.api._openadr)
     return "admin"
 
 
