@@ -22,6 +22,7 @@ from sef.openadr._model import (
     Targets,
     TelemetrySample,
 )
+from sef.openadr._oadr3_config import Oadr3Config
 from sef.openadr._plan import (
     Dispatch,
     FleetMember,
@@ -46,6 +47,7 @@ __all__ = [
     "FleetMember",
     "MappingTable",
     "MemberKind",
+    "Oadr3Config",
     "Opt",
     "OptDecision",
     "OptPolicy",
