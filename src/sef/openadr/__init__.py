@@ -22,6 +22,7 @@ from sef.openadr._model import (
     Targets,
     TelemetrySample,
 )
+from sef.openadr._oadr2b import Oadr2bAdapter, Oadr2bConfig
 from sef.openadr._oadr3_config import Oadr3Config
 from sef.openadr._plan import (
     Dispatch,
@@ -47,6 +48,8 @@ __all__ = [
     "FleetMember",
     "MappingTable",
     "MemberKind",
+    "Oadr2bAdapter",
+    "Oadr2bConfig",
     "Oadr3Config",
     "Opt",
     "OptDecision",
