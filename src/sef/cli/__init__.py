@@ -17,6 +17,7 @@ from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
 from sef.cli.gateway_command import gateway
 from sef.cli.interface import app as interface_app
+from sef.cli.openadr import app as openadr_app
 from sef.cli.pki_command import app as pki_app
 from sef.cli.simulate import simulate
 from sef.cli.update_command import app as update_app
@@ -76,6 +77,7 @@ app.add_typer(interface_app, name="interface", help="Check and show DER interfac
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 app.add_typer(update_app, name="update", help="Signed software updates (TUF).")
 app.add_typer(pki_app, name="pki", help="The deployment PKI: CA, certificates, broker TLS + ACL.")
+app.add_typer(openadr_app, name="openadr", help="Demand response (OpenADR) through the EMS API.")
 
 
 EXTRA_OF_MODULE = {
