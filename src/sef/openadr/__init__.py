@@ -8,6 +8,7 @@ controller, answers opt-in / opt-out, and feeds usage reports. The protocol libr
 """
 
 from sef.openadr._adapter import AdapterStatus, DrSink, VenAdapter
+from sef.openadr._bridge import DrBridge
 from sef.openadr._history import DrHistory, EventRecord
 from sef.openadr._mapping import plan_event, targeted_members
 from sef.openadr._mapping_tables import MappingTable, load_mapping
@@ -37,6 +38,7 @@ from sef.openadr._policy import OptPolicy, available_reduction_kw
 __all__ = [
     "AdapterStatus",
     "Dispatch",
+    "DrBridge",
     "DrEvent",
     "DrHistory",
     "DrInterval",

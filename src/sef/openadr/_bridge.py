@@ -1,0 +1,289 @@
+"""The DR bridge: implements :class:`~sef.openadr.DrSink` on top of the EMS.
+
+For each event version an adapter hands over, the bridge reads the fleet from the registry
+(:func:`~sef.openadr._fleet.fleet_members`), has the mapping make a plan
+(``sef.openadr._mapping.plan_event``), has the policy decide the opt
+(``sef.openadr._policy.OptPolicy``), records the outcome in the :class:`DrHistory`, and
+for an opt-in that is not a test event has the :class:`~sef.openadr._executor.PlanExecutor`
+carry the plan out after a random start offset ``U(0, randomize_s)`` (drawn once per
+event version from a seeded :class:`random.Random`, kept in the record).
+
+* The same version again (a redelivery) gets the same answer; nothing is sent again.
+* A newer modification of a known event stops the older one's schedule; the older one's
+  restore sequence goes only to agents the new plan does not command.
+* A cancellation stops pending dispatches, restores the agents already commanded, removes
+  the windows and holds; the record's status becomes ``cancelled``.
+* Nothing here raises into the adapter: a failure is an opt-out ``internal error: …``,
+  logged with its traceback. Every decision is logged at INFO on ``sef.openadr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from sef.ems import EMS
+from sef.openadr._executor import PlanExecutor, ScheduledPlan
+from sef.openadr._fleet import fleet_members
+from sef.openadr._history import DrHistory, EventRecord
+from sef.openadr._mapping import plan_event
+from sef.openadr._mapping_tables import MappingTable, load_mapping
+from sef.openadr._model import DrEvent, EventKey, EventStatus, Opt, OptDecision, TelemetrySample
+from sef.openadr._plan import FleetMember, Plan, Unsupported
+from sef.openadr._policy import OptPolicy
+from sef.openadr._telemetry import group_telemetry
+
+__all__ = ["DrBridge", "Planner", "Policy"]
+
+log = logging.getLogger("sef.openadr")
+
+Planner = Callable[[DrEvent, Sequence[FleetMember]], Plan | Unsupported]
+"""Event × fleet → plan; the default is the mapping's ``plan_event`` with its tables."""
+
+_LIVE = ("received", "scheduled", "active")
+
+
+class Policy(Protocol):
+    """What decides the opt (:class:`~sef.openadr.OptPolicy`)."""
+
+    def decide(
+        self, event: DrEvent, plan: Plan | Unsupported, fleet: Sequence[FleetMember]
+    ) -> OptDecision:
+        """OptIn or optOut, with the reason."""
+        ...
+
+
+class DrBridge:
+    """The EMS side of every VEN adapter.
+
+    Args:
+        ems: the EMS (calls, registry, clock, target board).
+        mapping: the mapping tables (default: :func:`~sef.openadr.load_mapping`, read on
+            the first event).
+        policy: the opt policy (default: an :class:`~sef.openadr.OptPolicy`).
+        history: where event versions are recorded (a new one when ``None``).
+        rng_seed: seed of the random start offsets (``None``: from the OS).
+        live_control: a live controller runs beside the EMS (the mapping may then route
+            fleet-wide targets to the target board).
+        planner: replaces the mapping altogether (tests, other mappings).
+    """
+
+    def __init__(
+        self,
+        ems: EMS,
+        *,
+        mapping: MappingTable | None = None,
+        policy: Policy | None = None,
+        history: DrHistory | None = None,
+        rng_seed: int | None = None,
+        live_control: bool = False,
+        planner: Planner | None = None,
+    ) -> None:
+        self.ems = ems
+        self.history = history if history is not None else DrHistory()
+        self.live_control = live_control
+        self.executor = PlanExecutor(ems, self.history)
+        self._mapping = mapping
+        self.policy: Policy = policy if policy is not None else OptPolicy()
+        self._planner = planner
+        self._rng = random.Random(rng_seed)
+        self._answers: dict[EventKey, OptDecision] = {}
+        self._offsets: dict[EventKey, float] = {}
+        self._scheduled: dict[EventKey, ScheduledPlan] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def _lock(self, source: str, event_id: str) -> asyncio.Lock:
+        """One lock per event: its versions and its cancellation are handled in turn."""
+        return self._locks.setdefault((source, event_id), asyncio.Lock())
+
+    # -- mapping and policy ---------------------------------------------------------
+    def _plan(self, event: DrEvent, fleet: list[FleetMember]) -> Plan | Unsupported:
+        if self._planner is not None:
+            return self._planner(event, fleet)
+        if self._mapping is None:
+            self._mapping = load_mapping()
+        return plan_event(
+            event, fleet, self._mapping, live_control=self.live_control, now_s=self.ems.clock.now()
+        )
+
+    def offset_s(self, key: EventKey, randomize_s: float) -> float:
+        """The random start offset of an event version, s: drawn once, then kept."""
+        if key not in self._offsets:
+            window = randomize_s if randomize_s > 0 else 0.0
+            self._offsets[key] = self._rng.uniform(0.0, window) if window else 0.0
+        return self._offsets[key]
+
+    def latency_s(self, key: EventKey) -> float | None:
+        """Real seconds from an event version's arrival to its first device command."""
+        s = self._scheduled.get(key)
+        return None if s is None else s.latency_s
+
+    # -- DrSink ------------------------------------------------------------------------
+    async def on_event(self, event: DrEvent) -> OptDecision:
+        """Decide, act and answer (see the module docstring). Never raises."""
+        received = time.monotonic()
+        key = event.key
+        try:
+            async with self._lock(event.source, event.event_id):
+                return await self._on_event(event, key, received)
+        except Exception as exc:  # the lock itself cannot fail; kept for safety
+            log.exception("%s: internal error", key)
+            return OptDecision.opt_out(f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _on_event(self, event: DrEvent, key: EventKey, received: float) -> OptDecision:
+        try:
+            known = self._answers.get(key)
+            if known is not None:
+                log.info("%s: redelivered, answered %s again", key, known.opt)
+                return known
+            newest = self.history.latest(event.source, event.event_id)
+            if newest is not None and newest.modification > event.modification:
+                decision = self._answers.get(newest.key) or OptDecision.opt_out("superseded")
+                log.info("%s: older than modification %d: ignored", key, newest.modification)
+                return decision
+            if event.status is EventStatus.CANCELLED:
+                await self._cancel(event.source, event.event_id, event.modification)
+                return OptDecision.opt_in("cancelled")
+            decision = await self._handle(event, received)
+        except Exception as exc:
+            log.exception("%s: internal error", key)
+            decision = OptDecision.opt_out(f"internal error: {type(exc).__name__}: {exc}")
+            self._record_failure(event, decision)
+        self._answers[key] = decision
+        return decision
+
+    async def _handle(self, event: DrEvent, received: float) -> OptDecision:
+        key = event.key
+        fleet = fleet_members(self.ems.registry)
+        result = self._plan(event, fleet)
+        decision = self.policy.decide(event, result, fleet)
+        plan = result if isinstance(result, Plan) else None
+        acting = decision.opt is Opt.IN and not event.test and plan is not None
+        offset = self.offset_s(key, event.randomize_s)
+        status = "scheduled" if acting else "opted_out" if decision.opt is Opt.OUT else "received"
+        reason = decision.reason
+        if event.test and decision.opt is Opt.IN and "nothing sent" not in reason:
+            reason += " (test event: nothing sent)"
+        record = EventRecord(
+            source=event.source,
+            event_id=event.event_id,
+            modification=event.modification,
+            program=event.program,
+            signal=plan.signal if plan is not None else "",
+            status=status,
+            opt=str(decision.opt),
+            reason=reason,
+            received_s=self.ems.clock.now(),
+            start_s=event.start_s,
+            end_s=event.end_s,
+            offset_s=offset,
+            requested_kw=plan.requested_kw if plan is not None else None,
+            raw=dict(event.raw),
+        )
+        keep: frozenset[str] = frozenset()
+        if acting and plan is not None:
+            keep = frozenset(a for d in plan.dispatches for a in d.agents)
+        await self._supersede(event, keep)
+        self.history.add(record)
+        if acting and plan is not None:
+            self._scheduled[key] = self.executor.schedule(
+                key,
+                plan,
+                offset_s=offset,
+                end_s=_plan_end(event, plan),
+                groups=self._groups(event),
+                received_mono=received,
+            )
+        log.info(
+            "event %s/%s mod %d: %s (%s)%s",
+            event.source,
+            event.event_id,
+            event.modification,
+            decision.opt,
+            reason,
+            f", start offset {offset:.1f} s" if acting else "",
+        )
+        return decision
+
+    async def _supersede(self, event: DrEvent, keep: frozenset[str]) -> None:
+        """Stop older versions of ``event``: restore only agents the new one leaves."""
+        for old in self.executor.keys_of(event.source, event.event_id):
+            if old != event.key:
+                await self.executor.cancel(old, restore=True, keep=keep)
+                self.history.update(
+                    old,
+                    status="cancelled",
+                    reason=f"superseded by modification {event.modification}",
+                )
+
+    def _groups(self, event: DrEvent) -> tuple[str, ...]:
+        registry = self.ems.registry
+        named = [*event.targets.groups, *event.targets.resources]
+        return tuple(dict.fromkeys(g for g in named if registry.group_members(g)))
+
+    def _record_failure(self, event: DrEvent, decision: OptDecision) -> None:
+        try:
+            self.history.add(
+                EventRecord(
+                    source=event.source,
+                    event_id=event.event_id,
+                    modification=event.modification,
+                    program=event.program,
+                    signal="",
+                    status="failed",
+                    opt=str(decision.opt),
+                    reason=decision.reason,
+                    received_s=self.ems.clock.now(),
+                    start_s=event.start_s,
+                    end_s=event.end_s,
+                )
+            )
+        except Exception:  # the history itself failing must not raise either
+            log.exception("%s: could not record the failure", event.key)
+
+    async def on_cancel(self, source: str, event_id: str, modification: int) -> None:
+        """Stop every version of the event and return its devices to normal. Never raises."""
+        try:
+            async with self._lock(source, event_id):
+                await self._cancel(source, event_id, modification)
+        except Exception:
+            log.exception("%s/%s: cancelling failed", source, event_id)
+
+    async def _cancel(self, source: str, event_id: str, modification: int) -> None:
+        try:
+            for key in self.executor.keys_of(source, event_id):
+                await self.executor.cancel(key, restore=True)
+            for record in self.history.records():
+                same = (record.source, record.event_id) == (source, event_id)
+                if same and record.status in _LIVE:
+                    self.history.update(record.key, status="cancelled")
+            log.info("event %s/%s mod %d: cancelled", source, event_id, modification)
+        except Exception:
+            log.exception("%s/%s: cancelling failed", source, event_id)
+
+    def telemetry(self, group: str) -> TelemetrySample | None:
+        """The group's aggregated telemetry now (``"*"``: the whole fleet)."""
+        try:
+            return group_telemetry(self.ems.registry, group)
+        except Exception:
+            log.exception("telemetry of %s failed", group)
+            return None
+
+    async def close(self) -> None:
+        """Stop every scheduled plan (no restore: the devices' sequences are timed)."""
+        await self.executor.close()
+
+
+def _plan_end(event: DrEvent, plan: Plan) -> float:
+    """The event's end, Unix s; for an event of unknown length, the end of the plan's last
+    sequence or window."""
+    if math.isfinite(event.end_s):
+        return event.end_s
+    ends = [d.start_s + sum(c[2] for c in d.commands) for d in plan.dispatches]
+    ends += [w.end_s for w in plan.windows]
+    return max(ends, default=event.start_s)

@@ -1,0 +1,234 @@
+"""The DR bridge (DrSink) over a real EMS, Mosquitto and agents: the mapping's commands at
+the emulators, redelivery, modification, cancellation, random start, opt-outs that send
+nothing, and no exception ever reaching the adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+
+import pytest
+from dr_stack import CallLog, dr_stack
+
+from sef.models.waterheater_dr import DRMode
+from sef.openadr import (
+    Dispatch,
+    DrBridge,
+    DrEvent,
+    DrInterval,
+    DrSignal,
+    EventStatus,
+    FleetMember,
+    Opt,
+    Plan,
+    Targets,
+    Unsupported,
+)
+from support import wait_for
+
+
+def event(
+    start_s: float,
+    duration_s: float,
+    *,
+    name: str = "SIMPLE",
+    type_: str = "level",
+    unit: str | None = None,
+    value: float = 2.0,
+    modification: int = 0,
+    event_id: str = "ev-1",
+    groups: tuple[str, ...] = (),
+    randomize_s: float = 0.0,
+    test: bool = False,
+) -> DrEvent:
+    signal = DrSignal(name, type_, unit, (DrInterval(start_s, duration_s, value),))
+    return DrEvent(
+        source="oadr2b",
+        event_id=event_id,
+        modification=modification,
+        program="prog-1",
+        status=EventStatus.FAR,
+        start_s=start_s,
+        duration_s=duration_s,
+        signals=(signal,),
+        targets=Targets(groups=groups),
+        randomize_s=randomize_s,
+        test=test,
+    )
+
+
+def battery_plan(rate_kw: int, start_s: float, duration_s: int, agents: Sequence[str]) -> Plan:
+    """Hand-made: discharge the batteries at ``rate_kw``; heaters (``wh-*``) shed."""
+    dispatches = tuple(
+        Dispatch((a,), start_s, (("shed", 0, duration_s),))
+        if a.startswith("wh")
+        else Dispatch((a,), start_s, (("discharge", rate_kw, duration_s),))
+        for a in agents
+    )
+    restore = tuple(
+        Dispatch((a,), start_s, (("endshed", 0, 1),) if a.startswith("wh") else (("idle", 0, 1),))
+        for a in agents
+    )
+    return Plan(dispatches, restore=restore, requested_kw=-float(rate_kw), signal="SIMPLE")
+
+
+async def test_simple_level_2_through_the_mapping_and_cancel(broker_url: str) -> None:
+    async with dr_stack(broker_url, speed=60.0) as stack:
+        bridge = DrBridge(stack.ems, rng_seed=1)
+        now = stack.clock.now()
+        ev = event(now + 30.0, 1800.0)
+        decision = await bridge.on_event(ev)
+        assert decision.opt is Opt.IN, decision
+        # SIMPLE 2: battery shed ⌈0.66 × 8 kW⌉ = 6 kW (discharge), heater Critical Peak
+        await wait_for(lambda: stack.battery_kw("bat-1") == pytest.approx(-6.0), 5.0)
+        await wait_for(lambda: stack.heater_mode("wh-1") is DRMode.CRITICAL_PEAK, 5.0)
+        record = bridge.history.get(ev.key)
+        assert record is not None and record.status == "active"
+        assert (record.dispatched, record.agents, record.signal) == (2, 2, "SIMPLE")
+        latency = bridge.latency_s(ev.key)
+        assert latency is not None
+        print(f"event -> first command (start due in 0.5 s real): {latency:.3f} s")
+
+        await bridge.on_cancel("oadr2b", "ev-1", 1)
+        await wait_for(lambda: stack.battery_kw("bat-1") == 0.0, 5.0)
+        await wait_for(lambda: stack.heater_mode("wh-1") is DRMode.NORMAL, 5.0)
+        assert record.status == "cancelled"
+        assert bridge.executor.keys_of("oadr2b", "ev-1") == []
+
+
+async def test_first_command_latency_of_an_event_due_now(broker_url: str) -> None:
+    async with dr_stack(broker_url, speed=60.0) as stack:
+        bridge = DrBridge(stack.ems, rng_seed=1)
+        latencies = []
+        for i in range(5):
+            ev = event(stack.clock.now(), 600.0, event_id=f"now-{i}", groups=("batteries",))
+            assert (await bridge.on_event(ev)).opt is Opt.IN
+            await wait_for(lambda ev=ev: bridge.latency_s(ev.key) is not None, 5.0)  # type: ignore[misc]
+            latencies.append(bridge.latency_s(ev.key) or 0.0)
+        print("event -> first command, due now:", [f"{x * 1000:.1f} ms" for x in latencies])
+        assert max(latencies) < 0.5
+        await bridge.close()
+
+
+async def test_redelivery_answers_again_and_sends_nothing(broker_url: str) -> None:
+    async with dr_stack(broker_url, heaters=0, speed=60.0) as stack:
+        calls = CallLog(stack.ems)
+        planned: list[int] = []
+
+        def planner(ev: DrEvent, fleet: Sequence[FleetMember]) -> Plan:
+            planned.append(ev.modification)
+            return battery_plan(3, ev.start_s, int(ev.duration_s), ["bat-1"])
+
+        bridge = DrBridge(stack.ems, rng_seed=7, planner=planner)
+        now = stack.clock.now()
+        ev = event(now + 30.0, 600.0, randomize_s=120.0)
+        first = await bridge.on_event(ev)
+        again = await bridge.on_event(ev)
+        assert again == first and again.opt is Opt.IN and planned == [0]
+        record = bridge.history.get(ev.key)
+        assert record is not None
+        # the offset: U(0, 120) from the seeded RNG, drawn once
+        assert record.offset_s == random.Random(7).uniform(0.0, 120.0)
+        assert bridge.offset_s(ev.key, 120.0) == record.offset_s
+        await wait_for(lambda: stack.battery_kw("bat-1") == pytest.approx(-3.0), 8.0)
+        scheduled = bridge.executor.get(ev.key)
+        assert scheduled is not None and scheduled.first_sent_s is not None
+        assert scheduled.first_sent_s >= ev.start_s + record.offset_s
+        assert await bridge.on_event(ev) == first
+        await asyncio.sleep(0.3)
+        assert len(calls.calls) == 1
+        await bridge.close()
+
+
+async def test_a_modification_replaces_the_schedule(broker_url: str) -> None:
+    async with dr_stack(broker_url, speed=60.0) as stack:
+        calls = CallLog(stack.ems)
+
+        def planner(ev: DrEvent, fleet: Sequence[FleetMember]) -> Plan:
+            agents = ["bat-1", "wh-1"] if ev.modification == 0 else ["bat-1"]
+            rate = 3 if ev.modification == 0 else 5
+            return battery_plan(rate, ev.start_s, int(ev.duration_s), agents)
+
+        bridge = DrBridge(stack.ems, planner=planner)
+        now = stack.clock.now()
+        first = event(now, 1800.0)
+        assert (await bridge.on_event(first)).opt is Opt.IN
+        await wait_for(lambda: stack.battery_kw("bat-1") == pytest.approx(-3.0), 5.0)
+        await wait_for(lambda: stack.heater_mode("wh-1") is DRMode.SHED, 5.0)
+
+        second = event(now, 1800.0, modification=1)
+        assert (await bridge.on_event(second)).opt is Opt.IN
+        await wait_for(lambda: stack.battery_kw("bat-1") == pytest.approx(-5.0), 5.0)
+        await wait_for(lambda: stack.heater_mode("wh-1") is DRMode.NORMAL, 5.0)
+        # bat-1 is commanded by the new version: no idle in between; wh-1 is restored
+        assert calls.commands("bat-1") == [[["discharge", 3, 1800]], [["discharge", 5, 1800]]]
+        assert calls.commands("wh-1") == [[["shed", 0, 1800]], [["endshed", 0, 1]]]
+        old, new = bridge.history.get(first.key), bridge.history.get(second.key)
+        assert old is not None and old.status == "cancelled"
+        assert new is not None and new.status == "active"
+        # an older version arriving late changes nothing
+        assert (await bridge.on_event(first)).opt is Opt.IN
+        assert len(calls.calls) == 4
+        await bridge.close()
+
+
+async def test_opt_outs_and_test_events_send_nothing(
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sef.openadr")
+    async with dr_stack(broker_url, speed=60.0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        now = stack.clock.now()
+        unsupported = event(now, 600.0, name="x-foo", event_id="foo")
+        decision = await bridge.on_event(unsupported)
+        assert decision.opt is Opt.OUT
+        record = bridge.history.get(unsupported.key)
+        assert record is not None and record.status == "opted_out"
+        assert record.reason == decision.reason
+
+        level7 = event(now, 600.0, value=7.0, event_id="seven")
+        assert (await bridge.on_event(level7)).opt is Opt.OUT
+
+        test_event = event(now, 600.0, event_id="drill", test=True)
+        decision = await bridge.on_event(test_event)
+        assert decision.opt is Opt.IN and "nothing sent" in decision.reason
+
+        await asyncio.sleep(0.5)
+        assert calls.calls == []
+        assert stack.battery_kw("bat-1") == 0.0 and stack.heater_mode("wh-1") is DRMode.NORMAL
+        logged = [r.getMessage() for r in caplog.records if r.name == "sef.openadr"]
+        for ev_id in ("foo", "seven", "drill"):
+            assert any(f"oadr2b/{ev_id} " in m and "opt" in m for m in logged), logged
+
+
+async def test_failures_become_opt_outs(broker_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with dr_stack(broker_url, heaters=0, speed=60.0) as stack:
+        calls = CallLog(stack.ems)
+
+        def planner(ev: DrEvent, fleet: Sequence[FleetMember]) -> Plan | Unsupported:
+            if ev.event_id == "boom":
+                raise RuntimeError("mapping broke")
+            return Unsupported("nothing to do")
+
+        bridge = DrBridge(stack.ems, planner=planner)
+        now = stack.clock.now()
+        boom = event(now, 600.0, event_id="boom")
+        decision = await bridge.on_event(boom)
+        assert decision.opt is Opt.OUT
+        assert decision.reason == "internal error: RuntimeError: mapping broke"
+        record = bridge.history.get(boom.key)
+        assert record is not None and record.status == "failed"
+        assert any(r.exc_info for r in caplog.records if r.name == "sef.openadr")
+        assert (await bridge.on_event(boom)) == decision  # answered the same again
+
+        calm = event(now, 600.0, event_id="calm")
+        assert (await bridge.on_event(calm)).reason == "nothing to do"
+        # a cancel of an unknown event, and telemetry of an unknown group, do not raise
+        await bridge.on_cancel("oadr2b", "unknown", 3)
+        assert bridge.telemetry("nobody") is None
+        sample = bridge.telemetry("*")
+        assert sample is not None and sample.members == 1
+        assert calls.calls == []
