@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from oa3_vtn import VEN_CLIENT, Oa3Vtn
 
-from sef.clock import RealClock
+from sef.clock import RealClock, ScaledClock
 from sef.openadr import (
     DrEvent,
     EventStatus,
@@ -190,7 +190,7 @@ async def test_usage_report_reaches_the_vtn(vtn: Oa3Vtn, running: list[Oadr3Adap
     )
     sink.samples["north"] = TelemetrySample("north", now, 7.25, 20.0, 230.0, 31.5, 3)
     adapter = await started(vtn, running, sink)
-    await wait_for(lambda: len(vtn.reports) >= 2, 3)
+    await wait_for(lambda: adapter.reports_sent >= 2, 3)
     assert {r["eventID"] for r in vtn.reports.values()} == {active["id"]}
     report = next(iter(vtn.reports.values()))
     assert report["programID"] == program["id"] and report["clientName"] == "sef-ems"
@@ -199,7 +199,6 @@ async def test_usage_report_reaches_the_vtn(vtn: Oa3Vtn, running: list[Oadr3Adap
     assert resource["resourceName"] == "north"
     assert resource["intervals"][0]["payloads"] == [{"type": "USAGE", "values": [7.25]}]
     assert resource["intervalPeriod"] == {"start": iso(now)}
-    assert adapter.reports_sent >= 2
     posts = [r for r in vtn.requests if r.method == "POST" and r.path == "/reports"]
     assert posts and {r.status for r in posts} == {201}
     assert vtn.errors == []  # every report passed the strict model check
@@ -313,6 +312,47 @@ async def test_vtn_outage_counts_errors_and_polling_resumes(
     polls = adapter.polls
     await wait_for(lambda: adapter.polls >= polls + 2, 3)
     assert adapter.status().errors == errors
+
+
+async def test_expired_token_is_renewed(vtn: Oa3Vtn, running: list[Oadr3Adapter]) -> None:
+    await vtn.create("/programs", {"programName": "capacity"})
+    adapter = await started(vtn, running, Sink())
+    vtn.tokens.clear()  # every token the VTN issued is now unknown (expired)
+    polls = adapter.polls
+    await wait_for(lambda: adapter.polls >= polls + 2, 3)
+    assert adapter.status().errors == 0
+    token_posts = [r.status for r in vtn.requests if r.path == "/auth/token"]
+    assert token_posts[-1] == 200 and len(token_posts) >= 3  # adapter x2 + the BL client
+    assert [r.status for r in vtn.requests if r.status == 401] == [401]
+
+
+async def test_scaled_ems_clock(running: list[Oadr3Adapter]) -> None:
+    """Team decision 1: the VTN stamps on the EMS clock; the status and the reports follow
+    that clock (600 clock s per real s)."""
+    clock = ScaledClock(speed=600.0)
+    vtn = await Oa3Vtn(clock.now).start()
+    try:
+        program = await vtn.create("/programs", {"programName": "capacity"})
+        start_s = float(int(clock.now()) + 600)  # one real second ahead
+        await vtn.create("/events", limit_event(program["id"], start_s))
+        sink = Sink()
+        sink.telemetry = lambda group: TelemetrySample(  # type: ignore[method-assign]
+            group, clock.now(), 11.0, None, None, None, 1
+        )
+        adapter = Oadr3Adapter(
+            config(vtn, poll_interval_s=60.0, report_interval_s=60.0), clock=clock
+        )
+        running.append(adapter)
+        await adapter.start(sink)
+        assert sink.events[0].status is EventStatus.FAR
+        await wait_for(lambda: bool(vtn.reports), 5)
+        report = next(iter(vtn.reports.values()))
+        sampled = datetime.fromisoformat(report["resources"][0]["intervalPeriod"]["start"])
+        assert start_s <= sampled.timestamp() < start_s + 5400
+        assert clock.now() >= start_s  # the report came once the event was active
+        assert vtn.errors == []
+    finally:
+        await vtn.stop()
 
 
 def test_units_are_normalised() -> None:

@@ -36,18 +36,23 @@ import json
 import logging
 import ssl
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from openadr3.entities.raw import RawProgram, RawReport
+from openadr3.entities.raw import RawProgram
 from pydantic import ValidationError
 
 from sef.clock import Clock
 from sef.openadr._adapter import AdapterStatus, DrSink
-from sef.openadr._model import DrEvent, OptDecision
+from sef.openadr._model import DrEvent, Opt, OptDecision
 from sef.openadr._oadr3_config import Oadr3Config
-from sef.openadr._oadr3_convert import SOURCE, EventRejected, to_dr_event, wants_usage
+from sef.openadr._oadr3_convert import (
+    SOURCE,
+    EventRejected,
+    to_dr_event,
+    usage_report,
+    wants_usage,
+)
 
 __all__ = ["Oadr3Adapter", "Oadr3EventState", "VtnError"]
 
@@ -79,10 +84,6 @@ class Oadr3EventState:
     decision: OptDecision
     event: DrEvent | None
     wants_usage: bool
-
-
-def _iso(time_s: float) -> str:
-    return datetime.fromtimestamp(time_s, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _version(raw: dict[str, Any]) -> str:
@@ -134,10 +135,12 @@ class Oadr3Adapter:
         )
         try:
             await self._poll_once()
-        except VtnError as exc:
-            self._failed(exc)
+        except BaseException as exc:
             await self._http.aclose()
             self._http = None
+            if not isinstance(exc, VtnError):
+                raise
+            self._failed(exc)
             raise ConnectionError(f"OpenADR 3 VTN {cfg.vtn_url}: {exc}") from exc
         self._tasks = [
             asyncio.create_task(self._poll_loop(), name="oadr3-poll"),
@@ -346,7 +349,7 @@ class Oadr3Adapter:
             for state in list(self._events.values()):
                 event = state.event
                 now = self.clock.now()
-                if event is None or not state.wants_usage or state.decision.opt != "optIn":
+                if event is None or not state.wants_usage or state.decision.opt is not Opt.IN:
                     continue
                 if not event.start_s <= now < event.end_s:
                     continue
@@ -358,52 +361,13 @@ class Oadr3Adapter:
                     log.exception("OpenADR 3 report for %s failed", state.event_id)
                     self._failed(exc)
 
-    def usage_report(self, state: Oadr3EventState, event: DrEvent) -> dict[str, Any] | None:
-        """The USAGE report body for ``event`` now (``None`` when no group has telemetry):
-        one resource per group (:attr:`Oadr3Config.report_groups`, else the event's target
-        groups, else ``"*"``), one interval stamped at the sample time with the group's
-        power in kW."""
+    async def _report(self, state: Oadr3EventState, event: DrEvent) -> None:
         assert self._sink is not None
         groups = self.config.report_groups or event.targets.groups or ("*",)
-        resources = []
-        for group in groups:
-            sample = self._sink.telemetry(group)
-            if sample is None:
-                continue
-            resources.append(
-                {
-                    "resourceName": group,
-                    "intervalPeriod": {"start": _iso(sample.time_s)},
-                    "intervals": [
-                        {"id": 0, "payloads": [{"type": "USAGE", "values": [sample.power_kw]}]}
-                    ],
-                }
-            )
-        if not resources:
-            return None
-        return {
-            "objectType": "REPORT",
-            "programID": state.program_id,
-            "eventID": event.event_id,
-            "clientName": self.config.ven_name,
-            "reportName": f"{self.config.ven_name} usage",
-            "payloadDescriptors": [
-                {
-                    "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
-                    "payloadType": "USAGE",
-                    "readingType": "DIRECT_READ",
-                    "units": "KW",
-                }
-            ],
-            "resources": resources,
-        }
-
-    async def _report(self, state: Oadr3EventState, event: DrEvent) -> None:
-        body = self.usage_report(state, event)
-        if body is None:
+        samples = [s for s in map(self._sink.telemetry, groups) if s is not None]
+        if not samples:
             return
-        # self-check with the library's model (it lacks the spec's programID)
-        RawReport.model_validate({k: v for k, v in body.items() if k != "programID"})
+        body = usage_report(state.program_id, event.event_id, self.config.ven_name, samples)
         await self._request("POST", "/reports", json=body)
         self.reports_sent += 1
         self._status.last_ok_s = self.clock.now()

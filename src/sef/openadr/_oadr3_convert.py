@@ -1,4 +1,5 @@
-"""OpenADR 3 event JSON → :class:`~sef.openadr.DrEvent`, checked with the ``openadr3`` models.
+"""OpenADR 3 event JSON → :class:`~sef.openadr.DrEvent`, and usage samples → report JSON,
+both checked with the ``openadr3`` models.
 
 Used by :mod:`sef.openadr._oadr3`. An event is first validated with ``openadr3``'s
 ``RawEvent`` (the JSON's types), then coerced into its ``Event`` model, whose
@@ -27,15 +28,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from openadr3.entities.models import Event
-from openadr3.entities.raw import RawEvent, RawEventPayloadDescriptor
+from openadr3.entities.raw import RawEvent, RawEventPayloadDescriptor, RawReport
 from pydantic import ValidationError
 
-from sef.openadr._model import DrEvent, DrInterval, DrSignal, EventStatus, Targets
+from sef.openadr._model import (
+    DrEvent,
+    DrInterval,
+    DrSignal,
+    EventStatus,
+    Targets,
+    TelemetrySample,
+)
 
-__all__ = ["SOURCE", "EventRejected", "payload_unit", "signal_type", "to_dr_event", "wants_usage"]
+__all__ = [
+    "SOURCE",
+    "EventRejected",
+    "iso_time",
+    "payload_unit",
+    "signal_type",
+    "to_dr_event",
+    "usage_report",
+    "wants_usage",
+]
 
 SOURCE = "oadr3"
 
@@ -231,3 +249,45 @@ def to_dr_event(
         response_required=False,
         raw=data,
     )
+
+
+def iso_time(time_s: float) -> str:
+    """Unix s → RFC 3339 UTC (``2026-12-07T17:00:00Z``)."""
+    return datetime.fromtimestamp(time_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+def usage_report(
+    program_id: str, event_id: str, ven_name: str, samples: Sequence[TelemetrySample]
+) -> dict[str, Any]:
+    """A USAGE report body: one resource per group sample, one interval stamped at the
+    sample time with the group's power, kW (``DIRECT_READ``, units ``KW``).
+
+    Checked with ``openadr3``'s ``RawReport`` before it leaves (``programID``, a spec field
+    the library's model lacks, is left out of that check).
+    """
+    resources = [
+        {
+            "resourceName": sample.group,
+            "intervalPeriod": {"start": iso_time(sample.time_s)},
+            "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [sample.power_kw]}]}],
+        }
+        for sample in samples
+    ]
+    body: dict[str, Any] = {
+        "objectType": "REPORT",
+        "programID": program_id,
+        "eventID": event_id,
+        "clientName": ven_name,
+        "reportName": f"{ven_name} usage",
+        "payloadDescriptors": [
+            {
+                "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
+                "payloadType": "USAGE",
+                "readingType": "DIRECT_READ",
+                "units": "KW",
+            }
+        ],
+        "resources": resources,
+    }
+    RawReport.model_validate({k: v for k, v in body.items() if k != "programID"})
+    return body
