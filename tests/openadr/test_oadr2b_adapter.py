@@ -18,10 +18,12 @@ from sef.clock import RealClock
 from sef.openadr import (
     DrEvent,
     EventStatus,
+    Oadr2bAdapter,
+    Oadr2bConfig,
     OptDecision,
     TelemetrySample,
+    VenAdapter,
 )
-from sef.openadr._oadr2b import Oadr2bAdapter, Oadr2bConfig
 from sef.openadr._oadr2b_events import EventFormatError, event_from_oadr2b
 from support import wait_for
 
@@ -233,6 +235,71 @@ async def test_cancelled_event_sent_again_keeps_other_opts(vtn: TestVtn) -> None
         assert len(vtn.opts_for("gone")) >= 3 and vtn.opts_for("gone")[-1].opt == "optIn"
     finally:
         await adapter.stop()
+
+
+async def test_unknown_signal_reaches_sink_which_opts_out(vtn: TestVtn) -> None:
+    def decide(event: DrEvent) -> OptDecision:
+        if event.signals[0].name.startswith("x-"):
+            return OptDecision.opt_out("unsupported signal")
+        return OptDecision.opt_in()
+
+    sink = RecordingSink(decide=decide)
+    adapter = await started(vtn, sink)
+    try:
+        vtn.server.add_event(
+            ven_id=adapter.status().ven_id,
+            signal_name="x-foo",
+            signal_type="level",
+            intervals=[
+                {"dtstart": soon(60), "duration": timedelta(minutes=5), "signal_payload": 1}
+            ],
+            event_id="foo",
+            callback=lambda ven_id, event_id, opt_type: None,
+        )
+        await wait_for(lambda: bool(vtn.opts_for("foo")), 5)
+        [event] = sink.versions("foo")
+        assert (event.signals[0].name, event.signals[0].unit) == ("x-foo", None)
+        assert [o.opt for o in vtn.opts_for("foo")] == ["optOut"]
+    finally:
+        await adapter.stop()
+
+
+async def test_health_counts_failed_polls_when_the_vtn_goes_away(vtn: TestVtn) -> None:
+    adapter = await started(vtn, RecordingSink())
+    try:
+        assert adapter.status().errors == 0
+        await vtn.stop()
+        await wait_for(lambda: adapter.status().errors >= 2, 5)
+        status = adapter.status()
+        assert status.last_error is not None and "OadrPoll" in status.last_error
+        last_ok = status.last_ok_s
+        await asyncio.sleep(1.2)
+        assert adapter.status().last_ok_s == last_ok  # nothing succeeded since
+    finally:
+        await adapter.stop()
+
+
+async def test_stop_lets_the_exchange_in_flight_finish(
+    vtn: TestVtn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() during a poll whose event the sink is still deciding: the decision still
+    reaches the VTN, and apscheduler logs no cancelled job."""
+    deciding = asyncio.Event()
+
+    class SlowSink(RecordingSink):
+        async def on_event(self, event: DrEvent) -> OptDecision:
+            deciding.set()
+            await asyncio.sleep(0.5)
+            return await super().on_event(event)
+
+    adapter = await started(vtn, SlowSink())
+    vtn.add_simple(adapter.status().ven_id or "", "slow", 1, soon(60), 600)
+    await asyncio.wait_for(deciding.wait(), 5)
+    with caplog.at_level(logging.ERROR):
+        await adapter.stop()
+        await asyncio.sleep(0.1)
+    assert [o.opt for o in vtn.opts_for("slow")] == ["optIn"]
+    assert not [r for r in caplog.records if r.name.startswith("apscheduler")]
 
 
 async def test_stop_is_idempotent_and_status_says_so(vtn: TestVtn) -> None:
@@ -459,3 +526,10 @@ async def test_malformed_event_is_opted_out_with_logged_reason(
 
 def test_dr_event_type_is_what_the_sink_gets() -> None:
     assert isinstance(event_from_oadr2b(oadr_event()), DrEvent)
+
+
+def test_adapter_is_a_ven_adapter() -> None:
+    adapter: VenAdapter = Oadr2bAdapter(
+        Oadr2bConfig(vtn_url="http://127.0.0.1:9", ven_name="v"), clock=RealClock()
+    )
+    assert adapter.source == "oadr2b" and adapter.status().vtn == "http://127.0.0.1:9"

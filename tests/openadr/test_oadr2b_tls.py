@@ -13,8 +13,7 @@ import pytest
 from oadr2b_vtn import Pki, RecordingSink, TestVtn, make_pki
 
 from sef.clock import RealClock
-from sef.openadr import TelemetrySample
-from sef.openadr._oadr2b import Oadr2bAdapter, Oadr2bConfig
+from sef.openadr import Oadr2bAdapter, Oadr2bConfig, TelemetrySample
 from support import wait_for
 
 log = logging.getLogger(__name__)
