@@ -118,6 +118,10 @@ class DrBridge:
             self._offsets[key] = self._rng.uniform(0.0, window) if window else 0.0
         return self._offsets[key]
 
+    def scheduled(self, key: EventKey) -> ScheduledPlan | None:
+        """What the executor was given for an event version (kept after it ended)."""
+        return self._scheduled.get(key)
+
     def latency_s(self, key: EventKey) -> float | None:
         """Real seconds from an event version's arrival to its first device command."""
         s = self._scheduled.get(key)
@@ -155,7 +159,19 @@ class DrBridge:
             decision = OptDecision.opt_out(f"internal error: {type(exc).__name__}: {exc}")
             self._record_failure(event, decision)
         self._answers[key] = decision
+        self._trim()
         return decision
+
+    def _trim(self) -> None:
+        """Forget the oldest versions beyond the history's limit (answers, offsets, plans),
+        so a long run does not grow the bridge."""
+        limit = max(self.history.limit, 1)
+        for table in (self._answers, self._offsets, self._scheduled):
+            while len(table) > limit:
+                del table[next(iter(table))]
+        for name in list(self._locks)[: max(len(self._locks) - limit, 0)]:
+            if not self._locks[name].locked():
+                del self._locks[name]
 
     async def _handle(self, event: DrEvent, received: float) -> OptDecision:
         key = event.key
