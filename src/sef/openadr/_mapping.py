@@ -63,7 +63,7 @@ def targeted_members(
     known = {g for m in fleet for g in m.groups} | {m.agent_id for m in fleet}
     unknown_groups = [g for g in targets.groups if g not in {x for m in fleet for x in m.groups}]
     unknown_resources = [r for r in targets.resources if r not in known]
-    return chosen, tuple(unknown_groups + unknown_resources)
+    return chosen, tuple(dict.fromkeys(unknown_groups + unknown_resources))
 
 
 def plan_event(
