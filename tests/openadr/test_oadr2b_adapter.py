@@ -302,6 +302,15 @@ async def test_stop_lets_the_exchange_in_flight_finish(
     assert not [r for r in caplog.records if r.name.startswith("apscheduler")]
 
 
+async def test_configured_ven_id_is_kept(vtn: TestVtn) -> None:
+    adapter = await started(vtn, RecordingSink(), ven_id="VEN-utility-42")
+    try:
+        assert adapter.status().ven_id == "VEN-utility-42"
+        assert "VEN-utility-42" in vtn.vens
+    finally:
+        await adapter.stop()
+
+
 async def test_stop_is_idempotent_and_status_says_so(vtn: TestVtn) -> None:
     adapter = await started(vtn, RecordingSink())
     await adapter.stop()

@@ -168,14 +168,15 @@ class Oadr2bAdapter:
         logging.getLogger("apscheduler.executors.default").addFilter(_CANCELLED_FILTER)
         try:
             await asyncio.wait_for(client.run(), timeout=cfg.register_timeout_s)
+            # run() returns quietly when refused; polling runs only once it went through
+            running = bool(client.registration_id) and client.scheduler.running
         except TimeoutError:
             self._note_error(f"no registration within {cfg.register_timeout_s} s")
-        if not client.registration_id:
+            running = False
+        if not running:
             reason = self._status.last_error or "the VTN did not register this VEN"
             await self.stop()
             raise ConnectionError(f"OpenADR 2.0b VTN {cfg.vtn_url}: {reason}")
-        self._status.registered = True
-        self._status.ven_id = client.ven_id
         log.info(
             "oadr2b: registered with %s as %s (poll %s)",
             cfg.vtn_url,
@@ -190,7 +191,6 @@ class Oadr2bAdapter:
         if client is None or self._stopped:
             return
         self._stopped = True
-        self._status.registered = False
         scheduler = client.scheduler
         if scheduler.running:
             scheduler.pause()
@@ -208,11 +208,13 @@ class Oadr2bAdapter:
     def status(self) -> AdapterStatus:
         """Registration and health now (a copy)."""
         s = self._status
+        client = self._client
+        registered = client is not None and not self._stopped and bool(client.registration_id)
         return AdapterStatus(
             source=s.source,
             vtn=s.vtn,
-            registered=s.registered,
-            ven_id=s.ven_id,
+            registered=registered,
+            ven_id=client.ven_id if client is not None else None,
             last_ok_s=s.last_ok_s,
             errors=s.errors,
             last_error=s.last_error,
@@ -296,6 +298,9 @@ class Oadr2bAdapter:
             same = seen.get(event_id) == _descriptor(event).get("modification_number")
             if event_id in seen and same and event_id not in client.responded_events:
                 client.responded_events[event_id] = self._opts.get(event_id, Opt.IN).value
+        current = set(seen) | {_event_id(e) for e in payload.get("events") or ()}
+        for event_id in [k for k in self._opts if k not in current]:
+            del self._opts[event_id]  # openleadr purged it (completed or cancelled)
 
     # ------------------------------------------------------------------ reports
 
