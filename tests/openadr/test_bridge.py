@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pytest
 from dr_stack import CallLog, dr_stack
 
+from sef.ems._target_board import target_board
 from sef.models.waterheater_dr import DRMode
 from sef.openadr import (
     Dispatch,
@@ -278,3 +279,30 @@ async def test_a_hundred_concurrent_events_across_programs(broker_url: str) -> N
         assert min(late) >= 0.0 and max(late) < 0.5
         assert bridge.executor.calls_failed == 0
         await bridge.close()
+
+
+async def test_a_capacity_limit_goes_to_the_target_board(broker_url: str) -> None:
+    async with dr_stack(broker_url, speed=60.0) as stack:
+        calls = CallLog(stack.ems)
+        now = stack.clock.now()
+        limit = event(now + 30.0, 600.0, name="IMPORT_CAPACITY_LIMIT", type_="setpoint",
+                      unit="kW", value=9.0, event_id="cap")  # fmt: skip
+        without = DrBridge(stack.ems)
+        decision = await without.on_event(limit)
+        assert decision.opt is Opt.OUT and "live controller" in decision.reason
+
+        bridge = DrBridge(stack.ems, live_control=True)
+        assert (await bridge.on_event(limit)).opt is Opt.IN
+        board = target_board(stack.ems)
+        await wait_for(lambda: board.limit_at(now + 60.0) == 9.0, 3.0)
+        assert board.limit_at(now + 10.0) is None and board.limit_at(now + 640.0) is None
+        scheduled = bridge.scheduled(limit.key)
+        assert scheduled is not None and scheduled.measured == {"bat-1", "wh-1"}
+        await stack.until(now + 40.0)
+        await wait_for(lambda: scheduled.baseline_kw is not None, 3.0)
+
+        await bridge.on_cancel("oadr2b", "cap", 1)
+        assert board.limit_at(now + 60.0) is None
+        record = bridge.history.get(limit.key)
+        assert record is not None and record.status == "cancelled"
+        assert calls.calls == []

@@ -31,10 +31,10 @@ from sef.ems import EMS
 from sef.openadr._executor import PlanExecutor, ScheduledPlan
 from sef.openadr._fleet import fleet_members
 from sef.openadr._history import DrHistory, EventRecord
-from sef.openadr._mapping import plan_event
+from sef.openadr._mapping import plan_event, targeted_members
 from sef.openadr._mapping_tables import MappingTable, load_mapping
 from sef.openadr._model import DrEvent, EventKey, EventStatus, Opt, OptDecision, TelemetrySample
-from sef.openadr._plan import FleetMember, Plan, Unsupported
+from sef.openadr._plan import FleetMember, MemberKind, Plan, Unsupported
 from sef.openadr._policy import OptPolicy
 from sef.openadr._telemetry import group_telemetry
 
@@ -214,6 +214,7 @@ class DrBridge:
                 end_s=_plan_end(event, plan),
                 groups=self._groups(event),
                 received_mono=received,
+                measured=_measured(event, plan, fleet),
             )
         log.info(
             "event %s/%s mod %d: %s (%s)%s",
@@ -303,3 +304,13 @@ def _plan_end(event: DrEvent, plan: Plan) -> float:
     ends = [d.start_s + sum(c[2] for c in d.commands) for d in plan.dispatches]
     ends += [w.end_s for w in plan.windows]
     return max(ends, default=event.start_s)
+
+
+def _measured(event: DrEvent, plan: Plan, fleet: Sequence[FleetMember]) -> frozenset[str]:
+    """Whose power change is the event's delivered figure: the agents the plan commands;
+    for a plan of windows only, the online devices (not meters) the event targets."""
+    commanded = frozenset(a for d in plan.dispatches for a in d.agents)
+    if commanded:
+        return commanded
+    members, _ = targeted_members(event.targets, fleet)
+    return frozenset(m.agent_id for m in members if m.online and m.kind is not MemberKind.METER)

@@ -12,10 +12,11 @@ their times, target windows and holds on the EMS target board, restore on cancel
   are held there (``hold``) for the event's span, so the live controller leaves them
   alone; both are removed at cancel and at the event's end.
 * **Delivered**: just before the first command the executor takes the power of the agents
-  the plan commands (Σ telemetry, :func:`~sef.openadr._telemetry.agents_power_kw`) as the
-  baseline, then samples it every ~1/20 of the event while it runs; ``delivered_kw`` =
-  mean of the samples − baseline (kW, negative: a reduction), written to the history as
-  it goes. Telemetry lags a poll behind the command, so the figure reads a little short.
+  the plan commands (Σ telemetry, :func:`~sef.openadr._telemetry.agents_power_kw`; for a
+  plan of windows only, the event's targeted members the bridge names) as the baseline,
+  then samples it every ~1/20 of the event while it runs; ``delivered_kw`` = mean of the
+  samples − baseline (kW, negative: a reduction), written to the history as it goes.
+  Telemetry lags a poll behind the command, so the figure reads a little short.
 * At the end (``end_s``) the record becomes ``completed``; devices fall back by
   themselves since every sequence is timed (``docs/openadr.md``).
 """
@@ -66,7 +67,8 @@ class ScheduledPlan:
         failures: calls refused or failed, and members that did not answer.
         first_sent_mono: ``time.monotonic()`` of the first call, real s.
         first_sent_s: EMS clock time of the first call, Unix s.
-        baseline_kw: the commanded agents' power just before the first command, kW.
+        measured: agents whose power gives the delivered figure (default: the plan's).
+        baseline_kw: their power just before the first command, kW.
         samples_kw: their power sampled while the event ran, kW.
         board_keys: windows put on the target board.
         held: whether a hold was put on the board.
@@ -88,6 +90,7 @@ class ScheduledPlan:
     samples_kw: list[float] = field(default_factory=list)
     board_keys: list[str] = field(default_factory=list)
     held: bool = False
+    measured: frozenset[str] = frozenset()
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -216,7 +219,7 @@ class PlanExecutor:
             await asyncio.gather(*(self._call(s, a, 1, args) for a in d.agents))
 
     def _power(self, s: ScheduledPlan) -> float | None:
-        return agents_power_kw(self.ems.registry, s.agents)
+        return agents_power_kw(self.ems.registry, s.measured or s.agents)
 
     # -- running -----------------------------------------------------------------------
     async def _run(self, s: ScheduledPlan) -> None:
@@ -270,6 +273,7 @@ class PlanExecutor:
         end_s: float,
         groups: Iterable[str] = (),
         received_mono: float | None = None,
+        measured: Iterable[str] = (),
     ) -> ScheduledPlan:
         """Start carrying out ``plan`` (a task on the running loop).
 
@@ -280,6 +284,8 @@ class PlanExecutor:
             end_s: the event's end without the offset, Unix s on the EMS clock.
             groups: the event's targeted groups (for group calls).
             received_mono: ``time.monotonic()`` at the event's arrival (latency figure).
+            measured: agents whose power change is the delivered figure (default: the
+                agents the plan commands).
         """
         source, event_id, _ = key
         s = ScheduledPlan(
@@ -290,6 +296,7 @@ class PlanExecutor:
             tuple(groups),
             f"openadr:{source}:{event_id}",
             time.monotonic() if received_mono is None else received_mono,
+            measured=frozenset(measured),
         )
         s.task = asyncio.get_running_loop().create_task(self._guarded(s), name=f"dr {key}")
         self._plans[key] = s
