@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oa3_vtn import VEN_CLIENT, Oa3Vtn
 
 from sef.clock import RealClock, ScaledClock
@@ -21,7 +24,7 @@ from sef.openadr import (
     TelemetrySample,
 )
 from sef.openadr._oadr3 import Oadr3Adapter
-from sef.openadr._oadr3_convert import payload_unit, to_dr_event
+from sef.openadr._oadr3_convert import EventRejected, payload_unit, to_dr_event
 from support import wait_for
 
 LIMIT_KW = {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": "IMPORT_CAPACITY_LIMIT"}
@@ -240,6 +243,7 @@ async def test_malformed_events_are_opted_out_and_logged(
     broken("id-text", lambda r: r["intervals"][1].update(id="one"))
     broken("no-intervals", lambda r: r.update(intervals=[]))
     broken("two-values", lambda r: r["intervals"][0]["payloads"][0].update(values=[1, 2]))
+    broken("time-only", lambda r: r["intervalPeriod"].update(start="17:00"))
     broken("nan", lambda r: r["intervals"][0]["payloads"][0].update(values=[float("nan")]))
     caplog.set_level(logging.WARNING, logger="sef.openadr")
     sink = Sink()
@@ -253,6 +257,7 @@ async def test_malformed_events_are_opted_out_and_logged(
     assert "not a number" in decisions["abc"].decision.reason
     assert "duration <= 0" in decisions["zero"].decision.reason
     assert "intervals.1.id" in decisions["id-text"].decision.reason
+    assert "not an RFC 3339 date-time" in decisions["time-only"].decision.reason
     logged = [r.getMessage() for r in caplog.records if r.name == "sef.openadr"]
     assert all(any(event_id in line for line in logged) for event_id in bad)
     polls = adapter.polls
@@ -391,3 +396,52 @@ def test_units_are_normalised() -> None:
     assert (price.type, price.unit, price.intervals[0].value) == ("price", "USD/kWh", 0.095)
     assert (level.type, level.unit, level.intervals[0].value) == ("level", None, 2.0)
     assert event.status is EventStatus.ACTIVE and event.targets.whole_fleet
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_PATHS = [
+    ("id",),
+    ("targets",),
+    ("priority",),
+    ("intervalPeriod",),
+    ("intervalPeriod", "start"),
+    ("intervalPeriod", "duration"),
+    ("intervalPeriod", "randomizeStart"),
+    ("intervals",),
+    ("intervals", 0, "id"),
+    ("intervals", 1, "intervalPeriod"),
+    ("intervals", 2, "intervalPeriod", "duration"),
+    ("intervals", 0, "payloads"),
+    ("intervals", 0, "payloads", 0, "values"),
+    ("intervals", 1, "payloads", 0, "type"),
+    ("payloadDescriptors",),
+    ("payloadDescriptors", 0, "units"),
+]
+_TEXTS = st.sampled_from(
+    ["PT15M", "-PT1M", "P1M", "P9999Y", "PT0S", "2026-13-40T00:00:00Z", "17:00", "", "KW", "MW"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(path=st.sampled_from(_PATHS), value=_JSON | _TEXTS)
+def test_any_damaged_event_is_converted_or_rejected(path: tuple[Any, ...], value: Any) -> None:
+    """Whatever one field holds, conversion returns a DrEvent or raises EventRejected (the
+    adapter turns the latter into a logged opt-out)."""
+    raw = limit_event("p1", 1_800_000_000.0, id="e1")
+    holder: Any = raw
+    for step in path[:-1]:
+        holder = holder[step]
+    holder[path[-1]] = value
+    try:
+        event = to_dr_event(raw, program_name="p", modification=0, now_s=0.0)
+    except EventRejected:
+        return
+    assert event.duration_s > 0 and math.isfinite(event.start_s)
+    for signal in event.signals:
+        assert all(math.isfinite(i.value) and i.duration_s > 0 for i in signal.intervals)

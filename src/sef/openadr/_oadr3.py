@@ -319,6 +319,10 @@ class Oadr3Adapter:
             event = None
             decision = OptDecision.opt_out(f"malformed OpenADR 3 event: {exc}")
             log.warning("OpenADR 3 event %s (program %s) opted out: %s", event_id, program, exc)
+        except Exception as exc:  # a conversion bug: this event only, never the poll
+            event = None
+            decision = OptDecision.opt_out(f"failed to read the event: {exc!r}")
+            log.exception("OpenADR 3 event %s (program %s) opted out", event_id, program)
         else:
             try:
                 decision = await self._sink.on_event(event)

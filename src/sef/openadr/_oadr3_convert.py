@@ -153,6 +153,19 @@ def _check_values(event: RawEvent) -> None:
                 raise EventRejected(f"interval {interval.id}: {payload.type} value {value!r}")
 
 
+def _check_starts(event: RawEvent) -> None:
+    """Every ``start`` is a date-time: ``openadr3`` (pendulum, not strict) would read a bare
+    ``"17:00"`` as today at 17:00."""
+    periods = [event.interval_period] + [i.interval_period for i in event.intervals or ()]
+    for period in periods:
+        if period is None or period.start is None:
+            continue
+        try:
+            datetime.fromisoformat(period.start)
+        except ValueError as exc:
+            raise EventRejected(f"start {period.start!r} is not an RFC 3339 date-time") from exc
+
+
 def _status(start_s: float, end_s: float, now_s: float) -> EventStatus:
     if now_s < start_s:
         return EventStatus.FAR
@@ -191,6 +204,7 @@ def to_dr_event(
     if not checked.intervals:
         raise EventRejected("event has no intervals")
     _check_values(checked)
+    _check_starts(checked)
     try:
         event = Event.from_raw(data)
         resolved = event.resolved_intervals()
@@ -219,6 +233,8 @@ def to_dr_event(
         for payload in interval.payloads:
             _, factor = unit_of(payload.type)
             value = float(payload.values[0]) * factor
+            if not math.isfinite(value):
+                raise EventRejected(f"interval {interval.id}: {payload.type} value out of range")
             series.setdefault(payload.type, []).append(DrInterval(start_s, end_s - start_s, value))
     signals = []
     for name, intervals in series.items():
