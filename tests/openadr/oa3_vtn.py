@@ -11,8 +11,9 @@ spec fields; those are allowed by name (:data:`ALLOWED_EXTRA`) and checked here 
 Routes: ``GET /auth/server``, ``POST /auth/token`` (client credentials → bearer token with
 the client's scopes: ``openadr3.VEN_SCOPES`` or ``BL_SCOPES``), ``GET/POST /programs``,
 ``GET/PUT/DELETE /programs/{id}``, ``GET/POST /events`` (query ``programID``, ``targets``,
-``skip``, ``limit``), ``GET/PUT/DELETE /events/{id}``, ``GET/POST /reports``. Every route but
-the two auth routes wants a bearer token (401 without a valid one, 403 without the scope).
+``skip``, ``limit``), ``GET/PUT/DELETE /events/{id}``, ``GET/POST /vens``,
+``GET/POST /reports``. Every route but the two auth routes wants a bearer token (401
+without a valid one, 403 without the scope).
 Ids and ``createdDateTime``/``modificationDateTime`` are stamped by the VTN on ``clock``
 (the EMS clock, team decision 1). Tests read :attr:`Oa3Vtn.requests` (every request and its
 status) and :attr:`Oa3Vtn.errors` (every refusal, in words).
@@ -35,7 +36,7 @@ import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from openadr3 import BL_SCOPES, VEN_SCOPES
-from openadr3.entities.raw import RawEvent, RawProgram, RawReport
+from openadr3.entities.raw import RawEvent, RawProgram, RawReport, RawVen
 from pydantic import BaseModel, ValidationError
 from starlette.middleware.base import RequestResponseEndpoint
 
@@ -131,6 +132,7 @@ class Oa3Vtn:
         self.programs: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self.reports: dict[str, dict[str, Any]] = {}
+        self.vens: dict[str, dict[str, Any]] = {}
         self.unchecked: set[str] = set()
         """Ids stored by :meth:`put_raw_event`: their responses are not checked."""
         self.requests: list[Logged] = []
@@ -378,6 +380,24 @@ class Oa3Vtn:
             if event_id not in self.events:
                 raise Refused(404, f"no event {event_id}")
             return self._out(RawEvent, self.events.pop(event_id))
+
+        @app.get("/vens")
+        async def get_vens(
+            request: Request, skip: int = 0, limit: int = MAX_PAGE
+        ) -> list[dict[str, Any]]:
+            self._auth(request, "read_all")
+            found = listing(list(self.vens.values()), skip, limit)
+            return [self._out(RawVen, v) for v in found]
+
+        @app.post("/vens", status_code=201)
+        async def post_ven(request: Request) -> dict[str, Any]:
+            self._auth(request, "write_vens")
+            body = strict(RawVen, await self._json(request))
+            if any(v["venName"] == body["venName"] for v in self.vens.values()):
+                raise Refused(409, f"VEN {body['venName']} exists")
+            ven = self._stamped(body, "VEN", None)
+            self.vens[ven["id"]] = ven
+            return self._out(RawVen, ven)
 
         @app.post("/reports", status_code=201)
         async def post_report(request: Request) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from oa3_vtn import VEN_CLIENT, Oa3Vtn
+from openadr3 import VEN_SCOPES
 
 from sef.clock import RealClock, ScaledClock
 from sef.openadr import (
@@ -141,6 +142,8 @@ async def test_capacity_limit_event_reaches_the_sink(
     ]
     status = adapter.status()
     assert status.registered and status.programs == ["capacity"] and status.errors == 0
+    (ven,) = vtn.vens.values()  # the VEN object was created by name
+    assert ven["venName"] == "sef-ems" and status.ven_id == ven["id"]
     assert adapter.decisions()[created["id"]].decision.opt is Opt.IN
     # a later event reaches the sink within about one poll
     posted = time.monotonic()
@@ -317,6 +320,27 @@ async def test_vtn_outage_counts_errors_and_polling_resumes(
     polls = adapter.polls
     await wait_for(lambda: adapter.polls >= polls + 2, 3)
     assert adapter.status().errors == errors
+
+
+async def test_ven_found_by_name_or_not_kept(running: list[Oadr3Adapter]) -> None:
+    vtn = await Oa3Vtn(time.time).start()
+    try:
+        first = await started(vtn, running, Sink())
+        second = await started(vtn, running, Sink())
+        assert len(vtn.vens) == 1  # found, not created twice
+        assert first.status().ven_id == second.status().ven_id is not None
+    finally:
+        await vtn.stop()
+    # a VTN that does not let VENs write VEN objects: no id, polling goes on
+    scopes = VEN_SCOPES - {"write_vens"}
+    vtn = await Oa3Vtn(time.time, clients={VEN_CLIENT[0]: (VEN_CLIENT[1], scopes)}).start()
+    try:
+        adapter = await started(vtn, running, Sink())
+        status = adapter.status()
+        assert status.registered and status.ven_id is None and status.errors == 0
+        assert not vtn.vens
+    finally:
+        await vtn.stop()
 
 
 async def test_expired_token_is_renewed(vtn: Oa3Vtn, running: list[Oadr3Adapter]) -> None:

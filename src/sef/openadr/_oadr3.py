@@ -8,9 +8,10 @@ reports it sends. What it does, in short (docs/openadr.md, "OpenADR 3"):
 
 - **auth**: OAuth2 client credentials (token endpoint from ``GET /auth/server`` or
   ``/auth/token``), renewed once on a 401; or a static bearer token.
-- **no VEN registration**: the adapter does not create a VEN object; ``registered`` means
-  the VTN answered an authenticated ``GET /programs``. (VTNs that filter events by VEN
-  need the VEN created by the utility, as their BL does today.)
+- **VEN object**: with ``register_ven`` (default) the adapter looks its ``venName`` up in
+  ``GET /vens`` and creates it (``POST /vens``) when missing; the id is
+  :attr:`AdapterStatus.ven_id`. A VTN that refuses ``/vens`` to VENs (403/404/405) is
+  accepted: no VEN id. ``registered`` means the VTN answered an authenticated poll.
 - **polling**: ``GET /programs``, then ``GET /events?programID=…`` for each followed
   program (paged with ``skip``/``limit``), every ``poll_interval_s`` on the EMS clock. An
   event is new by ``id``; a changed ``modificationDateTime`` (or, without one, changed
@@ -108,6 +109,7 @@ class Oadr3Adapter:
         self._events: dict[str, Oadr3EventState] = {}
         self._program_descriptors: dict[str, list[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._registered_ven = False
         self.polls = 0
         """Completed poll cycles."""
         self.reports_sent = 0
@@ -278,7 +280,30 @@ class Oadr3Adapter:
             )
         return followed
 
+    async def _register(self) -> None:
+        """Find this VEN by name (``GET /vens``) or create it (``POST /vens``); its id goes to
+        :attr:`AdapterStatus.ven_id`. A VTN without ``/vens`` for VENs (404, 405, 403) is
+        fine: the adapter goes on unregistered."""
+        name = self.config.ven_name
+        try:
+            vens = await self._get_all("/vens", {})
+            found = [v for v in vens if v.get("venName") == name]
+            if not found:
+                created = await self._request("POST", "/vens", json={"venName": name})
+                found = [created] if isinstance(created, dict) else []
+        except VtnError as exc:
+            if not any(f"HTTP {code}" in str(exc) for code in (403, 404, 405)):
+                raise
+            log.info("OpenADR 3 VTN %s keeps no VEN objects for us: %s", self.config.vtn_url, exc)
+            self._registered_ven = True
+            return
+        ven_id = found[0].get("id") if found else None
+        self._status.ven_id = ven_id if isinstance(ven_id, str) else None
+        self._registered_ven = True
+
     async def _poll_once(self) -> None:
+        if self.config.register_ven and not self._registered_ven:
+            await self._register()
         programs = await self._programs()
         pages = await asyncio.gather(
             *(self._get_all("/events", {"programID": pid}) for pid in programs)

@@ -26,6 +26,8 @@ class Oadr3Config:
             and use ``{vtn_url}/auth/token`` when the VTN has no such route.
         scopes: OAuth2 scopes asked for with the client credentials (space-joined; empty:
             none asked, the VTN grants its default).
+        register_ven: find or create this VEN's object (``/vens``) by :attr:`ven_name`
+            before the first poll.
         programs: program names to follow; empty: every program the VTN shows this VEN.
         poll_interval_s: time between polls of programs and events, s on the EMS clock.
         max_backoff_s: the longest wait between polls while the VTN fails, s on the EMS
@@ -49,6 +51,7 @@ class Oadr3Config:
     token: str | None = None
     token_url: str | None = None
     scopes: tuple[str, ...] = ()
+    register_ven: bool = True
     programs: tuple[str, ...] = ()
     poll_interval_s: float = 10.0
     max_backoff_s: float = 300.0
