@@ -17,8 +17,7 @@ from api_stack import Stack
 from dr_operator_standin import StandInOperator, event
 from sef.ems._dr_board import set_dr_board
 from sef.ems.store import DrEventStore
-from sef.openadr import Opt
-from sef.openadr._operator import OperatorBoard, install_operator
+from sef.openadr import OperatorBoard, Opt, install_operator
 
 
 async def put_10_mb_policy(stack: Stack) -> int:

@@ -16,8 +16,7 @@ import pytest
 from api_stack import Stack
 from dr_operator_standin import StandInOperator, event
 from sef.ems._dr_board import set_dr_board
-from sef.openadr import Opt
-from sef.openadr._operator import install_operator
+from sef.openadr import Opt, install_operator
 
 
 async def sef(stack: Stack, role: str, *args: str, stdin: str = "") -> tuple[int, str, str]:

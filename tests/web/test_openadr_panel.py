@@ -16,8 +16,7 @@ from playwright.async_api import Browser, Page, expect
 from api_stack import Stack, start_stack, stop_stack
 from dr_operator_standin import StandInOperator, event
 from sef.ems._dr_board import set_dr_board
-from sef.openadr import Opt
-from sef.openadr._operator import install_operator
+from sef.openadr import Opt, install_operator
 
 WAIT_MS = 10_000
 HOSTILE = '<img src=x onerror="window.pwned=1">'

@@ -25,6 +25,7 @@ from sef.openadr._model import (
 )
 from sef.openadr._oadr2b import Oadr2bAdapter, Oadr2bConfig
 from sef.openadr._oadr3_config import Oadr3Config
+from sef.openadr._operator import DrOperator, OperatorBoard, install_operator
 from sef.openadr._plan import (
     Dispatch,
     FleetMember,
@@ -42,6 +43,7 @@ __all__ = [
     "DrEvent",
     "DrHistory",
     "DrInterval",
+    "DrOperator",
     "DrSignal",
     "DrSink",
     "EventKey",
@@ -53,6 +55,7 @@ __all__ = [
     "Oadr2bAdapter",
     "Oadr2bConfig",
     "Oadr3Config",
+    "OperatorBoard",
     "Opt",
     "OptDecision",
     "OptPolicy",
@@ -63,6 +66,7 @@ __all__ = [
     "Unsupported",
     "VenAdapter",
     "available_reduction_kw",
+    "install_operator",
     "load_mapping",
     "plan_event",
     "targeted_members",
