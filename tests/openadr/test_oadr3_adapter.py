@@ -23,6 +23,7 @@ from sef.openadr import (
     Opt,
     OptDecision,
     TelemetrySample,
+    VenAdapter,
 )
 from sef.openadr._oadr3 import Oadr3Adapter
 from sef.openadr._oadr3_convert import EventRejected, payload_unit, to_dr_event
@@ -127,7 +128,8 @@ async def test_capacity_limit_event_reaches_the_sink(
     created = await vtn.create("/events", limit_event(program["id"], start_s))
     sink = Sink()
     adapter = await started(vtn, running, sink)
-    assert len(sink.events) == 1
+    protocol: VenAdapter = adapter  # mypy checks it implements the seam
+    assert protocol.source == "oadr3" and len(sink.events) == 1
     event = sink.events[0]
     assert (event.source, event.event_id, event.modification) == ("oadr3", created["id"], 0)
     assert event.program == "capacity" and event.status is EventStatus.FAR
@@ -148,9 +150,9 @@ async def test_capacity_limit_event_reaches_the_sink(
     # a later event reaches the sink within about one poll
     posted = time.monotonic()
     await vtn.create("/events", limit_event(program["id"], start_s + 7200))
-    waited = await wait_for(lambda: len(sink.events) == 2, 3)
+    waited = await wait_for(lambda: len(sink.events) == 2, 5)
     print(f"event posted -> sink: {waited * 1000:.0f} ms (poll 0.2 s)")
-    assert time.monotonic() - posted < 1.5
+    assert time.monotonic() - posted < 2.0  # the event -> command budget
     assert vtn.errors == []
 
 
@@ -167,16 +169,16 @@ async def test_modification_and_deletion(vtn: Oa3Vtn, running: list[Oadr3Adapter
     changed["intervals"][0]["payloads"][0]["values"] = [8.0]
     answer = await vtn.bl("PUT", f"/events/{event['id']}", changed)
     assert answer.status_code == 200, answer.text
-    await wait_for(lambda: len(sink.events) == 3, 3)
+    await wait_for(lambda: len(sink.events) == 3, 5)
     latest = sink.events[2]
     assert (latest.event_id, latest.modification) == (event["id"], 1)
     assert latest.signals[0].intervals[0].value == 8.0
     polls = adapter.polls
-    await wait_for(lambda: adapter.polls >= polls + 3, 3)
+    await wait_for(lambda: adapter.polls >= polls + 3, 5)
     assert len(sink.events) == 3  # an unchanged event is not handed over again
     assert (await vtn.bl("DELETE", f"/events/{event['id']}")).status_code == 200
     assert (await vtn.bl("DELETE", f"/events/{past['id']}")).status_code == 200
-    await wait_for(lambda: not adapter.decisions(), 3)
+    await wait_for(lambda: not adapter.decisions(), 5)
     assert sink.cancels == [("oadr3", event["id"], 1)]  # the ended one is just forgotten
     assert vtn.errors == []
 
@@ -196,7 +198,7 @@ async def test_usage_report_reaches_the_vtn(vtn: Oa3Vtn, running: list[Oadr3Adap
     )
     sink.samples["north"] = TelemetrySample("north", now, 7.25, 20.0, 230.0, 31.5, 3)
     adapter = await started(vtn, running, sink)
-    await wait_for(lambda: adapter.reports_sent >= 2, 3)
+    await wait_for(lambda: adapter.reports_sent >= 2, 5)
     assert {r["eventID"] for r in vtn.reports.values()} == {active["id"]}
     report = next(iter(vtn.reports.values()))
     assert report["programID"] == program["id"] and report["clientName"] == "sef-ems"
@@ -264,7 +266,7 @@ async def test_malformed_events_are_opted_out_and_logged(
     logged = [r.getMessage() for r in caplog.records if r.name == "sef.openadr"]
     assert all(any(event_id in line for line in logged) for event_id in bad)
     polls = adapter.polls
-    await wait_for(lambda: adapter.polls >= polls + 2, 3)
+    await wait_for(lambda: adapter.polls >= polls + 2, 5)
     assert len([r for r in caplog.records if r.name == "sef.openadr"]) == len(logged)
     assert len(sink.events) == 1
 
@@ -318,7 +320,7 @@ async def test_vtn_outage_counts_errors_and_polling_resumes(
     await wait_for(lambda: [e.event_id for e in sink.events] == [event["id"]], 5)
     errors = adapter.status().errors
     polls = adapter.polls
-    await wait_for(lambda: adapter.polls >= polls + 2, 3)
+    await wait_for(lambda: adapter.polls >= polls + 2, 5)
     assert adapter.status().errors == errors
 
 
@@ -348,7 +350,7 @@ async def test_expired_token_is_renewed(vtn: Oa3Vtn, running: list[Oadr3Adapter]
     adapter = await started(vtn, running, Sink())
     vtn.tokens.clear()  # every token the VTN issued is now unknown (expired)
     polls = adapter.polls
-    await wait_for(lambda: adapter.polls >= polls + 2, 3)
+    await wait_for(lambda: adapter.polls >= polls + 2, 5)
     assert adapter.status().errors == 0
     token_posts = [r.status for r in vtn.requests if r.path == "/auth/token"]
     assert token_posts[-1] == 200 and len(token_posts) >= 3  # adapter x2 + the BL client
