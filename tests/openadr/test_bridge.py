@@ -15,14 +15,17 @@ from dr_stack import CallLog, dr_stack
 from sef.ems._target_board import target_board
 from sef.models.waterheater_dr import DRMode
 from sef.openadr import (
+    AdapterStatus,
     Dispatch,
     DrBridge,
     DrEvent,
     DrInterval,
     DrSignal,
+    DrSink,
     EventStatus,
     FleetMember,
     Opt,
+    OptDecision,
     Plan,
     Targets,
     Unsupported,
@@ -306,3 +309,74 @@ async def test_a_capacity_limit_goes_to_the_target_board(broker_url: str) -> Non
         record = bridge.history.get(limit.key)
         assert record is not None and record.status == "cancelled"
         assert calls.calls == []
+
+
+class AnswerBook:
+    """A VEN adapter without a VTN: records the answers the bridge sends again."""
+
+    source = "oadr2b"
+
+    def __init__(self) -> None:
+        self.sink: object = None
+        self.sent: list[tuple[str, int, OptDecision]] = []
+        self.stopped = False
+
+    async def start(self, sink: DrSink) -> None:
+        self.sink = sink
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def status(self) -> AdapterStatus:
+        return AdapterStatus(self.source, "http://vtn.invalid", registered=True)
+
+    async def send_opt(self, event_id: str, modification: int, decision: OptDecision) -> None:
+        self.sent.append((event_id, modification, decision))
+
+
+async def test_operator_overrides_and_policy(broker_url: str) -> None:
+    async with dr_stack(broker_url, heaters=0, speed=60.0) as stack:
+        calls = CallLog(stack.ems)
+
+        def planner(ev: DrEvent, fleet: Sequence[FleetMember]) -> Plan:
+            return battery_plan(3, ev.start_s, int(ev.duration_s), ["bat-1"])
+
+        bridge = DrBridge(stack.ems, planner=planner)
+        book = AnswerBook()
+        await bridge.attach(book)
+        assert book.sink is bridge and bridge.statuses()[0].registered
+        now = stack.clock.now()
+        ev = event(now, 1800.0)
+        assert (await bridge.on_event(ev)).opt is Opt.IN
+        await wait_for(lambda: stack.battery_kw("bat-1") == pytest.approx(-3.0), 5.0)
+
+        record = await bridge.set_opt("oadr2b", "ev-1", Opt.OUT, "customer asked")
+        assert (record.opt, record.status, record.reason) == (
+            "optOut",
+            "opted_out",
+            "operator: customer asked",
+        )
+        await wait_for(lambda: stack.battery_kw("bat-1") == 0.0, 5.0)
+        assert calls.commands("bat-1")[-1] == [["idle", 0, 1]]
+        assert [(e, m, d.opt) for e, m, d in book.sent] == [("ev-1", 0, Opt.OUT)]
+        assert (await bridge.on_event(ev)).opt is Opt.OUT  # redelivered: the operator's answer
+        sent = len(calls.calls)
+        later = event(now, 1800.0, modification=1)
+        assert (await bridge.on_event(later)).opt is Opt.OUT  # it holds for modifications
+        await asyncio.sleep(0.3)
+        assert len(calls.calls) == sent
+
+        record = await bridge.set_opt("oadr2b", "ev-1", Opt.IN, "resolved")
+        assert (record.modification, record.opt, record.status) == (1, "optIn", "scheduled")
+        await wait_for(lambda: stack.battery_kw("bat-1") == pytest.approx(-3.0), 5.0)
+        with pytest.raises(KeyError):
+            await bridge.set_opt("oadr2b", "nope", Opt.OUT, "")
+
+        assert bridge.policy_json()["blocked_programs"] == []
+        bridge.set_policy_json({"blocked_programs": ["prog-1"]})
+        blocked = await bridge.on_event(event(now, 600.0, event_id="ev-2"))
+        assert blocked.opt is Opt.OUT and "prog-1" in blocked.reason
+        with pytest.raises(ValueError):
+            bridge.set_policy_json({"no_such_rule": 1})
+        await bridge.close()
+        assert book.stopped

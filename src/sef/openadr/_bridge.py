@@ -25,9 +25,10 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sef.ems import EMS
+from sef.openadr._adapter import AdapterStatus, VenAdapter
 from sef.openadr._executor import PlanExecutor, ScheduledPlan
 from sef.openadr._fleet import fleet_members
 from sef.openadr._history import DrHistory, EventRecord
@@ -96,6 +97,10 @@ class DrBridge:
         self._offsets: dict[EventKey, float] = {}
         self._scheduled: dict[EventKey, ScheduledPlan] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._events: dict[EventKey, DrEvent] = {}
+        self._overrides: dict[tuple[str, str], OptDecision] = {}
+        self.adapters: list[VenAdapter] = []
+        """The adapters started with :meth:`attach`."""
 
     def _lock(self, source: str, event_id: str) -> asyncio.Lock:
         """One lock per event: its versions and its cancellation are handled in turn."""
@@ -166,7 +171,7 @@ class DrBridge:
         """Forget the oldest versions beyond the history's limit (answers, offsets, plans),
         so a long run does not grow the bridge."""
         limit = max(self.history.limit, 1)
-        for table in (self._answers, self._offsets, self._scheduled):
+        for table in (self._answers, self._offsets, self._scheduled, self._events):
             while len(table) > limit:
                 del table[next(iter(table))]
         for name in list(self._locks)[: max(len(self._locks) - limit, 0)]:
@@ -177,7 +182,11 @@ class DrBridge:
         key = event.key
         fleet = fleet_members(self.ems.registry)
         result = self._plan(event, fleet)
+        self._events[key] = event
         decision = self.policy.decide(event, result, fleet)
+        override = self._overrides.get((event.source, event.event_id))
+        if override is not None and (override.opt is Opt.OUT or isinstance(result, Plan)):
+            decision = override  # an operator's answer holds for later modifications too
         plan = result if isinstance(result, Plan) else None
         acting = decision.opt is Opt.IN and not event.test and plan is not None
         offset = self.offset_s(key, event.randomize_s)
@@ -291,8 +300,102 @@ class DrBridge:
             log.exception("telemetry of %s failed", group)
             return None
 
+    # -- operators (sef.openadr._operator.DrOperator) ----------------------------------
+    async def attach(self, adapter: VenAdapter) -> None:
+        """Start ``adapter`` with this bridge as its sink and keep it (for :meth:`statuses`
+        and opt overrides). Raises what ``adapter.start`` raises."""
+        await adapter.start(self)
+        self.adapters.append(adapter)
+
+    def statuses(self) -> list[AdapterStatus]:
+        """Every attached adapter's health, now."""
+        return [a.status() for a in self.adapters]
+
+    def policy_json(self) -> dict[str, Any]:
+        """The opt policy as JSON (``{}`` for a policy that is not an :class:`OptPolicy`)."""
+        return self.policy.as_json() if isinstance(self.policy, OptPolicy) else {}
+
+    def set_policy_json(self, data: dict[str, Any]) -> None:
+        """Replace the policy (:meth:`OptPolicy.from_json`; ``ValueError`` leaves it)."""
+        self.policy = OptPolicy.from_json(data)
+
+    async def set_opt(self, source: str, event_id: str, opt: Opt, reason: str) -> EventRecord:
+        """An operator's answer to the newest version of an event (it holds for later
+        modifications): ``optOut`` stops and restores what was sent, ``optIn`` plans and
+        schedules it again; the adapter re-answers the VTN where it can (``send_opt``).
+
+        Raises:
+            KeyError: no such event.
+            ValueError: the event is over, or cannot be carried out (opt in).
+        """
+        async with self._lock(source, event_id):
+            record = self.history.latest(source, event_id)
+            if record is None:
+                raise KeyError(f"no event {source}/{event_id}")
+            if record.status in ("completed", "cancelled") or (
+                record.end_s + record.offset_s <= self.ems.clock.now()
+            ):
+                raise ValueError(f"event {source}/{event_id} is over")
+            decision = OptDecision(Opt(opt), f"operator: {reason}" if reason else "operator")
+            if decision.opt is Opt.OUT:
+                for key in self.executor.keys_of(source, event_id):
+                    await self.executor.cancel(key, restore=True)
+                self.history.update(record.key, status="opted_out")
+            elif self.executor.get(record.key) is None:
+                await self._opt_in_again(record, decision)
+            self._overrides[(source, event_id)] = decision
+            self._answers[record.key] = decision
+            self.history.update(record.key, opt=str(decision.opt), reason=decision.reason)
+            log.info("event %s/%s: %s by the operator (%s)", source, event_id, opt, reason)
+            await self._tell_adapter(record, decision)
+            return record
+
+    async def _opt_in_again(self, record: EventRecord, decision: OptDecision) -> None:
+        event = self._events.get(record.key)
+        if event is None:
+            raise ValueError(f"event {record.event_id} is no longer kept: cannot opt in")
+        fleet = fleet_members(self.ems.registry)
+        result = self._plan(event, fleet)
+        if isinstance(result, Unsupported):
+            raise ValueError(f"cannot opt in: {result.reason}")
+        status = "received"
+        if not event.test:
+            self._scheduled[record.key] = self.executor.schedule(
+                record.key,
+                result,
+                offset_s=self.offset_s(record.key, event.randomize_s),
+                end_s=_plan_end(event, result),
+                groups=self._groups(event),
+                measured=_measured(event, result, fleet),
+            )
+            status = "scheduled"
+        self.history.update(
+            record.key, status=status, signal=result.signal, requested_kw=result.requested_kw
+        )
+
+    async def _tell_adapter(self, record: EventRecord, decision: OptDecision) -> None:
+        for adapter in self.adapters:
+            if adapter.source != record.source:
+                continue
+            send = getattr(adapter, "send_opt", None)
+            if send is None:
+                log.warning(
+                    "%s cannot answer again: the VTN keeps the earlier answer", record.source
+                )
+                continue
+            try:
+                await send(record.event_id, record.modification, decision)
+            except Exception:
+                log.exception("%s: the new answer did not reach the VTN", record.key)
+
     async def close(self) -> None:
-        """Stop every scheduled plan (no restore: the devices' sequences are timed)."""
+        """Stop the attached adapters and every scheduled plan (no restore: the devices'
+        sequences are timed)."""
+        for adapter in self.adapters:
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("stopping %s failed", adapter.source)
         await self.executor.close()
 
 
