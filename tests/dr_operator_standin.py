@@ -71,6 +71,7 @@ class StandInOperator:
             raise KeyError((source, event_id))
         if record.status in ("completed", "cancelled", "failed"):
             raise ValueError(f"the event is {record.status}")
+        reason = f"operator: {reason}" if reason else "operator"  # as DrBridge words it
         self.overrides.append((source, event_id, opt, reason))
         status = (
             "opted_out"

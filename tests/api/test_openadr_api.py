@@ -145,8 +145,8 @@ async def test_policy_and_opt_override_need_the_operator_role_and_are_audited(
         )
         assert out.status_code == 200, out.text
         assert out.json()["opt"] == "optOut" and out.json()["status"] == "opted_out"
-        assert out.json()["reason"] == "operator olivia: feeder work"
-        assert operator.overrides == [("oadr2b", "act", Opt.OUT, "operator olivia: feeder work")]
+        assert out.json()["reason"] == "operator: olivia: feeder work"
+        assert operator.overrides == [("oadr2b", "act", Opt.OUT, "operator: olivia: feeder work")]
         listed = (await olivia.get("/openadr/events", params={"status": "opted_out"})).json()
         assert {r["event_id"] for r in listed} == {"act", "eco-1"}
         back = await olivia.post("/openadr/events/oadr2b/eco-1/opt", json={"opt": "optIn"})
@@ -230,7 +230,7 @@ async def test_history_without_a_store_is_served_from_memory(stack_no_store: Sta
         assert (await viewer.get("/openadr/events/oadr2b/a")).json()["event_id"] == "a"
     async with stack_no_store.client("operator") as olivia:
         out = await olivia.post("/openadr/events/oadr2b/a/opt", json={"opt": "optOut"})
-        assert out.status_code == 200 and out.json()["reason"] == "operator olivia"
+        assert out.status_code == 200 and out.json()["reason"] == "operator: olivia"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

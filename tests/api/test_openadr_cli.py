@@ -83,8 +83,8 @@ async def test_sef_openadr(stack: Stack, tmp_path: Path) -> None:
                 stdin='{"opt_out_programs": ["eco"]}'),
         )  # fmt: skip
         assert code == 0, err
-        assert "optOut, opted_out — operator olivia: storm" in out
-        assert operator.overrides == [("oadr2b", "evt-2", Opt.OUT, "operator olivia: storm")]
+        assert "optOut, opted_out — operator: olivia: storm" in out
+        assert operator.overrides == [("oadr2b", "evt-2", Opt.OUT, "operator: olivia: storm")]
         assert pcode == 0, perr
         assert json.loads(pout)["opt_out_programs"] == ["eco"]
         assert operator.policy["opt_out_programs"] == ["eco"]

@@ -88,10 +88,10 @@ async def test_panel_lists_events_and_an_operator_opts_out(stack: Stack, browser
     await soon.locator("button.opt-out").click()
     await expect(soon.locator("td").nth(5)).to_have_text("optOut", timeout=WAIT_MS)
     await expect(soon.locator("td").nth(4)).to_have_text("opted_out")
-    await expect(soon.locator("td").nth(8)).to_have_text("operator olivia: from the dashboard")
+    await expect(soon.locator("td").nth(8)).to_have_text("operator: olivia: from the dashboard")
     await expect(soon.locator("button")).to_have_count(0)
     assert operator.overrides == [
-        ("oadr2b", "soon", Opt.OUT, "operator olivia: from the dashboard")
+        ("oadr2b", "soon", Opt.OUT, "operator: olivia: from the dashboard")
     ]  # fmt: skip
     await expect(page.locator("#openadr-error")).to_be_hidden()
     set_dr_board(stack.ems, None)  # the bridge stops: the panel goes

@@ -253,7 +253,7 @@ class OperatorBoard:
         """The operator's override; the event version after it (written to the store)."""
         if opt not in OPTS:
             raise ValueError(f"opt must be one of {', '.join(OPTS)}, got {opt!r}")
-        words = f"operator {by}" + (f": {reason}" if reason else "")
+        words = f"{by}: {reason}" if reason else by  # the bridge adds "operator: "
         record = await self.operator.set_opt(source, event_id, Opt(opt), words)
         await self.flush()
         return record.as_json()
