@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,13 +28,13 @@ from typing import Any, Protocol
 
 from sef.ems import EMS
 from sef.openadr._adapter import AdapterStatus, VenAdapter
-from sef.openadr._executor import PlanExecutor, ScheduledPlan
+from sef.openadr._executor import PlanExecutor, ScheduledPlan, measured_agents, plan_end
 from sef.openadr._fleet import fleet_members
 from sef.openadr._history import DrHistory, EventRecord
-from sef.openadr._mapping import plan_event, targeted_members
+from sef.openadr._mapping import plan_event
 from sef.openadr._mapping_tables import MappingTable, load_mapping
 from sef.openadr._model import DrEvent, EventKey, EventStatus, Opt, OptDecision, TelemetrySample
-from sef.openadr._plan import FleetMember, MemberKind, Plan, Unsupported
+from sef.openadr._plan import FleetMember, Plan, Unsupported
 from sef.openadr._policy import OptPolicy
 from sef.openadr._telemetry import group_telemetry
 
@@ -220,10 +219,10 @@ class DrBridge:
                 key,
                 plan,
                 offset_s=offset,
-                end_s=_plan_end(event, plan),
+                end_s=plan_end(event, plan),
                 groups=self._groups(event),
                 received_mono=received,
-                measured=_measured(event, plan, fleet),
+                measured=measured_agents(event, plan, fleet),
             )
         log.info(
             "event %s/%s mod %d: %s (%s)%s",
@@ -364,9 +363,9 @@ class DrBridge:
                 record.key,
                 result,
                 offset_s=self.offset_s(record.key, event.randomize_s),
-                end_s=_plan_end(event, result),
+                end_s=plan_end(event, result),
                 groups=self._groups(event),
-                measured=_measured(event, result, fleet),
+                measured=measured_agents(event, result, fleet),
             )
             status = "scheduled"
         self.history.update(
@@ -397,23 +396,3 @@ class DrBridge:
             except Exception:
                 log.exception("stopping %s failed", adapter.source)
         await self.executor.close()
-
-
-def _plan_end(event: DrEvent, plan: Plan) -> float:
-    """The event's end, Unix s; for an event of unknown length, the end of the plan's last
-    sequence or window."""
-    if math.isfinite(event.end_s):
-        return event.end_s
-    ends = [d.start_s + sum(c[2] for c in d.commands) for d in plan.dispatches]
-    ends += [w.end_s for w in plan.windows]
-    return max(ends, default=event.start_s)
-
-
-def _measured(event: DrEvent, plan: Plan, fleet: Sequence[FleetMember]) -> frozenset[str]:
-    """Whose power change is the event's delivered figure: the agents the plan commands;
-    for a plan of windows only, the online devices (not meters) the event targets."""
-    commanded = frozenset(a for d in plan.dispatches for a in d.agents)
-    if commanded:
-        return commanded
-    members, _ = targeted_members(event.targets, fleet)
-    return frozenset(m.agent_id for m in members if m.online and m.kind is not MemberKind.METER)

@@ -27,8 +27,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +37,12 @@ from sef.ems import EMS
 from sef.ems._target_board import target_board
 from sef.interface import DEMO_INTERFACE
 from sef.openadr._history import DrHistory
-from sef.openadr._model import EventKey
-from sef.openadr._plan import Dispatch, Plan
+from sef.openadr._mapping import targeted_members
+from sef.openadr._model import DrEvent, EventKey
+from sef.openadr._plan import Dispatch, FleetMember, MemberKind, Plan
 from sef.openadr._telemetry import agents_power_kw
 
-__all__ = ["PlanExecutor", "ScheduledPlan"]
+__all__ = ["PlanExecutor", "ScheduledPlan", "measured_agents", "plan_end"]
 
 log = logging.getLogger("sef.openadr")
 
@@ -341,3 +343,23 @@ class PlanExecutor:
         devices' timed sequences end by themselves)."""
         for key in list(self._plans):
             await self.cancel(key, restore=False)
+
+
+def plan_end(event: DrEvent, plan: Plan) -> float:
+    """The event's end, Unix s; for an event of unknown length, the end of the plan's last
+    sequence or window."""
+    if math.isfinite(event.end_s):
+        return event.end_s
+    ends = [d.start_s + sum(c[2] for c in d.commands) for d in plan.dispatches]
+    ends += [w.end_s for w in plan.windows]
+    return max(ends, default=event.start_s)
+
+
+def measured_agents(event: DrEvent, plan: Plan, fleet: Sequence[FleetMember]) -> frozenset[str]:
+    """Whose power change is the event's delivered figure: the agents the plan commands;
+    for a plan of windows only, the online devices (not meters) the event targets."""
+    commanded = frozenset(a for d in plan.dispatches for a in d.agents)
+    if commanded:
+        return commanded
+    members, _ = targeted_members(event.targets, fleet)
+    return frozenset(m.agent_id for m in members if m.online and m.kind is not MemberKind.METER)
