@@ -53,6 +53,39 @@ VEN_CLIENT = ("ven-1", "ven-secret")
 BL_CLIENT = ("bl-1", "bl-secret")
 
 
+def iso(time_s: float) -> str:
+    """Unix s → RFC 3339 UTC."""
+    return datetime.fromtimestamp(time_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+def limit_event(program_id: str, start_s: float, **extra: Any) -> dict[str, Any]:
+    """An IMPORT_CAPACITY_LIMIT event: 12.5 / 10 / 14 kW, 15 + 15 + 60 min, randomize 5 min."""
+    return {
+        "programID": program_id,
+        "eventName": "feeder limit",
+        "targets": ["north"],
+        "payloadDescriptors": [
+            {
+                "objectType": "EVENT_PAYLOAD_DESCRIPTOR",
+                "payloadType": "IMPORT_CAPACITY_LIMIT",
+                "units": "KW",
+            }
+        ],
+        "reportDescriptors": [{"payloadType": "USAGE", "readingType": "DIRECT_READ"}],
+        "intervalPeriod": {"start": iso(start_s), "duration": "PT15M", "randomizeStart": "PT5M"},
+        "intervals": [
+            {"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [12.5]}]},
+            {"id": 1, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [10.0]}]},
+            {
+                "id": 2,
+                "intervalPeriod": {"duration": "PT1H"},
+                "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [14.0]}],
+            },
+        ],
+        **extra,
+    }
+
+
 class Refused(Exception):
     """A request the VTN refuses: HTTP ``status`` with ``detail``."""
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oa3_vtn import VEN_CLIENT, Oa3Vtn
+from oa3_vtn import VEN_CLIENT, Oa3Vtn, iso, limit_event
 from openadr3 import VEN_SCOPES
 
 from sef.clock import RealClock, ScaledClock
@@ -28,8 +28,6 @@ from sef.openadr import (
 from sef.openadr._oadr3 import Oadr3Adapter
 from sef.openadr._oadr3_convert import EventRejected, payload_unit, to_dr_event
 from support import wait_for
-
-LIMIT_KW = {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": "IMPORT_CAPACITY_LIMIT"}
 
 
 class Sink:
@@ -52,32 +50,6 @@ class Sink:
 
     def telemetry(self, group: str) -> TelemetrySample | None:
         return self.samples.get(group)
-
-
-def iso(time_s: float) -> str:
-    return datetime.fromtimestamp(time_s, UTC).isoformat().replace("+00:00", "Z")
-
-
-def limit_event(program_id: str, start_s: float, **extra: Any) -> dict[str, Any]:
-    """An IMPORT_CAPACITY_LIMIT event: 12.5 / 10 / 14 kW, 15 + 15 + 60 min, randomize 5 min."""
-    return {
-        "programID": program_id,
-        "eventName": "feeder limit",
-        "targets": ["north"],
-        "payloadDescriptors": [{**LIMIT_KW, "units": "KW"}],
-        "reportDescriptors": [{"payloadType": "USAGE", "readingType": "DIRECT_READ"}],
-        "intervalPeriod": {"start": iso(start_s), "duration": "PT15M", "randomizeStart": "PT5M"},
-        "intervals": [
-            {"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [12.5]}]},
-            {"id": 1, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [10.0]}]},
-            {
-                "id": 2,
-                "intervalPeriod": {"duration": "PT1H"},
-                "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [14.0]}],
-            },
-        ],
-        **extra,
-    }
 
 
 def config(vtn: Oa3Vtn, **changes: Any) -> Oadr3Config:
