@@ -275,6 +275,11 @@ async def test_followed_programs_only(vtn: Oa3Vtn, running: list[Oadr3Adapter]) 
     adapter = await started(vtn, running, sink, programs=("capacity",))
     assert [e.program for e in sink.events] == ["capacity"]
     assert adapter.status().programs == ["capacity"]
+    # the program withdrawn at the VTN: its pending event is cancelled
+    assert (await vtn.bl("DELETE", f"/programs/{wanted['id']}")).status_code == 200
+    await wait_for(lambda: bool(sink.cancels), 5)
+    assert sink.cancels == [("oadr3", sink.events[0].event_id, 0)]
+    assert adapter.status().programs == []
 
 
 async def test_vtn_outage_counts_errors_and_polling_resumes(
