@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from api_stack import ManualClock
+from dr_operator_standin import StandInOperator, event
 from sef.ems.store import DrEventStore, Store
 from sef.ems.store._dr_events import MAX_DR_EVENTS, MAX_RAW_BYTES
-from sef.openadr import EventRecord
+from sef.openadr import EventRecord, OperatorBoard
 
 T = 1_800_000_000.0
 
@@ -136,5 +138,41 @@ def test_a_row_that_cannot_be_stored_refuses_the_batch(
         with pytest.raises(ValueError, match=words):
             events.upsert([record("fine"), {**record("bad"), **changes}], now=T)
         assert events.count() == 0  # nothing written
+    finally:
+        store.close()
+
+
+async def test_the_board_writes_changed_records_only_and_skips_unstorable_ones(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sef.openadr.OperatorBoard over the store: a flush writes the records that changed
+    since the last one; a record the store refuses is logged once and the others are
+    written; the history comes back from the store after a restart."""
+    store = Store.open(db_url)
+    try:
+        operator = StandInOperator(T)
+        board = OperatorBoard(operator, store=store, clock=ManualClock(T))
+        operator.history.add(event("a", T, start_in_s=60))
+        operator.history.add(event("b", T, start_in_s=120, received_s=T + 1))
+        assert await board.flush() == 2
+        assert await board.flush() == 0  # nothing changed
+        operator.history.update(("oadr2b", "a", 0), delivered_kw=math.nan)
+        assert await board.flush() == 1 and await board.flush() == 0  # NaN is not "changed"
+        operator.history.add(event("x" * 300, T, start_in_s=60, received_s=T + 2))
+        operator.history.update(("oadr2b", "b", 0), status="active")
+        assert await board.flush() == 2  # both handled: b written, the long id refused
+        assert await board.flush() == 0
+        refusals = [r for r in caplog.records if "not stored" in r.getMessage()]
+        assert len(refusals) == 1 and "event id must be 1-255" in refusals[0].getMessage()
+        rows = DrEventStore(store).events()
+        assert [(r["event_id"], r["status"]) for r in rows] == [
+            ("b", "active"), ("a", "scheduled")
+        ]  # fmt: skip
+        assert rows[1]["delivered_kw"] is None
+        fresh = StandInOperator(T)
+        again = OperatorBoard(fresh, store=store, clock=ManualClock(T))
+        assert await again.restore() == 2
+        assert [r.event_id for r in fresh.history.records()] == ["a", "b"]  # oldest first
+        assert await again.flush() == 0
     finally:
         store.close()
