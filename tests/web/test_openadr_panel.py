@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -17,6 +18,7 @@ from api_stack import Stack, start_stack, stop_stack
 from dr_operator_standin import StandInOperator, event
 from sef.ems._dr_board import set_dr_board
 from sef.openadr import Opt, install_operator
+from web_stack import keep_screenshot
 
 WAIT_MS = 10_000
 HOSTILE = '<img src=x onerror="window.pwned=1">'
@@ -57,7 +59,9 @@ async def _page(stack: Stack, browser: Browser, role: str) -> tuple[Page, list[s
     return page, problems
 
 
-async def test_panel_lists_events_and_an_operator_opts_out(stack: Stack, browser: Browser) -> None:
+async def test_panel_lists_events_and_an_operator_opts_out(
+    stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
     page, problems = await _page(stack, browser, "operator")
     section = page.locator("#openadr-section")
     await expect(page.locator("#target-info")).not_to_have_text("…", timeout=WAIT_MS)
@@ -94,6 +98,9 @@ async def test_panel_lists_events_and_an_operator_opts_out(stack: Stack, browser
         ("oadr2b", "soon", Opt.OUT, "operator: olivia: from the dashboard")
     ]  # fmt: skip
     await expect(page.locator("#openadr-error")).to_be_hidden()
+    shot = tmp_path / "dashboard-openadr.png"
+    await section.screenshot(path=str(shot))
+    keep_screenshot(shot)
     set_dr_board(stack.ems, None)  # the bridge stops: the panel goes
     await expect(section).to_be_hidden(timeout=WAIT_MS)
     assert problems == []
