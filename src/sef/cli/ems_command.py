@@ -67,6 +67,12 @@ def ems(
         "re-plan), from the next midnight on the clock.",
     ),
     controller: str = typer.Option("mpc", "--controller", help="mpc or baseline."),
+    openadr: Path | None = typer.Option(
+        None,
+        "--openadr",
+        help="Demand response: a TOML file naming the OpenADR VTN(s) this EMS is a VEN of "
+        "(docs/openadr.md). Needs the sef[openadr] extra.",
+    ),
     report: Path | None = typer.Option(
         None,
         "--report",
@@ -249,6 +255,19 @@ def ems(
         except (OSError, ValueError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--control") from None
 
+    dr_config = None
+    if openadr is not None:
+        try:
+            from sef.openadr import load_dr_config
+
+            dr_config = load_dr_config(openadr)
+        except ImportError as exc:
+            raise typer.BadParameter(
+                f"{exc}: install the sef[openadr] extra", param_hint="--openadr"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--openadr") from None
+
     registry_options = _registry_options(
         allow,
         approve_new,
@@ -278,8 +297,14 @@ def ems(
             service.recorder.max_past_s = max_past_s
         await service.start(timeout_s=None)
         server = None
+        dr_service = None
         background = TaskSet(f"sef ems {ems_id}")  # a failure is logged when it happens
         try:
+            if dr_config is not None:
+                from sef.openadr import DrService
+
+                dr_service = DrService(service, dr_config, live_control=scenario is not None)
+                await dr_service.start()
             if enroll_url is not None and secured.security is not None:
                 from sef.security import CertificateRenewer
 
@@ -343,6 +368,8 @@ def ems(
                     title = f"SEF agents on {secured.broker}"
                     live.update(agents_table(service.agents(), title, homes))
         finally:
+            if dr_service is not None:
+                await dr_service.stop()
             await background.close()
             if server is not None:
                 await server.stop()

@@ -9,6 +9,7 @@ controller, answers opt-in / opt-out, and feeds usage reports. The protocol libr
 
 from sef.openadr._adapter import AdapterStatus, DrSink, VenAdapter
 from sef.openadr._bridge import DrBridge
+from sef.openadr._config import DrConfig, load_dr_config
 from sef.openadr._history import DrHistory, EventRecord
 from sef.openadr._mapping import plan_event, targeted_members
 from sef.openadr._mapping_tables import MappingTable, load_mapping
@@ -35,15 +36,18 @@ from sef.openadr._plan import (
     Unsupported,
 )
 from sef.openadr._policy import OptPolicy, available_reduction_kw
+from sef.openadr._service import DrService
 
 __all__ = [
     "AdapterStatus",
     "Dispatch",
     "DrBridge",
+    "DrConfig",
     "DrEvent",
     "DrHistory",
     "DrInterval",
     "DrOperator",
+    "DrService",
     "DrSignal",
     "DrSink",
     "EventKey",
@@ -67,6 +71,7 @@ __all__ = [
     "VenAdapter",
     "available_reduction_kw",
     "install_operator",
+    "load_dr_config",
     "load_mapping",
     "plan_event",
     "targeted_members",
