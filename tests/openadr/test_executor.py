@@ -82,6 +82,7 @@ async def test_dispatches_at_their_time_reach_the_devices(broker_url: str) -> No
         assert scheduled.failures == 0 and executor.calls_failed == 0
         # delivered: the commanded agents' power during the event − before it
         assert record.delivered_kw is not None and record.delivered_kw < -2.0
+        print(f"requested -3 kW (battery) + heater critical peak: delivered {record.delivered_kw}")
         assert board.holds == {}
         await wait_for(lambda: stack.battery_kw("bat-1") == 0.0, 5.0)  # the sequence ended
 
