@@ -257,21 +257,27 @@ PUBLIC = {
     st.sampled_from(["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE"]),
     st.one_of(
         st.text(max_size=60).map(lambda t: "/" + t),
-        st.sampled_from(["agents", "groups", "health", "login", "web"]).flatmap(
+        st.sampled_from(["agents", "groups", "health", "login", "web", "openadr"]).flatmap(
             lambda first: st.text(max_size=40).map(lambda rest: f"/{first}/{rest}")
         ),
     ),
 )
 def test_the_role_policy_is_closed(method: str, path: str) -> None:
     """Only the listed requests are public; a request that may change state never needs
-    less than an operator, and only a command path (and the live control target) is left
-    to operators."""
+    less than an operator, and only a command path (and the live control target, the
+    demand-response policy and opt overrides) is left to operators."""
     role = required_role(method, path)
     if role is None:
         assert ("GET" if method == "HEAD" else method, path) in PUBLIC
     elif method not in ("GET", "HEAD", "OPTIONS"):
         assert role in ("operator", "admin")
-        if role == "operator" and (method, path.rstrip("/")) != ("PUT", "/control/target"):
+        if (method, path.rstrip("/")) in (("PUT", "/control/target"), ("PUT", "/openadr/policy")):
+            return
+        parts = path.rstrip("/").split("/")
+        if role == "operator" and parts[1] == "openadr":
+            assert method == "POST" and len(parts) == 6
+            assert parts[2] == "events" and parts[5] == "opt"
+        elif role == "operator":
             assert method == "POST" and path.rstrip("/").endswith("/commands")
             assert path.split("/")[1] in ("agents", "groups") and path.count("/") in (3, 4)
 

@@ -73,8 +73,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 """The characters of an RFC 6750 ``b64token``."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 COMMAND_PATH = re.compile(r"^/(?:agents|groups)/[^/]+/commands/?$")
-OPENADR_OPERATOR_PATH = re.compile(r"^/openadr/(?:policy|events/[^/]+/[^/]+/opt)/?$")
-"""``PUT /openadr/policy``, ``POST /openadr/events/{source}/{id}/opt`` (``_openadr``)."""
+OPENADR_OPT_PATH = re.compile(r"^/openadr/events/[^/]+/[^/]+/opt/?$")
+"""``POST /openadr/events/{source}/{id}/opt``: an operator's opt override (``_openadr``)."""
 _PUBLIC = {
     ("GET", "/health"),
     ("HEAD", "/health"),
@@ -113,8 +113,10 @@ def required_role(method: str, path: str) -> ApiRole | None:
         return "operator"
     if method == "PUT" and path.rstrip("/") == "/control/target":
         return "operator"  # the live controller's target (sef.ems.api._target)
-    if method in ("PUT", "POST") and OPENADR_OPERATOR_PATH.match(path):
-        return "operator"  # demand-response policy and opt overrides (sef.ems.api._openadr)
+    if method == "PUT" and path.rstrip("/") == "/openadr/policy":
+        return "operator"  # the demand-response opt-out policy (sef.ems.api._openadr)
+    if method == "POST" and OPENADR_OPT_PATH.match(path):
+        return "operator"  # an opt override of a demand-response event
     return "admin"
 
 
