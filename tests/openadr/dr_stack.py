@@ -21,10 +21,13 @@ from typing import Any
 import numpy as np
 
 from sef.agents.bis import BISAgent
+from sef.agents.meter import MeterAgent
 from sef.agents.ucm import UCMAgent
 from sef.clock import ScaledClock
 from sef.ems import EMS
+from sef.emulators._meter_sources import BaseLoad
 from sef.emulators.battery import BatteryEmulator
+from sef.emulators.meter import MeterEmulator
 from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
 from sef.interface import DEMO_INTERFACE
 from sef.models.waterheater_dr import DRMode
@@ -33,6 +36,7 @@ from ucm_helpers import FAST
 
 BATTERY_GROUPS = ("batteries", "feeder-1")
 HEATER_GROUPS = ("waterheaters", "feeder-1")
+METER_GROUPS = ("feeder-1",)
 
 
 @dataclass
@@ -43,7 +47,8 @@ class DrStack:
     ems: EMS
     batteries: dict[str, BatteryEmulator] = field(default_factory=dict)
     heaters: dict[str, SGDEmulator] = field(default_factory=dict)
-    agents: dict[str, BISAgent | UCMAgent] = field(default_factory=dict)
+    meters: dict[str, MeterEmulator] = field(default_factory=dict)
+    agents: dict[str, BISAgent | UCMAgent | MeterAgent] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def battery_kw(self, agent_id: str) -> float:
@@ -79,6 +84,8 @@ def _ready(stack: DrStack) -> bool:
             return False
         if agent_id in stack.heaters and "Power_W" not in telemetry:
             return False
+        if agent_id in stack.meters and "Voltage_V" not in telemetry:
+            return False
     return True
 
 
@@ -88,6 +95,8 @@ async def dr_stack(
     *,
     batteries: int = 1,
     heaters: int = 1,
+    meters: int = 0,
+    base_kw: float = 3.0,
     speed: float = 60.0,
     soc: float = 0.6,
     host_id: str = "ems-dr",
@@ -134,6 +143,23 @@ async def dr_stack(
                 timing=FAST,
                 groups=HEATER_GROUPS,
             )
+        for i in range(1, meters + 1):
+            meter = MeterEmulator(port=0, clock=clock, base_load=BaseLoad.constant(base_kw))
+            await meter.start()
+            assert meter.address is not None
+            stack.tasks.append(asyncio.create_task(meter.run()))
+            name = f"meter-{i}"
+            stack.meters[name] = meter
+            stack.agents[name] = MeterAgent(
+                name,
+                broker_url,
+                modbus_host=meter.address[0],
+                modbus_port=meter.address[1],
+                poll_s=0.1,
+                clock=clock,
+                groups=METER_GROUPS,
+                keepalive_s=2,
+            )
         for agent in stack.agents.values():
             await agent.start()
         await wait_for(lambda: _ready(stack), 15.0)
@@ -150,6 +176,8 @@ async def dr_stack(
                 await task
         for emulator in stack.batteries.values():
             await emulator.stop()
+        for meter in stack.meters.values():
+            await meter.stop()
 
 
 class CallLog:

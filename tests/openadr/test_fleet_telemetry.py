@@ -73,3 +73,20 @@ async def test_group_telemetry_sums_power_and_energy(broker_url: str) -> None:
         assert everything.members == feeder.members == 3
         assert everything.power_kw == pytest.approx(batteries.power_kw + heaters.power_kw, abs=0.1)
         assert group_telemetry(stack.ems.registry, "nobody") is None
+
+
+async def test_a_meter_gives_the_ac_voltage_not_power(broker_url: str) -> None:
+    async with dr_stack(broker_url, batteries=1, heaters=0, meters=1, base_kw=3.0) as stack:
+        fleet = {m.agent_id: m for m in fleet_members(stack.ems.registry)}
+        assert fleet["meter-1"].kind is MemberKind.METER
+        assert fleet["meter-1"].power_kw == pytest.approx(3.0, abs=0.05)
+        feeder = group_telemetry(stack.ems.registry, "feeder-1")
+        assert feeder is not None and feeder.members == 2
+        volts = stack.telemetry("meter-1")["Voltage_V"]
+        assert feeder.voltage_v == volts and 100.0 < volts < 300.0  # AC, not the DC bus
+        # the feeder's power is the devices' (the meter's 3 kW import includes them)
+        assert feeder.power_kw == stack.telemetry("bat-1")["Sys_Power_kW"]
+        batteries = group_telemetry(stack.ems.registry, "batteries")
+        assert batteries is not None and batteries.voltage_v == pytest.approx(
+            stack.telemetry("bat-1")["Sys_DC_Volts"]
+        )
