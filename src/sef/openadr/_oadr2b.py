@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -275,6 +276,24 @@ class Oadr2bAdapter:
             log.exception("oadr2b: the sink failed on the cancellation of %s", event_id)
         log.info("oadr2b: event %s cancelled (mod %s)", event_id, modification)
         return self._opts.get(event_id, Opt.IN).value
+
+    async def send_opt(self, event_id: str, modification: int, decision: OptDecision) -> None:
+        """An operator's new answer to an event the VTN already has one for: an
+        ``oadrCreatedEvent`` now, and the same answer to later unchanged redeliveries.
+
+        Raises:
+            ConnectionError: not registered, or the VTN did not take the answer.
+        """
+        client = self._client
+        if client is None or self._stopped or not client.registration_id:
+            raise ConnectionError("oadr2b: not registered with the VTN")
+        opt = self._decide(event_id, decision)
+        client.responded_events[event_id] = opt
+        errors = self._status.errors
+        await client.created_event(uuid.uuid4().hex, event_id, opt, modification)
+        if self._status.errors != errors:
+            raise ConnectionError(f"oadr2b: the VTN refused the answer: {self._status.last_error}")
+        log.info("oadr2b: answered %s to event %s mod %d again", opt, event_id, modification)
 
     def _decide(self, event_id: str, decision: OptDecision) -> str:
         if decision.opt is Opt.OUT:
