@@ -9,7 +9,9 @@ the meter's previous sample) it
   utility's interval meter would bill (``meter_peak_1min_kw``, ``meter_steps_over``:
   steps whose mean passed the scenario's base-load peak + the largest heater element);
 * feeds the **feeder guard** (:class:`~sef.control._live_guard.FeederGuard`); a change of
-  its extra discharge corrects the batteries' running plan at once;
+  its extra discharge corrects the batteries' running plan at once; its limit is the
+  objective's and at most a target-board window's (an event's capacity limit, read
+  again when the board changes, also between steps);
 * keeps the **Load Up budget** (:class:`~sef.control._live_guard.LoadUpBudget`) the
   control loop asks before it sends heaters a Load Up.
 """
@@ -137,9 +139,14 @@ class FeederWatch:
 
     # -- what the control loop asks -----------------------------------------------------
     def limit_kw(self, k: int) -> float | None:
-        """The feeder limit at step ``k`` (kW; ``None``: none)."""
+        """The feeder limit at step ``k`` (kW; ``None``: none): the objective's, and at
+        most the target board's window limit (an event's, whatever the objective)."""
         sc = self.live.current
-        return guard_limit_kw(sc.objective, float(sc.target_kw[k]), self.base_peak_kw)
+        limit = guard_limit_kw(sc.objective, float(sc.target_kw[k]), self.base_peak_kw)
+        window = self.live.window_limit_kw(k)
+        if window is None:
+            return limit
+        return window if limit is None else min(limit, window)
 
     def battery_rates(
         self, lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]

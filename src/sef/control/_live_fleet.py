@@ -3,7 +3,8 @@
 Every online agent that publishes the demo interface's ``Nameplate`` property (``a{sv}``,
 contract in ``docs/control.md``, "Live mode") is a member: ``DeviceType`` ``battery``,
 ``water_heater`` or ``meter``. The fleet is read again at every re-plan, so agents that
-join or leave mid-day are used (or dropped) from the next re-plan on.
+join or leave mid-day are used (or dropped) from the next re-plan on. A battery or heater
+held by a demand-response event (``TargetBoard.hold``) is not a member while held.
 
 Nameplate keys and the defaults used when an optional key is missing (logged once per
 agent and key):
@@ -229,8 +230,12 @@ def _device_type(agent_id: str, plate: dict[str, Any], telemetry: dict[str, Any]
     return None
 
 
-def discover_fleet(registry: Registry, template: Scenario) -> LiveFleet:
-    """The online agents with a nameplate (or classifiable telemetry), by device type."""
+def discover_fleet(
+    registry: Registry, template: Scenario, exclude: frozenset[str] = frozenset()
+) -> LiveFleet:
+    """The online agents with a nameplate (or classifiable telemetry), by device type;
+    batteries and heaters in ``exclude`` (held by a demand-response event) are left out,
+    meters never."""
     batteries: list[BatteryPlate] = []
     heaters: list[HeaterPlate] = []
     meters: list[str] = []
@@ -241,7 +246,7 @@ def discover_fleet(registry: Registry, template: Scenario) -> LiveFleet:
         plate = plain(record.prop(DEMO_INTERFACE, "Nameplate"))
         telemetry = plain(record.prop(DEMO_INTERFACE, "Telemetry"))
         kind = _device_type(record.agent_id, plate, telemetry)
-        if kind is None:
+        if kind is None or (kind != "meter" and record.agent_id in exclude):
             continue
         if not plate:
             inferred.append(record.agent_id)

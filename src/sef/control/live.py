@@ -12,6 +12,12 @@ that join or leave are used or dropped from that re-plan on. The scenario gives 
 the base-load forecast, the target (unless the API set one: ``PUT /control/target``,
 :mod:`sef.ems._target_board`) and the settings.
 
+Demand-response events act through the same target board: a window's target replaces the
+target over its span, a window's feeder limit caps it (the app's target is at most the
+limit, and the feeder guard holds the limit on the meter whatever the objective), and the
+agents an event holds leave the fleet at the next step of the hold and come back at the
+next re-plan after it; nothing is sent to a held agent.
+
 Commands are plans the devices run on their own clock (:mod:`sef.control._live_plans`):
 each battery gets its next hour as 15-min ``EnergyMethod`` events at each re-plan
 (corrections supersede it between re-plans), heaters get events with staggered starts.
@@ -121,6 +127,7 @@ class LiveControl(LiveObservation):
     guard_poll_s: float = 0.005
     steps_done: int = 0
     calls_failed: int = 0
+    calls_held: int = 0
     comfort_violations: int = 0
     soc_violations: int = 0
     throughput_kwh: float = 0.0
@@ -139,6 +146,8 @@ class LiveControl(LiveObservation):
         self.current = sc  # the scenario rebuilt for the fleet online
         self.series = {name: np.full(sc.steps, np.nan) for name in SERIES}
         self._target_version = -1
+        self._limit_version = -1
+        self._limits = np.full(sc.steps, np.inf)  # the board's feeder limit per step (kW)
         self._plans = BatteryPlans(self.plan_horizon_s, self.correction_kw)
         self._metered = False
         # per device: (telemetry time, power kW) samples, to read the meter against
@@ -163,7 +172,8 @@ class LiveControl(LiveObservation):
     def refresh_fleet(self, step: int) -> bool:
         """Read the fleet from the registry; on a change rebuild the scenario (the caller
         then resets the app with it; the step index is kept). Returns whether it changed."""
-        fleet = discover_fleet(self.ems.registry, self.scenario)
+        held = self.held_agents()
+        fleet = discover_fleet(self.ems.registry, self.scenario, held)
         if fleet == self.fleet:
             return False
         old = self.fleet
@@ -177,7 +187,7 @@ class LiveControl(LiveObservation):
         self.fleet_changes += 1
         log.info(
             "live fleet at step %d: %d batteries %s, %d water heaters %s, meters %s "
-            "(was %d batteries, %d water heaters)",
+            "(was %d batteries, %d water heaters; held by events: %s)",
             step,
             len(fleet.batteries),
             fleet.battery_ids,
@@ -186,19 +196,46 @@ class LiveControl(LiveObservation):
             list(fleet.meters),
             len(old.batteries),
             len(old.heaters),
+            sorted(held),
         )
         return True
 
     def refresh_target(self) -> bool:
-        """Apply the API's target (``PUT /control/target``) if it changed; returns whether."""
+        """Apply the target board (the API's target, event windows) if it changed (its
+        version); returns whether. The target is at most the board's feeder limit; the
+        steps already started keep theirs."""
         board = target_board(self.ems)
         if board.version == self._target_version:
             return False
         self._target_version = board.version
         sc = self.scenario
-        target = board.series(sc.target_kw, self.start_s or 0.0, sc.dt_s)
+        start = self.start_s or 0.0
+        target = board.series(sc.target_kw, start, sc.dt_s)
+        target = np.minimum(target, board.limit_series(start, sc.dt_s, sc.steps))
+        k = self.steps_started
+        target[:k] = self.current.target_kw[:k]
         self.current = replace(self.current, target_kw=target)
         return True
+
+    def window_limit_kw(self, k: int) -> float | None:
+        """The target board's feeder limit in step ``k`` (kW; ``None``: none), re-read
+        when the board's version changed (the feeder watch asks at every meter sample)."""
+        board = target_board(self.ems)
+        if board.version != self._limit_version:
+            self._limit_version = board.version
+            sc = self.scenario
+            self._limits = board.limit_series(self.start_s or 0.0, sc.dt_s, sc.steps)
+        limit = float(self._limits[k])
+        return None if limit == np.inf else limit
+
+    def held_agents(self) -> frozenset[str]:
+        """The agents demand-response events hold now (board holds, EMS clock)."""
+        return target_board(self.ems).held_at(self.ems.clock.now())
+
+    def _member_held(self) -> bool:
+        """Whether a battery or heater of the fleet is held now (it leaves at once)."""
+        held = self.held_agents()
+        return bool(held) and not held.isdisjoint((*self.fleet.battery_ids, *self.fleet.heater_ids))
 
     # -- running --------------------------------------------------------------------
     async def run(self, steps: int | None = None) -> SimResult:
@@ -231,7 +268,7 @@ class LiveControl(LiveObservation):
             await clock.sleep(self.start_s + k * sc.dt_s - clock.now())
             self.steps_started = k
             replan = k % m == 0
-            if replan and self.refresh_fleet(k):
+            if (replan or self._member_held()) and self.refresh_fleet(k):
                 self._target_version = -1
                 # solver work runs in a thread: the EMS keeps taking telemetry meanwhile
                 await asyncio.to_thread(self.app.reset, self.current)
@@ -284,6 +321,7 @@ class LiveControl(LiveObservation):
             decide_s=decide_total,
             extra={
                 "calls_failed": float(self.calls_failed),
+                "calls_held": float(self.calls_held),
                 "fleet_changes": float(self.fleet_changes),
                 "plans_sent": float(self.plans_sent),
                 "corrections_sent": float(self.corrections_sent),
@@ -334,12 +372,15 @@ class LiveControl(LiveObservation):
         discharges the batteries against what is measured (the net the app sees). Using the
         raw meter reading instead (it sees a heater minutes before its telemetry does) was
         worse in the 720x demo: 20 meter samples over the limit instead of 9, RMSE 1.80 kW."""
-        if self.current.objective == "floor":
+        window = self.window_limit_kw(k)  # an event's feeder limit holds for any objective
+        if self.current.objective == "floor" and window is None:
             return 1 << 30  # no upper limit
         unc = obs.net_kw - float(obs.battery_power_kw.sum())  # base + heaters, kW
         target = float(self.current.target_kw[k])
         level = target if self.current.objective == "cap" else target + self.peak_guard_kw
         level = max(level, unc - float(obs.wh_power_kw.sum()) + self.peak_guard_kw)
+        if window is not None:
+            level = window if self.current.objective == "floor" else min(level, window)
         return int(np.floor(level - unc + 1e-9))
 
     def running_fleet_kw(self, k: int) -> int | None:
@@ -368,6 +409,11 @@ class LiveControl(LiveObservation):
         return len(calls)
 
     def _call(self, agent_id: str, events: list[tuple[str, int, int]]) -> None:
+        if agent_id in self.held_agents():  # held since the fleet was read: the event's
+            self.calls_held += 1
+            log.debug("live control: %s is held by an event: nothing sent", agent_id)
+            return
+
         async def send() -> None:
             try:
                 await self.ems.call(
