@@ -174,7 +174,10 @@ def install_openadr_routes(app: FastAPI, ems: EMS) -> None:
         try:
             policy: dict[str, Any] = json_safe(await found.set_policy(data, by))
         except ValueError as exc:
-            raise ApiError(422, f"policy: {exc}") from None
+            words = str(exc)
+            raise ApiError(
+                422, words if words.startswith("policy") else f"policy: {words}"
+            ) from None
         log.info("OpenADR opt-out policy set by %s", by)
         await audit("SetOptPolicy", [policy], by)
         return policy
