@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
+from api_stack import start_stack, stop_stack
 from sef.agents import Agent, method
 from sef.clock import Clock, ScaledClock
 from sef.control._live_guard import guard_limit_kw
@@ -406,3 +407,32 @@ async def test_a_held_battery_gets_nothing_until_the_re_plan_after_its_hold(
     inside = [m.reading_kw for m in run.samples if 4 * DT < m.since <= 8 * DT]
     _assert_under(inside, means[4:8].tolist(), window_kw, base - window_kw)
     assert run.result.extra["calls_failed"] == 0
+
+
+# -- what the API shows -----------------------------------------------------------------
+@pytest.mark.timeout(60)
+async def test_get_control_target_lists_the_windows_and_holds(broker_url: str) -> None:
+    stack = await start_stack(broker_url, None)
+    try:
+        board = target_board(stack.ems)
+        now = stack.ems.clock.now()
+        board.put_window("vtn/cap", now - 10.0, now + 600.0, limit_kw=40.0)
+        board.put_window("vtn/set", now + 60.0, now + 120.0, target_kw=12.5)
+        board.put_window("vtn/over", now - 100.0, now - 50.0, limit_kw=1.0)  # ended
+        board.hold("vtn/set", ["wh-9", "bat-1"], now + 60.0, now + 120.0)
+        async with stack.client("viewer") as viewer:
+            body = (await viewer.get("/control/target")).json()
+    finally:
+        await stop_stack(stack)
+    assert body["points"] == [] and body["now_kw"] is None  # the points are unchanged
+    assert body["limit_now_kw"] == 40.0
+    assert body["windows"] == [
+        {"key": "vtn/cap", "start_s": now - 10.0, "end_s": now + 600.0, "limit_kw": 40.0,
+         "target_kw": None},
+        {"key": "vtn/set", "start_s": now + 60.0, "end_s": now + 120.0, "limit_kw": None,
+         "target_kw": 12.5},
+    ]  # fmt: skip
+    assert body["holds"] == [
+        {"key": "vtn/set", "agents": ["bat-1", "wh-9"], "start_s": now + 60.0, "end_s": now + 120.0}
+    ]
+    assert body["version"] == 4

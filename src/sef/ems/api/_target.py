@@ -7,6 +7,10 @@ first point, and after ``PUT []``, the controller follows its scenario's target.
 live controller beside the EMS (:class:`sef.control.live.LiveControl`) applies a new
 target at its next step.
 
+``GET`` also lists the windows and holds that demand-response events put on the board
+(:mod:`sef.ems._target_board`; they are not set through this route) and the feeder
+limit that applies now.
+
 ``PUT`` needs the ``operator`` role (like commands) and is audited: it is written to the
 command log (``GET /commands?target=control/target``: ``method`` ``SetTarget``, the
 points in ``args``, ``sent_by`` the caller) and logged.
@@ -27,13 +31,32 @@ from sef.ems._target_board import MAX_POINTS, TargetBoard, parse_target_csv, tar
 from sef.ems.api._errors import ApiError
 from sef.ems.api._login import principal_of
 
-__all__ = ["TARGET_PATH", "TargetOut", "install_target_routes"]
+__all__ = ["TARGET_PATH", "HoldOut", "TargetOut", "WindowOut", "install_target_routes"]
 
 log = logging.getLogger("sef.ems.api.target")
 
 TARGET_PATH = "/control/target"
 AUDIT_TARGET = "control/target"
 """The command log's ``target`` of target changes."""
+
+
+class WindowOut(BaseModel):
+    """A time-limited target or feeder limit of a demand-response event."""
+
+    key: str = Field(description="Who put it (e.g. the event's source and id).")
+    start_s: float = Field(description="From (Unix s, EMS clock).")
+    end_s: float = Field(description="Until, exclusive (Unix s).")
+    limit_kw: float | None = Field(description="Most the metered feeder may draw (kW).")
+    target_kw: float | None = Field(description="The target over the window (kW).")
+
+
+class HoldOut(BaseModel):
+    """Agents a demand-response event commands directly: the live controller leaves them."""
+
+    key: str = Field(description="Who put it.")
+    agents: list[str] = Field(description="The held agents, sorted.")
+    start_s: float = Field(description="From (Unix s, EMS clock).")
+    end_s: float = Field(description="Until, exclusive (Unix s).")
 
 
 class TargetOut(BaseModel):
@@ -47,15 +70,38 @@ class TargetOut(BaseModel):
     set_by: str | None = Field(description="Who set it last (API principal).")
     set_at: float | None = Field(description="When (Unix s, EMS clock).")
     version: int = Field(description="Number of changes since the EMS started.")
+    limit_now_kw: float | None = Field(
+        default=None, description="The feeder limit of the windows now (kW), null: none."
+    )
+    windows: list[WindowOut] = Field(
+        default_factory=list, description="Event windows not yet ended, by start."
+    )
+    holds: list[HoldOut] = Field(
+        default_factory=list, description="Event holds not yet ended, by start."
+    )
 
 
 def _out(board: TargetBoard, now: float) -> TargetOut:
+    now_kw, limit = board.value_at(now), board.limit_at(now)  # (these drop ended ones)
+    windows = sorted(board.windows.items(), key=lambda kv: (kv[1].start_s, kv[0]))
+    holds = sorted(board.holds.items(), key=lambda kv: (kv[1].start_s, kv[0]))
     return TargetOut(
         points=list(board.points),
-        now_kw=board.value_at(now),
+        now_kw=now_kw,
         set_by=board.set_by,
         set_at=board.set_at,
         version=board.version,
+        limit_now_kw=limit,
+        windows=[
+            WindowOut(
+                key=k, start_s=w.start_s, end_s=w.end_s, limit_kw=w.limit_kw, target_kw=w.target_kw
+            )
+            for k, w in windows
+        ],
+        holds=[
+            HoldOut(key=k, agents=sorted(h.agents), start_s=h.start_s, end_s=h.end_s)
+            for k, h in holds
+        ],
     )
 
 
