@@ -168,6 +168,7 @@ def test_holds_union_replace_and_release() -> None:
     [
         (["bat-0"], (5.0, 5.0), "end after start"),
         ([""], (0.0, 5.0), "non-empty strings"),
+        ("bat-0", (0.0, 5.0), "not one string"),
         ([3], (0.0, 5.0), "non-empty strings"),
         ([f"a{i}" for i in range(10_001)], (0.0, 5.0), "at most"),
     ],

@@ -224,10 +224,13 @@ class TargetBoard:
         ``[start_s, end_s)`` (Unix s).
 
         Raises:
-            ValueError: a bad span, an agent id that is not a non-empty string, more than
+            ValueError: a bad span, ``agents`` a string (not a collection of ids), an agent
+                id that is not a non-empty string, more than
                 :data:`MAX_HOLD_AGENTS` agents or more than :data:`MAX_HOLDS` holds.
         """
         start, end = _span(start_s, end_s)
+        if isinstance(agents, str):  # frozenset("bat-1") would hold "b", "a", "t", ...
+            raise ValueError(f"agents must be a collection of ids, not one string {agents!r}")
         ids = frozenset(agents)
         if len(ids) > MAX_HOLD_AGENTS:
             raise ValueError(f"{len(ids)} agents in one hold, at most {MAX_HOLD_AGENTS}")
