@@ -1,0 +1,179 @@
+"""The rig of ``bench/openadr_latency.py``: an EMS on a scaled clock with ``bat-1`` …
+``bat-N`` (BIS agents → SunSpec battery emulators over Modbus TCP, the pieces
+``tests/openadr/dr_stack.py`` starts), every ``EMS.call`` timestamped, and every change of
+a battery emulator's setpoint timestamped where it happens (the emulator's write hook).
+
+Groups: every battery is in ``batteries`` and ``feeder-1``, and ``bat-k`` alone in
+``site-k``, so events can target the fleet, one site (a group) or one agent (a resource).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sef.agents.bis import BISAgent
+from sef.clock import ScaledClock
+from sef.ems import EMS
+from sef.emulators.battery import BatteryEmulator
+from sef.interface import DEMO_INTERFACE
+
+ENERGY_METHOD = "EnergyMethod"
+
+
+@dataclass(frozen=True)
+class CallSeen:
+    """One ``EMS.call``: ``mono`` real s (``time.monotonic()``), ``clock_s`` EMS clock
+    (Unix s), target, method, args, sender (``sent_by``)."""
+
+    mono: float
+    clock_s: float
+    target: str
+    method: str
+    args: list[Any]
+    sent_by: str | None
+
+    @property
+    def span_s(self) -> float:
+        """Clock seconds the ``EnergyMethod`` sequence of this call lasts (Σ durations)."""
+        if self.method != ENERGY_METHOD or not self.args:
+            return 0.0
+        return float(sum(float(step[2]) for step in self.args[0]))
+
+
+@dataclass
+class Rig:
+    """The running rig."""
+
+    clock: ScaledClock
+    ems: EMS
+    batteries: dict[str, BatteryEmulator] = field(default_factory=dict)
+    agents: dict[str, BISAgent] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    calls: list[CallSeen] = field(default_factory=list)
+    setpoints: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Agent → ``(time.monotonic(), setpoint W)`` at every change seen by the emulator."""
+
+    def calls_by(self, sent_by: str) -> list[CallSeen]:
+        """The ``EnergyMethod`` calls of one sender, oldest first."""
+        return [c for c in self.calls if c.method == ENERGY_METHOD and c.sent_by == sent_by]
+
+    def setpoint_w(self, agent: str) -> float:
+        """The battery emulator's setpoint now, W (+ = charge)."""
+        return self.batteries[agent].setpoint_w()
+
+    def first_change_after(self, agent: str, mono: float) -> float | None:
+        """``time.monotonic()`` of the first setpoint change to a non-zero value after
+        ``mono``, if any."""
+        return next((t for t, w in self.setpoints[agent] if t >= mono and w != 0.0), None)
+
+    def _record_calls(self) -> None:
+        original = self.ems.call
+
+        async def call(target: Any, interface: str, method: str, args: Any, **kw: Any) -> Any:
+            seen = CallSeen(
+                time.monotonic(),
+                self.clock.now(),
+                str(target),
+                method,
+                list(args),
+                kw.get("sent_by"),
+            )
+            self.calls.append(seen)
+            return await original(target, interface, method, args, **kw)
+
+        self.ems.call = call  # type: ignore[method-assign]
+
+    def _probe(self, name: str, emulator: BatteryEmulator) -> None:
+        """Wrap the emulator's write hook: after each stored Modbus write, note the
+        setpoint if it changed."""
+        changes = self.setpoints.setdefault(name, [(time.monotonic(), emulator.setpoint_w())])
+        original = emulator._apply
+
+        def apply(new: dict[tuple[int, str], Any]) -> None:
+            original(new)
+            watts = emulator.setpoint_w()
+            if changes[-1][1] != watts:
+                changes.append((time.monotonic(), watts))
+
+        emulator._apply = apply  # type: ignore[method-assign]
+
+    def ready(self) -> bool:
+        """Every agent online at the EMS with groups, nameplate and power telemetry."""
+        for name in self.agents:
+            record = self.ems.registry.get(name)
+            if record is None or record.online is not True or not record.groups:
+                return False
+            if not record.prop(DEMO_INTERFACE, "Nameplate"):
+                return False
+            telemetry = record.prop(DEMO_INTERFACE, "Telemetry") or {}
+            if "Sys_Power_kW" not in telemetry:
+                return False
+        return True
+
+
+async def wait_until(predicate: Any, timeout_s: float, step_s: float = 0.005) -> bool:
+    """Wait until ``predicate()`` holds (True) or ``timeout_s`` real s pass (False)."""
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(step_s)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    broker_url: str, *, batteries: int = 4, speed: float = 60.0, soc: float = 0.6
+) -> AsyncIterator[Rig]:
+    """Start the rig; yields once every agent is online with nameplate and telemetry.
+
+    Args:
+        broker_url: the Mosquitto the EMS and agents use.
+        batteries: how many batteries (8 kW, 60 kWh each: the emulator's default).
+        speed: EMS clock speed (clock s per real s).
+        soc: initial state of charge, 0..1.
+    """
+    clock = ScaledClock(speed=speed)
+    r = Rig(clock, EMS(broker_url, "ems-bench", clock=clock, keepalive_s=5))
+    r._record_calls()
+    try:
+        await r.ems.start()
+        for i in range(1, batteries + 1):
+            emulator = BatteryEmulator(port=0, clock=clock, soc=soc, tick_s=speed * 0.02)
+            _, port = await emulator.start()
+            r.tasks.append(asyncio.create_task(emulator.run()))
+            name = f"bat-{i}"
+            r.batteries[name] = emulator
+            r._probe(name, emulator)
+            r.agents[name] = BISAgent(
+                name,
+                broker_url,
+                modbus_host="127.0.0.1",
+                modbus_port=port,
+                poll_s=0.1,
+                clock=clock,
+                groups=("batteries", "feeder-1", f"site-{i}"),
+                keepalive_s=2,
+            )
+        for agent in r.agents.values():
+            await agent.start()
+        if not await wait_until(r.ready, 30.0):
+            raise RuntimeError("the agents did not come online within 30 s")
+        yield r
+    finally:
+        for agent in r.agents.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(agent.stop(), 10.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(r.ems.stop(), 10.0)
+        for task in r.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for emulator in r.batteries.values():
+            await emulator.stop()
