@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from sef.control._live_board import LiveBoard
 from sef.control._live_feeder import FeederWatch
 from sef.control._live_fleet import (
     LiveFleet,
@@ -55,7 +56,6 @@ from sef.control.forecast import make_forecaster
 from sef.control.scenario import WATER_KWH_PER_L_K, Scenario
 from sef.control.simulator import SERIES, SimResult
 from sef.ems import EMS
-from sef.ems._target_board import target_board
 from sef.interface import DEMO_INTERFACE
 from sef.tasks import TaskSet
 
@@ -83,7 +83,7 @@ class LiveStep:
 
 
 @dataclass
-class LiveControl(LiveObservation):
+class LiveControl(LiveObservation, LiveBoard):
     """Runs ``app`` against the fleet online in ``ems``'s registry.
 
     Args:
@@ -199,43 +199,6 @@ class LiveControl(LiveObservation):
             sorted(held),
         )
         return True
-
-    def refresh_target(self) -> bool:
-        """Apply the target board (the API's target, event windows) if it changed (its
-        version); returns whether. The target is at most the board's feeder limit; the
-        steps already started keep theirs."""
-        board = target_board(self.ems)
-        if board.version == self._target_version:
-            return False
-        self._target_version = board.version
-        sc = self.scenario
-        start = self.start_s or 0.0
-        target = board.series(sc.target_kw, start, sc.dt_s)
-        target = np.minimum(target, board.limit_series(start, sc.dt_s, sc.steps))
-        k = self.steps_started
-        target[:k] = self.current.target_kw[:k]
-        self.current = replace(self.current, target_kw=target)
-        return True
-
-    def window_limit_kw(self, k: int) -> float | None:
-        """The target board's feeder limit in step ``k`` (kW; ``None``: none), re-read
-        when the board's version changed (the feeder watch asks at every meter sample)."""
-        board = target_board(self.ems)
-        if board.version != self._limit_version:
-            self._limit_version = board.version
-            sc = self.scenario
-            self._limits = board.limit_series(self.start_s or 0.0, sc.dt_s, sc.steps)
-        limit = float(self._limits[k])
-        return None if limit == np.inf else limit
-
-    def held_agents(self) -> frozenset[str]:
-        """The agents demand-response events hold now (board holds, EMS clock)."""
-        return target_board(self.ems).held_at(self.ems.clock.now())
-
-    def _member_held(self) -> bool:
-        """Whether a battery or heater of the fleet is held now (it leaves at once)."""
-        held = self.held_agents()
-        return bool(held) and not held.isdisjoint((*self.fleet.battery_ids, *self.fleet.heater_ids))
 
     # -- running --------------------------------------------------------------------
     async def run(self, steps: int | None = None) -> SimResult:
