@@ -1,4 +1,5 @@
-"""The target board's windows and holds (``sef.ems._target_board``), pure: no bus.
+"""The target board's windows and holds (``sef.ems._target_board``) and what the live
+controller makes of a window's limit, pure: no bus.
 
 A window changes the live target or caps the feeder over ``[start_s, end_s)``; a hold
 keeps the live controller away from agents over a span. Ended ones are dropped by the
@@ -8,10 +9,15 @@ board's clock, so a long run of events does not grow it.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from control_support import small_scenario
+from sef.control.controllers.base import Observation
+from sef.control.live import LiveControl
+from sef.ems import EMS
 from sef.ems._target_board import MAX_HOLDS, MAX_WINDOWS, TargetBoard, target_board
 
 
@@ -205,3 +211,45 @@ def test_points_are_unchanged_by_windows_and_the_ems_board_has_its_clock() -> No
     assert board.points == [(0.0, 1.0), (500.0, 2.0)]
     assert board.value_at(600.0) == 2.0  # dropped: the points apply
     assert board.windows == {}
+
+
+def _obs(net_kw: float, battery_kw: float, heaters_kw: float) -> Observation:
+    return Observation(
+        step=3,
+        t_s=180.0,
+        dt_s=60.0,
+        net_kw=net_kw,
+        battery_energy_kwh=np.array([30.0]),
+        battery_power_kw=np.array([battery_kw]),
+        wh_power_kw=np.array([heaters_kw]),
+        wh_energy_kwh=np.array([5.0]),
+        wh_mode=np.zeros(1, dtype=np.int64),
+    )
+
+
+@pytest.mark.parametrize("objective", ["track", "cap", "floor"])
+def test_live_control_holds_a_window_limit_whatever_the_objective(objective: str) -> None:
+    """A limit window on the EMS's board: the app's target is at most the limit, the
+    feeder guard's limit and the step's peak guard are the window's in its steps (also
+    with ``floor``, which has none of its own), the objective's outside them; a change of
+    the board is picked up (version), nothing is recomputed without one."""
+    sc = small_scenario(n_b=1, n_w=1, hours=1.0)
+    sc = replace(sc, objective=objective, target_kw=np.full(sc.steps, 8.0))
+    ems = EMS("mqtt://127.0.0.1:1", "ems-window")
+    t0 = ems.clock.now() + 600.0  # ahead: the board drops windows ended by the EMS clock
+    live = LiveControl(ems, sc, app=None, start_s=t0)  # type: ignore[arg-type]
+    board = target_board(ems)
+    board.put_window("e", t0 + 2 * 60.0, t0 + 5 * 60.0, limit_kw=6.0)
+    assert live.refresh_target() and not live.refresh_target()  # the second: unchanged
+    assert live.current.target_kw[:7].tolist() == [8.0, 8.0, 6.0, 6.0, 6.0, 8.0, 8.0]
+    assert live.window_limit_kw(3) == 6.0 and live.window_limit_kw(5) is None
+    assert live.feeder.limit_kw(3) == 6.0
+    own = {"track": max(8.0, live.feeder.base_peak_kw), "cap": 8.0, "floor": None}[objective]
+    assert live.feeder.limit_kw(5) == own
+    # net 12 kW with the battery at +1 and heaters 9 kW: the batteries may run at most
+    # 6 - 11 = -5 kW in the window
+    assert live._guard_kw(3, _obs(12.0, 1.0, 9.0)) == -5
+    assert live._guard_kw(5, _obs(12.0, 1.0, 9.0)) != -5  # the objective's own bound
+    board.put_window("e", t0 + 2 * 60.0, t0 + 5 * 60.0, limit_kw=4.0)  # the event modified
+    assert live.window_limit_kw(3) == 4.0  # the feeder watch's read: at once
+    assert live.refresh_target() and live.current.target_kw[3] == 4.0
