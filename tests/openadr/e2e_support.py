@@ -38,6 +38,7 @@ from sef.ems.store import Store
 from sef.emulators.battery import BatteryEmulator
 from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
 from sef.models.battery import BatteryParams
+from sef.models.waterheater import WaterHeaterParams
 from sef.models.waterheater_dr import DRMode
 from sef.openadr import DrBridge, Oadr2bAdapter, Oadr2bConfig
 from support import wait_for
@@ -55,12 +56,14 @@ async def e2e_stack(
     heaters: int = 1,
     speed: float = 60.0,
     soc: float = 0.6,
+    heater_initial_c: float | None = None,
 ) -> AsyncIterator[DrStack]:
     """Start the stack; yields once every agent is online with nameplate and telemetry.
 
     ``ratings_kw``: one battery per rating (charge = discharge rating, kW; capacity 7.5 h
-    of it, kWh), ``bat-1`` … in that order. The EMS keeps its command log in
-    ``workdir/ems.db``.
+    of it, kWh), ``bat-1`` … in that order. ``heater_initial_c``: the tanks' starting
+    temperature, °C (default: at the setpoint, so the elements stay off; 38 °C heats at
+    4.5 kW for ~36 clock min). The EMS keeps its command log in ``workdir/ems.db``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     clock = ScaledClock(speed=speed)
@@ -88,7 +91,10 @@ async def e2e_stack(
                 keepalive_s=2,
             )
         for i in range(1, heaters + 1):
-            sgd = SGDEmulator(clock, timing=FAST, draws=np.zeros(0), serial=f"SEF-WH-{i:04d}")
+            tank = WaterHeaterParams(initial_c=heater_initial_c)
+            sgd = SGDEmulator(
+                clock, params=tank, timing=FAST, draws=np.zeros(0), serial=f"SEF-WH-{i:04d}"
+            )
             ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             stack.tasks.append(
                 asyncio.create_task(
@@ -328,11 +334,17 @@ class Ven:
 
 @contextlib.asynccontextmanager
 async def running_ven(
-    broker_url: str, workdir: Path, tls: bool, *, report_groups: tuple[str, ...] = ("feeder-1",)
+    broker_url: str,
+    workdir: Path,
+    tls: bool,
+    *,
+    report_groups: tuple[str, ...] = ("feeder-1",),
+    **stack_options: Any,
 ) -> AsyncIterator[Ven]:
-    """Stack + VTN + adapter registered through the bridge."""
+    """Stack (``stack_options`` go to :func:`e2e_stack`) + VTN + adapter registered through
+    the bridge."""
     async with (
-        e2e_stack(broker_url, workdir / "stack") as stack,
+        e2e_stack(broker_url, workdir / "stack", **stack_options) as stack,
         vtn_and_config(tls, workdir, report_groups=report_groups) as (vtn, config, pki),
     ):
         bridge = DrBridge(stack.ems, rng_seed=15)

@@ -28,6 +28,7 @@ from e2e_events import (
     REFUSED,
     let_simple_levels_through,
     queue_refused_events,
+    raw_event,
     schema_invalid_events,
 )
 from e2e_support import (
@@ -39,6 +40,8 @@ from e2e_support import (
     running_ven,
     sent_by,
 )
+from oadr2b_vtn import _ignore_opt
+from openleadr import objects
 
 import sef.openadr
 from sef.models.waterheater_dr import DRMode
@@ -207,34 +210,43 @@ SAMPLE_AFTER_S = 15.0
 async def test_telemetry_usage_reports_carry_the_devices_figures(
     broker_url: str, tmp_path: Path, tls: bool
 ) -> None:
+    """While the batteries discharge at their ratings (a SIMPLE 3 for the battery group) and
+    the heater heats its cold tank, each TELEMETRY_USAGE value the VTN receives equals the
+    group's figure at the devices around the report's time stamp."""
     groups = {"feeder-1": (["bat-1", "bat-2"], ["wh-1"]), "batteries": (["bat-1", "bat-2"], [])}
-    async with running_ven(broker_url, tmp_path, tls, report_groups=tuple(groups)) as ven:
+    async with running_ven(
+        broker_url, tmp_path, tls, report_groups=tuple(groups), heater_initial_c=38.0
+    ) as ven:
         stack, vtn = ven.stack, ven.vtn
         truths = {g: Truth(stack, *members).start() for g, members in groups.items()}
         try:
-            start = on_clock(stack, 60.0)
-            vtn.add_simple(ven.ven_id, "simple-3", 3, start, 1800)  # both batteries at rating
-            await wait_for(lambda: ven.batteries_at({"bat-1": -8.0, "bat-2": -4.0}), 5.0)
-            discharging_from = stack.clock.now()
-            seen = time.monotonic()
-            await wait_for(
-                lambda: all(
-                    sum(t.timestamp() >= discharging_from + 60 for t, _ in vtn.reports.get(k, []))
-                    >= 2
-                    for k in ((g, item) for g in groups for item in REPORT_ITEMS)
-                ),
-                8.0,
+            event = raw_event(
+                "simple-3",
+                on_clock(stack, 60.0),
+                "SIMPLE",
+                "level",
+                [3],
+                1800,
+                target=objects.Target(resource_id="batteries"),
             )
-            log.info("two reports of every item in %.2f s", time.monotonic() - seen)
+            vtn.server.add_raw_event(ven_id=ven.ven_id, event=event, callback=_ignore_opt)
+            await wait_for(lambda: ven.batteries_at({"bat-1": -8.0, "bat-2": -4.0}), 5.0)
+            assert stack.heaters["wh-1"].power_w == pytest.approx(4500.0)  # heating, not shed
+            since = stack.clock.now() + 60.0  # one second real into the discharge
+            keys = [(g, item) for g in groups for item in REPORT_ITEMS]
+
+            def reported_twice() -> bool:
+                stamps = (vtn.reports.get(k, []) for k in keys)
+                return all(sum(t.timestamp() >= since for t, _ in s) >= 2 for s in stamps)
+
+            await wait_for(reported_twice, 8.0)
         finally:
             for truth in truths.values():
                 await truth.stop()
         checked = 0
         for group, truth in truths.items():
             for item, (field, tolerance) in REPORT_ITEMS.items():
-                points = vtn.reports[(group, item)]
-                assert points, (group, item)
-                for stamp, value in points:
+                for stamp, value in vtn.reports[(group, item)]:
                     t = stamp.timestamp()
                     span = truth.span(field, t - SAMPLE_BEFORE_S, t + SAMPLE_AFTER_S)
                     if span is None:  # stamped before the truth started
@@ -244,14 +256,15 @@ async def test_telemetry_usage_reports_carry_the_devices_figures(
                         f"{group} {item} at {stamp}: VTN got {value}, devices {low}…{high}"
                     )
                     checked += 1
-        # the discharge is in the reports: ≈ -12 kW AC (plus losses and standby) on both
-        power = [
-            v
-            for t, v in vtn.reports[("batteries", "RealPower")]
-            if t.timestamp() > discharging_from + 60
-        ]
-        assert power and all(-13.0 < v < -12.0 for v in power), power
         assert checked >= 16
+
+        def power_since(group: str) -> list[float]:
+            return [v for t, v in vtn.reports[(group, "RealPower")] if t.timestamp() >= since]
+
+        # the batteries give 12 kW AC (their registers show DC: + losses and standby) and
+        # the heater's 4.5 kW counts in the feeder
+        assert all(-12.6 < v < -12.0 for v in power_since("batteries")), power_since("batteries")
+        assert all(-8.1 < v < -7.5 for v in power_since("feeder-1")), power_since("feeder-1")
 
 
 # ---------------------------------------------------------------------- 6: refused events
