@@ -5,24 +5,39 @@ a battery emulator's setpoint timestamped where it happens (the emulator's write
 
 Groups: every battery is in ``batteries`` and ``feeder-1``, and ``bat-k`` alone in
 ``site-k``, so events can target the fleet, one site (a group) or one agent (a resource).
+
+Also the pieces both parts of the bench share: the 2.0b VTN + bridge, the bridge's
+arrival/decision times, percentiles. ``tests`` and ``tests/openadr`` must be on
+``sys.path`` (the bench puts them there) for the test VTNs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+from oadr2b_vtn import TestVtn, make_pki
 
 from sef.agents.bis import BISAgent
 from sef.clock import ScaledClock
 from sef.ems import EMS
 from sef.emulators.battery import BatteryEmulator
 from sef.interface import DEMO_INTERFACE
+from sef.openadr import DrBridge, DrEvent, Oadr2bAdapter, Oadr2bConfig, OptDecision
 
 ENERGY_METHOD = "EnergyMethod"
+SPEED = 60.0
+"""EMS clock speed: a 60-s interval lasts 1 s real."""
+POLL_S = 1.0
+"""The 2.0b VTN's poll interval (real s), and the OpenADR 3 adapter's (clock s / SPEED)."""
 
 
 @dataclass(frozen=True)
@@ -177,3 +192,70 @@ async def rig(
                 await task
         for emulator in r.batteries.values():
             await emulator.stop()
+
+
+def stats_ms(values: list[float]) -> dict[str, float]:
+    """p50 / p95 / max of real seconds, in ms."""
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "max": float("nan")}
+    a = np.asarray(values) * 1000.0
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "max": float(a.max()),
+    }
+
+
+def instrument(bridge: DrBridge) -> tuple[dict[str, float], dict[str, float]]:
+    """Wrap ``bridge.on_event``: when each event id first arrived and was first decided."""
+    arrived: dict[str, float] = {}
+    decided: dict[str, float] = {}
+    original = bridge.on_event
+
+    async def on_event(event: DrEvent) -> OptDecision:
+        arrived.setdefault(event.event_id, time.monotonic())
+        decision = await original(event)
+        decided.setdefault(event.event_id, time.monotonic())
+        return decision
+
+    bridge.on_event = on_event  # type: ignore[method-assign]
+    return arrived, decided
+
+
+def ignore_opt(ven_id: str, event_id: str, opt_type: str) -> None:
+    """Openleadr wants a callback per event; the VTN wrapper records the opts."""
+
+
+@contextlib.asynccontextmanager
+async def oadr2b_bridge(
+    r: Rig, tls: bool, workdir: Path
+) -> AsyncIterator[tuple[TestVtn, DrBridge]]:
+    """An openleadr VTN (plain, or mutual TLS + signatures) and a bridge whose 2.0b
+    adapter is registered with it."""
+    pki = make_pki(workdir / f"ca-{uuid.uuid4().hex[:6]}") if tls else None
+    vtn = TestVtn(pki=pki, expected_ven_fingerprint=pki.ven_fingerprint if pki else None)
+    with contextlib.redirect_stdout(io.StringIO()):  # openleadr prints a banner
+        await vtn.start()
+    tls_fields: dict[str, Any] = {}
+    if pki is not None:
+        tls_fields = {
+            "cert": pki.ven_cert,
+            "key": pki.ven_key,
+            "ca_file": pki.ca,
+            "vtn_fingerprint": pki.vtn_fingerprint,
+        }
+    config = Oadr2bConfig(
+        vtn_url=vtn.url,
+        ven_name="sef-bench",
+        report_groups=("feeder-1",),
+        report_interval_s=1,
+        register_timeout_s=30,
+        **tls_fields,
+    )
+    bridge = DrBridge(r.ems, rng_seed=1)
+    try:
+        await bridge.attach(Oadr2bAdapter(config, clock=r.clock))
+        yield vtn, bridge
+    finally:
+        await bridge.close()
+        await vtn.stop()

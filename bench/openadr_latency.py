@@ -4,10 +4,11 @@ Method
 ------
 One process: Mosquitto (:class:`sef.broker.Mosquitto`, free port), an EMS on a 60× clock
 with four batteries (BIS agents → SunSpec battery emulators over Modbus TCP;
-``bench/_openadr_rig.py``), a :class:`~sef.openadr.DrBridge` with the packaged mapping, and
-the VTNs the tests use: openleadr's VTN (``tests/openadr/oadr2b_vtn.py``, poll 1 s, the
-shortest openleadr can express) and the OpenADR 3 test VTN (``tests/openadr/oa3_vtn.py``,
-every body checked with the ``openadr3`` models). No other bench imports from
+``bench/_openadr_rig.py``; part 2 in ``bench/_openadr_concurrent.py``), a
+:class:`~sef.openadr.DrBridge` with the packaged mapping, and the VTNs the tests use:
+openleadr's VTN (``tests/openadr/oadr2b_vtn.py``, poll 1 s, the shortest openleadr can
+express) and the OpenADR 3 test VTN (``tests/openadr/oa3_vtn.py``, every body checked with
+the ``openadr3`` models). No other bench imports from
 ``tests/openadr``; this one does (``sys.path``) rather than copy two VTNs. Every
 ``EMS.call`` and every change of a battery emulator's setpoint (its Modbus write hook) is
 timestamped with ``time.monotonic()``.
@@ -27,16 +28,24 @@ timestamped with ``time.monotonic()``.
    VTN, checked with ``RawEvent``, between two polls). An interval counts as **missed** when
    no ``EnergyMethod`` call of its event whose sequence reaches into the interval was sent
    before the interval ended; **late** when that call went out more than 10 % of the
-   interval after the interval began. Figures: missed, late, lag of each interval's command
-   behind its start (real ms), calls and failed calls (refusals, members not answering),
+   interval after the interval began; **ahead** when the call went out before the interval
+   (one sequence covers all three intervals). Figures: missed, late, ahead, the lag of each
+   event's first command behind the event's start (real ms), calls and failed calls
+   (refusals, members not answering),
    time until every event is answered (2.0b: the ``oadrCreatedEvent`` opts at the VTN;
    OpenADR 3 has no opt message: the adapter's decisions), and this process's CPU time for
    the cycle (it runs the VTN, the EMS, the agents and the emulators too). Events on the
    same battery overlap, so at the device the newest command wins: part 2 counts what the
    EMS sent, part 1 checks the device.
 
+Baseline for the CPU figures: this process's CPU per second with the rig running and no
+event, measured in the same run just before part 2 (the rig's agents poll their
+emulators, so the idle rig is not free). pymodbus's error records (Modbus timeouts in the
+BIS agents on a loaded machine) are counted, not printed.
+
 The machine is shared (2 CPUs): the load average is printed with the figures. Exits 0
-whatever the result: it is a measurement, not a test.
+whatever the result: it is a measurement, not a test. A default run takes about 2.5 min
+(``--quick``: 45 s).
 
 Run::
 
@@ -51,8 +60,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import json
 import logging
 import os
@@ -60,8 +67,7 @@ import random
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,99 +75,26 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "openadr"))
 
-import numpy as np
-from _openadr_rig import Rig, rig, wait_until
+from _openadr_concurrent import LATE_FRACTION, concurrent_2b, concurrent_oa3
+from _openadr_rig import (
+    POLL_S,
+    SPEED,
+    Rig,
+    ignore_opt,
+    instrument,
+    oadr2b_bridge,
+    rig,
+    stats_ms,
+    wait_until,
+)
 from bus_ingest import progress_bar
-from oa3_vtn import VEN_CLIENT, Oa3Vtn, iso, strict
-from oadr2b_vtn import TestVtn, make_pki
-from openadr3.entities.raw import RawEvent
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from sef.broker import Mosquitto
-from sef.openadr import DrBridge, DrEvent, Oadr2bAdapter, Oadr2bConfig, Oadr3Config, OptDecision
-from sef.openadr._oadr3 import Oadr3Adapter
 
 console = Console()
-
-SPEED = 60.0
-"""EMS clock speed: a 60-s interval lasts 1 s real."""
-POLL_S = 1.0
-"""The 2.0b VTN's poll interval (real s), and the OpenADR 3 adapter's (clock s / SPEED)."""
-INTERVAL_S = 60.0
-"""Length of each interval of the concurrent events, clock s."""
-LEAD_REAL_S = 5.0
-"""Real seconds between putting the concurrent events on the VTN and the first start."""
-LATE_FRACTION = 0.1
-"""An interval's command sent later than this fraction of the interval counts as late."""
-PROGRAMS = 4
-
-
-def _stats_ms(values: list[float]) -> dict[str, float]:
-    """p50 / p95 / max of real seconds, in ms."""
-    if not values:
-        return {"p50": float("nan"), "p95": float("nan"), "max": float("nan")}
-    a = np.asarray(values) * 1000.0
-    return {
-        "p50": float(np.percentile(a, 50)),
-        "p95": float(np.percentile(a, 95)),
-        "max": float(a.max()),
-    }
-
-
-def _instrument(bridge: DrBridge) -> tuple[dict[str, float], dict[str, float]]:
-    """Wrap ``bridge.on_event``: when each event id first arrived and was first decided."""
-    arrived: dict[str, float] = {}
-    decided: dict[str, float] = {}
-    original = bridge.on_event
-
-    async def on_event(event: DrEvent) -> OptDecision:
-        arrived.setdefault(event.event_id, time.monotonic())
-        decision = await original(event)
-        decided.setdefault(event.event_id, time.monotonic())
-        return decision
-
-    bridge.on_event = on_event  # type: ignore[method-assign]
-    return arrived, decided
-
-
-def _ignore_opt(ven_id: str, event_id: str, opt_type: str) -> None:
-    """Openleadr wants a callback per event; the VTN wrapper records the opts."""
-
-
-@contextlib.asynccontextmanager
-async def _oadr2b(r: Rig, tls: bool, workdir: Path) -> AsyncIterator[tuple[TestVtn, DrBridge]]:
-    """An openleadr VTN (plain, or mutual TLS + signatures) and a bridge whose 2.0b
-    adapter is registered with it."""
-    pki = make_pki(workdir / f"ca-{uuid.uuid4().hex[:6]}") if tls else None
-    vtn = TestVtn(pki=pki, expected_ven_fingerprint=pki.ven_fingerprint if pki else None)
-    with contextlib.redirect_stdout(io.StringIO()):  # openleadr prints a banner
-        await vtn.start()
-    tls_fields: dict[str, Any] = {}
-    if pki is not None:
-        tls_fields = {
-            "cert": pki.ven_cert,
-            "key": pki.ven_key,
-            "ca_file": pki.ca,
-            "vtn_fingerprint": pki.vtn_fingerprint,
-        }
-    config = Oadr2bConfig(
-        vtn_url=vtn.url,
-        ven_name="sef-bench",
-        report_groups=("feeder-1",),
-        report_interval_s=1,
-        register_timeout_s=30,
-        **tls_fields,
-    )
-    bridge = DrBridge(r.ems, rng_seed=1)
-    try:
-        await bridge.attach(Oadr2bAdapter(config, clock=r.clock))
-        yield vtn, bridge
-    finally:
-        await bridge.close()
-        await vtn.stop()
-
 
 # -- part 1: latency --------------------------------------------------------------------
 
@@ -177,8 +110,8 @@ async def latency_2b(
     }
     misses = 0
     rng = random.Random(7)
-    async with _oadr2b(r, tls, workdir) as (vtn, bridge):
-        arrived, decided = _instrument(bridge)
+    async with oadr2b_bridge(r, tls, workdir) as (vtn, bridge):
+        arrived, decided = instrument(bridge)
         ven_id = bridge.adapters[0].status().ven_id
         for i in range(n):
             await wait_until(lambda: r.setpoint_w("bat-1") == 0.0, 10.0)
@@ -195,7 +128,7 @@ async def latency_2b(
                 event_id=event_id,
                 targets=[{"resource_id": "bat-1"}],
                 market_context="http://sef.test/programs/latency",
-                callback=_ignore_opt,
+                callback=ignore_opt,
             )
             t0 = time.monotonic()
             key = ("oadr2b", event_id, 0)
@@ -225,213 +158,11 @@ async def latency_2b(
         "transport": label,
         "events": n,
         "no_command_within_10_s": misses,
-        "stages_ms": {k: _stats_ms(v) for k, v in stages.items()},
+        "stages_ms": {k: stats_ms(v) for k, v in stages.items()},
     }
 
 
 # -- part 2: concurrent events -----------------------------------------------------------
-
-
-def _plan_events(r: Rig, n: int) -> list[dict[str, Any]]:
-    """The concurrent events, protocol-neutral: id, program, targets, starts, levels."""
-    t0 = float(int(r.clock.now() + LEAD_REAL_S * SPEED))
-    events = []
-    for i in range(n):
-        k = i % 4 + 1
-        kind = i % 3
-        start = t0 + (i % 10) * 15.0
-        events.append(
-            {
-                "id": f"cc-{i}",
-                "program": i % PROGRAMS,
-                "resource": f"bat-{k}" if kind == 0 else None,
-                "group": f"site-{k}" if kind == 1 else "batteries" if kind == 2 else None,
-                "starts": [start + j * INTERVAL_S for j in range(3)],
-                "levels": [(i + j) % 3 + 1 for j in range(3)],
-            }
-        )
-    return events
-
-
-def _intervals(
-    r: Rig, bridge: DrBridge, source: str, events: list[dict[str, Any]], ids: list[str]
-) -> dict[str, Any]:
-    """Missed / late intervals, the lag of each event's first command behind its start
-    (real s), and how many intervals were covered ahead (by a sequence sent earlier)."""
-    lags: list[float] = []
-    missed = late = ahead = 0
-    for ev, event_id in zip(events, ids, strict=True):
-        record = bridge.history.get((source, event_id, 0))
-        offset = record.offset_s if record is not None else 0.0
-        calls = r.calls_by(f"openadr:{source}:{event_id}")
-        for begin in ev["starts"]:
-            s, e = begin + offset, begin + offset + INTERVAL_S
-            sent = [c.clock_s for c in calls if c.clock_s < e and c.clock_s + c.span_s > s]
-            if not sent:
-                missed += 1
-                continue
-            lag = min(sent) - s
-            if begin == ev["starts"][0]:
-                lags.append(lag / SPEED)
-            ahead += lag < 0
-            late += lag > LATE_FRACTION * INTERVAL_S
-    return {
-        "intervals": 3 * len(events),
-        "missed": missed,
-        "late": late,
-        "ahead": ahead,
-        "lag_ms": lags,
-    }
-
-
-async def _run_cycle(
-    r: Rig,
-    bridge: DrBridge,
-    source: str,
-    events: list[dict[str, Any]],
-    put: Callable[[], list[str]],
-    answered: Callable[[list[str]], float | None],
-    progress: Progress,
-    label: str,
-) -> dict[str, Any]:
-    """Put the events on the VTN (``put`` → their ids), wait for the answers
-    (``answered`` → the time of the last, ``None`` before) and for the last interval."""
-    arrived, _ = _instrument(bridge)
-    calls0, failed0 = bridge.executor.calls_sent, bridge.executor.calls_failed
-    task = progress.add_task(f"{label}: {len(events)} events", total=len(events))
-    cpu0, t0 = time.process_time(), time.monotonic()
-    ids = put()
-    await wait_until(lambda: answered(ids) is not None, 60.0)
-    cpu_answer = time.process_time() - cpu0
-    last_answer = answered(ids)
-    first_arrival = min((arrived[i] for i in ids if i in arrived), default=float("nan"))
-    end = max(ev["starts"][-1] for ev in events) + INTERVAL_S
-    while r.clock.now() < end + SPEED:
-        done = sum(1 for ev in events if ev["starts"][-1] + INTERVAL_S <= r.clock.now())
-        progress.update(task, completed=done)
-        await asyncio.sleep(0.2)
-    cpu_cycle = time.process_time() - cpu0
-    progress.remove_task(task)
-    outcome = _intervals(r, bridge, source, events, ids)
-    return {
-        "protocol": label,
-        "events": len(events),
-        "programs": PROGRAMS,
-        "intervals": outcome["intervals"],
-        "missed": outcome["missed"],
-        "late": outcome["late"],
-        "ahead": outcome["ahead"],
-        "lag_ms": _stats_ms(outcome["lag_ms"]),
-        "calls": bridge.executor.calls_sent - calls0,
-        "failed": bridge.executor.calls_failed - failed0,
-        "answered": sum(1 for i in ids if i in arrived),
-        "all_answered_s": None if last_answer is None else last_answer - t0,
-        "delivery_to_answers_s": None if last_answer is None else last_answer - first_arrival,
-        "cpu_answers_s": cpu_answer,
-        "cpu_cycle_s": cpu_cycle,
-        "wall_cycle_s": time.monotonic() - t0,
-    }
-
-
-async def concurrent_2b(
-    r: Rig, tls: bool, n: int, workdir: Path, progress: Progress
-) -> dict[str, Any]:
-    """Part 2 over OpenADR 2.0b: every event in one ``oadrDistributeEvent``."""
-    events = _plan_events(r, n)
-    async with _oadr2b(r, tls, workdir) as (vtn, bridge):
-        ven_id = bridge.adapters[0].status().ven_id
-
-        def put() -> list[str]:
-            for ev in events:
-                target = {"resource_id": ev["resource"]} if ev["resource"] else None
-                vtn.server.add_event(
-                    ven_id=ven_id,
-                    signal_name="SIMPLE",
-                    signal_type="level",
-                    intervals=[
-                        {
-                            "dtstart": datetime.fromtimestamp(s, UTC),
-                            "duration": timedelta(seconds=INTERVAL_S),
-                            "signal_payload": level,
-                        }
-                        for s, level in zip(ev["starts"], ev["levels"], strict=True)
-                    ],
-                    event_id=ev["id"],
-                    targets=[target or {"group_id": ev["group"]}],
-                    market_context=f"http://sef.test/programs/p{ev['program']}",
-                    callback=_ignore_opt,
-                )
-            return [ev["id"] for ev in events]
-
-        def answered(ids: list[str]) -> float | None:
-            seen: dict[str, float] = {}
-            for opt in vtn.opts:
-                seen.setdefault(opt.event_id, opt.at)
-            return max(seen[i] for i in ids) if all(i in seen for i in ids) else None
-
-        label = "2.0b mTLS+sig" if tls else "2.0b plain"
-        return await _run_cycle(r, bridge, "oadr2b", events, put, answered, progress, label)
-
-
-async def concurrent_oa3(r: Rig, n: int, progress: Progress) -> dict[str, Any]:
-    """Part 2 over OpenADR 3: the events stored in the VTN between two polls."""
-    events = _plan_events(r, n)
-    vtn = await Oa3Vtn(r.clock.now).start()
-    bridge = DrBridge(r.ems, rng_seed=2)
-    try:
-        programs = [
-            (await vtn.create("/programs", {"programName": f"bench-p{j}"}))["id"]
-            for j in range(PROGRAMS)
-        ]
-        config = Oadr3Config(
-            vtn_url=vtn.url,
-            ven_name="sef-bench",
-            client_id=VEN_CLIENT[0],
-            client_secret=VEN_CLIENT[1],
-            poll_interval_s=POLL_S * SPEED,
-            report_interval_s=POLL_S * SPEED,
-        )
-        adapter = Oadr3Adapter(config, clock=r.clock)
-        await bridge.attach(adapter)
-
-        def put() -> list[str]:
-            ids = []
-            for ev in events:
-                body = strict(RawEvent, _oa3_body(ev, programs[ev["program"]]))
-                stamp = vtn.stamp()
-                event_id = str(uuid.uuid4())
-                vtn.events[event_id] = {
-                    **body,
-                    "id": event_id,
-                    "createdDateTime": stamp,
-                    "modificationDateTime": stamp,
-                    "objectType": "EVENT",
-                }
-                ids.append(event_id)
-            return ids
-
-        def answered(ids: list[str]) -> float | None:
-            known = adapter.decisions()
-            return time.monotonic() if all(i in known for i in ids) else None
-
-        return await _run_cycle(r, bridge, "oadr3", events, put, answered, progress, "OpenADR 3")
-    finally:
-        await bridge.close()
-        await vtn.stop()
-
-
-def _oa3_body(ev: dict[str, Any], program_id: str) -> dict[str, Any]:
-    return {
-        "programID": program_id,
-        "eventName": ev["id"],
-        "targets": [ev["group"] or ev["resource"].replace("bat-", "site-")],
-        "intervalPeriod": {"start": iso(ev["starts"][0]), "duration": "PT1M"},
-        "intervals": [
-            {"id": j, "payloads": [{"type": "SIMPLE", "values": [level]}]}
-            for j, level in enumerate(ev["levels"])
-        ],
-    }
-
 
 # -- report ---------------------------------------------------------------------------
 
@@ -512,6 +243,18 @@ def _s(x: float | None) -> str:
 # -- main -----------------------------------------------------------------------------
 
 
+class _ErrorCounter(logging.Handler):
+    """Counts the ERROR records of a logger instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Count ``record``."""
+        self.count += 1
+
+
 async def _idle_cpu(r: Rig, seconds: float) -> float:
     """CPU s per real s of this process with the rig running and no event (baseline)."""
     await wait_until(lambda: all(r.setpoint_w(a) == 0.0 for a in r.batteries), 10.0)
@@ -557,6 +300,10 @@ def main() -> None:
         ap.error("need --events >= 1 and --concurrent >= 1")
     logging.basicConfig(level=args.log_level.upper())
     logging.getLogger("openleadr").setLevel(args.log_level.upper())
+    modbus_errors = _ErrorCounter()
+    pymodbus_log = logging.getLogger("pymodbus")
+    pymodbus_log.addHandler(modbus_errors)
+    pymodbus_log.propagate = False  # counted, not printed (it dumps raw frames)
     console.print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="sef-openadr-bench-") as tmp:
         os.environ.setdefault("SEF_STATE_DIR", str(Path(tmp) / "state"))
@@ -565,6 +312,11 @@ def main() -> None:
             out = asyncio.run(run(args, broker.url, Path(tmp)))
     print_latency(out["latency"])
     print_concurrent(out["concurrent"])
+    console.print(
+        f"Modbus errors logged by pymodbus in the BIS agents (timeouts on the loaded "
+        f"machine): {modbus_errors.count}"
+    )
+    out["modbus_errors"] = modbus_errors.count
     console.print(
         "load average start / end: "
         + " ".join(f"{x:.2f}" for x in out["load_average_start"])
