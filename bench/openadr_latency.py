@@ -8,8 +8,8 @@ with four batteries (BIS agents → SunSpec battery emulators over Modbus TCP;
 :class:`~sef.openadr.DrBridge` with the packaged mapping, and the VTNs the tests use:
 openleadr's VTN (``tests/openadr/oadr2b_vtn.py``, poll 1 s, the shortest openleadr can
 express) and the OpenADR 3 test VTN (``tests/openadr/oa3_vtn.py``, every body checked with
-the ``openadr3`` models). No other bench imports from
-``tests/openadr``; this one does (``sys.path``) rather than copy two VTNs. Every
+the ``openadr3`` models), imported with ``tests`` and ``tests/openadr`` on ``sys.path``
+(as ``bench/gateway_outage.py`` imports its rig from ``tests``) rather than copied. Every
 ``EMS.call`` and every change of a battery emulator's setpoint (its Modbus write hook) is
 timestamped with ``time.monotonic()``.
 
