@@ -20,23 +20,23 @@ timestamped with ``time.monotonic()``.
    ``EnergyMethod`` call the EMS sends (``ScheduledPlan.first_sent_mono``), (c) the battery
    emulator's setpoint changing. Baseline: the poll interval (an event waits for the next
    poll), so the table shows p95 ÷ poll. Target of the issue: < 2 s to the first command.
-2. **100 concurrent events across 4 programs** (market contexts / OpenADR 3 programs),
-   each 3 intervals of 60 clock s (1 s real) with SIMPLE levels 1-3, targets spread over
-   one agent (``resourceID bat-k``), one site (group ``site-k``) and the fleet (group
+2. **100 concurrent events across 4 programs** (market contexts / OpenADR 3 programs), each
+   3 intervals of 60 clock s (1 s real) with SIMPLE levels 1-3, targets spread over one
+   agent (``resourceID bat-k``), one site (group ``site-k``) and the fleet (group
    ``batteries``), starts spread over 135 clock s after a 5-s real lead; all put on the VTN
    at once (2.0b: one ``oadrDistributeEvent`` at the next poll; OpenADR 3: stored in the
-   VTN, checked with ``RawEvent``, between two polls). An interval counts as **missed** when
-   no ``EnergyMethod`` call of its event whose sequence reaches into the interval was sent
-   before the interval ended; **late** when that call went out more than 10 % of the
-   interval after the interval began; **ahead** when the call went out before the interval
-   (one sequence covers all three intervals). Figures: missed, late, ahead, the lag of each
-   event's first command behind the event's start (real ms), calls and failed calls
-   (refusals, members not answering),
-   time until every event is answered (2.0b: the ``oadrCreatedEvent`` opts at the VTN;
-   OpenADR 3 has no opt message: the adapter's decisions), and this process's CPU time for
-   the cycle (it runs the VTN, the EMS, the agents and the emulators too). Events on the
-   same battery overlap, so at the device the newest command wins: part 2 counts what the
-   EMS sent, part 1 checks the device.
+   VTN, checked with ``RawEvent``, between two polls), right after the adapter's first poll,
+   so the answers wait a whole poll interval (the worst phase). An interval counts as
+   **missed** when no ``EnergyMethod`` call of its event whose sequence reaches into the
+   interval was sent before the interval ended; **late** when that call went out more than
+   10 % of the interval after the interval began; **ahead** when the call went out before
+   the interval (one sequence covers all three intervals). Figures: missed, late, ahead, the
+   lag of each event's first command behind the event's start (real ms), calls and failed
+   calls (refusals, members not answering), time until every event is answered (2.0b: the
+   ``oadrCreatedEvent`` opts at the VTN; OpenADR 3 has no opt message: the adapter's
+   decisions), and this process's CPU time for the cycle (it runs the VTN, the EMS, the
+   agents and the emulators too). Events on the same battery overlap, so at the device the
+   newest command wins: part 2 counts what the EMS sent, part 1 checks the device.
 
 Baseline for the CPU figures: this process's CPU per second with the rig running and no
 event, measured in the same run just before part 2 (the rig's agents poll their
@@ -216,7 +216,7 @@ def print_concurrent(results: list[dict[str, Any]]) -> None:
          lambda x: "/".join(_ms(x["lag_ms"][k]) for k in ("p50", "p95", "max"))),
         ("EnergyMethod calls / failed", lambda x: f"{x['calls']} / {x['failed']}"),
         ("events answered", lambda x: str(x["answered"])),
-        ("put on VTN → all answered, s", lambda x: _s(x["all_answered_s"])),
+        ("put on VTN just after a poll → all answered, s", lambda x: _s(x["all_answered_s"])),
         ("first delivery → all answered, s", lambda x: _s(x["delivery_to_answers_s"])),
         ("CPU until all answered, s", lambda x: f"{x['cpu_answers_s']:.2f}"),
         ("CPU for the whole cycle / wall, s",
