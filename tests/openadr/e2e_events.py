@@ -1,6 +1,7 @@
-"""Event shapes for the OpenADR 2.0b acceptance tests: raw events for the openleadr VTN,
-the malformed or unsupported ones the EMS must refuse (and the reasons it must log), and
-shapes no schema-valid 2.0b message can carry.
+"""Event shapes for the OpenADR 2.0b acceptance tests: what the packaged mapping makes of
+them (read from ``mapping.toml`` as data), raw events for the openleadr VTN, the malformed
+or unsupported ones the EMS must refuse (and the reasons it must log), and shapes no
+schema-valid 2.0b message can carry.
 
 Imported by bare name (tests/openadr is on sys.path while its tests run, and on mypy's path).
 """
@@ -8,14 +9,64 @@ Imported by bare name (tests/openadr is on sys.path while its tests run, and on 
 from __future__ import annotations
 
 import contextlib
+import math
+import tomllib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import openleadr.preflight
 from e2e_support import Ven, on_clock
 from oadr2b_vtn import MARKET_CONTEXT, _ignore_opt
 from openleadr import objects
+
+import sef.openadr
+from sef.models.waterheater_dr import DRMode
+
+# ---------------------------------------------------------------------- expectations
+
+RATINGS_KW = {"bat-1": 8.0, "bat-2": 4.0}
+"""The batteries' charge and discharge ratings, kW (``e2e_stack``'s default)."""
+
+HEATER_MODE = {
+    "shed": DRMode.SHED,
+    "discharge": DRMode.CRITICAL_PEAK,
+    "charge": DRMode.LOAD_UP,
+    "endshed": DRMode.NORMAL,
+    "idle": DRMode.NORMAL,
+}
+"""What each EnergyMethod command puts a CTA-2045 heater in (docs/openadr.md, ucm.md)."""
+
+
+def simple_band(level: int) -> dict[str, Any]:
+    """The packaged table's SIMPLE band for ``level``, read from mapping.toml as data."""
+    table = tomllib.loads(
+        (Path(sef.openadr.__file__).parent / "mapping.toml").read_text(encoding="utf-8")
+    )
+    [rule] = [r for r in table["rule"] if r["signals"] == ["SIMPLE"]]
+    bands = [b for b in rule["bands"] if b.get("at_least", -math.inf) <= level]
+    return dict(bands[-1])
+
+
+def simple_battery_kw(level: int, rating_kw: float) -> float:
+    """The battery power SIMPLE ``level`` maps to, kW (+ charge): shed ⌈rating × base⌉."""
+    battery = simple_band(level)["battery"]
+    assert battery["cmd"] == "shed", battery
+    return -float(math.ceil(round(rating_kw * battery.get("base", 0.0), 9)))
+
+
+def pro_rata_kw(setpoint_kw: float) -> dict[str, float]:
+    """A LOAD_DISPATCH setpoint P on the battery group (docs/openadr.md): the batteries'
+    total goes to P, split pro-rata to their ratings, each share rounded up to whole kW."""
+    total = sum(RATINGS_KW.values())
+    sign = -1.0 if setpoint_kw < 0 else 1.0
+    return {
+        b: sign * math.ceil(round(abs(setpoint_kw) * r / total, 9)) for b, r in RATINGS_KW.items()
+    }
+
+
+# ---------------------------------------------------------------------- VTN shapes
 
 
 def raw_event(

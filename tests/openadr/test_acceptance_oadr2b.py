@@ -18,18 +18,21 @@ import logging
 import math
 import random
 import time
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from e2e_events import (
+    HEATER_MODE,
+    RATINGS_KW,
     REFUSED,
     let_simple_levels_through,
+    pro_rata_kw,
     queue_refused_events,
     raw_event,
     schema_invalid_events,
+    simple_band,
+    simple_battery_kw,
 )
 from e2e_support import (
     Truth,
@@ -43,43 +46,13 @@ from e2e_support import (
 from oadr2b_vtn import _ignore_opt
 from openleadr import objects
 
-import sef.openadr
 from sef.models.waterheater_dr import DRMode
 from support import wait_for
 
 log = logging.getLogger(__name__)
 
-RATINGS_KW = {"bat-1": 8.0, "bat-2": 4.0}
-"""The batteries' charge and discharge ratings, kW (``e2e_stack``'s default)."""
-
-HEATER_MODE = {
-    "shed": DRMode.SHED,
-    "discharge": DRMode.CRITICAL_PEAK,
-    "charge": DRMode.LOAD_UP,
-    "endshed": DRMode.NORMAL,
-    "idle": DRMode.NORMAL,
-}
-"""What each EnergyMethod command puts a CTA-2045 heater in (docs/openadr.md, ucm.md)."""
-
 START_BUDGET_S = 2.0
 """Acceptance: the mapped state at the devices within 2 s (real) of the event's start."""
-
-
-def simple_band(level: int) -> dict[str, Any]:
-    """The packaged table's SIMPLE band for ``level``, read from mapping.toml as data."""
-    table = tomllib.loads(
-        (Path(sef.openadr.__file__).parent / "mapping.toml").read_text(encoding="utf-8")
-    )
-    [rule] = [r for r in table["rule"] if r["signals"] == ["SIMPLE"]]
-    bands = [b for b in rule["bands"] if b.get("at_least", -math.inf) <= level]
-    return dict(bands[-1])
-
-
-def simple_battery_kw(level: int, rating_kw: float) -> float:
-    """The battery power SIMPLE ``level`` maps to, kW (+ charge): shed ⌈rating × base⌉."""
-    battery = simple_band(level)["battery"]
-    assert battery["cmd"] == "shed", battery
-    return -float(math.ceil(round(rating_kw * battery.get("base", 0.0), 9)))
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "mtls-signed"])
@@ -140,16 +113,6 @@ async def test_simple_level_2_at_the_emulators_then_cancel(
 
 
 # ---------------------------------------------------------------------- 2 + 4: LOAD_DISPATCH
-
-
-def pro_rata_kw(setpoint_kw: float) -> dict[str, float]:
-    """A LOAD_DISPATCH setpoint P on the battery group (docs/openadr.md): the batteries'
-    total goes to P, split pro-rata to their ratings, each share rounded up to whole kW."""
-    total = sum(RATINGS_KW.values())
-    sign = -1.0 if setpoint_kw < 0 else 1.0
-    return {
-        b: sign * math.ceil(round(abs(setpoint_kw) * r / total, 9)) for b, r in RATINGS_KW.items()
-    }
 
 
 async def test_load_dispatch_setpoint_pro_rata_at_the_emulators_then_cancel(
