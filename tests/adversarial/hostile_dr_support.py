@@ -28,11 +28,31 @@ if _OPENADR_TESTS not in sys.path:
     sys.path.insert(0, _OPENADR_TESTS)
 
 from dr_stack import CallLog, DrStack, dr_stack  # noqa: E402
+from e2e_support import on_clock  # noqa: E402
+from oa3_vtn import VEN_CLIENT, Oa3Vtn, iso  # noqa: E402
+from oadr2b_vtn import RecordingSink, TestVtn, make_pki  # noqa: E402
 
 from sef.models.waterheater_dr import DRMode  # noqa: E402
 from sef.openadr import DrBridge, Oadr2bAdapter, Oadr2bConfig, Oadr3Config  # noqa: E402
 from sef.openadr._oadr3 import Oadr3Adapter  # noqa: E402
 from support import wait_for  # noqa: E402
+
+__all__ = [
+    "PERCENT",
+    "POWER_KW",
+    "USD_PER_KWH",
+    "VEN_CLIENT",
+    "Oa3Vtn",
+    "RecordingSink",
+    "Rig",
+    "TestVtn",
+    "ev2b",
+    "iso",
+    "make_pki",
+    "on_clock",
+    "rig",
+    "warned",
+]
 
 POWER_KW = {"name": "powerReal", "unit": "W", "scale": "k"}
 """itemBase of a LOAD_DISPATCH in kW."""
