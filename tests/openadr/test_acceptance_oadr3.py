@@ -199,7 +199,8 @@ async def _run(stack: FeederStack, scenario: Scenario, base_kw: float) -> tuple[
         event_id = (await vtn.create("/events", body))["id"]
         await wait_for(lambda: event_id in adapter.decisions(), 5.0)
         opt = adapter.decisions()[event_id].decision.opt
-        board = target_board(stack.ems)
+        board = target_board(stack.ems)  # the windows go on it when the plan's task runs
+        await wait_for(lambda: board.limit_at(begin + 1.0) is not None, 5.0)
         edges = [begin + 60.0 * sum(m for m, _ in INTERVALS[:i]) for i in range(len(INTERVALS))]
         board_limits = [board.limit_at(begin - 1.0), *(board.limit_at(t + 1.0) for t in edges)]
         live_limits = [live.feeder.limit_kw(k) for k in (WINDOW[0] - 1, WINDOW[0], 8, 11)]
