@@ -359,6 +359,9 @@ async def running_ven(
             ven = Ven(stack, vtn, pki, bridge, adapter, calls, ven_id, [])
             adapter._client.add_hook("before_send_xml", ven.sent_xml.append)
             yield ven
+            status = adapter.status()  # every exchange with the VTN went through
+            assert status.registered and status.errors == 0, status
+            assert bridge.executor.calls_failed == 0  # every device answered its command
             if pki is not None:  # every message the VEN sent is signed (XMLDSig)
                 assert ven.sent_xml and all("SignatureValue" in x for x in ven.sent_xml)
         finally:
