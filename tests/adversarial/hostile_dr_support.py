@@ -28,6 +28,7 @@ if _OPENADR_TESTS not in sys.path:
     sys.path.insert(0, _OPENADR_TESTS)
 
 from dr_stack import CallLog, DrStack, dr_stack  # noqa: E402
+from e2e_events import let_simple_levels_through, raw_event  # noqa: E402
 from e2e_support import on_clock  # noqa: E402
 from oa3_vtn import VEN_CLIENT, Oa3Vtn, iso  # noqa: E402
 from oadr2b_vtn import RecordingSink, TestVtn, make_pki  # noqa: E402
@@ -48,8 +49,10 @@ __all__ = [
     "TestVtn",
     "ev2b",
     "iso",
+    "let_simple_levels_through",
     "make_pki",
     "on_clock",
+    "raw_event",
     "rig",
     "warned",
 ]
