@@ -132,11 +132,13 @@ METER_SLACK_KW = 0.05
 """Metering slack (kW): the readings are the base load less whole-kW battery rates; this
 only absorbs float rounding and the batteries' standby draw, not control error."""
 STEP_START_SLACK_S = 15.0
-"""Clock s the meter may spend above the limit at one step start: the live controller's
-step plan, made on battery telemetry older than the meter (see the module's last test),
-can send the batteries idle at a step start under a limit until the feeder guard answers
-the next meter sample (6 clock s) and the BIS applies the correction (its 6-clock-s poll,
-plus the bus)."""
+"""Clock s the meter may spend above the limit at one step start: at the window's start
+and where the limit drops (from 7.33 to 6.33 kW) the batteries follow the step's plan a
+few clock s late (the bus, the BIS's 6-clock-s poll); and the step plan, made on battery
+telemetry older than the meter (the module's last test), can send the batteries idle at
+a step start under a limit until the feeder guard answers the next meter sample (6 clock
+s) and the BIS applies the correction. The window's first 15 clock s are not checked;
+over the rest, readings above the limit may add up to a quarter of 15 s per step held."""
 
 
 @dataclass
@@ -310,10 +312,13 @@ async def test_capacity_limit_event_holds_the_metered_feeder_and_usage_reaches_t
     # conversion losses, ~0.14 kW at 3 kW) and a rate change may be in flight
     assert float(np.median(np.abs(np.subtract(values, truths)))) <= 0.3, (values, truths)
     assert float(np.median(values)) <= -(CUT_KW - 1.0)  # the fleet discharged for the limit
+    worst = max(s.kw - run.limit_at(s.t_s) for s in held)
+    peak = max(s.kw for s in held)
     print(
-        f"base {base_kw:.2f} kW, limits {[round(x, 2) for x in limits]} kW; meter step means "
-        f"{np.round(means, 2).tolist()}; in the event: peak {max(s.kw for s in held):.2f} kW, "
-        f"{len(over)} of {len(held)} readings over; reports {np.round(values, 2).tolist()} kW "
+        f"base (no event) {base_kw:.2f} kW, limits {[round(x, 2) for x in limits]} kW; meter "
+        f"step means {np.round(means, 2).tolist()}; in the event: peak {peak:.2f} kW,"
+        f" worst {worst:+.2f} kW vs the limit, {len(over)} of {len(held)} readings over "
+        f"(~{len(over) * period:.0f} clock s); reports {np.round(values, 2).tolist()} kW "
         f"(emulators {np.round(truths, 2).tolist()})"
     )
 
