@@ -115,6 +115,15 @@ def raw_event(
 KWH = objects.Measurement(name="energyReal", description="RealEnergy", unit="Wh", scale="k")
 """An ``itemBase`` of kWh (``energyReal``, Wh, scale k)."""
 
+KW = objects.Measurement(
+    name="powerReal",
+    description="RealPower",
+    unit="W",
+    scale="k",
+    power_attributes=objects.PowerAttributes(60, 240, True),
+)
+"""An ``itemBase`` of kW (``powerReal``, W, scale k)."""
+
 
 @contextlib.contextmanager
 def let_simple_levels_through(event_ids: set[str]) -> Iterator[None]:

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from e2e_events import (
     HEATER_MODE,
+    KW,
     RATINGS_KW,
     REFUSED,
     let_simple_levels_through,
@@ -151,6 +152,40 @@ async def test_load_dispatch_setpoint_pro_rata_at_the_emulators_then_cancel(
         # the restore: one call to the targeted group (its members are exactly the batteries)
         restores = [(row["target"], row["args"]) for row in energy_methods(stack)[2:]]
         assert restores == [("group:batteries", [[["idle", 0, 1]]])]
+
+
+async def test_load_dispatch_delta_sheds_the_heater_and_the_batteries_take_the_rest(
+    broker_url: str, tmp_path: Path
+) -> None:
+    """Δ = -10 kW for the feeder (2 batteries, a heater heating at 4.5 kW): the heater sheds
+    (-4.5 kW), the batteries go from their present power to present + Δ + 4.5, pro-rata."""
+    async with running_ven(broker_url, tmp_path, tls=False, heater_initial_c=38.0) as ven:
+        stack, vtn = ven.stack, ven.vtn
+        assert stack.heaters["wh-1"].power_w == pytest.approx(4500.0)
+        batteries_now = sum(stack.telemetry(b)["Sys_Power_kW"] for b in RATINGS_KW)
+        heater_now = stack.telemetry("wh-1")["Power_W"] / 1000.0
+        assert heater_now == pytest.approx(4.5)
+        want = pro_rata_kw(batteries_now - 10.0 + heater_now)
+        assert want == {"bat-1": -4.0, "bat-2": -2.0}
+
+        start = on_clock(stack, 120.0)
+        event = raw_event("delta-1", start, "LOAD_DISPATCH", "delta", [-10.0], 600,
+                          measurement=KW, target=objects.Target(group_id="feeder-1"))  # fmt: skip
+        vtn.server.add_raw_event(ven_id=ven.ven_id, event=event, callback=_ignore_opt)
+        start_mono = real_mono_at(stack, start)
+
+        def mapped() -> bool:
+            return ven.batteries_at(want) and stack.heater_mode("wh-1") is DRMode.SHED
+
+        reached = await reached_by(mapped, start_mono + START_BUDGET_S)
+        assert reached - start_mono < START_BUDGET_S
+        assert [o.opt for o in vtn.opts_for("delta-1")] == ["optIn"]
+        logged = {row["target"]: row["args"] for row in energy_methods(stack)}
+        assert logged == {
+            "bat-1": [[["discharge", 4, 600]]],
+            "bat-2": [[["discharge", 2, 600]]],
+            "wh-1": [[["shed", 0, 600]]],
+        }
 
 
 # ---------------------------------------------------------------------- 3: TELEMETRY_USAGE
