@@ -12,9 +12,11 @@ Imported by bare name (``tests/adversarial`` is on sys.path while its tests run)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +45,7 @@ __all__ = [
     "POWER_KW",
     "USD_PER_KWH",
     "VEN_CLIENT",
+    "LoopLag",
     "Oa3Vtn",
     "RecordingSink",
     "Rig",
@@ -51,9 +54,11 @@ __all__ = [
     "iso",
     "let_simple_levels_through",
     "make_pki",
+    "oa3_config",
     "on_clock",
     "raw_event",
     "rig",
+    "simple_oa3",
     "warned",
 ]
 
@@ -185,3 +190,63 @@ def warned(caplog: pytest.LogCaptureFixture, *words: str) -> bool:
         and all(w in r.getMessage() for w in words)
         for r in caplog.records
     )
+
+
+# ---------------------------------------------------------------------- OpenADR 3
+
+
+def simple_oa3(program_id: str, event_id: str, start_s: float, level: float) -> dict[str, Any]:
+    """An OpenADR 3 SIMPLE event for the group ``batteries`` (bat-1): one 10-min interval at
+    ``level``."""
+    stamp = iso(start_s - 3600)
+    return {
+        "id": event_id,
+        "programID": program_id,
+        "objectType": "EVENT",
+        "createdDateTime": stamp,
+        "modificationDateTime": stamp,
+        "eventName": event_id,
+        "targets": ["batteries"],
+        "intervalPeriod": {"start": iso(start_s), "duration": "PT10M"},
+        "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [level]}]}],
+    }
+
+
+class LoopLag:
+    """Measures the event loop's longest stall: a task that sleeps ``step_s`` and records how
+    late it wakes, real s."""
+
+    def __init__(self, step_s: float = 0.02) -> None:
+        self.step_s = step_s
+        self.worst_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.step_s)
+            self.worst_s = max(self.worst_s, time.monotonic() - before - self.step_s)
+
+    def start(self) -> LoopLag:
+        """Start measuring."""
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def stop(self) -> None:
+        """Stop measuring."""
+        if self._task is not None:
+            self._task.cancel()
+
+
+def oa3_config(vtn: Oa3Vtn, **changes: Any) -> Oadr3Config:
+    values: dict[str, Any] = {
+        "vtn_url": vtn.url,
+        "ven_name": "sef-ems",
+        "client_id": VEN_CLIENT[0],
+        "client_secret": VEN_CLIENT[1],
+        "poll_interval_s": 30.0,  # clock s: 0.5 s real at 60x
+        "report_interval_s": 600.0,
+        "max_backoff_s": 60.0,
+        "timeout_s": 5.0,
+    }
+    return Oadr3Config(**{**values, **changes})
