@@ -156,6 +156,9 @@ class _LiveStub:
     def meter_sample(self) -> tuple[float, float] | None:
         return self.samples.pop(0) if self.samples else None
 
+    def log_device_power(self) -> None:
+        pass  # no devices
+
     def window_limit_kw(self, k: int) -> float | None:
         return None  # no event window on the target board
 

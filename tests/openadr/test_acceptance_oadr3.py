@@ -31,6 +31,7 @@ import pytest
 from e2e_oa3_support import FeederStack, feeder_stack
 from oa3_vtn import VEN_CLIENT, Oa3Vtn, iso
 
+from api_stack import ManualClock
 from sef.control._live_guard import guard_limit_kw
 from sef.control.controllers.base import WH_KEEP, Decision, Forecast, Observation
 from sef.control.live import LiveControl
@@ -335,26 +336,22 @@ def _record(agent_id: str, plate: dict[str, Any], telemetry: dict[str, Any], ts:
     return record
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sef.control._live_observe logs device power only when observe() runs: a meter "
-    "sample is read against the device's power of the previous step (bug, see report)",
-)
 def test_a_step_under_a_limit_reads_the_meter_against_the_devices_power_then() -> None:
-    """What the end-to-end run above shows in about one run in three: at a step start under
-    the event's limit the live controller sends the batteries idle, and the meter reads
-    the whole base load until the feeder guard answers the next meter sample.
+    """What the end-to-end run above showed in about one run in three before the fix: at a
+    step start under the event's limit the live controller sent the batteries idle, and the
+    meter read the whole base load until the feeder guard answered the next meter sample.
 
     The feeder: 9.33 kW of base load; a battery discharging 3 kW since 305 s (its
     telemetry says so from 306 s on) holds it at 6.33 kW, the event's limit. At the step
     start (360 s) the meter's newest sample is from 359 s and the battery's newest
     telemetry from 360 s. The metered base load at 359 s is 6.33 + 3 = 9.33 kW, the net
-    6.33 kW, and the step's plan must keep the 3-kW discharge. But the device power the
-    base is read against was logged only at the previous step start (300 s: 0 kW), so
-    the base is taken as 6.33 kW, the net as 3.33 kW, and the plan sends the battery idle
-    (the peak guard allows 0 kW)."""
+    6.33 kW, and the step's plan must keep the 3-kW discharge. The device power the base
+    is read against used to be logged only at step starts (300 s: 0 kW), so the base was
+    taken as 6.33 kW, the net as 3.33 kW, and the plan sent the battery idle (the peak
+    guard allowed 0 kW); the feeder watch now logs it at every meter sample."""
     scenario = _scenario()
-    ems = EMS("mqtt://127.0.0.1:1", "ems-late-log")  # never started: the registry only
+    clock = ManualClock(306.0)  # the board drops ended windows by the EMS clock
+    ems = EMS("mqtt://127.0.0.1:1", "ems-late-log", clock=clock)  # never started: registry
     plate = {"DeviceType": "battery", "Charge_Rate_kW": 8.0, "Discharge_Rate_kW": 8.0,
              "Capacity_kWh": 60.0, "SOC_Min_pct": 10.0, "SOC_Max_pct": 90.0}  # fmt: skip
     meter_plate = {"DeviceType": "meter"}
@@ -366,9 +363,16 @@ def test_a_step_under_a_limit_reads_the_meter_against_the_devices_power_then() -
     live = LiveControl(ems, scenario, Idle(), start_s=start, meter_tau_s=0.0)
     live.refresh_fleet(5)
     live.observe_step(5)  # the step start at 300 s: the battery idle, the meter at the base
-    # 305 s: the battery discharges 3 kW; its telemetry and the meter's samples follow
+    # 305 s: the battery discharges 3 kW; its telemetry and the meter's samples follow, and
+    # the feeder watch logs the devices' power at each new meter sample (it used not to:
+    # the base was read against the power of the previous step start, 0 kW)
+    registry["bat-1"] = _record("bat-1", plate, {"Sys_Power_kW": -3.0, "Sys_Energy_kWh": 30.0}, 306)
+    registry["meter-1"] = _record("meter-1", meter_plate, {"Net_Power_kW": limit}, 312)
+    clock.t = 312.0
+    live.feeder.once()  # the watch takes the 312-s sample
+    clock.t = 360.0
     registry["bat-1"] = _record("bat-1", plate, {"Sys_Power_kW": -3.0, "Sys_Energy_kWh": 30.0}, 360)
     registry["meter-1"] = _record("meter-1", meter_plate, {"Net_Power_kW": limit}, 359)
     obs = live.observe_step(6)
-    assert obs.net_kw == pytest.approx(limit)  # bug: 3.33 kW
-    assert live._guard_kw(6, obs) == -3  # bug: 0 (idle)
+    assert obs.net_kw == pytest.approx(limit)  # was 3.33 kW before the watch logged power
+    assert live._guard_kw(6, obs) == -3  # was 0 (idle)

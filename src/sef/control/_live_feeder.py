@@ -96,6 +96,7 @@ class FeederWatch:
         if self._last_ts is not None and ts <= self._last_ts:
             return
         prev, self._last_ts = self._last_ts, ts
+        live.log_device_power()  # the sample is read against what the devices drew then
         if ts < live.start_s:
             return  # before the run: not the guard's to hold
         if prev is not None:

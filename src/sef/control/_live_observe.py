@@ -54,6 +54,22 @@ class LiveObservation:
         (their own times: the meter is read against what the devices drew then)."""
         return self._meter.devices_at(t_s, (*self.fleet.battery_ids, *self.fleet.heater_ids))
 
+    def log_device_power(self) -> None:
+        """Keep every device's newest reported power (kW) at its telemetry time.
+
+        The feeder watch calls this at each new meter sample, so a sample is read against
+        what the devices drew at its time (:meth:`devices_at`) and not against the power
+        seen at the last step start (which held a battery that had started discharging
+        since as idle: the metered base came out low by its power and the next plan
+        released the feeder).
+        """
+        for plate in self.fleet.batteries:
+            t = self._telemetry(plate.agent_id)
+            self._meter.log_power(plate.agent_id, t, _battery_kw(t))
+        for heater in self.fleet.heaters:
+            t = self._telemetry(heater.agent_id)
+            self._meter.log_power(heater.agent_id, t, float(t.get("Power_W", 0.0)) / 1000.0)
+
     def observe(self, step: int, net_kw: float) -> Observation:
         """The observation at the start of ``step`` from the agents' last telemetry."""
         fleet = self.fleet
@@ -64,8 +80,7 @@ class LiveObservation:
             t = self._telemetry(plate.agent_id)
             mid = plate.capacity_kwh * 0.5 * (plate.soc_min + plate.soc_max)
             energy[i] = float(t.get("Sys_Energy_kWh", mid))
-            key = "Setpoint_kW" if t.get("State") == "CONNECTED" else "Sys_Power_kW"
-            b_power[i] = float(t.get(key, 0.0))
+            b_power[i] = _battery_kw(t)
             self._meter.log_power(plate.agent_id, t, b_power[i])
         w_power = np.zeros(n_w)
         w_energy = np.zeros(n_w)
@@ -120,3 +135,10 @@ class LiveObservation:
         else:
             net = float(sc.base_kw[(step - 1) % sc.steps] + devices)
         return replace(obs, net_kw=net)
+
+
+def _battery_kw(t: dict[str, Any]) -> float:
+    """A battery's power from its telemetry (kW, + = charging): the inverter's setpoint
+    while connected, else the reported system power."""
+    key = "Setpoint_kW" if t.get("State") == "CONNECTED" else "Sys_Power_kW"
+    return float(t.get(key, 0.0))
