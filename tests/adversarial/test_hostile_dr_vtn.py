@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from hostile_dr_support import (
     LoopLag,
     Oa3Vtn,
@@ -44,6 +44,7 @@ from sef.clock import RealClock
 from sef.ems import EMS
 from sef.openadr import (
     DrBridge,
+    DrHistory,
     DrService,
     EventRecord,
     Oadr2bAdapter,
@@ -104,12 +105,42 @@ async def test_ten_thousand_events_in_one_delivery(
 # ---------------------------------------------------------------------- findings (OA3 volume)
 
 
+def test_history_lookups_by_event_do_not_scan_the_history() -> None:
+    """DrHistory indexes records by (source, event_id): 10 000 ``latest`` and ``versions``
+    lookups in a full history take milliseconds (they scanned it: ~10 s); the size limit
+    and the oldest-first order still hold, and trimmed records leave the index."""
+    history = DrHistory(limit=10_000)
+    for i in range(12_000):
+        for mod in (0, 1):
+            history.add(
+                EventRecord("oadr3", f"e{i}", mod, "p", "", "scheduled", "optIn", "", 0, 0, 1)
+            )
+    began = time.monotonic()
+    for i in range(7_000, 12_000):
+        latest = history.latest("oadr3", f"e{i}")
+        assert latest is not None and latest.modification == 1
+        assert [r.modification for r in history.versions("oadr3", f"e{i}")] == [0, 1]
+    took = time.monotonic() - began
+    print(f"10 000 lookups in a 10 000-record history: {took * 1000:.1f} ms")
+    assert took < 0.2
+    records = history.records()
+    assert len(records) == 10_000 and records[0].key == ("oadr3", "e7000", 0)
+    assert records[-1].key == ("oadr3", "e11999", 1)
+    assert history.latest("oadr3", "e6999") is None and not history.versions("oadr3", "e0")
+    history.add(EventRecord("oadr3", "e7000", 0, "p", "", "cancelled", "optIn", "", 0, 0, 1))
+    assert history.records()[-1].status == "cancelled"  # replaced: now the newest
+    assert history.latest("oadr3", "e7000") is not None
+    with pytest.raises(AttributeError, match="key"):
+        history.update(("oadr3", "e7000", 0), modification=5)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="FINDING: DrBridge._cancel scans the whole history per cancellation "
-    "(src/sef/openadr/_bridge.py, _cancel: 'for record in self.history.records()') and "
-    "DrHistory.latest scans it per event; 5 000 events vanishing at once stall the EMS "
-    "loop for seconds (10 000 over the network: 5 s, MQTT keepalives lost, agents drop)",
+    "(src/sef/openadr/_bridge.py, _cancel: 'for record in self.history.records()'); "
+    "5 000 events vanishing at once stall the EMS loop for seconds (10 000 over the "
+    "network: 5 s, MQTT keepalives lost, agents drop). DrHistory.latest no longer scans; "
+    "the fix left is in the bridge: iterate self.history.versions(source, event_id)",
 )
 async def test_mass_cancellation_does_not_stall_the_loop() -> None:
     ems = EMS("mqtt://127.0.0.1:9", "ems-x", clock=RealClock())  # never started: no calls
@@ -149,51 +180,57 @@ async def _program_vtn() -> Oa3Vtn:
     return vtn
 
 
-async def test_a_20_mb_answer_does_not_break_the_adapter() -> None:
-    """Today's behaviour with a 20 MB event (a 20-million-char name): read whole and handed
-    over (see the finding below); the adapter's memory peak for that poll is measured, and
-    polling goes on: a good event that replaces it reaches the sink."""
+async def test_a_20_mb_chunked_answer_is_cut_off_and_polling_goes_on() -> None:
+    """A 20 MB event (a 20-million-char name) sent chunked, without Content-Length, while
+    the adapter runs: the read stops past ``max_answer_bytes`` (4 MiB), the failed polls
+    are counted and cancel nothing (the event known before stays), the adapter's memory
+    peak stays near the limit, and a good event afterwards reaches the sink."""
     vtn = Oa3Vtn(time.time)
     served: list[bytes] = []
-    _hostile_events_route(
-        vtn,
-        lambda request: Response(served[-1], media_type="application/json") if served else None,
-    )
+
+    def chunked(request: Request) -> Response | None:
+        body = served[-1]
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        return StreamingResponse(chunks, media_type="application/json")
+
+    _hostile_events_route(vtn, chunked)
     await vtn.start()
     adapter: Oadr3Adapter | None = None
     try:
         program = await vtn.create("/programs", {"programName": "p"})
-        big = simple_oa3(program["id"], "big", time.time() + 3600, 1)
-        big["eventName"] = "x" * 20_000_000
-        served.append(json.dumps([big]).encode())
+        first = simple_oa3(program["id"], "first", time.time() + 3600, 1)
+        served.append(json.dumps([first]).encode())
         sink = RecordingSink()
         adapter = Oadr3Adapter(oa3_config(vtn, poll_interval_s=0.2), clock=RealClock())
+        await adapter.start(sink)
+        running = adapter
+        big = simple_oa3(program["id"], "big", time.time() + 3600, 1)
+        big["eventName"] = "x" * 20_000_000
+        served.append(json.dumps([first, big]).encode())
+        errors = adapter.status().errors
         tracemalloc.start()
         try:
-            await adapter.start(sink)
+            await wait_for(lambda: running.status().errors >= errors + 2, 10.0)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        print(f"memory peak of a poll with a 20 MB answer: {peak / 1e6:.0f} MB")
-        assert [e.event_id for e in sink.events] == ["big"]
+        print(f"memory peak of two polls with a 20 MB chunked answer: {peak / 1e6:.1f} MB")
+        assert peak < 16e6  # the 4 MiB body, its chunks, httpx and the server; 60 MB unbounded
+        assert "too large" in (adapter.status().last_error or "")
+        assert [e.event_id for e in sink.events] == ["first"] and not sink.cancels
         small = simple_oa3(program["id"], "small", time.time() + 60, 1)
-        served.append(json.dumps([small]).encode())
-        running = adapter
+        served.append(json.dumps([first, small]).encode())
         await wait_for(lambda: "small" in running.decisions(), 5.0)
-        assert "big" not in running.decisions()  # gone at the VTN: forgotten (cancelled)
+        assert "big" not in running.decisions() and "first" in running.decisions()
     finally:
         if adapter is not None:
             await adapter.stop()
         await vtn.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: Oadr3Adapter._request reads any answer whole (src/sef/openadr/_oadr3.py, "
-    "_request: 'answer.json()'); a 20 MB event is read, parsed and kept in DrEvent.raw and "
-    "the history (up to 10 000 versions): no response-size limit",
-)
 async def test_a_20_mb_answer_is_refused() -> None:
+    """A 20 MB answer with its Content-Length: refused before its body is read
+    (``max_answer_bytes``), the first poll fails, the sink hears nothing."""
     vtn = Oa3Vtn(time.time)
     big = simple_oa3("p", "big", time.time() + 3600, 1)
     big["eventName"] = "x" * 20_000_000
@@ -216,13 +253,9 @@ async def test_a_20_mb_answer_is_refused() -> None:
         await vtn.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: Oadr3Adapter._get_all pages while a page is full "
-    "(src/sef/openadr/_oadr3.py, _get_all): a VTN that ignores skip and always answers a "
-    "full page keeps the adapter paging forever, its list growing without bound",
-)
 async def test_an_endless_pager_is_cut_off() -> None:
+    """A VTN that ignores ``skip`` and answers the same full page forever: the second page
+    brings no new id, the poll fails (``page ... repeats ids``) within one page."""
     vtn = Oa3Vtn(time.time)
     page = [simple_oa3("p", f"loop-{i}", time.time() + 3600, 1) for i in range(50)]
     body = json.dumps(page).encode()
@@ -236,6 +269,33 @@ async def test_an_endless_pager_is_cut_off() -> None:
                 await asyncio.wait_for(adapter.start(RecordingSink()), 5.0)
         finally:
             await adapter.stop()
+    finally:
+        await vtn.stop()
+
+
+async def test_a_pager_of_ever_new_ids_is_cut_at_max_events_per_poll() -> None:
+    """A VTN that honours ``skip`` but never ends (every page full of new ids): the poll
+    fails once the list holds more than ``max_events_per_poll`` objects."""
+    vtn = Oa3Vtn(time.time)
+    asked: list[int] = []
+
+    def pages(request: Request) -> Response:
+        skip = int(request.query_params.get("skip", "0"))
+        asked.append(skip)
+        page = [simple_oa3("p", f"new-{skip + i}", time.time() + 3600, 1) for i in range(50)]
+        return Response(json.dumps(page).encode(), media_type="application/json")
+
+    _hostile_events_route(vtn, pages)
+    await vtn.start()
+    try:
+        await vtn.create("/programs", {"programName": "p"})
+        adapter = Oadr3Adapter(oa3_config(vtn, max_events_per_poll=500), clock=RealClock())
+        try:
+            with pytest.raises(ConnectionError, match="more than 500 objects"):
+                await asyncio.wait_for(adapter.start(RecordingSink()), 5.0)
+        finally:
+            await adapter.stop()
+        assert asked == list(range(0, 550, 50))  # 11 pages: 550 > 500, no more asked
     finally:
         await vtn.stop()
 

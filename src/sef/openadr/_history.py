@@ -10,6 +10,8 @@ from sef.openadr._model import EventKey
 
 __all__ = ["DrHistory", "EventRecord"]
 
+_KEY_FIELDS = frozenset({"source", "event_id", "modification"})
+
 
 @dataclass
 class EventRecord:
@@ -67,19 +69,36 @@ class EventRecord:
 class DrHistory:
     """The history in memory, newest last, at most ``limit`` records (the oldest go first).
 
-    The bridge adds and updates records; the API and dashboard read them.
+    The bridge adds and updates records; the API and dashboard read them. Records are also
+    indexed by ``(source, event_id)``, so :meth:`latest` and :meth:`versions` cost the
+    number of versions of that event, not the size of the history (thousands of events
+    cancelled at once must not stall the EMS loop).
     """
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
         self._records: dict[EventKey, EventRecord] = {}
+        self._by_event: dict[tuple[str, str], dict[int, EventRecord]] = {}
 
     def add(self, record: EventRecord) -> None:
         """Add a record, or replace the one with the same key."""
-        self._records.pop(record.key, None)
+        self._forget(record.key)
         self._records[record.key] = record
+        self._by_event.setdefault((record.source, record.event_id), {})[record.modification] = (
+            record
+        )
         while len(self._records) > self.limit:
-            del self._records[next(iter(self._records))]
+            self._forget(next(iter(self._records)))
+
+    def _forget(self, key: EventKey) -> None:
+        """Drop one record (if there) from the list and the index."""
+        if self._records.pop(key, None) is None:
+            return
+        versions = self._by_event.get((key[0], key[1]))
+        if versions is not None:
+            versions.pop(key[2], None)
+            if not versions:
+                del self._by_event[(key[0], key[1])]
 
     def get(self, key: EventKey) -> EventRecord | None:
         """The record of one event version."""
@@ -93,13 +112,20 @@ class DrHistory:
         for name, value in changes.items():
             if not hasattr(record, name):
                 raise AttributeError(f"EventRecord has no field {name!r}")
+            if name in _KEY_FIELDS:
+                raise AttributeError(f"{name!r} is part of the record's key: add a new record")
             setattr(record, name, value)
         return record
 
     def latest(self, source: str, event_id: str) -> EventRecord | None:
         """The newest modification of an event."""
-        found = [r for k, r in self._records.items() if k[0] == source and k[1] == event_id]
-        return max(found, key=lambda r: r.modification) if found else None
+        versions = self._by_event.get((source, event_id))
+        return versions[max(versions)] if versions else None
+
+    def versions(self, source: str, event_id: str) -> list[EventRecord]:
+        """Every recorded modification of an event, lowest modification first."""
+        versions = self._by_event.get((source, event_id), {})
+        return [versions[m] for m in sorted(versions)]
 
     def records(self) -> list[EventRecord]:
         """All records, oldest first."""

@@ -41,6 +41,11 @@ MAX_DURATION_S = 32767
 _GAP_S = 1e-3
 """Intervals further apart than this (s) are a gap or an overlap."""
 
+_NAMED_UNKNOWN = 10
+"""Unknown target names a refusal names; the rest are counted."""
+_NAME_CHARS = 64
+"""Characters of a target name a refusal quotes."""
+
 _RESTORE: dict[MemberKind, EnergyCommand] = {
     MemberKind.BATTERY: ("idle", 0, 1),
     MemberKind.WATER_HEATER: ("endshed", 0, 1),
@@ -106,6 +111,7 @@ def _plan(
         raise Refused("the event is cancelled")
     signal, rule = _choose_signal(event, table)
     _check_signal(signal, rule, table)
+    _check_times(event, signal, table, now_s)
     intervals = _remaining(signal.intervals, now_s)
     t0 = intervals[0].start_s
     seconds = _whole_seconds(intervals, t0)
@@ -117,7 +123,7 @@ def _plan(
 
     members, unknown = targeted_members(event.targets, fleet)
     if not members and unknown:
-        raise Refused(f"the event's targets name no known group or agent: {', '.join(unknown)}")
+        raise Refused(f"the event's targets name no known group or agent: {_names(unknown)}")
     kinds = (
         (MemberKind.BATTERY,)
         if rule.method.startswith("soc_")
@@ -199,6 +205,38 @@ def _check_signal(signal: DrSignal, rule: Rule, table: MappingTable) -> None:
             f"{name}: the event lasts {span / 3600:g} h, longer than the "
             f"{table.max_event_s / 3600:g} h the mapping accepts"
         )
+
+
+def _check_times(
+    event: DrEvent, signal: DrSignal, table: MappingTable, now_s: float | None
+) -> None:
+    """Refuse a start further ahead than ``[limits] max_lead_s`` (from ``now_s``) and a
+    random-start window wider than ``[limits] max_randomize_s``."""
+    window = event.randomize_s
+    if not window <= table.max_randomize_s:  # NaN too
+        raise Refused(
+            f"the random-start window of {window:g} s is wider than the "
+            f"{table.max_randomize_s:g} s the mapping accepts ([limits] max_randomize_s)"
+        )
+    if now_s is None or not math.isfinite(now_s):
+        return
+    lead = max(event.start_s, signal.intervals[0].start_s) - now_s
+    if not lead <= table.max_lead_s:
+        raise Refused(
+            f"the event starts {lead / 86400:g} days from now, further ahead than the "
+            f"{table.max_lead_s / 86400:g} days the mapping accepts ([limits] max_lead_s)"
+        )
+
+
+def _names(names: Sequence[str]) -> str:
+    """Target names for a refusal: the first :data:`_NAMED_UNKNOWN`, each cut to
+    :data:`_NAME_CHARS` printable characters, then how many more there are."""
+    shown = []
+    for name in names[:_NAMED_UNKNOWN]:
+        clean = "".join(c if c.isprintable() else "?" for c in name[:_NAME_CHARS])
+        shown.append(clean + ("…" if len(name) > _NAME_CHARS else ""))
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _remaining(intervals: Sequence[DrInterval], now_s: float | None) -> list[DrInterval]:

@@ -36,6 +36,11 @@ METHODS = frozenset(
 )
 """The ways a rule turns a signal into commands (``docs/openadr.md``, "Mapping")."""
 
+_MAX_LEAD_S = 10 * 366 * 86400.0
+"""The largest ``[limits] max_lead_s`` a table may set (10 years), s."""
+_MAX_RANDOMIZE_S = 31 * 86400.0
+"""The largest ``[limits] max_randomize_s`` a table may set (31 days), s."""
+
 
 @dataclass(frozen=True, slots=True)
 class BandAction:
@@ -122,12 +127,16 @@ class MappingTable:
         max_event_s: longest event accepted, s.
         efficiency_pct: one-way battery efficiency used to time CHARGE_STATE, %.
         contracted_kw: the site's contracted demand for DEMAND_CHARGE, kW (``None``: none).
+        max_lead_s: the furthest ahead an event may start (its start minus now), s.
+        max_randomize_s: the widest random-start window accepted, s.
     """
 
     rules: tuple[Rule, ...]
     max_event_s: float = 31 * 86400.0
     efficiency_pct: float = 97.5
     contracted_kw: float | None = None
+    max_lead_s: float = 400 * 86400.0
+    max_randomize_s: float = 86400.0
 
     def rule_for(self, name: str, signal_type: str) -> Rule | None:
         """The rule for a signal (``None``: the table has none)."""
@@ -174,12 +183,16 @@ class _BadKey(Exception):
 def _table(data: Mapping[str, Any]) -> MappingTable:
     _only(data, "", {"limits", "charge_state", "demand_charge", "rule"})
     limits = _section(data, "limits")
-    _only(limits, "limits", {"max_event_s"})
+    _only(limits, "limits", {"max_event_s", "max_lead_s", "max_randomize_s"})
     charge_state = _section(data, "charge_state")
     _only(charge_state, "charge_state", {"efficiency_pct"})
     demand = _section(data, "demand_charge")
     _only(demand, "demand_charge", {"contracted_kw"})
     max_event_s = _number(limits, "max_event_s", "limits", 31 * 86400.0, lo=1.0)
+    max_lead_s = _number(limits, "max_lead_s", "limits", 400 * 86400.0, lo=0.0, hi=_MAX_LEAD_S)
+    max_randomize_s = _number(
+        limits, "max_randomize_s", "limits", 86400.0, lo=0.0, hi=_MAX_RANDOMIZE_S
+    )
     efficiency = _number(charge_state, "efficiency_pct", "charge_state", 97.5, lo=1.0, hi=100.0)
     contracted = (
         _number(demand, "contracted_kw", "demand_charge", 0.0, lo=0.0)
@@ -190,7 +203,7 @@ def _table(data: Mapping[str, Any]) -> MappingTable:
     if not isinstance(raw_rules, list) or not raw_rules:
         raise _BadKey("rule", "expected a non-empty array of [[rule]] tables")
     rules = tuple(_rule(raw, f"rule[{i}]") for i, raw in enumerate(raw_rules))
-    return MappingTable(rules, max_event_s, efficiency, contracted)
+    return MappingTable(rules, max_event_s, efficiency, contracted, max_lead_s, max_randomize_s)
 
 
 def _rule(raw: Any, path: str) -> Rule:

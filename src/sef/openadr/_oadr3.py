@@ -26,6 +26,11 @@ reports it sends. What it does, in short (docs/openadr.md, "OpenADR 3"):
   power (kW, ``DIRECT_READ``) from ``DrSink.telemetry``.
 - **health**: failures count in :meth:`status`; polling goes on with a doubling wait up to
   ``max_backoff_s``.
+- **limits** (a hostile VTN): an answer larger than ``max_answer_bytes`` is refused
+  mid-read; a paged list that repeats a full page of known ids (``skip`` ignored) or holds
+  more than ``max_events_per_poll`` objects fails the poll (nothing is cancelled for it);
+  long runs of events yield to the EMS loop every :data:`YIELD_EVERY` events
+  (:mod:`sef.openadr._oadr3_http`).
 """
 
 from __future__ import annotations
@@ -54,14 +59,14 @@ from sef.openadr._oadr3_convert import (
     usage_report,
     wants_usage,
 )
+from sef.openadr._oadr3_http import Pager, VtnError, fetch_token, read_capped
 
-__all__ = ["Oadr3Adapter", "Oadr3EventState", "VtnError"]
+__all__ = ["YIELD_EVERY", "Oadr3Adapter", "Oadr3EventState", "VtnError"]
 
 log = logging.getLogger("sef.openadr")
 
-
-class VtnError(Exception):
-    """An exchange with the VTN failed (unreachable, refused, or an unreadable answer)."""
+YIELD_EVERY = 100
+"""Events handled between two yields to the EMS loop (``asyncio.sleep(0)``) in a poll."""
 
 
 @dataclass(frozen=True)
@@ -176,29 +181,6 @@ class Oadr3Adapter:
         self._status.last_error = str(exc)
         log.warning("OpenADR 3 VTN %s: %s", self.config.vtn_url, exc)
 
-    async def _fetch_token(self) -> str:
-        cfg = self.config
-        assert self._http is not None and cfg.client_id and cfg.client_secret
-        url = cfg.token_url
-        if url is None:
-            found = await self._http.get("/auth/server")
-            url = found.json().get("tokenURL") if found.status_code == 200 else None
-            url = url if isinstance(url, str) and url else f"{cfg.vtn_url.rstrip('/')}/auth/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": cfg.client_id,
-            "client_secret": cfg.client_secret,
-        }
-        if cfg.scopes:
-            form["scope"] = " ".join(cfg.scopes)
-        answer = await self._http.post(url, data=form)
-        if answer.status_code != 200:
-            raise VtnError(f"token refused: HTTP {answer.status_code} {answer.text[:200]}")
-        token = answer.json().get("access_token")
-        if not isinstance(token, str) or not token:
-            raise VtnError("token answer has no access_token")
-        return token
-
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One authenticated request; its JSON. A 401 with client credentials fetches a new
         token and tries once more."""
@@ -207,17 +189,23 @@ class Oadr3Adapter:
         try:
             for attempt in range(2):
                 if self._token is None:
-                    self._token = await self._fetch_token()
+                    self._token = await fetch_token(self._http, self.config)
                 headers = {"Authorization": f"Bearer {self._token}"}
-                answer = await self._http.request(method, path, headers=headers, **kwargs)
-                if answer.status_code == 401 and attempt == 0 and self.config.token is None:
+                status, body = await read_capped(
+                    self._http,
+                    method,
+                    path,
+                    max_bytes=self.config.max_answer_bytes,
+                    headers=headers,
+                    **kwargs,
+                )
+                if status == 401 and attempt == 0 and self.config.token is None:
                     self._token = None
                     continue
-                if answer.status_code >= 400:
-                    raise VtnError(
-                        f"{method} {path}: HTTP {answer.status_code} {answer.text[:200]}"
-                    )
-                return answer.json() if answer.content else None
+                if status >= 400:
+                    text = body[:200].decode("utf-8", "replace")
+                    raise VtnError(f"{method} {path}: HTTP {status} {text}")
+                return json.loads(body) if body else None
         except httpx.HTTPError as exc:
             raise VtnError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         except ValueError as exc:  # JSON
@@ -225,18 +213,22 @@ class Oadr3Adapter:
         raise VtnError(f"{method} {path}: HTTP 401 after a new token")
 
     async def _get_all(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        """Every object of a paged list (``skip``/``limit``)."""
-        found: list[dict[str, Any]] = []
-        size = self.config.page_size
+        """Every object of a paged list (``skip``/``limit``), each id once.
+
+        Raises:
+            VtnError: an exchange failed, or the list is endless or too long
+                (:class:`~sef.openadr._oadr3_http.Pager`).
+        """
+        cfg = self.config
+        pager = Pager(path, cfg.page_size, cfg.max_events_per_poll)
         while True:
             page = await self._request(
-                "GET", path, params={**params, "skip": str(len(found)), "limit": str(size)}
+                "GET",
+                path,
+                params={**params, "skip": str(pager.skip), "limit": str(pager.page_size)},
             )
-            if not isinstance(page, list):
-                raise VtnError(f"GET {path}: expected a JSON list")
-            found.extend(item for item in page if isinstance(item, dict))
-            if len(page) < size:
-                return found
+            if not pager.take(page):
+                return pager.found
 
     # -- polling -----------------------------------------------------------------------
 
@@ -319,6 +311,8 @@ class Oadr3Adapter:
                     continue
                 seen.add(event_id)
                 await self._consider(raw, event_id, program_id, programs[program_id])
+                if len(seen) % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let MQTT and the controllers run
         await self._drop_vanished(seen)
         self.polls += 1
 
@@ -361,7 +355,10 @@ class Oadr3Adapter:
     async def _drop_vanished(self, seen: set[str]) -> None:
         assert self._sink is not None
         now = self.clock.now()
-        for event_id in [known for known in self._events if known not in seen]:
+        vanished = [known for known in self._events if known not in seen]
+        for done, event_id in enumerate(vanished, start=1):
+            if done % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # thousands cancelled at once must not stall the loop
             state = self._events.pop(event_id)
             if state.event is not None and now < state.event.end_s:
                 log.info("OpenADR 3 event %s removed at the VTN: cancelled", event_id)

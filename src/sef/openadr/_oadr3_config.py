@@ -42,6 +42,11 @@ class Oadr3Config:
         ca_file: a PEM CA bundle to check the VTN's certificate against, instead of the
             system's.
         timeout_s: per-request timeout, real s.
+        max_answer_bytes: the largest answer body read from the VTN, bytes (default
+            4 MiB); a larger one is refused mid-read (the poll fails and is counted).
+        max_events_per_poll: the most objects one paged list (``GET /events`` of one
+            program, ``/programs``, ``/vens``) may hold in one poll; more, or a page that
+            brings no new id (a VTN ignoring ``skip``), fails the poll (default 20 000).
     """
 
     vtn_url: str
@@ -61,6 +66,8 @@ class Oadr3Config:
     verify_tls: bool = True
     ca_file: str | None = None
     timeout_s: float = 10.0
+    max_answer_bytes: int = 4 * 1024 * 1024
+    max_events_per_poll: int = 20_000
 
     def __post_init__(self) -> None:
         if self.token is None and (self.client_id is None or self.client_secret is None):
@@ -69,3 +76,7 @@ class Oadr3Config:
             raise ValueError("poll_interval_s and report_interval_s must be > 0")
         if self.page_size < 1:
             raise ValueError("page_size must be >= 1")
+        if self.max_answer_bytes < 1024:
+            raise ValueError("max_answer_bytes must be >= 1024")
+        if self.max_events_per_poll < 1:
+            raise ValueError("max_events_per_poll must be >= 1")

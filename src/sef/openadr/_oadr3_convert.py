@@ -26,6 +26,7 @@ Mapping (docs/openadr.md, "OpenADR 3"):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ from sef.openadr._model import (
 )
 
 __all__ = [
+    "MAX_RAW_BYTES",
     "SOURCE",
     "EventRejected",
     "iso_time",
@@ -56,6 +58,12 @@ __all__ = [
 ]
 
 SOURCE = "oadr3"
+
+MAX_RAW_BYTES = 64 * 1024
+"""The largest event JSON kept as ``DrEvent.raw`` (and so in the history), bytes; a larger
+one is kept as a stub naming its size (the history holds up to 10 000 versions)."""
+
+_RAW_KEPT_KEYS = ("id", "programID", "eventName", "createdDateTime", "modificationDateTime")
 
 _SIGNAL_TYPES = {
     "SIMPLE": "level",
@@ -263,8 +271,23 @@ def to_dr_event(
         priority=checked.priority or 0,
         test=False,
         response_required=False,
-        raw=data,
+        raw=bounded_raw(data),
     )
+
+
+def bounded_raw(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` itself when its JSON is at most :data:`MAX_RAW_BYTES`; else a stub: its
+    short identifying fields (each cut to 200 chars) and ``"rawOmittedBytes"``."""
+    size = len(json.dumps(data, default=str).encode())
+    if size <= MAX_RAW_BYTES:
+        return dict(data)
+    stub: dict[str, Any] = {
+        key: value[:200] if isinstance(value, str) else value
+        for key in _RAW_KEPT_KEYS
+        if isinstance(value := data.get(key), str | int | float | bool | None) and key in data
+    }
+    stub["rawOmittedBytes"] = size
+    return stub
 
 
 def iso_time(time_s: float) -> str:
