@@ -2,7 +2,8 @@
 ``test_acceptance_oadr2b.py``, same parts): a modification from the VTN changes the devices,
 a cancellation before the start sends nothing at all, a randomised start
 (``tolerance/startafter``) moves the first command by the offset the bridge drew, and two
-overlapping events for the same devices (xfail: a known gap, see ``OVERLAP_BUG``). Checked at
+overlapping events for the same devices hand the devices back to the earlier event when the
+later one is cancelled or ends (more cases in ``test_overlap.py``). Checked at
 the emulators and in the EMS's command log."""
 
 from __future__ import annotations
@@ -106,16 +107,6 @@ async def test_a_randomised_start_moves_the_first_command(broker_url: str, tmp_p
         assert first_logged == pytest.approx(start.timestamp() + offset_s, abs=3.0)
 
 
-OVERLAP_BUG = (
-    "no arbitration between events for the same devices: the later event's sequence replaces "
-    "the earlier one's at the device, and its cancel sends the 1-s restore "
-    "(DrBridge._cancel -> PlanExecutor.cancel/_restore, src/sef/openadr/_bridge.py:285, "
-    "_executor.py:333-339) or its end lets the device fall back to idle, while the earlier "
-    "event is still on; nothing hands the devices back to it"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=OVERLAP_BUG)
 async def test_cancelling_one_of_two_overlapping_events_leaves_the_other_running(
     broker_url: str, tmp_path: Path
 ) -> None:
@@ -136,7 +127,6 @@ async def test_cancelling_one_of_two_overlapping_events_leaves_the_other_running
         assert stack.heater_mode("wh-1") is DRMode.SHED
 
 
-@pytest.mark.xfail(strict=True, reason=OVERLAP_BUG)
 async def test_a_short_event_on_top_of_a_long_one_hands_back_to_it(
     broker_url: str, tmp_path: Path
 ) -> None:

@@ -252,6 +252,13 @@ async def test_a_hundred_concurrent_events_across_programs(broker_url: str) -> N
         bridge = DrBridge(stack.ems, rng_seed=3, planner=planner)
         now = stack.clock.now()
         starts = [now + 30.0 + 90.0 * i / 100 for i in range(100)]
+        # 50 events overlap on each battery: priorities follow the due times (the bridge's
+        # seeded offsets, drawn in arrival order) so that none is outranked on its battery
+        # (arbitration: test_overlap.py); this test measures the timing of every event
+        draws = random.Random(3)
+        due_at = [start + draws.uniform(0.0, 10.0) for start in starts]
+        by_due = sorted(range(100), key=lambda i: due_at[i])
+        priority = {i: 100 - position for position, i in enumerate(by_due)}
         events = [
             DrEvent(
                 source="oadr2b",
@@ -263,6 +270,7 @@ async def test_a_hundred_concurrent_events_across_programs(broker_url: str) -> N
                 duration_s=60.0,
                 signals=(DrSignal("SIMPLE", "level", None, (DrInterval(start, 60.0, 1.0),)),),
                 randomize_s=10.0,
+                priority=priority[i],
             )
             for i, start in enumerate(starts)
         ]

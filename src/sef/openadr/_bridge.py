@@ -20,6 +20,7 @@ event version from a seeded :class:`random.Random`, kept in the record).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -34,6 +35,7 @@ from sef.openadr._history import DrHistory, EventRecord
 from sef.openadr._mapping import plan_event
 from sef.openadr._mapping_tables import MappingTable, load_mapping
 from sef.openadr._model import DrEvent, EventKey, EventStatus, Opt, OptDecision, TelemetrySample
+from sef.openadr._overlap import rank
 from sef.openadr._plan import FleetMember, Plan, Unsupported
 from sef.openadr._policy import OptPolicy
 from sef.openadr._telemetry import group_telemetry
@@ -98,8 +100,15 @@ class DrBridge:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._events: dict[EventKey, DrEvent] = {}
         self._overrides: dict[tuple[str, str], OptDecision] = {}
+        self._arrivals: dict[tuple[str, str], int] = {}
+        self._arrival_count = itertools.count(1)
         self.adapters: list[VenAdapter] = []
         """The adapters started with :meth:`attach`."""
+
+    def _arrival(self, event: DrEvent) -> int:
+        """The event's arrival number (its first version's; later ones keep it): on equal
+        priority the event received later holds a device."""
+        return self._arrivals.setdefault((event.source, event.event_id), next(self._arrival_count))
 
     def _lock(self, source: str, event_id: str) -> asyncio.Lock:
         """One lock per event: its versions and its cancellation are handled in turn."""
@@ -173,6 +182,8 @@ class DrBridge:
         for table in (self._answers, self._offsets, self._scheduled, self._events):
             while len(table) > limit:
                 del table[next(iter(table))]
+        while len(self._arrivals) > limit:
+            del self._arrivals[next(iter(self._arrivals))]
         for name in list(self._locks)[: max(len(self._locks) - limit, 0)]:
             if not self._locks[name].locked():
                 del self._locks[name]
@@ -212,7 +223,8 @@ class DrBridge:
         keep: frozenset[str] = frozenset()
         if acting and plan is not None:
             keep = frozenset(a for d in plan.dispatches for a in d.agents)
-        await self._supersede(event, keep)
+        arrival = self._arrival(event)
+        await self._supersede(event, keep, rank(event.priority, arrival))
         self.history.add(record)
         if acting and plan is not None:
             self._scheduled[key] = self.executor.schedule(
@@ -223,6 +235,8 @@ class DrBridge:
                 groups=self._groups(event),
                 received_mono=received,
                 measured=measured_agents(event, plan, fleet),
+                priority=event.priority,
+                arrival=arrival,
             )
         log.info(
             "event %s/%s mod %d: %s (%s)%s",
@@ -235,11 +249,14 @@ class DrBridge:
         )
         return decision
 
-    async def _supersede(self, event: DrEvent, keep: frozenset[str]) -> None:
-        """Stop older versions of ``event``: restore only agents the new one leaves."""
+    async def _supersede(
+        self, event: DrEvent, keep: frozenset[str], keep_rank: tuple[float, int]
+    ) -> None:
+        """Stop older versions of ``event``: restore (or hand over to another event) only
+        agents the new one (ranked ``keep_rank``) does not take."""
         for old in self.executor.keys_of(event.source, event.event_id):
             if old != event.key:
-                await self.executor.cancel(old, restore=True, keep=keep)
+                await self.executor.cancel(old, restore=True, keep=keep, keep_rank=keep_rank)
                 self.history.update(
                     old,
                     status="cancelled",
@@ -366,6 +383,8 @@ class DrBridge:
                 end_s=plan_end(event, result),
                 groups=self._groups(event),
                 measured=measured_agents(event, result, fleet),
+                priority=event.priority,
+                arrival=self._arrival(event),
             )
             status = "scheduled"
         self.history.update(

@@ -17,8 +17,15 @@ their times, target windows and holds on the EMS target board, restore on cancel
   then samples it every ~1/20 of the event while it runs; ``delivered_kw`` = mean of the
   samples − baseline (kW, negative: a reduction), written to the history as it goes.
   Telemetry lags a poll behind the command, so the figure reads a little short.
+* **Overlapping events** (:mod:`sef.openadr._overlap`): a version is on an agent from
+  the time its first dispatch to it comes up (in sending order) to ``end_s``; of the
+  versions on an agent, the best-ranked holds it (priority 1 highest, 0 = none = lowest;
+  equal priority: the newer event). A dispatch goes only to the agents its version holds
+  (the record stays ``scheduled`` until something is sent). When a holder ends or is
+  cancelled, each agent it held gets the next version's remaining sequence from now; only
+  when no other version is on does a cancelled one send its restore.
 * At the end (``end_s``) the record becomes ``completed``; devices fall back by
-  themselves since every sequence is timed (``docs/openadr.md``).
+  themselves since every sequence is timed (``docs/openadr.md``), or resume the next event.
 """
 
 from __future__ import annotations
@@ -27,19 +34,18 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from sef.ems import EMS
 from sef.ems._target_board import target_board
 from sef.interface import DEMO_INTERFACE
 from sef.openadr._history import DrHistory
-from sef.openadr._mapping import targeted_members
-from sef.openadr._model import DrEvent, EventKey
-from sef.openadr._plan import Dispatch, FleetMember, MemberKind, Plan
+from sef.openadr._model import EventKey
+from sef.openadr._overlap import Rank, rank, remaining_commands
+from sef.openadr._plan import Command, Dispatch, Plan
+from sef.openadr._scheduled import ScheduledPlan, measured_agents, plan_end
 from sef.openadr._telemetry import agents_power_kw
 
 __all__ = ["PlanExecutor", "ScheduledPlan", "measured_agents", "plan_end"]
@@ -50,75 +56,6 @@ SAMPLES_PER_EVENT = 20
 """Power samples taken over an event for the delivered figure."""
 MIN_SAMPLE_REAL_S = 0.1
 """Shortest real time between two power samples, s."""
-
-
-@dataclass
-class ScheduledPlan:
-    """One event version being carried out.
-
-    Attributes:
-        key: the event version.
-        plan: what to do.
-        offset_s: random start offset, s.
-        end_s: when the event ends (offset included), Unix s on the EMS clock.
-        groups: the event's targeted groups (group calls are used for them).
-        sent_by: the command log's sender.
-        received_mono: ``time.monotonic()`` when the event reached the bridge, real s.
-        commanded: agents a command was sent to (or is being sent to).
-        dispatched: ``EnergyMethod`` calls sent.
-        failures: calls refused or failed, and members that did not answer.
-        first_sent_mono: ``time.monotonic()`` of the first call, real s.
-        first_sent_s: EMS clock time of the first call, Unix s.
-        measured: agents whose power gives the delivered figure (default: the plan's).
-        baseline_kw: their power just before the first command, kW.
-        samples_kw: their power sampled while the event ran, kW.
-        board_keys: windows put on the target board.
-        held: whether a hold was put on the board.
-    """
-
-    key: EventKey
-    plan: Plan
-    offset_s: float
-    end_s: float
-    groups: tuple[str, ...]
-    sent_by: str
-    received_mono: float
-    commanded: set[str] = field(default_factory=set)
-    dispatched: int = 0
-    failures: int = 0
-    first_sent_mono: float | None = None
-    first_sent_s: float | None = None
-    baseline_kw: float | None = None
-    samples_kw: list[float] = field(default_factory=list)
-    board_keys: list[str] = field(default_factory=list)
-    held: bool = False
-    measured: frozenset[str] = frozenset()
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def board_key(self) -> str:
-        """The key of this event version's windows and hold on the target board."""
-        source, event_id, modification = self.key
-        return f"openadr:{source}:{event_id}:{modification}"
-
-    @property
-    def latency_s(self) -> float | None:
-        """Real seconds from the event's arrival to its first device command."""
-        if self.first_sent_mono is None:
-            return None
-        return self.first_sent_mono - self.received_mono
-
-    @property
-    def delivered_kw(self) -> float | None:
-        """Mean sampled power − baseline, kW (``None`` before a sample)."""
-        if self.baseline_kw is None or not self.samples_kw:
-            return None
-        return sum(self.samples_kw) / len(self.samples_kw) - self.baseline_kw
-
-    @property
-    def agents(self) -> frozenset[str]:
-        """Every agent the plan's dispatches address."""
-        return frozenset(a for d in self.plan.dispatches for a in d.agents)
 
 
 class PlanExecutor:
@@ -140,6 +77,7 @@ class PlanExecutor:
         self.calls_failed = 0
         """Calls refused or failed, and members that did not answer."""
         self._plans: dict[EventKey, ScheduledPlan] = {}
+        self._arrivals = itertools.count(1)
 
     # -- the board ---------------------------------------------------------------------
     def _put_on_board(self, s: ScheduledPlan) -> None:
@@ -214,6 +152,9 @@ class PlanExecutor:
         """Send one dispatch: a group call when it fits a targeted group, else per agent."""
         args = [[list(c) for c in d.commands]]
         s.commanded.update(d.agents)
+        if not s.active and d.agents and s.key in self._plans:
+            s.active = True
+            self.history.update(s.key, status="active")
         group = self._group_for(d.agents, groups)
         if group is not None:
             await self._call(s, f"group:{group}", len(d.agents), args)
@@ -222,6 +163,81 @@ class PlanExecutor:
 
     def _power(self, s: ScheduledPlan) -> float | None:
         return agents_power_kw(self.ems.registry, s.measured or s.agents)
+
+    # -- overlapping events (sef.openadr._overlap) -------------------------------------
+    def _outranked(self, s: ScheduledPlan, agent: str, now_s: float) -> bool:
+        """Whether another version on ``agent`` now ranks above ``s``."""
+        return any(
+            o is not s and o.rank < s.rank and o.covers(agent, now_s) for o in self._plans.values()
+        )
+
+    def _next_holders(
+        self, agent: str, now_s: float
+    ) -> list[tuple[Rank, ScheduledPlan, tuple[Command, ...]]]:
+        """The versions on ``agent`` now with something left, best first."""
+        found = []
+        for o in self._plans.values():
+            if o.covers(agent, now_s):
+                left = remaining_commands(o.plan, agent, o.offset_s, now_s)
+                if left:
+                    found.append((o.rank, o, left))
+        found.sort(key=lambda item: item[0])
+        return found
+
+    async def _send_held(self, s: ScheduledPlan, d: Dispatch) -> None:
+        """Send a dispatch of ``s`` to the agents no better-ranked version holds now."""
+        now = max(self.ems.clock.now(), d.start_s + s.offset_s)
+        s.reached.update(d.agents)
+        agents = tuple(a for a in d.agents if not self._outranked(s, a, now))
+        if len(agents) < len(d.agents):
+            log.info(
+                "%s: %s held by a higher-ranked event: not commanded",
+                s.key,
+                ", ".join(a for a in d.agents if a not in agents),
+            )
+        if agents:
+            await self._send(s, Dispatch(agents, d.start_s, d.commands), s.groups)
+
+    async def _hand_over(
+        self,
+        s: ScheduledPlan,
+        *,
+        restore: bool,
+        keep: frozenset[str] = frozenset(),
+        keep_rank: Rank | None = None,
+    ) -> None:
+        """``s`` has left (it is no longer in ``_plans``): every agent it held gets the
+        next version's remaining sequence; with ``restore``, agents no version is on get
+        the plan's restore. Agents in ``keep`` are left alone unless a version that ranks
+        above ``keep_rank`` (the successor's) is on."""
+        now = self.ems.clock.now()
+        resume: dict[tuple[EventKey, tuple[Command, ...]], list[str]] = {}
+        plans: dict[EventKey, ScheduledPlan] = {}
+        bare: set[str] = set()
+        for agent in sorted(s.commanded):
+            if self._outranked(s, agent, now):
+                continue  # s did not hold it: nothing changes at the device
+            nexts = self._next_holders(agent, now)
+            if agent in keep and (keep_rank is None or not nexts or keep_rank < nexts[0][0]):
+                continue  # the successor takes it
+            if nexts:
+                _, o, left = nexts[0]
+                plans[o.key] = o
+                resume.setdefault((o.key, left), []).append(agent)
+            elif restore and agent not in keep:
+                bare.add(agent)
+        sends = []
+        for (key, left), agents in resume.items():
+            o = plans[key]
+            log.info(
+                "%s: %s resume %s (%d commands left)", s.key, ", ".join(agents), key, len(left)
+            )
+            sends.append(self._send(o, Dispatch(tuple(agents), now, left), o.groups))
+        for d in s.plan.restore:
+            agents_ = tuple(a for a in d.agents if a in bare)
+            if agents_:
+                sends.append(self._send(s, Dispatch(agents_, d.start_s, d.commands), s.groups))
+        await asyncio.gather(*sends)
 
     # -- running -----------------------------------------------------------------------
     async def _run(self, s: ScheduledPlan) -> None:
@@ -234,10 +250,12 @@ class PlanExecutor:
         )
         await clock.sleep(begin + s.offset_s - clock.now())
         s.baseline_kw = self._power(s)
-        self.history.update(s.key, status="active")
+        if not dispatches:
+            s.active = True
+            self.history.update(s.key, status="active")
         for start, batch in itertools.groupby(dispatches, key=lambda d: d.start_s):
             await clock.sleep(start + s.offset_s - clock.now())
-            await asyncio.gather(*(self._send(s, d, s.groups) for d in batch))
+            await asyncio.gather(*(self._send_held(s, d) for d in batch))
         step = max((s.end_s - clock.now()) / SAMPLES_PER_EVENT, clock.to_clock(MIN_SAMPLE_REAL_S))
         while (left := s.end_s - clock.now()) > 0:
             await clock.sleep(min(step, left))
@@ -248,6 +266,7 @@ class PlanExecutor:
         self._clear_board(s)
         self._plans.pop(s.key, None)
         self.history.update(s.key, status="completed", delivered_kw=s.delivered_kw)
+        await self._hand_over(s, restore=False)
         log.info(
             "%s: completed (%d calls, %d failed, delivered %s kW)",
             s.key,
@@ -276,6 +295,8 @@ class PlanExecutor:
         groups: Iterable[str] = (),
         received_mono: float | None = None,
         measured: Iterable[str] = (),
+        priority: int = 0,
+        arrival: int | None = None,
     ) -> ScheduledPlan:
         """Start carrying out ``plan`` (a task on the running loop).
 
@@ -288,6 +309,9 @@ class PlanExecutor:
             received_mono: ``time.monotonic()`` at the event's arrival (latency figure).
             measured: agents whose power change is the delivered figure (default: the
                 agents the plan commands).
+            priority: the event's priority (1 highest, 0: none given = lowest).
+            arrival: the event's arrival number (higher: received later; default: the
+                next of the executor's own count).
         """
         source, event_id, _ = key
         s = ScheduledPlan(
@@ -299,6 +323,7 @@ class PlanExecutor:
             f"openadr:{source}:{event_id}",
             time.monotonic() if received_mono is None else received_mono,
             measured=frozenset(measured),
+            rank=rank(priority, next(self._arrivals) if arrival is None else arrival),
         )
         s.task = asyncio.get_running_loop().create_task(self._guarded(s), name=f"dr {key}")
         self._plans[key] = s
@@ -313,11 +338,18 @@ class PlanExecutor:
         return [k for k in self._plans if k[0] == source and k[1] == event_id]
 
     async def cancel(
-        self, key: EventKey, *, restore: bool = True, keep: frozenset[str] = frozenset()
+        self,
+        key: EventKey,
+        *,
+        restore: bool = True,
+        keep: frozenset[str] = frozenset(),
+        keep_rank: Rank | None = None,
     ) -> ScheduledPlan | None:
         """Stop an event version: pending dispatches dropped, windows and hold removed,
-        and (``restore``) the plan's restore sequence sent to the agents already
-        commanded, except ``keep`` (agents a newer version commands anyway)."""
+        and (``restore``) each agent it held handed over to the next version on it (its
+        remaining sequence), or, with none, sent the plan's restore sequence; agents in
+        ``keep`` (a newer version of ranked ``keep_rank`` commands them) are left alone
+        unless a version ranked above it is on."""
         s = self._plans.pop(key, None)
         if s is None:
             return None
@@ -327,39 +359,16 @@ class PlanExecutor:
                 await s.task
         self._clear_board(s)
         if restore:
-            await self._restore(s, keep)
+            await self._hand_over(s, restore=True, keep=keep, keep_rank=keep_rank)
         return s
 
-    async def _restore(self, s: ScheduledPlan, keep: frozenset[str]) -> None:
-        sends = []
-        for d in s.plan.restore:
-            agents = tuple(a for a in d.agents if a in s.commanded and a not in keep)
-            if agents:
-                sends.append(self._send(s, Dispatch(agents, d.start_s, d.commands), s.groups))
-        await asyncio.gather(*sends)
+    def rank_of(self, key: EventKey) -> Rank | None:
+        """The rank of a scheduled event version (lower holds a device)."""
+        s = self._plans.get(key)
+        return None if s is None else s.rank
 
     async def close(self) -> None:
         """Stop every scheduled plan without restoring (the EMS is shutting down; the
         devices' timed sequences end by themselves)."""
         for key in list(self._plans):
             await self.cancel(key, restore=False)
-
-
-def plan_end(event: DrEvent, plan: Plan) -> float:
-    """The event's end, Unix s; for an event of unknown length, the end of the plan's last
-    sequence or window."""
-    if math.isfinite(event.end_s):
-        return event.end_s
-    ends = [d.start_s + sum(c[2] for c in d.commands) for d in plan.dispatches]
-    ends += [w.end_s for w in plan.windows]
-    return max(ends, default=event.start_s)
-
-
-def measured_agents(event: DrEvent, plan: Plan, fleet: Sequence[FleetMember]) -> frozenset[str]:
-    """Whose power change is the event's delivered figure: the agents the plan commands;
-    for a plan of windows only, the online devices (not meters) the event targets."""
-    commanded = frozenset(a for d in plan.dispatches for a in d.agents)
-    if commanded:
-        return commanded
-    members, _ = targeted_members(event.targets, fleet)
-    return frozenset(m.agent_id for m in members if m.online and m.kind is not MemberKind.METER)

@@ -1,0 +1,182 @@
+"""Overlapping demand-response events on one device (OpenADR 2.0b arbitration), through
+:class:`DrBridge` and the real mapping over a real EMS, Mosquitto, BIS agent and battery
+emulator (``dr_stack``, EMS clock 60×): the better priority (1 highest, 0 = none = lowest)
+holds the battery, on equal priority the newer event; when the holder ends or is cancelled
+the battery resumes the next event's remaining sequence, and only with no other event on
+does a cancel restore it. Checked at the emulator and in the calls the EMS made.
+
+The battery emulator's discharge rating is 8 kW: SIMPLE 1 → ``shed 3`` (−3 kW at the
+emulator), SIMPLE 3 → ``shed 8`` (−8 kW).
+"""
+
+from __future__ import annotations
+
+import pytest
+from dr_stack import CallLog, DrStack, dr_stack
+
+from sef.openadr import DrBridge, DrEvent, DrInterval, DrSignal, EventStatus, Opt
+from sef.openadr._overlap import rank, remaining_commands
+from sef.openadr._plan import Dispatch, Plan
+from support import wait_for
+
+LEVEL_1_KW = -3.0
+"""SIMPLE 1 on the 8-kW battery: shed ⌈0.33 × 8⌉ kW."""
+LEVEL_3_KW = -8.0
+"""SIMPLE 3: shed 8 kW."""
+
+
+def simple(
+    event_id: str, level: int, start_s: float, duration_s: float, *, priority: int = 0
+) -> DrEvent:
+    """A SIMPLE event for the whole fleet (here: ``bat-1``), one interval."""
+    signal = DrSignal("SIMPLE", "level", None, (DrInterval(start_s, duration_s, level),))
+    return DrEvent(
+        source="oadr2b",
+        event_id=event_id,
+        modification=0,
+        program="prog-1",
+        status=EventStatus.FAR,
+        start_s=start_s,
+        duration_s=duration_s,
+        signals=(signal,),
+        priority=priority,
+    )
+
+
+def sent(calls: CallLog) -> list[tuple[str, list[list[object]]]]:
+    """``(sender event id, sequence)`` of every call to ``bat-1``, in order."""
+    return [
+        (str(by).rsplit(":", 1)[-1], args[0])
+        for target, args, by in calls.calls
+        if target == "bat-1"
+    ]
+
+
+async def at_kw(stack: DrStack, kw: float, timeout_s: float = 5.0) -> None:
+    """Wait until the battery emulator runs at ``kw`` (+ = charging)."""
+    await wait_for(lambda: stack.battery_kw("bat-1") == pytest.approx(kw), timeout_s)
+
+
+async def test_a_short_event_holds_then_hands_back_at_its_end(broker_url: str) -> None:
+    """A (1 h) runs; B (2 clock min, same priority) comes on top: the newer B holds; at
+    B's end the battery resumes A's rate with what is left of A's hour."""
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        now = stack.clock.now()
+        assert (await bridge.on_event(simple("ev-a", 1, now, 3600.0))).opt is Opt.IN
+        await at_kw(stack, LEVEL_1_KW)
+        b_start = stack.clock.now()
+        assert (await bridge.on_event(simple("ev-b", 3, b_start, 120.0))).opt is Opt.IN
+        await at_kw(stack, LEVEL_3_KW)
+        await stack.until(b_start + 100.0)
+        assert stack.battery_kw("bat-1") == pytest.approx(LEVEL_3_KW)  # B still holds
+        await stack.until(b_start + 120.0 + 30.0)  # B over half a second real ago
+        await at_kw(stack, LEVEL_1_KW, 2.0)
+        history = [(by, seq[0][:2]) for by, seq in sent(calls)]
+        assert history == [("ev-a", ["shed", 3]), ("ev-b", ["shed", 8]), ("ev-a", ["shed", 3])]
+        resumed = sent(calls)[-1][1]
+        assert len(resumed) == 1
+        left = now + 3600.0 - (b_start + 120.0)  # A's time left at B's end, s
+        assert resumed[0][2] == pytest.approx(left, abs=10.0)
+        record = bridge.history.latest("oadr2b", "ev-b")
+        assert record is not None and record.status == "completed"
+        await bridge.close()
+
+
+async def test_cancelling_the_newer_event_resumes_the_older(broker_url: str) -> None:
+    """Cancel B while A runs: the battery resumes A's rate; no idle restore is sent."""
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        now = stack.clock.now()
+        await bridge.on_event(simple("ev-a", 1, now, 3600.0))
+        await at_kw(stack, LEVEL_1_KW)
+        await bridge.on_event(simple("ev-b", 3, stack.clock.now(), 1800.0))
+        await at_kw(stack, LEVEL_3_KW)
+        await bridge.on_cancel("oadr2b", "ev-b", 1)
+        await at_kw(stack, LEVEL_1_KW, 2.0)
+        await stack.until(stack.clock.now() + 60.0)  # a 1-s restore would be over by now
+        assert stack.battery_kw("bat-1") == pytest.approx(LEVEL_1_KW)
+        assert [(by, seq[0][:2]) for by, seq in sent(calls)] == [
+            ("ev-a", ["shed", 3]),
+            ("ev-b", ["shed", 8]),
+            ("ev-a", ["shed", 3]),
+        ]
+        record_b = bridge.history.latest("oadr2b", "ev-b")
+        assert record_b is not None and record_b.status == "cancelled"
+        await bridge.close()
+
+
+async def test_a_lower_priority_event_does_not_command_a_held_battery(broker_url: str) -> None:
+    """A (priority 1) holds; B (priority 2) arrives later: B sends nothing and stays
+    scheduled; cancelling B changes nothing; A keeps the battery."""
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        now = stack.clock.now()
+        await bridge.on_event(simple("ev-a", 1, now, 3600.0, priority=1))
+        await at_kw(stack, LEVEL_1_KW)
+        assert (await bridge.on_event(simple("ev-b", 3, now, 1800.0, priority=2))).opt is Opt.IN
+        await stack.until(stack.clock.now() + 60.0)
+        assert stack.battery_kw("bat-1") == pytest.approx(LEVEL_1_KW)
+        record_b = bridge.history.latest("oadr2b", "ev-b")
+        assert record_b is not None and record_b.status == "scheduled"
+        await bridge.on_cancel("oadr2b", "ev-b", 1)
+        await stack.until(stack.clock.now() + 60.0)
+        assert stack.battery_kw("bat-1") == pytest.approx(LEVEL_1_KW)
+        assert [by for by, _ in sent(calls)] == ["ev-a"]
+        await bridge.close()
+
+
+async def test_a_higher_priority_event_takes_over_and_hands_back(broker_url: str) -> None:
+    """B (priority 2, 1 h) runs; A (priority 1, 2 clock min) arrives later and takes the
+    battery; at A's end B (still on) resumes with its remainder."""
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        now = stack.clock.now()
+        await bridge.on_event(simple("ev-b", 1, now, 3600.0, priority=2))
+        await at_kw(stack, LEVEL_1_KW)
+        a_start = stack.clock.now()
+        await bridge.on_event(simple("ev-a", 3, a_start, 120.0, priority=1))
+        await at_kw(stack, LEVEL_3_KW)
+        await stack.until(a_start + 120.0 + 30.0)
+        await at_kw(stack, LEVEL_1_KW, 2.0)
+        assert [by for by, _ in sent(calls)] == ["ev-b", "ev-a", "ev-b"]
+        remainder_s = sent(calls)[-1][1][0][2]
+        assert isinstance(remainder_s, int) and remainder_s < 3600 - 120  # not B's hour
+        await bridge.close()
+
+
+async def test_cancelling_the_only_event_restores_as_before(broker_url: str) -> None:
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        await bridge.on_event(simple("ev-a", 3, stack.clock.now(), 3600.0))
+        await at_kw(stack, LEVEL_3_KW)
+        await bridge.on_cancel("oadr2b", "ev-a", 1)
+        await at_kw(stack, 0.0)
+        assert [seq for _, seq in sent(calls)] == [[["shed", 8, 3600]], [["idle", 0, 1]]]
+        assert bridge.executor.keys_of("oadr2b", "ev-a") == []
+        await bridge.close()
+
+
+def test_ranks_and_remaining_sequences() -> None:
+    """Pure parts: priority 1 beats 2 beats none; newer beats older on a tie; the
+    remainder drops what is over and cuts the running command to the whole seconds left."""
+    assert rank(1, 1) < rank(2, 2) < rank(0, 3)
+    assert rank(0, 5) < rank(0, 4)
+    plan = Plan(
+        (
+            Dispatch(("bat-1",), 1000.0, (("shed", 3, 100), ("idle", 0, 50))),
+            Dispatch(("bat-1",), 1150.0, (("charge", 2, 100),)),
+        )
+    )
+    assert remaining_commands(plan, "bat-1", 0.0, 999.0) == ()
+    assert remaining_commands(plan, "bat-1", 0.0, 1030.2) == (("shed", 3, 70), ("idle", 0, 50))
+    assert remaining_commands(plan, "bat-1", 0.0, 1120.0) == (("idle", 0, 30),)
+    assert remaining_commands(plan, "bat-1", 10.0, 1120.0) == (("idle", 0, 40),)
+    assert remaining_commands(plan, "bat-1", 0.0, 1200.0) == (("charge", 2, 50),)
+    assert remaining_commands(plan, "bat-1", 0.0, 1249.8) == ()
+    assert remaining_commands(plan, "wh-1", 0.0, 1100.0) == ()
