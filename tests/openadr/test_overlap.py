@@ -21,6 +21,8 @@ from support import wait_for
 
 LEVEL_1_KW = -3.0
 """SIMPLE 1 on the 8-kW battery: shed ⌈0.33 × 8⌉ kW."""
+LEVEL_2_KW = -6.0
+"""SIMPLE 2: shed ⌈0.66 × 8⌉ kW."""
 LEVEL_3_KW = -8.0
 """SIMPLE 3: shed 8 kW."""
 SHORT_S = 240.0
@@ -28,14 +30,20 @@ SHORT_S = 240.0
 
 
 def simple(
-    event_id: str, level: int, start_s: float, duration_s: float, *, priority: int = 0
+    event_id: str,
+    level: int,
+    start_s: float,
+    duration_s: float,
+    *,
+    priority: int = 0,
+    modification: int = 0,
 ) -> DrEvent:
     """A SIMPLE event for the whole fleet (here: ``bat-1``), one interval."""
     signal = DrSignal("SIMPLE", "level", None, (DrInterval(start_s, duration_s, level),))
     return DrEvent(
         source="oadr2b",
         event_id=event_id,
-        modification=0,
+        modification=modification,
         program="prog-1",
         status=EventStatus.FAR,
         start_s=start_s,
@@ -149,6 +157,34 @@ async def test_a_higher_priority_event_takes_over_and_hands_back(broker_url: str
         assert [by for by, _ in sent(calls)] == ["ev-b", "ev-a", "ev-b"]
         remainder_s = sent(calls)[-1][1][0][2]
         assert isinstance(remainder_s, int) and remainder_s < 3600 - SHORT_S  # not B's hour
+        await bridge.close()
+
+
+async def test_a_modification_keeps_or_gives_up_the_battery_by_its_priority(
+    broker_url: str,
+) -> None:
+    """A (priority 1) holds, B (priority 2) waits. A's modification 1 (still priority 1)
+    takes the battery straight from mod 0 (B is not resumed in between); modification 2
+    drops A to priority 3: B resumes its remainder and A's new version sends nothing."""
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        now = stack.clock.now()
+        await bridge.on_event(simple("ev-a", 1, now, 3600.0, priority=1))
+        await at_kw(stack, LEVEL_1_KW)
+        await bridge.on_event(simple("ev-b", 2, now, 3600.0, priority=2))
+        await bridge.on_event(simple("ev-a", 3, now, 3600.0, priority=1, modification=1))
+        await at_kw(stack, LEVEL_3_KW)
+        assert [by for by, _ in sent(calls)] == ["ev-a", "ev-a"]
+        await bridge.on_event(simple("ev-a", 3, now, 3600.0, priority=3, modification=2))
+        await at_kw(stack, LEVEL_2_KW)
+        await stack.until(stack.clock.now() + 30.0)
+        assert stack.battery_kw("bat-1") == pytest.approx(LEVEL_2_KW)
+        assert [(by, seq[0][:2]) for by, seq in sent(calls)] == [
+            ("ev-a", ["shed", 3]),
+            ("ev-a", ["shed", 8]),
+            ("ev-b", ["shed", 6]),
+        ]
         await bridge.close()
 
 

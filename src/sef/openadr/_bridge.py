@@ -13,6 +13,9 @@ event version from a seeded :class:`random.Random`, kept in the record).
   restore sequence goes only to agents the new plan does not command.
 * A cancellation stops pending dispatches, restores the agents already commanded, removes
   the windows and holds; the record's status becomes ``cancelled``.
+* Events overlapping on a device are arbitrated by the executor (priority, then the newer
+  event; the bridge numbers events by arrival): a device left by its holder resumes the
+  next event's remaining sequence, and is restored only when no other event is on.
 * Nothing here raises into the adapter: a failure is an opt-out ``internal error: …``,
   logged with its traceback. Every decision is logged at INFO on ``sef.openadr``.
 """
@@ -224,7 +227,7 @@ class DrBridge:
         if acting and plan is not None:
             keep = frozenset(a for d in plan.dispatches for a in d.agents)
         arrival = self._arrival(event)
-        await self._supersede(event, keep, rank(event.priority, arrival))
+        continued = await self._supersede(event, keep, rank(event.priority, arrival))
         self.history.add(record)
         if acting and plan is not None:
             self._scheduled[key] = self.executor.schedule(
@@ -237,6 +240,7 @@ class DrBridge:
                 measured=measured_agents(event, plan, fleet),
                 priority=event.priority,
                 arrival=arrival,
+                on_agents=continued,
             )
         log.info(
             "event %s/%s mod %d: %s (%s)%s",
@@ -251,17 +255,22 @@ class DrBridge:
 
     async def _supersede(
         self, event: DrEvent, keep: frozenset[str], keep_rank: tuple[float, int]
-    ) -> None:
+    ) -> frozenset[str]:
         """Stop older versions of ``event``: restore (or hand over to another event) only
-        agents the new one (ranked ``keep_rank``) does not take."""
+        agents the new one (ranked ``keep_rank``) does not take. Returns the agents of
+        ``keep`` an older version was on (the new one continues there)."""
+        continued: set[str] = set()
         for old in self.executor.keys_of(event.source, event.event_id):
             if old != event.key:
-                await self.executor.cancel(old, restore=True, keep=keep, keep_rank=keep_rank)
+                s = await self.executor.cancel(old, restore=True, keep=keep, keep_rank=keep_rank)
+                if s is not None:
+                    continued.update(s.reached & keep)
                 self.history.update(
                     old,
                     status="cancelled",
                     reason=f"superseded by modification {event.modification}",
                 )
+        return frozenset(continued)
 
     def _groups(self, event: DrEvent) -> tuple[str, ...]:
         registry = self.ems.registry

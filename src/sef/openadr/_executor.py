@@ -297,6 +297,7 @@ class PlanExecutor:
         measured: Iterable[str] = (),
         priority: int = 0,
         arrival: int | None = None,
+        on_agents: Iterable[str] = (),
     ) -> ScheduledPlan:
         """Start carrying out ``plan`` (a task on the running loop).
 
@@ -312,6 +313,8 @@ class PlanExecutor:
             priority: the event's priority (1 highest, 0: none given = lowest).
             arrival: the event's arrival number (higher: received later; default: the
                 next of the executor's own count).
+            on_agents: agents the version is on from now, before its first dispatch to
+                them (a modification continuing its predecessor there).
         """
         source, event_id, _ = key
         s = ScheduledPlan(
@@ -325,6 +328,7 @@ class PlanExecutor:
             measured=frozenset(measured),
             rank=rank(priority, next(self._arrivals) if arrival is None else arrival),
         )
+        s.reached.update(on_agents)
         s.task = asyncio.get_running_loop().create_task(self._guarded(s), name=f"dr {key}")
         self._plans[key] = s
         return s
@@ -361,11 +365,6 @@ class PlanExecutor:
         if restore:
             await self._hand_over(s, restore=True, keep=keep, keep_rank=keep_rank)
         return s
-
-    def rank_of(self, key: EventKey) -> Rank | None:
-        """The rank of a scheduled event version (lower holds a device)."""
-        s = self._plans.get(key)
-        return None if s is None else s.rank
 
     async def close(self) -> None:
         """Stop every scheduled plan without restoring (the EMS is shutting down; the
