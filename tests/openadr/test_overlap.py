@@ -119,6 +119,24 @@ async def test_cancelling_the_newer_event_resumes_the_older(broker_url: str) -> 
         await bridge.close()
 
 
+async def test_an_operator_opt_out_of_the_newer_event_resumes_the_older(
+    broker_url: str,
+) -> None:
+    """The operator opts out of B (``set_opt``) while A runs: A resumes, as on a cancel."""
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        now = stack.clock.now()
+        await bridge.on_event(simple("ev-a", 1, now, 3600.0))
+        await at_kw(stack, LEVEL_1_KW)
+        await bridge.on_event(simple("ev-b", 3, stack.clock.now(), 1800.0))
+        await at_kw(stack, LEVEL_3_KW)
+        await bridge.set_opt("oadr2b", "ev-b", Opt.OUT, "feeder work")
+        await at_kw(stack, LEVEL_1_KW, 2.0)
+        assert [by for by, _ in sent(calls)] == ["ev-a", "ev-b", "ev-a"]
+        await bridge.close()
+
+
 async def test_a_lower_priority_event_does_not_command_a_held_battery(broker_url: str) -> None:
     """A (priority 1) holds; B (priority 2) arrives later: B sends nothing and stays
     scheduled; cancelling B changes nothing; A keeps the battery."""
