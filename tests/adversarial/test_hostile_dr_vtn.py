@@ -134,15 +134,10 @@ def test_history_lookups_by_event_do_not_scan_the_history() -> None:
         history.update(("oadr3", "e7000", 0), modification=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: DrBridge._cancel scans the whole history per cancellation "
-    "(src/sef/openadr/_bridge.py, _cancel: 'for record in self.history.records()'); "
-    "5 000 events vanishing at once stall the EMS loop for seconds (10 000 over the "
-    "network: 5 s, MQTT keepalives lost, agents drop). DrHistory.latest no longer scans; "
-    "the fix left is in the bridge: iterate self.history.versions(source, event_id)",
-)
 async def test_mass_cancellation_does_not_stall_the_loop() -> None:
+    """5 000 events vanishing at once (as Oadr3Adapter._drop_vanished hands them over): the
+    bridge finds each event's versions through the history's index (it used to scan the
+    whole history per cancellation: 2.2 s with a 2.2-s loop stall)."""
     ems = EMS("mqtt://127.0.0.1:9", "ems-x", clock=RealClock())  # never started: no calls
     bridge = DrBridge(ems)
     for i in range(5_000):

@@ -309,9 +309,8 @@ class DrBridge:
         try:
             for key in self.executor.keys_of(source, event_id):
                 await self.executor.cancel(key, restore=True)
-            for record in self.history.records():
-                same = (record.source, record.event_id) == (source, event_id)
-                if same and record.status in _LIVE:
+            for record in self.history.versions(source, event_id):  # indexed: no scan
+                if record.status in _LIVE:
                     self.history.update(record.key, status="cancelled")
             log.info("event %s/%s mod %d: cancelled", source, event_id, modification)
         except Exception:
