@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _openadr_arbitration import check, segments
 from _openadr_rig import (
+    ENERGY_METHOD,
     POLL_S,
     SPEED,
     Rig,
@@ -35,26 +37,38 @@ INTERVAL_S = 60.0
 """Length of each interval of the concurrent events, clock s."""
 LEAD_REAL_S = 5.0
 """Real seconds between putting the concurrent events on the VTN and the first start."""
-LATE_FRACTION = 0.1
-"""An interval's command sent later than this fraction of the interval counts as late."""
 PROGRAMS = 4
 """Programs (2.0b market contexts, OpenADR 3 programs) the events are spread over."""
 
 
 def _plan_events(r: Rig, n: int) -> list[dict[str, Any]]:
-    """The concurrent events, protocol-neutral: id, program, targets, starts, levels."""
+    """The concurrent events, protocol-neutral: id, program, priority, targets, starts,
+    levels. Every tenth event is a lone one: one battery, after the overlapping block."""
     t0 = float(int(r.clock.now() + LEAD_REAL_S * SPEED))
+    lone_t0 = t0 + 9 * 15.0 + 3 * INTERVAL_S
     events = []
     for i in range(n):
         k = i % 4 + 1
         kind = i % 3
         start = t0 + (i % 10) * 15.0
+        lone = i % 10 == 9
+        if lone:  # alone on bat-k: the j-th lone event on that battery follows the last
+            j = i // 10
+            k = j % 4 + 1
+            start = lone_t0 + (j // 4) * 3 * INTERVAL_S
         events.append(
             {
                 "id": f"cc-{i}",
                 "program": i % PROGRAMS,
-                "resource": f"bat-{k}" if kind == 0 else None,
-                "group": f"site-{k}" if kind == 1 else "batteries" if kind == 2 else None,
+                "priority": (i // 3) % 4,
+                "resource": f"bat-{k}" if kind == 0 or lone else None,
+                "group": None
+                if lone
+                else f"site-{k}"
+                if kind == 1
+                else "batteries"
+                if kind == 2
+                else None,
                 "starts": [start + j * INTERVAL_S for j in range(3)],
                 "levels": [(i + j) % 3 + 1 for j in range(3)],
             }
@@ -62,35 +76,69 @@ def _plan_events(r: Rig, n: int) -> list[dict[str, Any]]:
     return events
 
 
-def _intervals(
-    r: Rig, bridge: DrBridge, source: str, events: list[dict[str, Any]], ids: list[str]
-) -> dict[str, Any]:
-    """Missed / late intervals, the lag of each event's first command behind its start
-    (real s), and how many intervals were covered ahead (by a sequence sent earlier)."""
-    lags: list[float] = []
-    missed = late = ahead = 0
+GROUPS = {"batteries": tuple(f"bat-{k}" for k in range(1, 5))} | {
+    f"site-{k}": (f"bat-{k}",) for k in range(1, 5)
+}
+"""The rig's groups the events target (``feeder-1`` is all batteries too)."""
+GROUPS["feeder-1"] = GROUPS["batteries"]
+
+
+def _spans(
+    bridge: DrBridge, source: str, events: list[dict[str, Any]], ids: list[str]
+) -> dict[str, dict[str, list[tuple[float, float, tuple[str, int]]]]]:
+    """Event id → device → its intervals ``(begin, end, (cmd, rate_kW))``, clock s with the
+    offset: the intervals as put on the VTN, the command each maps to from the bridge's
+    plan (the mapping, not the arbitration)."""
+    out: dict[str, dict[str, list[tuple[float, float, tuple[str, int]]]]] = {}
     for ev, event_id in zip(events, ids, strict=True):
-        record = bridge.history.get((source, event_id, 0))
-        offset = record.offset_s if record is not None else 0.0
-        calls = r.calls_by(f"openadr:{source}:{event_id}")
+        s = bridge.scheduled((source, event_id, 0))
+        if s is None:
+            continue
+        per: dict[str, list[tuple[float, float, tuple[str, int]]]] = {}
         for begin in ev["starts"]:
-            s, e = begin + offset, begin + offset + INTERVAL_S
-            sent = [c.clock_s for c in calls if c.clock_s < e and c.clock_s + c.span_s > s]
-            if not sent:
-                missed += 1
-                continue
-            lag = min(sent) - s
-            if begin == ev["starts"][0]:
-                lags.append(lag / SPEED)
-            ahead += lag < 0
-            late += lag > LATE_FRACTION * INTERVAL_S
-    return {
-        "intervals": 3 * len(events),
-        "missed": missed,
-        "late": late,
-        "ahead": ahead,
-        "lag_ms": lags,
-    }
+            b, e = begin + s.offset_s, begin + s.offset_s + INTERVAL_S
+            for d in s.plan.dispatches:
+                at = d.start_s + s.offset_s
+                for cmd, rate, duration in d.commands:
+                    if at <= (b + e) / 2 < at + duration:
+                        for agent in d.agents:
+                            per.setdefault(agent, []).append((b, e, (str(cmd), int(rate))))
+                    at += duration
+        out[event_id] = per
+    return out
+
+
+def _arbitration(
+    r: Rig,
+    bridge: DrBridge,
+    source: str,
+    events: list[dict[str, Any]],
+    ids: list[str],
+    arrived: dict[str, float],
+    calls_from: int,
+) -> dict[str, Any]:
+    """Part 2's check (``_openadr_arbitration``), at the EMS's calls and at the devices."""
+    by_id = {event_id: {**ev, "id": event_id} for ev, event_id in zip(events, ids, strict=True)}
+    arrival = {event_id: n for n, event_id in enumerate(arrived)}
+    spans = {e: v for e, v in _spans(bridge, source, events, ids).items() if e in arrival}
+    segs = segments(list(by_id.values()), spans, arrival)
+    mono, now = time.monotonic(), r.clock.now()
+    calls = [
+        c
+        for c in r.calls[calls_from:]
+        if c.method == ENERGY_METHOD and (c.sent_by or "").startswith(f"openadr:{source}:")
+    ]
+    figures = check(
+        segs,
+        calls,
+        r.setpoints,
+        GROUPS,
+        f"openadr:{source}:",
+        lambda clock_s: mono + (clock_s - now) / SPEED,
+        SPEED,
+    )
+    figures["intervals"] = sum(len(ev["starts"]) for ev in events)
+    return figures
 
 
 async def _run_cycle(
@@ -106,6 +154,7 @@ async def _run_cycle(
     """Put the events on the VTN (``put`` → their ids), wait for the answers
     (``answered`` → the time of the last, ``None`` before) and for the last interval."""
     arrived, _ = instrument(bridge)
+    calls_from = len(r.calls)
     calls0, failed0 = bridge.executor.calls_sent, bridge.executor.calls_failed
     task = progress.add_task(f"{label}: {len(events)} events", total=len(events))
     cpu0, t0 = time.process_time(), time.monotonic()
@@ -121,16 +170,14 @@ async def _run_cycle(
         await asyncio.sleep(0.2)
     cpu_cycle = time.process_time() - cpu0
     progress.remove_task(task)
-    outcome = _intervals(r, bridge, source, events, ids)
+    outcome = _arbitration(r, bridge, source, events, ids, arrived, calls_from)
     return {
         "protocol": label,
         "events": len(events),
         "programs": PROGRAMS,
         "intervals": outcome["intervals"],
-        "missed": outcome["missed"],
-        "late": outcome["late"],
-        "ahead": outcome["ahead"],
-        "lag_ms": stats_ms(outcome["lag_ms"]),
+        "ems": {**outcome["ems"], "lag_ms": stats_ms(outcome["ems"]["lags_s"])},
+        "device": {**outcome["device"], "lag_ms": stats_ms(outcome["device"]["lags_s"])},
         "calls": bridge.executor.calls_sent - calls0,
         "failed": bridge.executor.calls_failed - failed0,
         "answered": sum(1 for i in ids if i in arrived),
@@ -170,6 +217,9 @@ async def concurrent_2b(
                     market_context=f"http://sef.test/programs/p{ev['program']}",
                     callback=ignore_opt,
                 )
+                # openleadr's add_event has no priority: set it on the queued event
+                stored = vtn.server.events[ven_id][-1]
+                stored.event_descriptor.priority = ev["priority"]
             return [ev["id"] for ev in events]
 
         def answered(ids: list[str]) -> float | None:
@@ -235,6 +285,7 @@ def _oa3_body(ev: dict[str, Any], program_id: str) -> dict[str, Any]:
         "eventName": ev["id"],
         "targets": [ev["group"] or ev["resource"].replace("bat-", "site-")],
         "intervalPeriod": {"start": iso(ev["starts"][0]), "duration": "PT1M"},
+        **({"priority": ev["priority"]} if ev["priority"] > 0 else {}),
         "intervals": [
             {"id": j, "payloads": [{"type": "SIMPLE", "values": [level]}]}
             for j, level in enumerate(ev["levels"])
