@@ -18,11 +18,13 @@ every holder change). Per segment, from its start (the *due* time):
 * at the device: the battery emulator's setpoint must be the holder's command
   (``shed r`` → −r kW, ``charge r`` → +r kW, ``idle`` → 0, within ``SETPOINT_TOL_W``).
 
-**Lag**: real s from the due time to the first moment the right command runs (0 when it
-already ran: sent ahead, or the same holder's sequence goes on). **Missed**: never right
-within the segment, or replaced by a wrong one before the segment ends. **Late**: lag over
-``LATE_S``. **Handover**: a segment whose holder differs from the one just before it on the
-device (the holder ended or was outranked by a newer arrival); done when its command ran.
+**Lag**: real s from the due time until the right command runs and stays to the
+segment's end (0 when it already ran: sent ahead, or the same holder's sequence goes on).
+**Missed**: not running at the segment's end (never, or replaced by a wrong one). **Late**:
+lag over ``LATE_S``. **Glitch**: a wrong command ran for a while after the right one had
+started (e.g. an outranked event's call landing between), then the right one again.
+**Handover**: a segment whose holder differs from the one just before it on the device (the
+holder ended or was outranked by a newer arrival); done when its command ran.
 """
 
 from __future__ import annotations
@@ -155,18 +157,25 @@ def check(
         mine = per_device.get(s.device, [])
         want = sender_prefix + s.holder
         moments = [s.begin] + [c.clock_s for c in mine if s.begin < c.clock_s < s.end]
-        lag: float | None = None
-        broken = False
+        states = []
         for m in moments:
             t = min(m + EVAL_AFTER_S, (m + s.end) / 2)
-            right = _in_force(mine, m, t) == (want, s.command)
-            if lag is None and right:
-                lag = (m - s.begin) / speed
-            elif lag is not None and not right:
-                broken = True
-        ems.add(s, lag, broken)
-        lag, broken = _device_lag(setpoints.get(s.device, []), s, clock_to_mono)
-        dev.add(s, lag, broken)
+            states.append(((m - s.begin) / speed, _in_force(mine, m, t) == (want, s.command)))
+        ems.add(s, *_settled(states))
+        changes = setpoints.get(s.device, [])
+        dev.add(s, *_device_lag(changes, s, clock_to_mono))
+        if dev.missed_segments and dev.missed_segments[-1]["begin"] == s.begin:
+            begin = clock_to_mono(s.begin)  # what the device did instead, real s after due
+            dev.missed_segments[-1]["setpoints_w"] = [
+                (round(t - begin, 3), w)
+                for t, w in changes
+                if begin - 1.0 < t < clock_to_mono(s.end)
+            ]
+            dev.missed_segments[-1]["calls"] = [
+                (round((c.clock_s - s.begin) / speed, 3), c.sent_by, c.args[0])
+                for c in mine
+                if s.begin - 60.0 * 3 < c.clock_s < s.end
+            ]
     return {"ems": ems.figures(), "device": dev.figures()}
 
 
@@ -176,19 +185,26 @@ def _device_lag(
     begin, end = clock_to_mono(s.begin), clock_to_mono(s.end)
     want = _setpoint_w(s.command)
     before = [w for t, w in changes if t <= begin]
-    lag: float | None = None
-    if before and abs(before[-1] - want) <= SETPOINT_TOL_W:
-        lag = 0.0
-    broken = False
-    for t, w in changes:
-        if not begin < t < end - END_GUARD_REAL_S:
-            continue
-        right = abs(w - want) <= SETPOINT_TOL_W
-        if lag is None and right:
-            lag = t - begin
-        elif lag is not None and not right:
-            broken = True
-    return lag, broken
+    states = [(0.0, bool(before) and abs(before[-1] - want) <= SETPOINT_TOL_W)]
+    states += [
+        (t - begin, abs(w - want) <= SETPOINT_TOL_W)
+        for t, w in changes
+        if begin < t < end - END_GUARD_REAL_S
+    ]
+    return _settled(states)
+
+
+def _settled(states: list[tuple[float, bool]]) -> tuple[float | None, bool]:
+    """From ``(real s after due, right?)`` in time order: the lag after which the right
+    command ran to the segment's end (``None``: it did not), and whether a wrong one ran
+    after the right one first ran (a glitch)."""
+    if not states or not states[-1][1]:
+        return None, False
+    i = len(states) - 1
+    while i > 0 and states[i - 1][1]:
+        i -= 1
+    first_right = next(n for n, (_, right) in enumerate(states) if right)
+    return states[i][0], i > first_right
 
 
 class _Tally:
@@ -196,14 +212,18 @@ class _Tally:
 
     def __init__(self) -> None:
         self.total = self.right = self.missed = self.late = 0
-        self.handovers = self.handovers_done = 0
+        self.handovers = self.handovers_done = self.glitches = 0
         self.lags: list[float] = []
+        self.missed_segments: list[dict[str, Any]] = []
 
-    def add(self, s: Segment, lag: float | None, broken: bool) -> None:
+    def add(self, s: Segment, lag: float | None, glitch: bool) -> None:
+        """Count one segment: ``lag`` real s (``None``: missed), ``glitch`` as above."""
         self.total += 1
         self.handovers += s.handover
-        if lag is None or broken:
+        self.glitches += glitch
+        if lag is None:
             self.missed += 1
+            self.missed_segments.append(dict(s.__dict__))
             return
         self.right += 1
         self.handovers_done += s.handover
@@ -211,6 +231,7 @@ class _Tally:
         self.lags.append(lag)
 
     def figures(self) -> dict[str, Any]:
+        """The counts, the lags (real s) and the missed segments."""
         return {
             "segments": self.total,
             "right": self.right,
@@ -218,5 +239,7 @@ class _Tally:
             "late": self.late,
             "handovers": self.handovers,
             "handovers_done": self.handovers_done,
+            "glitches": self.glitches,
             "lags_s": self.lags,
+            "missed_segments": self.missed_segments,
         }

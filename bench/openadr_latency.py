@@ -37,9 +37,11 @@ timestamped with ``time.monotonic()``.
    intervals). Per segment, from its start or the holder change (due): at the **EMS** the
    ``EnergyMethod`` sequence in force for the battery (latest call to it or a group it is
    in) must be the holder's (``sent_by``) with the holder's command; at the **device** the
-   emulator's setpoint must be that command (±300 W). **Missed**: never right within the
-   segment, or replaced by a wrong one; **late**: right only > 1 s real after due (a
-   segment lasts ≤ 1 s real, so late ones show as missed); **handovers**: segments whose
+   emulator's setpoint must be that command (±300 W). **Missed**: the right command not
+   running at the segment's end (never, or replaced by a wrong one); lag: due → the right
+   command runs for good; **late**: lag > 1 s real (a segment lasts ≤ 1 s real, so late
+   ones show as missed); **glitch**: a wrong command ran for a while after the right one
+   had started; **handovers**: segments whose
    holder differs from the one before (the holder ended or a better one arrived), done when
    the right command ran. Lag 0 = the right command was already running (a sequence covers
    all three intervals). Only the command each interval maps to comes from the bridge's
@@ -225,8 +227,10 @@ def print_concurrent(results: list[dict[str, Any]]) -> None:
              lambda x: str(x[view]["segments"])),
             (f"{where}: right holder's command running",
              lambda x: str(x[view]["right"])),
-            (f"{where}: missed (none / wrong holder / replaced)",
+            (f"{where}: missed (none / wrong holder at the end)",
              lambda x: str(x[view]["missed"])),
+            (f"{where}: glitch (a wrong command between)",
+             lambda x: str(x[view]["glitches"])),
             (f"{where}: late (> {LATE_S:g} s after due)", lambda x: str(x[view]["late"])),
             (f"{where}: handovers done / due",
              lambda x: f"{x[view]['handovers_done']} / {x[view]['handovers']}"),
