@@ -138,6 +138,13 @@ def _arbitration(
         SPEED,
     )
     figures["intervals"] = sum(len(ev["starts"]) for ev in events)
+    for view in ("ems", "device"):  # what the bridge knew of a missed segment's holder
+        for m in figures[view]["missed_segments"]:
+            held = bridge.scheduled((source, m["holder"], 0))
+            m["holder_rank"] = None if held is None else held.rank
+            m["holder_reached"] = None if held is None else sorted(held.reached)
+            m["holder_first_sent_s"] = None if held is None else held.first_sent_s
+            m["holder_arrival"] = arrival.get(m["holder"])
     return figures
 
 
