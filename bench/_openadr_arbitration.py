@@ -15,6 +15,8 @@ every holder change). Per segment, from its start (the *due* time):
 * at the EMS: the ``EnergyMethod`` call in force for the device (the latest one sent to the
   device or to a group it is in, its sequence still running) must be the holder's
   (``sent_by``) with the holder's command at that time;
+  (calls are ordered by when ``EMS.call`` was entered: calls started together may reach
+  the agents in another order, so the device view is the verdict);
 * at the device: the battery emulator's setpoint must be the holder's command
   (``shed r`` → −r kW, ``charge r`` → +r kW, ``idle`` → 0, within ``SETPOINT_TOL_W``).
 

@@ -145,6 +145,11 @@ def _arbitration(
             m["holder_reached"] = None if held is None else sorted(held.reached)
             m["holder_first_sent_s"] = None if held is None else held.first_sent_s
             m["holder_arrival"] = arrival.get(m["holder"])
+            m["holder_calls"] = [
+                (round(c.clock_s - m["begin"], 3), c.target, c.args)
+                for c in calls
+                if c.sent_by == f"openadr:{source}:{m['holder']}"
+            ]
     return figures
 
 
