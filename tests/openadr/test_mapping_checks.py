@@ -7,11 +7,12 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oadr_mapping_support import T0, battery, event, heater, meter, signal
+from oadr_mapping_support import T0, as_plan, battery, event, heater, meter, signal
 
 from sef.ems import check_args
 from sef.interface import DEMO_INTERFACE, builtin_interface, parse_events
@@ -369,3 +370,23 @@ def test_every_well_formed_event_maps_for_a_capable_fleet(
     assert isinstance(got, Plan), got
     check_plan(got, fleet)
     assert got.dispatches or got.windows
+
+
+@pytest.mark.parametrize("field", ["capacity_kwh", "discharge_rate_kw", "soc_pct", "power_kw"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_member_with_a_number_that_is_not_finite_gets_nothing(field: str, bad: float) -> None:
+    """Hypothesis found CHARGE_STATE raising on a battery of NaN capacity (int(NaN)): such a
+    member is left out (the fleet view never makes one; a caller's fleet may)."""
+    import dataclasses
+
+    good = battery("good")
+    changes: dict[str, Any] = {field: bad}
+    broken = dataclasses.replace(battery("broken"), **changes)
+    for ev in (
+        event(signal("CHARGE_STATE", "setpoint", [80.0], unit="%")),
+        event(signal("SIMPLE", "level", [2.0])),
+        event(signal("LOAD_DISPATCH", "delta", [-5.0], unit="kW")),
+    ):
+        plan = as_plan(plan_event(ev, [good, broken], TABLE, now_s=T0 - 60.0))
+        assert all("broken" not in d.agents for d in plan.dispatches)
+        assert any("good" in d.agents for d in plan.dispatches)

@@ -237,3 +237,25 @@ def test_ranks_and_remaining_sequences() -> None:
     assert remaining_commands(plan, "bat-1", 0.0, 1200.0) == (("charge", 2, 50),)
     assert remaining_commands(plan, "bat-1", 0.0, 1249.8) == ()
     assert remaining_commands(plan, "wh-1", 0.0, 1100.0) == ()
+
+
+async def test_events_due_at_the_same_instant_only_the_holder_sends(broker_url: str) -> None:
+    """Six events of priorities 3, 2, 0, 2, 1, 3 due at the same instant on one battery,
+    received worst-first: the priority-1 event holds it and is the only one that sends
+    (the lower-ranked ones, whose tasks may run first, see it as on from its due time;
+    bench/openadr_latency.py found the device ending on a lower-ranked command when both
+    sent and the lower one's call landed last)."""
+    async with dr_stack(broker_url, heaters=0) as stack:
+        calls = CallLog(stack.ems)
+        bridge = DrBridge(stack.ems)
+        start = stack.clock.now() + 60.0  # 1 s real ahead: every event is scheduled by then
+        levels = {"ev-p3": 1, "ev-p2": 2, "ev-p0": 3, "ev-p2b": 3, "ev-p1": 1, "ev-p3b": 3}
+        priorities = {"ev-p3": 3, "ev-p2": 2, "ev-p0": 0, "ev-p2b": 2, "ev-p1": 1, "ev-p3b": 3}
+        for event_id, level in levels.items():
+            ev = simple(event_id, level, start, 600.0, priority=priorities[event_id])
+            assert (await bridge.on_event(ev)).opt is Opt.IN
+        await at_kw(stack, LEVEL_1_KW, timeout_s=8.0)
+        await stack.until(start + 60.0)
+        assert [by for by, _ in sent(calls)] == ["ev-p1"]
+        assert stack.battery_kw("bat-1") == pytest.approx(LEVEL_1_KW)
+        await bridge.close()

@@ -186,7 +186,9 @@ class PlanExecutor:
 
     async def _send_held(self, s: ScheduledPlan, d: Dispatch) -> None:
         """Send a dispatch of ``s`` to the agents no better-ranked version holds now."""
-        now = max(self.ems.clock.now(), d.start_s + s.offset_s)
+        # decided as of the dispatch's due time, not of when this task woke: the outcome
+        # must not depend on the loop's lag (a version due a moment later is not on yet)
+        now = d.start_s + s.offset_s
         s.reached.update(d.agents)
         agents = tuple(a for a in d.agents if not self._outranked(s, a, now))
         if len(agents) < len(d.agents):

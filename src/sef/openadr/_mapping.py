@@ -94,10 +94,26 @@ def plan_event(
         A :class:`Plan`, or :class:`Unsupported` naming why the event cannot be carried out
         (the VEN opts out, nothing is sent). Never raises for any event.
     """
+    usable = [m for m in fleet if _readable(m)]  # a member with a NaN rating gets nothing
     try:
-        return _plan(event, fleet, table, live_control, now_s)
+        return _plan(event, usable, table, live_control, now_s)
     except Refused as exc:
         return Unsupported(exc.reason)
+
+
+def _readable(member: FleetMember) -> bool:
+    """Whether every number the mapping reads of ``member`` is finite (the fleet view gives
+    only finite ones; a caller's own fleet may not)."""
+    numbers = (
+        member.charge_rate_kw,
+        member.discharge_rate_kw,
+        member.capacity_kwh,
+        member.soc_min_pct,
+        member.soc_max_pct,
+        0.0 if member.soc_pct is None else member.soc_pct,
+        0.0 if member.power_kw is None else member.power_kw,
+    )
+    return all(math.isfinite(x) for x in numbers)
 
 
 def _plan(

@@ -43,7 +43,9 @@ class ScheduledPlan:
         held: whether a hold was put on the board.
         rank: its rank among overlapping versions on a device (lower holds it).
         reached: agents whose first dispatch time this version has reached (sent, or
-            left to a higher-ranked version): it is on them until ``end_s``.
+            left to a higher-ranked version), or that it took over from its predecessor:
+            it is on them until ``end_s``.
+        first_due: per agent, when its first dispatch is due (offset included), Unix s.
         active: whether the record was made ``active``.
     """
 
@@ -66,13 +68,25 @@ class ScheduledPlan:
     measured: frozenset[str] = frozenset()
     rank: Rank = (math.inf, 0)
     reached: set[str] = field(default_factory=set)
+    first_due: dict[str, float] = field(default_factory=dict)
     active: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        for d in self.plan.dispatches:
+            for agent in d.agents:
+                due = d.start_s + self.offset_s
+                self.first_due[agent] = min(self.first_due.get(agent, math.inf), due)
+
     def covers(self, agent: str, now_s: float) -> bool:
         """Whether this version is on ``agent`` at ``now_s`` (clock s): from its first
-        dispatch to it until its end."""
-        return agent in self.reached and now_s < self.end_s
+        dispatch's due time (or from when it took the agent over: :attr:`reached`) until
+        its end. By the due time, not by when its task ran: of two versions due at the
+        same instant, the lower-ranked one must see the other (else both send, and the
+        call that reaches the device last wins, which may be the wrong one)."""
+        if now_s >= self.end_s:
+            return False
+        return agent in self.reached or self.first_due.get(agent, math.inf) <= now_s + 1e-6
 
     @property
     def board_key(self) -> str:
