@@ -8,7 +8,7 @@ Groups: every battery is in ``batteries`` and ``feeder-1``, and ``bat-k`` alone 
 
 Also the pieces both parts of the bench share: the 2.0b VTN + bridge, the bridge's
 arrival/decision times, percentiles. ``tests`` and ``tests/openadr`` must be on
-``sys.path`` (the bench puts them there) for the test VTNs.
+``sys.path`` (the bench puts them there) for the test VTNs and the stack's teardown.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dr_stack import stop_stack
 from oadr2b_vtn import TestVtn, make_pki
 
 from sef.agents.bis import BISAgent
@@ -181,17 +182,7 @@ async def rig(
             raise RuntimeError("the agents did not come online within 30 s")
         yield r
     finally:
-        for agent in r.agents.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(agent.stop(), 10.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(r.ems.stop(), 10.0)
-        for task in r.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for emulator in r.batteries.values():
-            await emulator.stop()
+        await stop_stack(r)
 
 
 def stats_ms(values: list[float]) -> dict[str, float]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,6 +33,21 @@ from sef.interface import DEMO_INTERFACE
 from sef.models.waterheater_dr import DRMode
 from support import wait_for
 from ucm_helpers import FAST
+
+
+class StackParts(Protocol):
+    """What :func:`stop_stack` stops of a stack (:class:`DrStack`, or another test stack
+    with the same parts)."""
+
+    @property
+    def ems(self) -> EMS: ...
+    @property
+    def batteries(self) -> Mapping[str, BatteryEmulator]: ...
+    @property
+    def agents(self) -> Mapping[str, Any]: ...
+    @property
+    def tasks(self) -> list[asyncio.Task[Any]]: ...
+
 
 BATTERY_GROUPS = ("batteries", "feeder-1")
 HEATER_GROUPS = ("waterheaters", "feeder-1")
@@ -124,25 +139,9 @@ async def dr_stack(
             )
         for i in range(1, heaters + 1):
             sgd = SGDEmulator(clock, timing=FAST, draws=np.zeros(0), serial=f"SEF-WH-{i:04d}")
-            ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            stack.tasks.append(
-                asyncio.create_task(
-                    run_sgd_emulator(pty=True, emulator=sgd, on_ready=ready.set_result)
-                )
-            )
-            path = await asyncio.wait_for(ready, 5.0)
             name = f"wh-{i}"
             stack.heaters[name] = sgd
-            stack.agents[name] = UCMAgent(
-                name,
-                broker_url,
-                serial_port=path,
-                poll_s=0.1,
-                clock=clock,
-                keepalive_s=2,
-                timing=FAST,
-                groups=HEATER_GROUPS,
-            )
+            stack.agents[name] = await ucm_on_pty(sgd, name, broker_url, clock, stack.tasks)
         for i in range(1, meters + 1):
             meter = MeterEmulator(port=0, clock=clock, base_load=BaseLoad.constant(base_kw))
             await meter.start()
@@ -165,19 +164,53 @@ async def dr_stack(
         await wait_for(lambda: _ready(stack), 15.0)
         yield stack
     finally:
-        for agent in stack.agents.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(agent.stop(), 10.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(stack.ems.stop(), 10.0)
-        for task in stack.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for emulator in stack.batteries.values():
-            await emulator.stop()
+        await stop_stack(stack)
         for meter in stack.meters.values():
             await meter.stop()
+
+
+async def ucm_on_pty(
+    sgd: SGDEmulator,
+    name: str,
+    broker_url: str,
+    clock: ScaledClock,
+    tasks: list[asyncio.Task[Any]],
+    *,
+    poll_s: float = 0.1,
+) -> UCMAgent:
+    """Serve ``sgd`` on a new pty (its task added to ``tasks``) and make the UCM agent
+    ``name`` for it (groups :data:`HEATER_GROUPS`; not started)."""
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    tasks.append(
+        asyncio.create_task(run_sgd_emulator(pty=True, emulator=sgd, on_ready=ready.set_result))
+    )
+    path = await asyncio.wait_for(ready, 5.0)
+    return UCMAgent(
+        name,
+        broker_url,
+        serial_port=path,
+        poll_s=poll_s,
+        clock=clock,
+        keepalive_s=2,
+        timing=FAST,
+        groups=HEATER_GROUPS,
+    )
+
+
+async def stop_stack(stack: StackParts) -> None:
+    """Stop the agents, the EMS, the stack's tasks and its battery emulators (each step
+    bounded, failures swallowed: a teardown must finish)."""
+    for agent in stack.agents.values():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(agent.stop(), 10.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(stack.ems.stop(), 10.0)
+    for task in stack.tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for emulator in stack.batteries.values():
+        await emulator.stop()
 
 
 class CallLog:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-from dr_stack import BATTERY_GROUPS, HEATER_GROUPS, METER_GROUPS
+from dr_stack import BATTERY_GROUPS, METER_GROUPS, stop_stack, ucm_on_pty
 
 from sef.agents.bis import BISAgent
 from sef.agents.meter import MeterAgent
@@ -38,7 +38,7 @@ from sef.ems import EMS
 from sef.emulators._meter_sources import BaseLoad, report_power
 from sef.emulators.battery import BatteryEmulator
 from sef.emulators.meter import MeterEmulator
-from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
+from sef.emulators.waterheater import SGDEmulator
 from sef.interface import DEMO_INTERFACE
 from sef.models.battery import BatteryModel
 from support import wait_for
@@ -164,43 +164,19 @@ async def feeder_stack(
             )
         for j in range(1, heaters + 1):
             sgd = SGDEmulator(clock, timing=FAST, draws=np.zeros(0), serial=f"SEF-WH-{j:04d}")
-            ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            stack.tasks.append(
-                asyncio.create_task(
-                    run_sgd_emulator(pty=True, emulator=sgd, on_ready=ready.set_result)
-                )
-            )
-            path = await asyncio.wait_for(ready, 5.0)
             name = f"wh-{j}"
-            stack.tasks.append(asyncio.create_task(report_power(_heater_w(sgd), ct, name)))
             stack.heaters[name] = sgd
-            stack.agents[name] = UCMAgent(
-                name,
-                broker_url,
-                serial_port=path,
-                poll_s=max(agent_poll_real_s, 0.1),
-                clock=clock,
-                keepalive_s=2,
-                timing=FAST,
-                groups=HEATER_GROUPS,
+            stack.agents[name] = await ucm_on_pty(
+                sgd, name, broker_url, clock, stack.tasks, poll_s=max(agent_poll_real_s, 0.1)
             )
+            stack.tasks.append(asyncio.create_task(report_power(_heater_w(sgd), ct, name)))
         for agent in stack.agents.values():
             await agent.start()
         await wait_for(lambda: _online(stack), 15.0)
         stack.tasks.append(asyncio.create_task(_sample(stack, sample_real_s)))
         yield stack
     finally:
-        for agent in stack.agents.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(agent.stop(), 10.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(stack.ems.stop(), 10.0)
-        for task in stack.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for emulator in stack.batteries.values():
-            await emulator.stop()
+        await stop_stack(stack)
         await meter.stop()
 
 

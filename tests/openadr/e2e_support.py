@@ -27,16 +27,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dr_stack import BATTERY_GROUPS, HEATER_GROUPS, DrStack, _ready
+from dr_stack import BATTERY_GROUPS, DrStack, _ready, stop_stack, ucm_on_pty
 from oadr2b_vtn import Pki, TestVtn, make_pki
 
 from sef.agents.bis import BISAgent
-from sef.agents.ucm import UCMAgent
 from sef.clock import ScaledClock
 from sef.ems import EMS
 from sef.ems.store import Store
 from sef.emulators.battery import BatteryEmulator
-from sef.emulators.waterheater import SGDEmulator, run_sgd_emulator
+from sef.emulators.waterheater import SGDEmulator
 from sef.models.battery import BatteryParams
 from sef.models.waterheater import WaterHeaterParams
 from sef.models.waterheater_dr import DRMode
@@ -95,41 +94,15 @@ async def e2e_stack(
             sgd = SGDEmulator(
                 clock, params=tank, timing=FAST, draws=np.zeros(0), serial=f"SEF-WH-{i:04d}"
             )
-            ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            stack.tasks.append(
-                asyncio.create_task(
-                    run_sgd_emulator(pty=True, emulator=sgd, on_ready=ready.set_result)
-                )
-            )
-            path = await asyncio.wait_for(ready, 5.0)
             name = f"wh-{i}"
             stack.heaters[name] = sgd
-            stack.agents[name] = UCMAgent(
-                name,
-                broker_url,
-                serial_port=path,
-                poll_s=0.1,
-                clock=clock,
-                keepalive_s=2,
-                timing=FAST,
-                groups=HEATER_GROUPS,
-            )
+            stack.agents[name] = await ucm_on_pty(sgd, name, broker_url, clock, stack.tasks)
         for agent in stack.agents.values():
             await agent.start()
         await wait_for(lambda: _ready(stack), 15.0)
         yield stack
     finally:
-        for agent in stack.agents.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(agent.stop(), 10.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(stack.ems.stop(), 10.0)
-        for task in stack.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for emulator in stack.batteries.values():
-            await emulator.stop()
+        await stop_stack(stack)
         store.close()
 
 
