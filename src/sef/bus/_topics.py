@@ -4,7 +4,8 @@ All topics live under one root (default ``sef``)::
 
     {root}/agents/{agent_id}/status                       retained  presence, birth/death
     {root}/agents/{agent_id}/about                        retained  About announcement
-    {root}/agents/{agent_id}/interfaces/{interface}       retained  interface XML (text)
+    {root}/agents/{agent_id}/interfaces/{interface}       retained  interface XML (text, v1)
+    {root}/interfaces/{sha256}                            retained  interface XML, once per hash
     {root}/agents/{agent_id}/props/{interface}/{property} retained  property value
     {root}/agents/{agent_id}/signals/{interface}/{signal}           signal emission
     {root}/agents/{agent_id}/call/{interface}/{method}              method call to one agent
@@ -28,6 +29,7 @@ __all__ = ["InvalidName", "ParsedTopic", "TopicKind", "Topics", "check_id"]
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 _DOTTED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _MEMBER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class InvalidName(ValueError):
@@ -72,6 +74,9 @@ class TopicKind(StrEnum):
     GATEWAY_AGENTS = "gateway_agents"
     GATEWAY_STATS = "gateway_stats"
     SEAL = "seal"
+    INTERFACE_BLOB = "interface_blob"
+    """``{root}/interfaces/{sha256}``: an interface XML retained once for every agent that
+    announces it (owner: the lowercase hex SHA-256 of the payload)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,12 @@ class Topics:
             f"{_check_member(signal)}"
         )
 
+    def interface_blob(self, sha256: str) -> str:
+        """An interface XML retained once per hash (``sha256``: lowercase hex of the XML)."""
+        if not _SHA256_RE.fullmatch(sha256):
+            raise InvalidName(f"invalid interface hash {sha256!r}: 64 lowercase hex digits")
+        return f"{self.root}/interfaces/{sha256}"
+
     def seal(self, agent_id: str) -> str:
         """Seals of an agent's telemetry windows (signed telemetry, protocol version 2)."""
         return f"{self.agent_prefix(agent_id)}/seal"
@@ -164,6 +175,10 @@ class Topics:
             f"{base}/props/#",
             f"{base}/signals/#",
         ]
+
+    def all_interface_blobs(self) -> str:
+        """Pattern of the interface XML retained once per hash."""
+        return f"{self.root}/interfaces/+"
 
     def all_seals(self) -> str:
         """Pattern an EMS that checks signed telemetry subscribes to."""
@@ -220,6 +235,8 @@ def _split(parts: list[str]) -> ParsedTopic | None:
             return ParsedTopic(TopicKind.INTERFACE, owner, parts[3])
         if n == 5 and kind in ("props", "signals", "call"):
             return ParsedTopic(TopicKind(kind), owner, parts[3], parts[4])
+    elif head == "interfaces" and n == 2 and _SHA256_RE.fullmatch(parts[1]):
+        return ParsedTopic(TopicKind.INTERFACE_BLOB, parts[1])
     elif head == "groups" and n == 5 and parts[2] == "call":
         return ParsedTopic(TopicKind.GROUP_CALL, parts[1], parts[3], parts[4])
     elif head == "hosts" and n == 3 and parts[2] == "status":

@@ -17,14 +17,23 @@ from sef.bus import InterfaceRef, PayloadError
 from sef.ems._events import Event, InterfaceLoaded
 from sef.ems._records import AgentRecord
 from sef.interface import Interface, InterfaceError, is_earlier_revision, load_xml
+from sef.logthrottle import LogThrottle
 
-__all__ = ["MAX_LEARNED_INTERFACES", "MAX_XML_BYTES", "XML_CACHE_SIZE", "InterfaceRules"]
+__all__ = [
+    "MAX_LEARNED_INTERFACES",
+    "MAX_WANTED_BLOBS",
+    "MAX_XML_BYTES",
+    "XML_CACHE_SIZE",
+    "InterfaceRules",
+]
 
 MAX_XML_BYTES = 256 * 1024
 XML_CACHE_SIZE = 1024
 """Parsed interface XML documents the registry keeps by SHA-256 (official ones always)."""
 MAX_LEARNED_INTERFACES = 1000
 """Interface names the registry learns from agents (besides the pinned ones)."""
+MAX_WANTED_BLOBS = 1024
+"""Announced interface hashes whose XML the registry waits for."""
 
 
 class InterfaceRules:
@@ -34,6 +43,11 @@ class InterfaceRules:
     interfaces_by_hash: dict[str, Interface]
     interfaces_by_name: dict[str, Interface]
     pinned: dict[str, Interface]
+    bad_messages: int
+    log_bad: LogThrottle
+    _wanted_blobs: dict[str, set[str]]
+    """Hashes an admitted agent's About announced whose XML the registry has not seen yet
+    -> the interface names announced with them (bounded, :data:`MAX_WANTED_BLOBS`)."""
 
     def interface(self, name: str) -> Interface | None:
         """The EMS-wide definition of interface ``name``: learned from agents' XML (which
@@ -41,9 +55,15 @@ class InterfaceRules:
         return self.interfaces_by_name.get(name) or self.pinned.get(name)
 
     def _learn_announced(self, refs: Iterable[InterfaceRef]) -> None:
-        """Learn the interfaces an About announces whose XML is cached already."""
+        """Learn the interfaces an About announces whose XML is cached already; remember
+        the others' hashes, so that their XML retained once per hash
+        (``{root}/interfaces/{sha256}``) is learned when it arrives."""
         for ref in refs:
             known = self.interfaces_by_hash.get(ref.sha256)
+            if known is None and ref.name not in self.interfaces_by_name:
+                wanted = self._wanted_blobs
+                if ref.sha256 in wanted or len(wanted) < MAX_WANTED_BLOBS:
+                    wanted.setdefault(ref.sha256, set()).add(ref.name)
             if (
                 known is not None
                 and known.name == ref.name  # the hash may be another interface's XML
@@ -52,6 +72,48 @@ class InterfaceRules:
                 and self._conflict(ref.name, known) is None
             ):
                 self.interfaces_by_name[ref.name] = self._definition(ref.name, known)
+
+    def _interface_blob(self, digest: str, payload: bytes) -> list[Event]:
+        """An interface XML retained once per hash (protocol version 2): parsed and cached
+        when its SHA-256 is ``digest``; its interface is learned only if an admitted
+        agent's About announced it under this hash (so that no client can define an
+        interface name first by publishing a blob). A payload whose hash is not the
+        topic's, or that does not load, is a bad message; an empty one (cleared) is
+        nothing."""
+        if not payload:
+            return []
+        if len(payload) > MAX_XML_BYTES:
+            return self._bad_blob(digest, f"{len(payload)} bytes exceeds {MAX_XML_BYTES}")
+        if hashlib.sha256(payload).hexdigest() != digest:
+            return self._bad_blob(digest, "payload's SHA-256 is not the topic's")
+        iface = self.interfaces_by_hash.get(digest)
+        if iface is None:
+            try:
+                node = load_xml(payload, source=f"interfaces/{digest[:12]}")
+            except InterfaceError as exc:
+                return self._bad_blob(digest, f"does not load: {exc}")
+            if len(node.interfaces) != 1:
+                return self._bad_blob(
+                    digest, f"defines {len(node.interfaces)} interfaces (exactly 1 expected)"
+                )
+            iface = next(iter(node.interfaces.values()))
+            self._cache_xml(digest, iface)
+        names = self._wanted_blobs.pop(digest, set())
+        if iface.name in names:
+            self._learn_announced([InterfaceRef(iface.name, digest)])
+        return []
+
+    def _bad_blob(self, digest: str, reason: str) -> list[Event]:
+        """Count and log (throttled) a refused interface XML of ``{root}/interfaces/``."""
+        self.bad_messages += 1
+        self.log_bad.warn(
+            "interfaces",
+            reason.split(":", 1)[0][:60],
+            "interface XML %s refused: %s",
+            digest[:12],
+            reason,
+        )
+        return []
 
     def _interface(self, record: AgentRecord, name: str, payload: bytes) -> list[Event]:
         if not payload:

@@ -114,6 +114,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         self.agents: dict[str, AgentRecord] = {}
         self.interfaces_by_hash: dict[str, Interface] = {}
         self.interfaces_by_name: dict[str, Interface] = {}
+        self._wanted_blobs: dict[str, set[str]] = {}
         self.pinned: dict[str, Interface] = {
             name: builtin_interface(name) for name in builtin_names()
         }
@@ -262,6 +263,8 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             return []  # the EMS's home book reads them (sef.ems._homes), not the registry
         if parsed.kind in (TopicKind.GATEWAY_STATUS, TopicKind.GATEWAY_AGENTS):
             return self._gateway(parsed.kind, parsed.owner, message, now)
+        if parsed.kind is TopicKind.INTERFACE_BLOB:
+            return self._interface_blob(parsed.owner, message.payload)
         self.messages += 1
         agent_id = parsed.owner
         events: list[Event] = []
