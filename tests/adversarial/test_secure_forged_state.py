@@ -198,7 +198,7 @@ async def test_forged_about_and_interfaces_are_denied_at_the_broker(campaign: Ca
 
 def _rejected_interfaces(c: Campaign, agent: str) -> dict[str, str]:
     record = c.ems.registry.get(agent)
-    return {} if record is None else record.rejected_interfaces
+    return {} if record is None else dict(record.rejected_interfaces)
 
 
 async def test_forged_host_status_is_denied_and_agents_stay_in_charge(campaign: Campaign) -> None:

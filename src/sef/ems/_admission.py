@@ -103,7 +103,7 @@ class AdmissionRules:
     _refused_recent: dict[str, None]
     _tokens: float
     _tokens_at: float | None
-    _sorted: list[str] | None
+    _new_ids: list[str]
 
     def approve(self, agent_id: str) -> bool:
         """Admit ``agent_id`` (pending or not seen yet) from now on, bypassing the
@@ -128,7 +128,7 @@ class AdmissionRules:
                 return None, self._refuse(agent_id, "rate")
         missed = self._refused_recent.pop(agent_id, False) is None
         record = self.agents[agent_id] = AgentRecord(agent_id, first_seen=now)
-        self._sorted = None
+        self._new_ids.append(agent_id)  # merged into the sorted ids on their next read
         return record, [Discovered(agent_id, missed=missed)]
 
     def _take_token(self) -> bool:

@@ -28,6 +28,7 @@ becomes a :class:`~sef.ems._events.PropertyBackfilled` event (history, stored un
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import re
 import time
@@ -39,7 +40,6 @@ from sef.bus import (
     About,
     GatewayAgents,
     Message,
-    ParsedTopic,
     PayloadError,
     PropertyUpdate,
     SignalEmission,
@@ -64,8 +64,9 @@ from sef.ems._events import (
     SignalReceived,
 )
 from sef.ems._interfaces import InterfaceRules
-from sef.ems._records import AgentRecord, PropertyValue
+from sef.ems._records import AgentRecord, PropertyValue, intern_interfaces
 from sef.ems._sessions import SessionRules
+from sef.ems._topic_parse import AgentTopicParser
 from sef.interface import Interface, builtin_interface, builtin_names
 from sef.logthrottle import LogThrottle
 
@@ -78,9 +79,6 @@ __all__ = [
 
 log = logging.getLogger("sef.ems.registry")
 
-PARSE_CACHE_SIZE = 65536
-"""Topics whose parse the registry remembers (telemetry topics repeat; parsing is costly)."""
-"""A bdseq must be below this (it is stored in a signed 64-bit column)."""
 MAX_GATEWAYS = 10_000
 """Home gateways whose agent lists the registry keeps."""
 MAX_GATEWAY_AGENTS = 10_000
@@ -140,9 +138,10 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         self._refused_recent: dict[str, None] = {}  # bounded, oldest first
         self._tokens = float(self.admission.burst)
         self._tokens_at: float | None = None
-        self._sorted: list[str] | None = None  # agent ids, sorted (for pages)
-        self._parsed: dict[str, ParsedTopic | None] = {}  # topic -> parse, for self._parsed_by
-        self._parsed_by: Topics | None = None
+        self._sorted: list[str] = []  # agent ids, sorted (for pages), but for ...
+        self._new_ids: list[str] = []  # ... the ids added since (merged on the next read)
+        self._members: dict[str, dict[str, None]] = {}  # group -> its agents' ids
+        self._parser = AgentTopicParser(self.topics, self.agents)
         self.log_bad = LogThrottle(log, "bad messages")
         self.log_refused = LogThrottle(log, "messages of agents not admitted")
         self.log_info = LogThrottle(log, "stale sessions", level=logging.INFO, burst=50)
@@ -165,9 +164,27 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
                 self._bdseq_problem(record.bdseq),
             )
             record.bdseq = None
-        if record.agent_id not in self.agents:
-            self._sorted = None
+        for entry in record.properties.values():
+            entry.compact()  # a decoded object or array from the store: packed again
+        old = self.agents.get(record.agent_id)
+        if old is None:
+            self._new_ids.append(record.agent_id)
+        else:
+            self._index_groups(old.agent_id, old.groups, ())
         self.agents[record.agent_id] = record
+        self._index_groups(record.agent_id, (), record.groups)
+
+    def freeze(self) -> int:
+        """Move every object alive now (the registry after loading the store or absorbing
+        a wave of births) out of the garbage collector's generations (:func:`gc.freeze`):
+        later collections no longer walk a fleet-sized heap of records that stay.
+
+        Call it once the store is loaded and again after each large wave of births (the
+        EMS does it when its births settle); cheap (no collection). Returns the objects
+        frozen in all so far."""
+        gc.collect(1)  # young garbage is not worth keeping forever
+        gc.freeze()
+        return gc.get_freeze_count()
 
     # -- queries ------------------------------------------------------------------
     def get(self, agent_id: str) -> AgentRecord | None:
@@ -175,14 +192,46 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         return self.agents.get(agent_id)
 
     def group_members(self, group: str) -> list[AgentRecord]:
-        """Agents that announced membership of ``group``."""
-        return [a for a in self.agents.values() if group in a.groups]
+        """Agents that announced membership of ``group`` (in the order they joined it;
+        from the group index: O(members), not O(fleet))."""
+        agents = self.agents
+        out = []
+        for agent_id in self._members.get(group, ()):
+            record = agents.get(agent_id)
+            if record is not None and group in record.groups:
+                out.append(record)
+        return out
 
     def sorted_ids(self) -> list[str]:
-        """Every agent id, sorted (cached until an agent is added or removed)."""
-        if self._sorted is None or len(self._sorted) != len(self.agents):
-            self._sorted = sorted(self.agents)
-        return self._sorted
+        """Every agent id, sorted. Ids added since the last call are sorted and merged
+        in (Timsort merges the two sorted runs: O(fleet + new log new))."""
+        ids = self._sorted
+        if self._new_ids:
+            self._new_ids.sort()
+            ids.extend(self._new_ids)
+            self._new_ids.clear()
+            ids.sort()
+        if len(ids) != len(self.agents):  # an agent added or removed behind our back
+            ids[:] = sorted(self.agents)
+        return ids
+
+    def _index_groups(
+        self, agent_id: str, before: tuple[str, ...] | Iterable[str], after: tuple[str, ...]
+    ) -> None:
+        """Keep the group index right when an agent's groups change from ``before`` to
+        ``after``."""
+        if before == after:
+            return
+        members = self._members
+        for group in before:
+            if group not in after:
+                ids = members.get(group)
+                if ids is not None:
+                    ids.pop(agent_id, None)
+                    if not ids:
+                        del members[group]
+        for group in after:
+            members.setdefault(group, {})[agent_id] = None
 
     def page(
         self,
@@ -240,18 +289,10 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
     # -- message handling ---------------------------------------------------------
     def handle(self, message: Message, now: float) -> list[Event]:
         """Update the registry from one message; return the events it caused."""
-        topic = message.topic
-        cache = self._parsed
-        if self._parsed_by is not self.topics:
-            cache.clear()
-            self._parsed_by = self.topics
-        try:
-            parsed = cache[topic]
-        except KeyError:
-            parsed = self.topics.parse(topic)
-            if len(cache) >= PARSE_CACHE_SIZE:
-                cache.clear()
-            cache[topic] = parsed
+        parser = self._parser
+        if parser.topics is not self.topics or parser.known is not self.agents:
+            parser = self._parser = AgentTopicParser(self.topics, self.agents)
+        parsed = parser.parse(message.topic)
         if parsed is None or parsed.kind in (
             TopicKind.CALL,
             TopicKind.GROUP_CALL,
@@ -306,7 +347,10 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             if not item.backfill:
                 if not self._sequence(record, item.seq, item.ts, message, now, events):
                     return events
-                record.properties[key] = PropertyValue(item.value, item.ts, now, item.seq)
+                record.set_property(
+                    key,
+                    PropertyValue.from_payload(message.payload, item.value, item.ts, now, item.seq),
+                )
                 events.append(PropertyChanged(agent_id, key))
             else:  # history (§4.7): stored under its own ts, not the last known value
                 if item.ts is None:
@@ -325,9 +369,11 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
             record.about = item.fields
-            record.interfaces = {ref.name: ref.sha256 for ref in item.interfaces}
-            record.groups = list(item.groups)
-            self._learn_announced(item.interfaces)
+            record.interfaces = intern_interfaces((ref.name, ref.sha256) for ref in item.interfaces)
+            before = record.groups
+            record.groups = item.groups
+            self._index_groups(agent_id, before, record.groups)
+            self._learn_announced(item.interfaces, record)
             events.append(AboutReceived(agent_id, item.fields))
         else:
             if not self._sequence(record, item.seq, item.ts, message, now, events):
