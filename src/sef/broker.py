@@ -216,6 +216,16 @@ class Mosquitto:
     log_dir: Path | None = None
     """Directory of the broker's log :data:`LOG_NAME` (created if missing); ``None``: the
     work directory."""
+    tuning: str | None = None
+    """``mosquitto.conf`` lines that replace the default tuning (persistence, in-flight
+    and queue limits, packet size, TCP_NODELAY): the production settings of
+    :class:`sef.broker_fleet.FleetSizing`. With it the broker also gets this process's
+    RLIMIT_NOFILE raised to the hard limit (one socket per agent). ``None``: the
+    defaults below, for the demo, tests and benches."""
+    config_file: Path | None = None
+    """Run with this configuration as it is (written elsewhere, e.g. the mutual-TLS +
+    ACL one of :func:`sef.security.write_broker_config`, whose listener must be
+    ``host:port``) instead of writing one into the work directory."""
     die_with_parent: bool = True
     """The broker gets SIGTERM when the process that started it ends without stopping it
     (killed with SIGKILL, crashed): a guard process watches it (:func:`_start_guard`)."""
@@ -229,9 +239,37 @@ class Mosquitto:
         """The broker's URL, ``mqtt://127.0.0.1:PORT``."""
         return f"mqtt://{self.host}:{self.port}"
 
+    def config_text(self) -> str:
+        """The ``mosquitto.conf`` :meth:`start` writes (``port`` as set, ``0`` before a
+        free one was chosen): a plain listener, the tuning, logging to stderr."""
+        tuning = self.tuning
+        if tuning is None:
+            tuning = (
+                "persistence false\n"
+                "max_inflight_messages 1000\n"
+                # without it a small publish can wait for the peer's delayed ACK (up to 40 ms)
+                "set_tcp_nodelay true\n"
+                # an oversized packet is refused (its client disconnected), never forwarded
+                + (f"max_packet_size {self.max_packet_bytes}\n" if self.max_packet_bytes else "")
+                # what the EMS's session can fall behind by before the broker drops messages
+                + self.budget.mosquitto_config()
+            )
+        return (
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            + tuning.rstrip("\n")
+            + "\n"
+            # stderr is self.log_path, opened by start (see the class docstring)
+            + "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            + (self.extra_config.rstrip("\n") + "\n" if self.extra_config else "")
+        )
+
     @property
     def config_path(self) -> Path:
         """The broker's ``mosquitto.conf`` (written by :meth:`start`)."""
+        if self.config_file is not None:
+            return self.config_file
         assert self.workdir is not None
         return self.workdir / "mosquitto.conf"
 
@@ -256,22 +294,12 @@ class Mosquitto:
         if not self.port:
             self.port = free_port(self.host)
         conf = self.config_path
-        conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_inflight_messages 1000\n"
-            # without it a small publish can wait for the peer's delayed ACK (up to 40 ms)
-            "set_tcp_nodelay true\n"
-            # an oversized packet is refused (its client disconnected), never forwarded
-            + (f"max_packet_size {self.max_packet_bytes}\n" if self.max_packet_bytes else "")
-            # what the EMS's session can fall behind by before the broker drops messages
-            + self.budget.mosquitto_config()
-            # stderr is self.log_path, opened below (see the class docstring)
-            + "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            + (self.extra_config.rstrip("\n") + "\n" if self.extra_config else "")
-        )
+        if self.config_file is None:
+            conf.write_text(self.config_text())
+        if self.tuning is not None:
+            from sef.broker_fleet import raise_nofile_limit
+
+            raise_nofile_limit()  # Mosquitto inherits it: one socket per agent
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logged_before = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from sef import __version__
 from sef.cli import api_token_command, bus_commands, enroll_command, meter_commands, operator
+from sef.cli.broker_command import broker
 from sef.cli.certify_command import certify
 from sef.cli.demo import demo
 from sef.cli.ems_command import ems
@@ -72,6 +73,7 @@ app.command("demo")(demo)
 app.command("simulate")(simulate)
 app.command("meter")(meter_commands.meter)
 app.command("gateway")(gateway)
+app.command("broker")(broker)
 app.command("certify")(certify)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")

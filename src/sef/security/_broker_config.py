@@ -142,9 +142,24 @@ def write_broker_acl(ca: CertificateAuthority, broker_dir: Path, root: str | Non
 
 # -- the configuration ---------------------------------------------------------------------
 
+_DEFAULT_TUNING = (
+    "persistence false",
+    "set_tcp_nodelay true",
+    # the limits of sef.broker.Mosquitto: an oversized packet is refused, and the
+    # EMS's queue is sized for the outage budget (docs/operations.md)
+    f"max_packet_size {MAX_PACKET_BYTES}",
+    "max_inflight_messages 1000",
+    *DEFAULT_BUDGET.mosquitto_config().splitlines(),
+)
+
 
 def _config_text(
-    files: BrokerFiles, port: int, bind: str | None, log_file: Path | None, user: str | None
+    files: BrokerFiles,
+    port: int,
+    bind: str | None,
+    log_file: Path | None,
+    user: str | None,
+    tuning: str | None = None,
 ) -> str:
     listener = f"listener {port}" + (f" {bind}" if bind else "")
     logging_lines = (
@@ -163,15 +178,9 @@ def _config_text(
             "per_listener_settings false",
             "allow_anonymous false",
             f"acl_file {files.acl}",
-            "persistence false",
             f"pid_file {files.pid}",
             *([f"user {user}"] if user else []),
-            "set_tcp_nodelay true",
-            # the limits of sef.broker.Mosquitto: an oversized packet is refused, and the
-            # EMS's queue is sized for the outage budget (docs/operations.md)
-            f"max_packet_size {MAX_PACKET_BYTES}",
-            "max_inflight_messages 1000",
-            *DEFAULT_BUDGET.mosquitto_config().splitlines(),
+            *(_DEFAULT_TUNING if tuning is None else tuning.rstrip("\n").splitlines()),
             *logging_lines,
             "",
             listener,
@@ -236,6 +245,7 @@ def write_broker_config(
     log_file: Path | None = None,
     user: str | None = None,
     days: int = LEAF_DAYS,
+    tuning: str | None = None,
 ) -> BrokerFiles:
     """Write a Mosquitto mutual-TLS + ACL configuration into ``broker_dir``.
 
@@ -257,6 +267,8 @@ def write_broker_config(
             started as root drops to it (default: the ``mosquitto`` account) *before*
             reading its certificate and key, so when we run as root ``broker_dir`` is
             handed to that account (``user root`` keeps root and changes nothing).
+        tuning: ``mosquitto.conf`` lines replacing the default persistence and limits
+            (``sef broker``'s production settings, :class:`sef.broker_fleet.FleetSizing`).
     """
     check_topic_root(root)
     if not 1 <= port <= 65535:
@@ -280,7 +292,7 @@ def write_broker_config(
         write_private(files.key, key_path.read_bytes())
         write_public(files.cert, ca.cert_path(broker_id).read_bytes())
     write_broker_acl(ca, broker_dir, root)
-    write_public(files.conf, _config_text(files, port, bind, log_file, user).encode())
+    write_public(files.conf, _config_text(files, port, bind, log_file, user, tuning).encode())
     _hand_over(broker_dir, user or "mosquitto")
     return files
 
