@@ -21,6 +21,7 @@ from sef.cli.interface import app as interface_app
 from sef.cli.openadr import app as openadr_app
 from sef.cli.pki_command import app as pki_app
 from sef.cli.simulate import simulate
+from sef.cli.swarm_command import swarm
 from sef.cli.update_command import app as update_app
 
 app = typer.Typer(
@@ -75,6 +76,7 @@ app.command("meter")(meter_commands.meter)
 app.command("gateway")(gateway)
 app.command("broker")(broker)
 app.command("certify")(certify)
+app.command("swarm")(swarm)
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 app.add_typer(update_app, name="update", help="Signed software updates (TUF).")

@@ -1,0 +1,447 @@
+"""One swarm agent: a protocol-conformant SEF agent in a few hundred bytes.
+
+It does what ``docs/protocol.md`` asks of an agent, on its own MQTT connection
+(:class:`~sef.swarm._mqtt.MqttConnection`): a will and a new bdseq per connection, the
+subscriptions of §3 (own calls, own status, host statuses, each group's calls) and the
+birth only after their SUBACK (§4.2: status online seq 0, About, properties ``AssetName``,
+``Telemetry`` and ``Nameplate`` of ``edu.pdx.powerlab.demo``), a ``Telemetry`` update every
+telemetry period with the next seq, stale-death repair (§4.3), and calls per §6
+(validity, de-duplication by ``(sender, id)``, expiry, unknown interface/method,
+argument rules, one reply exactly when there is a ``reply_to``). ``sef.Agent.Rebirth``
+republishes the birth, ``Ping`` answers the time, ``EnergyMethod`` sets the running
+command (reply ``ok``, ``applied: true``: the simulated device applies it at once).
+
+What is shared by every agent of a process lives in :class:`SwarmShared`: the interface
+XML (published once per process on ``{root}/interfaces/{sha256}``; per agent on
+``{root}/agents/{id}/interfaces/{name}`` too with ``interface_topics="v1"``), the parsed
+call cache (a group call is parsed once per process, not once per member) and the stats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sef import __version__
+from sef.bus import (
+    About,
+    Call,
+    ErrorName,
+    InterfaceRef,
+    PayloadError,
+    PropertyUpdate,
+    Reply,
+    Status,
+    TopicKind,
+    Topics,
+    decode_object,
+)
+from sef.interface import (
+    AGENT_INTERFACE,
+    DEMO_INTERFACE,
+    Interface,
+    TypeMismatch,
+    args_from_json,
+    builtin_xml,
+    load_xml,
+    parse_events,
+)
+from sef.logthrottle import LogThrottle
+from sef.swarm._mqtt import MqttConnection, connect_packet, subscribe_packet
+from sef.swarm._stats import WorkerStats
+
+__all__ = ["CallEntry", "SwarmAgent", "SwarmShared"]
+
+log = logging.getLogger("sef.swarm")
+
+SEEN_CALLS = 256
+"""Calls each agent remembers for de-duplication (§6 step 2; a real SEF agent keeps
+4 096: a swarm agent receives few calls and must stay small)."""
+PARSE_CACHE = 256
+"""Distinct call payloads a process keeps parsed (a group call is parsed once)."""
+
+
+@dataclass(slots=True)
+class CallEntry:
+    """A call payload checked once per process: what every agent does with it.
+
+    ``call`` is None when step 1 refused it; then ``error`` (name, message) is sent to
+    ``answer`` (id, reply_to) if that is set, else nothing is answered. With a ``call``,
+    ``error`` is the refusal of steps 4–5 (unknown interface/method, invalid arguments).
+    """
+
+    method: str
+    call: Call | None = None
+    error: tuple[str, str] | None = None
+    answer: tuple[str, str] | None = None
+    reject: str | None = None
+    command: tuple[str, int] | None = None
+    """``EnergyMethod``: the first event's command and rate (kW)."""
+
+
+class SwarmShared:
+    """What the agents of one process share (interfaces, topics, caches, stats)."""
+
+    def __init__(
+        self,
+        stats: WorkerStats,
+        *,
+        root: str = "sef",
+        groups: Sequence[str] = (),
+        telemetry_s: float = 60.0,
+        keepalive_s: int = 10,
+        interface_topics: str = "blob",
+    ) -> None:
+        if interface_topics not in ("blob", "v1"):
+            raise ValueError(f"interface_topics must be 'blob' or 'v1', not {interface_topics!r}")
+        self.stats = stats
+        self.topics = Topics(root)
+        self.groups = list(groups)
+        self.telemetry_s = telemetry_s
+        self.keepalive_s = keepalive_s
+        self.interface_topics = interface_topics
+        self.xml = {name: builtin_xml(name).encode() for name in (DEMO_INTERFACE, AGENT_INTERFACE)}
+        self.sha = {name: hashlib.sha256(xml).hexdigest() for name, xml in self.xml.items()}
+        self.refs = [InterfaceRef(name, sha) for name, sha in self.sha.items()]
+        self.interfaces: dict[str, Interface] = {
+            name: load_xml(xml.decode()).interfaces[name] for name, xml in self.xml.items()
+        }
+        self.group_prefixes = tuple(f"{root}/groups/{g}/call/" for g in self.groups)
+        self.on_lost: Callable[[SwarmAgent], None] = lambda agent: None
+        """Called when an agent's connection closed (the worker reconnects it)."""
+        self.blobs_published = False
+        self._cache: OrderedDict[tuple[str, str, bytes], CallEntry] = OrderedDict()
+        self.rejections = LogThrottle(log, "refused calls")
+
+    def blob_packets(self, agent: MqttConnection) -> None:
+        """Publish every interface XML once per hash (retained), through ``agent``."""
+        for name, xml in self.xml.items():
+            agent.publish(self.topics.interface_blob(self.sha[name]).encode(), xml, 1, True)
+        self.blobs_published = True
+
+    def entry(self, interface: str, member: str, payload: bytes) -> CallEntry:
+        """The checked call of ``payload`` on ``interface.member`` (cached per process)."""
+        key = (interface, member, payload)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        entry = self._check(interface, member, payload)
+        self._cache[key] = entry
+        if len(self._cache) > PARSE_CACHE:
+            self._cache.popitem(last=False)
+        return entry
+
+    def _check(self, interface: str, member: str, payload: bytes) -> CallEntry:
+        where = f"{interface}.{member}"
+        obj: Any = None
+        try:
+            obj = decode_object(payload)
+            call = Call.from_object(obj)
+        except PayloadError as exc:
+            answer = None
+            if isinstance(obj, dict) and exc.name != ErrorName.TOO_LARGE:
+                call_id, reply_to = obj.get("id"), obj.get("reply_to")
+                if isinstance(call_id, str) and call_id and self.is_reply_topic(reply_to):
+                    answer = (call_id[:128], str(reply_to))
+            elif exc.name == ErrorName.UNSUPPORTED_VERSION:  # pragma: no cover (obj is set)
+                pass
+            return CallEntry(where, None, (exc.name, str(exc)), answer, str(exc))
+        if call.reply_to is not None and not self.is_reply_topic(call.reply_to):
+            reason = f"reply_to {call.reply_to[:80]!r} is not a reply topic: call not executed"
+            return CallEntry(where, None, None, None, reason)
+        iface = self.interfaces.get(interface)
+        if iface is None:
+            message = f"agent does not implement {interface}"
+            return CallEntry(where, call, (ErrorName.UNKNOWN_INTERFACE, message), None, message)
+        spec = iface.methods.get(member)
+        if spec is None:
+            message = f"{interface} has no method {member}"
+            return CallEntry(where, call, (ErrorName.UNKNOWN_METHOD, message), None, message)
+        command = None
+        try:
+            args = args_from_json(spec.in_args, call.args)
+            if where == f"{DEMO_INTERFACE}.EnergyMethod":
+                first = parse_events(args[0])[0]  # type: ignore[arg-type]
+                command = (first.cmd.value, first.rate_kw)
+        except TypeMismatch as exc:
+            return CallEntry(where, call, (ErrorName.INVALID_ARGS, str(exc)), None, str(exc))
+        return CallEntry(where, call, command=command)
+
+    def is_reply_topic(self, topic: object) -> bool:
+        if not isinstance(topic, str):
+            return False
+        parsed = self.topics.parse(topic)
+        return parsed is not None and parsed.kind is TopicKind.REPLY
+
+    def about_fields(self, agent_id: str) -> dict[str, Any]:
+        """AllJoyn About fields of a swarm agent."""
+        return {
+            "AppId": hashlib.md5(
+                f"sef-swarm:{agent_id}".encode(), usedforsecurity=False
+            ).hexdigest(),
+            "DefaultLanguage": "en",
+            "DeviceName": agent_id,
+            "DeviceId": agent_id,
+            "AppName": "SEF swarm agent",
+            "Manufacturer": "SEF",
+            "ModelNumber": "sef-swarm",
+            "SupportedLanguages": ["en"],
+            "Description": "lightweight simulated battery of sef swarm",
+            "SoftwareVersion": __version__,
+            "HardwareVersion": "",
+            "SupportUrl": "https://github.com/sef-energy/sef",
+        }
+
+
+NAMEPLATE = {
+    "DeviceType": ["s", "battery"],
+    "Charge_Rate_kW": ["d", 8.0],
+    "Discharge_Rate_kW": ["d", 8.0],
+    "Capacity_kWh": ["d", 60.0],
+    "SOC_Min_pct": ["d", 5.0],
+    "SOC_Max_pct": ["d", 95.0],
+    "Charge_Efficiency_pct": ["d", 97.5],
+    "Discharge_Efficiency_pct": ["d", 97.5],
+}
+"""The nameplate every swarm agent reports (the virtual battery's)."""
+_POWER = {"charge": -1.0, "discharge": 1.0}
+
+
+class SwarmAgent(MqttConnection):
+    """One agent of a swarm (see the module docstring); the worker connects it."""
+
+    __slots__ = (
+        "_call_prefix",
+        "_status",
+        "_sub_pid",
+        "agent_id",
+        "backoff",
+        "bdseq",
+        "born",
+        "connected_at",
+        "event",
+        "index",
+        "rate_kw",
+        "seen",
+        "seq",
+        "shared",
+        "soc",
+        "stopping",
+    )  # fmt: skip
+
+    def __init__(self, shared: SwarmShared, agent_id: str, index: int) -> None:
+        super().__init__()
+        self.shared = shared
+        self.agent_id = agent_id
+        self.index = index
+        self.bdseq = 0
+        self.seq = 0
+        self.born = False
+        self.stopping = False
+        self.backoff = 0.0
+        self.connected_at = 0.0
+        self.event = "idle"
+        self.rate_kw = 0
+        self.soc = 20.0 + (index * 37) % 60
+        self.seen: OrderedDict[tuple[str | None, str], None] | None = None
+        self._sub_pid = 0
+        prefix = shared.topics.agent_prefix(agent_id)
+        self._call_prefix = f"{prefix}/call/"
+        self._status = f"{prefix}/status"
+
+    # -- session ----------------------------------------------------------------------
+    def new_session(self) -> None:
+        """A new bdseq (Unix ms, strictly increasing per agent) before each connection."""
+        self.bdseq = max(self.bdseq + 1, time.time_ns() // 1_000_000)
+        self.seq = 0
+
+    def next_seq(self) -> int:
+        value = self.seq
+        self.seq = (self.seq + 1) % 2**32
+        return value
+
+    def connect_packet_args(self) -> tuple[str, bytes]:
+        """The will: offline status of the current session, retained, QoS 1."""
+        return self._status, Status(False, self.bdseq, reason="will").to_payload()
+
+    def on_socket(self) -> None:
+        topic, will = self.connect_packet_args()
+        self.send(connect_packet(self.agent_id, self.shared.keepalive_s, topic, will))
+
+    def on_connack(self, code: int, session_present: bool) -> None:
+        if code != 0:
+            log.warning("agent %s: broker refused the connection (code %d)", self.agent_id, code)
+            self.abort()
+            return
+        topics = self.shared.topics
+        filters = [
+            f"{self._call_prefix}+/+",
+            self._status,
+            topics.all_hosts(),
+            *(f"{p}+/+" for p in self.shared.group_prefixes),
+        ]
+        self._sub_pid = self.next_packet_id()
+        self.send(subscribe_packet(self._sub_pid, filters))
+
+    def on_suback(self, packet_id: int, codes: bytes) -> None:
+        if packet_id != self._sub_pid or self.born:
+            return
+        if any(c >= 0x80 for c in codes):
+            log.warning("agent %s: broker refused a subscription", self.agent_id)
+        self.connected_at = time.monotonic()
+        self.shared.stats.bump("connected")
+        self.born = True
+        if not self.shared.blobs_published:
+            self.shared.blob_packets(self)
+        self.publish_birth()
+
+    def on_lost(self, exc: Exception | None) -> None:
+        if self.born:
+            self.born = False
+            self.shared.stats.bump("connected", -1)
+            self.shared.stats.bump("lost")
+        if not self.stopping:
+            self.shared.on_lost(self)
+
+    # -- publishing -------------------------------------------------------------------
+    def publish_birth(self) -> None:
+        """§4.2: status online (seq 0), About, [interface XML], every property."""
+        shared, topics, now = self.shared, self.shared.topics, time.time()
+        self.seq = 0
+        status = Status(True, self.bdseq, now, shared.keepalive_s, self.next_seq())
+        self.publish(self._status.encode(), status.to_payload(), 1, True)
+        about = About(
+            shared.about_fields(self.agent_id),
+            shared.refs,
+            shared.groups,
+            self.bdseq,
+            now,
+            self.next_seq(),
+        )
+        self.publish(topics.about(self.agent_id).encode(), about.to_payload(), 1, True)
+        if shared.interface_topics == "v1":
+            for name, xml in shared.xml.items():
+                self.publish(topics.interface_xml(self.agent_id, name).encode(), xml, 1, True)
+        self._prop("AssetName", self.agent_id, now)
+        self._prop("Telemetry", self.telemetry(now), now)
+        self._prop("Nameplate", NAMEPLATE, now)
+        shared.stats.bump("births")
+
+    def _prop(self, name: str, value: Any, now: float) -> None:
+        update = PropertyUpdate(value, now, self.next_seq())
+        topic = self.shared.topics.prop(self.agent_id, DEMO_INTERFACE, name)
+        self.publish(topic.encode(), update.to_payload(), 1, True)
+
+    def telemetry(self, now: float) -> dict[str, Any]:
+        """The Telemetry value (keys of a virtual battery; SOC moves with the command)."""
+        power = _POWER.get(self.event, 0.0) * self.rate_kw
+        self.soc = min(95.0, max(5.0, self.soc - power * 0.01))
+        return {
+            "TimeStamp": ["u", int(now)],
+            "Event": ["s", self.event],
+            "Event_Rate_kW": ["n", self.rate_kw],
+            "Sys_Rated_Energy": ["d", 60.0],
+            "Sys_Rated_Power": ["d", 8.0],
+            "Sys_SOC": ["d", round(self.soc, 2)],
+            "Sys_Energy_kWh": ["d", round(self.soc * 0.6, 3)],
+            "Sys_Power_kW": ["d", power],
+            "State": ["s", "CONNECTED"],
+        }
+
+    def send_telemetry(self) -> None:
+        if self.born:
+            now = time.time()
+            self._prop("Telemetry", self.telemetry(now), now)
+            self.shared.stats.bump("telemetry")
+
+    def goodbye(self) -> None:
+        """Clean shutdown: offline status (reason shutdown), then DISCONNECT."""
+        self.stopping = True
+        if self.born:
+            status = Status(False, self.bdseq, time.time(), None, self.next_seq(), "shutdown")
+            self.publish(self._status.encode(), status.to_payload(), 1, True)
+        self.close(disconnect=True)
+
+    # -- receiving --------------------------------------------------------------------
+    def on_publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        if topic.startswith(self._call_prefix) or topic.startswith(self.shared.group_prefixes):
+            self._call(topic, payload, retain)
+        elif topic == self._status and not retain:
+            self._repair(payload)
+
+    def _repair(self, payload: bytes) -> None:
+        """§4.3: a live offline status of an older session replaced by ours."""
+        try:
+            status = Status.from_object(decode_object(payload))
+        except PayloadError:
+            return
+        if not status.online and status.bdseq < self.bdseq and self.born:
+            repair = Status(True, self.bdseq, time.time(), self.shared.keepalive_s, self.next_seq())
+            self.publish(self._status.encode(), repair.to_payload(), 1, True)
+            self.shared.stats.bump("repairs")
+
+    def _call(self, topic: str, payload: bytes, retain: bool) -> None:
+        received = time.time()
+        shared, stats = self.shared, self.shared.stats
+        _, interface, member = topic.rsplit("/", 2)
+        entry = shared.entry(interface, member, payload)
+        call = entry.call
+        if call is None:  # step 1
+            stats.bump("rejected")
+            shared.rejections.warn(self.agent_id, (entry.reject or "")[:60],
+                                   "agent %s refused call on %s: %s", self.agent_id, topic,
+                                   entry.reject)  # fmt: skip
+            if entry.error is not None and entry.answer is not None:
+                name, message = entry.error
+                refusal = Reply(entry.answer[0], self.agent_id, False, error=name, message=message,
+                                ts=received)  # fmt: skip
+                self._reply(refusal, entry.answer[1])
+            return
+        key = (call.sender, call.id)  # step 2
+        if self.seen is None:
+            self.seen = OrderedDict()
+        elif key in self.seen:
+            stats.duplicate(call.id)
+            return
+        self.seen[key] = None
+        if len(self.seen) > SEEN_CALLS:
+            self.seen.popitem(last=False)
+        stats.bump("calls_received")
+        stats.received(call.id, entry.method, received, call.ts)
+        if received > call.exp:  # step 3
+            self._refuse(call, ErrorName.EXPIRED, f"call expired {received - call.exp:.3f} s ago")
+        elif entry.error is not None:  # steps 4-5
+            self._refuse(call, *entry.error)
+        else:
+            self._execute(entry, call, received)
+
+    def _execute(self, entry: CallEntry, call: Call, now: float) -> None:
+        """Step 6 (the simulated device applies a command at once), then step 7."""
+        result: list[Any] = []
+        applied: bool | None = None
+        if entry.command is not None:  # EnergyMethod
+            self.event, self.rate_kw = entry.command
+            applied = True
+        elif entry.method == f"{AGENT_INTERFACE}.Ping":
+            result = [now]
+        elif entry.method == f"{AGENT_INTERFACE}.Rebirth":
+            self.shared.stats.bump("rebirths")
+            self.publish_birth()
+        if call.reply_to is not None:
+            self._reply(Reply(call.id, self.agent_id, True, result, ts=now, applied=applied),
+                        call.reply_to)  # fmt: skip
+
+    def _refuse(self, call: Call, name: str, message: str) -> None:
+        self.shared.stats.bump("rejected")
+        if call.reply_to is not None:
+            self._reply(Reply(call.id, self.agent_id, False, error=name, message=message,
+                              ts=time.time()), call.reply_to)  # fmt: skip
+
+    def _reply(self, reply: Reply, topic: str) -> None:
+        if self.publish(topic.encode(), reply.to_payload(), 1, False):
+            self.shared.stats.bump("replies")
