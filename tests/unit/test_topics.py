@@ -52,6 +52,7 @@ def test_builder_exact_strings(built: str, expected: str) -> None:
 
 def test_all_agents_patterns() -> None:
     assert T.all_agents() == [
+        "sef/interfaces/+",  # first: the XML before the Abouts that refer to it
         "sef/agents/+/status",
         "sef/agents/+/about",
         "sef/agents/+/interfaces/+",
@@ -64,7 +65,7 @@ def test_custom_root() -> None:
     topics = Topics("lab/sef2")
     assert topics.prop("b", "a.b", "P") == "lab/sef2/agents/b/props/a.b/P"
     assert topics.reply("c") == "lab/sef2/clients/c/reply"
-    assert topics.all_agents()[0] == "lab/sef2/agents/+/status"
+    assert topics.all_agents()[:2] == ["lab/sef2/interfaces/+", "lab/sef2/agents/+/status"]
     assert topics.parse("lab/sef2/agents/b/status") == ParsedTopic(TopicKind.STATUS, "b")
     # topics of another root are foreign
     assert topics.parse("sef/agents/b/status") is None

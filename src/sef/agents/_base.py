@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from sef.agents._backfill import BACKFILL_LIMIT, Backfill, BufferedUpdate
+from sef.agents._blobs import InterfaceBlobs
 from sef.agents._calls import CallServer
 from sef.agents._declare import AboutInfo, AgentError
 from sef.agents._sealing import TelemetrySeals, make_sealer
@@ -97,6 +98,13 @@ class Agent:
         backfill_limit: property updates kept while disconnected (and those whose PUBACK
             never came), published again after the next birth (``docs/protocol.md``
             §4.7); past it the oldest are dropped and counted (:attr:`backfill`).
+        interface_topics: where the interface XML goes (``docs/protocol.md`` §4.2):
+            ``"v2"`` once per hash on ``{root}/interfaces/{sha256}``, published only
+            when the broker does not retain it yet; ``"v1"`` on the agent's own
+            ``{root}/agents/{id}/interfaces/{name}`` at every birth (for an EMS of SEF
+            0.1, protocol version 1, which reads no hash topic and then knows only the
+            shipped interfaces); ``"both"`` both (:class:`~sef.agents._blobs.
+            InterfaceBlobs`).
     """
 
     interfaces: ClassVar[Sequence[str]] = ()
@@ -118,6 +126,7 @@ class Agent:
         seal_window_s: float = WINDOW_S,
         seal_window_messages: int = WINDOW_MESSAGES,
         backfill_limit: int = BACKFILL_LIMIT,
+        interface_topics: str = "v2",
     ) -> None:
         self.agent_id = check_id("agent", agent_id)
         self.security = security
@@ -160,6 +169,9 @@ class Agent:
             on_connect=self._on_connect,
             keepalive_s=keepalive_s,
             tls=security.client_tls() if security is not None else None,
+        )
+        self.blobs = InterfaceBlobs(
+            self.agent_id, self.bus, self.topics, self._xml, interface_topics
         )
         if self.sealer is not None:
             self._seals = TelemetrySeals(
@@ -242,6 +254,7 @@ class Agent:
     async def stop(self) -> None:
         """Announce a clean shutdown (offline, reason ``shutdown``) and disconnect."""
         await self.on_stop()
+        self.blobs.cancel()
         for task in (self._worker, self._seal_task, self._flush_task):
             if task is not None:
                 task.cancel()
@@ -356,7 +369,7 @@ class Agent:
 
     async def _on_connect(self) -> None:
         self.backfill.reconnected()  # the updates the last connection lost join the buffer
-        self._publish_birth()
+        self._publish_birth(check_blobs=True)
         if len(self.backfill):
             self._start_flush()
 
@@ -374,8 +387,12 @@ class Agent:
             name=f"backfill:{self.agent_id}",
         )
 
-    def _publish_birth(self) -> None:
-        """Birth sequence: status online (seq 0), About, interface XML, every property."""
+    def _publish_birth(self, *, check_blobs: bool = False) -> None:
+        """Birth sequence: status online (seq 0), About, interface XML, every property.
+
+        The XML goes per agent (protocol version 1) and/or once per hash (version 2;
+        with ``check_blobs`` only the XML the broker does not retain yet, a little after
+        the rest of the birth), as ``interface_topics`` says."""
         now = self.clock.now()
         if self._seals is not None:  # the window of the previous birth, then a new chain
             self._seals.new_session(self.session.bdseq)
@@ -397,10 +414,16 @@ class Agent:
             self.session.next_seq(),
         )
         self.bus.publish(self.topics.about(self.agent_id), about.to_payload(), retain=True)
-        for name, xml in self._xml.items():
-            self.bus.publish(
-                self.topics.interface_xml(self.agent_id, name), xml.encode(), retain=True
-            )
+        if self.blobs.per_agent:
+            for name, xml in self._xml.items():
+                self.bus.publish(
+                    self.topics.interface_xml(self.agent_id, name), xml.encode(), retain=True
+                )
+        if self.blobs.per_hash:
+            if check_blobs:
+                self.blobs.check_and_publish()
+            else:  # a Rebirth: the EMS may be missing one, or the broker's copy be altered
+                self.blobs.publish_all()
         for interface, name in list(self._properties):
             self._publish_property(interface, name)
         log.info("agent %s born (bdseq %d)", self.agent_id, self.session.bdseq)
@@ -414,6 +437,8 @@ class Agent:
             self._check_own_status(message)
         elif parsed.kind is TopicKind.HOST_STATUS:
             self._host_status(parsed.owner, message)
+        elif parsed.kind is TopicKind.INTERFACE_BLOB:
+            self.blobs.receive(parsed.owner, message)
         elif parsed.kind in (TopicKind.CALL, TopicKind.GROUP_CALL):
             assert parsed.interface is not None and parsed.member is not None
             self.calls.receive(parsed.interface, parsed.member, message)

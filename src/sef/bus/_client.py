@@ -387,6 +387,14 @@ class BusClient:
         if self._client is not None and self._connected.is_set():
             await self._subscribe_all(self._client, {pattern: qos})
 
+    def unsubscribe(self, pattern: str) -> None:
+        """End a subscription of :meth:`subscribe`: now (if connected; UNSUBSCRIBE is sent,
+        its acknowledgement not awaited) and for later reconnections."""
+        self._subscriptions.pop(pattern, None)
+        client = self._client
+        if client is not None and self._connected.is_set():
+            client.unsubscribe(pattern)
+
     async def _subscribe_all(self, client: _OneShotClient, patterns: dict[str, int]) -> None:
         """Send SUBSCRIBE for each pattern and wait (at most 5 s) for the SUBACKs."""
         loop = asyncio.get_running_loop()

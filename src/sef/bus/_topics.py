@@ -166,9 +166,13 @@ class Topics:
 
     # -- subscription patterns ----------------------------------------------------
     def all_agents(self) -> list[str]:
-        """Patterns an EMS subscribes to for discovery and telemetry."""
+        """Patterns an EMS subscribes to for discovery and telemetry: the interface XML
+        retained once per hash first (protocol version 2: a fresh subscriber then holds
+        the XML before the Abouts that refer to it arrive), then each agent's topics
+        (with the per-agent XML of protocol version 1)."""
         base = f"{self.root}/agents/+"
         return [
+            self.all_interface_blobs(),
             f"{base}/status",
             f"{base}/about",
             f"{base}/interfaces/+",

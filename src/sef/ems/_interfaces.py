@@ -4,6 +4,10 @@ The definitions SEF ships (:func:`sef.interface.builtin_names`) and the ones the
 pinned cannot be redefined by an agent, and the first definition learned of any other name
 stays the EMS-wide one: a conflicting XML is a bad message of that agent only.
 
+An agent's XML comes on its own topic (protocol version 1) or once per hash on
+``{root}/interfaces/{sha256}`` (version 2; :mod:`sef.ems._blobs` keeps those): either way
+the About's (name, SHA-256) references say which XML defines which of its interfaces.
+
 :class:`InterfaceRules` holds the registry's interface steps;
 :class:`~sef.ems._registry.Registry` inherits them and keeps their state.
 """
@@ -11,9 +15,10 @@ stays the EMS-wide one: a conflicting XML is a bad message of that agent only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from sef.bus import InterfaceRef, PayloadError
+from sef.bus import InterfaceRef, PayloadError, Topics
+from sef.ems._blobs import BlobBook
 from sef.ems._events import Event, InterfaceLoaded
 from sef.ems._records import AgentRecord
 from sef.interface import Interface, InterfaceError, is_earlier_revision, load_xml
@@ -43,6 +48,9 @@ class InterfaceRules:
     interfaces_by_hash: dict[str, Interface]
     interfaces_by_name: dict[str, Interface]
     pinned: dict[str, Interface]
+    agents: dict[str, AgentRecord]
+    topics: Topics
+    monotonic: Callable[[], float]
     bad_messages: int
     log_bad: LogThrottle
     _wanted_blobs: dict[str, set[str]]
@@ -54,54 +62,153 @@ class InterfaceRules:
         for a pinned or shipped interface must equal it), else the pinned one."""
         return self.interfaces_by_name.get(name) or self.pinned.get(name)
 
-    def _learn_announced(self, refs: Iterable[InterfaceRef]) -> None:
-        """Learn the interfaces an About announces whose XML is cached already; remember
-        the others' hashes, so that their XML retained once per hash
-        (``{root}/interfaces/{sha256}``) is learned when it arrives."""
+    @property
+    def blob_book(self) -> BlobBook:
+        """The XML retained once per hash that this registry verified (created on first
+        use; the EMS sets its :attr:`~sef.ems._blobs.BlobBook.repair`)."""
+        book = self.__dict__.get("_blob_book")
+        if book is None:
+            book = self.__dict__["_blob_book"] = BlobBook()
+        return book
+
+    def unresolved_interfaces(self, record: AgentRecord) -> list[str]:
+        """Interfaces ``record``'s About announced whose XML the EMS has not seen (neither
+        on the hash topic nor on the agent's own topic) and that it does not know
+        otherwise (shipped or pinned): an incomplete birth, which a ``Rebirth`` repairs
+        (the agent then publishes its XML again)."""
+        raw = self.blob_book.raw
+        return [
+            name
+            for name, digest in record.interfaces.items()
+            if name not in self.pinned
+            and digest not in self.interfaces_by_hash
+            and digest not in raw
+            and name not in record.rejected_interfaces
+        ]
+
+    def _learn_announced(
+        self, refs: Iterable[InterfaceRef], record: AgentRecord | None = None
+    ) -> None:
+        """Learn the interfaces an About announces whose XML the EMS holds already; mark
+        the ones whose XML conflicts as rejected for ``record``; remember the others'
+        hashes, so that their XML retained once per hash (``{root}/interfaces/{sha256}``)
+        is taken when it arrives."""
         for ref in refs:
-            known = self.interfaces_by_hash.get(ref.sha256)
-            if known is None and ref.name not in self.interfaces_by_name:
+            iface = self._parsed_blob(ref.sha256)
+            if iface is None:
+                if ref.sha256 in self.blob_book.unloadable:
+                    if record is not None:
+                        record.rejected_interfaces[ref.name] = (
+                            f"interface {ref.name}: the XML of its hash does not load"
+                        )
+                    continue
                 wanted = self._wanted_blobs
                 if ref.sha256 in wanted or len(wanted) < MAX_WANTED_BLOBS:
                     wanted.setdefault(ref.sha256, set()).add(ref.name)
-            if (
-                known is not None
-                and known.name == ref.name  # the hash may be another interface's XML
-                and ref.name not in self.interfaces_by_name
-                and len(self.interfaces_by_name) < MAX_LEARNED_INTERFACES
-                and self._conflict(ref.name, known) is None
-            ):
-                self.interfaces_by_name[ref.name] = self._definition(ref.name, known)
+                    if record is not None:
+                        self.blob_book.wait(ref.sha256, record.agent_id)
+                continue
+            self._take_announced(ref.name, iface, record)
+
+    def _take_announced(self, name: str, iface: Interface, record: AgentRecord | None) -> None:
+        """``record`` (if given) announced ``name`` with an XML that defines ``iface``:
+        learn it, or mark it rejected for ``record``."""
+        if iface.name != name:  # the hash is another interface's XML
+            why: str | None = f"interface {name}: the XML of its hash defines {iface.name}"
+        else:
+            why = self._conflict(name, iface)
+        if why is None and name not in self.interfaces_by_name:
+            if len(self.interfaces_by_name) >= MAX_LEARNED_INTERFACES and name not in self.pinned:
+                why = (
+                    f"interface {name} not learned: the EMS knows {MAX_LEARNED_INTERFACES} "
+                    "interfaces already"
+                )
+            else:
+                self.interfaces_by_name[name] = self._definition(name, iface)
+        if record is None:
+            return
+        if why is None:
+            record.rejected_interfaces.pop(name, None)
+        else:
+            record.rejected_interfaces[name] = why
+
+    def _parsed_blob(self, digest: str) -> Interface | None:
+        """The interface of the verified XML held for ``digest`` (parsed now if needed),
+        or ``None`` if the EMS has not got it or it does not load (then remembered as
+        unloadable, and a bad message)."""
+        iface = self.interfaces_by_hash.get(digest)
+        if iface is not None:
+            return iface
+        book = self.blob_book
+        xml = book.raw.get(digest)
+        if xml is None or digest in book.unloadable:
+            return None
+        try:
+            node = load_xml(xml, source=f"interfaces/{digest[:12]}")
+        except InterfaceError as exc:
+            reason = f"does not load: {exc}"
+        else:
+            if len(node.interfaces) == 1:
+                iface = next(iter(node.interfaces.values()))
+                self._cache_xml(digest, iface)
+                return iface
+            reason = f"defines {len(node.interfaces)} interfaces (exactly 1 expected)"
+        book.mark_unloadable(digest, reason)
+        self._bad_blob(digest, reason)
+        return None
 
     def _interface_blob(self, digest: str, payload: bytes) -> list[Event]:
-        """An interface XML retained once per hash (protocol version 2): parsed and cached
-        when its SHA-256 is ``digest``; its interface is learned only if an admitted
+        """An interface XML retained once per hash (protocol version 2). Kept when its
+        SHA-256 is ``digest``; parsed, and its interface learned, only when an admitted
         agent's About announced it under this hash (so that no client can define an
-        interface name first by publishing a blob). A payload whose hash is not the
-        topic's, or that does not load, is a bad message; an empty one (cleared) is
-        nothing."""
-        if not payload:
+        interface name first by publishing a blob, nor make the EMS parse XML nobody
+        uses). A payload whose hash is not the topic's or too big is a bad message; an
+        empty one (cleared) is nothing. When the broker's copy of an XML the EMS holds is
+        overwritten or cleared, the EMS puts it back (:class:`~sef.ems._blobs.BlobBook`)."""
+        book = self.blob_book
+        known = book.raw.get(digest)
+        if known is not None and known == payload:  # a birth that published it again
+            book.duplicates += 1
             return []
-        if len(payload) > MAX_XML_BYTES:
-            return self._bad_blob(digest, f"{len(payload)} bytes exceeds {MAX_XML_BYTES}")
-        if hashlib.sha256(payload).hexdigest() != digest:
-            return self._bad_blob(digest, "payload's SHA-256 is not the topic's")
-        iface = self.interfaces_by_hash.get(digest)
-        if iface is None:
-            try:
-                node = load_xml(payload, source=f"interfaces/{digest[:12]}")
-            except InterfaceError as exc:
-                return self._bad_blob(digest, f"does not load: {exc}")
-            if len(node.interfaces) != 1:
-                return self._bad_blob(
-                    digest, f"defines {len(node.interfaces)} interfaces (exactly 1 expected)"
-                )
-            iface = next(iter(node.interfaces.values()))
-            self._cache_xml(digest, iface)
+        if not payload or len(payload) > MAX_XML_BYTES:
+            reason = f"{len(payload)} bytes exceeds {MAX_XML_BYTES}" if payload else None
+        elif hashlib.sha256(payload).hexdigest() != digest:
+            reason = "payload's SHA-256 is not the topic's"
+        else:
+            book.keep(digest, payload, self._in_use)
+            self._resolve_wanted(digest)
+            return []
+        if known is not None:  # overwritten or cleared: a later EMS could not learn it
+            book.put_back(self.topics.interface_blob(digest), digest, self.monotonic())
+        return [] if reason is None else self._bad_blob(digest, reason)
+
+    def _resolve_wanted(self, digest: str) -> None:
+        """The XML of an awaited hash arrived: learn it, or mark the agents that wait for
+        it whose definition conflicts."""
         names = self._wanted_blobs.pop(digest, set())
-        if iface.name in names:
-            self._learn_announced([InterfaceRef(iface.name, digest)])
-        return []
+        agents = self.blob_book.waiting.pop(digest, [])
+        if not names:
+            return
+        iface = self._parsed_blob(digest)
+        for agent_id in agents:
+            record = self.agents.get(agent_id)
+            if record is None:
+                continue
+            for name, announced in record.interfaces.items():
+                if announced == digest:
+                    if iface is None:
+                        record.rejected_interfaces[name] = (
+                            f"interface {name}: the XML of its hash does not load"
+                        )
+                    else:
+                        self._take_announced(name, iface, record)
+        if iface is not None:  # agents past MAX_WAITING_AGENTS: learned by name
+            for name in names:
+                self._take_announced(name, iface, None)
+
+    def _in_use(self, digest: str) -> bool:
+        iface = self.interfaces_by_hash.get(digest)
+        return iface is not None and self.interfaces_by_name.get(iface.name) is iface
 
     def _bad_blob(self, digest: str, reason: str) -> list[Event]:
         """Count and log (throttled) a refused interface XML of ``{root}/interfaces/``."""
