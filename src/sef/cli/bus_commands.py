@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 import sef.discovery  # noqa: F401  (registers mdns:// broker URLs with the bus)
-from sef.bus import BusError
+from sef.bus import BusClient, BusError
 from sef.cli._security_options import (
     CA_OPTION,
     CERT_OPTION,
@@ -156,6 +156,12 @@ def call(
     broker: str | None = typer.Option(None, "--broker", "-b", help=BROKER_HELP),
     no_reply: bool = typer.Option(False, "--no-reply", help="Send without asking for a reply."),
     timeout: float = typer.Option(5.0, "--timeout", help="How long to wait for replies, s."),
+    expect: int | None = typer.Option(
+        None,
+        "--expect",
+        min=1,
+        help="A group call ends once this many replies came (default: at --timeout).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print replies as JSON."),
     cert: Path | None = CERT_OPTION,
     key: Path | None = KEY_OPTION,
@@ -164,6 +170,10 @@ def call(
     insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Call a method on one agent or on every agent of a group.
+
+    Sends at once: only the called interface's definition is read from the broker (none
+    for an interface SEF ships), never the fleet's state. A group's members are not
+    known here, so a group call gathers replies until --timeout (or --expect replies).
 
     Only the EMS role may send calls on a secure bus: give this tool an EMS certificate
     of its own (``sef pki issue --role ems ems-cli``), not the running EMS's (the broker
@@ -192,30 +202,31 @@ def call(
         "sef call", broker, Credentials(cert, key, ca, crl, insecure), roles=(Role.EMS,)
     )
 
+    with broker_usage():  # a bad --broker is a usage error, before anything connects
+        BusClient(secured.broker)
     no_reply_method = False
 
     async def main() -> list[Any]:
         nonlocal no_reply_method
-        with broker_usage():
-            client = EMS(
-                secured.broker,
-                secured.identity or "cli",
-                announce=False,
-                request_rebirth=False,
-                security=secured.security,
-            )
-        secured.harden(client.bus)
-        await client.start()
-        try:
-            await client.settle(0.2, 1.5)
-            iface = client.interface_for(interface)
-            spec = iface.methods.get(method_name) if iface is not None else None
-            no_reply_method = spec is not None and spec.no_reply
-            return await client.call(
-                dest, interface, method_name, args, reply=not no_reply, timeout_s=timeout
-            )
-        finally:
-            await client.stop()
+        from sef.cli._call import call_once
+
+        outcome = await call_once(
+            secured.broker,
+            secured.identity,
+            dest,
+            interface,
+            method_name,
+            args,
+            security=secured.security,
+            harden=secured.harden,
+            clock=default_clock(),
+            reply=not no_reply,
+            timeout_s=timeout,
+            expect=expect,
+        )
+        spec = outcome.interface.methods.get(method_name)
+        no_reply_method = spec is not None and spec.no_reply
+        return outcome.replies
 
     try:
         replies = run_async(main())
