@@ -6,54 +6,14 @@ vendor's interface from it; a version-1 agent (per-agent XML) still works with t
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from typing import Any
 
 import pytest
 
-from sef.agents import Agent, method
-from sef.bus import BusClient, Message, Topics
+from blob_support import CHARGER, CHARGER_SHA, CHARGER_XML, DEMO_SHA, Charger, T
+from sef.bus import BusClient, Message
 from sef.ems import EMS
-from sef.interface import AGENT_INTERFACE, DEMO_INTERFACE, Variant, builtin_xml
+from sef.interface import DEMO_INTERFACE, builtin_xml
 from support import record, wait_for
-
-T = Topics()
-CHARGER = "com.example.charger"
-CHARGER_XML = f"""<node>
-  <interface name="{CHARGER}">
-    <method name="SetPhases">
-      <arg name="phases" type="y" direction="in"/>
-    </method>
-    <property name="Mode" type="s" access="read"/>
-  </interface>
-</node>
-"""
-CHARGER_SHA = hashlib.sha256(CHARGER_XML.encode()).hexdigest()
-DEMO_SHA = hashlib.sha256(builtin_xml(DEMO_INTERFACE).encode()).hexdigest()
-AGENT_SHA = hashlib.sha256(builtin_xml(AGENT_INTERFACE).encode()).hexdigest()
-
-
-class Charger(Agent):
-    """A vendor's agent: the demo interface plus ``com.example.charger``."""
-
-    interfaces = (DEMO_INTERFACE,)
-
-    def __init__(self, agent_id: str, broker: str, **kwargs: Any) -> None:
-        super().__init__(agent_id, broker, interface_xml={CHARGER: CHARGER_XML}, **kwargs)
-        self.phases: list[int] = []
-
-    async def on_start(self) -> None:
-        self.set_property(DEMO_INTERFACE, "AssetName", self.agent_id)
-        self.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 1)})
-        self.set_property(CHARGER, "Mode", "solar")
-
-    @method(DEMO_INTERFACE, "EnergyMethod")
-    def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        return None
-
-    @method(CHARGER, "SetPhases")
-    def set_phases(self, phases: int) -> None:
-        self.phases.append(phases)
 
 
 class Spy:

@@ -74,6 +74,7 @@ def test_agent_rules() -> None:
         "topic write sef/agents/bat-a/interfaces/#",
         "topic write sef/agents/bat-a/props/#",
         "topic write sef/agents/bat-a/signals/#",
+        "topic readwrite sef/interfaces/+",
         "topic write sef/clients/+/reply",
         "topic read sef/agents/bat-a/#",
         "topic read sef/groups/g1/call/#",
@@ -90,6 +91,7 @@ def test_ems_rules() -> None:
         "topic write sef/groups/+/call/#",
         "topic write sef/hosts/ems-1/status",
         "topic write sef/clients/ems-1/reply",
+        "topic write sef/interfaces/+",
     ]
 
 
@@ -116,6 +118,7 @@ def test_gateway_rules_cover_only_its_homes_agents() -> None:
         "topic read sef/groups/g3/call/#",
         "topic write sef/clients/+/reply",
         "topic read sef/hosts/+/status",
+        "topic write sef/interfaces/+",
     ]
 
 
@@ -183,7 +186,9 @@ def test_only_the_ems_writes_calls_and_agents_write_only_their_own_topics(
     for agent_id, groups, _ in agents:
         for line in block(text, agent_id):
             _, access, topic = line.split()
-            if access == "write":
+            if access == "readwrite":  # interface XML once per hash, checked by readers
+                assert topic == "sef/interfaces/+"
+            elif access == "write":
                 assert topic.startswith(f"sef/agents/{agent_id}/") or (
                     topic == "sef/clients/+/reply"
                 )

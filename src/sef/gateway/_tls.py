@@ -58,7 +58,8 @@ def listener_tls_config(files: TlsFiles, acl: Path) -> str:
 
 def home_acl(gateway_id: str, home_id: str, root: str = "sef") -> str:
     """The home broker's ACL: every client (username = its certificate's identity)
-    publishes only under its own agent topics and replies, and reads its own calls, its
+    publishes only under its own agent topics, the interface XML once per hash
+    (``{root}/interfaces/+``, which it also reads) and replies, and reads its own calls, its
     home's group calls (only those the control broker lets this home's relay receive
     come down) and the EMS's status. The gateway's own identity (its uplink relay) reads
     every topic that goes up, publishes what comes down (calls, group calls, the EMS's
@@ -71,6 +72,7 @@ def home_acl(gateway_id: str, home_id: str, root: str = "sef") -> str:
                 f"pattern write {agent}/status",
                 f"pattern write {agent}/about",
                 f"pattern write {agent}/interfaces/#",
+                f"pattern readwrite {root}/interfaces/+",  # XML once per hash (v2)
                 f"pattern write {agent}/props/#",
                 f"pattern write {agent}/signals/#",
                 f"pattern write {agent}/seal",

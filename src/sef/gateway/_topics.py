@@ -7,7 +7,8 @@ __all__ = ["UPLINK_IN", "UPLINK_OUT"]
 UPLINK_OUT: tuple[str, ...] = (
     "agents/+/status",  # presence: births, clean deaths and wills (retained)
     "agents/+/about",  # About announcements: discovery at the EMS (retained)
-    "agents/+/interfaces/+",  # interface XML the About refers to (retained)
+    "agents/+/interfaces/+",  # interface XML the About refers to (retained, protocol v1)
+    "interfaces/+",  # the same once per hash, {sha256} (retained, protocol v2)
     "agents/+/props/#",  # properties: last known state, telemetry (retained)
     "agents/+/signals/#",  # signals (events) of the DER interface
     "agents/+/seal",  # signed-telemetry seals (docs/protocol.md §11)

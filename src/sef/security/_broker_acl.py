@@ -61,6 +61,9 @@ def _agent_writes(root: str, agent: str) -> list[str]:
 def _agent_block(root: str, record: IssuedRecord) -> list[str]:
     lines = [f"topic write {topic}" for topic in _agent_writes(root, record.id)]
     lines += [
+        # its interface XML once per hash (protocol version 2): it reads the retained copy
+        # first and publishes only what is missing or altered (sef.agents._blobs)
+        f"topic readwrite {root}/interfaces/+",
         f"topic write {root}/clients/+/reply",
         f"topic read {root}/agents/{record.id}/#",
         *(f"topic read {root}/groups/{group}/call/#" for group in record.groups),
@@ -77,6 +80,7 @@ def _ems_block(root: str, record: IssuedRecord) -> list[str]:
         f"topic write {root}/groups/+/call/#",
         f"topic write {root}/hosts/{record.id}/status",
         f"topic write {root}/clients/{record.id}/reply",
+        f"topic write {root}/interfaces/+",  # puts back an overwritten interface XML
     ]
 
 
@@ -97,6 +101,8 @@ def _gateway_block(root: str, record: IssuedRecord, home_agents: list[IssuedReco
         groups.update(agent.groups)
     lines += [f"topic read {root}/groups/{group}/call/#" for group in sorted(groups)]
     lines += [f"topic write {root}/clients/+/reply", f"topic read {root}/hosts/+/status"]
+    if home_agents:  # its agents' interface XML, once per hash
+        lines.append(f"topic write {root}/interfaces/+")
     return lines
 
 
@@ -119,15 +125,18 @@ def acl_rules(records: Iterable[IssuedRecord], root: str = "sef") -> str:
     One ``user ID`` block per identity, literal topics only (``R`` = ``root``):
 
     * agent X: write ``R/agents/X/{status,about,seal}``, ``R/agents/X/{interfaces,props,
-      signals}/#`` and ``R/clients/+/reply``; read ``R/agents/X/#``,
+      signals}/#`` and ``R/clients/+/reply``; read and write ``R/interfaces/+`` (interface
+      XML once per hash: any agent may overwrite any hash's copy, which readers verify
+      against the hash, and the EMS and the agents put back); read ``R/agents/X/#``,
       ``R/groups/G/call/#`` for each of its groups, ``R/hosts/+/status`` and
       ``R/clients/X/reply``. No ``call`` topic is writable.
     * ems E: read ``R/#``; write ``R/agents/+/call/#``, ``R/groups/+/call/#``,
-      ``R/hosts/E/status`` and ``R/clients/E/reply``.
+      ``R/hosts/E/status``, ``R/clients/E/reply`` and ``R/interfaces/+``.
     * gateway of home H: readwrite ``R/gateways/H/#``; for each agent A whose home is H
       what A itself may write, and read ``R/agents/A/call/#`` and ``R/clients/A/reply``;
       read the call topics of those agents' groups and ``R/hosts/+/status``; write
-      ``R/clients/+/reply``. A gateway certificate without a home gets nothing.
+      ``R/clients/+/reply`` and (if it has agents) ``R/interfaces/+``. A gateway
+      certificate without a home gets nothing.
     * operator: read ``R/#``. broker: nothing.
 
     Revoked certificates must not be in ``records`` (pass ``ca.current().values()``);
