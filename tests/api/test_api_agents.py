@@ -54,6 +54,8 @@ async def test_health_and_openapi_docs(stack: Stack) -> None:
         "store": stack.store.dialect if stack.store else None,
         "agents": 3,
         "online": 3,
+        "agents_incomplete": 0,
+        "agents_birth_pending": 0,
     }
     docs = await stack.http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -122,6 +122,13 @@ def ems(
         min=0.0,
         help="Refuse an agent status whose bdseq runs further ahead of the wall clock, s.",
     ),
+    rebirth_rate: float = typer.Option(
+        200.0,
+        "--rebirth-rate",
+        min=0.0,
+        help="Rebirth requests per second to agents whose birth the EMS holds only part "
+        "of (e.g. dropped by the broker's queue at subscribe); 0: count them, never ask.",
+    ),
     broker_config: Path | None = typer.Option(
         None,
         "--broker-config",
@@ -289,6 +296,7 @@ def ems(
                 store=store,
                 security=secured.security,
                 require_signed_telemetry=require_signed_telemetry,
+                rebirth_rate=rebirth_rate,
                 **registry_options,
             )
         secured.harden(service.bus)

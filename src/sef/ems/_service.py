@@ -24,6 +24,7 @@ from sef.bus import (
 )
 from sef.clock import Clock, default_clock
 from sef.ems._admission import Admission
+from sef.ems._births import GRACE_S, REBIRTH_RATE, BirthTracker
 from sef.ems._caller import (
     LATE_GRACE_S,
     Caller,
@@ -71,6 +72,12 @@ REBIRTH_INTERVAL_S = 5.0
 """Least time between two rebirth requests to one agent, real s."""
 SWEEP_INTERVAL_S = 1.0
 """How often the EMS closes expired calls and checks for the end of a takeover, real s."""
+BIRTH_SWEEP_S = 0.25
+"""How often the EMS looks for incomplete births to ask a rebirth of, real s."""
+REBIRTH_REASONS = ("gap", "incomplete", "gateway", "refused", "operator")
+"""Why the EMS asked an agent for a rebirth (``EMS.rebirths_by_reason``): a sequence gap,
+an incomplete birth (:mod:`sef.ems._births`), its home gateway's uplink came back, its
+birth was refused by admission, an operator's reset or approval."""
 
 
 @functools.cache
@@ -106,6 +113,10 @@ class EMS:
             ``True`` verifies them with ``security``'s trust store, or pass the trust
             store. Verdicts are counted (``ems.seals``), logged (ERROR for a failed
             window) and stored as agent events; telemetry is stored as received.
+        rebirth_rate: rebirth requests per second to agents whose birth is incomplete
+            (:mod:`sef.ems._births`; 0: count them, never ask).
+        birth_grace_s: time a birth may take to complete before its agent counts as
+            incomplete, real s.
     """
 
     def __init__(
@@ -125,6 +136,8 @@ class EMS:
         bdseq_ahead_s: float = BDSEQ_AHEAD_S,
         security: Security | None = None,
         require_signed_telemetry: bool | TrustStore = False,
+        rebirth_rate: float = REBIRTH_RATE,
+        birth_grace_s: float = GRACE_S,
     ) -> None:
         self.host_id = check_id("host", host_id)
         self.security = security
@@ -166,7 +179,12 @@ class EMS:
         self.request_rebirth = request_rebirth
         self.on_event = on_event
         self.rebirths_requested = 0
+        """Rebirth requests sent, all reasons."""
+        self.rebirths_by_reason: dict[str, int] = dict.fromkeys(REBIRTH_REASONS, 0)
+        """Rebirth requests sent, by reason (:data:`REBIRTH_REASONS`)."""
         self._last_rebirth: dict[str, float] = {}
+        self.births = BirthTracker(self.registry, rate=rebirth_rate, grace_s=birth_grace_s)
+        """Agents whose birth the EMS holds only part of, and the rebirths asked of them."""
         self.bus = BusClient(
             broker,
             f"{self.host_id}-{id(self):x}" if not announce else self.host_id,
@@ -226,8 +244,12 @@ class EMS:
             rows = await asyncio.to_thread(self.store.load_agents)
             props = await asyncio.to_thread(self.store.load_properties)
             for row in rows:
-                self.registry.restore(agent_record(row, props.get(row.agent_id, {})))
+                record = agent_record(row, props.get(row.agent_id, {}))
+                self.registry.restore(record)
+                self.births.restored(record)
             log.info("EMS %s: %d agents restored from the store", self.host_id, len(rows))
+            # TODO(issue 16, registry helper): call Registry.freeze() (gc.freeze) here once
+            # it exists, and again after the initial drain (see _birth_sweep).
             self.recorder.start()
         if self.store is not None:
             await self._reopen_commands()
@@ -241,6 +263,7 @@ class EMS:
             await self.bus.subscribe(self.topics.host_status(self.host_id), qos=1)
         await self.caller.start()
         self._tasks.spawn(self._sweep(), name=f"{self.host_id} sweep")
+        self._tasks.spawn(self._birth_sweep(), name=f"{self.host_id} birth sweep")
         await self.bus.start(timeout_s=timeout_s)
 
     async def stop(self) -> None:
@@ -281,7 +304,29 @@ class EMS:
         )
 
     async def _on_connect(self) -> None:
+        # (re)subscribed: the agents' retained births drain from now on
+        self.births.subscribed(asyncio.get_running_loop().time())
         self.guard.connected(persistent=self.store is not None)
+
+    async def _birth_sweep(self) -> None:
+        """Every :data:`BIRTH_SWEEP_S`: count the agents whose birth stayed incomplete and
+        ask the due ones for a rebirth (rate-limited, backoff: :mod:`sef.ems._births`)."""
+        loop = asyncio.get_running_loop()
+        drained = False
+        while True:
+            await asyncio.sleep(BIRTH_SWEEP_S)
+            try:
+                now = loop.time()
+                self.births.sweep(now, self._ask_incomplete)
+                if not drained and not self.births.draining(now):
+                    drained = True
+                    # TODO(issue 16, registry helper): Registry.freeze() (gc.freeze) here,
+                    # after the initial drain, once it exists.
+            except Exception:
+                log.exception("EMS %s: birth sweep failed", self.host_id)
+
+    def _ask_incomplete(self, agent_id: str) -> bool:
+        return self.rebirth(agent_id, reason="incomplete")
 
     async def _sweep(self) -> None:
         """Every :data:`SWEEP_INTERVAL_S`: close expired calls (unanswered ones become
@@ -375,6 +420,8 @@ class EMS:
             self.guard.status_message(message)
             return None
         self._last_message = asyncio.get_running_loop().time()
+        if message.retain:
+            self.births.retained(self._last_message)
         pending: asyncio.Future[None] | None = None
         if self.seals is not None:
             consumed, pending = self.seals.handle(message)
@@ -424,6 +471,7 @@ class EMS:
         self._log_homes.warn(home[:64], kind, "home %s: message refused: %s", home, reason)
 
     def _react(self, event: Event) -> None:
+        self.births.observe(event, asyncio.get_running_loop().time())
         if isinstance(event, GatewayUp | GatewayDown):
             up = isinstance(event, GatewayUp)
             self._home_update(event.home, self.homes.uplink, event.home, up, self.clock.now())
@@ -442,7 +490,8 @@ class EMS:
                     "" if event.detail is None else event.detail,
                 )
                 if isinstance(event, Discovered) and event.missed:
-                    self.rebirth(event.agent_id)  # its birth was refused: ask for it again
+                    # its birth was refused: ask for it again
+                    self.rebirth(event.agent_id, reason="refused")
             case GatewayUp(home, agents):
                 self._log_presence.warn(
                     home,
@@ -452,7 +501,7 @@ class EMS:
                 )
                 for agent_id in agents:
                     if agent_id in self.registry.agents:  # not ids the EMS never admitted
-                        self.rebirth(agent_id)
+                        self.rebirth(agent_id, reason="gateway")
             case Gap(agent_id, expected, got):
                 self._log_gaps.warn(
                     agent_id,
@@ -462,7 +511,7 @@ class EMS:
                     expected,
                     got,
                 )
-                self.rebirth(agent_id)
+                self.rebirth(agent_id, reason="gap")
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -505,8 +554,9 @@ class EMS:
             agent_id for agent_id in self.registry.agents if self.reconciler.due(agent_id)
         }
 
-    def rebirth(self, agent_id: str) -> bool:
-        """Ask an agent to re-announce everything (at most once per 5 s). Returns if sent."""
+    def rebirth(self, agent_id: str, *, reason: str = "operator") -> bool:
+        """Ask an agent to re-announce everything (at most once per 5 s), counted under
+        ``reason`` (:data:`REBIRTH_REASONS`). Returns if sent."""
         if not self.request_rebirth or not self.bus.connected:
             return False
         loop_now = asyncio.get_running_loop().time()
@@ -521,6 +571,7 @@ class EMS:
             return False
         self._last_rebirth[agent_id] = loop_now
         self.rebirths_requested += 1
+        self.rebirths_by_reason[reason] = self.rebirths_by_reason.get(reason, 0) + 1
         self._tasks.spawn(
             self.caller.call(target, _rebirth(), reply=False), name=f"rebirth {agent_id}"
         )

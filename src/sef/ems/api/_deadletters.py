@@ -41,6 +41,17 @@ class HealthOut(Health):
     store_status: StoreStatus | None = Field(
         default=None, description="The store's state (only when the store is degraded)."
     )
+    agents_incomplete: int = Field(
+        default=0,
+        description="Online agents whose birth (status, About, interface definitions, "
+        "properties) the EMS holds only part of, past the grace; each is asked for a "
+        "rebirth (rate-limited, with backoff). Not a reason for degraded.",
+    )
+    agents_birth_pending: int = Field(
+        default=0,
+        description="Agents lacking part of their birth, still within the grace or the "
+        "drain of the EMS's subscription.",
+    )
 
 
 class DeadLetterOut(BaseModel):
@@ -68,6 +79,8 @@ def health_response(ems: EMS) -> JSONResponse:
         "store": None if ems.store is None else ems.store.dialect,
         "agents": len(agents),
         "online": sum(1 for a in agents if a.online),
+        "agents_incomplete": ems.births.incomplete,
+        "agents_birth_pending": ems.births.pending,
     }
     reasons = [] if ems.bus.connected else ["the EMS is not connected to the broker"]
     if ems.recorder is not None:

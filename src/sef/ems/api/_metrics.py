@@ -34,7 +34,11 @@ class EMSCollector(Collector):
     * ``sef_broker_connected`` — 1 when the EMS is connected to the broker;
     * ``sef_messages_ingested_total``, ``sef_bad_messages_total``,
       ``sef_sequence_gaps_total``, ``sef_duplicates_total``, ``sef_backfilled_total``,
-      ``sef_rebirths_requested_total``;
+      ``sef_rebirths_requested_total`` (all reasons) and
+      ``sef_rebirth_requests_total{reason}`` (gap, incomplete, gateway, refused, operator);
+    * ``sef_agents_incomplete`` — agents whose birth the EMS holds only part of past the
+      grace (:mod:`sef.ems._births`), ``sef_agents_birth_pending`` — those still within
+      the grace or a subscription's drain;
     * ``sef_store_commit_seconds`` (summary: count = batches, sum = s spent committing),
       ``sef_store_last_commit_seconds``, ``sef_store_rows_total``,
       ``sef_store_duplicates_total``, ``sef_store_failures_total``,
@@ -94,6 +98,22 @@ class EMSCollector(Collector):
             "sef_rebirths_requested",
             "Rebirth requests sent to agents.",
             value=ems.rebirths_requested,
+        )
+        by_reason = CounterMetricFamily(
+            "sef_rebirth_requests", "Rebirth requests sent to agents, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(ems.rebirths_by_reason.items()):
+            by_reason.add_metric([reason], count)
+        yield by_reason
+        yield GaugeMetricFamily(
+            "sef_agents_incomplete",
+            "Agents whose birth the EMS holds only part of (past the grace).",
+            value=ems.births.incomplete,
+        )
+        yield GaugeMetricFamily(
+            "sef_agents_birth_pending",
+            "Agents lacking part of their birth, still within the grace or a drain.",
+            value=ems.births.pending,
         )
         yield CounterMetricFamily(
             "sef_calls_sent", "Calls published on the bus.", value=ems.caller.calls_sent
