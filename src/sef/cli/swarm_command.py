@@ -128,10 +128,10 @@ def swarm(
     ),
     root: str = typer.Option("sef", "--root", help="Topic root."),
     interface_topics: str = typer.Option(
-        "blob",
+        "v2",
         "--interface-topics",
-        help="blob: interface XML once per hash ({root}/interfaces/{sha256}); "
-        "v1: also on every agent's interfaces/ topics.",
+        help="v2: interface XML once per hash ({root}/interfaces/{sha256}); "
+        "v1: on every agent's interfaces/ topics (protocol version 1); both.",
     ),
     duration_s: float | None = typer.Option(
         None, "--duration-s", help="Stop after this long, s (default: until Ctrl-C)."

@@ -13,13 +13,15 @@ command (reply ``ok``, ``applied: true``: the simulated device applies it at onc
 
 What is shared by every agent of a process lives in :class:`SwarmShared`: the interface
 XML (published once per process on ``{root}/interfaces/{sha256}``; per agent on
-``{root}/agents/{id}/interfaces/{name}`` too with ``interface_topics="v1"``), the parsed
+``{root}/agents/{id}/interfaces/{name}`` instead with ``interface_topics="v1"``, on both
+with ``"both"``, as :class:`sef.agents.Agent` does), the parsed
 call cache (a group call is parsed once per process, not once per member) and the stats.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -62,6 +64,10 @@ log = logging.getLogger("sef.swarm")
 SEEN_CALLS = 256
 """Calls each agent remembers for de-duplication (§6 step 2; a real SEF agent keeps
 4 096: a swarm agent receives few calls and must stay small)."""
+INTERFACE_TOPICS = ("v2", "v1", "both")
+"""Where the interface XML goes: once per hash (v2), per agent (v1), or both."""
+BLOB_EVERY_S = 10.0
+"""A Rebirth republishes the process's interface XML blobs at most this often, s."""
 PARSE_CACHE = 256
 """Distinct call payloads a process keeps parsed (a group call is parsed once)."""
 
@@ -95,10 +101,10 @@ class SwarmShared:
         groups: Sequence[str] = (),
         telemetry_s: float = 60.0,
         keepalive_s: int = 10,
-        interface_topics: str = "blob",
+        interface_topics: str = "v2",
     ) -> None:
-        if interface_topics not in ("blob", "v1"):
-            raise ValueError(f"interface_topics must be 'blob' or 'v1', not {interface_topics!r}")
+        if interface_topics not in INTERFACE_TOPICS:
+            raise ValueError(f"interface_topics must be v2, v1 or both, not {interface_topics!r}")
         self.stats = stats
         self.topics = Topics(root)
         self.groups = list(groups)
@@ -114,15 +120,25 @@ class SwarmShared:
         self.group_prefixes = tuple(f"{root}/groups/{g}/call/" for g in self.groups)
         self.on_lost: Callable[[SwarmAgent], None] = lambda agent: None
         """Called when an agent's connection closed (the worker reconnects it)."""
-        self.blobs_published = False
+        self.on_handshake: Callable[[SwarmAgent], None] = lambda agent: None
+        """Called when an agent's connection attempt ended (CONNACK, loss or failure)."""
+        self.blobs_at: float | None = None
+        """When this process last published the interface XML blobs (monotonic s)."""
         self._cache: OrderedDict[tuple[str, str, bytes], CallEntry] = OrderedDict()
         self.rejections = LogThrottle(log, "refused calls")
 
-    def blob_packets(self, agent: MqttConnection) -> None:
-        """Publish every interface XML once per hash (retained), through ``agent``."""
+    def publish_blobs(self, agent: MqttConnection, *, rebirth: bool = False) -> None:
+        """Publish every interface XML once per hash (retained), through ``agent``: at the
+        first birth of the process, at a birth after every agent was disconnected (the
+        broker may have restarted), and at a Rebirth at most every :data:`BLOB_EVERY_S`."""
+        if self.interface_topics == "v1":
+            return
+        now = time.monotonic()
+        if self.blobs_at is not None and not (rebirth and now - self.blobs_at >= BLOB_EVERY_S):
+            return
         for name, xml in self.xml.items():
             agent.publish(self.topics.interface_blob(self.sha[name]).encode(), xml, 1, True)
-        self.blobs_published = True
+        self.blobs_at = now
 
     def entry(self, interface: str, member: str, payload: bytes) -> CallEntry:
         """The checked call of ``payload`` on ``interface.member`` (cached per process)."""
@@ -144,12 +160,12 @@ class SwarmShared:
             call = Call.from_object(obj)
         except PayloadError as exc:
             answer = None
+            if obj is None and exc.name == ErrorName.UNSUPPORTED_VERSION:
+                obj = _json_object(payload)  # readable JSON of another version: answered
             if isinstance(obj, dict) and exc.name != ErrorName.TOO_LARGE:
                 call_id, reply_to = obj.get("id"), obj.get("reply_to")
                 if isinstance(call_id, str) and call_id and self.is_reply_topic(reply_to):
                     answer = (call_id[:128], str(reply_to))
-            elif exc.name == ErrorName.UNSUPPORTED_VERSION:  # pragma: no cover (obj is set)
-                pass
             return CallEntry(where, None, (exc.name, str(exc)), answer, str(exc))
         if call.reply_to is not None and not self.is_reply_topic(call.reply_to):
             reason = f"reply_to {call.reply_to[:80]!r} is not a reply topic: call not executed"
@@ -198,6 +214,15 @@ class SwarmShared:
         }
 
 
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    """The JSON object of ``payload`` whatever its version, or None."""
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 NAMEPLATE = {
     "DeviceType": ["s", "battery"],
     "Charge_Rate_kW": ["d", 8.0],
@@ -226,6 +251,7 @@ class SwarmAgent(MqttConnection):
         "connected_at",
         "event",
         "index",
+        "pending",
         "rate_kw",
         "seen",
         "seq",
@@ -242,6 +268,8 @@ class SwarmAgent(MqttConnection):
         self.bdseq = 0
         self.seq = 0
         self.born = False
+        self.pending = False
+        """A connection attempt runs (TCP connect to CONNACK): the worker bounds them."""
         self.stopping = False
         self.backoff = 0.0
         self.connected_at = 0.0
@@ -273,7 +301,13 @@ class SwarmAgent(MqttConnection):
         topic, will = self.connect_packet_args()
         self.send(connect_packet(self.agent_id, self.shared.keepalive_s, topic, will))
 
+    def handshake_over(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.shared.on_handshake(self)
+
     def on_connack(self, code: int, session_present: bool) -> None:
+        self.handshake_over()
         if code != 0:
             log.warning("agent %s: broker refused the connection (code %d)", self.agent_id, code)
             self.abort()
@@ -296,14 +330,16 @@ class SwarmAgent(MqttConnection):
         self.connected_at = time.monotonic()
         self.shared.stats.bump("connected")
         self.born = True
-        if not self.shared.blobs_published:
-            self.shared.blob_packets(self)
+        self.shared.publish_blobs(self)
         self.publish_birth()
 
     def on_lost(self, exc: Exception | None) -> None:
+        self.handshake_over()
         if self.born:
             self.born = False
             self.shared.stats.bump("connected", -1)
+            if self.shared.stats.counts["connected"] == 0:
+                self.shared.blobs_at = None  # all gone: the broker may lose the blobs
             self.shared.stats.bump("lost")
         if not self.stopping:
             self.shared.on_lost(self)
@@ -324,7 +360,7 @@ class SwarmAgent(MqttConnection):
             self.next_seq(),
         )
         self.publish(topics.about(self.agent_id).encode(), about.to_payload(), 1, True)
-        if shared.interface_topics == "v1":
+        if shared.interface_topics != "v2":
             for name, xml in shared.xml.items():
                 self.publish(topics.interface_xml(self.agent_id, name).encode(), xml, 1, True)
         self._prop("AssetName", self.agent_id, now)
@@ -431,6 +467,7 @@ class SwarmAgent(MqttConnection):
             result = [now]
         elif entry.method == f"{AGENT_INTERFACE}.Rebirth":
             self.shared.stats.bump("rebirths")
+            self.shared.publish_blobs(self, rebirth=True)
             self.publish_birth()
         if call.reply_to is not None:
             self._reply(Reply(call.id, self.agent_id, True, result, ts=now, applied=applied),

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from sef.bus import BrokerURL, check_id
+from sef.swarm._agent import INTERFACE_TOPICS
 from sef.swarm._stats import SwarmStats
-from sef.swarm._worker import WorkerConfig
+from sef.swarm._worker import MAX_PENDING, WorkerConfig
 
 __all__ = ["SwarmConfig", "SwarmError", "SwarmRunner", "plan_processes"]
 
@@ -68,7 +69,7 @@ class SwarmConfig:
         keepalive_s: MQTT keepalive, s.
         processes: worker processes (None: :func:`plan_processes`).
         connect_rate: new connections per second, over all workers.
-        interface_topics: ``blob`` (interface XML once per hash) or ``v1`` (also per agent).
+        interface_topics: ``v2`` (interface XML once per hash), ``v1`` (per agent) or ``both``.
         stats_path: JSON file rewritten every second with the merged stats.
     """
 
@@ -81,7 +82,7 @@ class SwarmConfig:
     keepalive_s: int = 10
     processes: int | None = None
     connect_rate: float = 2000.0
-    interface_topics: str = "blob"
+    interface_topics: str = "v2"
     stats_path: Path | None = None
     spread_sources: bool = True
     seed: int | None = None
@@ -107,8 +108,8 @@ class SwarmConfig:
             raise SwarmError("--telemetry-s must be > 0 and --keepalive-s 1..65535")
         if not self.connect_rate > 0:
             raise SwarmError("--connect-rate must be > 0")
-        if self.interface_topics not in ("blob", "v1"):
-            raise SwarmError("--interface-topics must be 'blob' or 'v1'")
+        if self.interface_topics not in INTERFACE_TOPICS:
+            raise SwarmError("--interface-topics must be v2, v1 or both")
         return url
 
 
@@ -134,7 +135,8 @@ class SwarmRunner:
             configs.append(
                 WorkerConfig(
                     self.url.host, self.url.port, first, count, c.prefix, list(c.groups), c.root,
-                    c.telemetry_s, c.keepalive_s, per_worker_rate, c.interface_topics,
+                    c.telemetry_s, c.keepalive_s, per_worker_rate, max(4, MAX_PENDING // n),
+                    c.interface_topics,
                     c.spread_sources, w, None if c.seed is None else c.seed + w,
                 )
             )  # fmt: skip
