@@ -26,6 +26,7 @@ EXAMPLE = {
     "property": "Telemetry",
     "signal": "Changed",
     "method": "EnergyMethod",
+    "sha256": "5" * 64,
 }
 
 
