@@ -197,6 +197,8 @@ class EMS:
             manual_ack=store is not None,
             tls=security.client_tls() if security is not None else None,
         )
+        # puts back an interface XML someone overwrote on its hash topic (protocol.md §4.2.1)
+        self.registry.blob_book.repair = lambda t, xml: self.bus.publish(t, xml, retain=True)
         self.caller = Caller(
             self.bus,
             self.clock,
