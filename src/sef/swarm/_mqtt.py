@@ -113,12 +113,14 @@ class MqttConnection(asyncio.Protocol):
         last_rx: monotonic time of the last packet received, s.
     """
 
-    __slots__ = ("_buf", "_pid", "inflight", "last_rx", "last_tx", "transport", "up")
+    __slots__ = ("_batch", "_buf", "_pid", "inflight", "last_rx", "last_tx", "transport", "up")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.up = False
         self._buf = b""
+        self._batch: list[bytes] | None = None
+        """While incoming packets are handled: what they send, written at once after."""
         self._pid = 0
         self.inflight = 0
         self.last_tx = 0.0
@@ -150,8 +152,11 @@ class MqttConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
-        transport.write(data)
-        self.last_tx = time.monotonic()
+        if self._batch is not None:  # one write (one syscall) per received chunk
+            self._batch.append(data)
+        else:
+            transport.write(data)
+            self.last_tx = time.monotonic()
         return True
 
     def publish(self, topic: bytes, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
@@ -200,6 +205,16 @@ class MqttConnection(asyncio.Protocol):
         self.on_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._batch = []
+        try:
+            self._received(data)
+        finally:
+            batch, self._batch = self._batch, None
+            if batch and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(b"".join(batch))
+                self.last_tx = time.monotonic()
+
+    def _received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         buf = self._buf + data if self._buf else data
         pos, end = 0, len(buf)
