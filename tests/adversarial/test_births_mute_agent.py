@@ -38,10 +38,11 @@ async def test_a_mute_agent_is_asked_per_the_backoff_and_starves_nobody(tmp_path
             await wait_for(lambda: all(complete(stack.ems, a) for a in ids), 60.0, 0.1)
             await wait_for(lambda: bool(asks), 10.0)
             await asyncio.sleep(max(0.0, asks[0] + 22.0 - time.monotonic()))
-            # asked at 0, 5 and 15 s (next: 35 s) however often the sweep ran
+            # asked at 0, 5 and 15 s (next: 35 s) however often the sweep ran (the 5 s
+            # rule alone would ask 5 times; a loaded machine may delay the third ask)
             gaps = [round(b - a, 2) for a, b in itertools.pairwise(asks)]
-            assert len(asks) == 3, gaps
-            assert 4.9 <= gaps[0] <= 6.5 and 9.9 <= gaps[1] <= 11.5, gaps
+            assert 2 <= len(asks) <= 3, gaps
+            assert gaps[0] >= 4.9 and all(gap >= 9.9 for gap in gaps[1:]), gaps
             assert stack.ems.births.incomplete_ids() == [MUTE]
             assert stack.ems.births.missing(stack.ems.registry.agents[MUTE]) == ("about",)
             assert (await stack.health())["agents_incomplete"] == 1

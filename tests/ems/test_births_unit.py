@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sef.bus import About, InterfaceRef, Message, PropertyUpdate, Status, Topics
+from sef.ems import _births as births
 from sef.ems._births import BirthTracker
 from sef.ems._registry import Registry
 from sef.interface import builtin_xml
@@ -110,11 +111,27 @@ def test_no_agent_is_incomplete_while_the_retained_backlog_drains() -> None:
         assert rig.sweep(float(t) + 0.5) == []
     assert rig.tracker.incomplete == 0 and rig.tracker.draining(20.5)
     assert not rig.tracker.draining(21.0)  # 2 s without a retained message: drained
-    assert rig.sweep(21.0) == ["a1"]  # seen at 0: past its grace at once
+    assert rig.sweep(21.0) == [] and rig.tracker.pending == 1  # checked: its grace starts
+    assert rig.sweep(25.9) == []
+    assert rig.sweep(26.0) == ["a1"]
+
+
+def test_the_check_after_a_drain_is_spread_over_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(births, "SCAN_CHUNK", 2)
+    rig = Rig(grace_s=0.0, drain_quiet_s=1.0)
+    rig.tracker.subscribed(0.0)
+    for i in range(5):
+        rig.feed(0.0, status(f"a{i}"))  # Abouts and properties dropped
+    rig.birth(0.0, "whole")
+    assert rig.tracker.pending == 0  # nothing checked while draining
+    assert rig.sweep(1.0) == ["a0", "a1"]  # 2 records per sweep (grace 0: asked at once)
+    assert rig.sweep(1.25) == ["a2", "a3"]
+    assert rig.sweep(1.5) == ["a4"]  # and "whole" was complete
+    assert rig.sweep(1.75) == [] and rig.tracker.incomplete == 5
 
 
 def test_a_drain_never_holds_detection_back_past_its_cap() -> None:
-    rig = Rig(grace_s=1.0, drain_quiet_s=2.0, max_drain_s=10.0)
+    rig = Rig(grace_s=0.0, drain_quiet_s=2.0, max_drain_s=10.0)
     rig.tracker.subscribed(0.0)
     rig.feed(0.0, status("a1"))
     for t in range(1, 12):

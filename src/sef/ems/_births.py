@@ -22,21 +22,23 @@ whose status is unknown but which sent anything in this run, that lacks
   least one; the rule asks for one per interface, not all (an agent may leave some unset).
 
 An offline agent is never incomplete (it publishes a whole live birth when it comes
-back, and a lost live message is a sequence gap). Incomplete state is found from the
-registry's events (:meth:`BirthTracker.observe`), O(1) per message: a property update
-costs a dict look-up unless its agent is being watched.
+back, and a lost live message is a sequence gap). Outside a drain, incomplete state is
+found from the registry's events (:meth:`BirthTracker.observe`), O(1) per message: a
+property update costs two dict look-ups unless its agent is being watched. During a drain
+(the retained births of the whole fleet) the events only note each About's session; once
+the drain is over every agent is checked once (:data:`SCAN_CHUNK` records per sweep), so
+absorbing a fleet's births costs the tracker one check per agent, not one per message.
 
 An agent restored from the store whose status is still unknown once the subscription's
-retained backlog drained (every retained message of its dropped) is watched too, from the
-end of the drain (one pass over the fleet per drain): it is asked like the others. An
-agent the EMS never heard of and that was never stored cannot be asked; its next live
-message (telemetry) makes it known, and then incomplete.
+retained backlog drained (every retained message of its dropped) is incomplete too: it is
+asked like the others. An agent the EMS never heard of and that was never stored cannot be
+asked; its next live message (telemetry) makes it known, and then incomplete.
 
 **Grace and drain**: a birth is several messages, and the retained ones take seconds to
 drain at 100 k agents. An agent becomes incomplete only ``grace_s`` after it was first
-found lacking, and no agent becomes incomplete while the subscription's retained backlog
-is still arriving (a retained delivery less than ``drain_quiet_s`` ago, for at most
-``max_drain_s`` after the (re)subscription).
+found lacking (for the drain's check: after the drain), and no agent becomes incomplete
+while the subscription's retained backlog is still arriving (a retained delivery less
+than ``drain_quiet_s`` ago, for at most ``max_drain_s`` after the (re)subscription).
 
 **Asking**: oldest first (by the time of the next ask, then since when incomplete), a
 token bucket of ``rate`` agents/s (burst ``rate``, at least 1), each agent asked again
@@ -56,10 +58,13 @@ from typing import TYPE_CHECKING
 
 from sef.ems._events import (
     AboutReceived,
+    Discovered,
     Event,
+    InterfaceLoaded,
     Offline,
-    PropertyBackfilled,
+    Online,
     PropertyChanged,
+    SessionReset,
 )
 from sef.ems._records import AgentRecord
 
@@ -91,6 +96,10 @@ BACKOFF_MAX_S = 300.0
 """Longest wait between two asks of one incomplete agent, s."""
 
 _NO_ABOUT = object()
+_CHECKED = frozenset({AboutReceived, Discovered, InterfaceLoaded, Offline, Online, SessionReset})
+"""Event kinds after which an agent's birth is checked (or, Offline, forgotten)."""
+SCAN_CHUNK = 20_000
+"""Records checked per sweep at the end of a drain (the pass over the fleet is spread)."""
 
 
 @dataclass(slots=True)
@@ -152,7 +161,8 @@ class BirthTracker:
         self._subscribed_at: float | None = None
         self._last_retained: float | None = None
         self._definitions = (-1, -1)
-        self._scanned: float | None = None  # the subscription whose drain was scanned
+        self._in_drain = False
+        self._scan: list[str] = []  # agents left to check after a drain, last first
         self.asked = 0
         """Rebirth requests sent to incomplete agents."""
         self.resolved = 0
@@ -207,6 +217,29 @@ class BirthTracker:
             out.append("properties")
         return tuple(out)
 
+    def lacks(self, record: AgentRecord) -> bool:
+        """Whether :meth:`missing` is not empty (early exits: called per birth message)."""
+        if record.online is not True:
+            return record.online is not False  # unknown: lacks its status
+        if self._about.get(record.agent_id, _NO_ABOUT) != record.bdseq:
+            return True
+        interfaces = record.interfaces
+        if not interfaces:
+            return False
+        registry = self.registry
+        for name, sha in interfaces.items():
+            iface = registry.interface(name) or registry.interfaces_by_hash.get(sha)
+            if iface is None:
+                return True
+            if self.require_properties and iface.properties:
+                prefix = name + "."
+                for key in record.properties:
+                    if key.startswith(prefix):
+                        break
+                else:
+                    return True
+        return False
+
     # -- inputs -------------------------------------------------------------------
     def restored(self, record: AgentRecord) -> None:
         """An agent restored from the store: its stored About belongs to its stored
@@ -218,32 +251,35 @@ class BirthTracker:
         """The EMS (re)subscribed at ``now`` (s): a retained backlog starts to drain."""
         self._subscribed_at = now
         self._last_retained = now
+        self._in_drain = True
 
     def retained(self, now: float) -> None:
         """A retained message arrived at ``now`` (s) (call once per message: O(1))."""
         self._last_retained = now
 
     def observe(self, event: Event, now: float) -> None:
-        """Take one registry event at ``now`` (s)."""
-        agent_id = event.agent_id
+        """Take one registry event at ``now`` (s): O(1), a dict look-up or two for the
+        frequent kinds; while a drain is on, only an About's session is noted (the drain's
+        end checks every agent once, :meth:`sweep`)."""
         kind = type(event)
-        if kind is PropertyChanged or kind is PropertyBackfilled:
+        if kind is PropertyChanged:  # the most frequent: only a watched agent is checked
+            agent_id = event.agent_id
             if agent_id in self._waiting or agent_id in self._incomplete:
                 self._check(agent_id, now)
-            else:
-                record = self.registry.agents.get(agent_id)
-                if record is not None and record.online is None:
-                    self._check(agent_id, now)
             return
+        if kind not in _CHECKED:
+            return
+        agent_id = event.agent_id
         if kind is Offline:
             self._drop(agent_id)
             return
         record = self.registry.agents.get(agent_id)
-        if record is None:  # a gateway, or an agent not admitted
+        if record is None:  # an agent not admitted
             return
         if kind is AboutReceived:
             self._about[agent_id] = record.bdseq
-        self._check(agent_id, now)
+        if not self._in_drain:
+            self._check(agent_id, now)
 
     def forget(self, agent_id: str) -> None:
         """Stop tracking ``agent_id`` (removed from the registry)."""
@@ -261,9 +297,11 @@ class BirthTracker:
         self._recheck_on_new_definitions(now)
         if self.draining(now):
             return []
-        if self._scanned != self._subscribed_at:
-            self._scanned = self._subscribed_at
-            self._scan_silent(now)
+        if self._in_drain:  # drained: check every agent once, in chunks
+            self._in_drain = False
+            self._scan = list(reversed(self.registry.agents))
+        if self._scan:
+            self._scan_chunk(now)
         limit = now - self.grace_s
         waiting = self._waiting
         while waiting:
@@ -272,7 +310,7 @@ class BirthTracker:
                 break
             del waiting[agent_id]
             record = self.registry.agents.get(agent_id)
-            if record is None or not self.missing(record):
+            if record is None or not self.lacks(record):
                 continue
             self._incomplete[agent_id] = _Ask(since, now)
             heapq.heappush(self._heap, (now, since, agent_id))
@@ -287,7 +325,7 @@ class BirthTracker:
             if entry is None or entry.due != due:
                 continue  # dropped, or rescheduled
             record = self.registry.agents.get(agent_id)
-            if record is None or not self.missing(record):
+            if record is None or not self.lacks(record):
                 self._complete(agent_id)
                 continue
             if ask(agent_id):
@@ -311,17 +349,16 @@ class BirthTracker:
             self._tokens = min(self.burst, self._tokens + (now - self._tokens_at) * self.rate)
         self._tokens_at = now if self._tokens_at is None else max(self._tokens_at, now)
 
-    def _scan_silent(self, now: float) -> None:
-        """Once per drained subscription: agents the registry holds whose status is
-        unknown and who sent nothing (restored from the store, every retained message of
-        theirs dropped) are watched from now on (one pass over the fleet per drain)."""
-        for agent_id, record in self.registry.agents.items():
-            if (
-                record.online is None
-                and agent_id not in self._waiting
-                and agent_id not in self._incomplete
-            ):
-                self._waiting[agent_id] = now
+    def _scan_chunk(self, now: float) -> None:
+        """After a drain: check the next :data:`SCAN_CHUNK` agents of the registry (their
+        grace runs from now)."""
+        scan = self._scan
+        agents = self.registry.agents
+        for _ in range(min(SCAN_CHUNK, len(scan))):
+            agent_id = scan.pop()
+            record = agents.get(agent_id)
+            if record is not None and agent_id not in self._incomplete and self.lacks(record):
+                self._waiting.setdefault(agent_id, now)
 
     def _recheck_on_new_definitions(self, now: float) -> None:
         """When the registry learned interface definitions (a blob arrived: no agent
@@ -333,13 +370,13 @@ class BirthTracker:
         self._definitions = seen
         for agent_id in list(self._incomplete):
             record = registry.agents.get(agent_id)
-            if record is None or not self.missing(record):
+            if record is None or not self.lacks(record):
                 self._complete(agent_id)
 
     # -- helpers ------------------------------------------------------------------
     def _check(self, agent_id: str, now: float) -> None:
         record = self.registry.agents.get(agent_id)
-        if record is None or not self.missing(record):
+        if record is None or not self.lacks(record):
             self._drop(agent_id)
         elif agent_id not in self._waiting and agent_id not in self._incomplete:
             self._waiting[agent_id] = now
