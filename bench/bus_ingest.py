@@ -67,6 +67,7 @@ from rich.table import Table
 from sef.broker import Mosquitto
 from sef.bus import PropertyUpdate
 from sef.ems import EMS
+from sef.ems._admission import Admission
 from sef.ems._registry import Event
 from sef.interface import Variant, to_json
 
@@ -243,7 +244,9 @@ async def drain_bare(host: str, port: int, expected: int, progress: Progress) ->
 
 
 def make_ems(url: str, on_event: Callable[[Event], None] | None = None) -> EMS:
-    ems = EMS(url, EMS_ID, announce=False, on_event=on_event)
+    # every agent admitted at once: the bench measures ingest, not admission (the default
+    # Admission caps a registry at 10 000 agents and takes 100 new ones a second)
+    ems = EMS(url, EMS_ID, announce=False, on_event=on_event, admission=Admission.open())
     ems.bus.client_id = EMS_ID  # a fixed id and a persistent session, to find the queue again
     ems.bus.clean_session = False
     return ems

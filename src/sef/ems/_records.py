@@ -58,6 +58,7 @@ _T = TypeVar("_T")
 
 _strings: dict[str, str] = {}
 _json_values: dict[str, _Json] = {}
+_string_lists: dict[tuple[Any, ...], _Json] = {}
 _key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
 _iface_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
 _group_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -85,7 +86,9 @@ def intern_key(key: str) -> str:
 
 def intern_interfaces(refs: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
     """A read-only name -> SHA-256 mapping shared by every agent announcing these refs."""
-    pairs = tuple(refs.items() if isinstance(refs, Mapping) else refs)
+    pairs = (
+        refs if type(refs) is tuple else tuple(refs.items() if isinstance(refs, Mapping) else refs)
+    )
     if not pairs:
         return _EMPTY
     shared = _iface_sets.get(pairs)
@@ -131,12 +134,20 @@ def _pack_about(fields: Mapping[str, Any], agent_id: str) -> tuple[Any, ...] | N
         if type(value) is str:
             value = agent_id if value == agent_id else intern_key(value)
         elif isinstance(value, (list, dict)):
-            text = _ENCODER.encode(value)
-            value = _json_values.get(text)
-            if value is None:
-                value = _Json(text)
-                if len(_json_values) < INTERN_LIMIT:
-                    _json_values[text] = value
+            strings = (
+                tuple(value) if type(value) is list and all(type(v) is str for v in value) else None
+            )
+            shared = None if strings is None else _string_lists.get(strings)
+            if shared is None:  # (a list of strings is found without encoding it)
+                text = _ENCODER.encode(value)
+                shared = _json_values.get(text)
+                if shared is None:
+                    shared = _Json(text)
+                    if len(_json_values) < INTERN_LIMIT:
+                        _json_values[text] = shared
+                if strings is not None and len(_string_lists) < INTERN_LIMIT:
+                    _string_lists[strings] = shared
+            value = shared
         values.append(value)
     return tuple(values)
 

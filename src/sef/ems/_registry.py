@@ -369,7 +369,9 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
             record.about = item.fields
-            record.interfaces = intern_interfaces((ref.name, ref.sha256) for ref in item.interfaces)
+            record.interfaces = intern_interfaces(
+                tuple([(ref.name, ref.sha256) for ref in item.interfaces])
+            )
             before = record.groups
             record.groups = item.groups
             self._index_groups(agent_id, before, record.groups)
