@@ -24,6 +24,9 @@ processes); each subscriber records the receipt time and acknowledges. Figures:
 The ratio false/true at each K is the figure; the subscribers' own processing (Python,
 on the same 2 CPUs) is in the latencies, not in the broker CPU.
 
+``--mqtt5`` adds, at each K, MQTT 5 subscribers with duplicates checked (Mosquitto's
+default), against the same baseline.
+
 ``--ping-rate R`` (default 5000, 0 to skip): after the rounds with duplicates allowed,
 the subscribers send R PINGREQ/s in total for ``--ping-s`` s; the broker CPU over that
 window minus an idle window of the same length, per PINGREQ, is the keepalive cost.
@@ -31,7 +34,7 @@ window minus an idle window of the same length, per PINGREQ, is the keepalive co
 Run::
 
     .venv/bin/python bench/group_fanout.py [--ks 1000,5000,10000] [--workers 4]
-        [--rounds 5] [--ping-rate 5000] [--ping-s 5] [--json]
+        [--rounds 5] [--ping-rate 5000] [--ping-s 5] [--mqtt5] [--json]
 """
 
 from __future__ import annotations
@@ -80,13 +83,15 @@ def _string(text: str) -> bytes:
     return struct.pack(">H", len(data)) + data
 
 
-def connect_packet(client_id: str, keepalive: int = 0) -> bytes:
-    body = _string("MQTT") + bytes([4, 0x02]) + struct.pack(">H", keepalive) + _string(client_id)
+def connect_packet(client_id: str, keepalive: int = 0, v5: bool = False) -> bytes:
+    level, props = (5, b"\x00") if v5 else (4, b"")
+    body = _string("MQTT") + bytes([level, 0x02]) + struct.pack(">H", keepalive) + props
+    body += _string(client_id)
     return b"\x10" + _remaining(len(body)) + body
 
 
-def subscribe_packet(packet_id: int, topic: str, qos: int = 1) -> bytes:
-    body = struct.pack(">H", packet_id) + _string(topic) + bytes([qos])
+def subscribe_packet(packet_id: int, topic: str, qos: int = 1, v5: bool = False) -> bytes:
+    body = struct.pack(">H", packet_id) + (b"\x00" if v5 else b"") + _string(topic) + bytes([qos])
     return b"\x82" + _remaining(len(body)) + body
 
 
@@ -113,8 +118,8 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 class Worker:
     """``count`` subscribers on one loopback source address, in one process."""
 
-    def __init__(self, index: int, count: int, port: int, conn: Connection) -> None:
-        self.index, self.count, self.port, self.conn = index, count, port, conn
+    def __init__(self, index: int, count: int, port: int, conn: Connection, v5: bool) -> None:
+        self.index, self.count, self.port, self.conn, self.v5 = index, count, port, conn, v5
         self.source = f"127.0.0.{2 + index}"
         self.writers: list[asyncio.StreamWriter] = []
         self.latencies: dict[int, list[float]] = {}
@@ -125,10 +130,10 @@ class Worker:
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", self.port, local_addr=(self.source, 0)
             )
-            writer.write(connect_packet(f"fan-{self.index}-{number}"))
+            writer.write(connect_packet(f"fan-{self.index}-{number}", v5=self.v5))
             kind, _ = await _read_packet(reader)
             assert kind == 0x20, f"no CONNACK: {kind:#x}"
-            writer.write(subscribe_packet(1, TOPIC))
+            writer.write(subscribe_packet(1, TOPIC, v5=self.v5))
             kind, _ = await _read_packet(reader)
             assert kind == 0x90, f"no SUBACK: {kind:#x}"
         self.writers.append(writer)
@@ -145,6 +150,16 @@ class Worker:
             if kind & 0x06:
                 writer.write(b"\x40\x02" + body[offset : offset + 2])
                 offset += 2
+            if self.v5:  # skip the properties (a variable byte integer length)
+                length, shift = 0, 0
+                while True:
+                    byte = body[offset]
+                    offset += 1
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                offset += length
             round_no, sent = struct.unpack_from(">id", body, offset)
             self.latencies.setdefault(round_no, []).append(now - sent)
             if len(self.latencies[round_no]) == self.count:
@@ -185,9 +200,9 @@ class Worker:
                 return
 
 
-def run_worker(index: int, count: int, port: int, conn: Connection) -> None:
+def run_worker(index: int, count: int, port: int, conn: Connection, v5: bool) -> None:
     raise_nofile_limit()
-    asyncio.run(Worker(index, count, port, conn).main())
+    asyncio.run(Worker(index, count, port, conn, v5).main())
 
 
 # -- the broker and the publisher ---------------------------------------------------------
@@ -212,6 +227,7 @@ def percentile(values: list[float], q: float) -> float:
 class Result:
     k: int
     duplicates: bool
+    protocol: str
     receipts: int
     expected: int
     p50_ms: float
@@ -222,7 +238,9 @@ class Result:
     ping_us: float | None = None
 
 
-def measure(k: int, duplicates: bool, args: argparse.Namespace, progress: Progress) -> Result:
+def measure(
+    k: int, duplicates: bool, v5: bool, args: argparse.Namespace, progress: Progress
+) -> Result:
     """One broker, K subscribers, ``args.rounds`` group calls."""
     tuning = (
         FleetSizing(agents=k)
@@ -231,7 +249,9 @@ def measure(k: int, duplicates: bool, args: argparse.Namespace, progress: Progre
             "allow_duplicate_messages true", f"allow_duplicate_messages {str(duplicates).lower()}"
         )
     )
-    label = f"K={k} duplicates {'allowed' if duplicates else 'checked'}"
+    label = (
+        f"K={k} MQTT {'5' if v5 else '3.1.1'} duplicates {'allowed' if duplicates else 'checked'}"
+    )
     with Mosquitto(tuning=tuning) as broker:
         assert broker.process is not None
         pid = broker.process.pid
@@ -240,7 +260,7 @@ def measure(k: int, duplicates: bool, args: argparse.Namespace, progress: Progre
         pipes, procs = [], []
         for index, share in enumerate(shares):
             mine, theirs = FORK.Pipe()
-            proc = FORK.Process(target=run_worker, args=(index, share, broker.port, theirs))
+            proc = FORK.Process(target=run_worker, args=(index, share, broker.port, theirs, v5))
             proc.start()
             pipes.append(mine)
             procs.append(proc)
@@ -309,6 +329,7 @@ def measure(k: int, duplicates: bool, args: argparse.Namespace, progress: Progre
     return Result(
         k,
         duplicates,
+        "5" if v5 else "3.1.1",
         len(latencies),
         k * args.rounds,
         percentile(latencies, 0.50) * ms if latencies else float("nan"),
@@ -327,6 +348,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="group calls per setting")
     parser.add_argument("--ping-rate", type=float, default=5000.0, help="PINGREQ/s (0: skip)")
     parser.add_argument("--ping-s", type=float, default=5.0, help="ping window, s")
+    parser.add_argument(
+        "--mqtt5", action="store_true", help="also MQTT 5 subscribers with duplicates checked"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
@@ -337,22 +361,24 @@ def main() -> None:
     with Progress(console=console, transient=True) as progress:
         for k in ks:
             for duplicates in (False, True):
-                results.append(measure(k, duplicates, args, progress))
+                results.append(measure(k, duplicates, False, args, progress))
+            if args.mqtt5:
+                results.append(measure(k, False, True, args, progress))
     load = os.getloadavg()
     if args.json:
         print(json.dumps({"load": load, "results": [asdict(r) for r in results]}, indent=2))
         return
-    table = Table(title=f"Group-call fan-out, Mosquitto, MQTT 3.1.1 (load {load[0]:.2f})")
-    for column in ("K", "duplicates", "receipts", "p50 ms", "p95 ms", "p99 ms", "all ms",
+    table = Table(title=f"Group-call fan-out, Mosquitto 2.0.11 (load {load[0]:.2f})")
+    for column in ("K", "MQTT", "duplicates", "receipts", "p50 ms", "p95 ms", "p99 ms", "all ms",
                    "broker CPU ms/call", "ratio p99", "ratio CPU", "PINGREQ us"):  # fmt: skip
         table.add_column(column, justify="right")
-    by_key = {(r.k, r.duplicates): r for r in results}
+    by_key = {(r.k, r.duplicates, r.protocol): r for r in results}
     for r in results:
-        base = by_key.get((r.k, True))
+        base = by_key.get((r.k, True, "3.1.1"))
         ratio_p99 = f"{r.p99_ms / base.p99_ms:.2f}" if base and not r.duplicates else ""
         ratio_cpu = f"{r.cpu_ms / base.cpu_ms:.2f}" if base and not r.duplicates else ""
         table.add_row(
-            str(r.k), "allowed" if r.duplicates else "checked (default)",
+            str(r.k), r.protocol, "allowed" if r.duplicates else "checked (default)",
             f"{r.receipts}/{r.expected}", f"{r.p50_ms:.1f}", f"{r.p95_ms:.1f}",
             f"{r.p99_ms:.1f}", f"{r.last_ms:.1f}", f"{r.cpu_ms:.1f}", ratio_p99, ratio_cpu,
             "" if r.ping_us is None else f"{r.ping_us:.1f}",
