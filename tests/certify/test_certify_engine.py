@@ -222,6 +222,13 @@ def _acked_through(publish: Publish) -> Callable[..., asyncio.Future[None]]:
     return acked
 
 
+class V1Battery(VirtualBatteryAgent):
+    """Publishes its interface XML on its own topics (protocol version 1), where the
+    birth's order is checked."""
+
+    default_interface_topics = "v1"
+
+
 class NoStaleRepair(VirtualBatteryAgent):
     def _check_own_status(self, message: Any) -> None:
         return None
@@ -259,7 +266,8 @@ BROKEN: list[tuple[str, type[VirtualBatteryAgent], Any, str, str]] = [
     ("props-at-qos0", VirtualBatteryAgent, _props_at_qos0, "birth.", "birth.qos"),
     ("bad-app-id", VirtualBatteryAgent, _bad_app_id, "birth.", "birth.about"),
     ("xml-hash", VirtualBatteryAgent, _xml_not_as_hashed, "birth.", "birth.interface_xml"),
-    ("xml-after-props", VirtualBatteryAgent, _xml_after_properties, "birth.", "birth.order"),
+    ("xml-hash-v1", V1Battery, _xml_not_as_hashed, "birth.", "birth.interface_xml"),
+    ("xml-after-props", V1Battery, _xml_after_properties, "birth.", "birth.order"),
     ("no-stale-repair", NoStaleRepair, None, "sessions.", "sessions.stale_death"),
     ("no-will", NoWill, None, "sessions.", "sessions.will"),
     ("repairs-retained", RepairsRetainedStatus, None, "sessions.",
@@ -309,3 +317,34 @@ def test_docs_list_every_check_with_its_section_and_level() -> None:
     assert set(rows) == {c.id for c in checks}
     for check in checks:
         assert rows[check.id] == [check.section, check.level.value, check.title], check.id
+
+
+def _no_interface_xml(publish: Publish) -> Publish:
+    def wrapped(topic: str, payload: bytes, **kw: Any) -> None:
+        if "/interfaces/" not in topic:
+            publish(topic, payload, **kw)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("kind", [VirtualBatteryAgent, V1Battery], ids=["v2", "v1"])
+async def test_no_interface_xml_fails_saying_where_it_was_looked_for(
+    mosquitto: Mosquitto, kind: type[VirtualBatteryAgent]
+) -> None:
+    agent = kind("no-xml-1", mosquitto.url, step_s=1.0)
+    broken = _no_interface_xml(agent.bus.publish)
+    agent.bus.publish = broken  # type: ignore[method-assign]
+    agent.bus.publish_acked = _acked_through(broken)  # type: ignore[method-assign]
+    await agent.start()
+    try:
+        report = await run_certification(
+            CertifyOptions(broker=mosquitto.url, agent_id="no-xml-1", select=("birth.",)),
+            Console(quiet=True),
+        )
+    finally:
+        await agent.stop()
+    failed = {r.check.id: r.evidence for r in report.results if r.outcome is Outcome.FAIL}
+    evidence = failed["birth.interface_xml"]
+    assert "neither on sef/interfaces/{sha256}" in evidence, evidence
+    assert "nor on sef/agents/no-xml-1/interfaces/{name}" in evidence, evidence
+    assert "interfaces/edu.pdx.powerlab.demo or sef/interfaces/" in failed["birth.retained"]

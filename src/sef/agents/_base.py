@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -104,10 +105,14 @@ class Agent:
             ``{root}/agents/{id}/interfaces/{name}`` at every birth (for an EMS of SEF
             0.1, protocol version 1, which reads no hash topic and then knows only the
             shipped interfaces); ``"both"`` both (:class:`~sef.agents._blobs.
-            InterfaceBlobs`).
+            InterfaceBlobs`). Default: the environment variable ``SEF_INTERFACE_TOPICS``
+            (for agents started by the CLI), else :attr:`default_interface_topics`.
     """
 
     interfaces: ClassVar[Sequence[str]] = ()
+    default_interface_topics: ClassVar[str] = "v2"
+    """Where the interface XML goes when neither ``interface_topics`` nor the environment
+    says (``"v2"``, ``"v1"`` or ``"both"``)."""
     max_seen_calls: ClassVar[int] = 4096
 
     def __init__(
@@ -126,7 +131,7 @@ class Agent:
         seal_window_s: float = WINDOW_S,
         seal_window_messages: int = WINDOW_MESSAGES,
         backfill_limit: int = BACKFILL_LIMIT,
-        interface_topics: str = "v2",
+        interface_topics: str | None = None,
     ) -> None:
         self.agent_id = check_id("agent", agent_id)
         self.security = security
@@ -171,7 +176,13 @@ class Agent:
             tls=security.client_tls() if security is not None else None,
         )
         self.blobs = InterfaceBlobs(
-            self.agent_id, self.bus, self.topics, self._xml, interface_topics
+            self.agent_id,
+            self.bus,
+            self.topics,
+            self._xml,
+            interface_topics
+            or os.environ.get("SEF_INTERFACE_TOPICS")
+            or self.default_interface_topics,
         )
         if self.sealer is not None:
             self._seals = TelemetrySeals(

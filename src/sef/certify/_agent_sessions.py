@@ -30,6 +30,8 @@ class AgentSessions:
     agent_id: str
     about: dict[str, Any] | None
     interfaces: dict[str, bytes]
+    blobs: dict[str, bytes]
+    _own_xml: set[str]
     stream: list[Observed]
     reply_topic: str
     bus: BusClient
@@ -42,6 +44,7 @@ class AgentSessions:
     if TYPE_CHECKING:
 
         def mark(self) -> int: ...
+        def topic(self, suffix: str) -> str: ...
         def agent_topic(self, suffix: str) -> str: ...
         def agent_messages(self, mark: int = 0) -> list[Observed]: ...
         async def _until(self, found: Callable[[], Any], timeout_s: float) -> Any: ...
@@ -50,6 +53,11 @@ class AgentSessions:
         async def call(
             self, interface: str, method: str, args: list[Any], *, reply: bool = True
         ) -> dict[str, Any] | None: ...
+
+    def xml_from_hash(self, name: str) -> bool:
+        """Whether interface ``name``'s XML is known from its hash topic only (protocol
+        version 2), not from the agent's own topic (version 1)."""
+        return name in self.interfaces and name not in self._own_xml
 
     def expected_properties(self) -> list[tuple[str, str]]:
         """(interface, property) of every readable property of the announced interfaces."""
@@ -83,7 +91,11 @@ class AgentSessions:
         def complete() -> bool:
             topics = {m.topic for m in self.agent_messages(first)}
             props = {self.agent_topic(f"props/{i}/{p}") for i, p in self.expected_properties()}
-            xml = {self.agent_topic(f"interfaces/{n}") for n in announced_interfaces(self.about)}
+            xml = {  # on the agent's own topic, unless known from its hash topic (v2)
+                self.agent_topic(f"interfaces/{n}")
+                for n in announced_interfaces(self.about)
+                if not self.xml_from_hash(n)
+            }
             return (wanted | props | xml) <= topics
 
         await self._until(complete, 3.0)
@@ -114,6 +126,7 @@ class AgentSessions:
         self._snapshot = {}
         try:
             await self.bus.subscribe(self._prefix + "#", qos=2)
+            await self.bus.subscribe(self.topic("interfaces/+"), qos=2)
             await self.bus.subscribe(self.reply_topic, qos=2)
             await asyncio.sleep(settle_s)
             got = self._snapshot

@@ -134,9 +134,10 @@ async def check_order(ctx: CheckContext) -> str:
     xml_at = [i for i, k in enumerate(kinds) if k.startswith("interfaces/")]
     prop_at = [i for i, k in enumerate(kinds) if k.startswith("props/")]
     names = {kinds[i].split("/", 1)[1] for i in xml_at}
-    missing = sorted(set(announced(ctx)) - names)
+    by_hash = {n for n in announced(ctx) if ctx.xml_from_hash(n)}
+    missing = sorted(set(announced(ctx)) - names - by_hash)
     if missing:
-        raise CheckFailed(f"the birth has no interface XML for {missing}")
+        raise CheckFailed(f"the birth has no interface XML for {missing}: {_no_xml_hint(ctx)}")
     if prop_at and xml_at and max(xml_at) > min(prop_at):
         raise CheckFailed(
             f"interface XML ({kinds[max(xml_at)]}) published after a property "
@@ -146,8 +147,16 @@ async def check_order(ctx: CheckContext) -> str:
     if seqs != list(range(len(seqs))):
         raise CheckFailed(f"seq of the birth's JSON messages: {seqs}, expected 0..{len(seqs) - 1}")
     return (
-        f"status seq 0, About seq 1, {len(xml_at)} interface XML, then {len(prop_at)} "
-        f"properties with seq 2..{len(seqs) - 1}"
+        f"status seq 0, About seq 1, {len(xml_at)} interface XML on its own topics "
+        f"({len(by_hash)} once per hash), then {len(prop_at)} properties with seq "
+        f"2..{len(seqs) - 1}"
+    )
+
+
+def _no_xml_hint(ctx: CheckContext) -> str:
+    return (
+        f"neither on {ctx.topic('interfaces/{sha256}')} with the About's hash (protocol "
+        f"version 2) nor on {ctx.agent_topic('interfaces/{name}')} (version 1)"
     )
 
 
@@ -182,9 +191,13 @@ async def check_retained(ctx: CheckContext) -> str:
     await ctx.live_birth()
     snapshot = await ctx.retained_snapshot()
     want = ["status", "about"]
-    want += [f"interfaces/{name}" for name in announced(ctx)]
     want += [f"props/{i}/{p}" for i, p, _ in declared_properties(ctx)]
     missing = [t for t in want if ctx.agent_topic(t) not in snapshot]
+    for name, sha in announced(ctx).items():  # the XML: own topic (v1) or hash topic (v2)
+        own, shared = ctx.agent_topic(f"interfaces/{name}"), ctx.topic(f"interfaces/{sha}")
+        if own not in snapshot and shared not in snapshot:
+            missing.append(f"interfaces/{name} or {shared}")
+        want.append(own)
     unwanted = [
         t
         for t in snapshot
@@ -244,7 +257,7 @@ async def check_interface_xml(ctx: CheckContext) -> str:
     for name, sha in refs.items():
         xml = ctx.interfaces.get(name)
         if xml is None:
-            problems.append(f"{name}: no XML on interfaces/{name}")
+            problems.append(f"{name}: no XML: {_no_xml_hint(ctx)}")
             continue
         try:
             node = load_xml(xml, f"interfaces/{name}")
@@ -255,7 +268,10 @@ async def check_interface_xml(ctx: CheckContext) -> str:
             problems.append(f"{name}: the XML declares {sorted(node.interfaces)}, not {name}")
         actual = hashlib.sha256(xml).hexdigest()
         if not _HEX64.fullmatch(sha) or actual != sha:
-            problems.append(f"{name}: About says sha256 {sha[:16]}…, the XML's is {actual[:16]}…")
+            where = "on its hash topic " if ctx.xml_from_hash(name) else ""
+            problems.append(
+                f"{name}: About says sha256 {sha[:16]}…, the XML {where}has {actual[:16]}…"
+            )
     if problems:
         raise CheckFailed("; ".join(problems))
     return f"{len(refs)} interface XML load and match their SHA-256: {sorted(refs)}"

@@ -89,7 +89,11 @@ class CheckContext(Protocol):
     about: dict[str, Any] | None
     """The agent's About payload (parsed), as last seen; ``None`` before the birth."""
     interfaces: dict[str, bytes]
-    """Interface name -> the XML bytes the agent published."""
+    """Interface name -> the XML bytes the agent published: on its own topic
+    ``agents/{id}/interfaces/{name}`` (protocol version 1) or, else, on the hash topic
+    ``{root}/interfaces/{sha256}`` its About names (version 2)."""
+    blobs: dict[str, bytes]
+    """SHA-256 -> the payload last seen on ``{root}/interfaces/{sha256}`` (unchecked)."""
     birth: list[Observed]
     """The messages of the agent's subtree seen since the probe subscribed, in order."""
 
@@ -105,6 +109,11 @@ class CheckContext(Protocol):
 
     def topic(self, suffix: str) -> str:
         """``{root}/{suffix}``."""
+        ...
+
+    def xml_from_hash(self, name: str) -> bool:
+        """Whether interface ``name``'s XML is known from its hash topic only (protocol
+        version 2), not from the agent's own topic (version 1)."""
         ...
 
     def agent_topic(self, suffix: str) -> str:

@@ -83,6 +83,8 @@ class Probe(AgentSessions):
         self.reply_topic = f"{self.root}/clients/{self.client_id}/reply"
         self.about: dict[str, Any] | None = None
         self.interfaces: dict[str, bytes] = {}
+        self.blobs: dict[str, bytes] = {}
+        self._own_xml: set[str] = set()  # names whose XML came on the agent's own topic
         self.expected_interfaces = dict(settings.expected_interfaces)
         self.birth: list[Observed] = []
         self.stream: list[Observed] = []
@@ -113,6 +115,7 @@ class Probe(AgentSessions):
         """Connect, subscribe, and collect the retained birth (until ``settle_s`` quiet)."""
         await self.bus.start(timeout_s=timeout_s)
         await self.bus.subscribe(self._prefix + "#", qos=2)
+        await self.bus.subscribe(self.topic("interfaces/+"), qos=2)  # XML once per hash
         await self.bus.subscribe(self.reply_topic, qos=2)
         await self._settle(self.settings.settle_s, max_s=3.0)
 
@@ -154,6 +157,10 @@ class Probe(AgentSessions):
         self.stream.append(seen)
         if message.topic == self.reply_topic:
             self._take_reply(message.payload)
+        elif message.topic.startswith(self._blob_prefix):
+            if message.payload:
+                self.blobs[message.topic[len(self._blob_prefix) :]] = message.payload
+                self._resolve_blobs()
         elif message.topic.startswith(self._prefix) and "/call/" not in message.topic:
             self.birth.append(seen)
             self._remember(seen)
@@ -167,7 +174,9 @@ class Probe(AgentSessions):
         if not seen.payload:
             return
         if rest.startswith("interfaces/"):
-            self.interfaces[rest.split("/", 1)[1]] = seen.payload
+            name = rest.split("/", 1)[1]
+            self.interfaces[name] = seen.payload
+            self._own_xml.add(name)
             return
         try:
             data = seen.json()
@@ -177,9 +186,29 @@ class Probe(AgentSessions):
             return
         if rest == "about":
             self.about = data
+            self._resolve_blobs()
         elif rest.startswith("props/") and rest.count("/") == 2 and "value" in data:
             _, interface, name = rest.split("/")
             self._values[(interface, name)] = data["value"]
+
+    @property
+    def _blob_prefix(self) -> str:
+        return self.topic("interfaces/")
+
+    def _resolve_blobs(self) -> None:
+        """Take the XML of each interface the About names from its hash topic (protocol
+        version 2), unless the agent published it on its own topic (version 1); whether
+        its SHA-256 is the topic's is the ``interface_xml`` check's to say."""
+        refs = (self.about or {}).get("interfaces")
+        for ref in refs if isinstance(refs, list) else []:
+            if not isinstance(ref, dict):
+                continue
+            name, digest = ref.get("name"), ref.get("sha256")
+            if not isinstance(name, str) or not isinstance(digest, str):
+                continue
+            xml = self.blobs.get(digest)
+            if name not in self._own_xml and xml is not None:
+                self.interfaces[name] = xml
 
     def _new_session(self, seen: Observed) -> None:
         """Ping a new session the moment its birth arrives live: a controller that calls
