@@ -59,6 +59,22 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far (0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_s(p) for p in group) for name, group in pids.items()}
+
+
 def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -301,6 +317,10 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"{phase}: listed {got['listed']}/{n} in {took:.1f} s (API up after "
                           f"{got['up_s'] or float('nan'):.1f} s); "
                           f"/health {health}; {load()}")  # fmt: skip
+                assert ems.proc is not None
+                pids = {"broker": [broker.process.pid], "swarm": [p.pid for p in swarm.workers],
+                        "ems": [ems.proc.pid]}  # fmt: skip
+                before = cpu_of(pids)
                 sent = time.monotonic()
                 response = await api.post(
                     "/groups/g1/commands",
@@ -313,10 +333,15 @@ async def run(args: argparse.Namespace) -> int:
                                    "replies": len(body.get("replies", [])),
                                    "api_s": time.monotonic() - sent}  # fmt: skip
                 results["call"].update(await receipts_of(swarm, call_id, n))
+                after = cpu_of(pids)
+                results["call"]["cpu_s"] = {k: after[k] - before[k] for k in pids}
                 print(f"group call through the API: {results['call']}; {load()}")
                 await asyncio.sleep(2.0)
+                before = cpu_of(pids)
                 await direct_group_call(broker.host, broker.port, "bench-direct")
                 results["direct"] = await receipts_of(swarm, "bench-direct", n)
+                after = cpu_of(pids)
+                results["direct"]["cpu_s"] = {k: after[k] - before[k] for k in pids}
                 print(f"baseline group call straight to the broker: {results['direct']}; {load()}")
         finally:
             ems.stop()
