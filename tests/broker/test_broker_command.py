@@ -113,8 +113,9 @@ def test_bad_keepalive_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "max_keepalive" in result.stderr
 
 
-def stop(process: SefProcess, port: int) -> None:
-    process.process.send_signal(signal.SIGINT)
+def stop(process: SefProcess, port: int, signum: int = signal.SIGINT) -> None:
+    """Ctrl-C (or a service manager's SIGTERM) stops sef broker and its Mosquitto."""
+    process.process.send_signal(signum)
     assert process.process.wait(15) == 0, process.output()
     assert "stopped" in process.output()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -176,4 +177,4 @@ def test_sef_broker_secure_takes_certificates_and_refuses_a_client_without(
             plain.close()
     finally:
         if process.process.poll() is None:
-            stop(process, port)
+            stop(process, port, signal.SIGTERM)
