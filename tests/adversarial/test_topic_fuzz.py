@@ -68,6 +68,10 @@ TOPICS: dict[TopicKind, list[str]] = {
     TopicKind.GATEWAY_AGENTS: [T.gateway_agents("home-1")],
     TopicKind.GATEWAY_STATS: [T.gateway_stats("home-1")],
     TopicKind.SEAL: [T.seal(AGENT), T.seal("ghost-6")],
+    TopicKind.INTERFACE_BLOB: [  # the demo XML's hash (a known one) and another
+        T.interface_blob("9" * 64),
+        T.interface_blob("0123456789abcdef" * 4),
+    ],
 }
 assert set(TOPICS) == set(TopicKind), "a topic kind without a fuzzed topic"
 
@@ -296,6 +300,9 @@ def test_registry_takes_any_message(batch: list[tuple[str, bytes, bool]]) -> Non
         ):
             assert reg.bad_messages == bad_before + 1, (topic, payload[:80], events)
             assert [e.kind for e in events] == ["bad_message"], events
+        if kind.kind is TopicKind.INTERFACE_BLOB and payload:  # never the topic's SHA-256
+            assert reg.bad_messages == bad_before + 1, (topic, payload[:80])
+            assert not reg.blob_book.raw
     for record in reg.agents.values():
         assert record.bdseq is None or 0 <= record.bdseq < 2**63
         assert all(
