@@ -307,6 +307,9 @@ class BatteryAgent:
         self.seq = 0
         self.publish_status()
         self.publish_own("about", self.about())
+        # protocol version 1: the XML on the agent's own topics (an EMS of any version
+        # reads them); version 2 retains each XML once for the whole fleet on
+        # {root}/interfaces/{sha256} instead (§4.2.1: publish it there at every birth)
         for name, xml in self.xml.items():
             self.publish(f"{self.prefix}/interfaces/{name}", xml, retain=True)
         for (iface, name), value in self.property_values().items():
