@@ -20,8 +20,9 @@ lean client, which does only what an agent needs (MQTT 3.1.1, QoS 0/1, one share
 keepalive ticker per process), ~50 MB.
 """
 
-from sef.swarm._agent import SwarmAgent, SwarmShared
+from sef.swarm._agent import SwarmAgent
 from sef.swarm._runner import SwarmConfig, SwarmError, SwarmRunner, plan_processes
+from sef.swarm._shared import SwarmShared
 from sef.swarm._stats import SwarmStats, WorkerStats, percentile
 
 __all__ = [

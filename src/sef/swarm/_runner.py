@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sef.bus import BrokerURL, check_id
-from sef.swarm._agent import INTERFACE_TOPICS
+from sef.swarm._shared import INTERFACE_TOPICS
 from sef.swarm._stats import SwarmStats
 from sef.swarm._worker import MAX_PENDING, WorkerConfig
 

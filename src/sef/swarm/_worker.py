@@ -31,7 +31,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from sef.swarm._agent import SwarmAgent, SwarmShared
+from sef.swarm._agent import SwarmAgent
+from sef.swarm._shared import SwarmShared
 from sef.swarm._stats import WorkerStats
 
 __all__ = ["SwarmWorker", "WorkerConfig", "raise_nofile", "source_address"]
