@@ -118,8 +118,12 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 class Worker:
     """``count`` subscribers on one loopback source address, in one process."""
 
-    def __init__(self, index: int, count: int, port: int, conn: Connection, v5: bool) -> None:
+    def __init__(
+        self, index: int, count: int, port: int, conn: Connection, v5: bool, birth: bool = False
+    ) -> None:
         self.index, self.count, self.port, self.conn, self.v5 = index, count, port, conn, v5
+        self.birth = birth
+        """Each subscriber also retains a status (``sef/agents/ID/status``), as an agent."""
         self.source = f"127.0.0.{2 + index}"
         self.writers: list[asyncio.StreamWriter] = []
         self.latencies: dict[int, list[float]] = {}
@@ -136,6 +140,9 @@ class Worker:
             writer.write(subscribe_packet(1, TOPIC, v5=self.v5))
             kind, _ = await _read_packet(reader)
             assert kind == 0x90, f"no SUBACK: {kind:#x}"
+            if self.birth:
+                body = _string(f"sef/agents/fan-{self.index}-{number}/status") + b"1"
+                writer.write(b"\x31" + _remaining(len(body)) + body)
         self.writers.append(writer)
         while True:
             try:
@@ -200,9 +207,12 @@ class Worker:
                 return
 
 
-def run_worker(index: int, count: int, port: int, conn: Connection, v5: bool) -> None:
+def run_worker(
+    index: int, count: int, port: int, conn: Connection, v5: bool, birth: bool = False
+) -> None:
+    """A subscriber process (:class:`Worker`)."""
     raise_nofile_limit()
-    asyncio.run(Worker(index, count, port, conn, v5).main())
+    asyncio.run(Worker(index, count, port, conn, v5, birth).main())
 
 
 # -- the broker and the publisher ---------------------------------------------------------
