@@ -74,7 +74,7 @@ class Rig:
         self.feed(now, status(agent), about(agent), prop(agent))
 
     def sweep(self, now: float, accept: bool = True) -> list[str]:
-        asked = self.tracker.sweep(now, lambda agent_id: accept)
+        asked = self.tracker.sweep(now, lambda agent_id, reason: accept)
         self.asked += [(now, a) for a in asked]
         return asked
 
@@ -118,7 +118,7 @@ def test_no_agent_is_incomplete_while_the_retained_backlog_drains() -> None:
 
 def test_the_check_after_a_drain_is_spread_over_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(births, "SCAN_CHUNK", 2)
-    rig = Rig(grace_s=0.0, drain_quiet_s=1.0)
+    rig = Rig(grace_s=0.0, drain_quiet_s=1.0, burst=10.0)
     rig.tracker.subscribed(0.0)
     for i in range(5):
         rig.feed(0.0, status(f"a{i}"))  # Abouts and properties dropped
@@ -216,7 +216,7 @@ def test_a_restored_agent_silent_after_the_drain_is_asked_too() -> None:
 
 def test_rate_limit_and_backoff_cycle_by_cycle() -> None:
     """2 agents/s (burst 2), backoff 5 s doubling to 20 s, grace 5 s; five agents."""
-    rig = Rig(grace_s=5.0, rate=2.0, backoff_s=5.0, backoff_max_s=20.0)
+    rig = Rig(grace_s=5.0, rate=2.0, burst=2.0, backoff_s=5.0, backoff_max_s=20.0, adaptive=False)
     for i in range(5):
         rig.feed(0.0, status(f"a{i}"))
     assert rig.sweep(4.9) == []
@@ -246,6 +246,38 @@ def test_rate_limit_and_backoff_cycle_by_cycle() -> None:
     assert rig.tracker.asked == len(rig.asked)
 
 
+def test_the_rate_halves_while_first_asks_fail_and_recovers_as_they_succeed() -> None:
+    """Rate 40/s (10 per quarter second), backoff 5 s, judged every 5 s: answers lost
+    (agents still incomplete at their second ask) halve the rate; first asks that complete
+    births raise it by 40/8 = 5/s."""
+    rig = Rig(grace_s=0.0, rate=40.0, backoff_s=5.0)
+    tracker = rig.tracker
+    for i in range(100):
+        rig.feed(0.0, status(f"lost{i:03d}"))  # never answer
+    now = 0.0
+
+    def sweeps(until: float, answer: bool = False) -> None:
+        nonlocal now
+        while now <= until:
+            for agent_id in rig.sweep(now):
+                if answer and agent_id.startswith("ok"):
+                    rig.birth(now, agent_id)
+            now += 0.25
+
+    sweeps(2.25)
+    assert len(rig.asked) == 100  # 10 per sweep
+    sweeps(9.75)  # judged at 5 (nothing to judge); second asks at 5 to 7.25: failed
+    assert tracker.rate_now == 40.0 and len(rig.asked) == 200
+    for i in range(100):
+        rig.feed(now, status(f"ok{i:03d}"))  # these answer at once
+    sweeps(10.0, answer=True)
+    assert tracker.rate_now == 20.0  # judged at 10: 0 succeeded, 100 failed
+    assert [a for t, a in rig.asked if t == 10.0] == [f"ok{i:03d}" for i in range(5)]
+    sweeps(15.0, answer=True)
+    assert tracker.rate_now == 25.0  # judged at 15: 100 succeeded, 0 failed (third asks)
+    assert tracker.incomplete == 100  # the lost ones
+
+
 def test_an_ask_refused_by_the_service_is_retried_after_the_backoff_without_a_token() -> None:
     rig = Rig(grace_s=0.0, rate=1.0, backoff_s=5.0)
     rig.feed(0.0, status("a0"), status("a1"))
@@ -253,6 +285,25 @@ def test_an_ask_refused_by_the_service_is_retried_after_the_backoff_without_a_to
     assert rig.sweep(1.0) == []  # not due again before 6
     assert rig.sweep(6.0) == ["a0"]  # one token (burst 1): a0 first, a1 next second
     assert rig.sweep(7.0) == ["a1"]
+
+
+def test_requests_for_other_reasons_go_first_through_the_same_bucket() -> None:
+    rig = Rig(grace_s=0.0, rate=2.0, burst=2.0, adaptive=False)
+    rig.feed(0.0, status("inc"))
+    reasons: list[tuple[str, str]] = []
+
+    def ask(agent_id: str, reason: str) -> bool:
+        reasons.append((agent_id, reason))
+        return agent_id != "refused"
+
+    for agent_id in ("g1", "g2", "g1", "refused", "g3"):
+        rig.tracker.request(agent_id, "gap")
+    assert rig.tracker.requests == 4  # one per agent
+    assert rig.tracker.sweep(0.0, ask) == ["g1", "g2"]  # burst 2: the incomplete one waits
+    assert rig.tracker.sweep(0.5, ask) == ["g3"]  # "refused" (5 s rule) spent no token
+    assert rig.tracker.sweep(1.0, ask) == ["inc"]
+    assert reasons[-1] == ("inc", "incomplete") and ("refused", "gap") in reasons
+    assert rig.tracker.requests == 0
 
 
 def test_rate_zero_counts_but_never_asks() -> None:

@@ -40,8 +40,13 @@ found lacking (for the drain's check: after the drain), and no agent becomes inc
 while the subscription's retained backlog is still arriving (a retained delivery less
 than ``drain_quiet_s`` ago, for at most ``max_drain_s`` after the (re)subscription).
 
+**Other reasons** (:meth:`BirthTracker.request`: a sequence gap, a gateway's uplink back,
+a birth refused by admission) share the token bucket and go first.
+
 **Asking**: oldest first (by the time of the next ask, then since when incomplete), a
-token bucket of ``rate`` agents/s (burst ``rate``, at least 1), each agent asked again
+token bucket of ``rate`` agents/s (burst a quarter second's worth, at least 1; adaptive:
+halved while most first asks fail, e.g. a broker queue too small for the answers, and
+raised again as they succeed), each agent asked again
 after ``backoff_s``, doubling up to ``backoff_max_s`` while it stays incomplete. Memory
 is bounded by the fleet: one entry per agent with an About (its session), one per agent
 being watched, and a heap of at most twice the incomplete agents.
@@ -77,6 +82,7 @@ __all__ = [
     "DRAIN_QUIET_S",
     "GRACE_S",
     "MAX_DRAIN_S",
+    "MIN_RATE",
     "REBIRTH_RATE",
     "BirthTracker",
 ]
@@ -90,6 +96,8 @@ MAX_DRAIN_S = 300.0
 """Longest a drain holds incomplete detection back after a (re)subscription, s."""
 REBIRTH_RATE = 200.0
 """Default rate of rebirth requests to incomplete agents, agents/s."""
+MIN_RATE = 1.0
+"""The adaptive rate never goes below this, agents/s."""
 BACKOFF_S = 5.0
 """Wait before asking an incomplete agent again, s; doubles after every ask."""
 BACKOFF_MAX_S = 300.0
@@ -120,6 +128,13 @@ class BirthTracker:
         drain_quiet_s: no retained message for this long ends a drain, s.
         max_drain_s: a drain holds detection back at most this long, s.
         rate: rebirth requests per second (token bucket; 0: never ask).
+        burst: most requests at once (default: a quarter second's worth of the current
+            rate, at least 1; the EMS sweeps every 0.25 s, so that the asks come evenly).
+        adaptive: halve the current rate when most first asks fail (the agent still
+            incomplete at its second ask: its answer was lost, e.g. by a broker queue too
+            small for ``rate`` births at once), raise it again by an eighth of ``rate``
+            when they succeed; judged every ``backoff_s``, between :data:`MIN_RATE` and
+            ``rate``.
         backoff_s: first wait before asking an agent again, s (doubles per ask).
         backoff_max_s: cap of that wait, s.
         require_properties: an announced interface with properties needs one value.
@@ -133,6 +148,8 @@ class BirthTracker:
         drain_quiet_s: float = DRAIN_QUIET_S,
         max_drain_s: float = MAX_DRAIN_S,
         rate: float = REBIRTH_RATE,
+        burst: float | None = None,
+        adaptive: bool = True,
         backoff_s: float = BACKOFF_S,
         backoff_max_s: float = BACKOFF_MAX_S,
         require_properties: bool = True,
@@ -146,7 +163,12 @@ class BirthTracker:
         self.drain_quiet_s = drain_quiet_s
         self.max_drain_s = max_drain_s
         self.rate = rate
-        self.burst = max(1.0, rate)
+        self._burst = burst
+        self.adaptive = adaptive
+        self.rate_now = rate
+        """The current rate of rebirth requests (adaptive: between MIN_RATE and rate)."""
+        self._outcomes = [0, 0]  # first asks that completed the birth, that did not
+        self._judged_at: float | None = None
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.require_properties = require_properties
@@ -162,6 +184,7 @@ class BirthTracker:
         self._last_retained: float | None = None
         self._definitions = (-1, -1)
         self._in_drain = False
+        self._requests: dict[str, str] = {}  # agent -> reason, oldest first
         self._scan: list[str] = []  # agents left to check after a drain, last first
         self.asked = 0
         """Rebirth requests sent to incomplete agents."""
@@ -169,6 +192,11 @@ class BirthTracker:
         """Agents that left the incomplete state (completed their birth, went offline)."""
 
     # -- state --------------------------------------------------------------------
+    @property
+    def burst(self) -> float:
+        """Most rebirth requests at once (token bucket size)."""
+        return max(1.0, self.rate_now / 4.0 if self._burst is None else self._burst)
+
     @property
     def incomplete(self) -> int:
         """Agents counted incomplete (past the grace, not during a drain)."""
@@ -284,19 +312,34 @@ class BirthTracker:
     def forget(self, agent_id: str) -> None:
         """Stop tracking ``agent_id`` (removed from the registry)."""
         self._about.pop(agent_id, None)
+        self._requests.pop(agent_id, None)
         self._waiting.pop(agent_id, None)
         self._incomplete.pop(agent_id, None)
 
     # -- the sweep ----------------------------------------------------------------
-    def sweep(self, now: float, ask: Callable[[str], bool]) -> list[str]:
-        """At ``now`` (s): count agents past their grace as incomplete (unless a drain is
-        on) and ask the due ones for a rebirth with ``ask(agent_id)`` (``False``: not
-        sent now, e.g. asked less than 5 s ago for another reason; tried again after
-        ``backoff_s``, no token spent). Returns the agents asked."""
+    def request(self, agent_id: str, reason: str) -> None:
+        """Ask ``agent_id`` for a rebirth at the next sweep, for ``reason`` (a sequence
+        gap, its gateway's uplink back, its birth refused by admission): these requests
+        go first, through the same token bucket (a fleet-wide gap storm does not become
+        a rebirth storm). One pending request per agent (bounded by the fleet)."""
+        self._requests.setdefault(agent_id, reason)
+
+    @property
+    def requests(self) -> int:
+        """Rebirth requests (:meth:`request`) waiting for a token."""
+        return len(self._requests)
+
+    def sweep(self, now: float, ask: Callable[[str, str], bool]) -> list[str]:
+        """At ``now`` (s): ask the requested agents (:meth:`request`), count agents past
+        their grace as incomplete (unless a drain is on) and ask the due ones, each with
+        ``ask(agent_id, reason)`` (reason ``incomplete`` or the request's; ``False``: not
+        sent, e.g. asked less than 5 s ago: a request is dropped, an incomplete agent tried
+        again after ``backoff_s``; no token spent). Returns the agents asked."""
         self._refill(now)
         self._recheck_on_new_definitions(now)
+        asked = self._ask_requested(ask)
         if self.draining(now):
-            return []
+            return asked
         if self._in_drain:  # drained: check every agent once, in chunks
             self._in_drain = False
             self._scan = list(reversed(self.registry.agents))
@@ -314,21 +357,33 @@ class BirthTracker:
                 continue
             self._incomplete[agent_id] = _Ask(since, now)
             heapq.heappush(self._heap, (now, since, agent_id))
-        return self._ask_due(now, ask)
+        return asked + self._ask_due(now, ask)
 
-    def _ask_due(self, now: float, ask: Callable[[str], bool]) -> list[str]:
+    def _ask_requested(self, ask: Callable[[str, str], bool]) -> list[str]:
+        asked: list[str] = []
+        requests = self._requests
+        while requests and self._tokens >= 1.0 and self.rate_now > 0:
+            agent_id = next(iter(requests))
+            if ask(agent_id, requests.pop(agent_id)):
+                self._tokens -= 1.0
+                asked.append(agent_id)
+        return asked
+
+    def _ask_due(self, now: float, ask: Callable[[str, str], bool]) -> list[str]:
         asked: list[str] = []
         heap = self._heap
-        while heap and heap[0][0] <= now and self._tokens >= 1.0 and self.rate > 0:
+        while heap and heap[0][0] <= now and self._tokens >= 1.0 and self.rate_now > 0:
             due, since, agent_id = heapq.heappop(heap)
             entry = self._incomplete.get(agent_id)
             if entry is None or entry.due != due:
                 continue  # dropped, or rescheduled
             record = self.registry.agents.get(agent_id)
             if record is None or not self.lacks(record):
-                self._complete(agent_id)
+                self._complete(agent_id, record is not None and record.online is True)
                 continue
-            if ask(agent_id):
+            if ask(agent_id, "incomplete"):
+                if entry.asks == 1:  # its first ask did not complete it
+                    self._outcomes[1] += 1
                 self._tokens -= 1.0
                 entry.asks += 1
                 entry.due = now + min(
@@ -344,9 +399,26 @@ class BirthTracker:
             heapq.heapify(self._heap)
         return asked
 
+    def _adapt(self, now: float) -> None:
+        """Every ``backoff_s``: halve the current rate when more first asks failed than
+        succeeded, else raise it by an eighth of ``rate`` when some succeeded."""
+        if self._judged_at is None:
+            self._judged_at = now
+        if not self.adaptive or now - self._judged_at < self.backoff_s:
+            return
+        succeeded, failed = self._outcomes
+        if failed > succeeded:
+            self.rate_now = max(min(MIN_RATE, self.rate), self.rate_now / 2.0)
+        elif succeeded:
+            self.rate_now = min(self.rate, self.rate_now + max(1.0, self.rate / 8.0))
+        self._outcomes = [0, 0]
+        self._judged_at = now
+
     def _refill(self, now: float) -> None:
+        self._adapt(now)
         if self._tokens_at is not None and now > self._tokens_at:
-            self._tokens = min(self.burst, self._tokens + (now - self._tokens_at) * self.rate)
+            rate = self.rate_now
+            self._tokens = min(self.burst, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now if self._tokens_at is None else max(self._tokens_at, now)
 
     def _scan_chunk(self, now: float) -> None:
@@ -371,20 +443,24 @@ class BirthTracker:
         for agent_id in list(self._incomplete):
             record = registry.agents.get(agent_id)
             if record is None or not self.lacks(record):
-                self._complete(agent_id)
+                self._complete(agent_id, record is not None and record.online is True)
 
     # -- helpers ------------------------------------------------------------------
     def _check(self, agent_id: str, now: float) -> None:
         record = self.registry.agents.get(agent_id)
         if record is None or not self.lacks(record):
-            self._drop(agent_id)
+            self._drop(agent_id, record is not None and record.online is True)
         elif agent_id not in self._waiting and agent_id not in self._incomplete:
             self._waiting[agent_id] = now
 
-    def _complete(self, agent_id: str) -> None:
-        if self._incomplete.pop(agent_id, None) is not None:
+    def _complete(self, agent_id: str, completed: bool = True) -> None:
+        entry = self._incomplete.pop(agent_id, None)
+        if entry is not None:
             self.resolved += 1
+            if completed and entry.asks == 1:
+                self._outcomes[0] += 1
 
-    def _drop(self, agent_id: str) -> None:
+    def _drop(self, agent_id: str, completed: bool = False) -> None:
+        """Stop watching ``agent_id``: its birth completed, or it went offline."""
         self._waiting.pop(agent_id, None)
-        self._complete(agent_id)
+        self._complete(agent_id, completed)

@@ -183,7 +183,9 @@ class EMS:
         self.rebirths_by_reason: dict[str, int] = dict.fromkeys(REBIRTH_REASONS, 0)
         """Rebirth requests sent, by reason (:data:`REBIRTH_REASONS`)."""
         self._last_rebirth: dict[str, float] = {}
-        self.births = BirthTracker(self.registry, rate=rebirth_rate, grace_s=birth_grace_s)
+        self.births = BirthTracker(
+            self.registry, rate=rebirth_rate if request_rebirth else 0.0, grace_s=birth_grace_s
+        )
         """Agents whose birth the EMS holds only part of, and the rebirths asked of them."""
         self.bus = BusClient(
             broker,
@@ -319,7 +321,7 @@ class EMS:
             await asyncio.sleep(BIRTH_SWEEP_S)
             try:
                 now = loop.time()
-                self.births.sweep(now, self._ask_incomplete)
+                self.births.sweep(now, self._ask_rebirth)
                 if not drained and not self.births.draining(now):
                     drained = True
                     # TODO(issue 16, registry helper): Registry.freeze() (gc.freeze) here,
@@ -327,8 +329,8 @@ class EMS:
             except Exception:
                 log.exception("EMS %s: birth sweep failed", self.host_id)
 
-    def _ask_incomplete(self, agent_id: str) -> bool:
-        return self.rebirth(agent_id, reason="incomplete")
+    def _ask_rebirth(self, agent_id: str, reason: str) -> bool:
+        return self.rebirth(agent_id, reason=reason)
 
     async def _sweep(self) -> None:
         """Every :data:`SWEEP_INTERVAL_S`: close expired calls (unanswered ones become
@@ -493,7 +495,7 @@ class EMS:
                 )
                 if isinstance(event, Discovered) and event.missed:
                     # its birth was refused: ask for it again
-                    self.rebirth(event.agent_id, reason="refused")
+                    self.births.request(event.agent_id, "refused")
             case GatewayUp(home, agents):
                 self._log_presence.warn(
                     home,
@@ -503,7 +505,7 @@ class EMS:
                 )
                 for agent_id in agents:
                     if agent_id in self.registry.agents:  # not ids the EMS never admitted
-                        self.rebirth(agent_id, reason="gateway")
+                        self.births.request(agent_id, "gateway")
             case Gap(agent_id, expected, got):
                 self._log_gaps.warn(
                     agent_id,
@@ -513,7 +515,7 @@ class EMS:
                     expected,
                     got,
                 )
-                self.rebirth(agent_id, reason="gap")
+                self.births.request(agent_id, "gap")  # (rate-limited, next sweep)
         if self.on_event is not None:
             try:
                 self.on_event(event)

@@ -38,7 +38,8 @@ class EMSCollector(Collector):
       ``sef_rebirth_requests_total{reason}`` (gap, incomplete, gateway, refused, operator);
     * ``sef_agents_incomplete`` — agents whose birth the EMS holds only part of past the
       grace (:mod:`sef.ems._births`), ``sef_agents_birth_pending`` — those still within
-      the grace or a subscription's drain;
+      the grace or a subscription's drain; ``sef_rebirth_rate`` — the current (adaptive)
+      rate of rebirth requests to them, agents/s;
     * ``sef_store_commit_seconds`` (summary: count = batches, sum = s spent committing),
       ``sef_store_last_commit_seconds``, ``sef_store_rows_total``,
       ``sef_store_duplicates_total``, ``sef_store_failures_total``,
@@ -109,6 +110,11 @@ class EMSCollector(Collector):
             "sef_agents_incomplete",
             "Agents whose birth the EMS holds only part of (past the grace).",
             value=ems.births.incomplete,
+        )
+        yield GaugeMetricFamily(
+            "sef_rebirth_rate",
+            "Current rate of rebirth requests to incomplete agents (adaptive), agents/s.",
+            value=ems.births.rate_now,
         )
         yield GaugeMetricFamily(
             "sef_agents_birth_pending",
