@@ -95,10 +95,23 @@ def test_about_is_decoded_on_read_and_a_copy() -> None:
     assert record.summary()["device_name"] == "bat-1"
 
 
+def test_variant_mapping_packed_with_a_shared_shape() -> None:
+    reg = registry()
+    value = {"Sys_SOC": ["d", 55.5], "Zero": ["d", -0.0], "On": ["b", True], "N": ["u", 7]}
+    for agent in ("bat-1", "bat-2"):
+        reg.handle(birth(agent), NOW)
+        reg.handle(telemetry(agent, value), NOW)
+    one = reg.agents["bat-1"].properties[f"{DEMO}.Telemetry"]
+    two = reg.agents["bat-2"].properties[f"{DEMO}.Telemetry"]
+    assert type(one._data) is not bytes and one._data[0] is two._data[0]  # shared shape
+    assert one.value == value and one.value is not one.value
+    assert str(one.value["Zero"][1]) == "-0.0" and type(one.value["N"][1]) is int
+
+
 def test_object_property_kept_as_payload_scalar_kept_decoded() -> None:
     reg = registry()
     reg.handle(birth("bat-1"), NOW)
-    value = {"Sys_SOC": ["d", 55.5], "State": ["s", "charging"]}
+    value = {"Sys_SOC": ["d", 55.5], "Nested": {"a": [1, 2]}}
     reg.handle(telemetry("bat-1", value), NOW)
     record = reg.get("bat-1")
     assert record is not None
@@ -136,17 +149,23 @@ def test_no_empty_dicts_per_agent_until_written() -> None:
 
 def test_a_record_restored_from_decoded_values_is_packed() -> None:
     value = {"Sys_SOC": ["d", 50.0]}
+    listed = [1, 2, 3]
     record = AgentRecord(
         "bat-1",
         about=fields("bat-1"),
         interfaces={DEMO: DEMO_SHA},
         groups=["fleet"],
-        properties={f"{DEMO}.Telemetry": PropertyValue(value, NOW, NOW)},
+        properties={
+            f"{DEMO}.Telemetry": PropertyValue(value, NOW, NOW),
+            f"{DEMO}.List": PropertyValue(listed, NOW, NOW),
+        },
     )
     reg = registry()
     reg.restore(record)
     entry = record.properties[f"{DEMO}.Telemetry"]
-    assert type(entry._data) is bytes and entry.value == value
+    assert type(entry._data) is not dict and entry.value == value
+    entry = record.properties[f"{DEMO}.List"]
+    assert type(entry._data) is bytes and entry.value == listed
     assert [r.agent_id for r in reg.group_members("fleet")] == ["bat-1"]
     assert record.about == fields("bat-1")
 

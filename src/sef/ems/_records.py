@@ -10,13 +10,15 @@ Compact for a fleet of a million agents (issue 16): a record is a slotted object
   ``record.about`` builds a new dict each time (nothing is cached per agent).
 * ``interfaces`` (name -> SHA-256) and ``groups`` are read-only mappings and tuples shared
   by all agents announcing the same set (:func:`intern_interfaces`, :func:`intern_groups`).
-* a property whose value is a JSON object or array keeps the payload it came in (bytes) and
-  decodes it on read (:attr:`PropertyValue.value`); a scalar is kept decoded (smaller).
+* a property value (:mod:`sef.ems._values`): a variant mapping (``a{sv}``, as
+  ``Telemetry``) packed as a tuple with a shared key/signature tuple, another object or
+  array as the payload bytes it came in, decoded on read; a scalar kept decoded.
 * no empty dict per agent: ``properties`` and ``rejected_interfaces`` read as empty
   mappings until something is put in them.
 
-The intern tables are process-wide and bounded (:data:`INTERN_LIMIT` entries each): past
-the bound new values are simply not shared (more memory per agent, no slowdown).
+The intern tables (:mod:`sef.ems._interning`) are process-wide and bounded
+(:data:`INTERN_LIMIT` entries each): past the bound new values are simply not shared (more
+memory per agent, no slowdown).
 """
 
 from __future__ import annotations
@@ -24,8 +26,22 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
+
+from sef.ems._interning import (
+    EMPTY,
+    INTERN_LIMIT,
+    Json,
+    _json_values,
+    _key_tuples,
+    _string_lists,
+    intern_groups,
+    intern_interfaces,
+    intern_key,
+    intern_stats,
+    intern_tuple,
+)
+from sef.ems._values import PropertyValue
 
 __all__ = [
     "INTERN_LIMIT",
@@ -39,89 +55,7 @@ __all__ = [
 
 log = logging.getLogger("sef.ems.registry")
 
-INTERN_LIMIT = 100_000
-"""Most entries of each intern table (strings, key tuples, interface sets, group sets)."""
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-class _Json(str):
-    """A non-scalar About value kept as its JSON text (decoded on read)."""
-
-    __slots__ = ()
-
-
-_NO_GROUPS: tuple[str, ...] = ()
-
-_T = TypeVar("_T")
-
-_strings: dict[str, str] = {}
-_json_values: dict[str, _Json] = {}
-_string_lists: dict[tuple[Any, ...], _Json] = {}
-_key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
-_iface_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
-_group_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def _intern(table: dict[_T, _T], value: _T) -> _T:
-    """The shared copy of ``value`` in ``table`` (added while the table has room)."""
-    shared = table.get(value)
-    if shared is not None:
-        return shared
-    if len(table) < INTERN_LIMIT:
-        table[value] = value
-    return value
-
-
-def intern_key(key: str) -> str:
-    """The shared copy of a string (a property key, an About value)."""
-    shared = _strings.get(key)
-    if shared is not None:
-        return shared
-    if len(_strings) < INTERN_LIMIT:
-        _strings[key] = key
-    return key
-
-
-def intern_interfaces(refs: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
-    """A read-only name -> SHA-256 mapping shared by every agent announcing these refs."""
-    pairs = (
-        refs if type(refs) is tuple else tuple(refs.items() if isinstance(refs, Mapping) else refs)
-    )
-    if not pairs:
-        return _EMPTY
-    shared = _iface_sets.get(pairs)
-    if shared is None:
-        shared = MappingProxyType({intern_key(n): intern_key(s) for n, s in pairs})
-        if len(_iface_sets) < INTERN_LIMIT:
-            _iface_sets[pairs] = shared
-    return shared
-
-
-def intern_groups(groups: Iterable[str]) -> tuple[str, ...]:
-    """A tuple of group ids shared by every agent announcing the same list."""
-    key = tuple(groups)
-    if not key:
-        return _NO_GROUPS
-    shared = _group_sets.get(key)
-    if shared is not None:
-        return shared
-    shared = tuple(intern_key(g) for g in key)
-    if len(_group_sets) < INTERN_LIMIT:
-        _group_sets[shared] = shared
-    return shared
-
-
-def intern_stats() -> dict[str, int]:
-    """Entries of each intern table (for benches and metrics)."""
-    return {
-        "strings": len(_strings),
-        "key_tuples": len(_key_tuples),
-        "interface_sets": len(_iface_sets),
-        "group_sets": len(_group_sets),
-        "json_values": len(_json_values),
-    }
 
 
 def _pack_about(fields: Mapping[str, Any], agent_id: str) -> tuple[Any, ...] | None:
@@ -129,7 +63,7 @@ def _pack_about(fields: Mapping[str, Any], agent_id: str) -> tuple[Any, ...] | N
     lists and objects. ``None`` for no fields."""
     if not fields:
         return None
-    values: list[Any] = [_intern(_key_tuples, tuple(fields))]
+    values: list[Any] = [intern_tuple(_key_tuples, tuple(fields))]
     for value in fields.values():
         if type(value) is str:
             value = agent_id if value == agent_id else intern_key(value)
@@ -142,7 +76,7 @@ def _pack_about(fields: Mapping[str, Any], agent_id: str) -> tuple[Any, ...] | N
                 text = _ENCODER.encode(value)
                 shared = _json_values.get(text)
                 if shared is None:
-                    shared = _Json(text)
+                    shared = Json(text)
                     if len(_json_values) < INTERN_LIMIT:
                         _json_values[text] = shared
                 if strings is not None and len(_string_lists) < INTERN_LIMIT:
@@ -158,7 +92,7 @@ def _unpack_about(packed: tuple[Any, ...] | None, agent_id: str) -> dict[str, An
         return {}
     out: dict[str, Any] = {}
     for key, value in zip(packed[0], packed[1:], strict=True):
-        if isinstance(value, _Json):
+        if isinstance(value, Json):
             try:
                 value = json.loads(value)
             except ValueError as exc:  # never from _pack_about: a clear reason, no crash
@@ -166,88 +100,6 @@ def _unpack_about(packed: tuple[Any, ...] | None, agent_id: str) -> dict[str, An
                 value = None
         out[key] = value
     return out
-
-
-class PropertyValue:
-    """Last known value of a property (JSON mapping), its sender time and receipt time
-    (Unix s), and the per-session sequence number it came with (``None`` if absent).
-
-    A JSON object or array is kept as the payload bytes it came in (``{"value": ...}``)
-    and decoded on each read of :attr:`value` (a new object each time)."""
-
-    __slots__ = ("_data", "received", "seq", "ts")
-
-    def __init__(
-        self, value: Any, ts: float | None, received: float, seq: int | None = None
-    ) -> None:
-        self._data = value if type(value) is not bytes else _Bytes(value)
-        self.ts = ts
-        self.received = received
-        self.seq = seq
-
-    @classmethod
-    def from_payload(
-        cls, payload: bytes, value: Any, ts: float | None, received: float, seq: int | None
-    ) -> PropertyValue:
-        """From a property payload (a JSON object with ``"value"``, checked already) whose
-        decoded value is ``value``: an object or array is kept as ``payload``."""
-        entry = cls.__new__(cls)
-        entry._data = payload if isinstance(value, (dict, list)) else value
-        entry.ts = ts
-        entry.received = received
-        entry.seq = seq
-        return entry
-
-    def compact(self) -> PropertyValue:
-        """This value with a decoded object or array packed as JSON bytes (for records
-        restored from the store)."""
-        data = self._data
-        if isinstance(data, (dict, list)):
-            self._data = _ENCODER.encode({"value": data}).encode()
-        return self
-
-    @property
-    def value(self) -> Any:
-        """The value (decoded from the kept payload if it is one: a new object each time;
-        ``None`` with a logged reason if that payload does not decode)."""
-        data = self._data
-        if type(data) is bytes:
-            try:
-                return json.loads(data)["value"]
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("stored property payload not decodable: %s", exc)
-                return None
-        if type(data) is _Bytes:
-            return bytes(data)
-        return data
-
-    @value.setter
-    def value(self, value: Any) -> None:
-        self._data = value if type(value) is not bytes else _Bytes(value)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PropertyValue):
-            return NotImplemented
-        return (self.value, self.ts, self.received, self.seq) == (
-            other.value,
-            other.ts,
-            other.received,
-            other.seq,
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f"PropertyValue(value={self.value!r}, ts={self.ts!r}, "
-            f"received={self.received!r}, seq={self.seq!r})"
-        )
-
-
-class _Bytes(bytes):
-    """A property value that really is bytes (not a kept payload); never from JSON."""
-
-    __slots__ = ()
 
 
 class _LazyDict(MutableMapping[str, Any]):
@@ -354,7 +206,7 @@ class AgentRecord:
         self.online = online
         self.bdseq = bdseq
         self._about = _pack_about(about, agent_id) if about else None
-        self._interfaces = intern_interfaces(interfaces) if interfaces else _EMPTY
+        self._interfaces = intern_interfaces(interfaces) if interfaces else EMPTY
         self._groups = intern_groups(groups)
         self._properties: dict[str, PropertyValue] | None = (
             {intern_key(k): v for k, v in properties.items()} if properties else None
@@ -404,7 +256,7 @@ class AgentRecord:
             value = packed[packed[0].index(key) + 1]
         except ValueError:
             return None
-        return json.loads(value) if isinstance(value, _Json) else value
+        return json.loads(value) if isinstance(value, Json) else value
 
     @property
     def interfaces(self) -> Mapping[str, str]:
