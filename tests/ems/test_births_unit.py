@@ -246,17 +246,16 @@ def test_rate_limit_and_backoff_cycle_by_cycle() -> None:
     assert rig.tracker.asked == len(rig.asked)
 
 
-def test_the_rate_halves_while_first_asks_fail_and_recovers_as_they_succeed() -> None:
-    """Rate 40/s (10 per quarter second), backoff 5 s, judged every 5 s: answers lost
-    (agents still incomplete at their second ask) halve the rate; first asks that complete
-    births raise it by 40/8 = 5/s."""
-    rig = Rig(grace_s=0.0, rate=40.0, backoff_s=5.0)
+def test_the_adaptive_rate_starts_slow_halves_on_lost_answers_and_recovers() -> None:
+    """Rate 80/s, judged every 5 s (the backoff): starts at 10/s, doubles while the first
+    asks complete births, halves when answers are lost (agents still incomplete 5 s after
+    their first ask), then grows by 80/8 = 10/s as they succeed again."""
+    rig = Rig(grace_s=0.0, rate=80.0, backoff_s=5.0)
     tracker = rig.tracker
-    for i in range(100):
-        rig.feed(0.0, status(f"lost{i:03d}"))  # never answer
     now = 0.0
+    answer = True
 
-    def sweeps(until: float, answer: bool = False) -> None:
+    def sweeps(until: float) -> None:
         nonlocal now
         while now <= until:
             for agent_id in rig.sweep(now):
@@ -264,27 +263,35 @@ def test_the_rate_halves_while_first_asks_fail_and_recovers_as_they_succeed() ->
                     rig.birth(now, agent_id)
             now += 0.25
 
-    sweeps(2.25)
-    assert len(rig.asked) == 100  # 10 per sweep
-    sweeps(9.75)  # judged at 5 (nothing to judge); second asks at 5 to 7.25: failed
-    assert tracker.rate_now == 40.0 and len(rig.asked) == 200
-    for i in range(100):
-        rig.feed(now, status(f"ok{i:03d}"))  # these answer at once
-    sweeps(10.0, answer=True)
-    assert tracker.rate_now == 20.0  # judged at 10: 0 succeeded, 100 failed
-    assert [a for t, a in rig.asked if t == 10.0] == [f"ok{i:03d}" for i in range(5)]
-    sweeps(15.0, answer=True)
-    assert tracker.rate_now == 25.0  # judged at 15: 100 succeeded, 0 failed (third asks)
-    assert tracker.incomplete == 100  # the lost ones
+    def incomplete(prefix: str, count: int) -> None:
+        for i in range(count):
+            rig.feed(now, status(f"{prefix}{i:04d}"))
 
-
-def test_an_ask_refused_by_the_service_is_retried_after_the_backoff_without_a_token() -> None:
-    rig = Rig(grace_s=0.0, rate=1.0, backoff_s=5.0)
-    rig.feed(0.0, status("a0"), status("a1"))
-    assert rig.sweep(1.0, accept=False) == []  # e.g. the EMS asked it < 5 s ago for a gap
-    assert rig.sweep(1.0) == []  # not due again before 6
-    assert rig.sweep(6.0) == ["a0"]  # one token (burst 1): a0 first, a1 next second
-    assert rig.sweep(7.0) == ["a1"]
+    assert tracker.rate_now == 10.0
+    incomplete("ok", 20_000)
+    sweeps(0.0)
+    assert len(rig.asked) == 2  # burst: a quarter second's worth of 10/s
+    sweeps(4.75)
+    assert tracker.rate_now == 10.0  # 0 s: nothing judged yet
+    sweeps(5.0)
+    assert tracker.rate_now == 20.0  # 5 s: first asks completed births: doubled
+    sweeps(10.0)
+    assert tracker.rate_now == 40.0
+    answer = False  # from now on every answer is lost
+    sweeps(15.0)
+    assert tracker.rate_now == 80.0  # (a first ask is judged 5 s after it)
+    sweeps(20.0)
+    assert tracker.rate_now == 40.0  # 20 s: the first asks of 10-15 s failed: halved
+    sweeps(25.0)
+    assert tracker.rate_now == 20.0
+    answer = True
+    sweeps(30.0)  # 30 s: the losses of 20-25 s outnumber the answers of 25-30 s
+    assert tracker.rate_now == 10.0
+    rates = []
+    for _ in range(8):
+        sweeps(now + 4.75)
+        rates.append(tracker.rate_now)
+    assert rates == [20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 80.0]  # additive now
 
 
 def test_requests_for_other_reasons_go_first_through_the_same_bucket() -> None:

@@ -45,8 +45,9 @@ a birth refused by admission) share the token bucket and go first.
 
 **Asking**: oldest first (by the time of the next ask, then since when incomplete), a
 token bucket of ``rate`` agents/s (burst a quarter second's worth, at least 1; adaptive:
-halved while most first asks fail, e.g. a broker queue too small for the answers, and
-raised again as they succeed), each agent asked again
+from an eighth of ``rate``, doubled while the answers arrive, halved while most first asks
+fail, e.g. a broker queue too small for the answers, and raised again by an eighth of
+``rate`` as they succeed), each agent asked again
 after ``backoff_s``, doubling up to ``backoff_max_s`` while it stays incomplete. Memory
 is bounded by the fleet: one entry per agent with an About (its session), one per agent
 being watched, and a heap of at most twice the incomplete agents.
@@ -57,6 +58,7 @@ Times are monotonic seconds (the EMS passes its event loop's time); pure logic, 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -130,10 +132,11 @@ class BirthTracker:
         rate: rebirth requests per second (token bucket; 0: never ask).
         burst: most requests at once (default: a quarter second's worth of the current
             rate, at least 1; the EMS sweeps every 0.25 s, so that the asks come evenly).
-        adaptive: halve the current rate when most first asks fail (the agent still
-            incomplete at its second ask: its answer was lost, e.g. by a broker queue too
-            small for ``rate`` births at once), raise it again by an eighth of ``rate``
-            when they succeed; judged every ``backoff_s``, between :data:`MIN_RATE` and
+        adaptive: start at an eighth of ``rate`` and double it while first asks
+            succeed (slow start); halve it when most first asks fail (the agent still
+            incomplete ``backoff_s`` after it: its answer was lost, e.g. by a broker queue too
+            small for that many births at once), then raise it by an eighth of ``rate``
+            as they succeed; judged every ``backoff_s``, between :data:`MIN_RATE` and
             ``rate``.
         backoff_s: first wait before asking an agent again, s (doubles per ask).
         backoff_max_s: cap of that wait, s.
@@ -165,9 +168,11 @@ class BirthTracker:
         self.rate = rate
         self._burst = burst
         self.adaptive = adaptive
-        self.rate_now = rate
+        self.rate_now = max(min(MIN_RATE, rate), rate / 8.0) if adaptive else rate
         """The current rate of rebirth requests (adaptive: between MIN_RATE and rate)."""
+        self._slow_start = adaptive
         self._outcomes = [0, 0]  # first asks that completed the birth, that did not
+        self._first_asks: deque[tuple[float, str]] = deque()  # (when, agent), oldest first
         self._judged_at: float | None = None
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -382,8 +387,8 @@ class BirthTracker:
                 self._complete(agent_id, record is not None and record.online is True)
                 continue
             if ask(agent_id, "incomplete"):
-                if entry.asks == 1:  # its first ask did not complete it
-                    self._outcomes[1] += 1
+                if entry.asks == 0:  # judged backoff_s from now (_judge_first_asks)
+                    self._first_asks.append((now, agent_id))
                 self._tokens -= 1.0
                 entry.asks += 1
                 entry.due = now + min(
@@ -399,16 +404,31 @@ class BirthTracker:
             heapq.heapify(self._heap)
         return asked
 
+    def _judge_first_asks(self, now: float) -> None:
+        """A first ask whose agent is still incomplete ``backoff_s`` later failed (its
+        answer was lost); one that completed counted as a success when it did."""
+        first = self._first_asks
+        while first and first[0][0] + self.backoff_s <= now:
+            _, agent_id = first.popleft()
+            entry = self._incomplete.get(agent_id)
+            if entry is not None and entry.asks == 1:
+                self._outcomes[1] += 1
+
     def _adapt(self, now: float) -> None:
         """Every ``backoff_s``: halve the current rate when more first asks failed than
-        succeeded, else raise it by an eighth of ``rate`` when some succeeded."""
+        succeeded (and end the slow start), else double it (slow start) or raise it by an
+        eighth of ``rate`` when some succeeded."""
         if self._judged_at is None:
             self._judged_at = now
+        self._judge_first_asks(now)
         if not self.adaptive or now - self._judged_at < self.backoff_s:
             return
         succeeded, failed = self._outcomes
         if failed > succeeded:
             self.rate_now = max(min(MIN_RATE, self.rate), self.rate_now / 2.0)
+            self._slow_start = False
+        elif succeeded and self._slow_start:
+            self.rate_now = min(self.rate, self.rate_now * 2.0)
         elif succeeded:
             self.rate_now = min(self.rate, self.rate_now + max(1.0, self.rate / 8.0))
         self._outcomes = [0, 0]

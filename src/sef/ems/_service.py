@@ -74,6 +74,9 @@ SWEEP_INTERVAL_S = 1.0
 """How often the EMS closes expired calls and checks for the end of a takeover, real s."""
 BIRTH_SWEEP_S = 0.25
 """How often the EMS looks for incomplete births to ask a rebirth of, real s."""
+FREEZE_MIN_AGENTS = 10_000
+"""Fleet size from which the EMS freezes its registry out of the garbage collector's
+generations after the store restore and after the first drain of retained births."""
 REBIRTH_REASONS = ("gap", "incomplete", "gateway", "refused", "operator")
 """Why the EMS asked an agent for a rebirth (``EMS.rebirths_by_reason``): a sequence gap,
 an incomplete birth (:mod:`sef.ems._births`), its home gateway's uplink came back, its
@@ -252,8 +255,8 @@ class EMS:
                 self.registry.restore(record)
                 self.births.restored(record)
             log.info("EMS %s: %d agents restored from the store", self.host_id, len(rows))
-            # TODO(issue 16, registry helper): call Registry.freeze() (gc.freeze) here once
-            # it exists, and again after the initial drain (see _birth_sweep).
+            del rows, props
+            self._freeze()  # the restored fleet leaves the GC's generations
             self.recorder.start()
         if self.store is not None:
             await self._reopen_commands()
@@ -323,11 +326,23 @@ class EMS:
                 now = loop.time()
                 self.births.sweep(now, self._ask_rebirth)
                 if not drained and not self.births.draining(now):
-                    drained = True
-                    # TODO(issue 16, registry helper): Registry.freeze() (gc.freeze) here,
-                    # after the initial drain, once it exists.
+                    drained = True  # the fleet's retained births are in: freeze them
+                    self._freeze()
             except Exception:
                 log.exception("EMS %s: birth sweep failed", self.host_id)
+
+    def _freeze(self) -> None:
+        """:meth:`Registry.freeze` (``gc.freeze``) for a fleet of :data:`FREEZE_MIN_AGENTS`
+        or more (below that the collector's walks cost little, and a frozen object that
+        later becomes cyclic garbage is never collected)."""
+        if len(self.registry.agents) >= FREEZE_MIN_AGENTS:
+            frozen = self.registry.freeze()
+            log.info(
+                "EMS %s: %d agents, %d objects frozen (gc.freeze)",
+                self.host_id,
+                len(self.registry.agents),
+                frozen,
+            )
 
     def _ask_rebirth(self, agent_id: str, reason: str) -> bool:
         return self.rebirth(agent_id, reason=reason)
