@@ -234,7 +234,7 @@ def test_parse_without_a_cache_beyond_65536_topics() -> None:
 
 
 def test_a_registry_takes_70000_agents_telemetry() -> None:
-    reg = registry()
+    reg = Registry(admission=Admission.open(), freeze_every=None)
     value = {"Sys_SOC": ["d", 50.0]}
     for topic in _topics():
         reg.handle(Message(topic, PropertyUpdate(value, NOW, 1).to_payload(), 1, True), NOW)
@@ -259,10 +259,30 @@ def test_fast_parse_equals_topics_parse(segments: list[str], known: bool) -> Non
 
 
 def test_freeze_moves_the_fleet_out_of_the_collector() -> None:
-    reg = registry()
+    reg = Registry(admission=Admission.open(), freeze_every=None)
     for i in range(100):
         reg.handle(birth(f"bat-{i}"), NOW)
     try:
+        assert gc.get_freeze_count() == 0
         assert reg.freeze() > 0 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_the_registry_freezes_by_itself_every_n_agents() -> None:
+    reg = Registry(admission=Admission.open(), freeze_every=40)
+    try:
+        for i in range(39):
+            reg.handle(birth(f"bat-{i}"), NOW)
+        assert gc.get_freeze_count() == 0
+        reg.handle(birth("bat-39"), NOW)
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        for i in range(39):  # restored agents count too; a known one does not
+            reg.restore(AgentRecord(f"old-{i}"))
+        reg.restore(AgentRecord("old-0"))
+        assert gc.get_freeze_count() == 0
+        reg.restore(AgentRecord("old-39"))
+        assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()

@@ -79,6 +79,8 @@ __all__ = [
 
 log = logging.getLogger("sef.ems.registry")
 
+FREEZE_EVERY = 50_000
+"""Agents added between two calls of :meth:`Registry.freeze` the registry makes itself."""
 MAX_GATEWAYS = 10_000
 """Home gateways whose agent lists the registry keeps."""
 MAX_GATEWAY_AGENTS = 10_000
@@ -96,6 +98,8 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         wall_clock: Unix time, s, to compare bdseq with (agents make bdseq from the real
             wall clock even when the EMS runs on a scaled clock).
         monotonic: monotonic time, s, for the admission rate limit.
+        freeze_every: call :meth:`freeze` each time this many agents were added (by
+            messages or from the store) since the last call; ``None``: never by itself.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         bdseq_ahead_s: float = BDSEQ_AHEAD_S,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        freeze_every: int | None = FREEZE_EVERY,
     ) -> None:
         self.topics = topics or Topics()
         self.agents: dict[str, AgentRecord] = {}
@@ -128,6 +133,8 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         self.bdseq_ahead_s = bdseq_ahead_s
         self.wall_clock = wall_clock
         self.monotonic = monotonic
+        self.freeze_every = freeze_every
+        self._added_since_freeze = 0
         self.pending: dict[str, PendingAgent] = {}
         self.approved: set[str] = set()
         self.refused: dict[str, int] = {}
@@ -173,18 +180,30 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             self._index_groups(old.agent_id, old.groups, ())
         self.agents[record.agent_id] = record
         self._index_groups(record.agent_id, (), record.groups)
+        if old is None:
+            self._added()
 
     def freeze(self) -> int:
         """Move every object alive now (the registry after loading the store or absorbing
         a wave of births) out of the garbage collector's generations (:func:`gc.freeze`):
         later collections no longer walk a fleet-sized heap of records that stay.
 
-        Call it once the store is loaded and again after each large wave of births (the
-        EMS does it when its births settle); cheap (no collection). Returns the objects
-        frozen in all so far."""
-        gc.collect(1)  # young garbage is not worth keeping forever
+        The registry calls it by itself every ``freeze_every`` agents added; call it
+        also once the store is loaded and when a wave of births settles. A full
+        collection first (so that no garbage is kept forever): it walks only the objects
+        made since the last freeze. Frozen objects are still freed when no longer
+        referenced (reference counting); only the cycle collector skips them. Returns the
+        objects frozen in all so far."""
+        gc.collect()
         gc.freeze()
+        self._added_since_freeze = 0
         return gc.get_freeze_count()
+
+    def _added(self) -> None:
+        """One more agent: freeze the heap every ``freeze_every`` agents."""
+        self._added_since_freeze += 1
+        if self.freeze_every is not None and self._added_since_freeze >= self.freeze_every:
+            self.freeze()
 
     # -- queries ------------------------------------------------------------------
     def get(self, agent_id: str) -> AgentRecord | None:
@@ -331,6 +350,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             record, events = self._admit(agent_id, now)
             if record is None:
                 return events
+            self._added()
         record.messages += 1
         if parsed.kind is TopicKind.INTERFACE:
             assert parsed.interface is not None
