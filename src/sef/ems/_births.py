@@ -58,7 +58,6 @@ Times are monotonic seconds (the EMS passes its event loop's time); pure logic, 
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -73,6 +72,7 @@ from sef.ems._events import (
     PropertyChanged,
     SessionReset,
 )
+from sef.ems._rebirth_rate import MIN_RATE, RebirthRate
 from sef.ems._records import AgentRecord
 
 if TYPE_CHECKING:
@@ -98,8 +98,6 @@ MAX_DRAIN_S = 300.0
 """Longest a drain holds incomplete detection back after a (re)subscription, s."""
 REBIRTH_RATE = 200.0
 """Default rate of rebirth requests to incomplete agents, agents/s."""
-MIN_RATE = 1.0
-"""The adaptive rate never goes below this, agents/s."""
 BACKOFF_S = 5.0
 """Wait before asking an incomplete agent again, s; doubles after every ask."""
 BACKOFF_MAX_S = 300.0
@@ -132,12 +130,8 @@ class BirthTracker:
         rate: rebirth requests per second (token bucket; 0: never ask).
         burst: most requests at once (default: a quarter second's worth of the current
             rate, at least 1; the EMS sweeps every 0.25 s, so that the asks come evenly).
-        adaptive: start at an eighth of ``rate`` and double it while first asks
-            succeed (slow start); halve it when most first asks fail (the agent still
-            incomplete ``backoff_s`` after it: its answer was lost, e.g. by a broker queue too
-            small for that many births at once), then raise it by an eighth of ``rate``
-            as they succeed; judged every ``backoff_s``, between :data:`MIN_RATE` and
-            ``rate``.
+        adaptive: adapt the rate to whether the answers arrive
+            (:class:`~sef.ems._rebirth_rate.RebirthRate`, judged every ``backoff_s``).
         backoff_s: first wait before asking an agent again, s (doubles per ask).
         backoff_max_s: cap of that wait, s.
         require_properties: an announced interface with properties needs one value.
@@ -165,15 +159,8 @@ class BirthTracker:
         self.grace_s = grace_s
         self.drain_quiet_s = drain_quiet_s
         self.max_drain_s = max_drain_s
-        self.rate = rate
-        self._burst = burst
-        self.adaptive = adaptive
-        self.rate_now = max(min(MIN_RATE, rate), rate / 8.0) if adaptive else rate
-        """The current rate of rebirth requests (adaptive: between MIN_RATE and rate)."""
-        self._slow_start = adaptive
-        self._outcomes = [0, 0]  # first asks that completed the birth, that did not
-        self._first_asks: deque[tuple[float, str]] = deque()  # (when, agent), oldest first
-        self._judged_at: float | None = None
+        self.limiter = RebirthRate(rate, burst=burst, adaptive=adaptive, judge_s=backoff_s)
+        """The rate of rebirth requests (token bucket, adaptive)."""
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.require_properties = require_properties
@@ -183,8 +170,6 @@ class BirthTracker:
         """Agents lacking part of their birth, within the grace -> since (oldest first)."""
         self._incomplete: dict[str, _Ask] = {}
         self._heap: list[tuple[float, float, str]] = []  # (due, since, agent), lazy
-        self._tokens = self.burst
-        self._tokens_at: float | None = None
         self._subscribed_at: float | None = None
         self._last_retained: float | None = None
         self._definitions = (-1, -1)
@@ -198,9 +183,9 @@ class BirthTracker:
 
     # -- state --------------------------------------------------------------------
     @property
-    def burst(self) -> float:
-        """Most rebirth requests at once (token bucket size)."""
-        return max(1.0, self.rate_now / 4.0 if self._burst is None else self._burst)
+    def rate_now(self) -> float:
+        """The current rate of rebirth requests, agents/s (:class:`RebirthRate`)."""
+        return self.limiter.rate_now
 
     @property
     def incomplete(self) -> int:
@@ -340,7 +325,7 @@ class BirthTracker:
         ``ask(agent_id, reason)`` (reason ``incomplete`` or the request's; ``False``: not
         sent, e.g. asked less than 5 s ago: a request is dropped, an incomplete agent tried
         again after ``backoff_s``; no token spent). Returns the agents asked."""
-        self._refill(now)
+        self.limiter.tick(now, self._failed_first_ask)
         self._recheck_on_new_definitions(now)
         asked = self._ask_requested(ask)
         if self.draining(now):
@@ -367,17 +352,19 @@ class BirthTracker:
     def _ask_requested(self, ask: Callable[[str, str], bool]) -> list[str]:
         asked: list[str] = []
         requests = self._requests
-        while requests and self._tokens >= 1.0 and self.rate_now > 0:
+        limiter = self.limiter
+        while requests and limiter.ready():
             agent_id = next(iter(requests))
             if ask(agent_id, requests.pop(agent_id)):
-                self._tokens -= 1.0
+                limiter.spend()
                 asked.append(agent_id)
         return asked
 
     def _ask_due(self, now: float, ask: Callable[[str, str], bool]) -> list[str]:
         asked: list[str] = []
         heap = self._heap
-        while heap and heap[0][0] <= now and self._tokens >= 1.0 and self.rate_now > 0:
+        limiter = self.limiter
+        while heap and heap[0][0] <= now and limiter.ready():
             due, since, agent_id = heapq.heappop(heap)
             entry = self._incomplete.get(agent_id)
             if entry is None or entry.due != due:
@@ -387,9 +374,9 @@ class BirthTracker:
                 self._complete(agent_id, record is not None and record.online is True)
                 continue
             if ask(agent_id, "incomplete"):
-                if entry.asks == 0:  # judged backoff_s from now (_judge_first_asks)
-                    self._first_asks.append((now, agent_id))
-                self._tokens -= 1.0
+                if entry.asks == 0:  # judged backoff_s from now
+                    limiter.first_ask(now, agent_id)
+                limiter.spend()
                 entry.asks += 1
                 entry.due = now + min(
                     self.backoff_s * 2.0 ** min(entry.asks - 1, 30), self.backoff_max_s
@@ -404,42 +391,10 @@ class BirthTracker:
             heapq.heapify(self._heap)
         return asked
 
-    def _judge_first_asks(self, now: float) -> None:
-        """A first ask whose agent is still incomplete ``backoff_s`` later failed (its
-        answer was lost); one that completed counted as a success when it did."""
-        first = self._first_asks
-        while first and first[0][0] + self.backoff_s <= now:
-            _, agent_id = first.popleft()
-            entry = self._incomplete.get(agent_id)
-            if entry is not None and entry.asks == 1:
-                self._outcomes[1] += 1
-
-    def _adapt(self, now: float) -> None:
-        """Every ``backoff_s``: halve the current rate when more first asks failed than
-        succeeded (and end the slow start), else double it (slow start) or raise it by an
-        eighth of ``rate`` when some succeeded."""
-        if self._judged_at is None:
-            self._judged_at = now
-        self._judge_first_asks(now)
-        if not self.adaptive or now - self._judged_at < self.backoff_s:
-            return
-        succeeded, failed = self._outcomes
-        if failed > succeeded:
-            self.rate_now = max(min(MIN_RATE, self.rate), self.rate_now / 2.0)
-            self._slow_start = False
-        elif succeeded and self._slow_start:
-            self.rate_now = min(self.rate, self.rate_now * 2.0)
-        elif succeeded:
-            self.rate_now = min(self.rate, self.rate_now + max(1.0, self.rate / 8.0))
-        self._outcomes = [0, 0]
-        self._judged_at = now
-
-    def _refill(self, now: float) -> None:
-        self._adapt(now)
-        if self._tokens_at is not None and now > self._tokens_at:
-            rate = self.rate_now
-            self._tokens = min(self.burst, self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now if self._tokens_at is None else max(self._tokens_at, now)
+    def _failed_first_ask(self, agent_id: str) -> bool:
+        """Whether ``agent_id``, asked once, is still incomplete (its answer was lost)."""
+        entry = self._incomplete.get(agent_id)
+        return entry is not None and entry.asks == 1
 
     def _scan_chunk(self, now: float) -> None:
         """After a drain: check the next :data:`SCAN_CHUNK` agents of the registry (their
@@ -478,7 +433,7 @@ class BirthTracker:
         if entry is not None:
             self.resolved += 1
             if completed and entry.asks == 1:
-                self._outcomes[0] += 1
+                self.limiter.succeeded()
 
     def _drop(self, agent_id: str, completed: bool = False) -> None:
         """Stop watching ``agent_id``: its birth completed, or it went offline."""
