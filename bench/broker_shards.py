@@ -3,9 +3,9 @@ sockets for, with bridged Mosquitto shards.
 
 One process here may hold at most RLIMIT_NOFILE's hard limit (20 000) sockets, so one
 Mosquitto cannot serve 30 000 agents. This bench runs a *core* Mosquitto (the EMS's) and
-``--shards`` *edge* Mosquittos, each bridged to the core with SEF's topic directions
-(agents' state and replies out, calls, group calls and host status in, interface XML both
-ways; ``try_private`` so nothing loops), all with ``sef broker``'s tuning. ``--agents``
+``--shards`` *edge* Mosquittos bridged to it (:class:`sef.broker_shards.ShardedBroker`:
+SEF's topics each in the direction it flows, ``try_private`` so nothing loops), all with
+``sef broker``'s tuning. ``--agents``
 MQTT 3.1.1 clients (raw sockets, ``bench/group_fanout.py``'s workers, on 127.0.0.x
 source addresses) are spread over the edges; each retains a status (its birth) and
 subscribes to the group-call topic. Then:
@@ -45,32 +45,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from sef.broker import Mosquitto
-from sef.broker_fleet import FleetSizing, raise_nofile_limit
-
-
-def bridge_config(core_port: int, shard: int) -> str:
-    """An edge's bridge to the core: SEF's topics, each in the direction it flows."""
-    return "\n".join(
-        [
-            f"connection shard-{shard}",
-            f"address 127.0.0.1:{core_port}",
-            "bridge_protocol_version mqttv311",
-            "try_private true",
-            "cleansession true",
-            "notifications false",
-            "topic sef/agents/+/status out 1",
-            "topic sef/agents/+/about out 1",
-            "topic sef/agents/+/interfaces/# out 1",
-            "topic sef/agents/+/props/# out 1",
-            "topic sef/agents/+/signals/# out 1",
-            "topic sef/clients/# out 1",
-            "topic sef/agents/+/call/# in 1",
-            "topic sef/groups/# in 1",
-            "topic sef/hosts/# in 1",
-            "topic sef/interfaces/# both 1",
-            "",
-        ]
-    )
+from sef.broker_fleet import raise_nofile_limit
+from sef.broker_shards import ShardedBroker
 
 
 def main() -> None:
@@ -82,23 +58,12 @@ def main() -> None:
     args = parser.parse_args()
     raise_nofile_limit()
     console = Console(stderr=True)
-    per_shard = -(-args.agents // args.shards)
     with (
-        Mosquitto(tuning=FleetSizing(agents=args.agents).config()) as core,
+        ShardedBroker(agents=args.agents, shards=args.shards) as shards,
         Progress(console=console, transient=True) as progress,
     ):
-        edges = [
-            Mosquitto(
-                tuning=FleetSizing(agents=per_shard).config(),
-                extra_config=bridge_config(core.port, i),
-            ).start()
-            for i in range(args.shards)
-        ]
-        try:
-            run(core, edges, args, progress)
-        finally:
-            for edge in edges:
-                edge.stop()
+        assert shards.core is not None
+        run(shards.core, shards.edges, args, progress)
 
 
 def run(

@@ -33,6 +33,7 @@ from sef.broker_fleet import (
     agents_for_descriptors,
     raise_nofile_limit,
 )
+from sef.broker_shards import ShardedBroker
 
 __all__ = ["broker"]
 
@@ -154,6 +155,15 @@ def broker(
             help="Keep retained state and sessions in BROKER_DIR/data across restarts.",
         ),
     ] = True,
+    shards: Annotated[
+        int,
+        typer.Option(
+            "--shards",
+            min=1,
+            help="Edge brokers bridged to a core, on --port+1.. (for more agents than one "
+            "process has sockets; needs --insecure for now).",
+        ),
+    ] = 1,
     insecure: Annotated[
         bool,
         typer.Option(
@@ -182,7 +192,18 @@ def broker(
         )
     except ValueError as exc:
         raise _refuse(str(exc)) from None
-    note, fits = _descriptor_note(agents)
+    note, fits = _descriptor_note(-(-agents // shards))
+    if shards > 1:
+        if not insecure:
+            raise _refuse(
+                "--shards needs --insecure for now: with mutual TLS each edge needs a broker "
+                "identity the core's ACL lets bridge every agent's topics (not generated yet)"
+            )
+        _sharded(
+            agents, shards, listen_port, bind or "127.0.0.1", broker_dir, persistence,
+            max_keepalive, user, print_config, note, fits,
+        )  # fmt: skip
+        return
     tuning = fleet.config() + (f"user {user}\n" if user and insecure else "")
     try:
         broker_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +237,65 @@ def broker(
         sys.stdout.write(text)
         err.print(escape(note), style=None if fits else "yellow", highlight=False)
         return
-    _run(mosquitto, fleet, note, fits, insecure=insecure)
+    scheme = "mqtt" if insecure else "mqtts"
+    _run(
+        [mosquitto],
+        f"{scheme}://{mosquitto.host or '0.0.0.0'}:{mosquitto.port} for {fleet.agents} agents "
+        f"(queue {fleet.queued_messages} messages / {fleet.queued_bytes} bytes per client), "
+        f"config {mosquitto.config_path}, log {mosquitto.log_path}",
+        insecure=insecure,
+        note=(note, fits),
+    )
+
+
+def _sharded(
+    agents: int,
+    shards: int,
+    port: int,
+    host: str,
+    broker_dir: Path,
+    persistence: bool,
+    max_keepalive: int,
+    user: str | None,
+    print_config: bool,
+    note: str,
+    fits: bool,
+) -> None:
+    """``--shards N``: a core on ``port`` and N bridged edges on the next ports."""
+    if port + shards > 65535:
+        raise _refuse(f"--port {port} leaves no room for {shards} edge ports above it")
+    sharded = ShardedBroker(
+        agents=agents,
+        shards=shards,
+        host=host,
+        port=port,
+        edge_ports=tuple(port + 1 + i for i in range(shards)),
+        workdir=broker_dir,
+        max_keepalive_s=max_keepalive,
+        persistence=persistence,
+        user=user,
+    )
+    brokers = sharded.plan()
+    for data in sharded.data_dirs():
+        _hand_over(data, user)
+    names = ["core", *(f"edge-{i}" for i in range(shards))]
+    if print_config:
+        for name, broker in zip(names, brokers, strict=True):
+            sys.stdout.write(f"# ==== {name}: {broker.config_path} ====\n{broker.config_text()}")
+        err.print(escape(note), style=None if fits else "yellow", highlight=False)
+        return
+    err.print(
+        f"sef broker: {agents} agents over {shards} edges ({sharded.per_edge} each); "
+        f"{escape(note)} per edge",
+        style=None if fits else "yellow",
+        highlight=False,
+    )
+    _run(
+        brokers,
+        f"core mqtt://{host}:{port} (EMS, tools); agents on "
+        + ", ".join(f"mqtt://{host}:{port + 1 + i}" for i in range(shards)),
+        insecure=True,
+    )
 
 
 def _hand_over(path: Path, user: str | None) -> None:
@@ -233,67 +312,73 @@ def _hand_over(path: Path, user: str | None) -> None:
 
 
 def _run(
-    mosquitto: Mosquitto, fleet: FleetSizing, note: str, fits: bool, *, insecure: bool
+    brokers: list[Mosquitto],
+    where: str,
+    *,
+    insecure: bool,
+    note: tuple[str, bool] | None = None,
 ) -> None:
-    """Start Mosquitto, echo its log to stderr until Ctrl-C/SIGTERM or its exit, stop it."""
+    """Start the brokers, echo their logs to stderr until Ctrl-C/SIGTERM or one exits,
+    stop them all."""
     try:
         find_mosquitto()
     except BrokerNotFound as exc:
         raise _refuse(str(exc)) from None
-    scheme = "mqtt" if insecure else "mqtts"
     if insecure:
         err.print(
             "[bold yellow]WARNING:[/] sef broker runs INSECURE (--insecure): plain-text MQTT, "
             "anonymous clients, no ACL. For a lab only.",
             highlight=False,
         )
-    log_path = mosquitto.log_path
-    logged_before = log_path.stat().st_size if log_path.exists() else 0
+    offsets = [b.log_path.stat().st_size if b.log_path.exists() else 0 for b in brokers]
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         try:
-            mosquitto.start()
+            for broker in brokers:
+                broker.start()
         except RuntimeError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
-        err.print(escape(note), style=None if fits else "yellow", highlight=False)
-        err.print(
-            f"sef broker running on {scheme}://{mosquitto.host or '0.0.0.0'}:{mosquitto.port} "
-            f"for {fleet.agents} agents (queue {fleet.queued_messages} messages / "
-            f"{fleet.queued_bytes} bytes per client), config {mosquitto.config_path}, "
-            f"log {mosquitto.log_path}; Ctrl-C stops it",
-            highlight=False,
-        )
-        code = _follow(mosquitto, logged_before)
+        if note is not None:
+            err.print(escape(note[0]), style=None if note[1] else "yellow", highlight=False)
+        err.print(f"sef broker running on {where}; Ctrl-C stops it", highlight=False)
+        code = _follow(brokers, offsets)
     except (KeyboardInterrupt, _Stop):
         code = None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        mosquitto.stop()
+        for broker in reversed(brokers):
+            broker.stop()
     if code is not None:
         err.print(f"[red]mosquitto exited with {code}[/]")
         raise typer.Exit(1)
     err.print("[yellow]stopped[/]")
 
 
-def _follow(mosquitto: Mosquitto, offset: int) -> int:
-    """Echo the broker's log from byte ``offset`` to stderr while it runs; its exit code
-    when it ends."""
-    process = mosquitto.process
-    assert process is not None
-    path = mosquitto.log_path
+def _follow(brokers: list[Mosquitto], offsets: list[int]) -> int:
+    """Echo the brokers' logs from ``offsets`` to stderr while they run (each line
+    prefixed with its broker's directory name when there are several); the exit code of
+    the first that ends."""
+    prefix = len(brokers) > 1
     while True:
-        code = process.poll()
-        try:
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-        except OSError:
-            chunk = b""
-        if chunk:
-            offset += len(chunk)
-            sys.stderr.write(chunk.decode(errors="replace"))
-            sys.stderr.flush()
-        if code is not None:
-            return code
+        for index, broker in enumerate(brokers):
+            process = broker.process
+            assert process is not None
+            code = process.poll()
+            try:
+                with broker.log_path.open("rb") as handle:
+                    handle.seek(offsets[index])
+                    chunk = handle.read()
+            except OSError:
+                chunk = b""
+            if chunk:
+                offsets[index] += len(chunk)
+                text = chunk.decode(errors="replace")
+                if prefix:
+                    name = broker.log_path.parent.name
+                    text = "".join(f"{name}: {line}" for line in text.splitlines(keepends=True))
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            if code is not None:
+                return code
         time.sleep(0.2)
