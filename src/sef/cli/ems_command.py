@@ -126,8 +126,9 @@ def ems(
         200.0,
         "--rebirth-rate",
         min=0.0,
-        help="Rebirth requests per second to agents whose birth the EMS holds only part "
-        "of (e.g. dropped by the broker's queue at subscribe); 0: count them, never ask.",
+        help="Most rebirth requests per second to agents whose birth the EMS holds only "
+        "part of (e.g. dropped by the broker's queue at subscribe), and for sequence gaps; "
+        "adaptive: starts at an eighth, halves while answers are lost. 0: never ask.",
     ),
     broker_config: Path | None = typer.Option(
         None,
