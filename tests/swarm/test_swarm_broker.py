@@ -194,3 +194,34 @@ async def test_a_swarm_agent_passes_the_conformance_suite(
         assert {"birth.order", "birth.retained", "sessions.will", "sessions.restart"} <= passed
     finally:
         os.system(f'kill -9 "$(cat {pidfile})" 2>/dev/null')
+
+
+async def test_agents_come_back_with_a_new_session_after_a_broker_restart(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    n = 10
+    async with SwarmRunner(SwarmConfig(n, mosquitto.url, processes=1)) as swarm:
+        assert await swarm.wait_connected(timeout_s=20)
+        mosquitto.stop()
+        await wait_for(lambda: swarm.stats.totals()["lost"] == n, 15.0, 0.1)
+        (tmp_path / "again").mkdir()
+        again = Mosquitto(port=mosquitto.port, workdir=tmp_path / "again").start()
+        try:
+            await wait_for(lambda: swarm.stats.totals()["connected"] == n, 30.0, 0.1)
+            assert swarm.stats.totals()["births"] == 2 * n
+            blobs: list[Message] = []
+            ems = EMS(again.url, "ems-again")
+            watch = BusClient(again.url, "watch-blobs", on_message=blobs.append)
+            await watch.subscribe("sef/interfaces/+", qos=1)
+            await watch.start()
+            await ems.start()
+            try:
+                # the new broker has the interface XML again (the process republished it)
+                await wait_for(lambda: len(blobs) == 2, 10.0)
+                assert all(m.retain for m in blobs)
+                await wait_for(lambda: all(listed(ems, a) for a in ids(n)), 20.0, 0.05)
+            finally:
+                await ems.stop()
+                await watch.stop()
+        finally:
+            again.stop()

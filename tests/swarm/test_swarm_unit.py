@@ -275,6 +275,8 @@ def test_process_plan_and_config_checks() -> None:
         SwarmConfig(1, "mqtt://127.0.0.1:1", groups=["bad/group"]),
         SwarmConfig(1, "mqtt://127.0.0.1:1", interface_topics="v3"),
         SwarmConfig(1, "mqtt://127.0.0.1:1", telemetry_s=0),
+        SwarmConfig(1, "foo://127.0.0.1:1"),
+        SwarmConfig(1, "mqtt://127.0.0.1:1", processes=0),
     ):
         with pytest.raises(SwarmError):
             SwarmRunner(bad)

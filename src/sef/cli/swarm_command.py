@@ -59,11 +59,12 @@ class _View:
         table = Table(
             title=f"sef swarm: {self.runner.config.agents} agents on {self.runner.config.broker}"
         )
-        cols = ("connected", "births", "telemetry", "calls_received", "replies", "rejected", "lost")
+        cols = ("connected", "births", "telemetry", "calls_received", "replies", "rejected",
+                "lost", "connect_failures")  # fmt: skip
         for col in cols:
             table.add_column(col.replace("_", " "), justify="right")
         table.add_row(*(str(snap[k]) for k in cols))
-        table.add_row("", *(f"{self.rates.get(k, 0.0):.0f}/s" for k in cols[1:5]), "", "")
+        table.add_row("", *(f"{self.rates.get(k, 0.0):.0f}/s" for k in cols[1:5]), "", "", "")
         procs = Table(title="workers")
         procs.add_column("pid")
         procs.add_column("CPU %", justify="right")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sef.bus import BrokerURL, check_id
+from sef.bus import BrokerURL, BusError, check_id
 from sef.swarm._shared import INTERFACE_TOPICS
 from sef.swarm._stats import SwarmStats
 from sef.swarm._worker import MAX_PENDING, WorkerConfig
@@ -48,6 +48,8 @@ def plan_processes(agents: int, processes: int | None = None) -> int:
     needed = math.ceil(agents / per)
     if processes is None:
         return max(1, needed)
+    if processes < 1:
+        raise SwarmError(f"--processes must be at least 1, not {processes}")
     if processes < needed:
         raise SwarmError(
             f"{agents} agents in {processes} processes is {math.ceil(agents / processes)} "
@@ -96,7 +98,7 @@ class SwarmConfig:
             check_id("agent", f"{self.prefix}-{self.agents - 1:06d}")
             for group in self.groups:
                 check_id("group", group)
-        except ValueError as exc:
+        except (ValueError, BusError) as exc:
             raise SwarmError(str(exc)) from None
         if url.tls:
             raise SwarmError("sef swarm speaks plain MQTT only (mqtt://): see docs/swarm.md")

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from sef.logthrottle import LogThrottle
 from sef.swarm._agent import SwarmAgent
 from sef.swarm._shared import SwarmShared
 from sef.swarm._stats import WorkerStats
@@ -131,6 +132,7 @@ class SwarmWorker:
         self._pending = 0
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = LogThrottle(log, "connection failures", burst=2)
 
     # -- connecting -------------------------------------------------------------------
     async def _connector(self) -> None:
@@ -174,7 +176,10 @@ class SwarmWorker:
             )
         except OSError as exc:
             self.stats.bump("connect_failures")
-            log.debug("agent %s: connect failed: %s", agent.agent_id, exc)
+            self._failures.warn(
+                "broker", type(exc).__name__, "agent %s cannot connect to %s:%d: %s",
+                agent.agent_id, self.config.host, self.config.port, exc,
+            )  # fmt: skip
             agent.handshake_over()
             self._lost(agent)
 
