@@ -98,6 +98,7 @@ def test_about_is_decoded_on_read_and_a_copy() -> None:
 def test_variant_mapping_packed_with_a_shared_shape() -> None:
     reg = registry()
     value = {"Sys_SOC": ["d", 55.5], "Zero": ["d", -0.0], "On": ["b", True], "N": ["u", 7]}
+    value.update({f"K{i}": ["d", 0.0] for i in range(5)})
     for agent in ("bat-1", "bat-2"):
         reg.handle(birth(agent), NOW)
         reg.handle(telemetry(agent, value), NOW)
@@ -148,7 +149,7 @@ def test_no_empty_dicts_per_agent_until_written() -> None:
 
 
 def test_a_record_restored_from_decoded_values_is_packed() -> None:
-    value = {"Sys_SOC": ["d", 50.0]}
+    value = {f"K{i}": ["d", i / 2] for i in range(10)}
     listed = [1, 2, 3]
     record = AgentRecord(
         "bat-1",

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 __all__ = [
     "EMPTY",
+    "FLOATS",
     "INTERN_LIMIT",
+    "STRINGS",
     "Json",
     "intern_float",
     "intern_groups",
@@ -44,6 +46,8 @@ _NO_GROUPS: tuple[str, ...] = ()
 _T = TypeVar("_T")
 
 _strings: dict[str, str] = {}
+STRINGS = _strings
+"""The string intern table (read-only outside this module: lookups inlined in loops)."""
 _json_values: dict[str, Json] = {}
 _string_lists: dict[tuple[Any, ...], Json] = {}
 _key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -112,7 +116,9 @@ def intern_stats() -> dict[str, int]:
     }
 
 
-_floats: dict[float, float] = {}
+_floats: dict[float, float] = {}  # never 0.0 or -0.0 (equal keys of different signs)
+FLOATS = _floats
+"""The float intern table (read-only outside this module: lookups inlined in loops)."""
 
 
 def intern_float(value: float) -> float:

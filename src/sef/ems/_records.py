@@ -31,6 +31,7 @@ from typing import Any
 from sef.ems._interning import (
     EMPTY,
     INTERN_LIMIT,
+    STRINGS,
     Json,
     _json_values,
     _key_tuples,
@@ -64,14 +65,15 @@ def _pack_about(fields: Mapping[str, Any], agent_id: str) -> tuple[Any, ...] | N
     if not fields:
         return None
     values: list[Any] = [intern_tuple(_key_tuples, tuple(fields))]
+    strings = STRINGS.get
     for value in fields.values():
         if type(value) is str:
-            value = agent_id if value == agent_id else intern_key(value)
+            value = agent_id if value == agent_id else (strings(value) or intern_key(value))
         elif isinstance(value, (list, dict)):
-            strings = (
+            listed = (
                 tuple(value) if type(value) is list and all(type(v) is str for v in value) else None
             )
-            shared = None if strings is None else _string_lists.get(strings)
+            shared = None if listed is None else _string_lists.get(listed)
             if shared is None:  # (a list of strings is found without encoding it)
                 text = _ENCODER.encode(value)
                 shared = _json_values.get(text)
@@ -79,8 +81,8 @@ def _pack_about(fields: Mapping[str, Any], agent_id: str) -> tuple[Any, ...] | N
                     shared = Json(text)
                     if len(_json_values) < INTERN_LIMIT:
                         _json_values[text] = shared
-                if strings is not None and len(_string_lists) < INTERN_LIMIT:
-                    _string_lists[strings] = shared
+                if listed is not None and len(_string_lists) < INTERN_LIMIT:
+                    _string_lists[listed] = shared
             value = shared
         values.append(value)
     return tuple(values)

@@ -79,6 +79,21 @@ __all__ = [
 
 log = logging.getLogger("sef.ems.registry")
 
+_STATUS, _ABOUT, _PROPERTY, _SIGNAL, _INTERFACE = (
+    TopicKind.STATUS,
+    TopicKind.ABOUT,
+    TopicKind.PROPERTY,
+    TopicKind.SIGNAL,
+    TopicKind.INTERFACE,
+)
+_AGENT_KINDS = frozenset((_STATUS, _ABOUT, _PROPERTY, _SIGNAL, _INTERFACE, TopicKind.SEAL))
+"""Topic kinds of an agent's messages the registry takes (a seal only counts: the seal
+checker, :mod:`sef.ems._seals`, reads it)."""
+_GATEWAY_STATUS, _GATEWAY_AGENTS, _INTERFACE_BLOB = (
+    TopicKind.GATEWAY_STATUS,
+    TopicKind.GATEWAY_AGENTS,
+    TopicKind.INTERFACE_BLOB,
+)
 FREEZE_EVERY = 50_000
 """Agents added between two calls of :meth:`Registry.freeze` the registry makes itself."""
 MAX_GATEWAYS = 10_000
@@ -312,19 +327,16 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         if parser.topics is not self.topics or parser.known is not self.agents:
             parser = self._parser = AgentTopicParser(self.topics, self.agents)
         parsed = parser.parse(message.topic)
-        if parsed is None or parsed.kind in (
-            TopicKind.CALL,
-            TopicKind.GROUP_CALL,
-            TopicKind.REPLY,
-            TopicKind.HOST_STATUS,
-        ):
+        if parsed is None:
             return []
-        if parsed.kind is TopicKind.GATEWAY_STATS:
-            return []  # the EMS's home book reads them (sef.ems._homes), not the registry
-        if parsed.kind in (TopicKind.GATEWAY_STATUS, TopicKind.GATEWAY_AGENTS):
-            return self._gateway(parsed.kind, parsed.owner, message, now)
-        if parsed.kind is TopicKind.INTERFACE_BLOB:
-            return self._interface_blob(parsed.owner, message.payload)
+        kind = parsed.kind  # (an enum member: read it once, TopicKind.X costs an access)
+        if kind not in _AGENT_KINDS:
+            # the EMS's home book reads gateway stats (sef.ems._homes), not the registry
+            if kind is _GATEWAY_STATUS or kind is _GATEWAY_AGENTS:
+                return self._gateway(kind, parsed.owner, message, now)
+            if kind is _INTERFACE_BLOB:
+                return self._interface_blob(parsed.owner, message.payload)
+            return []
         self.messages += 1
         agent_id = parsed.owner
         events: list[Event] = []
@@ -333,16 +345,16 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             return []
         # decode first: a bad message of an unknown agent creates nothing
         item: Status | About | PropertyUpdate | SignalEmission | None = None
-        if parsed.kind is not TopicKind.INTERFACE and message.payload:
+        if kind is not _INTERFACE and message.payload:
             try:
                 obj = decode_object(message.payload)
-                if parsed.kind is TopicKind.STATUS:
-                    item = self._checked_status(Status.from_object(obj))
-                elif parsed.kind is TopicKind.ABOUT:
-                    item = About.from_object(obj)
-                elif parsed.kind is TopicKind.PROPERTY:
+                if kind is _PROPERTY:
                     item = PropertyUpdate.from_object(obj)
-                elif parsed.kind is TopicKind.SIGNAL:
+                elif kind is _STATUS:
+                    item = self._checked_status(Status.from_object(obj))
+                elif kind is _ABOUT:
+                    item = About.from_object(obj)
+                elif kind is _SIGNAL:
                     item = SignalEmission.from_object(obj)
             except PayloadError as exc:
                 return self._bad(record, agent_id, message.topic, str(exc))
@@ -352,7 +364,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
                 return events
             self._added()
         record.messages += 1
-        if parsed.kind is TopicKind.INTERFACE:
+        if kind is _INTERFACE:
             assert parsed.interface is not None
             try:
                 events += self._interface(record, parsed.interface, message.payload)
@@ -362,7 +374,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         if item is None:  # retained value cleared by an operator
             return events
         # a duplicate (docs/protocol.md §4.6) changes nothing and emits nothing
-        if isinstance(item, PropertyUpdate):
+        if type(item) is PropertyUpdate:
             key = f"{parsed.interface}.{parsed.member}"
             if not item.backfill:
                 if not self._sequence(record, item.seq, item.ts, message, now, events):
@@ -380,12 +392,12 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
                 record.backfilled += 1
                 self.backfilled += 1
                 events.append(PropertyBackfilled(agent_id, key, item.value, item.ts, item.seq))
-        elif isinstance(item, Status):
+        elif type(item) is Status:
             duplicates = record.duplicates
             events += self._status(record, item, message, now)
             if record.duplicates != duplicates:
                 return events
-        elif isinstance(item, About):
+        elif type(item) is About:
             if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
             record.about = item.fields

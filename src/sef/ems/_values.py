@@ -1,7 +1,8 @@
 """The last known value of a property in the EMS registry, kept compact (issue 16).
 
 A property value that is a variant mapping (``a{sv}``: a JSON object whose every value is
-a ``[signature, scalar]`` pair, as SEF's ``Telemetry``) is kept as one tuple: a key and
+a ``[signature, scalar]`` pair, as SEF's ``Telemetry``) of :data:`MIN_PACKED_KEYS` keys or
+more is kept as one tuple: a key and
 signature tuple shared by every agent with the same keys, then the values (strings and
 floats interned). Another JSON object or array is kept as the payload bytes it came in.
 Both are decoded on each read of :attr:`PropertyValue.value` (a new object each time;
@@ -14,51 +15,57 @@ import json
 import logging
 from typing import Any
 
-from sef.ems._interning import intern_float, intern_key, intern_tuple
+from sef.ems._interning import FLOATS, STRINGS, intern_float, intern_key, intern_tuple
 
 __all__ = ["PropertyValue"]
 
 log = logging.getLogger("sef.ems.registry")
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+MIN_PACKED_KEYS = 8
+"""Smallest variant mapping packed as a tuple: a smaller one is kept as its payload (its
+payload is small too, and packing it would cost more time than it saves memory)."""
 MAX_PACKED_KEYS = 256
 """Largest variant mapping packed as a tuple (a larger one is kept as its payload)."""
-_shapes: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+_Shape = tuple[tuple[str, ...], tuple[str, ...]]
+_shapes: dict[_Shape, _Shape] = {}
 
 
 class _Variants(tuple):  # type: ignore[type-arg]
-    """A packed variant mapping: ``(shape, value, ...)``."""
+    """A packed variant mapping: ``((keys, signatures), value, ...)``."""
 
     __slots__ = ()
 
 
 def pack_variants(value: dict[str, Any]) -> _Variants | None:
     """``value`` (an ``a{sv}`` mapping) packed, or ``None`` if it is not one."""
-    if len(value) > MAX_PACKED_KEYS:
+    if not MIN_PACKED_KEYS <= len(value) <= MAX_PACKED_KEYS:
         return None
-    shape: list[tuple[str, str]] = []
+    sigs: list[str] = []
     out: list[Any] = [None]
-    for key, item in value.items():
+    floats, strings = FLOATS.get, STRINGS.get  # (inlined intern_float, intern_key)
+    for item in value.values():
         if type(item) is not list or len(item) != 2:
             return None
         sig, scalar = item
         kind = type(scalar)
         if kind is float:
-            scalar = intern_float(scalar)
+            scalar = (floats(scalar) or intern_float(scalar)) if scalar else intern_float(scalar)
         elif kind is str:
-            scalar = intern_key(scalar)
+            scalar = strings(scalar) or intern_key(scalar)
         elif kind is not int and kind is not bool and scalar is not None:
             return None
         if type(sig) is not str:
             return None
-        shape.append((key, sig))
+        sigs.append(sig)
         out.append(scalar)
-    out[0] = intern_tuple(_shapes, tuple(shape))
+    out[0] = intern_tuple(_shapes, (tuple(value), tuple(sigs)))
     return _Variants(out)
 
 
 def _unpack_variants(packed: _Variants) -> dict[str, Any]:
-    return {key: [sig, v] for (key, sig), v in zip(packed[0], packed[1:], strict=True)}
+    keys, sigs = packed[0]
+    return {key: [sig, v] for key, sig, v in zip(keys, sigs, packed[1:], strict=True)}
 
 
 class PropertyValue:
