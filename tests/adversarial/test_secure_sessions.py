@@ -29,7 +29,7 @@ from secure_campaign import (
 )
 
 from secure_stack import NOT_AUTHORIZED, Probe
-from sef.bus import Status, Topics
+from sef.bus import ParsedTopic, Status, TopicKind, Topics
 from sef.interface import DEMO_INTERFACE
 from support import is_online, wait_for
 
@@ -76,9 +76,10 @@ async def test_client_id_takeover_is_impossible(campaign: Campaign) -> None:
 
 async def test_a_wildcard_subscription_reads_only_what_the_acl_allows(campaign: Campaign) -> None:
     """The rogue agent subscribes to ``#`` and ``$SYS/#`` while the EMS commands bat-1 and
-    another group and the batteries publish telemetry: it receives its group's calls and
-    the host status (its rights), nothing of bat-1 or bat-2, of the EMS's replies, of
-    other groups or of the broker."""
+    another group and the batteries publish telemetry: it receives its group's calls, the
+    host status and the interface XML retained once per hash (its rights: every agent
+    reads the fleet's shared XML, protocol.md §4.2.1), nothing of bat-1 or bat-2, of the
+    EMS's replies, of other groups or of the broker."""
     c = campaign
     rogue = await c.attacker("bat-x")
     granted = [await asyncio.to_thread(rogue.subscribe, p) for p in ("#", "$SYS/#")]
@@ -96,6 +97,7 @@ async def test_a_wildcard_subscription_reads_only_what_the_acl_allows(campaign: 
             topic.startswith(("sef/agents/bat-x/", f"sef/groups/{GROUP}/call/"))
             or (topic.startswith("sef/hosts/") and topic.endswith("/status"))
             or topic == T.reply("bat-x")
+            or T.parse(topic) == ParsedTopic(TopicKind.INTERFACE_BLOB, topic.split("/")[-1])
         )
 
     assert topics and all(allowed(t) for t in topics), (granted, sorted(topics))
