@@ -244,9 +244,17 @@ async def drain_bare(host: str, port: int, expected: int, progress: Progress) ->
 
 
 def make_ems(url: str, on_event: Callable[[Event], None] | None = None) -> EMS:
-    # every agent admitted at once: the bench measures ingest, not admission (the default
-    # Admission caps a registry at 10 000 agents and takes 100 new ones a second)
-    ems = EMS(url, EMS_ID, announce=False, on_event=on_event, admission=Admission.open())
+    # every agent admitted at once and no rebirth asked: the bench measures ingest, not
+    # admission (the default Admission caps a registry at 10 000 agents and takes 100 new
+    # ones a second) nor the rebirth requests to its telemetry-only (incomplete) agents
+    ems = EMS(
+        url,
+        EMS_ID,
+        announce=False,
+        on_event=on_event,
+        admission=Admission.open(),
+        request_rebirth=False,
+    )
     ems.bus.client_id = EMS_ID  # a fixed id and a persistent session, to find the queue again
     ems.bus.clean_session = False
     return ems

@@ -27,12 +27,10 @@ becomes a :class:`~sef.ems._events.PropertyBackfilled` event (history, stored un
 
 from __future__ import annotations
 
-import bisect
-import gc
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 from sef.bus import (
     BDSEQ_AHEAD_S,
@@ -63,6 +61,7 @@ from sef.ems._events import (
     SessionReset,
     SignalReceived,
 )
+from sef.ems._fleet_index import FREEZE_EVERY, FleetIndex
 from sef.ems._interfaces import InterfaceRules
 from sef.ems._records import AgentRecord, PropertyValue, intern_interfaces
 from sef.ems._sessions import SessionRules
@@ -94,15 +93,13 @@ _GATEWAY_STATUS, _GATEWAY_AGENTS, _INTERFACE_BLOB = (
     TopicKind.GATEWAY_AGENTS,
     TopicKind.INTERFACE_BLOB,
 )
-FREEZE_EVERY = 50_000
-"""Agents added between two calls of :meth:`Registry.freeze` the registry makes itself."""
 MAX_GATEWAYS = 10_000
 """Home gateways whose agent lists the registry keeps."""
 MAX_GATEWAY_AGENTS = 10_000
 """Longest agent list of one home gateway."""
 
 
-class Registry(AdmissionRules, InterfaceRules, SessionRules):
+class Registry(AdmissionRules, InterfaceRules, SessionRules, FleetIndex):
     """Agents by id, their interfaces (parsed XML, cached by SHA-256), and counters.
 
     Args:
@@ -198,104 +195,10 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
         if old is None:
             self._added()
 
-    def freeze(self) -> int:
-        """Move every object alive now (the registry after loading the store or absorbing
-        a wave of births) out of the garbage collector's generations (:func:`gc.freeze`):
-        later collections no longer walk a fleet-sized heap of records that stay.
-
-        The registry calls it by itself every ``freeze_every`` agents added; call it
-        also once the store is loaded and when a wave of births settles. A full
-        collection first (so that no garbage is kept forever): it walks only the objects
-        made since the last freeze. Frozen objects are still freed when no longer
-        referenced (reference counting); only the cycle collector skips them. Returns the
-        objects frozen in all so far."""
-        gc.collect()
-        gc.freeze()
-        self._added_since_freeze = 0
-        return gc.get_freeze_count()
-
-    def _added(self) -> None:
-        """One more agent: freeze the heap every ``freeze_every`` agents."""
-        self._added_since_freeze += 1
-        if self.freeze_every is not None and self._added_since_freeze >= self.freeze_every:
-            self.freeze()
-
     # -- queries ------------------------------------------------------------------
     def get(self, agent_id: str) -> AgentRecord | None:
         """The record of ``agent_id``, or ``None``."""
         return self.agents.get(agent_id)
-
-    def group_members(self, group: str) -> list[AgentRecord]:
-        """Agents that announced membership of ``group`` (in the order they joined it;
-        from the group index: O(members), not O(fleet))."""
-        agents = self.agents
-        out = []
-        for agent_id in self._members.get(group, ()):
-            record = agents.get(agent_id)
-            if record is not None and group in record.groups:
-                out.append(record)
-        return out
-
-    def sorted_ids(self) -> list[str]:
-        """Every agent id, sorted. Ids added since the last call are sorted and merged
-        in (Timsort merges the two sorted runs: O(fleet + new log new))."""
-        ids = self._sorted
-        if self._new_ids:
-            self._new_ids.sort()
-            ids.extend(self._new_ids)
-            self._new_ids.clear()
-            ids.sort()
-        if len(ids) != len(self.agents):  # an agent added or removed behind our back
-            ids[:] = sorted(self.agents)
-        return ids
-
-    def _index_groups(
-        self, agent_id: str, before: tuple[str, ...] | Iterable[str], after: tuple[str, ...]
-    ) -> None:
-        """Keep the group index right when an agent's groups change from ``before`` to
-        ``after``."""
-        if before == after:
-            return
-        members = self._members
-        for group in before:
-            if group not in after:
-                ids = members.get(group)
-                if ids is not None:
-                    ids.pop(agent_id, None)
-                    if not ids:
-                        del members[group]
-        for group in after:
-            members.setdefault(group, {})[agent_id] = None
-
-    def page(
-        self,
-        *,
-        after: str | None = None,
-        offset: int = 0,
-        limit: int = 100,
-        where: Callable[[AgentRecord], bool] | None = None,
-    ) -> tuple[list[AgentRecord], int, bool]:
-        """One page of agents in id order: those after id ``after`` (a cursor), skipping
-        ``offset`` matches of ``where``, at most ``limit``. Returns the page, the number of
-        agents matching ``where`` in all, and whether more follow the page."""
-        ids = self.sorted_ids()
-        start = 0 if after is None else bisect.bisect_right(ids, after)
-        matching: Iterator[AgentRecord] = (self.agents[i] for i in ids[start:])
-        if where is not None:
-            matching = filter(where, matching)
-        out: list[AgentRecord] = []
-        skipped = 0
-        more = False
-        for record in matching:
-            if skipped < offset:
-                skipped += 1
-            elif len(out) < limit:
-                out.append(record)
-            else:
-                more = True
-                break
-        total = len(ids) if where is None else sum(1 for i in ids if where(self.agents[i]))
-        return out, total, more
 
     # -- operator actions -----------------------------------------------------------
     def reset(self, agent_id: str) -> list[Event]:
@@ -410,6 +313,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules):
             self._learn_announced(item.interfaces, record)
             events.append(AboutReceived(agent_id, item.fields))
         else:
+            assert isinstance(item, SignalEmission)
             if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
             events.append(
