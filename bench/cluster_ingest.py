@@ -26,7 +26,7 @@ machine is shared, read the figures with it. Exits 0: a measurement, not a test.
 Run::
 
     .venv/bin/python bench/cluster_ingest.py [--messages 20000] [--agents 1000]
-        [--producers 2]
+        [--producers 2] [--retain]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _client(cid: str, clean: bool) -> mqtt.Client:
     return client
 
 
-def produce(url: str, first: int, count: int, agents: int, done: Any) -> None:
+def produce(url: str, first: int, count: int, agents: int, retain: bool, done: Any) -> None:
     """Publish ``count`` QoS 1 messages (seq ``first``...) and wait for every PUBACK."""
     client = _client(f"bench-pub-{first}", True)
     acked = threading.Event()
@@ -82,20 +82,22 @@ def produce(url: str, first: int, count: int, agents: int, done: Any) -> None:
     for seq in range(first, first + count):
         agent = f"a{seq % agents}"
         payload = json.dumps({"value": {"TimeStamp": seq, "Sys_SOC": 0.5}, "ts": 1.0, "seq": seq})
-        client.publish(TOPIC.format(agent=agent), payload.encode(), qos=1)
+        client.publish(TOPIC.format(agent=agent), payload.encode(), qos=1, retain=retain)
     ok = acked.wait(300)
     client.disconnect()
     client.loop_stop()
     done.put(ok)
 
 
-def load(urls: list[str], messages: int, agents: int, producers: int) -> float:
+def load(urls: list[str], messages: int, agents: int, producers: int, retain: bool) -> float:
     """Publish ``messages`` from ``producers`` processes (round-robin over ``urls``); s."""
     ctx = mp.get_context("fork")
     done: Any = ctx.Queue()
     share = messages // producers
     procs = [
-        ctx.Process(target=produce, args=(urls[i % len(urls)], i * share, share, agents, done))
+        ctx.Process(
+            target=produce, args=(urls[i % len(urls)], i * share, share, agents, retain, done)
+        )
         for i in range(producers)
     ]
     start = time.monotonic()
@@ -242,6 +244,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--producers", type=int, default=2)
+    parser.add_argument(
+        "--retain", action="store_true", help="publish retained, as SEF agents publish properties"
+    )
     args = parser.parse_args()
     n = args.messages - args.messages % args.producers
     rows: list[tuple[str, float, float]] = []
@@ -251,7 +256,7 @@ def main() -> None:
     with Mosquitto(budget=budget) as broker:
         drain = MqttDrain(broker.url, "bench-ems")
         drain.prepare()
-        pub_s = load([broker.url], n, args.agents, args.producers)
+        pub_s = load([broker.url], n, args.agents, args.producers, args.retain)
         rate = drain.drain(n)
         rows.append(("mosquitto mqtt x1", rate, n / pub_s))
         print(f"  mosquitto: got {len(drain.seqs)}/{n} ({drain.count} with duplicates)")
@@ -260,14 +265,14 @@ def main() -> None:
         urls = cluster.urls
         drain = MqttDrain(urls[1], "bench-ems")
         drain.prepare()
-        pub_s = load([urls[0], urls[2]], n, args.agents, args.producers)
+        pub_s = load([urls[0], urls[2]], n, args.agents, args.producers, args.retain)
         rate = drain.drain(n)
         rows.append(("nats mqtt x1", rate, n / pub_s))
         print(f"  nats mqtt: got {len(drain.seqs)}/{n} ({drain.count} with duplicates)")
         drain.forget()
         for workers in (1, 2):
             asyncio.run(make_consumer(cluster.nats_urls))
-            pub_s = load([urls[0], urls[2]], n, args.agents, args.producers)
+            pub_s = load([urls[0], urls[2]], n, args.agents, args.producers, args.retain)
             rate, unique, dups = js_drain(cluster, workers, n)
             rows.append((f"nats js-pull x{workers}", rate, n / pub_s))
             print(f"  js-pull x{workers}: got {unique}/{n}, duplicates {dups}")
@@ -276,7 +281,10 @@ def main() -> None:
     print(f"\n{'row':<20} {'drain msg/s':>12} {'vs mosq':>8} {'publish msg/s':>14}")
     for name, rate, pub in rows:
         print(f"{name:<20} {rate:>12.0f} {rate / base:>8.2f} {pub:>14.0f}")
-    print(f"load after: {os.getloadavg()[0]:.2f} (1 min); messages {n}, agents {args.agents}")
+    print(
+        f"load after: {os.getloadavg()[0]:.2f} (1 min); messages {n}, agents {args.agents}, "
+        f"retain {args.retain}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """Scale-out on a clustered broker (issue 16 items 5 and 6): a local NATS cluster with
 MQTT listeners (:class:`BrokerCluster`), spike stage; see ``docs/cluster-plan.md``."""
 
-from sef.cluster._failover import parse_url_list, start_index, url_list_resolver
+from sef.cluster._failover import (
+    cluster_client_id,
+    parse_url_list,
+    start_index,
+    url_list_resolver,
+)
 from sef.cluster._nats import (
     MIN_VERSION,
     BrokerCluster,
@@ -16,6 +21,7 @@ __all__ = [
     "BrokerCluster",
     "ClusterNotFound",
     "NatsNode",
+    "cluster_client_id",
     "find_nats_server",
     "nats_server_version",
     "parse_url_list",
