@@ -178,3 +178,19 @@ def test_sef_broker_secure_takes_certificates_and_refuses_a_client_without(
     finally:
         if process.process.poll() is None:
             stop(process, port, signal.SIGTERM)
+
+
+def test_a_broker_that_cannot_start_is_an_error_with_its_reason(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            app,
+            [
+                "broker", "--insecure", "--port", str(port), "--agents", "10",
+                "--broker-dir", str(tmp_path), "--no-persistence", *ROOT_USER,
+            ],
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "mosquitto exited with" in result.stderr

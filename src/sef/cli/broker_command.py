@@ -349,7 +349,7 @@ def _run(
         signal.signal(signal.SIGTERM, previous)
         for broker in reversed(brokers):
             broker.stop()
-    if code is not None:
+    if code:  # 0: Mosquitto itself was stopped (a terminal's Ctrl-C reaches it too)
         err.print(f"[red]mosquitto exited with {code}[/]")
         raise typer.Exit(1)
     err.print("[yellow]stopped[/]")
