@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from typing import cast
 
 __all__ = [
     "CONNACK_CODES",
@@ -190,8 +191,8 @@ class MqttConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport (uvloop's is not a subclass of asyncio.Transport)
+        self.transport = cast(asyncio.Transport, transport)
         self.up = False
         self._buf = b""
         self.inflight = 0
