@@ -293,7 +293,7 @@ async def drain_ems(
     ems = make_ems(url, on_event)
     if profile is not None:
         profile.enable()
-    await ems.start()
+    await ems.start(timeout_s=120.0)  # a loaded machine: the broker answers late
     await wait_drained(counter, progress, "  drain SEF EMS" + (" (cProfile)" if profile else ""))
     if profile is not None:
         profile.disable()
@@ -381,7 +381,7 @@ async def run(args: argparse.Namespace, mosquitto: Mosquitto) -> list[list[Resul
     client = await bare_session(host, port)
     await client.disconnect()
     ems = make_ems(url)
-    await ems.start()
+    await ems.start(timeout_s=120.0)  # a loaded machine: the broker answers late
     await asyncio.sleep(0.3)  # the EMS subscribes without waiting for SUBACK
     await ems.stop()
 
