@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -234,3 +235,22 @@ async def publish_status(agent: BusClient) -> None:
         except (BusError, TimeoutError):
             await asyncio.sleep(1.0)
     raise AssertionError("the status was never acknowledged")
+
+
+def test_too_old_or_missing_server_is_refused_with_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's nats-server 2.9 refuses dotted topics: it is not used, and the error
+    says what to install."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nats-server"
+    fake.write_text("#!/bin/sh\necho 'nats-server: v2.9.10'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "python"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(ClusterNotFound, match=r"is 2\.9\.10: need >= 2\.10\.0; run pip install"):
+        find_nats_server()
+    fake.unlink()
+    with pytest.raises(ClusterNotFound, match="not installed"):
+        find_nats_server()
