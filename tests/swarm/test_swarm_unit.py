@@ -291,3 +291,17 @@ def test_source_addresses_spread_over_loopback_only() -> None:
     assert source_address("localhost", 10_000) == "127.0.0.3"
     assert source_address("192.0.2.1", 0) is None
     assert source_address("broker.example", 0) is None
+
+
+def test_an_unexpected_error_in_a_handler_is_counted_not_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    agent, transport = connected_agent()
+
+    def broken(*_: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(agent.shared, "entry", broken)
+    deliver(agent, "sef/agents/sw-000001/call/sef.Agent/Ping", call("x1", []))
+    assert agent.shared.stats.counts["rejected"] == 1
+    assert agent.transport is not None and not transport.closed  # still connected

@@ -217,10 +217,17 @@ class SwarmAgent(MqttConnection):
 
     # -- receiving --------------------------------------------------------------------
     def on_publish(self, topic: str, payload: bytes, retain: bool) -> None:
-        if topic.startswith(self._call_prefix) or topic.startswith(self.shared.group_prefixes):
-            self._call(topic, payload, retain)
-        elif topic == self._status and not retain:
-            self._repair(payload)
+        """Dispatch a delivery; whatever arrives, the agent keeps running (§6)."""
+        try:
+            if topic.startswith(self._call_prefix) or topic.startswith(self.shared.group_prefixes):
+                self._call(topic, payload, retain)
+            elif topic == self._status and not retain:
+                self._repair(payload)
+        except Exception as exc:  # a bug here must not cost 30 000 tracebacks
+            self.shared.stats.bump("rejected")
+            self.shared.rejections.warn(self.agent_id, f"internal: {type(exc).__name__}",
+                                        "agent %s: message on %s not handled: %r",
+                                        self.agent_id, topic, exc)  # fmt: skip
 
     def _repair(self, payload: bytes) -> None:
         """§4.3: a live offline status of an older session replaced by ours."""
