@@ -406,9 +406,10 @@ class BusClient:
             pending.append(future)
         if not pending:
             return
-        try:
-            await asyncio.wait_for(asyncio.gather(*pending), 5.0)
-        except TimeoutError:
+        # asyncio.wait, not wait_for(gather(...)): a caller cancelled while it waits must
+        # not leave a cancelled gather whose exception nobody retrieves (asyncio logs it)
+        _, late = await asyncio.wait(pending, timeout=5.0)
+        if late:
             log.warning("%s: no SUBACK within 5 s for %s", self.client_id, list(patterns))
 
     def _handle_suback(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
