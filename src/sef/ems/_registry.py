@@ -229,19 +229,18 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules, FleetIndex):
         parser = self._parser
         if parser.topics is not self.topics or parser.known is not self.agents:
             parser = self._parser = AgentTopicParser(self.topics, self.agents)
-        parsed = parser.parse(message.topic)
-        if parsed is None:
+        split = parser.split(message.topic)
+        if split is None:
             return []
-        kind = parsed.kind  # (an enum member: read it once, TopicKind.X costs an access)
+        kind, agent_id, interface, member = split  # (TopicKind.X costs an access: consts)
         if kind not in _AGENT_KINDS:
             # the EMS's home book reads gateway stats (sef.ems._homes), not the registry
             if kind is _GATEWAY_STATUS or kind is _GATEWAY_AGENTS:
-                return self._gateway(kind, parsed.owner, message, now)
+                return self._gateway(kind, agent_id, message, now)
             if kind is _INTERFACE_BLOB:
-                return self._interface_blob(parsed.owner, message.payload)
+                return self._interface_blob(agent_id, message.payload)
             return []
         self.messages += 1
-        agent_id = parsed.owner
         events: list[Event] = []
         record = self.agents.get(agent_id)
         if record is None and not message.payload:  # a cleared topic of an unknown agent
@@ -268,9 +267,9 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules, FleetIndex):
             self._added()
         record.messages += 1
         if kind is _INTERFACE:
-            assert parsed.interface is not None
+            assert interface is not None
             try:
-                events += self._interface(record, parsed.interface, message.payload)
+                events += self._interface(record, interface, message.payload)
             except PayloadError as exc:  # (the record already counted the message)
                 return events + self._bad(None, agent_id, message.topic, str(exc))
             return events
@@ -278,7 +277,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules, FleetIndex):
             return events
         # a duplicate (docs/protocol.md §4.6) changes nothing and emits nothing
         if type(item) is PropertyUpdate:
-            key = f"{parsed.interface}.{parsed.member}"
+            key = f"{interface}.{member}"
             if not item.backfill:
                 if not self._sequence(record, item.seq, item.ts, message, now, events):
                     return events
@@ -316,9 +315,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules, FleetIndex):
             assert isinstance(item, SignalEmission)
             if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
-            events.append(
-                SignalReceived(agent_id, f"{parsed.interface}.{parsed.member}", item.args)
-            )
+            events.append(SignalReceived(agent_id, f"{interface}.{member}", item.args))
         if not message.retain:
             record.last_seen = now
         return events
