@@ -268,7 +268,7 @@ class BirthTracker:
     def restored(self, record: AgentRecord) -> None:
         """An agent restored from the store: its stored About belongs to its stored
         session."""
-        if record.about:
+        if record._about is not None:  # (the packed About: not decoded per agent)
             self._about[record.agent_id] = record.bdseq
 
     def subscribed(self, now: float) -> None:

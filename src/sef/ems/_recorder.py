@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -502,17 +505,33 @@ def agent_row(record: AgentRecord) -> AgentRow:
 
 
 def agent_record(
-    row: AgentRow, props: dict[str, tuple[object, float | None, float]]
+    row: AgentRow, props: Iterable[tuple[str, str, float | None, float]] = ()
 ) -> AgentRecord:
-    """A registry record rebuilt from the store."""
+    """A registry record rebuilt from the store: ``row`` and the agent's last values as
+    :meth:`Store.load_property_texts` gives them (key, JSON text, sender ts, received).
+
+    As compact as a live record: About packed by :class:`AgentRecord`, each value decoded
+    once and kept the way a received one is (:meth:`PropertyValue.from_payload`: a variant
+    mapping packed, another object or array as its payload bytes, a scalar decoded). A
+    value that does not decode is left out with a logged reason."""
+    values: dict[str, PropertyValue] = {}
+    for key, text, ts, received in props:
+        try:
+            value = _decode(text)
+        except ValueError as exc:
+            log.warning("agent %s: stored value of %s not decodable: %s", row.agent_id, key, exc)
+            continue
+        kind = type(value)
+        payload = b'{"value":' + text.encode() + b"}" if kind is list or kind is dict else b""
+        values[key] = PropertyValue.from_payload(payload, value, ts, received, None)
     return AgentRecord(
         row.agent_id,
         online=row.online,
         bdseq=row.bdseq,
-        about=dict(row.about),
-        interfaces=dict(row.interfaces),
-        groups=list(row.groups),
-        properties={k: PropertyValue(v, ts, rx) for k, (v, ts, rx) in props.items()},
+        about=row.about,
+        interfaces=row.interfaces,
+        groups=row.groups,
+        properties=values,
         first_seen=row.first_seen,
         last_seen=row.last_seen,
         online_since=row.online_since,
@@ -521,3 +540,12 @@ def agent_record(
         keepalive_s=None,
         gaps=row.gaps,
     )
+
+
+def _decode(text: str) -> Any:
+    """A stored JSON text decoded: orjson, or :mod:`json` for what orjson refuses (an
+    integer beyond 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

@@ -247,13 +247,15 @@ class EMS:
     async def start(self, *, timeout_s: float | None = 10.0) -> None:
         if self.store is not None and self.recorder is not None:
             from sef.ems._recorder import agent_record
+            from sef.ems.store._store import _gc_paused
 
             rows = await asyncio.to_thread(self.store.load_agents)
-            props = await asyncio.to_thread(self.store.load_properties)
-            for row in rows:
-                record = agent_record(row, props.get(row.agent_id, {}))
-                self.registry.restore(record)
-                self.births.restored(record)
+            props = await asyncio.to_thread(self.store.load_property_texts)
+            with _gc_paused():  # the fleet's records stay: frozen below (bench/ems_restore.py)
+                for row in rows:
+                    record = agent_record(row, props.get(row.agent_id, ()))
+                    self.registry.restore(record)
+                    self.births.restored(record)
             log.info("EMS %s: %d agents restored from the store", self.host_id, len(rows))
             del rows, props
             self._freeze()  # the restored fleet leaves the GC's generations

@@ -54,7 +54,6 @@ from sef.ems.store._schema import (
     agents,
     commands,
     dead_letters,
-    properties,
     telemetry,
 )
 
@@ -102,6 +101,24 @@ _SQLITE_PROPERTIES = (
     "INSERT INTO properties (agent_id, key, value, ts, received) "
     f"VALUES (?, ?, ?, ?, ?) {_PROPERTIES_UPSERT}"
 )
+
+
+_AGENT_COLUMNS = (
+    'agent_id, online, bdseq, {0}about{1}, {0}interfaces{1}, {0}"groups"{1}, first_seen, '
+    "last_seen, online_since, offline_since, offline_reason, gaps"
+)
+_SQLITE_AGENTS = f"SELECT {_AGENT_COLUMNS.format('', '')} FROM agents"
+_PG_AGENTS = f"SELECT {_AGENT_COLUMNS.format('', '::text')} FROM agents"
+"""The agents' rows for :meth:`Store.load_agents` (the JSON columns as text)."""
+
+
+def _json(text: str) -> Any:
+    """Decode a stored JSON text: orjson, or :mod:`json` for what orjson refuses (an
+    integer beyond 64 bits, NaN in a row written by an older EMS)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class StoreError(RuntimeError):
@@ -444,21 +461,77 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------
     def load_agents(self) -> list[AgentRow]:
-        with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(agents)).mappings().all()
-        return [AgentRow(**dict(row)) for row in rows]
+        """Every stored agent, as the registry restores them at start.
+
+        One query over the columns of :class:`AgentRow` through the driver (no
+        per-row SQLAlchemy objects); the JSON columns decoded with orjson (read as text on
+        PostgreSQL, whose driver would decode them with the slower :mod:`json`), the same
+        interfaces and groups text decoded once."""
+        agents_sql = _PG_AGENTS if self.dialect == "postgresql" else _SQLITE_AGENTS
+        out: list[AgentRow] = []
+        append = out.append
+        shared: dict[str, Any] = {}  # JSON text -> decoded (interfaces, groups: fleet-wide)
+        with _gc_paused(), self.engine.connect() as connection:
+            for (
+                agent_id,
+                online,
+                bdseq,
+                about,
+                interfaces,
+                groups,
+                first_seen,
+                last_seen,
+                online_since,
+                offline_since,
+                offline_reason,
+                gaps,
+            ) in _raw_rows(connection, agents_sql):
+                refs = shared.get(interfaces)
+                if refs is None:
+                    refs = shared[interfaces] = _json(interfaces)
+                names = shared.get(groups)
+                if names is None:
+                    names = shared[groups] = _json(groups)
+                append(
+                    AgentRow(
+                        agent_id,
+                        None if online is None else bool(online),
+                        bdseq,
+                        _json(about),
+                        dict(refs),
+                        list(names),
+                        first_seen,
+                        last_seen,
+                        online_since,
+                        offline_since,
+                        offline_reason,
+                        gaps,
+                    )
+                )
+        return out
+
+    def load_property_texts(self) -> dict[str, list[tuple[str, str, float | None, float]]]:
+        """Last known values as stored, for the registry's restore: agent -> list of
+        (property key, JSON text of the value, sender ts, received), times Unix s. One
+        query through the driver; nothing decoded (the registry decodes and packs each
+        value once, :func:`sef.ems._recorder.agent_record`)."""
+        out: dict[str, list[tuple[str, str, float | None, float]]] = {}
+        get = out.get
+        with _gc_paused(), self.engine.connect() as connection:
+            sql = "SELECT agent_id, key, value, ts, received FROM properties"
+            for agent_id, key, value, ts, received in _raw_rows(connection, sql):
+                found = get(agent_id)
+                if found is None:
+                    found = out[agent_id] = []
+                found.append((key, value, ts, received))
+        return out
 
     def load_properties(self) -> dict[str, dict[str, tuple[Any, float | None, float]]]:
         """Last known values: agent → property key → (value, sender ts, received)."""
-        out: dict[str, dict[str, tuple[Any, float | None, float]]] = {}
-        with self.engine.connect() as connection:
-            for row in connection.execute(sa.select(properties)):
-                out.setdefault(row.agent_id, {})[row.key] = (
-                    json.loads(row.value),
-                    row.ts,
-                    row.received,
-                )
-        return out
+        return {
+            agent_id: {key: (_json(value), ts, rx) for key, value, ts, rx in rows}
+            for agent_id, rows in self.load_property_texts().items()
+        }
 
     def telemetry(
         self,
@@ -592,6 +665,18 @@ class Store:
                 )
                 connection.execute(telemetry.update().where(old).values(downsampled=True))
         return {"deleted": deleted, "thinned": thinned}
+
+
+def _raw_rows(connection: Connection, sql: str, chunk: int = 10_000) -> Iterator[Any]:
+    """The rows of ``sql`` as the driver's tuples, fetched ``chunk`` at a time (no
+    SQLAlchemy row objects: a fleet-sized read spends its time in the driver)."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(chunk):
+            yield from rows
+    finally:
+        cursor.close()
 
 
 @contextlib.contextmanager
