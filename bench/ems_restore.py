@@ -19,9 +19,15 @@ the load is printed). A check reads back every agent's About, groups and Telemet
 mappings, one ``AgentRow(**dict(row))`` per agent, ``json.loads`` per property, the
 record decoded then re-packed), so the ratio against it is measured in the same run.
 
+``--serve`` also starts ``sef ems --insecure --db sqlite:///... --max-agents 0`` (a
+subprocess, on a Mosquitto of its own with no retained state) on the filled SQLite store
+and times process start to the first ``/health`` that shows every agent and the broker
+connected (imports, migrations, restore, command log, subscription); with ``--baseline``
+the package as of ``--base`` (``git archive``) is timed the same way first.
+
 Run::
 
-    .venv/bin/python bench/ems_restore.py [--agents 30000] [--pg] [--baseline]
+    .venv/bin/python bench/ems_restore.py [--agents 30000] [--pg] [--baseline] [--serve]
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ import functools
 import hashlib
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,7 +193,8 @@ def _old_restore(rows: list[Any], props: dict[str, Any]) -> Registry:
             gaps=row.gaps,
         )
         registry.restore(record)
-        births.restored(record)
+        if record.about:  # (the old BirthTracker.restored decoded each About)
+            births.restored(record)
     registry.sorted_ids()
     return registry
 
@@ -246,16 +256,77 @@ def measure(
     return results
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(db_url: str, n: int, src: Path, label: str, timeout_s: float = 300.0) -> float:
+    """Seconds from starting ``sef ems`` (the package under ``src``) on the store at
+    ``db_url`` until its ``/health`` answers with all ``n`` agents and the broker
+    connected; ``nan`` if it does not within ``timeout_s``. The EMS is then SIGKILLed."""
+    from sef.broker import Mosquitto
+
+    port = _free_port()
+    with Mosquitto() as broker:
+        env = dict(os.environ, PYTHONPATH=str(src))
+        argv = [sys.executable, "-m", "sef", "ems", "--insecure", "--db", db_url]
+        argv += ["--broker", broker.url, "--api", f"127.0.0.1:{port}", "--max-agents", "0"]
+        t0 = time.perf_counter()
+        ems = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=src
+        )
+        try:
+            with Progress(
+                TextColumn(f"sef ems ({label}) to /health"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                progress.add_task("serve", total=None)
+                while time.perf_counter() - t0 < timeout_s and ems.poll() is None:
+                    try:
+                        with urllib.request.urlopen(
+                            f"http://127.0.0.1:{port}/health", timeout=5
+                        ) as answer:
+                            body = json.loads(answer.read())
+                    except (OSError, ValueError):
+                        time.sleep(0.05)
+                        continue
+                    if body.get("agents") == n and body.get("broker_connected"):
+                        return time.perf_counter() - t0
+                    time.sleep(0.05)
+            return float("nan")
+        finally:
+            ems.kill()
+            ems.wait()
+
+
+def _old_tree(rev: str, into: str) -> Path:
+    """The package as of ``rev`` (``git archive``), for the baseline EMS process."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    return Path(into) / "src"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=30_000, help="fleet size (100000: large)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per step (best is kept)")
     parser.add_argument("--pg", action="store_true", help="also a PostgreSQL store")
     parser.add_argument("--baseline", action="store_true", help="also the old read side")
+    parser.add_argument(
+        "--serve", action="store_true", help="also time `sef ems` start to /health (SQLite)"
+    )
+    parser.add_argument("--base", default="095eaae", help="baseline revision for --serve")
     args = parser.parse_args()
     load = os.getloadavg()
     console.print(f"{args.agents} agents; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     backends: list[tuple[str, str]] = []
+    serves: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="sef-restore-") as tmp:
         backends.append(("sqlite", f"sqlite:///{tmp}/ems.db"))
         server = None
@@ -277,6 +348,11 @@ def main() -> None:
                 fill(store, args.agents, label)
                 results = measure(store, args.agents, args.repeat, args.baseline)
                 store.close()
+                if args.serve and label == "sqlite":
+                    old = _old_tree(args.base, tmp) if args.baseline else None
+                    serves = [("new", serve(url, args.agents, REPO / "src", "new"))]
+                    if old is not None:
+                        serves.insert(0, ("old", serve(url, args.agents, old, args.base)))
                 old_total = None
                 for name, t in results:
                     total = sum(t.values())
@@ -298,6 +374,10 @@ def main() -> None:
             if server is not None:
                 server.stop()
     console.print(table)
+    for name, seconds in serves:
+        console.print(
+            f"sef ems ({name}) start -> /health with {args.agents} agents: {seconds:.1f} s"
+        )
     load = os.getloadavg()
     console.print(f"load after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
