@@ -201,6 +201,11 @@ async def test_bus_client_acks_a_burst_with_far_fewer_writes(mosquitto: Mosquitt
         stats = consumer.write_stats
         assert stats is not None and stats.packets >= 2000
         assert stats.writes * 5 < stats.packets, stats
+        # Mosquitto 2.0.11 reads one packet per pass over its sockets: a burst of 2 000
+        # PUBACKs in one write takes it a while, and a new connection with the same client
+        # id taking the session over before then drops the unread ones (redelivered). Give
+        # it time: the assertion below is about our bytes, not about that race.
+        await asyncio.sleep(0.5)
     finally:
         await consumer.stop()
     again: list[Message] = []

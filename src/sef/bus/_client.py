@@ -17,6 +17,10 @@ With ``manual_ack`` a QoS 1 message is acknowledged only once the future its han
 returned succeeded (:mod:`sef.bus._acks`, the one place that uses gmqtt internals).
 :meth:`BusClient.publish_acked` is the other direction: a QoS 1 publish whose future says
 whether the broker acknowledged it (PUBACK) before its connection ended.
+
+Every connection's writes are coalesced (:mod:`sef.bus._coalesce`): what gmqtt writes within
+one event-loop iteration (e.g. the PUBACKs of a burst of QoS 1 messages) reaches the socket
+as one write, the same bytes in the same order.
 """
 
 from __future__ import annotations
