@@ -78,6 +78,11 @@ class PlanExecutor:
         """Calls refused or failed, and members that did not answer."""
         self._plans: dict[EventKey, ScheduledPlan] = {}
         self._arrivals = itertools.count(1)
+        self._successors: dict[tuple[str, str], tuple[Rank, frozenset[str]]] = {}
+        """(source, event id) -> the rank of a newer version and the agents it continues
+        on, from when :meth:`cancel` stops the older one until :meth:`schedule` puts the
+        newer one on: a dispatch of another event arbitrated in between must not find
+        those agents free (there are awaits between the two)."""
 
     # -- the board ---------------------------------------------------------------------
     def _put_on_board(self, s: ScheduledPlan) -> None:
@@ -166,7 +171,13 @@ class PlanExecutor:
 
     # -- overlapping events (sef.openadr._overlap) -------------------------------------
     def _outranked(self, s: ScheduledPlan, agent: str, now_s: float) -> bool:
-        """Whether another version on ``agent`` now ranks above ``s``."""
+        """Whether another version on ``agent`` now ranks above ``s`` (or a newer version
+        about to continue a better-ranked one there)."""
+        if any(
+            key != s.key[:2] and rank_ < s.rank and agent in agents
+            for key, (rank_, agents) in self._successors.items()
+        ):
+            return True
         return any(
             o is not s and o.rank < s.rank and o.covers(agent, now_s) for o in self._plans.values()
         )
@@ -333,6 +344,7 @@ class PlanExecutor:
         s.reached.update(on_agents)
         s.task = asyncio.get_running_loop().create_task(self._guarded(s), name=f"dr {key}")
         self._plans[key] = s
+        self._successors.pop((source, event_id), None)
         return s
 
     def get(self, key: EventKey) -> ScheduledPlan | None:
@@ -359,6 +371,11 @@ class PlanExecutor:
         s = self._plans.pop(key, None)
         if s is None:
             return None
+        if keep and keep_rank is not None:
+            now = self.ems.clock.now()
+            held = frozenset(a for a in keep if s.covers(a, now))
+            if held:  # until schedule() puts the successor on (see _successors)
+                self._successors[key[:2]] = (keep_rank, held)
         if s.task is not None and not s.task.done():
             s.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -373,3 +390,4 @@ class PlanExecutor:
         devices' timed sequences end by themselves)."""
         for key in list(self._plans):
             await self.cancel(key, restore=False)
+        self._successors.clear()
