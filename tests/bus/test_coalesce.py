@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from gmqtt.mqtt.constants import MQTTCommands
 from gmqtt.mqtt.package import CommandWithMidPacket
 
@@ -192,7 +193,9 @@ async def test_bus_client_acks_a_burst_with_far_fewer_writes(mosquitto: Mosquitt
         await asyncio.wait_for(asyncio.gather(*acked), 10.0)
     finally:
         await producer.stop()
-    consumer = BusClient(mosquitto.url, "drainer", on_message=got.append, clean_session=False)
+    consumer = BusClient(
+        mosquitto.url, "drainer", on_message=got.append, clean_session=False, coalesce_writes=True
+    )
     await consumer.subscribe("t/coalesce/#")
     await consumer.start()
     try:
@@ -217,3 +220,13 @@ async def test_bus_client_acks_a_burst_with_far_fewer_writes(mosquitto: Mosquitt
         assert again == []  # every PUBACK reached the broker
     finally:
         await consumer.stop()
+
+
+def test_coalescing_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off by default (a clean stop and an immediate takeover of the session was seen to
+    redeliver); SEF_BUS_COALESCE=1 or coalesce_writes=True turns it on."""
+    monkeypatch.delenv("SEF_BUS_COALESCE", raising=False)
+    assert BusClient("mqtt://127.0.0.1:1", "c1").write_stats is None
+    assert BusClient("mqtt://127.0.0.1:1", "c2", coalesce_writes=True).write_stats is not None
+    monkeypatch.setenv("SEF_BUS_COALESCE", "1")
+    assert BusClient("mqtt://127.0.0.1:1", "c3").write_stats is not None
