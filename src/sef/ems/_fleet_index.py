@@ -42,12 +42,15 @@ class FleetIndex:
         later collections no longer walk a fleet-sized heap of records that stay.
 
         The registry calls it by itself every ``freeze_every`` agents added; call it
-        also once the store is loaded and when a wave of births settles. A full
-        collection first (so that no garbage is kept forever): it walks only the objects
-        made since the last freeze. Frozen objects are still freed when no longer
-        referenced (reference counting); only the cycle collector skips them. Returns the
-        objects frozen in all so far."""
-        gc.collect()
+        also once the store is loaded and when a wave of births settles. A collection of
+        the two young generations first (garbage made since the last collections is not
+        kept); not a full one: the first would walk the whole process's heap, which
+        stalled the event loop for over a second in a test process holding 10 000 agents
+        (tests/adversarial/test_rogue_campaign.py, telemetry gaps). Cyclic garbage already
+        in the oldest generation stays (once). Frozen objects are still freed when no
+        longer referenced (reference counting); only the cycle collector skips them.
+        Returns the objects frozen in all so far."""
+        gc.collect(1)
         gc.freeze()
         self._added_since_freeze = 0
         return gc.get_freeze_count()
