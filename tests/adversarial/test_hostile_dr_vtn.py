@@ -85,7 +85,10 @@ async def test_ten_thousand_events_in_one_delivery(
         await adapter.start(r.bridge)
         took = time.monotonic() - began
         lag.stop()
-        print(f"longest loop stall during the first poll: {lag.worst_s:.2f} s")
+        print(
+            f"longest loop stall during the first poll: {lag.worst_s:.2f} s "
+            f"({lag.worst_with_gc_s:.2f} s with the collector's; {lag.gc_s:.2f} s of GC)"
+        )
         assert lag.worst_s < 1.0  # MQTT keepalives (2 s for the agents) keep flowing
         try:
             decisions = adapter.decisions()

@@ -1,13 +1,16 @@
-"""TaskSet: failures are logged with the task's name, close cancels, the caller's cancel wins."""
+"""TaskSet: failures are logged with the task's name, close cancels, the caller's cancel wins;
+TimeSlice: a long loop yields by elapsed time."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
 import pytest
 
-from sef.tasks import TaskSet
+from sef.tasks import TaskSet, TimeSlice
 
 
 async def test_failure_is_logged_with_the_task_name(caplog: pytest.LogCaptureFixture) -> None:
@@ -76,3 +79,44 @@ async def test_close_cancels_again_a_task_that_swallowed_its_cancellation() -> N
     await asyncio.sleep(0)
     await asyncio.wait_for(tasks.close(), 3.0)
     assert swallowed == 1 and task.cancelled()
+
+
+# -- TimeSlice ---------------------------------------------------------------------------
+
+
+async def test_time_slice_yields_only_once_its_slice_has_passed() -> None:
+    never = TimeSlice(slice_s=3600.0)
+    always = TimeSlice(slice_s=0.0)
+    for _ in range(50):
+        await never.pause()
+        await always.pause()
+    assert never.yields == 0
+    assert always.yields == 50
+
+
+async def test_a_long_loop_with_a_time_slice_lets_other_tasks_run() -> None:
+    """A loop of 30 ms busy items with a 10 ms slice yields after every item: a task
+    started beside it runs between items, not after the loop (without pause: ran = 0)."""
+    ran = 0
+    seen_by_item: list[int] = []
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(other())
+    await asyncio.sleep(0)
+    pace = TimeSlice(slice_s=0.01)
+    for _ in range(5):
+        end = time.monotonic() + 0.03
+        while time.monotonic() < end:
+            pass
+        seen_by_item.append(ran)
+        await pace.pause()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert pace.yields == 5
+    assert seen_by_item == sorted(seen_by_item) and seen_by_item[-1] > seen_by_item[0]

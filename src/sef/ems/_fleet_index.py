@@ -44,9 +44,8 @@ class FleetIndex:
         The registry calls it by itself every ``freeze_every`` agents added; call it
         also once the store is loaded and when a wave of births settles. A collection of
         the two young generations first (garbage made since the last collections is not
-        kept); not a full one: the first would walk the whole process's heap, which
-        stalled the event loop for over a second in a test process holding 10 000 agents
-        (tests/adversarial/test_rogue_campaign.py, telemetry gaps). Cyclic garbage already
+        kept); not a full one, which walks the whole process's heap (0.5-0.7 s in a loaded
+        test process, all of it an event-loop stall). Cyclic garbage already
         in the oldest generation stays (once). Frozen objects are still freed when no
         longer referenced (reference counting); only the cycle collector skips them.
         Returns the objects frozen in all so far."""

@@ -29,8 +29,8 @@ reports it sends. What it does, in short (docs/openadr.md, "OpenADR 3"):
 - **limits** (a hostile VTN): an answer larger than ``max_answer_bytes`` is refused
   mid-read; a paged list that repeats a full page of known ids (``skip`` ignored) or holds
   more than ``max_events_per_poll`` objects fails the poll (nothing is cancelled for it);
-  long runs of events yield to the EMS loop every :data:`YIELD_EVERY` events
-  (:mod:`sef.openadr._oadr3_http`).
+  long runs of events yield to the EMS loop whenever they have held it
+  :data:`sef.tasks.SLICE_S` (:class:`sef.tasks.TimeSlice`).
 """
 
 from __future__ import annotations
@@ -60,13 +60,11 @@ from sef.openadr._oadr3_convert import (
     wants_usage,
 )
 from sef.openadr._oadr3_http import Pager, VtnError, fetch_token, read_capped
+from sef.tasks import TimeSlice
 
-__all__ = ["YIELD_EVERY", "Oadr3Adapter", "Oadr3EventState", "VtnError"]
+__all__ = ["Oadr3Adapter", "Oadr3EventState", "VtnError"]
 
 log = logging.getLogger("sef.openadr")
-
-YIELD_EVERY = 100
-"""Events handled between two yields to the EMS loop (``asyncio.sleep(0)``) in a poll."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +302,7 @@ class Oadr3Adapter:
         self._status.last_ok_s = self.clock.now()
         self._status.programs = sorted(programs.values())
         seen: set[str] = set()
+        pace = TimeSlice()  # let MQTT and the controllers run
         for program_id, events in zip(programs, pages, strict=True):
             for raw in events:
                 event_id = raw.get("id")
@@ -311,8 +310,7 @@ class Oadr3Adapter:
                     continue
                 seen.add(event_id)
                 await self._consider(raw, event_id, program_id, programs[program_id])
-                if len(seen) % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # let MQTT and the controllers run
+                await pace.pause()
         await self._drop_vanished(seen)
         self.polls += 1
 
@@ -356,9 +354,9 @@ class Oadr3Adapter:
         assert self._sink is not None
         now = self.clock.now()
         vanished = [known for known in self._events if known not in seen]
-        for done, event_id in enumerate(vanished, start=1):
-            if done % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # thousands cancelled at once must not stall the loop
+        pace = TimeSlice()  # thousands cancelled at once must not stall the loop
+        for event_id in vanished:
+            await pace.pause()
             state = self._events.pop(event_id)
             if state.event is not None and now < state.event.end_s:
                 log.info("OpenADR 3 event %s removed at the VTN: cancelled", event_id)
