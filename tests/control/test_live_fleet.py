@@ -208,10 +208,12 @@ async def test_live_fleet_from_nameplates(broker_url: str) -> None:
         for _, events in plans:
             assert [e[2] for e in events] == [900] * 4
         times = [t - start for t, _ in plans]
-        # sent at steps 0, 15 and 30: one per interval, 15 steps apart (the arrival
-        # latency, a fraction of a real second, is minutes at 600x on a loaded machine)
-        assert times[0] < 15 * dt
-        assert np.diff(times) == pytest.approx([15 * dt, 15 * dt], abs=1.5 * dt)
+        # sent at steps 0, 15 and 30: one in each interval. A plan cannot arrive before
+        # its step; it arrives later by the bus latency, a fraction of a real second but
+        # minutes at 600x on a loaded machine (0.51 real s = 5.1 steps seen on CI), so the
+        # bound after is the next interval, not a tolerance around the step
+        for k, t in enumerate(times):
+            assert 15 * k * dt <= t < 15 * (k + 1) * dt, (k, t / dt)
 
     def kw(event: tuple[str, int, int]) -> int:
         return {"charge": 1, "discharge": -1}.get(event[0], 0) * event[1]
