@@ -241,7 +241,10 @@ async def test_50_mb_body_is_refused_at_once_and_the_ems_keeps_answering(
             f"(quiet: max {max(quiet) * 1000:.1f} ms)"
         )
         print(f"RSS before {rss_before / 1024:.1f} MiB, after {rss_after / 1024:.1f} MiB")
-        assert latencies[-1] < 0.1, latencies[-5:]
+        # served all along: an EMS that read the 50 MB bodies would stall for seconds; the
+        # bounds leave room for a loaded CI machine's scheduling (0.11 s max seen there)
+        assert latencies[len(latencies) // 2] < 0.05, latencies
+        assert latencies[-1] < 0.5, latencies[-5:]
         assert rss_after - rss_before < 32 * 1024, (rss_before, rss_after)
         # still serving, and a small bad body still gets its ordinary answer
         unknown = await http.post("/agents/nope/commands", json={"cmds": [["idle", 0, 0]]})
