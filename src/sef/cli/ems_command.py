@@ -25,6 +25,8 @@ from sef.cli._security_options import (
 from sef.cli._signals import broker_usage, run_service, until_stopped
 from sef.cli.bus_commands import BROKER_HELP, clock_option, console, err
 from sef.ems import EMS, Event
+from sef.ems._leader import DEFAULT_LEADER_KEY, leader_key, leadership_for
+from sef.ems._leader_duties import LeaderDuties
 from sef.ems.render import agents_table
 from sef.security import Role
 from sef.tasks import TaskSet
@@ -187,6 +189,20 @@ def ems(
     crl: Path | None = CRL_OPTION,
     insecure: bool = INSECURE_OPTION,
     enroll_url: str | None = ENROLL_URL_OPTION,
+    worker_id: str | None = typer.Option(
+        None,
+        "--worker-id",
+        help="Name of this EMS worker among several on one PostgreSQL store (default: its "
+        "--id). With a PostgreSQL store the workers elect a leader (advisory lock) that alone "
+        "runs --control, --openadr, retention and re-sends intents; ingest and the API run "
+        "on every worker. With SQLite or no store this EMS is always the leader.",
+    ),
+    leader_key_option: str = typer.Option(
+        DEFAULT_LEADER_KEY,
+        "--leader-key",
+        help="Name (or int64) of the advisory lock the workers of one deployment share; "
+        "two deployments in one database need different keys.",
+    ),
     require_signed_telemetry: bool = typer.Option(
         False,
         "--require-signed-telemetry",
@@ -224,6 +240,10 @@ def ems(
             param_hint="--require-signed-telemetry",
         )
     check_outage_budget(broker_config, outage_budget_s, expected_rate)
+    try:
+        lock_key = leader_key(leader_key_option)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--leader-key") from None
     listen: tuple[str, int] | None = None
     if api is not None:
         from sef.ems.api import parse_listen
@@ -306,14 +326,22 @@ def ems(
             service.recorder.max_past_s = max_past_s
         await service.start(timeout_s=None)
         server = None
-        dr_service = None
         background = TaskSet(f"sef ems {ems_id}")  # a failure is logged when it happens
+        service.leadership = leadership_for(store, worker_id or ems_id, lock_key)
+        elected = service.leadership.election != "none"
+        duties = LeaderDuties(service.leadership, on_change=_print_duties if elected else None)
         try:
+            await service.leadership.start()
             if dr_config is not None:
-                from sef.openadr import DrService
 
-                dr_service = DrService(service, dr_config, live_control=scenario is not None)
-                await dr_service.start()
+                async def start_dr() -> Any:
+                    from sef.openadr import DrService
+
+                    dr_service = DrService(service, dr_config, live_control=scenario is not None)
+                    await dr_service.start()
+                    return dr_service
+
+                duties.add_service("openadr", start_dr, lambda dr: dr.stop())
             if enroll_url is not None and secured.security is not None:
                 from sef.security import CertificateRenewer
 
@@ -322,14 +350,15 @@ def ems(
                 )  # the next reconnection presents the renewed certificate
                 background.spawn(renewer.run(), name="certificate renewal")
             if store is not None and (keep_days is not None or raw_days is not None):
-                background.spawn(
-                    retention(service, store, keep_days, raw_days, downsample_s), name="retention"
+                duties.add(
+                    "retention",
+                    lambda: retention(service, store, keep_days, raw_days, downsample_s),
                 )
             if scenario is not None:
-                background.spawn(
-                    run_control(service, scenario, controller, report),
-                    name="control",
-                )
+                duties.add("control", lambda: run_control(service, scenario, controller, report))
+            await duties.start()  # now if leader (always without an election), else later
+            if elected and not duties.running:
+                _print_duties(False)
             if listen is not None:
                 from sef.ems.api import ApiAuth, ApiLimits, default_hosts, serve_api
 
@@ -377,8 +406,8 @@ def ems(
                     title = f"SEF agents on {secured.broker}"
                     live.update(agents_table(service.agents(), title, homes))
         finally:
-            if dr_service is not None:
-                await dr_service.stop()
+            await duties.close()
+            await service.leadership.stop()
             await background.close()
             if server is not None:
                 await server.stop()
@@ -390,6 +419,15 @@ def ems(
                 store.close()
 
     run_service(main(), name=f"ems {ems_id}")
+
+
+def _print_duties(running: bool) -> None:
+    """Say when this worker took up or gave up the control side (several EMS workers on
+    a PostgreSQL store)."""
+    if running:
+        print("leader: this EMS worker runs the control side", flush=True)
+    else:
+        print("standby: the control side runs on the leader, not here", flush=True)
 
 
 def _registry_options(

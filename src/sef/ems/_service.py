@@ -50,6 +50,7 @@ from sef.ems._events import (
 )
 from sef.ems._homes import HomeBook, HomeRefused
 from sef.ems._host_guard import HostGuard
+from sef.ems._leader import AlwaysLeader, Leadership
 from sef.ems._reconcile import METHOD as RECONCILE_METHOD
 from sef.ems._reconcile import RECONCILE_PREFIX, RESTORE_WINDOW_S, Reconciler
 from sef.ems._records import AgentRecord
@@ -227,6 +228,9 @@ class EMS:
         self._last_message = 0.0
         self.control_series: dict[str, list[float]] = {}
         """Net load vs target of a running control app (t: Unix s; kW), for displays."""
+        self.leadership: Leadership = AlwaysLeader(self.host_id)
+        """Leader election among EMS workers on one store (:mod:`sef.ems._leader`); only
+        the leader re-sends intents to agents that come back (``sef ems`` sets it)."""
 
     @property
     def takeovers(self) -> int:
@@ -544,6 +548,8 @@ class EMS:
         restarted: send it what it should be running now, if anything."""
         record = self.registry.get(agent_id)
         if record is None or record.online is not True:
+            return
+        if not self.leadership.is_leader:  # the leader's duty (kept for its next message)
             return
         self._reconcile_after_restart.discard(agent_id)
         due = self.reconciler.due(agent_id)

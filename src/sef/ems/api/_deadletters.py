@@ -52,6 +52,16 @@ class HealthOut(Health):
         description="Agents lacking part of their birth, still within the grace or the "
         "drain of the EMS's subscription.",
     )
+    leader: bool = Field(
+        default=True,
+        description="This EMS worker runs the control side (control app, OpenADR VEN, "
+        "retention): the holder of the store's advisory lock, or always with a SQLite "
+        "store or none (docs/operations.md, several EMS workers). Not a reason for degraded.",
+    )
+    worker: str | None = Field(default=None, description="This worker's name (--worker-id).")
+    election: str = Field(
+        default="none", description="postgresql (advisory lock) or none (single EMS)."
+    )
 
 
 class DeadLetterOut(BaseModel):
@@ -81,6 +91,9 @@ def health_response(ems: EMS) -> JSONResponse:
         "online": sum(1 for a in agents if a.online),
         "agents_incomplete": ems.births.incomplete,
         "agents_birth_pending": ems.births.pending,
+        "leader": ems.leadership.is_leader,
+        "worker": ems.leadership.worker_id,
+        "election": ems.leadership.election,
     }
     reasons = [] if ems.bus.connected else ["the EMS is not connected to the broker"]
     if ems.recorder is not None:

@@ -32,6 +32,8 @@ class EMSCollector(Collector):
     * ``sef_homes{uplink}``, ``sef_home_relay_queued``, ``sef_home_relay_dropped``,
       ``sef_homes_dropping`` — home gateways and their relays' queues (summed);
     * ``sef_broker_connected`` — 1 when the EMS is connected to the broker;
+    * ``sef_ems_leader`` — 1 while this EMS worker runs the control side (holds the
+      store's advisory lock; always 1 without an election), ``sef_ems_leader_terms_total``;
     * ``sef_messages_ingested_total``, ``sef_bad_messages_total``,
       ``sef_sequence_gaps_total``, ``sef_duplicates_total``, ``sef_backfilled_total``,
       ``sef_rebirths_requested_total`` (all reasons) and
@@ -71,6 +73,14 @@ class EMSCollector(Collector):
             "sef_broker_connected",
             "1 when connected to the broker.",
             value=1.0 if ems.bus.connected else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "sef_ems_leader",
+            "1 while this EMS worker is the leader (runs the control side).",
+            value=1.0 if ems.leadership.is_leader else 0.0,
+        )
+        yield CounterMetricFamily(
+            "sef_ems_leader_terms", "Times this worker became leader.", value=ems.leadership.terms
         )
         yield CounterMetricFamily(
             "sef_messages_ingested", "Agent messages received.", value=ems.registry.messages
