@@ -84,7 +84,7 @@ class Campaign:
     server: ApiServer
     http: httpx.AsyncClient
     agents: dict[str, subprocess.Popen[bytes]]
-    bdseq: dict[str, int]
+    bdseq: dict[str, int | None]
     """Each battery's session number before the campaign: a forged one taken, or a
     reconnection (a new session has a new bdseq), changes it."""
     rogue: BusClient
