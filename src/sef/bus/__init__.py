@@ -2,7 +2,8 @@
 
 The topic tree and payloads are specified in ``docs/protocol.md``. Public names:
 
-* :class:`BusClient`, :class:`BrokerURL`, :class:`Message`, :class:`Will`: the connection.
+* :class:`BusClient`, :class:`BrokerURL`, :class:`Message`, :class:`Will`: the connection;
+  broker URL lists (failover) with :func:`parse_url_list`, :func:`url_list_resolver`.
 * :class:`Topics`: builds and parses topics.
 * :class:`Status`, :class:`About`, :class:`PropertyUpdate`, :class:`SignalEmission`,
   :class:`Call`, :class:`Reply`: payloads, with :func:`decode_object` /
@@ -44,7 +45,15 @@ from sef.bus._payload import (
     encode_object,
 )
 from sef.bus._session import BDSEQ_AHEAD_S, BDSEQ_LIMIT, SEQ_MODULUS, Session, bdseq_problem
+from sef.bus._suback import SubackRetry
 from sef.bus._topics import InvalidName, ParsedTopic, TopicKind, Topics, check_id
+from sef.bus._url_list import (
+    UrlListResolver,
+    is_url_list,
+    parse_url_list,
+    start_index,
+    url_list_resolver,
+)
 
 __all__ = [
     "BDSEQ_AHEAD_S",
@@ -72,8 +81,10 @@ __all__ = [
     "Session",
     "SignalEmission",
     "Status",
+    "SubackRetry",
     "TopicKind",
     "Topics",
+    "UrlListResolver",
     "Will",
     "bdseq_problem",
     "check_id",
@@ -84,4 +95,8 @@ __all__ = [
     "encode_bridge_state",
     "encode_envelope",
     "encode_object",
+    "is_url_list",
+    "parse_url_list",
+    "start_index",
+    "url_list_resolver",
 ]

@@ -6,6 +6,13 @@ connection at a time and a supervisor task that reconnects with exponential back
 each new connection may carry a new last will (a new birth/death sequence number), then
 the client resubscribes and calls ``on_connect`` so the owner re-announces itself.
 
+A comma-separated list of URLs (or a sequence of them) is a list of brokers, e.g. the
+nodes of a clustered broker (:mod:`sef.bus._url_list`): the client starts at a node
+chosen by its client id (so a fleet spreads evenly) and moves on to the next one after a
+failed attempt or a lost connection, one warning per move; :attr:`BusClient.url` is the
+node in use. A refused subscription (SUBACK 0x80) is asked for again with backoff, then
+the connection is dropped (:mod:`sef.bus._suback`).
+
 Instead of a fixed URL the client may be given a *resolver*, an async callable returning
 the broker's URL. It is awaited before the first connection and again after every failed
 attempt or lost connection, so a client follows a broker that comes back at another
@@ -37,7 +44,7 @@ import os
 import random
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -49,6 +56,8 @@ from sef.bus._acks import Acknowledger, PubackTracker, check_puback
 from sef.bus._coalesce import WriteStats
 from sef.bus._coalesce import install as install_coalescing
 from sef.bus._message import BusError, Message
+from sef.bus._suback import SubackRetry, subscribe_with_retry
+from sef.bus._url_list import UrlListResolver, is_url_list, start_index
 
 __all__ = [
     "SESSION_TAKEN_OVER",
@@ -108,6 +117,11 @@ class BrokerURL:
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
+        if "," in url:
+            raise BusError(
+                f"{url!r} is a list of brokers: one broker URL is expected here "
+                "(a comma in a user name or password is written %2C)"
+            )
         text = url if "://" in url else f"mqtt://{url}"
         parts = urlsplit(text)
         if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
@@ -212,8 +226,10 @@ class BusClient:
     Args:
         url: the broker: a URL (``mqtt://...``, or one of a scheme registered with
             :meth:`register_scheme`, e.g. ``mdns://[NAME]`` once :mod:`sef.discovery` is
-            imported), or a :data:`BrokerResolver`, re-run after every failed attempt or
-            lost connection.
+            imported), a list of brokers (``"mqtt://a:1883,mqtt://b:1883"`` or a
+            sequence; failover, same scheme for all; ``tls`` and credentials apply to
+            every node), or a :data:`BrokerResolver`, re-run after every failed attempt
+            or lost connection.
         client_id: MQTT client id (unique per process; a random one if ``None``).
         on_message: called for every received message, in the event loop.
         will: returns the last will for the next connection, or ``None`` for no will.
@@ -263,7 +279,7 @@ class BusClient:
 
     def __init__(
         self,
-        url: BrokerURL | str | BrokerResolver,
+        url: BrokerURL | str | Sequence[str] | BrokerResolver,
         client_id: str | None = None,
         *,
         on_message: MessageHandler | None = None,
@@ -285,17 +301,29 @@ class BusClient:
         """Counters of the coalesced writes over all connections (``None`` when off)."""
         self.backoff_reset_after_s = backoff_reset_after_s
         self.resolver: BrokerResolver | None = None
+        self.client_id = client_id or f"sef-{uuid.uuid4().hex[:12]}"
+        if is_url_list(url):
+            nodes = UrlListResolver(url)
+            url = nodes.nodes[0] if len(nodes.nodes) == 1 else nodes
+            if isinstance(url, UrlListResolver):
+                url.position = start_index(self.client_id, len(url.nodes))
         if isinstance(url, str) and (scheme_resolver := self._registered(url)) is not None:
             url = scheme_resolver(url)
         if isinstance(url, BrokerURL):
             self.url: BrokerURL = url
         elif isinstance(url, str):
             self.url = BrokerURL.parse(url)
-        else:
+        elif isinstance(url, UrlListResolver):
             self.resolver = url
+            self.url = url.next_node  # the node tried first
+        else:
+            self.resolver = url  # type: ignore[assignment]
             self.url = _Unresolved(label=str(url))
         self._resolved: BrokerURL | None = None
-        self.client_id = client_id or f"sef-{uuid.uuid4().hex[:12]}"
+        self._why_moving = ""
+        """Why the next connection attempt is made (for the failover log line)."""
+        self.suback_retry = SubackRetry()
+        """How a refused subscription is asked for again before the connection is dropped."""
         self.keepalive_s = keepalive_s
         self.clean_session = clean_session
         self.manual_ack = manual_ack
@@ -311,7 +339,7 @@ class BusClient:
         self._on_lost = on_lost
         self._disconnect_reason: int | None = None
         self._subscriptions: dict[str, int] = {}
-        self._subacks: dict[int, asyncio.Future[None]] = {}
+        self._subacks: dict[int, asyncio.Future[int]] = {}
         self._client: _OneShotClient | None = None
         self._lost = asyncio.Event()
         self._connected = asyncio.Event()
@@ -425,8 +453,12 @@ class BusClient:
                 "acknowledgement subscribes at QoS 0 or 1"
             )
         self._subscriptions[pattern] = qos
-        if self._client is not None and self._connected.is_set():
-            await self._subscribe_all(self._client, {pattern: qos})
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return
+        if not await self._subscribe_all(client, {pattern: qos}) and client is self._client:
+            self._why_moving = f"subscription {pattern!r} refused"
+            self._lost.set()  # the supervisor reconnects and resubscribes
 
     def unsubscribe(self, pattern: str) -> None:
         """End a subscription of :meth:`subscribe`: now (if connected; UNSUBSCRIBE is sent,
@@ -436,27 +468,57 @@ class BusClient:
         if client is not None and self._connected.is_set():
             client.unsubscribe(pattern)
 
-    async def _subscribe_all(self, client: _OneShotClient, patterns: dict[str, int]) -> None:
-        """Send SUBSCRIBE for each pattern and wait (at most 5 s) for the SUBACKs."""
+    async def _subscribe_all(self, client: _OneShotClient, patterns: dict[str, int]) -> bool:
+        """Subscribe to ``patterns`` on ``client``'s connection, asking again for refused
+        ones (:attr:`suback_retry`); ``False`` when some stayed refused (the caller drops
+        the connection), ``True`` otherwise (also when the connection ended meanwhile)."""
+
+        def alive() -> bool:
+            return client is self._client and not self._lost.is_set() and not self._stopping
+
+        refused = await subscribe_with_retry(
+            lambda todo: self._send_subscribes(client, todo),
+            patterns,
+            self.suback_retry,
+            alive=alive,
+            client_id=self.client_id,
+        )
+        if refused:
+            log.error(
+                "%s: the broker at %s keeps refusing %s: dropping the connection",
+                self.client_id, self.url,
+                ", ".join(f"{p!r} (SUBACK 0x{c:02x})" for p, c in refused.items()),
+            )  # fmt: skip
+        return not refused
+
+    async def _send_subscribes(
+        self, client: _OneShotClient, patterns: dict[str, int]
+    ) -> dict[str, int | None]:
+        """Send SUBSCRIBE for each pattern and wait (at most 5 s) for the SUBACKs; returns
+        each pattern's return code (``None``: no SUBACK in time)."""
         loop = asyncio.get_running_loop()
-        pending = []
+        pending: dict[str, asyncio.Future[int]] = {}
         for pattern, qos in patterns.items():
             mid = client.subscribe(pattern, qos=qos)
-            future: asyncio.Future[None] = loop.create_future()
+            future: asyncio.Future[int] = loop.create_future()
             self._subacks[mid] = future
-            pending.append(future)
+            pending[pattern] = future
         if not pending:
-            return
+            return {}
         # asyncio.wait, not wait_for(gather(...)): a caller cancelled while it waits must
         # not leave a cancelled gather whose exception nobody retrieves (asyncio logs it)
-        _, late = await asyncio.wait(pending, timeout=5.0)
+        _, late = await asyncio.wait(pending.values(), timeout=5.0)
         if late:
             log.warning("%s: no SUBACK within 5 s for %s", self.client_id, list(patterns))
+        return {p: f.result() if f.done() else None for p, f in pending.items()}
 
     def _handle_suback(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
+        # gmqtt 0.8: ``qos`` is the tuple of the SUBACK's return codes, one per filter of
+        # the SUBSCRIBE (always one here); 0x80 and above: refused
         future = self._subacks.pop(mid, None)
         if future is not None and not future.done():
-            future.set_result(None)
+            codes = tuple(qos) if isinstance(qos, tuple | list) else (qos,)
+            future.set_result(max((int(c) for c in codes), default=0))
 
     # -- internals ----------------------------------------------------------------
     def _handle(
@@ -490,7 +552,13 @@ class BusClient:
         """Ask the resolver where the broker is; keep the last answer if it fails."""
         assert self.resolver is not None
         try:
-            self.url = await self.resolver()
+            url = await self.resolver()
+            if isinstance(self.resolver, UrlListResolver) and self._resolved not in (None, url):
+                log.warning(
+                    "%s fails over from %s to %s (%s)",
+                    self.client_id, self._resolved, url, self._why_moving or "reconnecting",
+                )  # fmt: skip
+            self.url = url
             self._resolved = self.url
         except Exception as exc:
             if self._resolved is None:
@@ -558,6 +626,7 @@ class BusClient:
                 raise
             except Exception as exc:
                 self._failures += 1
+                self._why_moving = f"cannot connect: {exc or type(exc).__name__}"
                 delay = self._backoff.next()
                 log.warning(
                     "cannot connect %s to %s (%s); retrying in %.1f s",
@@ -576,10 +645,20 @@ class BusClient:
             self.connections += 1
             client = self._client
             assert client is not None
-            await self._subscribe_all(client, dict(self._subscriptions))
+            if not await self._subscribe_all(client, dict(self._subscriptions)):
+                self._failures += 1
+                self._why_moving = "subscriptions refused"
+                self._client = None
+                try:
+                    await client.disconnect()  # before the birth: nothing to take back
+                except Exception as exc:
+                    log.debug("closing the refusing connection: %s", exc)
+                await asyncio.sleep(self._backoff.next())
+                continue
             if self._stopping:
                 return
             self._connected.set()
+            self._why_moving = ""
             log.info(
                 "%s connected to %s (connection %d)", self.client_id, self.url, self.connections
             )
@@ -607,6 +686,8 @@ class BusClient:
                     keep_growing = bool(self._on_lost(lost))
                 except Exception:
                     log.exception("on_lost hook of %s failed", self.client_id)
+            if not self._why_moving.startswith("subscription"):
+                self._why_moving = f"connection lost after {lost.lasted_s:.1f} s"
             if lost.lasted_s >= self.backoff_reset_after_s and not keep_growing:
                 self._backoff.reset()  # a connection that held: start again from 0.1 s
             delay = self._backoff.next()

@@ -32,7 +32,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sef.bus import BrokerURL, BusClient, BusError
+from sef.bus import BrokerURL, BusClient, BusError, is_url_list, parse_url_list
 from sef.cli._signals import EXIT_USAGE
 from sef.discovery import MdnsResolver, is_mdns_url, verified_broker_tls
 from sef.security import Role, Security, SecurityError, start_renewal
@@ -221,7 +221,8 @@ def secure_connection(
 
     Args:
         command: the command's name, for messages.
-        broker: ``--broker`` as given (``None``: the default).
+        broker: ``--broker`` as given (``None``: the default); a comma-separated list
+            names several brokers (failover, :mod:`sef.bus._url_list`).
         creds: the security options.
         roles: roles the certificate may have (the first is named in hints).
         identity: the ``--id`` the command will use on the bus, if it has one; must be
@@ -235,8 +236,8 @@ def secure_connection(
     url = broker or ("mdns://" if discover else default)
     parsed: BrokerURL | None = None
     if not is_mdns_url(url):
-        try:
-            parsed = BrokerURL.parse(url)
+        try:  # a comma list is several brokers (failover), all of one scheme
+            parsed = parse_url_list(url)[0] if is_url_list(url) else BrokerURL.parse(url)
         except BusError as exc:
             _fail(f"--broker: {exc}")
     if creds.insecure:

@@ -45,7 +45,8 @@ AGENT_BROKER_HELP = (
     "Broker URL: mqtts://HOST[:PORT][?version=3.1.1|5], or mdns://[NAME] to "
     "find it over mDNS (the default when omitted; re-discovered after every "
     "lost connection; with credentials only a broker proving the deployment CA's "
-    "identity is accepted)."
+    "identity is accepted); a comma-separated list: failover (starts at a node chosen "
+    "by --id, moves to the next when the connection fails)."
 )
 HOME_OPTION: Any = typer.Option(
     None,

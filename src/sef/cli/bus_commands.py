@@ -38,7 +38,7 @@ err = Console(stderr=True)
 
 BROKER_HELP = (
     "Broker URL: mqtts://HOST[:PORT][?version=3.1.1|5] (default mqtts://127.0.0.1:8883; "
-    "mqtt://127.0.0.1:1883 with --insecure)."
+    "mqtt://127.0.0.1:1883 with --insecure); a comma-separated list: failover."
 )
 
 

@@ -56,7 +56,7 @@ def certify(
         "--broker",
         "-b",
         help="Broker URL: mqtts://HOST[:PORT] (default mqtts://127.0.0.1:8883; "
-        "mqtt://127.0.0.1:1883 with --insecure).",
+        "mqtt://127.0.0.1:1883 with --insecure); a comma-separated list: failover.",
     ),
     interface: list[Path] = typer.Option(
         [],

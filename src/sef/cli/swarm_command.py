@@ -103,7 +103,11 @@ async def _run(runner: SwarmRunner, duration_s: float | None, live: bool) -> Non
 def swarm(
     agents: int = typer.Option(1000, "--agents", "-n", help="Number of agents."),
     broker: str = typer.Option(
-        "mqtt://127.0.0.1:1883", "--broker", "-b", help="Broker URL (mqtt:// only)."
+        "mqtt://127.0.0.1:1883",
+        "--broker",
+        "-b",
+        help="Broker URL (mqtt:// only); a comma-separated list: failover (each agent starts "
+        "at a node chosen by its id).",
     ),
     group: list[str] = typer.Option(
         ["g1"], "--group", "-g", help="Group of every agent (repeat for more)."

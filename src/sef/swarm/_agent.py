@@ -63,6 +63,7 @@ class SwarmAgent(MqttConnection):
         "connected_at",
         "event",
         "index",
+        "node",
         "pending",
         "rate_kw",
         "seen",
@@ -77,6 +78,8 @@ class SwarmAgent(MqttConnection):
         self.shared = shared
         self.agent_id = agent_id
         self.index = index
+        self.node = 0
+        """Index of the broker (of the worker's list) the next connection goes to."""
         self.bdseq = 0
         self.seq = 0
         self.born = False

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sef.bus import BrokerURL, BusError, check_id
+from sef.bus import BrokerURL, BusError, check_id, is_url_list, parse_url_list
 from sef.swarm._shared import INTERFACE_TOPICS
 from sef.swarm._stats import SwarmStats
 from sef.swarm._worker import MAX_PENDING, WorkerConfig
@@ -65,7 +65,10 @@ class SwarmConfig:
 
     Args:
         agents: number of agents.
-        broker: broker URL (``mqtt://HOST:PORT``; TLS is not supported, see docs/swarm.md).
+        broker: broker URL (``mqtt://HOST:PORT``; TLS is not supported, see docs/swarm.md),
+            or a comma-separated list of them: each agent starts at the node
+            :func:`sef.bus.start_index` picks for its id and moves to the next one after a
+            failed attempt or a lost connection.
         groups: groups every agent announces in its About and obeys.
         telemetry_s: period of each agent's Telemetry update, s.
         keepalive_s: MQTT keepalive, s.
@@ -89,30 +92,35 @@ class SwarmConfig:
     spread_sources: bool = True
     seed: int | None = None
 
-    def check(self) -> BrokerURL:
-        """Validate; returns the parsed broker URL (:class:`SwarmError` with the reason)."""
+    def check(self) -> list[BrokerURL]:
+        """Validate; returns the parsed broker URLs (:class:`SwarmError` with the reason)."""
         if self.agents < 1 or self.agents > 1_000_000:
             raise SwarmError(f"--agents must be 1..1000000, not {self.agents}")
         try:
-            url = BrokerURL.parse(self.broker)
+            urls = (
+                parse_url_list(self.broker)
+                if is_url_list(self.broker)
+                else [BrokerURL.parse(self.broker)]
+            )
             check_id("agent", f"{self.prefix}-{self.agents - 1:06d}")
             for group in self.groups:
                 check_id("group", group)
         except (ValueError, BusError) as exc:
             raise SwarmError(str(exc)) from None
-        if url.tls:
-            raise SwarmError("sef swarm speaks plain MQTT only (mqtt://): see docs/swarm.md")
-        if url.version != 4:
-            raise SwarmError("sef swarm speaks MQTT 3.1.1 only")
-        if url.username is not None:
-            raise SwarmError("sef swarm does not send a user name (anonymous local broker)")
+        for url in urls:
+            if url.tls:
+                raise SwarmError("sef swarm speaks plain MQTT only (mqtt://): see docs/swarm.md")
+            if url.version != 4:
+                raise SwarmError("sef swarm speaks MQTT 3.1.1 only")
+            if url.username is not None:
+                raise SwarmError("sef swarm does not send a user name (anonymous local broker)")
         if not self.telemetry_s > 0 or not 1 <= self.keepalive_s <= 65535:
             raise SwarmError("--telemetry-s must be > 0 and --keepalive-s 1..65535")
         if not self.connect_rate > 0:
             raise SwarmError("--connect-rate must be > 0")
         if self.interface_topics not in INTERFACE_TOPICS:
             raise SwarmError("--interface-topics must be v2, v1 or both")
-        return url
+        return urls
 
 
 class SwarmRunner:
@@ -120,7 +128,8 @@ class SwarmRunner:
 
     def __init__(self, config: SwarmConfig) -> None:
         self.config = config
-        self.url = config.check()
+        self.urls = config.check()
+        self.url = self.urls[0]
         self.processes = plan_processes(config.agents, config.processes)
         self.stats = SwarmStats()
         self.workers: list[asyncio.subprocess.Process] = []
@@ -140,6 +149,7 @@ class SwarmRunner:
                     c.telemetry_s, c.keepalive_s, per_worker_rate, max(4, MAX_PENDING // n),
                     c.interface_topics,
                     c.spread_sources, w, None if c.seed is None else c.seed + w,
+                    [(u.host, u.port) for u in self.urls],
                 )
             )  # fmt: skip
             first += count

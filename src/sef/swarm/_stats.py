@@ -38,9 +38,11 @@ COUNTERS = (
     "rejected",
     "repairs",
     "pings",
+    "failovers",
 )
 """The counters of a worker, summed by the runner (``connected``: right now, the rest
-since the start; ``births`` counts every birth published, rebirths included)."""
+since the start; ``births`` counts every birth published, rebirths included;
+``failovers``: moves to the next broker of a broker list)."""
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from sef.bus import start_index
 from sef.logthrottle import LogThrottle
 from sef.swarm._agent import SwarmAgent
 from sef.swarm._shared import SwarmShared
@@ -75,6 +76,12 @@ class WorkerConfig:
     spread_sources: bool = True
     worker: int = 0
     seed: int | None = None
+    nodes: list[tuple[str, int]] = field(default_factory=list)
+    """Every broker (host, port) of a broker list (failover); empty: ``host:port`` only."""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists back: (host, port) pairs again; no list: the one broker
+        self.nodes = [(str(h), int(p)) for h, p in self.nodes] or [(self.host, self.port)]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -121,6 +128,8 @@ class SwarmWorker:
             SwarmAgent(self.shared, f"{config.prefix}-{i:06d}", i)
             for i in range(config.first, config.first + config.count)
         ]
+        for agent in self.agents:  # a broker list: spread the agents over its nodes
+            agent.node = start_index(agent.agent_id, len(config.nodes))
         self.stats.counts["agents"] = len(self.agents)
         rng = random.Random(config.seed)
         slots = max(1, round(config.telemetry_s / TICK_S))
@@ -133,6 +142,7 @@ class SwarmWorker:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures = LogThrottle(log, "connection failures", burst=2)
+        self._failovers = LogThrottle(log, "failovers", burst=2)
 
     # -- connecting -------------------------------------------------------------------
     async def _connector(self) -> None:
@@ -161,24 +171,20 @@ class SwarmWorker:
         loop = asyncio.get_running_loop()
         agent.new_session()
         agent.connected_at = 0.0
-        source = (
-            source_address(self.config.host, agent.index) if self.config.spread_sources else None
-        )
+        host, port = self.config.nodes[agent.node]
+        source = source_address(host, agent.index) if self.config.spread_sources else None
         self.stats.bump("connects")
         self._pending += 1
         agent.pending = True
         try:
             await loop.create_connection(
-                lambda: agent,
-                self.config.host,
-                self.config.port,
-                local_addr=(source, 0) if source else None,
+                lambda: agent, host, port, local_addr=(source, 0) if source else None
             )
         except OSError as exc:
             self.stats.bump("connect_failures")
             self._failures.warn(
                 "broker", type(exc).__name__, "agent %s cannot connect to %s:%d: %s",
-                agent.agent_id, self.config.host, self.config.port, exc,
+                agent.agent_id, host, port, exc,
             )  # fmt: skip
             agent.handshake_over()
             self._lost(agent)
@@ -188,9 +194,17 @@ class SwarmWorker:
         self._wake.set()
 
     def _lost(self, agent: SwarmAgent) -> None:
-        """Reconnect ``agent`` after its backoff (§1)."""
+        """Reconnect ``agent`` after its backoff (§1), to the next broker of a list."""
         if self._stopping or agent.stopping:
             return
+        nodes = self.config.nodes
+        if len(nodes) > 1:
+            was, agent.node = nodes[agent.node], (agent.node + 1) % len(nodes)
+            self.stats.bump("failovers")
+            self._failovers.warn(
+                "failover", f"{was[0]}:{was[1]}", "agent %s fails over from %s:%d to %s:%d",
+                agent.agent_id, *was, *nodes[agent.node],
+            )  # fmt: skip
         if agent.connected_at and time.monotonic() - agent.connected_at >= STAYED_UP_S:
             agent.backoff = 0.0
         agent.backoff = (
