@@ -54,6 +54,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from _battery_birth import battery_about, battery_soc_pct, battery_telemetry_json  # noqa: E402
+
 from sef.ems._births import BirthTracker  # noqa: E402
 from sef.ems._recorder import agent_record  # noqa: E402
 from sef.ems._registry import Registry  # noqa: E402
@@ -68,7 +70,7 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 def _rows(start: int, stop: int) -> Batch:
     """The store rows of agents ``start`` .. ``stop - 1`` (agent row + 2 properties)."""
-    from sef.interface import Variant, builtin_xml, to_json
+    from sef.interface import builtin_xml
 
     refs = {
         name: hashlib.sha256(builtin_xml(name).encode()).hexdigest() for name in (DEMO, "sef.Agent")
@@ -77,43 +79,9 @@ def _rows(start: int, stop: int) -> Batch:
     for i in range(start, stop):
         agent = f"bat-{i:07d}"
         ts = T0 + i / 1000.0
-        about = {
-            "AppId": hashlib.md5(agent.encode()).hexdigest(),
-            "DefaultLanguage": "en",
-            "DeviceName": agent,
-            "DeviceId": agent,
-            "AppName": "SEF virtual battery",
-            "Manufacturer": "SEF",
-            "ModelNumber": "sef-virtual-battery",
-            "SupportedLanguages": ["en"],
-            "Description": "battery model inside the agent",
-            "SoftwareVersion": "0.1.0",
-            "HardwareVersion": "",
-            "SupportUrl": "https://github.com/sef-energy/sef",
-        }
-        soc = 20.0 + (i * 7 % 6000) / 100.0
-        telemetry = to_json(
-            "a{sv}",
-            {
-                "TimeStamp": Variant("u", int(ts)),
-                "Event": Variant("s", "idle"),
-                "Event_Rate_kW": Variant("n", 0),
-                "Setpoint_kW": Variant("d", 0.0),
-                "Requested_kW": Variant("d", 0.0),
-                "Clipped": Variant("b", False),
-                "Comm_Fault": Variant("b", False),
-                "Sys_Rated_Energy": Variant("d", 60.0),
-                "Sys_Rated_Power": Variant("d", 8.0),
-                "Sys_SOC": Variant("d", soc),
-                "Sys_Energy_kWh": Variant("d", round(soc * 0.6, 2)),
-                "Sys_DC_Volts": Variant("d", 418.56),
-                "Sys_DC_Current": Variant("d", 0.0),
-                "Sys_Power_kW": Variant("d", 0.0),
-                "State": Variant("s", "CONNECTED"),
-                "Alarms": Variant("u", 0),
-                "Control_Mismatch": Variant("b", False),
-            },
-        )
+        about = battery_about(agent)
+        soc = battery_soc_pct(i)
+        telemetry = battery_telemetry_json(ts, soc)
         batch.agents[agent] = AgentRow(
             agent, True, int(ts * 1000), about, refs, [GROUP], ts, ts + 30, ts, None, None, 0
         )

@@ -78,8 +78,10 @@ def _rss() -> int:
 def _births(start: int, stop: int, xml: bool) -> Iterator[Any]:
     """The birth messages of agents ``start`` .. ``stop - 1`` (status, About, AssetName,
     Telemetry; with ``xml`` the two interface XML documents too)."""
+    from _battery_birth import battery_about, battery_soc_pct, battery_telemetry_json
+
     from sef.bus import About, InterfaceRef, Message, PropertyUpdate, Status, Topics
-    from sef.interface import Variant, builtin_xml, to_json
+    from sef.interface import builtin_xml
 
     topics = Topics()
     demo, agent_iface = "edu.pdx.powerlab.demo", "sef.Agent"
@@ -89,43 +91,9 @@ def _births(start: int, stop: int, xml: bool) -> Iterator[Any]:
         agent = f"bat-{i:07d}"
         ts = T0 + i / 1000.0
         bdseq = int(ts * 1000)
-        fields = {
-            "AppId": hashlib.md5(agent.encode()).hexdigest(),
-            "DefaultLanguage": "en",
-            "DeviceName": agent,
-            "DeviceId": agent,
-            "AppName": "SEF virtual battery",
-            "Manufacturer": "SEF",
-            "ModelNumber": "sef-virtual-battery",
-            "SupportedLanguages": ["en"],
-            "Description": "battery model inside the agent",
-            "SoftwareVersion": "0.1.0",
-            "HardwareVersion": "",
-            "SupportUrl": "https://github.com/sef-energy/sef",
-        }
-        soc = 20.0 + (i * 7 % 6000) / 100.0
-        telemetry = to_json(
-            "a{sv}",
-            {
-                "TimeStamp": Variant("u", int(ts)),
-                "Event": Variant("s", "idle"),
-                "Event_Rate_kW": Variant("n", 0),
-                "Setpoint_kW": Variant("d", 0.0),
-                "Requested_kW": Variant("d", 0.0),
-                "Clipped": Variant("b", False),
-                "Comm_Fault": Variant("b", False),
-                "Sys_Rated_Energy": Variant("d", 60.0),
-                "Sys_Rated_Power": Variant("d", 8.0),
-                "Sys_SOC": Variant("d", soc),
-                "Sys_Energy_kWh": Variant("d", round(soc * 0.6, 2)),
-                "Sys_DC_Volts": Variant("d", 418.56),
-                "Sys_DC_Current": Variant("d", 0.0),
-                "Sys_Power_kW": Variant("d", 0.0),
-                "State": Variant("s", "CONNECTED"),
-                "Alarms": Variant("u", 0),
-                "Control_Mismatch": Variant("b", False),
-            },
-        )
+        fields = battery_about(agent)
+        soc = battery_soc_pct(i)
+        telemetry = battery_telemetry_json(ts, soc)
         yield Message(topics.status(agent), Status(True, bdseq, ts, 60, 0).to_payload(), 1, True)
         yield Message(
             topics.about(agent),
