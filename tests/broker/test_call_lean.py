@@ -14,45 +14,15 @@ from typing import Any
 
 import pytest
 
-from sef.agents import Agent, method
+from blob_support import CHARGER, CHARGER_XML, Charger
 from sef.bus import BusClient, Message, Topics
 from sef.cli._call import CallOutcome, call_once
 from sef.clock import default_clock
 from sef.ems import CallRefused, CallTarget
-from sef.interface import DEMO_INTERFACE, Variant
 from support import wait_for
 
 TOPICS = Topics()
 FLEET = 3000
-CHARGER = "com.example.charger"
-CHARGER_XML = f"""<node>
-  <interface name="{CHARGER}">
-    <method name="SetPhases">
-      <arg name="phases" type="y" direction="in"/>
-    </method>
-  </interface>
-</node>
-"""
-
-
-class Charger(Agent):
-    interfaces = (DEMO_INTERFACE,)
-
-    def __init__(self, agent_id: str, broker: str, **kwargs: Any) -> None:
-        super().__init__(agent_id, broker, interface_xml={CHARGER: CHARGER_XML}, **kwargs)
-        self.phases: list[int] = []
-
-    async def on_start(self) -> None:
-        self.set_property(DEMO_INTERFACE, "AssetName", self.agent_id)
-        self.set_property(DEMO_INTERFACE, "Telemetry", {"TimeStamp": Variant("u", 1)})
-
-    @method(DEMO_INTERFACE, "EnergyMethod")
-    def energy_method(self, cmds: list[tuple[str, int, int]]) -> None:
-        return None
-
-    @method(CHARGER, "SetPhases")
-    def set_phases(self, phases: int) -> None:
-        self.phases.append(phases)
 
 
 class Tap:
