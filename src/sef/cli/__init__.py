@@ -13,6 +13,7 @@ from sef import __version__
 from sef.cli import api_token_command, bus_commands, enroll_command, meter_commands, operator
 from sef.cli.broker_command import broker
 from sef.cli.certify_command import certify
+from sef.cli.cluster_command import app as cluster_app
 from sef.cli.demo import demo
 from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
@@ -77,6 +78,7 @@ app.command("gateway")(gateway)
 app.command("broker")(broker)
 app.command("certify")(certify)
 app.command("swarm")(swarm)
+app.add_typer(cluster_app, name="cluster")
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
 app.add_typer(update_app, name="update", help="Signed software updates (TUF).")

