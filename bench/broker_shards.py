@@ -40,6 +40,7 @@ from group_fanout import (
     percentile,
     publish_packet,
     run_worker,
+    wait_connected,
 )
 from rich.console import Console
 from rich.progress import Progress
@@ -82,21 +83,9 @@ def run(
         proc.start()
         pipes.append(mine)
         procs.append(proc)
-    task = progress.add_task(
-        f"{args.agents} agents connect to {len(edges)} edges", total=args.agents
+    wait_connected(
+        pipes, progress, f"{args.agents} agents connect to {len(edges)} edges", args.agents
     )
-    counts, ready = [0] * workers, 0
-    while ready < workers:
-        for index, pipe in enumerate(pipes):
-            while pipe.poll():
-                kind, *rest = pipe.recv()
-                if kind == "error":
-                    raise RuntimeError(f"worker {index}: {rest[0]}")
-                counts[index] = rest[0]
-                ready += kind == "ready"
-        progress.update(task, completed=sum(counts))
-        time.sleep(0.05)
-    progress.remove_task(task)
     connected_s = time.monotonic() - start
     time.sleep(2.0)  # the last births cross the bridges
     received, resub_s = asyncio.run(resubscribe(core.port, args.agents, progress))

@@ -51,6 +51,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
@@ -218,6 +219,25 @@ def run_worker(
 # -- the broker and the publisher ---------------------------------------------------------
 
 
+def wait_connected(pipes: list[Any], progress: Progress, label: str, total: int) -> None:
+    """Wait until every :func:`run_worker` process said ``ready``, showing the subscribers
+    connected so far; a worker's ``error`` raises."""
+    connecting = progress.add_task(label, total=total)
+    counts = [0] * len(pipes)
+    ready = 0
+    while ready < len(pipes):
+        for index, pipe in enumerate(pipes):
+            while pipe.poll():
+                kind, *rest = pipe.recv()
+                if kind == "error":
+                    raise RuntimeError(f"worker {index}: {rest[0]}")
+                counts[index] = rest[0]
+                ready += kind == "ready"
+        progress.update(connecting, completed=sum(counts))
+        time.sleep(0.05)
+    progress.remove_task(connecting)
+
+
 def broker_cpu_s(pid: int) -> float:
     """CPU time of process ``pid``'s threads so far, s (``/proc/PID/task/*/schedstat``:
     nanoseconds, unlike the 10 ms ticks of ``/proc/PID/stat``)."""
@@ -274,20 +294,7 @@ def measure(
             proc.start()
             pipes.append(mine)
             procs.append(proc)
-        connecting = progress.add_task(f"{label}: connect", total=k)
-        counts = [0] * workers
-        ready = 0
-        while ready < workers:
-            for index, pipe in enumerate(pipes):
-                while pipe.poll():
-                    kind, *rest = pipe.recv()
-                    if kind == "error":
-                        raise RuntimeError(f"worker {index}: {rest[0]}")
-                    counts[index] = rest[0]
-                    ready += kind == "ready"
-            progress.update(connecting, completed=sum(counts))
-            time.sleep(0.05)
-        progress.remove_task(connecting)
+        wait_connected(pipes, progress, f"{label}: connect", k)
         pub = socket.create_connection(("127.0.0.1", broker.port))
         pub.sendall(connect_packet("fan-publisher"))
         pub.recv(4)
