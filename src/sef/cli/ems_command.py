@@ -357,8 +357,12 @@ def ems(
             if scenario is not None:
                 duties.add("control", lambda: run_control(service, scenario, controller, report))
             await duties.start()  # now if leader (always without an election), else later
-            if elected and not duties.running:
-                _print_duties(False)
+            if elected:
+                print(
+                    f"leader election: worker {service.leadership.worker_id}, advisory lock "
+                    f"{lock_key} on the store",
+                    flush=True,
+                )
             if listen is not None:
                 from sef.ems.api import ApiAuth, ApiLimits, default_hosts, serve_api
 

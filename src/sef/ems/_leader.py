@@ -37,9 +37,9 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,6 +60,8 @@ log = logging.getLogger("sef.ems.leader")
 
 DEFAULT_LEADER_KEY = "sef-ems"
 """Name the default advisory-lock key is derived from (:func:`leader_key`)."""
+
+T = TypeVar("T")
 
 Listener = Callable[[bool], None]
 """Called with ``True`` when this worker became leader, ``False`` when it lost it."""
@@ -136,7 +138,7 @@ class Leadership(Protocol):
         ...
 
     async def start(self) -> None:
-        """Take part in the election (a lone worker is leader when this returns)."""
+        """Take part in the election (in the background)."""
         ...
 
     async def stop(self) -> None:
@@ -178,6 +180,10 @@ class LeaderLock:
         query_timeout_s: longest wait for one answer on the lock connection (connect
             included) before giving up on it, s.
         rejoin_s: wait of a worker that lost the lock before it tries again, s.
+        settle_s: wait between getting the lock and acting as leader, s (default
+            ``check_s + query_timeout_s``): by then a holder whose session was ended under
+            it (``pg_terminate_backend``, a server restart) has noticed and fenced itself,
+            so two workers never act at once.
         keepalive: TCP keepalive settings of the lock connection.
         on_change: a first listener (:meth:`add_listener`).
     """
@@ -194,6 +200,7 @@ class LeaderLock:
         check_s: float = 1.0,
         query_timeout_s: float = 3.0,
         rejoin_s: float = 3.0,
+        settle_s: float | None = None,
         keepalive: Keepalive | None = None,
         on_change: Listener | None = None,
     ) -> None:
@@ -204,6 +211,7 @@ class LeaderLock:
         self.check_s = check_s
         self.query_timeout_s = query_timeout_s
         self.rejoin_s = rejoin_s
+        self.settle_s = check_s + query_timeout_s if settle_s is None else settle_s
         self.keepalive = keepalive or Keepalive()
         self._listeners: list[Listener] = [] if on_change is None else [on_change]
         self.is_leader = False
@@ -215,10 +223,14 @@ class LeaderLock:
         """Why it last stopped being leader (or could not take part)."""
         self.changed_at = time.monotonic()
         """When leadership last changed (``time.monotonic``, s)."""
+        self.acquired_at: float | None = None
+        """When this worker last got the lock (``time.monotonic``, s; it leads from
+        ``settle_s`` later)."""
         self.backend_pid: int | None = None
         """The lock connection's server process id (``pg_terminate_backend``), if any."""
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Future[Any]] = set()  # queries cancelled on a timeout
         self._leading = asyncio.Event()
         self._following = asyncio.Event()
         self._following.set()
@@ -234,15 +246,10 @@ class LeaderLock:
         await asyncio.wait_for(event.wait(), timeout_s)
 
     async def start(self) -> None:
-        """Connect and try the lock once (a lone worker is leader when this returns; a
-        database that does not answer is logged and tried again), then keep at it."""
-        if self._task is not None:
-            return
-        try:
-            await self._attempt()
-        except Exception as exc:  # the loop tries again
-            await self._drop(f"cannot take part in the election: {exc}")
-        self._task = asyncio.create_task(self._run(), name=f"leader election {self.worker_id}")
+        """Take part in the election: try the lock now and every ``poll_s`` (a database
+        that does not answer is logged and tried again), in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"leader election {self.worker_id}")
 
     async def stop(self) -> None:
         """Leave the election: release the lock if held, close the connection."""
@@ -260,6 +267,7 @@ class LeaderLock:
 
     # -- the loop -----------------------------------------------------------------
     async def _run(self) -> None:
+        first = True
         while True:
             was_leader = self.is_leader
             try:
@@ -268,7 +276,9 @@ class LeaderLock:
                     if not await self._holds():
                         await self._drop("the lock is gone")
                 else:
-                    await asyncio.sleep(self.poll_s)
+                    if not first:
+                        await asyncio.sleep(self.poll_s)
+                    first = False
                     await self._attempt()
             except asyncio.CancelledError:
                 raise
@@ -280,8 +290,12 @@ class LeaderLock:
     async def _attempt(self) -> None:
         """A standby's try: connect if needed, ``pg_try_advisory_lock``."""
         if self._conn is None:
-            self._conn = await asyncio.wait_for(self._connect(), self.query_timeout_s)
+            self._conn = await self._bounded(self._connect())
         if await self._query(self._conn, "SELECT pg_try_advisory_lock(%s)", self.key):
+            self.acquired_at = time.monotonic()
+            await asyncio.sleep(self.settle_s)  # a fenced holder's last moments (settle_s)
+            if not await self._holds():
+                raise ConnectionError("the lock was lost while settling")
             self._set(True, None)
 
     async def _holds(self) -> bool:
@@ -322,7 +336,25 @@ class LeaderLock:
             row = await cursor.fetchone()
             return None if row is None else row[0]
 
-        return await asyncio.wait_for(run(), self.query_timeout_s)
+        return await self._bounded(run())
+
+    async def _bounded(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work``'s result, or ``TimeoutError`` after ``query_timeout_s`` *without*
+        waiting for its cancellation (psycopg waits seconds for a server that does not
+        answer to cancel a query: the fence must not wait for that)."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.query_timeout_s)
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget)
+            raise TimeoutError(f"no answer from the database within {self.query_timeout_s:g} s")
+        return task.result()
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its connection is being dropped anyway
 
     async def _drop(self, reason: str) -> None:
         """Fence: stop being leader now (listeners told), then close the connection."""
@@ -340,7 +372,7 @@ class LeaderLock:
         self.backend_pid = None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2.0)
+                await self._bounded(conn.close())
 
     def _set(self, leader: bool, reason: str | None) -> None:
         if leader == self.is_leader:
