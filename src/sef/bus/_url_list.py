@@ -59,6 +59,11 @@ def parse_url_list(urls: str | Sequence[str]) -> list[BrokerURL]:
     for item in items:
         if not item:
             raise BusError(f"empty entry in the broker URL list {urls!r}")
+        scheme = item.split("://", 1)[0].lower() if "://" in item else "mqtt"
+        if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise BusError(
+                f"broker URL list entry {item!r}: a list holds mqtt:// or mqtts:// URLs only"
+            )
         try:
             url = BrokerURL.parse(item)
         except BusError as exc:
