@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -191,6 +192,15 @@ async def _consumer_info(nats_urls: list[str]) -> tuple[int, int]:
         await nc.close()
 
 
+def _health(api_url: str) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=10) as reply:
+            body: dict[str, object] = json.loads(reply.read())
+    except urllib.error.HTTPError as exc:  # 503 while degraded: the same body
+        body = json.loads(exc.read())
+    return body
+
+
 def _api_agents(api_url: str) -> set[str]:
     with urllib.request.urlopen(f"{api_url}/agents?limit=1000", timeout=10) as reply:
         return {agent["id"] for agent in json.loads(reply.read())}
@@ -220,6 +230,8 @@ async def test_a_sigkilled_worker_leaves_its_share_to_the_other(
         api = local.procs[0].api_url
         assert api is not None
         assert await _until(lambda: _api_agents(api) == ids, 20)
+        # the survivor holds the leadership (PostgreSQL advisory lock) once worker 1 died
+        assert await _until(lambda: _health(api)["leader"] is True, 20)
         print(f"unacknowledged at the kill: {pending}")
     finally:
         for agent in agents:

@@ -145,6 +145,7 @@ def worker(
     if not host or not port_text.isdigit():
         raise _refuse(f"--api {api!r}: expected HOST:PORT")
     from sef.cluster import WorkerEMS
+    from sef.ems._leader import leadership_for
     from sef.ems.api import ApiAuth, serve_api
     from sef.ems.store import Store, StoreError
 
@@ -158,14 +159,18 @@ def worker(
             broker, nats.split(","), worker_id, store=database, ack_wait_s=ack_wait, batch=batch
         )
         await service.start(timeout_s=None)
+        # PostgreSQL: one worker is the leader (advisory lock) and re-sends intents
+        service.leadership = leadership_for(database, worker_id)
         server = None
         try:
+            await service.leadership.start()
             server = await serve_api(service, host, int(port_text), auth=ApiAuth.open())
             print(f"worker {worker_id}: API on {server.url}", flush=True)
             await until_stopped()
         finally:
             if server is not None:
                 await server.stop()
+            await service.leadership.stop()
             await service.stop()
             database.close()
 
