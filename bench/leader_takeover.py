@@ -40,7 +40,7 @@ from sef.ems._leader import LeaderLock
 
 async def main() -> None:
     lock = LeaderLock(sys.argv[1], "bench", worker_id="holder")
-    lock.add_listener(lambda leader: print(f"{'LEADER' if leader else 'FENCED'} {lock.backend_pid}", flush=True))
+    lock.add_listener(lambda leader: print("LEADER" if leader else "FENCED", flush=True))
     await lock.start()
     await asyncio.Event().wait()
 
