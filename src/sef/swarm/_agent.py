@@ -145,7 +145,8 @@ class SwarmAgent(MqttConnection):
         self.connected_at = time.monotonic()
         self.shared.stats.bump("connected")
         self.born = True
-        self.shared.publish_blobs(self)
+        self.shared.node_up[self.node] += 1
+        self.shared.publish_blobs(self, self.node)
         self.publish_birth()
 
     def on_lost(self, exc: Exception | None) -> None:
@@ -153,8 +154,9 @@ class SwarmAgent(MqttConnection):
         if self.born:
             self.born = False
             self.shared.stats.bump("connected", -1)
-            if self.shared.stats.counts["connected"] == 0:
-                self.shared.blobs_at = None  # all gone: the broker may lose the blobs
+            self.shared.node_up[self.node] -= 1
+            if self.shared.node_up[self.node] <= 0:  # all gone: the broker may lose the blobs
+                self.shared.blobs_at.pop(self.node, None)
             self.shared.stats.bump("lost")
         if not self.stopping:
             self.shared.on_lost(self)
@@ -289,7 +291,7 @@ class SwarmAgent(MqttConnection):
             result = [now]
         elif entry.method == f"{AGENT_INTERFACE}.Rebirth":
             self.shared.stats.bump("rebirths")
-            self.shared.publish_blobs(self, rebirth=True)
+            self.shared.publish_blobs(self, self.node, rebirth=True)
             self.publish_birth()
         if call.reply_to is not None:
             self._reply(Reply(call.id, self.agent_id, True, result, ts=now, applied=applied),

@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -112,23 +112,28 @@ class SwarmShared:
         """Called when an agent's connection closed (the worker reconnects it)."""
         self.on_handshake: Callable[[SwarmAgent], None] = lambda agent: None
         """Called when an agent's connection attempt ended (CONNACK, loss or failure)."""
-        self.blobs_at: float | None = None
-        """When this process last published the interface XML blobs (monotonic s)."""
+        self.blobs_at: dict[int, float] = {}
+        """When this process last published the interface XML blobs on each broker of its
+        list (index -> monotonic s)."""
+        self.node_up: Counter[int] = Counter()
+        """Agents of this process born on each broker of its list (index -> count)."""
         self._cache: OrderedDict[tuple[str, str, bytes], CallEntry] = OrderedDict()
         self.rejections = LogThrottle(log, "refused calls")
 
-    def publish_blobs(self, agent: MqttConnection, *, rebirth: bool = False) -> None:
-        """Publish every interface XML once per hash (retained), through ``agent``: at the
-        first birth of the process, at a birth after every agent was disconnected (the
-        broker may have restarted), and at a Rebirth at most every :data:`BLOB_EVERY_S`."""
+    def publish_blobs(self, agent: MqttConnection, node: int = 0, *, rebirth: bool = False) -> None:
+        """Publish every interface XML once per hash (retained), through ``agent`` on broker
+        ``node`` of the list: at the process's first birth on that broker, at a birth after
+        every agent there was disconnected (the broker may have restarted), and at a
+        Rebirth at most every :data:`BLOB_EVERY_S`."""
         if self.interface_topics == "v1":
             return
         now = time.monotonic()
-        if self.blobs_at is not None and not (rebirth and now - self.blobs_at >= BLOB_EVERY_S):
+        last = self.blobs_at.get(node)
+        if last is not None and not (rebirth and now - last >= BLOB_EVERY_S):
             return
         for name, xml in self.xml.items():
             agent.publish(self.topics.interface_blob(self.sha[name]).encode(), xml, 1, True)
-        self.blobs_at = now
+        self.blobs_at[node] = now
 
     def entry(self, interface: str, member: str, payload: bytes) -> CallEntry:
         """The checked call of ``payload`` on ``interface.member`` (cached per process)."""
