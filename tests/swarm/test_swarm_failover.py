@@ -6,6 +6,7 @@ sees the agents connected to its own broker."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,10 @@ def brokers(tmp_path: Path) -> Iterator[list[Mosquitto]]:
 def online(ems: EMS, agent_id: str) -> bool:
     rec = ems.registry.get(agent_id)
     return rec is not None and rec.online is True and list(rec.groups) == ["g1"]
+
+
+def all_online(ems: EMS, agent_ids: list[str]) -> bool:
+    return all(online(ems, a) for a in agent_ids)
 
 
 def test_a_bad_broker_list_is_refused() -> None:
@@ -67,7 +72,7 @@ async def test_swarm_agents_spread_over_the_list_and_fail_over(
             assert await swarm.wait_connected(timeout_s=30), swarm.stats.totals()
             for n, ems in enumerate(emses):
                 mine = [a for a in ids if home[a] == n]
-                await wait_for(lambda e=ems, m=mine: all(online(e, a) for a in m), 20.0, 0.05)
+                await wait_for(partial(all_online, ems, mine), 20.0, 0.05)
                 assert len(ems.registry.agents) == len(mine), "each on its own broker only"
             moved = [a for a in ids if home[a] == 0]
             assert brokers[0].process is not None
