@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import psycopg
@@ -24,7 +25,7 @@ import pytest
 from sef.broker import Mosquitto
 from sef.bus import BusClient, Message, Topics
 from sef.ems import EMS
-from sef.ems._leader import LeaderLock, leadership_for
+from sef.ems._leader import AlwaysLeader, LeaderLock, leadership_for
 from sef.ems._leader_duties import LeaderDuties
 from sef.ems.api import ApiAuth, ApiServer, serve_api
 from sef.ems.store import Store
@@ -234,3 +235,21 @@ async def test_sef_ems_workers_hand_over_on_sigkill(mosquitto: Mosquitto, db: st
                 outputs[name] = proc.communicate()[0]
     assert "leader: this EMS worker runs the control side" in outputs[survivor], outputs[survivor]
     assert "leader election: worker" in outputs[survivor]
+
+
+async def test_only_the_leader_resends_intents(mosquitto: Mosquitto) -> None:
+    """An agent comes back online: a standby leaves re-sending its intents to the leader
+    and keeps it due (it re-sends once it leads, at the agent's next message)."""
+    ems = EMS(mosquitto.url, "ems-standby")
+    asked: list[str] = []
+    ems.registry.get = lambda agent_id: SimpleNamespace(online=True)  # type: ignore[method-assign,assignment,return-value]
+    ems.reconciler.due = lambda agent_id: asked.append(agent_id) or []  # type: ignore[method-assign,func-returns-value]
+    ems._reconcile_after_restart = {AGENT}
+    standby = AlwaysLeader("ems-standby")
+    standby.is_leader = False
+    ems.leadership = standby
+    ems._reconcile(AGENT)
+    assert asked == [] and ems._reconcile_after_restart == {AGENT}
+    standby.is_leader = True
+    ems._reconcile(AGENT)
+    assert asked == [AGENT] and not ems._reconcile_after_restart
