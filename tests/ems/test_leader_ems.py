@@ -1,7 +1,8 @@
 """Two EMS workers on one PostgreSQL store and one Mosquitto (issue 16 items 5 and 6):
 only the leader's control side runs (:class:`LeaderDuties`), it moves to the other worker
 when the leader's lock session ends, ``/health`` and ``/metrics`` say who leads; and
-``sef ems`` processes: SIGKILL of the leading one hands the control side over."""
+``sef ems --control small`` processes: SIGKILL of the leading one hands the control app
+over."""
 
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ def sef_ems(broker: str, db: str, name: str, port: int) -> subprocess.Popen[str]
         [
             *(sys.executable, "-m", "sef", "ems", "--insecure"),
             *("--broker", broker, "--db", db, "--id", name, "--worker-id", name),
-            *("--api", f"127.0.0.1:{port}", "--leader-key", "cli"),
+            *("--api", f"127.0.0.1:{port}", "--leader-key", "cli", "--control", "small"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -233,7 +234,13 @@ async def test_sef_ems_workers_hand_over_on_sigkill(mosquitto: Mosquitto, db: st
             except subprocess.TimeoutExpired:
                 proc.kill()
                 outputs[name] = proc.communicate()[0]
-    assert "leader: this EMS worker runs the control side" in outputs[survivor], outputs[survivor]
+    # the control app ran on the leader, then on the survivor once it led, never before
+    for name in (leaders[0], survivor):
+        lines = outputs[name].splitlines()
+        assert "leader: this EMS worker runs the control side" in lines, outputs[name]
+        control = [k for k, line in enumerate(lines) if line.startswith("control: mpc on")]
+        assert len(control) == 1, outputs[name]
+        assert control[0] > lines.index("leader: this EMS worker runs the control side")
     assert "leader election: worker" in outputs[survivor]
 
 
