@@ -206,12 +206,15 @@ def _api_agents(api_url: str) -> set[str]:
         return {agent["id"] for agent in json.loads(reply.read())}
 
 
+@pytest.mark.parametrize("kill_node", [False, True], ids=["worker", "worker+node"])
 async def test_a_sigkilled_worker_leaves_its_share_to_the_other(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, pg_url: str, kill_node: bool
 ) -> None:
     """Two worker processes (``sef cluster worker``); worker 1 is SIGKILLed while agents
-    publish: worker 0 gets its unacknowledged messages after ``ack_wait_s``, and every
-    acknowledged message is stored exactly once."""
+    publish (and broker node 1 with it, ``worker+node``: its agents and worker move to the
+    other nodes of their URL list): worker 0 gets the unacknowledged messages after
+    ``ack_wait_s``, every acknowledged message is stored exactly once, and worker 0 lists
+    every agent and becomes the leader."""
     _need_nats()
     local = LocalCluster(workers=2, workdir=tmp_path, store_url=pg_url, ack_wait_s=3)
     await asyncio.to_thread(local.start)
@@ -223,9 +226,11 @@ async def test_a_sigkilled_worker_leaves_its_share_to_the_other(
         sending = asyncio.gather(*(agent.telemetry(150, pause_s=0.01) for agent in agents))
         await _until(lambda: sum(len(a.acked) for a in agents) >= 300, 60)
         local.kill_worker(1)
+        if kill_node:
+            local.broker.kill(1)
         pending, _ = await _consumer_info(local.broker.nats_urls)
         await sending
-        await _wait_stored(pg_url, agents, 90)
+        await _wait_stored(pg_url, agents, 120)
         ids = {a.agent_id for a in agents}
         api = local.procs[0].api_url
         assert api is not None
