@@ -55,6 +55,9 @@ def up(
         float,
         typer.Option("--ack-wait", min=1.0, help="Seconds before a dead worker's share moves."),
     ] = 30.0,
+    max_agents: Annotated[
+        int, typer.Option("--max-agents", min=1, help="Most agents in each worker's registry.")
+    ] = 10_000,
     worker_log_level: Annotated[
         str, typer.Option("--worker-log-level", help="The workers' log level.")
     ] = "WARNING",
@@ -80,6 +83,7 @@ def up(
         api_port=api_port,
         ack_wait_s=ack_wait,
         log_level=worker_log_level,
+        max_agents=max_agents,
     )
     stopping = False
 
@@ -134,6 +138,12 @@ def worker(
         float, typer.Option("--ack-wait", min=1.0, help="Seconds before a dead share moves.")
     ] = 30.0,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Messages per fetch.")] = 256,
+    max_agents: Annotated[
+        int, typer.Option("--max-agents", min=1, help="Most agents in the registry.")
+    ] = 10_000,
+    new_agents_per_s: Annotated[
+        float, typer.Option("--new-agents-per-s", min=0.1, help="New agents admitted per s.")
+    ] = 100.0,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Required: plaintext, open API (lab use).")
     ] = False,
@@ -145,6 +155,7 @@ def worker(
     if not host or not port_text.isdigit():
         raise _refuse(f"--api {api!r}: expected HOST:PORT")
     from sef.cluster import WorkerEMS
+    from sef.ems import Admission
     from sef.ems._leader import leadership_for
     from sef.ems.api import ApiAuth, serve_api
     from sef.ems.store import Store, StoreError
@@ -156,7 +167,13 @@ def worker(
 
     async def main() -> None:
         service = WorkerEMS(
-            broker, nats.split(","), worker_id, store=database, ack_wait_s=ack_wait, batch=batch
+            broker,
+            nats.split(","),
+            worker_id,
+            store=database,
+            ack_wait_s=ack_wait,
+            batch=batch,
+            admission=Admission(max_agents=max_agents, new_per_s=new_agents_per_s),
         )
         await service.start(timeout_s=None)
         # PostgreSQL: one worker is the leader (advisory lock) and re-sends intents

@@ -81,6 +81,7 @@ class LocalCluster:
         ack_wait_s: how long a dead worker's unacknowledged messages wait before another
             worker gets them, s.
         log_level: the workers' log level.
+        max_agents: most agents in each worker's registry.
     """
 
     nodes: int = 3
@@ -91,6 +92,8 @@ class LocalCluster:
     api_port: int = 0
     ack_wait_s: float = 30.0
     log_level: str = "WARNING"
+    max_agents: int = 10_000
+    """Most agents in each worker's registry (admitted at up to 1 000 new agents per s)."""
     broker: BrokerCluster | None = None
     postgres: PostgresServer | None = None
     procs: list[WorkerProcess] = field(default_factory=list)
@@ -156,6 +159,10 @@ class LocalCluster:
             f"{self.api_host}:{port}",
             "--ack-wait",
             f"{self.ack_wait_s:g}",
+            "--max-agents",
+            str(self.max_agents),
+            "--new-agents-per-s",
+            "1000",
             "--insecure",
         ]
         env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
