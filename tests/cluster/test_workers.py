@@ -9,6 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,8 +23,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from sef.bus import About, BusClient, BusError, PropertyUpdate, Status, Topics
+from sef.cli import app
 from sef.cluster import (
     BrokerCluster,
     ClusterNotFound,
@@ -242,3 +249,58 @@ async def test_a_sigkilled_worker_leaves_its_share_to_the_other(
         for agent in agents:
             await agent.bus.stop()
         await asyncio.to_thread(local.stop)
+
+
+@pytest.mark.parametrize(
+    "command", [["up"], ["worker", "--id", "w", "--nats", "n", "--broker", "b", "--store", "s"]]
+)
+def test_cluster_commands_refuse_without_insecure(command: list[str]) -> None:
+    """The local cluster is plaintext without accounts: the commands say so and stop."""
+    result = CliRunner().invoke(app, ["cluster", *command])
+    assert result.exit_code == 2
+    assert "needs --insecure" in result.output
+
+
+def test_cluster_up_starts_prints_and_stops_everything(tmp_path: Path, pg_url: str) -> None:
+    """``sef cluster up`` as a process: it prints the agents' broker list and the
+    workers' API URLs, the workers serve, and SIGINT stops workers and nodes."""
+    _need_nats()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sef", "cluster", "up", "--nodes", "3", "--workers", "2",
+         "--dir", str(tmp_path), "--store", pg_url, "--insecure"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        text = "".join(lines)
+        assert "INSECURE" in text
+        brokers = re.search(r"--broker\): (\S+)", text)
+        assert brokers is not None and len(brokers.group(1).split(",")) == 3
+        apis = re.findall(r"worker ems-w\d: API on (\S+)", text)
+        assert len(apis) == 2, text
+        healths = [_health(api) for api in apis]
+        assert {h["worker"] for h in healths} == {"ems-w0", "ems-w1"}
+        assert sum(1 for h in healths if h["leader"] is True) <= 1
+        nodes = [int(p.name) for p in Path("/proc").iterdir() if _is_node_of(p, tmp_path)]
+        assert len(nodes) == 3
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0, "".join(lines)
+    assert not [p for p in Path("/proc").iterdir() if _is_node_of(p, tmp_path)]
+
+
+def _is_node_of(proc: Path, workdir: Path) -> bool:
+    """Whether ``/proc/PID`` is a nats-server with its config under ``workdir``."""
+    try:
+        cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return "nats-server" in cmdline and str(workdir) in cmdline
