@@ -125,6 +125,10 @@ class StoreError(RuntimeError):
     """The database cannot be opened or used."""
 
 
+_MIGRATE_KEY = 0x5EF_0001
+"""PostgreSQL advisory lock held (per transaction) while migrating the schema."""
+
+
 def normalize_url(url: str) -> str:
     """SQLAlchemy URL for ``sqlite:///path`` or ``postgresql://...`` (psycopg 3 driver)."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -261,6 +265,8 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(resources.files(__package__) / "migrations"))
         with self.engine.begin() as connection:
+            if self.dialect == "postgresql":  # EMS workers starting at once: one at a time
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
