@@ -113,6 +113,10 @@ class IngestMessage:
         """Stored: JetStream removes it (no other worker will get it)."""
         await self._raw.ack()
 
+    async def in_progress(self) -> None:
+        """Still being stored: JetStream restarts its ``ack_wait`` (no redelivery yet)."""
+        await self._raw.in_progress()
+
     async def nak(self, delay_s: float | None = None) -> None:
         """Not stored: deliver it again (to any worker), after ``delay_s`` if given."""
         await self._raw.nak(delay=delay_s)

@@ -16,8 +16,11 @@
    agents' property updates; each message goes to one worker, which hands it to the EMS
    and **acknowledges it only once the store committed it** (the future the EMS's
    recorder gives, as the MQTT path's manual PUBACK does). A worker that dies leaves its
-   unacknowledged messages to the others after ``ack_wait_s``; a batch the recorder could
-   not commit is NAKed (delivered again at once, to any worker). The store's sample
+   unacknowledged messages to the others after ``ack_wait_s``; a batch whose commit takes
+   longer (the store is down and the recorder retries) is reported in progress every
+   third of ``ack_wait_s``, so no other worker gets it while this one lives; a batch the
+   recorder could not commit (it stopped) is NAKed (delivered again at once, to any
+   worker). The store's sample
    identity (agent, property, sender time) makes a second delivery a no-op: exactly once
    in storage.
 
@@ -73,6 +76,8 @@ class SourceStats:
     """Of those, deliveries after the first (another worker died, or a NAK)."""
     acked: int = 0
     naked: int = 0
+    in_progress: int = 0
+    """Times a batch waiting for its commit was reported in progress (store slow or down)."""
     errors: int = 0
     """Fetch or acknowledgement errors (a node lost, a timeout); each is retried."""
 
@@ -238,12 +243,7 @@ class ClusterSource:
             outcome: dict[int, bool] = {}
             for future in pending:
                 if future is not None and id(future) not in outcome:
-                    try:
-                        await asyncio.shield(future)
-                        outcome[id(future)] = True
-                    except Exception as exc:
-                        log.warning("%s: its messages are delivered again", exc)
-                        outcome[id(future)] = False
+                    outcome[id(future)] = await self._stored(future, batch)
             for message, future in zip(batch, pending, strict=True):
                 stored = future is None or outcome[id(future)]
                 try:
@@ -258,6 +258,23 @@ class ClusterSource:
                     log.warning("acknowledgement not sent (%s): delivered again later", exc)
         finally:
             self._window.release()
+
+    async def _stored(self, future: asyncio.Future[None], batch: list[IngestMessage]) -> bool:
+        """Wait for a commit; while it takes long (the store is down: the recorder retries)
+        tell JetStream every third of ``ack_wait_s`` that ``batch`` is still in progress,
+        so that it is not given to another worker while this one lives. Whether stored."""
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(future), self.ack_wait_s / 3)
+                return True
+            except TimeoutError:
+                self.stats.in_progress += 1
+                for message in batch:
+                    with contextlib.suppress(Exception):  # lost: redelivered, no harm
+                        await message.in_progress()
+            except Exception as exc:
+                log.warning("%s: its messages are delivered again", exc)
+                return False
 
     async def stop_fetching(self) -> None:
         """Take no more messages (those fetched keep their acknowledgement path)."""
