@@ -56,6 +56,10 @@ async def test_health_and_openapi_docs(stack: Stack) -> None:
         "online": 3,
         "agents_incomplete": 0,
         "agents_birth_pending": 0,
+        # one EMS: no election, it leads (several workers on PostgreSQL: tests/ems/test_leader*)
+        "leader": True,
+        "worker": stack.ems.host_id,
+        "election": "none",
     }
     docs = await stack.http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -47,10 +47,13 @@ def start_ems(broker_url: str, db_url: str) -> subprocess.Popen[str]:
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "INSECURE" in line:  # --insecure's warning comes first (stderr is merged)
+    # --insecure's warning (stderr is merged) and, on PostgreSQL, the worker's role lines
+    # (leader election) come before the banner
+    lines = []
+    while not lines or "running" not in lines[-1]:
         line = proc.stdout.readline()
-    assert "running" in line, line
+        assert line and len(lines) < 10, "".join(lines)
+        lines.append(line)
     return proc
 
 
