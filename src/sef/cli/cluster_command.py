@@ -41,7 +41,9 @@ def up(
     workers: Annotated[int, typer.Option("--workers", min=1, help="EMS worker processes.")] = 2,
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Directory for the nodes' stores, logs, PostgreSQL data."),
+        typer.Option(
+            "--dir", help="Directory for the nodes' stores and logs (default: temporary)."
+        ),
     ] = None,
     store: Annotated[
         str | None,

@@ -73,8 +73,9 @@ class LocalCluster:
     Args:
         nodes: NATS nodes (3: one may die).
         workers: EMS worker processes.
-        workdir: directory for the nodes' stores and logs, the PostgreSQL data and the
-            workers' logs (default: temporary).
+        workdir: directory for the nodes' stores and logs (default: temporary; the
+            PostgreSQL started here has its own temporary directory, the workers' output
+            is kept in memory, :attr:`WorkerProcess.output`).
         store_url: the workers' database (default: a PostgreSQL started here).
         api_host: address of the workers' APIs.
         api_port: first worker's API port (the next ones follow); 0: free ports.
