@@ -49,7 +49,7 @@ def start_ems(broker_url: str, db_url: str) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     # --insecure's warning (stderr is merged) and, on PostgreSQL, the worker's role lines
     # (leader election) come before the banner
-    lines = []
+    lines: list[str] = []
     while not lines or "running" not in lines[-1]:
         line = proc.stdout.readline()
         assert line and len(lines) < 10, "".join(lines)
