@@ -141,6 +141,18 @@ def swarm(
     duration_s: float | None = typer.Option(
         None, "--duration-s", help="Stop after this long, s (default: until Ctrl-C)."
     ),
+    sub_qos: int = typer.Option(
+        1,
+        "--sub-qos",
+        help="QoS of the agents' subscriptions: 0 on a NATS cluster (a QoS 1 subscription "
+        "is a JetStream consumer per agent there, refused with SUBACK 0x80 at scale).",
+    ),
+    puback_log: Path | None = typer.Option(
+        None,
+        "--puback-log",
+        help="Append one line 'AGENT TS SEQ' per Telemetry update the broker acknowledged "
+        "(TS: the update's sender time, Unix s), for exactly-once checks against the store.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live summary."),
     insecure: bool = typer.Option(
         False, "--insecure", help="Required: swarm agents speak protocol version 1 over plain MQTT."
@@ -154,7 +166,7 @@ def swarm(
         raise typer.Exit(EXIT_USAGE)
     config = SwarmConfig(
         agents, broker, list(group), prefix, root, telemetry_s, keepalive_s, processes,
-        connect_rate, interface_topics, stats,
+        connect_rate, interface_topics, stats, sub_qos=sub_qos, puback_log=puback_log,
     )  # fmt: skip
     try:
         runner = SwarmRunner(config)

@@ -56,6 +56,7 @@ class SwarmAgent(MqttConnection):
         "_call_prefix",
         "_status",
         "_sub_pid",
+        "_unacked",
         "agent_id",
         "backoff",
         "bdseq",
@@ -93,6 +94,9 @@ class SwarmAgent(MqttConnection):
         self.soc = 20.0 + (index * 37) % 60
         self.seen: OrderedDict[tuple[str | None, str], None] | None = None
         self._sub_pid = 0
+        self._unacked: dict[int, tuple[float, int]] | None = None
+        """With a PUBACK log: Telemetry updates sent and not yet acknowledged on this
+        connection (packet id -> (ts, seq))."""
         prefix = shared.topics.agent_prefix(agent_id)
         self._call_prefix = f"{prefix}/call/"
         self._status = f"{prefix}/status"
@@ -135,7 +139,7 @@ class SwarmAgent(MqttConnection):
             *(f"{p}+/+" for p in self.shared.group_prefixes),
         ]
         self._sub_pid = self.next_packet_id()
-        self.send(subscribe_packet(self._sub_pid, filters))
+        self.send(subscribe_packet(self._sub_pid, filters, self.shared.sub_qos))
 
     def on_suback(self, packet_id: int, codes: bytes) -> None:
         if packet_id != self._sub_pid or self.born:
@@ -151,6 +155,7 @@ class SwarmAgent(MqttConnection):
 
     def on_lost(self, exc: Exception | None) -> None:
         self.handshake_over()
+        self._unacked = None  # never acknowledged: not re-sent (no retransmission)
         if self.born:
             self.born = False
             self.shared.stats.bump("connected", -1)
@@ -186,9 +191,21 @@ class SwarmAgent(MqttConnection):
         shared.stats.bump("births")
 
     def _prop(self, name: str, value: Any, now: float) -> None:
-        update = PropertyUpdate(value, now, self.next_seq())
+        seq = self.next_seq()
+        update = PropertyUpdate(value, now, seq)
         topic = self.shared.topics.prop(self.agent_id, DEMO_INTERFACE, name)
-        self.publish(topic.encode(), update.to_payload(), 1, True)
+        sent = self.publish(topic.encode(), update.to_payload(), 1, True)
+        if sent and name == "Telemetry" and self.shared.acked is not None:
+            if self._unacked is None:
+                self._unacked = {}
+            self._unacked[self._pid] = (now, seq)
+
+    def on_puback(self, packet_id: int) -> None:
+        """A Telemetry update acknowledged: into the PUBACK log (when there is one)."""
+        if self._unacked is not None and self.shared.acked is not None:
+            found = self._unacked.pop(packet_id, None)
+            if found is not None:
+                self.shared.acked.append(f"{self.agent_id} {found[0]!r} {found[1]}\n")
 
     def telemetry(self, now: float) -> dict[str, Any]:
         """The Telemetry value (keys of a virtual battery; SOC moves with the command)."""

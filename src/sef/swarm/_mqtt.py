@@ -140,6 +140,9 @@ class MqttConnection(asyncio.Protocol):
     def on_publish(self, topic: str, payload: bytes, retain: bool) -> None:
         """An incoming PUBLISH (already acknowledged if QoS 1)."""
 
+    def on_puback(self, packet_id: int) -> None:
+        """PUBACK of our QoS 1 publish ``packet_id``."""
+
     def on_lost(self, exc: Exception | None) -> None:
         """The connection closed (``exc`` None: closed cleanly)."""
 
@@ -263,6 +266,7 @@ class MqttConnection(asyncio.Protocol):
         elif kind == 4:  # PUBACK
             if self.inflight:
                 self.inflight -= 1
+            self.on_puback((body[0] << 8) | body[1])
         elif kind == 2:  # CONNACK
             code = body[1]
             self.up = code == 0

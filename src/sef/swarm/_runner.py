@@ -76,6 +76,10 @@ class SwarmConfig:
         connect_rate: new connections per second, over all workers.
         interface_topics: ``v2`` (interface XML once per hash), ``v1`` (per agent) or ``both``.
         stats_path: JSON file rewritten every second with the merged stats.
+        sub_qos: QoS of the agents' subscriptions (0 on a NATS cluster: each QoS 1
+            subscription is a JetStream consumer there, refused with SUBACK 0x80 at scale).
+        puback_log: file every worker appends ``AGENT TS SEQ`` to for each Telemetry update
+            the broker acknowledged (PUBACK), once a second.
     """
 
     agents: int
@@ -91,6 +95,8 @@ class SwarmConfig:
     stats_path: Path | None = None
     spread_sources: bool = True
     seed: int | None = None
+    sub_qos: int = 1
+    puback_log: Path | None = None
 
     def check(self) -> list[BrokerURL]:
         """Validate; returns the parsed broker URLs (:class:`SwarmError` with the reason)."""
@@ -120,6 +126,8 @@ class SwarmConfig:
             raise SwarmError("--connect-rate must be > 0")
         if self.interface_topics not in INTERFACE_TOPICS:
             raise SwarmError("--interface-topics must be v2, v1 or both")
+        if self.sub_qos not in (0, 1):
+            raise SwarmError(f"--sub-qos must be 0 or 1, not {self.sub_qos}")
         return urls
 
 
@@ -149,7 +157,8 @@ class SwarmRunner:
                     c.telemetry_s, c.keepalive_s, per_worker_rate, max(4, MAX_PENDING // n),
                     c.interface_topics,
                     c.spread_sources, w, None if c.seed is None else c.seed + w,
-                    [(u.host, u.port) for u in self.urls],
+                    [(u.host, u.port) for u in self.urls], c.sub_qos,
+                    None if c.puback_log is None else str(c.puback_log),
                 )
             )  # fmt: skip
             first += count

@@ -92,6 +92,8 @@ class SwarmShared:
         telemetry_s: float = 60.0,
         keepalive_s: int = 10,
         interface_topics: str = "v2",
+        sub_qos: int = 1,
+        puback_log: bool = False,
     ) -> None:
         if interface_topics not in INTERFACE_TOPICS:
             raise ValueError(f"interface_topics must be v2, v1 or both, not {interface_topics!r}")
@@ -101,6 +103,12 @@ class SwarmShared:
         self.telemetry_s = telemetry_s
         self.keepalive_s = keepalive_s
         self.interface_topics = interface_topics
+        self.sub_qos = sub_qos
+        """QoS of the agents' subscriptions (0 on NATS: a QoS 1 one costs a JetStream
+        consumer per agent and filter)."""
+        self.acked: list[str] | None = [] if puback_log else None
+        """With a PUBACK log: one line ``AGENT TS SEQ`` per Telemetry update the broker
+        acknowledged (``TS`` as published, Unix s), until the worker writes them out."""
         self.xml = {name: builtin_xml(name).encode() for name in (DEMO_INTERFACE, AGENT_INTERFACE)}
         self.sha = {name: hashlib.sha256(xml).hexdigest() for name, xml in self.xml.items()}
         self.refs = [InterfaceRef(name, sha) for name, sha in self.sha.items()]

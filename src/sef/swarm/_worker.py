@@ -78,6 +78,10 @@ class WorkerConfig:
     seed: int | None = None
     nodes: list[tuple[str, int]] = field(default_factory=list)
     """Every broker (host, port) of a broker list (failover); empty: ``host:port`` only."""
+    sub_qos: int = 1
+    """QoS of the agents' subscriptions."""
+    puback_log: str | None = None
+    """File the acknowledged Telemetry updates are appended to (``AGENT TS SEQ`` lines)."""
 
     def __post_init__(self) -> None:
         # JSON gives lists back: (host, port) pairs again; no list: the one broker
@@ -121,6 +125,8 @@ class SwarmWorker:
             telemetry_s=config.telemetry_s,
             keepalive_s=config.keepalive_s,
             interface_topics=config.interface_topics,
+            sub_qos=config.sub_qos,
+            puback_log=config.puback_log is not None,
         )
         self.shared.on_lost = self._lost
         self.shared.on_handshake = self._handshake_over
@@ -231,7 +237,25 @@ class SwarmWorker:
                 agent.send_telemetry()
             if tick % 10 == 0:
                 self._keepalive(tick // 10 % keepalive, keepalive)
+                self.write_acked()
                 out(self.stats.line(time.time()))
+
+    def write_acked(self) -> None:
+        """Append the acknowledged updates since the last call to the PUBACK log (one
+        ``O_APPEND`` write: the workers of a swarm share the file, lines stay whole)."""
+        lines, path = self.shared.acked, self.config.puback_log
+        if not lines or path is None:
+            return
+        data = "".join(lines).encode()
+        lines.clear()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("PUBACK log %s: %s (%d bytes lost)", path, exc, len(data))
 
     def _keepalive(self, slot: int, keepalive: int) -> None:
         now = time.monotonic()
@@ -264,6 +288,7 @@ class SwarmWorker:
         deadline = time.monotonic() + 5.0
         while any(a.transport is not None for a in self.agents) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.write_acked()
         out(self.stats.line(time.time()))
 
 
