@@ -313,10 +313,14 @@ def main() -> int:
         leaders = [bool(health(a).get("leader")) for a in apis]
         leader = leaders.index(True) if True in leaders else 1
         survivor = 1 - leader
+        node_proc = cluster.broker.members[1].process
+        assert node_proc is not None
         kill_at = time.time()
+        os.kill(node_proc.pid, signal.SIGKILL)  # both first, then the helpers' bookkeeping
+        os.kill(cluster.procs[leader].process.pid, signal.SIGKILL)
+        kill_took = time.time() - kill_at
         cluster.broker.kill(1)
         cluster.kill_worker(leader)
-        kill_took = time.time() - kill_at
         console.print(
             f"SIGKILL node 1 and worker {leader} (leader: {leaders}) in {kill_took:.3f} s;"
             f" load {uptime()}"
