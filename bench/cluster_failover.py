@@ -154,6 +154,21 @@ def wait(
     return False, time.monotonic() - start
 
 
+def not_back(api: str, node1: set[str], kill_ms: int) -> str:
+    """Why agents do not count as back on ``api``: status counts, stale sessions."""
+    try:
+        listed = agents_page_all(api)
+    except httpx.HTTPError as exc:
+        return f"GET /agents failed: {exc!r}"
+    status = Counter(str(a.get("status")) for a in listed)
+    stale = [a["id"] for a in listed if a["id"] in node1 and (a.get("bdseq") or 0) < kill_ms]
+    offline = [a["id"] for a in listed if a.get("status") != "online"]
+    return (
+        f"{len(listed)} listed, {dict(status)}; {len(stale)} of node 1 with the old session"
+        f" {stale[:5]}; not online {offline[:5]}"
+    )
+
+
 def call_after(calls: dict[str, Any], at: float) -> dict[str, Any]:
     """The first group call (not a per-agent ``reconcile-`` one) the swarm received after
     ``at`` (Unix s): how a call is found when the API did not answer with its id."""
@@ -361,6 +376,8 @@ def main() -> int:
         ) as progress:
             ok_back, _ = wait(progress, "back online (swarm + survivor API)", n, back, 180)
         back_s = time.time() - kill_at
+        if not ok_back:
+            console.print(f"not back: {not_back(apis[survivor], node1, kill_ms)}")
         during = during_future.result()
         pool.shutdown()
         rows.append(
