@@ -330,6 +330,7 @@ def main() -> int:
         survivor = 1 - leader
         node_proc = cluster.broker.members[1].process
         assert node_proc is not None
+        lost_before = int(swarm_stats(stats_path).get("lost", 0))
         kill_at = time.time()
         os.kill(node_proc.pid, signal.SIGKILL)  # both first, then the helpers' bookkeeping
         os.kill(cluster.procs[leader].process.pid, signal.SIGKILL)
@@ -350,9 +351,10 @@ def main() -> int:
         kill_ms = int(kill_at * 1000)
 
         def back() -> int:
-            connected = int(swarm_stats(stats_path).get("connected", 0))
-            if connected < n:
-                return connected // 2
+            now = swarm_stats(stats_path)
+            connected = int(now.get("connected", 0))
+            if connected < n or int(now.get("lost", 0)) < lost_before + len(node1):
+                return connected // 2  # not yet seen the node-1 agents drop and come back
             if not swarm_back:
                 swarm_back.append(time.time() - kill_at)
             try:
