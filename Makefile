@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml src/sef/__init__.py | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[all,test,profiles]'
+	$(BIN)/python -m pip install -q -e '.[all,test,profiles,cluster]'
 	touch $@
 
 system-deps:
