@@ -169,7 +169,7 @@ def _old_restore(rows: list[Any], props: dict[str, Any]) -> Registry:
 
 def _new_restore(rows: list[Any], props: dict[str, Any]) -> Registry:
     """What ``EMS.start`` does with the loaded rows."""
-    from sef.ems.store._store import _gc_paused
+    from sef.ems.store._reads import _gc_paused
 
     registry = Registry(freeze_every=None)
     births = BirthTracker(registry)

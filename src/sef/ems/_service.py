@@ -251,7 +251,7 @@ class EMS:
     async def start(self, *, timeout_s: float | None = 10.0) -> None:
         if self.store is not None and self.recorder is not None:
             from sef.ems._recorder import agent_record
-            from sef.ems.store._store import _gc_paused
+            from sef.ems.store._reads import _gc_paused
 
             rows = await asyncio.to_thread(self.store.load_agents)
             props = await asyncio.to_thread(self.store.load_property_texts)

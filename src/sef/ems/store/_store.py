@@ -29,19 +29,13 @@ are kept as dead letters (table ``dead_letters``, :meth:`Store.dead_letters`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
-import json
 import logging
-import math
 import sqlite3
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -49,13 +43,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sef.ems.store._checks import DeadLetter
-from sef.ems.store._schema import (
-    agent_events,
-    agents,
-    commands,
-    dead_letters,
-    telemetry,
+from sef.ems.store._reads import StoreReads
+from sef.ems.store._rows import (
+    AgentRow,
+    Batch,
+    StoreError,
+    TelemetryIn,
+    is_data_error,
+    normalize_url,
 )
+from sef.ems.store._schema import agent_events, agents, commands, dead_letters, telemetry
 
 __all__ = [
     "AgentRow",
@@ -103,135 +100,11 @@ _SQLITE_PROPERTIES = (
 )
 
 
-_AGENT_COLUMNS = (
-    'agent_id, online, bdseq, {0}about{1}, {0}interfaces{1}, {0}"groups"{1}, first_seen, '
-    "last_seen, online_since, offline_since, offline_reason, gaps"
-)
-_SQLITE_AGENTS = f"SELECT {_AGENT_COLUMNS.format('', '')} FROM agents"
-_PG_AGENTS = f"SELECT {_AGENT_COLUMNS.format('', '::text')} FROM agents"
-"""The agents' rows for :meth:`Store.load_agents` (the JSON columns as text)."""
-
-
-def _json(text: str) -> Any:
-    """Decode a stored JSON text: orjson, or :mod:`json` for what orjson refuses (an
-    integer beyond 64 bits, NaN in a row written by an older EMS)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
-class StoreError(RuntimeError):
-    """The database cannot be opened or used."""
-
-
 _MIGRATE_KEY = 0x5EF_0001
 """PostgreSQL advisory lock held (per transaction) while migrating the schema."""
 
 
-def normalize_url(url: str) -> str:
-    """SQLAlchemy URL for ``sqlite:///path`` or ``postgresql://...`` (psycopg 3 driver)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url.startswith(("sqlite://", "postgresql+psycopg://")):
-        return url
-    raise StoreError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetryIn:
-    """One property update to store; ``value_json`` is the JSON text of the value, ``ts``
-    the sender time and ``received`` the EMS time (Unix s). ``backfill``: a sample the agent
-    buffered while disconnected (history: never the property's last value)."""
-
-    agent_id: str
-    key: str
-    ts: float
-    seq: int
-    received: float
-    value_json: str
-    backfill: bool = False
-
-
-@dataclass(slots=True)
-class AgentRow:
-    """The stored state of one agent (see :class:`sef.ems.AgentRecord`)."""
-
-    agent_id: str
-    online: bool | None
-    bdseq: int | None
-    about: dict[str, Any]
-    interfaces: dict[str, str]
-    groups: list[str]
-    first_seen: float
-    last_seen: float
-    online_since: float | None
-    offline_since: float | None
-    offline_reason: str | None
-    gaps: int
-
-    def values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-EventRow = tuple[str, float, str, str | None]
-"""An agent event: agent id, EMS time (Unix s), kind, detail."""
-
-
-@dataclass
-class Batch:
-    """Writes that go to the database in one transaction."""
-
-    telemetry: list[TelemetryIn] = field(default_factory=list)
-    agents: dict[str, AgentRow] = field(default_factory=dict)
-    events: list[EventRow] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.telemetry) + len(self.agents) + len(self.events) + len(self.dead_letters)
-
-    def items(self) -> list[TelemetryIn | AgentRow | EventRow | DeadLetter]:
-        """Every row of the batch, in table order."""
-        return [*self.telemetry, *self.agents.values(), *self.events, *self.dead_letters]
-
-    @classmethod
-    def of(cls, items: Sequence[TelemetryIn | AgentRow | EventRow | DeadLetter]) -> Batch:
-        """A batch of these rows (as :meth:`items` lists them)."""
-        batch = cls()
-        for item in items:
-            if isinstance(item, TelemetryIn):
-                batch.telemetry.append(item)
-            elif isinstance(item, AgentRow):
-                batch.agents[item.agent_id] = item
-            elif isinstance(item, DeadLetter):
-                batch.dead_letters.append(item)
-            else:
-                batch.events.append(item)
-        return batch
-
-    def halves(self) -> tuple[Batch, Batch]:
-        """The batch split in two (to find the row a database refuses by bisection)."""
-        items = self.items()
-        middle = len(items) // 2
-        return Batch.of(items[:middle]), Batch.of(items[middle:])
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Whether a failed write was refused for its *data* (a value out of range, too long,
-    not encodable...), so that writing the same rows again would fail again; not for the
-    connection or the server (down, restarting, disk full, locked), which a retry cures."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return False
-        return isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
-    if isinstance(exc, sa.exc.StatementError):  # raised by the driver while binding values
-        return exc.orig is not None and is_data_error(exc.orig)
-    if isinstance(exc, (ConnectionError, OSError)):
-        return False
-    return isinstance(exc, (OverflowError, ValueError, TypeError, UnicodeError))
-
-
-class Store:
+class Store(StoreReads):
     """A database of the EMS. Open with :meth:`open`.
 
     Args:
@@ -465,171 +338,6 @@ class Store:
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
-    # -- reads ------------------------------------------------------------------------
-    def load_agents(self) -> list[AgentRow]:
-        """Every stored agent, as the registry restores them at start.
-
-        One query over the columns of :class:`AgentRow` through the driver (no
-        per-row SQLAlchemy objects); the JSON columns decoded with orjson (read as text on
-        PostgreSQL, whose driver would decode them with the slower :mod:`json`), the same
-        interfaces and groups text decoded once."""
-        agents_sql = _PG_AGENTS if self.dialect == "postgresql" else _SQLITE_AGENTS
-        out: list[AgentRow] = []
-        append = out.append
-        shared: dict[str, Any] = {}  # JSON text -> decoded (interfaces, groups: fleet-wide)
-        with _gc_paused(), self.engine.connect() as connection:
-            for (
-                agent_id,
-                online,
-                bdseq,
-                about,
-                interfaces,
-                groups,
-                first_seen,
-                last_seen,
-                online_since,
-                offline_since,
-                offline_reason,
-                gaps,
-            ) in _raw_rows(connection, agents_sql):
-                refs = shared.get(interfaces)
-                if refs is None:
-                    refs = shared[interfaces] = _json(interfaces)
-                names = shared.get(groups)
-                if names is None:
-                    names = shared[groups] = _json(groups)
-                append(
-                    AgentRow(
-                        agent_id,
-                        None if online is None else bool(online),
-                        bdseq,
-                        _json(about),
-                        dict(refs),
-                        list(names),
-                        first_seen,
-                        last_seen,
-                        online_since,
-                        offline_since,
-                        offline_reason,
-                        gaps,
-                    )
-                )
-        return out
-
-    def load_property_texts(self) -> dict[str, list[tuple[str, str, float | None, float]]]:
-        """Last known values as stored, for the registry's restore: agent -> list of
-        (property key, JSON text of the value, sender ts, received), times Unix s. One
-        query through the driver; nothing decoded (the registry decodes and packs each
-        value once, :func:`sef.ems._recorder.agent_record`)."""
-        out: dict[str, list[tuple[str, str, float | None, float]]] = {}
-        get = out.get
-        with _gc_paused(), self.engine.connect() as connection:
-            sql = "SELECT agent_id, key, value, ts, received FROM properties"
-            for agent_id, key, value, ts, received in _raw_rows(connection, sql):
-                found = get(agent_id)
-                if found is None:
-                    found = out[agent_id] = []
-                found.append((key, value, ts, received))
-        return out
-
-    def load_properties(self) -> dict[str, dict[str, tuple[Any, float | None, float]]]:
-        """Last known values: agent → property key → (value, sender ts, received)."""
-        return {
-            agent_id: {key: (_json(value), ts, rx) for key, value, ts, rx in rows}
-            for agent_id, rows in self.load_property_texts().items()
-        }
-
-    def telemetry(
-        self,
-        agent_id: str,
-        key: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        every_s: float | None = None,
-        limit: int = 100_000,
-    ) -> list[dict[str, Any]]:
-        """History of one agent's properties, oldest first.
-
-        ``since``/``until`` bound the sender time (Unix s). With ``every_s``, one row (the
-        last) per property per ``every_s`` bucket is returned (downsampling).
-        """
-        query = sa.select(
-            telemetry.c.key, telemetry.c.ts, telemetry.c.seq, telemetry.c.value
-        ).where(telemetry.c.agent_id == agent_id)
-        if key is not None:
-            query = query.where(telemetry.c.key == key)
-        if since is not None:
-            query = query.where(telemetry.c.ts >= since)
-        if until is not None:
-            query = query.where(telemetry.c.ts <= until)
-        query = query.order_by(telemetry.c.key, telemetry.c.ts).limit(limit)
-        with _gc_paused(), self.engine.connect() as connection:
-            rows: list[tuple[str, float, int, str]] = [
-                tuple(row) for row in connection.execute(query)
-            ]
-            if every_s:
-                buckets: dict[tuple[str, int], tuple[str, float, int, str]] = {}
-                for row in rows:
-                    buckets[(row[0], math.floor(row[1] / every_s))] = row
-                rows = sorted(buckets.values(), key=lambda r: (r[0], r[1]))
-            rows.sort(key=lambda r: r[1])
-            loads = orjson.loads
-            return [
-                {"key": key, "ts": ts, "seq": seq, "value": loads(value)}
-                for key, ts, seq, value in rows
-            ]
-
-    def count_telemetry(self, agent_id: str | None = None) -> int:
-        query = sa.select(sa.func.count()).select_from(telemetry)
-        if agent_id is not None:
-            query = query.where(telemetry.c.agent_id == agent_id)
-        with self.engine.connect() as connection:
-            return int(connection.execute(query).scalar_one())
-
-    def commands(
-        self, *, since: float | None = None, target: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """The command log, newest first."""
-        query = sa.select(commands).order_by(commands.c.ts.desc(), commands.c.id.desc())
-        if since is not None:
-            query = query.where(commands.c.ts >= since)
-        if target is not None:
-            query = query.where(commands.c.target == target)
-        with self.engine.connect() as connection:
-            rows = connection.execute(query.limit(limit)).mappings().all()
-        return [{k: v for k, v in row.items() if k != "id"} for row in rows]
-
-    def dead_letters(
-        self, *, since: float | None = None, agent_id: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """Refused rows with their reasons, newest first (``since``: EMS time, Unix s)."""
-        query = sa.select(dead_letters).order_by(
-            dead_letters.c.received.desc(), dead_letters.c.id.desc()
-        )
-        if since is not None:
-            query = query.where(dead_letters.c.received >= since)
-        if agent_id is not None:
-            query = query.where(dead_letters.c.agent_id == agent_id)
-        with self.engine.connect() as connection:
-            rows = connection.execute(query.limit(limit)).mappings().all()
-        return [dict(row) for row in rows]
-
-    def count_dead_letters(self) -> int:
-        """How many dead letters the store keeps."""
-        with self.engine.connect() as connection:
-            query = sa.select(sa.func.count()).select_from(dead_letters)
-            return int(connection.execute(query).scalar_one())
-
-    def agent_events(self, agent_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        query = (
-            sa.select(agent_events.c.ts, agent_events.c.kind, agent_events.c.detail)
-            .where(agent_events.c.agent_id == agent_id)
-            .order_by(agent_events.c.ts.desc())
-            .limit(limit)
-        )
-        with self.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
-
     # -- retention --------------------------------------------------------------------
     def apply_retention(
         self,
@@ -671,31 +379,6 @@ class Store:
                 )
                 connection.execute(telemetry.update().where(old).values(downsampled=True))
         return {"deleted": deleted, "thinned": thinned}
-
-
-def _raw_rows(connection: Connection, sql: str, chunk: int = 10_000) -> Iterator[Any]:
-    """The rows of ``sql`` as the driver's tuples, fetched ``chunk`` at a time (no
-    SQLAlchemy row objects: a fleet-sized read spends its time in the driver)."""
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(sql)
-        while rows := cursor.fetchmany(chunk):
-            yield from rows
-    finally:
-        cursor.close()
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a large result is built: thousands of new
-    long-lived objects otherwise trigger full collections (p99 query time 3x the p50)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _dead_letter_row(letter: DeadLetter) -> dict[str, Any]:
