@@ -43,6 +43,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from _producers import run_producers
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sef.broker import Mosquitto, QueueBudget
@@ -91,24 +92,7 @@ def produce(url: str, first: int, count: int, agents: int, retain: bool, done: A
 
 def load(urls: list[str], messages: int, agents: int, producers: int, retain: bool) -> float:
     """Publish ``messages`` from ``producers`` processes (round-robin over ``urls``); s."""
-    ctx = mp.get_context("fork")
-    done: Any = ctx.Queue()
-    share = messages // producers
-    procs = [
-        ctx.Process(
-            target=produce, args=(urls[i % len(urls)], i * share, share, agents, retain, done)
-        )
-        for i in range(producers)
-    ]
-    start = time.monotonic()
-    for proc in procs:
-        proc.start()
-    oks = [done.get(timeout=400) for _ in procs]
-    for proc in procs:
-        proc.join()
-    if not all(oks):
-        raise RuntimeError("a producer was not acknowledged every message")
-    return time.monotonic() - start
+    return run_producers(produce, urls, messages, producers, agents, retain)
 
 
 class MqttDrain:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -42,6 +41,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
+from _producers import run_producers
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sef.bus import PropertyUpdate
@@ -92,25 +92,9 @@ def produce(url: str, first: int, count: int, agents: int, base: float, done: An
 
 def publish(urls: list[str], messages: int, agents: int, producers: int) -> float:
     """Publish ``messages`` from ``producers`` processes, round robin over ``urls``; s."""
-    ctx = mp.get_context("fork")
-    done: Any = ctx.Queue()
-    share = messages // producers
-    base = time.time() - 3600
-    procs = [
-        ctx.Process(
-            target=produce, args=(urls[i % len(urls)], i * share, share, agents, base, done)
-        )
-        for i in range(producers)
-    ]
-    start = time.monotonic()
-    for proc in procs:
-        proc.start()
-    oks = [done.get(timeout=700) for _ in procs]
-    for proc in procs:
-        proc.join()
-    if not all(oks):
-        raise RuntimeError("a producer was not acknowledged every message")
-    return time.monotonic() - start
+    return run_producers(
+        produce, urls, messages, producers, agents, time.time() - 3600, timeout_s=700
+    )
 
 
 def stored(engine: sa.Engine) -> int:
