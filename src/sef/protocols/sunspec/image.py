@@ -53,13 +53,23 @@ class SunSpecImage:
         model_address: protocol address of each model's ``ID`` register.
     """
 
-    def __init__(self, model_ids: Iterable[int], base: int = 40000) -> None:
+    def __init__(
+        self,
+        model_ids: Iterable[int],
+        base: int = 40000,
+        counts: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Lay out ``model_ids``; ``counts[model_id]`` sizes its point-sized repeating
+        groups (e.g. ``{705: {"NCrv": 2, "NPt": 4}}``), and the count points are set."""
         self.base = base
         self.models: list[ModelDef] = []
         self.model_address: dict[int, int] = {}
         self.registers: list[int] = [*SUNS_MARKER]
+        counts = counts or {}
         for mid in model_ids:
-            mdef = model_def(mid)
+            mdef = model_def(mid, tuple(sorted(counts.get(mid, {}).items())))
+            if not mdef.complete:
+                raise ValueError(f"model {mid} has repeating groups: give their counts")
             if mid in self.model_address:
                 raise ValueError(f"model {mid} appears twice; one instance per model supported")
             addr = base + len(self.registers)
@@ -71,6 +81,9 @@ class SunSpecImage:
             block[0], block[1] = mid, mdef.length
             self.registers.extend(block)
         self.registers.extend([END_MODEL_ID, 0])
+        for mid, sizes in counts.items():
+            if mid in self.model_address:
+                self.set_many(mid, dict(sizes))
         if base + len(self.registers) > 0x10000:
             raise ValueError("SunSpec image does not fit the 16-bit address space")
 

@@ -3,8 +3,10 @@
 Point offsets, sizes, types, access and scale-factor names come from the model JSON
 files that ship with ``pysunspec2`` (``sunspec2/models/json/model_<id>.json``), so no
 offset is hand-typed. Offsets are counted from the model's ``ID`` register (ID = +0,
-L = +1, first point = +2). Only fixed-layout points are supported: top-level points
-and nested groups with a numeric count (repeating groups sized by a point are refused).
+L = +1, first point = +2). Repeating groups sized by a point (705's ``Crv`` × ``NCrv``,
+``Pt`` × ``NPt``) are laid out with the counts given to :func:`model_def`; without them
+the definition covers only the fixed points before the first such group
+(``ModelDef.complete`` is False), enough to read and write a model's top-level points.
 """
 
 from __future__ import annotations
@@ -90,12 +92,15 @@ class ModelDef:
         name: group name pysunspec2 uses (``"battery"`` for 802).
         length: the model's ``L``: registers after the 2 header registers.
         points: point definitions by name, in register order.
+        complete: False if the repeating groups sized by a point were left out (then
+            ``length`` covers only the fixed points before them).
     """
 
     model_id: int
     name: str
     length: int
     points: dict[str, PointDef]
+    complete: bool = True
 
     def point(self, name: str) -> PointDef:
         """The definition of point ``name``; :class:`PointError` if unknown."""
@@ -112,7 +117,21 @@ class ModelDef:
         return None
 
 
-def _flatten(group: dict[str, Any], prefix: str, offset: int, out: dict[str, PointDef]) -> int:
+class _Truncated(Exception):
+    """A repeating group sized by a point with no count given: stop the layout here."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+def _flatten(
+    group: dict[str, Any],
+    prefix: str,
+    offset: int,
+    out: dict[str, PointDef],
+    counts: dict[str, int],
+) -> int:
     for p in group.get("points", []):
         sf = p.get("sf")
         if isinstance(sf, str):
@@ -135,17 +154,26 @@ def _flatten(group: dict[str, Any], prefix: str, offset: int, out: dict[str, Poi
         offset += int(p["size"])
     for g in group.get("groups", []):
         count = g.get("count", 1)
-        if not isinstance(count, int):
-            raise SunSpecError(f"repeating group {g['name']!r} sized by a point: not supported")
+        sized_by_point = not isinstance(count, int)
+        if sized_by_point:
+            if str(count) not in counts:
+                raise _Truncated(offset)
+            count = counts[str(count)]
         for i in range(count):
-            label = g["name"] if count == 1 else f"{g['name']}[{i}]"
-            offset = _flatten(g, f"{prefix}{label}.", offset, out)
+            label = g["name"] if count == 1 and not sized_by_point else f"{g['name']}[{i}]"
+            offset = _flatten(g, f"{prefix}{label}.", offset, out, counts)
     return offset
 
 
 @lru_cache(maxsize=64)
-def model_def(model_id: int) -> ModelDef:
-    """Load the definition of ``model_id`` from pysunspec2's model files."""
+def model_def(model_id: int, counts: tuple[tuple[str, int], ...] = ()) -> ModelDef:
+    """Load the definition of ``model_id`` from pysunspec2's model files.
+
+    ``counts`` sizes the repeating groups that a point sizes, e.g.
+    ``(("NCrv", 2), ("NPt", 4))`` for 705 (curves ``Crv[0]``, ``Crv[1]``, each with
+    points ``Crv[i].Pt[0..3]``; a group sized by a point is always indexed). Without a
+    needed count the definition stops before that group (``complete=False``).
+    """
     try:
         from sunspec2 import device as ss_device
     except ImportError as exc:  # pragma: no cover - dependency missing
@@ -155,8 +183,11 @@ def model_def(model_id: int) -> ModelDef:
     except Exception as exc:
         raise SunSpecError(f"no SunSpec definition for model {model_id}: {exc}") from exc
     points: dict[str, PointDef] = {}
-    end = _flatten(raw["group"], "", 0, points)
-    return ModelDef(model_id, str(raw["group"]["name"]), end - 2, points)
+    try:
+        end, complete = _flatten(raw["group"], "", 0, points, dict(counts)), True
+    except _Truncated as stop:
+        end, complete = stop.offset, False
+    return ModelDef(model_id, str(raw["group"]["name"]), end - 2, points, complete)
 
 
 def _int_range(p: PointDef) -> tuple[int, int]:
