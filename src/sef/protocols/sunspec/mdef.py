@@ -131,14 +131,17 @@ def _flatten(
     offset: int,
     out: dict[str, PointDef],
     counts: dict[str, int],
+    scopes: tuple[tuple[str, frozenset[str]], ...] = (),
 ) -> int:
+    # A scale factor is named in the point's own group or an enclosing one (SunSpec).
+    scopes = ((prefix, frozenset(p["name"] for p in group.get("points", []))), *scopes)
     for p in group.get("points", []):
         sf = p.get("sf")
         if isinstance(sf, str):
             try:
                 sf = int(sf)
             except ValueError:
-                sf = prefix + sf
+                sf = next((pre for pre, names in scopes if sf in names), prefix) + sf
         name = prefix + p["name"]
         out[name] = PointDef(
             name=name,
@@ -161,7 +164,7 @@ def _flatten(
             count = counts[str(count)]
         for i in range(count):
             label = g["name"] if count == 1 and not sized_by_point else f"{g['name']}[{i}]"
-            offset = _flatten(g, f"{prefix}{label}.", offset, out, counts)
+            offset = _flatten(g, f"{prefix}{label}.", offset, out, counts, scopes)
     return offset
 
 
