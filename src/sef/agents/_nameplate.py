@@ -25,6 +25,11 @@ key                             type  meaning
 ``Deadband_K``                  d     water heater: thermostat deadband, K
 ``Inlet_C``                     d     water heater, optional: mains water temperature, °C
 ``Phases``                      i     meter: number of phases
+``AC_Rating_kW``                d     PV inverter: active-power rating (SunSpec 702 WMaxRtg)
+``VA_Rating_kVA``               d     PV inverter: apparent-power rating (702 VAMaxRtg)
+``Var_Rating_kvar``             d     PV inverter, optional: reactive capability (702
+                                      VarMaxInjRtg), kvar
+``DC_Rating_kWp``               d     PV inverter, optional: PV array rating at STC, kWp
 ==============================  ====  =====================================================
 
 :func:`nameplate_problems` checks a value against this schema (the certification suite and
@@ -45,13 +50,15 @@ __all__ = [
     "HEATER_TYPES",
     "METER_KEYS",
     "OPTIONAL_KEYS",
+    "PV_INVERTER_KEYS",
     "WATER_HEATER_KEYS",
     "battery_nameplate",
     "nameplate_problems",
+    "pv_inverter_nameplate",
     "water_heater_nameplate",
 ]
 
-DEVICE_TYPES = ("battery", "water_heater", "meter")
+DEVICE_TYPES = ("battery", "water_heater", "meter", "pv_inverter")
 HEATER_TYPES = ("resistance", "heat_pump")
 DEFAULT_EFFICIENCY_PCT = 97.5
 """One-way efficiency a battery agent reports when its device does not say (%): SEF's
@@ -79,11 +86,22 @@ WATER_HEATER_KEYS: dict[str, str] = {
 """Required water-heater keys and their D-Bus types."""
 METER_KEYS: dict[str, str] = {"Phases": "i"}
 """Required meter keys and their D-Bus types."""
-OPTIONAL_KEYS: dict[str, dict[str, str]] = {"water_heater": {"Inlet_C": "d"}}
+PV_INVERTER_KEYS: dict[str, str] = {"AC_Rating_kW": "d", "VA_Rating_kVA": "d"}
+"""Required PV-inverter keys and their D-Bus types."""
+OPTIONAL_KEYS: dict[str, dict[str, str]] = {
+    "water_heater": {"Inlet_C": "d"},
+    "pv_inverter": {"Var_Rating_kvar": "d", "DC_Rating_kWp": "d"},
+}
 """Optional keys per device type and their D-Bus types."""
-_REQUIRED = {"battery": BATTERY_KEYS, "water_heater": WATER_HEATER_KEYS, "meter": METER_KEYS}
-_POSITIVE = ("Charge_Rate_kW", "Discharge_Rate_kW", "Capacity_kWh", "Volume_L", "Phases")
-_NON_NEGATIVE = ("Element_kW", "Compressor_kW", "Deadband_K")
+_REQUIRED = {
+    "battery": BATTERY_KEYS,
+    "water_heater": WATER_HEATER_KEYS,
+    "meter": METER_KEYS,
+    "pv_inverter": PV_INVERTER_KEYS,
+}
+_POSITIVE = ("Charge_Rate_kW", "Discharge_Rate_kW", "Capacity_kWh", "Volume_L", "Phases",
+             "AC_Rating_kW", "VA_Rating_kVA", "DC_Rating_kWp")  # fmt: skip
+_NON_NEGATIVE = ("Element_kW", "Compressor_kW", "Deadband_K", "Var_Rating_kvar")
 _PERCENT = ("SOC_Min_pct", "SOC_Max_pct", "Charge_Efficiency_pct", "Discharge_Efficiency_pct")
 
 
@@ -138,6 +156,25 @@ def water_heater_nameplate(
     return {
         "DeviceType": Variant("s", "water_heater"),
         "Heater_Type": Variant("s", heater_type),
+        **{key: Variant("d", round(float(v), 4)) for key, v in values.items()},
+    }
+
+
+def pv_inverter_nameplate(
+    *,
+    ac_kw: float,
+    kva: float,
+    var_kvar: float | None = None,
+    dc_kwp: float | None = None,
+) -> dict[str, Variant]:
+    """A PV inverter's ``Nameplate``: kW, kVA, optional kvar and kWp (when known)."""
+    values = {"AC_Rating_kW": ac_kw, "VA_Rating_kVA": kva}
+    if var_kvar is not None:
+        values["Var_Rating_kvar"] = var_kvar
+    if dc_kwp is not None:
+        values["DC_Rating_kWp"] = dc_kwp
+    return {
+        "DeviceType": Variant("s", "pv_inverter"),
         **{key: Variant("d", round(float(v), 4)) for key, v in values.items()},
     }
 
