@@ -15,6 +15,7 @@ import os
 import typer
 
 from sef.cli._signals import run_service, run_until_stopped
+from sef.cli.inverter_commands import emulate_inverter
 from sef.cli.meter_commands import (
     CT_NAME_OPTION,
     CT_OPTION,
@@ -142,3 +143,4 @@ def waterheater(
 
 
 app.command("meter")(emulate_meter)
+app.command("inverter")(emulate_inverter)
