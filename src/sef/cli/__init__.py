@@ -19,6 +19,7 @@ from sef.cli.ems_command import ems
 from sef.cli.emulate import app as emulate_app
 from sef.cli.gateway_command import gateway
 from sef.cli.interface import app as interface_app
+from sef.cli.inverter_commands import inverter
 from sef.cli.openadr import app as openadr_app
 from sef.cli.pki_command import app as pki_app
 from sef.cli.simulate import simulate
@@ -74,6 +75,7 @@ enroll_command.register(app)
 app.command("demo")(demo)
 app.command("simulate")(simulate)
 app.command("meter")(meter_commands.meter)
+app.command("inverter")(inverter)
 app.command("gateway")(gateway)
 app.command("broker")(broker)
 app.command("certify")(certify)
