@@ -48,6 +48,14 @@ the fleet counts have defaults; see ``scenarios/reference.toml`` and ``docs/cont
     horizon_h = 24             # MPC horizon, h
     end_energy = "return"      # "return" | "free": end-of-horizon stored-energy rule
 
+    [pv]                       # PV systems (issue 17; keys in sef.control.der)
+    count = 100
+    [evs]                      # EVs, one home-charging session per evening (sef.control.der)
+    count = 50
+
+    # in [target]: export_limit_kw = 150.0  (reverse-flow cap: net ≥ −150 kW; PV is
+    # curtailed only to hold it, as a last resort)
+
 Objectives (``Scenario.objective``; ``Scenario.target_kw`` is always the per-step series):
 
 * ``track``: ``target_kw`` is a target; deviations both ways count (score: RMSE, kW);
@@ -73,6 +81,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sef.control import profiles
+from sef.control.der import EVScenario, PVScenario, ev_from_raw, pv_from_raw
 from sef.models.battery import BatteryParams
 from sef.models.draws import DrawSchedule
 from sef.models.waterheater import WaterHeaterParams
@@ -142,6 +151,10 @@ class Scenario:
             lower limit).
         end_energy: ``"return"`` (batteries and tanks end with their starting stored
             energy) or ``"free"``.
+        pv: the PV fleet (:class:`~sef.control.der.PVScenario`) or ``None``.
+        ev: the EV sessions (:class:`~sef.control.der.EVScenario`) or ``None``.
+        export_limit_kw: reverse-flow cap (kW ≥ 0: the net load must stay ≥ −limit) or
+            ``None``.
     """
 
     name: str
@@ -162,6 +175,9 @@ class Scenario:
     source: dict[str, Any] = field(default_factory=dict)
     objective: str = "track"
     end_energy: str = "return"
+    pv: PVScenario | None = None
+    ev: EVScenario | None = None
+    export_limit_kw: float | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -183,6 +199,22 @@ class Scenario:
     def n_heaters(self) -> int:
         """Number of water heaters in the fleet."""
         return int(self.draws_lpm.shape[1])
+
+    @property
+    def n_pv(self) -> int:
+        """Number of PV systems."""
+        return self.pv.n if self.pv is not None else 0
+
+    @property
+    def n_ev_sessions(self) -> int:
+        """Number of EV sessions (charger columns)."""
+        return self.ev.n if self.ev is not None else 0
+
+    def ev_uncontrolled_kw(self) -> FloatArray:
+        """Fleet EV load (kW) if every charger ran at the EV's rating (no control)."""
+        if self.ev is None:
+            return np.zeros(self.steps)
+        return self.ev.uncontrolled_kw(self.dt_s, self.steps)
 
     @property
     def time_s(self) -> FloatArray:
@@ -335,7 +367,10 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
     craw = dict(raw.get("control", {}))
     end_energy = str(craw.pop("end_energy", "return"))
     control = ControlSettings(**_dataclass_kwargs(ControlSettings, craw, "control"))
-    traw = raw.get("target", {})
+    traw = dict(raw.get("target", {}))
+    export = traw.pop("export_limit_kw", None)
+    if export is not None and not float(export) >= 0:
+        raise ValueError(f"[target] export_limit_kw must be >= 0 kW, got {export!r}")
     sc = Scenario(
         name=str(raw.get("name", "scenario")),
         dt_s=dt_s,
@@ -355,6 +390,9 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
         source=raw,
         objective=str(traw.get("objective", "track")),
         end_energy=end_energy,
+        pv=pv_from_raw(dict(raw.get("pv", {})), base, dt_s, steps, seed),
+        ev=ev_from_raw(dict(raw.get("evs", {})), seed),
+        export_limit_kw=None if export is None else float(export),
     )
     sc.target_kw = _target(traw, base, sc)
     return sc
@@ -363,6 +401,10 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
 def _target(raw: dict[str, Any], base_dir: Path, sc: Scenario) -> FloatArray:
     kind = raw.get("kind", "flat")
     expected = sc.base_expected_kw + sc.wh_expected_kw()
+    if sc.pv is not None:  # issue 17: expected PV and uncontrolled EV charging
+        expected = expected - sc.pv.expected_kw
+    if sc.ev is not None:
+        expected = expected + sc.ev_uncontrolled_kw()
     if kind == "flat":
         if "peak_fraction" in raw:
             if "value_kw" in raw:

@@ -6,6 +6,10 @@ gets from telemetry), gets its forecast, and decides; the heater commands are ap
 CTA-2045 events (``shed``/``load_up``/``end_shed`` of :class:`WaterHeaterModel`), the
 batteries run at their integer rates (:class:`BatteryModel`, clipping at SOC limits),
 the heaters step with their draws; the metered net load is base + batteries + heaters.
+With PV and EVs (issue 17, :mod:`sef.control._sim_der`): the inverters deliver their
+available power under the app's limits (:class:`sef.models.pv.PVFleet`), the chargers
+charge under the app's limits (:class:`sef.models.ev.EVFleet`; no command = the EV's
+rating), and the net load is base − PV + EVs + batteries + heaters.
 Everything is vectorized over the fleet; only fleet aggregates and percentiles are kept
 per step, so 10 000 heaters cost no memory.
 """
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from sef.control._sim_der import DER_SERIES, DERSim
 from sef.control.controllers.base import WH_LOAD_UP, WH_NORMAL, WH_SHED, ControlApp, Observation
 from sef.control.forecast import make_forecaster
 from sef.control.scenario import Scenario
@@ -74,6 +79,11 @@ class SimResult:
         extra: fleet stored energy at the start and end (``battery_kwh_start``/``_end``:
             battery energy, ``wh_kwh_start``/``_end``: heat above inlet, kWh) and app
             diagnostics (e.g. LP solve time, ideal LP RMSE).
+        ev_sessions: per EV session (issue 17; empty without EVs): ``departure_s``,
+            ``need_kwh`` (AC, at step 0 or arrival), ``delivered_kwh`` (AC, in the run),
+            ``missed_kwh`` (battery side, at departure; NaN if after the run),
+            ``finish_margin_h`` (departure − the time the need was met, h) and
+            ``end_laxity_h`` (for EVs still plugged at the end: time in hand, h).
     """
 
     controller: str
@@ -87,6 +97,7 @@ class SimResult:
     wall_s: float = 0.0
     decide_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    ev_sessions: dict[str, FloatArray] = field(default_factory=dict)
 
 
 def _apply_wh(model: WaterHeaterModel, cmd: npt.NDArray[np.int64], duration_s: float) -> int:
@@ -139,7 +150,8 @@ def simulate(
     whs = WaterHeaterModel(sc.wh_params, n=max(sc.n_heaters, 1), dr=sc.wh_dr)
     n_w = sc.n_heaters
     forecaster = make_forecaster(sc, app.perfect_foresight)
-    rec = {name: np.zeros(sc.steps) for name in SERIES}
+    der = DERSim(sc)
+    rec = {name: np.zeros(sc.steps) for name in SERIES + (DER_SERIES if der.on else ())}
     bp = sc.battery_params
     comfort = soc_bad = clipped = 0
     throughput = decide_s = 0.0
@@ -160,6 +172,7 @@ def simulate(
             wh_power_kw=w_power,
             wh_energy_kwh=whs.stored_energy_kwh[:n_w],
             wh_mode=whs.mode[:n_w].copy(),
+            **der.observe(k),
         )
         forecaster.update(obs)
         td = time.perf_counter()
@@ -184,6 +197,8 @@ def simulate(
             comfort += int(np.count_nonzero(cold))
         b_sum, w_sum = float(b_power.sum()), float(w_power.sum())
         net_prev = float(sc.base_kw[k] + b_sum + w_sum)
+        if der.on:
+            net_prev += der.step(k, dec, rec)
         rec["base_kw"][k] = sc.base_kw[k]
         rec["target_kw"][k] = sc.target_kw[k]
         rec["net_kw"][k] = net_prev
@@ -235,5 +250,6 @@ def simulate(
         throughput_kwh=throughput,
         wall_s=time.perf_counter() - t0,
         decide_s=decide_s,
-        extra=extra,
+        extra=extra | der.extra(app),
+        ev_sessions=der.sessions(),
     )

@@ -52,6 +52,8 @@ import numpy.typing as npt
 from scipy import sparse
 from scipy.optimize import linprog
 
+from sef.control.controllers._lp_der import DERInput, DERPlan, extend
+
 __all__ = ["LPInput", "LPPlan", "solve_plan"]
 
 log = logging.getLogger("sef.control.lp")
@@ -88,6 +90,8 @@ class LPInput:
         throughput_cost: ε per kWh of battery throughput (tie breaker, wear).
         wh_shift_cost: cost per kWh of heater energy moved away from its expected
             uncontrolled demand ``L + q_j`` (each event has a comfort and rebound cost).
+        der: PV curtailment, export limit and EV groups (:mod:`._lp_der`); ``base_kw`` is
+            then net of the forecast PV. ``None``: the LP without them.
     """
 
     h: float
@@ -117,6 +121,7 @@ class LPInput:
     w_ramp_kw: float = float("inf")
     breakpoints_kw: tuple[float, ...] | None = None
     day_end_exact: bool = False
+    der: DERInput | None = None
 
     def breakpoints(self) -> FloatArray:
         """Segment starts ``0 = b_0 < b_1 < …`` (kW); the last segment is unbounded."""
@@ -148,6 +153,7 @@ class LPPlan:
         deviation_kw: planned net − target (kW).
         battery_kwh, wh_kwh: energies at the interval ends (kWh).
         status: HiGHS status message.
+        der: planned PV curtailment and EV charging (``None`` without ``LPInput.der``).
     """
 
     battery_kw: FloatArray
@@ -156,6 +162,7 @@ class LPPlan:
     battery_kwh: FloatArray
     wh_kwh: FloatArray
     status: str
+    der: DERPlan | None = None
 
     @property
     def rmse_kw(self) -> float:
@@ -300,7 +307,8 @@ def _solve(p: LPInput, relaxed: bool) -> LPPlan:
     cost[off["v"] : off["v"] + J * S] = np.tile(slopes, J) * h * w_neg
     cost[off["wp"] : off["wp"] + 2 * J] = p.wh_shift_cost * h
     # the energy bounds must stay dearer than any deviation they could buy
-    cost[off["sbl"] :] = max(_SLACK_COST, 10.0 * float(slopes[-1]) * max(w_pos, w_neg))
+    slack_cost = max(_SLACK_COST, 10.0 * float(slopes[-1]) * max(w_pos, w_neg))
+    cost[off["sbl"] :] = slack_cost
     lo = np.zeros(nvar)
     if relaxed:  # stored energies only softly bounded (their slacks cost as before)
         lo[off["B"] : off["B"] + J] = -np.inf
@@ -312,6 +320,30 @@ def _solve(p: LPInput, relaxed: bool) -> LPPlan:
     seg_hi = np.tile(np.append(np.diff(bps), np.inf), J)
     hi[off["u"] : off["u"] + J * S] = seg_hi
     hi[off["v"] : off["v"] + J * S] = seg_hi
+    block = None
+    if p.der is not None:  # issue 17: PV curtailment, export limit, EV groups
+        block = extend(
+            p.der,
+            J=J,
+            S=S,
+            h=h,
+            n_old=nvar,
+            n_eq=4 * J,
+            dev_row=2 * J,
+            off_u=off["u"],
+            off_v=off["v"],
+            target_kw=p.target_kw,
+            slack_cost=slack_cost,
+        )
+        n_new = block.cost.size
+        a_eq = sparse.hstack([a_eq, block.a_eq_cols]).tocsr()
+        a_ub = sparse.vstack(
+            [sparse.hstack([a_ub, sparse.csr_array((a_ub.shape[0], n_new))]), block.a_ub_rows]
+        ).tocsr()
+        b_ub = np.concatenate([b_ub, block.b_ub])
+        cost, lo, hi = (
+            np.concatenate(z) for z in ((cost, block.cost), (lo, block.lo), (hi, block.hi))
+        )
     res = linprog(
         cost,
         A_ub=a_ub,
@@ -336,4 +368,5 @@ def _solve(p: LPInput, relaxed: bool) -> LPPlan:
         battery_kwh=blk("B").copy(),
         wh_kwh=blk("W").copy(),
         status=str(res.message),
+        der=block.decode(x, J) if block is not None else None,
     )

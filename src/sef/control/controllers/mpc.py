@@ -15,6 +15,12 @@ heater power, and the batteries make the step's net load — ``target + planned
 deviation`` for ``track``; for ``cap`` / ``floor`` the planned battery power, kept inside
 ``limit ∓ margin`` (a learnt one-step error margin, :meth:`MPCController.margin_kw`) —
 given the forecast base load of the step and the estimated heater power.
+
+With PV and EVs (issue 17) the LP also plans PV curtailment (a last resort, only against
+the export limit) and the EVs' charging by departure cohort (:mod:`._lp_der`); each step
+:mod:`._der_dispatch` realises it per EV (must-run floor, least laxity first) and
+:meth:`MPCController._der_step` keeps the net inside the cap (EVs down to their floor when
+the batteries cannot) and above the export limit (batteries, then EVs, then curtailment).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from sef.control.controllers._der_dispatch import EVDispatcher, ev_groups, pv_limits
 from sef.control.controllers._dispatch import BatteryDispatcher, FleetInfo, WaterHeaterDispatcher
 from sef.control.controllers._lp import LPInput, LPPlan, solve_plan
+from sef.control.controllers._lp_der import DERInput
 from sef.control.controllers.base import Decision, Forecast, Observation
 from sef.control.scenario import Scenario
 
@@ -92,6 +100,14 @@ class MPCController:
             if room.size
             else 0.0
         )
+        self.der_on = (
+            scenario.pv is not None
+            or scenario.ev is not None
+            or scenario.export_limit_kw is not None
+        )
+        self.evd = EVDispatcher()
+        self.pv_ac_kw = scenario.pv.ac_kw if scenario.pv is not None else np.zeros(0)
+        self.ev_short_kwh = 0.0  # largest planned EV shortfall of any plan (kWh)
 
     def horizon_intervals(self, step: int) -> int:
         """LP intervals of the plan made at ``step``."""
@@ -188,9 +204,17 @@ class MPCController:
         b_p = n_b * i.b_rated_kw
         w_p = float(i.w_element_kw.sum())
         bps = _geometric_breakpoints(b_p + w_p)
+        base = _coarse(fc.base_kw, m, n_int) * self._reserve_factor(fc)
+        der = None
+        if self.der_on:
+            pv = None if fc.pv_kw is None else _coarse(fc.pv_kw, m, n_int)
+            if pv is not None:
+                base = base - pv
+            groups = ev_groups(obs, fc.ev_arrivals, m * self.sc.dt_s, n_int)
+            der = DERInput(pv_kw=pv, export_limit_kw=self.sc.export_limit_kw, ev_groups=groups)
         inp = LPInput(
             h=m * self.sc.dt_s / 3600.0,
-            base_kw=_coarse(fc.base_kw, m, n_int) * self._reserve_factor(fc),
+            base_kw=base,
             target_kw=_coarse(fc.target_kw, m, n_int) - self.margin_kw(),
             draw_kw=_coarse(fc.draw_lpm, m, n_int) * i.w_draw_kw_per_lpm,
             b_p_max=b_p,
@@ -211,8 +235,12 @@ class MPCController:
             objective=self.objective,
             w_ramp_kw=self.wh.max_step_kw * m,
             day_end_exact=True,
+            der=der,
         )
-        return solve_plan(inp)
+        plan = solve_plan(inp)
+        if plan.der is not None:
+            self.ev_short_kwh = max(self.ev_short_kwh, float(plan.der.ev_shortfall_kwh.sum()))
+        return plan
 
     def decide(self, obs: Observation, forecast: Forecast) -> Decision:
         """Re-plan at interval starts; dispatch the current interval's plan every step."""
@@ -227,8 +255,12 @@ class MPCController:
         plan = self.plan
         wh_plan = float(plan.wh_kw[0])
         self._learn_error(obs)
+        if self.der_on and self.sc.export_limit_kw is not None:
+            wh_plan += self._export_heat_kw(obs, forecast, plan, wh_plan)
         wh_cmd, wh_est = self.wh.dispatch(obs, wh_plan)
         uncontrolled = float(forecast.base_kw[0]) + wh_est
+        if self.der_on:
+            return self._der_step(obs, forecast, plan, wh_cmd, wh_plan, wh_est)
         fleet_kw, net_goal = self._battery_goal(plan, float(forecast.target_kw[0]), uncontrolled)
         self.last_goal_kw = net_goal
         rates = self.bat.allocate(fleet_kw, obs.battery_energy_kwh)
@@ -243,4 +275,89 @@ class MPCController:
                 "wh_est_kw": wh_est,
                 "battery_plan_kw": float(plan.battery_kw[0]),
             },
+        )
+
+    def export_margin_kw(self) -> float:
+        """Margin kept above the export limit (kW): one heater element + 1 % of the limit
+        (at least 1 kW). The PV part of a step's error needs none — the inverters'
+        limits are a ceiling on their output — so this covers the base load and the
+        heaters switching within the step."""
+        assert self.sc.export_limit_kw is not None
+        return max(self.elem_kw + 0.01 * self.sc.export_limit_kw, 1.0)
+
+    def _export_heat_kw(
+        self, obs: Observation, fc: Forecast, plan: LPPlan, wh_plan: float
+    ) -> float:
+        """Heater power to add to the plan (kW) where the forecast net, with the batteries
+        charging at their limit and the EVs at their plan, would fall below the export
+        limit: the tanks take the surplus before any PV is curtailed."""
+        assert plan.der is not None and self.sc.export_limit_kw is not None
+        pv = float(fc.pv_kw[0]) if fc.pv_kw is not None else 0.0
+        b_hi = float(self.bat.limits(obs.battery_energy_kwh)[1].sum())
+        low = float(fc.base_kw[0]) - pv + wh_plan + float(plan.der.ev_kw[0]) + b_hi
+        return max(0.0, -self.sc.export_limit_kw + self.export_margin_kw() - low)
+
+    def _der_step(
+        self,
+        obs: Observation,
+        fc: Forecast,
+        plan: LPPlan,
+        wh_cmd: npt.NDArray[np.int64],
+        wh_plan: float,
+        wh_est: float,
+    ) -> Decision:
+        """One step with PV and EVs: the battery goal with the planned EV power and the
+        forecast PV, then the cap (EVs down to their must-run floor when the batteries
+        are at their limit) and the export limit (batteries up, then EVs, then PV
+        curtailed — only the part nothing else can take)."""
+        assert plan.der is not None
+        ev_lo = float(self.evd.must_kw(obs).sum()) if obs.ev_need_kwh.size else 0.0
+        ev_hi = float(self.evd.max_kw(obs).sum()) if obs.ev_need_kwh.size else 0.0
+        ev = float(np.clip(plan.der.ev_kw[0], ev_lo, max(ev_lo, ev_hi)))
+        pv = float(fc.pv_kw[0]) if fc.pv_kw is not None else 0.0
+        rest = float(fc.base_kw[0]) + wh_est - pv  # uncontrolled without the EVs
+        limit = float(fc.target_kw[0])
+        fleet, _ = self._battery_goal(plan, limit, rest + ev)
+        lo_r, hi_r = self.bat.limits(obs.battery_energy_kwh)
+        b_lo, b_hi = float(lo_r.sum()), float(hi_r.sum())
+        fleet = float(np.clip(fleet, b_lo, b_hi))
+        if self.objective == "cap":  # EVs give way to the cap down to their floor
+            over = rest + ev + fleet - (limit - self.margin_kw())
+            if over > 0:
+                ev -= min(over, ev - ev_lo)
+        pv_ceiling = float("inf")
+        if self.sc.export_limit_kw is not None:
+            low = -self.sc.export_limit_kw + self.export_margin_kw()
+            under = low - (rest + ev + fleet)
+            if under > 0:
+                add = min(under, b_hi - fleet)
+                fleet, under = fleet + max(add, 0.0), under - max(add, 0.0)
+            if under > 0:
+                ev += max(min(under, ev_hi - ev), 0.0)
+            # the PV output that puts the net at the level: a ceiling, not an amount
+            pv_ceiling = (rest + pv) + ev + fleet - low
+        curtail = float(np.clip(pv - pv_ceiling, 0.0, pv))
+        net_goal = rest + curtail + ev + fleet
+        self.last_goal_kw = net_goal
+        rates = self.bat.allocate(fleet, obs.battery_energy_kwh)
+        ev_kw = self.evd.allocate(obs, ev) if obs.ev_need_kwh.size else None
+        avail = obs.pv_available_kw
+        if avail.size and fc.pv_kw is not None and float(avail.sum()) > 0:
+            avail = avail * (pv / float(avail.sum()))  # this step's forecast, per system
+        pv_lim = pv_limits(avail, self.pv_ac_kw, pv_ceiling) if avail.size else None
+        return Decision(
+            battery_kw=rates,
+            wh_command=wh_cmd,
+            battery_duration_s=round(obs.dt_s),
+            wh_duration_s=self.wh.event_s,
+            info={
+                "net_goal_kw": net_goal,
+                "wh_plan_kw": wh_plan,
+                "wh_est_kw": wh_est,
+                "battery_plan_kw": float(plan.battery_kw[0]),
+                "ev_plan_kw": float(plan.der.ev_kw[0]),
+                "pv_curtail_plan_kw": float(plan.der.pv_curtail_kw[0]),
+            },
+            ev_kw=ev_kw,
+            pv_limit_kw=pv_lim,
         )
