@@ -14,6 +14,7 @@ import os
 
 import typer
 
+from sef.cli import evse_commands
 from sef.cli._signals import run_service, run_until_stopped
 from sef.cli.inverter_commands import emulate_inverter
 from sef.cli.meter_commands import (
@@ -144,3 +145,4 @@ def waterheater(
 
 app.command("meter")(emulate_meter)
 app.command("inverter")(emulate_inverter)
+app.command("evse")(evse_commands.emulate_evse)
