@@ -10,7 +10,14 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from sef import __version__
-from sef.cli import api_token_command, bus_commands, enroll_command, meter_commands, operator
+from sef.cli import (
+    api_token_command,
+    bus_commands,
+    enroll_command,
+    evse_commands,
+    meter_commands,
+    operator,
+)
 from sef.cli.broker_command import broker
 from sef.cli.certify_command import certify
 from sef.cli.cluster_command import app as cluster_app
@@ -80,6 +87,7 @@ app.command("gateway")(gateway)
 app.command("broker")(broker)
 app.command("certify")(certify)
 app.command("swarm")(swarm)
+app.command("evse")(evse_commands.evse)
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(interface_app, name="interface", help="Check and show DER interface XML.")
 app.add_typer(emulate_app, name="emulate", help="Run device emulators.")
