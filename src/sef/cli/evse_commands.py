@@ -55,7 +55,9 @@ def _passwords(path: Path | None, cp_id: str) -> dict[str, str] | None:
         except (OSError, ValueError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--ocpp-passwords") from None
         if cp_id not in found:
-            raise typer.BadParameter(f"{path} has no password for {cp_id!r}", "--ocpp-passwords")
+            raise typer.BadParameter(
+                f"{path} has no password for {cp_id!r}", param_hint="--ocpp-passwords"
+            )
         return found
     password = os.environ.get(PASSWORD_ENV)
     if password is None:
@@ -215,7 +217,9 @@ def emulate_evse(
     context = None
     if scheme == "wss":
         if ca is None:
-            raise typer.BadParameter("wss:// needs --ca (the central system's CA)", "--ca")
+            raise typer.BadParameter(
+                "wss:// needs --ca (the central system's CA)", param_hint="--ca"
+            )
         context = client_tls(ca, cert, key)
     now = the_clock.now()
     if seed is not None:
