@@ -268,7 +268,7 @@ def main() -> None:
     ap.add_argument("--base", default="2682b44", help="revision of the old layout")
     ap.add_argument("--batch", type=int, default=20_000, help="agents built per batch")
     ap.add_argument(
-        "--freeze-every", type=int, default=50_000, help="Registry.freeze_every (0: never)"
+        "--freeze-every", type=int, default=10_000, help="Registry.freeze_every (0: never)"
     )
     ap.add_argument("--xml", action="store_true", help="per-agent interface XML (v1)")
     ap.add_argument("--no-bytes", action="store_true", help="skip the bytes floor")

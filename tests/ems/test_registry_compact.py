@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sef.bus import About, InterfaceRef, Message, PropertyUpdate, Status, Topics
+from sef.bus import About, InterfaceRef, Message, PropertyUpdate, Status, Topics, decode_object
 from sef.ems._admission import Admission
 from sef.ems._records import AgentRecord, PropertyValue
 from sef.ems._registry import Registry
@@ -95,18 +95,31 @@ def test_about_is_decoded_on_read_and_a_copy() -> None:
     assert record.summary()["device_name"] == "bat-1"
 
 
-def test_variant_mapping_packed_with_a_shared_shape() -> None:
+def test_variant_mapping_kept_as_its_payload() -> None:
     reg = registry()
     value = {"Sys_SOC": ["d", 55.5], "Zero": ["d", -0.0], "On": ["b", True], "N": ["u", 7]}
     value.update({f"K{i}": ["d", 0.0] for i in range(5)})
+    value["Big"] = ["t", 2**64 - 1]
     for agent in ("bat-1", "bat-2"):
         reg.handle(birth(agent), NOW)
         reg.handle(telemetry(agent, value), NOW)
     one = reg.agents["bat-1"].properties[f"{DEMO}.Telemetry"]
-    two = reg.agents["bat-2"].properties[f"{DEMO}.Telemetry"]
-    assert type(one._data) is not bytes and one._data[0] is two._data[0]  # shared shape
+    assert type(one._data) is bytes  # the payload: no Python per update (issue 16)
     assert one.value == value and one.value is not one.value
     assert str(one.value["Zero"][1]) == "-0.0" and type(one.value["N"][1]) is int
+    assert type(one.value["Big"][1]) is int
+
+
+def test_integers_beyond_64_bits_stay_exact() -> None:
+    """An integer beyond 64 bits stays exact (orjson would make it a float: json's path)."""
+    reg = registry()
+    reg.handle(birth("bat-1"), NOW)
+    value = {"Huge": ["t", 2**70], "Neg": ["x", -(2**64)]}
+    reg.handle(telemetry("bat-1", value), NOW)
+    assert reg.agents["bat-1"].prop(DEMO, "Telemetry") == value
+    assert decode_object(b'{"v":1,"value":123456789012345678901234567890}')["value"] == (
+        123456789012345678901234567890
+    )
 
 
 def test_object_property_kept_as_payload_scalar_kept_decoded() -> None:
@@ -148,7 +161,7 @@ def test_no_empty_dicts_per_agent_until_written() -> None:
     assert record.prop("a", "b") == 1
 
 
-def test_a_record_restored_from_decoded_values_is_packed() -> None:
+def test_a_record_restored_from_decoded_values_is_kept_as_payloads() -> None:
     value = {f"K{i}": ["d", i / 2] for i in range(10)}
     listed = [1, 2, 3]
     record = AgentRecord(
@@ -164,7 +177,7 @@ def test_a_record_restored_from_decoded_values_is_packed() -> None:
     reg = registry()
     reg.restore(record)
     entry = record.properties[f"{DEMO}.Telemetry"]
-    assert type(entry._data) is not dict and entry.value == value
+    assert type(entry._data) is bytes and entry.value == value
     entry = record.properties[f"{DEMO}.List"]
     assert type(entry._data) is bytes and entry.value == listed
     assert [r.agent_id for r in reg.group_members("fleet")] == ["bat-1"]

@@ -43,6 +43,7 @@ from sef.bus._payload import (
     encode_bridge_state,
     encode_envelope,
     encode_object,
+    loads_kept,
 )
 from sef.bus._session import BDSEQ_AHEAD_S, BDSEQ_LIMIT, SEQ_MODULUS, Session, bdseq_problem
 from sef.bus._suback import SubackRetry
@@ -96,6 +97,7 @@ __all__ = [
     "encode_envelope",
     "encode_object",
     "is_url_list",
+    "loads_kept",
     "parse_url_list",
     "start_index",
     "url_list_resolver",

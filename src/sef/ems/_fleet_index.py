@@ -21,7 +21,7 @@ from sef.ems._records import AgentRecord
 
 __all__ = ["FREEZE_EVERY", "FleetIndex"]
 
-FREEZE_EVERY = 50_000
+FREEZE_EVERY = 10_000
 """Agents added between two calls of :meth:`FleetIndex.freeze` the registry makes itself."""
 
 

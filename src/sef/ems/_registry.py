@@ -303,7 +303,7 @@ class Registry(AdmissionRules, InterfaceRules, SessionRules, FleetIndex):
             if not self._sequence(record, item.seq, item.ts, message, now, events):
                 return events
             record.about = item.fields
-            record.interfaces = intern_interfaces(
+            record._interfaces = intern_interfaces(  # (interned: not through the setter)
                 tuple([(ref.name, ref.sha256) for ref in item.interfaces])
             )
             before = record.groups
