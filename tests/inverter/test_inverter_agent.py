@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sef.agents._nameplate import nameplate_problems
-from sef.agents.inverter import INVERTER_INTERFACE, InverterAgent
+from sef.agents.inverter import INVERTER_INTERFACE, NOT_SUPPORTED, InverterAgent
 from sef.broker import free_port
 from sef.bus import ErrorName
 from sef.clock import ScaledClock
@@ -115,12 +115,18 @@ async def test_shed_through_the_bus_curtails_within_two_polls(broker_url: str) -
 
 async def test_other_commands_are_refused_with_a_reason(broker_url: str) -> None:
     async with rig(broker_url) as r:
+        await r.ems.call("pv-1", DEMO_INTERFACE, "EnergyMethod", [[["shed", 3, 0]]])
         replies = await r.ems.call("pv-1", DEMO_INTERFACE, "EnergyMethod", [[["charge", 3, 60]]])
-        assert replies and not replies[0].ok
-        assert replies[0].error == ErrorName.INVALID_ARGS
-        assert "cannot charge or discharge" in (replies[0].message or "")
-        await wait_for(lambda: "Refused" in r.telemetry(), 2.0)
-        assert r.emulator.image.get(704, "WMaxLimPctEna") == 0 and r.watts() > 4990
+        # a valid sequence (protocol §7.2): accepted, but the device refuses it, with the reason
+        assert replies and replies[0].ok and replies[0].applied is False
+        assert replies[0].fault == NOT_SUPPORTED
+        assert "cannot charge or discharge" in (replies[0].fault_message or "")
+        await wait_for(lambda: "cannot charge" in r.telemetry().get("Refused", ""), 2.0)
+        assert r.emulator.image.get(704, "WMaxLimPct") == pytest.approx(60.0)  # no change
+        assert r.watts() == pytest.approx(3000, abs=1)
+        # a malformed sequence is refused by the protocol and changes nothing
+        bad = await r.ems.call("pv-1", DEMO_INTERFACE, "EnergyMethod", [[["boost", 1, 0]]])
+        assert bad and not bad[0].ok and bad[0].error == ErrorName.INVALID_ARGS
 
 
 async def test_inverter_interface_settings(broker_url: str) -> None:

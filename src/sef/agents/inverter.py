@@ -10,7 +10,9 @@ command    effect
 shed r     limit the output to ``r`` kW (704 ``WMaxLimPct`` = 100·r/``WMax``, ``Ena`` = 1)
 endshed    release that limit
 idle       no change (the curtailment in force stays)
-others     refused (``InvalidArgs``) with the reason: a PV inverter cannot charge/discharge
+others     refused by the device: no change; the reply is ``ok`` (the sequence is valid, as
+           ``docs/protocol.md`` §7.2 and ``sef certify`` require) with ``applied`` false,
+           fault ``sef.Fault.NotSupported`` and the reason, also shown as ``Refused``
 =========  ================================================================================
 
 ``org.sef.der.Inverter`` adds standing settings: an export limit (kW, combined with a
@@ -41,7 +43,13 @@ from sef.interface import DEMO_INTERFACE, Command, EnergyEvent, Variant, parse_e
 from sef.protocols.sunspec import PointValue, SunSpecClient, SunSpecError
 from sef.security import Security
 
-__all__ = ["INVERTER_INTERFACE", "InverterAgent", "InverterSettings", "SunSpecInverter"]
+__all__ = [
+    "INVERTER_INTERFACE",
+    "NOT_SUPPORTED",
+    "InverterAgent",
+    "InverterSettings",
+    "SunSpecInverter",
+]
 
 log = logging.getLogger("sef.agent.inverter")
 
@@ -50,6 +58,8 @@ REVERT_MARGIN_S = 60.0
 """Clock seconds after a timed shed's planned end at which the inverter reverts itself."""
 MAX_REVERT_S = 0xFFFFFFFE
 ACCEPTED = (Command.SHED, Command.ENDSHED, Command.IDLE)
+NOT_SUPPORTED = "sef.Fault.NotSupported"
+"""Reply fault of a valid command the device cannot carry out (charge, discharge)."""
 INV_STATES = {0: "OFF", 1: "SLEEPING", 2: "STARTING", 3: "RUNNING", 4: "THROTTLED",
               5: "SHUTTING_DOWN", 6: "FAULT", 7: "STANDBY"}  # fmt: skip
 _MEASURE = ["W", "Var", "PF", "A", "LNV", "Hz", "TotWhInj", "InvSt", "Alrm", "ThrotPct"]
@@ -302,20 +312,24 @@ class InverterAgent(DERAgent[SunSpecInverter]):
 
     @method(DEMO_INTERFACE, "EnergyMethod")
     async def energy_method(self, cmds: list[tuple[str, int, int]]) -> Outcome:
-        """``EnergyMethod``: shed / endshed / idle only; anything else is refused."""
-        events = parse_events(cmds)
+        """``EnergyMethod``: shed / endshed / idle act; charge / discharge are refused by the
+        device (no change, ``applied`` false with the reason)."""
+        events = parse_events(cmds)  # a malformed sequence: InvalidArgs, nothing changes
         bad = [e for e in events if e.cmd not in ACCEPTED]
-        if bad:
-            shown = [e.as_tuple() for e in events]
-            reason = (
-                f"{bad[0].cmd.value}: a PV inverter cannot charge or discharge; "
-                "use shed RATE to curtail, endshed to release"
-            )
-            self.device.refused = f"{shown}: {reason}"
-            log.warning("%s: refused %s: %s", self.agent_id, shown, reason)
-            self._publish()
-            raise CallError(f"refused: {reason}", ErrorName.INVALID_ARGS)
-        return await super().energy_method(cmds)
+        outcome = await super().energy_method(cmds)
+        if not bad:
+            return outcome
+        shown = [e.as_tuple() for e in events]
+        reason = (
+            f"{bad[0].cmd.value}: a PV inverter cannot charge or discharge (no change); "
+            "use shed RATE to curtail, endshed to release"
+        )
+        self.device.refused = f"{shown}: {reason}"
+        log.warning("%s: refused %s: %s", self.agent_id, shown, reason)
+        self._publish()
+        if events[0].cmd in ACCEPTED:
+            return outcome
+        return Outcome(False, NOT_SUPPORTED, f"refused: {reason}")
 
     async def _settings_changed(self) -> Outcome:
         """Publish the settings and write them now (or at the next connection)."""
