@@ -25,15 +25,15 @@ returned succeeded (:mod:`sef.bus._acks`, the one place that uses gmqtt internal
 :meth:`BusClient.publish_acked` is the other direction: a QoS 1 publish whose future says
 whether the broker acknowledged it (PUBACK) before its connection ended.
 
-A connection's writes can be coalesced (:mod:`sef.bus._coalesce`; off by default, on with
-``coalesce_writes=True`` or ``SEF_BUS_COALESCE=1``): what gmqtt writes within one event-loop
+A connection's writes are coalesced (:mod:`sef.bus._coalesce`; on by default, off with
+``coalesce_writes=False`` or ``SEF_BUS_COALESCE=0``): what gmqtt writes within one event-loop
 iteration (e.g. the PUBACKs of a burst of QoS 1 messages) reaches the socket as one write,
 the same bytes in the same order (1.4-1.85x the messages per CPU second of a QoS 1 drain,
-``bench/bus_write_coalescing.py``). Off by default because a persistent-session client that
-stops cleanly and reconnects within milliseconds was seen to get the last few hundred
-messages again (Mosquitto took the session over before it read the old connection's final
-PUBACKs and DISCONNECT): duplicates under QoS 1, not losses, but a change of behaviour
-still to be understood.
+``bench/bus_write_coalescing.py``). A clean :meth:`BusClient.stop` first waits until the
+broker has read everything written (an UNSUBSCRIBE and its UNSUBACK): a burst of PUBACKs
+in one write is many packets, which Mosquitto reads one per pass over its sockets, and a
+restart that connected again at once with the same client id used to get the messages of
+the PUBACKs not read yet a second time.
 """
 
 from __future__ import annotations
@@ -73,8 +73,14 @@ __all__ = [
 log = logging.getLogger("sef.bus")
 
 COALESCE_ENV = "SEF_BUS_COALESCE"
-"""Environment variable: ``1`` (or ``on``/``true``/``yes``) turns write coalescing on for
-clients that do not choose (``coalesce_writes=None``); off by default (module docstring)."""
+"""Environment variable: ``0`` (or ``off``/``false``/``no``) turns write coalescing off for
+clients that do not choose (``coalesce_writes=None``); on by default (module docstring)."""
+
+STOP_BARRIER_TOPIC = "sef/_stop-barrier"
+"""A filter no SEF client subscribes: :meth:`BusClient.stop` unsubscribes from it and waits
+for the UNSUBACK, to know that the broker read everything written before."""
+STOP_BARRIER_S = 2.0
+"""How long :meth:`BusClient.stop` waits for that UNSUBACK, s."""
 
 SESSION_TAKEN_OVER = 0x8E
 """MQTT 5 DISCONNECT reason code: another client connected with this client id."""
@@ -259,7 +265,7 @@ class BusClient:
         coalesce_writes: hand the writes gmqtt makes within one event-loop iteration
             (e.g. the PUBACKs of a burst of QoS 1 messages) to the socket as one write
             (:mod:`sef.bus._coalesce`; same bytes in the same order, fewer system
-            calls). ``None``: off unless the environment sets ``SEF_BUS_COALESCE=1``.
+            calls). ``None``: on unless the environment sets ``SEF_BUS_COALESCE=0``.
     """
 
     _schemes: ClassVar[dict[str, Callable[[str], BrokerResolver]]] = {}
@@ -295,8 +301,8 @@ class BusClient:
     ) -> None:
         self.tls = tls
         if coalesce_writes is None:
-            setting = os.environ.get(COALESCE_ENV, "0").strip().lower()
-            coalesce_writes = setting in ("1", "on", "true", "yes")
+            setting = os.environ.get(COALESCE_ENV, "1").strip().lower()
+            coalesce_writes = setting not in ("0", "off", "false", "no")
         self.write_stats: WriteStats | None = WriteStats() if coalesce_writes else None
         """Counters of the coalesced writes over all connections (``None`` when off)."""
         self.backoff_reset_after_s = backoff_reset_after_s
@@ -340,6 +346,7 @@ class BusClient:
         self._disconnect_reason: int | None = None
         self._subscriptions: dict[str, int] = {}
         self._subacks: dict[int, asyncio.Future[int]] = {}
+        self._unsubacks: dict[int, asyncio.Future[None]] = {}
         self._client: _OneShotClient | None = None
         self._lost = asyncio.Event()
         self._connected = asyncio.Event()
@@ -390,12 +397,49 @@ class BusClient:
             try:
                 if before_disconnect is not None and self._connected.is_set():
                     await before_disconnect()
+                if self._connected.is_set():
+                    await self._read_by_broker(client)
                 await asyncio.wait_for(client.disconnect(), 2.0)
             except (TimeoutError, OSError, RuntimeError) as exc:
                 log.warning("clean disconnect of %s failed: %s", self.client_id, exc)
         self._client = None
         self._connected.clear()
         self._pubacks.fail_all(f"{self.client_id} stopped before the PUBACK")
+
+    async def _read_by_broker(self, client: _OneShotClient) -> None:
+        """Return once the broker has read everything written so far on ``client``'s
+        connection (at most :data:`STOP_BARRIER_S`): an UNSUBSCRIBE of a filter this
+        client never subscribed, and its UNSUBACK. A broker handles one connection's
+        packets in order, so the UNSUBACK comes after it processed every PUBACK and
+        PUBLISH written before. Without it a clean stop followed at once by a new
+        connection with the same client id (a restart) could have the broker take the
+        session over before it read the last PUBACKs (Mosquitto 2.0 reads one packet per
+        pass over its sockets; a coalesced burst of PUBACKs is many packets in one write),
+        and the new connection got those messages again (QoS 1 duplicates)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        try:
+            mid = client.unsubscribe(STOP_BARRIER_TOPIC)
+        except Exception as exc:  # the connection is already going: nothing to wait for
+            log.debug("%s: no stop barrier: %s", self.client_id, exc)
+            return
+        self._unsubacks[mid] = future
+        try:
+            await asyncio.wait_for(asyncio.shield(future), STOP_BARRIER_S)
+        except TimeoutError:
+            log.warning(
+                "%s: no UNSUBACK within %.1f s before disconnecting: the broker may not "
+                "have read the last acknowledgements (they would come again)",
+                self.client_id,
+                STOP_BARRIER_S,
+            )
+        finally:
+            self._unsubacks.pop(mid, None)
+
+    def _handle_unsuback(self, client: Any, mid: int, *args: Any) -> None:
+        future = self._unsubacks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def publish(
         self,
@@ -593,6 +637,7 @@ class BusClient:
         if self._acks is not None:
             self._acks.install(client, redeliver=lambda: self._redeliver(client))
         client.on_subscribe = self._handle_suback
+        client.on_unsubscribe = self._handle_unsuback
         client.on_connect = self._handle_connack
         client.on_disconnect = self._handle_disconnect
         self._lost.clear()
