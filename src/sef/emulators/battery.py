@@ -23,15 +23,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
-
 import sef
 from sef.clock import Clock, default_clock
+from sef.emulators._sunspec_server import SunSpecServer, Written
 from sef.models.battery import BatteryModel, BatteryParams
-from sef.protocols.sunspec import SunSpecError, SunSpecImage, choose_sf
-from sef.protocols.sunspec.mdef import decode_point
+from sef.protocols.sunspec import SunSpecImage, choose_sf
 
 __all__ = ["MODEL_IDS", "BatteryEmulator", "run_battery_emulator"]
 
@@ -43,14 +39,13 @@ CHAST_OFF, CHAST_EMPTY, CHAST_DISCHARGING, CHAST_CHARGING, CHAST_FULL, CHAST_HOL
 STATE_DISCONNECTED, STATE_CONNECTED, STATE_SOC_PROTECTION, STATE_FAULT = 1, 3, 5, 99
 EVT_UNDER_SOC_MIN_WARNING, EVT_OVER_SOC_MAX_WARNING = 1 << 14, 1 << 16
 EVT_OTHER_ALARM, EVT_CONFIGURATION_WARNING = 1 << 25, 1 << 29
-_WRITE_FCS = {5, 6, 15, 16, 22, 23}
-_MIN_REAL_TICK_S = 0.02
 _IDLE_KW = 1e-6
 _TELEMETRY_S = 1.0  # clock s averaged by the reported powers
 
 
-class BatteryEmulator:
-    """One emulated SunSpec battery (model + register image + Modbus TCP server).
+class BatteryEmulator(SunSpecServer):
+    """One emulated SunSpec battery (model + register image + Modbus TCP server,
+    :class:`~sef.emulators._sunspec_server.SunSpecServer`).
 
     Parameters:
         host: address to bind.
@@ -74,22 +69,17 @@ class BatteryEmulator:
         tick_s: float = 1.0,
         serial: str | None = None,
     ) -> None:
-        if not 1 <= unit <= 247:
-            raise ValueError(f"unit must be 1..247, got {unit}")
-        self.host, self.port, self.unit = host, port, unit
-        self.clock = clock or default_clock()
+        super().__init__(
+            SunSpecImage(MODEL_IDS), host, port, unit, clock or default_clock(), tick_s
+        )
         self.params = params or BatteryParams()
         self.model = BatteryModel(self.params, n=1, soc=soc)
-        self.tick_s = tick_s
-        self.image = SunSpecImage(MODEL_IDS)
         self.connected = True
         self.fault = False
         self.latched_events = 0
         self.discharged_kwh = 0.0
         self._last = self.clock.monotonic()
         self._rate_written_at = self._last
-        self._server: ModbusTcpServer | None = None
-        self.address: tuple[str, int] | None = None
         self._init_image(serial or f"SEF-BAT-{port}-{unit}")
         self._refresh()
 
@@ -238,51 +228,16 @@ class BatteryEmulator:
             self.latched_events |= EVT_OTHER_ALARM
         self._refresh()
 
-    # -- Modbus ---------------------------------------------------------------------
+    # -- writes (SunSpecServer) ------------------------------------------------------
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        """Hook of pymodbus: refresh on reads, validate and apply writes."""
-        try:
-            if function_code in _WRITE_FCS and values is not None:
-                return self._write(address, [int(v) for v in values])
-            self.advance()
-            i = address - start_address
-            registers[i : i + count] = self.image.slice(address, count)
-            return None
-        except Exception:  # never let a request crash the server
-            return ExcCodes.DEVICE_FAILURE
+    def valid(self, model_id: int, name: str, value: Any) -> bool:
+        """Range checks of a written value (engineering units)."""
+        return self._valid(model_id, name, value)
 
-    def _write(self, address: int, values: list[int]) -> ExcCodes | None:
-        img = self.image
-        try:
-            touched = img.points_in(address, len(values))
-        except SunSpecError:
-            return ExcCodes.ILLEGAL_ADDRESS
-        for mdef, p in touched:
-            start = img.model_address[mdef.model_id] + p.offset
-            if not p.writable or start < address or start + p.size > address + len(values):
-                return ExcCodes.ILLEGAL_ADDRESS
-        new: dict[tuple[int, str], float | int | str | None] = {}
-        for mdef, p in touched:
-            i = img.model_address[mdef.model_id] + p.offset - address
-            new[(mdef.model_id, p.name)] = decode_point(
-                p, values[i : i + p.size], img.sf_of(mdef.model_id, p)
-            )
-        if not all(self._valid(mid, name, v) for (mid, name), v in new.items()):
-            return ExcCodes.ILLEGAL_VALUE
-        self.advance()  # the old controls were in force until now
-        img.store(address, values)
+    def apply(self, new: Written) -> None:
+        """React to an accepted write, then refresh the image."""
         self._apply(new)
         self._refresh()
-        return None
 
     def _valid(self, model_id: int, name: str, v: float | int | str | None) -> bool:
         if not isinstance(v, int | float) or not math.isfinite(v):
@@ -308,44 +263,11 @@ class BatteryEmulator:
         if any(k[0] == 124 for k in new):
             self._rate_written_at = self._last
 
-    async def start(self) -> tuple[str, int]:
-        """Start serving in the background; returns the bound (host, port)."""
-        device = SimDevice(
-            id=self.unit,
-            simdata=SimData(self.image.base, values=list(self.image.registers),
-                            datatype=DataType.REGISTERS),
-            action=self._action,
-        )  # fmt: skip
-        other_units = SimDevice(  # any other unit id: "gateway target did not respond"
-            id=0,
-            simdata=SimData(0, count=0x10000, values=0, datatype=DataType.REGISTERS),
-            action=_no_such_unit,
-        )
-        self._server = ModbusTcpServer([device, other_units], address=(self.host, self.port))
-        await self._server.serve_forever(background=True)
-        sockets = getattr(self._server.transport, "sockets", None) or []
-        port = int(sockets[0].getsockname()[1]) if sockets else self.port
-        self.address = (self.host, port)
+    def on_bound(self, port: int) -> None:
+        """Fix the serial number once the port is known; restart the time base."""
         if self.port == 0:
             self.image.set(1, "SN", f"SEF-BAT-{port}-{self.unit}")
         self._last = self._rate_written_at = self.clock.monotonic()
-        return self.address
-
-    async def run(self) -> None:
-        """Step the model every tick until cancelled (the server must be started)."""
-        while True:
-            await self.clock.sleep(max(self.tick_s, self.clock.to_clock(_MIN_REAL_TICK_S)))
-            self.advance()
-
-    async def stop(self) -> None:
-        """Stop serving and close every connection."""
-        if self._server is not None:
-            await self._server.shutdown()  # type: ignore[no-untyped-call]
-            self._server = None
-
-
-async def _no_such_unit(*_args: object) -> ExcCodes:
-    return ExcCodes.GATEWAY_NO_RESPONSE
 
 
 async def run_battery_emulator(
