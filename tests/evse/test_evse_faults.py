@@ -86,7 +86,7 @@ async def test_agent_restarted_charge_point_reconnects(broker_url: str, tmp_path
             # the new agent learns the running transaction from the meter values
             await wait_for(lambda: rig.last().get("EV_Plugged") is True, 10.0)
             await wait_for(lambda: rig.charger.state.transaction_id is not None, 10.0)
-            assert rig.last()["Comm_Fault"] is False
+            await wait_for(lambda: rig.last().get("Comm_Fault") is False, 10.0)
             await wait_for(lambda: "EV_Departure" in rig.last(), 10.0)
             # and commands it again; its own idle (no sequence) released the charger first
             assert (await rig.send(("charge", 6, 0))).ok

@@ -335,7 +335,7 @@ class EVSEAgent(DERAgent[OcppCharger]):
                 charger.refused = f"{shown}: {problem}"
                 log.warning("%s: refused %s: %s", self.agent_id, shown, problem)
                 self._publish()
-                raise CallError(f"refused: {problem} (send a shed to force)", DEPARTURE_ERROR)
+                raise CallError(f"{problem} (a shed forces it)", DEPARTURE_ERROR)
             log.warning("%s: %s forced although it %s", self.agent_id, shown, problem)
         return await super().energy_method(cmds)
 

@@ -238,8 +238,7 @@ class EVSEEmulator:
                         await self._session(link, reader)
                     finally:
                         reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await reader
+                        await asyncio.wait([reader])  # our own cancellation still propagates
                 backoff = 0.5
             except (OSError, TimeoutError, OCPPError, websockets.WebSocketException) as exc:
                 text = f"{type(exc).__name__}: {exc}"

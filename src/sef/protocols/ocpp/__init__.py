@@ -12,6 +12,7 @@ validation); this package only holds what both SEF sides need on top of it:
 """
 
 from ._link import (
+    MAX_BAD_FRAMES,
     SUBPROTOCOLS,
     OcppVersion,
     basic_auth_header,
@@ -37,6 +38,7 @@ from ._profiles import (
 )
 
 __all__ = [
+    "MAX_BAD_FRAMES",
     "SUBPROTOCOLS",
     "ChargingLimit",
     "MeterReading",
