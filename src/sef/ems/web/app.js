@@ -94,10 +94,14 @@ function telemetryOf(agent) {
 
 function kindOf(agent, tel) {
   if ("Sys_SOC" in tel || "Sys_Power_kW" in tel) return "battery";
+  if ("PV_Power_kW" in tel) return "pv inverter";
+  if ("EV_Plugged" in tel || "EV_Energy_kWh" in tel) return "ev charger";
   if ("Power_W" in tel || "Energy_Stored_Wh" in tel || "Op_State" in tel) return "water heater";
   const about = `${agent.model || ""} ${agent.device_name || ""} ${agent.id}`.toLowerCase();
   if (/ucm|water|heater|\bwh/.test(about)) return "water heater";
   if (/batt|bis|\bbat/.test(about)) return "battery";
+  if (/inverter|\bpv\b/.test(about)) return "pv inverter";
+  if (/evse|charger|\bev\b/.test(about)) return "ev charger";
   return "agent";
 }
 
@@ -412,8 +416,18 @@ function chartTelemetry(agent, tel, t) {
     }
     addTemperatures(agent.id, tel, t);
     if (typeof tel.Power_W === "number") state.fleetPower.set(agent.id, [t, tel.Power_W / 1000, kind]);
+  } else if (kind === "pv inverter") {
+    if (typeof tel.PV_Power_kW === "number") {
+      charts.pv.add(agent.id, t, tel.PV_Power_kW);
+      state.fleetPower.set(agent.id, [t, -tel.PV_Power_kW, kind]);
+    }
+  } else if (kind === "ev charger") {
+    if (typeof tel.EV_Rate_kW === "number") {
+      charts.ev.add(agent.id, t, tel.EV_Rate_kW);
+      state.fleetPower.set(agent.id, [t, tel.EV_Rate_kW, kind]);
+    }
   }
-  if (!state.controlMode && (kind === "battery" || kind === "water heater")) {
+  if (!state.controlMode && kind in FLEET) {
     addFleetPoint(t);
   }
 }
@@ -421,6 +435,8 @@ function chartTelemetry(agent, tel, t) {
 const FLEET = {
   battery: { name: "bat", label: "batteries (sum, + = charging)", color: PALETTE[0] },
   "water heater": { name: "wh", label: "water heaters (sum)", color: PALETTE[3] },
+  "pv inverter": { name: "pv", label: "PV (sum, − = producing)", color: PALETTE[2] },
+  "ev charger": { name: "ev", label: "EV chargers (sum)", color: PALETTE[1] },
 };
 
 /** Online agents of a kind (the members of a fleet sum). */
@@ -490,6 +506,14 @@ async function loadHistory(agent) {
       addTemperatures(agent.id, tel, point.ts);
       if (typeof tel.Power_W === "number") power.push([point.ts, tel.Power_W / 1000]);
     }
+    if (kind === "pv inverter" && typeof tel.PV_Power_kW === "number") {
+      charts.pv.add(agent.id, point.ts, tel.PV_Power_kW);
+      power.push([point.ts, -tel.PV_Power_kW]);
+    }
+    if (kind === "ev charger" && typeof tel.EV_Rate_kW === "number") {
+      charts.ev.add(agent.id, point.ts, tel.EV_Rate_kW);
+      power.push([point.ts, tel.EV_Rate_kW]);
+    }
   }
   state.powerHistory.set(agent.id, power);
   addFleetHistory();
@@ -539,6 +563,14 @@ function scheduleRender() {
   });
 }
 
+/** An agent's AC power in kW (+ = consuming), or null. */
+function powerKw(kind, tel) {
+  if (kind === "battery") return typeof tel.Sys_Power_kW === "number" ? tel.Sys_Power_kW : null;
+  if (kind === "pv inverter") return typeof tel.PV_Power_kW === "number" ? -tel.PV_Power_kW : null;
+  if (kind === "ev charger") return typeof tel.EV_Rate_kW === "number" ? tel.EV_Rate_kW : null;
+  return typeof tel.Power_W === "number" ? tel.Power_W / 1000 : null;
+}
+
 function agentRow(agent) {
   const tel = telemetryOf(agent);
   const kind = kindOf(agent, tel);
@@ -570,6 +602,26 @@ function agentRow(agent) {
       link = tel.Link;
       linkClass = tel.Link === "up" ? "ok-text" : "bad-text";
     }
+  } else if (kind === "pv inverter" || kind === "ev charger") {
+    const pv = kind === "pv inverter";
+    const kw = pv ? tel.PV_Power_kW : tel.EV_Rate_kW;
+    power = typeof kw === "number" ? signed(pv ? -kw : kw, 2) : "–";
+    if (pv) {
+      stored = typeof tel.Energy_Produced_Wh === "number"
+        ? `${fmt(tel.Energy_Produced_Wh / 1000, 1)} kWh produced` : "–";
+      const limit = tel.Limited && typeof tel.Limit_kW === "number" ? ` · limit ${fmt(tel.Limit_kW, 2)} kW` : "";
+      opState = (tel.State || "–") + limit;
+    } else {
+      const parts = [];
+      if (typeof tel.EV_Energy_kWh === "number") parts.push(`${fmt(tel.EV_Energy_kWh, 2)} kWh`);
+      if (typeof tel.EV_Need_kWh === "number") parts.push(`${fmt(tel.EV_Need_kWh, 2)} kWh to go`);
+      stored = parts.length ? parts.join(" · ") : "–";
+      opState = (tel.Connector_Status || "–") + (tel.EV_Plugged ? " · plugged" : "");
+    }
+    if ("Comm_Fault" in tel) {
+      link = tel.Comm_Fault ? "fault" : "ok";
+      linkClass = tel.Comm_Fault ? "bad-text" : "ok-text";
+    }
   }
   const event = tel.Event ? `${tel.Event}${tel.Event_Rate_kW ? ` ${tel.Event_Rate_kW} kW` : ""}` : "–";
   const about = [agent.manufacturer, agent.model, agent.software_version].filter(Boolean).join(" ");
@@ -590,8 +642,7 @@ function agentRow(agent) {
   el("td", { "data-col": "groups" }, ...(agent.groups || []).map((g) => el("span", { class: "tag" }, g))),
   el("td", { "data-col": "last-seen" }, offline ? `last seen ${hms(seen)}` : hms(seen)),
   el("td", { "data-col": "soc", class: "num" }, soc),
-  el("td", { "data-col": "power", class: "num", "data-value": kind === "battery" ? tel.Sys_Power_kW
-    : (typeof tel.Power_W === "number" ? tel.Power_W / 1000 : null) }, power),
+  el("td", { "data-col": "power", class: "num", "data-value": powerKw(kind, tel) }, power),
   el("td", { "data-col": "event", "data-value": tel.Event || null }, event),
   el("td", { "data-col": "stored", class: "num" }, stored),
   el("td", { "data-col": "op-state", title: tel.Refused || tel.Fault || null }, opState),
@@ -972,6 +1023,8 @@ function start() {
     empty: "no temperature in the water heaters' telemetry",
   });
   setNote(charts.temp, "Telemetry keys containing 'Temp', if the agents report any.");
+  charts.pv = new LineChart($("#chart-pv"), { zero: true, minRange: 1, empty: "no PV inverter yet" });
+  charts.ev = new LineChart($("#chart-ev"), { zero: true, minRange: 1, empty: "no EV charger yet" });
   $("#window").addEventListener("change", (e) => {
     state.windowS = Number(e.target.value);
     Object.values(charts).forEach((c) => c.schedule());
