@@ -133,7 +133,7 @@ def frame_problem(raw: object) -> str | None:
         return "not a JSON array"
     kind = msg[0]
     shapes = {2: (str, str, dict), 3: (str, dict), 4: (str, str, str, dict)}
-    if isinstance(kind, bool) or kind not in shapes:
+    if not isinstance(kind, int) or isinstance(kind, bool) or kind not in shapes:
         return f"unknown message type {kind!r}"
     want = shapes[kind]
     if len(msg) != len(want) + 1:
