@@ -7,7 +7,8 @@ Every key carries its unit in its name:
 ==============================  ====  =====================================================
 key                             type  meaning
 ==============================  ====  =====================================================
-``DeviceType``                  s     ``"battery"`` | ``"water_heater"`` | ``"meter"``
+``DeviceType``                  s     ``"battery"`` | ``"water_heater"`` | ``"meter"`` |
+                                      ``"pv_inverter"`` | ``"ev_charger"``
 ``Charge_Rate_kW``              d     battery: rated charge power, kW
 ``Discharge_Rate_kW``           d     battery: rated discharge power, kW
 ``Capacity_kWh``                d     battery: rated stored energy at SOC 100 %, kWh
@@ -30,6 +31,7 @@ key                             type  meaning
 ``Var_Rating_kvar``             d     PV inverter, optional: reactive capability (702
                                       VarMaxInjRtg), kvar
 ``DC_Rating_kWp``               d     PV inverter, optional: PV array rating at STC, kWp
+``Charge_Rate_kW``              d     EV charger (``ev_charger``): the charger's rating, kW
 ==============================  ====  =====================================================
 
 :func:`nameplate_problems` checks a value against this schema (the certification suite and
@@ -47,18 +49,20 @@ __all__ = [
     "BATTERY_KEYS",
     "DEFAULT_EFFICIENCY_PCT",
     "DEVICE_TYPES",
+    "EV_CHARGER_KEYS",
     "HEATER_TYPES",
     "METER_KEYS",
     "OPTIONAL_KEYS",
     "PV_INVERTER_KEYS",
     "WATER_HEATER_KEYS",
     "battery_nameplate",
+    "ev_charger_nameplate",
     "nameplate_problems",
     "pv_inverter_nameplate",
     "water_heater_nameplate",
 ]
 
-DEVICE_TYPES = ("battery", "water_heater", "meter", "pv_inverter")
+DEVICE_TYPES = ("battery", "water_heater", "meter", "pv_inverter", "ev_charger")
 HEATER_TYPES = ("resistance", "heat_pump")
 DEFAULT_EFFICIENCY_PCT = 97.5
 """One-way efficiency a battery agent reports when its device does not say (%): SEF's
@@ -88,6 +92,8 @@ METER_KEYS: dict[str, str] = {"Phases": "i"}
 """Required meter keys and their D-Bus types."""
 PV_INVERTER_KEYS: dict[str, str] = {"AC_Rating_kW": "d", "VA_Rating_kVA": "d"}
 """Required PV-inverter keys and their D-Bus types."""
+EV_CHARGER_KEYS: dict[str, str] = {"Charge_Rate_kW": "d"}
+"""Required EV-charger keys and their D-Bus types."""
 OPTIONAL_KEYS: dict[str, dict[str, str]] = {
     "water_heater": {"Inlet_C": "d"},
     "pv_inverter": {"Var_Rating_kvar": "d", "DC_Rating_kWp": "d"},
@@ -98,6 +104,7 @@ _REQUIRED = {
     "water_heater": WATER_HEATER_KEYS,
     "meter": METER_KEYS,
     "pv_inverter": PV_INVERTER_KEYS,
+    "ev_charger": EV_CHARGER_KEYS,
 }
 _POSITIVE = ("Charge_Rate_kW", "Discharge_Rate_kW", "Capacity_kWh", "Volume_L", "Phases",
              "AC_Rating_kW", "VA_Rating_kVA", "DC_Rating_kWp")  # fmt: skip
@@ -176,6 +183,14 @@ def pv_inverter_nameplate(
     return {
         "DeviceType": Variant("s", "pv_inverter"),
         **{key: Variant("d", round(float(v), 4)) for key, v in values.items()},
+    }
+
+
+def ev_charger_nameplate(*, charge_kw: float) -> dict[str, Variant]:
+    """An EV charger's ``Nameplate``: its rating, kW (the EV's own limit is per session)."""
+    return {
+        "DeviceType": Variant("s", "ev_charger"),
+        "Charge_Rate_kW": Variant("d", round(float(charge_kw), 4)),
     }
 
 
