@@ -106,11 +106,11 @@ async def test_shed_through_the_bus_curtails_within_two_polls(broker_url: str) -
         await r.ems.call("pv-1", DEMO_INTERFACE, "EnergyMethod", [[["endshed", 0, 0]]])
         await wait_for(lambda: r.watts() == pytest.approx(5000, abs=2), 3.0)
         assert r.emulator.image.get(704, "WMaxLimPctEna") == 0
-        # idle changes nothing: a shed stays in force
-        await r.ems.call(
-            "pv-1", DEMO_INTERFACE, "EnergyMethod", [[["shed", 1, 60], ["idle", 0, 0]]]
-        )
-        await wait_for(lambda: r.watts() == pytest.approx(1000, abs=1), 3.0)
+        # a timed shed, then idle (normal operation): curtailed, then released
+        await r.ems.call("pv-1", DEMO_INTERFACE, "EnergyMethod", [[["shed", 1, 2], ["idle", 0, 0]]])
+        await wait_for(lambda: r.watts() == pytest.approx(1000, abs=1), 1.5)
+        await wait_for(lambda: r.watts() == pytest.approx(5000, abs=2), 4.0)
+        assert r.emulator.image.get(704, "WMaxLimPctEna") == 0
 
 
 async def test_other_commands_are_refused_with_a_reason(broker_url: str) -> None:

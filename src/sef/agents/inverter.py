@@ -9,7 +9,8 @@ command    effect
 =========  ================================================================================
 shed r     limit the output to ``r`` kW (704 ``WMaxLimPct`` = 100·r/``WMax``, ``Ena`` = 1)
 endshed    release that limit
-idle       no change (the curtailment in force stays)
+idle       no change to normal operation: no curtailment by an event (the standing export
+           limit stays); a timed sequence that runs out goes back to it
 others     refused by the device: no change; the reply is ``ok`` (the sequence is valid, as
            ``docs/protocol.md`` §7.2 and ``sef certify`` require) with ``applied`` false,
            fault ``sef.Fault.NotSupported`` and the reason, also shown as ``Refused``
@@ -160,8 +161,9 @@ class SunSpecInverter(DeviceAdapter):
         """Write the curtailment of ``event`` and the standing settings (704, 705)."""
         if event.cmd == Command.SHED:
             self.event_limit_kw = float(event.rate_kw)
-        elif event.cmd == Command.ENDSHED:
+        elif event.cmd in ACCEPTED:  # endshed, idle: normal operation
             self.event_limit_kw = None
+        # charge / discharge: refused by the device, the limit in force stays
         limit = self.limit_kw()
         s = self.settings
         standing = s.export_limit_kw
