@@ -31,6 +31,7 @@ from sef.cli.agent_commands import (
     serve_agent,
 )
 from sef.cli.bus_commands import clock_option
+from sef.cli.meter_commands import CT_NAME_OPTION, CT_OPTION, check_ct, start_ct_reporter
 
 __all__ = ["emulate_inverter", "inverter", "parse_modbus_url"]
 
@@ -82,6 +83,8 @@ def emulate_inverter(
         "--insecure",
         help="Allow binding a non-loopback address: Modbus TCP has no authentication.",
     ),
+    ct: str | None = CT_OPTION,
+    ct_name: str | None = CT_NAME_OPTION,
 ) -> None:
     """Emulate a smart PV inverter: SunSpec 1/701/702/704/705/711 over Modbus TCP."""
     from sef.emulators.inverter import InverterEmulator, InverterSpec, run_inverter_emulator
@@ -103,10 +106,13 @@ def emulate_inverter(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     the_clock = clock_option(clock)
+    check_ct(ct)
 
     def announce(emulator: InverterEmulator) -> None:
         bound_host, bound_port = emulator.address or (host, port)
         typer.echo(f"inverter emulator listening on {bound_host}:{bound_port} unit {unit}")
+        model = emulator.model  # AC output, kW; at the CT + = consuming: producing is < 0
+        start_ct_reporter(ct, ct_name or f"pv-{bound_port}", lambda: -float(model.p_kw[0]) * 1e3)
 
     run_service(
         run_until_stopped(
