@@ -27,6 +27,7 @@ from sef.cli._security_options import (
 )
 from sef.cli._signals import run_service, run_until_stopped
 from sef.cli.bus_commands import clock_option
+from sef.cli.meter_commands import CT_NAME_OPTION, CT_OPTION, check_ct, start_ct_reporter
 
 __all__ = ["emulate_evse", "evse"]
 
@@ -199,6 +200,8 @@ def emulate_evse(
     meter_interval: float = typer.Option(
         60.0, "--meter-interval", min=1.0, help="Meter values every, clock s."
     ),
+    ct: str | None = CT_OPTION,
+    ct_name: str | None = CT_NAME_OPTION,
 ) -> None:
     """Emulate an EV charge point (OCPP 1.6J or 2.0.1) charging one EV session."""
     from datetime import UTC, datetime
@@ -211,6 +214,7 @@ def emulate_evse(
     if the_version is None:
         raise typer.BadParameter("1.6 or 2.0.1", param_hint="--ocpp-version")
     the_clock = clock_option(clock)
+    check_ct(ct)
     scheme = urllib.parse.urlsplit(ocpp).scheme
     if scheme == "ws" and not insecure:
         raise typer.BadParameter("ws:// sends the password in clear: use wss:// (or --insecure)")
@@ -248,4 +252,10 @@ def emulate_evse(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--ocpp") from None
-    run_service(run_until_stopped(emulator.run()), name="EVSE emulator")
+
+    async def main() -> None:
+        # the EV's AC power at the CT, W (+ = drawn from the grid)
+        start_ct_reporter(ct, ct_name or f"evse-{emulator.cp_id}", lambda: emulator.power_w)
+        await run_until_stopped(emulator.run())
+
+    run_service(main(), name="EVSE emulator")
