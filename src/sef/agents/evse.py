@@ -44,6 +44,7 @@ from sef.agents._declare import AboutInfo, CallError, Outcome, method
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceStatus
 from sef.agents._evse_guard import departure_problem, is_forced
+from sef.agents._nameplate import ev_charger_nameplate
 from sef.agents._ocpp_central import ChargerState
 from sef.agents._ocpp_listener import OcppListener, Session
 from sef.bus import BrokerURL
@@ -229,6 +230,13 @@ class OcppCharger(DeviceAdapter):
     async def shutdown(self) -> None:
         """Stop listening (the agent's stop)."""
         await self.listener.stop()
+
+    def nameplate(self) -> dict[str, Variant] | None:
+        """The charger's rating (kW, configuration: OCPP boot carries none), once the
+        charge point has connected."""
+        if not self.state.version:
+            return None
+        return ev_charger_nameplate(charge_kw=self.max_kw)
 
     def laxity_s(self) -> float | None:
         """Seconds the charging can still be postponed (None when no need is declared)."""
