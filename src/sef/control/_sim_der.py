@@ -106,6 +106,8 @@ class DERSim:
         out: dict[str, float] = {"pv_curtailed_kwh": self.curtailed_kwh}
         if self.pv is not None:
             out["pv_delivered_kwh"] = float(self.pv.energy_kwh.sum())
+        if hasattr(app, "solve_max_s"):
+            out["lp_solve_max_s"] = float(app.solve_max_s)
         short = getattr(app, "ev_short_kwh", None)
         if short is not None:
             out["ev_plan_shortfall_kwh"] = float(short)

@@ -25,6 +25,9 @@ scenario's ``[pv]`` and ``[evs]`` sections and realises them on the scenario's g
     [evs]
     count = 50
     seed = 5                     # session draws (default: the scenario seed + 17)
+    before_start = "deferred"    # the evening before: "deferred" (nothing charged before
+                                 # step 0: an off-peak timer) or "uncontrolled" (charged at
+                                 # the EVs' ratings from their arrival)
     # any sef.models.ev_sessions.HomeChargingProfile field, e.g. arrival_h = 18.0
 
 Realised: ``PVScenario.available_kw`` (steps × systems, kW AC before any limit, interval
@@ -32,8 +35,10 @@ starts + half a step), the clear-sky fleet power (the forecasters' shape) and th
 expected fleet power (clear sky × the mean clear-sky index of the cloud process: what a
 forecaster knows without the realisation). EVs: one home-charging session per EV per
 evening, the day before and the day itself (``home_sessions(days=2)`` from one day before
-step 0), so the cars plugged in at midnight are there from the start; the day before is
-charged uncontrolled (every charger at its rating) up to step 0.
+step 0), so the cars plugged in at midnight are there from the start, owing what the
+evening before left them: all of it with ``before_start = "deferred"`` (the default: an
+off-peak timer held them to midnight), or what is left after charging at their ratings
+from arrival (``"uncontrolled"``).
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ class EVScenario:
 
     sessions: EVSessions
     count: int
+    before_start: str = "deferred"
 
     @property
     def n(self) -> int:
@@ -126,11 +132,13 @@ class EVScenario:
 
     def fleet_at_start(self, dt_s: float) -> EVFleet:
         """An :class:`EVFleet` at step 0: the sessions of the evening before charged
-        uncontrolled (every charger at the EV's rating) in ``dt_s`` steps up to 0."""
+        uncontrolled (every charger at the EV's rating, ``dt_s`` steps) up to 0, or
+        nothing charged (``before_start = "deferred"``)."""
         t0 = min(0.0, float(np.floor(self.sessions.arrival_s.min() / dt_s) * dt_s))
         fleet = EVFleet(self.sessions, t0_s=t0)
+        limit = self.sessions.max_rate_kw if self.before_start == "uncontrolled" else 0.0
         while fleet.t_s < -1e-9:
-            fleet.step(min(dt_s, -fleet.t_s), self.sessions.max_rate_kw)
+            fleet.step(min(dt_s, -fleet.t_s), limit)
         fleet.t_s = 0.0
         fleet.power_kw = np.zeros(fleet.n)
         return fleet
@@ -242,7 +250,10 @@ def ev_from_raw(raw: dict[str, Any], seed: int) -> EVScenario | None:
     if n <= 0:
         return None
     known = {f.name for f in fields(HomeChargingProfile)}
-    prof_raw = {k: v for k, v in raw.items() if k not in ("count", "seed")}
+    before = str(raw.get("before_start", "deferred"))
+    if before not in ("deferred", "uncontrolled"):
+        raise ValueError(f"[evs] before_start must be 'deferred' or 'uncontrolled', got {before!r}")
+    prof_raw = {k: v for k, v in raw.items() if k not in ("count", "seed", "before_start")}
     unknown = set(prof_raw) - known
     if unknown:
         raise ValueError(
@@ -255,4 +266,4 @@ def ev_from_raw(raw: dict[str, Any], seed: int) -> EVScenario | None:
     sessions = home_sessions(
         n, seed=int(raw.get("seed", seed + 17)), day0_s=-DAY_S, days=2, profile=profile
     )
-    return EVScenario(sessions=sessions, count=n)
+    return EVScenario(sessions=sessions, count=n, before_start=before)

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from sef.control.report_der import der_metrics, der_plots, has_der
 from sef.control.scenario import Scenario
 from sef.control.simulator import SERIES, SimResult
 
@@ -149,6 +150,8 @@ def metrics(result: SimResult, sc: Scenario | None = None) -> dict[str, float]:
         out["under_floor_max_pct"] = float(100.0 * np.max(-dev / np.maximum(np.abs(target), 1e-9)))
     out["score"] = out[SCORE_KEY[objective]]
     out["score_tolerance"] = score_tolerance(objective, target)
+    if sc is not None and has_der(sc):  # issue 17: PV and EV figures
+        out.update(der_metrics(result, sc))
     return out
 
 
@@ -228,6 +231,7 @@ def _write_csv(path: Path, results: list[SimResult]) -> None:
     first = results[0].series
     cols = ["time_s", "base_kw", "target_kw"]
     per = [c for c in SERIES if c not in ("base_kw", "target_kw")]
+    per += [c for c in first if c not in SERIES]  # PV / EV series when present
     header = cols + [f"{r.controller}.{c}" for r in results for c in per]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -339,10 +343,16 @@ def write_report(
         "comfort_min_c": sc.comfort_min_c,
         "controllers": per,
     }
+    if has_der(sc):
+        summary["pv_systems"] = sc.n_pv
+        summary["evs"] = sc.ev.count if sc.ev is not None else 0
+        summary["export_limit_kw"] = sc.export_limit_kw
     _write_csv(out / "timeseries.csv", results)
     summary["files"] = ["summary.json", "timeseries.csv"]
     if plots:
         summary["files"] += _plots(out, sc, results)
+        if has_der(sc):
+            summary["files"] += der_plots(out, sc, results)
     with open(out / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, sort_keys=False)
     return summary

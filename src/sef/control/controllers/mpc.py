@@ -74,6 +74,7 @@ class MPCController:
     def __init__(self) -> None:
         self.plans: list[tuple[int, LPPlan]] = []
         self.solve_s = 0.0
+        self.solve_max_s = 0.0
 
     def reset(self, scenario: Scenario) -> None:
         """Start a new run of ``scenario``: forget the forecast state and the last plan."""
@@ -105,6 +106,10 @@ class MPCController:
             or scenario.ev is not None
             or scenario.export_limit_kw is not None
         )
+        if self.der_on:  # EV and PV steps: a wider prior margin until errors are learnt
+            self.err_var = max(
+                self.err_var, (0.03 * float(np.mean(np.abs(scenario.target_kw)))) ** 2
+            )
         self.evd = EVDispatcher()
         self.pv_ac_kw = scenario.pv.ac_kw if scenario.pv is not None else np.zeros(0)
         self.ev_short_kwh = 0.0  # largest planned EV shortfall of any plan (kWh)
@@ -154,7 +159,10 @@ class MPCController:
         if self.objective == "track":
             return 0.0
         sign = 1.0 if self.objective == "cap" else -1.0
-        return sign * max(_MARGIN_SIGMAS * float(np.sqrt(self.err_var)), self.elem_kw)
+        # with EVs and PV (issue 17) at least two elements: the EVs make the batteries'
+        # work at the cap, and they wait at no cost
+        elems = 2.0 if self.der_on else 1.0
+        return sign * max(_MARGIN_SIGMAS * float(np.sqrt(self.err_var)), elems * self.elem_kw)
 
     def _reserve_factor(self, fc: Forecast) -> float:
         """Base-load factor the LP plans with: for ``cap`` (``floor``) an imperfect
@@ -249,7 +257,9 @@ class MPCController:
 
             t0 = time.perf_counter()
             self.plan = self.replan(obs, forecast)
-            self.solve_s += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.solve_s += took
+            self.solve_max_s = max(self.solve_max_s, took)
             self.plan_step = obs.step
             self.plans.append((obs.step, self.plan))
         plan = self.plan
@@ -278,12 +288,12 @@ class MPCController:
         )
 
     def export_margin_kw(self) -> float:
-        """Margin kept above the export limit (kW): one heater element + 1 % of the limit
+        """Margin kept above the export limit (kW): two heater elements + 1 % of the limit
         (at least 1 kW). The PV part of a step's error needs none — the inverters'
         limits are a ceiling on their output — so this covers the base load and the
         heaters switching within the step."""
         assert self.sc.export_limit_kw is not None
-        return max(self.elem_kw + 0.01 * self.sc.export_limit_kw, 1.0)
+        return max(2.0 * self.elem_kw + 0.01 * self.sc.export_limit_kw, 1.0)
 
     def _export_heat_kw(
         self, obs: Observation, fc: Forecast, plan: LPPlan, wh_plan: float
@@ -322,7 +332,10 @@ class MPCController:
         b_lo, b_hi = float(lo_r.sum()), float(hi_r.sum())
         fleet = float(np.clip(fleet, b_lo, b_hi))
         if self.objective == "cap":  # EVs give way to the cap down to their floor
-            over = rest + ev + fleet - (limit - self.margin_kw())
+            margin = self.margin_kw()
+            if fleet <= b_lo + self.elem_kw:  # batteries spent: they cannot take an error
+                margin *= 2.0
+            over = rest + ev + fleet - (limit - margin)
             if over > 0:
                 ev -= min(over, ev - ev_lo)
         pv_ceiling = float("inf")
