@@ -78,6 +78,15 @@ def simulate(
     console.print(f"report: {', '.join(str(f) for f in summary.get('files', []))}")
     wide = Console(width=max(console.width, 150))  # print(width=) does not widen a Table
     wide.print(summary_table(summary, str(out)))
+    from sef.control.report_der import DER_HEADS, der_rows  # issue 17: PV and EV figures
+
+    if rows := der_rows(summary):
+        table = Table(title=f"{summary['scenario']} · PV and EVs")
+        for head in ("controller", *(h for _, h, _ in DER_HEADS)):
+            table.add_column(head, justify="right")
+        for name, cells in rows:
+            table.add_row(name, *cells)
+        wide.print(table)
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
