@@ -65,6 +65,8 @@ INV_STATES = {0: "OFF", 1: "SLEEPING", 2: "STARTING", 3: "RUNNING", 4: "THROTTLE
               5: "SHUTTING_DOWN", 6: "FAULT", 7: "STANDBY"}  # fmt: skip
 _MEASURE = ["W", "Var", "PF", "A", "LNV", "Hz", "TotWhInj", "InvSt", "Alrm", "ThrotPct"]
 _CONTROLS = ["WMaxLimPctEna", "WMaxLimPct", "PFWInjEna", "PFWInj.PF", "PFWInj.Ext"]
+_SFS = ["WMaxLimPct_SF", "PF_SF"]
+"""704 scale factors the writes need: read with every poll and passed to the writes."""
 
 
 class InverterSettings:
@@ -122,6 +124,8 @@ class SunSpecInverter(DeviceAdapter):
         self.refused = ""
         self.writes = 0
         self._written: dict[str, float] = {}
+        self._sfs: dict[str, PointValue] = {}  # 704 SFs of the last poll
+        self._settings_written: tuple[float, bool, bool] | None = None
         self._lock = asyncio.Lock()
 
     # -- session --------------------------------------------------------------------
@@ -179,12 +183,17 @@ class SunSpecInverter(DeviceAdapter):
         }
         pf_on = s.pf < 1.0
         pf = {"PFWInjEna": 1 if pf_on else 0}
+        wanted = (s.pf, s.absorb, s.volt_var)
         async with self._lock:
-            await self.modbus.write_points(704, limits)
-            await self.modbus.write_points(704, {"PFWInj.PF": s.pf, "PFWInj.Ext": int(s.absorb)})
-            await self.modbus.write_points(704, pf)
-            if self.has_volt_var:
-                await self.modbus.write_point(705, "Ena", int(s.volt_var))
+            sfs = self._sfs if all(isinstance(self._sfs.get(n), int) for n in _SFS) else None
+            await self.modbus.write_points(704, limits, scale_factors=sfs)
+            if self._settings_written != wanted:  # unchanged settings are not rewritten
+                pf_point = {"PFWInj.PF": s.pf, "PFWInj.Ext": int(s.absorb)}
+                await self.modbus.write_points(704, pf_point, scale_factors=sfs)
+                await self.modbus.write_points(704, pf)
+                if self.has_volt_var:
+                    await self.modbus.write_point(705, "Ena", int(s.volt_var))
+                self._settings_written = wanted
         self._written = {"WMaxLimPctEna": limits["WMaxLimPctEna"], "PFWInjEna": pf["PFWInjEna"]}
         if limit is not None:
             self._written["WMaxLimPct"] = limits["WMaxLimPct"]
@@ -196,9 +205,10 @@ class SunSpecInverter(DeviceAdapter):
         """Read 701 (measurements), 704 (controls, for readback) and 705 ``Ena``."""
         async with self._lock:
             reading = await self.modbus.read_points(701, _MEASURE)
-            controls = await self.modbus.read_points(704, _CONTROLS)
+            controls = await self.modbus.read_points(704, [*_CONTROLS, *_SFS])
             vv = await self.modbus.read_point(705, "Ena") if self.has_volt_var else None
         self.reading, self.controls = reading, controls
+        self._sfs = {name: controls[name] for name in _SFS}
         self.volt_var_read = None if vv is None else bool(vv)
 
     def readback(self) -> str | None:
@@ -211,12 +221,14 @@ class SunSpecInverter(DeviceAdapter):
         vv = self.volt_var_read
         if self.has_volt_var and self._written and vv is not None and vv != self.settings.volt_var:
             differ.append(f"705 Ena {int(vv)} (wrote {int(self.settings.volt_var)})")
+        if differ:
+            self._settings_written = None  # re-assert everything
         return ", ".join(differ) or None
 
     async def close(self) -> None:
         """Close the Modbus connection; nothing to read back until the next write."""
         self.modbus.close()
-        self._written = {}
+        self._written, self._sfs, self._settings_written = {}, {}, None
 
     def nameplate(self) -> dict[str, Variant] | None:
         """Ratings read from 702 (kW, kVA, kvar) and the configured DC rating (kWp)."""
