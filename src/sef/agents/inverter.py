@@ -18,8 +18,9 @@ others     refused by the device: no change; the reply is ``ok`` (the sequence i
 
 ``org.sef.der.Inverter`` adds standing settings: an export limit (kW, combined with a
 shed: the lower wins), a power-factor setpoint (704 ``PFWInj``) and the volt-var enable
-(705 ``Ena``). Every apply writes the whole state, so a reconnection or a readback
-mismatch re-asserts it. A timed shed also sets 704 ``WMaxLimPctRvrtTms`` to its end plus
+(705 ``Ena``). Every apply writes the 704 limit block (one request); the settings when
+they changed, and everything after a reconnection or a readback mismatch. A timed shed
+also sets 704 ``WMaxLimPctRvrtTms`` to its end plus
 :data:`REVERT_MARGIN_S`, with the standing export limit as the revert values: should the
 agent die, the inverter ends the shed by itself. Telemetry keys, units and the register
 map: ``docs/inverter.md``.
