@@ -38,6 +38,7 @@ from sef.agents._declare import AboutInfo, CallError, Outcome, method
 from sef.agents._der import DERAgent
 from sef.agents._device import DeviceAdapter, DeviceStatus
 from sef.agents._host_loss import DEFAULT_GRACE_S
+from sef.agents._inverter import InverterSettings, inverter_telemetry, num
 from sef.agents._nameplate import pv_inverter_nameplate
 from sef.bus import BrokerURL, ErrorName
 from sef.clock import Clock
@@ -62,40 +63,10 @@ MAX_REVERT_S = 0xFFFFFFFE
 ACCEPTED = (Command.SHED, Command.ENDSHED, Command.IDLE)
 NOT_SUPPORTED = "sef.Fault.NotSupported"
 """Reply fault of a valid command the device cannot carry out (charge, discharge)."""
-INV_STATES = {0: "OFF", 1: "SLEEPING", 2: "STARTING", 3: "RUNNING", 4: "THROTTLED",
-              5: "SHUTTING_DOWN", 6: "FAULT", 7: "STANDBY"}  # fmt: skip
 _MEASURE = ["W", "Var", "PF", "A", "LNV", "Hz", "TotWhInj", "InvSt", "Alrm", "ThrotPct"]
 _CONTROLS = ["WMaxLimPctEna", "WMaxLimPct", "PFWInjEna", "PFWInj.PF", "PFWInj.Ext"]
 _SFS = ["WMaxLimPct_SF", "PF_SF"]
 """704 scale factors the writes need: read with every poll and passed to the writes."""
-
-
-class InverterSettings:
-    """The agent's standing settings (``org.sef.der.Inverter``).
-
-    Attributes:
-        export_limit_kw: export limit (kW), None = none.
-        pf: power-factor magnitude (1 = unity, the mode off).
-        absorb: True = under-excited (absorb vars).
-        volt_var: volt-var enable.
-    """
-
-    def __init__(self) -> None:
-        self.export_limit_kw: float | None = None
-        self.pf = 1.0
-        self.absorb = False
-        self.volt_var = False
-
-    def as_property(self) -> dict[str, Variant]:
-        """The ``Settings`` property value."""
-        out = {
-            "PowerFactor": Variant("d", round(self.pf, 4)),
-            "PowerFactor_Absorb": Variant("b", self.absorb),
-            "VoltVar_Enabled": Variant("b", self.volt_var),
-        }
-        if self.export_limit_kw is not None:
-            out["ExportLimit_kW"] = Variant("d", round(self.export_limit_kw, 4))
-        return out
 
 
 class SunSpecInverter(DeviceAdapter):
@@ -143,12 +114,12 @@ class SunSpecInverter(DeviceAdapter):
             cap = await self.modbus.read_points(
                 702, ["WMaxRtg", "WMax", "VAMaxRtg", "VarMaxInjRtg", "PFOvrExtRtg", "PFUndExtRtg"]
             )
-        self.wmax_w = _num(cap["WMax"]) or _num(cap["WMaxRtg"]) or 0.0
+        self.wmax_w = num(cap["WMax"]) or num(cap["WMaxRtg"]) or 0.0
         if self.wmax_w <= 0:
             raise SunSpecError("inverter reports no active-power rating (702 WMax/WMaxRtg)")
-        self.va_max_w = _num(cap["VAMaxRtg"]) or self.wmax_w
-        self.var_max = _num(cap["VarMaxInjRtg"]) or 0.0
-        self.pf_min = max(_num(cap["PFOvrExtRtg"]) or 0.0, _num(cap["PFUndExtRtg"]) or 0.0)
+        self.va_max_w = num(cap["VAMaxRtg"]) or self.wmax_w
+        self.var_max = num(cap["VarMaxInjRtg"]) or 0.0
+        self.pf_min = max(num(cap["PFOvrExtRtg"]) or 0.0, num(cap["PFUndExtRtg"]) or 0.0)
         log.info("%s: inverter found (%.1f kW, %.1f kVA, volt-var %s)", self.host.agent_id,
                  self.wmax_w / 1000, self.va_max_w / 1000, self.has_volt_var)  # fmt: skip
 
@@ -244,36 +215,9 @@ class SunSpecInverter(DeviceAdapter):
 
     def telemetry(self, status: DeviceStatus) -> dict[str, Variant]:
         """Inverter keys: W, var, V, A, Hz, Wh, %, state (``docs/inverter.md``)."""
-        r = self.reading
-        limit = self.limit_kw()
-        out: dict[str, Variant] = {
-            "Comm_Fault": Variant("b", bool(status.fault)),
-            "Limit_kW": Variant("d", round(self.wmax_w / 1000 if limit is None else limit, 4)),
-            "Limited": Variant("b", limit is not None),
-            "PF_Setpoint": Variant("d", round(self.settings.pf, 4)),
-            "VoltVar_Enabled": Variant("b", self.settings.volt_var),
-        }
-        if status.fault:
-            out["Fault"] = Variant("s", status.fault)
-        if self.refused:
-            out["Refused"] = Variant("s", self.refused)
-        if r:
-            w = _num(r.get("W")) or 0.0
-            state = r.get("InvSt", None)
-            out |= {
-                "Power_W": Variant("d", round(-w, 1)),  # standard sign: + = consuming
-                "PV_Power_kW": Variant("d", round(w / 1000, 4)),
-                "Reactive_var": Variant("d", round(_num(r.get("Var")) or 0.0, 1)),
-                "Power_Factor": Variant("d", round(_num(r.get("PF")) or 1.0, 4)),
-                "AC_Volts": Variant("d", round(_num(r.get("LNV")) or 0.0, 2)),
-                "AC_Current": Variant("d", round(_num(r.get("A")) or 0.0, 3)),
-                "Frequency_Hz": Variant("d", round(_num(r.get("Hz")) or 0.0, 3)),
-                "Energy_Produced_Wh": Variant("d", _num(r.get("TotWhInj")) or 0.0),
-                "Curtailed_pct": Variant("d", _num(r.get("ThrotPct")) or 0.0),
-                "State": Variant("s", _state_name(state)),
-                "Alarms": Variant("u", int(_num(r.get("Alrm")) or 0)),
-            }
-        return out
+        return inverter_telemetry(
+            self.reading, self.settings, self.limit_kw(), self.wmax_w / 1000, status, self.refused
+        )
 
 
 class InverterAgent(DERAgent[SunSpecInverter]):
@@ -395,15 +339,6 @@ class InverterAgent(DERAgent[SunSpecInverter]):
             raise CallError("the inverter has no volt-var model (705)", ErrorName.FAILED)
         self.device.settings.volt_var = bool(enable)
         return await self._settings_changed()
-
-
-def _state_name(state: PointValue) -> str:
-    """701 ``InvSt`` as a name."""
-    return INV_STATES.get(state, str(state)) if isinstance(state, int) else "UNKNOWN"
-
-
-def _num(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
 
 
 def _close(read: PointValue, wrote: float) -> bool:
