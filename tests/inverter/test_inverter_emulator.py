@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -223,3 +224,15 @@ def test_701_codec_round_trip(name: str, value: float) -> None:
     back = decode_point(p, regs, sf)
     assert isinstance(back, int | float)
     assert abs(back - value) <= 0.5 * 10.0**sf + 1e-9 * abs(value)
+
+
+def test_emulator_sources_clouds_and_csv(tmp_path: Path) -> None:
+    cloudy = InverterEmulator(port=0, clock=clock_at(NOON), spec=InverterSpec(cloud_seed=3))
+    w = cloudy.image.get(701, "W")
+    assert isinstance(w, int) and 0 < w <= 5000
+    csv = tmp_path / "irr.csv"
+    csv.write_text("time,ghi,dni,dhi\n2026-06-21T18:00Z,300,0,300\n2026-06-21T20:00Z,300,0,300\n")
+    dim = InverterEmulator(port=0, clock=clock_at(NOON), spec=InverterSpec(irradiance_csv=str(csv)))
+    w = dim.image.get(701, "W")
+    # 300 W/m² diffuse only on a 30° tilt: about 0.28 x 6 kWp, far below the clear-sky 5 kW
+    assert isinstance(w, int) and 1000 < w < 2200
