@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.async_api import Page
 
 from sef.agents import Agent
 from sef.agents.ucm import UCMAgent
@@ -196,3 +198,29 @@ def keep_screenshot(path: Path) -> Path:
     kept = ARTIFACTS / path.name
     shutil.copyfile(path, kept)
     return kept
+
+
+async def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"dashboard-{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return keep_screenshot(path)
+
+
+async def points(page: Page, chart: str) -> int:
+    return int(await page.get_attribute(f"#{chart}", "data-points") or 0)
+
+
+async def wait_growth(page: Page, chart: str, more: int, timeout_s: float = 8.0) -> int:
+    """Wait until the chart has ``more`` points more than now; return the new count."""
+    start = await points(page, chart)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = await points(page, chart)
+        if now >= start + more:
+            return now
+        await page.wait_for_timeout(100)
+    raise AssertionError(f"{chart}: {start} points, not {more} more in {timeout_s} s")
+
+
+def row(page: Page, agent: str) -> str:
+    return f"#agents tbody tr[data-agent='{agent}']"

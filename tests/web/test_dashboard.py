@@ -6,13 +6,12 @@ Screenshots are kept in artifacts/web/ (see web_stack.ARTIFACTS)."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from playwright.async_api import Browser, Page, Request, expect
 
 from sef.interface import DEMO_INTERFACE
-from web_stack import WebStack, keep_screenshot
+from web_stack import WebStack, row, screenshot, wait_growth
 
 WAIT_MS = 10_000
 
@@ -49,32 +48,6 @@ async def open_dashboard(browser: Browser, stack: WebStack, problems: list[str])
         6, timeout=WAIT_MS
     )
     return page
-
-
-async def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"dashboard-{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
-    return keep_screenshot(path)
-
-
-async def points(page: Page, chart: str) -> int:
-    return int(await page.get_attribute(f"#{chart}", "data-points") or 0)
-
-
-async def wait_growth(page: Page, chart: str, more: int, timeout_s: float = 8.0) -> int:
-    """Wait until the chart has ``more`` points more than now; return the new count."""
-    start = await points(page, chart)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = await points(page, chart)
-        if now >= start + more:
-            return now
-        await page.wait_for_timeout(100)
-    raise AssertionError(f"{chart}: {start} points, not {more} more in {timeout_s} s")
-
-
-def row(page: Page, agent: str) -> str:
-    return f"#agents tbody tr[data-agent='{agent}']"
 
 
 async def test_dashboard_shows_agents_and_live_charts(
