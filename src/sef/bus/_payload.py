@@ -190,6 +190,25 @@ def check_object(obj: dict[str, Any]) -> dict[str, Any]:
 
 def decode_object(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """Parse a version-1 payload object; raise :class:`PayloadError` with a clear reason."""
+    if (  # the usual valid case in one call (:func:`_parse_json`, :func:`check_object`)
+        _fast_loads is not None
+        and type(payload) is bytes
+        and len(payload) <= max_bytes
+        and _LONG_DIGITS not in payload.translate(_DIGITS)
+    ):
+        try:
+            obj = _fast_loads(payload)
+        except _FastError:
+            pass
+        else:
+            if (
+                type(obj) is dict
+                and type(obj.get("v")) is int
+                and obj["v"] == PROTOCOL_VERSION
+                and "jws" not in obj
+                and "cose" not in obj
+            ):
+                return obj
     return check_object(_parse_json(payload, max_bytes))
 
 
@@ -326,6 +345,16 @@ class Status:
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> Status:
+        state, bdseq, keepalive = obj.get("state"), obj.get("bdseq"), obj.get("keepalive_s")
+        if (  # fast path: the usual valid birth or death
+            (state == "online" or state == "offline")
+            and type(bdseq) is int
+            and bdseq >= 0
+            and (keepalive is None or type(keepalive) is int)
+            and obj.get("reason") is None
+        ):
+            return cls(state == "online", bdseq, _time(obj, "ts", required=False), keepalive,
+                       _seq(obj))  # fmt: skip
         state = _get(obj, "state", str)
         if state not in ("online", "offline"):
             raise PayloadError(f"field 'state' must be 'online' or 'offline', got {state!r}")
@@ -341,6 +370,9 @@ class Status:
             _seq(obj),
             _get(obj, "reason", str, required=False),
         )
+
+
+_STR_ONLY = frozenset((str,))
 
 
 @dataclass(slots=True)
@@ -388,30 +420,33 @@ class About:
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> About:
-        fields = _get(obj, "about", dict)
-        missing = [k for k in cls.REQUIRED if k not in fields]
-        if missing:
+        fields = obj.get("about")
+        if type(fields) is not dict:
+            fields = _get(obj, "about", dict)
+        if not fields.keys() >= _ABOUT_REQUIRED:
+            missing = [k for k in cls.REQUIRED if k not in fields]
             raise PayloadError(f"About is missing required field(s) {', '.join(missing)}")
         refs = []
         for i, item in enumerate(_get(obj, "interfaces", list)):
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("name"), str)
-                or not isinstance(item.get("sha256"), str)
-            ):
+            if type(item) is not dict:
+                name = sha256 = None
+            else:
+                name, sha256 = item.get("name"), item.get("sha256")
+            if not isinstance(name, str) or not isinstance(sha256, str):
                 raise PayloadError(f"interfaces[{i}] must be an object with 'name' and 'sha256'")
-            refs.append(InterfaceRef(item["name"], item["sha256"]))
-        groups = _get(obj, "groups", list, required=False, default=[])
-        if not all(isinstance(g, str) for g in groups):
-            raise PayloadError("field 'groups' must be an array of strings")
-        return cls(
-            fields,
-            refs,
-            groups,
-            _get(obj, "bdseq", int),
-            _time(obj, "ts", required=False),
-            _seq(obj),
-        )
+            refs.append(InterfaceRef(name, sha256))
+        groups = obj.get("groups")
+        if type(groups) is not list or not _STR_ONLY.issuperset(map(type, groups)):
+            groups = _get(obj, "groups", list, required=False, default=[])
+            if not all(isinstance(g, str) for g in groups):
+                raise PayloadError("field 'groups' must be an array of strings")
+        bdseq = obj.get("bdseq")
+        if type(bdseq) is not int:
+            bdseq = _get(obj, "bdseq", int)
+        return cls(fields, refs, groups, bdseq, _time(obj, "ts", required=False), _seq(obj))
+
+
+_ABOUT_REQUIRED = frozenset(About.REQUIRED)
 
 
 @dataclass(slots=True)

@@ -48,17 +48,21 @@ class FleetIndex:
         test process, all of it an event-loop stall). Cyclic garbage already
         in the oldest generation stays (once). Frozen objects are still freed when no
         longer referenced (reference counting); only the cycle collector skips them.
-        Returns the objects frozen in all so far."""
+        Returns the objects frozen in all so far (counting them walks every frozen
+        object: ~0.35 s with 100 000 agents frozen; the automatic freeze does not count)."""
+        self._freeze_now()
+        return gc.get_freeze_count()
+
+    def _freeze_now(self) -> None:
         gc.collect(1)
         gc.freeze()
         self._added_since_freeze = 0
-        return gc.get_freeze_count()
 
     def _added(self) -> None:
         """One more agent: freeze the heap every ``freeze_every`` agents."""
         self._added_since_freeze += 1
         if self.freeze_every is not None and self._added_since_freeze >= self.freeze_every:
-            self.freeze()
+            self._freeze_now()
 
     def group_members(self, group: str) -> list[AgentRecord]:
         """Agents that announced membership of ``group`` (in the order they joined it;
