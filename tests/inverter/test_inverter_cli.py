@@ -15,7 +15,7 @@ def sef(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "sef", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,  # a CPU-starved CI host takes long to import sef
         env={**os.environ, "COLUMNS": "200"},
     )
 
