@@ -15,7 +15,7 @@ import sunspec2.modbus.client as ssc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sef.clock import ScaledClock
+from sef.clock import Clock, ScaledClock
 from sef.emulators._inverter_image import MODEL_IDS, VV_DEFAULT_PCT, InverterSpec, build_image
 from sef.emulators.inverter import InverterEmulator
 from sef.models.pv import PVFleet
@@ -172,20 +172,39 @@ async def test_bad_writes_are_refused(emu: InverterEmulator) -> None:
     assert emu.image.get(705, "Crv[0].Pt[0].V") == pytest.approx(92.0)
 
 
-async def test_limit_reverts_after_its_time() -> None:
-    emulator = InverterEmulator(port=0, clock=ScaledClock(speed=100.0, sim_start=NOON))
+class ManualClock(Clock):
+    """A clock the test moves by hand (wall and monotonic time together), s."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def spec(self) -> str:
+        return "real"
+
+
+def test_limit_reverts_after_its_time() -> None:
+    clock = ManualClock(NOON)
+    emulator = InverterEmulator(port=0, clock=clock)
     emulator.image.set_many(704, {"WMaxLimPctRvrtTms": 30, "WMaxLimPctRvrt": 100.0})
-    emulator.apply({})
     emulator.image.set_many(704, {"WMaxLimPct": 10.0, "WMaxLimPctEna": 1})
     emulator.apply({(704, "WMaxLimPct"): 10.0})
+    clock.t += 10.0
     emulator.advance()
     assert float(emulator.model.p_kw[0]) == pytest.approx(0.5, abs=1e-3)
-    rem = emulator.image.get(704, "WMaxLimPctRvrtRem")
-    assert isinstance(rem, int) and 0 < rem <= 30
-    await asyncio.sleep(0.4)  # 40 clock s
+    assert emulator.image.get(704, "WMaxLimPctRvrtRem") == 20
+    clock.t += 25.0
     emulator.advance()
     assert emulator.image.get(704, "WMaxLimPctEna") == 0
+    assert emulator.image.get(704, "WMaxLimPctRvrtRem") == 0
     assert float(emulator.model.p_kw[0]) == pytest.approx(5.0, abs=1e-3)
+    # 30 s at 0.5 kW, then 5 s at 5 kW: the energy counter saw the revert at its instant
+    assert emulator.wh_injected == pytest.approx((30 * 500 + 5 * 5000) / 3600, abs=0.5)
 
 
 async def test_night_sleeps_and_fault_trips() -> None:
