@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sef.process_guard import start_guard, stop_guard
+
 __all__ = [
     "DEFAULT_BUDGET",
     "LOG_NAME",
@@ -166,28 +168,11 @@ def find_mosquitto() -> str:
 LOG_NAME = "mosquitto.log"
 """File name of a broker's log, in its log directory."""
 
-GUARD_SCRIPT = 'read _ignored; kill -TERM "$1" 2>/dev/null'
-"""The broker's guard (``/bin/sh -c``, the broker's pid as ``$1``): it waits on a pipe
-whose only writer is the process that started the broker; when that process ends, however
-it ends (SIGKILL included), the kernel closes the pipe, ``read`` returns and the guard
-sends the broker SIGTERM."""
-
 
 def _start_guard(broker_pid: int) -> subprocess.Popen[bytes] | None:
-    """Start the guard of broker ``broker_pid`` (:data:`GUARD_SCRIPT`); ``None`` without
-    ``/bin/sh``. Why a guard and not ``PR_SET_PDEATHSIG``: the kernel clears that setting
-    when a process changes its user, as Mosquitto started as root does when it drops to
-    the ``mosquitto`` account; and it fires when the starting *thread* ends, not the
-    process. The guard runs in its own session, so a terminal's Ctrl-C does not reach it."""
-    if not Path("/bin/sh").exists():
-        return None
-    return subprocess.Popen(
-        ["/bin/sh", "-c", GUARD_SCRIPT, "sef-broker-guard", str(broker_pid)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    """Start the guard of broker ``broker_pid`` (:mod:`sef.process_guard`): SIGTERM when
+    the process that started it ends without stopping it."""
+    return start_guard(broker_pid, name="sef-broker-guard")
 
 
 @dataclass
@@ -231,7 +216,7 @@ class Mosquitto:
     (killed with SIGKILL, crashed): a guard process watches it (:func:`_start_guard`)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     guard: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    """The guard process (:data:`GUARD_SCRIPT`), while the broker runs."""
+    """The guard process (:mod:`sef.process_guard`), while the broker runs."""
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
     @property
@@ -329,11 +314,7 @@ class Mosquitto:
     def _stop_guard(self) -> None:
         """Stop the guard first: it must not signal a later process given the broker's pid."""
         guard, self.guard = self.guard, None
-        if guard is not None:
-            guard.kill()
-            guard.wait()
-            if guard.stdin is not None:
-                guard.stdin.close()
+        stop_guard(guard)
 
     def stop(self) -> None:
         """Stop the broker (and its guard) and remove its directory."""

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from sef.broker import _start_guard
 from sef.cluster._nats import BrokerCluster
+from sef.process_guard import start_guard, stop_guard
 
 if TYPE_CHECKING:
     from sef.ems.store.pgserver import PostgresServer
@@ -174,7 +174,7 @@ class LocalCluster:
             text=True,
             env=env,
         )
-        proc = WorkerProcess(worker_id, process, guard=_start_guard(process.pid))
+        proc = WorkerProcess(worker_id, process, guard=start_guard(process.pid))
         assert process.stdout is not None
         threading.Thread(target=proc._read, args=(process.stdout,), daemon=True).start()
         return proc
@@ -226,8 +226,4 @@ class LocalCluster:
 
 def _stop_guard(proc: WorkerProcess) -> None:
     guard, proc.guard = proc.guard, None
-    if guard is not None:
-        guard.kill()
-        guard.wait()
-        if guard.stdin is not None:
-            guard.stdin.close()
+    stop_guard(guard)

@@ -35,7 +35,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sef.broker import _start_guard, free_port
+from sef.broker import free_port
+from sef.process_guard import start_guard, stop_guard
 
 __all__ = [
     "MIN_VERSION",
@@ -231,7 +232,7 @@ class BrokerCluster:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        node.guard = _start_guard(node.process.pid)
+        node.guard = start_guard(node.process.pid)
 
     def healthy(self, index: int) -> bool:
         """Whether node ``index`` runs and says ``/healthz`` ok (JetStream current)."""
@@ -328,11 +329,7 @@ class BrokerCluster:
     @staticmethod
     def _stop_guard(node: NatsNode) -> None:
         guard, node.guard = node.guard, None
-        if guard is not None:
-            guard.kill()
-            guard.wait()
-            if guard.stdin is not None:
-                guard.stdin.close()
+        stop_guard(guard)
 
     def stop(self) -> None:
         """Stop every node (SIGTERM, then SIGKILL after 5 s) and remove the directory."""

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sef.process_guard import start_guard, stop_guard
+
 __all__ = ["PostgresNotFound", "PostgresServer", "find_pg_bin"]
 
 
@@ -77,6 +79,9 @@ class PostgresServer:
         self.bin = find_pg_bin()
         self.port = _free_port()
         self._tmp = tempfile.mkdtemp(prefix="sef-pg-")
+        self.guard: subprocess.Popen[bytes] | None = None
+        """Stops the server and removes its directory if this process ends without
+        :meth:`stop` (SIGKILL, a crash): :mod:`sef.process_guard`."""
         self.datadir = Path(self._tmp) / "data"
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         self._as_user = [_runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -125,6 +130,7 @@ class PostgresServer:
             "-w",
             "start",
         )
+        self._guard()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -133,6 +139,17 @@ class PostgresServer:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("PostgreSQL did not start")
+
+    def _guard(self) -> None:
+        """Guard the running postmaster (its pid is the first line of ``postmaster.pid``):
+        a fast shutdown (SIGINT), then the throwaway directory removed."""
+        stop_guard(self.guard)
+        self.guard = None
+        try:
+            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        self.guard = start_guard(pid, signal="INT", remove=self._tmp, name="sef-pg-guard")
 
     def url(self, database: str = "postgres") -> str:
         """The SQLAlchemy URL of ``database`` on this server."""
@@ -149,10 +166,14 @@ class PostgresServer:
     def halt(self, mode: str = "fast") -> None:
         """Stop the server and keep its data (``pg_ctl stop -m MODE``: ``smart``, ``fast``,
         or ``immediate``, which is a crash: recovery replays the WAL at the next start)."""
+        stop_guard(self.guard)
+        self.guard = None
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
 
     def stop(self) -> None:
         """Stop the server (immediate shutdown) and delete its data."""
+        stop_guard(self.guard)
+        self.guard = None
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop")
         shutil.rmtree(self._tmp, ignore_errors=True)
