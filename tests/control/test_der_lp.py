@@ -185,6 +185,7 @@ def test_pv_limits_hold_the_ceiling() -> None:
     avail = ac * rng.uniform(0.4, 1.0, 50)
     total = float(avail.sum())
     assert pv_limits(avail, ac, float(ac.sum()) + 1.0) is None
+    assert pv_limits(avail, ac, total + 0.11 * float(ac.sum())) is None  # far above: none
     for ceiling in (0.0, 0.3 * total, total - 1.0, total + 10.0):
         lim = pv_limits(avail, ac, ceiling)
         assert lim is not None and np.all(lim <= ac + 1e-9) and np.all(lim >= 0)

@@ -132,19 +132,31 @@ class EVDispatcher:
         return out
 
 
-def pv_limits(available_kw: FloatArray, ac_kw: FloatArray, ceiling_kw: float) -> FloatArray | None:
+def pv_limits(
+    available_kw: FloatArray, ac_kw: FloatArray, ceiling_kw: float, surge: float = 0.1
+) -> FloatArray | None:
     """Per-inverter active-power limits (kW) that hold the fleet's output at or under
-    ``ceiling_kw`` (``None``: the ceiling is above the fleet's rating, no limit).
+    ``ceiling_kw`` (``None``: no limit — the ceiling is above the fleet's rating, or more
+    than ``surge`` × the fleet's rating above the estimate: a rise that large within one
+    step is rare, and limits sent for it would hold back single systems rising under a
+    passing cloud edge while the fleet has room).
 
-    ``available_kw`` is the estimate per system for the step; each system gets the same
-    share of its estimate, ``limit_i = available_i · ceiling / Σ available`` (at most its
-    rating), so ``Σ limit_i ≤ ceiling`` whatever the PV does within the step. Below the
-    estimate that curtails the excess in proportion; above it, only a system whose own
-    output rises past its share is held.
+    ``available_kw`` is the estimate per system for the step. Below it, each system gets the
+    same share of its estimate, ``limit_i = available_i · ceiling / Σ available``, which
+    curtails the excess in proportion. Above it, each system gets its estimate plus a
+    share of the spare ``ceiling − Σ available`` in proportion to its rating, so a system
+    is held only if it rises by more than its share within the step (a system at 0 at
+    dawn still gets its share). Either way ``Σ limit_i ≤ ceiling`` whatever the PV does.
     """
     if ceiling_kw >= float(ac_kw.sum()):
         return None
     total = float(available_kw.sum())
-    if ceiling_kw <= 0 or total <= 0:
-        return np.full(ac_kw.shape, max(ceiling_kw, 0.0) / ac_kw.size)
+    if ceiling_kw <= 0:
+        return np.zeros(ac_kw.shape)
+    if total <= ceiling_kw:
+        spare = ceiling_kw - total
+        if spare > surge * float(ac_kw.sum()):
+            return None
+        lim = available_kw + spare * ac_kw / float(ac_kw.sum())
+        return np.asarray(np.minimum(lim, ac_kw), dtype=np.float64)
     return np.asarray(np.minimum(available_kw * (ceiling_kw / total), ac_kw), dtype=np.float64)
