@@ -195,8 +195,8 @@ async def test_nameplate_and_readback(broker_url: str) -> None:
         await other.scan()
         await other.write_point(704, "WMaxLimPctEna", 0)
         other.close()
-        await wait_for(lambda: r.agent.mismatches >= 1, 3.0)
-        await wait_for(lambda: r.watts() == pytest.approx(2000, abs=1), 3.0)
+        await wait_for(lambda: r.agent.mismatches >= 1, 6.0)
+        await wait_for(lambda: r.watts() == pytest.approx(2000, abs=1), 6.0)
 
 
 async def test_emulator_killed_and_restarted(broker_url: str) -> None:

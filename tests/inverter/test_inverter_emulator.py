@@ -44,7 +44,7 @@ async def emu() -> AsyncIterator[InverterEmulator]:
 def _pysunspec(emulator: InverterEmulator, work: Callable[[Any], Any]) -> Any:
     assert emulator.address is not None
     host, port = emulator.address
-    dev = ssc.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr=host, ipport=port, timeout=5)
+    dev = ssc.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr=host, ipport=port, timeout=15)
     try:
         dev.scan()
         return work(dev)
