@@ -14,48 +14,30 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from sef.bus import About, BusClient, BusError, PropertyUpdate, Status, Topics
+from cluster_rig import Agent, consumer_info, need_nats, until, wait_stored
 from sef.cli import app
 from sef.cluster import (
     BrokerCluster,
-    ClusterNotFound,
     LocalCluster,
     WorkerEMS,
-    find_nats_server,
-    start_index,
-    url_list_resolver,
 )
-from sef.cluster._jetstream import MSGS_STREAM, _nats
 from sef.ems.store import Store
 from sef.ems.store.pgserver import PostgresServer
 from support import path_with_system_sbin
 
-IFACE = "edu.pdx.powerlab.demo"
-TOPICS = Topics()
-
-
-def _need_nats() -> None:
-    pytest.importorskip("nats", reason="nats-py missing: pip install -e '.[cluster]'")
-    try:
-        find_nats_server()
-    except ClusterNotFound as exc:
-        pytest.skip(str(exc))
-
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[BrokerCluster]:
-    _need_nats()
+    need_nats()
     with BrokerCluster(nodes=3, workdir=tmp_path / "nats") as started:
         yield started
 
@@ -63,86 +45,6 @@ def cluster(tmp_path: Path) -> Iterator[BrokerCluster]:
 @pytest.fixture
 def pg_url(pg_server: PostgresServer) -> str:
     return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
-
-
-class Agent:
-    """A lean SEF agent: a birth (status, About in group g1), then sequence-numbered QoS 1
-    telemetry, each message sent again until the broker acknowledged it (at least once);
-    ``acked`` holds the telemetry numbers the broker acknowledged."""
-
-    def __init__(self, urls: list[str], index: int) -> None:
-        self.agent_id = f"agent-{index}"
-        self.bus = BusClient(
-            url_list_resolver(urls, start=start_index(self.agent_id, len(urls))), self.agent_id
-        )
-        self.bdseq = int(time.time() * 1000)
-        self.seq = 0
-        self.acked: set[int] = set()
-
-    async def _send(self, topic: str, payload: bytes, retain: bool = True) -> None:
-        for _ in range(60):
-            try:
-                await asyncio.wait_for(self.bus.publish_acked(topic, payload, retain=retain), 20)
-                return
-            except (BusError, TimeoutError):
-                await asyncio.sleep(0.5)  # offline or lost: send it again
-        raise AssertionError(f"{self.agent_id}: {topic} never acknowledged")
-
-    async def birth(self) -> None:
-        await self.bus.start(timeout_s=30)
-        now = time.time()
-        status = Status(True, self.bdseq, now, keepalive_s=10, seq=0)
-        await self._send(TOPICS.status(self.agent_id), status.to_payload())
-        fields = {name: self.agent_id for name in About.REQUIRED}
-        about = About(fields, [], ["g1"], self.bdseq, now, seq=1)
-        await self._send(TOPICS.about(self.agent_id), about.to_payload())
-        self.seq = 2
-
-    async def telemetry(self, count: int, pause_s: float = 0.0) -> None:
-        base = time.time()
-        for number in range(count):
-            update = PropertyUpdate({"n": number}, ts=base + number * 0.001, seq=self.seq)
-            self.seq += 1
-            await self._send(TOPICS.prop(self.agent_id, IFACE, "Telemetry"), update.to_payload())
-            self.acked.add(number)
-            if pause_s:
-                await asyncio.sleep(pause_s)
-
-
-def _stored(url: str) -> list[tuple[str, int]]:
-    """Every stored telemetry sample as (agent, number)."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT agent_id, value FROM telemetry")).all()
-    finally:
-        engine.dispose()
-    return [(agent, json.loads(value)["n"]) for agent, value in rows]
-
-
-async def _until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.2)
-    return predicate()
-
-
-async def _wait_stored(url: str, agents: list[Agent], timeout_s: float) -> list[tuple[str, int]]:
-    want = {(a.agent_id, n) for a in agents for n in a.acked}
-    rows: list[tuple[str, int]] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rows = await asyncio.to_thread(_stored, url)
-        if want <= set(rows):
-            break
-        await asyncio.sleep(0.5)
-    missing = want - set(rows)
-    assert not missing, f"{len(missing)} acknowledged messages not stored: {sorted(missing)[:10]}"
-    assert len(rows) == len(set(rows)), "a message stored twice"
-    assert set(rows) == want, f"stored but never acknowledged: {sorted(set(rows) - want)[:10]}"
-    return rows
 
 
 def _knows(worker: WorkerEMS, ids: set[str]) -> bool:
@@ -170,14 +72,14 @@ async def test_two_workers_share_the_ingest_and_know_the_whole_fleet(
         await agent.birth()
     agents = early + late
     await asyncio.gather(*(agent.telemetry(60) for agent in agents))
-    rows = await _wait_stored(pg_url, agents, 60)
+    rows = await wait_stored(pg_url, agents, 60)
     assert len(rows) == 600
     shares = [w.source.stats.acked for w in workers]
     assert all(share > 0 for share in shares), f"not shared: {shares}"
     assert sum(shares) >= 600
     ids = {a.agent_id for a in agents}
     for worker in workers:
-        assert await _until(functools.partial(_knows, worker, ids), 20), worker.host_id
+        assert await until(functools.partial(_knows, worker, ids), 20), worker.host_id
         members = {r.agent_id for r in worker.registry.group_members("g1")}
         assert members == ids
         assert sum(r.gaps for r in worker.agents()) == 0  # a share is no gap
@@ -188,18 +90,6 @@ async def test_two_workers_share_the_ingest_and_know_the_whole_fleet(
         await agent.bus.stop()
     for store in stores:
         store.close()
-
-
-async def _consumer_info(nats_urls: list[str]) -> tuple[int, int]:
-    """(unacknowledged, redelivered pending) of the shared ingest consumer."""
-    nc = await _nats().connect(servers=nats_urls)
-    try:
-        info = await nc.jetstream().consumer_info(MSGS_STREAM, "sef-ems-ingest", timeout=10)
-        return int(info.num_ack_pending), int(info.num_redelivered)
-    except Exception:  # a JetStream timeout on a loaded machine: a figure, not a check
-        return -1, -1
-    finally:
-        await nc.close()
 
 
 def _health(api_url: str) -> dict[str, object]:
@@ -225,7 +115,7 @@ async def test_a_sigkilled_worker_leaves_its_share_to_the_other(
     other nodes of their URL list): worker 0 gets the unacknowledged messages after
     ``ack_wait_s``, every acknowledged message is stored exactly once, and worker 0 lists
     every agent and becomes the leader."""
-    _need_nats()
+    need_nats()
     local = LocalCluster(workers=2, workdir=tmp_path, store_url=pg_url, ack_wait_s=3)
     await asyncio.to_thread(local.start)
     try:
@@ -234,19 +124,19 @@ async def test_a_sigkilled_worker_leaves_its_share_to_the_other(
         for agent in agents:
             await agent.birth()
         sending = asyncio.gather(*(agent.telemetry(150, pause_s=0.01) for agent in agents))
-        await _until(lambda: sum(len(a.acked) for a in agents) >= 300, 60)
+        await until(lambda: sum(len(a.acked) for a in agents) >= 300, 60)
         local.kill_worker(1)
-        pending, _ = await _consumer_info(local.broker.nats_urls)  # (before the node dies)
+        pending, _ = await consumer_info(local.broker.nats_urls)  # (before the node dies)
         if kill_node:
             local.broker.kill(1)
         await sending
-        await _wait_stored(pg_url, agents, 120)
+        await wait_stored(pg_url, agents, 120)
         ids = {a.agent_id for a in agents}
         api = local.procs[0].api_url
         assert api is not None
-        assert await _until(lambda: _api_agents(api) == ids, 20)
+        assert await until(lambda: _api_agents(api) == ids, 20)
         # the survivor holds the leadership (PostgreSQL advisory lock) once worker 1 died
-        assert await _until(lambda: _health(api)["leader"] is True, 20)
+        assert await until(lambda: _health(api)["leader"] is True, 20)
         print(f"unacknowledged at the kill: {pending}")
     finally:
         for agent in agents:
@@ -267,7 +157,7 @@ def test_cluster_commands_refuse_without_insecure(command: list[str]) -> None:
 def test_cluster_up_starts_prints_and_stops_everything(tmp_path: Path, pg_url: str) -> None:
     """``sef cluster up`` as a process: it prints the agents' broker list and the
     workers' API URLs, the workers serve, and SIGINT stops workers and nodes."""
-    _need_nats()
+    need_nats()
     process = subprocess.Popen(
         [sys.executable, "-m", "sef", "cluster", "up", "--nodes", "3", "--workers", "2",
          "--dir", str(tmp_path), "--store", pg_url, "--insecure"],
@@ -333,7 +223,7 @@ async def test_a_worker_holds_its_share_while_the_store_is_down(
         assert stats.acked <= 3 * 2, "acknowledged while the store was down"  # births only
         assert stats.in_progress > 0 and stats.redelivered == 0
         await asyncio.to_thread(server.resume)
-        rows = await _wait_stored(url, agents, 60)
+        rows = await wait_stored(url, agents, 60)
         assert len(rows) == 60
         await worker.stop()
         for agent in agents:
