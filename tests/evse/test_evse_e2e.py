@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import websockets
 from ocpp.routing import on
@@ -51,11 +52,13 @@ class MinimalCP16(CP16):  # type: ignore[misc]
         self.energy_wh = 0.0
         self.last = clock.now()
         self.changes: list[tuple[float, float, float]] = []  # (t, Wh, new limit W)
+        self.meter: list[tuple[float, float]] = []  # (t, Wh) at every integration
 
     def integrate(self) -> None:
         now = self.clock.now()
         self.energy_wh += self.limit_w * (now - self.last) / 3600
         self.last = now
+        self.meter.append((now, self.energy_wh))
 
     @on("SetChargingProfile")  # type: ignore[untyped-decorator]
     def on_set(self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any) -> Any:
@@ -122,11 +125,13 @@ class MinimalCP201(CP201):  # type: ignore[misc]
         self.energy_wh = 0.0
         self.last = clock.now()
         self.changes: list[tuple[float, float, float]] = []
+        self.meter: list[tuple[float, float]] = []
 
     def integrate(self) -> None:
         now = self.clock.now()
         self.energy_wh += self.limit_w * (now - self.last) / 3600
         self.last = now
+        self.meter.append((now, self.energy_wh))
 
     @on("SetChargingProfile")  # type: ignore[untyped-decorator]
     def on_set(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
@@ -223,13 +228,15 @@ async def _charge_7_for_1800(rig: AgentRig) -> None:
     assert rig.charger.limit_kw == 7.0
 
 
-@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+@pytest.mark.parametrize(
+    ("version", "unit"), [("ocpp1.6", "W"), ("ocpp2.0.1", "W"), ("ocpp2.0.1", "A")]
+)
 async def test_emulator_meters_3_5_kwh_for_charge_7_1800(
-    broker_url: str, tmp_path: Path, version: str
+    broker_url: str, tmp_path: Path, version: str, unit: str
 ) -> None:
     clock = ScaledClock(speed=SPEED)
     tls = make_tls(tmp_path)
-    async with agent_rig(broker_url, clock, tls=tls) as rig:
+    async with agent_rig(broker_url, clock, tls=tls, unit=unit) as rig:
         emulator = EVSEEmulator(
             f"wss://127.0.0.1:{rig.port}/{CP_ID}",
             version=version,
@@ -242,19 +249,25 @@ async def test_emulator_meters_3_5_kwh_for_charge_7_1800(
         task = asyncio.create_task(emulator.run())
         try:
             await _charge_7_for_1800(rig)
-            await wait_for(lambda: any(p[1] == 7.0 for p in emulator.profile_log), 5.0)
-            t0, _, e0 = next(p for p in emulator.profile_log if p[1] == 7.0)
+            # 7 kW in A: 10.1 A per phase on 3 x 230 V = 6.969 kW
+            expected_kw = 7.0 if unit == "W" else 10.1 * 3 * 230 / 1000
+            await wait_for(
+                lambda: any(p[1] == pytest.approx(expected_kw) for p in emulator.profile_log), 5.0
+            )
+            t0, _, e0 = next(p for p in emulator.profile_log if p[1] == pytest.approx(expected_kw))
             # the sequence ends: the agent clears its profile (the charger's default again)
             await wait_for(lambda: emulator.profile_log[-1][1] is None, 1800 / SPEED + 10)
-            t1, _, e1 = emulator.profile_log[-1]
-            kwh = (e1 - e0) / 1000
-            print(f"{version}: {kwh:.4f} kWh in {t1 - t0:.1f} s under charge:7:1800")
-            assert t1 - t0 == pytest.approx(1800, abs=1800 * 0.01)
+            t1 = emulator.profile_log[-1][0]
+            await wait_for(lambda: emulator.meter_log[-1][0] >= t0 + 1800, 5.0)
+            kwh = (emulator.register_at(t0 + 1800) - e0) / 1000
+            print(f"{version} {unit}: {kwh:.4f} kWh in the 1800 s after the profile arrived, "
+                  f"cleared after {t1 - t0:.1f} s")  # fmt: skip
             assert kwh == pytest.approx(3.5, rel=0.02)
+            assert t1 - t0 == pytest.approx(1800, abs=60)  # the agent's own timer
             # the agent's telemetry showed the session
             await wait_for(lambda: rig.last().get("Event") == "idle", 5.0)
             seen = rig.telemetry
-            assert any(t.get("EV_Rate_kW", 0) == pytest.approx(7.0, abs=0.05) for t in seen)
+            assert any(t.get("EV_Rate_kW", 0) == pytest.approx(expected_kw, abs=0.05) for t in seen)
             assert rig.last()["EV_Departure"] == pytest.approx(
                 float(emulator.fleet.sessions.departure_s[0]), abs=1
             )
@@ -277,8 +290,12 @@ async def test_minimal_ocpp_charge_point_meters_3_5_kwh(
     ):
         await _charge_7_for_1800(rig)
         await wait_for(lambda: len(cp.changes) >= 2, 1800 / SPEED + 10)
-        (t0, e0, w0), (t1, e1, w1) = cp.changes[:2]
-        print(f"{version} minimal CP: {(e1 - e0) / 1000:.4f} kWh in {t1 - t0:.1f} s")
+        (t0, e0, w0), (t1, _, w1) = cp.changes[:2]
+        await wait_for(lambda: cp.meter[-1][0] >= t0 + 1800, 5.0)
+        times, energy = zip(*cp.meter, strict=True)
+        kwh = (float(np.interp(t0 + 1800, times, energy)) - e0) / 1000
+        print(f"{version} minimal CP: {kwh:.4f} kWh in the 1800 s after the profile arrived, "
+              f"cleared after {t1 - t0:.1f} s")  # fmt: skip
         assert w0 == 7000.0 and w1 == 11000.0
-        assert t1 - t0 == pytest.approx(1800, abs=18)
-        assert (e1 - e0) / 1000 == pytest.approx(3.5, rel=0.02)
+        assert t1 - t0 == pytest.approx(1800, abs=60)
+        assert kwh == pytest.approx(3.5, rel=0.02)

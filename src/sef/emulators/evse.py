@@ -27,9 +27,11 @@ import contextlib
 import logging
 import ssl
 import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import websockets
 from ocpp.exceptions import OCPPError
 from websockets.asyncio.client import connect
@@ -142,6 +144,8 @@ class EVSEEmulator:
         self.profiles = ProfileStore()
         self.transaction_id: str | None = None
         self.profile_log: list[ProfileEvent] = []
+        self.meter_log: deque[tuple[float, float]] = deque([(now, energy_wh0)], maxlen=100_000)
+        """``(clock s, meter register Wh)`` after every model step (the newest 100 000)."""
         self.boots = 0
         self.meter_values = 0
         self.booted = asyncio.Event()
@@ -187,6 +191,15 @@ class EVSEEmulator:
             dt = t - self.fleet.t_s
             if dt > 0:
                 self.fleet.step(dt, self.limit_kw(self.fleet.t_s))
+                self.meter_log.append((t, self.register_wh))
+
+    def register_at(self, t_s: float) -> float:
+        """The meter register at clock time ``t_s`` (Wh), interpolated in :attr:`meter_log`
+        (exact at the profile boundaries, where the model steps; the last value for a
+        time the model has not reached yet)."""
+        times = [t for t, _ in self.meter_log]
+        values = [e for _, e in self.meter_log]
+        return float(np.interp(t_s, times, values))
 
     @property
     def register_wh(self) -> float:
@@ -245,6 +258,7 @@ class EVSEEmulator:
                 if text != last_fault:
                     log.warning("%s: link to %s lost: %s", self.cp_id, self.url, text)
                 last_fault = text
+            _raise_if_cancelling()
             self.booted.clear()
             self._status_sent = None
             self._needs_sent = False  # a restarted central system learns them again
@@ -266,6 +280,7 @@ class EVSEEmulator:
         last_beat = loop.time()
         last_meter = float("-inf")
         while not reader.done():
+            _raise_if_cancelling()
             self.advance()
             await self._sync_session(link)
             now = self.now()
@@ -308,6 +323,15 @@ class EVSEEmulator:
         if status != self._status_sent:
             await link.status(status)
             self._status_sent = status
+
+
+def _raise_if_cancelling() -> None:
+    """Raise :class:`asyncio.CancelledError` if this task is being cancelled: on Python
+    3.11 ``asyncio.wait_for`` (inside the ``ocpp`` package's ``call``) can swallow a
+    cancellation that lands as its reply arrives, and the session would run on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def run_evse_emulator(emulator: EVSEEmulator) -> Any:
