@@ -213,6 +213,12 @@ def main() -> int:
     ap.add_argument("--ack-wait", type=float, default=10.0, help="JetStream ack_wait, s")
     ap.add_argument("--window-s", type=float, default=15.0, help="ingest measuring window, s")
     ap.add_argument("--born-timeout-s", type=float, default=600.0)
+    ap.add_argument(
+        "--js-api-timeout",
+        type=float,
+        default=None,
+        help="NATS mqtt { js_api_timeout }, s (default: NATS's 5 s)",
+    )
     args = ap.parse_args()
     n: int = args.agents
     rows: list[tuple[str, str, str]] = []
@@ -221,7 +227,12 @@ def main() -> int:
     log_path, stats_path = tmp / "puback.log", tmp / "swarm.json"
     console.print(f"load at start: {uptime()}; files in {tmp}")
     cluster = LocalCluster(
-        nodes=3, workers=2, workdir=tmp, ack_wait_s=args.ack_wait, max_agents=n + 1000
+        nodes=3,
+        workers=2,
+        workdir=tmp,
+        ack_wait_s=args.ack_wait,
+        max_agents=n + 1000,
+        js_api_timeout_s=args.js_api_timeout,
     )
     t = time.monotonic()
     atexit.register(cluster.stop)  # also on Ctrl-C or an error (stop twice is harmless)

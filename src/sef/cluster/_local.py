@@ -83,6 +83,10 @@ class LocalCluster:
             worker gets them, s.
         log_level: the workers' log level.
         max_agents: most agents in each worker's registry.
+        js_api_timeout_s: the nodes' ``mqtt { js_api_timeout }``: how long MQTT waits for
+            a JetStream API call before giving up (and closing the client's connection),
+            s; ``None``: NATS's default (5 s). Above the JetStream re-election time after
+            a node loss, healthy clients of the surviving nodes are not dropped.
     """
 
     nodes: int = 3
@@ -95,6 +99,7 @@ class LocalCluster:
     log_level: str = "WARNING"
     max_agents: int = 10_000
     """Most agents in each worker's registry (admitted at up to 1 000 new agents per s)."""
+    js_api_timeout_s: float | None = None
     broker: BrokerCluster | None = None
     postgres: PostgresServer | None = None
     procs: list[WorkerProcess] = field(default_factory=list)
@@ -105,7 +110,14 @@ class LocalCluster:
             raise ValueError("need at least one node and one worker")
         try:
             nats_dir = self.workdir / "nats" if self.workdir is not None else None
-            self.broker = BrokerCluster(nodes=self.nodes, workdir=nats_dir).start()
+            extra = (
+                f'js_api_timeout: "{self.js_api_timeout_s:g}s"'
+                if self.js_api_timeout_s is not None
+                else ""
+            )
+            self.broker = BrokerCluster(
+                nodes=self.nodes, workdir=nats_dir, extra_mqtt=extra
+            ).start()
             if self.store_url is None:
                 self.store_url = self._postgres()
             self._migrate(self.store_url)
