@@ -40,6 +40,11 @@ STANDARD_TELEMETRY_UNITS: dict[str, str] = {
     "Tank_Temp_C": " °C",
     "State": "",
     "Link": "",
+    "PV_Power_kW": " kW",
+    "Limit_kW": " kW",
+    "Curtailed_pct": " %",
+    "Reactive_var": " var",
+    "Energy_Produced_Wh": " Wh",
 }
 """The standard telemetry keys SEF's agents publish, in display order, with their units
 (the table of ``docs/interfaces.md``); other keys are shown after them without a unit."""
