@@ -141,6 +141,13 @@ def evse(
                 "or --ocpp-client-ca",
                 param_hint="--listen",
             )
+    if scheme == "ws" or (passwords is None and ocpp_client_ca is None):
+        typer.echo(
+            f"WARNING: the OCPP listener runs INSECURE ({scheme}://, "
+            f"{'Basic auth' if passwords else 'no authentication'}): anyone who reaches "
+            f"{host}:{port} can pose as charge point {cp_id!r}. For a lab only.",
+            err=True,
+        )
     secured = _agent_security(
         "sef evse", agent_id, broker, cert, key, ca, crl, insecure, sign_telemetry
     )
