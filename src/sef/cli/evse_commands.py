@@ -196,6 +196,12 @@ def emulate_evse(
     clock: str | None = typer.Option(None, "--clock", help="real or scaled:SPEED[:START]."),
     max_kw: float = typer.Option(11.0, "--max-kw", min=0.1, help="Charger rating, kW."),
     arrive_in: float = typer.Option(0.0, "--arrive-in", min=0.0, help="EV arrives in, clock s."),
+    arrive_at: float | None = typer.Option(
+        None,
+        "--arrive-at",
+        help="EV arrives at this clock time, Unix s (instead of --arrive-in; "
+        "a past time: plugged in since then, --stay counted from it).",
+    ),
     stay: float = typer.Option(10.0, "--stay", min=0.01, help="EV stays, hours."),
     need: float = typer.Option(20.0, "--need", min=0.0, help="Energy the EV wants, kWh."),
     battery: float = typer.Option(60.0, "--battery", min=1.0, help="EV battery, kWh."),
@@ -237,8 +243,9 @@ def emulate_evse(
         midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0).timestamp()
         session = home_sessions(1, seed=seed, day0_s=midnight)
     else:
+        in_s = arrive_in if arrive_at is None else arrive_at - now  # < 0: arrived before
         session = default_session(
-            now, arrive_in_s=arrive_in, stay_h=stay, need_kwh=need, battery_kwh=battery,
+            now, arrive_in_s=in_s, stay_h=stay, need_kwh=need, battery_kwh=battery,
             ev_max_kw=ev_max_kw, soc0=soc,
         )  # fmt: skip
 
