@@ -19,9 +19,11 @@ Command mapping (``docs/evse.md``):
 
 The profile is a ``TxProfile`` for the running transaction, else a ``TxDefaultProfile``
 (stack level 1, ids :data:`TX_PROFILE_ID` / :data:`DEFAULT_PROFILE_ID`), in W or in A per
-phase (``unit``), starting now, with the event's duration: a charger whose agent dies
-returns to its default by itself when the event ends. An open-ended event's profile lasts
-``open_hold_s`` clock seconds and is renewed every quarter of that while healthy.
+phase (``unit``), starting now, lasting the event's time left plus
+:data:`PROFILE_MARGIN_S` (the next event's profile or the release replaces it first; a
+charger whose agent died returns to its default a minute after the end). An open-ended
+event's profile lasts ``open_hold_s`` clock seconds and is renewed every quarter of that
+while healthy.
 
 Departure guard (:mod:`sef.agents._evse_guard`): a sequence that would leave the EV short
 of its declared energy at departure is refused with ``sef.Error.DepartureEnergy`` unless
@@ -62,6 +64,10 @@ TX_PROFILE_ID = 5101
 DEFAULT_PROFILE_ID = 5100
 """Id of the TxDefaultProfile SEF sets when no transaction runs."""
 STACK_LEVEL = 1
+PROFILE_MARGIN_S = 60.0
+"""Clock seconds a timed event's profile outlasts the event, so the next event's profile
+(or the release) replaces it before it expires (no burst at the charger's default in
+between); a charger whose agent died returns to its default this long after the end."""
 OPEN_HOLD_S = 900.0
 """Clock seconds an open-ended event's profile lasts before the agent renews it."""
 DEPARTURE_ERROR = "sef.Error.DepartureEnergy"
@@ -202,7 +208,7 @@ class OcppCharger(DeviceAdapter):
             limit_kw=limit,
             unit=self.unit,
             start_s=now,
-            duration_s=self.open_hold_s if left_s is None else left_s,
+            duration_s=self.open_hold_s if left_s is None else left_s + PROFILE_MARGIN_S,
             transaction_id=tx,
             stack_level=STACK_LEVEL,
             phases=self.phases,
