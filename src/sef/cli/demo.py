@@ -23,6 +23,12 @@ def demo(
     ),
     batteries: int = typer.Option(3, "--batteries", min=1, max=50),
     waterheaters: int = typer.Option(3, "--waterheaters", min=1, max=50),
+    pv: int = typer.Option(
+        0, "--pv", min=0, max=50, help="PV systems (SunSpec inverter emulator + sef inverter)."
+    ),
+    evs: int = typer.Option(
+        0, "--evs", min=0, max=50, help="EV chargers (OCPP charge point + sef evse)."
+    ),
     out: Path = typer.Option(
         Path("sef-demo-report"),
         "--out",
@@ -51,7 +57,9 @@ def demo(
     ),
 ) -> None:
     """Run the SEF demo: EMS, battery and water-heater emulators with their agents (one
-    process each), and the load-following control app; ends with a report.
+    process each), and the load-following control app; ends with a report. ``--pv N`` and
+    ``--evs N`` add PV inverters and EV chargers (emulator + agent each): measured load on
+    the feeder, not controlled; the report gives their energy.
 
     Secure by default: a throwaway CA in OUT/pki certifies every process, Mosquitto runs
     in mutual-TLS mode with per-identity ACLs, and the dashboard's admin token is printed
@@ -82,6 +90,8 @@ def demo(
         speed=speed,
         batteries=batteries,
         waterheaters=waterheaters,
+        pv=pv,
+        evs=evs,
         out=out,
         api=listen,
         broker=broker,

@@ -2,7 +2,9 @@
 
 Battery ``i``: ``sef emulate battery`` (SunSpec Modbus TCP) + ``sef bis``. Water heater
 ``j``: ``sef emulate waterheater --pty`` (CTA-2045 SGD on a pseudo-terminal) +
-``sef ucm`` on that pty. The feeder: ``sef emulate meter`` (SunSpec meter on Modbus TCP)
+``sef ucm`` on that pty. PV system ``k``: ``sef emulate inverter`` + ``sef inverter``; EV
+charger ``l``: ``sef evse`` (OCPP central system) + ``sef emulate evse`` (charge point)
+(:mod:`sef.demo._der`). The feeder: ``sef emulate meter`` (SunSpec meter on Modbus TCP)
 measuring the scenario's base load plus every device, which reports its AC power to the
 meter's CT input (``--ct``), + ``sef meter`` publishing ``Net_Power_kW``. All share one
 scaled clock through ``SEF_CLOCK``.
@@ -16,6 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sef.clock import Clock
+from sef.demo._der import (
+    CHARGER_KW,
+    EV_GROUP,
+    EV_METER_INTERVAL_S,
+    PV_GROUP,
+    EVSession,
+    OcppCredentials,
+    PVSite,
+)
 from sef.demo._processes import DemoProcesses
 
 __all__ = ["BATTERY_GROUP", "HEATER_GROUP", "METER_GROUP", "METER_ID", "Fleet", "fleet_identities"]
@@ -29,13 +40,21 @@ METER_MAX_KW = 100.0
 """Largest |power| the feeder meter's registers hold, kW (10-W steps)."""
 
 
-def fleet_identities(batteries: int, waterheaters: int) -> list[tuple[str, tuple[str, ...]]]:
+def fleet_identities(
+    batteries: int, waterheaters: int, pv: int = 0, evs: int = 0
+) -> list[tuple[str, tuple[str, ...]]]:
     """Every agent of the demo fleet with its groups (one certificate each)."""
     return [
         *((f"battery-{i + 1}", (BATTERY_GROUP,)) for i in range(batteries)),
         *((f"waterheater-{j + 1}", (HEATER_GROUP,)) for j in range(waterheaters)),
+        *((f"pv-{k + 1}", (PV_GROUP,)) for k in range(pv)),
+        *((f"evse-{m + 1}", (EV_GROUP,)) for m in range(evs)),
         (METER_ID, (METER_GROUP,)),
     ]
+
+
+def _insecure_ocpp(session: EVSession) -> OcppCredentials:
+    return OcppCredentials("ws", [], ["--insecure"], {})
 
 
 @dataclass
@@ -57,6 +76,9 @@ class Fleet:
         base_start_s: clock time (Unix s) of ``base_kw[0]``, the scenario's start; the
             meter's profile repeats daily from there. None: 00:00 UTC.
         meter: run the feeder meter (emulator + agent).
+        pv: the PV systems (:func:`sef.demo._der.pv_sites`); ``evs``: the EV sessions
+            (:func:`sef.demo._der.ev_sessions`), one charger each.
+        ocpp: the OCPP link's credentials of a charger (default: insecure ``ws://``).
 
     After :meth:`start`: ``meter_modbus`` (host, port) and ``meter_ct`` (host, port) of the
     meter emulator, ``meter_id`` its agent (``""`` if it could not start: ``notes`` says
@@ -76,8 +98,20 @@ class Fleet:
     base_dt_s: float = 60.0
     base_start_s: float | None = None
     meter: bool = True
+    pv: Sequence[PVSite] = ()
+    evs: Sequence[EVSession] = ()
+    ocpp: Callable[[EVSession], OcppCredentials] = _insecure_ocpp
+    pv_poll_s: float = 1.0
+    """Inverter agent poll period (real s); it is also its Modbus reply timeout."""
+    ev_poll_s: float = 0.5
+    """EVSE agent telemetry period (real s)."""
+    der_start_s: float = 120.0
+    """Real s a PV or EV process may take to be ready (pvlib alone imports in 3-20 s on a
+    loaded machine)."""
     battery_ids: list[str] = field(default_factory=list)
     heater_ids: list[str] = field(default_factory=list)
+    pv_ids: list[str] = field(default_factory=list)
+    ev_ids: list[str] = field(default_factory=list)
     meter_id: str = ""
     meter_modbus: tuple[str, int] | None = None
     meter_ct: tuple[str, int] | None = None
@@ -158,6 +192,53 @@ class Fleet:
         )
         return agent_id
 
+    def _pv(self, site: PVSite) -> str:
+        """Start PV system ``site``: the inverter emulator, then ``sef inverter`` on it."""
+        n = site.agent_id.rsplit("-", 1)[1]
+        port = self.processes.start(
+            f"inverter-emulator-{n}",
+            ["emulate", "inverter", "--port", "0", *site.emulator_args(),
+             *self._ct_args(site.agent_id)],
+            r"listening on [\d.]+:(\d+)",
+            timeout_s=self.der_start_s,
+        )  # fmt: skip
+        self.processes.start(
+            site.agent_id,
+            ["inverter", "--modbus", f"tcp://127.0.0.1:{port}", "--id", site.agent_id,
+             "--broker", self.broker, "--group", PV_GROUP, "--poll", str(self.pv_poll_s),
+             "--keepalive", "5", "--dc-kwp", f"{site.dc_kwp:g}",
+             *self.agent_args(site.agent_id)],
+            r"(starting)",
+            timeout_s=self.der_start_s,
+        )  # fmt: skip
+        return site.agent_id
+
+    def _ev(self, session: EVSession) -> str:
+        """Start EV charger ``session``: ``sef evse`` (its OCPP listener on a free port),
+        then the charge point, which must boot against it."""
+        n = session.agent_id.rsplit("-", 1)[1]
+        link = self.ocpp(session)
+        url = self.processes.start(
+            session.agent_id,
+            ["evse", "--listen", f"{link.scheme}://127.0.0.1:0", "--id", session.agent_id,
+             "--charge-point", session.charge_point, "--max-kw", f"{CHARGER_KW:g}",
+             "--broker", self.broker, "--group", EV_GROUP, "--poll", str(self.ev_poll_s),
+             "--keepalive", "5", *link.agent, *self.agent_args(session.agent_id)],
+            r"OCPP on (wss?://\S+)",
+            timeout_s=self.der_start_s,
+        )  # fmt: skip
+        self.processes.start(
+            f"evse-emulator-{n}",
+            ["emulate", "evse", "--ocpp", url, "--max-kw", f"{CHARGER_KW:g}",
+             "--meter-interval", f"{EV_METER_INTERVAL_S:g}",
+             *session.emulator_args(), *link.emulator,
+             *self._ct_args(session.agent_id)],
+            r"(booted)",
+            timeout_s=self.der_start_s,
+            env=link.emulator_env,
+        )  # fmt: skip
+        return session.agent_id
+
     def _ct_args(self, name: str) -> list[str]:
         """``--ct`` options that make a device report its power to the feeder meter."""
         if self.meter_ct is None:
@@ -181,12 +262,17 @@ class Fleet:
         path.write_text("time_s,kw\n" + "\n".join(rows) + "\n")
         return path
 
+    def meter_max_kw(self) -> float:
+        """Largest |power| the feeder meter must hold (kW): the base range plus every PV
+        inverter's rating and every charger's."""
+        return METER_MAX_KW + sum(p.ac_kw for p in self.pv) + CHARGER_KW * len(self.evs)
+
     def _meter_emulator(self) -> None:
         """Start the feeder meter emulator (before the devices: they report to it)."""
         found = self.processes.start(
             "meter-emulator",
-            ["emulate", "meter", "--port", "0", "--ct-port", "0", "--max-kw", f"{METER_MAX_KW:g}",
-             "--base-load", str(self._base_load_csv())],
+            ["emulate", "meter", "--port", "0", "--ct-port", "0", "--max-kw",
+             f"{self.meter_max_kw():g}", "--base-load", str(self._base_load_csv())],
             r"listening on ([\d.]+:\d+ unit \d+, CT on [\d.]+:\d+)",
         )  # fmt: skip
         modbus, _, ct = found.partition(" unit ")
@@ -220,8 +306,12 @@ class Fleet:
             meter = pool.submit(self._meter_agent) if self.meter else None
             batteries = [pool.submit(self._battery, i) for i in range(len(self.battery_soc))]
             heaters = [pool.submit(self._heater, j) for j in range(len(self.heater_temp_c))]
+            pv = [pool.submit(self._pv, site) for site in self.pv]
+            evs = [pool.submit(self._ev, session) for session in self.evs]
             self.battery_ids = [f.result() for f in batteries]
             self.heater_ids = [f.result() for f in heaters]
+            self.pv_ids = [f.result() for f in pv]
+            self.ev_ids = [f.result() for f in evs]
             if meter is not None:
                 meter.result()
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +47,21 @@ class DemoProcesses:
     """Set by :meth:`stop_all`: a start still under way (in another thread) is undone."""
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def start(self, name: str, args: Sequence[str], ready: str, timeout_s: float = 30.0) -> str:
-        """Start ``sef ARGS``; return the first match of regex ``ready`` in its output."""
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        ready: str,
+        timeout_s: float = 30.0,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start ``sef ARGS`` (with ``env`` added to its environment: e.g. a secret kept off
+        the command line); return the first match of regex ``ready`` in its output."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "sef", *args],
-            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -1,8 +1,10 @@
 """The body of ``sef demo``: broker, fleet, EMS with store, API and dashboard, control app.
 
-Each battery emulator, BIS, SGD emulator and UCM is its own process; the EMS (registry,
-store, REST API, dashboard, live control app) runs in this one. The clock is scaled and
-starts a little before midnight so every process is up when the scenario's day begins.
+Each battery emulator, BIS, SGD emulator and UCM (and, with ``--pv``/``--evs``, each PV
+inverter emulator, inverter agent, EVSE agent and charge point) is its own process; the
+EMS (registry, store, REST API, dashboard, live control app) runs in this one. The clock
+is scaled and starts a little before midnight so every process is up when the scenario's
+day begins.
 
 Secure by default: a throwaway CA for this run (``OUT/pki``, :mod:`sef.demo._secure`)
 issues the EMS's and every agent's certificate, Mosquitto runs in mutual-TLS + ACL mode,
@@ -36,6 +38,7 @@ from sef.control.controllers import make_controller
 from sef.control.live import LiveControl, wait_for_fleet
 from sef.control.report import write_report
 from sef.control.scenario import Scenario, load_scenario, scenario_from_dict
+from sef.demo._der import EnergyMeter, ev_sessions, pv_sites, wait_for_agents
 from sef.demo._fleet import Fleet, fleet_identities
 from sef.demo._secure import DemoPki, mosquitto_available
 from sef.discovery import verified_broker_tls
@@ -64,6 +67,10 @@ class DemoOptions:
     speed: float = 720.0
     batteries: int = 3
     waterheaters: int = 3
+    pv: int = 0
+    """PV systems (inverter emulator + agent each): measured, not controlled."""
+    evs: int = 0
+    """EV chargers (OCPP charge point + central-system agent each): measured load."""
     out: Path = Path("sef-demo-report")
     api: tuple[str, int] = ("127.0.0.1", 8080)
     broker: str | None = None
@@ -116,6 +123,10 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     scenario = demo_scenario(options.batteries, options.waterheaters, options.hours)
+    if options.pv or options.evs:
+        scenario.name = scenario.name.replace(
+            ",", f", {options.pv} PV systems, {options.evs} EV chargers,", 1
+        )
     steps = min(scenario.steps, round(options.hours * 3600.0 / scenario.dt_s))
     today = datetime.now(tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start_s = today.timestamp() + 86400.0
@@ -163,7 +174,11 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
         base_kw=scenario.base_kw.tolist(),  # the metered feeder's base load
         base_dt_s=scenario.dt_s,
         agent_args=pki.cli_args if pki is not None else (lambda agent_id: ["--insecure"]),
+        pv=pv_sites(options.pv),
+        evs=ev_sessions(options.evs, start_s),
     )
+    if pki is not None:
+        fleet.ocpp = pki.ocpp
     store = Store.open(f"sqlite:///{(out / 'ems.db').resolve()}")
     ems = EMS(broker_url, EMS_ID, clock=clock, store=store, keepalive_s=5, security=security)
     if security is not None:
@@ -176,7 +191,10 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             webbrowser.open(server.url if security is None else f"{server.url}/login")
         say(
             f"starting {options.batteries} battery emulators + BIS and {options.waterheaters} "
-            "SGD emulators + UCM (one process each)"
+            "SGD emulators + UCM"
+            + (f", {options.pv} PV inverter emulators + agents" if options.pv else "")
+            + (f", {options.evs} OCPP charge points + EVSE agents" if options.evs else "")
+            + " (one process each)"
         )
         await asyncio.to_thread(fleet.start)
         online = await wait_for_fleet(
@@ -187,10 +205,16 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             meters=1 if fleet.meter_id else 0,
             timeout_s=60.0,
         )
+        await wait_for_agents(ems, [*fleet.pv_ids, *fleet.ev_ids], timeout_s=60.0)
         found = len(online.batteries) + len(online.heaters) + len(online.meters)
+        found += len(fleet.pv_ids) + len(fleet.ev_ids)
+        der = (f", {len(fleet.pv_ids)} PV inverters" if fleet.pv_ids else "") + (
+            f", {len(fleet.ev_ids)} EV chargers" if fleet.ev_ids else ""
+        )
         say(
             f"all {found} agents online ({len(online.batteries)} batteries, "
-            f"{len(online.heaters)} water heaters, {len(online.meters)} meters); control app "
+            f"{len(online.heaters)} water heaters, {len(online.meters)} meters{der}); "
+            f"control app "
             f"{options.controller} follows the target from midnight for {options.hours:g} h "
             "(the fleet is re-read from the registry at each re-plan)"
         )
@@ -202,7 +226,10 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             # the baseline is the reference without control: no feeder guard either
             feeder_guard=options.controller != "baseline",
         )
+        energy = EnergyMeter(ems, fleet.pv_ids, fleet.ev_ids, start_s + steps * scenario.dt_s)
+        energy.sample()
         run = asyncio.create_task(live.run(steps))
+        metering = asyncio.create_task(energy.run())
         if options.live_table:
             with Live(
                 _view(ems, live, clock, lines, server.url), console=console, refresh_per_second=4
@@ -210,8 +237,18 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
                 while not run.done():
                     await asyncio.sleep(0.25)
                     display.update(_view(ems, live, clock, lines, server.url))
-        result = await run
+        try:
+            result = await run
+        finally:
+            metering.cancel()
         summary = write_report(out, scenario, [result])
+        if fleet.pv_ids or fleet.ev_ids:
+            summary["der"] = _der_summary(energy.summary(), out)
+            console.print(
+                f"PV: {summary['der']['pv_energy_kwh']:.1f} kWh produced by "
+                f"{len(fleet.pv_ids)} systems; EVs: {summary['der']['ev_energy_kwh']:.1f} kWh "
+                f"delivered by {len(fleet.ev_ids)} chargers (measured, not controlled)"
+            )
         metrics = summary["controllers"][result.controller]
         console.print(f"report in {out}: {', '.join(summary['files'])}")
         console.print(
@@ -232,12 +269,26 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             pki.stop()
 
 
+def _der_summary(der: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Add the PV and EV energy of the run to ``out/summary.json``; return it."""
+    import json
+
+    path = out / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["der"] = der
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return der
+
+
 def _demo_pki(out: Path, options: DemoOptions) -> DemoPki:
-    """The throwaway CA with the EMS's and every agent's certificate, and its broker."""
+    """The throwaway CA with the EMS's and every agent's certificate (and the chargers'
+    OCPP certificates and passwords), and its broker."""
     pki = DemoPki(out)
     pki.issue(EMS_ID, Role.EMS)
-    for agent_id, groups in fleet_identities(options.batteries, options.waterheaters):
-        pki.issue(agent_id, Role.AGENT, groups)  # the batteries, heaters and feeder meter
+    identities = fleet_identities(options.batteries, options.waterheaters, options.pv, options.evs)
+    for agent_id, groups in identities:
+        pki.issue(agent_id, Role.AGENT, groups)  # the devices' agents and the feeder meter
+    pki.issue_ocpp(ev_sessions(options.evs, 0.0))  # the ids only: times do not matter here
     pki.start_broker()
     return pki
 

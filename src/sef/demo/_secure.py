@@ -10,6 +10,7 @@ deployment keeps its CA key offline (``docs/security.md``).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 from cryptography.x509.oid import NameOID
 
 from sef.broker import BrokerNotFound, find_mosquitto, free_port
+from sef.demo._der import EVSession, OcppCredentials
 from sef.security import (
     BrokerFiles,
     CertificateAuthority,
@@ -77,6 +79,7 @@ class DemoPki:
     files: BrokerFiles | None = field(default=None, init=False)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     port: int = field(default=0, init=False)
+    ocpp_passwords: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         pki = self.out / "pki"
@@ -92,10 +95,56 @@ class DemoPki:
             shutil.rmtree(stale)
         self.ca = CertificateAuthority.init(pki, CA_NAME, days=CA_DAYS)
 
-    def issue(self, identity: str, role: Role, groups: Sequence[str] = ()) -> None:
+    def issue(
+        self, identity: str, role: Role, groups: Sequence[str] = (), hosts: Sequence[str] = ()
+    ) -> None:
         """Issue ``identity``'s key and certificate (before :meth:`start_broker`: the
-        broker's ACL is written from the identities issued by then)."""
-        self.ca.issue(identity, role, groups=tuple(groups))
+        broker's ACL is written from the identities issued by then); ``hosts``: the
+        names a server certificate is for."""
+        self.ca.issue(identity, role, groups=tuple(groups), hosts=tuple(hosts))
+
+    def issue_ocpp(self, sessions: Sequence[EVSession]) -> None:
+        """For each charger: the OCPP listener's server certificate ``ID-ocpp`` (for
+        127.0.0.1 and localhost), the charge point's client certificate ``ID-cp`` (its
+        OCPP id), both role gateway without a home (no rights on the broker), and a
+        random Basic-auth password, in ``out/pki/ocpp-passwords`` (0600)."""
+        for s in sessions:
+            self.issue(f"{s.agent_id}-ocpp", Role.GATEWAY, hosts=("127.0.0.1", "localhost"))
+            self.issue(s.charge_point, Role.GATEWAY)
+            self.ocpp_passwords[s.charge_point] = secrets.token_urlsafe(24)  # 32 characters
+        if not sessions:
+            return
+        path = self.passwords_path
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.writelines(f"{cp}:{pw}\n" for cp, pw in self.ocpp_passwords.items())
+
+    @property
+    def passwords_path(self) -> Path:
+        """The OCPP Basic-auth passwords of the chargers (``ID:PASSWORD`` lines)."""
+        return self.out / "pki" / "ocpp-passwords"
+
+    def ocpp(self, session: EVSession) -> OcppCredentials:
+        """The options of a charger's OCPP link (Security Profiles 3 and 2): issued by
+        :meth:`issue_ocpp`."""
+        ca, cp = self.ca, session.charge_point
+        listener = f"{session.agent_id}-ocpp"
+        return OcppCredentials(
+            "wss",
+            agent=[
+                *("--ocpp-cert", str(ca.cert_path(listener))),
+                *("--ocpp-key", str(ca.key_path(listener))),
+                *("--ocpp-client-ca", str(ca.ca_path)),
+                *("--ocpp-passwords", str(self.passwords_path)),
+            ],
+            emulator=[
+                *("--ca", str(ca.ca_path)),
+                *("--cert", str(ca.cert_path(cp))),
+                *("--key", str(ca.key_path(cp))),
+            ],
+            emulator_env={"SEF_OCPP_PASSWORD": self.ocpp_passwords[cp]},
+        )
 
     def security(self, identity: str) -> Security:
         """The credentials of an issued identity."""
