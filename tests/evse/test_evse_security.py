@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import websockets
+from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 
 from evse_rig import CP_ID, make_tls
 from sef.agents.evse import EVSEAgent, OcppCharger
+from sef.cli import app
 from sef.clock import ScaledClock
 from sef.emulators.evse import EVSEEmulator
 from sef.protocols.ocpp import client_tls, server_tls
@@ -63,16 +62,6 @@ async def test_profile_3_client_certificate_names_the_charge_point(
         await agent.stop()
 
 
-def _sef(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sef", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
-
-
 def test_commands_are_secure_by_default(tmp_path: Path) -> None:
     tls = make_tls(tmp_path)
     cert, key = str(tls.ca.cert_path("evse-1-ocpp")), str(tls.ca.key_path("evse-1-ocpp"))
@@ -88,9 +77,12 @@ def test_commands_are_secure_by_default(tmp_path: Path) -> None:
         (["emulate", "evse", "--ocpp", "ws://127.0.0.1:1/", "--insecure"], "no charge point id"),
         (["emulate", "evse", "--ocpp", "wss://127.0.0.1:1/CP", "--ocpp-version", "9"], "1.6 or"),
     ]  # fmt: skip
+    runner = CliRunner()
     for args, why in cases:
-        done = _sef(*args)
-        assert done.returncode == 2, (args, done.stdout, done.stderr)
-        assert why in " ".join(done.stderr.split()), (args, done.stderr)
-    short = _sef(*base, "--listen", "wss://127.0.0.1:0", env={"SEF_OCPP_PASSWORD": "short"})
-    assert short.returncode == 2 and "16-40" in short.stderr
+        done = runner.invoke(app, args, env={"SEF_OCPP_PASSWORD": None})
+        assert done.exit_code == 2, (args, done.output)
+        assert why in " ".join(done.output.split()), (args, done.output)
+    short = runner.invoke(
+        app, [*base, "--listen", "wss://127.0.0.1:0"], env={"SEF_OCPP_PASSWORD": "short"}
+    )
+    assert short.exit_code == 2 and "16-40" in short.output
