@@ -334,6 +334,7 @@ def _solve(p: LPInput, relaxed: bool) -> LPPlan:
             off_v=off["v"],
             target_kw=p.target_kw,
             slack_cost=slack_cost,
+            base_kw=p.base_kw,
         )
         n_new = block.cost.size
         a_eq = sparse.hstack([a_eq, block.a_eq_cols]).tocsr()

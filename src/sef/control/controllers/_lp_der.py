@@ -14,7 +14,7 @@ The caller passes the base load net of the forecast PV (``base − pv``); per in
     export:   net_j + x_j ≥ −export_limit   (net_j = target_j + Σ_s u_js − Σ_s v_js)
     deadline: Σ_{j ≤ D_g} e_gj h + s_g ≥ E_g    (E_g: AC energy due at the end of D_g)
     cap:      Σ_j e_gj h ≤ E_g^max               (no more than the group wants)
-    cost      K h y_j + M h x_j + M s_g + ε_t (j + 1) h e_gj
+    cost      K h y_j + M h x_j + M s_g + (ε_t (j + 1) + ε_l ℓ_j) h e_gj
 
 Costs, against the LP's own (``slack`` = the energy-bound slack cost, ≥ 1000 /kWh and ≥
 10 × the steepest deviation cost): a missed EV energy (``M = slack``) and an export excess
@@ -22,8 +22,11 @@ Costs, against the LP's own (``slack`` = the energy-bound slack cost, ≥ 1000 /
 any deviation from the target (so an import cap or a tracking error never buys it) and
 than battery throughput or heater shifting (ε, ε_w): PV is curtailed only where the
 export limit would otherwise be crossed and the batteries, tanks and EVs cannot take the
-power (a last resort); the EV time cost ε_t = 1e-4 /kWh per interval only breaks ties
-toward earlier charging (less risk from a later forecast error).
+power (a last resort); the EV costs only break ties: ε_l = 2e-3 /kWh × ℓ_j, the interval's
+forecast load (base − PV) scaled to 0 at the horizon's lowest and 1 at its highest, so
+EVs fill the valleys and leave the peak hours' headroom alone, and ε_t = 1e-4 /kWh per
+interval toward earlier charging (less risk from a later forecast error); both stay
+below the battery throughput cost, so no battery energy is moved for them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ FloatArray = npt.NDArray[np.float64]
 
 #: cost per kWh per interval of charging later (tie break toward earlier charging)
 EV_TIME_COST = 1e-4
+#: cost per kWh of charging at the horizon's highest forecast load (0 at its lowest):
+#: EVs fill the valleys and leave the peak hours' headroom alone (below ε = 0.01, so it
+#: never buys battery throughput)
+EV_LOAD_COST = 2e-3
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,7 @@ def extend(
     off_v: int,
     target_kw: FloatArray,
     slack_cost: float,
+    base_kw: FloatArray | None = None,
 ) -> DERBlock:
     """Columns and rows for ``d`` (module docstring); ``dev_row``: first deviation row."""
     jj = np.arange(J)
@@ -168,7 +176,10 @@ def extend(
         er.append(dev_row + j_idx)
         ec.append(c0 + g_idx * J + j_idx)
         hi[c0 : c0 + G * J] = np.concatenate([np.maximum(g.p_max_kw, 0.0) for g in d.ev_groups])
-        cost[c0 : c0 + G * J] = EV_TIME_COST * (j_idx + 1) * h
+        load = np.zeros(J) if base_kw is None else np.asarray(base_kw, dtype=np.float64)
+        span = float(load.max() - load.min())
+        rel = (load - load.min()) / span if span > 0 else np.zeros(J)
+        cost[c0 : c0 + G * J] = (EV_TIME_COST * (j_idx + 1) + EV_LOAD_COST * rel[j_idx]) * h
         cost[off["s"] - n_old :] = slack_cost
     rows = np.concatenate(er) if er else np.zeros(0)
     cols = np.concatenate(ec) if ec else np.zeros(0)
