@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,34 @@ def test_demo_sigterm_stops_every_process(procs: list[SefProcess], tmp_path: Pat
     assert len(below) >= 7, names  # broker, 3 emulators (with the meter), 3 agents
     try:
         assert_clean_shutdown(demo, signal.SIGTERM, None)
+        left = [(pid, command_name(pid)) for pid in below if alive(pid)]
+        assert not left, f"left running: {left}"
+    finally:
+        for pid in below:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.xdist_group("fleet")
+def test_a_sigkilled_demo_leaves_no_process(procs: list[SefProcess], tmp_path: Path) -> None:
+    """``sef demo`` SIGKILLed (no cleanup at all): each child's guard
+    (:mod:`sef.process_guard`) stops it, the broker included; before, the broker, the
+    emulators and the agents (in sessions of their own) kept running."""
+    demo = SefProcess(
+        "demo", "--hours", "1", "--batteries", "1", "--waterheaters", "1", "--headless",
+        "--no-browser", "--api", "127.0.0.1:0", "--out", str(tmp_path / "report"),
+    )  # fmt: skip
+    procs.append(demo)
+    demo.wait_line(r"all 3 agents online", timeout_s=120.0)
+    below = descendants_of(demo.pid)
+    names = sorted(command_name(pid) for pid in below)
+    assert "mosquitto" in names and len(below) >= 7, names
+    try:
+        os.kill(demo.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30.0
+        while any(alive(pid) for pid in below) and time.monotonic() < deadline:
+            time.sleep(0.2)
         left = [(pid, command_name(pid)) for pid in below if alive(pid)]
         assert not left, f"left running: {left}"
     finally:

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sef.process_guard import start_guard, stop_guard
+
 __all__ = ["DemoProcesses", "ProcessFailed"]
 
 
@@ -29,6 +31,8 @@ class _Child:
     name: str
     process: subprocess.Popen[str]
     log_path: Path
+    guard: subprocess.Popen[bytes] | None = None
+    """SIGTERM to the child if the demo itself dies without stopping it (SIGKILL)."""
 
 
 @dataclass
@@ -67,7 +71,7 @@ class DemoProcesses:
             text=True,
             start_new_session=True,
         )  # Ctrl-C reaches the demo only; it stops the children
-        child = _Child(name, process, log_path)
+        child = _Child(name, process, log_path, start_guard(process.pid, name="sef-demo-guard"))
         with self._lock:
             stopped = self.stopped
             if not stopped:
@@ -116,3 +120,5 @@ def _stop(children: Sequence[_Child], timeout_s: float) -> None:
         except subprocess.TimeoutExpired:
             child.process.kill()
             child.process.wait()
+        stop_guard(child.guard)
+        child.guard = None

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from sef.broker import BrokerNotFound, find_mosquitto, free_port
 from sef.demo._der import EVSession, OcppCredentials
+from sef.process_guard import start_guard, stop_guard
 from sef.security import (
     BrokerFiles,
     CertificateAuthority,
@@ -78,6 +79,8 @@ class DemoPki:
     ca: CertificateAuthority = field(init=False)
     files: BrokerFiles | None = field(default=None, init=False)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    guard: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    """SIGTERM to the broker if the demo dies without stopping it (:mod:`sef.process_guard`)."""
     port: int = field(default=0, init=False)
     ocpp_passwords: dict[str, str] = field(default_factory=dict, init=False)
 
@@ -187,6 +190,7 @@ class DemoPki:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        self.guard = start_guard(self.process.pid, name="sef-demo-broker-guard")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -202,6 +206,8 @@ class DemoPki:
 
     def stop(self) -> None:
         """Stop the broker (idempotent); the CA and certificates stay in ``out/pki``."""
+        stop_guard(self.guard)
+        self.guard = None
         process, self.process = self.process, None
         if process is None:
             return
