@@ -253,8 +253,10 @@ class InverterAgent(DERAgent[SunSpecInverter]):
         security: Security | None = None,
         sign_telemetry: bool = False,
     ) -> None:
+        # a Modbus timeout of its own, not the poll period: at a 0.1 s poll on a loaded host
+        # every read timed out and the agent reported a fault for a whole demo run
         device = SunSpecInverter(
-            modbus_host, modbus_port, unit=unit, timeout_s=min(1.0, poll_s), dc_kwp=dc_kwp
+            modbus_host, modbus_port, unit=unit, timeout_s=max(1.0, poll_s), dc_kwp=dc_kwp
         )
         super().__init__(
             agent_id, broker, device, poll_s=poll_s, host_loss_grace_s=host_loss_grace_s,
