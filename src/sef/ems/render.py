@@ -45,6 +45,11 @@ STANDARD_TELEMETRY_UNITS: dict[str, str] = {
     "Curtailed_pct": " %",
     "Reactive_var": " var",
     "Energy_Produced_Wh": " Wh",
+    "EV_Rate_kW": " kW",
+    "EV_Energy_kWh": " kWh",
+    "EV_Need_kWh": " kWh",
+    "Charge_Limit_kW": " kW",
+    "EV_Laxity_s": " s",
 }
 """The standard telemetry keys SEF's agents publish, in display order, with their units
 (the table of ``docs/interfaces.md``); other keys are shown after them without a unit."""
