@@ -351,12 +351,11 @@ class EMS:
         or more (below that the collector's walks cost little, and a frozen object that
         later becomes cyclic garbage is never collected)."""
         if len(self.registry.agents) >= FREEZE_MIN_AGENTS:
-            frozen = self.registry.freeze()
+            self.registry.freeze(count=False)  # counting walks every frozen object
             log.info(
-                "EMS %s: %d agents, %d objects frozen (gc.freeze)",
+                "EMS %s: %d agents, objects frozen (gc.freeze)",
                 self.host_id,
                 len(self.registry.agents),
-                frozen,
             )
 
     def _ask_rebirth(self, agent_id: str, reason: str) -> bool:
