@@ -159,9 +159,9 @@ class MPCController:
         if self.objective == "track":
             return 0.0
         sign = 1.0 if self.objective == "cap" else -1.0
-        # with EVs and PV (issue 17) at least two elements: the EVs make the batteries'
-        # work at the cap, and they wait at no cost
-        elems = 2.0 if self.der_on else 1.0
+        # with EVs and PV (issue 17) at least three elements: the EVs make the batteries'
+        # work at the cap, and they wait at no cost (two left der_feeder 1-3 min over it)
+        elems = 3.0 if self.der_on else 1.0
         return sign * max(_MARGIN_SIGMAS * float(np.sqrt(self.err_var)), elems * self.elem_kw)
 
     def _reserve_factor(self, fc: Forecast) -> float:
