@@ -266,7 +266,15 @@ class _CP201(CP201):  # type: ignore[misc]
         await self.call(call201.Authorize(id_token=self._token))
         tx = f"{self.id}-{int(self.owner.now())}"
         mv = [meter_value("ocpp2.0.1", self.owner.now(), meter_wh, 0.0, "Transaction.Begin")]
-        await self._event("Started", "CablePluggedIn", tx, "EVConnected", mv)
+        # In 2.0.1 the charge point names the transaction: it runs from the Started event
+        # on. A TxProfile the central system sends as soon as it has read that event may
+        # arrive before the event's response; it must find the transaction running.
+        self.owner.transaction_id = tx
+        try:
+            await self._event("Started", "CablePluggedIn", tx, "EVConnected", mv)
+        except BaseException:
+            self.owner.transaction_id = None
+            raise
         return tx
 
     async def meter(self, energy_wh: float, power_w: float) -> None:
