@@ -12,14 +12,16 @@ end, each session's outcome.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sef.control.controllers.base import Decision
 from sef.control.scenario import Scenario
-from sef.models.pv import PVFleet
+
+if TYPE_CHECKING:
+    from sef.models.pv import PVFleet
 
 __all__ = ["DER_SERIES", "DERSim"]
 
@@ -42,7 +44,11 @@ class DERSim:
     def __init__(self, sc: Scenario) -> None:
         self.sc = sc
         self.on = sc.pv is not None or sc.ev is not None or sc.export_limit_kw is not None
-        self.pv = PVFleet(sc.pv.dc_kwp, sc.pv.ac_kw, kva=sc.pv.ac_kw) if sc.pv is not None else None
+        self.pv: PVFleet | None = None
+        if sc.pv is not None:  # pvlib: the der extra, only for a scenario with PV
+            from sef.models.pv import PVFleet
+
+            self.pv = PVFleet(sc.pv.dc_kwp, sc.pv.ac_kw, kva=sc.pv.ac_kw)
         self.ev = sc.ev.fleet_at_start(sc.dt_s) if sc.ev is not None else None
         n_s = sc.n_ev_sessions
         self.need0 = np.zeros(0)  # AC need at step 0 (plugged) or at arrival

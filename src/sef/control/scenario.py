@@ -75,17 +75,19 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from sef.control import profiles
-from sef.control.der import EVScenario, PVScenario, ev_from_raw, pv_from_raw
 from sef.models.battery import BatteryParams
 from sef.models.draws import DrawSchedule
 from sef.models.waterheater import WaterHeaterParams
 from sef.models.waterheater_dr import DRSettings
+
+if TYPE_CHECKING:  # sef.control.der needs pvlib and pandas (the der extra): imported on use
+    from sef.control.der import EVScenario, PVScenario
 
 __all__ = [
     "END_ENERGY_RULES",
@@ -371,6 +373,14 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
     export = traw.pop("export_limit_kw", None)
     if export is not None and not float(export) >= 0:
         raise ValueError(f"[target] export_limit_kw must be >= 0 kW, got {export!r}")
+    pv_raw, ev_raw = dict(raw.get("pv", {})), dict(raw.get("evs", {}))
+    pv: PVScenario | None = None
+    ev: EVScenario | None = None
+    if pv_raw or ev_raw:  # pvlib and pandas only for a scenario with PV or EVs
+        from sef.control.der import ev_from_raw, pv_from_raw
+
+        pv = pv_from_raw(pv_raw, base, dt_s, steps, seed)
+        ev = ev_from_raw(ev_raw, seed)
     sc = Scenario(
         name=str(raw.get("name", "scenario")),
         dt_s=dt_s,
@@ -390,8 +400,8 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> Scena
         source=raw,
         objective=str(traw.get("objective", "track")),
         end_energy=end_energy,
-        pv=pv_from_raw(dict(raw.get("pv", {})), base, dt_s, steps, seed),
-        ev=ev_from_raw(dict(raw.get("evs", {})), seed),
+        pv=pv,
+        ev=ev,
         export_limit_kw=None if export is None else float(export),
     )
     sc.target_kw = _target(traw, base, sc)
