@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from sef.control.controllers._lp import LPInput, LPPlan, solve_plan
 from sef.control.controllers.base import Observation
 from sef.control.scenario import Scenario, scenario_from_dict
 from sef.control.scenarios import __file__ as _scen_init
@@ -55,3 +56,31 @@ def obs(
         wh_energy_kwh=np.array(w_energy or [0.0] * len(w_power), dtype=float),
         wh_mode=np.array(w_mode or [0] * len(w_power), dtype=np.int64),
     )
+
+
+def battery_lp(base: list[float], limit: float, e0: float, **kw: Any) -> LPPlan:
+    """An LP plan on a one-hour grid with a lossless 30 kW / 100 kWh battery fleet and no
+    heaters; ``kw`` overrides or adds :class:`LPInput` fields (objective, der...)."""
+    n = len(base)
+    args: dict[str, Any] = {
+        "h": 1.0,
+        "base_kw": np.array(base, dtype=float),
+        "target_kw": np.full(n, limit),
+        "draw_kw": np.zeros(n),
+        "b_p_max": 30.0,
+        "b_e0": e0,
+        "b_e_min": 0.0,
+        "b_e_max": 100.0,
+        "b_eta_c": 1.0,
+        "b_eta_d": 1.0,
+        "b_standby_kw": 0.0,
+        "w_p_max": 0.0,
+        "w_e0": 0.0,
+        "w_e_min": 0.0,
+        "w_e_max": 0.0,
+        "w_loss_kw": 0.0,
+        "seg_kw": 0.5,
+        "segments": 80,
+    }
+    args.update(kw)
+    return solve_plan(LPInput(**args))

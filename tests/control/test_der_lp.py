@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from control_support import battery_lp
 from sef.control.controllers._der_dispatch import EVDispatcher, ev_groups, pv_limits
-from sef.control.controllers._lp import LPInput, LPPlan, solve_plan
+from sef.control.controllers._lp import LPPlan
 from sef.control.controllers._lp_der import DERInput, EVGroup
 from sef.control.controllers.base import EVArrivals, Observation
 
@@ -23,31 +24,7 @@ from sef.control.controllers.base import EVArrivals, Observation
 def plan(base: list[float], limit: float, e0: float, der: DERInput, **kw: Any) -> LPPlan:
     """One-hour grid, a lossless 30 kW / 100 kWh battery fleet, no heaters; ``base`` is
     the base load net of the PV forecast."""
-    n = len(base)
-    args: dict[str, Any] = {
-        "h": 1.0,
-        "base_kw": np.array(base, dtype=float),
-        "target_kw": np.full(n, limit),
-        "draw_kw": np.zeros(n),
-        "b_p_max": 30.0,
-        "b_e0": e0,
-        "b_e_min": 0.0,
-        "b_e_max": 100.0,
-        "b_eta_c": 1.0,
-        "b_eta_d": 1.0,
-        "b_standby_kw": 0.0,
-        "w_p_max": 0.0,
-        "w_e0": 0.0,
-        "w_e_min": 0.0,
-        "w_e_max": 0.0,
-        "w_loss_kw": 0.0,
-        "seg_kw": 0.5,
-        "segments": 80,
-        "objective": "cap",
-        "der": der,
-    }
-    args.update(kw)
-    return solve_plan(LPInput(**args))
+    return battery_lp(base, limit, e0, **{"objective": "cap", "der": der, **kw})
 
 
 def net_of(p: LPPlan, base: list[float]) -> np.ndarray:
